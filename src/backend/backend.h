@@ -1,0 +1,116 @@
+/* The compute backend interface.
+ *
+ * A backend owns device memory and implements a fixed set of ops on tensors
+ * that already have their memory. Shapes are validated by the op wrappers in
+ * ops.c before a backend function is called, so backends may assume valid,
+ * contiguous, row-major tensors. Models never call these directly: they call
+ * the wrappers in ops.h, which allocate outputs from the context's arena.
+ *
+ * Activations use the backend's act_dtype (F32 on the CPU, F16 on CUDA).
+ * Weights may be F32, F16 or BF16; a backend that cannot consume a weight
+ * dtype directly reports that through accepts_weight_dtype() and the wrapper
+ * converts into arena scratch memory first.
+ */
+#ifndef SD_BACKEND_H
+#define SD_BACKEND_H
+
+#include "core/core.h"
+#include "io/safetensors.h" /* sd_dtype */
+
+#define SD_MAX_DIMS 4
+
+typedef struct sd_tensor {
+    void *data; /* backend memory (NULL while planning) */
+    sd_dtype dtype;
+    int ndim;
+    int64_t ne[SD_MAX_DIMS]; /* shape, row-major: ne[ndim-1] is contiguous */
+} sd_tensor;
+
+typedef enum sd_unary_op {
+    SD_UNARY_SILU,
+    SD_UNARY_GELU,      /* exact erf GELU */
+    SD_UNARY_GELU_TANH, /* tanh approximation */
+    SD_UNARY_QUICK_GELU,/* x * sigmoid(1.702 x) */
+    SD_UNARY_TANH,
+    SD_UNARY_RELU,
+    SD_UNARY_SIGMOID,
+    SD_UNARY_EXP
+} sd_unary_op;
+
+typedef enum sd_binary_op { SD_BINARY_ADD, SD_BINARY_SUB, SD_BINARY_MUL } sd_binary_op;
+
+typedef struct sd_backend sd_backend;
+
+typedef struct sd_backend_ops {
+    const char *name;
+    /* memory */
+    void *(*alloc)(sd_backend *be, size_t bytes); /* NULL + sd_fail on error */
+    void (*free)(sd_backend *be, void *p);
+    sd_status (*upload)(sd_backend *be, void *dst, const void *host, size_t bytes);
+    sd_status (*download)(sd_backend *be, void *host, const void *src, size_t bytes);
+    void (*move)(sd_backend *be, void *dst, const void *src, size_t bytes); /* memmove within device memory */
+    sd_status (*synchronize)(sd_backend *be);
+    bool (*accepts_weight_dtype)(sd_backend *be, sd_dtype t);
+    /* scratch bytes an op needs (0 if none); the wrapper allocates it from the arena */
+    size_t (*conv2d_scratch)(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y);
+    size_t (*attention_scratch)(sd_backend *be, const sd_tensor *q, const sd_tensor *k, int heads);
+
+    /* ops: y is preallocated with the right shape */
+    void (*cast)(sd_backend *be, sd_tensor *y, const sd_tensor *x);
+    /* y[M,N] = x[M,K] w[N,K]^T + b[N] */
+    void (*linear)(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b);
+    /* y[B,M,N] = alpha * op(a)[B,M,K] op(b)[B,K,N]; op = transpose when trans_* */
+    void (*matmul)(sd_backend *be, sd_tensor *y, const sd_tensor *a, const sd_tensor *b, bool trans_a, bool trans_b,
+                   float alpha);
+    /* NCHW conv, w [Cout,Cin,kh,kw]; pads = {top, left, bottom, right} */
+    void (*conv2d)(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                   int stride, const int pads[4], void *scratch);
+    /* x [N, C, ...]: normalise over groups of C/groups channels x spatial */
+    void (*group_norm)(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *gamma,
+                       const sd_tensor *beta, int groups, float eps, bool silu);
+    /* normalise the last dimension */
+    void (*layer_norm)(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *gamma,
+                       const sd_tensor *beta, float eps);
+    void (*softmax)(sd_backend *be, sd_tensor *y, const sd_tensor *x, float scale); /* softmax(scale*x) over last dim */
+    /* q [B,Nq,H*d], k,v [B,Nk,H*d] -> y [B,Nq,H*d]; softmax(q k^T * scale) v per head */
+    void (*attention)(sd_backend *be, sd_tensor *y, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v,
+                      int heads, float scale, bool causal, void *scratch);
+    void (*unary)(sd_backend *be, sd_tensor *y, const sd_tensor *x, sd_unary_op op);
+    /* y = a op b, b broadcast to a's shape (both given as 4-D right-aligned shapes) */
+    void (*binary)(sd_backend *be, sd_tensor *y, const sd_tensor *a, const sd_tensor *b, sd_binary_op op);
+    void (*affine)(sd_backend *be, sd_tensor *y, const sd_tensor *x, float alpha, float beta); /* alpha x + beta */
+    void (*clamp)(sd_backend *be, sd_tensor *y, const sd_tensor *x, float lo, float hi);
+    /* x [..., 2N] -> y [..., N] = x[..., :N] * gelu(x[..., N:]) */
+    void (*geglu)(sd_backend *be, sd_tensor *y, const sd_tensor *x);
+    void (*upsample2x)(sd_backend *be, sd_tensor *y, const sd_tensor *x); /* nearest, NCHW */
+    void (*concat)(sd_backend *be, sd_tensor *y, const sd_tensor *a, const sd_tensor *b, int axis);
+    void (*slice)(sd_backend *be, sd_tensor *y, const sd_tensor *x, int axis, int64_t start);
+    void (*permute)(sd_backend *be, sd_tensor *y, const sd_tensor *x, const int perm[4]); /* 4-D */
+    /* t F32 [B] -> y [B, dim]: diffusers get_timestep_embedding */
+    void (*timestep_embedding)(sd_backend *be, sd_tensor *y, const sd_tensor *t, int dim, bool flip_sin_to_cos,
+                               float downscale_freq_shift, float max_period);
+    /* table [V, D], ids I32 [N] -> y [N, D] */
+    void (*embedding)(sd_backend *be, sd_tensor *y, const sd_tensor *table, const sd_tensor *ids);
+    void (*destroy)(sd_backend *be);
+} sd_backend_ops;
+
+struct sd_backend {
+    const sd_backend_ops *ops;
+    sd_dtype act_dtype;
+    int n_threads;
+    void *impl;
+};
+
+sd_status sd_backend_cpu_create(int n_threads, sd_backend **out);
+/* Fails with SD_ERR_BACKEND and a clear message when CUDA is absent. */
+sd_status sd_backend_cuda_create(int device, sd_backend **out);
+void sd_backend_destroy(sd_backend *be);
+
+/* tensor helpers (no allocation) */
+int64_t sd_numel(const sd_tensor *t);
+size_t sd_nbytes(const sd_tensor *t);
+bool sd_same_shape(const sd_tensor *a, const sd_tensor *b);
+void sd_shape_str(const sd_tensor *t, char *buf, size_t n); /* "[2,4,8,8]" */
+sd_tensor sd_tensor_make(void *data, sd_dtype dt, int ndim, const int64_t *ne);
+
+#endif

@@ -1,0 +1,531 @@
+/* CPU backend: float32 activations, OpenMP threads, GEMM through OpenBLAS.
+ * Weights in F16/BF16 are converted by the op wrappers (accepts only F32). */
+#include "backend/backend.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define F(t) ((float *)(t)->data)
+#define CF(t) ((const float *)(t)->data)
+
+/* rows of im2col processed per GEMM call are limited so the scratch stays small */
+#define CONV_SCRATCH_MAX ((size_t)32 << 20)
+/* query rows per attention tile */
+#define ATT_TILE 64
+
+static int nthreads(const sd_backend *be) { return be->n_threads > 0 ? be->n_threads : 1; }
+
+static void *cpu_alloc(sd_backend *be, size_t bytes) { return sd_aligned_alloc(bytes); }
+static void cpu_free(sd_backend *be, void *p) { sd_aligned_free(p); }
+
+static sd_status cpu_copy(sd_backend *be, void *dst, const void *src, size_t bytes)
+{
+    memcpy(dst, src, bytes);
+    return SD_OK;
+}
+
+static void cpu_move(sd_backend *be, void *dst, const void *src, size_t bytes) { memmove(dst, src, bytes); }
+static sd_status cpu_sync(sd_backend *be) { return SD_OK; }
+static bool cpu_accepts(sd_backend *be, sd_dtype t) { return t == SD_F32; }
+
+static void cpu_cast(sd_backend *be, sd_tensor *y, const sd_tensor *x)
+{
+    int64_t n = sd_numel(x);
+    if (y->dtype == x->dtype) {
+        memcpy(y->data, x->data, sd_nbytes(x));
+        return;
+    }
+    const uint16_t *h = x->data;
+    uint16_t *oh = y->data;
+    float *of = y->data;
+    const float *xf = x->data;
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        if (y->dtype == SD_F32 && x->dtype == SD_F16)
+            of[i] = sd_f16_to_f32(h[i]);
+        else if (y->dtype == SD_F32 && x->dtype == SD_BF16)
+            of[i] = sd_bf16_to_f32(h[i]);
+        else if (y->dtype == SD_F16 && x->dtype == SD_F32)
+            oh[i] = sd_f32_to_f16(xf[i]);
+        else if (y->dtype == SD_BF16 && x->dtype == SD_F32)
+            oh[i] = sd_f32_to_bf16(xf[i]);
+    }
+}
+
+static void cpu_linear(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b)
+{
+    int64_t N = w->ne[0], K = w->ne[1];
+    int64_t M = sd_numel(x) / K;
+    float *Y = F(y);
+    if (b) {
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+        for (int64_t i = 0; i < M; i++)
+            memcpy(Y + i * N, b->data, (size_t)N * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, CF(x), (int)K, CF(w), (int)K,
+                b ? 1.0f : 0.0f, Y, (int)N);
+}
+
+static void cpu_matmul(sd_backend *be, sd_tensor *y, const sd_tensor *a, const sd_tensor *b, bool ta, bool tb,
+                       float alpha)
+{
+    int64_t B = a->ne[0], M = y->ne[1], N = y->ne[2];
+    int64_t K = ta ? a->ne[1] : a->ne[2];
+    for (int64_t i = 0; i < B; i++)
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
+                    (int)K, alpha, CF(a) + i * a->ne[1] * a->ne[2], (int)a->ne[2], CF(b) + i * b->ne[1] * b->ne[2],
+                    (int)b->ne[2], 0.0f, F(y) + i * M * N, (int)N);
+}
+
+/* ---------------------------------------------------------------- conv2d */
+
+static bool conv_is_pointwise(const sd_tensor *w, int stride, const int pads[4])
+{
+    return w->ne[2] == 1 && w->ne[3] == 1 && stride == 1 && !pads[0] && !pads[1] && !pads[2] && !pads[3];
+}
+
+/* output rows per im2col chunk */
+static int64_t conv_chunk_rows(const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
+{
+    size_t per_row = (size_t)(x->ne[1] * w->ne[2] * w->ne[3] * y->ne[3]) * sizeof(float);
+    int64_t rows = (int64_t)(CONV_SCRATCH_MAX / (per_row ? per_row : 1));
+    if (rows < 1)
+        rows = 1;
+    return rows > y->ne[2] ? y->ne[2] : rows;
+}
+
+static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
+{
+    if (w->ne[2] == 1 && w->ne[3] == 1 && x->ne[2] == y->ne[2] && x->ne[3] == y->ne[3])
+        return 0; /* pointwise: no im2col (pads are zero when sizes match for 1x1) */
+    return (size_t)(x->ne[1] * w->ne[2] * w->ne[3] * y->ne[3] * conv_chunk_rows(x, w, y)) * sizeof(float);
+}
+
+static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                       int stride, const int pads[4], void *scratch)
+{
+    int64_t N = x->ne[0], C = x->ne[1], H = x->ne[2], W = x->ne[3];
+    int64_t O = w->ne[0], KH = w->ne[2], KW = w->ne[3], HO = y->ne[2], WO = y->ne[3];
+    int64_t HWO = HO * WO, CK = C * KH * KW;
+    int nt = nthreads(be);
+    for (int64_t n = 0; n < N; n++) {
+        const float *xn = CF(x) + n * C * H * W;
+        float *yn = F(y) + n * O * HWO;
+        if (b) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+            for (int64_t o = 0; o < O; o++) {
+                float bv = CF(b)[o];
+                for (int64_t i = 0; i < HWO; i++)
+                    yn[o * HWO + i] = bv;
+            }
+        }
+        if (conv_is_pointwise(w, stride, pads)) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)HWO, (int)C, 1.0f, CF(w), (int)C, xn,
+                        (int)HWO, b ? 1.0f : 0.0f, yn, (int)HWO);
+            continue;
+        }
+        int64_t rows = conv_chunk_rows(x, w, y);
+        float *col = scratch;
+        for (int64_t r0 = 0; r0 < HO; r0 += rows) {
+            int64_t nr = r0 + rows > HO ? HO - r0 : rows, ncol = nr * WO;
+#pragma omp parallel for num_threads(nt) schedule(static)
+            for (int64_t ck = 0; ck < CK; ck++) {
+                int64_t c = ck / (KH * KW), kh = (ck / KW) % KH, kw = ck % KW;
+                float *dst = col + ck * ncol;
+                const float *src = xn + c * H * W;
+                for (int64_t r = 0; r < nr; r++) {
+                    int64_t ih = (r0 + r) * stride - pads[0] + kh;
+                    float *d = dst + r * WO;
+                    if (ih < 0 || ih >= H) {
+                        memset(d, 0, (size_t)WO * sizeof(float));
+                        continue;
+                    }
+                    const float *srow = src + ih * W;
+                    for (int64_t ow = 0; ow < WO; ow++) {
+                        int64_t iw = ow * stride - pads[1] + kw;
+                        d[ow] = (iw >= 0 && iw < W) ? srow[iw] : 0.0f;
+                    }
+                }
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)ncol, (int)CK, 1.0f, CF(w), (int)CK,
+                        col, (int)ncol, b ? 1.0f : 0.0f, yn + r0 * WO, (int)HWO);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- norms */
+
+static void cpu_group_norm(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *gamma,
+                           const sd_tensor *beta, int groups, float eps, bool silu)
+{
+    int64_t N = x->ne[0], C = x->ne[1];
+    int64_t S = sd_numel(x) / (N * C);
+    int64_t cpg = C / groups;
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static) collapse(2)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t g = 0; g < groups; g++) {
+            const float *xs = CF(x) + (n * C + g * cpg) * S;
+            float *ys = F(y) + (n * C + g * cpg) * S;
+            int64_t cnt = cpg * S;
+            double sum = 0, sq = 0;
+            for (int64_t i = 0; i < cnt; i++)
+                sum += xs[i];
+            double mean = sum / (double)cnt;
+            for (int64_t i = 0; i < cnt; i++) {
+                double d = xs[i] - mean;
+                sq += d * d;
+            }
+            float rstd = (float)(1.0 / sqrt(sq / (double)cnt + eps));
+            float fm = (float)mean;
+            for (int64_t c = 0; c < cpg; c++) {
+                float sc = CF(gamma)[g * cpg + c] * rstd, sh = CF(beta)[g * cpg + c] - fm * sc;
+                const float *xc = xs + c * S;
+                float *yc = ys + c * S;
+                if (silu) {
+                    for (int64_t i = 0; i < S; i++) {
+                        float v = xc[i] * sc + sh;
+                        yc[i] = v / (1.0f + expf(-v));
+                    }
+                } else {
+                    for (int64_t i = 0; i < S; i++)
+                        yc[i] = xc[i] * sc + sh;
+                }
+            }
+        }
+}
+
+static void cpu_layer_norm(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *gamma,
+                           const sd_tensor *beta, float eps)
+{
+    int64_t D = x->ne[x->ndim - 1], R = sd_numel(x) / D;
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t r = 0; r < R; r++) {
+        const float *xr = CF(x) + r * D;
+        float *yr = F(y) + r * D;
+        double sum = 0, sq = 0;
+        for (int64_t i = 0; i < D; i++)
+            sum += xr[i];
+        double mean = sum / (double)D;
+        for (int64_t i = 0; i < D; i++) {
+            double d = xr[i] - mean;
+            sq += d * d;
+        }
+        float rstd = (float)(1.0 / sqrt(sq / (double)D + eps)), fm = (float)mean;
+        for (int64_t i = 0; i < D; i++)
+            yr[i] = (xr[i] - fm) * rstd * CF(gamma)[i] + CF(beta)[i];
+    }
+}
+
+static void softmax_row(float *y, const float *x, int64_t n, float scale)
+{
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        mx = fmaxf(mx, x[i] * scale);
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        y[i] = expf(x[i] * scale - mx);
+        sum += y[i];
+    }
+    float inv = 1.0f / sum;
+    for (int64_t i = 0; i < n; i++)
+        y[i] *= inv;
+}
+
+static void cpu_softmax(sd_backend *be, sd_tensor *y, const sd_tensor *x, float scale)
+{
+    int64_t D = x->ne[x->ndim - 1], R = sd_numel(x) / D;
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t r = 0; r < R; r++)
+        softmax_row(F(y) + r * D, CF(x) + r * D, D, scale);
+}
+
+/* ---------------------------------------------------------------- attention
+ * Tiled over query rows: each task takes one (batch, head, tile of ATT_TILE
+ * queries), computes its [tile, Nk] scores, softmax, and multiplies by V.
+ * Only one tile of scores per thread exists at a time. */
+
+static size_t cpu_attention_scratch(sd_backend *be, const sd_tensor *q, const sd_tensor *k, int heads)
+{
+    int64_t d = q->ne[2] / heads;
+    return (size_t)nthreads(be) * (size_t)(ATT_TILE * k->ne[1] + 3 * ATT_TILE * d + 2 * k->ne[1] * d) * sizeof(float);
+}
+
+static void cpu_attention(sd_backend *be, sd_tensor *y, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v,
+                          int heads, float scale, bool causal, void *scratch)
+{
+    int64_t B = q->ne[0], Nq = q->ne[1], Nk = k->ne[1], HD = q->ne[2], d = HD / heads;
+    int64_t tiles = (Nq + ATT_TILE - 1) / ATT_TILE;
+    int64_t tasks = B * heads * tiles;
+    int nt = nthreads(be);
+    size_t per_thread = (size_t)(ATT_TILE * Nk + 3 * ATT_TILE * d + 2 * Nk * d);
+#pragma omp parallel num_threads(nt)
+    {
+        float *S = (float *)scratch + (size_t)omp_get_thread_num() * per_thread;
+        float *Qt = S + ATT_TILE * Nk, *Ot = Qt + ATT_TILE * d, *Kt = Ot + ATT_TILE * d, *Vt = Kt + Nk * d;
+        int64_t cached = -1;
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < tasks; task++) {
+            int64_t bh = task / tiles, tile = task % tiles, b = bh / heads, h = bh % heads;
+            int64_t q0 = tile * ATT_TILE, nq = Nq - q0 < ATT_TILE ? Nq - q0 : ATT_TILE;
+            if (cached != bh) { /* gather this head's K and V contiguously */
+                for (int64_t j = 0; j < Nk; j++) {
+                    memcpy(Kt + j * d, CF(k) + (b * Nk + j) * HD + h * d, (size_t)d * sizeof(float));
+                    memcpy(Vt + j * d, CF(v) + (b * Nk + j) * HD + h * d, (size_t)d * sizeof(float));
+                }
+                cached = bh;
+            }
+            for (int64_t i = 0; i < nq; i++)
+                memcpy(Qt + i * d, CF(q) + (b * Nq + q0 + i) * HD + h * d, (size_t)d * sizeof(float));
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)Nk, (int)d, scale, Qt, (int)d, Kt,
+                        (int)d, 0.0f, S, (int)Nk);
+            for (int64_t i = 0; i < nq; i++) {
+                float *row = S + i * Nk;
+                if (causal)
+                    for (int64_t j = q0 + i + 1; j < Nk; j++)
+                        row[j] = -INFINITY;
+                softmax_row(row, row, Nk, 1.0f);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)d, (int)Nk, 1.0f, S, (int)Nk, Vt,
+                        (int)d, 0.0f, Ot, (int)d);
+            for (int64_t i = 0; i < nq; i++)
+                memcpy(F(y) + (b * Nq + q0 + i) * HD + h * d, Ot + i * d, (size_t)d * sizeof(float));
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- elementwise */
+
+static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+
+static void cpu_unary(sd_backend *be, sd_tensor *y, const sd_tensor *x, sd_unary_op op)
+{
+    int64_t n = sd_numel(x);
+    const float *X = CF(x);
+    float *Y = F(y);
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float v = X[i];
+        switch (op) {
+        case SD_UNARY_SILU: Y[i] = v / (1.0f + expf(-v)); break;
+        case SD_UNARY_GELU: Y[i] = gelu_erf(v); break;
+        case SD_UNARY_GELU_TANH:
+            Y[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+            break;
+        case SD_UNARY_QUICK_GELU: Y[i] = v / (1.0f + expf(-1.702f * v)); break;
+        case SD_UNARY_TANH: Y[i] = tanhf(v); break;
+        case SD_UNARY_RELU: Y[i] = v > 0 ? v : 0; break;
+        case SD_UNARY_SIGMOID: Y[i] = 1.0f / (1.0f + expf(-v)); break;
+        case SD_UNARY_EXP: Y[i] = expf(v); break;
+        }
+    }
+}
+
+static void cpu_binary(sd_backend *be, sd_tensor *y, const sd_tensor *a, const sd_tensor *b, sd_binary_op op)
+{
+    int64_t n = sd_numel(a);
+    /* right-align b's shape to a's and compute strides (0 where broadcast) */
+    int64_t ae[4] = {1, 1, 1, 1}, bs[4] = {0, 0, 0, 0};
+    for (int i = 0; i < a->ndim; i++)
+        ae[4 - a->ndim + i] = a->ne[i];
+    int64_t st = 1;
+    for (int i = b->ndim - 1; i >= 0; i--) {
+        int ax = 4 - b->ndim + i;
+        bs[ax] = b->ne[i] == 1 ? 0 : st;
+        st *= b->ne[i];
+    }
+    const float *A = CF(a), *Bv = CF(b);
+    float *Y = F(y);
+    int64_t inner = ae[3];
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t o = 0; o < n / inner; o++) {
+        int64_t i2 = o % ae[2], i1 = (o / ae[2]) % ae[1], i0 = o / (ae[2] * ae[1]);
+        const float *bp = Bv + i0 * bs[0] + i1 * bs[1] + i2 * bs[2];
+        const float *ap = A + o * inner;
+        float *yp = Y + o * inner;
+        for (int64_t i = 0; i < inner; i++) {
+            float bv = bp[i * bs[3]];
+            yp[i] = op == SD_BINARY_ADD ? ap[i] + bv : op == SD_BINARY_SUB ? ap[i] - bv : ap[i] * bv;
+        }
+    }
+}
+
+static void cpu_affine(sd_backend *be, sd_tensor *y, const sd_tensor *x, float alpha, float beta)
+{
+    int64_t n = sd_numel(x);
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        F(y)[i] = alpha * CF(x)[i] + beta;
+}
+
+static void cpu_clamp(sd_backend *be, sd_tensor *y, const sd_tensor *x, float lo, float hi)
+{
+    int64_t n = sd_numel(x);
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        F(y)[i] = fminf(fmaxf(CF(x)[i], lo), hi);
+}
+
+static void cpu_geglu(sd_backend *be, sd_tensor *y, const sd_tensor *x)
+{
+    int64_t N = y->ne[y->ndim - 1], R = sd_numel(y) / N;
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t r = 0; r < R; r++) {
+        const float *xr = CF(x) + r * 2 * N;
+        float *yr = F(y) + r * N;
+        for (int64_t i = 0; i < N; i++)
+            yr[i] = xr[i] * gelu_erf(xr[N + i]);
+    }
+}
+
+static void cpu_upsample2x(sd_backend *be, sd_tensor *y, const sd_tensor *x)
+{
+    int64_t NC = x->ne[0] * x->ne[1], H = x->ne[2], W = x->ne[3];
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t p = 0; p < NC; p++)
+        for (int64_t h = 0; h < 2 * H; h++) {
+            const float *src = CF(x) + (p * H + h / 2) * W;
+            float *dst = F(y) + (p * 2 * H + h) * 2 * W;
+            for (int64_t w = 0; w < 2 * W; w++)
+                dst[w] = src[w / 2];
+        }
+}
+
+/* outer = product of dims before axis; inner = product of dims from axis on */
+static void split_axis(const sd_tensor *t, int axis, int64_t *outer, int64_t *inner)
+{
+    *outer = 1;
+    *inner = 1;
+    for (int i = 0; i < axis; i++)
+        *outer *= t->ne[i];
+    for (int i = axis; i < t->ndim; i++)
+        *inner *= t->ne[i];
+}
+
+static void cpu_concat(sd_backend *be, sd_tensor *y, const sd_tensor *a, const sd_tensor *b, int axis)
+{
+    int64_t outer, ia, ib;
+    split_axis(a, axis, &outer, &ia);
+    split_axis(b, axis, &outer, &ib);
+    size_t es = sd_dtype_size(a->dtype);
+    uint8_t *Y = y->data;
+    for (int64_t o = 0; o < outer; o++) {
+        memcpy(Y + (size_t)(o * (ia + ib)) * es, (const uint8_t *)a->data + (size_t)(o * ia) * es, (size_t)ia * es);
+        memcpy(Y + (size_t)(o * (ia + ib) + ia) * es, (const uint8_t *)b->data + (size_t)(o * ib) * es,
+               (size_t)ib * es);
+    }
+}
+
+static void cpu_slice(sd_backend *be, sd_tensor *y, const sd_tensor *x, int axis, int64_t start)
+{
+    int64_t outer, ix, iy;
+    split_axis(x, axis, &outer, &ix);
+    split_axis(y, axis, &outer, &iy);
+    int64_t off = start * (ix / x->ne[axis]);
+    size_t es = sd_dtype_size(x->dtype);
+    for (int64_t o = 0; o < outer; o++)
+        memcpy((uint8_t *)y->data + (size_t)(o * iy) * es, (const uint8_t *)x->data + (size_t)(o * ix + off) * es,
+               (size_t)iy * es);
+}
+
+static void cpu_permute(sd_backend *be, sd_tensor *y, const sd_tensor *x, const int perm[4])
+{
+    int64_t xs[4];
+    xs[3] = 1;
+    for (int i = 2; i >= 0; i--)
+        xs[i] = xs[i + 1] * x->ne[i + 1];
+    int64_t s0 = xs[perm[0]], s1 = xs[perm[1]], s2 = xs[perm[2]], s3 = xs[perm[3]];
+    int64_t n0 = y->ne[0], n1 = y->ne[1], n2 = y->ne[2], n3 = y->ne[3];
+    const float *X = CF(x);
+    float *Y = F(y);
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static) collapse(2)
+    for (int64_t i0 = 0; i0 < n0; i0++)
+        for (int64_t i1 = 0; i1 < n1; i1++)
+            for (int64_t i2 = 0; i2 < n2; i2++) {
+                float *yp = Y + ((i0 * n1 + i1) * n2 + i2) * n3;
+                const float *xp = X + i0 * s0 + i1 * s1 + i2 * s2;
+                for (int64_t i3 = 0; i3 < n3; i3++)
+                    yp[i3] = xp[i3 * s3];
+            }
+}
+
+static void cpu_timestep_embedding(sd_backend *be, sd_tensor *y, const sd_tensor *t, int dim, bool flip, float shift,
+                                   float max_period)
+{
+    int half = dim / 2;
+    for (int64_t b = 0; b < t->ne[0]; b++) {
+        float *yr = F(y) + b * dim;
+        float tv = CF(t)[b];
+        for (int i = 0; i < half; i++) {
+            /* float32 like torch: exponent = -ln(max_period) * i / (half - shift) */
+            float e = -logf(max_period) * (float)i / ((float)half - shift);
+            float arg = tv * expf(e);
+            float s = sinf(arg), c = cosf(arg);
+            yr[i] = flip ? c : s;
+            yr[half + i] = flip ? s : c;
+        }
+        if (dim % 2)
+            yr[dim - 1] = 0.0f;
+    }
+}
+
+static void cpu_embedding(sd_backend *be, sd_tensor *y, const sd_tensor *table, const sd_tensor *ids)
+{
+    int64_t V = table->ne[0], D = table->ne[1];
+    const int32_t *id = ids->data;
+    for (int64_t i = 0; i < ids->ne[0]; i++) {
+        if (id[i] >= 0 && id[i] < V)
+            memcpy(F(y) + i * D, CF(table) + id[i] * D, (size_t)D * sizeof(float));
+        else
+            memset(F(y) + i * D, 0, (size_t)D * sizeof(float));
+    }
+}
+
+static void cpu_destroy(sd_backend *be) { free(be); }
+
+static const sd_backend_ops k_cpu_ops = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .move = cpu_move,
+    .synchronize = cpu_sync,
+    .accepts_weight_dtype = cpu_accepts,
+    .conv2d_scratch = cpu_conv2d_scratch,
+    .attention_scratch = cpu_attention_scratch,
+    .cast = cpu_cast,
+    .linear = cpu_linear,
+    .matmul = cpu_matmul,
+    .conv2d = cpu_conv2d,
+    .group_norm = cpu_group_norm,
+    .layer_norm = cpu_layer_norm,
+    .softmax = cpu_softmax,
+    .attention = cpu_attention,
+    .unary = cpu_unary,
+    .binary = cpu_binary,
+    .affine = cpu_affine,
+    .clamp = cpu_clamp,
+    .geglu = cpu_geglu,
+    .upsample2x = cpu_upsample2x,
+    .concat = cpu_concat,
+    .slice = cpu_slice,
+    .permute = cpu_permute,
+    .timestep_embedding = cpu_timestep_embedding,
+    .embedding = cpu_embedding,
+    .destroy = cpu_destroy,
+};
+
+sd_status sd_backend_cpu_create(int n_threads, sd_backend **out)
+{
+    sd_backend *be = sd_calloc(1, sizeof *be);
+    if (!be)
+        return SD_ERR_OUT_OF_MEMORY;
+    be->ops = &k_cpu_ops;
+    be->act_dtype = SD_F32;
+    be->n_threads = n_threads > 0 ? n_threads : omp_get_max_threads();
+    *out = be;
+    return SD_OK;
+}

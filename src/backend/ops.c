@@ -1,0 +1,623 @@
+#include "backend/ops.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SD_ARENA_ALIGN 64
+
+/* ------------------------------------------------------------ tensors */
+
+int64_t sd_numel(const sd_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->ne[i];
+    return n;
+}
+
+size_t sd_nbytes(const sd_tensor *t) { return (size_t)sd_numel(t) * sd_dtype_size(t->dtype); }
+
+bool sd_same_shape(const sd_tensor *a, const sd_tensor *b)
+{
+    if (a->ndim != b->ndim)
+        return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->ne[i] != b->ne[i])
+            return false;
+    return true;
+}
+
+void sd_shape_str(const sd_tensor *t, char *buf, size_t n)
+{
+    size_t o = 0;
+    o += (size_t)snprintf(buf + o, n - o, "[");
+    for (int i = 0; i < t->ndim && o < n; i++)
+        o += (size_t)snprintf(buf + o, n - o, i ? ",%lld" : "%lld", (long long)t->ne[i]);
+    if (o < n)
+        snprintf(buf + o, n - o, "]");
+}
+
+sd_tensor sd_tensor_make(void *data, sd_dtype dt, int ndim, const int64_t *ne)
+{
+    sd_tensor t = {.data = data, .dtype = dt, .ndim = ndim};
+    for (int i = 0; i < ndim && i < SD_MAX_DIMS; i++)
+        t.ne[i] = ne[i];
+    return t;
+}
+
+void sd_backend_destroy(sd_backend *be)
+{
+    if (be && be->ops->destroy)
+        be->ops->destroy(be);
+}
+
+/* ------------------------------------------------------------ context */
+
+void sd_ctx_init_plan(sd_ctx *ctx, sd_backend *be)
+{
+    memset(ctx, 0, sizeof *ctx);
+    ctx->be = be;
+    ctx->plan = true;
+    ctx->cap = SIZE_MAX;
+}
+
+sd_status sd_ctx_init(sd_ctx *ctx, sd_backend *be, size_t bytes)
+{
+    memset(ctx, 0, sizeof *ctx);
+    ctx->be = be;
+    ctx->cap = bytes;
+    if (bytes) {
+        ctx->base = be->ops->alloc(be, bytes);
+        if (!ctx->base)
+            return sd_fail(SD_ERR_OUT_OF_MEMORY, "cannot allocate the %zu MiB activation arena", bytes >> 20);
+    }
+    return SD_OK;
+}
+
+void sd_ctx_free(sd_ctx *ctx)
+{
+    if (ctx->base)
+        ctx->be->ops->free(ctx->be, ctx->base);
+    ctx->base = NULL;
+    ctx->cap = ctx->off = 0;
+}
+
+void sd_ctx_reset(sd_ctx *ctx)
+{
+    ctx->off = 0;
+    ctx->status = SD_OK;
+}
+
+bool sd_ok(const sd_ctx *ctx) { return ctx->status == SD_OK; }
+size_t sd_mark(const sd_ctx *ctx) { return ctx->off; }
+
+void sd_release(sd_ctx *ctx, size_t mark)
+{
+    if (mark <= ctx->off)
+        ctx->off = mark;
+}
+
+sd_tensor sd_ctx_fail(sd_ctx *ctx, sd_status s, const char *fmt, ...)
+{
+    if (ctx->status == SD_OK) {
+        char msg[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        ctx->status = sd_fail(s, "%s", msg);
+    }
+    sd_tensor t = {0};
+    return t;
+}
+
+static void *arena_alloc(sd_ctx *ctx, size_t bytes)
+{
+    size_t sz = (bytes + SD_ARENA_ALIGN - 1) & ~(size_t)(SD_ARENA_ALIGN - 1);
+    if (sz < bytes || ctx->off > ctx->cap || sz > ctx->cap - ctx->off) {
+        sd_ctx_fail(ctx, SD_ERR_OUT_OF_MEMORY,
+                    "activation arena exhausted: need %zu more bytes, %zu of %zu in use (plan the context first)",
+                    sz, ctx->off, ctx->cap);
+        return NULL;
+    }
+    void *p = ctx->plan ? NULL : ctx->base + ctx->off;
+    ctx->off += sz;
+    if (ctx->off > ctx->peak)
+        ctx->peak = ctx->off;
+    return p;
+}
+
+sd_tensor sd_new(sd_ctx *ctx, sd_dtype dt, int ndim, const int64_t *ne)
+{
+    sd_tensor t = {0};
+    if (ctx->status != SD_OK)
+        return t;
+    if (ndim < 1 || ndim > SD_MAX_DIMS)
+        return sd_ctx_fail(ctx, SD_ERR_INTERNAL, "tensor rank %d not supported", ndim);
+    size_t n = sd_dtype_size(dt);
+    for (int i = 0; i < ndim; i++) {
+        if (ne[i] < 0 || sd_mul_overflow(n, (size_t)ne[i], &n))
+            return sd_ctx_fail(ctx, SD_ERR_OUT_OF_MEMORY, "tensor size overflows");
+    }
+    t = sd_tensor_make(NULL, dt, ndim, ne);
+    t.data = arena_alloc(ctx, n);
+    if (ctx->status != SD_OK) {
+        sd_tensor z = {0};
+        return z;
+    }
+    return t;
+}
+
+sd_tensor sd_new4(sd_ctx *ctx, int64_t a, int64_t b, int64_t c, int64_t d)
+{
+    int64_t ne[4] = {a, b, c, d};
+    int nd = d ? 4 : c ? 3 : b ? 2 : 1;
+    return sd_new(ctx, ctx->be->act_dtype, nd, ne);
+}
+
+sd_tensor sd_keep(sd_ctx *ctx, size_t mark, sd_tensor t)
+{
+    if (ctx->status != SD_OK)
+        return t;
+    size_t bytes = sd_nbytes(&t);
+    if (ctx->plan) {
+        ctx->off = mark;
+        arena_alloc(ctx, bytes);
+        t.data = NULL;
+        return t;
+    }
+    uint8_t *dst = ctx->base + mark;
+    if ((uint8_t *)t.data < dst) /* already below the mark: nothing to move */
+        return sd_release(ctx, mark), t;
+    if ((uint8_t *)t.data != dst)
+        ctx->be->ops->move(ctx->be, dst, t.data, bytes);
+    ctx->off = mark;
+    t.data = arena_alloc(ctx, bytes);
+    return t;
+}
+
+sd_status sd_tensor_from_f32(sd_ctx *ctx, sd_tensor *t, const float *host)
+{
+    if (ctx->status != SD_OK)
+        return ctx->status;
+    if (ctx->plan)
+        return SD_OK;
+    sd_backend *be = ctx->be;
+    if (t->dtype == SD_F32)
+        return be->ops->upload(be, t->data, host, sd_nbytes(t));
+    size_t n = (size_t)sd_numel(t);
+    size_t es = sd_dtype_size(t->dtype);
+    uint8_t *tmp = sd_malloc(n * es);
+    if (!tmp)
+        return SD_ERR_OUT_OF_MEMORY;
+    for (size_t i = 0; i < n; i++) {
+        if (t->dtype == SD_F16) {
+            uint16_t h = sd_f32_to_f16(host[i]);
+            memcpy(tmp + 2 * i, &h, 2);
+        } else if (t->dtype == SD_BF16) {
+            uint16_t h = sd_f32_to_bf16(host[i]);
+            memcpy(tmp + 2 * i, &h, 2);
+        } else if (t->dtype == SD_I32) {
+            int32_t v = (int32_t)host[i];
+            memcpy(tmp + 4 * i, &v, 4);
+        } else {
+            free(tmp);
+            return sd_fail(SD_ERR_INTERNAL, "sd_tensor_from_f32: dtype %s", sd_dtype_name(t->dtype));
+        }
+    }
+    sd_status s = be->ops->upload(be, t->data, tmp, n * es);
+    free(tmp);
+    return s;
+}
+
+sd_status sd_tensor_to_f32(sd_ctx *ctx, const sd_tensor *t, float *host)
+{
+    if (ctx->status != SD_OK)
+        return ctx->status;
+    if (ctx->plan)
+        return SD_OK;
+    sd_backend *be = ctx->be;
+    if (t->dtype == SD_F32)
+        return be->ops->download(be, host, t->data, sd_nbytes(t));
+    size_t n = (size_t)sd_numel(t);
+    size_t es = sd_dtype_size(t->dtype);
+    uint8_t *tmp = sd_malloc(n * es);
+    if (!tmp)
+        return SD_ERR_OUT_OF_MEMORY;
+    sd_status s = be->ops->download(be, tmp, t->data, n * es);
+    for (size_t i = 0; s == SD_OK && i < n; i++) {
+        uint16_t h;
+        memcpy(&h, tmp + es * i, es < 2 ? es : 2);
+        if (t->dtype == SD_F16)
+            host[i] = sd_f16_to_f32(h);
+        else if (t->dtype == SD_BF16)
+            host[i] = sd_bf16_to_f32(h);
+        else if (t->dtype == SD_I32) {
+            int32_t v;
+            memcpy(&v, tmp + 4 * i, 4);
+            host[i] = (float)v;
+        } else
+            s = sd_fail(SD_ERR_INTERNAL, "sd_tensor_to_f32: dtype %s", sd_dtype_name(t->dtype));
+    }
+    free(tmp);
+    return s;
+}
+
+/* ------------------------------------------------------------ checks */
+
+#define LIVE(ctx) ((ctx)->status == SD_OK)
+#define RUN(ctx) (!(ctx)->plan)
+
+static bool check(sd_ctx *ctx, bool cond, const char *op, const sd_tensor *a, const sd_tensor *b, const char *what)
+{
+    if (cond || ctx->status != SD_OK)
+        return cond;
+    char sa[96] = "-", sb[96] = "-";
+    if (a)
+        sd_shape_str(a, sa, sizeof sa);
+    if (b)
+        sd_shape_str(b, sb, sizeof sb);
+    sd_ctx_fail(ctx, SD_ERR_SHAPE, "%s: %s (shapes %s and %s)", op, what, sa, sb);
+    return false;
+}
+
+/* Weight in a dtype the backend consumes: converted into arena scratch if needed. */
+static sd_tensor weight_for(sd_ctx *ctx, sd_tensor w)
+{
+    if (ctx->be->ops->accepts_weight_dtype(ctx->be, w.dtype))
+        return w;
+    return sd_cast(ctx, w, ctx->be->act_dtype);
+}
+
+/* ------------------------------------------------------------ views */
+
+sd_tensor sd_reshape(sd_ctx *ctx, sd_tensor x, int ndim, const int64_t *ne)
+{
+    if (!LIVE(ctx))
+        return x;
+    sd_tensor y = sd_tensor_make(x.data, x.dtype, ndim, ne);
+    if (!check(ctx, ndim >= 1 && ndim <= SD_MAX_DIMS && sd_numel(&y) == sd_numel(&x), "reshape", &x, &y,
+               "element counts differ"))
+        return y;
+    return y;
+}
+
+sd_tensor sd_reshape2(sd_ctx *ctx, sd_tensor x, int64_t a, int64_t b)
+{
+    int64_t ne[2] = {a, b};
+    return sd_reshape(ctx, x, 2, ne);
+}
+sd_tensor sd_reshape3(sd_ctx *ctx, sd_tensor x, int64_t a, int64_t b, int64_t c)
+{
+    int64_t ne[3] = {a, b, c};
+    return sd_reshape(ctx, x, 3, ne);
+}
+sd_tensor sd_reshape4(sd_ctx *ctx, sd_tensor x, int64_t a, int64_t b, int64_t c, int64_t d)
+{
+    int64_t ne[4] = {a, b, c, d};
+    return sd_reshape(ctx, x, 4, ne);
+}
+
+sd_tensor sd_view_rows(sd_ctx *ctx, sd_tensor x, int64_t start, int64_t n)
+{
+    if (!LIVE(ctx))
+        return x;
+    if (!check(ctx, x.ndim >= 1 && start >= 0 && n >= 0 && start + n <= x.ne[0], "view_rows", &x, NULL,
+               "row range out of bounds"))
+        return x;
+    sd_tensor y = x;
+    size_t row = sd_nbytes(&x) / (size_t)(x.ne[0] ? x.ne[0] : 1);
+    if (x.data)
+        y.data = (uint8_t *)x.data + row * (size_t)start;
+    y.ne[0] = n;
+    return y;
+}
+
+/* ------------------------------------------------------------ ops */
+
+sd_tensor sd_cast(sd_ctx *ctx, sd_tensor x, sd_dtype dt)
+{
+    sd_tensor y = sd_new(ctx, dt, x.ndim, x.ne);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->cast(ctx->be, &y, &x);
+    return y;
+}
+
+sd_tensor sd_linear(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    if (!check(ctx, w.ndim == 2 && x.ne[x.ndim - 1] == w.ne[1], "linear", &x, &w, "x[...,K] needs w[N,K]"))
+        return y;
+    if (b && !check(ctx, b->ndim == 1 && b->ne[0] == w.ne[0], "linear", &w, b, "bias must be [N]"))
+        return y;
+    int64_t ne[SD_MAX_DIMS];
+    memcpy(ne, x.ne, sizeof ne);
+    ne[x.ndim - 1] = w.ne[0];
+    y = sd_new(ctx, ctx->be->act_dtype, x.ndim, ne);
+    size_t m = sd_mark(ctx);
+    sd_tensor wc = weight_for(ctx, w);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->linear(ctx->be, &y, &x, &wc, b);
+    sd_release(ctx, m);
+    return y;
+}
+
+sd_tensor sd_matmul(sd_ctx *ctx, sd_tensor a, sd_tensor b, bool trans_a, bool trans_b, float alpha)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    if (!check(ctx, a.ndim == 3 && b.ndim == 3 && a.ne[0] == b.ne[0], "matmul", &a, &b, "need [B,M,K] x [B,K,N]"))
+        return y;
+    int64_t M = trans_a ? a.ne[2] : a.ne[1], Ka = trans_a ? a.ne[1] : a.ne[2];
+    int64_t Kb = trans_b ? b.ne[2] : b.ne[1], N = trans_b ? b.ne[1] : b.ne[2];
+    if (!check(ctx, Ka == Kb, "matmul", &a, &b, "inner dimensions differ"))
+        return y;
+    y = sd_new4(ctx, a.ne[0], M, N, 0);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->matmul(ctx->be, &y, &a, &b, trans_a, trans_b, alpha);
+    return y;
+}
+
+sd_tensor sd_conv2d_pads(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, const int pads[4])
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    if (!check(ctx, x.ndim == 4 && w.ndim == 4 && x.ne[1] == w.ne[1] && stride >= 1, "conv2d", &x, &w,
+               "x[N,C,H,W] needs w[O,C,kh,kw]"))
+        return y;
+    if (b && !check(ctx, b->ndim == 1 && b->ne[0] == w.ne[0], "conv2d", &w, b, "bias must be [O]"))
+        return y;
+    int64_t ho = (x.ne[2] + pads[0] + pads[2] - w.ne[2]) / stride + 1;
+    int64_t wo = (x.ne[3] + pads[1] + pads[3] - w.ne[3]) / stride + 1;
+    if (!check(ctx, ho > 0 && wo > 0, "conv2d", &x, &w, "input smaller than kernel"))
+        return y;
+    y = sd_new4(ctx, x.ne[0], w.ne[0], ho, wo);
+    size_t m = sd_mark(ctx);
+    sd_tensor wc = weight_for(ctx, w);
+    size_t sb = ctx->be->ops->conv2d_scratch ? ctx->be->ops->conv2d_scratch(ctx->be, &x, &wc, &y) : 0;
+    void *scratch = sb ? arena_alloc(ctx, sb) : NULL;
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->conv2d(ctx->be, &y, &x, &wc, b, stride, pads, scratch);
+    sd_release(ctx, m);
+    return y;
+}
+
+sd_tensor sd_conv2d(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, int pad)
+{
+    int pads[4] = {pad, pad, pad, pad};
+    return sd_conv2d_pads(ctx, x, w, b, stride, pads);
+}
+
+sd_tensor sd_group_norm(sd_ctx *ctx, sd_tensor x, sd_tensor gamma, sd_tensor beta, int groups, float eps, bool silu)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    if (!check(ctx, x.ndim >= 2 && groups > 0 && x.ne[1] % groups == 0, "group_norm", &x, NULL,
+               "channels not divisible by groups"))
+        return y;
+    if (!check(ctx, gamma.ndim == 1 && gamma.ne[0] == x.ne[1] && sd_same_shape(&gamma, &beta), "group_norm", &x,
+               &gamma, "gamma/beta must be [C]"))
+        return y;
+    y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->group_norm(ctx->be, &y, &x, &gamma, &beta, groups, eps, silu);
+    return y;
+}
+
+sd_tensor sd_layer_norm(sd_ctx *ctx, sd_tensor x, sd_tensor gamma, sd_tensor beta, float eps)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    if (!check(ctx, gamma.ndim == 1 && gamma.ne[0] == x.ne[x.ndim - 1] && sd_same_shape(&gamma, &beta),
+               "layer_norm", &x, &gamma, "gamma/beta must match the last dimension"))
+        return y;
+    y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->layer_norm(ctx->be, &y, &x, &gamma, &beta, eps);
+    return y;
+}
+
+sd_tensor sd_softmax(sd_ctx *ctx, sd_tensor x, float scale)
+{
+    sd_tensor y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->softmax(ctx->be, &y, &x, scale);
+    return y;
+}
+
+sd_tensor sd_attention(sd_ctx *ctx, sd_tensor q, sd_tensor k, sd_tensor v, int heads, float scale, bool causal)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    if (!check(ctx, q.ndim == 3 && k.ndim == 3 && sd_same_shape(&k, &v) && q.ne[0] == k.ne[0] &&
+                        q.ne[2] == k.ne[2] && heads > 0 && q.ne[2] % heads == 0,
+               "attention", &q, &k, "need q[B,Nq,H*d], k,v[B,Nk,H*d]"))
+        return y;
+    y = sd_new(ctx, ctx->be->act_dtype, 3, q.ne);
+    size_t m = sd_mark(ctx);
+    size_t sb = ctx->be->ops->attention_scratch ? ctx->be->ops->attention_scratch(ctx->be, &q, &k, heads) : 0;
+    void *scratch = sb ? arena_alloc(ctx, sb) : NULL;
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->attention(ctx->be, &y, &q, &k, &v, heads, scale, causal, scratch);
+    sd_release(ctx, m);
+    return y;
+}
+
+sd_tensor sd_unary(sd_ctx *ctx, sd_tensor x, sd_unary_op op)
+{
+    sd_tensor y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->unary(ctx->be, &y, &x, op);
+    return y;
+}
+
+sd_tensor sd_silu(sd_ctx *ctx, sd_tensor x) { return sd_unary(ctx, x, SD_UNARY_SILU); }
+
+static sd_tensor binary(sd_ctx *ctx, sd_tensor a, sd_tensor b, sd_binary_op op)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    bool ok = b.ndim <= a.ndim;
+    for (int i = 0; ok && i < b.ndim; i++) {
+        int64_t da = a.ne[a.ndim - 1 - i], db = b.ne[b.ndim - 1 - i];
+        ok = db == da || db == 1;
+    }
+    if (!check(ctx, ok, "binary op", &a, &b, "b does not broadcast to a"))
+        return y;
+    y = sd_new(ctx, ctx->be->act_dtype, a.ndim, a.ne);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->binary(ctx->be, &y, &a, &b, op);
+    return y;
+}
+
+sd_tensor sd_add(sd_ctx *ctx, sd_tensor a, sd_tensor b) { return binary(ctx, a, b, SD_BINARY_ADD); }
+sd_tensor sd_sub(sd_ctx *ctx, sd_tensor a, sd_tensor b) { return binary(ctx, a, b, SD_BINARY_SUB); }
+sd_tensor sd_mul(sd_ctx *ctx, sd_tensor a, sd_tensor b) { return binary(ctx, a, b, SD_BINARY_MUL); }
+
+sd_tensor sd_affine(sd_ctx *ctx, sd_tensor x, float alpha, float beta)
+{
+    sd_tensor y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->affine(ctx->be, &y, &x, alpha, beta);
+    return y;
+}
+
+sd_tensor sd_clamp(sd_ctx *ctx, sd_tensor x, float lo, float hi)
+{
+    sd_tensor y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->clamp(ctx->be, &y, &x, lo, hi);
+    return y;
+}
+
+sd_tensor sd_geglu(sd_ctx *ctx, sd_tensor x)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    if (!check(ctx, x.ne[x.ndim - 1] % 2 == 0, "geglu", &x, NULL, "last dimension must be even"))
+        return y;
+    int64_t ne[SD_MAX_DIMS];
+    memcpy(ne, x.ne, sizeof ne);
+    ne[x.ndim - 1] /= 2;
+    y = sd_new(ctx, ctx->be->act_dtype, x.ndim, ne);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->geglu(ctx->be, &y, &x);
+    return y;
+}
+
+sd_tensor sd_upsample2x(sd_ctx *ctx, sd_tensor x)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    if (!check(ctx, x.ndim == 4, "upsample2x", &x, NULL, "need NCHW"))
+        return y;
+    y = sd_new4(ctx, x.ne[0], x.ne[1], 2 * x.ne[2], 2 * x.ne[3]);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->upsample2x(ctx->be, &y, &x);
+    return y;
+}
+
+sd_tensor sd_concat(sd_ctx *ctx, sd_tensor a, sd_tensor b, int axis)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    bool ok = a.ndim == b.ndim && axis >= 0 && axis < a.ndim && a.dtype == b.dtype;
+    for (int i = 0; ok && i < a.ndim; i++)
+        ok = i == axis || a.ne[i] == b.ne[i];
+    if (!check(ctx, ok, "concat", &a, &b, "shapes differ outside the concat axis"))
+        return y;
+    int64_t ne[SD_MAX_DIMS];
+    memcpy(ne, a.ne, sizeof ne);
+    ne[axis] += b.ne[axis];
+    y = sd_new(ctx, a.dtype, a.ndim, ne);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->concat(ctx->be, &y, &a, &b, axis);
+    return y;
+}
+
+sd_tensor sd_slice(sd_ctx *ctx, sd_tensor x, int axis, int64_t start, int64_t len)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    if (!check(ctx, axis >= 0 && axis < x.ndim && start >= 0 && len >= 0 && start + len <= x.ne[axis], "slice", &x,
+               NULL, "range out of bounds"))
+        return y;
+    int64_t ne[SD_MAX_DIMS];
+    memcpy(ne, x.ne, sizeof ne);
+    ne[axis] = len;
+    y = sd_new(ctx, x.dtype, x.ndim, ne);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->slice(ctx->be, &y, &x, axis, start);
+    return y;
+}
+
+sd_tensor sd_permute(sd_ctx *ctx, sd_tensor x, int p0, int p1, int p2, int p3)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    int perm[4] = {p0, p1, p2, p3};
+    int seen = 0;
+    for (int i = 0; i < 4; i++)
+        if (perm[i] >= 0 && perm[i] < 4)
+            seen |= 1 << perm[i];
+    if (!check(ctx, x.ndim == 4 && seen == 15, "permute", &x, NULL, "need a 4-D tensor and a permutation of 0..3"))
+        return y;
+    y = sd_new4(ctx, x.ne[p0], x.ne[p1], x.ne[p2], x.ne[p3]);
+    y.ndim = 4;
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->permute(ctx->be, &y, &x, perm);
+    return y;
+}
+
+sd_tensor sd_timestep_embedding(sd_ctx *ctx, sd_tensor t, int dim, bool flip_sin_to_cos, float shift)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    if (!check(ctx, t.ndim == 1 && t.dtype == SD_F32 && dim > 0, "timestep_embedding", &t, NULL,
+               "timesteps must be F32 [B]"))
+        return y;
+    y = sd_new4(ctx, t.ne[0], dim, 0, 0);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->timestep_embedding(ctx->be, &y, &t, dim, flip_sin_to_cos, shift, 10000.0f);
+    return y;
+}
+
+sd_tensor sd_embedding(sd_ctx *ctx, sd_tensor table, sd_tensor ids)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    if (!check(ctx, table.ndim == 2 && ids.ndim == 1 && ids.dtype == SD_I32, "embedding", &table, &ids,
+               "need table[V,D] and I32 ids[N]"))
+        return y;
+    y = sd_new4(ctx, ids.ne[0], table.ne[1], 0, 0);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->embedding(ctx->be, &y, &table, &ids);
+    return y;
+}
+
+void sd_copy_into(sd_ctx *ctx, sd_tensor dst, sd_tensor src)
+{
+    if (!LIVE(ctx))
+        return;
+    if (!check(ctx, sd_same_shape(&dst, &src) && dst.dtype == src.dtype, "copy", &dst, &src, "shapes differ"))
+        return;
+    if (RUN(ctx) && dst.data != src.data)
+        ctx->be->ops->move(ctx->be, dst.data, src.data, sd_nbytes(&src));
+}

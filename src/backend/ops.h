@@ -1,0 +1,86 @@
+/* Op wrappers and the execution context: what model code calls.
+ *
+ * An sd_ctx couples a backend with an activation arena. Every wrapper checks
+ * shapes, allocates its output from the arena and dispatches to the backend.
+ * Errors are sticky: the first failure is recorded in ctx->status (with the
+ * thread's error message) and every later op becomes a no-op returning an
+ * empty tensor, so model code needs no error checks between ops.
+ *
+ * Memory planning: run a forward pass once with a planning context
+ * (sd_ctx_init_plan: no memory, no compute) to learn the exact peak arena
+ * size for the static shapes, allocate once, then run for real any number of
+ * times. Within a forward, scopes give memory back:
+ *     size_t m = sd_mark(ctx);  ... temporaries ...;  out = sd_keep(ctx, m, out);
+ * sd_keep moves `out` down to the mark and frees everything above it.
+ */
+#ifndef SD_OPS_H
+#define SD_OPS_H
+
+#include "backend/backend.h"
+
+typedef struct sd_ctx {
+    sd_backend *be;
+    uint8_t *base;   /* arena memory (backend), NULL while planning */
+    size_t cap;      /* arena capacity */
+    size_t off;      /* current top */
+    size_t peak;     /* highest top seen */
+    bool plan;       /* planning: track sizes only, run nothing */
+    sd_status status;/* sticky first error */
+} sd_ctx;
+
+void sd_ctx_init_plan(sd_ctx *ctx, sd_backend *be);
+/* Allocates `bytes` of backend memory for the arena. */
+sd_status sd_ctx_init(sd_ctx *ctx, sd_backend *be, size_t bytes);
+void sd_ctx_free(sd_ctx *ctx);
+void sd_ctx_reset(sd_ctx *ctx); /* empty the arena, clear the error */
+bool sd_ok(const sd_ctx *ctx);
+
+size_t sd_mark(const sd_ctx *ctx);
+void sd_release(sd_ctx *ctx, size_t mark);
+sd_tensor sd_keep(sd_ctx *ctx, size_t mark, sd_tensor t);
+/* Records an error in the context (first one wins); returns an empty tensor. */
+sd_tensor sd_ctx_fail(sd_ctx *ctx, sd_status s, const char *fmt, ...) SD_PRINTF(3, 4);
+
+/* New uninitialised tensor from the arena (activation dtype unless given). */
+sd_tensor sd_new(sd_ctx *ctx, sd_dtype dt, int ndim, const int64_t *ne);
+sd_tensor sd_new4(sd_ctx *ctx, int64_t a, int64_t b, int64_t c, int64_t d); /* act dtype, trailing 0s drop dims */
+/* host <-> tensor (converts between host float32 and the tensor's dtype) */
+sd_status sd_tensor_from_f32(sd_ctx *ctx, sd_tensor *t, const float *host);
+sd_status sd_tensor_to_f32(sd_ctx *ctx, const sd_tensor *t, float *host);
+
+/* views (no copy) */
+sd_tensor sd_reshape(sd_ctx *ctx, sd_tensor x, int ndim, const int64_t *ne);
+sd_tensor sd_reshape2(sd_ctx *ctx, sd_tensor x, int64_t a, int64_t b);
+sd_tensor sd_reshape3(sd_ctx *ctx, sd_tensor x, int64_t a, int64_t b, int64_t c);
+sd_tensor sd_reshape4(sd_ctx *ctx, sd_tensor x, int64_t a, int64_t b, int64_t c, int64_t d);
+/* rows [start, start+n) of the first dimension (a view) */
+sd_tensor sd_view_rows(sd_ctx *ctx, sd_tensor x, int64_t start, int64_t n);
+
+/* ops */
+sd_tensor sd_cast(sd_ctx *ctx, sd_tensor x, sd_dtype dt);
+sd_tensor sd_linear(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b);
+sd_tensor sd_matmul(sd_ctx *ctx, sd_tensor a, sd_tensor b, bool trans_a, bool trans_b, float alpha);
+sd_tensor sd_conv2d(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, int pad);
+sd_tensor sd_conv2d_pads(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, const int pads[4]);
+sd_tensor sd_group_norm(sd_ctx *ctx, sd_tensor x, sd_tensor gamma, sd_tensor beta, int groups, float eps, bool silu);
+sd_tensor sd_layer_norm(sd_ctx *ctx, sd_tensor x, sd_tensor gamma, sd_tensor beta, float eps);
+sd_tensor sd_softmax(sd_ctx *ctx, sd_tensor x, float scale);
+sd_tensor sd_attention(sd_ctx *ctx, sd_tensor q, sd_tensor k, sd_tensor v, int heads, float scale, bool causal);
+sd_tensor sd_unary(sd_ctx *ctx, sd_tensor x, sd_unary_op op);
+sd_tensor sd_silu(sd_ctx *ctx, sd_tensor x);
+sd_tensor sd_add(sd_ctx *ctx, sd_tensor a, sd_tensor b);
+sd_tensor sd_sub(sd_ctx *ctx, sd_tensor a, sd_tensor b);
+sd_tensor sd_mul(sd_ctx *ctx, sd_tensor a, sd_tensor b);
+sd_tensor sd_affine(sd_ctx *ctx, sd_tensor x, float alpha, float beta);
+sd_tensor sd_clamp(sd_ctx *ctx, sd_tensor x, float lo, float hi);
+sd_tensor sd_geglu(sd_ctx *ctx, sd_tensor x);
+sd_tensor sd_upsample2x(sd_ctx *ctx, sd_tensor x);
+sd_tensor sd_concat(sd_ctx *ctx, sd_tensor a, sd_tensor b, int axis);
+sd_tensor sd_slice(sd_ctx *ctx, sd_tensor x, int axis, int64_t start, int64_t len);
+sd_tensor sd_permute(sd_ctx *ctx, sd_tensor x, int p0, int p1, int p2, int p3);
+sd_tensor sd_timestep_embedding(sd_ctx *ctx, sd_tensor t, int dim, bool flip_sin_to_cos, float shift);
+sd_tensor sd_embedding(sd_ctx *ctx, sd_tensor table, sd_tensor ids);
+/* copy x into an existing tensor of the same shape and dtype */
+void sd_copy_into(sd_ctx *ctx, sd_tensor dst, sd_tensor src);
+
+#endif

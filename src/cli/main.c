@@ -1,0 +1,45 @@
+/* streamdiff command line: dispatches sub-commands. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} k_cmds[] = {
+    {"selfcheck", cli_selfcheck, "run a quick self-check of the build (ops against references)"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "streamdiff %s — real-time diffusion image generation\n\n"
+               "usage: streamdiff <command> [options]\n       streamdiff --version\n\ncommands:\n",
+            sd_version());
+    for (size_t i = 0; i < SD_ARRAY_LEN(k_cmds); i++)
+        fprintf(f, "  %-10s %s\n", k_cmds[i].name, k_cmds[i].help);
+    fprintf(f, "\nRun 'streamdiff <command> --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-v")) {
+        printf("streamdiff %s\n", sd_version());
+        return 0;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < SD_ARRAY_LEN(k_cmds); i++)
+        if (!strcmp(argv[1], k_cmds[i].name))
+            return k_cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "streamdiff: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,85 @@
+/* Minimal test harness: each tests/test_*.c is one CTest executable.
+ *   TEST(name) { CHECK(cond); CHECK_STATUS(call, SD_OK); ... }
+ *   int main(void) { RUN(name); ...; return test_summary(); }
+ * A test may print "SKIP: reason" and return via SKIP(). */
+#ifndef SD_TEST_H
+#define SD_TEST_H
+
+#include "streamdiff.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int t_failed, t_passed, t_skipped, t_cur_failed, t_cur_skipped;
+
+#define TEST(name) static void name(void)
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            fprintf(stderr, "  %s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+            t_cur_failed = 1;                                                         \
+        }                                                                             \
+    } while (0)
+#define CHECK_MSG(cond, ...)                                                         \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "  %s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                            \
+            fprintf(stderr, "\n");                                                   \
+            t_cur_failed = 1;                                                        \
+        }                                                                            \
+    } while (0)
+#define CHECK_STATUS(call, want)                                                                            \
+    do {                                                                                                    \
+        sd_status got_ = (call);                                                                            \
+        if (got_ != (want)) {                                                                               \
+            fprintf(stderr, "  %s:%d: %s returned %s, want %s (%s)\n", __FILE__, __LINE__, #call,         \
+                    sd_status_name(got_), sd_status_name(want), sd_last_error());                          \
+            t_cur_failed = 1;                                                                               \
+        }                                                                                                   \
+    } while (0)
+#define CHECK_ERR_CONTAINS(needle)                                                                  \
+    CHECK_MSG(strstr(sd_last_error(), (needle)) != NULL, "error '%s' lacks '%s'", sd_last_error(), \
+              (needle))
+#define SKIP(...)                        \
+    do {                                 \
+        printf("  SKIP: ");              \
+        printf(__VA_ARGS__);             \
+        printf("\n");                    \
+        t_cur_skipped = 1;               \
+        return;                          \
+    } while (0)
+#define RUN(name)                                                  \
+    do {                                                           \
+        t_cur_failed = t_cur_skipped = 0;                          \
+        printf("[ RUN  ] %s\n", #name);                            \
+        fflush(stdout);                                            \
+        name();                                                    \
+        if (t_cur_failed) {                                        \
+            t_failed++;                                            \
+            printf("[ FAIL ] %s\n", #name);                        \
+        } else if (t_cur_skipped) {                                \
+            t_skipped++;                                           \
+            printf("[ SKIP ] %s\n", #name);                        \
+        } else {                                                   \
+            t_passed++;                                            \
+            printf("[  OK  ] %s\n", #name);                        \
+        }                                                          \
+        fflush(stdout);                                            \
+    } while (0)
+
+static inline int test_summary(void)
+{
+    printf("%d passed, %d failed, %d skipped\n", t_passed, t_failed, t_skipped);
+    return t_failed ? 1 : 0;
+}
+
+/* Deterministic uniform random numbers for tests. */
+static inline float test_rand(unsigned long long *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((*s >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+#endif
