@@ -96,6 +96,7 @@ typedef struct sd_backend_ops {
 
 struct sd_backend {
     const sd_backend_ops *ops;
+    bool host_memory;   /* device memory is ordinary host memory (CPU): weights may be zero-copy views */
     sd_dtype act_dtype;
     int n_threads;
     void *impl;

@@ -3,4 +3,5 @@
 #include "core/core.h"
 /* Each sub-command: argv[0] is the command name. Returns the process exit code. */
 int cli_selfcheck(int argc, char **argv);
+int cli_check(int argc, char **argv);
 #endif

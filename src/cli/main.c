@@ -9,6 +9,7 @@ static const struct {
     int (*fn)(int argc, char **argv);
     const char *help;
 } k_cmds[] = {
+    {"check", cli_check, "replay reference cases (fixtures) and compare every output with its tolerance"},
     {"selfcheck", cli_selfcheck, "run a quick self-check of the build (ops against references)"},
 };
 

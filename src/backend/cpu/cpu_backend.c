@@ -525,6 +525,7 @@ sd_status sd_backend_cpu_create(int n_threads, sd_backend **out)
         return SD_ERR_OUT_OF_MEMORY;
     be->ops = &k_cpu_ops;
     be->act_dtype = SD_F32;
+    be->host_memory = true;
     be->n_threads = n_threads > 0 ? n_threads : omp_get_max_threads();
     *out = be;
     return SD_OK;

@@ -1,0 +1,208 @@
+#include "check/check.h"
+
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+char *sd_case_path(sd_case *c, const char *key)
+{
+    const char *rel;
+    if (sd_config_str(&c->manifest, key, NULL, &rel) != SD_OK || !rel) {
+        sd_fail(SD_ERR_FORMAT, "%s: manifest has no string '%s'", c->dir, key);
+        return NULL;
+    }
+    return sd_path_join(c->root, rel);
+}
+
+static const sd_st_tensor *lookup(sd_case *c, sd_safetensors *st, const char *file, const char *name)
+{
+    const sd_st_tensor *t = st ? sd_st_find(st, name) : NULL;
+    if (!t)
+        sd_fail(SD_ERR_NOT_FOUND, "%s: %s has no tensor '%s'", c->dir, file, name);
+    return t;
+}
+
+const sd_st_tensor *sd_case_input(sd_case *c, const char *name)
+{
+    return lookup(c, c->inputs, "inputs.safetensors", name);
+}
+
+const sd_st_tensor *sd_case_expected(sd_case *c, const char *name)
+{
+    return lookup(c, c->expected, "expected.safetensors", name);
+}
+
+float *sd_case_input_f32(sd_case *c, const char *name, size_t *n)
+{
+    const sd_st_tensor *t = sd_case_input(c, name);
+    if (!t)
+        return NULL;
+    float *f = sd_malloc(t->numel * sizeof(float) + 1);
+    if (f)
+        sd_st_to_f32(t, f);
+    if (n)
+        *n = t->numel;
+    return f;
+}
+
+double sd_case_tolerance(sd_case *c, const char *name)
+{
+    sd_config tols, one;
+    double tol = -1;
+    if (sd_config_sub(&c->manifest, "tolerances", &tols) == SD_OK && sd_config_sub(&tols, name, &one) == SD_OK)
+        sd_config_float(&one, "recommended_max_abs_err", -1, &tol);
+    return tol;
+}
+
+void sd_case_fail(sd_case *c, const char *what)
+{
+    c->n_checked++;
+    c->n_failed++;
+    printf("  %-44s FAIL  %s\n", "-", what);
+}
+
+void sd_case_compare(sd_case *c, const char *name, const float *got, size_t n)
+{
+    c->n_checked++;
+    const sd_st_tensor *t = sd_case_expected(c, name);
+    if (!t || t->numel != n) {
+        c->n_failed++;
+        if (t)
+            printf("  %-44s FAIL  size %zu, expected %zu elements\n", name, n, t->numel);
+        else
+            printf("  %-44s FAIL  %s\n", name, sd_last_error());
+        return;
+    }
+    double tol = sd_case_tolerance(c, name);
+    double max_abs = 0, max_ref = 0;
+    bool nan = false;
+    for (size_t i = 0; i < n; i++) {
+        double e = sd_st_get(t, i);
+        double d = fabs((double)got[i] - e);
+        if (isnan(got[i]) != isnan(e) || isinf(got[i]) != isinf(e))
+            nan = true;
+        else if (!isnan(d))
+            max_abs = fmax(max_abs, d);
+        max_ref = fmax(max_ref, fabs(e));
+    }
+    if (tol < 0) /* no tolerance given: 1e-4 relative to the largest magnitude */
+        tol = 1e-4 * fmax(1.0, max_ref);
+    bool pass = !nan && max_abs <= tol;
+    double ratio = max_abs / (tol > 0 ? tol : 1e-30);
+    if (ratio > c->worst_ratio)
+        c->worst_ratio = ratio;
+    if (!pass)
+        c->n_failed++;
+    if (!pass || c->verbose)
+        printf("  %-44s %s  max_abs %.3e  max_rel %.3e  tol %.3e%s\n", name, pass ? "PASS" : "FAIL", max_abs,
+               max_abs / fmax(max_ref, 1e-30), tol, nan ? "  (NaN/Inf mismatch)" : "");
+}
+
+static sd_case_fn pick(sd_case *c, const char **kind)
+{
+    const sd_config *m = &c->manifest;
+    if (sd_config_has(m, "scheduler_class"))
+        return *kind = "scheduler", sd_check_sched;
+    if (sd_config_has(m, "stream_constructor"))
+        return *kind = "stream", sd_check_stream;
+    if (sd_config_has(m, "pipeline"))
+        return *kind = "pipeline", sd_check_pipe;
+    if (sd_config_has(m, "prompts_file"))
+        return *kind = "tokenizer", sd_check_tokenizer;
+    if (sd_config_has(m, "embedding_dim") && !sd_config_has(m, "model_dir"))
+        return *kind = "guidance-embedding", sd_check_guidance_embedding;
+    if (!sd_config_has(m, "model_dir"))
+        return NULL;
+    const char *cls = NULL;
+    sd_config mc = {0};
+    char *dir = sd_case_path(c, "model_dir");
+    char *cfg = dir ? sd_path_join(dir, "config.json") : NULL;
+    sd_case_fn fn = NULL;
+    if (cfg && sd_config_load(cfg, &mc) == SD_OK) {
+        sd_config_str(&mc, "_class_name", NULL, &cls);
+        const char *mcls = NULL;
+        sd_config_str(m, "model_class", NULL, &mcls);
+        if (mcls)
+            cls = mcls;
+        if (cls && !strcmp(cls, "UNet2DConditionModel"))
+            fn = sd_check_unet, *kind = "unet";
+        else if (cls && !strncmp(cls, "CLIPTextModel", 13))
+            fn = sd_check_clip, *kind = "clip-text";
+        else if (cls && (!strcmp(cls, "AutoencoderKL") || !strcmp(cls, "AutoencoderTiny")))
+            fn = sd_check_vae, *kind = "vae";
+    }
+    sd_config_free(&mc);
+    free(cfg);
+    free(dir);
+    return fn;
+}
+
+sd_status sd_check_case(const char *case_dir, const char *fixtures_root, sd_backend *be, bool verbose,
+                        int *n_checked, int *n_failed)
+{
+    sd_case c = {.dir = case_dir, .be = be, .verbose = verbose};
+    *n_checked = *n_failed = 0;
+    char *mpath = sd_path_join(case_dir, "manifest.json");
+    if (!mpath)
+        return SD_ERR_OUT_OF_MEMORY;
+    sd_status s = sd_config_load(mpath, &c.manifest);
+    free(mpath);
+    if (s != SD_OK) {
+        printf("%s: ERROR %s\n", case_dir, sd_last_error());
+        *n_failed = 1;
+        return s;
+    }
+    if (fixtures_root) {
+        c.root = sd_strdup(fixtures_root);
+    } else { /* <root>/cases/<name> */
+        char *tmp = sd_strdup(case_dir);
+        char *parent = tmp ? sd_strdup(dirname(tmp)) : NULL;
+        c.root = parent ? sd_strdup(dirname(parent)) : NULL;
+        free(parent);
+        free(tmp);
+    }
+    c.name = case_dir;
+    sd_config_str(&c.manifest, "name", case_dir, &c.name);
+    for (int i = 0; i < 2; i++) {
+        char *p = sd_path_join(case_dir, i ? "expected.safetensors" : "inputs.safetensors");
+        if (p && sd_file_exists(p)) {
+            s = sd_safetensors_open(p, i ? &c.expected : &c.inputs);
+            if (s != SD_OK)
+                printf("%s: ERROR %s\n", case_dir, sd_last_error());
+        }
+        free(p);
+    }
+    const char *kind = "?";
+    sd_case_fn fn = s == SD_OK ? pick(&c, &kind) : NULL;
+    double t0 = sd_time_now();
+    if (s != SD_OK) {
+        c.n_failed = 1;
+    } else if (!fn) {
+        printf("%s: ERROR cannot tell the kind of this case from its manifest\n", c.name);
+        c.n_failed = 1;
+        s = SD_ERR_UNSUPPORTED;
+    } else {
+        printf("%s (%s)\n", c.name, kind);
+        fflush(stdout);
+        s = fn(&c);
+        if (s != SD_OK) {
+            printf("  ERROR %s\n", sd_last_error());
+            c.n_failed++;
+        }
+    }
+    if (fn)
+        printf("%s: %s  (%d outputs, %d failed, worst err/tol %.3f, %.2f s)\n", c.name,
+               c.n_failed ? "FAIL" : "PASS", c.n_checked, c.n_failed, c.worst_ratio, sd_time_now() - t0);
+    fflush(stdout);
+    *n_checked = c.n_checked;
+    *n_failed = c.n_failed;
+    sd_safetensors_close(c.inputs);
+    sd_safetensors_close(c.expected);
+    sd_config_free(&c.manifest);
+    free(c.root);
+    if (s == SD_OK && c.n_failed)
+        s = sd_fail(SD_ERR_INTERNAL, "%s: %d outputs out of tolerance", c.name, c.n_failed);
+    return s;
+}

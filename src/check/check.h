@@ -1,0 +1,70 @@
+/* Conformance runner: replays a reference case (a folder with manifest.json,
+ * inputs.safetensors, expected.safetensors, as documented in
+ * shared/fixtures/README.md) and compares every output with its tolerance.
+ *
+ * The case kind is recognised from the manifest's contents (not its name), so
+ * new cases of a known kind run without code changes:
+ *   scheduler_class            -> scheduler rollout      (check_sched.c)
+ *   embedding_dim, no model    -> LCM guidance embedding (check_sched.c)
+ *   prompts_file               -> tokenizer              (check_tokenizer.c)
+ *   stream_constructor         -> StreamDiffusion replay (check_stream.c)
+ *   pipeline                   -> diffusers pipeline     (check_pipe.c)
+ *   model_dir + _class_name of its config.json (or model_class):
+ *     UNet2DConditionModel     -> check_unet.c
+ *     CLIPTextModel[WithProjection] -> check_clip.c
+ *     AutoencoderKL / AutoencoderTiny -> check_vae.c
+ */
+#ifndef SD_CHECK_H
+#define SD_CHECK_H
+
+#include "backend/backend.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+
+typedef struct sd_case {
+    const char *dir;          /* case folder */
+    const char *name;         /* manifest name */
+    char *root;               /* fixtures root: model_dir paths are relative to it (parent of cases/) */
+    sd_config manifest;
+    sd_safetensors *inputs;   /* NULL if the case has no inputs.safetensors */
+    sd_safetensors *expected; /* NULL if absent */
+    sd_backend *be;
+    bool verbose;
+    int n_checked, n_failed;
+    double worst_ratio;       /* max over outputs of err / tolerance */
+} sd_case;
+
+/* Path of a manifest key naming a model folder (e.g. "model_dir"), resolved
+ * against the fixtures root. malloc'd; NULL + error if absent. */
+char *sd_case_path(sd_case *c, const char *manifest_key);
+const sd_st_tensor *sd_case_input(sd_case *c, const char *name);       /* NULL + error if absent */
+const sd_st_tensor *sd_case_expected(sd_case *c, const char *name);    /* NULL + error if absent */
+/* Input tensor as a freshly malloc'd float32 array (caller frees). */
+float *sd_case_input_f32(sd_case *c, const char *name, size_t *n);
+/* Tolerance for an expected tensor: manifest tolerances[name].recommended_max_abs_err. */
+double sd_case_tolerance(sd_case *c, const char *name);
+/* Compares `got` with expected tensor `name`; prints one line with max abs
+ * and rel error and PASS/FAIL; updates the counters. A missing expected tensor
+ * or a size mismatch counts as a failure. NaN never passes. */
+void sd_case_compare(sd_case *c, const char *name, const float *got, size_t n);
+/* Records a failure that is not a numeric comparison (e.g. a load error). */
+void sd_case_fail(sd_case *c, const char *what);
+
+typedef sd_status (*sd_case_fn)(sd_case *c);
+
+/* Runs one case folder; returns SD_OK when every output passed. `fixtures_root`
+ * may be NULL (then the case folder's grandparent is used). */
+sd_status sd_check_case(const char *case_dir, const char *fixtures_root, sd_backend *be, bool verbose,
+                        int *n_checked, int *n_failed);
+
+/* Family runners (each in its own file). */
+sd_status sd_check_sched(sd_case *c);
+sd_status sd_check_guidance_embedding(sd_case *c);
+sd_status sd_check_tokenizer(sd_case *c);
+sd_status sd_check_unet(sd_case *c);
+sd_status sd_check_clip(sd_case *c);
+sd_status sd_check_vae(sd_case *c);
+sd_status sd_check_pipe(sd_case *c);
+sd_status sd_check_stream(sd_case *c);
+
+#endif

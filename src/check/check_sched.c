@@ -1,0 +1,10 @@
+#include "check/check.h"
+
+sd_status sd_check_sched(sd_case *c)
+{
+    return sd_fail(SD_ERR_UNSUPPORTED, "%s: this kind of case is not implemented yet", c->name);
+}
+sd_status sd_check_guidance_embedding(sd_case *c)
+{
+    return sd_fail(SD_ERR_UNSUPPORTED, "%s: this kind of case is not implemented yet", c->name);
+}

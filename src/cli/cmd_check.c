@@ -1,0 +1,125 @@
+/* `streamdiff check CASE_DIR...`: the conformance runner. */
+#include "check/check.h"
+#include "cli/cli.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: streamdiff check [--verbose] [--root DIR] [--threads N] CASE_DIR...\n\n"
+            "Replays reference cases (folders with manifest.json, inputs.safetensors and\n"
+            "expected.safetensors, as in shared/fixtures/cases) and compares every output\n"
+            "with its tolerance. Prints max abs/rel error per output and PASS/FAIL per case;\n"
+            "exits 1 if any case fails.\n\n"
+            "  CASE_DIR      a case folder, or a folder of case folders (e.g. fixtures/cases)\n"
+            "  --root DIR    folder that model_dir paths in manifests are relative to\n"
+            "                (default: the parent of the cases/ folder)\n"
+            "  --verbose     print every output, not only failures\n"
+            "  --threads N   CPU threads (default: all cores)\n\n"
+            "example: streamdiff check ../shared/fixtures/cases/unet_sd15\n");
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int cli_check(int argc, char **argv)
+{
+    bool verbose = false;
+    const char *root = NULL;
+    int threads = 0, n_dirs = 0;
+    char **dirs = calloc((size_t)argc + 1, sizeof *dirs);
+    if (!dirs)
+        return 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            free(dirs);
+            return 0;
+        } else if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "-v")) {
+            verbose = true;
+        } else if (!strcmp(argv[i], "--root") && i + 1 < argc) {
+            root = argv[++i];
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            threads = atoi(argv[++i]);
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "streamdiff check: unknown option '%s'\n\n", argv[i]);
+            usage(stderr);
+            free(dirs);
+            return 2;
+        } else {
+            dirs[n_dirs++] = argv[i];
+        }
+    }
+    if (!n_dirs) {
+        fprintf(stderr, "streamdiff check: give at least one case folder\n\n");
+        usage(stderr);
+        free(dirs);
+        return 2;
+    }
+    sd_backend *be;
+    if (sd_backend_cpu_create(threads, &be) != SD_OK) {
+        fprintf(stderr, "streamdiff check: %s\n", sd_last_error());
+        free(dirs);
+        return 1;
+    }
+    int cases = 0, failed_cases = 0, outputs = 0, failed_outputs = 0;
+    for (int d = 0; d < n_dirs; d++) {
+        char *man = sd_path_join(dirs[d], "manifest.json");
+        bool single = man && sd_file_exists(man);
+        free(man);
+        char **list = NULL;
+        size_t n = 0;
+        if (single) {
+            list = malloc(sizeof *list);
+            if (list)
+                list[n++] = sd_strdup(dirs[d]);
+        } else {
+            DIR *dp = opendir(dirs[d]);
+            if (!dp) {
+                fprintf(stderr, "streamdiff check: %s: not a case folder (no manifest.json) and not a folder of cases\n",
+                        dirs[d]);
+                failed_cases++;
+                continue;
+            }
+            struct dirent *de;
+            size_t cap = 0;
+            while ((de = readdir(dp))) {
+                if (de->d_name[0] == '.')
+                    continue;
+                char *sub = sd_path_join(dirs[d], de->d_name);
+                char *m = sub ? sd_path_join(sub, "manifest.json") : NULL;
+                if (m && sd_file_exists(m)) {
+                    if (n == cap) {
+                        cap = cap ? 2 * cap : 64;
+                        list = realloc(list, cap * sizeof *list);
+                    }
+                    list[n++] = sub;
+                    sub = NULL;
+                }
+                free(m);
+                free(sub);
+            }
+            closedir(dp);
+            if (n)
+                qsort(list, n, sizeof *list, cmp_str);
+        }
+        for (size_t i = 0; i < n; i++) {
+            int nc, nf;
+            sd_check_case(list[i], root, be, verbose, &nc, &nf);
+            cases++;
+            failed_cases += nf > 0;
+            outputs += nc;
+            failed_outputs += nf;
+            free(list[i]);
+        }
+        free(list);
+    }
+    printf("\n%d cases: %d passed, %d failed (%d outputs compared, %d out of tolerance)\n", cases,
+           cases - failed_cases, failed_cases, outputs, failed_outputs);
+    sd_backend_destroy(be);
+    free(dirs);
+    return failed_cases ? 1 : 0;
+}

@@ -1,0 +1,271 @@
+#include "models/weights.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sd_weights_init(sd_weights *w, sd_backend *be, const char *label, sd_dtype float_dtype)
+{
+    memset(w, 0, sizeof *w);
+    w->be = be;
+    w->label = sd_strdup(label ? label : "weights");
+    w->float_dtype = float_dtype;
+}
+
+void sd_weights_free(sd_weights *w)
+{
+    for (size_t i = 0; i < w->n_allocs; i++)
+        w->be->ops->free(w->be, w->allocs[i]);
+    free(w->allocs);
+    for (size_t i = 0; i < w->n_idx; i++)
+        free(w->idx[i].name);
+    free(w->idx);
+    for (int i = 0; i < w->n_files; i++)
+        sd_safetensors_close(w->files[i]);
+    free(w->files);
+    free(w->label);
+    memset(w, 0, sizeof *w);
+}
+
+sd_status sd_weights_adopt_file(sd_weights *w, sd_safetensors *st)
+{
+    sd_safetensors **nf = realloc(w->files, (size_t)(w->n_files + 1) * sizeof *nf);
+    if (!nf) {
+        sd_safetensors_close(st);
+        return sd_fail(SD_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    w->files = nf;
+    w->files[w->n_files++] = st;
+    return SD_OK;
+}
+
+sd_status sd_weights_add_alias(sd_weights *w, const char *name, const sd_st_tensor *t, int64_t row0, int64_t rows)
+{
+    if (t->ndim < 1 && (row0 != 0 || rows != 1))
+        return sd_fail(SD_ERR_INTERNAL, "alias row range on a scalar");
+    if (w->n_idx == w->cap_idx) {
+        size_t nc = w->cap_idx ? 2 * w->cap_idx : 256;
+        sd_wsrc *ni = realloc(w->idx, nc * sizeof *ni);
+        if (!ni)
+            return sd_fail(SD_ERR_OUT_OF_MEMORY, "out of memory");
+        w->idx = ni;
+        w->cap_idx = nc;
+    }
+    sd_wsrc *e = &w->idx[w->n_idx];
+    e->name = sd_strdup(name);
+    if (!e->name)
+        return SD_ERR_OUT_OF_MEMORY;
+    e->t = t;
+    e->row0 = row0;
+    e->rows = rows;
+    e->used = false;
+    w->n_idx++;
+    return SD_OK;
+}
+
+sd_status sd_weights_add_file(sd_weights *w, const char *path, const char *strip_prefix, bool only_prefixed)
+{
+    sd_safetensors *st;
+    SD_TRY(sd_safetensors_open(path, &st));
+    SD_TRY(sd_weights_adopt_file(w, st));
+    size_t pl = strip_prefix ? strlen(strip_prefix) : 0;
+    for (size_t i = 0; i < st->n_tensors; i++) {
+        const sd_st_tensor *t = &st->tensors[i];
+        const char *name = t->name;
+        if (pl && !strncmp(name, strip_prefix, pl))
+            name += pl;
+        else if (pl && only_prefixed)
+            continue;
+        SD_TRY(sd_weights_add_alias(w, name, t, 0, t->ndim ? t->shape[0] : 1));
+    }
+    return SD_OK;
+}
+
+static int cmp_src(const void *a, const void *b) { return strcmp(((const sd_wsrc *)a)->name, ((const sd_wsrc *)b)->name); }
+
+sd_status sd_weights_finalize(sd_weights *w)
+{
+    if (w->n_idx)
+        qsort(w->idx, w->n_idx, sizeof *w->idx, cmp_src);
+    for (size_t i = 1; i < w->n_idx; i++)
+        if (!strcmp(w->idx[i - 1].name, w->idx[i].name))
+            return sd_fail(SD_ERR_FORMAT, "%s: tensor '%s' is given twice (in two files or under two names)",
+                           w->label, w->idx[i].name);
+    return SD_OK;
+}
+
+static sd_wsrc *find(const sd_weights *w, const char *name)
+{
+    sd_wsrc key = {.name = (char *)name};
+    return w->n_idx ? bsearch(&key, w->idx, w->n_idx, sizeof key, cmp_src) : NULL;
+}
+
+bool sd_weights_has(const sd_weights *w, const char *fmt, ...)
+{
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return find(w, name) != NULL;
+}
+
+static int squeeze_ndim(const int64_t *shape, int ndim)
+{
+    while (ndim > 1 && shape[ndim - 1] == 1)
+        ndim--;
+    return ndim;
+}
+
+static void shape_to_str(const int64_t *s, int n, char *buf, size_t cap)
+{
+    size_t o = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < n && o < cap; i++)
+        o += (size_t)snprintf(buf + o, cap - o, i ? ",%lld" : "%lld", (long long)s[i]);
+    if (o < cap)
+        snprintf(buf + o, cap - o, "]");
+}
+
+static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *shape, int ndim)
+{
+    const sd_st_tensor *t = e->t;
+    int64_t src_shape[SD_ST_MAX_DIMS];
+    int sn = t->ndim;
+    memcpy(src_shape, t->shape, sizeof src_shape);
+    if (sn >= 1)
+        src_shape[0] = e->rows;
+    if (shape) {
+        int a = squeeze_ndim(shape, ndim), b = squeeze_ndim(src_shape, sn);
+        bool ok = a == b;
+        for (int i = 0; ok && i < a; i++)
+            ok = shape[i] == src_shape[i];
+        if (!ok) {
+            char want[128], got[128];
+            shape_to_str(shape, ndim, want, sizeof want);
+            shape_to_str(src_shape, sn, got, sizeof got);
+            return sd_fail(SD_ERR_SHAPE, "%s: tensor '%s' has shape %s but the model config needs %s", w->label,
+                           e->name, got, want);
+        }
+    } else {
+        shape = src_shape;
+        ndim = sn;
+    }
+    if (ndim > SD_MAX_DIMS)
+        return sd_fail(SD_ERR_UNSUPPORTED, "%s: tensor '%s' has %d dimensions (max %d)", w->label, e->name, ndim,
+                       SD_MAX_DIMS);
+    sd_dtype want_dt;
+    if (t->dtype == SD_F32 || t->dtype == SD_F16 || t->dtype == SD_BF16)
+        want_dt = w->float_dtype;
+    else if (t->dtype == SD_I64 || t->dtype == SD_I32)
+        want_dt = SD_I32;
+    else
+        return sd_fail(SD_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s, not a weight dtype", w->label, e->name,
+                       sd_dtype_name(t->dtype));
+    size_t es = sd_dtype_size(t->dtype);
+    size_t row_elems = e->rows ? t->numel / (size_t)(t->ndim ? t->shape[0] : 1) : 0;
+    size_t numel = row_elems * (size_t)e->rows;
+    const uint8_t *src = (const uint8_t *)t->data + (size_t)e->row0 * row_elems * es;
+    *out = sd_tensor_make(NULL, want_dt, ndim ? ndim : 1, ndim ? shape : (const int64_t[]){1});
+
+    if (w->be->host_memory && want_dt == t->dtype && ((uintptr_t)src % es) == 0) {
+        out->data = (void *)src; /* zero-copy view into the mapped file */
+        w->bytes_mapped += numel * es;
+        e->used = true;
+        return SD_OK;
+    }
+    size_t oes = sd_dtype_size(want_dt);
+    void *host = NULL;
+    const void *up = src;
+    if (want_dt != t->dtype || ((uintptr_t)src % es) != 0) {
+        host = sd_malloc(numel * oes + 1);
+        if (!host)
+            return SD_ERR_OUT_OF_MEMORY;
+        for (size_t i = 0; i < numel; i++) {
+            sd_st_tensor view = *t;
+            view.data = src;
+            double v = sd_st_get(&view, i);
+            if (want_dt == SD_F32) {
+                float f = (float)v;
+                memcpy((uint8_t *)host + 4 * i, &f, 4);
+            } else if (want_dt == SD_F16) {
+                uint16_t h = sd_f32_to_f16((float)v);
+                memcpy((uint8_t *)host + 2 * i, &h, 2);
+            } else if (want_dt == SD_BF16) {
+                uint16_t h = sd_f32_to_bf16((float)v);
+                memcpy((uint8_t *)host + 2 * i, &h, 2);
+            } else {
+                int32_t iv = (int32_t)v;
+                memcpy((uint8_t *)host + 4 * i, &iv, 4);
+            }
+        }
+        up = host;
+    }
+    void *dev = w->be->ops->alloc(w->be, numel * oes);
+    if (!dev) {
+        free(host);
+        return sd_fail_context(SD_ERR_OUT_OF_MEMORY, "%s: loading '%s'", w->label, e->name);
+    }
+    sd_status s = w->be->ops->upload(w->be, dev, up, numel * oes);
+    free(host);
+    if (s == SD_OK && w->n_allocs == w->cap_allocs) {
+        size_t nc = w->cap_allocs ? 2 * w->cap_allocs : 256;
+        void **na = realloc(w->allocs, nc * sizeof *na);
+        if (!na)
+            s = sd_fail(SD_ERR_OUT_OF_MEMORY, "out of memory");
+        else {
+            w->allocs = na;
+            w->cap_allocs = nc;
+        }
+    }
+    if (s != SD_OK) {
+        w->be->ops->free(w->be, dev);
+        return s;
+    }
+    w->allocs[w->n_allocs++] = dev;
+    w->bytes_device += numel * oes;
+    out->data = dev;
+    e->used = true;
+    return SD_OK;
+}
+
+sd_status sd_weights_get(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...)
+{
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    sd_wsrc *e = find(w, name);
+    if (!e) {
+        char want[128];
+        shape_to_str(shape, ndim, want, sizeof want);
+        return sd_fail(SD_ERR_NOT_FOUND, "%s: tensor '%s' %s is missing from the weights", w->label, name, want);
+    }
+    return load(w, e, out, shape, ndim);
+}
+
+sd_status sd_weights_get_any(sd_weights *w, sd_tensor *out, const char *fmt, ...)
+{
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    sd_wsrc *e = find(w, name);
+    if (!e)
+        return sd_fail(SD_ERR_NOT_FOUND, "%s: tensor '%s' is missing from the weights", w->label, name);
+    return load(w, e, out, NULL, 0);
+}
+
+size_t sd_weights_unused(const sd_weights *w, const char **names, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < w->n_idx; i++)
+        if (!w->idx[i].used) {
+            if (n < max)
+                names[n] = w->idx[i].name;
+            n++;
+        }
+    return n;
+}

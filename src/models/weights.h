@@ -1,0 +1,64 @@
+/* Model weights: an index of named tensors from one or more safetensors files,
+ * loaded on demand into backend memory with shape checks.
+ *
+ * Names are diffusers/transformers state-dict keys. A single-file (LDM)
+ * checkpoint is mapped into the same names by src/models/checkpoint.c through
+ * sd_weights_add_alias(), which can also expose a row range of a fused tensor
+ * (OpenCLIP's in_proj_weight split into q/k/v).
+ *
+ * On a host-memory backend, tensors whose stored dtype equals the wanted dtype
+ * are zero-copy views into the mapped file (the files stay open while the
+ * weights live). Otherwise they are converted once and uploaded.
+ */
+#ifndef SD_WEIGHTS_H
+#define SD_WEIGHTS_H
+
+#include "backend/backend.h"
+
+typedef struct sd_wsrc {
+    char *name;
+    const sd_st_tensor *t;
+    int64_t row0, rows; /* rows of dim 0 exposed; rows = t->shape[0] for whole tensors */
+    bool used;
+} sd_wsrc;
+
+typedef struct sd_weights {
+    sd_backend *be;
+    char *label;                /* e.g. "unet (models/x/unet)" for messages */
+    sd_safetensors **files;     /* owned */
+    int n_files;
+    sd_wsrc *idx;               /* sorted by name after sd_weights_finalize */
+    size_t n_idx, cap_idx;
+    sd_dtype float_dtype;       /* dtype floating weights are kept in (F32 or F16) */
+    void **allocs;              /* backend memory owned */
+    size_t n_allocs, cap_allocs;
+    size_t bytes_device;        /* bytes allocated in backend memory */
+    size_t bytes_mapped;        /* bytes used zero-copy from the mapped files */
+} sd_weights;
+
+void sd_weights_init(sd_weights *w, sd_backend *be, const char *label, sd_dtype float_dtype);
+/* Opens a safetensors file, takes ownership, indexes all of its tensors under
+ * their own names (with `strip_prefix` removed when present, others skipped
+ * if strip_prefix is non-NULL and `only_prefixed`). */
+sd_status sd_weights_add_file(sd_weights *w, const char *path, const char *strip_prefix, bool only_prefixed);
+/* Takes ownership of an open file without indexing it (for alias mapping). */
+sd_status sd_weights_adopt_file(sd_weights *w, sd_safetensors *st);
+sd_status sd_weights_add_alias(sd_weights *w, const char *name, const sd_st_tensor *t, int64_t row0, int64_t rows);
+sd_status sd_weights_finalize(sd_weights *w);
+void sd_weights_free(sd_weights *w);
+
+bool sd_weights_has(const sd_weights *w, const char *fmt, ...) SD_PRINTF(2, 3);
+/* Loads the named tensor, which must have `shape` (trailing 1-dims are
+ * ignored on both sides, so a conv [O,C,1,1] serves a linear [O,C]). */
+sd_status sd_weights_get(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...)
+    SD_PRINTF(5, 6);
+/* Shape taken from the file (for tests/tools). */
+sd_status sd_weights_get_any(sd_weights *w, sd_tensor *out, const char *fmt, ...) SD_PRINTF(3, 4);
+/* Names of indexed tensors no model loaded; returns the count and writes up
+ * to `max` names (owned by w) into `names`. */
+size_t sd_weights_unused(const sd_weights *w, const char **names, size_t max);
+
+/* Shape literal for sd_weights_get: sd_weights_get(w, &t, SD_SHAPE(320, 4, 3, 3), "conv_in.weight"). */
+#define SD_SHAPE(...) ((const int64_t[]){__VA_ARGS__}), (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
+
+#endif
