@@ -113,6 +113,24 @@ sd_tensor sd_ctx_fail(sd_ctx *ctx, sd_status s, const char *fmt, ...)
     return t;
 }
 
+void sd_hook(sd_ctx *ctx, const char *name, sd_tensor t)
+{
+    if (ctx->hook && !ctx->plan && ctx->status == SD_OK)
+        ctx->hook(ctx->hook_user, name, t);
+}
+
+void sd_hookf(sd_ctx *ctx, sd_tensor t, const char *fmt, ...)
+{
+    if (!ctx->hook || ctx->plan || ctx->status != SD_OK)
+        return;
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    ctx->hook(ctx->hook_user, name, t);
+}
+
 static void *arena_alloc(sd_ctx *ctx, size_t bytes)
 {
     size_t sz = (bytes + SD_ARENA_ALIGN - 1) & ~(size_t)(SD_ARENA_ALIGN - 1);

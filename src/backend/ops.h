@@ -26,6 +26,11 @@ typedef struct sd_ctx {
     size_t peak;     /* highest top seen */
     bool plan;       /* planning: track sizes only, run nothing */
     sd_status status;/* sticky first error */
+    /* optional debug hook: models call sd_hook(ctx, "name", t) on named
+     * intermediate activations (diffusers module paths); used by the
+     * conformance runner to compare act.* tensors. Never called while planning. */
+    void (*hook)(void *user, const char *name, sd_tensor t);
+    void *hook_user;
 } sd_ctx;
 
 void sd_ctx_init_plan(sd_ctx *ctx, sd_backend *be);
@@ -40,6 +45,10 @@ void sd_release(sd_ctx *ctx, size_t mark);
 sd_tensor sd_keep(sd_ctx *ctx, size_t mark, sd_tensor t);
 /* Records an error in the context (first one wins); returns an empty tensor. */
 sd_tensor sd_ctx_fail(sd_ctx *ctx, sd_status s, const char *fmt, ...) SD_PRINTF(3, 4);
+
+void sd_hook(sd_ctx *ctx, const char *name, sd_tensor t);
+/* printf-style name; formats only when a hook is installed */
+void sd_hookf(sd_ctx *ctx, sd_tensor t, const char *fmt, ...) SD_PRINTF(3, 4);
 
 /* New uninitialised tensor from the arena (activation dtype unless given). */
 sd_tensor sd_new(sd_ctx *ctx, sd_dtype dt, int ndim, const int64_t *ne);

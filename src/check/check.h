@@ -47,6 +47,11 @@ double sd_case_tolerance(sd_case *c, const char *name);
  * and rel error and PASS/FAIL; updates the counters. A missing expected tensor
  * or a size mismatch counts as a failure. NaN never passes. */
 void sd_case_compare(sd_case *c, const char *name, const float *got, size_t n);
+/* An sd_ctx hook (set ctx.hook = sd_case_hook, ctx.hook_user = case) that
+ * compares every hooked activation whose name "act.<name>" exists in
+ * expected.safetensors (downloaded to float32 first). */
+struct sd_ctx;
+void sd_case_hook(void *user, const char *name, sd_tensor t);
 /* Records a failure that is not a numeric comparison (e.g. a load error). */
 void sd_case_fail(sd_case *c, const char *what);
 
