@@ -321,10 +321,12 @@ sd_status sd_st_writer_add(sd_st_writer *w, const char *name, sd_dtype dtype, in
         free(e->data);
         return SD_ERR_OUT_OF_MEMORY;
     }
-    memcpy(e->data, data, nbytes);
+    if (nbytes) /* memcpy with a NULL pointer is undefined even for 0 bytes (scalars may pass shape = NULL) */
+        memcpy(e->data, data, nbytes);
     e->dtype = dtype;
     e->ndim = ndim;
-    memcpy(e->shape, shape, (size_t)ndim * sizeof *shape);
+    if (ndim)
+        memcpy(e->shape, shape, (size_t)ndim * sizeof *shape);
     e->nbytes = nbytes;
     w->n++;
     return SD_OK;
