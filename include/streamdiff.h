@@ -10,6 +10,7 @@
 #ifndef STREAMDIFF_H
 #define STREAMDIFF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,6 +52,147 @@ typedef struct sd_safetensors sd_safetensors;
 
 sd_status sd_safetensors_open(const char *path, sd_safetensors **out);
 void sd_safetensors_close(sd_safetensors *st);
+
+
+/* ---------------------------------------------------------------- images
+ * 8-bit RGB, row-major, width*height*3 bytes. Images returned by the library
+ * are freed with sd_image_free(). */
+
+typedef struct sd_image {
+    int width, height;
+    uint8_t *data;
+} sd_image;
+
+void sd_image_free(sd_image *img);
+/* PNG or JPEG. */
+sd_status sd_image_load(const char *path, sd_image *out);
+/* PNG; `parameters` (may be NULL) is stored as an A1111-style "parameters" text chunk. */
+sd_status sd_image_save_png(const char *path, const sd_image *img, const char *parameters);
+
+/* ---------------------------------------------------------------- models */
+
+typedef enum sd_backend_kind { SD_BACKEND_CPU = 0, SD_BACKEND_CUDA = 1 } sd_backend_kind;
+
+typedef struct sd_model sd_model;
+
+typedef struct sd_model_params {
+    sd_backend_kind backend; /* SD_BACKEND_CPU */
+    int n_threads;           /* CPU threads; 0 = all cores */
+    int cuda_device;         /* 0 */
+    const char *taesd;       /* optional TAESD folder or HF id for fast encode/decode; NULL = none */
+    const char *revision;    /* HF cache revision for model ids; NULL = "main" */
+    bool keep_f16;           /* keep F16 weights as F16 in memory (CPU converts per op) */
+    const char *variant;     /* prefer "<name>.<variant>.safetensors" (e.g. "fp16"); NULL = plain first */
+} sd_model_params;
+
+void sd_model_default_params(sd_model_params *p);
+/* `path`: a diffusers folder (model_index.json), a single-file SD1.x/SD2.x
+ * checkpoint (.safetensors), or a Hugging Face model id present in the local
+ * HF cache (never downloads). */
+sd_status sd_model_load(const char *path, const sd_model_params *p, sd_model **out);
+void sd_model_free(sd_model *m);
+
+typedef struct sd_model_info {
+    const char *arch;        /* "sd1", "sd2" */
+    const char *source;      /* resolved path */
+    const char *scheduler;   /* the model's scheduler class */
+    const char *prediction_type;
+    int native_size;         /* pixels (unet sample_size * vae scale) */
+    int vae_scale;           /* 8 */
+    int latent_channels;
+    int context_dim;
+    bool has_taesd;
+    bool lcm_guidance_embedding; /* UNet has time_cond_proj_dim */
+    size_t weight_bytes;
+} sd_model_info;
+sd_status sd_model_get_info(const sd_model *m, sd_model_info *info);
+
+/* ---------------------------------------------------------------- generation */
+
+typedef enum sd_rng_type {
+    SD_RNG_TYPE_TORCH = 0, /* default: equals torch.randn with torch.Generator("cpu").manual_seed(seed) */
+    SD_RNG_TYPE_FAST = 2   /* Philox-based, for real-time use */
+} sd_rng_type;
+
+typedef void (*sd_progress_fn)(void *user, int step, int total, double elapsed_s);
+
+typedef struct sd_gen_params {
+    const char *prompt;          /* "" */
+    const char *negative_prompt; /* NULL = "" */
+    int width, height;           /* 0 = model's native size; multiples of 8 */
+    int steps;                   /* 0 = sampler default (LCM 4, Euler-turbo 1, others 20) */
+    float guidance_scale;        /* 7.5; <= 1 disables CFG (one UNet pass) */
+    const char *sampler;         /* NULL = the model's scheduler; lcm, euler, euler_a, ddim, dpm++2m, dpm2m */
+    const char *schedule;        /* NULL = default; "karras" for Karras sigmas */
+    uint64_t seed;               /* 42 */
+    int batch_size;              /* 1 */
+    int clip_skip;               /* 0 = last layer; k skips the last k layers (diffusers clip_skip) */
+    float strength;              /* img2img: 0.8 */
+    float eta;                   /* DDIM eta, 0 */
+    bool use_taesd;              /* decode/encode with the TAESD loaded with the model */
+    sd_rng_type rng;
+    sd_progress_fn progress;     /* called after every step; may be NULL */
+    void *progress_user;
+} sd_gen_params;
+
+void sd_gen_default_params(sd_gen_params *p);
+/* `out` receives batch_size images. */
+sd_status sd_txt2img(sd_model *m, const sd_gen_params *p, sd_image *out);
+sd_status sd_img2img(sd_model *m, const sd_gen_params *p, const sd_image *init, sd_image *out);
+/* The A1111-style parameters text for a generation (malloc'd, free()). */
+char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p);
+
+/* ---------------------------------------------------------------- streaming
+ * StreamDiffusion: a few-step model turned into a video-rate pipeline. */
+
+typedef struct sd_stream sd_stream;
+
+typedef enum sd_cfg_type { SD_CFG_NONE = 0, SD_CFG_FULL, SD_CFG_SELF, SD_CFG_INITIALIZE } sd_cfg_type;
+
+#define SD_STREAM_MAX_STEPS 16
+
+typedef struct sd_stream_params {
+    int width, height;                    /* 512 x 512 */
+    int t_index_list[SD_STREAM_MAX_STEPS];/* {32, 45} */
+    int n_t_index;                        /* 2 */
+    int num_inference_steps;              /* LCM schedule length, 50 */
+    int frame_buffer_size;                /* 1 */
+    bool use_denoising_batch;             /* true */
+    bool do_add_noise;                    /* true */
+    sd_cfg_type cfg_type;                 /* SD_CFG_SELF */
+    float guidance_scale;                 /* 1.2 */
+    float delta;                          /* 1.0 */
+    uint64_t seed;                        /* 2 */
+    float similarity_threshold;           /* 0 = filter off; e.g. 0.98 */
+    int max_skip_frames;                  /* 10 */
+    bool use_taesd;                       /* true when the model has TAESD */
+    sd_rng_type rng;
+    int queue_size;                       /* bounded input/output queues, 4 */
+    bool drop_old_frames;                 /* live input: newest frame wins (true); file input: false */
+} sd_stream_params;
+
+void sd_stream_default_params(sd_stream_params *p);
+sd_status sd_stream_create(sd_model *m, const sd_stream_params *p, sd_stream **out);
+void sd_stream_free(sd_stream *s);
+/* Callable any time, also while frames flow; takes effect on the next frame. */
+sd_status sd_stream_set_prompt(sd_stream *s, const char *prompt, const char *negative_prompt);
+/* Synchronous: one img2img frame in, the stream's output for it out. */
+sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out);
+/* Synchronous: one txt2img frame. */
+sd_status sd_stream_txt2img(sd_stream *s, sd_image *out);
+/* Asynchronous img2img through the input/inference/output threads. push
+ * copies the frame; pull waits up to timeout_ms (-1 = forever). Frames leave
+ * in order; with drop_old_frames, a full input queue drops its oldest frame. */
+sd_status sd_stream_push_frame(sd_stream *s, const sd_image *in);
+sd_status sd_stream_pull_frame(sd_stream *s, sd_image *out, int timeout_ms);
+
+typedef struct sd_stream_stats {
+    uint64_t frames_in, frames_out, frames_skipped, frames_dropped;
+    double fps;            /* output frames per second (EMA) */
+    double latency_ms;     /* push -> pull latency (EMA) */
+    double inference_ms;   /* one stream step (EMA) */
+} sd_stream_stats;
+sd_status sd_stream_get_stats(const sd_stream *s, sd_stream_stats *st);
 
 #ifdef __cplusplus
 }

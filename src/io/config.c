@@ -12,7 +12,18 @@ sd_status sd_config_parse(const char *text, size_t len, const char *label, sd_co
         return SD_ERR_OUT_OF_MEMORY;
     out->path = out->path_owned;
     out->owner = true;
-    out->root = cJSON_ParseWithLength(text, len);
+    const char *end = NULL;
+    out->root = cJSON_ParseWithLengthOpts(text, len, &end, false);
+    /* cJSON_ParseWithLength stops after the first value: reject anything but whitespace after it */
+    for (const char *q = end; out->root && q && q < text + len && *q; q++)
+        if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r') {
+            cJSON_Delete(out->root);
+            out->root = NULL;
+            sd_status s = sd_fail(SD_ERR_FORMAT, "%s: invalid JSON: unexpected text after the top-level value "
+                                  "near byte %ld", out->path, (long)(q - text));
+            sd_config_free(out);
+            return s;
+        }
     if (!out->root) {
         const char *ep = cJSON_GetErrorPtr();
         long off = ep && ep >= text && ep <= text + len ? (long)(ep - text) : -1;

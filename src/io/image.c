@@ -410,3 +410,16 @@ void sd_chw_to_rgb(const float *chw, sd_rgb *img)
             img->data[i * 3 + c] = (uint8_t)(isnan(v) ? 0 : v <= 0 ? 0 : v >= 255 ? 255 : lrintf(v));
         }
 }
+
+/* ---------------------------------------------------------------- public API */
+
+void sd_image_free(sd_image *img) { sd_rgb_free(img); }
+sd_status sd_image_load(const char *path, sd_image *out) { return sd_rgb_load(path, out); }
+
+sd_status sd_image_save_png(const char *path, const sd_image *img, const char *parameters)
+{
+    if (!img || !img->data || img->width <= 0 || img->height <= 0)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: empty image", path);
+    const char *kv[] = {"parameters", parameters, NULL};
+    return sd_rgb_save_png(path, img, parameters ? kv : NULL);
+}

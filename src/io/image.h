@@ -9,10 +9,8 @@
 #define SD_IMAGE_MAX_SIDE 16384
 #define SD_IMAGE_MAX_PIXELS ((size_t)64 * 1024 * 1024)
 
-typedef struct sd_rgb {
-    int width, height; /* pixels */
-    uint8_t *data;     /* width*height*3, row-major RGB, malloc'd */
-} sd_rgb;
+/* The public sd_image: width*height*3 bytes, row-major RGB, malloc'd. */
+typedef sd_image sd_rgb;
 
 sd_status sd_rgb_alloc(sd_rgb *img, int width, int height);
 void sd_rgb_free(sd_rgb *img);
