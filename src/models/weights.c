@@ -269,3 +269,97 @@ size_t sd_weights_unused(const sd_weights *w, const char **names, size_t max)
         }
     return n;
 }
+
+#include "io/config.h"
+
+static sd_status add_sharded(sd_weights *w, const char *dir, const char *index_path)
+{
+    sd_config idx;
+    SD_TRY(sd_config_load(index_path, &idx));
+    sd_config map;
+    sd_status s = sd_config_sub(&idx, "weight_map", &map);
+    if (s != SD_OK) {
+        sd_config_free(&idx);
+        return s;
+    }
+    /* unique file names, in order of first appearance */
+    const char *files[256];
+    int nf = 0;
+    for (cJSON *e = map.root->child; e && s == SD_OK; e = e->next) {
+        if (!cJSON_IsString(e)) {
+            s = sd_fail(SD_ERR_FORMAT, "%s: weight_map['%s'] is not a file name", index_path, e->string);
+            break;
+        }
+        const char *f = e->valuestring;
+        if (strchr(f, '/') || !strcmp(f, "..")) {
+            s = sd_fail(SD_ERR_FORMAT, "%s: shard name '%s' must be a plain file name", index_path, f);
+            break;
+        }
+        bool seen = false;
+        for (int i = 0; i < nf && !seen; i++)
+            seen = !strcmp(files[i], f);
+        if (!seen) {
+            if (nf == 256) {
+                s = sd_fail(SD_ERR_FORMAT, "%s: more than 256 shards", index_path);
+                break;
+            }
+            files[nf++] = f;
+        }
+    }
+    for (int i = 0; i < nf && s == SD_OK; i++) {
+        char *p = sd_path_join(dir, files[i]);
+        s = p ? sd_weights_add_file(w, p, NULL, false) : SD_ERR_OUT_OF_MEMORY;
+        free(p);
+    }
+    sd_config_free(&idx);
+    return s;
+}
+
+sd_status sd_weights_add_component(sd_weights *w, const char *dir, const char *base, const char *variant,
+                                   char **chosen)
+{
+    char names[4][300];
+    int n = 0;
+    const char *var = variant ? variant : "fp16";
+    if (variant)
+        snprintf(names[n++], sizeof names[0], "%s.%s.safetensors", base, var);
+    snprintf(names[n++], sizeof names[0], "%s.safetensors", base);
+    if (!variant)
+        snprintf(names[n++], sizeof names[0], "%s.%s.safetensors", base, var);
+    char tried[2048];
+    size_t to = 0;
+    tried[0] = 0;
+    if (chosen)
+        *chosen = NULL;
+    for (int i = 0; i < n; i++) {
+        for (int sharded = 0; sharded < 2; sharded++) {
+            char fname[320];
+            snprintf(fname, sizeof fname, "%.300s%s", names[i], sharded ? ".index.json" : "");
+            char *p = sd_path_join(dir, fname);
+            if (!p)
+                return SD_ERR_OUT_OF_MEMORY;
+            if (sd_file_exists(p)) {
+                sd_status s = sharded ? add_sharded(w, dir, p) : sd_weights_add_file(w, p, NULL, false);
+                if (s == SD_OK && chosen)
+                    *chosen = p;
+                else
+                    free(p);
+                return s;
+            }
+            to += (size_t)snprintf(tried + to, to < sizeof tried ? sizeof tried - to : 0, "%s%s", to ? ", " : "", p);
+            if (to >= sizeof tried)
+                to = sizeof tried - 1;
+            free(p);
+        }
+    }
+    if (!strcmp(base, "diffusion_pytorch_model") || !strcmp(base, "model")) {
+        char *bin = sd_path_join(dir, !strcmp(base, "model") ? "pytorch_model.bin" : "diffusion_pytorch_model.bin");
+        bool has_bin = bin && sd_file_exists(bin);
+        free(bin);
+        if (has_bin)
+            return sd_fail(SD_ERR_UNSUPPORTED,
+                           "%s: only a PyTorch .bin checkpoint is present; streamdiff reads .safetensors only "
+                           "(convert it, e.g. with diffusers' save_pretrained(safe_serialization=True))", dir);
+    }
+    return sd_fail(SD_ERR_NOT_FOUND, "%s: no weights found (tried %s)", dir, tried);
+}

@@ -62,3 +62,14 @@ size_t sd_weights_unused(const sd_weights *w, const char **names, size_t max);
 #define SD_SHAPE(...) ((const int64_t[]){__VA_ARGS__}), (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
 
 #endif
+
+/* Adds the weights of a diffusers/transformers component folder to `w`:
+ * <dir>/<base>[.<variant>].safetensors, or a sharded
+ * <dir>/<base>[.<variant>].safetensors.index.json (weight_map). With variant
+ * NULL the plain file is preferred and the ".fp16" variant used as fallback;
+ * with a variant, that variant first and the plain file as fallback. `base` is
+ * "diffusion_pytorch_model" (diffusers) or "model" (transformers). Missing
+ * files give SD_ERR_NOT_FOUND naming every path tried. `chosen` (may be NULL)
+ * receives a malloc'd description of what was loaded. */
+sd_status sd_weights_add_component(sd_weights *w, const char *dir, const char *base, const char *variant,
+                                   char **chosen);

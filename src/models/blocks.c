@@ -1,0 +1,362 @@
+#include "models/blocks.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ loading */
+
+void sd_wl_get(sd_wload *l, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...)
+{
+    memset(out, 0, sizeof *out);
+    if (l->status != SD_OK)
+        return;
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof name) {
+        l->status = sd_fail(SD_ERR_INTERNAL, "tensor name too long: '%s...'", name);
+        return;
+    }
+    if (!l->w) {
+        *out = sd_tensor_make(NULL, SD_F32, ndim, shape);
+        if (l->fn)
+            l->fn(l->user, name, shape, ndim);
+        return;
+    }
+    l->status = sd_weights_get(l->w, out, shape, ndim, "%s", name);
+}
+
+#define GET(l, out, prefix, suffix, ...) sd_wl_get(l, out, SD_SHAPE(__VA_ARGS__), "%s." suffix, prefix)
+
+/* Hook-name buffer: formats only when a hook is installed. */
+static const char *subname(const sd_ctx *ctx, char *buf, size_t n, const char *name, const char *fmt, ...)
+    SD_PRINTF(5, 6);
+static const char *subname(const sd_ctx *ctx, char *buf, size_t n, const char *name, const char *fmt, ...)
+{
+    if (!ctx->hook || !name)
+        return NULL;
+    size_t o = (size_t)snprintf(buf, n, "%s.", name);
+    if (o >= n)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + o, n - o, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+static void hook(sd_ctx *ctx, sd_tensor t, const char *name, const char *suffix)
+{
+    if (!ctx->hook || !name)
+        return;
+    if (suffix)
+        sd_hookf(ctx, t, "%s.%s", name, suffix);
+    else
+        sd_hook(ctx, name, t);
+}
+
+/* ------------------------------------------------------------------ ResnetBlock2D */
+
+void sd_resnet_load(sd_wload *l, sd_resnet *r, const char *p, int64_t cin, int64_t cout, int64_t temb_dim,
+                    int groups, float eps, float out_scale)
+{
+    memset(r, 0, sizeof *r);
+    r->cin = cin;
+    r->cout = cout;
+    r->groups = groups;
+    r->eps = eps;
+    r->out_scale = out_scale;
+    r->has_temb = temb_dim > 0;
+    r->has_shortcut = cin != cout;
+    GET(l, &r->norm1_w, p, "norm1.weight", cin);
+    GET(l, &r->norm1_b, p, "norm1.bias", cin);
+    GET(l, &r->conv1_w, p, "conv1.weight", cout, cin, 3, 3);
+    GET(l, &r->conv1_b, p, "conv1.bias", cout);
+    if (r->has_temb) {
+        GET(l, &r->temb_w, p, "time_emb_proj.weight", cout, temb_dim);
+        GET(l, &r->temb_b, p, "time_emb_proj.bias", cout);
+    }
+    GET(l, &r->norm2_w, p, "norm2.weight", cout);
+    GET(l, &r->norm2_b, p, "norm2.bias", cout);
+    GET(l, &r->conv2_w, p, "conv2.weight", cout, cout, 3, 3);
+    GET(l, &r->conv2_b, p, "conv2.bias", cout);
+    if (r->has_shortcut) {
+        GET(l, &r->short_w, p, "conv_shortcut.weight", cout, cin, 1, 1);
+        GET(l, &r->short_b, p, "conv_shortcut.bias", cout);
+    }
+}
+
+sd_tensor sd_resnet_forward(sd_ctx *ctx, const sd_resnet *r, sd_tensor x, const sd_tensor *semb)
+{
+    size_t m = sd_mark(ctx);
+    sd_tensor h = sd_group_norm(ctx, x, r->norm1_w, r->norm1_b, r->groups, r->eps, true);
+    h = sd_keep(ctx, m, sd_conv2d(ctx, h, r->conv1_w, &r->conv1_b, 1, 1));
+    if (r->has_temb && semb) {
+        sd_tensor tp = sd_linear(ctx, *semb, r->temb_w, &r->temb_b); /* [B, cout] */
+        tp = sd_reshape4(ctx, tp, tp.ne[0], tp.ne[1], 1, 1);
+        h = sd_keep(ctx, m, sd_add(ctx, h, tp));
+    }
+    h = sd_group_norm(ctx, h, r->norm2_w, r->norm2_b, r->groups, r->eps, true);
+    h = sd_keep(ctx, m, sd_conv2d(ctx, h, r->conv2_w, &r->conv2_b, 1, 1));
+    sd_tensor sc = r->has_shortcut ? sd_conv2d(ctx, x, r->short_w, &r->short_b, 1, 0) : x;
+    sd_tensor out = sd_add(ctx, sc, h);
+    if (r->out_scale != 1.0f)
+        out = sd_affine(ctx, out, 1.0f / r->out_scale, 0.0f);
+    return sd_keep(ctx, m, out);
+}
+
+/* ------------------------------------------------------------------ Down/Upsample2D */
+
+void sd_downsample_load(sd_wload *l, sd_resample *d, const char *p, int64_t ch, int pad)
+{
+    memset(d, 0, sizeof *d);
+    d->pad = pad;
+    GET(l, &d->w, p, "conv.weight", ch, ch, 3, 3);
+    GET(l, &d->b, p, "conv.bias", ch);
+}
+
+sd_tensor sd_downsample_forward(sd_ctx *ctx, const sd_resample *d, sd_tensor x)
+{
+    int pads[4] = {d->pad, d->pad, d->pad, d->pad};
+    if (d->pad == 0) { /* F.pad(x, (0, 1, 0, 1)): right and bottom */
+        pads[2] = 1;
+        pads[3] = 1;
+    }
+    return sd_conv2d_pads(ctx, x, d->w, &d->b, 2, pads);
+}
+
+void sd_upsample_load(sd_wload *l, sd_resample *d, const char *p, int64_t ch)
+{
+    memset(d, 0, sizeof *d);
+    d->pad = 1;
+    GET(l, &d->w, p, "conv.weight", ch, ch, 3, 3);
+    GET(l, &d->b, p, "conv.bias", ch);
+}
+
+sd_tensor sd_upsample_forward(sd_ctx *ctx, const sd_resample *d, sd_tensor x)
+{
+    size_t m = sd_mark(ctx);
+    sd_tensor u = sd_upsample2x(ctx, x);
+    return sd_keep(ctx, m, sd_conv2d(ctx, u, d->w, &d->b, 1, 1));
+}
+
+/* ------------------------------------------------------------------ Attention */
+
+static void attn_load(sd_wload *l, sd_attn *a, const char *p, int64_t qdim, int64_t heads, int64_t head_dim,
+                      int64_t kvdim, bool cross, int *kv_counter)
+{
+    memset(a, 0, sizeof *a);
+    a->heads = heads;
+    a->head_dim = head_dim;
+    a->inner = heads * head_dim;
+    a->qdim = qdim;
+    a->kvdim = kvdim;
+    a->cross = cross;
+    a->kv_index = cross ? (*kv_counter)++ : -1;
+    GET(l, &a->q, p, "to_q.weight", a->inner, qdim);
+    GET(l, &a->k, p, "to_k.weight", a->inner, kvdim);
+    GET(l, &a->v, p, "to_v.weight", a->inner, kvdim);
+    GET(l, &a->out_w, p, "to_out.0.weight", qdim, a->inner);
+    GET(l, &a->out_b, p, "to_out.0.bias", qdim);
+}
+
+void sd_attn_project_kv(sd_ctx *ctx, const sd_attn *a, sd_tensor context, sd_tensor *k, sd_tensor *v)
+{
+    *k = sd_linear(ctx, context, a->k, NULL);
+    *v = sd_linear(ctx, context, a->v, NULL);
+}
+
+/* softmax(q k^T / sqrt(d)) v; k/v of batch 1 serve every row of q. */
+static sd_tensor attention(sd_ctx *ctx, const sd_attn *a, sd_tensor q, sd_tensor k, sd_tensor v)
+{
+    float scale = (float)(1.0 / sqrt((double)a->head_dim));
+    if (!sd_ok(ctx))
+        return q;
+    if (k.ndim == 3 && q.ndim == 3 && k.ne[0] == 1 && q.ne[0] > 1) {
+        /* the same K/V for all rows: attend [1, B*N] queries at once (rows are independent) */
+        sd_tensor q1 = sd_reshape3(ctx, q, 1, q.ne[0] * q.ne[1], q.ne[2]);
+        sd_tensor o = sd_attention(ctx, q1, k, v, (int)a->heads, scale, false);
+        return sd_reshape3(ctx, o, q.ne[0], q.ne[1], q.ne[2]);
+    }
+    if (k.ndim != 3 || k.ne[0] != q.ne[0]) {
+        char sq[96], sk[96];
+        sd_shape_str(&q, sq, sizeof sq);
+        sd_shape_str(&k, sk, sizeof sk);
+        return sd_ctx_fail(ctx, SD_ERR_SHAPE,
+                           "cross-attention: the context (or K/V cache) batch must equal the sample batch or be 1 "
+                           "(queries %s, keys %s)",
+                           sq, sk);
+    }
+    return sd_attention(ctx, q, k, v, (int)a->heads, scale, false);
+}
+
+/* n [B,N,qdim]; src = context for cross attention (ignored when cached). */
+static sd_tensor attn_forward(sd_ctx *ctx, const sd_attn *a, sd_tensor n, sd_tensor context, const sd_kv_pair *kv)
+{
+    size_t m = sd_mark(ctx);
+    sd_tensor q = sd_linear(ctx, n, a->q, NULL);
+    sd_tensor k, v;
+    if (a->cross && kv && a->kv_index >= 0) {
+        k = kv[a->kv_index].k;
+        v = kv[a->kv_index].v;
+    } else {
+        sd_tensor src = a->cross ? context : n;
+        if (a->cross && (src.ndim != 3 || src.ne[2] != a->kvdim)) {
+            char sc[96];
+            sd_shape_str(&src, sc, sizeof sc);
+            sd_ctx_fail(ctx, SD_ERR_SHAPE, "cross-attention needs a context [B,S,%lld] (encoder_hidden_states), got %s",
+                        (long long)a->kvdim, sc);
+            return q;
+        }
+        sd_attn_project_kv(ctx, a, src, &k, &v);
+    }
+    sd_tensor o = attention(ctx, a, q, k, v);
+    o = sd_linear(ctx, o, a->out_w, &a->out_b);
+    return sd_keep(ctx, m, o);
+}
+
+/* ------------------------------------------------------------------ Transformer2DModel */
+
+void sd_transformer2d_load(sd_wload *l, sd_transformer2d *t, const char *p, int64_t ch, int64_t heads,
+                           int64_t layers, int64_t ctx_dim, bool only_cross, bool linear_proj, int groups,
+                           int *kv_counter)
+{
+    memset(t, 0, sizeof *t);
+    if (l->status != SD_OK)
+        return;
+    if (heads <= 0 || ch / heads <= 0 || layers <= 0) {
+        l->status = sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: %lld channels cannot be split into %lld attention heads",
+                            p, (long long)ch, (long long)heads);
+        return;
+    }
+    t->ch = ch;
+    t->heads = heads;
+    t->head_dim = ch / heads; /* diffusers: out_channels // num_attention_heads */
+    t->inner = t->heads * t->head_dim;
+    t->groups = groups;
+    t->linear_proj = linear_proj;
+    t->n_layers = (int)layers;
+    t->blocks = sd_calloc((size_t)layers, sizeof *t->blocks);
+    if (!t->blocks) {
+        l->status = SD_ERR_OUT_OF_MEMORY;
+        return;
+    }
+    int64_t in = t->inner;
+    GET(l, &t->norm_w, p, "norm.weight", ch);
+    GET(l, &t->norm_b, p, "norm.bias", ch);
+    if (linear_proj) {
+        GET(l, &t->pin_w, p, "proj_in.weight", in, ch);
+    } else {
+        GET(l, &t->pin_w, p, "proj_in.weight", in, ch, 1, 1);
+    }
+    GET(l, &t->pin_b, p, "proj_in.bias", in);
+    for (int i = 0; i < t->n_layers && l->status == SD_OK; i++) {
+        sd_tblock *b = &t->blocks[i];
+        char bp[400];
+        snprintf(bp, sizeof bp, "%s.transformer_blocks.%d", p, i);
+        char ap[420];
+        GET(l, &b->n1_w, bp, "norm1.weight", in);
+        GET(l, &b->n1_b, bp, "norm1.bias", in);
+        snprintf(ap, sizeof ap, "%s.attn1", bp);
+        attn_load(l, &b->attn1, ap, in, heads, t->head_dim, only_cross ? ctx_dim : in, only_cross, kv_counter);
+        GET(l, &b->n2_w, bp, "norm2.weight", in);
+        GET(l, &b->n2_b, bp, "norm2.bias", in);
+        snprintf(ap, sizeof ap, "%s.attn2", bp);
+        attn_load(l, &b->attn2, ap, in, heads, t->head_dim, ctx_dim, true, kv_counter);
+        GET(l, &b->n3_w, bp, "norm3.weight", in);
+        GET(l, &b->n3_b, bp, "norm3.bias", in);
+        b->ff_inner = 4 * in; /* FeedForward(mult=4), GEGLU */
+        GET(l, &b->ff1_w, bp, "ff.net.0.proj.weight", 2 * b->ff_inner, in);
+        GET(l, &b->ff1_b, bp, "ff.net.0.proj.bias", 2 * b->ff_inner);
+        GET(l, &b->ff2_w, bp, "ff.net.2.weight", in, b->ff_inner);
+        GET(l, &b->ff2_b, bp, "ff.net.2.bias", in);
+    }
+    if (linear_proj) {
+        GET(l, &t->pout_w, p, "proj_out.weight", ch, in);
+    } else {
+        GET(l, &t->pout_w, p, "proj_out.weight", ch, in, 1, 1);
+    }
+    GET(l, &t->pout_b, p, "proj_out.bias", ch);
+}
+
+void sd_transformer2d_free(sd_transformer2d *t)
+{
+    if (!t)
+        return;
+    free(t->blocks);
+    t->blocks = NULL;
+    t->n_layers = 0;
+}
+
+/* h [B,N,inner] lives at mark m with nothing above it; the output replaces it. */
+static sd_tensor tblock_forward(sd_ctx *ctx, const sd_tblock *b, sd_tensor h, size_t m, sd_tensor context,
+                                const sd_kv_pair *kv, const char *name)
+{
+    sd_tensor n = sd_layer_norm(ctx, h, b->n1_w, b->n1_b, 1e-5f);
+    hook(ctx, n, name, "norm1");
+    sd_tensor a = attn_forward(ctx, &b->attn1, n, context, kv);
+    hook(ctx, a, name, "attn1");
+    h = sd_keep(ctx, m, sd_add(ctx, a, h));
+
+    n = sd_layer_norm(ctx, h, b->n2_w, b->n2_b, 1e-5f);
+    hook(ctx, n, name, "norm2");
+    a = attn_forward(ctx, &b->attn2, n, context, kv);
+    hook(ctx, a, name, "attn2");
+    h = sd_keep(ctx, m, sd_add(ctx, a, h));
+
+    n = sd_layer_norm(ctx, h, b->n3_w, b->n3_b, 1e-5f);
+    hook(ctx, n, name, "norm3");
+    size_t mf = sd_mark(ctx);
+    sd_tensor f = sd_linear(ctx, n, b->ff1_w, &b->ff1_b);
+    f = sd_keep(ctx, mf, sd_geglu(ctx, f));
+    f = sd_linear(ctx, f, b->ff2_w, &b->ff2_b);
+    hook(ctx, f, name, "ff");
+    h = sd_keep(ctx, m, sd_add(ctx, f, h));
+    hook(ctx, h, name, NULL);
+    return h;
+}
+
+sd_tensor sd_transformer2d_forward(sd_ctx *ctx, const sd_transformer2d *t, sd_tensor x, sd_tensor context,
+                                   const sd_kv_pair *kv, const char *name)
+{
+    if (!sd_ok(ctx))
+        return x;
+    if (x.ndim != 4 || x.ne[1] != t->ch)
+        return sd_ctx_fail(ctx, SD_ERR_SHAPE, "Transformer2DModel %s: input must be [B,%lld,H,W]",
+                           name ? name : "", (long long)t->ch);
+    int64_t B = x.ne[0], H = x.ne[2], W = x.ne[3], N = H * W;
+    size_t m = sd_mark(ctx);
+    sd_tensor h = sd_group_norm(ctx, x, t->norm_w, t->norm_b, t->groups, 1e-6f, false);
+    hook(ctx, h, name, "norm");
+    if (!t->linear_proj) {
+        h = sd_conv2d(ctx, h, t->pin_w, &t->pin_b, 1, 0);
+        hook(ctx, h, name, "proj_in");
+        h = sd_reshape3(ctx, sd_permute(ctx, h, 0, 2, 3, 1), B, N, t->inner);
+    } else {
+        h = sd_reshape3(ctx, sd_permute(ctx, h, 0, 2, 3, 1), B, N, t->ch);
+        h = sd_linear(ctx, h, t->pin_w, &t->pin_b);
+        hook(ctx, h, name, "proj_in");
+    }
+    h = sd_keep(ctx, m, h);
+    char buf[256];
+    for (int i = 0; i < t->n_layers; i++)
+        h = tblock_forward(ctx, &t->blocks[i], h, m, context, kv,
+                           subname(ctx, buf, sizeof buf, name, "transformer_blocks.%d", i));
+    if (!t->linear_proj) {
+        h = sd_permute(ctx, sd_reshape4(ctx, h, B, H, W, t->inner), 0, 3, 1, 2);
+        h = sd_conv2d(ctx, h, t->pout_w, &t->pout_b, 1, 0);
+        hook(ctx, h, name, "proj_out");
+    } else {
+        h = sd_linear(ctx, h, t->pout_w, &t->pout_b);
+        hook(ctx, h, name, "proj_out");
+        h = sd_permute(ctx, sd_reshape4(ctx, h, B, H, W, t->ch), 0, 3, 1, 2);
+    }
+    h = sd_add(ctx, h, x);
+    hook(ctx, h, name, NULL);
+    return sd_keep(ctx, m, h);
+}

@@ -1,0 +1,108 @@
+/* Building blocks shared by the diffusers models: ResnetBlock2D,
+ * Downsample2D / Upsample2D, Attention (classic AttnProcessor),
+ * BasicTransformerBlock and Transformer2DModel (continuous input).
+ *
+ * Loading goes through sd_wload, which either fetches tensors from an
+ * sd_weights (shape-checked) or only enumerates (name, shape) for tools and
+ * tests; its status is sticky, so loaders need no error checks between gets.
+ *
+ * Forward functions allocate from the ctx arena and return their output kept
+ * at the scope mark they took on entry (temporaries released). Hook names are
+ * diffusers module paths: pass `name` = the module path (may be NULL when the
+ * context has no hook installed).
+ */
+#ifndef SD_BLOCKS_H
+#define SD_BLOCKS_H
+
+#include "backend/ops.h"
+#include "models/weights.h"
+
+/* ------------------------------------------------------------------ loading */
+
+typedef void (*sd_wload_fn)(void *user, const char *name, const int64_t *shape, int ndim);
+
+typedef struct sd_wload {
+    sd_weights *w;     /* fetch from here, or ... */
+    sd_wload_fn fn;    /* ... only report names and shapes (w == NULL) */
+    void *user;
+    sd_status status;  /* first error */
+} sd_wload;
+
+/* Loads tensor `fmt...` with `shape` (see sd_weights_get). No-op after an error. */
+void sd_wl_get(sd_wload *l, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...) SD_PRINTF(5, 6);
+
+/* ------------------------------------------------------------------ ResnetBlock2D */
+
+typedef struct sd_resnet {
+    int64_t cin, cout;
+    int groups;
+    float eps;
+    float out_scale; /* output_scale_factor */
+    bool has_temb, has_shortcut;
+    sd_tensor norm1_w, norm1_b, conv1_w, conv1_b, temb_w, temb_b;
+    sd_tensor norm2_w, norm2_b, conv2_w, conv2_b, short_w, short_b;
+} sd_resnet;
+
+/* `prefix` e.g. "down_blocks.0.resnets.1"; temb_dim 0 = no time embedding. */
+void sd_resnet_load(sd_wload *l, sd_resnet *r, const char *prefix, int64_t cin, int64_t cout, int64_t temb_dim,
+                    int groups, float eps, float out_scale);
+/* semb = SiLU(emb) [B, temb_dim] (shared by all resnets) or NULL when !has_temb. */
+sd_tensor sd_resnet_forward(sd_ctx *ctx, const sd_resnet *r, sd_tensor x, const sd_tensor *semb);
+
+/* ------------------------------------------------------------------ Down/Upsample2D */
+
+typedef struct sd_resample {
+    sd_tensor w, b;
+    int pad; /* Downsample2D padding; 0 means F.pad (0,1,0,1) then conv with padding 0 */
+} sd_resample;
+
+void sd_downsample_load(sd_wload *l, sd_resample *d, const char *prefix, int64_t ch, int pad); /* prefix.conv.* */
+sd_tensor sd_downsample_forward(sd_ctx *ctx, const sd_resample *d, sd_tensor x);
+void sd_upsample_load(sd_wload *l, sd_resample *d, const char *prefix, int64_t ch); /* prefix.conv.* */
+sd_tensor sd_upsample_forward(sd_ctx *ctx, const sd_resample *d, sd_tensor x); /* nearest x2, conv3x3 */
+
+/* ------------------------------------------------------------------ Attention */
+
+typedef struct sd_attn {
+    int64_t heads, head_dim, inner, qdim, kvdim;
+    bool cross;   /* K/V come from the context */
+    int kv_index; /* slot in a K/V cache (cross only), -1 if none */
+    sd_tensor q, k, v, out_w, out_b;
+} sd_attn;
+
+/* Pre-projected K and V of one cross-attention: [Bc, S, inner] each. */
+typedef struct sd_kv_pair {
+    sd_tensor k, v;
+} sd_kv_pair;
+
+/* ------------------------------------------------------------------ Transformer2DModel */
+
+typedef struct sd_tblock {
+    sd_tensor n1_w, n1_b, n2_w, n2_b, n3_w, n3_b;
+    sd_attn attn1, attn2;
+    sd_tensor ff1_w, ff1_b, ff2_w, ff2_b; /* GEGLU proj [2*ff, dim], out [dim, ff] */
+    int64_t ff_inner;
+} sd_tblock;
+
+typedef struct sd_transformer2d {
+    int64_t ch, inner, heads, head_dim;
+    int groups;
+    bool linear_proj;
+    sd_tensor norm_w, norm_b, pin_w, pin_b, pout_w, pout_b;
+    int n_layers;
+    sd_tblock *blocks; /* owned (free with sd_transformer2d_free) */
+} sd_transformer2d;
+
+/* *kv_counter: next K/V cache slot, incremented for every cross-attention. */
+void sd_transformer2d_load(sd_wload *l, sd_transformer2d *t, const char *prefix, int64_t ch, int64_t heads,
+                           int64_t layers, int64_t ctx_dim, bool only_cross, bool linear_proj, int groups,
+                           int *kv_counter);
+void sd_transformer2d_free(sd_transformer2d *t);
+/* x [B,C,H,W]; context [B or 1, S, D] (unused where kv is given); kv = cache
+ * slots (indexed by sd_attn.kv_index) or NULL. */
+sd_tensor sd_transformer2d_forward(sd_ctx *ctx, const sd_transformer2d *t, sd_tensor x, sd_tensor context,
+                                   const sd_kv_pair *kv, const char *name);
+/* K/V projections of one cross-attention (for filling a cache). */
+void sd_attn_project_kv(sd_ctx *ctx, const sd_attn *a, sd_tensor context, sd_tensor *k, sd_tensor *v);
+
+#endif

@@ -1,0 +1,143 @@
+/* Single-file ("original", LDM/CompVis layout) Stable Diffusion checkpoints.
+ *
+ * A .safetensors file such as v1-5-pruned-emaonly.safetensors or
+ * v2-1_768-ema-pruned.safetensors holds the UNet (model.diffusion_model.*),
+ * the VAE (first_stage_model.*) and the text encoder (SD1:
+ * cond_stage_model.transformer.* = a transformers CLIPTextModel; SD2:
+ * cond_stage_model.model.* = OpenCLIP ViT-H/14 text tower). This module maps
+ * those tensors onto the diffusers / transformers state-dict names that the
+ * model code loads (src/models/weights.h aliases: no data is copied), and
+ * builds the config.json objects that a single file lacks, deriving from
+ * the tensor shapes everything that can be derived.
+ *
+ * The mapping mirrors diffusers' loaders/single_file_utils.py
+ * (convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint,
+ * convert_ldm_clip_checkpoint, convert_open_clip_checkpoint):
+ *   UNet   time_embed.{0,2} -> time_embedding.linear_{1,2}; input_blocks.0.0 -> conv_in;
+ *          out.{0,2} -> conv_norm_out / conv_out;
+ *          input_blocks.i (i >= 1): b = (i-1)/(L+1), l = (i-1)%(L+1) (L = layers_per_block):
+ *            .0.<resnet> -> down_blocks.b.resnets.l.<resnet'>, .0.op -> down_blocks.b.downsamplers.0.conv,
+ *            .1.* -> down_blocks.b.attentions.l.*;
+ *          middle_block.{0,1,2} -> mid_block.resnets.0 / attentions.0 / resnets.1;
+ *          output_blocks.i: b = i/(L+1), l = i%(L+1): .0 -> up_blocks.b.resnets.l,
+ *            .1.* -> up_blocks.b.attentions.l.*, .1.conv / .2.conv -> up_blocks.b.upsamplers.0.conv;
+ *          resnet' renames in_layers.0/2 -> norm1/conv1, out_layers.0/3 -> norm2/conv2,
+ *            emb_layers.1 -> time_emb_proj, skip_connection -> conv_shortcut.
+ *   VAE    {en,de}coder.conv_in/conv_out, norm_out -> conv_norm_out;
+ *          encoder.down.i.block.j -> encoder.down_blocks.i.resnets.j, .downsample.conv -> .downsamplers.0.conv;
+ *          decoder.up.k.block.j -> decoder.up_blocks.(n-1-k).resnets.j, .upsample.conv -> .upsamplers.0.conv;
+ *          mid.block_{1,2} -> mid_block.resnets.{0,1}; nin_shortcut -> conv_shortcut;
+ *          mid.attn_1.{norm,q,k,v,proj_out} -> mid_block.attentions.0.{group_norm,to_q,to_k,to_v,to_out.0}
+ *            (the LDM tensors are 1x1 convs [C,C,1,1]; sd_weights_get accepts them for [C,C]);
+ *          quant_conv, post_quant_conv unchanged.
+ *   SD1 text  cond_stage_model.transformer.X -> X (X starts with text_model.; a legacy file
+ *          without the text_model. level gets it added). embeddings.position_ids is ignored.
+ *   SD2 text  cond_stage_model.model.: positional_embedding -> text_model.embeddings.position_embedding.weight,
+ *          token_embedding.weight -> text_model.embeddings.token_embedding.weight,
+ *          ln_final -> text_model.final_layer_norm,
+ *          transformer.resblocks.i.{ln_1,ln_2,mlp.c_fc,mlp.c_proj,attn.out_proj} ->
+ *            text_model.encoder.layers.i.{layer_norm1,layer_norm2,mlp.fc1,mlp.fc2,self_attn.out_proj},
+ *          attn.in_proj_weight [3D,D] / in_proj_bias [3D] -> self_attn.{q,k,v}_proj rows [0,D), [D,2D), [2D,3D)
+ *            (row-range aliases, no copy).
+ *          SD2 pipelines use the penultimate OpenCLIP layer: like diffusers (which ignores
+ *          resblocks.23.* and text_projection, and whose stabilityai/stable-diffusion-2* text_encoder
+ *          config has 23 layers), a 24-block tower has its last block dropped, so CLIPTextModel's
+ *          last_hidden_state = ln_final(output of block 22) exactly as in LDM's FrozenOpenCLIPEmbedder.
+ *          A tower with any other block count (tiny test models converted from a diffusers folder)
+ *          keeps all blocks, as diffusers would. text_projection ([D,P] in OpenCLIP, transposed
+ *          w.r.t. CLIPTextModelWithProjection's [P,D]) and logit_scale are not used by SD2 pipelines
+ *          and are ignored, as in diffusers.
+ * Keys of EMA copies (model_ema.*) and top-level schedule buffers (betas, alphas_cumprod, ...)
+ * are ignored. Keys under the three component prefixes that fit none of the rules are reported
+ * (sd_ckpt_info.unknown), never silently dropped.
+ */
+#ifndef SD_CHECKPOINT_H
+#define SD_CHECKPOINT_H
+
+#include "io/safetensors.h"
+#include "models/weights.h"
+#include <cjson/cJSON.h>
+
+typedef enum sd_arch {
+    SD_ARCH_UNKNOWN = 0,
+    SD_ARCH_SD1,  /* CLIP ViT-L text encoder, context 768 (SD1.x, LCM/turbo fine-tunes of it) */
+    SD_ARCH_SD2,  /* OpenCLIP ViT-H text encoder, context 1024; v-prediction or epsilon: see
+                     sd_ckpt_prediction_type() */
+    SD_ARCH_SDXL  /* detected only, to give a clear "unsupported" error */
+} sd_arch;
+
+const char *sd_arch_name(sd_arch a); /* "SD1", "SD2", "SDXL", "unknown" */
+
+/* Detects the architecture from key names and shapes:
+ *   conditioner.embedders.* (or a 2048/1280-wide context, or label_emb with SDXL's context)  -> SDXL
+ *   cond_stage_model.model.* (OpenCLIP)                                                         -> SD2
+ *   cond_stage_model.transformer.* (transformers CLIP)                                          -> SD1
+ *   no text encoder: the UNet cross-attention context width 768 -> SD1, 1024 -> SD2.
+ * SD_OK with *arch set (SDXL included); SD_ERR_FORMAT with *arch = SD_ARCH_UNKNOWN and a message
+ * when the file is not a Stable Diffusion single-file checkpoint. */
+sd_status sd_ckpt_detect(const sd_safetensors *st, sd_arch *arch);
+
+typedef struct sd_ckpt_info {
+    sd_arch arch;
+    size_t n_unet, n_vae, n_text; /* aliases added per component */
+    size_t n_ignored;             /* keys deliberately not mapped (EMA, SD2 last block, ...) */
+    int text_blocks_in_file;      /* text encoder layers present in the file */
+    int text_layers;              /* layers exposed (SD2 ViT-H: 24 in the file -> 23) */
+    char **unknown;               /* full key names under a component prefix that no rule maps */
+    size_t n_unknown;
+} sd_ckpt_info;
+
+void sd_ckpt_info_free(sd_ckpt_info *info);
+
+/* Adds aliases for the components whose sd_weights is non-NULL (each already
+ * sd_weights_init'ed; sd_weights_finalize is left to the caller). The aliases
+ * point into `st`, which must outlive the weights: this call does not take
+ * ownership (see sd_ckpt_load for the owning variant). `arch` may be
+ * SD_ARCH_UNKNOWN to detect. SDXL and unknown -> SD_ERR_UNSUPPORTED /
+ * SD_ERR_FORMAT. A requested component absent from the file -> SD_ERR_NOT_FOUND.
+ * `info` (may be NULL) receives counts and the unknown keys of the requested
+ * components; free it with sd_ckpt_info_free. */
+sd_status sd_ckpt_map(const sd_safetensors *st, sd_arch arch, sd_weights *unet, sd_weights *vae, sd_weights *text,
+                      sd_ckpt_info *info);
+
+/* Opens `path` once per requested component, so that each sd_weights owns
+ * its own read-only mapping (sd_weights_adopt_file) and the three can be freed
+ * in any order; the OS shares the pages. Maps as sd_ckpt_map and finalizes
+ * each weights object. On failure the weights hold whatever was adopted and
+ * must still be freed by the caller (as always after sd_weights_init). */
+sd_status sd_ckpt_load(const char *path, sd_weights *unet, sd_weights *vae, sd_weights *text, sd_ckpt_info *info);
+
+/* Keys under the UNet/VAE/text prefixes that the mapping does not cover,
+ * for all three components (`*names` owned by the caller: free each and the
+ * array; count in *n). */
+sd_status sd_ckpt_unknown_keys(const sd_safetensors *st, sd_arch arch, char ***names, size_t *n);
+
+/* diffusers/transformers config.json content for each component (cJSON owned
+ * by the caller; NULL on error with the error recorded). Values derived from
+ * tensor shapes: UNet in/out channels, block_out_channels, layers_per_block,
+ * down/up block types (which levels have attention), transformer_layers_per_block,
+ * cross_attention_dim, use_linear_projection, time_embedding_dim; VAE channels,
+ * latent_channels, layers_per_block; text hidden/intermediate sizes, vocabulary,
+ * positions, layer count. Standard SD1.5 / SD2.1 values for the rest:
+ * UNet attention_head_dim 8 (SD1) or per level channels/64 (SD2: [5,10,20,20]),
+ * upcast_attention (SD2), sample_size 64 (SD1) / 96 (SD2) or from
+ * modelspec.resolution metadata; norm_num_groups 32; VAE scaling_factor 0.18215;
+ * text hidden_act quick_gelu (SD1) / gelu (SD2), heads = hidden/64.
+ * Head counts are not visible in the weights: a model whose head size is not
+ * 64 (tiny test models) needs its real config to override them. */
+cJSON *sd_ckpt_unet_config(const sd_safetensors *st, sd_arch arch);
+cJSON *sd_ckpt_vae_config(const sd_safetensors *st, sd_arch arch);
+cJSON *sd_ckpt_text_config(const sd_safetensors *st, sd_arch arch);
+/* SD1: PNDMScheduler of stable-diffusion-v1-5 (epsilon). SD2: DDIMScheduler
+ * of stable-diffusion-2-1 with sd_ckpt_prediction_type(). */
+cJSON *sd_ckpt_scheduler_config(const sd_safetensors *st, sd_arch arch);
+
+/* "epsilon" or "v_prediction". Keys cannot tell SD2-768-v from SD2-base /
+ * sd-turbo; the hints used are the ModelSpec metadata
+ * (modelspec.prediction_type "v"/"epsilon", modelspec.architecture
+ * "stable-diffusion-v2-768-v"/"-512"). Without a hint: SD1 epsilon, SD2
+ * v_prediction (diffusers' default for SD2 single files) and *known = false
+ * (known may be NULL). */
+const char *sd_ckpt_prediction_type(const sd_safetensors *st, sd_arch arch, bool *known);
+
+#endif

@@ -1,0 +1,106 @@
+/* UNet2DConditionModel (diffusers) on the backend op interface.
+ *
+ * Supported architecture: the SD1.x / SD2.x / SD-turbo / LCM family, i.e.
+ * down blocks CrossAttnDownBlock2D / DownBlock2D, up blocks CrossAttnUpBlock2D /
+ * UpBlock2D, mid block UNetMidBlock2DCrossAttn (or none), "positional" time
+ * embedding with optional cond_proj (LCM guidance embedding), classic
+ * Transformer2DModel (conv or linear projection, GEGLU feed-forward).
+ * Anything else in config.json (SDXL add-embeddings, class embeddings,
+ * scale_shift resnets, ...) is refused with SD_ERR_UNSUPPORTED naming the key.
+ *
+ * Numerics follow diffusers 0.26 exactly (float32 reference):
+ *   resnets: GroupNorm(norm_eps) -> SiLU -> conv3x3 -> + time_emb_proj(SiLU(emb))
+ *            -> GroupNorm -> SiLU -> conv3x3, + (1x1 shortcut of) input, / output_scale_factor
+ *   Transformer2DModel: GroupNorm(eps 1e-6) -> proj_in -> BasicTransformerBlock x N
+ *            [LN -> self-attn, LN -> cross-attn, LN -> GEGLU FF, each residual] -> proj_out -> + input
+ *   attention scale = head_dim^-0.5
+ *
+ * All activations live in the sd_ctx arena; plan once (sd_ctx_init_plan), then
+ * allocate the planned peak. The cross-attention K/V cache (sd_unet_kv) lets a
+ * stream engine project the prompt once and reuse it every frame.
+ */
+#ifndef SD_UNET_H
+#define SD_UNET_H
+
+#include "backend/ops.h"
+#include "io/config.h"
+#include "models/weights.h"
+
+#define SD_UNET_MAX_BLOCKS 8
+
+typedef struct sd_unet_config {
+    int64_t sample_size;            /* informational (latent size the model was trained at) */
+    int64_t in_channels, out_channels;
+    int n_blocks;                   /* len(block_out_channels) = len(down_block_types) = len(up_block_types) */
+    int64_t block_out_channels[SD_UNET_MAX_BLOCKS];
+    /* per DOWN block i (up block j uses entry n_blocks-1-j, as diffusers reverses them) */
+    int64_t layers_per_block[SD_UNET_MAX_BLOCKS];
+    int64_t num_heads[SD_UNET_MAX_BLOCKS];          /* resolved heads (see the naming trap below) */
+    int64_t transformer_layers[SD_UNET_MAX_BLOCKS]; /* transformer_layers_per_block */
+    int64_t cross_attention_dim[SD_UNET_MAX_BLOCKS];
+    bool only_cross_attention[SD_UNET_MAX_BLOCKS];
+    bool down_cross[SD_UNET_MAX_BLOCKS]; /* CrossAttnDownBlock2D (else DownBlock2D) */
+    bool up_cross[SD_UNET_MAX_BLOCKS];   /* CrossAttnUpBlock2D (else UpBlock2D); index = up block */
+    bool has_mid_block;                  /* mid_block_type UNetMidBlock2DCrossAttn (false: null) */
+    /* Naming trap: diffusers uses num_attention_heads when given, otherwise
+     * attention_head_dim IS the number of heads. Both raw values are kept. */
+    int64_t attention_head_dim_raw[SD_UNET_MAX_BLOCKS];
+    bool num_attention_heads_given;
+    bool use_linear_projection;
+    bool upcast_attention;               /* no-op in float32 (backends with F16 activations attend in F32) */
+    int64_t norm_num_groups;
+    double norm_eps;
+    bool flip_sin_to_cos;
+    double freq_shift;
+    int64_t time_embed_dim;              /* time_embedding_dim or 4 * block_out_channels[0] */
+    int64_t time_cond_proj_dim;          /* 0 = none */
+    int64_t downsample_padding;
+    double mid_block_scale_factor;
+    int64_t conv_in_kernel, conv_out_kernel;
+    bool center_input_sample;
+} sd_unet_config;
+
+/* Reads a diffusers UNet2DConditionModel config.json. Absent keys take
+ * diffusers' defaults. Unsupported features -> SD_ERR_UNSUPPORTED naming the key. */
+sd_status sd_unet_config_load(const char *config_json_path, sd_unet_config *cfg);
+sd_status sd_unet_config_from(const sd_config *c, sd_unet_config *cfg);
+
+typedef struct sd_unet sd_unet;
+
+/* Loads every tensor with its expected shape from an indexed, finalized
+ * sd_weights (names = diffusers state-dict keys). Missing -> SD_ERR_NOT_FOUND,
+ * wrong shape -> SD_ERR_SHAPE; both messages name the tensor and shapes.
+ * `w` must outlive the UNet. */
+sd_status sd_unet_load(sd_weights *w, const sd_unet_config *cfg, sd_unet **out);
+void sd_unet_free(sd_unet *u);
+const sd_unet_config *sd_unet_get_config(const sd_unet *u);
+
+/* Every tensor the config needs (name, shape) in load order: for tools/tests. */
+typedef void (*sd_unet_tensor_fn)(void *user, const char *name, const int64_t *shape, int ndim);
+sd_status sd_unet_list_tensors(const sd_unet_config *cfg, sd_unet_tensor_fn fn, void *user);
+
+/* Cross-attention K/V cache: K and V of every cross-attention (attn2, and
+ * attn1 of only_cross_attention blocks) for a context of batch Bc. */
+typedef struct sd_unet_kv sd_unet_kv;
+size_t sd_unet_kv_bytes(const sd_unet *u, int64_t batch, int64_t seq_len, sd_dtype dt);
+/* `memory`: caller-owned persistent backend memory of sd_unet_kv_bytes() bytes
+ * (so a prompt change recomputes in place). dt must be the backend's act dtype. */
+sd_status sd_unet_kv_init(sd_unet_kv **kv, const sd_unet *u, void *memory, int64_t batch, int64_t seq_len,
+                          sd_dtype dt);
+/* Runs the to_k/to_v projections of context [Bc,S,D] into the cache. Errors go to ctx. */
+void sd_unet_kv_compute(sd_ctx *ctx, const sd_unet *u, sd_tensor context, sd_unet_kv *kv);
+void sd_unet_kv_free(sd_unet_kv *kv);
+int64_t sd_unet_kv_batch(const sd_unet_kv *kv);
+
+/* x [B,in_channels,h,w] (h, w divisible by 2^(n_blocks-1)); timesteps F32 [B]
+ * (one per batch row); context [B,S,D] (or [1,S,D]: the same prompt for every
+ * row); timestep_cond [B,time_cond_proj_dim] or NULL. With kv non-NULL the
+ * cached K/V are used and context is ignored (may be an empty tensor); kv batch
+ * must be B or 1. Returns [B,out_channels,h,w] from ctx's arena (kept at the
+ * arena top; everything else the forward allocated is released). Errors go to
+ * ctx (sticky) and an empty tensor is returned. Named activations are passed
+ * to ctx->hook (diffusers module paths, e.g. "down_blocks.0.attentions.0"). */
+sd_tensor sd_unet_forward(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_tensor timesteps, sd_tensor context,
+                          const sd_tensor *timestep_cond, const sd_unet_kv *kv);
+
+#endif
