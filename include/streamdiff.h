@@ -83,6 +83,13 @@ typedef struct sd_model_params {
     const char *revision;    /* HF cache revision for model ids; NULL = "main" */
     bool keep_f16;           /* keep F16 weights as F16 in memory (CPU converts per op) */
     const char *variant;     /* prefer "<name>.<variant>.safetensors" (e.g. "fp16"); NULL = plain first */
+    /* Single-file checkpoints carry no configs or tokenizer. `config_dir` (a
+     * diffusers folder or HF id of the same architecture) supplies them, like
+     * diffusers' from_single_file(config=...). NULL: derive configs from the
+     * tensors, use the standard SD1.5/SD2.1 values for what cannot be derived,
+     * and look for the CLIP tokenizer in the HF cache. */
+    const char *config_dir;
+    const char *prediction_type; /* override: "epsilon" or "v_prediction"; NULL = from the model */
 } sd_model_params;
 
 void sd_model_default_params(sd_model_params *p);

@@ -1,5 +1,6 @@
 #include "backend/backend.h"
 
+/* The CUDA build (SD_HAVE_CUDA) defines sd_backend_cuda_create in cuda/cuda_backend.c. */
 #ifndef SD_HAVE_CUDA
 sd_status sd_backend_cuda_create(int device, sd_backend **out)
 {

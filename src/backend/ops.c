@@ -293,12 +293,14 @@ static sd_tensor weight_for(sd_ctx *ctx, sd_tensor w)
 
 sd_tensor sd_reshape(sd_ctx *ctx, sd_tensor x, int ndim, const int64_t *ne)
 {
+    sd_tensor empty = {0};
     if (!LIVE(ctx))
-        return x;
+        return empty;
+    if (ndim < 1 || ndim > SD_MAX_DIMS)
+        return sd_ctx_fail(ctx, SD_ERR_SHAPE, "reshape: rank %d not supported (1..%d)", ndim, SD_MAX_DIMS);
     sd_tensor y = sd_tensor_make(x.data, x.dtype, ndim, ne);
-    if (!check(ctx, ndim >= 1 && ndim <= SD_MAX_DIMS && sd_numel(&y) == sd_numel(&x), "reshape", &x, &y,
-               "element counts differ"))
-        return y;
+    if (!check(ctx, sd_numel(&y) == sd_numel(&x), "reshape", &x, &y, "element counts differ"))
+        return empty;
     return y;
 }
 
@@ -320,11 +322,12 @@ sd_tensor sd_reshape4(sd_ctx *ctx, sd_tensor x, int64_t a, int64_t b, int64_t c,
 
 sd_tensor sd_view_rows(sd_ctx *ctx, sd_tensor x, int64_t start, int64_t n)
 {
+    sd_tensor empty = {0};
     if (!LIVE(ctx))
-        return x;
+        return empty;
     if (!check(ctx, x.ndim >= 1 && start >= 0 && n >= 0 && start + n <= x.ne[0], "view_rows", &x, NULL,
                "row range out of bounds"))
-        return x;
+        return empty;
     sd_tensor y = x;
     size_t row = sd_nbytes(&x) / (size_t)(x.ne[0] ? x.ne[0] : 1);
     if (x.data)
@@ -390,6 +393,13 @@ sd_tensor sd_conv2d_pads(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor 
                "x[N,C,H,W] needs w[O,C,kh,kw]"))
         return y;
     if (b && !check(ctx, b->ndim == 1 && b->ne[0] == w.ne[0], "conv2d", &w, b, "bias must be [O]"))
+        return y;
+    if (!check(ctx, pads[0] >= 0 && pads[1] >= 0 && pads[2] >= 0 && pads[3] >= 0, "conv2d", &x, &w,
+               "padding must be non-negative"))
+        return y;
+    /* (H + pads - k) can be negative: C division truncates toward zero, so test before dividing */
+    if (!check(ctx, x.ne[2] + pads[0] + pads[2] >= w.ne[2] && x.ne[3] + pads[1] + pads[3] >= w.ne[3], "conv2d", &x,
+               &w, "input smaller than kernel"))
         return y;
     int64_t ho = (x.ne[2] + pads[0] + pads[2] - w.ne[2]) / stride + 1;
     int64_t wo = (x.ne[3] + pads[1] + pads[3] - w.ne[3]) / stride + 1;

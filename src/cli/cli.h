@@ -4,4 +4,5 @@
 /* Each sub-command: argv[0] is the command name. Returns the process exit code. */
 int cli_selfcheck(int argc, char **argv);
 int cli_check(int argc, char **argv);
+int cli_bench(int argc, char **argv);
 #endif

@@ -10,6 +10,7 @@ static const struct {
     const char *help;
 } k_cmds[] = {
     {"check", cli_check, "replay reference cases (fixtures) and compare every output with its tolerance"},
+    {"bench", cli_bench, "performance benchmarks (bench ops: op GFLOP/s vs the sgemm peak)"},
     {"selfcheck", cli_selfcheck, "run a quick self-check of the build (ops against references)"},
 };
 

@@ -56,7 +56,7 @@
 
 #include "core/core.h"
 
-#define SD_TOK_MAX_TEXT_BYTES ((size_t)16 * 1024 * 1024)
+#define SD_TOK_MAX_TEXT_BYTES ((size_t)4 * 1024 * 1024)
 
 typedef struct sd_tokenizer sd_tokenizer;
 

@@ -34,6 +34,7 @@ struct sd_model {
 /* Loads a components folder: tokenizer/, text_encoder/, unet/, vae/ (optional), scheduler/.
  * `unet_dir` (may be NULL) overrides the UNet folder (e.g. an LCM-distilled UNet). */
 sd_status sd_model_load_folder(const char *dir, const char *unet_dir, const sd_model_params *p, sd_model **out);
+sd_status sd_model_load_single_file(const char *path, const sd_model_params *p, sd_model **out);
 /* Loads a stand-alone TAESD (AutoencoderTiny) folder into the model. */
 sd_status sd_model_load_taesd(sd_model *m, const char *dir);
 /* The float dtype weights are kept in for this backend and params. */

@@ -35,7 +35,7 @@ typedef struct sd_pipe_out {
     size_t latents_n;
     float *image;                  /* decoded [B,3,H,W] in about [-1,1] */
     size_t image_n;
-    int n_timesteps;
+    int n_timesteps;          /* the scheduler's whole schedule (img2img runs its tail) */
     double timesteps[1024];
 } sd_pipe_out;
 

@@ -1,5 +1,6 @@
 /* CPU backend: float32 activations, OpenMP threads, GEMM through OpenBLAS.
- * Weights in F16/BF16 are converted by the op wrappers (accepts only F32). */
+ * GEMM weights in F16/BF16 are converted by the op wrappers (accepts only F32);
+ * biases, norm parameters and embedding tables are read in any float dtype. */
 #include "backend/backend.h"
 
 #include <cblas.h>
@@ -15,6 +16,17 @@
 #define CONV_SCRATCH_MAX ((size_t)32 << 20)
 /* query rows per attention tile */
 #define ATT_TILE 64
+
+/* Parameter vectors (biases, norm gamma/beta, embedding tables) are read in
+ * F32, F16 or BF16 as given; only GEMM weights are converted by the wrappers. */
+static inline float ldp(const sd_tensor *t, int64_t i)
+{
+    if (t->dtype == SD_F16)
+        return sd_f16_to_f32(((const uint16_t *)t->data)[i]);
+    if (t->dtype == SD_BF16)
+        return sd_bf16_to_f32(((const uint16_t *)t->data)[i]);
+    return CF(t)[i];
+}
 
 static int nthreads(const sd_backend *be) { return be->n_threads > 0 ? be->n_threads : 1; }
 
@@ -60,10 +72,12 @@ static void cpu_linear(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
     int64_t N = w->ne[0], K = w->ne[1];
     int64_t M = sd_numel(x) / K;
     float *Y = F(y);
-    if (b) {
+    if (b && M > 0) {
+        for (int64_t n = 0; n < N; n++)
+            Y[n] = ldp(b, n);
 #pragma omp parallel for num_threads(nthreads(be)) schedule(static)
-        for (int64_t i = 0; i < M; i++)
-            memcpy(Y + i * N, b->data, (size_t)N * sizeof(float));
+        for (int64_t i = 1; i < M; i++)
+            memcpy(Y + i * N, Y, (size_t)N * sizeof(float));
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, CF(x), (int)K, CF(w), (int)K,
                 b ? 1.0f : 0.0f, Y, (int)N);
@@ -117,7 +131,7 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
         if (b) {
 #pragma omp parallel for num_threads(nt) schedule(static)
             for (int64_t o = 0; o < O; o++) {
-                float bv = CF(b)[o];
+                float bv = ldp(b, o);
                 for (int64_t i = 0; i < HWO; i++)
                     yn[o * HWO + i] = bv;
             }
@@ -125,6 +139,30 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
         if (conv_is_pointwise(w, stride, pads)) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)HWO, (int)C, 1.0f, CF(w), (int)C, xn,
                         (int)HWO, b ? 1.0f : 0.0f, yn, (int)HWO);
+            continue;
+        }
+        if (!scratch) {
+            /* A 1x1 kernel whose output size equals the input size but with stride > 1 or padding (e.g. a 1x1
+             * input with stride 2): cpu_conv2d_scratch cannot see stride/pads and gave no im2col scratch.
+             * Rare and tiny, so compute directly. */
+#pragma omp parallel for num_threads(nt) schedule(static)
+            for (int64_t o = 0; o < O; o++)
+                for (int64_t oh = 0; oh < HO; oh++)
+                    for (int64_t ow = 0; ow < WO; ow++) {
+                        float acc = b ? ldp(b, o) : 0.0f;
+                        for (int64_t c = 0; c < C; c++)
+                            for (int64_t kh = 0; kh < KH; kh++) {
+                                int64_t ih = oh * stride - pads[0] + kh;
+                                if (ih < 0 || ih >= H)
+                                    continue;
+                                for (int64_t kw = 0; kw < KW; kw++) {
+                                    int64_t iw = ow * stride - pads[1] + kw;
+                                    if (iw >= 0 && iw < W)
+                                        acc += xn[(c * H + ih) * W + iw] * CF(w)[((o * C + c) * KH + kh) * KW + kw];
+                                }
+                            }
+                        yn[o * HWO + oh * WO + ow] = acc;
+                    }
             continue;
         }
         int64_t rows = conv_chunk_rows(x, w, y);
@@ -179,19 +217,23 @@ static void cpu_group_norm(sd_backend *be, sd_tensor *y, const sd_tensor *x, con
                 sq += d * d;
             }
             float rstd = (float)(1.0 / sqrt(sq / (double)cnt + eps));
-            float fm = (float)mean;
+            /* the mean as a float pair fm + fm_lo: x - fm is exact near the mean, so (x - fm) - fm_lo
+             * keeps full precision when |mean| >> std */
+            float fm = (float)mean, fm_lo = (float)(mean - fm);
             for (int64_t c = 0; c < cpg; c++) {
-                float sc = CF(gamma)[g * cpg + c] * rstd, sh = CF(beta)[g * cpg + c] - fm * sc;
+                /* (x - mean) * scale + beta, not x * scale + (beta - mean * scale): the latter cancels
+                 * catastrophically when |mean| >> std (e.g. one element per group: 1e-4 relative error) */
+                float sc = ldp(gamma, g * cpg + c) * rstd, sh = ldp(beta, g * cpg + c);
                 const float *xc = xs + c * S;
                 float *yc = ys + c * S;
                 if (silu) {
                     for (int64_t i = 0; i < S; i++) {
-                        float v = xc[i] * sc + sh;
+                        float v = ((xc[i] - fm) - fm_lo) * sc + sh;
                         yc[i] = v / (1.0f + expf(-v));
                     }
                 } else {
                     for (int64_t i = 0; i < S; i++)
-                        yc[i] = xc[i] * sc + sh;
+                        yc[i] = ((xc[i] - fm) - fm_lo) * sc + sh;
                 }
             }
         }
@@ -213,9 +255,14 @@ static void cpu_layer_norm(sd_backend *be, sd_tensor *y, const sd_tensor *x, con
             double d = xr[i] - mean;
             sq += d * d;
         }
-        float rstd = (float)(1.0 / sqrt(sq / (double)D + eps)), fm = (float)mean;
-        for (int64_t i = 0; i < D; i++)
-            yr[i] = (xr[i] - fm) * rstd * CF(gamma)[i] + CF(beta)[i];
+        float rstd = (float)(1.0 / sqrt(sq / (double)D + eps)), fm = (float)mean, fm_lo = (float)(mean - fm);
+        if (gamma->dtype == SD_F32 && beta->dtype == SD_F32) {
+            for (int64_t i = 0; i < D; i++) /* mean as fm + fm_lo: see cpu_group_norm */
+                yr[i] = ((xr[i] - fm) - fm_lo) * rstd * CF(gamma)[i] + CF(beta)[i];
+        } else {
+            for (int64_t i = 0; i < D; i++)
+                yr[i] = ((xr[i] - fm) - fm_lo) * rstd * ldp(gamma, i) + ldp(beta, i);
+        }
     }
 }
 
@@ -476,8 +523,11 @@ static void cpu_embedding(sd_backend *be, sd_tensor *y, const sd_tensor *table, 
     int64_t V = table->ne[0], D = table->ne[1];
     const int32_t *id = ids->data;
     for (int64_t i = 0; i < ids->ne[0]; i++) {
-        if (id[i] >= 0 && id[i] < V)
+        if (id[i] >= 0 && id[i] < V && table->dtype == SD_F32)
             memcpy(F(y) + i * D, CF(table) + id[i] * D, (size_t)D * sizeof(float));
+        else if (id[i] >= 0 && id[i] < V)
+            for (int64_t j = 0; j < D; j++)
+                F(y)[i * D + j] = ldp(table, id[i] * D + j);
         else
             memset(F(y) + i * D, 0, (size_t)D * sizeof(float));
     }

@@ -1,0 +1,789 @@
+/* CUDA kernels of the CUDA backend (launchers declared in cuda_kernels.h).
+ *
+ * Written for correctness first: grid-stride loops over int64 indices, every
+ * value loaded through ldf() (F32/F16/BF16/I32 -> float) and stored through
+ * stf() (float -> the output's dtype, round to nearest even), fp32 arithmetic
+ * (fp64 for group-norm statistics). The GEMM-shaped work (linear, matmul,
+ * conv2d) goes through cuBLAS in cuda_backend.c; this file has the rest.
+ *
+ * Only C-style CUDA: __global__ functions, plus templates where a register
+ * array's size or an element type must be a compile-time constant.
+ */
+#include "cuda_kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#define FULL_MASK 0xffffffffu
+#define EW_THREADS 256 /* threads per block of the elementwise kernels */
+#define ROW_THREADS 256 /* threads per block of the row kernels (layer norm, softmax) */
+#define GN_THREADS 512 /* threads per block of group norm (one block per group) */
+
+/* ------------------------------------------------------------------ helpers */
+
+static __device__ __forceinline__ float ldf(const void *p, int dt, int64_t i)
+{
+    switch (dt) {
+    case SDK_F16: return __half2float(((const __half *)p)[i]);
+    case SDK_F32: return ((const float *)p)[i];
+    case SDK_BF16: return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    case SDK_I32: return (float)((const int32_t *)p)[i];
+    default: return __int_as_float(0x7fffffff); /* NaN: an unsupported dtype cannot pass a test */
+    }
+}
+
+static __device__ __forceinline__ void stf(void *p, int dt, int64_t i, float v)
+{
+    switch (dt) {
+    case SDK_F16: ((__half *)p)[i] = __float2half_rn(v); break;
+    case SDK_F32: ((float *)p)[i] = v; break;
+    case SDK_BF16: ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v); break;
+    case SDK_I32: ((int32_t *)p)[i] = (int32_t)rintf(v); break;
+    default: break;
+    }
+}
+
+/* blocks for a grid-stride loop over n items */
+static unsigned grid_for(int64_t n, int threads)
+{
+    int64_t b = (n + threads - 1) / threads;
+    if (b > (1 << 20))
+        b = 1 << 20;
+    return (unsigned)(b < 1 ? 1 : b);
+}
+
+#define GRID_STRIDE(i, n)                                                                   \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);              \
+         i += (int64_t)gridDim.x * blockDim.x)
+
+static __device__ __forceinline__ float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+
+static __device__ __forceinline__ double warp_sum_d(double v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+/* Block-wide reductions; blockDim.x must be a multiple of 32 (<= 1024). Every
+ * thread gets the result. `sh` is 32 slots of shared memory; the leading
+ * barrier makes back-to-back calls with the same `sh` safe. */
+static __device__ float block_sum(float v, float *sh)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0)
+        sh[w] = v;
+    __syncthreads();
+    float t = lane < nw ? sh[lane] : 0.0f;
+    return warp_sum(t);
+}
+
+static __device__ float block_max(float v, float *sh)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0)
+        sh[w] = v;
+    __syncthreads();
+    float t = lane < nw ? sh[lane] : -INFINITY;
+    return warp_max(t);
+}
+
+static __device__ double block_sum_d(double v, double *sh)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum_d(v);
+    __syncthreads();
+    if (lane == 0)
+        sh[w] = v;
+    __syncthreads();
+    double t = lane < nw ? sh[lane] : 0.0;
+    return warp_sum_d(t);
+}
+
+static __device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+
+static __device__ __forceinline__ float apply_unary(float v, int op)
+{
+    switch (op) {
+    case SDK_SILU: return v / (1.0f + expf(-v));
+    case SDK_GELU: return gelu_erf(v);
+    case SDK_GELU_TANH: return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    case SDK_QUICK_GELU: return v / (1.0f + expf(-1.702f * v));
+    case SDK_TANH: return tanhf(v);
+    case SDK_RELU: return v > 0.0f ? v : 0.0f;
+    case SDK_SIGMOID: return 1.0f / (1.0f + expf(-v));
+    case SDK_EXP: return expf(v);
+    default: return __int_as_float(0x7fffffff);
+    }
+}
+
+/* ------------------------------------------------------------------ cast, bias */
+
+static __global__ void k_cast(void *y, int ydt, const void *x, int xdt, int64_t n)
+{
+    GRID_STRIDE(i, n)
+        stf(y, ydt, i, ldf(x, xdt, i));
+}
+
+extern "C" cudaError_t sdk_cast(cudaStream_t s, void *y, int ydt, const void *x, int xdt, int64_t n)
+{
+    if (n <= 0)
+        return cudaSuccess;
+    k_cast<<<grid_for(n, EW_THREADS), EW_THREADS, 0, s>>>(y, ydt, x, xdt, n);
+    return cudaGetLastError();
+}
+
+static __global__ void k_fill_bias(void *y, int ydt, const void *b, int bdt, int64_t n, int64_t period, int64_t div)
+{
+    GRID_STRIDE(i, n)
+        stf(y, ydt, i, ldf(b, bdt, (i % period) / div));
+}
+
+extern "C" cudaError_t sdk_fill_bias(cudaStream_t s, void *y, int ydt, const void *b, int bdt, int64_t n,
+                                     int64_t period, int64_t div)
+{
+    if (n <= 0 || period <= 0 || div <= 0)
+        return cudaSuccess;
+    k_fill_bias<<<grid_for(n, EW_THREADS), EW_THREADS, 0, s>>>(y, ydt, b, bdt, n, period, div);
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------------ im2col
+ * col[img][ck][p], ck = (c*KH + kh)*KW + kw (the weight's [Cin,kh,kw] order),
+ * p = r*WO + ow for output rows r0 .. r0+nr-1. Optimisation idea: an implicit
+ * GEMM (or cuDNN) that never materialises col; see cuda_backend.c. */
+static __global__ void k_im2col(__half *col, const void *x, int xdt, int64_t img0, int64_t nimg, int64_t C,
+                                int64_t H, int64_t W, int64_t KH, int64_t KW, int stride, int pt, int pl, int64_t WO,
+                                int64_t r0, int64_t nr)
+{
+    int64_t ncol = nr * WO, CK = C * KH * KW;
+    int64_t n = nimg * CK * ncol;
+    GRID_STRIDE(i, n) {
+        int64_t p = i % ncol, t = i / ncol;
+        int64_t ck = t % CK, img = t / CK;
+        int64_t ow = p % WO, r = p / WO;
+        int64_t kw = ck % KW, kh = (ck / KW) % KH, c = ck / (KW * KH);
+        int64_t ih = (r0 + r) * stride - pt + kh, iw = ow * stride - pl + kw;
+        float v = 0.0f;
+        if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+            v = ldf(x, xdt, (((img0 + img) * C + c) * H + ih) * W + iw);
+        col[i] = __float2half_rn(v);
+    }
+}
+
+extern "C" cudaError_t sdk_im2col(cudaStream_t s, void *col, const void *x, int xdt, int64_t img0, int64_t nimg,
+                                  int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW, int stride, int pad_top,
+                                  int pad_left, int64_t WO, int64_t r0, int64_t nr)
+{
+    int64_t n = nimg * C * KH * KW * nr * WO;
+    if (n <= 0)
+        return cudaSuccess;
+    k_im2col<<<grid_for(n, EW_THREADS), EW_THREADS, 0, s>>>((__half *)col, x, xdt, img0, nimg, C, H, W, KH, KW,
+                                                            stride, pad_top, pad_left, WO, r0, nr);
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------------ norms */
+
+/* one block per (n, group); two passes for the statistics (mean, then the sum
+ * of squared deviations, both in fp64 like the CPU backend), a third to write.
+ * Optimisation idea: split large groups (VAE: 16 ch x 512x512) over several
+ * blocks with a second reduction kernel; single-pass Welford in fp32. */
+static __global__ void __launch_bounds__(GN_THREADS)
+    k_group_norm(void *y, int ydt, const void *x, int xdt, const void *gamma, int gdt, const void *beta, int bdt,
+                 int64_t C, int64_t S, int groups, float eps, int silu)
+{
+    __shared__ double sh[32];
+    int64_t ng = blockIdx.x; /* n * groups + g */
+    int64_t g = ng % groups;
+    int64_t cpg = C / groups;
+    int64_t cnt = cpg * S;
+    int64_t base = ng * cnt; /* groups are contiguous: (n*C + g*cpg) * S */
+
+    double sum = 0.0;
+    for (int64_t i = threadIdx.x; i < cnt; i += blockDim.x)
+        sum += (double)ldf(x, xdt, base + i);
+    double mean = block_sum_d(sum, sh) / (double)cnt;
+    double sq = 0.0;
+    for (int64_t i = threadIdx.x; i < cnt; i += blockDim.x) {
+        double dv = (double)ldf(x, xdt, base + i) - mean;
+        sq += dv * dv;
+    }
+    double var = block_sum_d(sq, sh) / (double)cnt;
+    float rstd = (float)(1.0 / sqrt(var + (double)eps));
+    float fm = (float)mean;
+    for (int64_t i = threadIdx.x; i < cnt; i += blockDim.x) {
+        int64_t c = g * cpg + i / S;
+        float sc = ldf(gamma, gdt, c) * rstd;
+        float shf = ldf(beta, bdt, c) - fm * sc;
+        float v = ldf(x, xdt, base + i) * sc + shf;
+        if (silu)
+            v = v / (1.0f + expf(-v));
+        stf(y, ydt, base + i, v);
+    }
+}
+
+extern "C" cudaError_t sdk_group_norm(cudaStream_t s, void *y, int ydt, const void *x, int xdt, const void *gamma,
+                                      int gdt, const void *beta, int bdt, int64_t N, int64_t C, int64_t S, int groups,
+                                      float eps, int silu)
+{
+    int64_t blocks = N * groups;
+    if (blocks <= 0 || S <= 0 || C <= 0)
+        return cudaSuccess;
+    if (blocks > 0x7fffffff)
+        return cudaErrorInvalidConfiguration;
+    k_group_norm<<<(unsigned)blocks, GN_THREADS, 0, s>>>(y, ydt, x, xdt, gamma, gdt, beta, bdt, C, S, groups, eps,
+                                                          silu);
+    return cudaGetLastError();
+}
+
+/* one block per row; two-pass mean/variance in fp32 (rows are short) */
+static __global__ void __launch_bounds__(ROW_THREADS)
+    k_layer_norm(void *y, int ydt, const void *x, int xdt, const void *gamma, int gdt, const void *beta, int bdt,
+                 int64_t D, float eps)
+{
+    __shared__ float sh[32];
+    int64_t base = (int64_t)blockIdx.x * D;
+    float sum = 0.0f;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
+        sum += ldf(x, xdt, base + i);
+    float mean = block_sum(sum, sh) / (float)D;
+    float sq = 0.0f;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+        float dv = ldf(x, xdt, base + i) - mean;
+        sq += dv * dv;
+    }
+    float var = block_sum(sq, sh) / (float)D;
+    float rstd = 1.0f / sqrtf(var + eps);
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
+        stf(y, ydt, base + i, (ldf(x, xdt, base + i) - mean) * rstd * ldf(gamma, gdt, i) + ldf(beta, bdt, i));
+}
+
+extern "C" cudaError_t sdk_layer_norm(cudaStream_t s, void *y, int ydt, const void *x, int xdt, const void *gamma,
+                                      int gdt, const void *beta, int bdt, int64_t rows, int64_t D, float eps)
+{
+    if (rows <= 0 || D <= 0)
+        return cudaSuccess;
+    if (rows > 0x7fffffff)
+        return cudaErrorInvalidConfiguration;
+    k_layer_norm<<<(unsigned)rows, ROW_THREADS, 0, s>>>(y, ydt, x, xdt, gamma, gdt, beta, bdt, D, eps);
+    return cudaGetLastError();
+}
+
+/* one block per row: max, sum of exp, write (as the CPU backend: exp(s*x - max) / sum) */
+static __global__ void __launch_bounds__(ROW_THREADS)
+    k_softmax(void *y, int ydt, const void *x, int xdt, int64_t D, float scale)
+{
+    __shared__ float sh[32];
+    int64_t base = (int64_t)blockIdx.x * D;
+    float mx = -INFINITY;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
+        mx = fmaxf(mx, ldf(x, xdt, base + i) * scale);
+    mx = block_max(mx, sh);
+    float sum = 0.0f;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
+        sum += expf(ldf(x, xdt, base + i) * scale - mx);
+    sum = block_sum(sum, sh);
+    float inv = 1.0f / sum;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
+        stf(y, ydt, base + i, expf(ldf(x, xdt, base + i) * scale - mx) * inv);
+}
+
+extern "C" cudaError_t sdk_softmax(cudaStream_t s, void *y, int ydt, const void *x, int xdt, int64_t rows, int64_t D,
+                                   float scale)
+{
+    if (rows <= 0 || D <= 0)
+        return cudaSuccess;
+    if (rows > 0x7fffffff)
+        return cudaErrorInvalidConfiguration;
+    k_softmax<<<(unsigned)rows, ROW_THREADS, 0, s>>>(y, ydt, x, xdt, D, scale);
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------------ attention
+ * Flash-attention style, fp32 math, no [Nq, Nk] matrix anywhere.
+ *
+ * A block of ATT_WARPS warps owns BQ = ATT_WARPS * R query rows of one
+ * (batch, head); warp w owns rows w*R .. w*R+R-1 and keeps their running max
+ * m, running sum l and output accumulator o in registers (lane L holds output
+ * dims L, L+32, ..., i.e. DPL = ceil(d/32) values per row). Keys go through in
+ * tiles of ATT_BK = 32 (one key per lane), staged in shared memory:
+ *   Qs [BQ][d]   fp32, pre-multiplied by `scale`
+ *   Ks [32][SK]  fp16, SK = d rounded so that SK/2 is odd (conflict-free column reads)
+ *   Vs [32][d]   fp16
+ * For each tile: lane j computes the scores s[r] = q_r . k_j (masked to -inf
+ * past Nk or, when causal, for keys after the query), the warp reduces the
+ * tile max, rescales (o, l) by exp(m_old - m_new), adds p = exp(s - m_new),
+ * then o[r][dim] += sum_j p_j[r] * V[j][dim] with p_j broadcast by shuffles.
+ * Unused tile rows are zero-filled so 0 * garbage can never make a NaN.
+ *
+ * Optimisation ideas (GPU session): tensor cores (mma.sync m16n8k16 for
+ * Q K^T and P V, as FlashAttention-2), 16-byte global loads, cp.async double
+ * buffering of the K/V tiles, or cuDNN's fused SDPA. */
+#define ATT_WARPS 4
+#define ATT_BK 32
+
+static __host__ __device__ int att_sk(int64_t d)
+{
+    int sk = (int)((d + 1) / 2) * 2;
+    if (sk % 4 == 0)
+        sk += 2;
+    return sk;
+}
+
+template <int DPL, int R>
+static __global__ void __launch_bounds__(ATT_WARPS * 32)
+    k_attention(void *y, int ydt, const void *q, int qdt, const void *k, int kdt, const void *v, int vdt, int Nq,
+                int Nk, int H, int d, float scale, int causal)
+{
+    extern __shared__ float4 att_smem[];
+    const int BQ = ATT_WARPS * R;
+    const int sk = att_sk(d);
+    float *Qs = (float *)att_smem;
+    __half *Ks = (__half *)(Qs + BQ * d);
+    __half *Vs = Ks + ATT_BK * sk;
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t bh = blockIdx.y, b = bh / H, h = bh % H;
+    const int64_t HD = (int64_t)H * d;
+    const int q0 = blockIdx.x * BQ;
+
+    for (int idx = tid; idx < BQ * d; idx += blockDim.x) {
+        int row = idx / d, t = idx % d, qi = q0 + row;
+        Qs[idx] = qi < Nq ? ldf(q, qdt, (b * Nq + qi) * HD + h * d + t) * scale : 0.0f;
+    }
+
+    float m[R], l[R], o[R][DPL];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < DPL; c++)
+            o[r][c] = 0.0f;
+    }
+
+    int kend = Nk;
+    if (causal) { /* keys after the block's last query are masked for every row */
+        int qlast = min(q0 + BQ, Nq);
+        kend = min(Nk, qlast);
+    }
+
+    for (int kt = 0; kt < kend; kt += ATT_BK) {
+        __syncthreads(); /* the previous tile is consumed (first pass: nothing) */
+        for (int idx = tid; idx < ATT_BK * d; idx += blockDim.x) {
+            int jj = idx / d, t = idx % d, j = kt + jj;
+            float kv = 0.0f, vv = 0.0f;
+            if (j < Nk) {
+                int64_t off = (b * Nk + j) * HD + h * d + t;
+                kv = ldf(k, kdt, off);
+                vv = ldf(v, vdt, off);
+            }
+            Ks[jj * sk + t] = __float2half_rn(kv);
+            Vs[jj * d + t] = __float2half_rn(vv);
+        }
+        __syncthreads(); /* tile (and, on the first pass, Qs) visible to all warps */
+
+        /* scores: this lane's key j against the warp's R rows */
+        const int j = kt + lane;
+        float sc[R];
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            sc[r] = 0.0f;
+        const __half *krow = Ks + lane * sk;
+        const float *qrow = Qs + warp * R * d;
+        for (int t = 0; t < d; t++) {
+            float kf = __half2float(krow[t]);
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                sc[r] = fmaf(qrow[r * d + t], kf, sc[r]);
+        }
+
+        /* online softmax update */
+        float p[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            int qi = q0 + warp * R + r;
+            bool ok = j < Nk && (!causal || j <= qi);
+            float s = ok ? sc[r] : -INFINITY;
+            float mnew = fmaxf(m[r], warp_max(s));
+            float alpha = mnew == -INFINITY ? 1.0f : expf(m[r] - mnew); /* m = -inf, mnew finite: 0 */
+            p[r] = ok ? expf(s - mnew) : 0.0f;
+            l[r] = l[r] * alpha + warp_sum(p[r]);
+            m[r] = mnew;
+#pragma unroll
+            for (int c = 0; c < DPL; c++)
+                o[r][c] *= alpha;
+        }
+
+        /* o += P V over this tile's keys */
+        const int nk = min(ATT_BK, kend - kt); /* block-uniform */
+        for (int jj = 0; jj < nk; jj++) {
+            float pj[R];
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                pj[r] = __shfl_sync(FULL_MASK, p[r], jj);
+            const __half *vrow = Vs + jj * d;
+#pragma unroll
+            for (int c = 0; c < DPL; c++) {
+                int dim = lane + 32 * c;
+                if (dim < d) {
+                    float vf = __half2float(vrow[dim]);
+#pragma unroll
+                    for (int r = 0; r < R; r++)
+                        o[r][c] = fmaf(pj[r], vf, o[r][c]);
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        int qi = q0 + warp * R + r;
+        if (qi >= Nq)
+            continue;
+        float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+#pragma unroll
+        for (int c = 0; c < DPL; c++) {
+            int dim = lane + 32 * c;
+            if (dim < d)
+                stf(y, ydt, (b * Nq + qi) * HD + h * d + dim, o[r][c] * inv);
+        }
+    }
+}
+
+/* rows per warp for a given DPL: fewer for the widest heads to bound shared memory */
+#define ATT_R(dpl) ((dpl) > 8 ? 2 : 4)
+
+static int att_dpl(int64_t d)
+{
+    if (d <= 64)
+        return 2;
+    if (d <= 96)
+        return 3;
+    if (d <= 160)
+        return 5;
+    if (d <= 256)
+        return 8;
+    if (d <= SDK_ATT_MAX_D)
+        return 16;
+    return 0;
+}
+
+extern "C" size_t sdk_attention_smem(int64_t d)
+{
+    int dpl = att_dpl(d);
+    if (d < 1 || !dpl)
+        return 0;
+    int bq = ATT_WARPS * ATT_R(dpl);
+    return (size_t)bq * (size_t)d * sizeof(float) + (size_t)ATT_BK * (size_t)att_sk(d) * 2 +
+           (size_t)ATT_BK * (size_t)d * 2;
+}
+
+template <int DPL>
+static cudaError_t launch_attention(cudaStream_t s, void *y, int ydt, const void *q, int qdt, const void *k, int kdt,
+                                    const void *v, int vdt, int64_t B, int64_t Nq, int64_t Nk, int heads, int64_t d,
+                                    float scale, int causal, int smem_optin)
+{
+    const int R = ATT_R(DPL);
+    size_t smem = sdk_attention_smem(d);
+    if (smem > 48 * 1024) {
+        if ((int64_t)smem > (int64_t)smem_optin)
+            return cudaErrorInvalidConfiguration;
+        cudaError_t e = cudaFuncSetAttribute(k_attention<DPL, R>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)smem);
+        if (e != cudaSuccess)
+            return e;
+    }
+    int64_t tiles = (Nq + ATT_WARPS * R - 1) / (ATT_WARPS * R);
+    int64_t bh = B * heads;
+    if (tiles > 0x7fffffff || bh > 65535)
+        return cudaErrorInvalidConfiguration;
+    dim3 grid((unsigned)tiles, (unsigned)bh);
+    k_attention<DPL, R><<<grid, ATT_WARPS * 32, smem, s>>>(y, ydt, q, qdt, k, kdt, v, vdt, (int)Nq, (int)Nk, heads,
+                                                          (int)d, scale, causal);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t sdk_attention(cudaStream_t s, void *y, int ydt, const void *q, int qdt, const void *k, int kdt,
+                                     const void *v, int vdt, int64_t B, int64_t Nq, int64_t Nk, int heads, int64_t d,
+                                     float scale, int causal, int smem_optin)
+{
+    if (B <= 0 || Nq <= 0 || heads <= 0 || d <= 0)
+        return cudaSuccess;
+    if (Nq > 0x7fffffff || Nk > 0x7fffffff)
+        return cudaErrorInvalidConfiguration;
+    switch (att_dpl(d)) {
+    case 2: return launch_attention<2>(s, y, ydt, q, qdt, k, kdt, v, vdt, B, Nq, Nk, heads, d, scale, causal, smem_optin);
+    case 3: return launch_attention<3>(s, y, ydt, q, qdt, k, kdt, v, vdt, B, Nq, Nk, heads, d, scale, causal, smem_optin);
+    case 5: return launch_attention<5>(s, y, ydt, q, qdt, k, kdt, v, vdt, B, Nq, Nk, heads, d, scale, causal, smem_optin);
+    case 8: return launch_attention<8>(s, y, ydt, q, qdt, k, kdt, v, vdt, B, Nq, Nk, heads, d, scale, causal, smem_optin);
+    case 16:
+        return launch_attention<16>(s, y, ydt, q, qdt, k, kdt, v, vdt, B, Nq, Nk, heads, d, scale, causal, smem_optin);
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+/* ------------------------------------------------------------------ elementwise */
+
+static __global__ void k_unary(void *y, int ydt, const void *x, int xdt, int64_t n, int op)
+{
+    GRID_STRIDE(i, n)
+        stf(y, ydt, i, apply_unary(ldf(x, xdt, i), op));
+}
+
+extern "C" cudaError_t sdk_unary(cudaStream_t s, void *y, int ydt, const void *x, int xdt, int64_t n, int op)
+{
+    if (n <= 0)
+        return cudaSuccess;
+    k_unary<<<grid_for(n, EW_THREADS), EW_THREADS, 0, s>>>(y, ydt, x, xdt, n, op);
+    return cudaGetLastError();
+}
+
+static __global__ void k_binary(void *y, int ydt, const void *a, int adt, const void *b, int bdt, sdk_bcast bc,
+                                int op)
+{
+    int64_t n = bc.ae[0] * bc.ae[1] * bc.ae[2] * bc.ae[3];
+    GRID_STRIDE(i, n) {
+        int64_t i3 = i % bc.ae[3], t = i / bc.ae[3];
+        int64_t i2 = t % bc.ae[2];
+        t /= bc.ae[2];
+        int64_t i1 = t % bc.ae[1], i0 = t / bc.ae[1];
+        float av = ldf(a, adt, i);
+        float bv = ldf(b, bdt, i0 * bc.bs[0] + i1 * bc.bs[1] + i2 * bc.bs[2] + i3 * bc.bs[3]);
+        stf(y, ydt, i, op == SDK_ADD ? av + bv : op == SDK_SUB ? av - bv : av * bv);
+    }
+}
+
+extern "C" cudaError_t sdk_binary(cudaStream_t s, void *y, int ydt, const void *a, int adt, const void *b, int bdt,
+                                  sdk_bcast bc, int op)
+{
+    int64_t n = bc.ae[0] * bc.ae[1] * bc.ae[2] * bc.ae[3];
+    if (n <= 0)
+        return cudaSuccess;
+    k_binary<<<grid_for(n, EW_THREADS), EW_THREADS, 0, s>>>(y, ydt, a, adt, b, bdt, bc, op);
+    return cudaGetLastError();
+}
+
+static __global__ void k_affine(void *y, int ydt, const void *x, int xdt, int64_t n, float alpha, float beta)
+{
+    GRID_STRIDE(i, n)
+        stf(y, ydt, i, alpha * ldf(x, xdt, i) + beta);
+}
+
+extern "C" cudaError_t sdk_affine(cudaStream_t s, void *y, int ydt, const void *x, int xdt, int64_t n, float alpha,
+                                  float beta)
+{
+    if (n <= 0)
+        return cudaSuccess;
+    k_affine<<<grid_for(n, EW_THREADS), EW_THREADS, 0, s>>>(y, ydt, x, xdt, n, alpha, beta);
+    return cudaGetLastError();
+}
+
+static __global__ void k_clamp(void *y, int ydt, const void *x, int xdt, int64_t n, float lo, float hi)
+{
+    GRID_STRIDE(i, n)
+        stf(y, ydt, i, fminf(fmaxf(ldf(x, xdt, i), lo), hi));
+}
+
+extern "C" cudaError_t sdk_clamp(cudaStream_t s, void *y, int ydt, const void *x, int xdt, int64_t n, float lo,
+                                 float hi)
+{
+    if (n <= 0)
+        return cudaSuccess;
+    k_clamp<<<grid_for(n, EW_THREADS), EW_THREADS, 0, s>>>(y, ydt, x, xdt, n, lo, hi);
+    return cudaGetLastError();
+}
+
+static __global__ void k_geglu(void *y, int ydt, const void *x, int xdt, int64_t rows, int64_t N)
+{
+    GRID_STRIDE(i, rows * N) {
+        int64_t r = i / N, c = i % N;
+        stf(y, ydt, i, ldf(x, xdt, r * 2 * N + c) * gelu_erf(ldf(x, xdt, r * 2 * N + N + c)));
+    }
+}
+
+extern "C" cudaError_t sdk_geglu(cudaStream_t s, void *y, int ydt, const void *x, int xdt, int64_t rows, int64_t N)
+{
+    if (rows <= 0 || N <= 0)
+        return cudaSuccess;
+    k_geglu<<<grid_for(rows * N, EW_THREADS), EW_THREADS, 0, s>>>(y, ydt, x, xdt, rows, N);
+    return cudaGetLastError();
+}
+
+static __global__ void k_upsample2x(void *y, int ydt, const void *x, int xdt, int64_t P, int64_t H, int64_t W)
+{
+    GRID_STRIDE(i, P * 4 * H * W) {
+        int64_t w = i % (2 * W), t = i / (2 * W);
+        int64_t h = t % (2 * H), p = t / (2 * H);
+        stf(y, ydt, i, ldf(x, xdt, (p * H + h / 2) * W + w / 2));
+    }
+}
+
+extern "C" cudaError_t sdk_upsample2x(cudaStream_t s, void *y, int ydt, const void *x, int xdt, int64_t P, int64_t H,
+                                      int64_t W)
+{
+    int64_t n = P * 4 * H * W;
+    if (n <= 0)
+        return cudaSuccess;
+    k_upsample2x<<<grid_for(n, EW_THREADS), EW_THREADS, 0, s>>>(y, ydt, x, xdt, P, H, W);
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------------ copies */
+
+template <typename T>
+static __global__ void k_concat(T *y, const T *a, const T *b, int64_t outer, int64_t ia, int64_t ib)
+{
+    int64_t row = ia + ib;
+    GRID_STRIDE(i, outer * row) {
+        int64_t o = i / row, r = i % row;
+        y[i] = r < ia ? a[o * ia + r] : b[o * ib + (r - ia)];
+    }
+}
+
+extern "C" cudaError_t sdk_concat(cudaStream_t s, void *y, const void *a, const void *b, int64_t outer, int64_t ia,
+                                  int64_t ib, int es)
+{
+    int64_t n = outer * (ia + ib);
+    if (n <= 0)
+        return cudaSuccess;
+    unsigned g = grid_for(n, EW_THREADS);
+    switch (es) {
+    case 1: k_concat<uint8_t><<<g, EW_THREADS, 0, s>>>((uint8_t *)y, (const uint8_t *)a, (const uint8_t *)b, outer, ia, ib); break;
+    case 2: k_concat<uint16_t><<<g, EW_THREADS, 0, s>>>((uint16_t *)y, (const uint16_t *)a, (const uint16_t *)b, outer, ia, ib); break;
+    case 4: k_concat<uint32_t><<<g, EW_THREADS, 0, s>>>((uint32_t *)y, (const uint32_t *)a, (const uint32_t *)b, outer, ia, ib); break;
+    case 8: k_concat<uint64_t><<<g, EW_THREADS, 0, s>>>((uint64_t *)y, (const uint64_t *)a, (const uint64_t *)b, outer, ia, ib); break;
+    default: return cudaErrorInvalidValue;
+    }
+    return cudaGetLastError();
+}
+
+template <typename T>
+static __global__ void k_slice(T *y, const T *x, int64_t outer, int64_t ix, int64_t iy, int64_t off)
+{
+    GRID_STRIDE(i, outer * iy) {
+        int64_t o = i / iy, r = i % iy;
+        y[i] = x[o * ix + off + r];
+    }
+}
+
+extern "C" cudaError_t sdk_slice(cudaStream_t s, void *y, const void *x, int64_t outer, int64_t ix, int64_t iy,
+                                 int64_t off, int es)
+{
+    int64_t n = outer * iy;
+    if (n <= 0)
+        return cudaSuccess;
+    unsigned g = grid_for(n, EW_THREADS);
+    switch (es) {
+    case 1: k_slice<uint8_t><<<g, EW_THREADS, 0, s>>>((uint8_t *)y, (const uint8_t *)x, outer, ix, iy, off); break;
+    case 2: k_slice<uint16_t><<<g, EW_THREADS, 0, s>>>((uint16_t *)y, (const uint16_t *)x, outer, ix, iy, off); break;
+    case 4: k_slice<uint32_t><<<g, EW_THREADS, 0, s>>>((uint32_t *)y, (const uint32_t *)x, outer, ix, iy, off); break;
+    case 8: k_slice<uint64_t><<<g, EW_THREADS, 0, s>>>((uint64_t *)y, (const uint64_t *)x, outer, ix, iy, off); break;
+    default: return cudaErrorInvalidValue;
+    }
+    return cudaGetLastError();
+}
+
+typedef struct perm_args {
+    int64_t yn[4];
+    int64_t xs[4];
+} perm_args;
+
+static __global__ void k_permute(void *y, int ydt, const void *x, int xdt, perm_args pa)
+{
+    int64_t n = pa.yn[0] * pa.yn[1] * pa.yn[2] * pa.yn[3];
+    GRID_STRIDE(i, n) {
+        int64_t i3 = i % pa.yn[3], t = i / pa.yn[3];
+        int64_t i2 = t % pa.yn[2];
+        t /= pa.yn[2];
+        int64_t i1 = t % pa.yn[1], i0 = t / pa.yn[1];
+        stf(y, ydt, i, ldf(x, xdt, i0 * pa.xs[0] + i1 * pa.xs[1] + i2 * pa.xs[2] + i3 * pa.xs[3]));
+    }
+}
+
+extern "C" cudaError_t sdk_permute(cudaStream_t s, void *y, int ydt, const void *x, int xdt, const int64_t yn[4],
+                                   const int64_t xs[4])
+{
+    perm_args pa;
+    for (int i = 0; i < 4; i++) {
+        pa.yn[i] = yn[i];
+        pa.xs[i] = xs[i];
+    }
+    int64_t n = yn[0] * yn[1] * yn[2] * yn[3];
+    if (n <= 0)
+        return cudaSuccess;
+    k_permute<<<grid_for(n, EW_THREADS), EW_THREADS, 0, s>>>(y, ydt, x, xdt, pa);
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------------ embeddings */
+
+static __global__ void k_timestep_embedding(void *y, int ydt, const float *t, int64_t B, int dim, int flip,
+                                            float shift, float max_period)
+{
+    int half = dim / 2;
+    GRID_STRIDE(idx, B * dim) {
+        int64_t b = idx / dim;
+        int i = (int)(idx % dim);
+        float v = 0.0f; /* odd dim: the last column is zero */
+        if (i < 2 * half) {
+            int f = i < half ? i : i - half;
+            /* same float32 expression as the CPU backend */
+            float e = -logf(max_period) * (float)f / ((float)half - shift);
+            float arg = t[b] * expf(e);
+            bool first = i < half;
+            v = (first != (flip != 0)) ? sinf(arg) : cosf(arg); /* first half: sin, or cos when flipped */
+        }
+        stf(y, ydt, idx, v);
+    }
+}
+
+extern "C" cudaError_t sdk_timestep_embedding(cudaStream_t s, void *y, int ydt, const float *t, int64_t B, int dim,
+                                              int flip, float shift, float max_period)
+{
+    int64_t n = B * dim;
+    if (n <= 0)
+        return cudaSuccess;
+    k_timestep_embedding<<<grid_for(n, EW_THREADS), EW_THREADS, 0, s>>>(y, ydt, t, B, dim, flip, shift, max_period);
+    return cudaGetLastError();
+}
+
+static __global__ void k_embedding(void *y, int ydt, const void *table, int tdt, const int32_t *ids, int64_t N,
+                                   int64_t V, int64_t D)
+{
+    GRID_STRIDE(i, N * D) {
+        int64_t r = i / D, c = i % D;
+        int64_t id = ids[r];
+        stf(y, ydt, i, (id >= 0 && id < V) ? ldf(table, tdt, id * D + c) : 0.0f);
+    }
+}
+
+extern "C" cudaError_t sdk_embedding(cudaStream_t s, void *y, int ydt, const void *table, int tdt, const int32_t *ids,
+                                     int64_t N, int64_t V, int64_t D)
+{
+    int64_t n = N * D;
+    if (n <= 0)
+        return cudaSuccess;
+    k_embedding<<<grid_for(n, EW_THREADS), EW_THREADS, 0, s>>>(y, ydt, table, tdt, ids, N, V, D);
+    return cudaGetLastError();
+}

@@ -1,0 +1,773 @@
+#include "models/unet.h"
+#include "models/blocks.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ================================================================== config */
+
+static const cJSON *raw(const sd_config *c, const char *key)
+{
+    return cJSON_GetObjectItemCaseSensitive(c->root, key);
+}
+
+static sd_status unsupported(const sd_config *c, const char *key, const char *what)
+{
+    const cJSON *v = raw(c, key);
+    char *txt = v ? cJSON_PrintUnformatted(v) : NULL;
+    sd_status s = sd_fail(SD_ERR_UNSUPPORTED, "%s: '%s' = %s is not supported by this UNet implementation (%s)",
+                          c->path, key, txt ? txt : "?", what);
+    free(txt);
+    return s;
+}
+
+/* key must be absent or null */
+static sd_status need_null(const sd_config *c, const char *key, const char *what)
+{
+    return sd_config_has(c, key) ? unsupported(c, key, what) : SD_OK;
+}
+
+/* key absent/null/false */
+static sd_status need_false(const sd_config *c, const char *key, const char *what)
+{
+    bool b;
+    SD_TRY(sd_config_bool(c, key, false, &b));
+    return b ? unsupported(c, key, what) : SD_OK;
+}
+
+/* key absent/null (diffusers default) or one of the allowed strings */
+static sd_status need_str(const sd_config *c, const char *key, const char *a, const char *b, const char *what)
+{
+    const char *s;
+    SD_TRY(sd_config_str(c, key, NULL, &s));
+    if (!s || !strcmp(s, a) || (b && !strcmp(s, b)))
+        return SD_OK;
+    return unsupported(c, key, what);
+}
+
+/* scalar (broadcast) or list of n integers; absent/null -> def */
+static sd_status block_ints(const sd_config *c, const char *key, int64_t def, int n, int64_t *out, bool *given)
+{
+    const cJSON *v = raw(c, key);
+    if (given)
+        *given = v && !cJSON_IsNull(v);
+    if (!v || cJSON_IsNull(v)) {
+        for (int i = 0; i < n; i++)
+            out[i] = def;
+        return SD_OK;
+    }
+    if (cJSON_IsArray(v))
+        for (const cJSON *e = v->child; e; e = e->next)
+            if (cJSON_IsArray(e))
+                return unsupported(c, key, "per-layer nested lists (asymmetric UNets) are not handled");
+    int cnt = 0;
+    SD_TRY(sd_config_int_list(c, key, out, SD_UNET_MAX_BLOCKS, n, &cnt));
+    if (cnt != n)
+        return sd_fail(SD_ERR_FORMAT, "%s: '%s' has %d entries but there are %d down blocks", c->path, key, cnt, n);
+    return SD_OK;
+}
+
+static sd_status block_bools(const sd_config *c, const char *key, int n, bool *out)
+{
+    const cJSON *v = raw(c, key);
+    for (int i = 0; i < n; i++)
+        out[i] = false;
+    if (!v || cJSON_IsNull(v))
+        return SD_OK;
+    if (cJSON_IsBool(v)) {
+        for (int i = 0; i < n; i++)
+            out[i] = cJSON_IsTrue(v);
+        return SD_OK;
+    }
+    if (!cJSON_IsArray(v))
+        return sd_fail(SD_ERR_FORMAT, "%s: '%s' must be true/false or a list of them", c->path, key);
+    int i = 0;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        if (i >= n || !cJSON_IsBool(e))
+            return sd_fail(SD_ERR_FORMAT, "%s: '%s' must be a list of %d booleans (one per down block)", c->path,
+                           key, n);
+        out[i] = cJSON_IsTrue(e);
+    }
+    if (i != n)
+        return sd_fail(SD_ERR_FORMAT, "%s: '%s' has %d entries but there are %d down blocks", c->path, key, i, n);
+    return SD_OK;
+}
+
+/* "CrossAttn<kind>Block2D" -> true, "<kind>Block2D" -> false (diffusers strips a "UNetRes" prefix) */
+static sd_status block_types(const sd_config *c, const char *key, const char *const *def, int ndef, bool up,
+                             bool *cross, int *n)
+{
+    const char *types[SD_UNET_MAX_BLOCKS];
+    if (sd_config_has(c, key)) {
+        SD_TRY(sd_config_str_list(c, key, types, SD_UNET_MAX_BLOCKS, n));
+    } else {
+        *n = ndef;
+        for (int i = 0; i < ndef; i++)
+            types[i] = def[i];
+    }
+    const char *plain = up ? "UpBlock2D" : "DownBlock2D";
+    const char *xattn = up ? "CrossAttnUpBlock2D" : "CrossAttnDownBlock2D";
+    for (int i = 0; i < *n; i++) {
+        const char *t = types[i];
+        if (!strncmp(t, "UNetRes", 7))
+            t += 7;
+        if (!strcmp(t, plain))
+            cross[i] = false;
+        else if (!strcmp(t, xattn))
+            cross[i] = true;
+        else
+            return sd_fail(SD_ERR_UNSUPPORTED,
+                           "%s: '%s' entry %d is \"%s\"; only %s and %s are supported by this UNet implementation",
+                           c->path, key, i, types[i], xattn, plain);
+    }
+    return SD_OK;
+}
+
+sd_status sd_unet_config_from(const sd_config *c, sd_unet_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    const char *cls;
+    SD_TRY(sd_config_str(c, "_class_name", NULL, &cls));
+    if (cls && strcmp(cls, "UNet2DConditionModel"))
+        return unsupported(c, "_class_name", "expected UNet2DConditionModel");
+
+    /* features outside the SD1/SD2/turbo/LCM family */
+    SD_TRY(need_null(c, "addition_embed_type", "SDXL-style added embeddings"));
+    SD_TRY(need_null(c, "class_embed_type", "class embeddings"));
+    SD_TRY(need_null(c, "num_class_embeds", "class embeddings"));
+    SD_TRY(need_null(c, "encoder_hid_dim", "encoder_hid_proj"));
+    SD_TRY(need_null(c, "encoder_hid_dim_type", "encoder_hid_proj"));
+    SD_TRY(need_null(c, "time_embedding_act_fn", "time_embed_act"));
+    SD_TRY(need_null(c, "timestep_post_act", "TimestepEmbedding post_act"));
+    SD_TRY(need_null(c, "reverse_transformer_layers_per_block", "asymmetric transformer depth"));
+    SD_TRY(need_false(c, "dual_cross_attention", "DualTransformer2DModel"));
+    SD_TRY(need_str(c, "act_fn", "silu", "swish", "only silu activations"));
+    SD_TRY(need_str(c, "resnet_time_scale_shift", "default", NULL, "only 'default' (additive time embedding)"));
+    SD_TRY(need_str(c, "time_embedding_type", "positional", NULL, "only sinusoidal 'positional' timesteps"));
+    SD_TRY(need_str(c, "attention_type", "default", NULL, "no GLIGEN / gated attention"));
+
+    static const char *const def_down[] = {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                           "DownBlock2D"};
+    static const char *const def_up[] = {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                                         "CrossAttnUpBlock2D"};
+    int n, nu;
+    SD_TRY(block_types(c, "down_block_types", def_down, 4, false, cfg->down_cross, &n));
+    SD_TRY(block_types(c, "up_block_types", def_up, 4, true, cfg->up_cross, &nu));
+    if (n < 1 || nu != n)
+        return sd_fail(SD_ERR_FORMAT, "%s: 'down_block_types' (%d) and 'up_block_types' (%d) must have the same, "
+                       "non-zero number of entries", c->path, n, nu);
+    cfg->n_blocks = n;
+
+    const cJSON *mid = raw(c, "mid_block_type");
+    if (!mid) {
+        cfg->has_mid_block = true; /* diffusers default */
+    } else if (cJSON_IsNull(mid)) {
+        cfg->has_mid_block = false;
+    } else if (cJSON_IsString(mid) && !strcmp(mid->valuestring, "UNetMidBlock2DCrossAttn")) {
+        cfg->has_mid_block = true;
+    } else {
+        return unsupported(c, "mid_block_type", "only UNetMidBlock2DCrossAttn or null");
+    }
+
+    if (sd_config_has(c, "block_out_channels")) {
+        int nb;
+        SD_TRY(sd_config_int_list(c, "block_out_channels", cfg->block_out_channels, SD_UNET_MAX_BLOCKS, 0, &nb));
+        if (nb != n)
+            return sd_fail(SD_ERR_FORMAT, "%s: 'block_out_channels' has %d entries but there are %d down blocks",
+                           c->path, nb, n);
+    } else {
+        static const int64_t def_boc[] = {320, 640, 1280, 1280};
+        if (n != 4)
+            return sd_fail(SD_ERR_FORMAT, "%s: 'block_out_channels' is missing", c->path);
+        memcpy(cfg->block_out_channels, def_boc, sizeof def_boc);
+    }
+
+    const cJSON *ss = raw(c, "sample_size");
+    if (cJSON_IsArray(ss) && ss->child && cJSON_IsNumber(ss->child))
+        cfg->sample_size = (int64_t)ss->child->valuedouble;
+    else
+        SD_TRY(sd_config_int(c, "sample_size", 0, &cfg->sample_size));
+    SD_TRY(sd_config_int(c, "in_channels", 4, &cfg->in_channels));
+    SD_TRY(sd_config_int(c, "out_channels", 4, &cfg->out_channels));
+    SD_TRY(sd_config_int(c, "downsample_padding", 1, &cfg->downsample_padding));
+    SD_TRY(sd_config_int(c, "conv_in_kernel", 3, &cfg->conv_in_kernel));
+    SD_TRY(sd_config_int(c, "conv_out_kernel", 3, &cfg->conv_out_kernel));
+    SD_TRY(sd_config_int(c, "time_cond_proj_dim", 0, &cfg->time_cond_proj_dim));
+    SD_TRY(sd_config_int(c, "time_embedding_dim", 4 * cfg->block_out_channels[0], &cfg->time_embed_dim));
+    if (raw(c, "norm_num_groups") && cJSON_IsNull(raw(c, "norm_num_groups")))
+        return unsupported(c, "norm_num_groups", "GroupNorm-free UNets");
+    SD_TRY(sd_config_int(c, "norm_num_groups", 32, &cfg->norm_num_groups));
+    SD_TRY(sd_config_float(c, "norm_eps", 1e-5, &cfg->norm_eps));
+    SD_TRY(sd_config_float(c, "freq_shift", 0, &cfg->freq_shift));
+    SD_TRY(sd_config_float(c, "mid_block_scale_factor", 1, &cfg->mid_block_scale_factor));
+    SD_TRY(sd_config_bool(c, "flip_sin_to_cos", true, &cfg->flip_sin_to_cos));
+    SD_TRY(sd_config_bool(c, "use_linear_projection", false, &cfg->use_linear_projection));
+    SD_TRY(sd_config_bool(c, "upcast_attention", false, &cfg->upcast_attention));
+    SD_TRY(sd_config_bool(c, "center_input_sample", false, &cfg->center_input_sample));
+
+    SD_TRY(block_ints(c, "layers_per_block", 2, n, cfg->layers_per_block, NULL));
+    SD_TRY(block_ints(c, "transformer_layers_per_block", 1, n, cfg->transformer_layers, NULL));
+    SD_TRY(block_ints(c, "cross_attention_dim", 1280, n, cfg->cross_attention_dim, NULL));
+    SD_TRY(block_ints(c, "attention_head_dim", 8, n, cfg->attention_head_dim_raw, NULL));
+    SD_TRY(block_ints(c, "num_attention_heads", 0, n, cfg->num_heads, &cfg->num_attention_heads_given));
+    /* diffusers: num_attention_heads = num_attention_heads or attention_head_dim */
+    if (!cfg->num_attention_heads_given)
+        memcpy(cfg->num_heads, cfg->attention_head_dim_raw, sizeof cfg->num_heads);
+    SD_TRY(block_bools(c, "only_cross_attention", n, cfg->only_cross_attention));
+
+    /* sanity */
+    const char *bad = NULL;
+    if (cfg->in_channels <= 0)
+        bad = "in_channels";
+    else if (cfg->out_channels <= 0)
+        bad = "out_channels";
+    else if (cfg->norm_num_groups <= 0)
+        bad = "norm_num_groups";
+    else if (!(cfg->norm_eps > 0))
+        bad = "norm_eps";
+    else if (cfg->time_embed_dim <= 0)
+        bad = "time_embedding_dim";
+    else if (cfg->time_cond_proj_dim < 0)
+        bad = "time_cond_proj_dim";
+    else if (cfg->downsample_padding < 0 || cfg->downsample_padding > 8)
+        bad = "downsample_padding";
+    else if (cfg->mid_block_scale_factor == 0)
+        bad = "mid_block_scale_factor";
+    else if (cfg->block_out_channels[0] % 2)
+        bad = "block_out_channels"; /* sinusoidal embedding of block_out_channels[0] */
+    for (int i = 0; !bad && i < n; i++) {
+        if (cfg->block_out_channels[i] <= 0 || cfg->block_out_channels[i] % cfg->norm_num_groups)
+            bad = "block_out_channels";
+        else if (cfg->layers_per_block[i] <= 0 || cfg->layers_per_block[i] > 64)
+            bad = "layers_per_block";
+        else if (cfg->transformer_layers[i] <= 0 || cfg->transformer_layers[i] > 64)
+            bad = "transformer_layers_per_block";
+        else if (cfg->cross_attention_dim[i] <= 0)
+            bad = "cross_attention_dim";
+        else if (cfg->num_heads[i] <= 0 || cfg->num_heads[i] > cfg->block_out_channels[i])
+            bad = cfg->num_attention_heads_given ? "num_attention_heads" : "attention_head_dim";
+    }
+    if (!bad && (cfg->conv_in_kernel <= 0 || cfg->conv_in_kernel % 2 == 0))
+        return unsupported(c, "conv_in_kernel", "odd kernel sizes only");
+    if (!bad && (cfg->conv_out_kernel <= 0 || cfg->conv_out_kernel % 2 == 0))
+        return unsupported(c, "conv_out_kernel", "odd kernel sizes only");
+    if (bad) {
+        const cJSON *v = raw(c, bad);
+        char *txt = v ? cJSON_PrintUnformatted(v) : NULL;
+        sd_status s = sd_fail(SD_ERR_FORMAT,
+                              "%s: '%s' = %s is out of range (channels must be positive multiples of "
+                              "norm_num_groups = %lld, head counts at most the channel count)",
+                              c->path, bad, txt ? txt : "(default)", (long long)cfg->norm_num_groups);
+        free(txt);
+        return s;
+    }
+    return SD_OK;
+}
+
+sd_status sd_unet_config_load(const char *path, sd_unet_config *cfg)
+{
+    sd_config c;
+    SD_TRY(sd_config_load(path, &c));
+    sd_status s = sd_unet_config_from(&c, cfg);
+    sd_config_free(&c);
+    return s;
+}
+
+/* ================================================================== model */
+
+typedef struct unet_down {
+    int n;
+    sd_resnet *res;
+    sd_transformer2d *attn; /* NULL for DownBlock2D */
+    bool has_down;
+    sd_resample down;
+} unet_down;
+
+typedef struct unet_up {
+    int n;
+    sd_resnet *res;
+    sd_transformer2d *attn; /* NULL for UpBlock2D */
+    bool has_up;
+    sd_resample up;
+} unet_up;
+
+struct sd_unet {
+    sd_unet_config cfg;
+    sd_backend *be;
+    sd_tensor conv_in_w, conv_in_b, t1_w, t1_b, t2_w, t2_b, cond_w;
+    unet_down down[SD_UNET_MAX_BLOCKS];
+    sd_resnet mid_res[2];
+    sd_transformer2d mid_attn;
+    unet_up up[SD_UNET_MAX_BLOCKS];
+    sd_tensor norm_out_w, norm_out_b, conv_out_w, conv_out_b;
+    int n_skips;
+    int n_kv;
+    const sd_attn **kv_attn; /* cross-attentions by cache slot */
+};
+
+struct sd_unet_kv {
+    int64_t batch, seq;
+    sd_dtype dt;
+    int n;
+    sd_kv_pair *pairs;
+};
+
+const sd_unet_config *sd_unet_get_config(const sd_unet *u) { return &u->cfg; }
+
+void sd_unet_free(sd_unet *u)
+{
+    if (!u)
+        return;
+    for (int i = 0; i < SD_UNET_MAX_BLOCKS; i++) {
+        if (u->down[i].attn)
+            for (int j = 0; j < u->down[i].n; j++)
+                sd_transformer2d_free(&u->down[i].attn[j]);
+        free(u->down[i].attn);
+        free(u->down[i].res);
+        if (u->up[i].attn)
+            for (int j = 0; j < u->up[i].n; j++)
+                sd_transformer2d_free(&u->up[i].attn[j]);
+        free(u->up[i].attn);
+        free(u->up[i].res);
+    }
+    sd_transformer2d_free(&u->mid_attn);
+    free(u->kv_attn);
+    free(u);
+}
+
+static void register_kv(sd_unet *u, const sd_transformer2d *t)
+{
+    for (int b = 0; b < t->n_layers; b++) {
+        const sd_attn *a[2] = {&t->blocks[b].attn1, &t->blocks[b].attn2};
+        for (int k = 0; k < 2; k++)
+            if (a[k]->kv_index >= 0 && a[k]->kv_index < u->n_kv)
+                u->kv_attn[a[k]->kv_index] = a[k];
+    }
+}
+
+#define P(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
+
+static void build(sd_wload *l, sd_unet *u)
+{
+    const sd_unet_config *c = &u->cfg;
+    int n = c->n_blocks;
+    int64_t ted = c->time_embed_dim, c0 = c->block_out_channels[0];
+    int g = (int)c->norm_num_groups;
+    float eps = (float)c->norm_eps;
+    int kvc = 0;
+    char p[160];
+
+    sd_wl_get(l, &u->conv_in_w, SD_SHAPE(c0, c->in_channels, c->conv_in_kernel, c->conv_in_kernel),
+              "conv_in.weight");
+    sd_wl_get(l, &u->conv_in_b, SD_SHAPE(c0), "conv_in.bias");
+    sd_wl_get(l, &u->t1_w, SD_SHAPE(ted, c0), "time_embedding.linear_1.weight");
+    sd_wl_get(l, &u->t1_b, SD_SHAPE(ted), "time_embedding.linear_1.bias");
+    sd_wl_get(l, &u->t2_w, SD_SHAPE(ted, ted), "time_embedding.linear_2.weight");
+    sd_wl_get(l, &u->t2_b, SD_SHAPE(ted), "time_embedding.linear_2.bias");
+    if (c->time_cond_proj_dim > 0)
+        sd_wl_get(l, &u->cond_w, SD_SHAPE(c0, c->time_cond_proj_dim), "time_embedding.cond_proj.weight");
+
+    u->n_skips = 1;
+    int64_t out_ch = c0;
+    for (int i = 0; i < n && l->status == SD_OK; i++) {
+        unet_down *d = &u->down[i];
+        int64_t in_ch = out_ch;
+        out_ch = c->block_out_channels[i];
+        d->n = (int)c->layers_per_block[i];
+        d->res = sd_calloc((size_t)d->n, sizeof *d->res);
+        d->attn = c->down_cross[i] ? sd_calloc((size_t)d->n, sizeof *d->attn) : NULL;
+        if (!d->res || (c->down_cross[i] && !d->attn)) {
+            l->status = SD_ERR_OUT_OF_MEMORY;
+            return;
+        }
+        for (int j = 0; j < d->n; j++) {
+            sd_resnet_load(l, &d->res[j], P(p, "down_blocks.%d.resnets.%d", i, j), j ? out_ch : in_ch, out_ch, ted,
+                           g, eps, 1.0f);
+            if (d->attn)
+                sd_transformer2d_load(l, &d->attn[j], P(p, "down_blocks.%d.attentions.%d", i, j), out_ch,
+                                      c->num_heads[i], c->transformer_layers[i], c->cross_attention_dim[i],
+                                      c->only_cross_attention[i], c->use_linear_projection, g, &kvc);
+        }
+        u->n_skips += d->n;
+        if (i < n - 1) {
+            d->has_down = true;
+            sd_downsample_load(l, &d->down, P(p, "down_blocks.%d.downsamplers.0", i), out_ch,
+                               (int)c->downsample_padding);
+            u->n_skips++;
+        }
+    }
+
+    if (c->has_mid_block) {
+        int64_t ch = c->block_out_channels[n - 1];
+        float osf = (float)c->mid_block_scale_factor;
+        sd_resnet_load(l, &u->mid_res[0], "mid_block.resnets.0", ch, ch, ted, g, eps, osf);
+        sd_transformer2d_load(l, &u->mid_attn, "mid_block.attentions.0", ch, c->num_heads[n - 1],
+                              c->transformer_layers[n - 1], c->cross_attention_dim[n - 1], false,
+                              c->use_linear_projection, g, &kvc);
+        sd_resnet_load(l, &u->mid_res[1], "mid_block.resnets.1", ch, ch, ted, g, eps, osf);
+    }
+
+    out_ch = c->block_out_channels[n - 1];
+    for (int i = 0; i < n && l->status == SD_OK; i++) {
+        unet_up *up = &u->up[i];
+        int r = n - 1 - i; /* the matching down block */
+        int64_t prev = out_ch;
+        out_ch = c->block_out_channels[r];
+        int64_t in_ch = c->block_out_channels[r > 0 ? r - 1 : 0];
+        up->n = (int)c->layers_per_block[r] + 1;
+        up->res = sd_calloc((size_t)up->n, sizeof *up->res);
+        up->attn = c->up_cross[i] ? sd_calloc((size_t)up->n, sizeof *up->attn) : NULL;
+        if (!up->res || (c->up_cross[i] && !up->attn)) {
+            l->status = SD_ERR_OUT_OF_MEMORY;
+            return;
+        }
+        for (int j = 0; j < up->n; j++) {
+            int64_t skip = j == up->n - 1 ? in_ch : out_ch;
+            int64_t rin = j == 0 ? prev : out_ch;
+            sd_resnet_load(l, &up->res[j], P(p, "up_blocks.%d.resnets.%d", i, j), rin + skip, out_ch, ted, g, eps,
+                           1.0f);
+            if (up->attn)
+                sd_transformer2d_load(l, &up->attn[j], P(p, "up_blocks.%d.attentions.%d", i, j), out_ch,
+                                      c->num_heads[r], c->transformer_layers[r], c->cross_attention_dim[r],
+                                      c->only_cross_attention[r], c->use_linear_projection, g, &kvc);
+        }
+        if (i < n - 1) {
+            up->has_up = true;
+            sd_upsample_load(l, &up->up, P(p, "up_blocks.%d.upsamplers.0", i), out_ch);
+        }
+    }
+
+    sd_wl_get(l, &u->norm_out_w, SD_SHAPE(c0), "conv_norm_out.weight");
+    sd_wl_get(l, &u->norm_out_b, SD_SHAPE(c0), "conv_norm_out.bias");
+    sd_wl_get(l, &u->conv_out_w, SD_SHAPE(c->out_channels, c0, c->conv_out_kernel, c->conv_out_kernel),
+              "conv_out.weight");
+    sd_wl_get(l, &u->conv_out_b, SD_SHAPE(c->out_channels), "conv_out.bias");
+    if (l->status != SD_OK)
+        return;
+
+    /* cache slots: every cross-attention in forward order */
+    u->n_kv = kvc;
+    u->kv_attn = sd_calloc((size_t)(kvc ? kvc : 1), sizeof *u->kv_attn);
+    if (!u->kv_attn) {
+        l->status = SD_ERR_OUT_OF_MEMORY;
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        for (int j = 0; u->down[i].attn && j < u->down[i].n; j++)
+            register_kv(u, &u->down[i].attn[j]);
+    if (c->has_mid_block)
+        register_kv(u, &u->mid_attn);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; u->up[i].attn && j < u->up[i].n; j++)
+            register_kv(u, &u->up[i].attn[j]);
+}
+
+static sd_status build_model(sd_wload *l, const sd_unet_config *cfg, sd_backend *be, sd_unet **out)
+{
+    *out = NULL;
+    if (!cfg || cfg->n_blocks < 1 || cfg->n_blocks > SD_UNET_MAX_BLOCKS)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "UNet config: invalid number of blocks");
+    sd_unet *u = sd_calloc(1, sizeof *u);
+    if (!u)
+        return SD_ERR_OUT_OF_MEMORY;
+    u->cfg = *cfg;
+    u->be = be;
+    build(l, u);
+    if (l->status != SD_OK) {
+        sd_unet_free(u);
+        return l->status;
+    }
+    *out = u;
+    return SD_OK;
+}
+
+sd_status sd_unet_load(sd_weights *w, const sd_unet_config *cfg, sd_unet **out)
+{
+    if (!w || !out)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_unet_load: weights and output are required");
+    sd_wload l = {.w = w};
+    return build_model(&l, cfg, w->be, out);
+}
+
+sd_status sd_unet_list_tensors(const sd_unet_config *cfg, sd_unet_tensor_fn fn, void *user)
+{
+    sd_wload l = {.fn = fn, .user = user};
+    sd_unet *u;
+    SD_TRY(build_model(&l, cfg, NULL, &u));
+    sd_unet_free(u);
+    return SD_OK;
+}
+
+/* ================================================================== K/V cache */
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+static size_t kv_slot_bytes(const sd_attn *a, int64_t batch, int64_t seq, sd_dtype dt)
+{
+    return align64((size_t)batch * (size_t)seq * (size_t)a->inner * sd_dtype_size(dt));
+}
+
+size_t sd_unet_kv_bytes(const sd_unet *u, int64_t batch, int64_t seq_len, sd_dtype dt)
+{
+    if (!u || batch <= 0 || seq_len <= 0)
+        return 0;
+    size_t total = 0;
+    for (int i = 0; i < u->n_kv; i++)
+        total += 2 * kv_slot_bytes(u->kv_attn[i], batch, seq_len, dt);
+    return total;
+}
+
+sd_status sd_unet_kv_init(sd_unet_kv **out, const sd_unet *u, void *memory, int64_t batch, int64_t seq_len,
+                          sd_dtype dt)
+{
+    *out = NULL;
+    if (!u || batch <= 0 || seq_len <= 0)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "UNet K/V cache: batch (%lld) and sequence length (%lld) must be "
+                       "positive", (long long)batch, (long long)seq_len);
+    if (u->be && dt != u->be->act_dtype)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "UNet K/V cache: dtype %s must be the backend's activation dtype %s",
+                       sd_dtype_name(dt), sd_dtype_name(u->be->act_dtype));
+    if (!memory && u->n_kv)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "UNet K/V cache: no memory given (need %zu bytes)",
+                       sd_unet_kv_bytes(u, batch, seq_len, dt));
+    sd_unet_kv *kv = sd_calloc(1, sizeof *kv);
+    if (!kv)
+        return SD_ERR_OUT_OF_MEMORY;
+    kv->pairs = sd_calloc((size_t)(u->n_kv ? u->n_kv : 1), sizeof *kv->pairs);
+    if (!kv->pairs) {
+        free(kv);
+        return SD_ERR_OUT_OF_MEMORY;
+    }
+    kv->batch = batch;
+    kv->seq = seq_len;
+    kv->dt = dt;
+    kv->n = u->n_kv;
+    uint8_t *p = memory;
+    for (int i = 0; i < u->n_kv; i++) {
+        const sd_attn *a = u->kv_attn[i];
+        int64_t ne[3] = {batch, seq_len, a->inner};
+        size_t sz = kv_slot_bytes(a, batch, seq_len, dt);
+        kv->pairs[i].k = sd_tensor_make(p, dt, 3, ne);
+        kv->pairs[i].v = sd_tensor_make(p + sz, dt, 3, ne);
+        p += 2 * sz;
+    }
+    *out = kv;
+    return SD_OK;
+}
+
+void sd_unet_kv_free(sd_unet_kv *kv)
+{
+    if (!kv)
+        return;
+    free(kv->pairs);
+    free(kv);
+}
+
+int64_t sd_unet_kv_batch(const sd_unet_kv *kv) { return kv ? kv->batch : 0; }
+
+void sd_unet_kv_compute(sd_ctx *ctx, const sd_unet *u, sd_tensor context, sd_unet_kv *kv)
+{
+    if (!sd_ok(ctx))
+        return;
+    if (!u || !kv || kv->n != u->n_kv) {
+        sd_ctx_fail(ctx, SD_ERR_INVALID_ARGUMENT, "UNet K/V cache: cache was made for another model");
+        return;
+    }
+    if (context.ndim != 3 || context.ne[0] != kv->batch || context.ne[1] != kv->seq) {
+        char s[96];
+        sd_shape_str(&context, s, sizeof s);
+        sd_ctx_fail(ctx, SD_ERR_SHAPE, "UNet K/V cache: context %s must be [%lld,%lld,D] as the cache was made for",
+                    s, (long long)kv->batch, (long long)kv->seq);
+        return;
+    }
+    for (int i = 0; i < kv->n && sd_ok(ctx); i++) {
+        const sd_attn *a = u->kv_attn[i];
+        if (context.ne[2] != a->kvdim) {
+            sd_ctx_fail(ctx, SD_ERR_SHAPE, "UNet K/V cache: context width %lld, the model's cross_attention_dim is "
+                        "%lld", (long long)context.ne[2], (long long)a->kvdim);
+            return;
+        }
+        size_t m = sd_mark(ctx);
+        sd_tensor k, v;
+        sd_attn_project_kv(ctx, a, context, &k, &v);
+        sd_copy_into(ctx, kv->pairs[i].k, k);
+        sd_copy_into(ctx, kv->pairs[i].v, v);
+        sd_release(ctx, m);
+    }
+}
+
+/* ================================================================== forward */
+
+static const char *nm(const sd_ctx *ctx, char *buf, size_t n, const char *fmt, ...) SD_PRINTF(4, 5);
+static const char *nm(const sd_ctx *ctx, char *buf, size_t n, const char *fmt, ...)
+{
+    if (!ctx->hook)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+typedef struct skip {
+    sd_tensor t;
+    size_t mark; /* arena offset where t begins */
+} skip;
+
+sd_tensor sd_unet_forward(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_tensor timesteps, sd_tensor context,
+                          const sd_tensor *timestep_cond, const sd_unet_kv *kv)
+{
+    sd_tensor none = {0};
+    if (!sd_ok(ctx))
+        return none;
+    if (!u)
+        return sd_ctx_fail(ctx, SD_ERR_INVALID_ARGUMENT, "sd_unet_forward: no model");
+    const sd_unet_config *c = &u->cfg;
+    int n = c->n_blocks;
+    char sx[96];
+    sd_shape_str(&x, sx, sizeof sx);
+    if (x.ndim != 4 || x.ne[1] != c->in_channels || x.ne[0] < 1)
+        return sd_ctx_fail(ctx, SD_ERR_SHAPE, "UNet: sample %s must be [B,%lld,H,W]", sx, (long long)c->in_channels);
+    int64_t B = x.ne[0], H = x.ne[2], W = x.ne[3];
+    int64_t f = (int64_t)1 << (n - 1);
+    if (H % f || W % f)
+        return sd_ctx_fail(ctx, SD_ERR_UNSUPPORTED,
+                           "UNet: sample %s: height and width must be multiples of %lld (2^(number of blocks - 1))",
+                           sx, (long long)f);
+    if (timesteps.ndim != 1 || timesteps.ne[0] != B || timesteps.dtype != SD_F32)
+        return sd_ctx_fail(ctx, SD_ERR_SHAPE, "UNet: timesteps must be F32 [%lld] (one per batch row)",
+                           (long long)B);
+    if (timestep_cond) {
+        if (c->time_cond_proj_dim <= 0)
+            return sd_ctx_fail(ctx, SD_ERR_INVALID_ARGUMENT,
+                               "UNet: timestep_cond given but the model has no time_cond_proj_dim (not an LCM UNet)");
+        if (timestep_cond->ndim != 2 || timestep_cond->ne[0] != B || timestep_cond->ne[1] != c->time_cond_proj_dim)
+            return sd_ctx_fail(ctx, SD_ERR_SHAPE, "UNet: timestep_cond must be [%lld,%lld]", (long long)B,
+                               (long long)c->time_cond_proj_dim);
+    }
+    if (kv) {
+        if (kv->n != u->n_kv)
+            return sd_ctx_fail(ctx, SD_ERR_INVALID_ARGUMENT, "UNet: the K/V cache was made for another model");
+        if (kv->batch != B && kv->batch != 1)
+            return sd_ctx_fail(ctx, SD_ERR_SHAPE, "UNet: K/V cache batch %lld must be 1 or the sample batch %lld",
+                               (long long)kv->batch, (long long)B);
+    } else if (u->n_kv) {
+        if (context.ndim != 3 || (context.ne[0] != B && context.ne[0] != 1) || context.ne[1] < 1) {
+            char sc[96];
+            sd_shape_str(&context, sc, sizeof sc);
+            return sd_ctx_fail(ctx, SD_ERR_SHAPE, "UNet: encoder_hidden_states %s must be [%lld or 1,S,%lld]", sc,
+                               (long long)B, (long long)c->cross_attention_dim[0]);
+        }
+    }
+    const sd_kv_pair *kvp = kv ? kv->pairs : NULL;
+    skip *st = sd_malloc((size_t)u->n_skips * sizeof *st);
+    if (!st)
+        return sd_ctx_fail(ctx, SD_ERR_OUT_OF_MEMORY, "out of memory");
+    int ns = 0;
+    char name[160];
+    size_t m0 = sd_mark(ctx);
+
+    /* time embedding; resnets only ever use SiLU(emb) */
+    sd_tensor temb = sd_timestep_embedding(ctx, timesteps, (int)c->block_out_channels[0], c->flip_sin_to_cos,
+                                           (float)c->freq_shift);
+    sd_hook(ctx, "time_proj", temb);
+    if (timestep_cond)
+        temb = sd_add(ctx, temb, sd_linear(ctx, *timestep_cond, u->cond_w, NULL));
+    sd_tensor emb = sd_linear(ctx, temb, u->t1_w, &u->t1_b);
+    emb = sd_linear(ctx, sd_silu(ctx, emb), u->t2_w, &u->t2_b);
+    sd_hook(ctx, "time_embedding", emb);
+    sd_tensor semb = sd_keep(ctx, m0, sd_silu(ctx, emb));
+
+    /* conv_in */
+    size_t m = sd_mark(ctx);
+    sd_tensor h = x;
+    if (c->center_input_sample)
+        h = sd_affine(ctx, h, 2.0f, -1.0f);
+    h = sd_keep(ctx, m, sd_conv2d(ctx, h, u->conv_in_w, &u->conv_in_b, 1, (int)(c->conv_in_kernel - 1) / 2));
+    sd_hook(ctx, "conv_in", h);
+    st[ns++] = (skip){h, m};
+
+    /* down: every output is a skip connection, kept in order on the arena */
+    for (int i = 0; i < n && sd_ok(ctx); i++) {
+        const unet_down *d = &u->down[i];
+        int k = 0;
+        for (int j = 0; j < d->n; j++) {
+            m = sd_mark(ctx);
+            h = sd_resnet_forward(ctx, &d->res[j], h, &semb);
+            if (ctx->hook)
+                sd_hookf(ctx, h, "down_blocks.%d.resnets.%d", i, j);
+            if (d->attn)
+                h = sd_transformer2d_forward(ctx, &d->attn[j], h, context, kvp,
+                                             nm(ctx, name, sizeof name, "down_blocks.%d.attentions.%d", i, j));
+            h = sd_keep(ctx, m, h);
+            sd_hookf(ctx, h, "down_blocks.%d.res_samples.%d", i, k++);
+            st[ns++] = (skip){h, m};
+        }
+        if (d->has_down) {
+            m = sd_mark(ctx);
+            h = sd_keep(ctx, m, sd_downsample_forward(ctx, &d->down, h));
+            sd_hookf(ctx, h, "down_blocks.%d.downsamplers.0", i);
+            sd_hookf(ctx, h, "down_blocks.%d.res_samples.%d", i, k++);
+            st[ns++] = (skip){h, m};
+        }
+        sd_hookf(ctx, h, "down_blocks.%d", i);
+    }
+
+    /* mid */
+    size_t hmark = st[ns - 1].mark; /* where h begins */
+    if (c->has_mid_block && sd_ok(ctx)) {
+        m = sd_mark(ctx);
+        h = sd_resnet_forward(ctx, &u->mid_res[0], h, &semb);
+        h = sd_transformer2d_forward(ctx, &u->mid_attn, h, context, kvp, nm(ctx, name, sizeof name,
+                                                                             "mid_block.attentions.0"));
+        h = sd_resnet_forward(ctx, &u->mid_res[1], h, &semb);
+        h = sd_keep(ctx, m, h);
+        hmark = m;
+        sd_hook(ctx, "mid_block", h);
+    }
+
+    /* up: pop skips; each resnet output replaces the popped skip (and all above it) */
+    for (int i = 0; i < n && sd_ok(ctx); i++) {
+        const unet_up *up = &u->up[i];
+        for (int j = 0; j < up->n; j++) {
+            if (ns <= 0) {
+                sd_ctx_fail(ctx, SD_ERR_INTERNAL, "UNet: skip connections exhausted");
+                break;
+            }
+            skip s = st[--ns];
+            sd_tensor cat = sd_concat(ctx, h, s.t, 1);
+            h = sd_resnet_forward(ctx, &up->res[j], cat, &semb);
+            if (ctx->hook)
+                sd_hookf(ctx, h, "up_blocks.%d.resnets.%d", i, j);
+            if (up->attn)
+                h = sd_transformer2d_forward(ctx, &up->attn[j], h, context, kvp,
+                                             nm(ctx, name, sizeof name, "up_blocks.%d.attentions.%d", i, j));
+            h = sd_keep(ctx, s.mark, h);
+            hmark = s.mark;
+        }
+        if (up->has_up) {
+            h = sd_keep(ctx, hmark, sd_upsample_forward(ctx, &up->up, h));
+            sd_hookf(ctx, h, "up_blocks.%d.upsamplers.0", i);
+        }
+        sd_hookf(ctx, h, "up_blocks.%d", i);
+    }
+    free(st);
+
+    /* out */
+    if (ctx->hook) { /* conv_norm_out before its SiLU, for the checker only */
+        size_t mh = sd_mark(ctx);
+        sd_hook(ctx, "conv_norm_out",
+                sd_group_norm(ctx, h, u->norm_out_w, u->norm_out_b, (int)c->norm_num_groups, (float)c->norm_eps,
+                              false));
+        sd_release(ctx, mh);
+    }
+    sd_tensor o = sd_group_norm(ctx, h, u->norm_out_w, u->norm_out_b, (int)c->norm_num_groups, (float)c->norm_eps,
+                                true);
+    o = sd_conv2d(ctx, o, u->conv_out_w, &u->conv_out_b, 1, (int)(c->conv_out_kernel - 1) / 2);
+    sd_hook(ctx, "conv_out", o);
+    o = sd_keep(ctx, m0, o);
+    return sd_ok(ctx) ? o : none;
+}

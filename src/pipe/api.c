@@ -1,0 +1,182 @@
+/* Public generation API: sd_txt2img / sd_img2img on top of the pipeline core. */
+#include "pipe/pipeline.h"
+
+#include "io/image.h"
+#include "sched/rng.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sd_gen_default_params(sd_gen_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->prompt = "";
+    p->guidance_scale = 7.5f;
+    p->seed = 42;
+    p->batch_size = 1;
+    p->strength = 0.8f;
+    p->rng = SD_RNG_TYPE_TORCH;
+}
+
+static void rng_noise(void *user, float *out, size_t n) { sd_rng_randn(user, out, n); }
+
+/* The scheduler for a request: the model's own config, or a named sampler
+ * built on the model's noise schedule (betas, prediction type). */
+static sd_status make_scheduler(const sd_model *m, const sd_gen_params *p, sd_scheduler **out, sd_sched_config *used)
+{
+    sd_sched_config c = m->sched_cfg;
+    if (p->sampler && *p->sampler) {
+        sd_sched_kind kind;
+        SD_TRY(sd_sched_kind_from_name(p->sampler, &kind));
+        if (kind != c.kind) {
+            sd_sched_config d;
+            sd_sched_config_default(&d, kind);
+            /* keep the model's noise schedule and parameterisation */
+            d.num_train_timesteps = c.num_train_timesteps;
+            d.beta_start = c.beta_start;
+            d.beta_end = c.beta_end;
+            d.beta_schedule = c.beta_schedule;
+            d.prediction_type = c.prediction_type;
+            d.rescale_betas_zero_snr = c.rescale_betas_zero_snr;
+            d.steps_offset = c.steps_offset;
+            d.timestep_spacing = c.timestep_spacing; /* as diffusers' from_config(model config) */
+            c = d;
+        }
+    }
+    if (p->schedule && *p->schedule && strcmp(p->schedule, "default") != 0) {
+        if (!strcmp(p->schedule, "karras")) {
+            if (c.kind != SD_SCHED_DPMPP_2M && c.kind != SD_SCHED_EULER)
+                return sd_fail(SD_ERR_INVALID_ARGUMENT,
+                               "--scheduler karras works with the dpm++2m, dpm2m and euler samplers, not %s",
+                               sd_sched_kind_name(c.kind));
+            c.use_karras_sigmas = true;
+        } else {
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown schedule '%s' (use default or karras)", p->schedule);
+        }
+    }
+    if (c.kind == SD_SCHED_DDIM)
+        c.eta = p->eta;
+    *used = c;
+    return sd_scheduler_create(&c, out);
+}
+
+static int default_steps(const sd_sched_config *c)
+{
+    if (c->kind == SD_SCHED_LCM)
+        return 4;
+    if (c->kind == SD_SCHED_EULER && c->timestep_spacing == SD_SPACING_TRAILING)
+        return 1; /* sd-turbo */
+    return 20;
+}
+
+static sd_status generate(sd_model *m, const sd_gen_params *p, const sd_image *init, sd_image *out)
+{
+    if (!m || !p || !out)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL argument");
+    sd_model_info info;
+    sd_model_get_info(m, &info);
+    sd_scheduler *sched = NULL;
+    sd_sched_config used;
+    memset(&used, 0, sizeof used);
+    SD_TRY(make_scheduler(m, p, &sched, &used));
+    sd_pipe_args a = {0};
+    a.prompt = p->prompt ? p->prompt : "";
+    a.negative_prompt = p->negative_prompt ? p->negative_prompt : "";
+    a.batch = p->batch_size;
+    a.width = p->width ? p->width : (init ? init->width : info.native_size);
+    a.height = p->height ? p->height : (init ? init->height : info.native_size);
+    a.steps = p->steps ? p->steps : default_steps(&used);
+    a.clip_skip = p->clip_skip;
+    a.guidance_scale = p->guidance_scale;
+    a.strength = p->strength;
+    a.eta = p->eta;
+    a.sched = sched;
+    a.use_taesd = p->use_taesd;
+    a.progress = p->progress;
+    a.progress_user = p->progress_user;
+    sd_rng rng;
+    sd_rng_init(&rng, p->rng == SD_RNG_TYPE_FAST ? SD_RNG_FAST : SD_RNG_TORCH, p->seed);
+    a.noise = rng_noise;
+    a.noise_user = &rng;
+    float *img = NULL;
+    sd_status s = SD_OK;
+    if (init) {
+        if (!init->data || init->width <= 0 || init->height <= 0) {
+            sd_scheduler_free(sched);
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "img2img: the init image is empty");
+        }
+        size_t per = (size_t)3 * a.width * a.height;
+        img = sd_malloc((size_t)a.batch * per * sizeof(float));
+        sd_rgb fit = {0};
+        if (!img)
+            s = SD_ERR_OUT_OF_MEMORY;
+        else if (a.width > 0 && a.height > 0 && a.width <= SD_IMAGE_MAX_SIDE && a.height <= SD_IMAGE_MAX_SIDE)
+            s = sd_rgb_fit(init, a.width, a.height, &fit);
+        else
+            s = sd_fail(SD_ERR_INVALID_ARGUMENT, "size %dx%d out of range", a.width, a.height);
+        if (s == SD_OK) {
+            for (int b = 0; b < a.batch; b++)
+                sd_rgb_to_chw(&fit, img + b * per);
+        }
+        sd_rgb_free(&fit);
+        a.image = img;
+    }
+    sd_pipe_out po;
+    if (s == SD_OK)
+        s = sd_pipe_run(m, &a, &po);
+    if (s == SD_OK) {
+        size_t per = (size_t)3 * a.width * a.height;
+        int b = 0;
+        for (; b < a.batch && s == SD_OK; b++) {
+            s = sd_rgb_alloc(&out[b], a.width, a.height);
+            if (s == SD_OK)
+                sd_chw_to_rgb(po.image + b * per, &out[b]);
+        }
+        if (s != SD_OK)
+            for (int k = 0; k < b; k++)
+                sd_rgb_free(&out[k]);
+        sd_pipe_out_free(&po);
+    }
+    free(img);
+    sd_scheduler_free(sched);
+    return s;
+}
+
+sd_status sd_txt2img(sd_model *m, const sd_gen_params *p, sd_image *out) { return generate(m, p, NULL, out); }
+
+sd_status sd_img2img(sd_model *m, const sd_gen_params *p, const sd_image *init, sd_image *out)
+{
+    if (!init)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "img2img needs an init image");
+    return generate(m, p, init, out);
+}
+
+char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p)
+{
+    sd_model_info info;
+    sd_model_get_info(m, &info);
+    const char *src = info.source ? info.source : "";
+    const char *slash = strrchr(src, '/');
+    const char *model = slash && slash[1] ? slash + 1 : src;
+    char sampler[64];
+    snprintf(sampler, sizeof sampler, "%s%s", p->sampler && *p->sampler ? p->sampler : info.scheduler,
+             p->schedule && !strcmp(p->schedule, "karras") ? " Karras" : "");
+    size_t cap = strlen(p->prompt ? p->prompt : "") + strlen(p->negative_prompt ? p->negative_prompt : "") +
+                 strlen(model) + 512;
+    char *t = sd_malloc(cap);
+    if (!t)
+        return NULL;
+    int o = snprintf(t, cap, "%s\n", p->prompt ? p->prompt : "");
+    if (p->negative_prompt && *p->negative_prompt)
+        o += snprintf(t + o, cap - (size_t)o, "Negative prompt: %s\n", p->negative_prompt);
+    o += snprintf(t + o, cap - (size_t)o, "Steps: %d, Sampler: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s",
+                  p->steps, sampler, p->guidance_scale, (unsigned long long)p->seed, p->width, p->height, model);
+    if (p->clip_skip)
+        o += snprintf(t + o, cap - (size_t)o, ", Clip skip: %d", p->clip_skip + 1);
+    if (p->use_taesd)
+        o += snprintf(t + o, cap - (size_t)o, ", VAE: TAESD");
+    snprintf(t + o, cap - (size_t)o, ", Version: streamdiff %s", sd_version());
+    return t;
+}

@@ -1,0 +1,359 @@
+/* txt2img / img2img: the diffusers pipelines, step by step. */
+#include "pipe/pipeline.h"
+
+#include "io/image.h"
+#include "sched/rng.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sd_pipe_out_free(sd_pipe_out *o)
+{
+    free(o->prompt_embeds);
+    free(o->negative_prompt_embeds);
+    free(o->latents);
+    free(o->image);
+    memset(o, 0, sizeof *o);
+}
+
+/* Runs `fn` once in a planning context to size the arena, then for real. */
+typedef void (*stage_fn)(sd_ctx *ctx, void *user);
+
+static sd_status run_stage(sd_backend *be, stage_fn fn, void *user, sd_ctx *keep)
+{
+    sd_ctx plan;
+    sd_ctx_init_plan(&plan, be);
+    fn(&plan, user);
+    if (plan.status != SD_OK)
+        return plan.status;
+    sd_ctx ctx;
+    SD_TRY(sd_ctx_init(&ctx, be, plan.peak));
+    fn(&ctx, user);
+    sd_status s = ctx.status;
+    if (keep && s == SD_OK)
+        *keep = ctx;
+    else
+        sd_ctx_free(&ctx);
+    return s;
+}
+
+/* ---------------------------------------------------------------- text */
+
+typedef struct {
+    sd_model *m;
+    const int32_t *ids;
+    int seq, clip_skip;
+    float *out;
+} text_job;
+
+static void text_stage(sd_ctx *ctx, void *user)
+{
+    text_job *j = user;
+    sd_tensor h = sd_clip_forward(ctx, j->m->clip, j->ids, 1, j->seq, j->clip_skip, NULL, NULL);
+    sd_tensor_to_f32(ctx, &h, j->out);
+}
+
+sd_status sd_pipe_encode_prompt(sd_model *m, const char *prompt, int clip_skip, float **embeds, int *seq_len, int *dim)
+{
+    int seq = sd_tokenizer_max_length(m->tok);
+    if (seq <= 0 || seq > m->clip_cfg.max_position_embeddings)
+        seq = m->clip_cfg.max_position_embeddings;
+    int32_t *ids = sd_calloc((size_t)seq, sizeof *ids);
+    if (!ids)
+        return SD_ERR_OUT_OF_MEMORY;
+    int n_valid = 0, n_trunc = 0;
+    sd_status s = sd_tokenizer_encode(m->tok, prompt ? prompt : "", m->tok_mode, ids, seq, &n_valid, &n_trunc);
+    if (s == SD_OK && n_trunc > 0)
+        fprintf(stderr, "streamdiff: warning: the prompt is %d tokens too long; CLIP sees only the first %d tokens\n",
+                n_trunc, seq - 2);
+    int D = m->clip_cfg.hidden_size;
+    float *out = s == SD_OK ? sd_malloc((size_t)seq * D * sizeof(float)) : NULL;
+    if (s == SD_OK && !out)
+        s = SD_ERR_OUT_OF_MEMORY;
+    if (s == SD_OK) {
+        text_job j = {m, ids, seq, clip_skip, out};
+        s = run_stage(m->be, text_stage, &j, NULL);
+    }
+    free(ids);
+    if (s != SD_OK) {
+        free(out);
+        return s;
+    }
+    *embeds = out;
+    *seq_len = seq;
+    *dim = D;
+    return SD_OK;
+}
+
+/* ---------------------------------------------------------------- unet */
+
+typedef struct {
+    sd_model *m;
+    int B;             /* UNet batch */
+    int64_t C, h, w;
+    const float *x;    /* [B,C,h,w] */
+    const float *t;    /* [B] */
+    const float *ctx;  /* [B,S,D] */
+    int S, D;
+    const float *tcond;/* [B,P] or NULL */
+    float *out;
+} unet_job;
+
+static void unet_stage(sd_ctx *ctx, void *user)
+{
+    unet_job *j = user;
+    sd_tensor x = sd_new4(ctx, j->B, j->C, j->h, j->w);
+    int64_t tb = j->B;
+    sd_tensor t = sd_new(ctx, SD_F32, 1, &tb);
+    sd_tensor c = sd_new4(ctx, j->B, j->S, j->D, 0);
+    sd_tensor tc = {0};
+    if (j->tcond)
+        tc = sd_new4(ctx, j->B, j->m->unet_cfg.time_cond_proj_dim, 0, 0);
+    sd_tensor_from_f32(ctx, &x, j->x);
+    if (!ctx->plan && sd_ok(ctx))
+        ctx->be->ops->upload(ctx->be, t.data, j->t, (size_t)j->B * sizeof(float));
+    sd_tensor_from_f32(ctx, &c, j->ctx);
+    if (j->tcond)
+        sd_tensor_from_f32(ctx, &tc, j->tcond);
+    sd_tensor y = sd_unet_forward(ctx, j->m->unet, x, t, c, j->tcond ? &tc : NULL, NULL);
+    sd_tensor_to_f32(ctx, &y, j->out);
+}
+
+/* ---------------------------------------------------------------- vae */
+
+typedef struct {
+    sd_model *m;
+    bool taesd, encode;
+    int B;
+    int64_t C, h, w;  /* input dims */
+    const float *in;
+    float *out, *logvar;
+} vae_job;
+
+static void vae_stage(sd_ctx *ctx, void *user)
+{
+    vae_job *j = user;
+    sd_tensor x = sd_new4(ctx, j->B, j->C, j->h, j->w);
+    sd_tensor_from_f32(ctx, &x, j->in);
+    sd_tensor y, lv = {0};
+    if (j->taesd)
+        y = j->encode ? sd_taesd_encode(ctx, j->m->taesd, x) : sd_taesd_decode(ctx, j->m->taesd, x);
+    else
+        y = j->encode ? sd_vae_encode(ctx, j->m->vae, x, &lv) : sd_vae_decode(ctx, j->m->vae, x);
+    sd_tensor_to_f32(ctx, &y, j->out);
+    if (j->logvar)
+        sd_tensor_to_f32(ctx, &lv, j->logvar);
+}
+
+static int vae_scale(const sd_model *m, bool taesd)
+{
+    return taesd ? sd_taesd_downscale(&m->taesd_cfg) : sd_vae_downscale(&m->vae_cfg);
+}
+
+/* ---------------------------------------------------------------- run */
+
+static sd_status check_args(sd_model *m, const sd_pipe_args *a)
+{
+    int sc = vae_scale(m, a->use_taesd);
+    if (a->use_taesd && !m->taesd)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "TAESD requested but none is loaded (pass --taesd DIR)");
+    if (!a->use_taesd && !m->vae)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "this model has no VAE; pass a TAESD (--taesd DIR)");
+    if (a->batch < 1 || a->batch > 64)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "batch size %d out of range (1..64)", a->batch);
+    if (a->width < sc || a->height < sc || a->width % 8 || a->height % 8 || a->width > 4096 || a->height > 4096)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT,
+                       "size %dx%d is not supported: width and height must be multiples of 8 between 8 and 4096",
+                       a->width, a->height);
+    int64_t lat = a->width / sc, div = (int64_t)1 << (m->unet_cfg.n_blocks - 1);
+    if ((a->width / sc) % div || (a->height / sc) % div)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "size %dx%d: the latent (%lldx%d) must be divisible by %lld for this UNet",
+                       a->width, a->height, (long long)lat, a->height / sc, (long long)div);
+    if (a->steps < 1 || a->steps > 1000)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "steps %d out of range (1..1000)", a->steps);
+    if (!(a->guidance_scale >= 0 && a->guidance_scale <= 100))
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "guidance scale %g out of range (0..100)", a->guidance_scale);
+    if (a->image && !(a->strength > 0 && a->strength <= 1))
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "strength %g out of range (0 < strength <= 1)", a->strength);
+    return SD_OK;
+}
+
+sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
+{
+    memset(out, 0, sizeof *out);
+    SD_TRY(check_args(m, a));
+    const int B = a->batch, sc = vae_scale(m, a->use_taesd);
+    const int64_t C = m->unet_cfg.in_channels, h = a->height / sc, w = a->width / sc;
+    const size_t n = (size_t)B * C * h * w;
+    const bool lcm_embed = m->unet_cfg.time_cond_proj_dim > 0;
+    const bool cfg = a->guidance_scale > 1.0f && !lcm_embed;
+    sd_status s;
+    float *cond = NULL, *uncond = NULL, *ctxbuf = NULL, *tcond = NULL, *x = NULL, *xin = NULL, *eps = NULL,
+          *prev = NULL, *den = NULL, *noise = NULL, *tt = NULL;
+    int S = 0, D = 0;
+    double t0 = sd_time_now();
+
+    /* 1. prompts */
+    if ((s = sd_pipe_encode_prompt(m, a->prompt, a->clip_skip, &cond, &S, &D)) != SD_OK)
+        goto done;
+    if (cfg && (s = sd_pipe_encode_prompt(m, a->negative_prompt ? a->negative_prompt : "", a->clip_skip, &uncond, &S,
+                                          &D)) != SD_OK)
+        goto done;
+    const int UB = cfg ? 2 * B : B;
+    const size_t SD_ = (size_t)S * D;
+    ctxbuf = sd_malloc((size_t)UB * SD_ * sizeof(float));
+    x = sd_malloc(n * sizeof(float));
+    xin = sd_malloc((size_t)UB * C * h * w * sizeof(float));
+    eps = sd_malloc((size_t)UB * C * h * w * sizeof(float));
+    prev = sd_malloc(n * sizeof(float));
+    den = sd_malloc(n * sizeof(float));
+    noise = sd_malloc(n * sizeof(float));
+    tt = sd_malloc((size_t)UB * sizeof(float));
+    if (!ctxbuf || !x || !xin || !eps || !prev || !den || !noise || !tt) {
+        s = SD_ERR_OUT_OF_MEMORY;
+        goto done;
+    }
+    for (int b = 0; b < UB; b++) /* diffusers order: [uncond x B, cond x B] */
+        memcpy(ctxbuf + (size_t)b * SD_, (cfg && b < B) ? uncond : cond, SD_ * sizeof(float));
+    if (lcm_embed) {
+        int P = (int)m->unet_cfg.time_cond_proj_dim;
+        tcond = sd_malloc((size_t)B * P * sizeof(float));
+        if (!tcond) {
+            s = SD_ERR_OUT_OF_MEMORY;
+            goto done;
+        }
+        sd_lcm_guidance_embedding(a->guidance_scale - 1.0f, P, tcond);
+        for (int b = 1; b < B; b++)
+            memcpy(tcond + (size_t)b * P, tcond, (size_t)P * sizeof(float));
+    }
+
+    /* 2. timesteps */
+    if ((s = sd_scheduler_set_timesteps(a->sched, a->steps, 1.0f, NULL, 0)) != SD_OK)
+        goto done;
+    int nt = sd_scheduler_num_timesteps(a->sched), first = 0;
+    for (int i = 0; i < nt && i < (int)SD_ARRAY_LEN(out->timesteps); i++)
+        out->timesteps[out->n_timesteps++] = sd_scheduler_timestep(a->sched, i);
+    if (a->image) { /* StableDiffusionImg2ImgPipeline.get_timesteps */
+        int init_t = (int)(a->steps * a->strength);
+        if (init_t > a->steps)
+            init_t = a->steps;
+        first = a->steps - init_t < 0 ? 0 : a->steps - init_t;
+        if (first >= nt) {
+            s = sd_fail(SD_ERR_INVALID_ARGUMENT, "strength %g with %d steps leaves no step to run; raise strength or steps",
+                        a->strength, a->steps);
+            goto done;
+        }
+    }
+
+    /* 3. initial latents */
+    if (a->image) {
+        vae_job vj = {m, a->use_taesd, true, B, 3, a->height, a->width, a->image, x, NULL};
+        float *logvar = NULL;
+        if (!a->use_taesd && !(logvar = vj.logvar = sd_malloc(n * sizeof(float)))) {
+            s = SD_ERR_OUT_OF_MEMORY;
+            goto done;
+        }
+        s = run_stage(m->be, vae_stage, &vj, NULL);
+        if (s == SD_OK && !a->use_taesd) { /* latent_dist.sample(generator) * scaling_factor */
+            a->noise(a->noise_user, noise, n);
+            for (size_t i = 0; i < n; i++)
+                x[i] = (x[i] + expf(0.5f * logvar[i]) * noise[i]) * (float)m->vae_cfg.scaling_factor;
+        }
+        free(logvar);
+        if (s != SD_OK)
+            goto done;
+        a->noise(a->noise_user, noise, n);
+        sd_scheduler_add_noise(a->sched, x, noise, sd_scheduler_timestep(a->sched, first), x, n);
+    } else {
+        if (a->latents)
+            memcpy(x, a->latents, n * sizeof(float));
+        else
+            a->noise(a->noise_user, x, n);
+        float sigma = (float)sd_scheduler_init_noise_sigma(a->sched);
+        for (size_t i = 0; i < n; i++)
+            x[i] *= sigma;
+    }
+
+    /* 4. denoising loop: the UNet arena is planned once and reused every step */
+    sd_ctx uctx = {0};
+    bool have_ctx = false;
+    for (int i = first; i < nt; i++) {
+        double t = sd_scheduler_timestep(a->sched, i);
+        sd_scheduler_scale_model_input(a->sched, i, x, xin, n);
+        if (cfg)
+            memcpy(xin + n, xin, n * sizeof(float));
+        for (int b = 0; b < UB; b++)
+            tt[b] = (float)t;
+        unet_job uj = {m, UB, C, h, w, xin, tt, ctxbuf, S, D, tcond, eps};
+        if (!have_ctx) {
+            if ((s = run_stage(m->be, unet_stage, &uj, &uctx)) != SD_OK)
+                goto done;
+            have_ctx = true;
+        } else {
+            sd_ctx_reset(&uctx);
+            unet_stage(&uctx, &uj);
+            if ((s = uctx.status) != SD_OK)
+                break;
+        }
+        if (cfg) {
+            float g = a->guidance_scale;
+            for (size_t k = 0; k < n; k++)
+                eps[k] = eps[k] + g * (eps[n + k] - eps[k]);
+        }
+        const float *nz = NULL;
+        if (sd_scheduler_step_needs_noise(a->sched, i)) {
+            a->noise(a->noise_user, noise, n);
+            nz = noise;
+        }
+        if ((s = sd_scheduler_step(a->sched, i, eps, x, nz, prev, den, n)) != SD_OK)
+            break;
+        memcpy(x, prev, n * sizeof(float));
+        if (a->on_step)
+            a->on_step(a->step_user, i - first, t, x, den, n);
+        if (a->progress)
+            a->progress(a->progress_user, i - first + 1, nt - first, sd_time_now() - t0);
+    }
+    if (have_ctx)
+        sd_ctx_free(&uctx);
+    if (s != SD_OK)
+        goto done;
+
+    /* 5. decode */
+    out->image_n = (size_t)B * 3 * a->height * a->width;
+    out->image = sd_malloc(out->image_n * sizeof(float));
+    if (!out->image) {
+        s = SD_ERR_OUT_OF_MEMORY;
+        goto done;
+    }
+    float inv = a->use_taesd ? 1.0f : 1.0f / (float)m->vae_cfg.scaling_factor;
+    for (size_t i = 0; i < n; i++)
+        prev[i] = x[i] * inv;
+    vae_job dj = {m, a->use_taesd, false, B, C, h, w, prev, out->image, NULL};
+    s = run_stage(m->be, vae_stage, &dj, NULL);
+    if (s == SD_OK) {
+        out->latents = x;
+        out->latents_n = n;
+        x = NULL;
+        out->prompt_embeds = cond;
+        out->negative_prompt_embeds = uncond;
+        out->embeds_n = SD_;
+        cond = uncond = NULL;
+    }
+done:
+    free(cond);
+    free(uncond);
+    free(ctxbuf);
+    free(tcond);
+    free(x);
+    free(xin);
+    free(eps);
+    free(prev);
+    free(den);
+    free(noise);
+    free(tt);
+    if (s != SD_OK)
+        sd_pipe_out_free(out);
+    return s;
+}

@@ -1,0 +1,423 @@
+/* Loading a model from where users keep it: diffusers folders, single-file
+ * checkpoints, Hugging Face cache ids. */
+#include "pipe/model.h"
+
+#include "models/checkpoint.h"
+#include "models/hfcache.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sd_model_default_params(sd_model_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->backend = SD_BACKEND_CPU;
+}
+
+sd_dtype sd_model_weight_dtype(const sd_backend *be, const sd_model_params *p)
+{
+    if (be->act_dtype == SD_F16)
+        return SD_F16;
+    return p->keep_f16 ? SD_F16 : SD_F32;
+}
+
+static sd_status create_backend(const sd_model_params *p, sd_backend **be)
+{
+    if (p->backend == SD_BACKEND_CUDA)
+        return sd_backend_cuda_create(p->cuda_device, be);
+    if (p->backend != SD_BACKEND_CPU)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown backend %d (use SD_BACKEND_CPU or SD_BACKEND_CUDA)",
+                       (int)p->backend);
+    return sd_backend_cpu_create(p->n_threads, be);
+}
+
+static sd_model *model_new(const sd_model_params *p, sd_status *s)
+{
+    sd_model *m = sd_calloc(1, sizeof *m);
+    if (!m) {
+        *s = SD_ERR_OUT_OF_MEMORY;
+        return NULL;
+    }
+    if (p)
+        m->params = *p;
+    else
+        sd_model_default_params(&m->params);
+    *s = create_backend(&m->params, &m->be);
+    if (*s != SD_OK) {
+        free(m);
+        return NULL;
+    }
+    m->tok_mode = SD_TOK_CLEAN_FTFY;
+    m->arch = "sd1";
+    return m;
+}
+
+void sd_model_free(sd_model *m)
+{
+    if (!m)
+        return;
+    sd_clip_free(m->clip);
+    sd_unet_free(m->unet);
+    sd_vae_free(m->vae);
+    sd_taesd_free(m->taesd);
+    sd_tokenizer_free(m->tok);
+    sd_weights_free(&m->w_text);
+    sd_weights_free(&m->w_vae);
+    sd_weights_free(&m->w_taesd);
+    sd_weights_free(&m->w_unet);
+    sd_backend_destroy(m->be);
+    free(m->source);
+    free(m);
+}
+
+static char *join(const char *a, const char *b) { return sd_path_join(a, b); }
+
+/* Loads <dir>/<sub>/config.json into `cfg` via `fn`. */
+#define LOAD_CONFIG(fn, dir, cfgp)                                   \
+    do {                                                             \
+        char *cp_ = join((dir), "config.json");                      \
+        s = cp_ ? fn(cp_, (cfgp)) : SD_ERR_OUT_OF_MEMORY;            \
+        free(cp_);                                                   \
+    } while (0)
+
+static sd_status load_component(sd_model *m, sd_weights *w, const char *dir, const char *what, const char *base)
+{
+    char label[600];
+    snprintf(label, sizeof label, "%s (%s)", what, dir);
+    sd_weights_init(w, m->be, label, sd_model_weight_dtype(m->be, &m->params));
+    SD_TRY(sd_weights_add_component(w, dir, base, m->params.variant, NULL));
+    return sd_weights_finalize(w);
+}
+
+sd_status sd_model_load_taesd(sd_model *m, const char *path)
+{
+    char *resolved = NULL;
+    const char *dir = path;
+    if (!sd_dir_exists(path) && sd_looks_like_hf_id(path)) {
+        SD_TRY(sd_hf_resolve(path, NULL, &resolved));
+        dir = resolved;
+    }
+    if (!sd_dir_exists(dir)) {
+        free(resolved);
+        return sd_fail(SD_ERR_NOT_FOUND, "TAESD '%s': not a folder (expected config.json + "
+                                         "diffusion_pytorch_model.safetensors, e.g. madebyollin/taesd)", path);
+    }
+    sd_status s;
+    LOAD_CONFIG(sd_taesd_config_load, dir, &m->taesd_cfg);
+    if (s == SD_OK)
+        s = load_component(m, &m->w_taesd, dir, "taesd", "diffusion_pytorch_model");
+    if (s == SD_OK)
+        s = sd_taesd_load(&m->w_taesd, &m->taesd_cfg, &m->taesd);
+    free(resolved);
+    return s;
+}
+
+static sd_status load_scheduler(sd_model *m, const char *dir)
+{
+    char *sd = join(dir, "scheduler/scheduler_config.json");
+    if (!sd)
+        return SD_ERR_OUT_OF_MEMORY;
+    sd_status s;
+    if (sd_file_exists(sd)) {
+        s = sd_sched_config_load(sd, &m->sched_cfg);
+        sd_config c;
+        if (s == SD_OK && sd_config_load(sd, &c) == SD_OK) {
+            const char *cls = NULL;
+            sd_config_str(&c, "_class_name", "?", &cls);
+            snprintf(m->sched_class, sizeof m->sched_class, "%s", cls);
+            sd_config_free(&c);
+        }
+    } else { /* no scheduler folder: SD's PNDM defaults run as DPM-Solver++ */
+        sd_sched_config_default(&m->sched_cfg, SD_SCHED_DPMPP_2M);
+        snprintf(m->sched_class, sizeof m->sched_class, "DPMSolverMultistepScheduler");
+        s = SD_OK;
+    }
+    free(sd);
+    return s;
+}
+
+sd_status sd_model_load_folder(const char *dir, const char *unet_dir, const sd_model_params *p, sd_model **out)
+{
+    *out = NULL;
+    sd_status s;
+    sd_model *m = model_new(p, &s);
+    if (!m)
+        return s;
+    m->source = sd_strdup(dir);
+    char *tok = join(dir, "tokenizer"), *te = join(dir, "text_encoder"), *un = unet_dir ? sd_strdup(unet_dir) : join(dir, "unet"),
+         *va = join(dir, "vae");
+    if (!tok || !te || !un || !va || !m->source) {
+        s = SD_ERR_OUT_OF_MEMORY;
+        goto done;
+    }
+    if (!sd_dir_exists(un)) {
+        s = sd_fail(SD_ERR_NOT_FOUND, "%s: no unet/ folder: not a Stable Diffusion model folder (expected "
+                                      "model_index.json with tokenizer/, text_encoder/, unet/, vae/, scheduler/)", dir);
+        goto done;
+    }
+    if ((s = sd_tokenizer_load(tok, &m->tok)) != SD_OK)
+        goto done;
+    LOAD_CONFIG(sd_clip_config_load, te, &m->clip_cfg);
+    if (s != SD_OK || (s = load_component(m, &m->w_text, te, "text_encoder", "model")) != SD_OK ||
+        (s = sd_clip_load(&m->w_text, &m->clip_cfg, &m->clip)) != SD_OK)
+        goto done;
+    LOAD_CONFIG(sd_unet_config_load, un, &m->unet_cfg);
+    if (s != SD_OK || (s = load_component(m, &m->w_unet, un, "unet", "diffusion_pytorch_model")) != SD_OK ||
+        (s = sd_unet_load(&m->w_unet, &m->unet_cfg, &m->unet)) != SD_OK)
+        goto done;
+    if (sd_dir_exists(va)) {
+        LOAD_CONFIG(sd_vae_config_load, va, &m->vae_cfg);
+        if (s != SD_OK || (s = load_component(m, &m->w_vae, va, "vae", "diffusion_pytorch_model")) != SD_OK ||
+            (s = sd_vae_load(&m->w_vae, &m->vae_cfg, &m->vae)) != SD_OK)
+            goto done;
+    }
+    if ((s = load_scheduler(m, dir)) != SD_OK)
+        goto done;
+    m->arch = m->unet_cfg.use_linear_projection ? "sd2" : "sd1";
+    if (m->params.taesd)
+        s = sd_model_load_taesd(m, m->params.taesd);
+done:
+    free(tok);
+    free(te);
+    free(un);
+    free(va);
+    if (s != SD_OK) {
+        sd_model_free(m);
+        return s;
+    }
+    *out = m;
+    return SD_OK;
+}
+
+/* A diffusers folder given as a name or HF id (for config_dir / taesd). */
+static sd_status resolve_dir(const char *path, const char *revision, char **dir)
+{
+    if (sd_dir_exists(path))
+        return (*dir = sd_strdup(path)) ? SD_OK : SD_ERR_OUT_OF_MEMORY;
+    if (sd_looks_like_hf_id(path))
+        return sd_hf_resolve(path, revision, dir);
+    return sd_fail(SD_ERR_NOT_FOUND, "'%s' is not a folder nor a Hugging Face model id in the local cache", path);
+}
+
+/* The CLIP BPE files for a single-file checkpoint: the config folder's, else a
+ * known repository in the local HF cache. */
+static sd_status find_tokenizer(const char *config_dir, sd_tokenizer **tok)
+{
+    if (config_dir) {
+        char *t = sd_path_join(config_dir, "tokenizer");
+        sd_status s = t ? sd_tokenizer_load(t, tok) : SD_ERR_OUT_OF_MEMORY;
+        free(t);
+        return s;
+    }
+    static const char *const ids[] = {"openai/clip-vit-large-patch14", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                                      "runwayml/stable-diffusion-v1-5", "stabilityai/sd-turbo",
+                                      "stabilityai/stable-diffusion-2-1", "SimianLuo/LCM_Dreamshaper_v7"};
+    for (size_t i = 0; i < SD_ARRAY_LEN(ids); i++) {
+        char *snap = NULL;
+        if (sd_hf_resolve(ids[i], NULL, &snap) != SD_OK)
+            continue;
+        for (int sub = 0; sub < 2; sub++) {
+            char *t = sub ? sd_path_join(snap, "tokenizer") : sd_strdup(snap);
+            char *v = t ? sd_path_join(t, "vocab.json") : NULL;
+            sd_status s = (v && sd_file_exists(v)) ? sd_tokenizer_load(t, tok) : SD_ERR_NOT_FOUND;
+            free(v);
+            free(t);
+            if (s == SD_OK) {
+                free(snap);
+                return SD_OK;
+            }
+        }
+        free(snap);
+    }
+    return sd_fail(SD_ERR_NOT_FOUND,
+                   "a single-file checkpoint has no tokenizer: pass --config-dir with a diffusers folder of the same "
+                   "architecture (its tokenizer/ is used), or have openai/clip-vit-large-patch14 in your HF cache");
+}
+
+static sd_status config_from_json(cJSON *json, const char *label, sd_config *c)
+{
+    memset(c, 0, sizeof *c);
+    if (!json)
+        return sd_fail(SD_ERR_FORMAT, "%s: cannot derive a config from the checkpoint's tensors", label);
+    c->root = json;
+    c->path = label;
+    c->owner = true;
+    return SD_OK;
+}
+
+sd_status sd_model_load_single_file(const char *path, const sd_model_params *p, sd_model **out)
+{
+    *out = NULL;
+    sd_status s;
+    sd_model *m = model_new(p, &s);
+    if (!m)
+        return s;
+    char *cfgdir = NULL, *sub = NULL;
+    sd_safetensors *st = NULL;
+    sd_ckpt_info info;
+    memset(&info, 0, sizeof info);
+    m->source = sd_strdup(path);
+    if ((s = sd_safetensors_open(path, &st)) != SD_OK)
+        goto done;
+    sd_arch arch;
+    if ((s = sd_ckpt_detect(st, &arch)) != SD_OK)
+        goto done;
+    if (arch == SD_ARCH_SDXL) {
+        s = sd_fail(SD_ERR_UNSUPPORTED, "%s: SDXL checkpoints are not supported yet (SD1.x and SD2.x are)", path);
+        goto done;
+    }
+    m->arch = arch == SD_ARCH_SD2 ? "sd2" : "sd1";
+    if (m->params.config_dir && (s = resolve_dir(m->params.config_dir, m->params.revision, &cfgdir)) != SD_OK)
+        goto done;
+    /* configs */
+    if (cfgdir) {
+        sub = sd_path_join(cfgdir, "text_encoder");
+        LOAD_CONFIG(sd_clip_config_load, sub, &m->clip_cfg);
+        free(sub);
+        sub = sd_path_join(cfgdir, "unet");
+        if (s == SD_OK)
+            LOAD_CONFIG(sd_unet_config_load, sub, &m->unet_cfg);
+        free(sub);
+        sub = sd_path_join(cfgdir, "vae");
+        if (s == SD_OK)
+            LOAD_CONFIG(sd_vae_config_load, sub, &m->vae_cfg);
+        free(sub);
+        sub = NULL;
+        if (s == SD_OK)
+            s = load_scheduler(m, cfgdir);
+    } else {
+        sd_config c;
+        if ((s = config_from_json(sd_ckpt_text_config(st, arch), path, &c)) == SD_OK) {
+            s = sd_clip_config_from(&c, &m->clip_cfg);
+            sd_config_free(&c);
+        }
+        if (s == SD_OK && (s = config_from_json(sd_ckpt_unet_config(st, arch), path, &c)) == SD_OK) {
+            s = sd_unet_config_from(&c, &m->unet_cfg);
+            sd_config_free(&c);
+        }
+        if (s == SD_OK && (s = config_from_json(sd_ckpt_vae_config(st, arch), path, &c)) == SD_OK) {
+            s = sd_vae_config_from(&c, &m->vae_cfg);
+            sd_config_free(&c);
+        }
+        if (s == SD_OK && (s = config_from_json(sd_ckpt_scheduler_config(st, arch), path, &c)) == SD_OK) {
+            s = sd_sched_config_from_json(&c, -1, &m->sched_cfg);
+            const char *cls = NULL;
+            sd_config_str(&c, "_class_name", "?", &cls);
+            snprintf(m->sched_class, sizeof m->sched_class, "%s", cls);
+            sd_config_free(&c);
+        }
+    }
+    if (s != SD_OK)
+        goto done;
+    /* weights */
+    sd_dtype wdt = sd_model_weight_dtype(m->be, &m->params);
+    char label[600];
+    snprintf(label, sizeof label, "unet (%s)", path);
+    sd_weights_init(&m->w_unet, m->be, label, wdt);
+    snprintf(label, sizeof label, "vae (%s)", path);
+    sd_weights_init(&m->w_vae, m->be, label, wdt);
+    snprintf(label, sizeof label, "text_encoder (%s)", path);
+    sd_weights_init(&m->w_text, m->be, label, wdt);
+    if ((s = sd_ckpt_load(path, &m->w_unet, &m->w_vae, &m->w_text, &info)) != SD_OK)
+        goto done;
+    if (info.n_unknown) {
+        fprintf(stderr, "streamdiff: warning: %s: %zu tensor(s) match no layer and are ignored, e.g. '%s'\n", path,
+                info.n_unknown, info.unknown[0]);
+    }
+    if ((s = sd_clip_load(&m->w_text, &m->clip_cfg, &m->clip)) != SD_OK ||
+        (s = sd_unet_load(&m->w_unet, &m->unet_cfg, &m->unet)) != SD_OK ||
+        (s = sd_vae_load(&m->w_vae, &m->vae_cfg, &m->vae)) != SD_OK)
+        goto done;
+    if ((s = find_tokenizer(cfgdir, &m->tok)) != SD_OK)
+        goto done;
+    if (!cfgdir) {
+        bool known = false;
+        const char *pt = sd_ckpt_prediction_type(st, arch, &known);
+        if (pt && known)
+            m->sched_cfg.prediction_type = !strcmp(pt, "v_prediction") ? SD_PRED_V_PREDICTION : SD_PRED_EPSILON;
+        else if (arch == SD_ARCH_SD2 && !m->params.prediction_type)
+            fprintf(stderr, "streamdiff: note: %s: an SD2 checkpoint does not say whether it predicts epsilon or "
+                            "v; assuming v_prediction (SD 2.x 768). For sd-turbo or SD 2.x-base pass "
+                            "--prediction-type epsilon\n", path);
+    }
+    if (m->params.taesd)
+        s = sd_model_load_taesd(m, m->params.taesd);
+done:
+    sd_ckpt_info_free(&info);
+    sd_safetensors_close(st);
+    free(cfgdir);
+    if (s != SD_OK) {
+        sd_model_free(m);
+        return s;
+    }
+    *out = m;
+    return SD_OK;
+}
+
+static sd_status apply_overrides(sd_model *m)
+{
+    const char *pt = m->params.prediction_type;
+    if (!pt)
+        return SD_OK;
+    if (!strcmp(pt, "epsilon"))
+        m->sched_cfg.prediction_type = SD_PRED_EPSILON;
+    else if (!strcmp(pt, "v_prediction") || !strcmp(pt, "v"))
+        m->sched_cfg.prediction_type = SD_PRED_V_PREDICTION;
+    else
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown prediction type '%s' (use epsilon or v_prediction)", pt);
+    return SD_OK;
+}
+
+static sd_status load_any(const char *path, const sd_model_params *p, sd_model **out)
+{
+    *out = NULL;
+    if (!path || !*path)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "no model given: pass a diffusers folder, a .safetensors "
+                                                "checkpoint or a Hugging Face model id from your local cache");
+    if (sd_dir_exists(path))
+        return sd_model_load_folder(path, NULL, p, out);
+    if (sd_file_exists(path))
+        return sd_model_load_single_file(path, p, out);
+    if (sd_looks_like_hf_id(path)) {
+        char *snap = NULL;
+        SD_TRY(sd_hf_resolve(path, p ? p->revision : NULL, &snap));
+        sd_status s = sd_model_load_folder(snap, NULL, p, out);
+        free(snap);
+        return s;
+    }
+    return sd_fail(SD_ERR_NOT_FOUND, "model '%s' not found: not a folder, not a file, and not a Hugging Face "
+                                     "model id (org/name)", path);
+}
+
+sd_status sd_model_load(const char *path, const sd_model_params *p, sd_model **out)
+{
+    SD_TRY(load_any(path, p, out));
+    sd_status s = apply_overrides(*out);
+    if (s != SD_OK) {
+        sd_model_free(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
+sd_status sd_model_get_info(const sd_model *m, sd_model_info *info)
+{
+    memset(info, 0, sizeof *info);
+    info->arch = m->arch;
+    info->source = m->source;
+    info->scheduler = m->sched_class;
+    info->prediction_type = m->sched_cfg.prediction_type == SD_PRED_V_PREDICTION ? "v_prediction"
+                            : m->sched_cfg.prediction_type == SD_PRED_SAMPLE    ? "sample"
+                                                                                 : "epsilon";
+    info->vae_scale = m->vae ? sd_vae_downscale(&m->vae_cfg) : m->taesd ? sd_taesd_downscale(&m->taesd_cfg) : 8;
+    info->native_size = (int)m->unet_cfg.sample_size * info->vae_scale;
+    info->latent_channels = (int)m->unet_cfg.in_channels;
+    info->context_dim = (int)m->unet_cfg.cross_attention_dim[0];
+    info->has_taesd = m->taesd != NULL;
+    info->lcm_guidance_embedding = m->unet_cfg.time_cond_proj_dim > 0;
+    info->weight_bytes = m->w_text.bytes_device + m->w_text.bytes_mapped + m->w_unet.bytes_device +
+                         m->w_unet.bytes_mapped + m->w_vae.bytes_device + m->w_vae.bytes_mapped +
+                         m->w_taesd.bytes_device + m->w_taesd.bytes_mapped;
+    return SD_OK;
+}

@@ -1,0 +1,898 @@
+/* Schedulers against the reference fixtures ($SD_FIXTURES/cases/sched_* and
+ * lcm_guidance_embedding) and against small self-contained reference data
+ * (tests/data/sched/, made by tools/gen_sched_cases.py with diffusers 0.26.3). */
+#include "test.h"
+
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "sched/rng.h"
+#include "sched/scheduler.h"
+
+#include <dirent.h>
+
+/* ------------------------------------------------------------------ comparison helpers */
+
+typedef struct {
+    const char *name;
+    int n_checked, n_failed;
+    double worst_ratio;
+    char worst_what[300];
+} case_ctx;
+
+static void note_ratio(case_ctx *cc, const char *what, double ratio)
+{
+    if (ratio > cc->worst_ratio || isnan(ratio)) {
+        cc->worst_ratio = isnan(ratio) ? INFINITY : ratio;
+        snprintf(cc->worst_what, sizeof cc->worst_what, "%s", what);
+    }
+}
+
+/* max |a-b| over n; NaN anywhere -> INFINITY */
+static double max_abs_diff(const float *a, const float *b, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (isnan(d))
+            return INFINITY;
+        if (d > m)
+            m = d;
+    }
+    return m;
+}
+
+static double max_abs(const float *a, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        m = fmax(m, fabs((double)a[i]));
+    return m;
+}
+
+static double tolerance_of(const sd_config *manifest, const char *name)
+{
+    sd_config tol, t;
+    if (sd_config_sub(manifest, "tolerances", &tol) != SD_OK || sd_config_sub(&tol, name, &t) != SD_OK)
+        return -1;
+    double v = -1;
+    if (sd_config_float(&t, "recommended_max_abs_err", -1, &v) != SD_OK)
+        return -1;
+    return v;
+}
+
+static float *tensor_f32(const sd_safetensors *st, const char *name, size_t *n)
+{
+    const sd_st_tensor *t = st ? sd_st_find(st, name) : NULL;
+    if (!t)
+        return NULL;
+    float *v = malloc((t->numel ? t->numel : 1) * sizeof(float));
+    if (!v)
+        return NULL;
+    if (sd_st_to_f32(t, v) != SD_OK) {
+        free(v);
+        return NULL;
+    }
+    if (n)
+        *n = t->numel;
+    return v;
+}
+
+/* Compares got[n] with expected tensor `name` under the manifest tolerance. */
+static void compare(case_ctx *cc, const sd_config *manifest, const sd_safetensors *exp, const char *name,
+                    const float *got, size_t n)
+{
+    size_t ne = 0;
+    float *e = tensor_f32(exp, name, &ne);
+    cc->n_checked++;
+    if (!e) {
+        printf("    %-28s MISSING in expected\n", name);
+        cc->n_failed++;
+        t_cur_failed = 1;
+        return;
+    }
+    if (ne != n) {
+        printf("    %-28s size %zu, expected %zu\n", name, n, ne);
+        cc->n_failed++;
+        t_cur_failed = 1;
+        free(e);
+        return;
+    }
+    double tol = tolerance_of(manifest, name);
+    if (tol < 0)
+        tol = 0; /* no tolerance -> exact */
+    double err = max_abs_diff(got, e, n);
+    double ratio = tol > 0 ? err / tol : (err == 0 ? 0 : INFINITY);
+    note_ratio(cc, name, ratio);
+    if (!(err <= tol)) {
+        printf("    %-28s FAIL max abs err %.3g > tol %.3g\n", name, err, tol);
+        cc->n_failed++;
+        t_cur_failed = 1;
+    }
+    free(e);
+}
+
+/* Exact comparison of a schedule (timesteps stored I64 or F32). */
+static void compare_exact(case_ctx *cc, const sd_safetensors *exp, const char *name, const double *got, int n)
+{
+    const sd_st_tensor *t = sd_st_find(exp, name);
+    cc->n_checked++;
+    if (!t || (int)t->numel != n) {
+        printf("    %-28s %s (got %d entries)\n", name, t ? "size mismatch" : "MISSING", n);
+        cc->n_failed++;
+        t_cur_failed = 1;
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        double e = sd_st_get(t, (size_t)i);
+        double g = t->dtype == SD_F32 ? (double)(float)got[i] : got[i];
+        if (g != e) {
+            printf("    %-28s FAIL entry %d: got %.9g expected %.9g\n", name, i, got[i], e);
+            cc->n_failed++;
+            t_cur_failed = 1;
+            note_ratio(cc, name, INFINITY);
+            return;
+        }
+    }
+}
+
+static void report(case_ctx *cc)
+{
+    printf("  %s %-44s checked %2d, worst err/tol %.3f (%s)\n", cc->n_failed ? "FAIL" : "PASS", cc->name,
+           cc->n_checked, cc->worst_ratio, cc->worst_what[0] ? cc->worst_what : "-");
+}
+
+/* ------------------------------------------------------------------ fixture case runners */
+
+static sd_status open_case(const char *dir, const char *file, sd_safetensors **out)
+{
+    char *p = sd_path_join(dir, file);
+    if (!p)
+        return SD_ERR_OUT_OF_MEMORY;
+    sd_status st = sd_file_exists(p) ? sd_safetensors_open(p, out) : SD_ERR_NOT_FOUND;
+    if (st == SD_ERR_NOT_FOUND)
+        *out = NULL;
+    free(p);
+    return st;
+}
+
+static void run_rollout(case_ctx *cc, const sd_config *m, const sd_safetensors *in, const sd_safetensors *exp)
+{
+    const char *cls = NULL;
+    sd_sched_kind kind;
+    sd_config scfg, sts;
+    sd_sched_config c;
+    sd_scheduler *s = NULL;
+    CHECK_STATUS(sd_config_str(m, "scheduler_class", NULL, &cls), SD_OK);
+    CHECK_STATUS(sd_sched_kind_from_name(cls, &kind), SD_OK);
+    CHECK_STATUS(sd_config_sub(m, "scheduler_config", &scfg), SD_OK);
+    CHECK_STATUS(sd_sched_config_from_json(&scfg, (int)kind, &c), SD_OK);
+    CHECK_STATUS(sd_config_sub(m, "set_timesteps", &sts), SD_OK);
+    if (t_cur_failed)
+        return;
+    CHECK_STATUS(sd_scheduler_create(&c, &s), SD_OK);
+    if (!s)
+        return;
+    int64_t custom[1024];
+    int n_custom = 0;
+    int64_t steps = 0;
+    double strength = 1.0;
+    CHECK_STATUS(sd_config_float(&sts, "strength", 1.0, &strength), SD_OK);
+    if (sd_config_has(&sts, "timesteps")) {
+        CHECK_STATUS(sd_config_int_list(&sts, "timesteps", custom, 1024, 0, &n_custom), SD_OK);
+        CHECK_STATUS(sd_scheduler_set_timesteps(s, 0, strength, custom, n_custom), SD_OK);
+    } else {
+        CHECK_STATUS(sd_config_int(&sts, "num_inference_steps", 0, &steps), SD_OK);
+        CHECK_STATUS(sd_scheduler_set_timesteps(s, (int)steps, strength, NULL, 0), SD_OK);
+    }
+    if (t_cur_failed) {
+        sd_scheduler_free(s);
+        return;
+    }
+    int nt;
+    const double *ts = sd_scheduler_timesteps(s, &nt);
+    compare_exact(cc, exp, "timesteps", ts, nt);
+    int ns = 0;
+    const float *sig = sd_scheduler_sigmas(s, &ns);
+    if (sd_st_find(exp, "sigmas"))
+        compare(cc, m, exp, "sigmas", sig, (size_t)ns);
+    int T = 0;
+    const float *ac = sd_scheduler_alphas_cumprod(s, &T);
+    compare(cc, m, exp, "alphas_cumprod", ac, (size_t)T);
+    const float *bt = sd_scheduler_betas(s, &T);
+    compare(cc, m, exp, "betas", bt, (size_t)T);
+    double ins = 1.0;
+    CHECK_STATUS(sd_config_float(m, "init_noise_sigma", 1.0, &ins), SD_OK);
+    double my_ins = sd_scheduler_init_noise_sigma(s);
+    CHECK_MSG(fabs(my_ins - ins) <= 1e-6 * fmax(1.0, fabs(ins)), "init_noise_sigma %.9g vs %.9g", my_ins, ins);
+
+    size_t n = 0;
+    float *x = tensor_f32(in, "x_T_noise", &n);
+    CHECK(x != NULL);
+    if (!x) {
+        sd_scheduler_free(s);
+        return;
+    }
+    float insf = (float)my_ins;
+    for (size_t k = 0; k < n; k++)
+        x[k] = x[k] * insf;
+    compare(cc, m, exp, "x_T", x, n);
+    float *xin = malloc(n * sizeof(float)), *den = malloc(n * sizeof(float));
+    const cJSON *steps_arr = cJSON_GetObjectItemCaseSensitive(m->root, "steps");
+    int idx = 0;
+    for (const cJSON *st = steps_arr ? steps_arr->child : NULL; st && !t_cur_failed; st = st->next, idx++) {
+        sd_config sc = {.root = (cJSON *)st, .path = m->path};
+        int64_t i;
+        const char *mo_name = NULL, *mi_name = NULL, *prev_name = NULL;
+        CHECK_STATUS(sd_config_int(&sc, "i", idx, &i), SD_OK);
+        CHECK_STATUS(sd_config_str(&sc, "model_output", NULL, &mo_name), SD_OK);
+        CHECK_STATUS(sd_config_str(&sc, "model_input", "identity", &mi_name), SD_OK);
+        CHECK_STATUS(sd_config_str(&sc, "prev_sample", NULL, &prev_name), SD_OK);
+        float *mo = mo_name ? tensor_f32(in, mo_name, NULL) : NULL;
+        CHECK(mo != NULL);
+        if (!mo)
+            break;
+        CHECK_STATUS(sd_scheduler_scale_model_input(s, (int)i, x, xin, n), SD_OK);
+        if (strcmp(mi_name, "identity") != 0)
+            compare(cc, m, exp, mi_name, xin, n);
+        const cJSON *nd = cJSON_GetObjectItemCaseSensitive(st, "noise_drawn");
+        int n_noise = cJSON_GetArraySize(nd);
+        int want = sd_scheduler_step_needs_noise(s, (int)i);
+        CHECK_MSG(want == n_noise, "step %d: scheduler wants %d noise tensors, reference drew %d", (int)i, want,
+                  n_noise);
+        float *noise = NULL;
+        if (n_noise > 0) {
+            const cJSON *nn = cJSON_GetArrayItem(nd, 0);
+            noise = cJSON_IsString(nn) ? tensor_f32(in, nn->valuestring, NULL) : NULL;
+            CHECK(noise != NULL);
+        }
+        CHECK_STATUS(sd_scheduler_step(s, (int)i, mo, x, noise, x, den, n), SD_OK);
+        if (prev_name)
+            compare(cc, m, exp, prev_name, x, n);
+        const char *dn = NULL;
+        if (sd_config_has(&sc, "denoised"))
+            CHECK_STATUS(sd_config_str(&sc, "denoised", NULL, &dn), SD_OK);
+        else if (sd_config_has(&sc, "pred_original_sample"))
+            CHECK_STATUS(sd_config_str(&sc, "pred_original_sample", NULL, &dn), SD_OK);
+        if (dn)
+            compare(cc, m, exp, dn, den, n);
+        free(mo);
+        free(noise);
+    }
+    free(x);
+    free(xin);
+    free(den);
+    sd_scheduler_free(s);
+}
+
+static void run_stream_coeffs(case_ctx *cc, const sd_config *m, const sd_safetensors *exp)
+{
+    sd_config scfg;
+    sd_sched_config c;
+    sd_scheduler *s = NULL;
+    CHECK_STATUS(sd_config_sub(m, "scheduler_config", &scfg), SD_OK);
+    CHECK_STATUS(sd_sched_config_from_json(&scfg, SD_SCHED_LCM, &c), SD_OK);
+    CHECK_STATUS(sd_scheduler_create(&c, &s), SD_OK);
+    if (!s)
+        return;
+    const sd_st_tensor *t50 = sd_st_find(exp, "timesteps_50");
+    CHECK(t50 != NULL);
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, t50 ? (int)t50->numel : 50, 1.0, NULL, 0), SD_OK);
+    int nt;
+    const double *ts = sd_scheduler_timesteps(s, &nt);
+    compare_exact(cc, exp, "timesteps_50", ts, nt);
+    int64_t idx64[64];
+    int nidx = 0;
+    CHECK_STATUS(sd_config_int_list(m, "t_index_list", idx64, 64, 0, &nidx), SD_OK);
+    int idx[64];
+    for (int k = 0; k < nidx; k++)
+        idx[k] = (int)idx64[k];
+    int64_t sub[64];
+    float a[64], b[64], cs[64], co[64];
+    CHECK_STATUS(sd_lcm_stream_coeffs(s, idx, nidx, sub, a, b, cs, co), SD_OK);
+    double subd[64];
+    for (int k = 0; k < nidx; k++)
+        subd[k] = (double)sub[k];
+    compare_exact(cc, exp, "sub_timesteps", subd, nidx);
+    compare(cc, m, exp, "c_skip", cs, (size_t)nidx);
+    compare(cc, m, exp, "c_out", co, (size_t)nidx);
+    compare(cc, m, exp, "alpha_prod_t_sqrt", a, (size_t)nidx);
+    compare(cc, m, exp, "beta_prod_t_sqrt", b, (size_t)nidx);
+    int T = 0;
+    const float *ac = sd_scheduler_alphas_cumprod(s, &T);
+    compare(cc, m, exp, "alphas_cumprod", ac, (size_t)T);
+    sd_scheduler_free(s);
+}
+
+static void run_guidance(case_ctx *cc, const sd_config *m, const sd_safetensors *in, const sd_safetensors *exp)
+{
+    int64_t dim = 0;
+    CHECK_STATUS(sd_config_int(m, "embedding_dim", 0, &dim), SD_OK);
+    size_t nw = 0;
+    float *w = tensor_f32(in, "w", &nw);
+    CHECK(w != NULL && dim > 0);
+    if (!w || dim <= 0) {
+        free(w);
+        return;
+    }
+    float *out = calloc(nw * (size_t)dim, sizeof(float));
+    for (size_t k = 0; k < nw; k++)
+        CHECK_STATUS(sd_lcm_guidance_embedding(w[k], (int)dim, out + k * (size_t)dim), SD_OK);
+    compare(cc, m, exp, "embedding", out, nw * (size_t)dim);
+    free(out);
+    free(w);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+TEST(fixture_cases)
+{
+    const char *root = getenv("SD_FIXTURES");
+    if (!root || !*root)
+        SKIP("SD_FIXTURES is not set");
+    char *cases = sd_path_join(root, "cases");
+    DIR *d = cases ? opendir(cases) : NULL;
+    if (!d) {
+        free(cases);
+        SKIP("no fixtures at %s", root);
+    }
+    char *names[512];
+    int nn = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) && nn < 512) {
+        if (strncmp(de->d_name, "sched_", 6) == 0 || strcmp(de->d_name, "lcm_guidance_embedding") == 0)
+            names[nn++] = strdup(de->d_name);
+    }
+    closedir(d);
+    qsort(names, (size_t)nn, sizeof names[0], cmp_str);
+    int passed = 0, failed = 0;
+    double worst = 0;
+    for (int k = 0; k < nn; k++) {
+        char *dir = sd_path_join(cases, names[k]);
+        char *mp = sd_path_join(dir, "manifest.json");
+        sd_config m;
+        case_ctx cc = {.name = names[k]};
+        int failed_before = t_cur_failed;
+        t_cur_failed = 0;
+        if (sd_config_load(mp, &m) == SD_OK) {
+            sd_safetensors *in = NULL, *exp = NULL;
+            sd_status s1 = open_case(dir, "inputs.safetensors", &in);
+            sd_status s2 = open_case(dir, "expected.safetensors", &exp);
+            if ((s1 != SD_OK && s1 != SD_ERR_NOT_FOUND) || s2 != SD_OK) {
+                printf("  cannot open tensors of %s: %s\n", names[k], sd_last_error());
+                t_cur_failed = 1;
+            } else if (sd_config_has(&m, "scheduler_class")) {
+                run_rollout(&cc, &m, in, exp);
+            } else if (sd_config_has(&m, "t_index_list")) {
+                run_stream_coeffs(&cc, &m, exp);
+            } else if (sd_config_has(&m, "embedding_dim")) {
+                run_guidance(&cc, &m, in, exp);
+            } else {
+                printf("  %s: unknown case kind\n", names[k]);
+                t_cur_failed = 1;
+            }
+            sd_safetensors_close(in);
+            sd_safetensors_close(exp);
+            sd_config_free(&m);
+        } else {
+            printf("  cannot load %s: %s\n", mp, sd_last_error());
+            t_cur_failed = 1;
+        }
+        if (t_cur_failed)
+            cc.n_failed += cc.n_failed ? 0 : 1;
+        report(&cc);
+        if (cc.n_failed)
+            failed++;
+        else
+            passed++;
+        if (cc.worst_ratio > worst)
+            worst = cc.worst_ratio;
+        t_cur_failed = t_cur_failed || failed_before;
+        free(mp);
+        free(dir);
+        free(names[k]);
+    }
+    printf("  fixture scheduler cases: %d passed, %d failed, worst err/tol %.3f\n", passed, failed, worst);
+    CHECK(nn > 0);
+    free(cases);
+}
+
+/* ------------------------------------------------------------------ self-contained tests */
+
+static sd_scheduler *make(sd_sched_kind kind, void (*tweak)(sd_sched_config *))
+{
+    sd_sched_config c;
+    sd_sched_config_default(&c, kind);
+    if (tweak)
+        tweak(&c);
+    sd_scheduler *s = NULL;
+    CHECK_STATUS(sd_scheduler_create(&c, &s), SD_OK);
+    return s;
+}
+
+static void sd15(sd_sched_config *c)
+{
+    c->beta_start = 0.00085;
+    c->beta_end = 0.012;
+    c->beta_schedule = SD_BETA_SCALED_LINEAR;
+    c->set_alpha_to_one = false;
+    c->steps_offset = 1;
+}
+
+static void turbo(sd_sched_config *c)
+{
+    sd15(c);
+    c->timestep_spacing = SD_SPACING_TRAILING;
+}
+
+TEST(known_schedules)
+{
+    sd_scheduler *s = make(SD_SCHED_LCM, sd15);
+    if (!s)
+        return;
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 50, 1.0, NULL, 0), SD_OK);
+    CHECK(sd_scheduler_num_timesteps(s) == 50);
+    for (int i = 0; i < 50; i++)
+        CHECK_MSG(sd_scheduler_timestep(s, i) == 999 - 20 * i, "LCM t[%d] = %g", i, sd_scheduler_timestep(s, i));
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 4, 1.0, NULL, 0), SD_OK);
+    const double want4[] = {999, 759, 499, 259};
+    for (int i = 0; i < 4; i++)
+        CHECK(sd_scheduler_timestep(s, i) == want4[i]);
+    /* img2img strength 0.5: origin 19..499 (25 entries), 4 steps */
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 4, 0.5, NULL, 0), SD_OK);
+    const double want_s[] = {499, 379, 259, 139};
+    for (int i = 0; i < 4; i++)
+        CHECK(sd_scheduler_timestep(s, i) == want_s[i]);
+    /* custom timesteps with strength: the first n - int(n*strength) are dropped, and every
+     * remaining step draws noise (diffusers: step_index != num_inference_steps - 1) */
+    const int64_t cust[] = {999, 679, 359, 99};
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 0, 0.5, cust, 4), SD_OK);
+    CHECK(sd_scheduler_num_timesteps(s) == 2 && sd_scheduler_timestep(s, 0) == 359);
+    CHECK(sd_scheduler_step_needs_noise(s, 1) == 1);
+    sd_scheduler_free(s);
+
+    s = make(SD_SCHED_EULER, turbo);
+    if (!s)
+        return;
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 1, 1.0, NULL, 0), SD_OK);
+    CHECK(sd_scheduler_num_timesteps(s) == 1 && sd_scheduler_timestep(s, 0) == 999);
+    int ns;
+    const float *sig = sd_scheduler_sigmas(s, &ns);
+    CHECK(ns == 2 && fabsf(sig[0] - 14.6146f) < 1e-3f && sig[1] == 0.0f);
+    CHECK(fabs(sd_scheduler_init_noise_sigma(s) - sig[0]) == 0);
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 4, 1.0, NULL, 0), SD_OK);
+    const double want_t[] = {999, 749, 499, 249};
+    for (int i = 0; i < 4; i++)
+        CHECK(sd_scheduler_timestep(s, i) == want_t[i]);
+    CHECK(sd_scheduler_step_needs_noise(s, 3) == 1);
+    sd_scheduler_free(s);
+
+    /* DPM default spacing linspace 4 steps: round(linspace(0, 999, 5))[::-1][:-1] */
+    s = make(SD_SCHED_DPMPP_2M, sd15);
+    if (!s)
+        return;
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 4, 1.0, NULL, 0), SD_OK);
+    const double want_d[] = {999, 749, 500, 250};
+    for (int i = 0; i < 4; i++)
+        CHECK_MSG(sd_scheduler_timestep(s, i) == want_d[i], "dpm t[%d] = %g", i, sd_scheduler_timestep(s, i));
+    sd_scheduler_free(s);
+}
+
+/* tests/data/sched/schedules.json: timesteps (exact; Euler float ones 1e-6 rel) and sigmas (rel 1e-6) of many
+ * configs and step counts, from diffusers 0.26.3 (tools/gen_sched_cases.py). */
+static bool check_run(const char *label, sd_sched_kind kind, sd_scheduler *s, const cJSON *run, double strength,
+                      double *worst_sig)
+{
+    const cJSON *jsteps = cJSON_GetObjectItemCaseSensitive(run, "steps");
+    int steps = cJSON_IsNumber(jsteps) ? jsteps->valueint : 0;
+    if (sd_scheduler_set_timesteps(s, steps, strength, NULL, 0) != SD_OK) {
+        printf("  %s steps=%d: set_timesteps failed: %s\n", label, steps, sd_last_error());
+        return false;
+    }
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(run, "timesteps");
+    int nt = 0;
+    const double *mine = sd_scheduler_timesteps(s, &nt);
+    if (cJSON_GetArraySize(ts) != nt) {
+        printf("  %s steps=%d: %d timesteps, reference %d\n", label, steps, nt, cJSON_GetArraySize(ts));
+        return false;
+    }
+    bool is_float = kind == SD_SCHED_EULER || kind == SD_SCHED_EULER_A;
+    int k = 0;
+    for (const cJSON *v = ts->child; v; v = v->next, k++) {
+        /* integer schedules exact; Euler's float timesteps (Karras / continuous) within 1e-6
+         * relative: numpy's float64 log / promotion rules move them by an ulp */
+        bool bad = is_float ? fabs(mine[k] - v->valuedouble) > 1e-6 * fmax(1.0, fabs(v->valuedouble))
+                            : mine[k] != v->valuedouble;
+        if (bad) {
+            printf("  %s steps=%d: timestep[%d] = %.9g, reference %.9g\n", label, steps, k, mine[k], v->valuedouble);
+            return false;
+        }
+    }
+    const cJSON *sg = cJSON_GetObjectItemCaseSensitive(run, "sigmas");
+    if (sg) {
+        int ns = 0;
+        const float *ms = sd_scheduler_sigmas(s, &ns);
+        if (cJSON_GetArraySize(sg) != ns) {
+            printf("  %s steps=%d: %d sigmas, reference %d\n", label, steps, ns, cJSON_GetArraySize(sg));
+            return false;
+        }
+        k = 0;
+        for (const cJSON *v = sg->child; v; v = v->next, k++) {
+            double r = fabs(ms[k] - v->valuedouble) / fmax(1e-3, fabs(v->valuedouble));
+            if (r > *worst_sig)
+                *worst_sig = r;
+            if (r > 1e-6) {
+                printf("  %s steps=%d: sigma[%d] = %.9g, reference %.9g\n", label, steps, k, ms[k], v->valuedouble);
+                return false;
+            }
+        }
+    }
+    const cJSON *ins = cJSON_GetObjectItemCaseSensitive(run, "init_noise_sigma");
+    if (cJSON_IsNumber(ins) && fabs(sd_scheduler_init_noise_sigma(s) - ins->valuedouble) >
+                                   1e-6 * fmax(1, ins->valuedouble)) {
+        printf("  %s steps=%d: init_noise_sigma %.9g, reference %.9g\n", label, steps,
+               sd_scheduler_init_noise_sigma(s), ins->valuedouble);
+        return false;
+    }
+    return true;
+}
+
+TEST(reference_schedules)
+{
+    const char *data = getenv("SD_TEST_DATA");
+    if (!data)
+        SKIP("SD_TEST_DATA is not set");
+    char *p = sd_path_join(data, "sched/schedules.json");
+    sd_config j;
+    sd_status st = sd_config_load(p, &j);
+    free(p);
+    CHECK_STATUS(st, SD_OK);
+    if (st != SD_OK)
+        return;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j.root, "schedules");
+    int n_ok = 0, n_bad = 0;
+    double worst_sig = 0;
+    for (const cJSON *e = arr ? arr->child : NULL; e; e = e->next) {
+        sd_config ec = {.root = (cJSON *)e, .path = j.path}, cfgj;
+        const char *cls = NULL, *label = NULL;
+        double strength = 1.0;
+        sd_sched_kind kind;
+        sd_sched_config c;
+        sd_scheduler *s = NULL;
+        if (sd_config_str(&ec, "class", NULL, &cls) != SD_OK || sd_sched_kind_from_name(cls, &kind) != SD_OK ||
+            sd_config_str(&ec, "label", "?", &label) != SD_OK || sd_config_sub(&ec, "config", &cfgj) != SD_OK ||
+            sd_sched_config_from_json(&cfgj, (int)kind, &c) != SD_OK ||
+            sd_config_float(&ec, "strength", 1.0, &strength) != SD_OK || sd_scheduler_create(&c, &s) != SD_OK) {
+            printf("  bad entry: %s\n", sd_last_error());
+            n_bad++;
+            continue;
+        }
+        const cJSON *runs = cJSON_GetObjectItemCaseSensitive(e, "runs");
+        for (const cJSON *r = runs ? runs->child : NULL; r; r = r->next)
+            check_run(label, kind, s, r, strength, &worst_sig) ? n_ok++ : n_bad++;
+        sd_scheduler_free(s);
+    }
+    printf("  reference schedules: %d match, %d differ (worst sigma rel err %.2g)\n", n_ok, n_bad, worst_sig);
+    CHECK(n_bad == 0 && n_ok > 0);
+    sd_config_free(&j);
+}
+
+/* tests/data/sched/rollouts.safetensors: short diffusers 0.26.3 rollouts on 1x4x2x2 latents of
+ * options the fixtures do not cover (v_prediction, DDIM eta > 0, heun, sde-dpmsolver++, Karras
+ * Euler, LCM strength, img2img starts, add_noise ...). Metadata "cases" lists them; "<c>.config"
+ * is the scheduler JSON (+ set_timesteps, step kwargs, add_noise_t); tensors <c>.x (start
+ * latent), <c>.mo / .prev [steps, 16] for every step from first_step, <c>.den / .in / .noise
+ * with the step lists in metadata "<c>.den_steps" ...; <c>.an.x0/.noise/.out for add_noise.
+ * Tolerance 2e-5 * max(1, max|expected|). */
+static int list_index(const char *list, int step)
+{
+    int row = 0;
+    for (const char *q = list; q && *q;) {
+        char *end;
+        long v = strtol(q, &end, 10);
+        if (end == q)
+            break;
+        if (v == step)
+            return row;
+        row++;
+        q = *end == ',' ? end + 1 : end;
+    }
+    return -1;
+}
+
+static const float *row_of(const sd_safetensors *st, const char *name, const char *kind, int row, size_t n,
+                           float *buf)
+{
+    char key[256];
+    snprintf(key, sizeof key, "%s.%s", name, kind);
+    const sd_st_tensor *t = sd_st_find(st, key);
+    if (!t || row < 0 || t->ndim != 2 || (size_t)t->shape[1] != n || row >= t->shape[0])
+        return NULL;
+    for (size_t k = 0; k < n; k++)
+        buf[k] = (float)sd_st_get(t, (size_t)row * n + k);
+    return buf;
+}
+
+static void check_close(case_ctx *cc, const char *what, const float *got, const float *exp, size_t n)
+{
+    double tol = 2e-5 * fmax(1.0, max_abs(exp, n));
+    double err = max_abs_diff(got, exp, n);
+    cc->n_checked++;
+    note_ratio(cc, what, err / tol);
+    if (!(err <= tol)) {
+        printf("    %s FAIL max abs err %.3g > tol %.3g\n", what, err, tol);
+        cc->n_failed++;
+        t_cur_failed = 1;
+    }
+}
+
+static void run_ref_rollout(const sd_safetensors *st, const char *name)
+{
+    char key[256];
+    snprintf(key, sizeof key, "%s.config", name);
+    const char *cfg_text = sd_st_meta(st, key);
+    sd_config j, sts;
+    sd_sched_config c;
+    sd_scheduler *s = NULL;
+    case_ctx cc = {.name = name};
+    if (!cfg_text || sd_config_parse(cfg_text, strlen(cfg_text), name, &j) != SD_OK) {
+        printf("  %s: no config\n", name);
+        t_cur_failed = 1;
+        return;
+    }
+    CHECK_STATUS(sd_sched_config_from_json(&j, -1, &c), SD_OK);
+    CHECK_STATUS(sd_config_sub(&j, "set_timesteps", &sts), SD_OK);
+    if (!t_cur_failed)
+        CHECK_STATUS(sd_scheduler_create(&c, &s), SD_OK);
+    if (!s) {
+        sd_config_free(&j);
+        return;
+    }
+    int64_t steps = 0, first = 0, custom[64];
+    int n_custom = 0;
+    double strength = 1.0, an_t = NAN;
+    CHECK_STATUS(sd_config_int(&sts, "num_inference_steps", 0, &steps), SD_OK);
+    CHECK_STATUS(sd_config_float(&sts, "strength", 1.0, &strength), SD_OK);
+    CHECK_STATUS(sd_config_int(&sts, "first_step", 0, &first), SD_OK);
+    CHECK_STATUS(sd_config_float(&j, "add_noise_t", NAN, &an_t), SD_OK);
+    if (sd_config_has(&sts, "timesteps"))
+        CHECK_STATUS(sd_config_int_list(&sts, "timesteps", custom, 64, 0, &n_custom), SD_OK);
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, (int)steps, strength, n_custom ? custom : NULL, n_custom), SD_OK);
+    snprintf(key, sizeof key, "%s.x", name);
+    size_t n = 0;
+    float *x = tensor_f32(st, key, &n);
+    CHECK(x != NULL && n > 0 && n <= 4096);
+    if (!x || n > 4096 || t_cur_failed) {
+        free(x);
+        sd_scheduler_free(s);
+        sd_config_free(&j);
+        return;
+    }
+    if (!isnan(an_t)) {
+        char k0[256], k1[256], k2[256];
+        snprintf(k0, sizeof k0, "%s.an.x0", name);
+        snprintf(k1, sizeof k1, "%s.an.noise", name);
+        snprintf(k2, sizeof k2, "%s.an.out", name);
+        float *x0 = tensor_f32(st, k0, NULL), *nz = tensor_f32(st, k1, NULL), *eo = tensor_f32(st, k2, NULL);
+        CHECK(x0 && nz && eo);
+        if (x0 && nz && eo) {
+            CHECK_STATUS(sd_scheduler_add_noise(s, x0, nz, an_t, x, n), SD_OK);
+            check_close(&cc, "add_noise", x, eo, n);
+        }
+        free(x0);
+        free(nz);
+        free(eo);
+    }
+    float xin[4096], den[4096], mo[4096], noise[4096], e[4096];
+    char lk[256];
+    snprintf(lk, sizeof lk, "%s.noise_steps", name);
+    const char *noise_steps = sd_st_meta(st, lk);
+    snprintf(lk, sizeof lk, "%s.den_steps", name);
+    const char *den_steps = sd_st_meta(st, lk);
+    snprintf(lk, sizeof lk, "%s.in_steps", name);
+    const char *in_steps = sd_st_meta(st, lk);
+    for (int i = (int)first; i < sd_scheduler_num_timesteps(s) && !t_cur_failed; i++) {
+        int row = i - (int)first;
+        char what[300];
+        if (!row_of(st, name, "mo", row, n, mo)) {
+            CHECK_MSG(0, "%s: model output of step %d missing", name, i);
+            break;
+        }
+        int nrow = list_index(noise_steps, i);
+        const float *nz = nrow >= 0 ? row_of(st, name, "noise", nrow, n, noise) : NULL;
+        CHECK_MSG((nz != NULL) == (sd_scheduler_step_needs_noise(s, i) != 0), "%s: noise use differs at step %d",
+                  name, i);
+        CHECK_STATUS(sd_scheduler_scale_model_input(s, i, x, xin, n), SD_OK);
+        if (row_of(st, name, "in", list_index(in_steps, i), n, e)) {
+            snprintf(what, sizeof what, "model_input.%d", i);
+            check_close(&cc, what, xin, e, n);
+        }
+        CHECK_STATUS(sd_scheduler_step(s, i, mo, x, nz, x, den, n), SD_OK);
+        if (row_of(st, name, "prev", row, n, e)) {
+            snprintf(what, sizeof what, "prev_sample.%d", i);
+            check_close(&cc, what, x, e, n);
+        }
+        if (row_of(st, name, "den", list_index(den_steps, i), n, e)) {
+            snprintf(what, sizeof what, "denoised.%d", i);
+            check_close(&cc, what, den, e, n);
+        }
+    }
+    report(&cc);
+    free(x);
+    sd_scheduler_free(s);
+    sd_config_free(&j);
+}
+
+TEST(reference_rollouts)
+{
+    const char *data = getenv("SD_TEST_DATA");
+    if (!data)
+        SKIP("SD_TEST_DATA is not set");
+    char *p = sd_path_join(data, "sched/rollouts.safetensors");
+    sd_safetensors *st = NULL;
+    sd_status s0 = sd_safetensors_open(p, &st);
+    free(p);
+    CHECK_STATUS(s0, SD_OK);
+    if (s0 != SD_OK)
+        return;
+    const char *list = sd_st_meta(st, "cases");
+    CHECK(list != NULL);
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", list ? list : "");
+    int n_cases = 0;
+    for (char *save = NULL, *name = strtok_r(buf, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        int before = t_cur_failed;
+        t_cur_failed = 0;
+        run_ref_rollout(st, name);
+        t_cur_failed = t_cur_failed || before;
+        n_cases++;
+    }
+    CHECK(n_cases > 0);
+    sd_safetensors_close(st);
+}
+
+static void with_thresholding(sd_sched_config *c) { c->thresholding = true; }
+static void with_trained(sd_sched_config *c) { c->trained_betas = true; }
+static void sde3(sd_sched_config *c)
+{
+    c->algorithm_type = SD_DPM_SDE_DPMSOLVER_PP;
+    c->solver_order = 3;
+}
+static void dpm_zero(sd_sched_config *c) { c->algorithm_type = SD_DPM_DPMSOLVER; }
+
+TEST(bad_input)
+{
+    sd_sched_kind k;
+    CHECK_STATUS(sd_sched_kind_from_name("pndm", &k), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("euler_a");
+    CHECK_STATUS(sd_sched_kind_from_name(NULL, &k), SD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(sd_sched_kind_from_name("DPM++2M", &k), SD_OK);
+    CHECK(k == SD_SCHED_DPMPP_2M);
+    CHECK_STATUS(sd_sched_kind_from_name("EulerAncestralDiscreteScheduler", &k), SD_OK);
+    CHECK(k == SD_SCHED_EULER_A);
+
+    sd_sched_config c;
+    sd_scheduler *s = NULL;
+    sd_sched_config_default(&c, SD_SCHED_DDIM);
+    with_thresholding(&c);
+    CHECK_STATUS(sd_scheduler_create(&c, &s), SD_ERR_UNSUPPORTED);
+    CHECK_ERR_CONTAINS("thresholding");
+    sd_sched_config_default(&c, SD_SCHED_LCM);
+    with_trained(&c);
+    CHECK_STATUS(sd_scheduler_create(&c, &s), SD_ERR_UNSUPPORTED);
+    CHECK_ERR_CONTAINS("trained_betas");
+    sd_sched_config_default(&c, SD_SCHED_DPMPP_2M);
+    sde3(&c);
+    CHECK_STATUS(sd_scheduler_create(&c, &s), SD_ERR_UNSUPPORTED);
+    sd_sched_config_default(&c, SD_SCHED_DPMPP_2M);
+    dpm_zero(&c);
+    CHECK_STATUS(sd_scheduler_create(&c, &s), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("sigma_min");
+    CHECK(s == NULL);
+
+    /* config parsing errors */
+    sd_config j;
+    const char *bad1 = "{\"_class_name\": \"PNDMScheduler\"}";
+    CHECK_STATUS(sd_config_parse(bad1, strlen(bad1), "bad1", &j), SD_OK);
+    CHECK_STATUS(sd_sched_config_from_json(&j, -1, &c), SD_ERR_UNSUPPORTED);
+    CHECK_ERR_CONTAINS("PNDMScheduler");
+    CHECK_STATUS(sd_sched_config_from_json(&j, SD_SCHED_LCM, &c), SD_OK); /* from_config conversion */
+    sd_config_free(&j);
+    const char *bad2 = "{\"_class_name\": \"EulerDiscreteScheduler\", \"timestep_spacing\": \"sideways\"}";
+    CHECK_STATUS(sd_config_parse(bad2, strlen(bad2), "bad2", &j), SD_OK);
+    CHECK_STATUS(sd_sched_config_from_json(&j, -1, &c), SD_ERR_UNSUPPORTED);
+    CHECK_ERR_CONTAINS("timestep_spacing");
+    sd_config_free(&j);
+    const char *bad3 = "{\"_class_name\": \"LCMScheduler\", \"num_train_timesteps\": \"many\"}";
+    CHECK_STATUS(sd_config_parse(bad3, strlen(bad3), "bad3", &j), SD_OK);
+    CHECK_STATUS(sd_sched_config_from_json(&j, -1, &c), SD_ERR_FORMAT);
+    sd_config_free(&j);
+    CHECK_STATUS(sd_sched_config_load("/nonexistent/scheduler_config.json", &c), SD_ERR_NOT_FOUND);
+
+    s = make(SD_SCHED_LCM, sd15);
+    if (!s)
+        return;
+    float x[16] = {0}, o[16];
+    CHECK_STATUS(sd_scheduler_step(s, 0, x, x, NULL, o, NULL, 16), SD_ERR_INVALID_ARGUMENT); /* no set_timesteps */
+    CHECK_ERR_CONTAINS("set_timesteps");
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 0, 1.0, NULL, 0), SD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 1001, 1.0, NULL, 0), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("num_train_timesteps");
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 51, 1.0, NULL, 0), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("original_inference_steps");
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 30, 0.5, NULL, 0), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("strength");
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 4, 0.0, NULL, 0), SD_ERR_INVALID_ARGUMENT);
+    const int64_t asc[] = {99, 359};
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 0, 1.0, asc, 2), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("descending");
+    const int64_t big[] = {1000, 359};
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 0, 1.0, big, 2), SD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 4, 1.0, NULL, 0), SD_OK);
+    CHECK_STATUS(sd_scheduler_step(s, 4, x, x, NULL, o, NULL, 16), SD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(sd_scheduler_step(s, 0, x, x, NULL, o, NULL, 16), SD_ERR_INVALID_ARGUMENT); /* needs noise */
+    CHECK_ERR_CONTAINS("noise");
+    CHECK_STATUS(sd_scheduler_step(s, 3, x, x, NULL, o, NULL, 16), SD_OK); /* last step: no noise */
+    CHECK_STATUS(sd_scheduler_add_noise(s, x, x, 1000.0, o, 16), SD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(sd_scheduler_add_noise(s, x, x, 2.5, o, 16), SD_ERR_INVALID_ARGUMENT);
+    int bad_idx[] = {0, 4};
+    CHECK_STATUS(sd_lcm_stream_coeffs(s, bad_idx, 2, NULL, NULL, NULL, NULL, NULL), SD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(sd_lcm_guidance_embedding(1.0f, 2, o), SD_ERR_INVALID_ARGUMENT);
+    sd_scheduler_free(s);
+
+    s = make(SD_SCHED_DDIM, NULL);
+    if (!s)
+        return;
+    const int64_t cust[] = {999, 500};
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 0, 1.0, cust, 2), SD_ERR_UNSUPPORTED);
+    sd_scheduler_free(s);
+
+    s = make(SD_SCHED_DPMPP_2M, sd15);
+    if (!s)
+        return;
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 5, 1.0, NULL, 0), SD_OK);
+    CHECK_STATUS(sd_scheduler_step(s, 0, x, x, NULL, o, NULL, 16), SD_OK);
+    CHECK_STATUS(sd_scheduler_step(s, 2, x, x, NULL, o, NULL, 16), SD_ERR_INVALID_ARGUMENT); /* out of order */
+    CHECK_ERR_CONTAINS("order");
+    CHECK_STATUS(sd_scheduler_step(s, 1, x, x, NULL, o, o, 16), SD_OK);
+    CHECK_STATUS(sd_scheduler_step(s, 2, x, x, NULL, x, x, 16), SD_ERR_INVALID_ARGUMENT); /* den aliases sample */
+    CHECK_STATUS(sd_scheduler_add_noise(s, x, x, 999.0, o, 16), SD_OK);
+    sd_scheduler_free(s);
+
+    s = make(SD_SCHED_EULER, turbo);
+    if (!s)
+        return;
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 4, 1.0, NULL, 0), SD_OK);
+    CHECK_STATUS(sd_scheduler_add_noise(s, x, x, 500.0, o, 16), SD_ERR_INVALID_ARGUMENT); /* not in schedule */
+    CHECK_STATUS(sd_scheduler_add_noise(s, x, x, 499.0, o, 16), SD_OK);
+    CHECK_STATUS(sd_scheduler_scale_model_input(s, 9, x, o, 16), SD_ERR_INVALID_ARGUMENT);
+    sd_scheduler_free(s);
+    CHECK_STATUS(sd_scheduler_create(NULL, &s), SD_ERR_INVALID_ARGUMENT);
+}
+
+/* The guidance embedding and stream coefficients on known values (no fixtures). */
+TEST(lcm_helpers)
+{
+    float e[8];
+    CHECK_STATUS(sd_lcm_guidance_embedding(0.0f, 8, e), SD_OK);
+    for (int k = 0; k < 4; k++)
+        CHECK(e[k] == 0.0f && e[4 + k] == 1.0f);
+    float e9[9];
+    CHECK_STATUS(sd_lcm_guidance_embedding(0.5f, 9, e9), SD_OK);
+    CHECK(e9[8] == 0.0f && fabsf(e9[0] - sinf(500.0f)) < 1e-4f);
+    float cs, co;
+    sd_lcm_scalings(10.0, 0, &cs, &co);
+    CHECK(cs == 1.0f && co == 0.0f);
+    sd_lcm_scalings(10.0, 999, &cs, &co);
+    CHECK(fabsf(cs - 0.25f / (9990.0f * 9990.0f + 0.25f)) < 1e-12f && fabsf(co - 1.0f) < 1e-6f);
+}
+
+int main(void)
+{
+    RUN(known_schedules);
+    RUN(bad_input);
+    RUN(lcm_helpers);
+    RUN(fixture_cases);
+    RUN(reference_schedules);
+    RUN(reference_rollouts);
+    return test_summary();
+}
