@@ -187,11 +187,19 @@ sd_status sd_stream_set_prompt(sd_stream *s, const char *prompt, const char *neg
 sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out);
 /* Synchronous: one txt2img frame. */
 sd_status sd_stream_txt2img(sd_stream *s, sd_image *out);
-/* Asynchronous img2img through the input/inference/output threads. push
- * copies the frame; pull waits up to timeout_ms (-1 = forever). Frames leave
- * in order; with drop_old_frames, a full input queue drops its oldest frame. */
+/* Asynchronous img2img through the input / inference / output threads.
+ * push copies the frame and returns at once. pull waits up to timeout_ms
+ * (-1 = forever; SD_ERR_NOT_FOUND on time-out) and gives the next output in
+ * input order with the index of the input frame it belongs to (frame_id may
+ * be NULL). Queue policy when the input queue is full: with drop_old_frames
+ * (live input) the oldest waiting frame is dropped and counted; without it
+ * (file input) push blocks until there is room, so nothing is lost.
+ * The stream batch delays a frame by len(t_index_list)-1 steps; the warm-up
+ * outputs of the empty pipeline are not returned, and sd_stream_flush()
+ * pushes the last frame again until every pushed frame has left. */
 sd_status sd_stream_push_frame(sd_stream *s, const sd_image *in);
-sd_status sd_stream_pull_frame(sd_stream *s, sd_image *out, int timeout_ms);
+sd_status sd_stream_pull_frame(sd_stream *s, sd_image *out, int64_t *frame_id, int timeout_ms);
+sd_status sd_stream_flush(sd_stream *s);
 
 typedef struct sd_stream_stats {
     uint64_t frames_in, frames_out, frames_skipped, frames_dropped;

@@ -499,8 +499,9 @@ static bool check_run(const char *label, sd_sched_kind kind, sd_scheduler *s, co
     int k = 0;
     for (const cJSON *v = ts->child; v; v = v->next, k++) {
         /* integer schedules exact; Euler's float timesteps (Karras / continuous) within 1e-6
-         * relative: numpy's float64 log / promotion rules move them by an ulp */
-        bool bad = is_float ? fabs(mine[k] - v->valuedouble) > 1e-6 * fmax(1.0, fabs(v->valuedouble))
+         * relative + 1e-5: numpy float64 log / promotion rules move them by an ulp of the
+         * float32 interpolation weight */
+        bool bad = is_float ? fabs(mine[k] - v->valuedouble) > 1e-6 * fabs(v->valuedouble) + 1e-5
                             : mine[k] != v->valuedouble;
         if (bad) {
             printf("  %s steps=%d: timestep[%d] = %.9g, reference %.9g\n", label, steps, k, mine[k], v->valuedouble);

@@ -11,6 +11,7 @@
 #include "models/tokenizer.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -100,13 +101,26 @@ static bool make_dir(const char *rel, const char *vm_dir, const char *json_dir)
     return true;
 }
 
+/* Removes our scratch layout: files and symlinks in directories at most one level deep. */
 static void rm_tree(const char *path)
 {
-    /* only our own scratch layout: files in dirs one level deep */
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
-    if (strstr(path, "sd_test_tok_"))
-        (void)!system(cmd);
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            rm_tree(p);
+        else
+            unlink(p);
+    }
+    closedir(d);
+    rmdir(path);
 }
 
 /* Decodes the JSON string starting at s (just after the opening quote),

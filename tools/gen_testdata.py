@@ -1199,8 +1199,14 @@ def gen_pipe_case(name, desc, pipeline, model, sched_cfg, call_kwargs, seed, lat
     e32 = {k: r32[k] for k in keys}
     floors = {k: (2e-5 if k.endswith("prompt_embeds") else 1e-4) for k in e32}
     # manifest key order as in the fixtures
+    notes = []
     if sched_cfg.get("_class_name") == "EulerDiscreteScheduler":
-        m["notes"] = EULER_NOISE_NOTE
+        notes.append(EULER_NOISE_NOTE)
+    if pipeline == "StableDiffusionImg2ImgPipeline":
+        notes.append("timesteps = the scheduler's full schedule after set_timesteps(num_inference_steps) (as in the "
+                     "fixtures); img2img runs only its tail, the steps actually run are steps[i].t")
+    if notes:
+        m["notes"] = " ".join(notes)
     man = {k: m[k] for k in ("name", "description", "call_kwargs", "generator_seed", "scheduler_config", "steps",
                              "noise_draws", "layouts", "pipeline", "model_dir", "notes") if k in m}
     write_case(name, man, inp, e32, net_tols(e32, r64, floors=floors))
@@ -1498,6 +1504,73 @@ def verify_folder_loads(model):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# independent tokenizer check: transformers 5's CLIPTokenizer (tokenizers backend) differs from the slow Python
+# tokenizer used for the fixtures on some exotic inputs, so every prompt used here is also tokenized with a
+# minimal re-implementation of openai/CLIP simple_tokenizer BPE (ASCII prompts; no ftfy needed for them)
+def _bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
+        list(range(ord("\xae"), ord("\xff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def simple_bpe_ids(text, tok_dir):
+    if not text.isascii():
+        raise ValueError("simple_bpe_ids handles ASCII prompts only")
+    vocab = read_json(Path(tok_dir) / "vocab.json")
+    merges = Path(tok_dir, "merges.txt").read_text(encoding="utf-8").split("\n")[1:]
+    ranks = {tuple(m.split()): i for i, m in enumerate(merges) if m.strip()}
+    be = _bytes_to_unicode()
+    text = re.sub(r"\s+", " ", text).strip().lower()
+    pat = re.compile(r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\sa-z0-9]+")
+    ids = [vocab["<|startoftext|>"]]
+    for tok in pat.findall(text):
+        u = "".join(be[b] for b in tok.encode("utf-8"))
+        word = tuple(u[:-1]) + (u[-1] + "</w>",)
+        while len(word) > 1:
+            best = min(zip(word, word[1:]), key=lambda pr: ranks.get(pr, float("inf")))
+            if best not in ranks:
+                break
+            out, i = [], 0
+            while i < len(word):
+                if i < len(word) - 1 and (word[i], word[i + 1]) == best:
+                    out.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            word = tuple(out)
+        ids += [vocab[w] for w in word]
+    return ids + [vocab["<|endoftext|>"]]
+
+
+def check_prompt_ids():
+    prompts = set(PROMPTS) | {NEG_PROMPT}
+    for c in (DATA / "cases").glob("own_*"):
+        m = read_json(c / "manifest.json")
+        for d in (m.get("call_kwargs", {}), m.get("prepare_kwargs", {})):
+            prompts |= {d[k] for k in ("prompt", "negative_prompt") if d.get(k)}
+    bad = 0
+    for model in ("tiny-sd15", "tiny-sd2"):
+        tdir = DATA / "models" / model / "tokenizer"
+        tok = load_tokenizer(tdir)
+        for p in sorted(prompts):
+            a = tok(p, truncation=True, max_length=77).input_ids
+            b = simple_bpe_ids(p, tdir)
+            if a != b:
+                bad += 1
+                log(f"    tokenizer mismatch ({model}) for {p!r}: {a} vs {b}")
+    log(f"  prompts: {len(prompts)} prompts x 2 tokenizers, transformers CLIPTokenizer == simple BPE: "
+        f"{'yes' if not bad else f'{bad} mismatches'}")
+    return bad == 0
+
+
 def du(path):
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
@@ -1514,6 +1587,7 @@ def verify_all(crosscheck=False):
         kind, n, bad, w = r
         ok &= bad == 0
         log(f"  {c.name:40s} {kind:6s} {n:4d} tensors  {bad} failed  worst err/tol {w:.3g}")
+    ok &= check_prompt_ids()
     log("verify: diffusers folder loading and single-file checkpoints")
     for mdl in ("tiny-sd15", "tiny-sd2"):
         ok &= verify_folder_loads(mdl)

@@ -5,4 +5,6 @@
 int cli_selfcheck(int argc, char **argv);
 int cli_check(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_txt2img(int argc, char **argv);
+int cli_img2img(int argc, char **argv);
 #endif

@@ -9,6 +9,8 @@ static const struct {
     int (*fn)(int argc, char **argv);
     const char *help;
 } k_cmds[] = {
+    {"txt2img", cli_txt2img, "generate images from a text prompt"},
+    {"img2img", cli_img2img, "transform an init image guided by a text prompt"},
     {"check", cli_check, "replay reference cases (fixtures) and compare every output with its tolerance"},
     {"bench", cli_bench, "performance benchmarks (bench ops: op GFLOP/s vs the sgemm peak)"},
     {"selfcheck", cli_selfcheck, "run a quick self-check of the build (ops against references)"},

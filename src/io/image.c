@@ -393,6 +393,46 @@ sd_status sd_rgb_fit(const sd_rgb *src, int width, int height, sd_rgb *dst)
     return s;
 }
 
+void sd_rgb_fit_into(const sd_rgb *src, sd_rgb *dst)
+{
+    int width = dst->width, height = dst->height;
+    double ta = (double)width / height, sa = (double)src->width / src->height;
+    double cw = src->width, ch = src->height;
+    if (sa > ta)
+        cw = src->height * ta;
+    else
+        ch = src->width / ta;
+    double ox = (src->width - cw) / 2, oy = (src->height - ch) / 2;
+    double sx = cw / width, sy = ch / height;
+    size_t W = (size_t)src->width;
+    for (int y = 0; y < height; y++) {
+        double fy = oy + (y + 0.5) * sy - 0.5;
+        if (fy < 0)
+            fy = 0;
+        int y0 = (int)fy;
+        if (y0 > src->height - 1)
+            y0 = src->height - 1;
+        int y1 = y0 + 1 < src->height ? y0 + 1 : y0;
+        double wy = fy - y0;
+        for (int x = 0; x < width; x++) {
+            double fx = ox + (x + 0.5) * sx - 0.5;
+            if (fx < 0)
+                fx = 0;
+            int x0 = (int)fx;
+            if (x0 > src->width - 1)
+                x0 = src->width - 1;
+            int x1 = x0 + 1 < src->width ? x0 + 1 : x0;
+            double wx = fx - x0;
+            const uint8_t *p = src->data;
+            for (int c = 0; c < 3; c++) {
+                double v = (1 - wy) * ((1 - wx) * p[((size_t)y0 * W + x0) * 3 + c] + wx * p[((size_t)y0 * W + x1) * 3 + c]) +
+                           wy * ((1 - wx) * p[((size_t)y1 * W + x0) * 3 + c] + wx * p[((size_t)y1 * W + x1) * 3 + c]);
+                dst->data[((size_t)y * width + x) * 3 + c] = (uint8_t)lrint(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+        }
+    }
+}
+
 void sd_rgb_to_chw(const sd_rgb *img, float *chw)
 {
     size_t hw = (size_t)img->width * img->height;

@@ -28,6 +28,9 @@ sd_status sd_png_read_text(const char *path, const char *key, char **value);
 sd_status sd_rgb_resize(const sd_rgb *src, int width, int height, sd_rgb *dst);
 /* Center crop to the target aspect then resize. */
 sd_status sd_rgb_fit(const sd_rgb *src, int width, int height, sd_rgb *dst);
+/* Center crop to the target aspect and bilinear-resize into a preallocated
+ * image of the target size (no allocation: for the per-frame path). */
+void sd_rgb_fit_into(const sd_rgb *src, sd_rgb *dst);
 /* RGB8 -> float NCHW [3,H,W] in [-1,1] (x/127.5 - 1), and back with clamping
  * (round((x+1)*127.5)). */
 void sd_rgb_to_chw(const sd_rgb *img, float *chw);

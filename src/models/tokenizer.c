@@ -12,7 +12,7 @@
 
 #define TOK_MAX_VOCAB_BYTES ((size_t)64 * 1024 * 1024)
 #define TOK_MAX_CONFIG_BYTES ((size_t)16 * 1024 * 1024)
-#define TOK_MAX_ID (1 << 24)
+#define TOK_MAX_ID (1 << 21)
 /* CLIPTokenizer reads at most 49152 - 256 - 2 merges after the header line. */
 #define TOK_MAX_MERGES (49152 - 256 - 2)
 #define TOK_CACHE_MAX_ENTRIES 8192

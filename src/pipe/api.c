@@ -20,7 +20,11 @@ void sd_gen_default_params(sd_gen_params *p)
     p->rng = SD_RNG_TYPE_TORCH;
 }
 
-static void rng_noise(void *user, float *out, size_t n) { sd_rng_randn(user, out, n); }
+static void rng_noise(void *user, const char *who, float *out, size_t n)
+{
+    (void)who;
+    sd_rng_randn(user, out, n);
+}
 
 /* The scheduler for a request: the model's own config, or a named sampler
  * built on the model's noise schedule (betas, prediction type). */

@@ -257,20 +257,20 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
         }
         s = run_stage(m->be, vae_stage, &vj, NULL);
         if (s == SD_OK && !a->use_taesd) { /* latent_dist.sample(generator) * scaling_factor */
-            a->noise(a->noise_user, noise, n);
+            a->noise(a->noise_user, "vae.sample", noise, n);
             for (size_t i = 0; i < n; i++)
                 x[i] = (x[i] + expf(0.5f * logvar[i]) * noise[i]) * (float)m->vae_cfg.scaling_factor;
         }
         free(logvar);
         if (s != SD_OK)
             goto done;
-        a->noise(a->noise_user, noise, n);
+        a->noise(a->noise_user, "prepare_latents", noise, n);
         sd_scheduler_add_noise(a->sched, x, noise, sd_scheduler_timestep(a->sched, first), x, n);
     } else {
         if (a->latents)
             memcpy(x, a->latents, n * sizeof(float));
         else
-            a->noise(a->noise_user, x, n);
+            a->noise(a->noise_user, "prepare_latents", x, n);
         float sigma = (float)sd_scheduler_init_noise_sigma(a->sched);
         for (size_t i = 0; i < n; i++)
             x[i] *= sigma;
@@ -304,7 +304,7 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
         }
         const float *nz = NULL;
         if (sd_scheduler_step_needs_noise(a->sched, i)) {
-            a->noise(a->noise_user, noise, n);
+            a->noise(a->noise_user, "scheduler.step", noise, n);
             nz = noise;
         }
         if ((s = sd_scheduler_step(a->sched, i, eps, x, nz, prev, den, n)) != SD_OK)

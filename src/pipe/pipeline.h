@@ -8,7 +8,10 @@
 
 #include "pipe/model.h"
 
-typedef void (*sd_noise_fn)(void *user, float *out, size_t n);
+/* Draws n standard-normal values; `who` says which reference call draws them:
+ * "vae.sample", "prepare_latents" or "scheduler.step" (diffusers 0.26 Euler
+ * draws one unused tensor per step; later versions draw none). */
+typedef void (*sd_noise_fn)(void *user, const char *who, float *out, size_t n);
 typedef void (*sd_step_fn)(void *user, int i, double t, const float *latents, const float *denoised, size_t n);
 
 typedef struct sd_pipe_args {

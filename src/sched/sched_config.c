@@ -39,6 +39,7 @@ sd_status sd_sched_kind_from_name(const char *name, sd_sched_kind *k)
         {"dpm++2m", SD_SCHED_DPMPP_2M},  {"dpmpp_2m", SD_SCHED_DPMPP_2M},
         {"dpmpp2m", SD_SCHED_DPMPP_2M},  {"dpmpp-2m", SD_SCHED_DPMPP_2M},
         {"dpm++", SD_SCHED_DPMPP_2M},    {"dpm", SD_SCHED_DPMPP_2M},
+        {"dpm2m", SD_SCHED_DPMPP_2M},
         {"dpmsolver", SD_SCHED_DPMPP_2M}, {"DPMSolverMultistepScheduler", SD_SCHED_DPMPP_2M},
         {"ddim", SD_SCHED_DDIM},         {"DDIMScheduler", SD_SCHED_DDIM},
         {"euler", SD_SCHED_EULER},       {"EulerDiscreteScheduler", SD_SCHED_EULER},

@@ -101,7 +101,8 @@ sd_status sd_sched_config_load_as(const char *scheduler_config_json, sd_sched_ki
 /* The same from an already parsed JSON object; kind < 0 means "from _class_name". */
 sd_status sd_sched_config_from_json(const sd_config *json, int kind, sd_sched_config *c);
 
-/* "lcm", "dpm++2m" / "dpmpp_2m" / "dpmpp2m" / "dpm" / "dpmsolver", "ddim", "euler",
+/* "lcm", "dpm++2m" / "dpmpp_2m" / "dpmpp2m" / "dpm2m" / "dpm" / "dpmsolver" (the algorithm
+ * and order come from the config: defaults dpmsolver++ order 2), "ddim", "euler",
  * "euler_a" / "euler_ancestral" (case-insensitive) and the diffusers class names.
  * Unknown -> SD_ERR_INVALID_ARGUMENT listing the valid names. */
 sd_status sd_sched_kind_from_name(const char *name, sd_sched_kind *k);

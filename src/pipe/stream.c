@@ -1,0 +1,659 @@
+/* The StreamDiffusion engine: creation, prompt changes, and one stream step.
+ * See stream.h and ARCHITECTURE.md for the data flow of one frame. */
+#include "pipe/stream.h"
+
+#include "io/image.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sd_stream_default_params(sd_stream_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->width = p->height = 512;
+    p->t_index_list[0] = 32;
+    p->t_index_list[1] = 45;
+    p->n_t_index = 2;
+    p->num_inference_steps = 50;
+    p->frame_buffer_size = 1;
+    p->use_denoising_batch = true;
+    p->do_add_noise = true;
+    p->cfg_type = SD_CFG_SELF;
+    p->guidance_scale = 1.2f;
+    p->delta = 1.0f;
+    p->seed = 2;
+    p->similarity_threshold = 0.0f;
+    p->max_skip_frames = 10;
+    p->use_taesd = true;
+    p->rng = SD_RNG_TYPE_TORCH;
+    p->queue_size = 4;
+    p->drop_old_frames = true;
+}
+
+static sd_status validate(const sd_model *m, const sd_stream_params *p, bool *taesd)
+{
+    if (p->n_t_index < 1 || p->n_t_index > SD_STREAM_MAX_STEPS)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "t_index_list needs 1 to %d entries, got %d", SD_STREAM_MAX_STEPS,
+                       p->n_t_index);
+    if (p->num_inference_steps < 1 || p->num_inference_steps > 1000)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "num_inference_steps %d out of range (1..1000)", p->num_inference_steps);
+    for (int i = 0; i < p->n_t_index; i++) {
+        if (p->t_index_list[i] < 0 || p->t_index_list[i] >= p->num_inference_steps)
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "t_index_list[%d] = %d is outside 0..%d", i, p->t_index_list[i],
+                           p->num_inference_steps - 1);
+        if (i && p->t_index_list[i] <= p->t_index_list[i - 1])
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "t_index_list must ascend (indices nearer 0 change the image more), "
+                                                    "got %d after %d", p->t_index_list[i], p->t_index_list[i - 1]);
+    }
+    if (p->frame_buffer_size < 1 || p->frame_buffer_size > 16)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "frame_buffer_size %d out of range (1..16)", p->frame_buffer_size);
+    if ((unsigned)p->cfg_type > SD_CFG_INITIALIZE)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown cfg_type %d", (int)p->cfg_type);
+    if (!(p->guidance_scale >= 0 && p->guidance_scale <= 100) || !(fabsf(p->delta) <= 100))
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "guidance_scale (%g) must be in 0..100 and delta (%g) in -100..100",
+                       p->guidance_scale, p->delta);
+    if (!(p->similarity_threshold >= 0 && p->similarity_threshold <= 1) || p->max_skip_frames < 0)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "similarity_threshold must be in 0..1 (0 = off) and max_skip_frames >= 0");
+    if (p->queue_size < 1 || p->queue_size > 64)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "queue_size %d out of range (1..64)", p->queue_size);
+    *taesd = p->use_taesd && m->taesd;
+    if (!*taesd && !m->vae)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "the model has neither a VAE nor a TAESD to encode and decode frames");
+    int sc = *taesd ? sd_taesd_downscale(&m->taesd_cfg) : sd_vae_downscale(&m->vae_cfg);
+    int64_t div = (int64_t)sc << (m->unet_cfg.n_blocks - 1);
+    if (p->width < 8 || p->height < 8 || p->width > 2048 || p->height > 2048 || p->width % div || p->height % div)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT,
+                       "stream size %dx%d: width and height must be multiples of %lld (and of 8) up to 2048",
+                       p->width, p->height, (long long)div);
+    return SD_OK;
+}
+
+/* The LCM scheduler built from the model's scheduler config, like
+ * LCMScheduler.from_config(pipe.scheduler.config). */
+static sd_status lcm_coeffs(sd_stream *s)
+{
+    sd_sched_config c = s->m->sched_cfg;
+    if (c.kind != SD_SCHED_LCM) {
+        sd_sched_config d;
+        sd_sched_config_default(&d, SD_SCHED_LCM);
+        d.num_train_timesteps = c.num_train_timesteps;
+        d.beta_start = c.beta_start;
+        d.beta_end = c.beta_end;
+        d.beta_schedule = c.beta_schedule;
+        d.prediction_type = c.prediction_type;
+        d.steps_offset = c.steps_offset;
+        d.timestep_spacing = c.timestep_spacing;
+        d.set_alpha_to_one = c.set_alpha_to_one;
+        d.rescale_betas_zero_snr = c.rescale_betas_zero_snr;
+        c = d;
+    }
+    sd_scheduler *sch;
+    SD_TRY(sd_scheduler_create(&c, &sch));
+    sd_status st = sd_scheduler_set_timesteps(sch, s->p.num_inference_steps, 1.0, NULL, 0);
+    if (st == SD_OK)
+        st = sd_lcm_stream_coeffs(sch, s->p.t_index_list, s->n, s->t_sub, s->alpha, s->beta, s->c_skip, s->c_out);
+    sd_scheduler_free(sch);
+    return st;
+}
+
+/* Every persistent tensor, allocated from s->state (planned, then real). */
+static void alloc_state(sd_stream *s, sd_ctx *st)
+{
+    const int B = s->B, fbs = s->fbs;
+    s->init_noise = sd_new4(st, B, s->C, s->h, s->w);
+    s->init_noise_rolled = sd_new4(st, B, s->C, s->h, s->w);
+    s->stock = sd_new4(st, B, s->C, s->h, s->w);
+    s->buffer = B > fbs ? sd_new4(st, B - fbs, s->C, s->h, s->w) : (sd_tensor){0};
+    s->k_alpha = sd_new4(st, B, 1, 1, 1);
+    s->k_beta = sd_new4(st, B, 1, 1, 1);
+    s->k_inv_alpha = sd_new4(st, B, 1, 1, 1);
+    s->k_c_skip = sd_new4(st, B, 1, 1, 1);
+    s->k_c_out = sd_new4(st, B, 1, 1, 1);
+    s->k_next = sd_new4(st, B, 1, 1, 1);
+    if (B > fbs) {
+        s->k_alpha_buf = sd_new4(st, B - fbs, 1, 1, 1);
+        s->k_beta_buf = sd_new4(st, B - fbs, 1, 1, 1);
+    }
+    int64_t tn = (int64_t)s->n * s->UB;
+    s->t_unet = sd_new(st, SD_F32, 1, &tn);
+    s->img_in = sd_new4(st, fbs, 3, s->H, s->W);
+    s->x_in = sd_new4(st, fbs, s->C, s->h, s->w);
+    s->img_out = sd_new4(st, fbs, 3, s->H, s->W);
+    int64_t kvb = s->p.cfg_type == SD_CFG_FULL ? 2 * B : s->p.cfg_type == SD_CFG_INITIALIZE ? fbs + B : 1;
+    s->embeds = sd_new4(st, kvb, s->S, s->D, 0);
+}
+
+static sd_status upload_f32(sd_stream *s, sd_tensor *t, const float *host) { return sd_tensor_from_f32(&s->state, t, host); }
+
+/* Per-row constants: row r of the stream batch is step r / fbs. */
+static sd_status upload_constants(sd_stream *s)
+{
+    const int B = s->B, fbs = s->fbs, n = s->n;
+    float *v = sd_malloc(sizeof(float) * (size_t)(6 * B + 2 * n * s->UB + 8));
+    if (!v)
+        return SD_ERR_OUT_OF_MEMORY;
+    float *a = v, *b = a + B, *ia = b + B, *cs = ia + B, *co = cs + B, *nx = co + B, *tt = nx + B;
+    for (int r = 0; r < B; r++) {
+        int k = s->p.use_denoising_batch ? r / fbs : 0;
+        a[r] = s->alpha[k];
+        b[r] = s->beta[k];
+        ia[r] = 1.0f / s->alpha[k];
+        cs[r] = s->c_skip[k];
+        co[r] = s->c_out[k];
+        float an = k + 1 < n ? s->alpha[k + 1] : 1.0f, bn = k + 1 < n ? s->beta[k + 1] : 1.0f;
+        nx[r] = an / bn;
+    }
+    /* timesteps of the UNet rows: one list per step index (the non-batch path
+     * uses row list `idx`; the batch path uses list 0). */
+    for (int idx = 0; idx < n; idx++) {
+        float *row = tt + (size_t)idx * s->UB;
+        int u = 0;
+        int64_t tl[SD_STREAM_MAX_STEPS * 16];
+        for (int r = 0; r < B; r++)
+            tl[r] = s->p.use_denoising_batch ? s->t_sub[r / fbs] : s->t_sub[idx];
+        if (s->p.cfg_type == SD_CFG_INITIALIZE)
+            for (int r = 0; r < fbs; r++)
+                row[u++] = (float)tl[r];
+        if (s->p.cfg_type == SD_CFG_FULL)
+            for (int r = 0; r < B; r++)
+                row[u++] = (float)tl[r];
+        for (int r = 0; r < B; r++)
+            row[u++] = (float)tl[r];
+    }
+    sd_status st = SD_OK;
+    sd_tensor *ks[] = {&s->k_alpha, &s->k_beta, &s->k_inv_alpha, &s->k_c_skip, &s->k_c_out, &s->k_next};
+    for (int i = 0; i < 6 && st == SD_OK; i++)
+        st = upload_f32(s, ks[i], v + (size_t)i * B);
+    if (st == SD_OK && B > fbs) {
+        st = upload_f32(s, &s->k_alpha_buf, a + fbs);
+        if (st == SD_OK)
+            st = upload_f32(s, &s->k_beta_buf, b + fbs);
+    }
+    if (st == SD_OK)
+        st = s->state.be->ops->upload(s->state.be, s->t_unet.data, tt, sizeof(float) * (size_t)n * s->UB);
+    free(v);
+    return st;
+}
+
+sd_status sd_stream_set_init_noise(sd_stream *s, const float *host)
+{
+    size_t per = (size_t)(s->C * s->h * s->w), n = per * (size_t)s->B;
+    float *rolled = sd_malloc(n * sizeof(float));
+    if (!rolled)
+        return SD_ERR_OUT_OF_MEMORY;
+    /* roll by one step (fbs rows): cat([init_noise[fbs:], init_noise[:fbs]]) */
+    size_t shift = per * (size_t)s->fbs;
+    memcpy(rolled, host + shift, (n - shift) * sizeof(float));
+    memcpy(rolled + (n - shift), host, shift * sizeof(float));
+    sd_status st = upload_f32(s, &s->init_noise, host);
+    if (st == SD_OK)
+        st = upload_f32(s, &s->init_noise_rolled, rolled);
+    free(rolled);
+    /* stock noise and the latent buffer start at zero */
+    float *zero = st == SD_OK ? sd_calloc(n, sizeof(float)) : NULL;
+    if (st == SD_OK && !zero)
+        st = SD_ERR_OUT_OF_MEMORY;
+    if (st == SD_OK)
+        st = upload_f32(s, &s->stock, zero);
+    if (st == SD_OK && s->B > s->fbs)
+        st = upload_f32(s, &s->buffer, zero);
+    free(zero);
+    return st;
+}
+
+/* ---------------------------------------------------------------- step */
+
+#define HOOK(name, t) sd_hook(ctx, (name), (t))
+
+static sd_tensor rows(sd_ctx *ctx, sd_tensor t, int64_t r0, int64_t n) { return sd_view_rows(ctx, t, r0, n); }
+
+/* The UNet on the stream batch X with guidance; returns model_pred [B,...]. */
+static sd_tensor unet_guided(sd_stream *s, sd_ctx *ctx, sd_tensor X, int idx)
+{
+    const int B = (int)X.ne[0], fbs = s->fbs;
+    sd_cfg_type cfg = s->p.cfg_type;
+    sd_tensor Xin = X;
+    if (cfg == SD_CFG_INITIALIZE)
+        Xin = sd_concat(ctx, rows(ctx, X, 0, fbs), X, 0);
+    else if (cfg == SD_CFG_FULL)
+        Xin = sd_concat(ctx, X, X, 0);
+    HOOK("unet_call_sample", Xin);
+    sd_tensor t = rows(ctx, s->t_unet, (int64_t)idx * s->UB, Xin.ne[0]);
+    HOOK("unet_call_timestep", t);
+    sd_tensor eps = sd_unet_forward(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv);
+    HOOK("unet_call_out", eps);
+    sd_tensor text = eps;
+    if (cfg == SD_CFG_INITIALIZE) {
+        text = rows(ctx, eps, fbs, B);
+        sd_copy_into(ctx, rows(ctx, s->stock, 0, fbs), rows(ctx, eps, 0, fbs));
+    } else if (cfg == SD_CFG_FULL) {
+        text = rows(ctx, eps, B, B);
+    }
+    if (s->guidance > 1.0f && cfg != SD_CFG_NONE) {
+        sd_tensor uncond = cfg == SD_CFG_FULL ? rows(ctx, eps, 0, B) : sd_affine(ctx, rows(ctx, s->stock, 0, B), s->p.delta, 0);
+        return sd_add(ctx, uncond, sd_affine(ctx, sd_sub(ctx, text, uncond), s->guidance, 0));
+    }
+    return text;
+}
+
+/* F = (x - beta*eps)/alpha; c_out*F + c_skip*x, with per-row coefficient tensors. */
+static sd_tensor consistency(sd_ctx *ctx, sd_tensor x, sd_tensor eps, sd_tensor k_beta, sd_tensor k_inv_alpha,
+                             sd_tensor k_c_out, sd_tensor k_c_skip)
+{
+    sd_tensor F = sd_mul(ctx, sd_sub(ctx, x, sd_mul(ctx, eps, k_beta)), k_inv_alpha);
+    return sd_add(ctx, sd_mul(ctx, F, k_c_out), sd_mul(ctx, x, k_c_skip));
+}
+
+/* The image -> x_t of the first step. */
+static sd_tensor encode_frame(sd_stream *s, sd_ctx *ctx)
+{
+    sd_tensor z;
+    if (s->taesd) {
+        z = sd_taesd_encode(ctx, s->m->taesd, s->img_in);
+    } else { /* latent_dist.sample(): mean + std * noise, drawn per frame */
+        sd_tensor logvar;
+        sd_tensor mean = sd_vae_encode(ctx, s->m->vae, s->img_in, &logvar);
+        sd_tensor nz = sd_new4(ctx, mean.ne[0], mean.ne[1], mean.ne[2], mean.ne[3]);
+        if (!ctx->plan && sd_ok(ctx)) {
+            sd_rng_randn(&s->rng, s->host_noise, (size_t)sd_numel(&nz));
+            sd_tensor_from_f32(ctx, &nz, s->host_noise);
+        }
+        z = sd_add(ctx, mean, sd_mul(ctx, sd_unary(ctx, sd_affine(ctx, logvar, 0.5f, 0), SD_UNARY_EXP), nz));
+    }
+    z = sd_affine(ctx, z, s->vae_scale, 0);
+    sd_tensor x = sd_add(ctx, sd_affine(ctx, z, s->alpha[0], 0),
+                         sd_affine(ctx, rows(ctx, s->init_noise, 0, s->fbs), s->beta[0], 0));
+    HOOK("x_t_latent_new", x);
+    return x;
+}
+
+static void decode_out(sd_stream *s, sd_ctx *ctx, sd_tensor x0)
+{
+    sd_tensor z = sd_affine(ctx, x0, 1.0f / s->vae_scale, 0);
+    sd_tensor img = s->taesd ? sd_taesd_decode(ctx, s->m->taesd, z) : sd_vae_decode(ctx, s->m->vae, z);
+    HOOK("output", img);
+    sd_copy_into(ctx, s->img_out, img);
+}
+
+static void step_batch(sd_stream *s, sd_ctx *ctx, sd_tensor xn)
+{
+    const int B = s->B, fbs = s->fbs;
+    bool rcfg = s->p.cfg_type == SD_CFG_SELF || s->p.cfg_type == SD_CFG_INITIALIZE;
+    sd_tensor X = xn;
+    if (B > fbs) {
+        X = sd_concat(ctx, xn, s->buffer, 0);
+        sd_tensor st = sd_concat(ctx, rows(ctx, s->init_noise, 0, fbs), rows(ctx, s->stock, 0, B - fbs), 0);
+        sd_copy_into(ctx, s->stock, st);
+    }
+    HOOK("unet_x_t_latent", X);
+    HOOK("stock_noise_before", s->stock);
+    sd_tensor mp = unet_guided(s, ctx, X, 0);
+    HOOK("model_pred", mp);
+    sd_tensor x0 = consistency(ctx, X, mp, s->k_beta, s->k_inv_alpha, s->k_c_out, s->k_c_skip);
+    HOOK("x_0_pred_batch", x0);
+    if (rcfg) {
+        sd_tensor sn = sd_mul(ctx, s->stock, s->k_beta);
+        sd_tensor dx = consistency(ctx, sn, mp, s->k_beta, s->k_inv_alpha, s->k_c_out, s->k_c_skip);
+        /* consistency() computed c_out*((sn - beta*mp)/alpha) + c_skip*sn */
+        dx = sd_mul(ctx, dx, s->k_next);
+        sd_copy_into(ctx, s->stock, sd_add(ctx, s->init_noise_rolled, dx));
+    }
+    HOOK("stock_noise_after", s->stock);
+    sd_tensor out = B > fbs ? rows(ctx, x0, B - fbs, fbs) : x0;
+    HOOK("x_0_pred_out", out);
+    if (B > fbs) {
+        sd_tensor buf = sd_mul(ctx, rows(ctx, x0, 0, B - fbs), s->k_alpha_buf);
+        if (s->p.do_add_noise)
+            buf = sd_add(ctx, buf, sd_mul(ctx, rows(ctx, s->init_noise, fbs, B - fbs), s->k_beta_buf));
+        sd_copy_into(ctx, s->buffer, buf);
+        HOOK("x_t_latent_buffer_after", s->buffer);
+    }
+    decode_out(s, ctx, out);
+}
+
+/* use_denoising_batch = false: the steps run one after another (reference:
+ * init_noise is replaced by the incoming x_t and fresh noise re-noises
+ * between steps). */
+static void step_sequential(sd_stream *s, sd_ctx *ctx, sd_tensor xn)
+{
+    sd_copy_into(ctx, s->init_noise, xn);
+    sd_tensor x = xn, x0 = xn;
+    for (int idx = 0; idx < s->n; idx++) {
+        HOOK("unet_x_t_latent", x);
+        sd_tensor mp = unet_guided(s, ctx, x, idx);
+        HOOK("model_pred", mp);
+        sd_tensor F = sd_affine(ctx, sd_sub(ctx, x, sd_affine(ctx, mp, s->beta[idx], 0)), 1.0f / s->alpha[idx], 0);
+        x0 = sd_add(ctx, sd_affine(ctx, F, s->c_out[idx], 0), sd_affine(ctx, x, s->c_skip[idx], 0));
+        HOOK("x_0_pred_batch", x0);
+        if (idx + 1 < s->n) {
+            sd_tensor nz = sd_new4(ctx, x0.ne[0], x0.ne[1], x0.ne[2], x0.ne[3]);
+            if (!ctx->plan && sd_ok(ctx)) {
+                sd_rng_randn(&s->rng, s->host_noise, (size_t)sd_numel(&nz));
+                sd_tensor_from_f32(ctx, &nz, s->host_noise);
+            }
+            x = sd_affine(ctx, x0, s->alpha[idx + 1], 0);
+            if (s->p.do_add_noise)
+                x = sd_add(ctx, x, sd_affine(ctx, nz, s->beta[idx + 1], 0));
+        }
+    }
+    HOOK("x_0_pred_out", x0);
+    decode_out(s, ctx, x0);
+}
+
+sd_status sd_stream_step(sd_stream *s, bool use_latent, void (*hook)(void *, const char *, sd_tensor), void *user)
+{
+    sd_ctx *ctx = &s->ctx;
+    if (!ctx->plan)
+        sd_ctx_reset(ctx);
+    ctx->hook = hook;
+    ctx->hook_user = user;
+    sd_tensor xn = use_latent ? s->x_in : encode_frame(s, ctx);
+    if (s->p.use_denoising_batch)
+        step_batch(s, ctx, xn);
+    else
+        step_sequential(s, ctx, xn);
+    ctx->hook = NULL;
+    s->calls += !ctx->plan;
+    return ctx->status;
+}
+
+/* ---------------------------------------------------------------- prompts */
+
+static void text_forward(sd_stream *s, sd_ctx *ctx, float *out)
+{
+    sd_ctx_reset(ctx);
+    sd_tensor h = sd_clip_forward(ctx, s->m->clip, s->ids, 1, s->S, 0, NULL, NULL);
+    sd_tensor_to_f32(ctx, &h, out);
+}
+
+static sd_status encode_text(sd_stream *s, const char *text, float *out)
+{
+    int nv, nt;
+    SD_TRY(sd_tokenizer_encode(s->m->tok, text ? text : "", s->m->tok_mode, s->ids, s->S, &nv, &nt));
+    text_forward(s, &s->text_ctx, out);
+    return s->text_ctx.status;
+}
+
+sd_status sd_stream_set_prompt(sd_stream *s, const char *prompt, const char *negative_prompt)
+{
+    if (!s)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
+    size_t SD_ = (size_t)s->S * s->D;
+    pthread_mutex_lock(&s->engine);
+    float *cond = s->host_embeds, *uncond = s->host_embeds + SD_;
+    sd_status st = encode_text(s, prompt, cond);
+    bool need_uncond = s->p.cfg_type == SD_CFG_FULL || s->p.cfg_type == SD_CFG_INITIALIZE;
+    if (st == SD_OK && need_uncond)
+        st = encode_text(s, negative_prompt ? negative_prompt : "", uncond);
+    if (st == SD_OK) { /* rows: [uncond x U, cond x B] (U = B for full, fbs for initialize), or one cond row */
+        int64_t rows_n = s->embeds.ne[0], u = rows_n - (need_uncond ? s->B : 1);
+        for (int64_t r = 0; r < rows_n && st == SD_OK; r++) {
+            sd_tensor row = sd_view_rows(&s->state, s->embeds, r, 1);
+            st = sd_tensor_from_f32(&s->state, &row, r < u ? uncond : cond);
+        }
+    }
+    if (st == SD_OK) {
+        sd_ctx_reset(&s->ctx);
+        sd_unet_kv_compute(&s->ctx, s->m->unet, s->embeds, s->kv);
+        st = s->ctx.status;
+    }
+    pthread_mutex_unlock(&s->engine);
+    return st;
+}
+
+/* ---------------------------------------------------------------- create */
+
+static sd_status plan_contexts(sd_stream *s)
+{
+    sd_ctx plan;
+    size_t peak = 0;
+    /* frame step, both input kinds */
+    for (int latent = 0; latent < 2; latent++) {
+        sd_ctx_init_plan(&s->ctx, s->m->be);
+        SD_TRY(sd_stream_step(s, latent, NULL, NULL));
+        peak = SD_MAX(peak, s->ctx.peak);
+    }
+    sd_ctx_init_plan(&plan, s->m->be);
+    sd_unet_kv_compute(&plan, s->m->unet, s->embeds, s->kv);
+    SD_TRY(plan.status);
+    peak = SD_MAX(peak, plan.peak);
+    SD_TRY(sd_ctx_init(&s->ctx, s->m->be, peak));
+    /* text encoder */
+    sd_ctx_init_plan(&plan, s->m->be);
+    text_forward(s, &plan, s->host_embeds);
+    SD_TRY(plan.status);
+    return sd_ctx_init(&s->text_ctx, s->m->be, plan.peak);
+}
+
+sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_stream **out)
+{
+    *out = NULL;
+    if (!m)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL model");
+    sd_stream_params p;
+    if (params)
+        p = *params;
+    else
+        sd_stream_default_params(&p);
+    bool taesd = false;
+    SD_TRY(validate(m, &p, &taesd));
+    sd_stream *s = sd_calloc(1, sizeof *s);
+    if (!s)
+        return SD_ERR_OUT_OF_MEMORY;
+    pthread_mutex_init(&s->engine, NULL);
+    s->m = m;
+    s->p = p;
+    s->n = p.n_t_index;
+    s->fbs = p.frame_buffer_size;
+    s->B = p.use_denoising_batch ? s->n * s->fbs : s->fbs;
+    s->UB = p.cfg_type == SD_CFG_FULL ? 2 * s->B : p.cfg_type == SD_CFG_INITIALIZE ? s->B + s->fbs : s->B;
+    s->taesd = taesd;
+    int sc = taesd ? sd_taesd_downscale(&m->taesd_cfg) : sd_vae_downscale(&m->vae_cfg);
+    s->vae_scale = taesd ? 1.0f : (float)m->vae_cfg.scaling_factor;
+    s->H = p.height;
+    s->W = p.width;
+    s->C = m->unet_cfg.in_channels;
+    s->h = p.height / sc;
+    s->w = p.width / sc;
+    s->guidance = p.cfg_type == SD_CFG_NONE ? 1.0f : p.guidance_scale;
+    s->S = sd_tokenizer_max_length(m->tok);
+    if (s->S <= 0 || s->S > m->clip_cfg.max_position_embeddings)
+        s->S = m->clip_cfg.max_position_embeddings;
+    s->D = m->clip_cfg.hidden_size;
+    sd_rng_init(&s->rng, p.rng == SD_RNG_TYPE_FAST ? SD_RNG_FAST : SD_RNG_TORCH, p.seed);
+    size_t img_n = (size_t)s->fbs * 3 * s->H * s->W, lat_n = (size_t)s->B * s->C * s->h * s->w;
+    s->ids = sd_calloc((size_t)s->S, sizeof *s->ids);
+    s->host_embeds = sd_malloc(2 * (size_t)s->S * s->D * sizeof(float));
+    s->host_in = sd_malloc(SD_MAX(img_n, lat_n) * sizeof(float));
+    s->host_noise = sd_malloc(SD_MAX(img_n, lat_n) * sizeof(float));
+    s->ssf_prev = sd_malloc(img_n * sizeof(float));
+    sd_status st = (s->ids && s->host_embeds && s->host_in && s->host_noise && s->ssf_prev) ? SD_OK : SD_ERR_OUT_OF_MEMORY;
+    if (st == SD_OK)
+        st = lcm_coeffs(s);
+    if (st == SD_OK) {
+        sd_ctx_init_plan(&s->state, m->be);
+        alloc_state(s, &s->state);
+        size_t need = s->state.peak;
+        st = s->state.status;
+        if (st == SD_OK)
+            st = sd_ctx_init(&s->state, m->be, need);
+        if (st == SD_OK)
+            alloc_state(s, &s->state);
+        if (st == SD_OK)
+            st = s->state.status;
+    }
+    if (st == SD_OK) {
+        size_t kvb = sd_unet_kv_bytes(m->unet, s->embeds.ne[0], s->S, m->be->act_dtype);
+        s->kv_mem = m->be->ops->alloc(m->be, kvb ? kvb : 64);
+        st = s->kv_mem ? sd_unet_kv_init(&s->kv, m->unet, s->kv_mem, s->embeds.ne[0], s->S, m->be->act_dtype)
+                       : SD_ERR_OUT_OF_MEMORY;
+    }
+    if (st == SD_OK)
+        st = upload_constants(s);
+    if (st == SD_OK) { /* init_noise ~ N(0, I) from the seeded generator, drawn once */
+        float *noise = sd_malloc(lat_n * sizeof(float));
+        if (!noise)
+            st = SD_ERR_OUT_OF_MEMORY;
+        else {
+            sd_rng_randn(&s->rng, noise, lat_n);
+            st = sd_stream_set_init_noise(s, noise);
+            free(noise);
+        }
+    }
+    if (st == SD_OK)
+        st = plan_contexts(s);
+    if (st == SD_OK)
+        st = sd_stream_set_prompt(s, "", "");
+    if (st != SD_OK) {
+        sd_stream_free(s);
+        return st;
+    }
+    *out = s;
+    return SD_OK;
+}
+
+void sd_stream_free(sd_stream *s)
+{
+    if (!s)
+        return;
+    sd_stream_async_stop(s);
+    sd_unet_kv_free(s->kv);
+    if (s->kv_mem)
+        s->m->be->ops->free(s->m->be, s->kv_mem);
+    sd_ctx_free(&s->ctx);
+    sd_ctx_free(&s->text_ctx);
+    sd_ctx_free(&s->state);
+    free(s->ids);
+    free(s->host_embeds);
+    free(s->host_in);
+    free(s->host_noise);
+    free(s->ssf_prev);
+    pthread_mutex_destroy(&s->engine);
+    free(s);
+}
+
+/* ---------------------------------------------------------------- sync API */
+
+bool sd_stream_similarity_skip(sd_stream *s, const float *x, size_t n)
+{
+    float thr = s->p.similarity_threshold;
+    if (thr <= 0.0f) /* filter off */
+        return false;
+    if (!s->first_frame_done) {
+        memcpy(s->ssf_prev, x, n * sizeof(float));
+        s->first_frame_done = true;
+        return false;
+    }
+    double dot = 0, na = 0, nb = 0;
+    for (size_t i = 0; i < n; i++) {
+        dot += (double)x[i] * s->ssf_prev[i];
+        na += (double)x[i] * x[i];
+        nb += (double)s->ssf_prev[i] * s->ssf_prev[i];
+    }
+    /* torch cosine_similarity: dot / max(|a| |b|, eps) */
+    double cos = dot / fmax(sqrt(na) * sqrt(nb), 1e-8);
+    double skip_prob = thr >= 1.0f ? 0.0 : fmax(0.0, 1.0 - (1.0 - cos) / (1.0 - thr));
+    float u;
+    sd_rng_uniform(&s->rng, &u, 1);
+    if (skip_prob < u || s->ssf_skips >= s->p.max_skip_frames) {
+        memcpy(s->ssf_prev, x, n * sizeof(float));
+        s->ssf_skips = 0;
+        return false;
+    }
+    s->ssf_skips++;
+    return true;
+}
+
+sd_status sd_stream_output_image(sd_stream *s, sd_image *out)
+{
+    if (!out->data || out->width != s->W || out->height != s->H) {
+        sd_rgb_free(out);
+        SD_TRY(sd_rgb_alloc(out, s->W, s->H));
+    }
+    sd_ctx tmp = {.be = s->m->be};
+    sd_tensor first = sd_view_rows(&tmp, s->img_out, 0, 1);
+    SD_TRY(sd_tensor_to_f32(&tmp, &first, s->host_noise));
+    sd_chw_to_rgb(s->host_noise, out);
+    return SD_OK;
+}
+
+static void update_timing(sd_stream *s, double t0)
+{
+    double ms = (sd_time_now() - t0) * 1e3;
+    s->inference_ema_ms = s->inference_ema_ms > 0 ? 0.9 * s->inference_ema_ms + 0.1 * ms : ms;
+    s->stats.inference_ms = s->inference_ema_ms;
+}
+
+/* Runs one img2img step on a frame already converted to [-1,1] CHW in host_in.
+ * Returns true in *skipped when the similarity filter skipped it. */
+sd_status sd_stream_run_prepared(sd_stream *s, bool *skipped)
+{
+    size_t n = (size_t)3 * s->H * s->W;
+    *skipped = sd_stream_similarity_skip(s, s->host_in, n);
+    if (*skipped) {
+        s->stats.frames_skipped++;
+        return SD_OK;
+    }
+    double t0 = sd_time_now();
+    sd_ctx tmp = {.be = s->m->be};
+    sd_tensor first = sd_view_rows(&tmp, s->img_in, 0, 1);
+    SD_TRY(sd_tensor_from_f32(&tmp, &first, s->host_in));
+    sd_status st = sd_stream_step(s, false, NULL, NULL);
+    update_timing(s, t0);
+    return st;
+}
+
+sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out)
+{
+    if (!s || !in || !out || !in->data || in->width <= 0 || in->height <= 0)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_img2img: empty input frame");
+    if (s->fbs != 1)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_img2img takes one frame; this stream has frame_buffer_size %d",
+                       s->fbs);
+    sd_rgb tmp = {0};
+    sd_status st = SD_OK;
+    if (in->width == s->W && in->height == s->H) {
+        sd_rgb_to_chw(in, s->host_in);
+    } else {
+        /* resize into the output image's memory when it has the right size (no allocation) */
+        if (!out->data || out->width != s->W || out->height != s->H) {
+            sd_rgb_free(out);
+            SD_TRY(sd_rgb_alloc(out, s->W, s->H));
+        }
+        sd_rgb_fit_into(in, out);
+        sd_rgb_to_chw(out, s->host_in);
+    }
+    (void)tmp;
+    pthread_mutex_lock(&s->engine);
+    bool skipped;
+    s->stats.frames_in++;
+    st = sd_stream_run_prepared(s, &skipped);
+    if (st == SD_OK)
+        st = sd_stream_output_image(s, out);
+    if (st == SD_OK)
+        s->stats.frames_out++;
+    pthread_mutex_unlock(&s->engine);
+    return st;
+}
+
+sd_status sd_stream_txt2img(sd_stream *s, sd_image *out)
+{
+    if (!s || !out)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_txt2img: NULL argument");
+    pthread_mutex_lock(&s->engine);
+    double t0 = sd_time_now();
+    size_t n = (size_t)sd_numel(&s->x_in);
+    sd_rng_randn(&s->rng, s->host_noise, n);
+    sd_status st = sd_tensor_from_f32(&s->state, &s->x_in, s->host_noise);
+    if (st == SD_OK)
+        st = sd_stream_step(s, true, NULL, NULL);
+    update_timing(s, t0);
+    if (st == SD_OK)
+        st = sd_stream_output_image(s, out);
+    if (st == SD_OK)
+        s->stats.frames_out++;
+    pthread_mutex_unlock(&s->engine);
+    return st;
+}

@@ -1,0 +1,81 @@
+/* StreamDiffusion engine internals (shared by the sync/async API and the
+ * conformance runner). Semantics follow StreamDiffusion's pipeline.py:
+ * Stream Batch over t_index_list on a 50-step LCM schedule, residual CFG
+ * (none / full / self / initialize), fixed per-slot noise, TAESD. */
+#ifndef SD_PIPE_STREAM_H
+#define SD_PIPE_STREAM_H
+
+#include "pipe/model.h"
+#include "sched/rng.h"
+
+#include <pthread.h>
+
+typedef struct sd_stream_async sd_stream_async;
+
+struct sd_stream {
+    sd_model *m;
+    sd_stream_params p;
+    int n, fbs;          /* denoising steps, frames per call */
+    int B;               /* latent rows per stream step: n*fbs (denoising batch) or fbs */
+    int UB;              /* UNet batch: B, B+fbs (initialize) or 2B (full) */
+    int64_t C, h, w;     /* latent shape */
+    int H, W;            /* image shape */
+    bool taesd;          /* encode/decode with TAESD */
+    float vae_scale;     /* scaling_factor of the autoencoder in use */
+    float guidance;      /* effective guidance (1 for cfg none) */
+    /* per-step constants (host) */
+    int64_t t_sub[SD_STREAM_MAX_STEPS];
+    float alpha[SD_STREAM_MAX_STEPS], beta[SD_STREAM_MAX_STEPS], c_skip[SD_STREAM_MAX_STEPS],
+        c_out[SD_STREAM_MAX_STEPS];
+    /* persistent device state (one allocation) */
+    sd_ctx state;
+    sd_tensor init_noise, init_noise_rolled, stock, buffer; /* [B,C,h,w], buffer [B-fbs,...] */
+    sd_tensor k_alpha, k_beta, k_inv_alpha, k_c_skip, k_c_out, k_next; /* [B,1,1,1] per row */
+    sd_tensor k_alpha_buf, k_beta_buf;                                  /* [B-fbs,1,1,1] rows fbs.. */
+    sd_tensor t_unet;                                                   /* F32 [UB] */
+    sd_tensor img_in, x_in;        /* [fbs,3,H,W] frame input, [fbs,C,h,w] latent input (txt2img / replay) */
+    sd_tensor img_out;             /* [fbs,3,H,W] last output */
+    sd_tensor embeds;              /* [UB or 1, S, D] prompt embeddings */
+    void *kv_mem;
+    sd_unet_kv *kv;
+    /* per-frame compute arena, planned at creation */
+    sd_ctx ctx;
+    sd_ctx text_ctx;               /* CLIP arena for prompt changes */
+    int S, D;
+    int32_t *ids;                  /* token ids scratch [S] */
+    float *host_embeds;            /* [2, S, D] scratch (cond, uncond) */
+    float *host_in;                /* [fbs,3,H,W] / latent scratch */
+    float *host_noise;             /* [fbs,C,h,w] */
+    sd_rng rng;
+    bool first_frame_done;         /* SSF has a previous input */
+    float *ssf_prev;               /* [fbs*3*H*W] previous processed input */
+    int ssf_skips;
+    uint64_t calls;
+    pthread_mutex_t engine;        /* one stream step or prompt change at a time */
+    double inference_ema_ms;
+    sd_stream_stats stats;
+    sd_stream_async *async;
+};
+
+/* One stream step on the frame(s) in s->img_in (img2img) or on the latent in
+ * s->x_in (txt2img: use_latent = true). The result image is left in
+ * s->img_out. `hook` (may be NULL) receives the named intermediate tensors
+ * of StreamDiffusion's replay semantics (x_t_latent_new, unet_x_t_latent,
+ * stock_noise_before, unet_call_sample, unet_call_out, model_pred,
+ * x_0_pred_batch, stock_noise_after, x_0_pred_out, x_t_latent_buffer_after,
+ * output). Caller holds s->engine. */
+sd_status sd_stream_step(sd_stream *s, bool use_latent, void (*hook)(void *, const char *, sd_tensor), void *user);
+/* Replaces init_noise (host floats [B,C,h,w]), like StreamDiffusion's update_noise(noise). */
+sd_status sd_stream_set_init_noise(sd_stream *s, const float *host);
+/* SSF decision for the frame in host_in: true = skip it. */
+bool sd_stream_similarity_skip(sd_stream *s, const float *chw, size_t n);
+void sd_stream_async_stop(sd_stream *s);
+/* Runs one img2img step on the frame already converted to [-1,1] CHW in
+ * s->host_in (SSF first: *skipped = true leaves the previous output).
+ * Caller holds s->engine. */
+sd_status sd_stream_run_prepared(sd_stream *s, bool *skipped);
+/* Downloads the last output (first frame) into `out` (allocated when it has
+ * another size, else reused). Caller holds s->engine. */
+sd_status sd_stream_output_image(sd_stream *s, sd_image *out);
+
+#endif
