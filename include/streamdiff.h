@@ -129,7 +129,7 @@ typedef struct sd_gen_params {
     int width, height;           /* 0 = model's native size; multiples of 8 */
     int steps;                   /* 0 = sampler default (LCM 4, Euler-turbo 1, others 20) */
     float guidance_scale;        /* 7.5; <= 1 disables CFG (one UNet pass) */
-    const char *sampler;         /* NULL = the model's scheduler; lcm, euler, euler_a, ddim, dpm++2m, dpm2m */
+    const char *sampler;         /* NULL = the model's scheduler; lcm, euler, euler_a, ddim, dpm++2m */
     const char *schedule;        /* NULL = default; "karras" for Karras sigmas */
     uint64_t seed;               /* 42 */
     int batch_size;              /* 1 */
@@ -146,8 +146,9 @@ void sd_gen_default_params(sd_gen_params *p);
 /* `out` receives batch_size images. */
 sd_status sd_txt2img(sd_model *m, const sd_gen_params *p, sd_image *out);
 sd_status sd_img2img(sd_model *m, const sd_gen_params *p, const sd_image *init, sd_image *out);
-/* The A1111-style parameters text for a generation (malloc'd, free()). */
-char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p);
+/* The A1111-style parameters text for a generation (malloc'd, free()),
+ * with the defaults the generation resolves (steps, size) filled in. */
+char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p, bool img2img);
 
 /* ---------------------------------------------------------------- streaming
  * StreamDiffusion: a few-step model turned into a video-rate pipeline. */

@@ -33,7 +33,7 @@
 typedef enum {
     O_MODEL, O_PROMPT, O_NEG, O_WIDTH, O_HEIGHT, O_STEPS, O_CFG, O_SAMPLER, O_SCHEDULE, O_SEED,
     O_BATCH_COUNT, O_BATCH_SIZE, O_STRENGTH, O_INIT, O_OUTPUT, O_TAESD, O_THREADS, O_CLIP_SKIP,
-    O_RNG, O_BACKEND, O_ETA, O_KEEP_F16, O_VERBOSE, O_HELP
+    O_RNG, O_BACKEND, O_ETA, O_KEEP_F16, O_CONFIG_DIR, O_PRED, O_VERBOSE, O_HELP
 } opt_id;
 
 typedef struct {
@@ -65,6 +65,8 @@ static const opt_def k_opts[] = {
     {NULL, "--backend", true, false, O_BACKEND},
     {NULL, "--eta", true, false, O_ETA},
     {NULL, "--keep-f16", false, false, O_KEEP_F16},
+    {NULL, "--config-dir", true, false, O_CONFIG_DIR},
+    {NULL, "--prediction-type", true, false, O_PRED},
     {"-v", "--verbose", false, false, O_VERBOSE},
     {"-h", "--help", false, false, O_HELP},
 };
@@ -73,6 +75,7 @@ typedef struct {
     bool img2img;
     const char *cmd; /* "txt2img" / "img2img" */
     const char *model, *prompt, *negative, *output, *init_img, *taesd, *sampler, *schedule;
+    const char *config_dir, *prediction_type;
     int width, height, steps, batch_count, batch_size, threads, clip_skip;
     float cfg, strength, eta;
     bool random_seed;
@@ -148,6 +151,9 @@ static void usage(FILE *f, const gen_opts *o)
             "      --taesd DIR|ID        a TAESD (AutoencoderTiny) folder or HF id: fast, lower-quality\n"
             "                            VAE encode/decode (default: the full VAE)\n"
             "      --keep-f16            keep F16 weights as F16 in memory (half the RAM, CPU converts per op)\n"
+            "      --config-dir DIR      for a single-file checkpoint: a diffusers folder (or HF id) of the same\n"
+            "                            architecture whose configs and tokenizer to use\n"
+            "      --prediction-type T   epsilon or v_prediction (SD2 single files cannot tell; sd-turbo is epsilon)\n"
             "  -v, --verbose             print the model and the settings used, and timings\n"
             "  -h, --help                this help\n",
             o->img2img ? "the init image's width, rounded down to a multiple of 8"
@@ -481,6 +487,13 @@ static int parse_args(int argc, char **argv, gen_opts *o)
                 rc = bad_value(o, flag, v, "a number from 0 to 1 (DDIM eta)");
             break;
         case O_KEEP_F16: o->keep_f16 = true; break;
+        case O_CONFIG_DIR: o->config_dir = v; break;
+        case O_PRED:
+            if (strcmp(v, "epsilon") && strcmp(v, "v_prediction"))
+                rc = bad_value(o, flag, v, "'epsilon' or 'v_prediction'");
+            else
+                o->prediction_type = v;
+            break;
         case O_VERBOSE: o->verbose = true; break;
         case O_HELP: usage(stdout, o); return 0;
         }
@@ -715,6 +728,8 @@ static int generate(int argc, char **argv, bool img2img)
     mp.n_threads = o.threads;
     mp.taesd = o.taesd;
     mp.keep_f16 = o.keep_f16;
+    mp.config_dir = o.config_dir;
+    mp.prediction_type = o.prediction_type;
     double t0 = now_s();
     if (o.verbose)
         fprintf(stderr, "loading model '%s'%s%s ...\n", o.model, o.taesd ? " with TAESD " : "", o.taesd ? o.taesd : "");
@@ -817,7 +832,7 @@ static int generate(int argc, char **argv, bool img2img)
             break;
         }
         double t_gen = now_s() - tg;
-        char *text = sd_gen_parameters_text(m, &gp);
+        char *text = sd_gen_parameters_text(m, &gp, img2img);
         if (!text)
             fprintf(stderr, "streamdiff %s: warning: could not make the parameters text; the PNG will not carry it\n",
                     o.cmd);

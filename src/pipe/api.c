@@ -53,7 +53,7 @@ static sd_status make_scheduler(const sd_model *m, const sd_gen_params *p, sd_sc
         if (!strcmp(p->schedule, "karras")) {
             if (c.kind != SD_SCHED_DPMPP_2M && c.kind != SD_SCHED_EULER)
                 return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                               "--scheduler karras works with the dpm++2m, dpm2m and euler samplers, not %s",
+                               "--scheduler karras works with the dpm++2m and euler samplers, not %s",
                                sd_sched_kind_name(c.kind));
             c.use_karras_sigmas = true;
         } else {
@@ -157,10 +157,19 @@ sd_status sd_img2img(sd_model *m, const sd_gen_params *p, const sd_image *init, 
     return generate(m, p, init, out);
 }
 
-char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p)
+char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p, bool img2img)
 {
     sd_model_info info;
     sd_model_get_info(m, &info);
+    int steps = p->steps;
+    if (!steps) {
+        sd_scheduler *sch = NULL;
+        sd_sched_config used;
+        memset(&used, 0, sizeof used);
+        steps = make_scheduler(m, p, &sch, &used) == SD_OK ? default_steps(&used) : 0;
+        sd_scheduler_free(sch);
+    }
+    int W = p->width ? p->width : info.native_size, H = p->height ? p->height : info.native_size;
     const char *src = info.source ? info.source : "";
     const char *slash = strrchr(src, '/');
     const char *model = slash && slash[1] ? slash + 1 : src;
@@ -176,7 +185,9 @@ char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p)
     if (p->negative_prompt && *p->negative_prompt)
         o += snprintf(t + o, cap - (size_t)o, "Negative prompt: %s\n", p->negative_prompt);
     o += snprintf(t + o, cap - (size_t)o, "Steps: %d, Sampler: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s",
-                  p->steps, sampler, p->guidance_scale, (unsigned long long)p->seed, p->width, p->height, model);
+                  steps, sampler, p->guidance_scale, (unsigned long long)p->seed, W, H, model);
+    if (img2img)
+        o += snprintf(t + o, cap - (size_t)o, ", Denoising strength: %g", p->strength);
     if (p->clip_skip)
         o += snprintf(t + o, cap - (size_t)o, ", Clip skip: %d", p->clip_skip + 1);
     if (p->use_taesd)

@@ -310,6 +310,8 @@ sd_status sd_model_load_single_file(const char *path, const sd_model_params *p, 
     }
     if (s != SD_OK)
         goto done;
+    /* SD pipelines use last_hidden_state only; single files' OpenCLIP projection is not mapped (as diffusers) */
+    m->clip_cfg.with_projection = false;
     /* weights */
     sd_dtype wdt = sd_model_weight_dtype(m->be, &m->params);
     char label[600];
