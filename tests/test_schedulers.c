@@ -1,8 +1,13 @@
-/* Schedulers against the reference fixtures ($SD_FIXTURES/cases/sched_* and
- * lcm_guidance_embedding) and against small self-contained reference data
- * (tests/data/sched/, made by tools/gen_sched_cases.py with diffusers 0.26.3). */
+/* Schedulers against reference cases and small self-contained reference data.
+ *
+ * - case folders: $SD_FIXTURES/cases/sched_* and lcm_guidance_embedding (diffusers
+ *   0.26.3) and $SD_TEST_DATA/cases/own_sched_* (diffusers 0.42), replayed by the
+ *   conformance runner (src/check/check_sched.c, `streamdiff check`);
+ * - tests/data/sched/ (made by tools/gen_sched_cases.py with diffusers 0.26.3):
+ *   schedules of many configs and short rollouts of options the cases do not cover. */
 #include "test.h"
 
+#include "check/check.h"
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "sched/rng.h"
@@ -49,17 +54,6 @@ static double max_abs(const float *a, size_t n)
     return m;
 }
 
-static double tolerance_of(const sd_config *manifest, const char *name)
-{
-    sd_config tol, t;
-    if (sd_config_sub(manifest, "tolerances", &tol) != SD_OK || sd_config_sub(&tol, name, &t) != SD_OK)
-        return -1;
-    double v = -1;
-    if (sd_config_float(&t, "recommended_max_abs_err", -1, &v) != SD_OK)
-        return -1;
-    return v;
-}
-
 static float *tensor_f32(const sd_safetensors *st, const char *name, size_t *n)
 {
     const sd_st_tensor *t = st ? sd_st_find(st, name) : NULL;
@@ -77,252 +71,56 @@ static float *tensor_f32(const sd_safetensors *st, const char *name, size_t *n)
     return v;
 }
 
-/* Compares got[n] with expected tensor `name` under the manifest tolerance. */
-static void compare(case_ctx *cc, const sd_config *manifest, const sd_safetensors *exp, const char *name,
-                    const float *got, size_t n)
-{
-    size_t ne = 0;
-    float *e = tensor_f32(exp, name, &ne);
-    cc->n_checked++;
-    if (!e) {
-        printf("    %-28s MISSING in expected\n", name);
-        cc->n_failed++;
-        t_cur_failed = 1;
-        return;
-    }
-    if (ne != n) {
-        printf("    %-28s size %zu, expected %zu\n", name, n, ne);
-        cc->n_failed++;
-        t_cur_failed = 1;
-        free(e);
-        return;
-    }
-    double tol = tolerance_of(manifest, name);
-    if (tol < 0)
-        tol = 0; /* no tolerance -> exact */
-    double err = max_abs_diff(got, e, n);
-    double ratio = tol > 0 ? err / tol : (err == 0 ? 0 : INFINITY);
-    note_ratio(cc, name, ratio);
-    if (!(err <= tol)) {
-        printf("    %-28s FAIL max abs err %.3g > tol %.3g\n", name, err, tol);
-        cc->n_failed++;
-        t_cur_failed = 1;
-    }
-    free(e);
-}
-
-/* Exact comparison of a schedule (timesteps stored I64 or F32). */
-static void compare_exact(case_ctx *cc, const sd_safetensors *exp, const char *name, const double *got, int n)
-{
-    const sd_st_tensor *t = sd_st_find(exp, name);
-    cc->n_checked++;
-    if (!t || (int)t->numel != n) {
-        printf("    %-28s %s (got %d entries)\n", name, t ? "size mismatch" : "MISSING", n);
-        cc->n_failed++;
-        t_cur_failed = 1;
-        return;
-    }
-    for (int i = 0; i < n; i++) {
-        double e = sd_st_get(t, (size_t)i);
-        double g = t->dtype == SD_F32 ? (double)(float)got[i] : got[i];
-        if (g != e) {
-            printf("    %-28s FAIL entry %d: got %.9g expected %.9g\n", name, i, got[i], e);
-            cc->n_failed++;
-            t_cur_failed = 1;
-            note_ratio(cc, name, INFINITY);
-            return;
-        }
-    }
-}
-
 static void report(case_ctx *cc)
 {
     printf("  %s %-44s checked %2d, worst err/tol %.3f (%s)\n", cc->n_failed ? "FAIL" : "PASS", cc->name,
            cc->n_checked, cc->worst_ratio, cc->worst_what[0] ? cc->worst_what : "-");
 }
 
-/* ------------------------------------------------------------------ fixture case runners */
-
-static sd_status open_case(const char *dir, const char *file, sd_safetensors **out)
-{
-    char *p = sd_path_join(dir, file);
-    if (!p)
-        return SD_ERR_OUT_OF_MEMORY;
-    sd_status st = sd_file_exists(p) ? sd_safetensors_open(p, out) : SD_ERR_NOT_FOUND;
-    if (st == SD_ERR_NOT_FOUND)
-        *out = NULL;
-    free(p);
-    return st;
-}
-
-static void run_rollout(case_ctx *cc, const sd_config *m, const sd_safetensors *in, const sd_safetensors *exp)
-{
-    const char *cls = NULL;
-    sd_sched_kind kind;
-    sd_config scfg, sts;
-    sd_sched_config c;
-    sd_scheduler *s = NULL;
-    CHECK_STATUS(sd_config_str(m, "scheduler_class", NULL, &cls), SD_OK);
-    CHECK_STATUS(sd_sched_kind_from_name(cls, &kind), SD_OK);
-    CHECK_STATUS(sd_config_sub(m, "scheduler_config", &scfg), SD_OK);
-    CHECK_STATUS(sd_sched_config_from_json(&scfg, (int)kind, &c), SD_OK);
-    CHECK_STATUS(sd_config_sub(m, "set_timesteps", &sts), SD_OK);
-    if (t_cur_failed)
-        return;
-    CHECK_STATUS(sd_scheduler_create(&c, &s), SD_OK);
-    if (!s)
-        return;
-    int64_t custom[1024];
-    int n_custom = 0;
-    int64_t steps = 0;
-    double strength = 1.0;
-    CHECK_STATUS(sd_config_float(&sts, "strength", 1.0, &strength), SD_OK);
-    if (sd_config_has(&sts, "timesteps")) {
-        CHECK_STATUS(sd_config_int_list(&sts, "timesteps", custom, 1024, 0, &n_custom), SD_OK);
-        CHECK_STATUS(sd_scheduler_set_timesteps(s, 0, strength, custom, n_custom), SD_OK);
-    } else {
-        CHECK_STATUS(sd_config_int(&sts, "num_inference_steps", 0, &steps), SD_OK);
-        CHECK_STATUS(sd_scheduler_set_timesteps(s, (int)steps, strength, NULL, 0), SD_OK);
-    }
-    if (t_cur_failed) {
-        sd_scheduler_free(s);
-        return;
-    }
-    int nt;
-    const double *ts = sd_scheduler_timesteps(s, &nt);
-    compare_exact(cc, exp, "timesteps", ts, nt);
-    int ns = 0;
-    const float *sig = sd_scheduler_sigmas(s, &ns);
-    if (sd_st_find(exp, "sigmas"))
-        compare(cc, m, exp, "sigmas", sig, (size_t)ns);
-    int T = 0;
-    const float *ac = sd_scheduler_alphas_cumprod(s, &T);
-    compare(cc, m, exp, "alphas_cumprod", ac, (size_t)T);
-    const float *bt = sd_scheduler_betas(s, &T);
-    compare(cc, m, exp, "betas", bt, (size_t)T);
-    double ins = 1.0;
-    CHECK_STATUS(sd_config_float(m, "init_noise_sigma", 1.0, &ins), SD_OK);
-    double my_ins = sd_scheduler_init_noise_sigma(s);
-    CHECK_MSG(fabs(my_ins - ins) <= 1e-6 * fmax(1.0, fabs(ins)), "init_noise_sigma %.9g vs %.9g", my_ins, ins);
-
-    size_t n = 0;
-    float *x = tensor_f32(in, "x_T_noise", &n);
-    CHECK(x != NULL);
-    if (!x) {
-        sd_scheduler_free(s);
-        return;
-    }
-    float insf = (float)my_ins;
-    for (size_t k = 0; k < n; k++)
-        x[k] = x[k] * insf;
-    compare(cc, m, exp, "x_T", x, n);
-    float *xin = malloc(n * sizeof(float)), *den = malloc(n * sizeof(float));
-    const cJSON *steps_arr = cJSON_GetObjectItemCaseSensitive(m->root, "steps");
-    int idx = 0;
-    for (const cJSON *st = steps_arr ? steps_arr->child : NULL; st && !t_cur_failed; st = st->next, idx++) {
-        sd_config sc = {.root = (cJSON *)st, .path = m->path};
-        int64_t i;
-        const char *mo_name = NULL, *mi_name = NULL, *prev_name = NULL;
-        CHECK_STATUS(sd_config_int(&sc, "i", idx, &i), SD_OK);
-        CHECK_STATUS(sd_config_str(&sc, "model_output", NULL, &mo_name), SD_OK);
-        CHECK_STATUS(sd_config_str(&sc, "model_input", "identity", &mi_name), SD_OK);
-        CHECK_STATUS(sd_config_str(&sc, "prev_sample", NULL, &prev_name), SD_OK);
-        float *mo = mo_name ? tensor_f32(in, mo_name, NULL) : NULL;
-        CHECK(mo != NULL);
-        if (!mo)
-            break;
-        CHECK_STATUS(sd_scheduler_scale_model_input(s, (int)i, x, xin, n), SD_OK);
-        if (strcmp(mi_name, "identity") != 0)
-            compare(cc, m, exp, mi_name, xin, n);
-        const cJSON *nd = cJSON_GetObjectItemCaseSensitive(st, "noise_drawn");
-        int n_noise = cJSON_GetArraySize(nd);
-        int want = sd_scheduler_step_needs_noise(s, (int)i);
-        CHECK_MSG(want == n_noise, "step %d: scheduler wants %d noise tensors, reference drew %d", (int)i, want,
-                  n_noise);
-        float *noise = NULL;
-        if (n_noise > 0) {
-            const cJSON *nn = cJSON_GetArrayItem(nd, 0);
-            noise = cJSON_IsString(nn) ? tensor_f32(in, nn->valuestring, NULL) : NULL;
-            CHECK(noise != NULL);
-        }
-        CHECK_STATUS(sd_scheduler_step(s, (int)i, mo, x, noise, x, den, n), SD_OK);
-        if (prev_name)
-            compare(cc, m, exp, prev_name, x, n);
-        const char *dn = NULL;
-        if (sd_config_has(&sc, "denoised"))
-            CHECK_STATUS(sd_config_str(&sc, "denoised", NULL, &dn), SD_OK);
-        else if (sd_config_has(&sc, "pred_original_sample"))
-            CHECK_STATUS(sd_config_str(&sc, "pred_original_sample", NULL, &dn), SD_OK);
-        if (dn)
-            compare(cc, m, exp, dn, den, n);
-        free(mo);
-        free(noise);
-    }
-    free(x);
-    free(xin);
-    free(den);
-    sd_scheduler_free(s);
-}
-
-static void run_stream_coeffs(case_ctx *cc, const sd_config *m, const sd_safetensors *exp)
-{
-    sd_config scfg;
-    sd_sched_config c;
-    sd_scheduler *s = NULL;
-    CHECK_STATUS(sd_config_sub(m, "scheduler_config", &scfg), SD_OK);
-    CHECK_STATUS(sd_sched_config_from_json(&scfg, SD_SCHED_LCM, &c), SD_OK);
-    CHECK_STATUS(sd_scheduler_create(&c, &s), SD_OK);
-    if (!s)
-        return;
-    const sd_st_tensor *t50 = sd_st_find(exp, "timesteps_50");
-    CHECK(t50 != NULL);
-    CHECK_STATUS(sd_scheduler_set_timesteps(s, t50 ? (int)t50->numel : 50, 1.0, NULL, 0), SD_OK);
-    int nt;
-    const double *ts = sd_scheduler_timesteps(s, &nt);
-    compare_exact(cc, exp, "timesteps_50", ts, nt);
-    int64_t idx64[64];
-    int nidx = 0;
-    CHECK_STATUS(sd_config_int_list(m, "t_index_list", idx64, 64, 0, &nidx), SD_OK);
-    int idx[64];
-    for (int k = 0; k < nidx; k++)
-        idx[k] = (int)idx64[k];
-    int64_t sub[64];
-    float a[64], b[64], cs[64], co[64];
-    CHECK_STATUS(sd_lcm_stream_coeffs(s, idx, nidx, sub, a, b, cs, co), SD_OK);
-    double subd[64];
-    for (int k = 0; k < nidx; k++)
-        subd[k] = (double)sub[k];
-    compare_exact(cc, exp, "sub_timesteps", subd, nidx);
-    compare(cc, m, exp, "c_skip", cs, (size_t)nidx);
-    compare(cc, m, exp, "c_out", co, (size_t)nidx);
-    compare(cc, m, exp, "alpha_prod_t_sqrt", a, (size_t)nidx);
-    compare(cc, m, exp, "beta_prod_t_sqrt", b, (size_t)nidx);
-    int T = 0;
-    const float *ac = sd_scheduler_alphas_cumprod(s, &T);
-    compare(cc, m, exp, "alphas_cumprod", ac, (size_t)T);
-    sd_scheduler_free(s);
-}
-
-static void run_guidance(case_ctx *cc, const sd_config *m, const sd_safetensors *in, const sd_safetensors *exp)
-{
-    int64_t dim = 0;
-    CHECK_STATUS(sd_config_int(m, "embedding_dim", 0, &dim), SD_OK);
-    size_t nw = 0;
-    float *w = tensor_f32(in, "w", &nw);
-    CHECK(w != NULL && dim > 0);
-    if (!w || dim <= 0) {
-        free(w);
-        return;
-    }
-    float *out = calloc(nw * (size_t)dim, sizeof(float));
-    for (size_t k = 0; k < nw; k++)
-        CHECK_STATUS(sd_lcm_guidance_embedding(w[k], (int)dim, out + k * (size_t)dim), SD_OK);
-    compare(cc, m, exp, "embedding", out, nw * (size_t)dim);
-    free(out);
-    free(w);
-}
+/* ------------------------------------------------------------------ reference case folders */
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static bool wanted(const char *name, const char *const *prefixes)
+{
+    for (; *prefixes; prefixes++)
+        if (!strncmp(name, *prefixes, strlen(*prefixes)))
+            return true;
+    return false;
+}
+
+/* Runs every case folder of `cases_dir` whose name starts with one of `prefixes`
+ * through sd_check_case; returns the number of cases run (-1: no such folder). */
+static int run_cases(const char *cases_dir, const char *const *prefixes)
+{
+    DIR *d = opendir(cases_dir);
+    if (!d)
+        return -1;
+    char *names[512];
+    int nn = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) && nn < 512)
+        if (de->d_name[0] != '.' && wanted(de->d_name, prefixes))
+            names[nn++] = strdup(de->d_name);
+    closedir(d);
+    qsort(names, (size_t)nn, sizeof names[0], cmp_str);
+    sd_backend *be = NULL;
+    CHECK_STATUS(sd_backend_cpu_create(1, &be), SD_OK);
+    int failed = 0;
+    for (int k = 0; k < nn; k++) {
+        char *dir = sd_path_join(cases_dir, names[k]);
+        int n_checked = 0, n_failed = 0;
+        sd_status s = be && dir ? sd_check_case(dir, NULL, be, false, &n_checked, &n_failed) : SD_ERR_OUT_OF_MEMORY;
+        CHECK_MSG(s == SD_OK && n_failed == 0 && n_checked > 0, "%s: %s", names[k], sd_last_error());
+        failed += s != SD_OK || n_failed;
+        free(dir);
+        free(names[k]);
+    }
+    printf("  %s: %d cases, %d failed\n", cases_dir, nn, failed);
+    if (be)
+        sd_backend_destroy(be);
+    return nn;
+}
 
 TEST(fixture_cases)
 {
@@ -330,70 +128,24 @@ TEST(fixture_cases)
     if (!root || !*root)
         SKIP("SD_FIXTURES is not set");
     char *cases = sd_path_join(root, "cases");
-    DIR *d = cases ? opendir(cases) : NULL;
-    if (!d) {
-        free(cases);
-        SKIP("no fixtures at %s", root);
-    }
-    char *names[512];
-    int nn = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) && nn < 512) {
-        if (strncmp(de->d_name, "sched_", 6) == 0 || strcmp(de->d_name, "lcm_guidance_embedding") == 0)
-            names[nn++] = strdup(de->d_name);
-    }
-    closedir(d);
-    qsort(names, (size_t)nn, sizeof names[0], cmp_str);
-    int passed = 0, failed = 0;
-    double worst = 0;
-    for (int k = 0; k < nn; k++) {
-        char *dir = sd_path_join(cases, names[k]);
-        char *mp = sd_path_join(dir, "manifest.json");
-        sd_config m;
-        case_ctx cc = {.name = names[k]};
-        int failed_before = t_cur_failed;
-        t_cur_failed = 0;
-        if (sd_config_load(mp, &m) == SD_OK) {
-            sd_safetensors *in = NULL, *exp = NULL;
-            sd_status s1 = open_case(dir, "inputs.safetensors", &in);
-            sd_status s2 = open_case(dir, "expected.safetensors", &exp);
-            if ((s1 != SD_OK && s1 != SD_ERR_NOT_FOUND) || s2 != SD_OK) {
-                printf("  cannot open tensors of %s: %s\n", names[k], sd_last_error());
-                t_cur_failed = 1;
-            } else if (sd_config_has(&m, "scheduler_class")) {
-                run_rollout(&cc, &m, in, exp);
-            } else if (sd_config_has(&m, "t_index_list")) {
-                run_stream_coeffs(&cc, &m, exp);
-            } else if (sd_config_has(&m, "embedding_dim")) {
-                run_guidance(&cc, &m, in, exp);
-            } else {
-                printf("  %s: unknown case kind\n", names[k]);
-                t_cur_failed = 1;
-            }
-            sd_safetensors_close(in);
-            sd_safetensors_close(exp);
-            sd_config_free(&m);
-        } else {
-            printf("  cannot load %s: %s\n", mp, sd_last_error());
-            t_cur_failed = 1;
-        }
-        if (t_cur_failed)
-            cc.n_failed += cc.n_failed ? 0 : 1;
-        report(&cc);
-        if (cc.n_failed)
-            failed++;
-        else
-            passed++;
-        if (cc.worst_ratio > worst)
-            worst = cc.worst_ratio;
-        t_cur_failed = t_cur_failed || failed_before;
-        free(mp);
-        free(dir);
-        free(names[k]);
-    }
-    printf("  fixture scheduler cases: %d passed, %d failed, worst err/tol %.3f\n", passed, failed, worst);
-    CHECK(nn > 0);
+    static const char *const prefixes[] = {"sched_", "lcm_guidance_embedding", NULL};
+    int n = cases ? run_cases(cases, prefixes) : -1;
     free(cases);
+    if (n < 0)
+        SKIP("no fixtures at %s", root);
+    CHECK(n > 0);
+}
+
+TEST(own_cases)
+{
+    const char *data = getenv("SD_TEST_DATA");
+    if (!data || !*data)
+        SKIP("SD_TEST_DATA is not set");
+    char *cases = sd_path_join(data, "cases");
+    static const char *const prefixes[] = {"own_sched_", NULL};
+    int n = cases ? run_cases(cases, prefixes) : -1;
+    free(cases);
+    CHECK_MSG(n > 0, "no own_sched_* cases in %s/cases", data);
 }
 
 /* ------------------------------------------------------------------ self-contained tests */
@@ -893,6 +645,7 @@ int main(void)
     RUN(bad_input);
     RUN(lcm_helpers);
     RUN(fixture_cases);
+    RUN(own_cases);
     RUN(reference_schedules);
     RUN(reference_rollouts);
     return test_summary();

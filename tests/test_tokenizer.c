@@ -2,10 +2,12 @@
  *
  * - repo_cases: tests/data/tokenizer/cases.json (tools/gen_tokenizer_cases.py)
  *   for both clean-up paths and both pad conventions (always runs).
- * - fixture_cases: $SD_FIXTURES/cases/tokenizer_clip (skips without fixtures).
+ * - fixture_cases: $SD_FIXTURES/cases/tokenizer_clip via the conformance runner
+ *   (src/check/check_tokenizer.c; skips without fixtures).
  * - bad inputs: missing / malformed files, invalid UTF-8, NUL bytes, 1 MB prompts. */
 #include "test.h"
 
+#include "check/check.h"
 #include "core/core.h"
 #include "io/safetensors.h"
 #include "models/tokenizer.h"
@@ -121,63 +123,6 @@ static void rm_tree(const char *path)
     }
     closedir(d);
     rmdir(path);
-}
-
-/* Decodes the JSON string starting at s (just after the opening quote),
- * keeping \u0000 (cJSON would cut the string there). */
-static char *json_raw_string(const char *s, size_t *len)
-{
-    size_t cap = 64, n = 0;
-    char *o = malloc(cap);
-    while (o && *s && *s != '"') {
-        if (n + 8 > cap) {
-            char *no = realloc(o, cap *= 2);
-            if (!no) {
-                free(o);
-                return NULL;
-            }
-            o = no;
-        }
-        if (*s != '\\') {
-            o[n++] = *s++;
-            continue;
-        }
-        s++;
-        char e = *s++;
-        if (e == 'u') {
-            unsigned cp = 0;
-            for (int i = 0; i < 4; i++)
-                cp = cp * 16 + (unsigned)hexval(*s++);
-            if (cp >= 0xD800 && cp <= 0xDBFF && s[0] == '\\' && s[1] == 'u') {
-                unsigned lo = 0;
-                for (int i = 0; i < 4; i++)
-                    lo = lo * 16 + (unsigned)hexval(s[2 + i]);
-                s += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            }
-            if (cp < 0x80) {
-                o[n++] = (char)cp;
-            } else if (cp < 0x800) {
-                o[n++] = (char)(0xC0 | (cp >> 6));
-                o[n++] = (char)(0x80 | (cp & 0x3F));
-            } else if (cp < 0x10000) {
-                o[n++] = (char)(0xE0 | (cp >> 12));
-                o[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                o[n++] = (char)(0x80 | (cp & 0x3F));
-            } else {
-                o[n++] = (char)(0xF0 | (cp >> 18));
-                o[n++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-                o[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                o[n++] = (char)(0x80 | (cp & 0x3F));
-            }
-        } else {
-            o[n++] = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'b' ? '\b' : e == 'f' ? '\f' : e;
-        }
-    }
-    if (o)
-        o[n] = 0;
-    *len = n;
-    return o;
 }
 
 static void print_ids(const char *label, const int32_t *v, int n)
@@ -348,127 +293,24 @@ TEST(repo_cases)
     cJSON_Delete(root);
 }
 
+/* $SD_FIXTURES/cases/tokenizer_clip through the conformance runner
+ * (src/check/check_tokenizer.c): both pad conventions, both clean paths, attention
+ * masks, unpadded ids and token strings. */
 TEST(fixture_cases)
 {
     const char *fx = getenv("SD_FIXTURES");
-    char base[768], p[1024];
+    char base[768];
     snprintf(base, sizeof base, "%s/cases/tokenizer_clip", fx ? fx : "");
     if (!fx || !*fx || !sd_dir_exists(base))
         SKIP("SD_FIXTURES/cases/tokenizer_clip not available (SD_FIXTURES=%s)", fx ? fx : "(unset)");
-    sd_tokenizer *tk[2] = {NULL, NULL};
-    const char *pads[2] = {"sd15", "sd2"};
-    snprintf(p, sizeof p, "%s/models/tiny-sd15/tokenizer", fx);
-    CHECK_STATUS(sd_tokenizer_load(p, &tk[0]), SD_OK);
-    snprintf(p, sizeof p, "%s/models/tiny-sd2/tokenizer", fx);
-    CHECK_STATUS(sd_tokenizer_load(p, &tk[1]), SD_OK);
-    snprintf(p, sizeof p, "%s/expected.safetensors", base);
-    sd_safetensors *st = NULL;
-    CHECK_STATUS(sd_safetensors_open(p, &st), SD_OK);
-    snprintf(p, sizeof p, "%s/prompts.json", base);
-    char *text = NULL;
-    size_t len = 0;
-    CHECK_STATUS(sd_read_file(p, (size_t)16 << 20, &text, &len), SD_OK);
-    cJSON *prompts = text ? cJSON_ParseWithLength(text, len) : NULL;
-    if (!tk[0] || !tk[1] || !st || !prompts || !cJSON_IsArray(prompts)) {
-        CHECK_MSG(false, "fixture files unreadable");
-        goto out;
-    }
-    int np = cJSON_GetArraySize(prompts);
-    /* raw prompt strings (keeps the NUL of the control-character prompt) */
-    char **raw = calloc((size_t)np, sizeof *raw);
-    size_t *rawlen = calloc((size_t)np, sizeof *rawlen);
-    const char *scan = text;
-    for (int i = 0; i < np && raw && rawlen; i++) {
-        scan = strstr(scan, "\"prompt\": \"");
-        if (!scan)
-            break;
-        scan += strlen("\"prompt\": \"");
-        raw[i] = json_raw_string(scan, &rawlen[i]);
-        const char *cj = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(prompts, i), "prompt"));
-        /* sanity: identical to cJSON's decoding up to the first NUL */
-        CHECK_MSG(raw[i] && cj && strcmp(raw[i], cj) == 0, "prompt %d raw decoding differs", i);
-    }
-    int pass[2][2] = {{0}}, unpadded_ok[2] = {0}, tokens_ok[2] = {0};
-    for (int m = 0; m < 2; m++) {
-        sd_tok_clean mode = m == 0 ? SD_TOK_CLEAN_FTFY : SD_TOK_CLEAN_BASIC;
-        for (int k = 0; k < 2; k++) {
-            char kid[64], kmask[64];
-            snprintf(kid, sizeof kid, "input_ids.%s.%s", pads[k], mode_name(mode));
-            snprintf(kmask, sizeof kmask, "attention_mask.%s.%s", pads[k], mode_name(mode));
-            const sd_st_tensor *tid = sd_st_find(st, kid), *tmask = sd_st_find(st, kmask);
-            CHECK_MSG(tid && tmask && tid->ndim == 2 && tid->shape[0] == np && tid->shape[1] == MAXLEN, "%s", kid);
-            if (!tid || !tmask || tid->shape[0] != np || tid->shape[1] != MAXLEN)
-                continue;
-            for (int i = 0; i < np; i++) {
-                if (!raw || !raw[i])
-                    continue;
-                int32_t ids[MAXLEN];
-                int nv = -1, nt = -1;
-                sd_status s = sd_tokenizer_encode_n(tk[k], raw[i], rawlen[i], mode, ids, MAXLEN, &nv, &nt);
-                int mask_n = 0;
-                bool ok = s == SD_OK, mask_ok = true;
-                for (int j = 0; j < MAXLEN; j++) {
-                    int64_t e = (int64_t)sd_st_get(tid, (size_t)i * MAXLEN + (size_t)j);
-                    int64_t mk = (int64_t)sd_st_get(tmask, (size_t)i * MAXLEN + (size_t)j);
-                    ok = ok && ids[j] == e;
-                    mask_n += mk != 0;
-                    mask_ok = mask_ok && mk == (j < nv ? 1 : 0);
-                }
-                ok = ok && nv == mask_n && mask_ok;
-                if (ok)
-                    pass[m][k]++;
-                else {
-                    CHECK_MSG(false, "fixture prompt %d [%s.%s]: status %s, n_valid %d vs mask %d", i, pads[k],
-                              mode_name(mode), sd_status_name(s), nv, mask_n);
-                    print_ids("got", ids, MAXLEN);
-                }
-            }
-        }
-        /* unpadded ids / token strings (sd15 tokenizer; they include BOS/EOS) */
-        char kids[64], ktoks[64];
-        snprintf(kids, sizeof kids, "ids_unpadded_%s", mode_name(mode));
-        snprintf(ktoks, sizeof ktoks, "tokens_%s", mode_name(mode));
-        for (int i = 0; i < np; i++) {
-            const cJSON *pe = cJSON_GetArrayItem(prompts, i);
-            const cJSON *ue = cJSON_GetObjectItem(pe, kids), *te = cJSON_GetObjectItem(pe, ktoks);
-            if (!raw || !raw[i] || !ue)
-                continue;
-            int want = cJSON_GetArraySize(ue) - 2, n = -1;
-            int32_t *ids = malloc(sizeof(int32_t) * (size_t)(want + 2));
-            CHECK_STATUS(sd_tokenizer_tokenize_n(tk[0], raw[i], rawlen[i], mode, ids, want + 2, &n), SD_OK);
-            bool ok = n == want;
-            for (int j = 0; ok && j < n; j++)
-                ok = ids[j] == (int32_t)cJSON_GetArrayItem(ue, j + 1)->valuedouble;
-            CHECK_MSG(ok, "fixture prompt %d unpadded [%s]: n %d want %d", i, mode_name(mode), n, want);
-            unpadded_ok[m] += ok;
-            bool tok_ok = ok && te && cJSON_GetArraySize(te) == want + 2;
-            for (int j = 0; tok_ok && j < n; j++) {
-                const char *ts = sd_tokenizer_id_to_token(tk[0], ids[j]);
-                tok_ok = ts && strcmp(ts, cJSON_GetStringValue(cJSON_GetArrayItem(te, j + 1))) == 0;
-            }
-            CHECK_MSG(tok_ok, "fixture prompt %d token strings [%s]", i, mode_name(mode));
-            tokens_ok[m] += tok_ok;
-            free(ids);
-        }
-    }
-    for (int m = 0; m < 2; m++) {
-        for (int k = 0; k < 2; k++)
-            printf("  fixture %s.%s: %d/%d exact (ids + attention mask)\n", pads[k], m == 0 ? "ftfy" : "noftfy",
-                   pass[m][k], np);
-        printf("  fixture unpadded %s: ids %d/%d, token strings %d/%d\n", m == 0 ? "ftfy" : "noftfy", unpadded_ok[m],
-               np, tokens_ok[m], np);
-    }
-    for (int i = 0; raw && i < np; i++)
-        free(raw[i]);
-    free(raw);
-    free(rawlen);
-out:
-    cJSON_Delete(prompts);
-    free(text);
-    if (st)
-        sd_safetensors_close(st);
-    sd_tokenizer_free(tk[0]);
-    sd_tokenizer_free(tk[1]);
+    sd_backend *be = NULL;
+    CHECK_STATUS(sd_backend_cpu_create(1, &be), SD_OK);
+    if (!be)
+        return;
+    int n_checked = 0, n_failed = 0;
+    CHECK_STATUS(sd_check_case(base, NULL, be, false, &n_checked, &n_failed), SD_OK);
+    CHECK(n_checked >= 8 && n_failed == 0);
+    sd_backend_destroy(be);
 }
 
 TEST(missing_files)

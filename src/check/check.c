@@ -125,6 +125,8 @@ static sd_case_fn pick(sd_case *c, const char **kind)
         return *kind = "scheduler", sd_check_sched;
     if (sd_config_has(m, "stream_constructor"))
         return *kind = "stream", sd_check_stream;
+    if (sd_config_has(m, "t_index_list") && sd_config_has(m, "scheduler_config"))
+        return *kind = "lcm-stream-coefficients", sd_check_sched;
     if (sd_config_has(m, "pipeline"))
         return *kind = "pipeline", sd_check_pipe;
     if (sd_config_has(m, "prompts_file"))
@@ -216,11 +218,11 @@ sd_status sd_check_case(const char *case_dir, const char *fixtures_root, sd_back
     fflush(stdout);
     *n_checked = c.n_checked;
     *n_failed = c.n_failed;
+    if (s == SD_OK && c.n_failed) /* before the manifest (which holds c.name) is freed */
+        s = sd_fail(SD_ERR_INTERNAL, "%s: %d outputs out of tolerance", c.name, c.n_failed);
     sd_safetensors_close(c.inputs);
     sd_safetensors_close(c.expected);
     sd_config_free(&c.manifest);
     free(c.root);
-    if (s == SD_OK && c.n_failed)
-        s = sd_fail(SD_ERR_INTERNAL, "%s: %d outputs out of tolerance", c.name, c.n_failed);
     return s;
 }

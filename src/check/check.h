@@ -8,6 +8,7 @@
  *   embedding_dim, no model    -> LCM guidance embedding (check_sched.c)
  *   prompts_file               -> tokenizer              (check_tokenizer.c)
  *   stream_constructor         -> StreamDiffusion replay (check_stream.c)
+ *   t_index_list + scheduler_config -> LCM stream coefficient tables (check_sched.c)
  *   pipeline                   -> diffusers pipeline     (check_pipe.c)
  *   model_dir + _class_name of its config.json (or model_class):
  *     UNet2DConditionModel     -> check_unet.c

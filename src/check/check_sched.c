@@ -121,14 +121,13 @@ static sd_status apply_step_kwargs(sd_case *c, sd_sched_config *cfg)
         }
         if (done)
             continue;
-        if ((!strcmp(e->string, "use_clipped_model_output") || !strcmp(e->string, "return_dict")) &&
-            (cJSON_IsBool(e) || cJSON_IsNull(e)) && !cJSON_IsTrue(e) == !strcmp(e->string, "use_clipped_model_output"))
-            continue; /* defaults: use_clipped_model_output false, return_dict true */
-        if (!strcmp(e->string, "generator") && cJSON_IsNull(e))
-            continue;
+        if (!strcmp(e->string, "use_clipped_model_output") && (cJSON_IsFalse(e) || cJSON_IsNull(e)))
+            continue; /* the default */
+        if (!strcmp(e->string, "return_dict") || !strcmp(e->string, "generator"))
+            continue; /* no effect on the values (the noise is replayed) */
         return sd_fail(SD_ERR_UNSUPPORTED,
                        "%s: step_kwargs.%s is not supported by this runner (supported: eta, s_churn, s_tmin, "
-                       "s_tmax, s_noise)",
+                       "s_tmax, s_noise, use_clipped_model_output=false)",
                        c->dir, e->string);
     }
     return SD_OK;
@@ -262,8 +261,10 @@ static sd_status run_rollout(sd_case *c)
         else
             sd_case_fail(c, "the reference has sigmas, this scheduler has none");
     }
-    compare_f32(c, "alphas_cumprod", sd_scheduler_alphas_cumprod(s, &T), (size_t)T);
-    compare_f32(c, "betas", sd_scheduler_betas(s, &T), (size_t)T);
+    const float *ac = sd_scheduler_alphas_cumprod(s, &T);
+    compare_f32(c, "alphas_cumprod", ac, (size_t)T);
+    const float *bt = sd_scheduler_betas(s, &T);
+    compare_f32(c, "betas", bt, (size_t)T);
     double ins = sd_scheduler_init_noise_sigma(s), want_ins;
     if (sd_config_has(&c->manifest, "init_noise_sigma")) {
         if ((r = sd_config_float(&c->manifest, "init_noise_sigma", 1.0, &want_ins)) != SD_OK)
@@ -408,7 +409,8 @@ static sd_status run_stream_coeffs(sd_case *c)
     compare_f32(c, "beta_prod_t_sqrt", b, (size_t)got);
     if (c->expected && sd_st_find(c->expected, "alphas_cumprod")) {
         int T = 0;
-        compare_f32(c, "alphas_cumprod", sd_scheduler_alphas_cumprod(s, &T), (size_t)T);
+        const float *ac = sd_scheduler_alphas_cumprod(s, &T);
+        compare_f32(c, "alphas_cumprod", ac, (size_t)T);
     }
 out:
     free(idx64);

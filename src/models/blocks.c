@@ -29,6 +29,31 @@ void sd_wl_get(sd_wload *l, sd_tensor *out, const int64_t *shape, int ndim, cons
         return;
     }
     l->status = sd_weights_get(l->w, out, shape, ndim, "%s", name);
+    if (l->status != SD_OK || !l->record)
+        return;
+    if (l->n_slots == l->cap_slots) {
+        size_t nc = l->cap_slots ? 2 * l->cap_slots : 256;
+        sd_wslot *ns = realloc(l->slots, nc * sizeof *ns);
+        if (!ns) {
+            l->status = sd_fail(SD_ERR_OUT_OF_MEMORY, "out of memory");
+            return;
+        }
+        l->slots = ns;
+        l->cap_slots = nc;
+    }
+    char *copy = sd_strdup(name);
+    if (!copy) {
+        l->status = SD_ERR_OUT_OF_MEMORY;
+        return;
+    }
+    l->slots[l->n_slots++] = (sd_wslot){copy, out};
+}
+
+void sd_wslots_free(sd_wslot *slots, size_t n)
+{
+    for (size_t i = 0; slots && i < n; i++)
+        free(slots[i].name);
+    free(slots);
 }
 
 #define GET(l, out, prefix, suffix, ...) sd_wl_get(l, out, SD_SHAPE(__VA_ARGS__), "%s." suffix, prefix)

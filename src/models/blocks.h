@@ -21,12 +21,23 @@
 
 typedef void (*sd_wload_fn)(void *user, const char *name, const int64_t *shape, int ndim);
 
+/* (name, handle) of a loaded tensor, recorded for sd_unet_for_each_weight. */
+typedef struct sd_wslot {
+    char *name;
+    sd_tensor *t;
+} sd_wslot;
+
 typedef struct sd_wload {
     sd_weights *w;     /* fetch from here, or ... */
     sd_wload_fn fn;    /* ... only report names and shapes (w == NULL) */
     void *user;
     sd_status status;  /* first error */
+    bool record;       /* with w: append every loaded (name, handle) to slots */
+    sd_wslot *slots;   /* owned by the caller after loading (sd_wslots_free) */
+    size_t n_slots, cap_slots;
 } sd_wload;
+
+void sd_wslots_free(sd_wslot *slots, size_t n);
 
 /* Loads tensor `fmt...` with `shape` (see sd_weights_get). No-op after an error. */
 void sd_wl_get(sd_wload *l, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...) SD_PRINTF(5, 6);

@@ -1329,7 +1329,8 @@ static sd_status tokenize_all(sd_tokenizer *t, const char *text, size_t len, sd_
         if (a >= 0 && t->added[a].lstrip)
             while (e > b && is_py_space(cps.v[e - 1]))
                 e--;
-        s = tokenize_piece(t, cps.v + b, e - b, mode, out);
+        if (e > b) /* (cps.v is NULL for an empty text: no pointer arithmetic on it) */
+            s = tokenize_piece(t, cps.v + b, e - b, mode, out);
         if (a < 0 || s != SD_OK)
             break;
         s = id_push(out, t->added[a].id);

@@ -305,6 +305,8 @@ struct sd_unet {
     int n_skips;
     int n_kv;
     const sd_attn **kv_attn; /* cross-attentions by cache slot */
+    sd_wslot *slots;         /* every loaded weight handle by name (sd_unet_for_each_weight) */
+    size_t n_slots;
 };
 
 struct sd_unet_kv {
@@ -334,6 +336,7 @@ void sd_unet_free(sd_unet *u)
     }
     sd_transformer2d_free(&u->mid_attn);
     free(u->kv_attn);
+    sd_wslots_free(u->slots, u->n_slots);
     free(u);
 }
 
@@ -475,6 +478,10 @@ static sd_status build_model(sd_wload *l, const sd_unet_config *cfg, sd_backend 
     u->cfg = *cfg;
     u->be = be;
     build(l, u);
+    u->slots = l->slots;
+    u->n_slots = l->n_slots;
+    l->slots = NULL;
+    l->n_slots = l->cap_slots = 0;
     if (l->status != SD_OK) {
         sd_unet_free(u);
         return l->status;
@@ -487,8 +494,15 @@ sd_status sd_unet_load(sd_weights *w, const sd_unet_config *cfg, sd_unet **out)
 {
     if (!w || !out)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_unet_load: weights and output are required");
-    sd_wload l = {.w = w};
+    sd_wload l = {.w = w, .record = true};
     return build_model(&l, cfg, w->be, out);
+}
+
+sd_status sd_unet_for_each_weight(sd_unet *u, sd_weight_visit_fn fn, void *user)
+{
+    for (size_t i = 0; u && i < u->n_slots; i++)
+        SD_TRY(fn(user, u->slots[i].name, u->slots[i].t));
+    return SD_OK;
 }
 
 sd_status sd_unet_list_tensors(const sd_unet_config *cfg, sd_unet_tensor_fn fn, void *user)

@@ -75,6 +75,10 @@ sd_status sd_unet_load(sd_weights *w, const sd_unet_config *cfg, sd_unet **out);
 void sd_unet_free(sd_unet *u);
 const sd_unet_config *sd_unet_get_config(const sd_unet *u);
 
+/* Visits every loaded weight handle of the UNet by its state-dict name, in
+ * load order (for LoRA fusing: see sd_weight_visit_fn in weights.h). */
+sd_status sd_unet_for_each_weight(sd_unet *u, sd_weight_visit_fn fn, void *user);
+
 /* Every tensor the config needs (name, shape) in load order: for tools/tests. */
 typedef void (*sd_unet_tensor_fn)(void *user, const char *name, const int64_t *shape, int ndim);
 sd_status sd_unet_list_tensors(const sd_unet_config *cfg, sd_unet_tensor_fn fn, void *user);

@@ -18,6 +18,9 @@ void sd_weights_free(sd_weights *w)
     for (size_t i = 0; i < w->n_allocs; i++)
         w->be->ops->free(w->be, w->allocs[i]);
     free(w->allocs);
+    for (size_t i = 0; i < w->n_cow; i++)
+        w->be->ops->free(w->be, w->cow[i]);
+    free(w->cow);
     for (size_t i = 0; i < w->n_idx; i++)
         free(w->idx[i].name);
     free(w->idx);
@@ -127,6 +130,66 @@ static void shape_to_str(const int64_t *s, int n, char *buf, size_t cap)
         snprintf(buf + o, cap - o, "]");
 }
 
+/* The bytes of an entry in its file: row range [row0, row0+rows) of dim 0. */
+static const uint8_t *entry_src(const sd_wsrc *e, size_t *numel)
+{
+    const sd_st_tensor *t = e->t;
+    size_t es = sd_dtype_size(t->dtype);
+    size_t row_elems = e->rows ? t->numel / (size_t)(t->ndim ? t->shape[0] : 1) : 0;
+    *numel = row_elems * (size_t)e->rows;
+    return (const uint8_t *)t->data + (size_t)e->row0 * row_elems * es;
+}
+
+/* The dtype a stored dtype is kept in (SD_DTYPE_COUNT: not a weight dtype). */
+static sd_dtype kept_dtype(const sd_weights *w, sd_dtype stored)
+{
+    if (stored == SD_F32 || stored == SD_F16 || stored == SD_BF16)
+        return w->float_dtype;
+    if (stored == SD_I64 || stored == SD_I32)
+        return SD_I32;
+    return SD_DTYPE_COUNT;
+}
+
+/* Converts (or copies) an entry's file bytes into backend memory `dev` of
+ * numel * size(want_dt) bytes: the load conversion, shared by load() and
+ * sd_weights_restore() so that a restore is bit-exact. */
+static sd_status upload_entry(sd_weights *w, const sd_wsrc *e, sd_dtype want_dt, void *dev)
+{
+    const sd_st_tensor *t = e->t;
+    size_t numel;
+    const uint8_t *src = entry_src(e, &numel);
+    size_t es = sd_dtype_size(t->dtype), oes = sd_dtype_size(want_dt);
+    void *host = NULL;
+    const void *up = src;
+    if (want_dt != t->dtype || ((uintptr_t)src % es) != 0) {
+        host = sd_malloc(numel * oes + 1);
+        if (!host)
+            return SD_ERR_OUT_OF_MEMORY;
+        for (size_t i = 0; i < numel; i++) {
+            sd_st_tensor view = *t;
+            view.data = src;
+            double v = sd_st_get(&view, i);
+            if (want_dt == SD_F32) {
+                float f = (float)v;
+                memcpy((uint8_t *)host + 4 * i, &f, 4);
+            } else if (want_dt == SD_F16) {
+                uint16_t h = sd_f32_to_f16((float)v);
+                memcpy((uint8_t *)host + 2 * i, &h, 2);
+            } else if (want_dt == SD_BF16) {
+                uint16_t h = sd_f32_to_bf16((float)v);
+                memcpy((uint8_t *)host + 2 * i, &h, 2);
+            } else {
+                int32_t iv = (int32_t)v;
+                memcpy((uint8_t *)host + 4 * i, &iv, 4);
+            }
+        }
+        up = host;
+    }
+    sd_status s = w->be->ops->upload(w->be, dev, up, numel * oes);
+    free(host);
+    return s;
+}
+
 static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *shape, int ndim)
 {
     const sd_st_tensor *t = e->t;
@@ -154,18 +217,13 @@ static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *
     if (ndim > SD_MAX_DIMS)
         return sd_fail(SD_ERR_UNSUPPORTED, "%s: tensor '%s' has %d dimensions (max %d)", w->label, e->name, ndim,
                        SD_MAX_DIMS);
-    sd_dtype want_dt;
-    if (t->dtype == SD_F32 || t->dtype == SD_F16 || t->dtype == SD_BF16)
-        want_dt = w->float_dtype;
-    else if (t->dtype == SD_I64 || t->dtype == SD_I32)
-        want_dt = SD_I32;
-    else
+    sd_dtype want_dt = kept_dtype(w, t->dtype);
+    if (want_dt == SD_DTYPE_COUNT)
         return sd_fail(SD_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s, not a weight dtype", w->label, e->name,
                        sd_dtype_name(t->dtype));
     size_t es = sd_dtype_size(t->dtype);
-    size_t row_elems = e->rows ? t->numel / (size_t)(t->ndim ? t->shape[0] : 1) : 0;
-    size_t numel = row_elems * (size_t)e->rows;
-    const uint8_t *src = (const uint8_t *)t->data + (size_t)e->row0 * row_elems * es;
+    size_t numel;
+    const uint8_t *src = entry_src(e, &numel);
     *out = sd_tensor_make(NULL, want_dt, ndim ? ndim : 1, ndim ? shape : (const int64_t[]){1});
 
     if (w->be->host_memory && want_dt == t->dtype && ((uintptr_t)src % es) == 0) {
@@ -175,39 +233,10 @@ static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *
         return SD_OK;
     }
     size_t oes = sd_dtype_size(want_dt);
-    void *host = NULL;
-    const void *up = src;
-    if (want_dt != t->dtype || ((uintptr_t)src % es) != 0) {
-        host = sd_malloc(numel * oes + 1);
-        if (!host)
-            return SD_ERR_OUT_OF_MEMORY;
-        for (size_t i = 0; i < numel; i++) {
-            sd_st_tensor view = *t;
-            view.data = src;
-            double v = sd_st_get(&view, i);
-            if (want_dt == SD_F32) {
-                float f = (float)v;
-                memcpy((uint8_t *)host + 4 * i, &f, 4);
-            } else if (want_dt == SD_F16) {
-                uint16_t h = sd_f32_to_f16((float)v);
-                memcpy((uint8_t *)host + 2 * i, &h, 2);
-            } else if (want_dt == SD_BF16) {
-                uint16_t h = sd_f32_to_bf16((float)v);
-                memcpy((uint8_t *)host + 2 * i, &h, 2);
-            } else {
-                int32_t iv = (int32_t)v;
-                memcpy((uint8_t *)host + 4 * i, &iv, 4);
-            }
-        }
-        up = host;
-    }
     void *dev = w->be->ops->alloc(w->be, numel * oes);
-    if (!dev) {
-        free(host);
+    if (!dev)
         return sd_fail_context(SD_ERR_OUT_OF_MEMORY, "%s: loading '%s'", w->label, e->name);
-    }
-    sd_status s = w->be->ops->upload(w->be, dev, up, numel * oes);
-    free(host);
+    sd_status s = upload_entry(w, e, want_dt, dev);
     if (s == SD_OK && w->n_allocs == w->cap_allocs) {
         size_t nc = w->cap_allocs ? 2 * w->cap_allocs : 256;
         void **na = realloc(w->allocs, nc * sizeof *na);
@@ -268,6 +297,128 @@ size_t sd_weights_unused(const sd_weights *w, const char **names, size_t max)
             n++;
         }
     return n;
+}
+
+/* ---------------------------------------------------------------- modification (LoRA fusing) */
+
+static bool owns_alloc(const sd_weights *w, const void *p)
+{
+    for (size_t i = 0; i < w->n_allocs; i++)
+        if (w->allocs[i] == p)
+            return true;
+    return false;
+}
+
+static ptrdiff_t cow_index(const sd_weights *w, const void *p)
+{
+    for (size_t i = 0; i < w->n_cow; i++)
+        if (w->cow[i] == p)
+            return (ptrdiff_t)i;
+    return -1;
+}
+
+/* The index entry of a loaded floating-point tensor `t` named `name`, checked against t. */
+static sd_status modifiable(sd_weights *w, const char *name, const sd_tensor *t, sd_wsrc **out, size_t *numel,
+                            const uint8_t **src)
+{
+    sd_wsrc *e = name ? find(w, name) : NULL;
+    if (!e || !t || !t->data)
+        return sd_fail(SD_ERR_INTERNAL, "%s: tensor '%s' is not loaded from these weights", w->label,
+                       name ? name : "(null)");
+    *src = entry_src(e, numel);
+    sd_dtype kd = kept_dtype(w, e->t->dtype);
+    if ((kd != SD_F32 && kd != SD_F16 && kd != SD_BF16) || t->dtype != kd || (size_t)sd_numel(t) != *numel)
+        return sd_fail(SD_ERR_INTERNAL, "%s: tensor '%s' does not match its loaded form (dtype %s, %zu values)",
+                       w->label, name, sd_dtype_name(t->dtype), *numel);
+    *out = e;
+    return SD_OK;
+}
+
+sd_status sd_weights_read_f32(sd_weights *w, const char *name, const sd_tensor *t, float *dst)
+{
+    sd_wsrc *e;
+    size_t numel;
+    const uint8_t *src;
+    SD_TRY(modifiable(w, name, t, &e, &numel, &src));
+    sd_st_tensor view = *e->t;
+    view.data = src;
+    view.numel = numel;
+    view.nbytes = numel * sd_dtype_size(view.dtype);
+    return sd_st_to_f32(&view, dst);
+}
+
+sd_status sd_weights_write_f32(sd_weights *w, const char *name, sd_tensor *t, const float *vals)
+{
+    sd_wsrc *e;
+    size_t numel;
+    const uint8_t *src;
+    SD_TRY(modifiable(w, name, t, &e, &numel, &src));
+    bool view = w->be->host_memory && t->data == (const void *)src;
+    if (!view && !owns_alloc(w, t->data) && cow_index(w, t->data) < 0)
+        return sd_fail(SD_ERR_INTERNAL, "%s: tensor '%s' is not memory of these weights", w->label, name);
+    size_t bytes = numel * sd_dtype_size(t->dtype);
+    void *host = NULL;
+    const void *up = vals;
+    if (t->dtype != SD_F32) {
+        uint16_t *h = sd_malloc(numel * 2 + 1);
+        if (!h)
+            return SD_ERR_OUT_OF_MEMORY;
+        for (size_t i = 0; i < numel; i++)
+            h[i] = t->dtype == SD_F16 ? sd_f32_to_f16(vals[i]) : sd_f32_to_bf16(vals[i]);
+        host = h;
+        up = h;
+    }
+    void *dst = t->data;
+    if (view) { /* copy-on-write: never write into the mapped file */
+        if (w->n_cow == w->cap_cow) {
+            size_t nc = w->cap_cow ? 2 * w->cap_cow : 64;
+            void **ncw = realloc(w->cow, nc * sizeof *ncw);
+            if (!ncw) {
+                free(host);
+                return sd_fail(SD_ERR_OUT_OF_MEMORY, "out of memory");
+            }
+            w->cow = ncw;
+            w->cap_cow = nc;
+        }
+        dst = w->be->ops->alloc(w->be, bytes);
+        if (!dst) {
+            free(host);
+            return sd_fail_context(SD_ERR_OUT_OF_MEMORY, "%s: copy of '%s'", w->label, name);
+        }
+    }
+    sd_status s = w->be->ops->upload(w->be, dst, up, bytes);
+    free(host);
+    if (view) {
+        if (s != SD_OK) {
+            w->be->ops->free(w->be, dst);
+            return s;
+        }
+        w->cow[w->n_cow++] = dst;
+        w->bytes_device += bytes;
+        t->data = dst;
+    }
+    return s;
+}
+
+sd_status sd_weights_restore(sd_weights *w, const char *name, sd_tensor *t)
+{
+    sd_wsrc *e;
+    size_t numel;
+    const uint8_t *src;
+    SD_TRY(modifiable(w, name, t, &e, &numel, &src));
+    ptrdiff_t ci = cow_index(w, t->data);
+    if (ci >= 0) {
+        w->be->ops->free(w->be, t->data);
+        w->cow[ci] = w->cow[--w->n_cow];
+        w->bytes_device -= numel * sd_dtype_size(t->dtype);
+        t->data = (void *)src;
+        return SD_OK;
+    }
+    if (w->be->host_memory && t->data == (const void *)src)
+        return SD_OK; /* an untouched view */
+    if (!owns_alloc(w, t->data))
+        return sd_fail(SD_ERR_INTERNAL, "%s: tensor '%s' is not memory of these weights", w->label, name);
+    return upload_entry(w, e, t->dtype, t->data);
 }
 
 #include "io/config.h"

@@ -34,6 +34,8 @@ typedef struct sd_weights {
     size_t n_allocs, cap_allocs;
     size_t bytes_device;        /* bytes allocated in backend memory */
     size_t bytes_mapped;        /* bytes used zero-copy from the mapped files */
+    void **cow;                 /* copy-on-write buffers of modified views (backend memory owned) */
+    size_t n_cow, cap_cow;
 } sd_weights;
 
 void sd_weights_init(sd_weights *w, sd_backend *be, const char *label, sd_dtype float_dtype);
@@ -57,6 +59,27 @@ sd_status sd_weights_get_any(sd_weights *w, sd_tensor *out, const char *fmt, ...
 /* Names of indexed tensors no model loaded; returns the count and writes up
  * to `max` names (owned by w) into `names`. */
 size_t sd_weights_unused(const sd_weights *w, const char **names, size_t max);
+
+/* Modifying loaded weights in place (LoRA fusing), with a bit-exact way back.
+ * `name` is the tensor's index name and `t` the handle sd_weights_get filled
+ * (a floating-point tensor; its dtype is the kept dtype).
+ *   read_f32:  the stored values (from the file, not from t) as float32, numel(t) values.
+ *   write_f32: t's values become `vals` (float32, converted to t->dtype). A
+ *              zero-copy view into a mapped file is never written: it gets a
+ *              backend buffer owned by `w` first and t->data moves there
+ *              (copy-on-write). Backend memory is overwritten in place.
+ *   restore:   t holds exactly what sd_weights_get loaded again: a
+ *              copy-on-write buffer is freed and t->data points back into
+ *              the file; backend memory is rewritten from the file with the
+ *              load conversion. */
+sd_status sd_weights_read_f32(sd_weights *w, const char *name, const sd_tensor *t, float *dst);
+sd_status sd_weights_write_f32(sd_weights *w, const char *name, sd_tensor *t, const float *vals);
+sd_status sd_weights_restore(sd_weights *w, const char *name, sd_tensor *t);
+
+/* A model's loaded weight handle, visited by name (sd_unet_for_each_weight,
+ * sd_clip_for_each_weight). The visitor may change t->data through the
+ * functions above. A non-OK return stops the walk and is returned. */
+typedef sd_status (*sd_weight_visit_fn)(void *user, const char *name, sd_tensor *t);
 
 /* Shape literal for sd_weights_get: sd_weights_get(w, &t, SD_SHAPE(320, 4, 3, 3), "conv_in.weight"). */
 #define SD_SHAPE(...) ((const int64_t[]){__VA_ARGS__}), (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t))

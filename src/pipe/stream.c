@@ -463,6 +463,7 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
         s->S = m->clip_cfg.max_position_embeddings;
     s->D = m->clip_cfg.hidden_size;
     sd_rng_init(&s->rng, p.rng == SD_RNG_TYPE_FAST ? SD_RNG_FAST : SD_RNG_TORCH, p.seed);
+    sd_rng_init(&s->ssf_rng, SD_RNG_FAST, p.seed ^ 0x5353465f636f696eULL); /* "SSF_coin" */
     size_t img_n = (size_t)s->fbs * 3 * s->H * s->W, lat_n = (size_t)s->B * s->C * s->h * s->w;
     s->ids = sd_calloc((size_t)s->S, sizeof *s->ids);
     s->host_embeds = sd_malloc(2 * (size_t)s->S * s->D * sizeof(float));
@@ -556,7 +557,7 @@ bool sd_stream_similarity_skip(sd_stream *s, const float *x, size_t n)
     double cos = dot / fmax(sqrt(na) * sqrt(nb), 1e-8);
     double skip_prob = thr >= 1.0f ? 0.0 : fmax(0.0, 1.0 - (1.0 - cos) / (1.0 - thr));
     float u;
-    sd_rng_uniform(&s->rng, &u, 1);
+    sd_rng_uniform(&s->ssf_rng, &u, 1);
     if (skip_prob < u || s->ssf_skips >= s->p.max_skip_frames) {
         memcpy(s->ssf_prev, x, n * sizeof(float));
         s->ssf_skips = 0;
@@ -627,6 +628,11 @@ sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out)
     }
     (void)tmp;
     pthread_mutex_lock(&s->engine);
+    if (s->async) {
+        pthread_mutex_unlock(&s->engine);
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_img2img: this stream is running asynchronously (frames were "
+                                                "pushed); use sd_stream_push_frame/pull_frame, or another stream");
+    }
     bool skipped;
     s->stats.frames_in++;
     st = sd_stream_run_prepared(s, &skipped);
@@ -643,6 +649,11 @@ sd_status sd_stream_txt2img(sd_stream *s, sd_image *out)
     if (!s || !out)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_txt2img: NULL argument");
     pthread_mutex_lock(&s->engine);
+    if (s->async) {
+        pthread_mutex_unlock(&s->engine);
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_txt2img: this stream is running asynchronously (frames were "
+                                                "pushed); use another stream for txt2img");
+    }
     double t0 = sd_time_now();
     size_t n = (size_t)sd_numel(&s->x_in);
     sd_rng_randn(&s->rng, s->host_noise, n);

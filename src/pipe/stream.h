@@ -47,6 +47,9 @@ struct sd_stream {
     float *host_in;                /* [fbs,3,H,W] / latent scratch */
     float *host_noise;             /* [fbs,C,h,w] */
     sd_rng rng;
+    sd_rng ssf_rng;                /* SSF coin flips: its own generator (like StreamDiffusion's python
+                                    * `random`), so the SSF decision (made by the async input thread)
+                                    * never races with or shifts the engine's noise draws */
     bool first_frame_done;         /* SSF has a previous input */
     float *ssf_prev;               /* [fbs*3*H*W] previous processed input */
     int ssf_skips;
@@ -54,7 +57,8 @@ struct sd_stream {
     pthread_mutex_t engine;        /* one stream step or prompt change at a time */
     double inference_ema_ms;
     sd_stream_stats stats;
-    sd_stream_async *async;
+    sd_stream_async *async;        /* async pipeline (stream_async.c); set once under `engine`, read
+                                    * with __atomic_load_n; while set, the sync frame calls are refused */
 };
 
 /* One stream step on the frame(s) in s->img_in (img2img) or on the latent in
@@ -69,7 +73,11 @@ sd_status sd_stream_step(sd_stream *s, bool use_latent, void (*hook)(void *, con
 sd_status sd_stream_set_init_noise(sd_stream *s, const float *host);
 /* SSF decision for the frame in host_in: true = skip it. */
 bool sd_stream_similarity_skip(sd_stream *s, const float *chw, size_t n);
+/* Stops and joins the async threads and frees their slots (sd_stream_free calls it). */
 void sd_stream_async_stop(sd_stream *s);
+/* Test hook: how many frame-slot buffers the async pipeline has (re)allocated
+ * so far (constant once the slots have the pushed frames' size). */
+uint64_t sd_stream_async_slot_allocs(const sd_stream *s);
 /* Runs one img2img step on the frame already converted to [-1,1] CHW in
  * s->host_in (SSF first: *skipped = true leaves the previous output).
  * Caller holds s->engine. */

@@ -1,0 +1,108 @@
+/* The WebSocket protocol of `streamdiff serve` (docs/protocol.md): parsing
+ * and validation of the client's JSON control messages, checks on binary
+ * frames, and the JSON the server sends. Pure functions, no networking, so
+ * tests/test_server_protocol.c covers them directly.
+ *
+ * Every parse is all-or-nothing: a message with one bad field changes
+ * nothing and yields an error code (a short stable word) and a message that
+ * says what is wrong and what to send instead. */
+#ifndef SD_SERVER_PROTOCOL_H
+#define SD_SERVER_PROTOCOL_H
+
+#include "core/core.h"
+
+#include <cjson/cJSON.h>
+
+/* Hard caps (the configurable limits below cannot exceed them). */
+#define SRV_PROMPT_MAX 4096            /* bytes of a prompt */
+#define SRV_TEXT_MAX ((size_t)1 << 20) /* bytes of one JSON message */
+#define SRV_FRAME_MAX ((size_t)64 << 20)
+#define SRV_NUM_INFERENCE_STEPS 50     /* the LCM schedule t_index_list indexes into */
+
+typedef enum srv_mode { SRV_MODE_IMG2IMG = 0, SRV_MODE_TXT2IMG = 1 } srv_mode;
+
+/* Limits on what a client may send (server flags set them). */
+typedef struct srv_limits {
+    size_t max_frame_bytes;  /* one binary message (JPEG/PNG frame): 4 MiB */
+    size_t max_text_bytes;   /* one JSON message: 16 KiB */
+    size_t max_prompt_bytes; /* prompt / negative prompt: 1000 */
+    int64_t max_frame_pixels;/* decoded input frame: 3840*2160 */
+    int max_size;            /* stream width/height: 1024 */
+    int max_steps;           /* entries of t_index_list: 4 */
+    double max_fps;          /* output frames per second and client: 30 (0 = no cap) */
+} srv_limits;
+
+void srv_limits_default(srv_limits *l);
+
+/* One client's generation settings. */
+typedef struct srv_config {
+    srv_mode mode;
+    char prompt[SRV_PROMPT_MAX + 1];
+    char negative_prompt[SRV_PROMPT_MAX + 1];
+    float guidance_scale, delta;
+    int t_index_list[SD_STREAM_MAX_STEPS], n_t_index;
+    uint64_t seed;
+    float similarity_threshold;
+    int max_skip_frames;
+    int width, height;
+    sd_cfg_type cfg_type;
+    int jpeg_quality;
+} srv_config;
+
+/* Defaults from sd_stream_default_params(), size width x height. */
+void srv_config_default(srv_config *c, int width, int height);
+
+/* What differs between two configs. */
+enum {
+    SRV_CHANGE_PROMPT = 1, /* prompt / negative prompt: re-encoded live */
+    SRV_CHANGE_LIVE = 2,   /* guidance, delta, similarity filter: applied live */
+    SRV_CHANGE_STREAM = 4, /* t_index_list, size, cfg type, seed: a new stream */
+    SRV_CHANGE_OTHER = 8   /* mode, JPEG quality: no engine work */
+};
+unsigned srv_config_diff(const srv_config *a, const srv_config *b);
+
+/* Stream parameters for a config (on top of sd_stream_default_params). */
+void srv_config_stream_params(const srv_config *c, sd_stream_params *p);
+
+typedef enum srv_msg_type { SRV_MSG_CONFIG = 0, SRV_MSG_PING = 1 } srv_msg_type;
+
+typedef struct srv_msg {
+    srv_msg_type type;
+    double ping_id; /* "ping": echoed in "pong" */
+    bool has_ping_id;
+} srv_msg;
+
+typedef struct srv_error {
+    const char *code; /* bad_json, bad_utf8, too_large, bad_type, unknown_type, unknown_field,
+                         duplicate_field, bad_value, bad_frame, busy, engine */
+    char message[320];
+} srv_error;
+
+void srv_error_set(srv_error *e, const char *code, const char *fmt, ...) SD_PRINTF(3, 4);
+
+/* Parses one text message of `len` bytes (not NUL-terminated necessarily).
+ * "config": *next = *cur with the message's fields applied.
+ * Returns false with *err filled when the message is rejected (then *next is
+ * untouched). */
+bool srv_parse_message(const char *text, size_t len, const srv_limits *lim, const srv_config *cur, srv_msg *msg,
+                       srv_config *next, srv_error *err);
+
+/* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF). */
+bool srv_utf8_valid(const uint8_t *s, size_t n);
+
+/* Checks a binary frame before decoding: size, JPEG or PNG signature, and the
+ * dimensions from its header against the limits (so a tiny file cannot ask
+ * for a huge decode). */
+bool srv_check_frame(const uint8_t *b, size_t n, const srv_limits *lim, int *width, int *height, srv_error *err);
+
+/* JSON builders (cJSON objects, free with cJSON_Delete). */
+cJSON *srv_config_json(const srv_config *c);
+cJSON *srv_limits_json(const srv_limits *l);
+/* Serialized messages (malloc'd, NUL-terminated). */
+char *srv_error_json(const srv_error *e);
+char *srv_json_print(cJSON *obj); /* prints and deletes obj; NULL on failure */
+
+const char *srv_cfg_type_name(sd_cfg_type t);
+const char *srv_mode_name(srv_mode m);
+
+#endif
