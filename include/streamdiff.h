@@ -114,6 +114,43 @@ typedef struct sd_model_info {
 } sd_model_info;
 sd_status sd_model_get_info(const sd_model *m, sd_model_info *info);
 
+/* ---------------------------------------------------------------- LoRA
+ * LoRA / LoCon adapters fused into the loaded UNet and text encoder:
+ *     W' = W + sum_i scale_i * (alpha_i / rank_i) * up_i @ down_i
+ * (alpha = rank when a file gives none; conv layers through reshapes: down
+ * [r,C,kh,kw], up [O,r,1,1] -> delta [O,C,kh,kw]).
+ * Formats: kohya / A1111 (lora_unet_*, lora_te_*, lora_te1_* with
+ * .lora_down.weight / .lora_up.weight / .alpha, LoCon conv layers; e.g. the
+ * LCM-LoRAs), diffusers (unet.* / text_encoder.* with .lora_A/.lora_B,
+ * .lora.down/.lora.up or *_lora.down/up, optional .alpha and the
+ * lora_adapter_metadata that diffusers saves) and PEFT adapters
+ * (base_model.model.* keys; `path` may be the adapter folder, its
+ * adapter_config.json is read for lora_alpha / alpha_pattern / use_rslora).
+ * LoHa, LoKr, (IA)^3, DoRA, OFT, LoCon-Tucker (lora_mid) and other variants
+ * give SD_ERR_UNSUPPORTED naming the variant. */
+
+typedef struct sd_lora_spec {
+    const char *path; /* .safetensors file (or PEFT adapter folder) */
+    float scale;      /* strength, e.g. 1.0; 0 = loaded and checked but not applied */
+} sd_lora_spec;
+
+typedef struct sd_lora_options {
+    /* LoRA tensors that match no layer of the model: false (default) = error
+     * SD_ERR_NOT_FOUND naming them; true = a warning on stderr, then ignored. */
+    bool allow_unmatched;
+} sd_lora_options;
+
+/* Replaces the active LoRA set with `loras` (n = 0 removes all): the weights
+ * become base + the new set, computed from the base weights, so changing
+ * scales needs no reload and removing all gives the base weights back bit
+ * for bit. Every file is read and checked before any weight changes; on an
+ * input error the previous set stays active. Not thread-safe with a
+ * generation running on the same model; a stream created earlier keeps its
+ * encoded prompt until sd_stream_set_prompt is called again. */
+sd_status sd_model_apply_loras(sd_model *m, const sd_lora_spec *loras, int n);
+/* The same with options (opt may be NULL). */
+sd_status sd_model_apply_loras_ex(sd_model *m, const sd_lora_spec *loras, int n, const sd_lora_options *opt);
+
 /* ---------------------------------------------------------------- generation */
 
 typedef enum sd_rng_type {

@@ -152,6 +152,34 @@ sd_status sd_clip_load(sd_weights *w, const sd_clip_config *c, sd_clip **out)
     return SD_OK;
 }
 
+sd_status sd_clip_for_each_weight(sd_clip *m, sd_weight_visit_fn fn, void *user)
+{
+    if (!m)
+        return SD_OK;
+    char n[160];
+    SD_TRY(fn(user, P "embeddings.token_embedding.weight", &m->tok_emb));
+    SD_TRY(fn(user, P "embeddings.position_embedding.weight", &m->pos_emb));
+    static const char *const names[16] = {
+        "layer_norm1.weight", "layer_norm1.bias", "layer_norm2.weight", "layer_norm2.bias",
+        "self_attn.q_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.weight", "self_attn.k_proj.bias",
+        "self_attn.v_proj.weight", "self_attn.v_proj.bias", "self_attn.out_proj.weight", "self_attn.out_proj.bias",
+        "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"};
+    for (int i = 0; i < m->cfg.num_hidden_layers; i++) {
+        sd_clip_layer *l = &m->layers[i];
+        sd_tensor *slots[16] = {&l->ln1_w, &l->ln1_b, &l->ln2_w, &l->ln2_b, &l->q_w,   &l->q_b,   &l->k_w,   &l->k_b,
+                                &l->v_w,   &l->v_b,   &l->o_w,   &l->o_b,   &l->fc1_w, &l->fc1_b, &l->fc2_w, &l->fc2_b};
+        for (int k = 0; k < 16; k++) {
+            snprintf(n, sizeof n, P "encoder.layers.%d.%s", i, names[k]);
+            SD_TRY(fn(user, n, slots[k]));
+        }
+    }
+    SD_TRY(fn(user, P "final_layer_norm.weight", &m->final_ln_w));
+    SD_TRY(fn(user, P "final_layer_norm.bias", &m->final_ln_b));
+    if (m->cfg.with_projection && m->text_projection.data)
+        SD_TRY(fn(user, "text_projection.weight", &m->text_projection));
+    return SD_OK;
+}
+
 sd_status sd_clip_load_dir(sd_backend *be, const char *dir, int with_projection, sd_clip **out)
 {
     *out = NULL;

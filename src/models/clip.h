@@ -60,6 +60,9 @@ sd_status sd_clip_config_from(const sd_config *json, sd_clip_config *c);
 /* Loads every tensor (shape-checked against the config) from `w`, which must
  * outlive the model. Missing tensor -> SD_ERR_NOT_FOUND, wrong shape -> SD_ERR_SHAPE. */
 sd_status sd_clip_load(sd_weights *w, const sd_clip_config *c, sd_clip **out);
+/* Visits every loaded weight handle by its state-dict name (for LoRA fusing:
+ * see sd_weight_visit_fn in weights.h). */
+sd_status sd_clip_for_each_weight(sd_clip *m, sd_weight_visit_fn fn, void *user);
 /* Convenience: a transformers text_encoder folder (config.json +
  * model.safetensors or model.fp16.safetensors). with_projection: -1 = from
  * config, 0/1 = force. Weights are kept in the backend's activation dtype. */

@@ -29,6 +29,8 @@ struct sd_model {
     sd_sched_config sched_cfg;
     char sched_class[64];
     sd_model_params params;
+    struct sd_lora_state *lora; /* the fused LoRA set (src/models/lora.h); NULL = none */
+    uint64_t weights_version;   /* incremented whenever weights change (LoRA apply): caches keyed on it go stale */
 };
 
 /* Loads a components folder: tokenizer/, text_encoder/, unet/, vae/ (optional), scheduler/.
