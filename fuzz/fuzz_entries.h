@@ -94,7 +94,7 @@ static inline int sd_fuzz_safetensors(const uint8_t *data, size_t len)
 
 /* ---------------------------------------------------------------- config */
 
-static void sd_fuzz_unet_tensor(void *user, const char *name, const int64_t *shape, int ndim)
+static inline void sd_fuzz_unet_tensor(void *user, const char *name, const int64_t *shape, int ndim)
 {
     size_t *n = user;
     (void)name;

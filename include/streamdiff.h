@@ -234,7 +234,13 @@ sd_status sd_stream_txt2img(sd_stream *s, sd_image *out);
  * (file input) push blocks until there is room, so nothing is lost.
  * The stream batch delays a frame by len(t_index_list)-1 steps; the warm-up
  * outputs of the empty pipeline are not returned, and sd_stream_flush()
- * pushes the last frame again until every pushed frame has left. */
+ * pushes the last frame again until every pushed frame has left; flush does
+ * not wait, and once the stream is flushed and every pushed frame has been
+ * pulled (or dropped), pull returns SD_ERR_NOT_FOUND at once. A frame the
+ * similarity filter skips still comes out (the previous output image) with
+ * its own id. push and pull may run on different threads (with file input
+ * someone must pull, or push blocks when the queues are full); after the
+ * first push the synchronous frame calls are refused on that stream. */
 sd_status sd_stream_push_frame(sd_stream *s, const sd_image *in);
 sd_status sd_stream_pull_frame(sd_stream *s, sd_image *out, int64_t *frame_id, int timeout_ms);
 sd_status sd_stream_flush(sd_stream *s);

@@ -32,6 +32,10 @@ void sd_rgb_free(sd_rgb *img)
 
 /* ---------------------------------------------------------------- PNG */
 
+/* Largest ancillary chunk (text, ICC profile, ...) libpng may allocate; image
+ * data is streamed and bounded by SD_IMAGE_MAX_PIXELS instead. */
+#define SD_PNG_MAX_CHUNK ((png_alloc_size_t)8 * 1024 * 1024)
+
 typedef struct {
     const uint8_t *data;
     size_t len, pos;
@@ -78,6 +82,8 @@ static sd_status decode_png(const uint8_t *data, size_t len, const char *label, 
     }
     png_set_read_fn(png, &r, png_mem_read);
     png_set_user_limits(png, SD_IMAGE_MAX_SIDE, SD_IMAGE_MAX_SIDE);
+    png_set_chunk_malloc_max(png, SD_PNG_MAX_CHUNK); /* a 100-byte file may declare a 2 GB text chunk */
+    png_set_chunk_cache_max(png, 1000);
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
     int ct = png_get_color_type(png, info), bd = png_get_bit_depth(png, info);
@@ -195,6 +201,8 @@ sd_status sd_png_read_text(const char *path, const char *key, char **value)
         goto done;
     }
     png_set_read_fn(png, &r, png_mem_read);
+    png_set_chunk_malloc_max(png, SD_PNG_MAX_CHUNK);
+    png_set_chunk_cache_max(png, 1000);
     png_read_info(png, info);
     png_textp t;
     int n = 0;

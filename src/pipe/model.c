@@ -4,6 +4,7 @@
 
 #include "models/checkpoint.h"
 #include "models/hfcache.h"
+#include "models/lora.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,7 @@ void sd_model_free(sd_model *m)
 {
     if (!m)
         return;
+    sd_lora_state_free(m->lora);
     sd_clip_free(m->clip);
     sd_unet_free(m->unet);
     sd_vae_free(m->vae);

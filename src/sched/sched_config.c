@@ -189,6 +189,15 @@ sd_status sd_sched_config_from_json(const sd_config *j, int kind, sd_sched_confi
     if (kind >= SD_SCHED_KIND_COUNT)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "scheduler config: invalid scheduler kind %d", kind);
     sd_sched_config_default(c, (sd_sched_kind)kind);
+    /* options of newer diffusers versions that change the schedule: refuse rather than ignore */
+    static const char *const newer[] = {"use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas",
+                                        "use_dynamic_shifting"};
+    for (size_t i = 0; i < SD_ARRAY_LEN(newer); i++) {
+        bool on = false;
+        if (sd_config_bool(j, newer[i], false, &on) == SD_OK && on)
+            return sd_fail(SD_ERR_UNSUPPORTED, "%s: %s = true is not supported (use the default false)", j->path,
+                           newer[i]);
+    }
 
     static const enum_entry betas[] = {
         {"linear", SD_BETA_LINEAR}, {"scaled_linear", SD_BETA_SCALED_LINEAR},

@@ -1,0 +1,35 @@
+/* `streamdiff serve`: the real-time HTTP + WebSocket server (libwebsockets).
+ *
+ * Threads: the libwebsockets event loop (all socket work, message parsing,
+ * queue bookkeeping) and one engine worker (decode, stream step, encode),
+ * joined by one mutex. Each active client has its own stream; the worker
+ * serves the least recently served client that has work, so clients share
+ * the engine fairly. Queues are one slot each (newest frame wins), so a slow
+ * client never makes memory grow. See docs/protocol.md and docs/server.md. */
+#ifndef SD_SERVER_H
+#define SD_SERVER_H
+
+#include "server/protocol.h"
+
+typedef struct srv_options {
+    const char *host;         /* "127.0.0.1" */
+    int port;                 /* 8080; 0 = any free port (printed) */
+    const char *token;        /* NULL = none; else required as ?token= on /ws and /metrics */
+    srv_limits limits;
+    int max_sessions;         /* clients served at once (each has a stream): 4 */
+    int max_clients;          /* connections incl. queued: 16 */
+    srv_config defaults;      /* a new client's settings */
+    const char *web_dir;      /* serve the page from this folder instead of the embedded copy */
+    bool any_origin;          /* accept WebSocket connections from pages of other origins */
+    double max_runtime_s;     /* stop after this many seconds (0 = run until SIGINT/SIGTERM) */
+    const char *model_name;   /* shown on the page */
+    bool tiny_model;          /* the bundled test model: the page says outputs are noise */
+    int verbose;
+} srv_options;
+
+void srv_options_default(srv_options *o);
+
+/* Runs until SIGINT / SIGTERM (or max_runtime_s). Returns a process exit code. */
+int srv_run(sd_model *m, const srv_options *o);
+
+#endif
