@@ -90,6 +90,10 @@ typedef struct sd_model_params {
      * and look for the CLIP tokenizer in the HF cache. */
     const char *config_dir;
     const char *prediction_type; /* override: "epsilon" or "v_prediction"; NULL = from the model */
+    /* Scan every floating-point weight for NaN/Inf while loading (one pass over
+     * the weights, off by default): a non-finite value fails the load with
+     * SD_ERR_FORMAT naming the tensor, instead of black or noise images later. */
+    bool check_finite;
 } sd_model_params;
 
 void sd_model_default_params(sd_model_params *p);

@@ -1,7 +1,7 @@
 /* The stream engine's API: async ordering equals the synchronous path, prompt
  * changes, the similarity filter, the live drop policy, parameter errors.
  * Uses the tiny random-weight models in $SD_TEST_DATA/models (tiny-sd15 +
- * taesd-tiny) at 64x64 (latent 8x8). */
+ * taesd-tiny) at 32x32 (latent 4x4). */
 #include "test.h"
 
 #include "pipe/stream.h"
@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define S 64
+#define S 32
 #define NF 40
 
 static sd_model *g_model;
@@ -39,10 +39,10 @@ static sd_model *model(void)
     return g_model;
 }
 
-/* Distinct frames: smooth gradients plus noise; odd frames are 80x64 (fitted). */
+/* Distinct frames: smooth gradients plus noise; odd frames are 48x32 (fitted). */
 static void make_frame(int k, sd_image *img)
 {
-    int w = k % 2 ? 80 : S, h = S;
+    int w = k % 2 ? S + 16 : S, h = S;
     img->width = w;
     img->height = h;
     img->data = malloc((size_t)w * h * 3);

@@ -55,10 +55,12 @@ Requirements
 How to run (from the repository root)
     python3 tools/gen_fullsize.py                       # everything into /work/fullsize
     python3 tools/gen_fullsize.py --out DIR --models sd15
+    python3 tools/gen_fullsize.py --cases-only --cases unet   # rewrite cases from the stored models
     python3 tools/gen_fullsize.py --verify              # only verify: replay every case from the stored files
                                                         # with diffusers/transformers, and load both single files
                                                         # with diffusers' from_single_file (weights must equal
                                                         # the folders')
+    python3 tools/gen_fullsize.py --measure-torch sd-turbo --unet-size 512   # PyTorch RSS / time comparison
     then: ctest --test-dir build -L slow   (SD_FULLSIZE=DIR when not /work/fullsize)
 
 Determinism: fixed seeds (SEED_* below); torch runs with 2 threads, so other machines reproduce the files within
@@ -67,6 +69,7 @@ the stored tolerances, not necessarily bit for bit.
 
 import argparse
 import gc
+import math
 import os
 import shutil
 import sys
@@ -242,10 +245,32 @@ def common_keys(name, component):
     return {"pipeline_dir": name, "single_file": f"{name}.safetensors", "component": component}
 
 
+def time_proj_f64_(unet):
+    """diffusers' get_timestep_embedding works in float32 whatever the model dtype, so a float64 re-run would
+    share its rounding (arguments t*f up to ~1e3: ~1e-4 absolute in sin/cos) and give act.time_proj (and
+    everything after it) a tolerance below the float32 noise of any other implementation. For the float64
+    reference the sinusoids are computed in float64 instead (same formula)."""
+    tp = unet.time_proj
+    half = tp.num_channels // 2
+
+    def fwd(timesteps):
+        ex = -math.log(10000.0) * torch.arange(half, dtype=torch.float64) / (half - tp.downscale_freq_shift)
+        arg = timesteps.to(torch.float64)[:, None] * torch.exp(ex)[None, :] * tp.scale
+        emb = torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
+        if tp.flip_sin_to_cos:
+            emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
+        if tp.num_channels % 2:
+            emb = torch.nn.functional.pad(emb, (0, 1, 0, 0))
+        return emb
+
+    tp.forward = fwd
+
+
 def run_unet_lean(d, inp, dt, hooks, model=None):
     unet = model if model is not None else load_unet_lean(d, torch.float32)
     if dt != torch.float32:
         unet.to(dt)
+        time_proj_f64_(unet)
     acts = {}
     hs = G._hook_outputs(unet, hooks, "act.", acts)
     with torch.no_grad():
@@ -427,6 +452,40 @@ def verify_cases(out, names):
     return ok
 
 
+def proc_status_mb(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return -1.0
+
+
+def measure_torch(out, name, size, runs):
+    """PyTorch comparison for BENCHMARKS.md: peak RSS of diffusers loading the folder (torch_dtype float32) and
+    of UNet forwards at size x size (batch 1, default attention processor), in this (fresh) process."""
+    def rep(when):
+        log(f"  {when:22s} VmHWM {proc_status_mb('VmHWM'):7.0f} MiB  VmRSS {proc_status_mb('VmRSS'):7.0f} MiB  "
+            f"RssAnon {proc_status_mb('RssAnon'):7.0f} MiB  RssFile {proc_status_mb('RssFile'):7.0f} MiB")
+    log(f"torch {torch.__version__}, diffusers {G.diffusers.__version__}, {torch.get_num_threads()} threads")
+    rep("after imports")
+    t0 = time.time()
+    pipe = StableDiffusionPipeline.from_pretrained(str(out / name), torch_dtype=torch.float32, safety_checker=None,
+                                                   requires_safety_checker=False, local_files_only=True)
+    log(f"  from_pretrained({out / name}, torch_dtype=float32): {time.time() - t0:.2f} s")
+    rep("after load")
+    if size:
+        u = pipe.unet
+        g = G.gen(1)
+        x = torch.randn((1, 4, size // 8, size // 8), generator=g)
+        c = torch.randn((1, 77, u.config.cross_attention_dim), generator=g)
+        with torch.no_grad():
+            for r in range(runs):
+                t0 = time.time()
+                u(x, torch.tensor([500]), encoder_hidden_states=c)
+                log(f"  UNet {size}x{size} batch 1 forward {r + 1}: {time.time() - t0:.2f} s")
+        rep("after UNet forwards")
+
+
 def write_readme(out):
     (out / "README.txt").write_text(
         "Full-size random-weight Stable Diffusion models for streamdiff (NOT real models: random weights).\n"
@@ -441,6 +500,11 @@ def main():
     ap.add_argument("--models", default="sd15,sd-turbo", help="comma-separated subset of sd15,sd-turbo")
     ap.add_argument("--verify", action="store_true", help="only verify what is stored")
     ap.add_argument("--no-verify", action="store_true", help="generate without the verification pass")
+    ap.add_argument("--cases-only", action="store_true", help="rewrite only the cases, from the stored models")
+    ap.add_argument("--cases", default="unet,clip,vae", help="which cases to write (comma-separated)")
+    ap.add_argument("--measure-torch", metavar="MODEL", help="only measure diffusers' load RSS (and --unet-size "
+                    "forward time) of <out>/MODEL in this process (BENCHMARKS.md comparison)")
+    ap.add_argument("--unet-size", type=int, default=0, help="with --measure-torch: UNet forward image size")
     a = ap.parse_args()
     out = Path(a.out).resolve()
     if str(out).startswith(str(REPO) + os.sep):
@@ -449,20 +513,25 @@ def main():
     for n in names:
         if n not in UNET_CFG:
             raise SystemExit(f"unknown model {n!r} (sd15, sd-turbo)")
+    if a.measure_torch:
+        measure_torch(out, a.measure_torch, a.unet_size, 2)
+        return 0
     t_all = time.time()
     if not a.verify:
         out.mkdir(parents=True, exist_ok=True)
         write_readme(out)
         for n in names:
             t0 = time.time()
-            log(f"{n}: building the models ...")
-            build_models(out, n)
+            if not a.cases_only:
+                log(f"{n}: building the models ...")
+                build_models(out, n)
             log(f"{n}: reference cases ...")
-            gen_unet_case(out, n)
-            gen_clip_case(out, n)
-            gen_vae_case(out, n)
-            log(f"{n}: single-file checkpoint ...")
-            build_single_file(out, n)
+            for comp, fn in (("unet", gen_unet_case), ("clip", gen_clip_case), ("vae", gen_vae_case)):
+                if comp in a.cases.split(","):
+                    fn(out, n)
+            if not a.cases_only:
+                log(f"{n}: single-file checkpoint ...")
+                build_single_file(out, n)
             log(f"{n}: done in {time.time() - t0:.0f} s")
         if a.no_verify:
             log(f"generation done in {time.time() - t_all:.0f} s")

@@ -7,4 +7,11 @@ int cli_check(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_txt2img(int argc, char **argv);
 int cli_img2img(int argc, char **argv);
+int cli_stream(int argc, char **argv);
+int cli_bench_stream(int argc, char **argv); /* `bench stream` (cmd_bench_stream.c) */
+/* stream option parsers shared by `stream` and `bench stream` (cmd_stream.c) */
+bool cli_parse_t_index(const char *s, sd_stream_params *p);
+bool cli_parse_cfg_type(const char *s, sd_cfg_type *out);
+const char *cli_cfg_type_name(sd_cfg_type t);
+int cli_serve(int argc, char **argv);
 #endif

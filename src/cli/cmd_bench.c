@@ -537,6 +537,8 @@ int cli_bench(int argc, char **argv)
     }
     if (!strcmp(argv[1], "ops"))
         return bench_ops(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "stream"))
+        return cli_bench_stream(argc - 1, argv + 1);
     fprintf(stderr, "streamdiff bench: unknown benchmark '%s' (available: ops)\n\n", argv[1]);
     bench_usage(stderr);
     return 2;

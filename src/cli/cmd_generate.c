@@ -27,13 +27,14 @@
 #define GEN_MAX_STEPS 1000
 #define GEN_MAX_BATCH_COUNT 10000
 #define GEN_MAX_BATCH_SIZE 64
+#define GEN_MAX_LORAS 16
 
 /* ------------------------------------------------------------ options */
 
 typedef enum {
     O_MODEL, O_PROMPT, O_NEG, O_WIDTH, O_HEIGHT, O_STEPS, O_CFG, O_SAMPLER, O_SCHEDULE, O_SEED,
     O_BATCH_COUNT, O_BATCH_SIZE, O_STRENGTH, O_INIT, O_OUTPUT, O_TAESD, O_THREADS, O_CLIP_SKIP,
-    O_RNG, O_BACKEND, O_ETA, O_KEEP_F16, O_CONFIG_DIR, O_PRED, O_VERBOSE, O_HELP
+    O_RNG, O_BACKEND, O_ETA, O_KEEP_F16, O_CONFIG_DIR, O_PRED, O_LORA, O_LORA_ALLOW, O_VERBOSE, O_HELP
 } opt_id;
 
 typedef struct {
@@ -67,6 +68,8 @@ static const opt_def k_opts[] = {
     {NULL, "--keep-f16", false, false, O_KEEP_F16},
     {NULL, "--config-dir", true, false, O_CONFIG_DIR},
     {NULL, "--prediction-type", true, false, O_PRED},
+    {NULL, "--lora", true, false, O_LORA},
+    {NULL, "--lora-allow-unmatched", false, false, O_LORA_ALLOW},
     {"-v", "--verbose", false, false, O_VERBOSE},
     {"-h", "--help", false, false, O_HELP},
 };
@@ -84,6 +87,9 @@ typedef struct {
     sd_backend_kind backend;
     bool keep_f16, verbose;
     bool steps_set;
+    sd_lora_spec loras[GEN_MAX_LORAS];
+    int n_loras;
+    bool lora_allow_unmatched;
 } gen_opts;
 
 /* ------------------------------------------------------------ help */
@@ -136,6 +142,13 @@ static void usage(FILE *f, const gen_opts *o)
             "                            manual_seed (reproduces diffusers), fast = Philox (default: torch)\n"
             "      --clip-skip N         skip the last N CLIP text-encoder layers, 0..30 (diffusers\n"
             "                            clip_skip; A1111's \"Clip skip: 2\" is 1 here) (default: 0)\n"
+            "\nLoRA:\n"
+            "      --lora PATH[:SCALE]   fuse a LoRA / LoCon into the model with strength SCALE (default 1.0);\n"
+            "                            repeat for several (up to %d), e.g. an LCM-LoRA plus a style LoRA.\n"
+            "                            kohya/A1111 .safetensors (lora_unet_*, lora_te_*), diffusers/PEFT files\n"
+            "                            or a PEFT adapter folder. LoHa/LoKr/(IA)^3/DoRA are not supported.\n"
+            "      --lora-allow-unmatched  warn about LoRA tensors that match no layer of the model instead of\n"
+            "                            failing (e.g. an SDXL LoRA's second text encoder)\n"
             "\noutput:\n"
             "  -o, --output FILE         PNG file to write (default: output.png). With several images:\n"
             "                            output.png, output_1.png, output_2.png, ... or a pattern with\n"
@@ -160,7 +173,7 @@ static void usage(FILE *f, const gen_opts *o)
                        : "the model's native size, 512 for SD1.5, 768 for SD2",
             o->img2img ? "the init image's height, rounded down to a multiple of 8"
                        : "the model's native size, 512 for SD1.5, 768 for SD2", GEN_MAX_STEPS,
-            (double)d.guidance_scale, (double)d.eta, d.seed, GEN_MAX_BATCH_SIZE);
+            (double)d.guidance_scale, (double)d.eta, d.seed, GEN_MAX_LORAS, GEN_MAX_BATCH_SIZE);
     fprintf(f, "\nexamples:\n");
     if (o->img2img)
         fprintf(f,
@@ -349,6 +362,44 @@ static int size_value(const gen_opts *o, const char *flag, const char *val, int 
     return 0;
 }
 
+/* --lora PATH[:SCALE]: the part after the last ':' is the scale when it is a number. */
+static int lora_value(gen_opts *o, const char *flag, const char *v)
+{
+    if (o->n_loras >= GEN_MAX_LORAS) {
+        fprintf(stderr, "streamdiff %s: at most %d --lora options\n", o->cmd, GEN_MAX_LORAS);
+        return 2;
+    }
+    float scale = 1.0f;
+    size_t n = strlen(v);
+    const char *colon = strrchr(v, ':');
+    if (colon && colon[1] && strchr("+-.0123456789", colon[1])) {
+        if (!parse_float(colon + 1, -100.0, 100.0, &scale))
+            return bad_value(o, flag, v,
+                             "PATH or PATH:SCALE with SCALE a number from -100 to 100 (e.g. style.safetensors:0.8)");
+        n = (size_t)(colon - v);
+    }
+    if (!n)
+        return bad_value(o, flag, v, "a LoRA file, e.g. --lora style.safetensors:0.8");
+    char *p = malloc(n + 1); /* freed by free_loras() */
+    if (!p) {
+        fprintf(stderr, "streamdiff %s: out of memory\n", o->cmd);
+        return 1;
+    }
+    memcpy(p, v, n);
+    p[n] = 0;
+    o->loras[o->n_loras].path = p;
+    o->loras[o->n_loras].scale = scale;
+    o->n_loras++;
+    return 0;
+}
+
+static void free_loras(gen_opts *o)
+{
+    for (int i = 0; i < o->n_loras; i++)
+        free((char *)o->loras[i].path);
+    o->n_loras = 0;
+}
+
 /* Returns -1 to go on, or an exit code (0 after --help). */
 static int parse_args(int argc, char **argv, gen_opts *o)
 {
@@ -494,6 +545,8 @@ static int parse_args(int argc, char **argv, gen_opts *o)
             else
                 o->prediction_type = v;
             break;
+        case O_LORA: rc = lora_value(o, flag, v); break;
+        case O_LORA_ALLOW: o->lora_allow_unmatched = true; break;
         case O_VERBOSE: o->verbose = true; break;
         case O_HELP: usage(stdout, o); return 0;
         }
@@ -667,6 +720,219 @@ static int run_error(const gen_opts *o, const char *what, sd_status st)
     return 1;
 }
 
+/* ", LoRA: a.safetensors:0.8, b.safetensors:1" appended to the parameters text (file names only). */
+static char *append_loras(char *text, const gen_opts *o)
+{
+    size_t cap = strlen(text) + 32;
+    for (int i = 0; i < o->n_loras; i++)
+        cap += strlen(o->loras[i].path) + 32;
+    char *t = realloc(text, cap);
+    if (!t)
+        return text;
+    size_t n = strlen(t);
+    n += (size_t)snprintf(t + n, cap - n, ", LoRA: ");
+    for (int i = 0; i < o->n_loras && n < cap; i++) {
+        const char *base = strrchr(o->loras[i].path, '/');
+        base = base && base[1] ? base + 1 : o->loras[i].path;
+        n += (size_t)snprintf(t + n, cap - n, "%s%s:%g", i ? ", " : "", base, (double)o->loras[i].scale);
+    }
+    return t;
+}
+
+static int run_generate(gen_opts *o, bool img2img)
+{
+    sd_gen_params defs;
+    sd_gen_default_params(&defs);
+    int rc;
+    bool has_index = false;
+    if ((rc = check_args(o, &has_index)) != 0)
+        return rc;
+
+    /* the init image first: a bad file fails before the slow model load */
+    sd_image init = {0};
+    if (img2img) {
+        sd_status st = sd_image_load(o->init_img, &init);
+        if (st != SD_OK) {
+            run_error(o, "cannot read the init image", st);
+            fprintf(stderr, "  (-i '%s' must be a readable PNG or JPEG file)\n", o->init_img);
+            return 1;
+        }
+        /* like diffusers' image processor: the init size rounded down to multiples of 8 */
+        if (!o->width)
+            o->width = init.width / 8 * 8;
+        if (!o->height)
+            o->height = init.height / 8 * 8;
+        if (o->width < 8 || o->height < 8 || o->width > GEN_MAX_SIZE || o->height > GEN_MAX_SIZE) {
+            fprintf(stderr,
+                    "streamdiff img2img: the init image '%s' is %dx%d; give -W and -H (multiples of 8 from 8 to "
+                    "%d) to resize it\n",
+                    o->init_img, init.width, init.height, GEN_MAX_SIZE);
+            sd_image_free(&init);
+            return 2;
+        }
+        if ((o->width != init.width || o->height != init.height) && o->verbose)
+            fprintf(stderr, "init image %dx%d is resized to %dx%d\n", init.width, init.height, o->width, o->height);
+    }
+    if (o->random_seed)
+        o->seed = clock_seed();
+
+    sd_model_params mp;
+    sd_model_default_params(&mp);
+    mp.backend = o->backend;
+    mp.n_threads = o->threads;
+    mp.taesd = o->taesd;
+    mp.keep_f16 = o->keep_f16;
+    mp.config_dir = o->config_dir;
+    mp.prediction_type = o->prediction_type;
+    double t0 = now_s();
+    if (o->verbose)
+        fprintf(stderr, "loading model '%s'%s%s ...\n", o->model, o->taesd ? " with TAESD " : "", o->taesd ? o->taesd : "");
+    sd_model *m = NULL;
+    sd_status lst = sd_model_load(o->model, &mp, &m);
+    if (lst != SD_OK) {
+        run_error(o, "cannot load the model", lst);
+        if (lst == SD_ERR_NOT_FOUND || lst == SD_ERR_IO)
+            fprintf(stderr, "  (-m takes a diffusers folder, a .safetensors checkpoint or a Hugging Face id in the "
+                            "local cache; see 'streamdiff %s --help', section 'models')\n", o->cmd);
+        sd_image_free(&init);
+        return 1;
+    }
+    double t_load = now_s() - t0;
+    sd_model_info info;
+    memset(&info, 0, sizeof info);
+    bool have_info = sd_model_get_info(m, &info) == SD_OK;
+    if (o->verbose) {
+        if (have_info)
+            fprintf(stderr,
+                    "model: %s (%s), %s, prediction %s, native %dx%d, %.1f MiB of weights%s%s, loaded in %.2f s\n",
+                    info.source ? info.source : o->model, info.arch ? info.arch : "?",
+                    info.scheduler ? info.scheduler : "?", info.prediction_type ? info.prediction_type : "?",
+                    info.native_size, info.native_size, (double)info.weight_bytes / (1024.0 * 1024.0),
+                    info.has_taesd ? ", TAESD" : "", info.lcm_guidance_embedding ? ", LCM guidance embedding" : "",
+                    t_load);
+        else
+            fprintf(stderr, "model loaded in %.2f s\n", t_load);
+    }
+    if (o->n_loras) {
+        double tl = now_s();
+        sd_lora_options lo = {.allow_unmatched = o->lora_allow_unmatched};
+        sd_status ls = sd_model_apply_loras_ex(m, o->loras, o->n_loras, &lo);
+        if (ls != SD_OK) {
+            run_error(o, "cannot apply the LoRA(s)", ls);
+            sd_model_free(m);
+            sd_image_free(&init);
+            return 1;
+        }
+        if (o->verbose) {
+            for (int i = 0; i < o->n_loras; i++)
+                fprintf(stderr, "LoRA %s, scale %g\n", o->loras[i].path, (double)o->loras[i].scale);
+            fprintf(stderr, "%d LoRA(s) fused in %.2f s\n", o->n_loras, now_s() - tl);
+        }
+    }
+
+    /* the real size, so that the PNG parameters text names it */
+    if (have_info && info.native_size > 0) {
+        if (!o->width)
+            o->width = info.native_size;
+        if (!o->height)
+            o->height = info.native_size;
+    }
+    if (o->negative && *o->negative && (o->cfg <= 1.0f || (have_info && info.lcm_guidance_embedding)))
+        fprintf(stderr,
+                "streamdiff %s: note: the negative prompt is not used: %s\n", o->cmd,
+                o->cfg <= 1.0f ? "--cfg-scale <= 1 turns classifier-free guidance off; raise --cfg-scale to use it"
+                              : "this LCM model steers with its guidance embedding instead of classifier-free "
+                                "guidance");
+    sd_gen_params gp = defs;
+    gp.prompt = o->prompt;
+    gp.negative_prompt = o->negative;
+    gp.width = o->width;
+    gp.height = o->height;
+    gp.steps = o->steps_set ? o->steps : 0;
+    gp.guidance_scale = o->cfg;
+    gp.sampler = o->sampler;
+    gp.schedule = o->schedule;
+    gp.batch_size = o->batch_size;
+    gp.clip_skip = o->clip_skip;
+    gp.strength = o->strength;
+    gp.eta = o->eta;
+    gp.use_taesd = o->taesd != NULL;
+    gp.rng = o->rng;
+    progress_state ps = {.tty = isatty(fileno(stderr)) != 0, .n_images = o->batch_count * o->batch_size,
+                         .per_call = o->batch_size, .cmd = o->cmd};
+    gp.progress = on_progress;
+    gp.progress_user = &ps;
+
+    if (o->random_seed)
+        fprintf(stderr, "seed: %" PRIu64 " (random)\n", o->seed);
+    if (o->verbose)
+    {
+        char steps[16] = "default", strength[32] = "";
+        if (o->steps_set)
+            snprintf(steps, sizeof steps, "%d", o->steps);
+        if (img2img)
+            snprintf(strength, sizeof strength, ", strength %g", (double)o->strength);
+        fprintf(stderr, "%s: %dx%d, steps %s, cfg %g, sampler %s%s%s%s, seed %" PRIu64 ", %d image(s)\n", o->cmd,
+                o->width, o->height, steps, (double)o->cfg, o->sampler ? o->sampler : "(the model's)",
+                o->schedule ? " " : "", o->schedule ? o->schedule : "", strength, o->seed, ps.n_images);
+    }
+
+    sd_image *imgs = calloc((size_t)o->batch_size, sizeof *imgs);
+    size_t name_cap = strlen(o->output) + 64;
+    char *name = malloc(name_cap);
+    if (!imgs || !name) {
+        fprintf(stderr, "streamdiff %s: out of memory\n", o->cmd);
+        free(imgs);
+        free(name);
+        sd_model_free(m);
+        sd_image_free(&init);
+        return 1;
+    }
+    rc = 0;
+    int total = o->batch_count * o->batch_size;
+    double t_all = now_s();
+    for (int b = 0; b < o->batch_count && !rc; b++) {
+        gp.seed = o->seed + (uint64_t)b;
+        ps.image = b * o->batch_size;
+        double tg = now_s();
+        sd_status st = img2img ? sd_img2img(m, &gp, &init, imgs) : sd_txt2img(m, &gp, imgs);
+        progress_end(&ps);
+        if (st != SD_OK) {
+            rc = run_error(o, "generation failed", st);
+            break;
+        }
+        double t_gen = now_s() - tg;
+        char *text = sd_gen_parameters_text(m, &gp, img2img);
+        if (text && o->n_loras)
+            text = append_loras(text, o);
+        if (!text)
+            fprintf(stderr, "streamdiff %s: warning: could not make the parameters text; the PNG will not carry it\n",
+                    o->cmd);
+        for (int k = 0; k < o->batch_size; k++) {
+            int idx = b * o->batch_size + k;
+            if (!rc && !output_name(o->output, has_index, idx, total, name, name_cap)) {
+                fprintf(stderr, "streamdiff %s: the output name is too long\n", o->cmd);
+                rc = 1;
+            }
+            sd_status ws = rc ? SD_OK : sd_image_save_png(name, &imgs[k], text);
+            if (ws != SD_OK)
+                rc = run_error(o, "cannot write the image", ws);
+            if (!rc)
+                printf("%s  %dx%d  seed %" PRIu64 "  %.2f s\n", name, imgs[k].width, imgs[k].height, gp.seed, t_gen);
+            sd_image_free(&imgs[k]);
+        }
+        fflush(stdout);
+        free(text);
+    }
+    if (!rc && o->verbose)
+        fprintf(stderr, "%d image(s) in %.2f s (model load %.2f s)\n", total, now_s() - t_all, t_load);
+    free(imgs);
+    free(name);
+    sd_model_free(m);
+    sd_image_free(&init);
+    return rc;
+}
+
 static int generate(int argc, char **argv, bool img2img)
 {
     sd_gen_params defs;
@@ -688,176 +954,9 @@ static int generate(int argc, char **argv, bool img2img)
         .backend = SD_BACKEND_CPU,
     };
     int rc = parse_args(argc, argv, &o);
-    if (rc >= 0)
-        return rc;
-    bool has_index = false;
-    if ((rc = check_args(&o, &has_index)) != 0)
-        return rc;
-
-    /* the init image first: a bad file fails before the slow model load */
-    sd_image init = {0};
-    if (img2img) {
-        sd_status st = sd_image_load(o.init_img, &init);
-        if (st != SD_OK) {
-            run_error(&o, "cannot read the init image", st);
-            fprintf(stderr, "  (-i '%s' must be a readable PNG or JPEG file)\n", o.init_img);
-            return 1;
-        }
-        /* like diffusers' image processor: the init size rounded down to multiples of 8 */
-        if (!o.width)
-            o.width = init.width / 8 * 8;
-        if (!o.height)
-            o.height = init.height / 8 * 8;
-        if (o.width < 8 || o.height < 8 || o.width > GEN_MAX_SIZE || o.height > GEN_MAX_SIZE) {
-            fprintf(stderr,
-                    "streamdiff img2img: the init image '%s' is %dx%d; give -W and -H (multiples of 8 from 8 to "
-                    "%d) to resize it\n",
-                    o.init_img, init.width, init.height, GEN_MAX_SIZE);
-            sd_image_free(&init);
-            return 2;
-        }
-        if ((o.width != init.width || o.height != init.height) && o.verbose)
-            fprintf(stderr, "init image %dx%d is resized to %dx%d\n", init.width, init.height, o.width, o.height);
-    }
-    if (o.random_seed)
-        o.seed = clock_seed();
-
-    sd_model_params mp;
-    sd_model_default_params(&mp);
-    mp.backend = o.backend;
-    mp.n_threads = o.threads;
-    mp.taesd = o.taesd;
-    mp.keep_f16 = o.keep_f16;
-    mp.config_dir = o.config_dir;
-    mp.prediction_type = o.prediction_type;
-    double t0 = now_s();
-    if (o.verbose)
-        fprintf(stderr, "loading model '%s'%s%s ...\n", o.model, o.taesd ? " with TAESD " : "", o.taesd ? o.taesd : "");
-    sd_model *m = NULL;
-    sd_status lst = sd_model_load(o.model, &mp, &m);
-    if (lst != SD_OK) {
-        run_error(&o, "cannot load the model", lst);
-        if (lst == SD_ERR_NOT_FOUND || lst == SD_ERR_IO)
-            fprintf(stderr, "  (-m takes a diffusers folder, a .safetensors checkpoint or a Hugging Face id in the "
-                            "local cache; see 'streamdiff %s --help', section 'models')\n", o.cmd);
-        sd_image_free(&init);
-        return 1;
-    }
-    double t_load = now_s() - t0;
-    sd_model_info info;
-    memset(&info, 0, sizeof info);
-    bool have_info = sd_model_get_info(m, &info) == SD_OK;
-    if (o.verbose) {
-        if (have_info)
-            fprintf(stderr,
-                    "model: %s (%s), %s, prediction %s, native %dx%d, %.1f MiB of weights%s%s, loaded in %.2f s\n",
-                    info.source ? info.source : o.model, info.arch ? info.arch : "?",
-                    info.scheduler ? info.scheduler : "?", info.prediction_type ? info.prediction_type : "?",
-                    info.native_size, info.native_size, (double)info.weight_bytes / (1024.0 * 1024.0),
-                    info.has_taesd ? ", TAESD" : "", info.lcm_guidance_embedding ? ", LCM guidance embedding" : "",
-                    t_load);
-        else
-            fprintf(stderr, "model loaded in %.2f s\n", t_load);
-    }
-
-    /* the real size, so that the PNG parameters text names it */
-    if (have_info && info.native_size > 0) {
-        if (!o.width)
-            o.width = info.native_size;
-        if (!o.height)
-            o.height = info.native_size;
-    }
-    if (o.negative && *o.negative && (o.cfg <= 1.0f || (have_info && info.lcm_guidance_embedding)))
-        fprintf(stderr,
-                "streamdiff %s: note: the negative prompt is not used: %s\n", o.cmd,
-                o.cfg <= 1.0f ? "--cfg-scale <= 1 turns classifier-free guidance off; raise --cfg-scale to use it"
-                              : "this LCM model steers with its guidance embedding instead of classifier-free "
-                                "guidance");
-    sd_gen_params gp = defs;
-    gp.prompt = o.prompt;
-    gp.negative_prompt = o.negative;
-    gp.width = o.width;
-    gp.height = o.height;
-    gp.steps = o.steps_set ? o.steps : 0;
-    gp.guidance_scale = o.cfg;
-    gp.sampler = o.sampler;
-    gp.schedule = o.schedule;
-    gp.batch_size = o.batch_size;
-    gp.clip_skip = o.clip_skip;
-    gp.strength = o.strength;
-    gp.eta = o.eta;
-    gp.use_taesd = o.taesd != NULL;
-    gp.rng = o.rng;
-    progress_state ps = {.tty = isatty(fileno(stderr)) != 0, .n_images = o.batch_count * o.batch_size,
-                         .per_call = o.batch_size, .cmd = o.cmd};
-    gp.progress = on_progress;
-    gp.progress_user = &ps;
-
-    if (o.random_seed)
-        fprintf(stderr, "seed: %" PRIu64 " (random)\n", o.seed);
-    if (o.verbose)
-    {
-        char steps[16] = "default", strength[32] = "";
-        if (o.steps_set)
-            snprintf(steps, sizeof steps, "%d", o.steps);
-        if (img2img)
-            snprintf(strength, sizeof strength, ", strength %g", (double)o.strength);
-        fprintf(stderr, "%s: %dx%d, steps %s, cfg %g, sampler %s%s%s%s, seed %" PRIu64 ", %d image(s)\n", o.cmd,
-                o.width, o.height, steps, (double)o.cfg, o.sampler ? o.sampler : "(the model's)",
-                o.schedule ? " " : "", o.schedule ? o.schedule : "", strength, o.seed, ps.n_images);
-    }
-
-    sd_image *imgs = calloc((size_t)o.batch_size, sizeof *imgs);
-    size_t name_cap = strlen(o.output) + 64;
-    char *name = malloc(name_cap);
-    if (!imgs || !name) {
-        fprintf(stderr, "streamdiff %s: out of memory\n", o.cmd);
-        free(imgs);
-        free(name);
-        sd_model_free(m);
-        sd_image_free(&init);
-        return 1;
-    }
-    rc = 0;
-    int total = o.batch_count * o.batch_size;
-    double t_all = now_s();
-    for (int b = 0; b < o.batch_count && !rc; b++) {
-        gp.seed = o.seed + (uint64_t)b;
-        ps.image = b * o.batch_size;
-        double tg = now_s();
-        sd_status st = img2img ? sd_img2img(m, &gp, &init, imgs) : sd_txt2img(m, &gp, imgs);
-        progress_end(&ps);
-        if (st != SD_OK) {
-            rc = run_error(&o, "generation failed", st);
-            break;
-        }
-        double t_gen = now_s() - tg;
-        char *text = sd_gen_parameters_text(m, &gp, img2img);
-        if (!text)
-            fprintf(stderr, "streamdiff %s: warning: could not make the parameters text; the PNG will not carry it\n",
-                    o.cmd);
-        for (int k = 0; k < o.batch_size; k++) {
-            int idx = b * o.batch_size + k;
-            if (!rc && !output_name(o.output, has_index, idx, total, name, name_cap)) {
-                fprintf(stderr, "streamdiff %s: the output name is too long\n", o.cmd);
-                rc = 1;
-            }
-            sd_status ws = rc ? SD_OK : sd_image_save_png(name, &imgs[k], text);
-            if (ws != SD_OK)
-                rc = run_error(&o, "cannot write the image", ws);
-            if (!rc)
-                printf("%s  %dx%d  seed %" PRIu64 "  %.2f s\n", name, imgs[k].width, imgs[k].height, gp.seed, t_gen);
-            sd_image_free(&imgs[k]);
-        }
-        fflush(stdout);
-        free(text);
-    }
-    if (!rc && o.verbose)
-        fprintf(stderr, "%d image(s) in %.2f s (model load %.2f s)\n", total, now_s() - t_all, t_load);
-    free(imgs);
-    free(name);
-    sd_model_free(m);
-    sd_image_free(&init);
+    if (rc < 0)
+        rc = run_generate(&o, img2img);
+    free_loras(&o);
     return rc;
 }
 

@@ -11,6 +11,8 @@ static const struct {
 } k_cmds[] = {
     {"txt2img", cli_txt2img, "generate images from a text prompt"},
     {"img2img", cli_img2img, "transform an init image guided by a text prompt"},
+    {"stream", cli_stream, "real-time img2img on a video, image folder or camera (StreamDiffusion)"},
+    {"serve", cli_serve, "real-time server and web demo (webcam img2img, live txt2img in the browser)"},
     {"check", cli_check, "replay reference cases (fixtures) and compare every output with its tolerance"},
     {"bench", cli_bench, "performance benchmarks (bench ops: op GFLOP/s vs the sgemm peak)"},
     {"selfcheck", cli_selfcheck, "run a quick self-check of the build (ops against references)"},

@@ -270,7 +270,7 @@ static void drop_processor(char *m)
 }
 
 /* Looks a dotted module up in a component, with the attention-processor spellings. */
-static int find_module(const comp_table *ct, const char *mod, bool procs)
+static int find_module_1(const comp_table *ct, const char *mod, bool procs)
 {
     int s = table_find(ct->mods, ct->n_names, mod);
     if (s >= 0 || !procs)
@@ -298,6 +298,41 @@ static int find_module(const comp_table *ct, const char *mod, bool procs)
     return -1;
 }
 
+static int find_module(const comp_table *ct, const char *mod, bool procs)
+{
+    int s = find_module_1(ct, mod, procs);
+    const char *root = ct->c->alt_root;
+    if (s >= 0 || !root || starts_with(mod, root))
+        return s;
+    char buf[700];
+    size_t rl = strlen(root), ml = strlen(mod);
+    if (rl + ml >= sizeof buf)
+        return -1;
+    memcpy(buf, root, rl);
+    memcpy(buf + rl, mod, ml + 1);
+    return find_module_1(ct, buf, procs);
+}
+
+/* Kohya lookup; also with the component's alt_root inserted after the prefix. */
+static int find_kohya(const comp_table *ct, const char *name)
+{
+    int s = table_find(ct->kohya, ct->n_names, name);
+    const char *root = ct->c->alt_root;
+    if (s != -1 || !root)
+        return s;
+    size_t pl = strlen(ct->c->kohya_prefix), rl = strlen(root);
+    char buf[700];
+    if (pl + rl + strlen(name + pl) >= sizeof buf)
+        return -1;
+    memcpy(buf, name, pl);
+    for (size_t i = 0; i < rl; i++)
+        buf[pl + i] = root[i] == '.' ? '_' : root[i];
+    strcpy(buf + pl + rl, name + pl);
+    if (!strncmp(name + pl, buf + pl, rl))
+        return -1; /* already has it */
+    return table_find(ct->kohya, ct->n_names, buf);
+}
+
 /* Maps a module to (component, slot). Returns false (with a reason) when nothing matches. */
 static bool resolve(const comp_table *tabs, int nt, const char *module, bool procs, int *comp, int *slot_out,
                     const char **why)
@@ -312,7 +347,7 @@ static bool resolve(const comp_table *tabs, int nt, const char *module, bool pro
         for (int c = 0; c < nt; c++) {
             if (!starts_with(m, tabs[c].c->kohya_prefix))
                 continue;
-            int s = table_find(tabs[c].kohya, tabs[c].n_names, m);
+            int s = find_kohya(&tabs[c], m);
             if (s == -2) {
                 *why = "is ambiguous (two layers of this model have this kohya name)";
                 return false;

@@ -35,6 +35,8 @@
 typedef struct sd_lora_component {
     const char *name;         /* diffusers prefix: "unet", "text_encoder" */
     const char *kohya_prefix; /* "lora_unet_", "lora_te_" */
+    const char *alt_root;     /* LoRA module names may lack this leading path (NULL = none): "text_model."
+                                 for CLIP, whose transformers >= 5 module names have no text_model level */
     sd_weights *w;            /* the weights its handles were loaded from */
     sd_status (*for_each)(void *model, sd_weight_visit_fn fn, void *user);
     void *model;

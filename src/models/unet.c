@@ -235,16 +235,19 @@ sd_status sd_unet_config_from(const sd_config *c, sd_unet_config *cfg)
         bad = "downsample_padding";
     else if (cfg->mid_block_scale_factor == 0)
         bad = "mid_block_scale_factor";
+    else if (cfg->sample_size < 0 || cfg->sample_size > 65536) /* 0: unknown; native size = sample_size * 8 */
+        bad = "sample_size";
     else if (cfg->block_out_channels[0] % 2)
         bad = "block_out_channels"; /* sinusoidal embedding of block_out_channels[0] */
     for (int i = 0; !bad && i < n; i++) {
-        if (cfg->block_out_channels[i] <= 0 || cfg->block_out_channels[i] % cfg->norm_num_groups)
+        if (cfg->block_out_channels[i] <= 0 || cfg->block_out_channels[i] > 65536 ||
+            cfg->block_out_channels[i] % cfg->norm_num_groups)
             bad = "block_out_channels";
         else if (cfg->layers_per_block[i] <= 0 || cfg->layers_per_block[i] > 64)
             bad = "layers_per_block";
         else if (cfg->transformer_layers[i] <= 0 || cfg->transformer_layers[i] > 64)
             bad = "transformer_layers_per_block";
-        else if (cfg->cross_attention_dim[i] <= 0)
+        else if (cfg->cross_attention_dim[i] <= 0 || cfg->cross_attention_dim[i] > 65536)
             bad = "cross_attention_dim";
         else if (cfg->num_heads[i] <= 0 || cfg->num_heads[i] > cfg->block_out_channels[i])
             bad = cfg->num_attention_heads_given ? "num_attention_heads" : "attention_head_dim";

@@ -165,6 +165,9 @@ sd_status sd_vae_config_from(const sd_config *j, sd_vae_config *c)
         return sd_fail(SD_ERR_UNSUPPORTED, "%s: act_fn '%s' is not supported by the AutoencoderKL (only silu)",
                        j->path, act);
     SD_TRY(get_float(j, "scaling_factor", 0.18215, &c->scaling_factor));
+    if (!(c->scaling_factor > 0)) /* latents are divided by it */
+        return sd_fail(SD_ERR_FORMAT, "%s: 'scaling_factor' = %g must be positive (SD uses 0.18215)", j->path,
+                       c->scaling_factor);
     c->has_shift_factor = sd_config_has(j, "shift_factor");
     SD_TRY(get_float(j, "shift_factor", 0.0, &c->shift_factor));
     SD_TRY(sd_config_bool(j, "mid_block_add_attention", true, &c->mid_block_add_attention));

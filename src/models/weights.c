@@ -190,9 +190,37 @@ static sd_status upload_entry(sd_weights *w, const sd_wsrc *e, sd_dtype want_dt,
     return s;
 }
 
+/* Index of the first NaN/Inf of n raw elements of a float dtype, n when all are finite. */
+static size_t first_nonfinite(sd_dtype dt, const uint8_t *p, size_t n, const char **what)
+{
+    size_t i = 0;
+    if (dt == SD_F32) {
+        for (uint32_t u = 0; i < n; i++) {
+            memcpy(&u, p + 4 * i, 4);
+            if ((u & 0x7f800000u) == 0x7f800000u) {
+                *what = (u & 0x007fffffu) ? "NaN" : (u >> 31) ? "-Inf" : "+Inf";
+                break;
+            }
+        }
+    } else if (dt == SD_F16 || dt == SD_BF16) {
+        const uint16_t exp = dt == SD_F16 ? 0x7c00u : 0x7f80u;
+        for (uint16_t h = 0; i < n; i++) {
+            memcpy(&h, p + 2 * i, 2);
+            if ((h & exp) == exp) {
+                *what = (h & (uint16_t)~exp & 0x7fffu) ? "NaN" : (h >> 15) ? "-Inf" : "+Inf";
+                break;
+            }
+        }
+    } else {
+        i = n;
+    }
+    return i;
+}
+
 static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *shape, int ndim)
 {
     const sd_st_tensor *t = e->t;
+    const bool model_weight = shape != NULL; /* sd_weights_get: a layer's parameter, always floating point */
     int64_t src_shape[SD_ST_MAX_DIMS];
     int sn = t->ndim;
     memcpy(src_shape, t->shape, sizeof src_shape);
@@ -218,12 +246,21 @@ static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *
         return sd_fail(SD_ERR_UNSUPPORTED, "%s: tensor '%s' has %d dimensions (max %d)", w->label, e->name, ndim,
                        SD_MAX_DIMS);
     sd_dtype want_dt = kept_dtype(w, t->dtype);
-    if (want_dt == SD_DTYPE_COUNT)
-        return sd_fail(SD_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s, not a weight dtype", w->label, e->name,
+    if (want_dt == SD_DTYPE_COUNT || (model_weight && want_dt == SD_I32))
+        return sd_fail(want_dt == SD_DTYPE_COUNT ? SD_ERR_UNSUPPORTED : SD_ERR_FORMAT,
+                       "%s: tensor '%s' has dtype %s, not a weight dtype (F32, F16 or BF16)", w->label, e->name,
                        sd_dtype_name(t->dtype));
     size_t es = sd_dtype_size(t->dtype);
     size_t numel;
     const uint8_t *src = entry_src(e, &numel);
+    if (w->check_finite) { /* sd_model_params.check_finite */
+        const char *bad = "";
+        size_t at = first_nonfinite(t->dtype, src, numel, &bad);
+        if (at < numel)
+            return sd_fail(SD_ERR_FORMAT, "%s: tensor '%s' holds a non-finite value (%s at element %zu): the weights "
+                           "file is corrupt (or comes from a diverged training run); re-download or re-convert it",
+                           w->label, e->name, bad, at);
+    }
     *out = sd_tensor_make(NULL, want_dt, ndim ? ndim : 1, ndim ? shape : (const int64_t[]){1});
 
     if (w->be->host_memory && want_dt == t->dtype && ((uintptr_t)src % es) == 0) {

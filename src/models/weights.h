@@ -36,6 +36,7 @@ typedef struct sd_weights {
     size_t bytes_mapped;        /* bytes used zero-copy from the mapped files */
     void **cow;                 /* copy-on-write buffers of modified views (backend memory owned) */
     size_t n_cow, cap_cow;
+    bool check_finite;          /* fail loading a float tensor that holds NaN/Inf (SD_ERR_FORMAT) */
 } sd_weights;
 
 void sd_weights_init(sd_weights *w, sd_backend *be, const char *label, sd_dtype float_dtype);

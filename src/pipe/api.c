@@ -79,6 +79,9 @@ static sd_status generate(sd_model *m, const sd_gen_params *p, const sd_image *i
 {
     if (!m || !p || !out)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL argument");
+    if (p->rng != SD_RNG_TYPE_TORCH && p->rng != SD_RNG_TYPE_FAST)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown rng type %d (SD_RNG_TYPE_TORCH or SD_RNG_TYPE_FAST)",
+                       (int)p->rng);
     sd_model_info info;
     sd_model_get_info(m, &info);
     sd_scheduler *sched = NULL;

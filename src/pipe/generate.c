@@ -1,6 +1,7 @@
 /* txt2img / img2img: the diffusers pipelines, step by step. */
 #include "pipe/pipeline.h"
 
+#include "core/memlimit.h"
 #include "io/image.h"
 #include "sched/rng.h"
 
@@ -21,13 +22,16 @@ void sd_pipe_out_free(sd_pipe_out *o)
 /* Runs `fn` once in a planning context to size the arena, then for real. */
 typedef void (*stage_fn)(sd_ctx *ctx, void *user);
 
-static sd_status run_stage(sd_backend *be, stage_fn fn, void *user, sd_ctx *keep)
+static sd_status run_stage(sd_backend *be, stage_fn fn, void *user, sd_ctx *keep, const char *what)
 {
     sd_ctx plan;
     sd_ctx_init_plan(&plan, be);
     fn(&plan, user);
     if (plan.status != SD_OK)
         return plan.status;
+    /* refuse up front what cannot fit (src/core/memlimit.h) */
+    SD_TRY(sd_mem_check(be->host_memory, plan.peak, what,
+                        "use a smaller size or batch (SD_MAX_ARENA_BYTES sets the limit)"));
     sd_ctx ctx;
     SD_TRY(sd_ctx_init(&ctx, be, plan.peak));
     fn(&ctx, user);
@@ -74,7 +78,7 @@ sd_status sd_pipe_encode_prompt(sd_model *m, const char *prompt, int clip_skip, 
         s = SD_ERR_OUT_OF_MEMORY;
     if (s == SD_OK) {
         text_job j = {m, ids, seq, clip_skip, out};
-        s = run_stage(m->be, text_stage, &j, NULL);
+        s = run_stage(m->be, text_stage, &j, NULL, "the text encoder");
     }
     free(ids);
     if (s != SD_OK) {
@@ -194,6 +198,7 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
           *prev = NULL, *den = NULL, *noise = NULL, *tt = NULL;
     int S = 0, D = 0;
     double t0 = sd_time_now();
+    char what[128];
 
     /* 1. prompts */
     if ((s = sd_pipe_encode_prompt(m, a->prompt, a->clip_skip, &cond, &S, &D)) != SD_OK)
@@ -255,7 +260,8 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
             s = SD_ERR_OUT_OF_MEMORY;
             goto done;
         }
-        s = run_stage(m->be, vae_stage, &vj, NULL);
+        snprintf(what, sizeof what, "the image encoder at %dx%d (batch %d)", a->width, a->height, B);
+        s = run_stage(m->be, vae_stage, &vj, NULL, what);
         if (s == SD_OK && !a->use_taesd) { /* latent_dist.sample(generator) * scaling_factor */
             a->noise(a->noise_user, "vae.sample", noise, n);
             for (size_t i = 0; i < n; i++)
@@ -288,7 +294,9 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
             tt[b] = (float)t;
         unet_job uj = {m, UB, C, h, w, xin, tt, ctxbuf, S, D, tcond, eps};
         if (!have_ctx) {
-            if ((s = run_stage(m->be, unet_stage, &uj, &uctx)) != SD_OK)
+            snprintf(what, sizeof what, "the UNet at %dx%d (batch %d%s)", a->width, a->height, B,
+                     cfg ? ", x2 for guidance" : "");
+            if ((s = run_stage(m->be, unet_stage, &uj, &uctx, what)) != SD_OK)
                 goto done;
             have_ctx = true;
         } else {
@@ -331,7 +339,8 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
     for (size_t i = 0; i < n; i++)
         prev[i] = x[i] * inv;
     vae_job dj = {m, a->use_taesd, false, B, C, h, w, prev, out->image, NULL};
-    s = run_stage(m->be, vae_stage, &dj, NULL);
+    snprintf(what, sizeof what, "the image decoder at %dx%d (batch %d)", a->width, a->height, B);
+    s = run_stage(m->be, vae_stage, &dj, NULL, what);
     if (s == SD_OK) {
         out->latents = x;
         out->latents_n = n;

@@ -17,8 +17,8 @@ sd_status sd_model_apply_loras_ex(sd_model *m, const sd_lora_spec *loras, int n,
     if (!m || !m->unet || !m->clip)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_model_apply_loras: no model given");
     sd_lora_component comps[2] = {
-        {"unet", "lora_unet_", &m->w_unet, unet_each, m->unet},
-        {"text_encoder", "lora_te_", &m->w_text, clip_each, m->clip},
+        {"unet", "lora_unet_", NULL, &m->w_unet, unet_each, m->unet},
+        {"text_encoder", "lora_te_", "text_model.", &m->w_text, clip_each, m->clip},
     };
     sd_status s = sd_lora_apply(&m->lora, comps, 2, loras, n, opt);
     m->weights_version++; /* also after a failure: the weights may have gone back to the base */

@@ -88,6 +88,7 @@ static sd_status load_component(sd_model *m, sd_weights *w, const char *dir, con
     char label[600];
     snprintf(label, sizeof label, "%s (%s)", what, dir);
     sd_weights_init(w, m->be, label, sd_model_weight_dtype(m->be, &m->params));
+    w->check_finite = m->params.check_finite;
     SD_TRY(sd_weights_add_component(w, dir, base, m->params.variant, NULL));
     return sd_weights_finalize(w);
 }
@@ -129,11 +130,31 @@ static sd_status load_scheduler(sd_model *m, const char *dir)
             sd_config_str(&c, "_class_name", "?", &cls);
             snprintf(m->sched_class, sizeof m->sched_class, "%s", cls);
             sd_config_free(&c);
+        } else if (s == SD_ERR_UNSUPPORTED) {
+            /* a class this build lacks (SD1.5 folders ship PNDMScheduler): like the folder-less default,
+             * the file's schedule runs as DPMSolverMultistepScheduler.from_config(file) */
+            s = sd_sched_config_load_as(sd, SD_SCHED_DPMPP_2M, &m->sched_cfg);
+            if (s == SD_OK && sd_config_load(sd, &c) == SD_OK) {
+                const char *cls = NULL;
+                sd_config_str(&c, "_class_name", "?", &cls);
+                fprintf(stderr, "streamdiff: note: %s: %s is not supported; its schedule runs as "
+                                "DPMSolverMultistepScheduler (choose another with the sampler option)\n", sd, cls);
+                sd_config_free(&c);
+            }
+            if (s == SD_OK)
+                snprintf(m->sched_class, sizeof m->sched_class, "DPMSolverMultistepScheduler");
         }
     } else { /* no scheduler folder: SD's PNDM defaults run as DPM-Solver++ */
         sd_sched_config_default(&m->sched_cfg, SD_SCHED_DPMPP_2M);
         snprintf(m->sched_class, sizeof m->sched_class, "DPMSolverMultistepScheduler");
         s = SD_OK;
+    }
+    if (s == SD_OK) { /* a config the scheduler refuses (e.g. beta_end 2) fails the load, not every generation */
+        sd_scheduler *check = NULL;
+        s = sd_scheduler_create(&m->sched_cfg, &check);
+        sd_scheduler_free(check);
+        if (s != SD_OK)
+            sd_fail_context(s, "%s", sd);
     }
     free(sd);
     return s;
@@ -260,8 +281,22 @@ sd_status sd_model_load_single_file(const char *path, const sd_model_params *p, 
     sd_ckpt_info info;
     memset(&info, 0, sizeof info);
     m->source = sd_strdup(path);
-    if ((s = sd_safetensors_open(path, &st)) != SD_OK)
+    if ((s = sd_safetensors_open(path, &st)) != SD_OK) {
+        /* a PyTorch pickle (.ckpt/.pt/.bin: a zip archive or a raw pickle) is refused by name: pickles can run
+         * code, and "[header-too-large]" would not tell the user what is wrong */
+        sd_mmap mm;
+        if (s == SD_ERR_FORMAT && sd_mmap_open(path, &mm) == SD_OK) {
+            const uint8_t *b = mm.data;
+            bool pickle = mm.size >= 4 && ((b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4) ||
+                                           (b[0] == 0x80 && b[1] >= 2 && b[1] <= 5));
+            sd_mmap_close(&mm);
+            if (pickle)
+                s = sd_fail(SD_ERR_UNSUPPORTED, "%s: this is a PyTorch pickle checkpoint (.ckpt/.pt/.bin), not "
+                            ".safetensors; streamdiff never loads pickles (they can run code): convert it to "
+                            ".safetensors first", path);
+        }
         goto done;
+    }
     sd_arch arch;
     if ((s = sd_ckpt_detect(st, &arch)) != SD_OK)
         goto done;
@@ -323,6 +358,7 @@ sd_status sd_model_load_single_file(const char *path, const sd_model_params *p, 
     sd_weights_init(&m->w_vae, m->be, label, wdt);
     snprintf(label, sizeof label, "text_encoder (%s)", path);
     sd_weights_init(&m->w_text, m->be, label, wdt);
+    m->w_unet.check_finite = m->w_vae.check_finite = m->w_text.check_finite = m->params.check_finite;
     if ((s = sd_ckpt_load(path, &m->w_unet, &m->w_vae, &m->w_text, &info)) != SD_OK)
         goto done;
     if (info.n_unknown) {

@@ -2,6 +2,7 @@
  * See stream.h and ARCHITECTURE.md for the data flow of one frame. */
 #include "pipe/stream.h"
 
+#include "core/memlimit.h"
 #include "io/image.h"
 
 #include <math.h>
@@ -51,6 +52,9 @@ static sd_status validate(const sd_model *m, const sd_stream_params *p, bool *ta
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "frame_buffer_size %d out of range (1..16)", p->frame_buffer_size);
     if ((unsigned)p->cfg_type > SD_CFG_INITIALIZE)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown cfg_type %d", (int)p->cfg_type);
+    if (p->rng != SD_RNG_TYPE_TORCH && p->rng != SD_RNG_TYPE_FAST)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown rng type %d (SD_RNG_TYPE_TORCH or SD_RNG_TYPE_FAST)",
+                       (int)p->rng);
     if (!(p->guidance_scale >= 0 && p->guidance_scale <= 100) || !(fabsf(p->delta) <= 100))
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "guidance_scale (%g) must be in 0..100 and delta (%g) in -100..100",
                        p->guidance_scale, p->delta);
@@ -63,7 +67,8 @@ static sd_status validate(const sd_model *m, const sd_stream_params *p, bool *ta
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "the model has neither a VAE nor a TAESD to encode and decode frames");
     int sc = *taesd ? sd_taesd_downscale(&m->taesd_cfg) : sd_vae_downscale(&m->vae_cfg);
     int64_t div = (int64_t)sc << (m->unet_cfg.n_blocks - 1);
-    if (p->width < 8 || p->height < 8 || p->width > 2048 || p->height > 2048 || p->width % div || p->height % div)
+    if (p->width < 8 || p->height < 8 || p->width > 2048 || p->height > 2048 || p->width % div || p->height % div ||
+        p->width % 8 || p->height % 8)
         return sd_fail(SD_ERR_INVALID_ARGUMENT,
                        "stream size %dx%d: width and height must be multiples of %lld (and of 8) up to 2048",
                        p->width, p->height, (long long)div);
@@ -419,11 +424,19 @@ static sd_status plan_contexts(sd_stream *s)
     sd_unet_kv_compute(&plan, s->m->unet, s->embeds, s->kv);
     SD_TRY(plan.status);
     peak = SD_MAX(peak, plan.peak);
-    SD_TRY(sd_ctx_init(&s->ctx, s->m->be, peak));
     /* text encoder */
     sd_ctx_init_plan(&plan, s->m->be);
     text_forward(s, &plan, s->host_embeds);
     SD_TRY(plan.status);
+    /* refuse up front what cannot fit (src/core/memlimit.h): everything the stream holds */
+    size_t kvb = sd_unet_kv_bytes(s->m->unet, s->embeds.ne[0], s->S, s->m->be->act_dtype);
+    char what[160];
+    snprintf(what, sizeof what, "a %dx%d stream (%d steps x %d frames, UNet batch %d)", s->W, s->H, s->n, s->fbs,
+             s->UB);
+    SD_TRY(sd_mem_check(s->m->be->host_memory, s->state.cap + kvb + peak + plan.peak, what,
+                        "use a smaller size, fewer t_index_list entries or frame_buffer_size 1 "
+                        "(SD_MAX_ARENA_BYTES sets the limit)"));
+    SD_TRY(sd_ctx_init(&s->ctx, s->m->be, peak));
     return sd_ctx_init(&s->text_ctx, s->m->be, plan.peak);
 }
 

@@ -101,6 +101,7 @@ struct sd_stream_async {
     int64_t last_flush;
     bool flushed;               /* flush called after the last push */
     int64_t outstanding;        /* pushed - pulled - dropped */
+    size_t q0_bytes;            /* largest frame pushed so far */
     uint64_t slot_allocs;
     /* stats */
     uint64_t frames_in, frames_out, frames_skipped, frames_dropped;
@@ -677,6 +678,19 @@ sd_status sd_stream_push_frame(sd_stream *s, const sd_image *in)
     SD_TRY(ensure_async(s, &a));
     size_t bytes = (size_t)in->width * in->height * 3;
     pthread_mutex_lock(&a->mu);
+    if (bytes > a->q0_bytes) { /* a larger frame: grow every free input slot now (rare) */
+        a->q0_bytes = bytes;
+        for (int k = 0; k < a->q0.nfree; k++) {
+            slot *f = &a->q0.slots[a->q0.freel[k]];
+            if (f->cap >= bytes)
+                continue;
+            sd_aligned_free(f->buf);
+            f->buf = sd_aligned_alloc(bytes);
+            f->cap = f->buf ? bytes : 0;
+            a->slot_allocs++;
+        }
+    }
+    size_t grow_to = a->q0_bytes;
     int i = reserve_slot(a, &a->q0, a->live);
     if (i < 0) {
         sd_status st = a->failed != SD_OK ? report_failed(a)
@@ -688,11 +702,11 @@ sd_status sd_stream_push_frame(sd_stream *s, const sd_image *in)
     pthread_mutex_unlock(&a->mu);
     sd_status st = SD_OK;
     bool grew = false;
-    if (sl->cap < bytes) { /* grows to the frame size once */
+    if (sl->cap < grow_to) { /* grows to the largest frame size seen: once per slot with a steady input */
         grew = true;
         sd_aligned_free(sl->buf);
-        sl->buf = sd_aligned_alloc(bytes);
-        sl->cap = sl->buf ? bytes : 0;
+        sl->buf = sd_aligned_alloc(grow_to);
+        sl->cap = sl->buf ? grow_to : 0;
         if (!sl->buf)
             st = SD_ERR_OUT_OF_MEMORY;
     }

@@ -21,6 +21,7 @@
 #include <libwebsockets.h>
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>

@@ -1,13 +1,32 @@
-/* CPU backend: float32 activations, OpenMP threads, GEMM through OpenBLAS.
- * GEMM weights in F16/BF16 are converted by the op wrappers (accepts only F32);
- * biases, norm parameters and embedding tables are read in any float dtype. */
+/* CPU backend: float32 activations, OpenMP threads.
+ *
+ * Two paths, chosen once per backend (see cpu_kern.h):
+ *  - SIMD kernels (AVX-512 or AVX2, picked at run time): own GEMM with implicit
+ *    im2col for convolutions, F16/BF16 weights converted while packing (so the
+ *    backend accepts them and the op wrappers convert nothing), flash attention,
+ *    vectorised exp/erf in group norm + SiLU, GEGLU, softmax and activations.
+ *  - "blas": OpenBLAS sgemm with chunked im2col, tiled attention and scalar
+ *    loops; used on CPUs without AVX2 or when SD_CPU_ISA=blas.
+ * Biases, norm parameters and embedding tables are read in any float dtype. */
 #include "backend/backend.h"
+#include "backend/cpu/cpu_kern.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+typedef struct cpu_impl {
+    const sd_cpu_kern *k; /* NULL: the OpenBLAS/scalar path */
+    pthread_mutex_t ws_lock;
+    float *ws; /* GEMM workspace, k->gemm_ws floats; a concurrent caller gets its own */
+    size_t ws_floats;
+} cpu_impl;
+
+static const sd_cpu_kern *kern(const sd_backend *be) { return ((const cpu_impl *)be->impl)->k; }
 
 #define F(t) ((float *)(t)->data)
 #define CF(t) ((const float *)(t)->data)
@@ -41,7 +60,32 @@ static sd_status cpu_copy(sd_backend *be, void *dst, const void *src, size_t byt
 
 static void cpu_move(sd_backend *be, void *dst, const void *src, size_t bytes) { memmove(dst, src, bytes); }
 static sd_status cpu_sync(sd_backend *be) { return SD_OK; }
-static bool cpu_accepts(sd_backend *be, sd_dtype t) { return t == SD_F32; }
+/* The SIMD GEMM converts F16/BF16 weights while packing; OpenBLAS needs F32. */
+static bool cpu_accepts(sd_backend *be, sd_dtype t)
+{
+    return t == SD_F32 || (kern(be) && (t == SD_F16 || t == SD_BF16));
+}
+
+/* Runs one GEMM on the SIMD path with the backend's workspace (no allocation unless another
+ * host thread holds it at the same moment). */
+static void run_gemm(sd_backend *be, const sd_gemm *g)
+{
+    cpu_impl *im = be->impl;
+    if (pthread_mutex_trylock(&im->ws_lock) == 0) {
+        im->k->gemm(g, im->ws, nthreads(be));
+        pthread_mutex_unlock(&im->ws_lock);
+        return;
+    }
+    float *ws = sd_aligned_alloc(im->ws_floats * sizeof(float));
+    if (ws) {
+        im->k->gemm(g, ws, nthreads(be));
+        sd_aligned_free(ws);
+        return;
+    }
+    pthread_mutex_lock(&im->ws_lock); /* out of memory: wait for the shared one */
+    im->k->gemm(g, im->ws, nthreads(be));
+    pthread_mutex_unlock(&im->ws_lock);
+}
 
 static void cpu_cast(sd_backend *be, sd_tensor *y, const sd_tensor *x)
 {
@@ -79,6 +123,12 @@ static void cpu_linear(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
         for (int64_t i = 1; i < M; i++)
             memcpy(Y + i * N, Y, (size_t)N * sizeof(float));
     }
+    if (kern(be)) {
+        sd_gemm g = {.M = M, .N = N, .K = K, .a = x->data, .a_dt = SD_F32, .lda = K, .b = w->data,
+                     .b_dt = w->dtype, .ldb = K, .bkind = SD_GB_TRANS, .c = Y, .ldc = N, .accumulate = b != NULL};
+        run_gemm(be, &g);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, CF(x), (int)K, CF(w), (int)K,
                 b ? 1.0f : 0.0f, Y, (int)N);
 }
@@ -113,6 +163,8 @@ static int64_t conv_chunk_rows(const sd_tensor *x, const sd_tensor *w, const sd_
 
 static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
 {
+    if (kern(be))
+        return 0; /* implicit im2col: the GEMM packs straight from the image */
     if (w->ne[2] == 1 && w->ne[3] == 1 && x->ne[2] == y->ne[2] && x->ne[3] == y->ne[3])
         return 0; /* pointwise: no im2col (pads are zero when sizes match for 1x1) */
     return (size_t)(x->ne[1] * w->ne[2] * w->ne[3] * y->ne[3] * conv_chunk_rows(x, w, y)) * sizeof(float);
@@ -135,6 +187,15 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
                 for (int64_t i = 0; i < HWO; i++)
                     yn[o * HWO + i] = bv;
             }
+        }
+        if (kern(be)) {
+            bool pw = conv_is_pointwise(w, stride, pads);
+            sd_gemm g = {.M = O, .N = HWO, .K = CK, .a = w->data, .a_dt = w->dtype, .lda = CK, .b = xn,
+                         .b_dt = SD_F32, .ldb = H * W, .bkind = pw ? SD_GB_ROWMAJOR : SD_GB_CONV, .C = C, .H = H,
+                         .W = W, .KH = KH, .KW = KW, .WO = WO, .stride = stride, .pad_t = pads[0],
+                         .pad_l = pads[1], .c = yn, .ldc = HWO, .accumulate = b != NULL};
+            run_gemm(be, &g);
+            continue;
         }
         if (conv_is_pointwise(w, stride, pads)) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)HWO, (int)C, 1.0f, CF(w), (int)C, xn,
@@ -208,6 +269,16 @@ static void cpu_group_norm(sd_backend *be, sd_tensor *y, const sd_tensor *x, con
             const float *xs = CF(x) + (n * C + g * cpg) * S;
             float *ys = F(y) + (n * C + g * cpg) * S;
             int64_t cnt = cpg * S;
+            const sd_cpu_kern *k = kern(be);
+            if (k) {
+                double mean = k->sum(xs, cnt) / (double)cnt;
+                float fm = (float)mean, fm_lo = (float)(mean - fm); /* see below */
+                float rstd = (float)(1.0 / sqrt(k->sqdev(xs, cnt, fm, fm_lo) / (double)cnt + eps));
+                for (int64_t c = 0; c < cpg; c++)
+                    k->norm_affine(ys + c * S, xs + c * S, S, fm, fm_lo, ldp(gamma, g * cpg + c) * rstd,
+                                   ldp(beta, g * cpg + c), silu);
+                continue;
+            }
             double sum = 0, sq = 0;
             for (int64_t i = 0; i < cnt; i++)
                 sum += xs[i];
@@ -247,6 +318,14 @@ static void cpu_layer_norm(sd_backend *be, sd_tensor *y, const sd_tensor *x, con
     for (int64_t r = 0; r < R; r++) {
         const float *xr = CF(x) + r * D;
         float *yr = F(y) + r * D;
+        const sd_cpu_kern *k = kern(be);
+        if (k && gamma->dtype == SD_F32 && beta->dtype == SD_F32) {
+            double mean = k->sum(xr, D) / (double)D;
+            float fm = (float)mean, fm_lo = (float)(mean - fm);
+            float rstd = (float)(1.0 / sqrt(k->sqdev(xr, D, fm, fm_lo) / (double)D + eps));
+            k->norm_row(yr, xr, D, fm, fm_lo, rstd, CF(gamma), CF(beta));
+            continue;
+        }
         double sum = 0, sq = 0;
         for (int64_t i = 0; i < D; i++)
             sum += xr[i];
@@ -285,8 +364,12 @@ static void cpu_softmax(sd_backend *be, sd_tensor *y, const sd_tensor *x, float 
 {
     int64_t D = x->ne[x->ndim - 1], R = sd_numel(x) / D;
 #pragma omp parallel for num_threads(nthreads(be)) schedule(static)
-    for (int64_t r = 0; r < R; r++)
-        softmax_row(F(y) + r * D, CF(x) + r * D, D, scale);
+    for (int64_t r = 0; r < R; r++) {
+        if (kern(be))
+            kern(be)->softmax(F(y) + r * D, CF(x) + r * D, D, scale);
+        else
+            softmax_row(F(y) + r * D, CF(x) + r * D, D, scale);
+    }
 }
 
 /* ---------------------------------------------------------------- attention
@@ -297,6 +380,8 @@ static void cpu_softmax(sd_backend *be, sd_tensor *y, const sd_tensor *x, float 
 static size_t cpu_attention_scratch(sd_backend *be, const sd_tensor *q, const sd_tensor *k, int heads)
 {
     int64_t d = q->ne[2] / heads;
+    if (kern(be))
+        return kern(be)->attn_ws(q->ne[1], k->ne[1], d, nthreads(be)) * sizeof(float);
     return (size_t)nthreads(be) * (size_t)(ATT_TILE * k->ne[1] + 3 * ATT_TILE * d + 2 * k->ne[1] * d) * sizeof(float);
 }
 
@@ -304,6 +389,10 @@ static void cpu_attention(sd_backend *be, sd_tensor *y, const sd_tensor *q, cons
                           int heads, float scale, bool causal, void *scratch)
 {
     int64_t B = q->ne[0], Nq = q->ne[1], Nk = k->ne[1], HD = q->ne[2], d = HD / heads;
+    if (kern(be)) {
+        kern(be)->attention(F(y), CF(q), CF(k), CF(v), B, Nq, Nk, heads, d, scale, causal, scratch, nthreads(be));
+        return;
+    }
     int64_t tiles = (Nq + ATT_TILE - 1) / ATT_TILE;
     int64_t tasks = B * heads * tiles;
     int nt = nthreads(be);
@@ -347,11 +436,24 @@ static void cpu_attention(sd_backend *be, sd_tensor *y, const sd_tensor *q, cons
 
 static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
+/* elements per task of the vectorised elementwise loops */
+#define EW_CHUNK 16384
+
 static void cpu_unary(sd_backend *be, sd_tensor *y, const sd_tensor *x, sd_unary_op op)
 {
     int64_t n = sd_numel(x);
     const float *X = CF(x);
     float *Y = F(y);
+    const sd_cpu_kern *k = kern(be);
+    if (k && n > 0 && k->unary(Y, X, n < EW_CHUNK ? n : EW_CHUNK, op)) {
+        int64_t chunks = (n + EW_CHUNK - 1) / EW_CHUNK;
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static) if (chunks > 1)
+        for (int64_t c = 1; c < chunks; c++) {
+            int64_t i0 = c * EW_CHUNK, len = n - i0 < EW_CHUNK ? n - i0 : EW_CHUNK;
+            k->unary(Y + i0, X + i0, len, op);
+        }
+        return;
+    }
 #pragma omp parallel for num_threads(nthreads(be)) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float v = X[i];
@@ -422,6 +524,10 @@ static void cpu_geglu(sd_backend *be, sd_tensor *y, const sd_tensor *x)
     for (int64_t r = 0; r < R; r++) {
         const float *xr = CF(x) + r * 2 * N;
         float *yr = F(y) + r * N;
+        if (kern(be)) {
+            kern(be)->geglu(yr, xr, N);
+            continue;
+        }
         for (int64_t i = 0; i < N; i++)
             yr[i] = xr[i] * gelu_erf(xr[N + i]);
     }
@@ -533,7 +639,16 @@ static void cpu_embedding(sd_backend *be, sd_tensor *y, const sd_tensor *table, 
     }
 }
 
-static void cpu_destroy(sd_backend *be) { free(be); }
+static void cpu_destroy(sd_backend *be)
+{
+    cpu_impl *im = be->impl;
+    if (im) {
+        pthread_mutex_destroy(&im->ws_lock);
+        sd_aligned_free(im->ws);
+        free(im);
+    }
+    free(be);
+}
 
 static const sd_backend_ops k_cpu_ops = {
     .name = "cpu",
@@ -568,15 +683,78 @@ static const sd_backend_ops k_cpu_ops = {
     .destroy = cpu_destroy,
 };
 
-sd_status sd_backend_cpu_create(int n_threads, sd_backend **out)
+static const sd_cpu_kern *kern_by_name(const char *isa, bool *known)
 {
+    *known = true;
+    if (!strcmp(isa, "avx512"))
+        return sd_cpu_kern_avx512();
+    if (!strcmp(isa, "avx2"))
+        return sd_cpu_kern_avx2();
+    *known = !strcmp(isa, "blas");
+    return NULL;
+}
+
+sd_status sd_backend_cpu_create_isa(int n_threads, const char *isa, sd_backend **out)
+{
+    *out = NULL;
+    const sd_cpu_kern *k = NULL;
+    if (isa && strcmp(isa, "auto")) {
+        bool known;
+        k = kern_by_name(isa, &known);
+        if (!known)
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "cpu backend: unknown kernel set '%s' (use avx512, avx2 or blas)",
+                           isa);
+        if (!k && strcmp(isa, "blas"))
+            return sd_fail(SD_ERR_UNSUPPORTED, "cpu backend: this CPU does not support the %s kernels", isa);
+    } else {
+        k = sd_cpu_kern_avx512();
+        if (!k)
+            k = sd_cpu_kern_avx2();
+        /* SD_CPU_ISA may lower the choice (benchmarks, tests); it never raises it past the CPU */
+        const char *env = getenv("SD_CPU_ISA");
+        if (env && *env && strcmp(env, "auto")) {
+            bool known;
+            const sd_cpu_kern *e = kern_by_name(env, &known);
+            if (!known)
+                fprintf(stderr, "streamdiff: warning: SD_CPU_ISA=%s is not avx512, avx2, blas or auto; ignored\n",
+                        env);
+            else if (!e && !strcmp(env, "blas"))
+                k = NULL;
+            else if (e && !(k && k->vl < e->vl))
+                k = e;
+        }
+    }
     sd_backend *be = sd_calloc(1, sizeof *be);
-    if (!be)
+    cpu_impl *im = sd_calloc(1, sizeof *im);
+    if (!be || !im) {
+        free(be);
+        free(im);
         return SD_ERR_OUT_OF_MEMORY;
+    }
     be->ops = &k_cpu_ops;
     be->act_dtype = SD_F32;
     be->host_memory = true;
     be->n_threads = n_threads > 0 ? n_threads : omp_get_max_threads();
+    be->impl = im;
+    pthread_mutex_init(&im->ws_lock, NULL);
+    im->k = k;
+    if (k) {
+        im->ws_floats = k->gemm_ws(be->n_threads);
+        im->ws = sd_aligned_alloc(im->ws_floats * sizeof(float));
+        if (!im->ws) {
+            cpu_destroy(be);
+            return sd_fail(SD_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate the %zu KiB GEMM workspace",
+                           im->ws_floats * sizeof(float) >> 10);
+        }
+    }
     *out = be;
     return SD_OK;
+}
+
+sd_status sd_backend_cpu_create(int n_threads, sd_backend **out) { return sd_backend_cpu_create_isa(n_threads, NULL, out); }
+
+const char *sd_backend_cpu_isa(const sd_backend *be)
+{
+    const sd_cpu_kern *k = be && be->ops == &k_cpu_ops ? kern(be) : NULL;
+    return k ? k->name : "blas";
 }

@@ -1,0 +1,83 @@
+/* SIMD kernels of the CPU backend, one table per instruction set.
+ *
+ * cpu_kern_impl.h holds the kernels once, written against a small vector
+ * abstraction; cpu_kern_avx512.c and cpu_kern_avx2.c compile it with their
+ * own vector width and `#pragma GCC target`, so the library needs no special
+ * compiler flags and picks the widest set the CPU has at run time
+ * (__builtin_cpu_supports). Without AVX2 the backend falls back to OpenBLAS
+ * and scalar loops (cpu_backend.c).
+ *
+ * GEMM: C[M,N] (+)= A[M,K] B[K,N], all row-major, C F32.
+ *   A is read in place (F32) or converted block by block (F16/BF16).
+ *   B is packed into panels of `nr` columns, from a row-major matrix, from the
+ *   transpose of a row-major matrix (linear weights [N,K]) or straight from an
+ *   NCHW image (implicit im2col: convolutions need no im2col buffer).
+ *   The packing buffer lives in a fixed-size workspace (gemm_ws floats).
+ * Attention: softmax(q k^T * scale) v per head, flash style (online softmax
+ *   over key blocks), scores only ever exist for one 6-row x key-block tile.
+ */
+#ifndef SD_CPU_KERN_H
+#define SD_CPU_KERN_H
+
+#include "backend/backend.h"
+
+typedef enum { SD_GB_ROWMAJOR, SD_GB_TRANS, SD_GB_CONV } sd_gemm_bkind;
+
+typedef struct sd_gemm {
+    int64_t M, N, K;
+    const void *a; /* A[m][k] = a[m*lda + k] */
+    sd_dtype a_dt;
+    int64_t lda;
+    const void *b;
+    sd_dtype b_dt;
+    int64_t ldb;
+    sd_gemm_bkind bkind;
+    /* SD_GB_ROWMAJOR: B[k][n] = b[k*ldb + n]
+     * SD_GB_TRANS:    B[k][n] = b[n*ldb + k]
+     * SD_GB_CONV:     b = one image [C][H][W] (F32); k = (c*KH + kh)*KW + kw, n = oh*WO + ow;
+     *                 B[k][n] = x[c][oh*stride - pad_t + kh][ow*stride - pad_l + kw], 0 outside */
+    int64_t C, H, W, KH, KW, WO;
+    int stride, pad_t, pad_l;
+    float *c; /* C[m][n] = c[m*ldc + n] */
+    int64_t ldc;
+    bool accumulate; /* C += AB (else C = AB) */
+} sd_gemm;
+
+typedef struct sd_cpu_kern {
+    const char *name;
+    int vl; /* floats per vector */
+    /* GEMM */
+    size_t (*gemm_ws)(int nthreads); /* floats of workspace gemm() needs */
+    void (*gemm)(const sd_gemm *g, float *ws, int nthreads);
+    /* attention: q [B,Nq,H*d], k,v [B,Nk,H*d] F32 -> y [B,Nq,H*d] */
+    size_t (*attn_ws)(int64_t Nq, int64_t Nk, int64_t d, int nthreads); /* floats */
+    void (*attention)(float *y, const float *q, const float *k, const float *v, int64_t B, int64_t Nq, int64_t Nk,
+                      int heads, int64_t d, float scale, bool causal, float *ws, int nthreads);
+    /* elementwise on contiguous rows (the caller splits work across threads) */
+    bool (*unary)(float *y, const float *x, int64_t n, sd_unary_op op); /* false: op not vectorised here */
+    void (*geglu)(float *y, const float *x, int64_t n);                 /* y[i] = x[i] * gelu(x[n+i]) */
+    void (*softmax)(float *y, const float *x, int64_t n, float scale);
+    /* normalisation helpers: sum over n values, then the squared deviation from mean (hi + lo) */
+    double (*sum)(const float *x, int64_t n);
+    double (*sqdev)(const float *x, int64_t n, float mean_hi, float mean_lo);
+    /* y = ((x - mean_hi) - mean_lo) * sc + sh, then SiLU when silu */
+    void (*norm_affine)(float *y, const float *x, int64_t n, float mean_hi, float mean_lo, float sc, float sh,
+                        bool silu);
+    /* y[i] = ((x[i] - mean_hi) - mean_lo) * rstd * g[i] + b[i] */
+    void (*norm_row)(float *y, const float *x, int64_t n, float mean_hi, float mean_lo, float rstd, const float *g,
+                     const float *b);
+} sd_cpu_kern;
+
+/* NULL when the CPU lacks the instruction set (avx512: F, BW, VL, DQ; avx2: AVX2, FMA, F16C). */
+const sd_cpu_kern *sd_cpu_kern_avx512(void);
+const sd_cpu_kern *sd_cpu_kern_avx2(void);
+
+/* A CPU backend that uses the named kernel set: "avx512", "avx2" or "blas" (OpenBLAS + scalar loops),
+ * or NULL/"auto" for the best this CPU supports (the environment variable SD_CPU_ISA, when set,
+ * can lower that choice; tests and benchmarks use it to compare). Fails with
+ * SD_ERR_UNSUPPORTED if the CPU lacks the named set. */
+sd_status sd_backend_cpu_create_isa(int n_threads, const char *isa, sd_backend **out);
+/* The kernel set a CPU backend uses ("avx512", "avx2" or "blas"). */
+const char *sd_backend_cpu_isa(const sd_backend *be);
+
+#endif

@@ -1,0 +1,337 @@
+/* `streamdiff serve`: the real-time server and web demo (src/server/).
+ *
+ * Exit codes: 0 stopped by SIGINT/SIGTERM or --max-runtime, 1 a runtime
+ * failure (model, listening socket), 2 a usage error. */
+#include "cli/cli.h"
+#include "server/server.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    srv_options d;
+    srv_options_default(&d);
+    fprintf(f,
+            "streamdiff serve — real-time img2img / txt2img server with a web page\n\n"
+            "usage: streamdiff serve -m MODEL [--host 127.0.0.1] [--port 8080] [--token T] [options]\n\n"
+            "Serves the demo page at http://HOST:PORT/, the WebSocket endpoint /ws (protocol:\n"
+            "docs/protocol.md), GET /health and GET /metrics (Prometheus text). Each connected\n"
+            "browser gets its own stream; up to --max-sessions are served at once (fairly, the least\n"
+            "recently served first), further clients wait in a queue and are told their position.\n\n"
+            "model:\n"
+            "  -m, --model PATH|ID        diffusers folder, single-file .safetensors or HF id in the local cache\n"
+            "      --taesd DIR|ID         TAESD for fast encode/decode (recommended for real time)\n"
+            "      --config-dir DIR       configs for a single-file checkpoint\n"
+            "      --backend cpu|cuda     compute backend (default: cpu)\n"
+            "  -t, --threads N            CPU threads, 0 = all cores (default: 0)\n"
+            "\nnetwork:\n"
+            "      --host ADDR            address to bind (default: %s; anything else without --token warns)\n"
+            "      --port N               TCP port, 0 = any free port (printed) (default: %d)\n"
+            "      --token T              required as ?token=T on /ws and /metrics (or Authorization: Bearer T);\n"
+            "                             also read from $STREAMDIFF_TOKEN\n"
+            "      --any-origin           accept WebSocket connections from pages of other origins\n"
+            "\nstream defaults (each client can change them, see docs/protocol.md):\n"
+            "  -W, --width N, -H, --height N   stream size (default: the model's native size)\n"
+            "  -p, --prompt TEXT          initial prompt (default: \"\")\n"
+            "      --t-index-list A,B,..  denoising steps into the 50-step LCM schedule (default: 32,45)\n"
+            "      --cfg-type T           none | full | self | initialize (default: self)\n"
+            "      --guidance X           guidance scale (default: %g)\n"
+            "      --delta X              residual-CFG delta (default: %g)\n"
+            "      --seed N               noise seed (default: %llu)\n"
+            "      --mode img2img|txt2img (default: img2img)\n"
+            "\nlimits:\n"
+            "      --max-sessions N       clients served at once, each with its own stream (default: %d)\n"
+            "      --max-clients N        connections including queued ones (default: %d)\n"
+            "      --max-frame-bytes N    largest binary frame (default: %zu)\n"
+            "      --max-text-bytes N     largest JSON message (default: %zu)\n"
+            "      --max-prompt-bytes N   longest prompt (default: %zu, at most %d)\n"
+            "      --max-frame-pixels N   largest decoded input frame (default: %lld)\n"
+            "      --max-size N           largest stream width/height a client may ask for (default: %d)\n"
+            "      --max-steps N          longest t_index_list (default: %d)\n"
+            "      --max-fps X            output frames per second and client, 0 = no cap (default: %g)\n"
+            "\nother:\n"
+            "      --web-dir DIR          serve the page from DIR instead of the copy built into the binary\n"
+            "      --max-runtime S        stop after S seconds (tests) (default: run until Ctrl-C)\n"
+            "      --tiny                 tell the page the model is a test model (automatic for tiny models)\n"
+            "  -v, --verbose              log connections (-v -v: also libwebsockets notices)\n"
+            "  -h, --help                 this help\n\n"
+            "example:\n"
+            "  streamdiff serve -m stabilityai/sd-turbo --taesd madebyollin/taesd -W 512 -H 512\n",
+            d.host, d.port, (double)d.defaults.guidance_scale, (double)d.defaults.delta,
+            (unsigned long long)d.defaults.seed, d.max_sessions, d.max_clients, d.limits.max_frame_bytes,
+            d.limits.max_text_bytes, d.limits.max_prompt_bytes, SRV_PROMPT_MAX, (long long)d.limits.max_frame_pixels,
+            d.limits.max_size, d.limits.max_steps, d.limits.max_fps);
+}
+
+static bool parse_ll(const char *s, long long lo, long long hi, long long *out)
+{
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_d(const char *s, double lo, double hi, double *out)
+{
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v) || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_t_index(const char *s, srv_config *c)
+{
+    int n = 0, v[SD_STREAM_MAX_STEPS];
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || errno || x < 0 || x >= SRV_NUM_INFERENCE_STEPS || n == SD_STREAM_MAX_STEPS ||
+            (n && x <= v[n - 1]))
+            return false;
+        v[n++] = (int)x;
+        p = end;
+        if (*p == ',')
+            p++;
+        else if (*p)
+            return false;
+    }
+    if (!n)
+        return false;
+    memcpy(c->t_index_list, v, sizeof(int) * (size_t)n);
+    c->n_t_index = n;
+    return true;
+}
+
+#define BAD(...)                                         \
+    do {                                                 \
+        fprintf(stderr, "streamdiff serve: " __VA_ARGS__); \
+        fprintf(stderr, "\n(see streamdiff serve --help)\n"); \
+        return 2;                                        \
+    } while (0)
+
+int cli_serve(int argc, char **argv)
+{
+    srv_options o;
+    srv_options_default(&o);
+    const char *model = NULL, *taesd = NULL, *config_dir = NULL, *prompt = NULL;
+    int width = 0, height = 0, threads = 0;
+    sd_backend_kind backend = SD_BACKEND_CPU;
+    bool force_tiny = false;
+    srv_config def; /* stream defaults given on the command line (size applied after loading) */
+    srv_config_default(&def, 0, 0);
+    const char *env_token = getenv("STREAMDIFF_TOKEN");
+    if (env_token && *env_token)
+        o.token = env_token;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            o.verbose++;
+            continue;
+        }
+        if (!strcmp(a, "--any-origin")) {
+            o.any_origin = true;
+            continue;
+        }
+        if (!strcmp(a, "--tiny")) {
+            force_tiny = true;
+            continue;
+        }
+        if (a[0] != '-')
+            BAD("unexpected argument '%s'", a);
+        if (i + 1 >= argc)
+            BAD("%s needs a value", a);
+        const char *v = argv[++i];
+        long long n;
+        double x;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model"))
+            model = v;
+        else if (!strcmp(a, "--taesd"))
+            taesd = v;
+        else if (!strcmp(a, "--config-dir"))
+            config_dir = v;
+        else if (!strcmp(a, "--backend")) {
+            if (!strcmp(v, "cpu"))
+                backend = SD_BACKEND_CPU;
+            else if (!strcmp(v, "cuda"))
+                backend = SD_BACKEND_CUDA;
+            else
+                BAD("--backend must be cpu or cuda, not '%s'", v);
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            if (!parse_ll(v, 0, 1024, &n))
+                BAD("--threads must be 0..1024, not '%s'", v);
+            threads = (int)n;
+        } else if (!strcmp(a, "--host")) {
+            if (!*v || strlen(v) > 255)
+                BAD("--host needs an address like 127.0.0.1");
+            o.host = v;
+        } else if (!strcmp(a, "--port")) {
+            if (!parse_ll(v, 0, 65535, &n))
+                BAD("--port must be 0..65535, not '%s'", v);
+            o.port = (int)n;
+        } else if (!strcmp(a, "--token")) {
+            if (!*v || strlen(v) > 256)
+                BAD("--token must be 1..256 characters");
+            for (const char *q = v; *q; q++)
+                if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') ||
+                      strchr("-_.~", *q)))
+                    BAD("--token may hold only letters, digits and - _ . ~ (it travels in a URL)");
+            o.token = v;
+        } else if (!strcmp(a, "-W") || !strcmp(a, "--width") || !strcmp(a, "-H") || !strcmp(a, "--height")) {
+            if (!parse_ll(v, 8, 2048, &n) || n % 8)
+                BAD("%s must be a multiple of 8 in 8..2048, not '%s'", a, v);
+            *(a[1] == 'W' || a[2] == 'w' ? &width : &height) = (int)n;
+        } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
+            if (strlen(v) > SRV_PROMPT_MAX)
+                BAD("--prompt is longer than %d bytes", SRV_PROMPT_MAX);
+            prompt = v;
+        } else if (!strcmp(a, "--t-index-list")) {
+            if (!parse_t_index(v, &def))
+                BAD("--t-index-list needs ascending numbers in 0..%d separated by commas, e.g. 32,45",
+                    SRV_NUM_INFERENCE_STEPS - 1);
+        } else if (!strcmp(a, "--cfg-type")) {
+            int k = -1;
+            for (int t = 0; t < 4; t++)
+                if (!strcmp(v, srv_cfg_type_name((sd_cfg_type)t)))
+                    k = t;
+            if (k < 0)
+                BAD("--cfg-type must be none, full, self or initialize, not '%s'", v);
+            def.cfg_type = (sd_cfg_type)k;
+        } else if (!strcmp(a, "--guidance")) {
+            if (!parse_d(v, 0, 20, &x))
+                BAD("--guidance must be in 0..20, not '%s'", v);
+            def.guidance_scale = (float)x;
+        } else if (!strcmp(a, "--delta")) {
+            if (!parse_d(v, 0, 10, &x))
+                BAD("--delta must be in 0..10, not '%s'", v);
+            def.delta = (float)x;
+        } else if (!strcmp(a, "--seed")) {
+            if (!parse_ll(v, 0, 9007199254740991LL, &n))
+                BAD("--seed must be 0..2^53-1, not '%s'", v);
+            def.seed = (uint64_t)n;
+        } else if (!strcmp(a, "--mode")) {
+            if (!strcmp(v, "img2img"))
+                def.mode = SRV_MODE_IMG2IMG;
+            else if (!strcmp(v, "txt2img"))
+                def.mode = SRV_MODE_TXT2IMG;
+            else
+                BAD("--mode must be img2img or txt2img, not '%s'", v);
+        } else if (!strcmp(a, "--max-sessions")) {
+            if (!parse_ll(v, 1, 64, &n))
+                BAD("--max-sessions must be 1..64");
+            o.max_sessions = (int)n;
+        } else if (!strcmp(a, "--max-clients")) {
+            if (!parse_ll(v, 1, 1024, &n))
+                BAD("--max-clients must be 1..1024");
+            o.max_clients = (int)n;
+        } else if (!strcmp(a, "--max-frame-bytes")) {
+            if (!parse_ll(v, 1024, (long long)SRV_FRAME_MAX, &n))
+                BAD("--max-frame-bytes must be 1024..%zu", SRV_FRAME_MAX);
+            o.limits.max_frame_bytes = (size_t)n;
+        } else if (!strcmp(a, "--max-text-bytes")) {
+            if (!parse_ll(v, 256, (long long)SRV_TEXT_MAX, &n))
+                BAD("--max-text-bytes must be 256..%zu", SRV_TEXT_MAX);
+            o.limits.max_text_bytes = (size_t)n;
+        } else if (!strcmp(a, "--max-prompt-bytes")) {
+            if (!parse_ll(v, 1, SRV_PROMPT_MAX, &n))
+                BAD("--max-prompt-bytes must be 1..%d", SRV_PROMPT_MAX);
+            o.limits.max_prompt_bytes = (size_t)n;
+        } else if (!strcmp(a, "--max-frame-pixels")) {
+            if (!parse_ll(v, 64, (long long)16384 * 16384, &n))
+                BAD("--max-frame-pixels must be 64..%lld", (long long)16384 * 16384);
+            o.limits.max_frame_pixels = n;
+        } else if (!strcmp(a, "--max-size")) {
+            if (!parse_ll(v, 8, 2048, &n))
+                BAD("--max-size must be 8..2048");
+            o.limits.max_size = (int)n;
+        } else if (!strcmp(a, "--max-steps")) {
+            if (!parse_ll(v, 1, SD_STREAM_MAX_STEPS, &n))
+                BAD("--max-steps must be 1..%d", SD_STREAM_MAX_STEPS);
+            o.limits.max_steps = (int)n;
+        } else if (!strcmp(a, "--max-fps")) {
+            if (!parse_d(v, 0, 1000, &x))
+                BAD("--max-fps must be 0..1000");
+            o.limits.max_fps = x;
+        } else if (!strcmp(a, "--web-dir")) {
+            o.web_dir = v;
+        } else if (!strcmp(a, "--max-runtime")) {
+            if (!parse_d(v, 0, 1e7, &x))
+                BAD("--max-runtime must be a number of seconds");
+            o.max_runtime_s = x;
+        } else {
+            BAD("unknown option '%s'", a);
+        }
+    }
+    if (!model)
+        BAD("-m MODEL is required");
+    if (def.n_t_index > o.limits.max_steps)
+        BAD("--t-index-list has %d entries but --max-steps is %d", def.n_t_index, o.limits.max_steps);
+    if (o.web_dir && !sd_dir_exists(o.web_dir)) {
+        fprintf(stderr, "streamdiff serve: --web-dir '%s' is not a folder\n", o.web_dir);
+        return 2;
+    }
+
+    sd_model_params mp;
+    sd_model_default_params(&mp);
+    mp.backend = backend;
+    mp.n_threads = threads;
+    mp.taesd = taesd;
+    mp.config_dir = config_dir;
+    sd_model *m = NULL;
+    double t0 = sd_time_now();
+    if (sd_model_load(model, &mp, &m) != SD_OK) {
+        fprintf(stderr, "streamdiff serve: %s\n", sd_last_error());
+        return 1;
+    }
+    sd_model_info info;
+    sd_model_get_info(m, &info);
+    fprintf(stderr, "streamdiff serve: loaded %s in %.1f s\n", model, sd_time_now() - t0);
+    int native = info.native_size > 0 ? info.native_size : 512;
+    def.width = width ? width : native;
+    def.height = height ? height : native;
+    if (def.width > o.limits.max_size || def.height > o.limits.max_size)
+        o.limits.max_size = SD_MAX(def.width, def.height);
+    if (prompt)
+        snprintf(def.prompt, sizeof def.prompt, "%s", prompt);
+    o.defaults = def;
+    o.model_name = model;
+    /* the bundled test models have a few MB of random weights */
+    o.tiny_model = force_tiny || info.weight_bytes < ((size_t)32 << 20);
+
+    /* the defaults must make a working stream: check once before listening */
+    sd_stream_params sp;
+    srv_config_stream_params(&def, &sp);
+    sp.use_taesd = info.has_taesd;
+    sd_stream *s = NULL;
+    if (sd_stream_create(m, &sp, &s) != SD_OK) {
+        fprintf(stderr, "streamdiff serve: the stream settings do not work with this model: %s\n", sd_last_error());
+        sd_model_free(m);
+        return 2;
+    }
+    sd_stream_free(s);
+    if (!info.has_taesd)
+        fprintf(stderr, "streamdiff serve: note: no --taesd given: frames use the full VAE (slower)\n");
+
+    int rc = srv_run(m, &o);
+    sd_model_free(m);
+    return rc;
+}
