@@ -4,7 +4,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test test-asan bench clean
+.PHONY: all deps test-deps build run selfcheck test test-asan bench clean
 
 all: build
 
@@ -15,9 +15,19 @@ build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The real-time demo in the foreground: prints the URL to open (Ctrl-C stops).
+# Model: STREAMDIFF_MODEL, else sd-turbo (then LCM_Dreamshaper_v7) from the local
+# Hugging Face cache, else the bundled tiny test model. See scripts/run-demo.sh.
 run: build
+	@bash scripts/run-demo.sh $(BUILD)
+
+selfcheck: build
 	./$(BUILD)/streamdiff --version
 	./$(BUILD)/streamdiff selfcheck
+
+# Chromium + Playwright for the browser test of the demo (tests/cli_server_e2e.sh).
+test-deps:
+	@bash scripts/install-test-deps.sh
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_FLAGS)

@@ -25,9 +25,24 @@
  *                most 16 MiB) is appended, then sd_ckpt_detect, sd_ckpt_map
  *                into three weight sets, the derived configs, and the UNet /
  *                VAE / text-encoder loaders on the mapped tensors
+ *   lora         the input is a LoRA .safetensors file, applied to the tiny SD1.5
+ *                model (tests/data/models/tiny-sd15) through the public API
+ *                (kohya / diffusers / PEFT key parsing, shape checks, fusing),
+ *                strict and with allow_unmatched; removing it must always work
+ *   server_message  a WebSocket text message of `streamdiff serve`
+ *                (srv_parse_message: the client's JSON control messages)
+ *   server_frame    a WebSocket binary message (srv_check_frame, then the
+ *                decode the server runs): an accepted frame must decode to at
+ *                most the pixels the pre-check allowed
  *
  * The tokenizer vocabulary comes from $SD_FUZZ_TOKENIZER, else
- * $SD_TEST_DATA/tokenizer/sd15, else SD_FUZZ_TOKENIZER_DIR (compile time).
+ * $SD_TEST_DATA/tokenizer/sd15, else SD_FUZZ_TOKENIZER_DIR (compile time);
+ * the LoRA target's model from $SD_TEST_DATA/models/tiny-sd15, else
+ * SD_FUZZ_MODEL_DIR.
+ *
+ * (The WebSocket framing itself - opcodes, masking, fragments - is done by
+ * libwebsockets, not by streamdiff code; the server caps what it reassembles
+ * at the text/frame limits before these parsers run.)
  */
 #ifndef SD_FUZZ_ENTRIES_H
 #define SD_FUZZ_ENTRIES_H
@@ -41,10 +56,12 @@
 #include "models/unet.h"
 #include "models/vae.h"
 #include "sched/scheduler.h"
+#include "server/protocol.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A failing call must leave a message: FZ(call) clears the thread's error,
  * makes the call and aborts when it failed silently. */
@@ -350,6 +367,123 @@ static inline int sd_fuzz_checkpoint(const uint8_t *data, size_t len)
     }
     sd_safetensors_close(st);
     free(buf);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- lora */
+
+#ifndef SD_FUZZ_MODEL_DIR
+#define SD_FUZZ_MODEL_DIR "tests/data/models/tiny-sd15"
+#endif
+
+static sd_model *sd_fuzz_model;
+static char sd_fuzz_lora_file[512];
+
+static inline bool sd_fuzz_lora_init(void)
+{
+    if (sd_fuzz_model)
+        return true;
+    char dir[4096];
+    const char *td = getenv("SD_TEST_DATA");
+    if (td && *td)
+        snprintf(dir, sizeof dir, "%s/models/tiny-sd15", td);
+    else
+        snprintf(dir, sizeof dir, "%s", SD_FUZZ_MODEL_DIR);
+    sd_model_params mp;
+    sd_model_default_params(&mp);
+    mp.n_threads = 1;
+    if (sd_model_load(dir, &mp, &sd_fuzz_model) != SD_OK) {
+        fprintf(stderr, "fuzz: cannot load the model %s: %s\n", dir, sd_last_error());
+        sd_fuzz_model = NULL;
+        return false;
+    }
+    const char *tmp = sd_dir_exists("/dev/shm") ? "/dev/shm" : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(sd_fuzz_lora_file, sizeof sd_fuzz_lora_file, "%s/sd_fuzz_lora_%ld.safetensors", tmp, (long)getpid());
+    return true;
+}
+
+static inline void sd_fuzz_lora_done(void)
+{
+    sd_model_free(sd_fuzz_model);
+    sd_fuzz_model = NULL;
+    if (sd_fuzz_lora_file[0])
+        unlink(sd_fuzz_lora_file);
+}
+
+static inline int sd_fuzz_lora(const uint8_t *data, size_t len)
+{
+    if (!sd_fuzz_lora_init())
+        abort();
+    if (sd_write_file(sd_fuzz_lora_file, data, len) != SD_OK)
+        abort();
+    for (int allow = 0; allow < 2; allow++) {
+        sd_lora_spec spec = {sd_fuzz_lora_file, allow ? 0.5f : 1.0f};
+        sd_lora_options opt = {.allow_unmatched = allow != 0};
+        (void)FZ(sd_model_apply_loras_ex(sd_fuzz_model, &spec, 1, &opt));
+    }
+    /* back to the base weights: must always succeed */
+    if (FZ(sd_model_apply_loras(sd_fuzz_model, NULL, 0)) != SD_OK) {
+        fprintf(stderr, "fuzz: removing the LoRAs failed: %s\n", sd_last_error());
+        abort();
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- server */
+
+static inline int sd_fuzz_server_message(const uint8_t *data, size_t len)
+{
+    srv_limits lim;
+    srv_limits_default(&lim);
+    srv_config cur, next;
+    srv_config_default(&cur, 512, 512);
+    memset(&next, 0x5a, sizeof next);
+    srv_msg msg;
+    srv_error err;
+    memset(&err, 0, sizeof err);
+    if (srv_parse_message((const char *)data, len, &lim, &cur, &msg, &next, &err)) {
+        if (msg.type == SRV_MSG_CONFIG) { /* what the server does with an accepted config */
+            (void)srv_config_diff(&cur, &next);
+            sd_stream_params sp;
+            srv_config_stream_params(&next, &sp);
+            if (strlen(next.prompt) > lim.max_prompt_bytes || strlen(next.negative_prompt) > lim.max_prompt_bytes ||
+                next.width > lim.max_size || next.height > lim.max_size || next.n_t_index > lim.max_steps)
+                abort(); /* an accepted config must respect the limits */
+            char *js = srv_json_print(srv_config_json(&next));
+            free(js);
+        }
+    } else {
+        if (!err.code || !err.message[0])
+            abort(); /* a rejection says why */
+        char *js = srv_error_json(&err);
+        free(js);
+    }
+    (void)srv_utf8_valid(data, len);
+    return 0;
+}
+
+static inline int sd_fuzz_server_frame(const uint8_t *data, size_t len)
+{
+    srv_limits lim;
+    srv_limits_default(&lim);
+    lim.max_frame_pixels = 512 * 512; /* small, so that the decoded-size invariant is exercised */
+    int w = 0, h = 0;
+    srv_error err;
+    memset(&err, 0, sizeof err);
+    if (!srv_check_frame(data, len, &lim, &w, &h, &err)) {
+        if (!err.code || !err.message[0])
+            abort();
+        return 0;
+    }
+    sd_rgb img = {0};
+    if (FZ(sd_rgb_decode(data, len, "frame", &img)) == SD_OK) {
+        if ((int64_t)img.width * img.height > lim.max_frame_pixels) {
+            fprintf(stderr, "fuzz: the frame pre-check said %dx%d, the decoder made %dx%d\n", w, h, img.width,
+                    img.height);
+            abort(); /* a tiny file got past the size check */
+        }
+        sd_rgb_free(&img);
+    }
     return 0;
 }
 

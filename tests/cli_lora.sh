@@ -3,7 +3,8 @@
 # (tests/data/models/tiny-sd15) plus an "LCM-LoRA" (diffusers/PEFT format) and a
 # "style LoRA" (kohya format) at different scales writes a PNG whose parameters
 # name both; the LoRAs change the image, scale 0 gives the base image back;
-# bad --lora values are usage errors (exit 2), unusable files runtime errors (exit 1).
+# bad --lora values are usage errors (exit 2), unusable files runtime errors (exit 1);
+# `streamdiff stream --lora` writes a frame.
 set -uo pipefail
 BIN="$1"
 DATA="${SD_TEST_DATA:-}"
@@ -55,4 +56,16 @@ rc=$?; [ $rc -eq 1 ] || fail "corrupt LoRA: exit $rc, want 1"
 [ -e "$tmp/x.png" ] && fail "an image was written despite the LoRA error"
 "$BIN" txt2img --help >"$tmp/help" 2>&1 || fail "--help failed"
 grep -q -- "--lora PATH\[:SCALE\]" "$tmp/help" || fail "--help does not document --lora"
+# 4. streamdiff stream --lora (txt2img clip to a folder of PNGs)
+if "$BIN" stream --help >"$tmp/shelp" 2>&1 && grep -q -- "--lora" "$tmp/shelp"; then
+    mkdir -p "$tmp/frames"
+    "$BIN" stream -m "$MODEL" --txt2img --frames 1 -W 16 -H 16 -p "a fox" --threads 2 -o "$tmp/frames/" \
+        --lora "$LCM" --lora "$STYLE:0.5" >/dev/null 2>"$tmp/err" || fail "stream --lora failed: $(cat "$tmp/err")"
+    is_png "$tmp/frames/frame_000000.png" || fail "stream --lora wrote no frame"
+    "$BIN" stream -m "$MODEL" --txt2img --frames 1 -W 16 -H 16 -o "$tmp/frames/" --lora "$tmp/missing.safetensors" \
+        >/dev/null 2>"$tmp/err"
+    rc=$?; [ $rc -eq 1 ] || fail "stream with a missing LoRA: exit $rc, want 1"
+else
+    echo "cli_lora: note: 'streamdiff stream --lora' not available, stream part skipped"
+fi
 echo "cli_lora: OK"

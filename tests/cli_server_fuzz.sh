@@ -33,7 +33,9 @@ python3 -c 'import socket,time,sys
 s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(20)' >"$tmp/busy.port" &
 busy_pid=$!
 for _ in $(seq 1 50); do [ -s "$tmp/busy.port" ] && break; sleep 0.1; done
-"$BIN" serve -m "$MODEL" --taesd "$TAESD" -W 64 -H 64 --port "$(cat "$tmp/busy.port")" --max-runtime 5 >"$tmp/busy.log" 2>&1
+LSAN_OPTIONS="suppressions=$HERE/server/lsan-lws.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}" \
+    "$BIN" serve -m "$MODEL" --taesd "$TAESD" -W 64 -H 64 --port "$(cat "$tmp/busy.port")" --max-runtime 5 \
+    >"$tmp/busy.log" 2>&1
 rc=$?
 kill "$busy_pid" 2>/dev/null
 [ "$rc" -eq 1 ] && grep -q "cannot listen" "$tmp/busy.log" || fail "a taken port: exit $rc: $(cat "$tmp/busy.log")"

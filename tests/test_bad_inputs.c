@@ -247,14 +247,16 @@ TEST(not_a_model)
     EXPECT_LOAD(p, NULL, SD_ERR_NOT_FOUND, "no unet/ folder");
     /* a text file */
     snprintf(p, sizeof p, "%s/notes%d.txt", g_tmp, g_n++);
-    CHECK(sd_write_file(p, "hello world, not a model\n", 25) == SD_OK);
+    static const char txt[] = "hello world, not a model\n";
+    CHECK(sd_write_file(p, txt, sizeof txt - 1) == SD_OK);
     EXPECT_LOAD(p, NULL, SD_ERR_FORMAT, "[header-too-large]");
     CHECK_ERR_CONTAINS("notes");
     /* PyTorch pickles (.ckpt = zip, old .pt = raw pickle): refused by name, never parsed */
     snprintf(p, sizeof p, "%s/model%d.ckpt", g_tmp, g_n++);
-    CHECK(sd_write_file(p, "PK\3\4\24\0\0\0\0\0archive/data.pkl", 28) == SD_OK);
+    static const char zip[] = "PK\3\4\24\0\0\0\0\0archive/data.pkl", pkl[] = "\x80\x02}q\0(X\x05\0\0\0state";
+    CHECK(sd_write_file(p, zip, sizeof zip - 1) == SD_OK);
     EXPECT_LOAD(p, NULL, SD_ERR_UNSUPPORTED, "pickle");
-    CHECK(sd_write_file(p, "\x80\x02}q\0(X\x05\0\0\0state", 19) == SD_OK);
+    CHECK(sd_write_file(p, pkl, sizeof pkl - 1) == SD_OK);
     EXPECT_LOAD(p, NULL, SD_ERR_UNSUPPORTED, "never loads pickles");
     /* a valid safetensors file that is not a Stable Diffusion checkpoint (the TAESD weights) */
     EXPECT_LOAD(join(g_taesd, "diffusion_pytorch_model.safetensors"), NULL, SD_ERR_FORMAT,
@@ -760,10 +762,11 @@ TEST(model_parameters)
     snprintf(p, sizeof p, "%s/missing.png", g_tmp);
     CHECK_STATUS(sd_image_load(p, &img), SD_ERR_NOT_FOUND);
     snprintf(p, sizeof p, "%s/fake%d.png", g_tmp, g_n++);
-    CHECK(sd_write_file(p, "\x89PNG\r\n\x1a\n garbage", 17) == SD_OK);
+    static const char png[] = "\x89PNG\r\n\x1a\n garbage", gif[] = "GIF89a......";
+    CHECK(sd_write_file(p, png, sizeof png - 1) == SD_OK);
     CHECK_STATUS(sd_image_load(p, &img), SD_ERR_FORMAT);
     CHECK_ERR_CONTAINS("broken PNG");
-    CHECK(sd_write_file(p, "GIF89a......", 12) == SD_OK);
+    CHECK(sd_write_file(p, gif, sizeof gif - 1) == SD_OK);
     CHECK_STATUS(sd_image_load(p, &img), SD_ERR_FORMAT);
     CHECK_ERR_CONTAINS("not a PNG or JPEG");
 }

@@ -765,6 +765,57 @@ TEST(formula)
     sd_model_free(ref);
 }
 
+/* A single-file checkpoint: text-encoder weights are aliases into the UNet's file (row ranges for OpenCLIP). */
+static void single_file(const char *file, const char *folder, const char *lora_path)
+{
+    char sp[1200], fp[1200];
+    data_path(sp, sizeof sp, file);
+    data_path(fp, sizeof fp, folder);
+    sd_model_params p;
+    sd_model_default_params(&p);
+    p.n_threads = 2;
+    p.config_dir = fp;
+    sd_model *m = NULL, *f = NULL, *base = NULL;
+    CHECK_STATUS(sd_model_load(sp, &p, &m), SD_OK);
+    CHECK_STATUS(sd_model_load(sp, &p, &base), SD_OK);
+    f = load_model(fp);
+    CHECK(f);
+    if (m && f && base) {
+        sd_lora_spec s = {lora_path, 0.9f};
+        CHECK_STATUS(sd_model_apply_loras(m, &s, 1), SD_OK);
+        CHECK_STATUS(sd_model_apply_loras(f, &s, 1), SD_OK);
+        CHECK(sd_lora_state_count(m->lora) > 0 && sd_lora_state_count(m->lora) == sd_lora_state_count(f->lora));
+        const char *first;
+        int nd = count_diff(m, f, &first);
+        CHECK_MSG(nd == 0, "%s: %d fused tensors differ from the folder model's (first '%s')", file, nd, first);
+        CHECK_STATUS(sd_model_apply_loras(m, NULL, 0), SD_OK);
+        CHECK(count_diff(m, base, NULL) == 0);
+    }
+    sd_model_free(m);
+    sd_model_free(f);
+    sd_model_free(base);
+}
+
+TEST(single_file_checkpoints)
+{
+    char lp[1200];
+    single_file("models/tiny-sd15-single.safetensors", "models/tiny-sd15", data_path(lp, sizeof lp, LCM));
+    /* SD2: OpenCLIP's fused in_proj_weight is split into q/k/v row ranges */
+    char f[700];
+    tmp_file(f, sizeof f, "sd2.safetensors");
+    fake_tensor t[] = {{"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", 2, {2, 8}},
+                       {"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight", 2, {8, 2}},
+                       {"lora_te_text_model_encoder_layers_0_self_attn_v_proj.lora_down.weight", 2, {2, 8}},
+                       {"lora_te_text_model_encoder_layers_0_self_attn_v_proj.lora_up.weight", 2, {8, 2}},
+                       {"lora_te_text_model_encoder_layers_2_mlp_fc2.lora_down.weight", 2, {2, 20}},
+                       {"lora_te_text_model_encoder_layers_2_mlp_fc2.lora_up.weight", 2, {8, 2}},
+                       {"lora_unet_down_blocks_1_attentions_0_proj_in.lora_down.weight", 2, {2, 16}},
+                       {"lora_unet_down_blocks_1_attentions_0_proj_in.lora_up.weight", 2, {16, 2}}};
+    CHECK_STATUS(write_fake(f, t, (int)SD_ARRAY_LEN(t)), SD_OK);
+    single_file("models/tiny-sd2-single.safetensors", "models/tiny-sd2", f);
+    unlink(f);
+}
+
 static void rm_tree(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -807,6 +858,7 @@ int main(void)
     RUN(zero_copy_copy_on_write);
     RUN(errors);
     RUN(formula);
+    RUN(single_file_checkpoints);
     rm_tree(g_tmp);
     sd_safetensors_close(g_exp);
     return test_summary();

@@ -14,7 +14,8 @@
 
 static const sd_fuzz_target targets[] = {
     {"safetensors", sd_fuzz_safetensors}, {"config", sd_fuzz_config}, {"tokenizer", sd_fuzz_tokenizer},
-    {"image", sd_fuzz_image},             {"checkpoint", sd_fuzz_checkpoint},
+    {"image", sd_fuzz_image},             {"checkpoint", sd_fuzz_checkpoint},   {"lora", sd_fuzz_lora},
+    {"server_message", sd_fuzz_server_message}, {"server_frame", sd_fuzz_server_frame},
 };
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -62,8 +63,8 @@ TEST(regress_inputs)
 {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/regress", test_data());
-    if (!sd_fuzz_tokenizer_init())
-        SKIP("tokenizer files missing (%s)", sd_last_error());
+    if (!sd_fuzz_tokenizer_init() || !sd_fuzz_lora_init())
+        SKIP("test data missing (%s)", sd_last_error());
     int total = 0;
     for (size_t i = 0; i < SD_ARRAY_LEN(targets); i++) {
         int n = replay_dir(dir, &targets[i]);
@@ -79,8 +80,8 @@ TEST(seed_corpora)
     snprintf(dir, sizeof dir, "%s/../../fuzz/corpus", test_data());
     if (!sd_dir_exists(dir))
         SKIP("no fuzz/corpus next to the test data (%s)", dir);
-    if (!sd_fuzz_tokenizer_init())
-        SKIP("tokenizer files missing (%s)", sd_last_error());
+    if (!sd_fuzz_tokenizer_init() || !sd_fuzz_lora_init())
+        SKIP("test data missing (%s)", sd_last_error());
     for (size_t i = 0; i < SD_ARRAY_LEN(targets); i++) {
         int n = replay_dir(dir, &targets[i]);
         printf("  corpus/%-12s %d file(s)\n", targets[i].name, n < 0 ? 0 : n);
@@ -94,5 +95,6 @@ int main(void)
     RUN(seed_corpora);
     sd_fuzz_tokenizer_done();
     sd_fuzz_checkpoint_done();
+    sd_fuzz_lora_done();
     return test_summary();
 }

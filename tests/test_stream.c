@@ -78,6 +78,7 @@ typedef struct {
     int n;
     sd_status end;
     int sleep_ms;
+    int64_t total, in_order; /* all outputs, and those whose id is the previous one + 1 */
 } consumer;
 
 static void *consume(void *arg)
@@ -92,6 +93,8 @@ static void *consume(void *arg)
             sd_image_free(&img);
             return NULL;
         }
+        c->in_order += id == c->total;
+        c->total++;
         if (c->n < 256) {
             c->out[c->n] = img;
             c->id[c->n] = id;
@@ -388,6 +391,29 @@ TEST(similarity_filter)
            want_skips, N, max_skip, c.n);
     sd_stream_free(s);
     consumer_free(&c);
+    /* a static scene with no skip limit: more skipped frames than the pending
+     * list holds; padding steps move them out, all in order */
+    p.max_skip_frames = 1000000;
+    const int NS = 2500;
+    CHECK_STATUS(sd_stream_create(model(), &p, &s), SD_OK);
+    consumer c2 = {.s = s};
+    pthread_create(&th, NULL, consume, &c2);
+    for (int k = 0; k < NS; k++)
+        CHECK_STATUS(sd_stream_push_frame(s, &x), SD_OK);
+    CHECK_STATUS(sd_stream_flush(s), SD_OK);
+    pthread_join(th, NULL);
+    sd_stream_get_stats(s, &st);
+    CHECK_MSG(c2.total == NS && c2.in_order == NS, "unlimited skips: %lld outputs, %lld in order, want %d",
+              (long long)c2.total, (long long)c2.in_order, NS);
+    CHECK(st.frames_skipped == (uint64_t)NS - 1);
+    int rep2 = 0;
+    for (int k = 1; k < c2.n; k++)
+        rep2 += same(&c2.out[k], &c2.out[0]);
+    CHECK(rep2 == c2.n - 1);
+    printf("  unlimited skips: %lld of %d frames out in order, %llu skipped\n", (long long)c2.total, NS,
+           (unsigned long long)st.frames_skipped);
+    sd_stream_free(s);
+    consumer_free(&c2);
     sd_image_free(&x);
     sd_image_free(&nx);
     sd_image_free(&out);

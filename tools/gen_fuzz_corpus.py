@@ -217,12 +217,86 @@ def gen_checkpoint():
                                       ".weight", "F32", [8, 768])]))
 
 
+def gen_lora():
+    """LoRA files for tests/data/models/tiny-sd15 (the lora target applies them to it)."""
+    t = "lora"
+    lora = os.path.join(ROOT, "tests", "data", "lora")
+    with open(os.path.join(lora, "style_kohya.safetensors"), "rb") as f:
+        write(t, "style_kohya", f.read())
+    with open(os.path.join(lora, "peft_adapter", "adapter_model.safetensors"), "rb") as f:
+        write(t, "peft_adapter", f.read())
+    h = header_of(os.path.join(lora, "style_kohya.safetensors"))
+    # one kohya layer (down/up/alpha) in F32, and variants around it
+    names = sorted(k for k in h if k != "__metadata__")
+    base = names[0].rsplit(".", 2)[0] if names[0].endswith(".weight") else names[0].rsplit(".", 1)[0]
+    layer = [k for k in names if k.startswith(base + ".")]
+    ent = []
+    for k in layer:
+        shape = h[k]["shape"]
+        ent.append((k, "F32", shape, arr("F32", shape, len(ent))))
+    write(t, "one_layer_f32", safetensors(ent))
+    down = [e for e in ent if e[0].endswith("lora_down.weight")]
+    if down:
+        d = down[0]
+        bad = [e for e in ent if e is not d] + [(d[0], "F32", [d[2][0] + 1] + d[2][1:],
+                                                 arr("F32", [d[2][0] + 1] + d[2][1:]))]
+        write(t, "rank_mismatch", safetensors(bad))
+    write(t, "loha_variant", safetensors([(base + ".hada_w1_a", "F32", [4, 2], arr("F32", [4, 2])),
+                                          (base + ".hada_w1_b", "F32", [2, 4], arr("F32", [2, 4]))]))
+    write(t, "unmatched_key", safetensors([("lora_unet_no_such_layer.lora_down.weight", "F32", [2, 4],
+                                            arr("F32", [2, 4])),
+                                           ("lora_unet_no_such_layer.lora_up.weight", "F32", [4, 2],
+                                            arr("F32", [4, 2]))]))
+    meta = {"lora_adapter_metadata": json.dumps({"unet.lora_alpha": 8, "unet.r": 4,
+                                                 "unet.alpha_pattern": {"conv_in": 2}})}
+    write(t, "diffusers_metadata", safetensors([("unet.conv_in.lora_A.weight", "F32", [2, 4, 3, 3],
+                                                 arr("F32", [2, 4, 3, 3])),
+                                                ("unet.conv_in.lora_B.weight", "F32", [16, 2, 1, 1],
+                                                 arr("F32", [16, 2, 1, 1]))], meta))
+    write(t, "empty", safetensors([]))
+
+
+def gen_server():
+    t = "server_message"
+    msgs = {
+        "config": {"type": "config", "prompt": "a watercolor portrait, soft light", "guidance_scale": 1.4,
+                   "t_index_list": [28, 45]},
+        "config_all": {"type": "config", "mode": "txt2img", "prompt": "x", "negative_prompt": "blurry",
+                       "guidance_scale": 2, "delta": 0.5, "t_index_list": [10, 20, 30, 40], "seed": 123,
+                       "similarity_threshold": 0.98, "max_skip_frames": 5, "width": 512, "height": 384,
+                       "cfg_type": "initialize", "jpeg_quality": 85},
+        "ping": {"type": "ping", "id": 7},
+        "ping_bare": {"type": "ping"},
+        "bad_field": {"type": "config", "promt": "typo"},
+        "bad_value": {"type": "config", "t_index_list": [45, 28]},
+        "unicode": {"type": "config", "prompt": "日本語 🙂 \u0000 end"},
+    }
+    for k, v in msgs.items():
+        write(t, k, json.dumps(v, ensure_ascii=False))
+    write(t, "duplicate", '{"type":"config","prompt":"a","prompt":"b"}')
+    write(t, "trailing", '{"type":"ping"} {"type":"ping"}')
+    write(t, "bad_utf8", b'{"type":"config","prompt":"caf\xc3"}')
+    write(t, "deep", "[" * 200 + "]" * 200)
+    t = "server_frame"
+    rng = np.random.default_rng(3)
+    img = Image.fromarray(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8), "RGB")
+    write(t, "frame.jpg", jpeg(img, quality=75))
+    write(t, "frame_progressive.jpg", jpeg(img, quality=75, progressive=True))
+    write(t, "frame.png", png(img))
+    write(t, "frame_gray.jpg", jpeg(img.convert("L")))
+    j = jpeg(img)
+    write(t, "exif_then_sof.jpg", j[:2] + b"\xff\xe1\x00\x10Exif\x00\x00\xff\xc0\x00\x11\x08\x7f\xff" + j[2:])
+    write(t, "not_image", b"GIF89a" + b"\0" * 30)
+
+
 def main():
     gen_safetensors()
     gen_config()
     gen_tokenizer()
     gen_image()
     gen_checkpoint()
+    gen_lora()
+    gen_server()
     for t in sorted(os.listdir(CORPUS)):
         d = os.path.join(CORPUS, t)
         files = os.listdir(d)

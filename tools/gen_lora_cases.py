@@ -33,15 +33,21 @@ W + sum scale * alpha/rank * up @ down (max abs difference printed; must be < 1e
 LoRAs do not target must be unchanged, so the reference is known to consume every key.
 
 Run from the repository root:  python3 tools/gen_lora_cases.py   (needs torch, diffusers, transformers, peft)
-Deterministic (fixed seeds, single thread).
+Deterministic (fixed seeds, single thread, PYTHONHASHSEED=0, canonical safetensors headers): a rerun reproduces
+every file bit for bit.
 """
 
 import json
 import os
 import re
 import shutil
+import struct
 import sys
 from pathlib import Path
+
+if os.environ.get("PYTHONHASHSEED") != "0":  # set orders (PEFT target_modules) must not vary between runs
+    os.environ["PYTHONHASHSEED"] = "0"
+    os.execv(sys.executable, [sys.executable] + sys.argv)
 
 import torch
 
@@ -97,6 +103,19 @@ STYLE_TE = {
     "text_model.encoder.layers.1.mlp.fc1": (4, 2.0),
     "text_model.encoder.layers.0.mlp.fc2": (2, 2.0),
 }
+
+
+def canonical_header(path):
+    """Rewrites a safetensors header with sorted __metadata__ keys (safetensors stores metadata in a hash map,
+    so its order - and the file's bytes - would change from run to run)."""
+    b = Path(path).read_bytes()
+    n = struct.unpack("<Q", b[:8])[0]
+    head = json.loads(b[8:8 + n])
+    if "__metadata__" in head:
+        head["__metadata__"] = dict(sorted(head["__metadata__"].items()))
+    h = json.dumps(head, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    Path(path).write_bytes(struct.pack("<Q", len(h)) + h + b[8 + n:])
 
 
 def log(*a):
@@ -331,6 +350,8 @@ def main():
                         "diffusers": G.diffusers.__version__, "peft": __import__("peft").__version__,
                         "torch": torch.__version__})
     for f in OUT.rglob("*"):
+        if f.suffix == ".safetensors":
+            canonical_header(f)
         os.chmod(f, 0o755 if f.is_dir() else 0o644)
     total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
     log(f"wrote {OUT} ({total} bytes)")

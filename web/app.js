@@ -321,7 +321,10 @@ client.on('close', (e) => {
   state.connected = false;
   state.active = false;
   state.inflight = 0;
-  setStatus(e.code === 1006 ? 'disconnected (server unreachable or refused)' : 'disconnected', 'down');
+  let why = 'disconnected';
+  if (e.code === 1006) why = token ? 'disconnected (server unreachable, or the token was refused)'
+    : 'disconnected (server unreachable, or it wants ?token=… in the page URL)';
+  setStatus(why, 'down');
 });
 
 client.on('hello', (h) => {

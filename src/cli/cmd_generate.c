@@ -27,7 +27,7 @@
 #define GEN_MAX_STEPS 1000
 #define GEN_MAX_BATCH_COUNT 10000
 #define GEN_MAX_BATCH_SIZE 64
-#define GEN_MAX_LORAS 16
+#define GEN_MAX_LORAS CLI_MAX_LORAS
 
 /* ------------------------------------------------------------ options */
 
@@ -362,33 +362,38 @@ static int size_value(const gen_opts *o, const char *flag, const char *val, int 
     return 0;
 }
 
-/* --lora PATH[:SCALE]: the part after the last ':' is the scale when it is a number. */
+bool cli_parse_lora(const char *v, sd_lora_spec *out)
+{
+    float scale = 1.0f;
+    size_t n = strlen(v);
+    const char *colon = strrchr(v, ':');
+    out->path = NULL;
+    if (colon && colon[1] && strchr("+-.0123456789", colon[1])) {
+        if (!parse_float(colon + 1, -100.0, 100.0, &scale))
+            return false;
+        n = (size_t)(colon - v);
+    }
+    if (!n)
+        return false;
+    char *p = malloc(n + 1);
+    if (!p)
+        return false;
+    memcpy(p, v, n);
+    p[n] = 0;
+    out->path = p;
+    out->scale = scale;
+    return true;
+}
+
 static int lora_value(gen_opts *o, const char *flag, const char *v)
 {
     if (o->n_loras >= GEN_MAX_LORAS) {
         fprintf(stderr, "streamdiff %s: at most %d --lora options\n", o->cmd, GEN_MAX_LORAS);
         return 2;
     }
-    float scale = 1.0f;
-    size_t n = strlen(v);
-    const char *colon = strrchr(v, ':');
-    if (colon && colon[1] && strchr("+-.0123456789", colon[1])) {
-        if (!parse_float(colon + 1, -100.0, 100.0, &scale))
-            return bad_value(o, flag, v,
-                             "PATH or PATH:SCALE with SCALE a number from -100 to 100 (e.g. style.safetensors:0.8)");
-        n = (size_t)(colon - v);
-    }
-    if (!n)
-        return bad_value(o, flag, v, "a LoRA file, e.g. --lora style.safetensors:0.8");
-    char *p = malloc(n + 1); /* freed by free_loras() */
-    if (!p) {
-        fprintf(stderr, "streamdiff %s: out of memory\n", o->cmd);
-        return 1;
-    }
-    memcpy(p, v, n);
-    p[n] = 0;
-    o->loras[o->n_loras].path = p;
-    o->loras[o->n_loras].scale = scale;
+    if (!cli_parse_lora(v, &o->loras[o->n_loras])) /* (an out-of-memory reads as a bad value here) */
+        return bad_value(o, flag, v,
+                         "PATH or PATH:SCALE with SCALE a number from -100 to 100 (e.g. style.safetensors:0.8)");
     o->n_loras++;
     return 0;
 }

@@ -33,6 +33,9 @@ typedef struct {
     sd_backend_kind backend;
     bool txt2img, live_set, live;
     double fps, stats_every;
+    sd_lora_spec loras[CLI_MAX_LORAS]; /* --lora (paths malloc'd) */
+    int n_loras;
+    bool lora_allow_unmatched;
 } stream_opts;
 
 /* ------------------------------------------------------------ shared parsers (cli.h) */
@@ -145,6 +148,9 @@ static void usage(FILE *f)
             "                          modification time); a new prompt takes effect on the next frame.\n"
             "                          Edit the file while streaming to steer the video.\n"
             "  -n, --negative-prompt T the negative prompt (used by --cfg-type full and initialize)\n"
+            "      --lora PATH[:SCALE] fuse a LoRA / LoCon with strength SCALE (default 1) before streaming;\n"
+            "                          repeatable, e.g. an LCM-LoRA plus a style LoRA (see txt2img --help)\n"
+            "      --lora-allow-unmatched  only warn about LoRA tensors that match no layer of the model\n"
             "\nStreamDiffusion:\n"
             "      --t-index LIST      ascending indices into the 50-step LCM schedule, one per denoising\n"
             "                          step; smaller = more noise = more change (default: 32,45)\n"
@@ -234,6 +240,8 @@ static int parse_args(int argc, char **argv, stream_opts *o)
             o->live_set = true, o->live = false;
         else if (FLAG(NULL, "--no-denoising-batch"))
             o->sp.use_denoising_batch = false;
+        else if (FLAG(NULL, "--lora-allow-unmatched"))
+            o->lora_allow_unmatched = true;
         else
             noval = false;
         if (noval) {
@@ -248,7 +256,7 @@ static int parse_args(int argc, char **argv, stream_opts *o)
                                            "--steps", "--cfg-type", "--guidance", "--delta", "-s", "--seed", "-W",
                                            "--width", "-H", "--height", "--similarity", "--max-skip", "--frames",
                                            "-t", "--threads", "--backend", "--fps", "--queue", "--rng",
-                                           "--stats-every", "--probe"};
+                                           "--stats-every", "--probe", "--lora"};
         bool known = false;
         for (size_t k = 0; k < SD_ARRAY_LEN(with_value) && !known; k++)
             known = !strcmp(name, with_value[k]);
@@ -347,6 +355,12 @@ static int parse_args(int argc, char **argv, stream_opts *o)
                 o->sp.rng = SD_RNG_TYPE_FAST;
             else
                 return bad(name, v, "'torch' or 'fast'");
+        } else if (FLAG(NULL, "--lora")) {
+            if (o->n_loras >= CLI_MAX_LORAS)
+                return bad(name, v, "at most 16 LoRAs");
+            if (!cli_parse_lora(v, &o->loras[o->n_loras]))
+                return bad(name, v, "PATH or PATH:SCALE with SCALE a number from -100 to 100 (e.g. lcm.safetensors:1)");
+            o->n_loras++;
         } else if (FLAG(NULL, "--stats-every")) {
             if (!parse_double(v, 0, 3600, &o->stats_every))
                 return bad(name, v, "seconds from 0 (only at the end) to 3600");
@@ -694,14 +708,25 @@ static int probe(const char *path)
 
 /* ------------------------------------------------------------ main */
 
+static int cli_stream_run(stream_opts *po);
+
 int cli_stream(int argc, char **argv)
 {
     stream_opts o = {.backend = SD_BACKEND_CPU, .stats_every = 2.0};
     sd_stream_default_params(&o.sp);
     o.sp.n_t_index = 0;
     int rc = parse_args(argc, argv, &o);
-    if (rc >= 0)
-        return rc;
+    if (rc < 0)
+        rc = cli_stream_run(&o);
+    for (int i = 0; i < o.n_loras; i++)
+        free((char *)o.loras[i].path);
+    return rc;
+}
+
+static int cli_stream_run(stream_opts *po)
+{
+    stream_opts o = *po; /* parsed options (the LoRA paths stay owned by cli_stream) */
+    int rc;
     if (o.probe)
         return probe(o.probe);
     if (o.sp.n_t_index == 0) {
@@ -745,6 +770,14 @@ int cli_stream(int argc, char **argv)
         fprintf(stderr, "streamdiff stream: %s\n", sd_last_error());
         rc = 1;
         goto done;
+    }
+    if (o.n_loras) {
+        sd_lora_options lo = {.allow_unmatched = o.lora_allow_unmatched};
+        if (sd_model_apply_loras_ex(m, o.loras, o.n_loras, &lo) != SD_OK) {
+            fprintf(stderr, "streamdiff stream: cannot apply the LoRA(s): %s\n", sd_last_error());
+            rc = 1;
+            goto done;
+        }
     }
     sd_model_info info;
     sd_model_get_info(m, &info);

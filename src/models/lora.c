@@ -894,6 +894,8 @@ sd_status sd_lora_apply(sd_lora_state **state, const sd_lora_component *comps, i
 
     /* 2. restore what the old set fused and the new one does not; fuse the new set from the base */
     sd_lora_state *old = *state;
+    for (int c = 0; s == SD_OK && c < n_comps; c++) /* nothing may still be reading the weights */
+        s = comps[c].w->be->ops->synchronize ? comps[c].w->be->ops->synchronize(comps[c].w->be) : SD_OK;
     if (s == SD_OK) {
         for (size_t i = 0; old && i < old->n; i++)
             if (!in_list(nv, nn, old->v[i].t)) {
@@ -933,6 +935,11 @@ sd_status sd_lora_apply(sd_lora_state **state, const sd_lora_component *comps, i
         }
     }
 
+    for (int c = 0; c < n_comps; c++) { /* the uploads are complete before the weights are used */
+        sd_status ss = comps[c].w->be->ops->synchronize ? comps[c].w->be->ops->synchronize(comps[c].w->be) : SD_OK;
+        if (s == SD_OK)
+            s = ss;
+    }
     for (size_t i = 0; i < nn; i++)
         free(nv[i].name);
     free(nv);

@@ -30,7 +30,8 @@
  * records a target (every frame pushed so far); once the frames before it
  * have reached the inference thread, padding steps re-run the last frame
  * still in the engine's input tensor (s->img_in) until none of them is left
- * in P. Padding outputs are never emitted. P is bounded: if skipped frames
+ * in P (a skipped frame waits behind the frame in front of it, so the
+ * padding also releases it). Padding outputs are never emitted. P is bounded: if skipped frames
  * would overflow it (a huge max_skip_frames on a static scene), a padding
  * step pushes the pipeline forward instead.
  *
@@ -423,10 +424,11 @@ static bool flush_ready(sd_stream_async *a, int64_t t)
     return (!f1 || f1->id >= t) && (!f0 || f0->id >= t) && !(a->input_cur >= 0 && a->input_cur < t);
 }
 
-static bool has_real_before(infer *f, int64_t t)
+/* Whether P still holds a pushed frame (processed or skipped) from before flush target t. */
+static bool has_frame_before(infer *f, int64_t t)
 {
     for (int k = 0; k < f->count; k++)
-        if (p_at(f, k)->kind == K_REAL && p_at(f, k)->id < t)
+        if (p_at(f, k)->kind != K_PAD && p_at(f, k)->id < t)
             return true;
     return false;
 }
@@ -446,7 +448,7 @@ static void *infer_main(void *arg)
             a->nflush--;
             memmove(a->flush_t, a->flush_t + 1, sizeof(int64_t) * (size_t)a->nflush);
             bool ok = true;
-            while (ok && f->have_input && has_real_before(f, t)) {
+            while (ok && f->have_input && has_frame_before(f, t)) {
                 pending pad = {-1, 0, K_PAD};
                 ok = run_step(f, -1, &pad);
             }
@@ -458,12 +460,17 @@ static void *infer_main(void *arg)
             pending e = {it->id, it->t_push, it->kind};
             pthread_cond_broadcast(&a->cv); /* Q1 has room */
             if (e.kind == K_SKIP) {
-                if (f->count >= PCAP - 1) { /* P full of skipped frames: push the batch forward */
+                if (f->count >= PCAP - 2) { /* P full of skipped frames: push the batch forward */
                     pending pad = {-1, 0, K_PAD};
                     run_step(f, -1, &pad);
                 }
-                p_push(f, e);
-                emit_skips(f);
+                if (f->count < PCAP - 1) {
+                    p_push(f, e);
+                    emit_skips(f);
+                } else { /* only when stopping or failed */
+                    a->frames_dropped++;
+                    a->outstanding--;
+                }
             } else {
                 run_step(f, i1, &e);
             }

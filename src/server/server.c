@@ -60,7 +60,8 @@ struct client {
     int txt_head, txt_n;
     /* worker-owned while busy (or the event loop once closed and idle) */
     sd_stream *stream;
-    srv_config scfg; /* the stream's settings */
+    bool stream_live; /* stream != NULL, as last seen under mu (for /metrics) */
+    srv_config scfg;  /* the stream's settings */
     bool have_scfg;
     unsigned applied_gen;
     sd_image img, outimg;
@@ -237,7 +238,7 @@ static void gauges(server *S, srv_gauges *g)
         g->input_queue += c->in != NULL;
         g->output_queue += c->out != NULL;
         g->text_queue += c->txt_n;
-        g->streams += c->stream != NULL;
+        g->streams += c->stream_live;
     }
     g->rss_bytes = srv_rss_bytes();
     g->uptime_s = now_s() - S->start_t;
@@ -558,6 +559,7 @@ static void *worker_main(void *arg)
 
         pthread_mutex_lock(&S->mu);
         c->busy = false;
+        c->stream_live = c->stream != NULL;
         if (c->closed) {
             unlink_client(S, c);
             pthread_mutex_unlock(&S->mu);

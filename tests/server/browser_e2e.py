@@ -54,7 +54,7 @@ def main():
         return 77
 
     os.makedirs(a.workdir, exist_ok=True)
-    clip = os.path.join(a.workdir, 'clip.y4m')
+    clip = os.path.join(a.workdir, 'fake-camera.y4m')
     write_y4m(clip)
     fails = []
     page_errors = []

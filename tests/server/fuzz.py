@@ -300,6 +300,20 @@ def main():
     time.sleep(0.3)
     server_alive(port, 'after too many connections')
 
+    # 9. churn: clients that leave while the engine works for them (new stream, frame in flight)
+    for i in range(40):
+        try:
+            w, _ = connect(port)
+            w.send_json({'type': 'config', 'seed': i, 'mode': 'txt2img' if i % 3 == 0 else 'img2img'})
+            w.send_binary(jpeg)
+            if i % 2:
+                time.sleep(0.005 * (i % 5))
+            w.sock.close()  # no close handshake
+        except (wsclient.HandshakeError, OSError, wsclient.Closed):
+            pass  # the previous ones may still hold the slots for a moment
+    time.sleep(0.5)
+    server_alive(port, 'after connection churn')
+
     # a normal client still streams
     ws, h = connect(port)
     check(h['state'] == 'active', 'a new client after everything is served')

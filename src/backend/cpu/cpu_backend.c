@@ -319,11 +319,15 @@ static void cpu_layer_norm(sd_backend *be, sd_tensor *y, const sd_tensor *x, con
         const float *xr = CF(x) + r * D;
         float *yr = F(y) + r * D;
         const sd_cpu_kern *k = kern(be);
-        if (k && gamma->dtype == SD_F32 && beta->dtype == SD_F32) {
+        if (k) { /* the same statistics and final formula for every gamma/beta dtype */
             double mean = k->sum(xr, D) / (double)D;
             float fm = (float)mean, fm_lo = (float)(mean - fm);
             float rstd = (float)(1.0 / sqrt(k->sqdev(xr, D, fm, fm_lo) / (double)D + eps));
-            k->norm_row(yr, xr, D, fm, fm_lo, rstd, CF(gamma), CF(beta));
+            if (gamma->dtype == SD_F32 && beta->dtype == SD_F32)
+                k->norm_row(yr, xr, D, fm, fm_lo, rstd, CF(gamma), CF(beta));
+            else
+                for (int64_t i = 0; i < D; i++)
+                    yr[i] = ((xr[i] - fm) - fm_lo) * rstd * ldp(gamma, i) + ldp(beta, i);
             continue;
         }
         double sum = 0, sq = 0;

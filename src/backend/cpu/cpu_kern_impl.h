@@ -7,12 +7,13 @@
  *   vld_f16 vld_bf16 vexp, the double accumulator VD (vd_zero vd_add vd_addsq
  *   vd_sum), the 8x8 AVX transpose t8x8 with ld8_f16/ld8_bf16, kern_supported().
  *
- * GEMM (Goto/BLIS structure): for each NC column block and KC depth block the
- * B block is packed by all threads together into panels of NR = NVMAX*VL
- * columns ([k][NR], zero-padded), then each thread runs the MR x NR
- * micro-kernel over its share of rows (or of panels when M is small). A is
- * read in place with its row stride (F32) or converted block-wise (F16/BF16);
- * the micro-kernel broadcasts A values, so A needs no panel layout.
+ * GEMM (Goto/BLIS structure): each thread owns a rectangle of C (a column
+ * range, or a row range when B is the cheaper operand to duplicate). For each
+ * NC column block and KC depth block it packs B into panels of NR = NVMAX*VL
+ * columns ([k][NR], zero-padded) and runs the MR x NR micro-kernel over MC row
+ * blocks. A is read in place with its row stride (F32) or converted block-wise
+ * (F16/BF16); the micro-kernel broadcasts A values, so A needs no panel
+ * layout. Threads never wait for each other inside a GEMM.
  */
 #include <math.h>
 #include <omp.h>
@@ -21,15 +22,9 @@
 #define MR 6
 #define NR (NVMAX * VL)
 
-#if VL == 16
 #define GEMM_KC 256
 #define GEMM_MC 96
-#define GEMM_NC 1536
-#else
-#define GEMM_KC 256
-#define GEMM_MC 96
-#define GEMM_NC 1536
-#endif
+#define GEMM_NC 768
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #define NOINLINE __attribute__((noinline))
@@ -268,39 +263,22 @@ static void convert_a(const sd_gemm *g, float *dst, int64_t m0, int64_t mc, int6
     }
 }
 
-static size_t KERN_FN(gemm_ws)(int nthreads)
-{
-    return (size_t)GEMM_KC * GEMM_NC + (size_t)(nthreads > 0 ? nthreads : 1) * GEMM_MC * GEMM_KC + 64;
-}
+static size_t gemm_ws_thread(void) { return (size_t)GEMM_KC * GEMM_NC + (size_t)GEMM_MC * GEMM_KC + 64; }
 
-static NOINLINE void KERN_FN(gemm_thread)(const sd_gemm *g, float *ws, int tid, int nt)
+static size_t KERN_FN(gemm_ws)(int nthreads) { return (size_t)(nthreads > 0 ? nthreads : 1) * gemm_ws_thread(); }
+
+/* C[m0:m1, n0:n1] on one thread: its own B packing and A conversion buffers, no synchronisation. */
+static void gemm_rect(const sd_gemm *g, float *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
 {
-    float *Bp = ws;
-    float *Ac = ws + (size_t)GEMM_KC * GEMM_NC + (size_t)tid * GEMM_MC * GEMM_KC;
-    int64_t M = g->M, N = g->N, K = g->K, ldc = g->ldc;
-    int64_t mpan = (M + MR - 1) / MR;
-    /* threads split the rows when there are enough, else the column panels */
-    bool split_m = nt == 1 || mpan >= 4 * (int64_t)nt;
-    int64_t m0 = 0, m1 = M;
-    if (split_m && nt > 1) {
-        m0 = mpan * tid / nt * MR;
-        m1 = kmin(M, mpan * (tid + 1) / nt * MR);
-    }
+    float *Bp = ws, *Ac = ws + (size_t)GEMM_KC * GEMM_NC;
+    int64_t K = g->K, ldc = g->ldc;
     bool a_f32 = g->a_dt == SD_F32;
-    for (int64_t jc = 0; jc < N; jc += GEMM_NC) {
-        int64_t nc = kmin(GEMM_NC, N - jc), npan = (nc + NR - 1) / NR;
+    for (int64_t jc = n0; jc < n1; jc += GEMM_NC) {
+        int64_t nc = kmin(GEMM_NC, n1 - jc), npan = (nc + NR - 1) / NR;
         for (int64_t pc = 0; pc < K; pc += GEMM_KC) {
             int64_t kc = kmin(GEMM_KC, K - pc);
-            for (int64_t j = tid; j < npan; j += nt)
+            for (int64_t j = 0; j < npan; j++)
                 pack_b(g, Bp + j * NR * kc, pc, kc, jc + j * NR, kmin(NR, nc - j * NR));
-            if (nt > 1) {
-#pragma omp barrier
-            }
-            int64_t j0 = 0, j1 = npan;
-            if (!split_m) {
-                j0 = npan * tid / nt;
-                j1 = npan * (tid + 1) / nt;
-            }
             int acc = g->accumulate || pc > 0;
             for (int64_t ic = m0; ic < m1; ic += GEMM_MC) {
                 int64_t mc = kmin(GEMM_MC, m1 - ic), lda;
@@ -313,7 +291,7 @@ static NOINLINE void KERN_FN(gemm_thread)(const sd_gemm *g, float *ws, int tid, 
                     Ab = Ac;
                     lda = kc;
                 }
-                for (int64_t j = j0; j < j1; j++) {
+                for (int64_t j = 0; j < npan; j++) {
                     int64_t ncols = kmin(NR, nc - j * NR), nv = (ncols + VL - 1) / VL;
                     const float *bp = Bp + j * NR * kc;
                     float *cp = g->c + ic * ldc + jc + j * NR;
@@ -323,10 +301,38 @@ static NOINLINE void KERN_FN(gemm_thread)(const sd_gemm *g, float *ws, int tid, 
                           acc);
                 }
             }
-            if (nt > 1) {
-#pragma omp barrier
-            }
         }
+    }
+}
+
+/* Threads take column ranges (each packs only its part of B, A is read by all) or row ranges
+ * (each packs all of B, A is split): whichever duplicates less work. No barriers inside, so a
+ * thread that the OS deschedules delays only its own share. */
+static bool gemm_split_rows(const sd_gemm *g, int nt)
+{
+    int64_t npan = (g->N + NR - 1) / NR, mpan = (g->M + MR - 1) / MR;
+    if (npan < 2 * (int64_t)nt)
+        return true;
+    if (mpan < 2 * (int64_t)nt)
+        return false;
+    double dup_b = (double)g->K * g->N;                                      /* packing B once more */
+    double dup_a = (double)g->M * g->K * (g->a_dt == SD_F32 ? 0.25 : 1.0); /* reading (converting) A again */
+    return dup_b < dup_a;
+}
+
+static NOINLINE void KERN_FN(gemm_thread)(const sd_gemm *g, float *ws, int tid, int nt)
+{
+    ws += (size_t)tid * gemm_ws_thread();
+    if (gemm_split_rows(g, nt)) {
+        int64_t mpan = (g->M + MR - 1) / MR;
+        int64_t m0 = mpan * tid / nt * MR, m1 = kmin(g->M, mpan * (tid + 1) / nt * MR);
+        if (m0 < m1)
+            gemm_rect(g, ws, m0, m1, 0, g->N);
+    } else {
+        int64_t npan = (g->N + NR - 1) / NR;
+        int64_t n0 = npan * tid / nt * NR, n1 = kmin(g->N, npan * (tid + 1) / nt * NR);
+        if (n0 < n1)
+            gemm_rect(g, ws, 0, g->M, n0, n1);
     }
 }
 
@@ -343,7 +349,7 @@ static void KERN_FN(gemm)(const sd_gemm *g, float *ws, int nthreads)
     /* small problems are not worth waking a second thread */
     int nt = nthreads > 1 && (double)g->M * g->N * g->K >= 2e6 ? nthreads : 1;
     if (nt == 1) {
-        KERN_FN(gemm_thread)(g, ws, 0, 1);
+        gemm_rect(g, ws, 0, g->M, 0, g->N);
         return;
     }
 #pragma omp parallel num_threads(nt)
@@ -662,7 +668,7 @@ static void KERN_FN(norm_row)(float *y, const float *x, int64_t n, float mhi, fl
     V h = vset1(mhi), l = vset1(mlo), r = vset1(rstd);
     int64_t i = 0;
     for (; i + VL <= n; i += VL)
-        vst(y + i, vfma(vmul(vmul(vsub(vsub(vld(x + i), h), l), r), vld(g + i)), vset1(1.0f), vld(b + i)));
+        vst(y + i, vadd(vmul(vmul(vsub(vsub(vld(x + i), h), l), r), vld(g + i)), vld(b + i))); /* no FMA: as the scalar */
     for (; i < n; i++)
         y[i] = ((x[i] - mhi) - mlo) * rstd * g[i] + b[i];
 }

@@ -1,0 +1,292 @@
+/* bench_cpu: the streamdiff side of bench/cpu_vs_torch.py.
+ *
+ * Measures ONE part per process, so that the peak RSS it reports belongs to
+ * that part alone (the driver runs one process per row):
+ *   unet     one UNet step, batch 1, latent size/8, random context [1,77,D]
+ *   taesd    TAESD (AutoencoderTiny) decode of a random [1,4,size/8,size/8] latent
+ *   clip     the text encoder on one 77-token prompt
+ *   txt2img  a full 1-step text-to-image (CLIP + 1 UNet step (Euler, no CFG) +
+ *            TAESD decode), through the public API sd_txt2img
+ * Loading is not timed. One warm-up run, then --reps timed runs; prints one
+ * JSON object: {"part":..., "ms_min":..., "ms_median":..., "ms": [...],
+ * "cpu_ms": [...] (process CPU time per run: all threads; compare with ms to
+ * see whether the machine was busy), "peak_rss_mib":..., "arena_mib":...,
+ * "weights_mib":..., "isa":...}.
+ *
+ *   bench_cpu --part unet --model DIR [--size 512] [--reps 3] [--threads 2] [--f16]
+ *   bench_cpu --part taesd --taesd DIR ...      bench_cpu --part clip --model DIR ...
+ *   bench_cpu --part txt2img --model DIR --taesd DIR ...
+ * --f16 keeps the F16 weights as F16 in memory (converted while packing each GEMM).
+ * The CPU kernel set follows SD_CPU_ISA (avx512, avx2, blas; default: the best). */
+#include "backend/cpu/cpu_kern.h"
+#include "backend/ops.h"
+#include "core/core.h"
+#include "models/clip.h"
+#include "models/unet.h"
+#include "models/vae.h"
+#include "models/weights.h"
+#include "pipe/model.h"
+#include "streamdiff.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+
+static double cpu_ms(void) /* CPU time of all threads of the process */
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+
+static double peak_rss_mib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0; /* KiB on Linux */
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static unsigned long long g_rng = 0x243f6a8885a308d3ULL;
+static float frand(void)
+{
+    g_rng = g_rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((g_rng >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+static sd_tensor rand_tensor(sd_ctx *ctx, sd_dtype dt, int nd, const int64_t *ne)
+{
+    sd_tensor t = sd_new(ctx, dt, nd, ne);
+    if (!sd_ok(ctx) || ctx->plan)
+        return t;
+    size_t n = (size_t)sd_numel(&t);
+    float *h = malloc(n * sizeof(float));
+    if (!h) {
+        sd_ctx_fail(ctx, SD_ERR_OUT_OF_MEMORY, "bench_cpu: out of memory");
+        return t;
+    }
+    for (size_t i = 0; i < n; i++)
+        h[i] = dt == SD_F32 ? frand() : (float)(int)((frand() + 1.0f) * 100.0f);
+    sd_tensor_from_f32(ctx, &t, h);
+    free(h);
+    return t;
+}
+
+typedef struct {
+    const char *part, *model, *taesd, *json;
+    int size, reps, threads;
+    bool f16;
+} opts;
+
+/* the part's forward, for both the planning and the real context */
+typedef struct {
+    const opts *o;
+    sd_backend *be;
+    sd_unet *unet;
+    sd_clip *clip;
+    sd_taesd *taesd;
+    int32_t ids[77];
+} part_state;
+
+static sd_tensor run_part(sd_ctx *ctx, part_state *ps)
+{
+    int64_t h = ps->o->size / 8;
+    if (ps->unet) {
+        const sd_unet_config *c = sd_unet_get_config(ps->unet);
+        sd_tensor x = rand_tensor(ctx, SD_F32, 4, (int64_t[]){1, c->in_channels, h, h});
+        sd_tensor t = sd_new(ctx, SD_F32, 1, (int64_t[]){1});
+        if (sd_ok(ctx) && !ctx->plan)
+            sd_tensor_from_f32(ctx, &t, (float[]){999.0f});
+        sd_tensor cx = rand_tensor(ctx, SD_F32, 3, (int64_t[]){1, 77, c->cross_attention_dim[0]});
+        return sd_unet_forward(ctx, ps->unet, x, t, cx, NULL, NULL);
+    }
+    if (ps->taesd) {
+        sd_tensor z = rand_tensor(ctx, SD_F32, 4, (int64_t[]){1, 4, h, h});
+        return sd_taesd_decode(ctx, ps->taesd, z);
+    }
+    return sd_clip_forward(ctx, ps->clip, ps->ids, 1, 77, 0, NULL, NULL);
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: bench_cpu --part unet|taesd|clip|txt2img [--model DIR] [--taesd DIR] [--size N] "
+                    "[--reps N] [--threads N] [--f16]\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    opts o = {.part = NULL, .size = 512, .reps = 3, .threads = 0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--f16"))
+            o.f16 = true;
+        else if (!v)
+            return usage();
+        else if (!strcmp(a, "--part"))
+            o.part = v, i++;
+        else if (!strcmp(a, "--model"))
+            o.model = v, i++;
+        else if (!strcmp(a, "--taesd"))
+            o.taesd = v, i++;
+        else if (!strcmp(a, "--size"))
+            o.size = atoi(v), i++;
+        else if (!strcmp(a, "--reps"))
+            o.reps = atoi(v), i++;
+        else if (!strcmp(a, "--threads"))
+            o.threads = atoi(v), i++;
+        else
+            return usage();
+    }
+    if (!o.part || o.size < 64 || o.size % 64 || o.reps < 1 || o.reps > 1000)
+        return usage();
+    double times[1000], cpu[1000];
+    double arena_mib = 0, weights_mib = 0;
+    const char *isa = "?";
+    sd_status s = SD_OK;
+
+    if (!strcmp(o.part, "txt2img")) {
+        if (!o.model || !o.taesd)
+            return usage();
+        sd_model_params mp;
+        sd_model_default_params(&mp);
+        mp.n_threads = o.threads;
+        mp.taesd = o.taesd;
+        mp.keep_f16 = o.f16;
+        sd_model *m = NULL;
+        s = sd_model_load(o.model, &mp, &m);
+        if (s != SD_OK) {
+            fprintf(stderr, "bench_cpu: %s\n", sd_last_error());
+            return 1;
+        }
+        sd_model_info info;
+        sd_model_get_info(m, &info);
+        weights_mib = info.weight_bytes / 1048576.0;
+        isa = sd_backend_cpu_isa(m->be);
+        sd_gen_params gp;
+        sd_gen_default_params(&gp);
+        gp.prompt = "a photograph of an astronaut riding a horse on the moon, highly detailed";
+        gp.width = gp.height = o.size;
+        gp.steps = 1;
+        gp.guidance_scale = 0.0f;
+        gp.sampler = "euler";
+        gp.use_taesd = true;
+        for (int r = 0; r <= o.reps && s == SD_OK; r++) {
+            sd_image img = {0};
+            double t0 = now_ms(), c0 = cpu_ms();
+            s = sd_txt2img(m, &gp, &img);
+            if (r) {
+                times[r - 1] = now_ms() - t0;
+                cpu[r - 1] = cpu_ms() - c0;
+            }
+            sd_image_free(&img);
+        }
+        sd_model_free(m);
+    } else {
+        part_state ps = {.o = &o};
+        sd_weights w;
+        bool have_w = false;
+        s = sd_backend_cpu_create(o.threads, &ps.be);
+        if (s == SD_OK) {
+            isa = sd_backend_cpu_isa(ps.be);
+            if (!strcmp(o.part, "unet") && o.model) {
+                char dir[4096], cfgp[4200], wp[4200];
+                snprintf(dir, sizeof dir, "%s/unet", o.model);
+                snprintf(cfgp, sizeof cfgp, "%s/config.json", dir);
+                snprintf(wp, sizeof wp, "%s/diffusion_pytorch_model.safetensors", dir);
+                sd_unet_config cfg;
+                s = sd_unet_config_load(cfgp, &cfg);
+                if (s == SD_OK) {
+                    sd_weights_init(&w, ps.be, "unet", o.f16 ? SD_F16 : SD_F32);
+                    have_w = true;
+                    s = sd_weights_add_file(&w, wp, NULL, false);
+                }
+                if (s == SD_OK)
+                    s = sd_weights_finalize(&w);
+                if (s == SD_OK)
+                    s = sd_unet_load(&w, &cfg, &ps.unet);
+                if (s == SD_OK)
+                    weights_mib = (w.bytes_device + w.bytes_mapped) / 1048576.0;
+            } else if (!strcmp(o.part, "taesd") && o.taesd) {
+                s = sd_taesd_load_dir(ps.be, o.taesd, &ps.taesd);
+            } else if (!strcmp(o.part, "clip") && o.model) {
+                char dir[4096];
+                snprintf(dir, sizeof dir, "%s/text_encoder", o.model);
+                s = sd_clip_load_dir(ps.be, dir, 0, &ps.clip);
+                ps.ids[0] = 49406; /* <|startoftext|>, then a few words, <|endoftext|> and padding */
+                for (int i = 1; i < 77; i++)
+                    ps.ids[i] = i < 16 ? 320 + i * 37 : 49407;
+            } else {
+                return usage();
+            }
+        }
+        sd_ctx ctx;
+        if (s == SD_OK) {
+            sd_ctx_init_plan(&ctx, ps.be);
+            run_part(&ctx, &ps);
+            s = ctx.status;
+            size_t peak = ctx.peak;
+            if (s == SD_OK)
+                s = sd_ctx_init(&ctx, ps.be, peak);
+            arena_mib = peak / 1048576.0;
+        }
+        for (int r = 0; r <= o.reps && s == SD_OK; r++) {
+            sd_ctx_reset(&ctx);
+            g_rng = 0x243f6a8885a308d3ULL;
+            double t0 = now_ms(), c0 = cpu_ms();
+            sd_tensor y = run_part(&ctx, &ps);
+            if (sd_ok(&ctx)) {
+                float probe;
+                sd_tensor one = y;
+                one.ndim = 1;
+                one.ne[0] = 1;
+                sd_tensor_to_f32(&ctx, &one, &probe); /* a synchronisation point for any backend */
+            }
+            if (r) {
+                times[r - 1] = now_ms() - t0;
+                cpu[r - 1] = cpu_ms() - c0;
+            }
+            s = ctx.status;
+        }
+        if (ps.be && ctx.base)
+            sd_ctx_free(&ctx);
+        sd_unet_free(ps.unet);
+        sd_clip_free(ps.clip);
+        sd_taesd_free(ps.taesd);
+        if (have_w)
+            sd_weights_free(&w);
+        sd_backend_destroy(ps.be);
+    }
+    if (s != SD_OK) {
+        fprintf(stderr, "bench_cpu: %s: %s\n", o.part, sd_last_error());
+        return 1;
+    }
+    double sorted[1000];
+    memcpy(sorted, times, (size_t)o.reps * sizeof(double));
+    qsort(sorted, (size_t)o.reps, sizeof(double), cmp_d);
+    printf("{\"engine\": \"streamdiff\", \"part\": \"%s\", \"size\": %d, \"isa\": \"%s\", \"f16_weights\": %s, "
+           "\"ms_min\": %.2f, \"ms_median\": %.2f, \"ms\": [",
+           o.part, o.size, isa, o.f16 ? "true" : "false", sorted[0], sorted[o.reps / 2]);
+    for (int r = 0; r < o.reps; r++)
+        printf(r ? ", %.2f" : "%.2f", times[r]);
+    printf("], \"cpu_ms\": [");
+    for (int r = 0; r < o.reps; r++)
+        printf(r ? ", %.2f" : "%.2f", cpu[r]);
+    printf("], \"peak_rss_mib\": %.1f, \"arena_mib\": %.1f, \"weights_mib\": %.1f}\n", peak_rss_mib(), arena_mib,
+           weights_mib);
+    return 0;
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the browser and WebSocket tests of `streamdiff serve` need,
+# only what is missing (.ci/run calls it; safe to run repeatedly):
+#   - Debian's Chromium (apt package 'chromium', /usr/bin/chromium), large (~300 MB)
+#   - Playwright from PyPI for the python3 on PATH (its driver; the browser is Debian's,
+#     Playwright's own browser download is not used)
+# Without them tests/cli_server_e2e.sh skips (exit 77); the other server tests need only python3.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null && SUDO=sudo
+fi
+if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
+    if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
+        echo "install-test-deps: need root to apt-get install chromium" >&2
+        exit 1
+    fi
+    echo "install-test-deps: installing chromium"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends chromium
+fi
+PY="${PYTHON:-python3}"
+if ! "$PY" -c 'import playwright.sync_api' 2>/dev/null && ! "$PY" -m pip --version >/dev/null 2>&1; then
+    echo "install-test-deps: installing python3-pip"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -qq --no-install-recommends python3-pip ||
+        { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends python3-pip; }
+fi
+if ! "$PY" -c 'import playwright.sync_api' 2>/dev/null; then
+    echo "install-test-deps: pip install playwright (for $(command -v "$PY"))"
+    "$PY" -m pip install -q --disable-pip-version-check playwright ||
+        "$PY" -m pip install -q --disable-pip-version-check --break-system-packages playwright
+fi
+"$PY" -c 'import playwright.sync_api' && test -x /usr/bin/chromium && echo "install-test-deps: chromium and playwright ready"
