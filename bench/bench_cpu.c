@@ -7,6 +7,9 @@
  *   clip     the text encoder on one 77-token prompt
  *   txt2img  a full 1-step text-to-image (CLIP + 1 UNet step (Euler, no CFG) +
  *            TAESD decode), through the public API sd_txt2img
+ *   sgemm    the machine's GEMM peak: a 2048^3 (--size) F32 product through
+ *            OpenBLAS cblas_sgemm (kernels per OPENBLAS_CORETYPE) and through
+ *            the backend's own GEMM (sd_linear); reports GFLOP/s of the best run
  * Loading is not timed. One warm-up run, then --reps timed runs; prints one
  * JSON object: {"part":..., "ms_min":..., "ms_median":..., "ms": [...],
  * "cpu_ms": [...] (process CPU time per run: all threads; compare with ms to
@@ -28,6 +31,7 @@
 #include "pipe/model.h"
 #include "streamdiff.h"
 
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,13 +156,51 @@ int main(int argc, char **argv)
         else
             return usage();
     }
-    if (!o.part || o.size < 64 || o.size % 64 || o.reps < 1 || o.reps > 1000)
+    if (!o.part || o.size < 64 || o.size % 64 || o.size > 8192 || o.reps < 1 || o.reps > 1000)
         return usage();
     double times[1000], cpu[1000];
     double arena_mib = 0, weights_mib = 0;
     const char *isa = "?";
     sd_status s = SD_OK;
 
+    if (!strcmp(o.part, "sgemm")) {
+        int64_t n = o.size;
+        sd_backend *be = NULL;
+        sd_ctx ctx;
+        s = sd_backend_cpu_create(o.threads, &be);
+        if (s == SD_OK)
+            s = sd_ctx_init(&ctx, be, (size_t)(3 * n * n) * sizeof(float) + 4096);
+        if (s != SD_OK) {
+            fprintf(stderr, "bench_cpu: %s\n", sd_last_error());
+            return 1;
+        }
+        openblas_set_num_threads(be->n_threads);
+        sd_tensor a = rand_tensor(&ctx, SD_F32, 2, (int64_t[]){n, n}), b = rand_tensor(&ctx, SD_F32, 2, (int64_t[]){n, n});
+        double best_blas = 1e30, best_own = 1e30;
+        for (int r = 0; r <= o.reps; r++) {
+            double t0 = now_ms();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, (int)n, 1.0f, a.data, (int)n, b.data,
+                        (int)n, 0.0f, (float *)ctx.base + 2 * n * n, (int)n);
+            double t1 = now_ms();
+            size_t m = sd_mark(&ctx);
+            sd_linear(&ctx, a, b, NULL);
+            double t2 = now_ms();
+            sd_release(&ctx, m);
+            if (r && t1 - t0 < best_blas)
+                best_blas = t1 - t0;
+            if (r && t2 - t1 < best_own)
+                best_own = t2 - t1;
+        }
+        const char *core = openblas_get_corename();
+        double gf = 2.0 * n * n * n * 1e-6;
+        printf("{\"engine\": \"streamdiff\", \"part\": \"sgemm\", \"size\": %lld, \"threads\": %d, "
+               "\"openblas_core\": \"%s\", \"openblas_gflops\": %.1f, \"own_isa\": \"%s\", \"own_gflops\": %.1f}\n",
+               (long long)n, be->n_threads, core ? core : "?", gf / best_blas, sd_backend_cpu_isa(be),
+               gf / best_own);
+        sd_ctx_free(&ctx);
+        sd_backend_destroy(be);
+        return sd_ok(&ctx) ? 0 : 1;
+    }
     if (!strcmp(o.part, "txt2img")) {
         if (!o.model || !o.taesd)
             return usage();

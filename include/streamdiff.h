@@ -225,6 +225,11 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *p, sd_stream **o
 void sd_stream_free(sd_stream *s);
 /* Callable any time, also while frames flow; takes effect on the next frame. */
 sd_status sd_stream_set_prompt(sd_stream *s, const char *prompt, const char *negative_prompt);
+/* Live settings, read by every stream step (take effect on the next frame):
+ * guidance_scale (ignored for cfg_type none), delta, similarity_threshold
+ * (0 = filter off) and max_skip_frames. Out-of-range values are refused. */
+sd_status sd_stream_set_guidance(sd_stream *s, float guidance_scale, float delta);
+sd_status sd_stream_set_similarity_filter(sd_stream *s, float threshold, int max_skip_frames);
 /* Synchronous: one img2img frame in, the stream's output for it out. */
 sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out);
 /* Synchronous: one txt2img frame. */

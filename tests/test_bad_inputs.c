@@ -373,7 +373,7 @@ TEST(missing_sub_models)
 
     d = model_copy();
     rm_tree(join(d, "text_encoder"));
-    EXPECT_LOAD(d, NULL, SD_ERR_NOT_FOUND, "text_encoder");
+    EXPECT_LOAD(d, NULL, SD_ERR_NOT_FOUND, "no text_encoder/ folder");
 
     d = model_copy();
     rm_tree(join(d, "tokenizer"));

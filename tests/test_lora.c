@@ -561,6 +561,50 @@ TEST(zero_copy_copy_on_write)
     sd_model_free(fresh);
 }
 
+/* keep_f16: F16 files stay F16 zero-copy views; fused weights are rounded to F16 in copy-on-write buffers. */
+TEST(keep_f16_views)
+{
+    char p[1200];
+    sd_model_params mp;
+    sd_model_default_params(&mp);
+    mp.n_threads = 2;
+    mp.keep_f16 = true;
+    sd_model *m = NULL, *fresh = NULL;
+    CHECK_STATUS(sd_model_load(data_path(p, sizeof p, "models/tiny-sd15"), &mp, &m), SD_OK);
+    CHECK_STATUS(sd_model_load(p, &mp, &fresh), SD_OK);
+    if (!m || !fresh) {
+        sd_model_free(m);
+        sd_model_free(fresh);
+        return;
+    }
+    CHECK_STATUS(apply2(m, STYLE, 0.6f, LCM, 1.0f), SD_OK);
+    CHECK(m->w_unet.n_cow > 0);
+    /* each fused weight = the F32 reference rounded to F16 */
+    int n = 0, bad = 0;
+    for (size_t i = 0; i < g_exp->n_tensors; i++) {
+        const char *k = g_exp->tensors[i].name;
+        if (strncmp(k, "both.w.", 7))
+            continue;
+        sd_tensor *t = weight(m, k + 7);
+        CHECK(t && t->dtype == SD_F16);
+        if (!t || t->dtype != SD_F16)
+            continue;
+        for (int64_t j = 0; j < sd_numel(t); j++) {
+            float want = sd_f16_to_f32(sd_f32_to_f16((float)sd_st_get(&g_exp->tensors[i], (size_t)j)));
+            float got = sd_f16_to_f32(((const uint16_t *)t->data)[j]);
+            /* the F32 sums may round to the neighbouring half: allow one F16 ulp */
+            bad += fabsf(got - want) > fabsf(want) * 0x1p-10f + 0x1p-24f;
+        }
+        n++;
+    }
+    CHECK(n == 9 && bad == 0);
+    CHECK_STATUS(sd_model_apply_loras(m, NULL, 0), SD_OK);
+    CHECK(m->w_unet.n_cow == 0 && m->w_text.n_cow == 0);
+    CHECK(count_diff(m, fresh, NULL) == 0);
+    sd_model_free(m);
+    sd_model_free(fresh);
+}
+
 /* ---------------------------------------------------------------- errors */
 
 typedef struct {
@@ -856,6 +900,7 @@ int main(void)
     RUN(peft_adapter_folder);
     RUN(format_variants);
     RUN(zero_copy_copy_on_write);
+    RUN(keep_f16_views);
     RUN(errors);
     RUN(formula);
     RUN(single_file_checkpoints);

@@ -105,8 +105,8 @@ sd_status sd_mem_check(bool host_memory, size_t need, const char *what, const ch
     size_t lim = sd_mem_limit(host_memory, &src);
     if (need <= lim)
         return SD_OK;
-    const double MiB = 1024.0 * 1024.0;
-    return sd_fail(SD_ERR_OUT_OF_MEMORY, "%s needs %.0f MiB of working memory but only %.0f MiB are available (%s)%s%s",
-                   what ? what : "this operation", (double)need / MiB, (double)lim / MiB, src, hint ? "; " : "",
+    const double MiB = 1024.0 * 1024.0, n = (double)need / MiB, l = (double)lim / MiB;
+    return sd_fail(SD_ERR_OUT_OF_MEMORY, "%s needs %.*f MiB of working memory but only %.*f MiB are available (%s)%s%s",
+                   what ? what : "this operation", n < 10 ? 2 : 0, n, l < 10 ? 2 : 0, l, src, hint ? "; " : "",
                    hint ? hint : "");
 }

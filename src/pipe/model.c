@@ -179,6 +179,11 @@ sd_status sd_model_load_folder(const char *dir, const char *unet_dir, const sd_m
                                       "model_index.json with tokenizer/, text_encoder/, unet/, vae/, scheduler/)", dir);
         goto done;
     }
+    if (!sd_dir_exists(te)) {
+        s = sd_fail(SD_ERR_NOT_FOUND, "%s: no text_encoder/ folder: a Stable Diffusion model folder needs the CLIP "
+                                      "text encoder (config.json + model.safetensors)", dir);
+        goto done;
+    }
     if ((s = sd_tokenizer_load(tok, &m->tok)) != SD_OK)
         goto done;
     LOAD_CONFIG(sd_clip_config_load, te, &m->clip_cfg);

@@ -381,12 +381,11 @@ static sd_status encode_text(sd_stream *s, const char *text, float *out)
     return s->text_ctx.status;
 }
 
-sd_status sd_stream_set_prompt(sd_stream *s, const char *prompt, const char *negative_prompt)
+/* Encodes the prompts, uploads the embedding rows and recomputes the
+ * cross-attention K/V in place. Caller holds s->engine. */
+static sd_status apply_prompt(sd_stream *s, const char *prompt, const char *negative_prompt)
 {
-    if (!s)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
     size_t SD_ = (size_t)s->S * s->D;
-    pthread_mutex_lock(&s->engine);
     float *cond = s->host_embeds, *uncond = s->host_embeds + SD_;
     sd_status st = encode_text(s, prompt, cond);
     bool need_uncond = s->p.cfg_type == SD_CFG_FULL || s->p.cfg_type == SD_CFG_INITIALIZE;
@@ -404,8 +403,42 @@ sd_status sd_stream_set_prompt(sd_stream *s, const char *prompt, const char *neg
         sd_unet_kv_compute(&s->ctx, s->m->unet, s->embeds, s->kv);
         st = s->ctx.status;
     }
+    if (st == SD_OK)
+        s->weights_version = s->m->weights_version;
+    return st;
+}
+
+sd_status sd_stream_set_prompt(sd_stream *s, const char *prompt, const char *negative_prompt)
+{
+    if (!s)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
+    char *p = sd_strdup(prompt ? prompt : ""), *n = sd_strdup(negative_prompt ? negative_prompt : "");
+    if (!p || !n) {
+        free(p);
+        free(n);
+        return SD_ERR_OUT_OF_MEMORY;
+    }
+    pthread_mutex_lock(&s->engine);
+    sd_status st = apply_prompt(s, p, n);
+    if (st == SD_OK) { /* kept to re-encode after the model's weights change (LoRA) */
+        free(s->prompt);
+        free(s->negative_prompt);
+        s->prompt = p;
+        s->negative_prompt = n;
+    } else {
+        free(p);
+        free(n);
+    }
     pthread_mutex_unlock(&s->engine);
     return st;
+}
+
+/* Re-encodes the prompt when a LoRA changed the text encoder or UNet since. Caller holds s->engine. */
+static sd_status refresh_prompt(sd_stream *s)
+{
+    if (s->weights_version == s->m->weights_version || !s->prompt)
+        return SD_OK;
+    return apply_prompt(s, s->prompt, s->negative_prompt);
 }
 
 /* ---------------------------------------------------------------- create */
@@ -544,6 +577,8 @@ void sd_stream_free(sd_stream *s)
     free(s->host_in);
     free(s->host_noise);
     free(s->ssf_prev);
+    free(s->prompt);
+    free(s->negative_prompt);
     pthread_mutex_destroy(&s->engine);
     free(s);
 }
@@ -605,6 +640,7 @@ static void update_timing(sd_stream *s, double t0)
 sd_status sd_stream_run_prepared(sd_stream *s, bool *skipped)
 {
     size_t n = (size_t)3 * s->H * s->W;
+    SD_TRY(refresh_prompt(s));
     *skipped = sd_stream_similarity_skip(s, s->host_in, n);
     if (*skipped) {
         s->stats.frames_skipped++;
@@ -670,7 +706,9 @@ sd_status sd_stream_txt2img(sd_stream *s, sd_image *out)
     double t0 = sd_time_now();
     size_t n = (size_t)sd_numel(&s->x_in);
     sd_rng_randn(&s->rng, s->host_noise, n);
-    sd_status st = sd_tensor_from_f32(&s->state, &s->x_in, s->host_noise);
+    sd_status st = refresh_prompt(s);
+    if (st == SD_OK)
+        st = sd_tensor_from_f32(&s->state, &s->x_in, s->host_noise);
     if (st == SD_OK)
         st = sd_stream_step(s, true, NULL, NULL);
     update_timing(s, t0);
@@ -680,4 +718,36 @@ sd_status sd_stream_txt2img(sd_stream *s, sd_image *out)
         s->stats.frames_out++;
     pthread_mutex_unlock(&s->engine);
     return st;
+}
+
+/* ---------------------------------------------------------------- live settings */
+
+sd_status sd_stream_set_guidance(sd_stream *s, float guidance_scale, float delta)
+{
+    if (!s)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
+    if (!(guidance_scale >= 0 && guidance_scale <= 100) || !(fabsf(delta) <= 100))
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "guidance_scale (%g) must be in 0..100 and delta (%g) in -100..100",
+                       guidance_scale, delta);
+    pthread_mutex_lock(&s->engine);
+    s->p.guidance_scale = guidance_scale;
+    s->guidance = s->p.cfg_type == SD_CFG_NONE ? 1.0f : guidance_scale;
+    s->p.delta = delta;
+    pthread_mutex_unlock(&s->engine);
+    return SD_OK;
+}
+
+sd_status sd_stream_set_similarity_filter(sd_stream *s, float threshold, int max_skip_frames)
+{
+    if (!s)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
+    if (!(threshold >= 0 && threshold <= 1) || max_skip_frames < 0)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT,
+                       "similarity threshold (%g) must be in 0..1 (0 = off) and max_skip_frames (%d) >= 0", threshold,
+                       max_skip_frames);
+    pthread_mutex_lock(&s->engine);
+    s->p.similarity_threshold = threshold;
+    s->p.max_skip_frames = max_skip_frames;
+    pthread_mutex_unlock(&s->engine);
+    return SD_OK;
 }

@@ -55,6 +55,8 @@ struct sd_stream {
     int ssf_skips;
     uint64_t calls;
     pthread_mutex_t engine;        /* one stream step or prompt change at a time */
+    char *prompt, *negative_prompt;/* the active prompts (re-encoded after a LoRA change) */
+    uint64_t weights_version;      /* m->weights_version the prompt K/V were computed with */
     double inference_ema_ms;
     sd_stream_stats stats;
     sd_stream_async *async;        /* async pipeline (stream_async.c); set once under `engine`, read

@@ -246,17 +246,11 @@ static void gauges(server *S, srv_gauges *g)
 
 /* ---------------------------------------------------------------- engine worker */
 
-/* Guidance, delta and the similarity filter are read by every stream step,
- * so they change live under the stream's engine lock (no public setter yet). */
+/* Guidance, delta and the similarity filter change live (validated by the protocol layer). */
 static void set_live(sd_stream *s, const srv_config *c)
 {
-    pthread_mutex_lock(&s->engine);
-    s->p.guidance_scale = c->guidance_scale;
-    s->guidance = s->p.cfg_type == SD_CFG_NONE ? 1.0f : c->guidance_scale;
-    s->p.delta = c->delta;
-    s->p.similarity_threshold = c->similarity_threshold;
-    s->p.max_skip_frames = c->max_skip_frames;
-    pthread_mutex_unlock(&s->engine);
+    sd_stream_set_guidance(s, c->guidance_scale, c->delta);
+    sd_stream_set_similarity_filter(s, c->similarity_threshold, c->max_skip_frames);
 }
 
 static sd_status make_stream(server *S, const srv_config *c, sd_stream **out)

@@ -30,6 +30,10 @@ static inline void vst(float *p, V v) { _mm256_storeu_ps(p, v); }
 static inline __m256i vmask(int64_t n) { return _mm256_loadu_si256((const __m256i *)(k_mask_tbl + 8 - n)); }
 static inline V vldn(const float *p, int64_t n) { return _mm256_maskload_ps(p, vmask(n)); }
 static inline void vstn(float *p, V v, int64_t n) { _mm256_maskstore_ps(p, vmask(n), v); }
+static inline V vldr(const float *p, int64_t a, int64_t b)
+{
+    return _mm256_maskload_ps(p, _mm256_andnot_si256(vmask(a), vmask(b)));
+}
 static inline V vtail(V fill, V v, int64_t n) { return _mm256_blendv_ps(fill, v, _mm256_castsi256_ps(vmask(n))); }
 static inline V vadd(V a, V b) { return _mm256_add_ps(a, b); }
 static inline V vsub(V a, V b) { return _mm256_sub_ps(a, b); }

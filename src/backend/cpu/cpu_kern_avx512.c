@@ -28,6 +28,11 @@ static inline void vst(float *p, V v) { _mm512_storeu_ps(p, v); }
 static inline __mmask16 vmask(int64_t n) { return (__mmask16)((1u << n) - 1u); } /* n in [0, 16] */
 static inline V vldn(const float *p, int64_t n) { return _mm512_maskz_loadu_ps(vmask(n), p); }
 static inline void vstn(float *p, V v, int64_t n) { _mm512_mask_storeu_ps(p, vmask(n), v); }
+/* lanes [a, b) of p, zero elsewhere (0 <= a <= b <= 16); the other lanes are not read */
+static inline V vldr(const float *p, int64_t a, int64_t b)
+{
+    return _mm512_maskz_loadu_ps((__mmask16)(vmask(b) & ~vmask(a)), p);
+}
 /* lanes < n from v, the others from fill */
 static inline V vtail(V fill, V v, int64_t n) { return _mm512_mask_blend_ps(vmask(n), fill, v); }
 static inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }

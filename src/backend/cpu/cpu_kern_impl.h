@@ -177,54 +177,68 @@ static void pack_b_trans(const sd_gemm *g, float *dst, int64_t k0, int64_t kc, i
             dst[k * w + j] = j < nc ? ld1_any(g->b, dt, (n0 + j) * ldb + k0 + k) : 0.0f;
 }
 
-/* implicit im2col from an NCHW image */
-static void pack_b_conv(const sd_gemm *g, float *dst, int64_t k0, int64_t kc, int64_t n0, int64_t nc)
+/* Implicit im2col from an NCHW image, for a whole block: columns [n0, n0+nc) as panels of NR, depth
+ * [k0, k0+kc). The block's pixels are cut into runs that stay within one output row and one panel;
+ * for each depth row k every run is one (masked) vector copy from the input row, so the input is read
+ * in long contiguous stretches. `seg` holds 4*nc int64 of scratch. */
+static void pack_b_conv_block(const sd_gemm *g, float *Bp, int64_t k0, int64_t kc, int64_t n0, int64_t nc, int64_t *seg)
 {
-    int64_t w = panel_width(nc);
     const float *x = g->b;
     int64_t H = g->H, W = g->W, WO = g->WO, KHW = g->KH * g->KW;
     int s = g->stride;
-    /* the panel's pixels as runs along output rows */
-    int64_t seg_oh[NR], seg_ow[NR], seg_len[NR];
-    int nseg = 0;
+    int64_t npan = (nc + NR - 1) / NR, wlast = panel_width(nc - (npan - 1) * NR);
+    /* run r: seg[4r] = oh, seg[4r+1] = ow, seg[4r+2] = len, seg[4r+3] = offset of (k = 0) in Bp | width << 48 */
+    int64_t nseg = 0;
     for (int64_t n = n0; n < n0 + nc;) {
-        int64_t oh = n / WO, ow = n % WO, len = kmin(n0 + nc - n, WO - ow);
-        seg_oh[nseg] = oh;
-        seg_ow[nseg] = ow;
-        seg_len[nseg++] = len;
+        int64_t oh = n / WO, ow = n % WO, p = (n - n0) / NR, col = (n - n0) % NR;
+        int64_t len = kmin(kmin(n0 + nc - n, WO - ow), NR - col);
+        int64_t w = p == npan - 1 ? wlast : NR;
+        seg[4 * nseg] = oh;
+        seg[4 * nseg + 1] = ow;
+        seg[4 * nseg + 2] = len;
+        seg[4 * nseg + 3] = (p * NR * kc + col) | (w << 48);
+        nseg++;
         n += len;
     }
+    /* zero the padding columns of the last panel */
+    if (wlast > nc - (npan - 1) * NR) {
+        float *lp = Bp + (npan - 1) * NR * kc;
+        int64_t used = nc - (npan - 1) * NR;
+        for (int64_t k = 0; k < kc; k++)
+            for (int64_t j = used; j < wlast; j++)
+                lp[k * wlast + j] = 0.0f;
+    }
     int64_t c = k0 / KHW, r = k0 % KHW, kh = r / g->KW, kw = r % g->KW;
-    for (int64_t k = 0; k < kc; k++, dst += w) {
+    for (int64_t k = 0; k < kc; k++) {
         const float *xc = x + c * H * W;
-        float *d = dst;
-        for (int sg = 0; sg < nseg; sg++) {
-            int64_t len = seg_len[sg], ih = seg_oh[sg] * s - g->pad_t + kh;
+        for (int64_t sg = 0; sg < nseg; sg++) {
+            int64_t len = seg[4 * sg + 2], ih = seg[4 * sg] * s - g->pad_t + kh;
+            int64_t w = seg[4 * sg + 3] >> 48;
+            float *d = Bp + (seg[4 * sg + 3] & (((int64_t)1 << 48) - 1)) + k * w;
             if (ih < 0 || ih >= H) {
                 memset(d, 0, (size_t)len * sizeof(float));
             } else if (s == 1) {
-                const float *row = xc + ih * W;
-                int64_t iw0 = seg_ow[sg] - g->pad_l + kw;
+                /* d[j] = row[iw0 + j] for j in [lo, hi), 0 elsewhere; masked loads never touch the
+                 * lanes outside [lo, hi), so nothing outside the row is read */
+                int64_t iw0 = seg[4 * sg + 1] - g->pad_l + kw;
+                const float *src = xc + ih * W + iw0;
                 int64_t lo = kmin(len, kmax(0, -iw0)), hi = kmax(lo, kmin(len, W - iw0));
                 int64_t jj = 0;
-                for (; jj < lo; jj++)
-                    d[jj] = 0.0f;
-                for (; jj + VL <= hi; jj += VL)
-                    vst(d + jj, vld(row + iw0 + jj));
-                for (; jj < hi; jj++)
-                    d[jj] = row[iw0 + jj];
-                for (; jj < len; jj++)
-                    d[jj] = 0.0f;
+                for (; jj + VL <= len; jj += VL) {
+                    if (jj >= lo && jj + VL <= hi)
+                        vst(d + jj, vld(src + jj));
+                    else
+                        vst(d + jj, vldr(src + jj, kmin(VL, kmax(0, lo - jj)), kmax(0, kmin(VL, hi - jj))));
+                }
+                if (jj < len)
+                    vstn(d + jj, vldr(src + jj, kmin(VL, kmax(0, lo - jj)), kmax(0, kmin(VL, hi - jj))), len - jj);
             } else {
                 const float *row = xc + ih * W;
-                int64_t iw = seg_ow[sg] * s - g->pad_l + kw;
+                int64_t iw = seg[4 * sg + 1] * s - g->pad_l + kw;
                 for (int64_t jj = 0; jj < len; jj++, iw += s)
                     d[jj] = (iw >= 0 && iw < W) ? row[iw] : 0.0f;
             }
-            d += len;
         }
-        for (int64_t jj = nc; jj < w; jj++)
-            dst[jj] = 0.0f;
         if (++kw == g->KW) {
             kw = 0;
             if (++kh == g->KH) {
@@ -235,14 +249,19 @@ static void pack_b_conv(const sd_gemm *g, float *dst, int64_t k0, int64_t kc, in
     }
 }
 
-static void pack_b(const sd_gemm *g, float *dst, int64_t k0, int64_t kc, int64_t n0, int64_t nc)
+/* the B block [k0, k0+kc) x [n0, n0+nc) as panels of NR columns at Bp + j*NR*kc */
+static void pack_b_block(const sd_gemm *g, float *Bp, int64_t k0, int64_t kc, int64_t n0, int64_t nc, int64_t *seg)
 {
-    if (g->bkind == SD_GB_TRANS)
-        pack_b_trans(g, dst, k0, kc, n0, nc);
-    else if (g->bkind == SD_GB_CONV)
-        pack_b_conv(g, dst, k0, kc, n0, nc);
-    else
-        pack_b_rowmajor(g, dst, k0, kc, n0, nc);
+    if (g->bkind == SD_GB_CONV) {
+        pack_b_conv_block(g, Bp, k0, kc, n0, nc, seg);
+        return;
+    }
+    for (int64_t j = 0; j * NR < nc; j++) {
+        if (g->bkind == SD_GB_TRANS)
+            pack_b_trans(g, Bp + j * NR * kc, k0, kc, n0 + j * NR, kmin(NR, nc - j * NR));
+        else
+            pack_b_rowmajor(g, Bp + j * NR * kc, k0, kc, n0 + j * NR, kmin(NR, nc - j * NR));
+    }
 }
 
 /* rows [m0, m0+mc) x depth [k0, k0+kc) of a F16/BF16 A, as F32 rows of stride kc */
@@ -263,7 +282,11 @@ static void convert_a(const sd_gemm *g, float *dst, int64_t m0, int64_t mc, int6
     }
 }
 
-static size_t gemm_ws_thread(void) { return (size_t)GEMM_KC * GEMM_NC + (size_t)GEMM_MC * GEMM_KC + 64; }
+/* per thread: the B block, the A conversion block, the conv run table (4*NC int64 = 8*NC floats) */
+static size_t gemm_ws_thread(void)
+{
+    return (size_t)GEMM_KC * GEMM_NC + (size_t)GEMM_MC * GEMM_KC + 8 * (size_t)GEMM_NC + 64;
+}
 
 static size_t KERN_FN(gemm_ws)(int nthreads) { return (size_t)(nthreads > 0 ? nthreads : 1) * gemm_ws_thread(); }
 
@@ -271,14 +294,14 @@ static size_t KERN_FN(gemm_ws)(int nthreads) { return (size_t)(nthreads > 0 ? nt
 static void gemm_rect(const sd_gemm *g, float *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
 {
     float *Bp = ws, *Ac = ws + (size_t)GEMM_KC * GEMM_NC;
+    int64_t *seg = (int64_t *)(Ac + (size_t)GEMM_MC * GEMM_KC);
     int64_t K = g->K, ldc = g->ldc;
     bool a_f32 = g->a_dt == SD_F32;
     for (int64_t jc = n0; jc < n1; jc += GEMM_NC) {
         int64_t nc = kmin(GEMM_NC, n1 - jc), npan = (nc + NR - 1) / NR;
         for (int64_t pc = 0; pc < K; pc += GEMM_KC) {
             int64_t kc = kmin(GEMM_KC, K - pc);
-            for (int64_t j = 0; j < npan; j++)
-                pack_b(g, Bp + j * NR * kc, pc, kc, jc + j * NR, kmin(NR, nc - j * NR));
+            pack_b_block(g, Bp, pc, kc, jc, nc, seg);
             int acc = g->accumulate || pc > 0;
             for (int64_t ic = m0; ic < m1; ic += GEMM_MC) {
                 int64_t mc = kmin(GEMM_MC, m1 - ic), lda;
