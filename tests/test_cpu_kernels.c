@@ -80,8 +80,8 @@ static double err_of(sd_tensor t, const double *ref, size_t n)
 
 TEST(linear_blocks)
 {
-    /* M, K, N: K > KC (256) and N > NC (1536) cross the blocking; odd sizes leave tails */
-    const int64_t cases[][3] = {{77, 768, 320}, {130, 600, 1700}, {6, 1280, 97}, {5, 3, 2}, {300, 40, 64}};
+    /* M, K, N: K > KC (512) and N > NC (512) cross the blocking; odd sizes leave tails */
+    const int64_t cases[][3] = {{77, 768, 320}, {130, 600, 1700}, {6, 1280, 97}, {5, 3, 2}, {300, 40, 64}, {200, 1100, 530}};
     const sd_dtype dts[] = {SD_F32, SD_F16, SD_BF16};
     for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++)
         for (size_t di = 0; di < SD_ARRAY_LEN(dts); di++) {
@@ -117,11 +117,12 @@ TEST(conv_implicit)
         int stride, pads[4];
         sd_dtype wdt;
     } cases[] = {
-        {1, 40, 20, 70, 70, 3, 1, {1, 1, 1, 1}, SD_F32},  /* output rows wider than a panel */
+        {1, 70, 20, 70, 70, 3, 1, {1, 1, 1, 1}, SD_F32},  /* rows wider than a panel, K 630 > KC, N 1400 > NC */
         {2, 9, 8, 8, 130, 3, 1, {1, 1, 1, 1}, SD_F16},    /* 8x8: panels span rows */
+        {1, 64, 8, 8, 200, 3, 1, {1, 1, 1, 1}, SD_F16},   /* F16 A converted in two depth blocks */
         {1, 33, 17, 13, 20, 3, 2, {1, 1, 1, 1}, SD_F32},  /* stride 2, odd sizes */
         {1, 16, 9, 10, 12, 3, 2, {0, 0, 1, 1}, SD_BF16},  /* VAE-style asymmetric pad */
-        {1, 300, 6, 7, 65, 1, 1, {0, 0, 0, 0}, SD_F32},   /* pointwise, K > KC */
+        {1, 600, 6, 7, 65, 1, 1, {0, 0, 0, 0}, SD_F32},   /* pointwise, K > KC */
         {1, 5, 4, 3, 7, 3, 1, {2, 0, 1, 3}, SD_F32},      /* all-different pads */
         {1, 4, 1, 1, 5, 1, 2, {0, 0, 0, 0}, SD_F32},      /* 1x1 stride 2 on a 1x1 input */
         {1, 3, 40, 40, 8, 5, 1, {2, 2, 2, 2}, SD_F16},    /* 5x5 kernel */

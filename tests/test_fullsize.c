@@ -14,6 +14,7 @@
  *    matching folder) and the loaded model's UNet / text encoder / VAE are run
  *    on the same inputs and compared with the same expected tensors and
  *    tolerances (every expected tensor must be produced).
+ *  (`test_fullsize <test name>` runs one of them.)
  *  - single_file_derived_configs: the configs derived from the single file's
  *    tensors (what sd_model_load uses without config_dir) equal the folder's
  *    config.json on every key that matters at full size (head counts included:
@@ -224,7 +225,7 @@ static void vae_pass(run *r, sd_ctx *ctx, const sd_model *m)
     size_t m0 = sd_mark(ctx);
     sd_tensor img = input(ctx, &r->c, "image", -1);
     sd_tensor logvar;
-    r->prefix = "enc.";
+    r->prefix = "enc.act.";
     sd_tensor mean = sd_vae_encode(ctx, m->vae, img, &logvar);
     r->prefix = NULL;
     if (real && sd_ok(ctx)) {
@@ -253,7 +254,7 @@ static void vae_pass(run *r, sd_ctx *ctx, const sd_model *m)
     sd_release(ctx, m0);
     if (want(r, "decoded")) {
         sd_tensor z = input(ctx, &r->c, "latent", -1);
-        r->prefix = "dec.";
+        r->prefix = "dec.act.";
         sd_tensor dec = sd_vae_decode(ctx, m->vae, z);
         r->prefix = NULL;
         if (real && sd_ok(ctx))
@@ -533,7 +534,14 @@ TEST(single_file_derived_configs)
     }
 }
 
-int main(void)
+/* argv[1] (optional): run only the test of that name */
+#define RUN_SEL(name)                                 \
+    do {                                              \
+        if (argc < 2 || !strcmp(argv[1], #name))      \
+            RUN(name);                                \
+    } while (0)
+
+int main(int argc, char **argv)
 {
     bool have = find_cases();
     if (have) {
@@ -544,9 +552,9 @@ int main(void)
         }
         printf("full-size models: %s (%d cases)\n", g_root, g_n_cases);
     }
-    RUN(single_file_derived_configs);
-    RUN(folder_layout);
-    RUN(single_file_layout);
+    RUN_SEL(single_file_derived_configs);
+    RUN_SEL(folder_layout);
+    RUN_SEL(single_file_layout);
     for (int i = 0; i < g_n_cases; i++)
         free(g_cases[i]);
     free(g_cases);

@@ -444,6 +444,176 @@ TEST(json_out_round_trip)
     cJSON_Delete(lj);
 }
 
+/* Parses a "lora" message against `lo`; on rejection checks the code and that
+ * the message was not taken for anything else. */
+static bool parse_lora_msg(const srv_loras *lo, const char *text, const char *code, srv_msg *m)
+{
+    srv_config n = C0;
+    n.seed = 777;
+    srv_error err = {0};
+    memset(m, 0, sizeof *m);
+    bool ok = srv_parse_message_ex(text, strlen(text), &L, lo, &C0, m, &n, &err);
+    CHECK_MSG(n.seed == 777, "a lora message changed the config: %s", text);
+    if (!ok) {
+        CHECK_MSG(err.message[0] != 0, "no error message for %s", text);
+        if (code)
+            CHECK_MSG(err.code && !strcmp(err.code, code), "'%.70s': code %s, want %s (%s)", text,
+                      err.code ? err.code : "(null)", code, err.message);
+    } else {
+        CHECK_MSG(!code, "'%.70s' was accepted, want error %s", text, code ? code : "");
+        CHECK(m->type == SRV_MSG_LORA && m->n_lora == lo->n);
+    }
+    return ok;
+}
+
+TEST(lora_names)
+{
+    srv_loras lo;
+    memset(&lo, 0, sizeof lo);
+    CHECK(srv_loras_add(&lo, "/models/loras/style.safetensors", 0.8f));
+    CHECK(srv_loras_add(&lo, "adapters/peft_adapter//", 1.0f)); /* a PEFT folder: its name */
+    CHECK(srv_loras_add(&lo, "plain.safetensors", -4.0f));
+    CHECK(lo.n == 3 && !strcmp(lo.name[0], "style.safetensors") && !strcmp(lo.name[1], "peft_adapter") &&
+          !strcmp(lo.name[2], "plain.safetensors") && lo.scale[0] == 0.8f && lo.scale[2] == -4.0f);
+    /* no name, bad scales: refused, nothing added */
+    CHECK(!srv_loras_add(&lo, "//", 1) && !srv_loras_add(&lo, "/", 1) && !srv_loras_add(&lo, "", 1));
+    CHECK(!srv_loras_add(&lo, "a", 4.01f) && !srv_loras_add(&lo, "a", -5) && !srv_loras_add(&lo, "a", NAN) &&
+          !srv_loras_add(&lo, "a", INFINITY));
+    CHECK(lo.n == 3);
+    /* invalid UTF-8 and control characters become '?', long names are cut at a character */
+    CHECK(srv_loras_add(&lo, "x/caf\xc3\xa9-\xff\x01.safetensors", 1));
+    CHECK(!strcmp(lo.name[3], "caf\xc3\xa9-??.safetensors"));
+    char longname[400];
+    memset(longname, 0, sizeof longname);
+    for (int i = 0; i < 100; i++)
+        memcpy(longname + 3 * i, "\xe2\x98\x83", 3); /* 300 bytes of snowmen */
+    CHECK(srv_loras_add(&lo, longname, 1));
+    size_t nl = strlen(lo.name[4]);
+    CHECK(nl <= SRV_LORA_NAME_MAX && nl == 126 && srv_utf8_valid((const uint8_t *)lo.name[4], nl));
+    while (lo.n < SRV_MAX_LORAS)
+        CHECK(srv_loras_add(&lo, "more.safetensors", 1));
+    CHECK(!srv_loras_add(&lo, "one_too_many.safetensors", 1) && lo.n == SRV_MAX_LORAS);
+    /* the JSON list */
+    lo.n = 2;
+    char *js = srv_json_print(srv_loras_json(&lo));
+    CHECK(js && !strcmp(js, "[{\"name\":\"style.safetensors\",\"scale\":0.8},{\"name\":\"peft_adapter\",\"scale\":1}]"));
+    free(js);
+    lo.n = 0;
+    js = srv_json_print(srv_loras_json(&lo));
+    CHECK(js && !strcmp(js, "[]"));
+    free(js);
+}
+
+TEST(lora_message)
+{
+    setup();
+    srv_loras lo;
+    memset(&lo, 0, sizeof lo);
+    CHECK(srv_loras_add(&lo, "loras/style.safetensors", 0.8f) && srv_loras_add(&lo, "loras/lcm.safetensors", 1.0f));
+    srv_msg m;
+    /* by index: one scale per LoRA, in order */
+    CHECK(parse_lora_msg(&lo, "{\"type\":\"lora\",\"scales\":[0.5,1.25]}", NULL, &m));
+    CHECK(m.lora_scale[0] == 0.5f && m.lora_scale[1] == 1.25f);
+    CHECK(parse_lora_msg(&lo, "{\"scales\":[-4,4],\"type\":\"lora\"}", NULL, &m)); /* the range ends */
+    CHECK(m.lora_scale[0] == -4.0f && m.lora_scale[1] == 4.0f);
+    CHECK(parse_lora_msg(&lo, "{\"type\":\"lora\",\"scales\":[0,0]}", NULL, &m) && m.lora_scale[1] == 0.0f);
+    /* by name: the others keep the scales in lo */
+    CHECK(parse_lora_msg(&lo, "{\"type\":\"lora\",\"scales\":{\"lcm.safetensors\":0.3}}", NULL, &m));
+    CHECK(m.lora_scale[0] == 0.8f && fabsf(m.lora_scale[1] - 0.3f) < 1e-7f);
+    CHECK(parse_lora_msg(&lo, "{\"type\":\"lora\",\"scales\":{\"lcm.safetensors\":2,\"style.safetensors\":-1}}",
+                         NULL, &m));
+    CHECK(m.lora_scale[0] == -1.0f && m.lora_scale[1] == 2.0f);
+    CHECK(parse_lora_msg(&lo, "{\"type\":\"lora\",\"scales\":{}}", NULL, &m)); /* a no-op */
+    CHECK(m.lora_scale[0] == 0.8f && m.lora_scale[1] == 1.0f);
+    /* out of range */
+    const char *range[] = {
+        "{\"type\":\"lora\",\"scales\":[4.001,1]}",          "{\"type\":\"lora\",\"scales\":[1,-4.5]}",
+        "{\"type\":\"lora\",\"scales\":[1e999,1]}",           "{\"type\":\"lora\",\"scales\":{\"style.safetensors\":9}}",
+        "{\"type\":\"lora\",\"scales\":{\"lcm.safetensors\":-1e300}}",
+    };
+    for (size_t i = 0; i < SD_ARRAY_LEN(range); i++)
+        parse_lora_msg(&lo, range[i], "bad_value", &m);
+    /* wrong count, shape or type */
+    const struct {
+        const char *text, *code;
+    } bad[] = {
+        {"{\"type\":\"lora\",\"scales\":[1]}", "bad_value"},
+        {"{\"type\":\"lora\",\"scales\":[1,1,1]}", "bad_value"},
+        {"{\"type\":\"lora\",\"scales\":[]}", "bad_value"},
+        {"{\"type\":\"lora\"}", "bad_value"},
+        {"{\"type\":\"lora\",\"scales\":1}", "bad_type"},
+        {"{\"type\":\"lora\",\"scales\":\"1,1\"}", "bad_type"},
+        {"{\"type\":\"lora\",\"scales\":null}", "bad_type"},
+        {"{\"type\":\"lora\",\"scales\":[\"1\",1]}", "bad_type"},
+        {"{\"type\":\"lora\",\"scales\":[1,true]}", "bad_type"},
+        {"{\"type\":\"lora\",\"scales\":[[1],1]}", "bad_type"},
+        {"{\"type\":\"lora\",\"scales\":{\"style.safetensors\":\"0.5\"}}", "bad_type"},
+        {"{\"type\":\"lora\",\"scales\":[1,1],\"scale\":1}", "unknown_field"},
+        {"{\"type\":\"lora\",\"prompt\":\"x\",\"scales\":[1,1]}", "unknown_field"},
+        {"{\"type\":\"lora\",\"scales\":[1,1],\"scales\":[1,1]}", "duplicate_field"},
+        {"{\"type\":\"lora\",\"type\":\"lora\",\"scales\":[1,1]}", "duplicate_field"},
+        {"{\"type\":\"lora\",\"scales\":{\"lcm.safetensors\":1,\"lcm.safetensors\":2}}", "duplicate_field"},
+        /* unknown names: exact base names only */
+        {"{\"type\":\"lora\",\"scales\":{\"nope.safetensors\":1}}", "bad_value"},
+        {"{\"type\":\"lora\",\"scales\":{\"lcm\":1}}", "bad_value"},
+        {"{\"type\":\"lora\",\"scales\":{\"loras/lcm.safetensors\":1}}", "bad_value"},
+        {"{\"type\":\"lora\",\"scales\":{\"LCM.safetensors\":1}}", "bad_value"},
+        {"{\"type\":\"lora\",\"scales\":{\"lcm.safetensors\":1,\"x\":1}}", "bad_value"},
+        {"{\"type\":\"LoRA\",\"scales\":[1,1]}", "unknown_type"},
+    };
+    for (size_t i = 0; i < SD_ARRAY_LEN(bad); i++)
+        parse_lora_msg(&lo, bad[i].text, bad[i].code, &m);
+    /* a server without LoRAs (and the plain parser) refuses "lora" */
+    srv_loras none;
+    memset(&none, 0, sizeof none);
+    parse_lora_msg(&none, "{\"type\":\"lora\",\"scales\":[]}", "bad_value", &m);
+    parse_lora_msg(NULL, "{\"type\":\"lora\",\"scales\":[1]}", "bad_value", &m);
+    srv_config n;
+    parse("{\"type\":\"lora\",\"scales\":[1,1]}", "bad_value", &n, NULL);
+    /* the message names the LoRAs the server has */
+    srv_error e;
+    srv_config nx;
+    const char *t = "{\"type\":\"lora\",\"scales\":{\"x\":1}}";
+    CHECK(!srv_parse_message_ex(t, strlen(t), &L, &lo, &C0, &m, &nx, &e));
+    CHECK(strstr(e.message, "style.safetensors") && strstr(e.message, "lcm.safetensors"));
+    /* two LoRAs of the same name: by name is ambiguous, by index works */
+    CHECK(srv_loras_add(&lo, "other/lcm.safetensors", 0.5f));
+    parse_lora_msg(&lo, "{\"type\":\"lora\",\"scales\":{\"lcm.safetensors\":1}}", "bad_value", &m);
+    CHECK(parse_lora_msg(&lo, "{\"type\":\"lora\",\"scales\":{\"style.safetensors\":1}}", NULL, &m));
+    CHECK(m.lora_scale[0] == 1.0f && m.lora_scale[1] == 1.0f && m.lora_scale[2] == 0.5f);
+    CHECK(parse_lora_msg(&lo, "{\"type\":\"lora\",\"scales\":[0,0,1]}", NULL, &m) && m.lora_scale[2] == 1.0f);
+    /* the message size limit applies as to any text message */
+    L.max_text_bytes = 30;
+    parse_lora_msg(&lo, "{\"type\":\"lora\",\"scales\":[0.25,0.25,0.25]}", "too_large", &m);
+    /* mutations of good lora messages: never a crash, a rejection always says why */
+    setup();
+    lo.n = 2;
+    const char *seeds[] = {"{\"type\":\"lora\",\"scales\":[0.5,1.25]}",
+                           "{\"type\":\"lora\",\"scales\":{\"lcm.safetensors\":0.3,\"style.safetensors\":1}}"};
+    unsigned long long rs = 777;
+    char buf[256];
+    int accepted = 0;
+    static const char alphabet[] = "{}[]\",:0123456789.eE-+lcmstyle\\\x80\xff ";
+    for (int it = 0; it < 5000; it++) {
+        const char *s0 = seeds[it % 2];
+        size_t len = strlen(s0);
+        memcpy(buf, s0, len);
+        size_t pos = (size_t)(test_rand(&rs) * (float)len) % len;
+        buf[pos] = alphabet[(size_t)(test_rand(&rs) * (float)(sizeof alphabet - 1)) % (sizeof alphabet - 1)];
+        srv_error er;
+        memset(&er, 0, sizeof er);
+        if (srv_parse_message_ex(buf, len, &L, &lo, &C0, &m, &nx, &er)) {
+            accepted++;
+            if (m.type == SRV_MSG_LORA)
+                for (int i = 0; i < m.n_lora; i++)
+                    CHECK(isfinite(m.lora_scale[i]) && fabsf(m.lora_scale[i]) <= 4.0f);
+        } else {
+            CHECK(er.code && er.message[0]);
+        }
+    }
+    CHECK(accepted > 100);
+}
+
 /* Random mutations of good messages: never a crash (ASan/UBSan runs this too),
  * and a rejected message never changes the config. */
 TEST(mutation_fuzz)
@@ -562,6 +732,8 @@ int main(void)
     RUN(frame_checks);
     RUN(real_jpeg_frame);
     RUN(json_out_round_trip);
+    RUN(lora_names);
+    RUN(lora_message);
     RUN(mutation_fuzz);
     RUN(metrics_render);
     return test_summary();

@@ -20,6 +20,7 @@ const state = {
   lastSendAt: 0,
   errors: [],
   stats: null,
+  loras: [],
   source: 'camera',
 };
 window.streamdiff = state;
@@ -337,6 +338,7 @@ client.on('hello', (h) => {
   show('notice', h.notice || '');
   fillSizes(h.limits, h.model, h.config);
   applyConfigToUI(h.config, true);
+  showLoras(h.loras);
   setStatus(state.active ? 'streaming' : 'queued', state.active ? 'active' : 'queued');
   if (state.active) show('queue', '');
 });
@@ -373,6 +375,8 @@ client.on('stats', (s) => {
   $('skipped').textContent = `${s.skipped} / ${s.dropped}`;
   $('clients').textContent = s.clients_queued ? `${s.clients_active} (+${s.clients_queued} queued)` : `${s.clients_active}`;
 });
+
+client.on('lora', (m) => showLoras(m.loras));
 
 client.on('pong', (p) => {
   if (p.rtt_ms !== undefined) $('rtt').textContent = `${Math.round(p.rtt_ms)} ms`;
@@ -419,6 +423,61 @@ $('dice').addEventListener('click', () => {
   $('seed').value = Math.floor(Math.random() * 2 ** 31);
   $('seed').dispatchEvent(new Event('change'));
 });
+
+// LoRAs: one slider per LoRA the server loaded (serve --lora). The model is
+// shared, so the scales are the server's: a slider sends every scale
+// (throttled: each change re-fuses the weights), and the server's "lora"
+// answer, also sent when another client changes them, moves the sliders.
+const loraBox = $('loras');
+let loraDragging = -1;
+const sendLoras = throttle(() => {
+  client.sendLora([...loraBox.querySelectorAll('input')].map((el) => Number(el.value)));
+}, 200);
+
+function buildLoras(list) {
+  loraBox.replaceChildren(...list.map((l, i) => {
+    const label = document.createElement('label');
+    const name = document.createElement('span');
+    name.className = 'lora-name';
+    name.textContent = `LoRA ${l.name}`;
+    const out = document.createElement('output');
+    const input = document.createElement('input');
+    input.type = 'range';
+    input.min = String(Math.min(-1, l.scale));
+    input.max = String(Math.max(2, l.scale));
+    input.step = '0.05';
+    input.setAttribute('aria-label', `Scale of ${l.name}`);
+    input.addEventListener('input', () => {
+      loraDragging = i;
+      out.textContent = fmt(input.value);
+      sendLoras();
+    });
+    input.addEventListener('change', () => {
+      loraDragging = -1;
+    });
+    label.title = l.name;
+    label.append(name, ' ', out, input);
+    return label;
+  }));
+}
+
+function showLoras(list) {
+  list = Array.isArray(list) ? list : [];
+  const names = (l) => l.map((x) => x.name).join('\n');
+  if (names(list) !== names(state.loras) || loraBox.querySelectorAll('input').length !== list.length) {
+    buildLoras(list);
+  }
+  state.loras = list.map((l) => ({ name: l.name, scale: l.scale }));
+  loraBox.hidden = !list.length;
+  loraBox.querySelectorAll('label').forEach((label, i) => {
+    if (i === loraDragging) return; // the user's value wins while dragging; the answer to it follows
+    const input = label.querySelector('input');
+    input.min = String(Math.min(Number(input.min), list[i].scale));
+    input.max = String(Math.max(Number(input.max), list[i].scale));
+    input.value = list[i].scale;
+    label.querySelector('output').textContent = fmt(list[i].scale);
+  });
+}
 
 function updateModeView() {
   const txt = currentMode() === 'txt2img';

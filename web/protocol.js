@@ -1,8 +1,8 @@
 // WebSocket client for `streamdiff serve` (docs/protocol.md).
 //
 // Events (CustomEvent, detail = the message): open, close, hello, config,
-// stats, error, queued, active, pong, and frame (detail = ArrayBuffer of a
-// JPEG). Reconnects by itself with a growing delay.
+// stats, lora, error, queued, active, pong, and frame (detail = ArrayBuffer of
+// a JPEG). Reconnects by itself with a growing delay.
 
 export const NUM_INFERENCE_STEPS = 50;
 
@@ -112,6 +112,11 @@ export class StreamClient extends EventTarget {
 
   sendConfig(fields) {
     this.send({ type: 'config', ...fields });
+  }
+
+  // One scale per LoRA the server loaded (hello.loras), in order.
+  sendLora(scales) {
+    this.send({ type: 'lora', scales });
   }
 
   sendFrame(blob) {

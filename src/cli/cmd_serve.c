@@ -28,6 +28,11 @@ static void usage(FILE *f)
             "      --config-dir DIR       configs for a single-file checkpoint\n"
             "      --backend cpu|cuda     compute backend (default: cpu)\n"
             "  -t, --threads N            CPU threads, 0 = all cores (default: 0)\n"
+            "      --lora PATH[:SCALE]    fuse a LoRA / LoCon with strength SCALE (-%g..%g, default 1) at start;\n"
+            "                             repeatable (up to %d), e.g. an LCM-LoRA plus a style LoRA. Clients can\n"
+            "                             change the scales live (\"lora\" message, a slider each on the page);\n"
+            "                             they apply to every client\n"
+            "      --lora-allow-unmatched only warn about LoRA tensors that match no layer of the model\n"
             "\nnetwork:\n"
             "      --host ADDR            address to bind (default: %s; anything else without --token warns)\n"
             "      --port N               TCP port, 0 = any free port (printed) (default: %d)\n"
@@ -61,7 +66,7 @@ static void usage(FILE *f)
             "  -h, --help                 this help\n\n"
             "example:\n"
             "  streamdiff serve -m stabilityai/sd-turbo --taesd madebyollin/taesd -W 512 -H 512\n",
-            d.host, d.port, (double)d.defaults.guidance_scale, (double)d.defaults.delta,
+            SRV_LORA_SCALE_MAX, SRV_LORA_SCALE_MAX, SRV_MAX_LORAS, d.host, d.port, (double)d.defaults.guidance_scale, (double)d.defaults.delta,
             (unsigned long long)d.defaults.seed, d.max_sessions, d.max_clients, d.limits.max_frame_bytes,
             d.limits.max_text_bytes, d.limits.max_prompt_bytes, SRV_PROMPT_MAX, (long long)d.limits.max_frame_pixels,
             d.limits.max_size, d.limits.max_steps, d.limits.max_fps);
@@ -125,7 +130,14 @@ static bool parse_t_index(const char *s, srv_config *c)
         return 2;                                        \
     } while (0)
 
-int cli_serve(int argc, char **argv)
+/* --lora values (paths malloc'd by cli_parse_lora; cli_serve frees them on every way out) */
+typedef struct serve_loras {
+    sd_lora_spec v[SRV_MAX_LORAS];
+    int n;
+    bool allow_unmatched;
+} serve_loras;
+
+static int serve(int argc, char **argv, serve_loras *L)
 {
     srv_options o;
     srv_options_default(&o);
@@ -156,6 +168,10 @@ int cli_serve(int argc, char **argv)
             force_tiny = true;
             continue;
         }
+        if (!strcmp(a, "--lora-allow-unmatched")) {
+            L->allow_unmatched = true;
+            continue;
+        }
         if (a[0] != '-')
             BAD("unexpected argument '%s'", a);
         if (i + 1 >= argc)
@@ -169,6 +185,16 @@ int cli_serve(int argc, char **argv)
             taesd = v;
         else if (!strcmp(a, "--config-dir"))
             config_dir = v;
+        else if (!strcmp(a, "--lora")) {
+            if (L->n >= SRV_MAX_LORAS)
+                BAD("at most %d --lora options", SRV_MAX_LORAS);
+            if (!cli_parse_lora(v, &L->v[L->n]))
+                BAD("--lora needs PATH or PATH:SCALE, e.g. style.safetensors:0.8, not '%s'", v);
+            L->n++; /* (owned from here: freed by cli_serve) */
+            if (fabsf(L->v[L->n - 1].scale) > (float)SRV_LORA_SCALE_MAX)
+                BAD("--lora scale %g is outside -%g..%g (the range clients can set)", (double)L->v[L->n - 1].scale,
+                    SRV_LORA_SCALE_MAX, SRV_LORA_SCALE_MAX);
+        }
         else if (!strcmp(a, "--backend")) {
             if (!strcmp(v, "cpu"))
                 backend = SD_BACKEND_CPU;
@@ -302,9 +328,21 @@ int cli_serve(int argc, char **argv)
         fprintf(stderr, "streamdiff serve: %s\n", sd_last_error());
         return 1;
     }
+    fprintf(stderr, "streamdiff serve: loaded %s in %.1f s\n", model, sd_time_now() - t0);
+    if (L->n) {
+        t0 = sd_time_now();
+        sd_lora_options lo = {.allow_unmatched = L->allow_unmatched};
+        if (sd_model_apply_loras_ex(m, L->v, L->n, &lo) != SD_OK) {
+            fprintf(stderr, "streamdiff serve: cannot apply the LoRA(s): %s\n", sd_last_error());
+            sd_model_free(m);
+            return 1;
+        }
+        for (int i = 0; i < L->n; i++)
+            fprintf(stderr, "streamdiff serve: LoRA %s, scale %g\n", L->v[i].path, (double)L->v[i].scale);
+        fprintf(stderr, "streamdiff serve: %d LoRA(s) fused in %.2f s\n", L->n, sd_time_now() - t0);
+    }
     sd_model_info info;
     sd_model_get_info(m, &info);
-    fprintf(stderr, "streamdiff serve: loaded %s in %.1f s\n", model, sd_time_now() - t0);
     int native = info.native_size > 0 ? info.native_size : 512;
     def.width = width ? width : native;
     def.height = height ? height : native;
@@ -316,6 +354,9 @@ int cli_serve(int argc, char **argv)
     o.model_name = model;
     /* the bundled test models have a few MB of random weights */
     o.tiny_model = force_tiny || info.weight_bytes < ((size_t)32 << 20);
+    o.loras = L->v;
+    o.n_loras = L->n;
+    o.lora_allow_unmatched = L->allow_unmatched;
 
     /* the defaults must make a working stream: check once before listening */
     sd_stream_params sp;
@@ -333,5 +374,15 @@ int cli_serve(int argc, char **argv)
 
     int rc = srv_run(m, &o);
     sd_model_free(m);
+    return rc;
+}
+
+int cli_serve(int argc, char **argv)
+{
+    serve_loras L;
+    memset(&L, 0, sizeof L);
+    int rc = serve(argc, argv, &L);
+    for (int i = 0; i < L.n; i++)
+        free((char *)L.v[i].path);
     return rc;
 }

@@ -298,8 +298,160 @@ static bool apply_field(int f, const cJSON *it, const srv_limits *lim, srv_confi
     }
 }
 
-static bool parse_object(const cJSON *root, const srv_limits *lim, const srv_config *cur, srv_msg *msg,
-                         srv_config *next, srv_error *err)
+/* ---------------------------------------------------------------- LoRAs */
+
+bool srv_loras_add(srv_loras *l, const char *path, float scale)
+{
+    if (!l || !path || l->n >= SRV_MAX_LORAS || !isfinite(scale) || fabs((double)scale) > SRV_LORA_SCALE_MAX)
+        return false;
+    size_t end = strlen(path);
+    while (end > 0 && path[end - 1] == '/') /* a PEFT adapter folder "dir/" */
+        end--;
+    size_t start = end;
+    while (start > 0 && path[start - 1] != '/')
+        start--;
+    if (start == end)
+        return false;
+    const uint8_t *s = (const uint8_t *)path + start;
+    size_t n = end - start, o = 0;
+    char *dst = l->name[l->n];
+    for (size_t i = 0; i < n;) { /* valid UTF-8 for the JSON that carries it; '?' for anything else */
+        uint8_t c = s[i];
+        size_t k = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+        bool good = k && i + k <= n && srv_utf8_valid(s + i, k) && c >= 0x20 && c != 0x7f;
+        if (!good)
+            k = 1;
+        if (o + k > SRV_LORA_NAME_MAX)
+            break;
+        if (good)
+            memcpy(dst + o, s + i, k);
+        else
+            dst[o] = '?';
+        o += k;
+        i += k;
+    }
+    dst[o] = 0;
+    l->scale[l->n++] = scale;
+    return true;
+}
+
+cJSON *srv_loras_json(const srv_loras *l)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && l && i < l->n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o)
+            break;
+        cJSON_AddStringToObject(o, "name", l->name[i]);
+        cJSON_AddNumberToObject(o, "scale", round((double)l->scale[i] * 1e4) / 1e4);
+        cJSON_AddItemToArray(a, o);
+    }
+    return a;
+}
+
+/* "the server has: a.safetensors, b.safetensors" (cut to fit) */
+static void lora_names(const srv_loras *l, char *buf, size_t cap)
+{
+    size_t k = (size_t)snprintf(buf, cap, "the server has:");
+    for (int i = 0; i < l->n && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s %.60s", i ? "," : "", l->name[i]);
+}
+
+/* {"type":"lora","scales":[0.8, 1.0]} or {"type":"lora","scales":{"style.safetensors":0.8}} */
+static bool parse_lora(const cJSON *root, const srv_loras *l, srv_msg *msg, srv_error *err)
+{
+    if (!l || l->n <= 0) {
+        srv_error_set(err, "bad_value", "this server has no LoRAs to scale (start it with --lora PATH[:SCALE])");
+        return false;
+    }
+    int n = SD_MIN(l->n, SRV_MAX_LORAS);
+    const cJSON *it, *scales = NULL;
+    int types = 0;
+    cJSON_ArrayForEach(it, root)
+    {
+        if (it->string && !strcmp(it->string, "type") && !types++)
+            continue;
+        if (!it->string || (strcmp(it->string, "type") && strcmp(it->string, "scales"))) {
+            srv_error_set(err, "unknown_field", "\"lora\" takes only \"scales\", not '%.40s'",
+                          it->string ? it->string : "");
+            return false;
+        }
+        if (!strcmp(it->string, "type") || scales) {
+            srv_error_set(err, "duplicate_field", "field '%s' appears twice", it->string);
+            return false;
+        }
+        scales = it;
+    }
+    char names[200];
+    lora_names(l, names, sizeof names);
+    if (!scales) {
+        srv_error_set(err, "bad_value",
+                      "\"lora\" needs \"scales\": an array with one number per LoRA, or an object "
+                      "{\"name\": number} (%s)", names);
+        return false;
+    }
+    float v[SRV_MAX_LORAS];
+    memcpy(v, l->scale, sizeof v);
+    char what[SRV_LORA_NAME_MAX + 16];
+    double d;
+    if (cJSON_IsArray(scales)) {
+        int k = cJSON_GetArraySize(scales);
+        if (k != n) {
+            srv_error_set(err, "bad_value", "field 'scales' needs %d number%s, one per LoRA in order, got %d (%s)", n,
+                          n == 1 ? "" : "s", k, names);
+            return false;
+        }
+        int i = 0;
+        cJSON_ArrayForEach(it, scales)
+        {
+            snprintf(what, sizeof what, "scales[%d]", i);
+            if (!get_number(it, what, -SRV_LORA_SCALE_MAX, SRV_LORA_SCALE_MAX, false, &d, err))
+                return false;
+            v[i++] = (float)d;
+        }
+    } else if (cJSON_IsObject(scales)) {
+        bool seen[SRV_MAX_LORAS] = {false};
+        cJSON_ArrayForEach(it, scales)
+        {
+            const char *key = it->string ? it->string : "";
+            int found = -1, count = 0;
+            for (int i = 0; i < n; i++)
+                if (!strcmp(key, l->name[i])) {
+                    found = found < 0 ? i : found;
+                    count++;
+                }
+            if (found < 0) {
+                srv_error_set(err, "bad_value", "unknown LoRA '%.60s' in 'scales' (%s)", key, names);
+                return false;
+            }
+            if (count > 1) {
+                srv_error_set(err, "bad_value", "%d LoRAs are named '%.60s': give 'scales' as an array instead", count,
+                              key);
+                return false;
+            }
+            if (seen[found]) {
+                srv_error_set(err, "duplicate_field", "LoRA '%.60s' appears twice in 'scales'", key);
+                return false;
+            }
+            seen[found] = true;
+            snprintf(what, sizeof what, "scales.%s", l->name[found]);
+            if (!get_number(it, what, -SRV_LORA_SCALE_MAX, SRV_LORA_SCALE_MAX, false, &d, err))
+                return false;
+            v[found] = (float)d;
+        }
+    } else {
+        srv_error_set(err, "bad_type",
+                      "field 'scales' must be an array of numbers (one per LoRA) or an object {\"name\": number}");
+        return false;
+    }
+    msg->type = SRV_MSG_LORA;
+    msg->n_lora = n;
+    memcpy(msg->lora_scale, v, sizeof v);
+    return true;
+}
+
+static bool parse_object(const cJSON *root, const srv_limits *lim, const srv_loras *loras, const srv_config *cur,
+                         srv_msg *msg, srv_config *next, srv_error *err)
 {
     if (!cJSON_IsObject(root)) {
         srv_error_set(err, "bad_type", "a control message must be a JSON object like {\"type\":\"config\",...}");
@@ -307,11 +459,11 @@ static bool parse_object(const cJSON *root, const srv_limits *lim, const srv_con
     }
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
     if (!type) {
-        srv_error_set(err, "unknown_type", "the message has no \"type\" field (\"config\" or \"ping\")");
+        srv_error_set(err, "unknown_type", "the message has no \"type\" field (\"config\", \"ping\" or \"lora\")");
         return false;
     }
     if (!cJSON_IsString(type) || !type->valuestring) {
-        srv_error_set(err, "bad_type", "field 'type' must be a string (\"config\" or \"ping\")");
+        srv_error_set(err, "bad_type", "field 'type' must be a string (\"config\", \"ping\" or \"lora\")");
         return false;
     }
     memset(msg, 0, sizeof *msg);
@@ -338,8 +490,10 @@ static bool parse_object(const cJSON *root, const srv_limits *lim, const srv_con
         }
         return true;
     }
+    if (!strcmp(type->valuestring, "lora"))
+        return parse_lora(root, loras, msg, err);
     if (strcmp(type->valuestring, "config")) {
-        srv_error_set(err, "unknown_type", "unknown message type '%.40s' (use \"config\" or \"ping\")",
+        srv_error_set(err, "unknown_type", "unknown message type '%.40s' (use \"config\", \"ping\" or \"lora\")",
                       type->valuestring);
         return false;
     }
@@ -385,6 +539,12 @@ static bool parse_object(const cJSON *root, const srv_limits *lim, const srv_con
 bool srv_parse_message(const char *text, size_t len, const srv_limits *lim, const srv_config *cur, srv_msg *msg,
                        srv_config *next, srv_error *err)
 {
+    return srv_parse_message_ex(text, len, lim, NULL, cur, msg, next, err);
+}
+
+bool srv_parse_message_ex(const char *text, size_t len, const srv_limits *lim, const srv_loras *loras,
+                          const srv_config *cur, srv_msg *msg, srv_config *next, srv_error *err)
+{
     size_t maxb = SD_MIN(lim->max_text_bytes, SRV_TEXT_MAX);
     if (len > maxb) {
         srv_error_set(err, "too_large", "a text message has %zu bytes; the limit is %zu", len, maxb);
@@ -417,7 +577,7 @@ bool srv_parse_message(const char *text, size_t len, const srv_limits *lim, cons
             srv_error_set(err, "bad_json", "unexpected data after the JSON value at byte %zu", (size_t)(p - text));
             return false;
         }
-    bool ok = parse_object(root, lim, cur, msg, next, err);
+    bool ok = parse_object(root, lim, loras, cur, msg, next, err);
     cJSON_Delete(root);
     return ok;
 }

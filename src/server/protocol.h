@@ -64,12 +64,35 @@ unsigned srv_config_diff(const srv_config *a, const srv_config *b);
 /* Stream parameters for a config (on top of sd_stream_default_params). */
 void srv_config_stream_params(const srv_config *c, sd_stream_params *p);
 
-typedef enum srv_msg_type { SRV_MSG_CONFIG = 0, SRV_MSG_PING = 1 } srv_msg_type;
+/* The LoRAs the server fused at start (serve --lora): model-wide, so a
+ * "lora" message changes the weights every client's stream uses. */
+#define SRV_MAX_LORAS 16
+#define SRV_LORA_NAME_MAX 128 /* bytes of a LoRA's name (its file's base name, cut at a character) */
+#define SRV_LORA_SCALE_MAX 4.0 /* a scale is in -SRV_LORA_SCALE_MAX .. SRV_LORA_SCALE_MAX */
+
+typedef struct srv_loras {
+    int n;
+    char name[SRV_MAX_LORAS][SRV_LORA_NAME_MAX + 1]; /* valid UTF-8 */
+    float scale[SRV_MAX_LORAS];
+} srv_loras;
+
+/* Appends the LoRA at `path` (a file or a PEFT adapter folder) with its
+ * scale; the name is the path's last component (invalid UTF-8 bytes become
+ * '?'). False when the list is full, the path has no name or the scale is out
+ * of range. */
+bool srv_loras_add(srv_loras *l, const char *path, float scale);
+/* [{"name":..,"scale":..}, ...] (cJSON array, free with cJSON_Delete). */
+cJSON *srv_loras_json(const srv_loras *l);
+
+typedef enum srv_msg_type { SRV_MSG_CONFIG = 0, SRV_MSG_PING = 1, SRV_MSG_LORA = 2 } srv_msg_type;
 
 typedef struct srv_msg {
     srv_msg_type type;
     double ping_id; /* "ping": echoed in "pong" */
     bool has_ping_id;
+    /* "lora": every LoRA's scale after the message (those it does not name keep theirs) */
+    int n_lora;
+    float lora_scale[SRV_MAX_LORAS];
 } srv_msg;
 
 typedef struct srv_error {
@@ -86,6 +109,11 @@ void srv_error_set(srv_error *e, const char *code, const char *fmt, ...) SD_PRIN
  * untouched). */
 bool srv_parse_message(const char *text, size_t len, const srv_limits *lim, const srv_config *cur, srv_msg *msg,
                        srv_config *next, srv_error *err);
+/* The same, with the server's LoRAs (NULL = none) for "lora" messages:
+ * names are looked up there, and the scales a message does not give are
+ * taken from loras->scale. */
+bool srv_parse_message_ex(const char *text, size_t len, const srv_limits *lim, const srv_loras *loras,
+                          const srv_config *cur, srv_msg *msg, srv_config *next, srv_error *err);
 
 /* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF). */
 bool srv_utf8_valid(const uint8_t *s, size_t n);

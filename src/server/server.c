@@ -14,6 +14,8 @@
 #include "server/server.h"
 
 #include "io/image.h"
+#include "models/lora.h" /* sd_lora_state_count: what a failed LoRA apply left fused */
+#include "pipe/model.h"
 #include "pipe/stream.h" /* live guidance / delta / similarity filter (see set_live) */
 #include "server/assets.h"
 #include "server/metrics.h"
@@ -96,6 +98,12 @@ typedef struct server {
     uint64_t next_id, queue_seq, served_seq;
     srv_metrics met;
     double start_t;
+    /* LoRAs (model-wide): lora_on = the scales fused now (written by the worker only, under mu);
+     * lora_req = the scales asked for last; a "lora" message bumps lora_gen, the worker applies
+     * between frames until lora_done == lora_gen */
+    srv_loras lora_on, lora_req;
+    unsigned lora_gen, lora_done;
+    uint64_t lora_by; /* the client that asked last: it gets the error when applying fails */
 } server;
 
 static volatile sig_atomic_t g_signal;
@@ -297,6 +305,16 @@ static void res_error(result *r, const char *code, const char *fmt, const char *
         srv_error_set(&r->errs[r->nerr++], code, fmt, detail);
 }
 
+/* "lora_scales": [..] (the scales in force) when the server has LoRAs. */
+static void add_lora_scales(server *S, cJSON *o)
+{
+    if (S->lora_on.n <= 0)
+        return;
+    cJSON *a = cJSON_AddArrayToObject(o, "lora_scales");
+    for (int i = 0; a && i < S->lora_on.n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber(round((double)S->lora_on.scale[i] * 1e4) / 1e4));
+}
+
 /* Applies the job's settings (new stream when needed) and runs one frame.
  * Runs without mu; touches only the worker-owned part of the client. */
 static void process(server *S, client *c, job *j, result *r)
@@ -345,6 +363,7 @@ static void process(server *S, client *c, job *j, result *r)
             cJSON_AddBoolToObject(o, "recreated", recreate);
             cJSON_AddBoolToObject(o, "reverted", r->reverted);
             cJSON_AddNumberToObject(o, "apply_ms", round((now_s() - t) * 1e4) / 10);
+            add_lora_scales(S, o); /* the worker is the only writer of lora_on: no lock needed here */
             r->msgs[r->nmsg++] = srv_json_print(o);
         }
     }
@@ -433,6 +452,7 @@ static char *stats_json(server *S, client *c, double now)
     cJSON_AddNumberToObject(o, "width", c->scfg.width);
     cJSON_AddNumberToObject(o, "height", c->scfg.height);
     cJSON_AddStringToObject(o, "mode", srv_mode_name(c->scfg.mode));
+    add_lora_scales(S, o);
     return srv_json_print(o);
 }
 
@@ -477,6 +497,58 @@ static void deliver(server *S, client *c, job *j, result *r)
     }
 }
 
+/* Fuses the LoRA scales asked for last. Worker only, between frames: no stream
+ * step runs meanwhile (the worker runs them all), and streams re-encode their
+ * prompt on their next frame (the model's weights_version changed). Holds mu
+ * on entry and exit, not while the weights are rewritten. */
+static void apply_loras(server *S)
+{
+    unsigned gen = S->lora_gen;
+    uint64_t by = S->lora_by;
+    int n = S->lora_req.n;
+    sd_lora_spec spec[SRV_MAX_LORAS];
+    for (int i = 0; i < n; i++)
+        spec[i] = (sd_lora_spec){S->o.loras[i].path, S->lora_req.scale[i]};
+    pthread_mutex_unlock(&S->mu);
+    double t = now_s();
+    sd_lora_options lo = {.allow_unmatched = S->o.lora_allow_unmatched};
+    sd_status st = sd_model_apply_loras_ex(S->m, spec, n, &lo);
+    srv_error e = {0};
+    bool at_base = false;
+    if (st != SD_OK) {
+        srv_error_set(&e, "engine", "the LoRA scales could not be applied: %s", sd_last_error());
+        /* an input error (a file changed on disk) keeps the previous set; a failure while
+         * writing weights leaves the base weights (src/models/lora.h) */
+        at_base = sd_lora_state_count(S->m->lora) == 0;
+    }
+    double ms = (now_s() - t) * 1e3;
+    pthread_mutex_lock(&S->mu);
+    S->lora_done = gen;
+    for (int i = 0; i < n; i++)
+        if (st == SD_OK || at_base)
+            S->lora_on.scale[i] = st == SD_OK ? spec[i].scale : 0.0f;
+    if (st != SD_OK && S->lora_gen == gen) /* nothing newer asked for: later partial updates start from what holds */
+        memcpy(S->lora_req.scale, S->lora_on.scale, sizeof S->lora_req.scale);
+    if (S->o.verbose)
+        fprintf(stderr, "streamdiff serve: LoRA scales %s in %.1f ms\n", st == SD_OK ? "applied" : "failed", ms);
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddStringToObject(o, "type", "lora");
+        cJSON_AddItemToObject(o, "loras", srv_loras_json(&S->lora_on));
+        cJSON_AddBoolToObject(o, "ok", st == SD_OK);
+        cJSON_AddNumberToObject(o, "apply_ms", round(ms * 10) / 10);
+    }
+    char *js = srv_json_print(o);
+    for (client *c = S->clients; c; c = c->next) { /* the weights are shared: everyone learns the scales */
+        if (c->closed)
+            continue;
+        if (st != SD_OK && c->id == by)
+            push_error(S, c, &e);
+        txt_push(S, c, js);
+    }
+    free(js);
+}
+
 static void *worker_main(void *arg)
 {
     server *S = arg;
@@ -497,6 +569,11 @@ static void *worker_main(void *arg)
             atomic_store(&S->stop, true);
             lws_cancel_service(S->ctx);
             break;
+        }
+        if (S->lora_gen != S->lora_done) {
+            apply_loras(S);
+            lws_cancel_service(S->ctx); /* the event loop sends the "lora" messages */
+            continue;
         }
         client *c = NULL;
         for (client *o = S->clients; o; o = o->next) {
@@ -818,6 +895,7 @@ static char *hello_json(server *S, client *c)
             "diffusers folder or .safetensors file).");
     cJSON_AddItemToObject(o, "limits", srv_limits_json(&S->o.limits));
     cJSON_AddItemToObject(o, "config", srv_config_json(&c->cfg));
+    cJSON_AddItemToObject(o, "loras", srv_loras_json(&S->lora_on));
     cJSON_AddStringToObject(o, "state", c->active ? "active" : "queued");
     cJSON_AddNumberToObject(o, "max_sessions", S->o.max_sessions);
     return srv_json_print(o);
@@ -894,8 +972,18 @@ static void on_text(server *S, client *c, const char *text, size_t len)
         pthread_mutex_unlock(&S->mu);
         return;
     }
-    if (!srv_parse_message(text, len, &S->o.limits, &c->cfg, &msg, next, &err)) {
+    if (!srv_parse_message_ex(text, len, &S->o.limits, &S->lora_req, &c->cfg, &msg, next, &err)) {
         push_error(S, c, &err);
+    } else if (msg.type == SRV_MSG_LORA) {
+        if (!c->active) {
+            srv_error_set(&err, "busy", "LoRA scales apply to every client: they can be changed once you are served");
+            push_error(S, c, &err);
+        } else { /* the worker applies the newest scales between frames */
+            memcpy(S->lora_req.scale, msg.lora_scale, sizeof(float) * (size_t)msg.n_lora);
+            S->lora_gen++;
+            S->lora_by = c->id;
+            pthread_cond_signal(&S->cv);
+        }
     } else if (msg.type == SRV_MSG_PING) {
         cJSON *o = cJSON_CreateObject();
         if (o) {
@@ -1149,6 +1237,14 @@ int srv_run(sd_model *m, const srv_options *o)
         free(S);
         return 1;
     }
+    for (int i = 0; i < S->o.n_loras; i++)
+        if (!S->o.loras || !srv_loras_add(&S->lora_on, S->o.loras[i].path, S->o.loras[i].scale)) {
+            fprintf(stderr, "streamdiff serve: LoRA %d: at most %d LoRAs with scales in -%g..%g and a file name\n",
+                    i + 1, SRV_MAX_LORAS, SRV_LORA_SCALE_MAX, SRV_LORA_SCALE_MAX);
+            free(S);
+            return 1;
+        }
+    S->lora_req = S->lora_on;
     pthread_mutex_init(&S->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -24,6 +24,10 @@ typedef struct srv_options {
     double max_runtime_s;     /* stop after this many seconds (0 = run until SIGINT/SIGTERM) */
     const char *model_name;   /* shown on the page */
     bool tiny_model;          /* the bundled test model: the page says outputs are noise */
+    const sd_lora_spec *loras;/* LoRAs the caller fused at start (serve --lora, at most SRV_MAX_LORAS, scales
+                                 within SRV_LORA_SCALE_MAX); clients may change their scales ("lora") */
+    int n_loras;
+    bool lora_allow_unmatched;/* the sd_lora_options the caller applied them with */
     int verbose;
 } srv_options;
 
