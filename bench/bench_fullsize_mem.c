@@ -7,14 +7,23 @@
  * MODEL: a diffusers folder or single file (sd_model_load). Prints after the
  * load and after the UNet forwards (batch 1, W x H pixels, random inputs):
  * VmHWM (peak RSS), VmRSS, RssAnon (heap: converted weights, arena),
- * RssFile (mapped file pages touched), and the time of each forward (the
- * first one also touches the arena pages). */
+ * RssFile (mapped file pages touched), and the wall and process CPU time of
+ * each forward (the first one also touches the arena pages; CPU time is the
+ * steadier number on a shared machine). */
 #include "backend/ops.h"
 #include "pipe/model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static long status_kb(const char *key)
 {
@@ -124,11 +133,11 @@ int main(int argc, char **argv)
             s = sd_ctx_init(&ctx, m->be, peak);
         printf("UNet %dx%d batch 1: arena %.1f MiB\n", W, H, peak / 1048576.0);
         for (int r = 0; s == SD_OK && r < runs; r++) {
-            double t1 = sd_time_now();
+            double t1 = sd_time_now(), c1 = cpu_s();
             sd_release(&ctx, 0);
             forward(&ctx, m, H / f, W / f);
             s = ctx.status;
-            printf("  forward %d: %.2f s\n", r + 1, sd_time_now() - t1);
+            printf("  forward %d: %.2f s wall, %.2f s CPU (all threads)\n", r + 1, sd_time_now() - t1, cpu_s() - c1);
             fflush(stdout);
         }
         if (s != SD_OK) {

@@ -377,6 +377,51 @@ TEST(norms_geglu)
     free(sref);
 }
 
+/* the backend's move (sd_keep) and large concat/slice run on several threads: overlapping moves in both
+ * directions at several distances must equal memmove */
+TEST(parallel_copies)
+{
+    const size_t n = (size_t)6 << 20;
+    const size_t dists[] = {(size_t)3 << 20, ((size_t)1 << 20) + 4, 4096, 64, (size_t)6 << 20};
+    uint8_t *buf = malloc(2 * n), *ref = malloc(2 * n);
+    for (size_t di = 0; di < SD_ARRAY_LEN(dists); di++)
+        for (int dir = 0; dir < 2; dir++) {
+            for (size_t i = 0; i < 2 * n; i++)
+                buf[i] = ref[i] = (uint8_t)(i * 2654435761u >> 13);
+            size_t d = dists[di], bytes = n;
+            uint8_t *dst = dir ? buf + d : buf, *src = dir ? buf : buf + d;
+            g_be->ops->move(g_be, dst, src, bytes);
+            memmove(dir ? ref + d : ref, dir ? ref : ref + d, bytes);
+            CHECK_MSG(!memcmp(buf, ref, 2 * n), "[%s] move of %zu bytes, distance %zu, %s", g_isa, bytes, d,
+                      dir ? "up" : "down");
+        }
+    free(buf);
+    free(ref);
+    /* concat along channels (outer 1) and along the last axis (outer > 1), then slice back */
+    sd_ctx_reset(&g_ctx);
+    int64_t ae[4] = {1, 300, 32, 40}, be[4] = {1, 200, 32, 40}, ce[3] = {700, 300, 3}, de[3] = {700, 300, 2};
+    size_t na = 300 * 32 * 40, nb = 200 * 32 * 40, nc = 700 * 300 * 3, nd = 700 * 300 * 2;
+    float *a = rnd(na, 1), *b = rnd(nb, 1), *c = rnd(nc, 1), *dd = rnd(nd, 1);
+    sd_tensor ta = up(SD_F32, 4, ae, a), tb = up(SD_F32, 4, be, b);
+    sd_tensor cat = sd_concat(&g_ctx, ta, tb, 1), sl = sd_slice(&g_ctx, cat, 1, 300, 200);
+    sd_tensor tc = up(SD_F32, 3, ce, c), td = up(SD_F32, 3, de, dd);
+    sd_tensor cat2 = sd_concat(&g_ctx, tc, td, 2), sl2 = sd_slice(&g_ctx, cat2, 2, 1, 3);
+    CHECK(sd_ok(&g_ctx));
+    if (sd_ok(&g_ctx)) {
+        const float *y = cat.data, *y2 = cat2.data, *s1 = sl.data, *s2 = sl2.data;
+        CHECK(!memcmp(y, a, na * 4) && !memcmp(y + na, b, nb * 4) && !memcmp(s1, b, nb * 4));
+        bool ok = true;
+        for (size_t r = 0; r < 700 * 300; r++)
+            ok = ok && y2[r * 5] == c[r * 3] && y2[r * 5 + 2] == c[r * 3 + 2] && y2[r * 5 + 3] == dd[r * 2] &&
+                 y2[r * 5 + 4] == dd[r * 2 + 1] && s2[r * 3] == c[r * 3 + 1] && s2[r * 3 + 2] == dd[r * 2];
+        CHECK_MSG(ok, "[%s] concat/slice along the last axis", g_isa);
+    }
+    free(a);
+    free(b);
+    free(c);
+    free(dd);
+}
+
 TEST(isa_selection)
 {
     sd_backend *be = NULL;
@@ -409,6 +454,7 @@ int main(void)
         RUN(conv_implicit);
         RUN(attention_blocks);
         RUN(norms_geglu);
+        RUN(parallel_copies);
         if (strcmp(g_isa, "blas")) /* the scalar path uses libm; this checks the vector code */
             RUN(elementwise_range);
         sd_ctx_free(&g_ctx);

@@ -19,6 +19,9 @@
  *    tensors (what sd_model_load uses without config_dir) equal the folder's
  *    config.json on every key that matters at full size (head counts included:
  *    real models have 64-wide heads).
+ *  - single_file_layout_derived_configs: the single-file cases again with
+ *    sd_model_load(file) and no config_dir (configs derived from the tensors,
+ *    the tokenizer from a throw-away HF cache: $HF_HUB_CACHE is set for it).
  */
 #include "test.h"
 
@@ -30,6 +33,8 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static sd_backend *g_be;
 static char g_root[1024];
@@ -387,9 +392,10 @@ static char *manifest_str(const char *dir, const char *key)
     return out;
 }
 
-TEST(single_file_layout)
+/* Every case on its single file, loaded with sd_model_load(file, config_dir = <pipeline_dir>) or, without
+ * config_dir, with every config derived from the tensors (the tokenizer then comes from the HF cache). */
+static void single_file_run(bool with_config_dir)
 {
-    NEED_DATA();
     bool *done = calloc((size_t)g_n_cases, sizeof *done);
     CHECK(done != NULL);
     for (int i = 0; done && i < g_n_cases; i++) {
@@ -406,16 +412,21 @@ TEST(single_file_layout)
         char *fpath = sd_path_join(g_root, file), *cfg = sd_path_join(g_root, pdir);
         sd_model_params p;
         sd_model_default_params(&p);
-        p.config_dir = cfg;
+        if (with_config_dir)
+            p.config_dir = cfg;
         sd_model *m = NULL;
         double t0 = sd_time_now();
         sd_status s = sd_model_load(fpath, &p, &m);
-        CHECK_MSG(s == SD_OK, "sd_model_load(%s, config_dir=%s): %s", fpath, cfg, sd_last_error());
+        CHECK_MSG(s == SD_OK, "sd_model_load(%s, config_dir=%s): %s", fpath, p.config_dir ? cfg : "NULL",
+                  sd_last_error());
+        char label[300];
+        snprintf(label, sizeof label, "%s%s", file, with_config_dir ? "" : " (derived configs)");
         if (s == SD_OK) {
             sd_model_info info;
             sd_model_get_info(m, &info);
-            printf("%s: loaded (config_dir %s) in %.1f s: arch %s, %s, %.2f GB of weights in memory\n", file, pdir,
-                   sd_time_now() - t0, info.arch, info.scheduler, info.weight_bytes / 1e9);
+            printf("%s: loaded (config_dir %s) in %.1f s: arch %s, %s, %s, %.2f GB of weights in memory\n", file,
+                   with_config_dir ? pdir : "none", sd_time_now() - t0, info.arch, info.scheduler,
+                   info.prediction_type, info.weight_bytes / 1e9);
             fflush(stdout);
         }
         for (int j = i; j < g_n_cases; j++) {
@@ -423,7 +434,7 @@ TEST(single_file_layout)
             if (j == i || (fj && !strcmp(fj, file))) {
                 done[j] = true;
                 if (m)
-                    single_file_case(g_cases[j], m, file);
+                    single_file_case(g_cases[j], m, label);
             }
             free(fj);
         }
@@ -434,6 +445,83 @@ TEST(single_file_layout)
         free(pdir);
     }
     free(done);
+}
+
+TEST(single_file_layout)
+{
+    NEED_DATA();
+    single_file_run(true);
+}
+
+/* A throw-away HF cache holding only openai/clip-vit-large-patch14's tokenizer files (copied from the first
+ * case's pipeline folder), so that sd_model_load(file) without config_dir finds a tokenizer. */
+static const char *const k_tok_files[] = {"vocab.json", "merges.txt", "tokenizer_config.json",
+                                          "special_tokens_map.json"};
+#define FAKE_REPO "models--openai--clip-vit-large-patch14"
+#define FAKE_HASH "0000000000000000000000000000000000000000"
+
+static bool fake_hf_cache(char *tmp, size_t cap)
+{
+    snprintf(tmp, cap, "/tmp/sd_fullsize_hf_XXXXXX");
+    if (!mkdtemp(tmp))
+        return false;
+    char *pdir = manifest_str(g_cases[0], "pipeline_dir");
+    char p[1400], q[1400];
+    bool ok = pdir != NULL;
+    const char *dirs[] = {FAKE_REPO, FAKE_REPO "/refs", FAKE_REPO "/snapshots", FAKE_REPO "/snapshots/" FAKE_HASH};
+    for (size_t i = 0; ok && i < SD_ARRAY_LEN(dirs); i++) {
+        snprintf(p, sizeof p, "%s/%s", tmp, dirs[i]);
+        ok = mkdir(p, 0700) == 0;
+    }
+    snprintf(p, sizeof p, "%s/" FAKE_REPO "/refs/main", tmp);
+    ok = ok && sd_write_file(p, FAKE_HASH "\n", strlen(FAKE_HASH) + 1) == SD_OK;
+    for (size_t i = 0; ok && i < SD_ARRAY_LEN(k_tok_files); i++) {
+        char *data = NULL;
+        size_t len = 0;
+        snprintf(q, sizeof q, "%s/%s/tokenizer/%s", g_root, pdir, k_tok_files[i]);
+        snprintf(p, sizeof p, "%s/" FAKE_REPO "/snapshots/" FAKE_HASH "/%s", tmp, k_tok_files[i]);
+        ok = sd_read_file(q, (size_t)64 << 20, &data, &len) == SD_OK && sd_write_file(p, data, len) == SD_OK;
+        free(data);
+    }
+    free(pdir);
+    return ok;
+}
+
+static void remove_fake_hf_cache(const char *tmp)
+{
+    char p[1400];
+    for (size_t i = 0; i < SD_ARRAY_LEN(k_tok_files); i++) {
+        snprintf(p, sizeof p, "%s/" FAKE_REPO "/snapshots/" FAKE_HASH "/%s", tmp, k_tok_files[i]);
+        unlink(p);
+    }
+    snprintf(p, sizeof p, "%s/" FAKE_REPO "/refs/main", tmp);
+    unlink(p);
+    const char *dirs[] = {FAKE_REPO "/snapshots/" FAKE_HASH, FAKE_REPO "/snapshots", FAKE_REPO "/refs", FAKE_REPO};
+    for (size_t i = 0; i < SD_ARRAY_LEN(dirs); i++) {
+        snprintf(p, sizeof p, "%s/%s", tmp, dirs[i]);
+        rmdir(p);
+    }
+    rmdir(tmp);
+}
+
+TEST(single_file_layout_derived_configs)
+{
+    NEED_DATA();
+    char tmp[256];
+    bool ok = fake_hf_cache(tmp, sizeof tmp);
+    CHECK_MSG(ok, "cannot build a temporary HF cache in %s", tmp);
+    if (ok) {
+        const char *old = getenv("HF_HUB_CACHE");
+        char *saved = old ? sd_strdup(old) : NULL;
+        setenv("HF_HUB_CACHE", tmp, 1);
+        single_file_run(false);
+        if (saved)
+            setenv("HF_HUB_CACHE", saved, 1);
+        else
+            unsetenv("HF_HUB_CACHE");
+        free(saved);
+    }
+    remove_fake_hf_cache(tmp);
 }
 
 /* ------------------------------------------------------------------ derived configs */
@@ -555,6 +643,7 @@ int main(int argc, char **argv)
     RUN_SEL(single_file_derived_configs);
     RUN_SEL(folder_layout);
     RUN_SEL(single_file_layout);
+    RUN_SEL(single_file_layout_derived_configs);
     for (int i = 0; i < g_n_cases; i++)
         free(g_cases[i]);
     free(g_cases);

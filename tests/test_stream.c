@@ -31,7 +31,8 @@ static sd_model *model(void)
     sd_model_params p;
     sd_model_default_params(&p);
     p.taesd = tp;
-    p.n_threads = 2;
+    const char *nt = getenv("SD_TEST_THREADS"); /* e.g. 1 under ThreadSanitizer (libgomp is not instrumented) */
+    p.n_threads = nt ? atoi(nt) : 2;
     if (sd_model_load(mp, &p, &g_model) != SD_OK) {
         snprintf(g_why, sizeof g_why, "loading %s failed: %s", mp, sd_last_error());
         g_model = NULL;

@@ -480,9 +480,10 @@ def measure_torch(out, name, size, runs):
         c = torch.randn((1, 77, u.config.cross_attention_dim), generator=g)
         with torch.no_grad():
             for r in range(runs):
-                t0 = time.time()
+                t0, c0 = time.time(), time.process_time()
                 u(x, torch.tensor([500]), encoder_hidden_states=c)
-                log(f"  UNet {size}x{size} batch 1 forward {r + 1}: {time.time() - t0:.2f} s")
+                log(f"  UNet {size}x{size} batch 1 forward {r + 1}: {time.time() - t0:.2f} s wall, "
+                    f"{time.process_time() - c0:.2f} s CPU (all threads)")
         rep("after UNet forwards")
 
 
@@ -514,7 +515,7 @@ def main():
         if n not in UNET_CFG:
             raise SystemExit(f"unknown model {n!r} (sd15, sd-turbo)")
     if a.measure_torch:
-        measure_torch(out, a.measure_torch, a.unet_size, 2)
+        measure_torch(out, a.measure_torch, a.unet_size, 3)
         return 0
     t_all = time.time()
     if not a.verify:

@@ -14,7 +14,7 @@ bool cli_parse_t_index(const char *s, sd_stream_params *p);
 bool cli_parse_cfg_type(const char *s, sd_cfg_type *out);
 const char *cli_cfg_type_name(sd_cfg_type t);
 int cli_serve(int argc, char **argv);
-/* --lora PATH[:SCALE] (txt2img/img2img and stream; cmd_generate.c): the part after the last ':' is the
+/* --lora PATH[:SCALE] (txt2img/img2img, stream and serve; cmd_generate.c): the part after the last ':' is the
  * scale when it starts like a number (-100..100, default 1). out->path is malloc'd (free it). */
 #define CLI_MAX_LORAS 16
 bool cli_parse_lora(const char *v, sd_lora_spec *out);

@@ -346,6 +346,10 @@ sd_status sd_model_load_single_file(const char *path, const sd_model_params *p, 
             s = sd_sched_config_from_json(&c, -1, &m->sched_cfg);
             const char *cls = NULL;
             sd_config_str(&c, "_class_name", "?", &cls);
+            if (s == SD_ERR_UNSUPPORTED) { /* SD1's PNDMScheduler: run as DPM-Solver++, like a folder without one */
+                s = sd_sched_config_from_json(&c, SD_SCHED_DPMPP_2M, &m->sched_cfg);
+                cls = "DPMSolverMultistepScheduler";
+            }
             snprintf(m->sched_class, sizeof m->sched_class, "%s", cls);
             sd_config_free(&c);
         }

@@ -58,7 +58,51 @@ static sd_status cpu_copy(sd_backend *be, void *dst, const void *src, size_t byt
     return SD_OK;
 }
 
-static void cpu_move(sd_backend *be, void *dst, const void *src, size_t bytes) { memmove(dst, src, bytes); }
+/* copies of at least this many bytes are split across the threads */
+#define PAR_COPY_MIN ((size_t)1 << 20)
+
+/* memcpy of non-overlapping ranges, split across the threads when large */
+static void par_memcpy(sd_backend *be, void *dst, const void *src, size_t bytes)
+{
+    int nt = nthreads(be);
+    if (nt < 2 || bytes < PAR_COPY_MIN) {
+        memcpy(dst, src, bytes);
+        return;
+    }
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int t = 0; t < nt; t++) {
+        size_t a = bytes * (size_t)t / (size_t)nt / 64 * 64, b = t + 1 == nt ? bytes : bytes * (size_t)(t + 1) / (size_t)nt / 64 * 64;
+        memcpy((uint8_t *)dst + a, (const uint8_t *)src + a, b - a);
+    }
+}
+
+/* memmove (sd_keep moves results down the arena, often overlapping their old place). Large moves run
+ * in rounds of `distance` bytes: within a round no thread's destination overlaps another's source, and
+ * a round only overwrites source bytes that earlier rounds have finished reading. */
+static void cpu_move(sd_backend *be, void *dst, const void *src, size_t bytes)
+{
+    uint8_t *d = dst;
+    const uint8_t *s = src;
+    size_t dist = d > s ? (size_t)(d - s) : (size_t)(s - d);
+    if (nthreads(be) < 2 || bytes < PAR_COPY_MIN || dist == 0 || (dist < bytes && dist < PAR_COPY_MIN)) {
+        memmove(dst, src, bytes);
+        return;
+    }
+    if (dist >= bytes) {
+        par_memcpy(be, dst, src, bytes);
+        return;
+    }
+    if (d < s) { /* forward: round k copies [k*dist, (k+1)*dist) */
+        for (size_t o = 0; o < bytes; o += dist)
+            par_memcpy(be, d + o, s + o, bytes - o < dist ? bytes - o : dist);
+    } else { /* backward: from the end */
+        for (size_t e = bytes; e > 0;) {
+            size_t n = e < dist ? e : dist;
+            e -= n;
+            par_memcpy(be, d + e, s + e, n);
+        }
+    }
+}
 static sd_status cpu_sync(sd_backend *be) { return SD_OK; }
 /* The SIMD GEMM converts F16/BF16 weights while packing; OpenBLAS needs F32. */
 static bool cpu_accepts(sd_backend *be, sd_dtype t)
@@ -568,6 +612,12 @@ static void cpu_concat(sd_backend *be, sd_tensor *y, const sd_tensor *a, const s
     split_axis(b, axis, &outer, &ib);
     size_t es = sd_dtype_size(a->dtype);
     uint8_t *Y = y->data;
+    if (outer == 1) { /* the UNet skip connections: two large blocks */
+        par_memcpy(be, Y, a->data, (size_t)ia * es);
+        par_memcpy(be, Y + (size_t)ia * es, b->data, (size_t)ib * es);
+        return;
+    }
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static) if ((size_t)(outer * (ia + ib)) * es >= PAR_COPY_MIN)
     for (int64_t o = 0; o < outer; o++) {
         memcpy(Y + (size_t)(o * (ia + ib)) * es, (const uint8_t *)a->data + (size_t)(o * ia) * es, (size_t)ia * es);
         memcpy(Y + (size_t)(o * (ia + ib) + ia) * es, (const uint8_t *)b->data + (size_t)(o * ib) * es,
@@ -582,6 +632,11 @@ static void cpu_slice(sd_backend *be, sd_tensor *y, const sd_tensor *x, int axis
     split_axis(y, axis, &outer, &iy);
     int64_t off = start * (ix / x->ne[axis]);
     size_t es = sd_dtype_size(x->dtype);
+    if (outer == 1) {
+        par_memcpy(be, y->data, (const uint8_t *)x->data + (size_t)off * es, (size_t)iy * es);
+        return;
+    }
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static) if ((size_t)(outer * iy) * es >= PAR_COPY_MIN)
     for (int64_t o = 0; o < outer; o++)
         memcpy((uint8_t *)y->data + (size_t)(o * iy) * es, (const uint8_t *)x->data + (size_t)(o * ix + off) * es,
                (size_t)iy * es);
