@@ -262,6 +262,46 @@ typedef struct sd_stream_stats {
 } sd_stream_stats;
 sd_status sd_stream_get_stats(const sd_stream *s, sd_stream_stats *st);
 
+/* ---------------------------------------------------------------- stream groups
+ * Many streams on one model: a group runs the pending frames of several
+ * streams in ONE batched UNet call (per-row timesteps and per-row prompt K/V),
+ * then finishes each stream on its own (its noise, t_index_list, cfg_type,
+ * RCFG state, similarity filter, buffer). Each stream's output equals what it
+ * gives alone. Members share the model and the frame size; each must use the
+ * denoising batch with frame_buffer_size 1. A tick takes at most one frame per
+ * stream and at most max_batch_frames frames, starting round robin; more
+ * pending frames run in further ticks. A member stays usable on its own
+ * (prompt / setters / sd_stream_img2img); async (pushed) members are refused.
+ * sd_stream_free removes a stream from its group. Not for concurrent calls on
+ * the same group from several threads (the group serializes them). */
+
+typedef struct sd_stream_group sd_stream_group;
+
+/* max_streams: members (1..256); max_batch_frames: frames per batched UNet call (1..max_streams). */
+sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_frames, sd_stream_group **out);
+/* Frees the group (not its streams, which stay usable). */
+void sd_stream_group_free(sd_stream_group *g);
+/* Adds a stream (appended: its index is the count before). */
+sd_status sd_stream_group_add(sd_stream_group *g, sd_stream *s);
+/* Removes a stream (later members move down one index). */
+sd_status sd_stream_group_remove(sd_stream_group *g, sd_stream *s);
+int sd_stream_group_count(const sd_stream_group *g);
+/* Synchronous: in[i] is one frame for member i (i < n, n <= count); out[i]
+ * receives member i's output, as sd_stream_img2img would. */
+sd_status sd_stream_group_img2img(sd_stream_group *g, const sd_image *const *in, sd_image *const *out, int n);
+
+typedef struct sd_stream_group_stats {
+    uint64_t ticks;          /* batched UNet calls (the group) / the calls this stream was in */
+    uint64_t frames;         /* frames that went through the UNet */
+    uint64_t frames_skipped; /* frames the similarity filter skipped (no UNet rows used) */
+    double batch_frames;     /* frames per tick (EMA) */
+    double unet_rows;        /* UNet batch rows per tick (EMA) */
+    double tick_ms;          /* one tick (EMA) */
+    double latency_ms;       /* sd_stream_group_img2img start -> this stream's output ready (EMA) */
+} sd_stream_group_stats;
+/* index -1: the whole group; 0..count-1: that member. */
+sd_status sd_stream_group_get_stats(const sd_stream_group *g, int index, sd_stream_group_stats *st);
+
 #ifdef __cplusplus
 }
 #endif

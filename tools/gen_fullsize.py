@@ -33,7 +33,8 @@ Layouts written under --out (default /work/fullsize; keep it OUTSIDE the reposit
                                        expected.safetensors; model_dir relative to <out>); extra manifest keys
                                        `pipeline_dir`, `single_file`, `component` name the folder / single file the
                                        case also applies to (tests/test_fullsize.c loads the single file with
-                                       sd_model_load(file, config_dir=<pipeline_dir>) and checks the same tensors).
+                                       sd_model_load(file, config_dir=<pipeline_dir>), and without config_dir,
+                                       and checks the same tensors).
       unet: forward of sample [2,4,32,32] (a 256x256 image) with timesteps [951, 261] (one per batch row) and
             random encoder_hidden_states [2,77,D]: out_sample + act.* hooks (tools/gen_testdata.py unet_hooks)
       clip: the two real prompts of gen_testdata (PROMPTS), tokenized with the model's tokenizer (sd15: pad
@@ -41,16 +42,20 @@ Layouts written under --out (default /work/fullsize; keep it OUTSIDE the reposit
       vae:  encode of a 256x256 synthetic image (latent_dist mean/logvar/std/sample) and decode of a random
             [1,4,32,32] latent, decode(mean) round trip, enc/dec activation hooks
     Tolerances: the tests/data rule, recommended_max_abs_err = max(10 x |fp32 - fp64|, 2e-5 x max(1, max|ref|)).
+    One deviation from a plain float64 re-run: diffusers computes the timestep sinusoids in float32 whatever the
+    model dtype, so the float64 UNet run computes them in float64 (time_proj_f64_), else act.time_proj and
+    everything after it would get a bound below the float32 rounding of arguments t*f ~ 1e3 (~5e-5 measured
+    between two correct float32 implementations).
 
 Requirements
     pip install torch diffusers transformers safetensors  (written against torch 2.15 CPU, diffusers 0.42.1,
     transformers 5.23). Imports tools/gen_testdata.py (same folder) for its helpers; the tokenizer files are copied
     from tests/data/models/tiny-sd15/tokenizer (sd15) and tests/data/models/tiny-sd2/tokenizer (sd-turbo: the same
     CLIP BPE, padded with '!' like the real SD2 tokenizer).
-    Disk: ~9.5 GB (sd15 2.1 GB + sd-turbo 2.6 GB, each twice). Memory: peak ~10 GB (one model at a time, the
-    float64 UNet reference is the largest single item: 6.9 GB).
-    Runtime (2 cores): ~5 min per model to build and write, plus ~2 min per model for the diffusers
-    from_single_file verification (skip with --no-verify).
+    Disk: 9.0 GB (sd15 2.1 GB + sd-turbo 2.6 GB, each twice; cases ~0.1 GB). Memory: peak RSS 9.3 GB (one model
+    at a time; the float64 UNet reference, 6.9 GB, is the largest item).
+    Runtime (2 cores, measured on a shared machine): sd15 6.5 min, sd-turbo 9 min, each including ~1-2 min of
+    verification (skip it with --no-verify); --cases-only --cases unet: ~1.5 min per model.
 
 How to run (from the repository root)
     python3 tools/gen_fullsize.py                       # everything into /work/fullsize

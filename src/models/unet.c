@@ -314,6 +314,7 @@ struct sd_unet {
 
 struct sd_unet_kv {
     int64_t batch, seq;
+    int64_t cap; /* rows the memory holds (sd_unet_kv_gather uses fewer) */
     sd_dtype dt;
     int n;
     sd_kv_pair *pairs;
@@ -558,6 +559,7 @@ sd_status sd_unet_kv_init(sd_unet_kv **out, const sd_unet *u, void *memory, int6
         return SD_ERR_OUT_OF_MEMORY;
     }
     kv->batch = batch;
+    kv->cap = batch;
     kv->seq = seq_len;
     kv->dt = dt;
     kv->n = u->n_kv;
@@ -583,6 +585,57 @@ void sd_unet_kv_free(sd_unet_kv *kv)
 }
 
 int64_t sd_unet_kv_batch(const sd_unet_kv *kv) { return kv ? kv->batch : 0; }
+
+void sd_unet_kv_gather(sd_ctx *ctx, sd_unet_kv *dst, const sd_unet_kv *const *srcs, const int64_t *rows_per_src, int n)
+{
+    if (!sd_ok(ctx))
+        return;
+    if (!dst || n < 1 || !srcs || !rows_per_src) {
+        sd_ctx_fail(ctx, SD_ERR_INVALID_ARGUMENT, "UNet K/V gather: no destination or no sources");
+        return;
+    }
+    int64_t total = 0;
+    for (int j = 0; j < n; j++) {
+        const sd_unet_kv *s = srcs[j];
+        if (!s || s->n != dst->n || s->seq != dst->seq || s->dt != dst->dt) {
+            sd_ctx_fail(ctx, SD_ERR_INVALID_ARGUMENT, "UNet K/V gather: source %d was made for another model, "
+                        "sequence length or dtype than the group cache", j);
+            return;
+        }
+        if (rows_per_src[j] < 1 || (s->batch != 1 && s->batch != rows_per_src[j])) {
+            sd_ctx_fail(ctx, SD_ERR_SHAPE, "UNet K/V gather: source %d has batch %lld, cannot give %lld rows", j,
+                        (long long)s->batch, (long long)rows_per_src[j]);
+            return;
+        }
+        total += rows_per_src[j];
+    }
+    if (total > dst->cap) {
+        sd_ctx_fail(ctx, SD_ERR_SHAPE, "UNet K/V gather: %lld rows exceed the cache's %lld", (long long)total,
+                    (long long)dst->cap);
+        return;
+    }
+    dst->batch = total; /* the pairs now view the first `total` rows of their slots */
+    for (int i = 0; i < dst->n; i++) {
+        dst->pairs[i].k.ne[0] = total;
+        dst->pairs[i].v.ne[0] = total;
+    }
+    for (int i = 0; i < dst->n && sd_ok(ctx); i++) {
+        int64_t r = 0;
+        for (int j = 0; j < n && sd_ok(ctx); j++) {
+            const sd_kv_pair *sp = &srcs[j]->pairs[i];
+            if (srcs[j]->batch == rows_per_src[j]) {
+                sd_copy_into(ctx, sd_view_rows(ctx, dst->pairs[i].k, r, rows_per_src[j]), sp->k);
+                sd_copy_into(ctx, sd_view_rows(ctx, dst->pairs[i].v, r, rows_per_src[j]), sp->v);
+            } else { /* batch 1: the same prompt for every row */
+                for (int64_t q = 0; q < rows_per_src[j]; q++) {
+                    sd_copy_into(ctx, sd_view_rows(ctx, dst->pairs[i].k, r + q, 1), sp->k);
+                    sd_copy_into(ctx, sd_view_rows(ctx, dst->pairs[i].v, r + q, 1), sp->v);
+                }
+            }
+            r += rows_per_src[j];
+        }
+    }
+}
 
 void sd_unet_kv_compute(sd_ctx *ctx, const sd_unet *u, sd_tensor context, sd_unet_kv *kv)
 {

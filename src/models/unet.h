@@ -95,6 +95,14 @@ sd_status sd_unet_kv_init(sd_unet_kv **kv, const sd_unet *u, void *memory, int64
 void sd_unet_kv_compute(sd_ctx *ctx, const sd_unet *u, sd_tensor context, sd_unet_kv *kv);
 void sd_unet_kv_free(sd_unet_kv *kv);
 int64_t sd_unet_kv_batch(const sd_unet_kv *kv);
+/* Fills `dst` (a cache initialised for at least sum(rows_per_src) rows) with
+ * the rows of n source caches in order: source j gives rows_per_src[j] rows,
+ * copied when its batch equals that, broadcast when its batch is 1. dst's
+ * batch becomes the total (so sd_unet_forward takes it for that many rows);
+ * later gathers may use any total up to the rows it was initialised with.
+ * For batching several streams' UNet calls (per-row prompts). Errors go to ctx. */
+void sd_unet_kv_gather(sd_ctx *ctx, sd_unet_kv *dst, const sd_unet_kv *const *srcs, const int64_t *rows_per_src,
+                       int n);
 
 /* x [B,in_channels,h,w] (h, w divisible by 2^(n_blocks-1)); timesteps F32 [B]
  * (one per batch row); context [B,S,D] (or [1,S,D]: the same prompt for every

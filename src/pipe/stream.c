@@ -214,10 +214,11 @@ sd_status sd_stream_set_init_noise(sd_stream *s, const float *host)
 
 static sd_tensor rows(sd_ctx *ctx, sd_tensor t, int64_t r0, int64_t n) { return sd_view_rows(ctx, t, r0, n); }
 
-/* The UNet on the stream batch X with guidance; returns model_pred [B,...]. */
-static sd_tensor unet_guided(sd_stream *s, sd_ctx *ctx, sd_tensor X, int idx)
+/* The UNet input rows for the stream batch X (uncond rows first for
+ * initialize / full) and their timesteps (step-index list `idx`). */
+static sd_tensor guided_in(sd_stream *s, sd_ctx *ctx, sd_tensor X, int idx, sd_tensor *t)
 {
-    const int B = (int)X.ne[0], fbs = s->fbs;
+    const int fbs = s->fbs;
     sd_cfg_type cfg = s->p.cfg_type;
     sd_tensor Xin = X;
     if (cfg == SD_CFG_INITIALIZE)
@@ -225,9 +226,16 @@ static sd_tensor unet_guided(sd_stream *s, sd_ctx *ctx, sd_tensor X, int idx)
     else if (cfg == SD_CFG_FULL)
         Xin = sd_concat(ctx, X, X, 0);
     HOOK("unet_call_sample", Xin);
-    sd_tensor t = rows(ctx, s->t_unet, (int64_t)idx * s->UB, Xin.ne[0]);
-    HOOK("unet_call_timestep", t);
-    sd_tensor eps = sd_unet_forward(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv);
+    *t = rows(ctx, s->t_unet, (int64_t)idx * s->UB, Xin.ne[0]);
+    HOOK("unet_call_timestep", *t);
+    return Xin;
+}
+
+/* Guidance on the UNet output eps of guided_in's rows; returns model_pred [B,...]. */
+static sd_tensor guided_out(sd_stream *s, sd_ctx *ctx, int B, sd_tensor eps)
+{
+    const int fbs = s->fbs;
+    sd_cfg_type cfg = s->p.cfg_type;
     HOOK("unet_call_out", eps);
     sd_tensor text = eps;
     if (cfg == SD_CFG_INITIALIZE) {
@@ -241,6 +249,15 @@ static sd_tensor unet_guided(sd_stream *s, sd_ctx *ctx, sd_tensor X, int idx)
         return sd_add(ctx, uncond, sd_affine(ctx, sd_sub(ctx, text, uncond), s->guidance, 0));
     }
     return text;
+}
+
+/* The UNet on the stream batch X with guidance; returns model_pred [B,...]. */
+static sd_tensor unet_guided(sd_stream *s, sd_ctx *ctx, sd_tensor X, int idx)
+{
+    sd_tensor t;
+    sd_tensor Xin = guided_in(s, ctx, X, idx, &t);
+    sd_tensor eps = sd_unet_forward(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv);
+    return guided_out(s, ctx, (int)X.ne[0], eps);
 }
 
 /* F = (x - beta*eps)/alpha; c_out*F + c_skip*x, with per-row coefficient tensors. */
@@ -282,10 +299,11 @@ static void decode_out(sd_stream *s, sd_ctx *ctx, sd_tensor x0)
     sd_copy_into(ctx, s->img_out, img);
 }
 
-static void step_batch(sd_stream *s, sd_ctx *ctx, sd_tensor xn)
+/* Stream batch, first half: X = cat(x_new, buffer), the stock noise shift
+ * and the UNet input rows. */
+static sd_tensor batch_pre(sd_stream *s, sd_ctx *ctx, sd_tensor xn, sd_tensor *Xin, sd_tensor *t)
 {
     const int B = s->B, fbs = s->fbs;
-    bool rcfg = s->p.cfg_type == SD_CFG_SELF || s->p.cfg_type == SD_CFG_INITIALIZE;
     sd_tensor X = xn;
     if (B > fbs) {
         X = sd_concat(ctx, xn, s->buffer, 0);
@@ -294,7 +312,17 @@ static void step_batch(sd_stream *s, sd_ctx *ctx, sd_tensor xn)
     }
     HOOK("unet_x_t_latent", X);
     HOOK("stock_noise_before", s->stock);
-    sd_tensor mp = unet_guided(s, ctx, X, 0);
+    *Xin = guided_in(s, ctx, X, 0, t);
+    return X;
+}
+
+/* Stream batch, second half: guidance, consistency, RCFG stock update,
+ * buffer update and decode, from the UNet output eps of batch_pre's rows. */
+static void batch_post(sd_stream *s, sd_ctx *ctx, sd_tensor X, sd_tensor eps)
+{
+    const int B = s->B, fbs = s->fbs;
+    bool rcfg = s->p.cfg_type == SD_CFG_SELF || s->p.cfg_type == SD_CFG_INITIALIZE;
+    sd_tensor mp = guided_out(s, ctx, B, eps);
     HOOK("model_pred", mp);
     sd_tensor x0 = consistency(ctx, X, mp, s->k_beta, s->k_inv_alpha, s->k_c_out, s->k_c_skip);
     HOOK("x_0_pred_batch", x0);
@@ -316,6 +344,14 @@ static void step_batch(sd_stream *s, sd_ctx *ctx, sd_tensor xn)
         HOOK("x_t_latent_buffer_after", s->buffer);
     }
     decode_out(s, ctx, out);
+}
+
+static void step_batch(sd_stream *s, sd_ctx *ctx, sd_tensor xn)
+{
+    sd_tensor Xin, t;
+    sd_tensor X = batch_pre(s, ctx, xn, &Xin, &t);
+    sd_tensor eps = sd_unet_forward(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv);
+    batch_post(s, ctx, X, eps);
 }
 
 /* use_denoising_batch = false: the steps run one after another (reference:
@@ -364,6 +400,20 @@ sd_status sd_stream_step(sd_stream *s, bool use_latent, void (*hook)(void *, con
     return ctx->status;
 }
 
+/* The stream batch split around its UNet call, for the stream group
+ * (stream_group.c: many streams' rows in one UNet call). */
+sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, bool use_latent, sd_tensor *Xin, sd_tensor *t)
+{
+    sd_tensor xn = use_latent ? s->x_in : encode_frame(s, ctx);
+    return batch_pre(s, ctx, xn, Xin, t);
+}
+
+void sd_stream_batch_post(sd_stream *s, sd_ctx *ctx, sd_tensor X, sd_tensor eps)
+{
+    batch_post(s, ctx, X, eps);
+    s->calls += !ctx->plan;
+}
+
 /* ---------------------------------------------------------------- prompts */
 
 static void text_forward(sd_stream *s, sd_ctx *ctx, float *out)
@@ -405,6 +455,7 @@ static sd_status apply_prompt(sd_stream *s, const char *prompt, const char *nega
     }
     if (st == SD_OK)
         s->weights_version = s->m->weights_version;
+    s->kv_version++; /* the cache changed (or may have, on an error) */
     return st;
 }
 
@@ -566,6 +617,8 @@ void sd_stream_free(sd_stream *s)
     if (!s)
         return;
     sd_stream_async_stop(s);
+    if (s->group) /* leave the stream group first (stream_group.c) */
+        sd_stream_group_remove(s->group, s);
     sd_unet_kv_free(s->kv);
     if (s->kv_mem)
         s->m->be->ops->free(s->m->be, s->kv_mem);
@@ -637,22 +690,49 @@ static void update_timing(sd_stream *s, double t0)
 
 /* Runs one img2img step on a frame already converted to [-1,1] CHW in host_in.
  * Returns true in *skipped when the similarity filter skipped it. */
-sd_status sd_stream_run_prepared(sd_stream *s, bool *skipped)
+sd_status sd_stream_prepare_frame(sd_stream *s, bool *skipped)
 {
     size_t n = (size_t)3 * s->H * s->W;
+    *skipped = false;
     SD_TRY(refresh_prompt(s));
     *skipped = sd_stream_similarity_skip(s, s->host_in, n);
     if (*skipped) {
         s->stats.frames_skipped++;
         return SD_OK;
     }
-    double t0 = sd_time_now();
     sd_ctx tmp = {.be = s->m->be};
     sd_tensor first = sd_view_rows(&tmp, s->img_in, 0, 1);
-    SD_TRY(sd_tensor_from_f32(&tmp, &first, s->host_in));
+    return sd_tensor_from_f32(&tmp, &first, s->host_in);
+}
+
+void sd_stream_record_inference(sd_stream *s, double t0) { update_timing(s, t0); }
+
+sd_status sd_stream_run_prepared(sd_stream *s, bool *skipped)
+{
+    SD_TRY(sd_stream_prepare_frame(s, skipped));
+    if (*skipped)
+        return SD_OK;
+    double t0 = sd_time_now();
     sd_status st = sd_stream_step(s, false, NULL, NULL);
     update_timing(s, t0);
     return st;
+}
+
+sd_status sd_stream_frame_to_chw(sd_stream *s, const sd_image *in, sd_image *scratch)
+{
+    if (!in || !in->data || in->width <= 0 || in->height <= 0)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "empty input frame");
+    if (in->width == s->W && in->height == s->H) {
+        sd_rgb_to_chw(in, s->host_in);
+        return SD_OK;
+    }
+    if (!scratch->data || scratch->width != s->W || scratch->height != s->H) {
+        sd_rgb_free(scratch);
+        SD_TRY(sd_rgb_alloc(scratch, s->W, s->H));
+    }
+    sd_rgb_fit_into(in, scratch);
+    sd_rgb_to_chw(scratch, s->host_in);
+    return SD_OK;
 }
 
 sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out)

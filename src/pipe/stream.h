@@ -11,6 +11,7 @@
 #include <pthread.h>
 
 typedef struct sd_stream_async sd_stream_async;
+/* sd_stream_group: include/streamdiff.h (stream_group.c) */
 
 struct sd_stream {
     sd_model *m;
@@ -61,6 +62,8 @@ struct sd_stream {
     sd_stream_stats stats;
     sd_stream_async *async;        /* async pipeline (stream_async.c); set once under `engine`, read
                                     * with __atomic_load_n; while set, the sync frame calls are refused */
+    uint64_t kv_version;           /* bumped whenever the prompt K/V cache is recomputed */
+    sd_stream_group *group;        /* the stream group it belongs to (stream_group.c), or NULL */
 };
 
 /* One stream step on the frame(s) in s->img_in (img2img) or on the latent in
@@ -87,5 +90,28 @@ sd_status sd_stream_run_prepared(sd_stream *s, bool *skipped);
 /* Downloads the last output (first frame) into `out` (allocated when it has
  * another size, else reused). Caller holds s->engine. */
 sd_status sd_stream_output_image(sd_stream *s, sd_image *out);
+
+/* The stream batch step split around its one UNet call, for the stream group
+ * (stream_group.c), which runs many streams' UNet rows in one call. pre:
+ * encodes the frame in img_in (use_latent: takes x_in), shifts the stock noise
+ * and returns the stream batch X, the UNet input rows *Xin ([UB,C,h,w]) and
+ * their timesteps *t (F32 [UB]); the stream's K/V cache (s->kv) holds their
+ * conditioning (batch 1 or UB). post: from the UNet output eps for those rows,
+ * finishes the step exactly as sd_stream_step (guidance, consistency, RCFG
+ * stock, buffer, decode into img_out). use_denoising_batch streams only.
+ * sd_stream_step = pre -> sd_unet_forward -> post. Errors go to ctx. Caller
+ * holds s->engine. */
+sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, bool use_latent, sd_tensor *Xin, sd_tensor *t);
+void sd_stream_batch_post(sd_stream *s, sd_ctx *ctx, sd_tensor X, sd_tensor eps);
+/* The first half of sd_stream_run_prepared: prompt refresh (after a LoRA
+ * change), similarity filter (*skipped: counted, nothing else to do) and the
+ * upload of host_in into img_in. Caller holds s->engine. */
+sd_status sd_stream_prepare_frame(sd_stream *s, bool *skipped);
+/* Folds one step's time (since t0, sd_time_now) into stats.inference_ms. */
+void sd_stream_record_inference(sd_stream *s, double t0);
+/* Converts an RGB frame into host_in ([-1,1] CHW at the stream's size),
+ * fitting it through `scratch` (reused when it has the size) when its size
+ * differs. Caller holds s->engine or owns the stream exclusively. */
+sd_status sd_stream_frame_to_chw(sd_stream *s, const sd_image *in, sd_image *scratch);
 
 #endif
