@@ -52,11 +52,24 @@ static double cpu_ms(void) /* CPU time of all threads of the process */
     return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
 
+/* Peak RSS of this process image: VmHWM of /proc/self/status. (getrusage's ru_maxrss is not used: it
+ * survives execve, so a child of a large parent, e.g. the Python driver, would report the parent's peak.) */
 static double peak_rss_mib(void)
 {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0; /* KiB on Linux */
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6))
+            kib = atof(line + 6);
+    if (f)
+        fclose(f);
+    if (kib < 0) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        kib = (double)ru.ru_maxrss;
+    }
+    return kib / 1024.0;
 }
 
 static int cmp_d(const void *a, const void *b)

@@ -8,7 +8,7 @@ What it measures, on the same full-size random-weight models (tools/gen_fullsize
     clip      the text encoder on one 77-token prompt
     txt2img   a full 1-step text-to-image: CLIP + one Euler UNet step (guidance 0) + TAESD decode
 at each --sizes (512 and 256). Every (engine, part, model, size) runs in its own process, so the peak RSS
-reported (getrusage ru_maxrss) belongs to that part alone; loading is not timed; one warm-up run, then --reps
+reported (VmHWM: the peak resident set of that process image) belongs to that part alone; loading is not timed; one warm-up run, then --reps
 timed runs (min and median reported). streamdiff runs build/bench/bench_cpu (bench/bench_cpu.c); PyTorch
 runs this script as a child (--child torch).
 
@@ -46,6 +46,18 @@ def log(*a):
 
 
 # ----------------------------------------------------------------------------- torch child
+
+def peak_rss_mib():
+    """VmHWM of this process image. (ru_maxrss survives execve: a child would inherit its parent's peak.)"""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
 
 def torch_setup(threads):
     import torch
@@ -98,7 +110,7 @@ def child_torch(a):
             if r:
                 times.append((time.perf_counter() - t0) * 1e3)
                 cpu.append((time.process_time() - c0) * 1e3)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rss = peak_rss_mib()
     print(json.dumps({'engine': 'torch', 'part': a.part, 'size': size, 'ms_min': round(min(times), 2),
                       'ms_median': round(statistics.median(times), 2), 'ms': [round(x, 2) for x in times],
                       'cpu_ms': [round(x, 2) for x in cpu], 'peak_rss_mib': round(rss, 1),

@@ -542,9 +542,28 @@ static void cpu_binary(sd_backend *be, sd_tensor *y, const sd_tensor *a, const s
         const float *bp = Bv + i0 * bs[0] + i1 * bs[1] + i2 * bs[2];
         const float *ap = A + o * inner;
         float *yp = Y + o * inner;
-        for (int64_t i = 0; i < inner; i++) {
-            float bv = bp[i * bs[3]];
-            yp[i] = op == SD_BINARY_ADD ? ap[i] + bv : op == SD_BINARY_SUB ? ap[i] - bv : ap[i] * bv;
+        /* the op and b's inner stride (1 or 0) hoisted, so that the loops vectorise */
+        if (bs[3]) {
+            if (op == SD_BINARY_ADD)
+                for (int64_t i = 0; i < inner; i++)
+                    yp[i] = ap[i] + bp[i];
+            else if (op == SD_BINARY_SUB)
+                for (int64_t i = 0; i < inner; i++)
+                    yp[i] = ap[i] - bp[i];
+            else
+                for (int64_t i = 0; i < inner; i++)
+                    yp[i] = ap[i] * bp[i];
+        } else {
+            float bv = bp[0];
+            if (op == SD_BINARY_ADD)
+                for (int64_t i = 0; i < inner; i++)
+                    yp[i] = ap[i] + bv;
+            else if (op == SD_BINARY_SUB)
+                for (int64_t i = 0; i < inner; i++)
+                    yp[i] = ap[i] - bv;
+            else
+                for (int64_t i = 0; i < inner; i++)
+                    yp[i] = ap[i] * bv;
         }
     }
 }
@@ -586,11 +605,12 @@ static void cpu_upsample2x(sd_backend *be, sd_tensor *y, const sd_tensor *x)
     int64_t NC = x->ne[0] * x->ne[1], H = x->ne[2], W = x->ne[3];
 #pragma omp parallel for num_threads(nthreads(be)) schedule(static)
     for (int64_t p = 0; p < NC; p++)
-        for (int64_t h = 0; h < 2 * H; h++) {
-            const float *src = CF(x) + (p * H + h / 2) * W;
-            float *dst = F(y) + (p * 2 * H + h) * 2 * W;
-            for (int64_t w = 0; w < 2 * W; w++)
-                dst[w] = src[w / 2];
+        for (int64_t h = 0; h < H; h++) { /* one doubled row, then a copy of it */
+            const float *src = CF(x) + (p * H + h) * W;
+            float *dst = F(y) + (p * 2 * H + 2 * h) * 2 * W;
+            for (int64_t w = 0; w < W; w++)
+                dst[2 * w] = dst[2 * w + 1] = src[w];
+            memcpy(dst + 2 * W, dst, (size_t)(2 * W) * sizeof(float));
         }
 }
 

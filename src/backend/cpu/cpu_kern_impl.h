@@ -533,7 +533,7 @@ static NOINLINE void KERN_FN(attn_thread)(float *y, const float *q, const float 
             }
         }
         for (int64_t i = 0; i < nq; i++) {
-            float inv = 1.0f / lrow[i];
+            float inv = lrow[i] > 0.0f ? 1.0f / lrow[i] : 0.0f; /* no keys (Nk = 0): zeros, as the BLAS path */
             float *yr = y + (b * Nq + q0 + i) * HD + h * d;
             const float *orow = O + i * dp;
             for (int64_t c = 0; c < d; c++)

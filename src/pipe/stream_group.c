@@ -1,0 +1,477 @@
+/* Stream groups: many streams on one model, their UNet calls batched.
+ *
+ * One tick takes at most one pending frame per member stream (at most
+ * max_batch_frames frames, round robin start), runs each stream's first half
+ * of the stream-batch step (sd_stream_batch_pre: encode, stock shift, UNet
+ * input rows), concatenates every stream's UNet rows and timesteps, gathers
+ * the members' prompt K/V caches into the group's per-row K/V cache
+ * (sd_unet_kv_gather: batch-1 caches broadcast), runs ONE sd_unet_forward,
+ * and hands each stream its output rows for the second half
+ * (sd_stream_batch_post: guidance, consistency, RCFG stock, buffer, decode).
+ * Everything per stream (noise, t_index_list, cfg, stock, buffer, similarity
+ * filter, generators) stays in the stream, so a member's outputs equal what it
+ * gives on its own.
+ *
+ * Memory: the group owns one arena for a tick and one K/V cache, planned with
+ * a dry run for the worst tick (the max_batch_frames members with the most
+ * UNet rows) whenever a member joins; a tick whose selection was not planned
+ * yet is dry-run first (cheap: no compute) and grows the arena if needed. */
+#include "pipe/stream.h"
+
+#include "core/memlimit.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SD_GROUP_MAX_STREAMS 256
+
+struct sd_stream_group {
+    sd_model *m;
+    int max_streams, max_batch;
+    pthread_mutex_t mu; /* membership, stats and group calls */
+    sd_stream **s;      /* members [max_streams] */
+    sd_stream_group_stats *mstats;
+    int count;
+    int rr; /* round-robin start of the next call */
+    sd_stream_group_stats stats;
+    /* one tick */
+    sd_ctx ctx;
+    void *kv_mem;
+    sd_unet_kv *kv;
+    int64_t kv_rows;
+    /* what the K/V cache holds now (skip the gather when unchanged) */
+    sd_stream **kv_src;
+    uint64_t *kv_ver;
+    int kv_n;
+    /* the last selection whose arena need was checked */
+    sd_stream **plan_sel;
+    int plan_n;
+    /* scratch [max_batch] */
+    sd_stream **sel;
+    int *sel_idx;
+    int64_t *rows;
+    const sd_unet_kv **srcs;
+    sd_tensor *X;
+    sd_tensor *Xin;
+    sd_tensor *t;
+    /* scratch [max_streams] */
+    bool *pending;
+};
+
+static double ema(double old, double v, uint64_t n) { return n <= 1 ? v : 0.9 * old + 0.1 * v; }
+
+sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_frames, sd_stream_group **out)
+{
+    if (!out)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_create: NULL output");
+    *out = NULL;
+    if (!m)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_create: NULL model");
+    if (max_streams < 1 || max_streams > SD_GROUP_MAX_STREAMS)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_create: max_streams %d out of range (1..%d)",
+                       max_streams, SD_GROUP_MAX_STREAMS);
+    if (max_batch_frames < 1 || max_batch_frames > max_streams)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT,
+                       "sd_stream_group_create: max_batch_frames %d out of range (1..max_streams = %d)",
+                       max_batch_frames, max_streams);
+    sd_stream_group *g = sd_calloc(1, sizeof *g);
+    if (!g)
+        return SD_ERR_OUT_OF_MEMORY;
+    pthread_mutex_init(&g->mu, NULL);
+    g->m = m;
+    g->max_streams = max_streams;
+    g->max_batch = max_batch_frames;
+    size_t ms = (size_t)max_streams, mb = (size_t)max_batch_frames;
+    g->s = sd_calloc(ms, sizeof *g->s);
+    g->mstats = sd_calloc(ms, sizeof *g->mstats);
+    g->pending = sd_calloc(ms, sizeof *g->pending);
+    g->kv_src = sd_calloc(mb, sizeof *g->kv_src);
+    g->kv_ver = sd_calloc(mb, sizeof *g->kv_ver);
+    g->plan_sel = sd_calloc(mb, sizeof *g->plan_sel);
+    g->sel = sd_calloc(mb, sizeof *g->sel);
+    g->sel_idx = sd_calloc(mb, sizeof *g->sel_idx);
+    g->rows = sd_calloc(mb, sizeof *g->rows);
+    g->srcs = sd_calloc(mb, sizeof *g->srcs);
+    g->X = sd_calloc(mb, sizeof *g->X);
+    g->Xin = sd_calloc(mb, sizeof *g->Xin);
+    g->t = sd_calloc(mb, sizeof *g->t);
+    if (!g->s || !g->mstats || !g->pending || !g->kv_src || !g->kv_ver || !g->plan_sel || !g->sel || !g->sel_idx ||
+        !g->rows || !g->srcs || !g->X || !g->Xin || !g->t) {
+        sd_stream_group_free(g);
+        return SD_ERR_OUT_OF_MEMORY;
+    }
+    *out = g;
+    return SD_OK;
+}
+
+void sd_stream_group_free(sd_stream_group *g)
+{
+    if (!g)
+        return;
+    for (int i = 0; i < g->count; i++)
+        g->s[i]->group = NULL;
+    sd_unet_kv_free(g->kv);
+    if (g->kv_mem)
+        g->m->be->ops->free(g->m->be, g->kv_mem);
+    sd_ctx_free(&g->ctx);
+    free(g->s);
+    free(g->mstats);
+    free(g->pending);
+    free(g->kv_src);
+    free(g->kv_ver);
+    free(g->plan_sel);
+    free(g->sel);
+    free(g->sel_idx);
+    free(g->rows);
+    free(g->srcs);
+    free(g->X);
+    free(g->Xin);
+    free(g->t);
+    pthread_mutex_destroy(&g->mu);
+    free(g);
+}
+
+int sd_stream_group_count(const sd_stream_group *g)
+{
+    if (!g)
+        return 0;
+    sd_stream_group *w = (sd_stream_group *)g;
+    pthread_mutex_lock(&w->mu);
+    int n = w->count;
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
+/* ---------------------------------------------------------------- one tick */
+
+/* The batched step of the k streams in g->sel on ctx (planning or real).
+ * gather: refill the group K/V cache from the members' caches. */
+static void run_tick(sd_stream_group *g, sd_ctx *ctx, int k, bool gather)
+{
+    int64_t total = 0;
+    for (int i = 0; i < k && sd_ok(ctx); i++) {
+        sd_stream *s = g->sel[i];
+        g->X[i] = sd_stream_batch_pre(s, ctx, false, &g->Xin[i], &g->t[i]);
+        g->rows[i] = g->Xin[i].ne[0];
+        g->srcs[i] = s->kv;
+        total += g->rows[i];
+    }
+    if (!sd_ok(ctx))
+        return;
+    sd_stream *s0 = g->sel[0];
+    sd_tensor xin = sd_new4(ctx, total, s0->C, s0->h, s0->w);
+    sd_tensor tt = sd_new(ctx, SD_F32, 1, &total);
+    int64_t r = 0;
+    for (int i = 0; i < k; i++) {
+        sd_copy_into(ctx, sd_view_rows(ctx, xin, r, g->rows[i]), g->Xin[i]);
+        sd_copy_into(ctx, sd_view_rows(ctx, tt, r, g->rows[i]), g->t[i]);
+        r += g->rows[i];
+    }
+    if (gather)
+        sd_unet_kv_gather(ctx, g->kv, g->srcs, g->rows, k);
+    sd_tensor eps = sd_unet_forward(ctx, g->m->unet, xin, tt, (sd_tensor){0}, NULL, g->kv);
+    r = 0;
+    for (int i = 0; i < k && sd_ok(ctx); i++) {
+        sd_stream_batch_post(g->sel[i], ctx, g->X[i], sd_view_rows(ctx, eps, r, g->rows[i]));
+        r += g->rows[i];
+    }
+}
+
+/* Makes the K/V cache hold `rows` rows at least (its content is lost). */
+static sd_status ensure_kv(sd_stream_group *g, int64_t rows)
+{
+    if (rows <= g->kv_rows)
+        return SD_OK;
+    sd_backend *be = g->m->be;
+    int64_t S = g->s[0]->S;
+    size_t bytes = sd_unet_kv_bytes(g->m->unet, rows, S, be->act_dtype);
+    void *mem = be->ops->alloc(be, bytes ? bytes : 64);
+    if (!mem)
+        return sd_fail(SD_ERR_OUT_OF_MEMORY, "stream group: cannot allocate the %zu MiB K/V cache for %lld UNet rows",
+                       bytes >> 20, (long long)rows);
+    sd_unet_kv *kv;
+    sd_status st = sd_unet_kv_init(&kv, g->m->unet, mem, rows, S, be->act_dtype);
+    if (st != SD_OK) {
+        be->ops->free(be, mem);
+        return st;
+    }
+    sd_unet_kv_free(g->kv);
+    if (g->kv_mem)
+        be->ops->free(be, g->kv_mem);
+    g->kv = kv;
+    g->kv_mem = mem;
+    g->kv_rows = rows;
+    g->kv_n = 0;
+    return SD_OK;
+}
+
+/* Dry-runs a tick of the k streams in g->sel and grows the arena and the
+ * K/V cache to fit it. */
+static sd_status plan_tick(sd_stream_group *g, int k)
+{
+    int64_t rows = 0;
+    for (int i = 0; i < k; i++)
+        rows += g->sel[i]->UB;
+    SD_TRY(ensure_kv(g, rows));
+    sd_ctx plan;
+    sd_ctx_init_plan(&plan, g->m->be);
+    run_tick(g, &plan, k, true);
+    g->kv_n = 0; /* the dry run re-shaped the cache without filling it */
+    SD_TRY(plan.status);
+    if (plan.peak > g->ctx.cap) {
+        size_t kvb = sd_unet_kv_bytes(g->m->unet, g->kv_rows, g->s[0]->S, g->m->be->act_dtype);
+        char what[160];
+        snprintf(what, sizeof what, "a stream group tick (%d frames, %lld UNet rows at %dx%d)", k, (long long)rows,
+                 g->s[0]->W, g->s[0]->H);
+        SD_TRY(sd_mem_check(g->m->be->host_memory, plan.peak + kvb, what,
+                            "use a smaller max_batch_frames or fewer t_index_list entries "
+                            "(SD_MAX_ARENA_BYTES sets the limit)"));
+        sd_ctx_free(&g->ctx);
+        sd_status st = sd_ctx_init(&g->ctx, g->m->be, plan.peak);
+        if (st != SD_OK) {
+            g->plan_n = 0;
+            return st;
+        }
+    }
+    memcpy(g->plan_sel, g->sel, sizeof *g->sel * (size_t)k);
+    g->plan_n = k;
+    return SD_OK;
+}
+
+static bool same_selection(sd_stream *const *a, int na, sd_stream *const *b, int nb)
+{
+    if (na != nb)
+        return false;
+    for (int i = 0; i < na; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
+/* Plans the worst tick of the current members: the max_batch members with the most UNet rows. */
+static sd_status plan_worst(sd_stream_group *g)
+{
+    int k = SD_MIN(g->count, g->max_batch);
+    bool *taken = g->pending;
+    memset(taken, 0, sizeof *taken * (size_t)g->count);
+    for (int i = 0; i < k; i++) {
+        int best = -1;
+        for (int j = 0; j < g->count; j++)
+            if (!taken[j] && (best < 0 || g->s[j]->UB > g->s[best]->UB))
+                best = j;
+        taken[best] = true;
+        g->sel[i] = g->s[best];
+    }
+    return k ? plan_tick(g, k) : SD_OK;
+}
+
+/* ---------------------------------------------------------------- members */
+
+sd_status sd_stream_group_add(sd_stream_group *g, sd_stream *s)
+{
+    if (!g || !s)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: NULL argument");
+    if (s->m != g->m)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: the stream uses another model than the group; "
+                                                "streams of different models cannot share a UNet call (use one group "
+                                                "per model)");
+    if (!s->p.use_denoising_batch || s->fbs != 1)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: group members need use_denoising_batch and "
+                                                "frame_buffer_size 1 (this stream: %s, %d)",
+                       s->p.use_denoising_batch ? "true" : "false", s->fbs);
+    pthread_mutex_lock(&g->mu);
+    sd_status st = SD_OK;
+    if (s->group)
+        st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: the stream already is in %s",
+                     s->group == g ? "this group" : "another group (remove it there first)");
+    else if (g->count >= g->max_streams)
+        st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: the group is full (max_streams %d)",
+                     g->max_streams);
+    else if (g->count && (s->W != g->s[0]->W || s->H != g->s[0]->H))
+        st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: the stream is %dx%d, the group's streams are "
+                                              "%dx%d; streams of different sizes cannot share a UNet call (use one "
+                                              "group per size)",
+                     s->W, s->H, g->s[0]->W, g->s[0]->H);
+    else if (__atomic_load_n(&s->async, __ATOMIC_ACQUIRE))
+        st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: the stream runs asynchronously (frames were "
+                                              "pushed); groups take synchronous streams");
+    if (st == SD_OK) {
+        g->s[g->count] = s;
+        memset(&g->mstats[g->count], 0, sizeof g->mstats[0]);
+        g->count++;
+        st = plan_worst(g);
+        if (st != SD_OK)
+            g->count--;
+        else
+            s->group = g;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return st;
+}
+
+sd_status sd_stream_group_remove(sd_stream_group *g, sd_stream *s)
+{
+    if (!g || !s)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_remove: NULL argument");
+    pthread_mutex_lock(&g->mu);
+    int i = 0;
+    while (i < g->count && g->s[i] != s)
+        i++;
+    if (i == g->count) {
+        pthread_mutex_unlock(&g->mu);
+        return sd_fail(SD_ERR_NOT_FOUND, "sd_stream_group_remove: the stream is not in this group");
+    }
+    memmove(&g->s[i], &g->s[i + 1], sizeof *g->s * (size_t)(g->count - i - 1));
+    memmove(&g->mstats[i], &g->mstats[i + 1], sizeof *g->mstats * (size_t)(g->count - i - 1));
+    g->count--;
+    s->group = NULL;
+    g->kv_n = 0; /* a later stream may get the same address */
+    g->plan_n = 0;
+    if (g->rr >= g->count)
+        g->rr = 0;
+    pthread_mutex_unlock(&g->mu);
+    return SD_OK;
+}
+
+sd_status sd_stream_group_get_stats(const sd_stream_group *g, int index, sd_stream_group_stats *st)
+{
+    if (!g || !st)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_get_stats: NULL argument");
+    sd_stream_group *w = (sd_stream_group *)g;
+    pthread_mutex_lock(&w->mu);
+    sd_status r = SD_OK;
+    if (index == -1)
+        *st = w->stats;
+    else if (index >= 0 && index < w->count)
+        *st = w->mstats[index];
+    else
+        r = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_get_stats: index %d out of range (-1..%d)", index,
+                    w->count - 1);
+    pthread_mutex_unlock(&w->mu);
+    return r;
+}
+
+/* ---------------------------------------------------------------- frames */
+
+/* One tick over the k streams in g->sel (their members' indices in g->sel_idx). */
+static sd_status tick(sd_stream_group *g, int k, double t_call)
+{
+    double t0 = sd_time_now();
+    if (!same_selection(g->sel, k, g->plan_sel, g->plan_n))
+        SD_TRY(plan_tick(g, k));
+    bool gather = false;
+    if (k != g->kv_n)
+        gather = true;
+    for (int i = 0; i < k && !gather; i++)
+        gather = g->kv_src[i] != g->sel[i] || g->kv_ver[i] != g->sel[i]->kv_version;
+    sd_ctx_reset(&g->ctx);
+    g->kv_n = 0;
+    run_tick(g, &g->ctx, k, gather);
+    SD_TRY(g->ctx.status);
+    for (int i = 0; i < k; i++) {
+        g->kv_src[i] = g->sel[i];
+        g->kv_ver[i] = g->sel[i]->kv_version;
+    }
+    g->kv_n = k;
+    double now = sd_time_now();
+    int64_t rows = 0;
+    for (int i = 0; i < k; i++)
+        rows += g->rows[i];
+    sd_stream_group_stats *gs = &g->stats;
+    gs->ticks++;
+    gs->frames += (uint64_t)k;
+    gs->batch_frames = ema(gs->batch_frames, k, gs->ticks);
+    gs->unet_rows = ema(gs->unet_rows, (double)rows, gs->ticks);
+    gs->tick_ms = ema(gs->tick_ms, (now - t0) * 1e3, gs->ticks);
+    for (int i = 0; i < k; i++) {
+        sd_stream_group_stats *ms = &g->mstats[g->sel_idx[i]];
+        ms->ticks++;
+        ms->frames++;
+        ms->batch_frames = ema(ms->batch_frames, k, ms->ticks);
+        ms->unet_rows = ema(ms->unet_rows, (double)rows, ms->ticks);
+        ms->tick_ms = ema(ms->tick_ms, (now - t0) * 1e3, ms->ticks);
+        ms->latency_ms = ema(ms->latency_ms, (now - t_call) * 1e3, ms->ticks);
+        sd_stream_record_inference(g->sel[i], t0);
+    }
+    return SD_OK;
+}
+
+sd_status sd_stream_group_img2img(sd_stream_group *g, const sd_image *const *in, sd_image *const *out, int n)
+{
+    if (!g || !in || !out)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_img2img: NULL argument");
+    pthread_mutex_lock(&g->mu);
+    sd_status st = SD_OK;
+    if (n < 1 || n > g->count)
+        st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_img2img: %d frames for a group of %d streams (give "
+                                              "1..count, frame i goes to stream i)",
+                     n, g->count);
+    for (int i = 0; i < n && st == SD_OK; i++)
+        if (!in[i] || !in[i]->data || in[i]->width <= 0 || in[i]->height <= 0 || !out[i])
+            st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_img2img: frame %d is empty or has no output", i);
+    if (st != SD_OK) {
+        pthread_mutex_unlock(&g->mu);
+        return st;
+    }
+    double t_call = sd_time_now();
+    int locked = 0;
+    for (; locked < n; locked++) { /* members in index order: the same order in every call */
+        sd_stream *s = g->s[locked];
+        pthread_mutex_lock(&s->engine);
+        if (s->async) {
+            st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_img2img: stream %d runs asynchronously (frames "
+                                                  "were pushed); remove it from the group",
+                         locked);
+            pthread_mutex_unlock(&s->engine);
+            break;
+        }
+    }
+    /* inputs -> each stream's img_in; the similarity filter decides per stream */
+    int npend = 0;
+    for (int i = 0; i < n && st == SD_OK; i++) {
+        sd_stream *s = g->s[i];
+        bool skipped = false;
+        s->stats.frames_in++;
+        st = sd_stream_frame_to_chw(s, in[i], out[i]);
+        if (st == SD_OK)
+            st = sd_stream_prepare_frame(s, &skipped);
+        if (st != SD_OK)
+            st = sd_fail_context(st, "sd_stream_group_img2img: stream %d", i);
+        g->pending[i] = st == SD_OK && !skipped;
+        npend += g->pending[i];
+        if (skipped)
+            g->mstats[i].frames_skipped++;
+    }
+    if (st == SD_OK)
+        g->stats.frames_skipped += (uint64_t)(n - npend);
+    /* ticks: at most one frame per stream and max_batch frames each, round robin from g->rr */
+    int start = g->rr % n;
+    g->rr = (g->rr + 1) % g->count;
+    int cur = start;
+    while (st == SD_OK && npend > 0) {
+        int k = 0;
+        for (int step = 0; step < n && k < g->max_batch; step++) {
+            int i = (cur + step) % n;
+            if (g->pending[i]) {
+                g->sel[k] = g->s[i];
+                g->sel_idx[k++] = i;
+            }
+        }
+        for (int j = 0; j < k; j++)
+            g->pending[g->sel_idx[j]] = false;
+        cur = (g->sel_idx[k - 1] + 1) % n;
+        npend -= k;
+        st = tick(g, k, t_call);
+    }
+    for (int i = 0; i < n && st == SD_OK; i++) {
+        sd_stream *s = g->s[i];
+        st = sd_stream_output_image(s, out[i]);
+        if (st == SD_OK)
+            s->stats.frames_out++;
+    }
+    while (locked > 0)
+        pthread_mutex_unlock(&g->s[--locked]->engine);
+    pthread_mutex_unlock(&g->mu);
+    return st;
+}

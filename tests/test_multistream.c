@@ -1,0 +1,348 @@
+/* Stream groups (many streams, one batched UNet call per tick): every member's
+ * output equals what the same stream gives alone with sd_stream_img2img (same
+ * seed, prompt and frames), for streams with different prompts, cfg types
+ * (self / none / initialize / full) and t_index_lists, over several ticks,
+ * with batches smaller than the group (round robin), a prompt change and the
+ * similarity filter. Plus the membership rules and errors.
+ * Uses the tiny random-weight models in $SD_TEST_DATA/models (tiny-sd15 +
+ * taesd-tiny) at 32x32 (latent 4x4). */
+#include "test.h"
+
+#include "pipe/stream.h"
+
+#include <unistd.h>
+
+#define S 32
+#define NT 5 /* ticks */
+#define MAXN 4
+
+static sd_model *g_model;
+static char g_why[2600];
+static char g_mp[1024], g_tp[1024];
+
+static sd_model *load_model(void)
+{
+    sd_model_params p;
+    sd_model_default_params(&p);
+    p.taesd = g_tp;
+    const char *nt = getenv("SD_TEST_THREADS");
+    p.n_threads = nt ? atoi(nt) : 2;
+    sd_model *m = NULL;
+    if (sd_model_load(g_mp, &p, &m) != SD_OK)
+        return NULL;
+    return m;
+}
+
+static sd_model *model(void)
+{
+    if (g_model || g_why[0])
+        return g_model;
+    const char *d = getenv("SD_TEST_DATA");
+    snprintf(g_mp, sizeof g_mp, "%s/models/tiny-sd15", d ? d : "tests/data");
+    snprintf(g_tp, sizeof g_tp, "%s/models/taesd-tiny", d ? d : "tests/data");
+    if (access(g_mp, R_OK) || access(g_tp, R_OK)) {
+        snprintf(g_why, sizeof g_why, "tiny models not found under %s/models", d ? d : "tests/data");
+        return NULL;
+    }
+    g_model = load_model();
+    if (!g_model)
+        snprintf(g_why, sizeof g_why, "loading %s failed: %s", g_mp, sd_last_error());
+    return g_model;
+}
+
+/* Frame k of stream j: smooth gradients plus noise (frames of stream `still` repeat, for the filter). */
+static void make_frame(int j, int k, sd_image *img)
+{
+    int w = S, h = S;
+    img->width = w;
+    img->height = h;
+    img->data = malloc((size_t)w * h * 3);
+    unsigned long long r = 1000 + (unsigned long long)k * 7919 + (unsigned long long)j * 104729;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < 3; c++) {
+                float v = 127.5f + 60.0f * sinf(0.11f * (float)(x * (c + 1) + k * 5 + j * 17) + 0.07f * (float)y) +
+                          40.0f * test_rand(&r);
+                img->data[((size_t)y * w + x) * 3 + c] = (uint8_t)fminf(255.0f, fmaxf(0.0f, v));
+            }
+}
+
+typedef struct cfg {
+    sd_cfg_type cfg;
+    int t[4], nt;
+    uint64_t seed;
+    float guidance, ssf;
+    const char *prompt, *negative, *prompt2; /* prompt2: set before tick 2 (NULL: none) */
+    bool still;                              /* the same frame every tick */
+} cfg;
+
+static void params_of(const cfg *c, sd_stream_params *p)
+{
+    sd_stream_default_params(p);
+    p->width = p->height = S;
+    p->cfg_type = c->cfg;
+    p->n_t_index = c->nt;
+    for (int i = 0; i < c->nt; i++)
+        p->t_index_list[i] = c->t[i];
+    p->seed = c->seed;
+    p->guidance_scale = c->guidance;
+    p->similarity_threshold = c->ssf;
+    p->max_skip_frames = 2;
+}
+
+static size_t img_floats(void) { return (size_t)3 * S * S; }
+
+static void out_floats(sd_stream *s, float *dst)
+{
+    sd_ctx tmp = {.be = s->m->be};
+    sd_tensor t = s->img_out;
+    sd_tensor_to_f32(&tmp, &t, dst);
+}
+
+static sd_status make_stream(const cfg *c, sd_stream **s)
+{
+    sd_stream_params p;
+    params_of(c, &p);
+    SD_TRY(sd_stream_create(model(), &p, s));
+    return sd_stream_set_prompt(*s, c->prompt, c->negative);
+}
+
+/* Runs n streams alone (reference) and in a group of max_batch; returns the
+ * max |diff| of the float outputs and whether every 8-bit image matched. */
+static void compare(const cfg *cs, int n, int max_batch, double *maxdiff, bool *images_equal, uint64_t *ticks)
+{
+    size_t nf = img_floats();
+    float *ref = malloc(sizeof(float) * nf * NT * MAXN), *got = malloc(sizeof(float) * nf);
+    sd_image refimg[MAXN][NT];
+    memset(refimg, 0, sizeof refimg);
+    *maxdiff = 0;
+    *images_equal = true;
+    for (int j = 0; j < n; j++) { /* the reference: each stream alone */
+        sd_stream *s = NULL;
+        CHECK_STATUS(make_stream(&cs[j], &s), SD_OK);
+        if (!s)
+            goto done;
+        for (int k = 0; k < NT; k++) {
+            if (k == 2 && cs[j].prompt2)
+                CHECK_STATUS(sd_stream_set_prompt(s, cs[j].prompt2, cs[j].negative), SD_OK);
+            sd_image in = {0};
+            make_frame(j, cs[j].still ? 0 : k, &in);
+            CHECK_STATUS(sd_stream_img2img(s, &in, &refimg[j][k]), SD_OK);
+            out_floats(s, ref + ((size_t)k * MAXN + j) * nf);
+            sd_image_free(&in);
+        }
+        sd_stream_free(s);
+    }
+    sd_stream_group *g = NULL;
+    sd_stream *ss[MAXN] = {0};
+    CHECK_STATUS(sd_stream_group_create(model(), n, max_batch, &g), SD_OK);
+    for (int j = 0; j < n && g; j++) {
+        CHECK_STATUS(make_stream(&cs[j], &ss[j]), SD_OK);
+        if (ss[j])
+            CHECK_STATUS(sd_stream_group_add(g, ss[j]), SD_OK);
+    }
+    CHECK(sd_stream_group_count(g) == n);
+    for (int k = 0; k < NT && sd_stream_group_count(g) == n; k++) {
+        sd_image in[MAXN] = {0}, out[MAXN] = {0};
+        const sd_image *pin[MAXN];
+        sd_image *pout[MAXN];
+        for (int j = 0; j < n; j++) {
+            if (k == 2 && cs[j].prompt2)
+                CHECK_STATUS(sd_stream_set_prompt(ss[j], cs[j].prompt2, cs[j].negative), SD_OK);
+            make_frame(j, cs[j].still ? 0 : k, &in[j]);
+            pin[j] = &in[j];
+            pout[j] = &out[j];
+        }
+        CHECK_STATUS(sd_stream_group_img2img(g, pin, pout, n), SD_OK);
+        for (int j = 0; j < n; j++) {
+            out_floats(ss[j], got);
+            const float *r = ref + ((size_t)k * MAXN + j) * nf;
+            for (size_t i = 0; i < nf; i++)
+                *maxdiff = fmax(*maxdiff, fabs((double)got[i] - r[i]));
+            bool eq = out[j].data && out[j].width == refimg[j][k].width && out[j].height == refimg[j][k].height &&
+                      !memcmp(out[j].data, refimg[j][k].data, nf);
+            CHECK_MSG(eq, "stream %d tick %d: 8-bit image differs from the stream alone", j, k);
+            *images_equal = *images_equal && eq;
+            sd_image_free(&in[j]);
+            sd_image_free(&out[j]);
+        }
+    }
+    sd_stream_group_stats gs;
+    *ticks = 0;
+    if (g && sd_stream_group_get_stats(g, -1, &gs) == SD_OK)
+        *ticks = gs.ticks;
+    for (int j = 0; j < n && g; j++) {
+        sd_stream_group_stats ms;
+        CHECK_STATUS(sd_stream_group_get_stats(g, j, &ms), SD_OK);
+        CHECK(ms.frames + ms.frames_skipped == NT);
+        sd_stream_stats st;
+        CHECK_STATUS(sd_stream_get_stats(ss[j], &st), SD_OK);
+        CHECK(st.frames_in == NT && st.frames_out == NT && st.frames_skipped == ms.frames_skipped);
+    }
+    sd_stream_group_free(g);
+    for (int j = 0; j < n; j++)
+        sd_stream_free(ss[j]);
+done:
+    for (int j = 0; j < MAXN; j++)
+        for (int k = 0; k < NT; k++)
+            sd_image_free(&refimg[j][k]);
+    free(ref);
+    free(got);
+}
+
+static const cfg three[3] = {
+    {SD_CFG_SELF, {32, 45}, 2, 7, 1.2f, 0, "a red fox in the snow", "", NULL, false},
+    {SD_CFG_NONE, {20, 40}, 2, 8, 1.0f, 0, "a blue car", "", "a green bicycle", false},
+    {SD_CFG_INITIALIZE, {10, 30, 45}, 3, 9, 1.5f, 0, "mountains at dawn", "blurry", NULL, false},
+};
+
+TEST(three_streams_one_batch)
+{
+    if (!model())
+        SKIP("%s", g_why);
+    double d;
+    bool eq;
+    uint64_t ticks;
+    compare(three, 3, 3, &d, &eq, &ticks);
+    printf("  3 streams, batch 3: max |diff| vs alone %.3g, 8-bit images %s, %llu ticks\n", d,
+           eq ? "identical" : "DIFFER", (unsigned long long)ticks);
+    CHECK(d <= 1e-5);
+    CHECK(ticks == NT);
+}
+
+TEST(three_streams_batch_two_round_robin)
+{
+    if (!model())
+        SKIP("%s", g_why);
+    double d;
+    bool eq;
+    uint64_t ticks;
+    compare(three, 3, 2, &d, &eq, &ticks);
+    printf("  3 streams, batch 2: max |diff| vs alone %.3g, 8-bit images %s, %llu ticks\n", d,
+           eq ? "identical" : "DIFFER", (unsigned long long)ticks);
+    CHECK(d <= 1e-5);
+    CHECK(ticks == 2 * NT);
+}
+
+TEST(four_streams_full_cfg_single_step_and_filter)
+{
+    if (!model())
+        SKIP("%s", g_why);
+    const cfg four[4] = {
+        {SD_CFG_FULL, {25}, 1, 11, 1.4f, 0, "a cat", "dark", NULL, false},
+        {SD_CFG_SELF, {16, 32, 45}, 3, 12, 1.3f, 0.9f, "still life", "", NULL, true}, /* filter skips */
+        {SD_CFG_NONE, {40}, 1, 13, 1.0f, 0, "a boat", "", "a ship", false},
+        {SD_CFG_INITIALIZE, {30, 45}, 2, 14, 1.2f, 0, "a forest", "fog", "a jungle", false},
+    };
+    double d;
+    bool eq;
+    uint64_t ticks;
+    compare(four, 4, 3, &d, &eq, &ticks);
+    printf("  4 streams (full, self+filter, none, initialize), batch 3: max |diff| vs alone %.3g, 8-bit images %s, "
+           "%llu ticks\n",
+           d, eq ? "identical" : "DIFFER", (unsigned long long)ticks);
+    CHECK(d <= 1e-5);
+}
+
+TEST(membership_rules)
+{
+    if (!model())
+        SKIP("%s", g_why);
+    sd_stream_group *g = NULL;
+    CHECK_STATUS(sd_stream_group_create(NULL, 2, 1, &g), SD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(sd_stream_group_create(model(), 0, 1, &g), SD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(sd_stream_group_create(model(), 2, 3, &g), SD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(sd_stream_group_create(model(), 2, 2, &g), SD_OK);
+    if (!g)
+        return;
+    sd_stream_params p;
+    sd_stream_default_params(&p);
+    p.width = p.height = S;
+    sd_stream *a = NULL, *b = NULL, *c = NULL, *big = NULL, *fb = NULL, *seq = NULL;
+    CHECK_STATUS(sd_stream_create(model(), &p, &a), SD_OK);
+    CHECK_STATUS(sd_stream_create(model(), &p, &b), SD_OK);
+    CHECK_STATUS(sd_stream_create(model(), &p, &c), SD_OK);
+    p.width = 2 * S;
+    CHECK_STATUS(sd_stream_create(model(), &p, &big), SD_OK);
+    p.width = S;
+    p.frame_buffer_size = 2;
+    CHECK_STATUS(sd_stream_create(model(), &p, &fb), SD_OK);
+    p.frame_buffer_size = 1;
+    p.use_denoising_batch = false;
+    CHECK_STATUS(sd_stream_create(model(), &p, &seq), SD_OK);
+    if (!a || !b || !c || !big || !fb || !seq)
+        goto out;
+    sd_image in = {0}, o = {0};
+    make_frame(0, 0, &in);
+    const sd_image *pin[2] = {&in, &in};
+    sd_image *pout[2] = {&o, &o};
+    CHECK_STATUS(sd_stream_group_img2img(g, pin, pout, 1), SD_ERR_INVALID_ARGUMENT); /* empty group */
+    CHECK_STATUS(sd_stream_group_add(g, a), SD_OK);
+    CHECK_STATUS(sd_stream_group_add(g, a), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("already");
+    CHECK_STATUS(sd_stream_group_add(g, big), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("different sizes");
+    CHECK_STATUS(sd_stream_group_add(g, fb), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("frame_buffer_size 1");
+    CHECK_STATUS(sd_stream_group_add(g, seq), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("use_denoising_batch");
+    CHECK_STATUS(sd_stream_group_add(g, b), SD_OK);
+    CHECK_STATUS(sd_stream_group_add(g, c), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("full");
+    CHECK_STATUS(sd_stream_group_img2img(g, pin, pout, 3), SD_ERR_INVALID_ARGUMENT);
+    const sd_image *bad[2] = {&in, NULL};
+    CHECK_STATUS(sd_stream_group_img2img(g, bad, pout, 2), SD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(sd_stream_group_img2img(g, pin, pout, 1), SD_OK); /* a frame for the first stream only */
+    sd_stream_group_stats st;
+    CHECK_STATUS(sd_stream_group_get_stats(g, 1, &st), SD_OK);
+    CHECK(st.frames == 0);
+    CHECK_STATUS(sd_stream_group_get_stats(g, 0, &st), SD_OK);
+    CHECK(st.frames == 1 && st.ticks == 1 && st.batch_frames == 1);
+    CHECK_STATUS(sd_stream_group_get_stats(g, 2, &st), SD_ERR_INVALID_ARGUMENT);
+    /* another group refuses a member; a different model is refused */
+    sd_stream_group *g2 = NULL;
+    CHECK_STATUS(sd_stream_group_create(model(), 2, 2, &g2), SD_OK);
+    CHECK_STATUS(sd_stream_group_add(g2, b), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("another group");
+    sd_model *m2 = load_model();
+    CHECK(m2 != NULL);
+    if (m2) {
+        sd_stream *x = NULL;
+        CHECK_STATUS(sd_stream_create(m2, &p, &x), SD_OK);
+        CHECK_STATUS(sd_stream_group_add(g2, c), SD_OK);
+        CHECK_STATUS(sd_stream_group_add(g2, x), SD_ERR_INVALID_ARGUMENT);
+        CHECK_ERR_CONTAINS("another model");
+        sd_stream_free(x);
+        sd_model_free(m2);
+    }
+    sd_stream_group_free(g2); /* c leaves with it */
+    /* remove, re-add, free of a member detaches it */
+    CHECK_STATUS(sd_stream_group_remove(g, c), SD_ERR_NOT_FOUND);
+    CHECK_STATUS(sd_stream_group_remove(g, a), SD_OK);
+    CHECK(sd_stream_group_count(g) == 1);
+    CHECK_STATUS(sd_stream_group_add(g, c), SD_OK);
+    sd_stream_free(c);
+    c = NULL;
+    CHECK(sd_stream_group_count(g) == 1);
+    CHECK_STATUS(sd_stream_group_img2img(g, pin, pout, 1), SD_OK);
+    sd_image_free(&in);
+    sd_image_free(&o);
+out:
+    sd_stream_group_free(g);
+    sd_stream_free(a);
+    sd_stream_free(b);
+    sd_stream_free(c);
+    sd_stream_free(big);
+    sd_stream_free(fb);
+    sd_stream_free(seq);
+}
+
+int main(void)
+{
+    RUN(three_streams_one_batch);
+    RUN(three_streams_batch_two_round_robin);
+    RUN(four_streams_full_cfg_single_step_and_filter);
+    RUN(membership_rules);
+    sd_model_free(g_model);
+    return test_summary();
+}
