@@ -6,6 +6,7 @@
  * Models: $SD_TEST_DATA/models/tiny-sd15 (folder) and tiny-sd15-single.safetensors,
  * copied to a temporary folder before they are damaged. */
 #include "test.h"
+#include "test_util.h"
 
 #include "core/core.h"
 #include "core/memlimit.h"
@@ -55,30 +56,6 @@ static bool copy_tree(const char *src, const char *dst)
     }
     closedir(d);
     return ok;
-}
-
-static void rm_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return;
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        if (d) {
-            for (struct dirent *e; (e = readdir(d)) != NULL;) {
-                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                    continue;
-                char *a = sd_path_join(path, e->d_name);
-                if (a)
-                    rm_tree(a);
-                free(a);
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
 }
 
 /* A fresh copy of the tiny model folder; returns its path (static buffer). */
@@ -368,15 +345,15 @@ TEST(missing_sub_models)
 {
     const char *d = model_copy();
     CHECK(d);
-    rm_tree(join(d, "unet"));
+    test_rm_tree(join(d, "unet"));
     EXPECT_LOAD(d, NULL, SD_ERR_NOT_FOUND, "no unet/ folder");
 
     d = model_copy();
-    rm_tree(join(d, "text_encoder"));
+    test_rm_tree(join(d, "text_encoder"));
     EXPECT_LOAD(d, NULL, SD_ERR_NOT_FOUND, "no text_encoder/ folder");
 
     d = model_copy();
-    rm_tree(join(d, "tokenizer"));
+    test_rm_tree(join(d, "tokenizer"));
     EXPECT_LOAD(d, NULL, SD_ERR_NOT_FOUND, "vocab.json");
 
     d = model_copy(); /* the weights file alone is missing */
@@ -393,11 +370,11 @@ TEST(missing_sub_models)
     EXPECT_LOAD(d, NULL, SD_ERR_UNSUPPORTED, ".safetensors only");
 
     d = model_copy(); /* no scheduler/: defaults */
-    rm_tree(join(d, "scheduler"));
+    test_rm_tree(join(d, "scheduler"));
     EXPECT_LOAD(d, NULL, SD_OK, "");
 
     d = model_copy(); /* no vae/: loads, but generation needs a VAE or TAESD */
-    rm_tree(join(d, "vae"));
+    test_rm_tree(join(d, "vae"));
     sd_model *m = NULL;
     CHECK_STATUS(sd_model_load(d, NULL, &m), SD_OK);
     if (m) {
@@ -779,9 +756,7 @@ int main(void)
     snprintf(g_src, sizeof g_src, "%s/models/tiny-sd15", td);
     snprintf(g_single, sizeof g_single, "%s/models/tiny-sd15-single.safetensors", td);
     snprintf(g_taesd, sizeof g_taesd, "%s/models/taesd-tiny", td);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof g_tmp, "%s/sd_bad_inputs_XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_tmp)) {
+    if (!test_make_tmpdir(g_tmp, sizeof g_tmp, "sd_bad_inputs")) {
         fprintf(stderr, "cannot create a temporary folder\n");
         return 1;
     }
@@ -806,6 +781,6 @@ int main(void)
     RUN(stream_parameters);
     RUN(model_parameters);
     sd_model_free(g_model);
-    rm_tree(g_tmp);
+    test_rm_tree(g_tmp);
     return test_summary();
 }

@@ -7,6 +7,7 @@
 #include "check/check.h"
 #include "models/clip.h"
 #include "test.h"
+#include "test_util.h"
 
 #include <dirent.h>
 #include <unistd.h>
@@ -14,72 +15,20 @@
 static sd_backend *g_be;
 static char g_dir[256];
 
-static const char *tmp_path(const char *name)
-{
-    static char buf[4][400];
-    static int k;
-    if (!g_dir[0]) {
-        snprintf(g_dir, sizeof g_dir, "/tmp/sd-test-clip-XXXXXX");
-        if (!mkdtemp(g_dir)) {
-            fprintf(stderr, "cannot create a temporary directory\n");
-            exit(1);
-        }
-    }
-    char *p = buf[k++ % 4];
-    snprintf(p, 400, "%s/%s", g_dir, name);
-    return p;
-}
+static const char *tmp_path(const char *name) { return test_tmp_path(g_dir, name); }
 
 /* ------------------------------------------------------------ fixture cases */
 
-static void run_case_dir(const char *case_dir, const char *root)
-{
-    int n = 0, f = 0;
-    sd_status s = sd_check_case(case_dir, root, g_be, false, &n, &f);
-    CHECK_MSG(s == SD_OK && f == 0 && n > 0, "%s: %s (%d checked, %d failed) %s", case_dir, sd_status_name(s), n, f,
-              sd_last_error());
-}
-
 TEST(fixture_cases)
 {
-    const char *fx = getenv("SD_FIXTURES");
-    if (!fx || !*fx)
-        SKIP("SD_FIXTURES is not set");
     static const char *const cases[] = {"clip_text_gelu", "clip_text_gelu_projection", "clip_text_quickgelu"};
-    int ran = 0;
-    for (size_t i = 0; i < SD_ARRAY_LEN(cases); i++) {
-        char dir[600];
-        snprintf(dir, sizeof dir, "%s/cases/%s", fx, cases[i]);
-        if (!sd_dir_exists(dir))
-            continue;
-        run_case_dir(dir, NULL);
-        ran++;
-    }
-    if (!ran)
-        SKIP("no clip_text_* cases under %s/cases", fx);
+    test_fixture_cases(g_be, cases, SD_ARRAY_LEN(cases), "clip_text_*");
 }
 
 TEST(project_cases)
 {
-    const char *td = getenv("SD_TEST_DATA");
-    char dir[600];
-    snprintf(dir, sizeof dir, "%s/cases", td ? td : "");
-    DIR *dp = td && *td ? opendir(dir) : NULL;
-    if (!dp)
-        SKIP("no $SD_TEST_DATA/cases folder");
-    int ran = 0;
-    struct dirent *e;
-    while ((e = readdir(dp))) {
-        if (!strstr(e->d_name, "clip_text")) /* clip_text_*, own_clip_text_* */
-            continue;
-        char cd[1200];
-        snprintf(cd, sizeof cd, "%s/%s", dir, e->d_name);
-        run_case_dir(cd, td);
-        ran++;
-    }
-    closedir(dp);
-    if (!ran)
-        SKIP("no *clip_text* cases under %s", dir);
+    static const char *const needles[] = {"clip_text", NULL}; /* clip_text_*, own_clip_text_* */
+    test_project_cases(g_be, needles, "*clip_text*");
 }
 
 /* ------------------------------------------------------------ tiny random model */
@@ -268,13 +217,6 @@ static void ref_forward(const int32_t *ids, int S, double hs[NL + 1][MAXP][D])
     }
 }
 
-static float *download(sd_ctx *ctx, sd_tensor t)
-{
-    float *h = malloc((size_t)sd_numel(&t) * sizeof(float) + 1);
-    CHECK_STATUS(sd_tensor_to_f32(ctx, &t, h), SD_OK);
-    return h;
-}
-
 static double max_diff(const float *got, const double *want, int n)
 {
     double m = 0;
@@ -285,9 +227,7 @@ static double max_diff(const float *got, const double *want, int n)
 
 static sd_clip *load_tiny(const char *path, sd_clip_config cfg, sd_weights *w)
 {
-    sd_weights_init(w, g_be, "tiny clip", SD_F32);
-    CHECK_STATUS(sd_weights_add_file(w, path, NULL, false), SD_OK);
-    CHECK_STATUS(sd_weights_finalize(w), SD_OK);
+    test_weights_open(w, g_be, "tiny clip", path);
     sd_clip *m = NULL;
     CHECK_STATUS(sd_clip_load(w, &cfg, &m), SD_OK);
     return m;
@@ -334,21 +274,21 @@ TEST(tiny_numerics)
         CHECK(out.ndim == 3 && out.ne[0] == B && out.ne[1] == S && out.ne[2] == D);
         CHECK(po.ndim == 2 && po.ne[0] == B && po.ne[1] == D && tx.ne[1] == PD);
         if (pass == 1 && sd_ok(&ctx)) {
-            float *g = download(&ctx, out);
+            float *g = test_download(&ctx, out);
             CHECK_MSG(max_diff(g, &lhs[0][0][0], B * S * D) < 2e-5, "last_hidden_state off by %g",
                       max_diff(g, &lhs[0][0][0], B * S * D));
             free(g);
-            g = download(&ctx, po);
+            g = test_download(&ctx, po);
             CHECK(max_diff(g, &pooled[0][0], B * D) < 2e-5);
             free(g);
-            g = download(&ctx, tx);
+            g = test_download(&ctx, tx);
             CHECK(max_diff(g, &te[0][0], B * PD) < 2e-5);
             free(g);
         }
         sd_release(&ctx, 0);
         out = sd_clip_forward(&ctx, m, ids, B, S, 1, NULL, NULL); /* diffusers clip_skip=1 */
         if (pass == 1 && sd_ok(&ctx)) {
-            float *g = download(&ctx, out);
+            float *g = test_download(&ctx, out);
             CHECK(max_diff(g, &skip1[0][0][0], B * S * D) < 2e-5);
             free(g);
         }
@@ -356,13 +296,13 @@ TEST(tiny_numerics)
         /* SDXL penultimate: hidden_states[-2] without the final norm, plus pooled */
         out = sd_clip_forward_hidden(&ctx, m, ids, B, S, 1, false, &po, NULL);
         if (pass == 1 && sd_ok(&ctx)) {
-            float *g = download(&ctx, out);
+            float *g = test_download(&ctx, out);
             double want[B][S][D];
             for (int b = 0; b < B; b++)
                 memcpy(want[b], hs[b][NL - 1], sizeof want[b]);
             CHECK(max_diff(g, &want[0][0][0], B * S * D) < 2e-5);
             free(g);
-            g = download(&ctx, po);
+            g = test_download(&ctx, po);
             CHECK(max_diff(g, &pooled[0][0], B * D) < 2e-5);
             free(g);
         }
@@ -443,9 +383,7 @@ TEST(weight_errors)
     const char *missing = "text_model.encoder.layers.1.mlp.fc2.bias";
     const char *path = write_tiny("missing.safetensors", missing, NULL);
     sd_weights w;
-    sd_weights_init(&w, g_be, "tiny clip", SD_F32);
-    CHECK_STATUS(sd_weights_add_file(&w, path, NULL, false), SD_OK);
-    CHECK_STATUS(sd_weights_finalize(&w), SD_OK);
+    test_weights_open(&w, g_be, "tiny clip", path);
     sd_clip_config cfg = tiny_cfg(false, 2);
     sd_clip *m = (sd_clip *)1;
     CHECK_STATUS(sd_clip_load(&w, &cfg, &m), SD_ERR_NOT_FOUND);
@@ -455,18 +393,14 @@ TEST(weight_errors)
 
     const char *bad = "text_model.encoder.layers.0.mlp.fc1.weight";
     path = write_tiny("bad.safetensors", NULL, bad);
-    sd_weights_init(&w, g_be, "tiny clip", SD_F32);
-    CHECK_STATUS(sd_weights_add_file(&w, path, NULL, false), SD_OK);
-    CHECK_STATUS(sd_weights_finalize(&w), SD_OK);
+    test_weights_open(&w, g_be, "tiny clip", path);
     CHECK_STATUS(sd_clip_load(&w, &cfg, &m), SD_ERR_SHAPE);
     CHECK_ERR_CONTAINS(bad);
     sd_weights_free(&w);
 
     /* projection wanted but absent */
     path = write_tiny("noproj.safetensors", "text_projection.weight", NULL);
-    sd_weights_init(&w, g_be, "tiny clip", SD_F32);
-    CHECK_STATUS(sd_weights_add_file(&w, path, NULL, false), SD_OK);
-    CHECK_STATUS(sd_weights_finalize(&w), SD_OK);
+    test_weights_open(&w, g_be, "tiny clip", path);
     cfg.with_projection = true;
     CHECK_STATUS(sd_clip_load(&w, &cfg, &m), SD_ERR_NOT_FOUND);
     CHECK_ERR_CONTAINS("text_projection.weight");
@@ -521,6 +455,10 @@ int main(void)
         fprintf(stderr, "cannot create the CPU backend: %s\n", sd_last_error());
         return 1;
     }
+    if (!test_make_tmpdir(g_dir, sizeof g_dir, "sd-test-clip")) {
+        fprintf(stderr, "cannot create a temporary directory\n");
+        return 1;
+    }
     init_tiny();
     RUN(config);
     RUN(new_eos_rule);
@@ -530,15 +468,6 @@ int main(void)
     RUN(fixture_cases);
     RUN(project_cases);
     sd_backend_destroy(g_be);
-    if (g_dir[0]) {
-        DIR *dp = opendir(g_dir);
-        struct dirent *e;
-        while (dp && (e = readdir(dp)))
-            if (e->d_name[0] != '.')
-                unlink(tmp_path(e->d_name));
-        if (dp)
-            closedir(dp);
-        rmdir(g_dir);
-    }
+    test_rm_tree(g_dir);
     return test_summary();
 }

@@ -2,6 +2,7 @@
  * diffusers' load_lora_weights + fuse_lora on tiny-sd15 (references: tests/data/lora,
  * written by tools/gen_lora_cases.py). */
 #include "test.h"
+#include "test_util.h"
 
 #include "models/lora.h"
 #include "pipe/pipeline.h"
@@ -860,27 +861,6 @@ TEST(single_file_checkpoints)
     unlink(f);
 }
 
-static void rm_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char p[1200];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat sb;
-        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-            rm_tree(p);
-        else
-            unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 int main(void)
 {
     const char *td = getenv("SD_TEST_DATA");
@@ -890,9 +870,7 @@ int main(void)
         printf("SKIP: %s missing (%s)\n", p, sd_last_error());
         return 0;
     }
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof g_tmp, "%s/sd_test_lora_XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_tmp)) {
+    if (!test_make_tmpdir(g_tmp, sizeof g_tmp, "sd_test_lora")) {
         printf("cannot create a temporary folder\n");
         return 1;
     }
@@ -904,7 +882,7 @@ int main(void)
     RUN(errors);
     RUN(formula);
     RUN(single_file_checkpoints);
-    rm_tree(g_tmp);
+    test_rm_tree(g_tmp);
     sd_safetensors_close(g_exp);
     return test_summary();
 }

@@ -3,6 +3,7 @@
  * with the safetensors writer: config parsing (naming trap, unsupported
  * keys), load errors, memory planning, the K/V cache, F16-kept weights. */
 #include "test.h"
+#include "test_util.h"
 
 #include "backend/ops.h"
 #include "check/check.h"
@@ -39,14 +40,7 @@ static const char *CFG_B =
     " \"transformer_layers_per_block\": 2, \"mid_block_type\": null, \"downsample_padding\": 0,"
     " \"upcast_attention\": true, \"mid_block_scale_factor\": 1}";
 
-static char *tmp_path(const char *name)
-{
-    static char buf[4][512];
-    static int k;
-    char *p = buf[k++ & 3];
-    snprintf(p, 512, "%s/%s", g_tmp, name);
-    return p;
-}
+static char *tmp_path(const char *name) { return test_tmp_path(g_tmp, name); }
 
 static bool write_text(const char *path, const char *text)
 {
@@ -767,24 +761,9 @@ TEST(project_cases)
         SKIP("no UNet cases in $SD_TEST_DATA/cases");
 }
 
-static void rm_tmp(void)
-{
-    DIR *d = opendir(g_tmp);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            unlink(tmp_path(e->d_name));
-    closedir(d);
-    rmdir(g_tmp);
-}
-
 int main(void)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof g_tmp, "%s/sd_test_unet_XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_tmp) || sd_backend_cpu_create(2, &g_be) != SD_OK) {
+    if (!test_make_tmpdir(g_tmp, sizeof g_tmp, "sd_test_unet") || sd_backend_cpu_create(2, &g_be) != SD_OK) {
         fprintf(stderr, "setup failed: %s\n", sd_last_error());
         return 1;
     }
@@ -800,7 +779,7 @@ int main(void)
     RUN(forward_errors);
     RUN(fixture_cases);
     RUN(project_cases);
-    rm_tmp();
+    test_rm_tree(g_tmp);
     sd_backend_destroy(g_be);
     return test_summary();
 }

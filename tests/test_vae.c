@@ -9,6 +9,7 @@
 #include "check/check.h"
 #include "models/vae.h"
 #include "test.h"
+#include "test_util.h"
 
 #include <dirent.h>
 #include <stdarg.h>
@@ -17,72 +18,20 @@
 static sd_backend *g_be;
 static char g_dir[256];
 
-static const char *tmp_path(const char *name)
-{
-    static char buf[4][400];
-    static int k;
-    if (!g_dir[0]) {
-        snprintf(g_dir, sizeof g_dir, "/tmp/sd-test-vae-XXXXXX");
-        if (!mkdtemp(g_dir)) {
-            fprintf(stderr, "cannot create a temporary directory\n");
-            exit(1);
-        }
-    }
-    char *p = buf[k++ % 4];
-    snprintf(p, 400, "%s/%s", g_dir, name);
-    return p;
-}
+static const char *tmp_path(const char *name) { return test_tmp_path(g_dir, name); }
 
 /* ------------------------------------------------------------ fixture cases */
 
-static void run_case_dir(const char *case_dir, const char *root)
-{
-    int n = 0, f = 0;
-    sd_status s = sd_check_case(case_dir, root, g_be, false, &n, &f);
-    CHECK_MSG(s == SD_OK && f == 0 && n > 0, "%s: %s (%d checked, %d failed) %s", case_dir, sd_status_name(s), n, f,
-              sd_last_error());
-}
-
 TEST(fixture_cases)
 {
-    const char *fx = getenv("SD_FIXTURES");
-    if (!fx || !*fx)
-        SKIP("SD_FIXTURES is not set");
     static const char *const cases[] = {"vae_kl", "vae_tiny"};
-    int ran = 0;
-    for (size_t i = 0; i < SD_ARRAY_LEN(cases); i++) {
-        char dir[600];
-        snprintf(dir, sizeof dir, "%s/cases/%s", fx, cases[i]);
-        if (!sd_dir_exists(dir))
-            continue;
-        run_case_dir(dir, NULL);
-        ran++;
-    }
-    if (!ran)
-        SKIP("no vae_* cases under %s/cases", fx);
+    test_fixture_cases(g_be, cases, SD_ARRAY_LEN(cases), "vae_*");
 }
 
 TEST(project_cases)
 {
-    const char *td = getenv("SD_TEST_DATA");
-    char dir[600];
-    snprintf(dir, sizeof dir, "%s/cases", td ? td : "");
-    DIR *dp = td && *td ? opendir(dir) : NULL;
-    if (!dp)
-        SKIP("no $SD_TEST_DATA/cases folder");
-    int ran = 0;
-    struct dirent *e;
-    while ((e = readdir(dp))) {
-        if (!strstr(e->d_name, "vae_") && !strstr(e->d_name, "taesd_")) /* vae_*, own_vae_* */
-            continue;
-        char cd[1200];
-        snprintf(cd, sizeof cd, "%s/%s", dir, e->d_name);
-        run_case_dir(cd, td);
-        ran++;
-    }
-    closedir(dp);
-    if (!ran)
-        SKIP("no *vae_* cases under %s", dir);
+    static const char *const needles[] = {"vae_", "taesd_", NULL}; /* vae_*, own_vae_*, taesd_* */
+    test_project_cases(g_be, needles, "*vae_*");
 }
 
 /* ------------------------------------------------------------ random weight sets */
@@ -470,19 +419,10 @@ static img ref_decode(img z, bool attn, bool quant)
 
 static sd_vae *kl_open(const char *path, sd_vae_config cfg, sd_weights *w)
 {
-    sd_weights_init(w, g_be, "tiny vae", SD_F32);
-    CHECK_STATUS(sd_weights_add_file(w, path, NULL, false), SD_OK);
-    CHECK_STATUS(sd_weights_finalize(w), SD_OK);
+    test_weights_open(w, g_be, "tiny vae", path);
     sd_vae *m = NULL;
     CHECK_STATUS(sd_vae_load(w, &cfg, &m), SD_OK);
     return m;
-}
-
-static float *download(sd_ctx *ctx, sd_tensor t)
-{
-    float *h = malloc((size_t)sd_numel(&t) * sizeof(float) + 1);
-    CHECK_STATUS(sd_tensor_to_f32(ctx, &t, h), SD_OK);
-    return h;
 }
 
 static sd_tensor upload(sd_ctx *ctx, const float *host, int64_t a, int64_t b, int64_t c, int64_t d)
@@ -526,7 +466,7 @@ static void kl_compare(sd_vae *m, bool attn, bool quant, const char *label)
         CHECK(mean.ndim == 4 && mean.ne[0] == KB && mean.ne[1] == KL && mean.ne[2] == KH / 2 && mean.ne[3] == KW / 2);
         CHECK(sd_same_shape(&mean, &lv));
         if (pass == 1 && sd_ok(&ctx)) {
-            float *gm = download(&ctx, mean), *gl = download(&ctx, lv);
+            float *gm = test_download(&ctx, mean), *gl = test_download(&ctx, lv);
             for (int b = 0; b < KB; b++) {
                 img in = inew(KIN, KH, KW);
                 for (int i = 0; i < KIN * KH * KW; i++)
@@ -545,7 +485,7 @@ static void kl_compare(sd_vae *m, bool attn, bool quant, const char *label)
         CHECK_STATUS(ctx.status, SD_OK);
         CHECK(y.ndim == 4 && y.ne[0] == KB && y.ne[1] == KOUT && y.ne[2] == KH && y.ne[3] == KW);
         if (pass == 1 && sd_ok(&ctx)) {
-            float *gy = download(&ctx, y);
+            float *gy = test_download(&ctx, y);
             for (int b = 0; b < KB; b++) {
                 img zi = inew(KL, KH / 2, KW / 2);
                 for (int i = 0; i < KL * (KH / 2) * (KW / 2); i++)
@@ -643,7 +583,7 @@ TEST(kl_logvar_clamp_and_sample)
     sd_tensor smp = sd_vae_sample(&ctx, mean, lv, nz);
     CHECK_STATUS(ctx.status, SD_OK);
     if (sd_ok(&ctx)) {
-        float *gl = download(&ctx, lv), *gm = download(&ctx, mean), *gs = download(&ctx, smp);
+        float *gl = test_download(&ctx, lv), *gm = test_download(&ctx, mean), *gs = test_download(&ctx, smp);
         int hw = (KH / 2) * (KW / 2);
         for (int i = 0; i < hw; i++) {
             CHECK(gl[i] == 20.0f);
@@ -708,9 +648,7 @@ TEST(kl_weight_errors)
     const char *missing = "decoder.mid_block.attentions.0.to_v.bias";
     const char *path = wsave("kl_missing.safetensors", missing, NULL, NULL, NULL, false);
     sd_weights w;
-    sd_weights_init(&w, g_be, "tiny vae", SD_F32);
-    CHECK_STATUS(sd_weights_add_file(&w, path, NULL, false), SD_OK);
-    CHECK_STATUS(sd_weights_finalize(&w), SD_OK);
+    test_weights_open(&w, g_be, "tiny vae", path);
     sd_vae_config cfg = kl_cfg(true, true);
     sd_vae *m = (sd_vae *)1;
     CHECK_STATUS(sd_vae_load(&w, &cfg, &m), SD_ERR_NOT_FOUND);
@@ -720,18 +658,14 @@ TEST(kl_weight_errors)
 
     const char *bad = "encoder.down_blocks.1.resnets.0.conv_shortcut.weight";
     path = wsave("kl_bad.safetensors", NULL, bad, NULL, NULL, false);
-    sd_weights_init(&w, g_be, "tiny vae", SD_F32);
-    CHECK_STATUS(sd_weights_add_file(&w, path, NULL, false), SD_OK);
-    CHECK_STATUS(sd_weights_finalize(&w), SD_OK);
+    test_weights_open(&w, g_be, "tiny vae", path);
     CHECK_STATUS(sd_vae_load(&w, &cfg, &m), SD_ERR_SHAPE);
     CHECK_ERR_CONTAINS(bad);
     sd_weights_free(&w);
 
     /* a config that disagrees with the weights (3 levels) */
     path = wsave("kl_ok.safetensors", NULL, NULL, NULL, NULL, false);
-    sd_weights_init(&w, g_be, "tiny vae", SD_F32);
-    CHECK_STATUS(sd_weights_add_file(&w, path, NULL, false), SD_OK);
-    CHECK_STATUS(sd_weights_finalize(&w), SD_OK);
+    test_weights_open(&w, g_be, "tiny vae", path);
     cfg.n_blocks = 3;
     cfg.block_out_channels[2] = 8;
     CHECK(sd_vae_load(&w, &cfg, &m) != SD_OK);
@@ -903,9 +837,7 @@ static img ref_tdec(img x)
 
 static sd_taesd *taesd_open(const char *path, sd_weights *w)
 {
-    sd_weights_init(w, g_be, "tiny taesd", SD_F32);
-    CHECK_STATUS(sd_weights_add_file(w, path, NULL, false), SD_OK);
-    CHECK_STATUS(sd_weights_finalize(w), SD_OK);
+    test_weights_open(w, g_be, "tiny taesd", path);
     sd_taesd_config cfg = taesd_cfg();
     sd_taesd *m = NULL;
     CHECK_STATUS(sd_taesd_load(w, &cfg, &m), SD_OK);
@@ -926,16 +858,16 @@ static void taesd_run(sd_taesd *m, const float *image, const float *lat, float *
         sd_tensor l = sd_taesd_encode(&ctx, m, x);
         CHECK(l.ndim == 4 && l.ne[1] == TL && l.ne[2] == TH / 2 && l.ne[3] == TW / 2);
         if (pass)
-            out[0] = download(&ctx, l);
+            out[0] = test_download(&ctx, l);
         sd_tensor sl = sd_taesd_scale_latents(&ctx, m, l);
         if (pass)
-            out[2] = download(&ctx, sl);
+            out[2] = test_download(&ctx, sl);
         sd_release(&ctx, 0);
         sd_tensor z = upload(&ctx, lat, 2, TL, TH / 2, TW / 2);
         sd_tensor y = sd_taesd_decode(&ctx, m, z);
         CHECK(y.ndim == 4 && y.ne[1] == 3 && y.ne[2] == TH && y.ne[3] == TW);
         if (pass)
-            out[1] = download(&ctx, y);
+            out[1] = test_download(&ctx, y);
         CHECK_STATUS(ctx.status, SD_OK);
         if (pass == 0)
             peak = ctx.peak;
@@ -1003,9 +935,7 @@ TEST(taesd_errors)
     const char *missing = "decoder.layers.5.conv.4.bias";
     const char *path = wsave("t_missing.safetensors", missing, NULL, NULL, NULL, false);
     sd_weights w;
-    sd_weights_init(&w, g_be, "tiny taesd", SD_F32);
-    CHECK_STATUS(sd_weights_add_file(&w, path, NULL, false), SD_OK);
-    CHECK_STATUS(sd_weights_finalize(&w), SD_OK);
+    test_weights_open(&w, g_be, "tiny taesd", path);
     sd_taesd_config cfg = taesd_cfg();
     sd_taesd *m = NULL;
     CHECK_STATUS(sd_taesd_load(&w, &cfg, &m), SD_ERR_NOT_FOUND);
@@ -1014,9 +944,7 @@ TEST(taesd_errors)
 
     const char *bad = "encoder.layers.2.weight";
     path = wsave("t_bad.safetensors", NULL, bad, NULL, NULL, true);
-    sd_weights_init(&w, g_be, "tiny taesd", SD_F32);
-    CHECK_STATUS(sd_weights_add_file(&w, path, NULL, false), SD_OK);
-    CHECK_STATUS(sd_weights_finalize(&w), SD_OK);
+    test_weights_open(&w, g_be, "tiny taesd", path);
     CHECK_STATUS(sd_taesd_load(&w, &cfg, &m), SD_ERR_SHAPE);
     CHECK_ERR_CONTAINS(bad);
     sd_weights_free(&w);
@@ -1065,6 +993,10 @@ int main(void)
         fprintf(stderr, "cannot create the CPU backend: %s\n", sd_last_error());
         return 1;
     }
+    if (!test_make_tmpdir(g_dir, sizeof g_dir, "sd-test-vae")) {
+        fprintf(stderr, "cannot create a temporary directory\n");
+        return 1;
+    }
     RUN(config);
     RUN(kl_numerics);
     RUN(kl_variants);
@@ -1077,15 +1009,6 @@ int main(void)
     RUN(project_cases);
     wclear();
     sd_backend_destroy(g_be);
-    if (g_dir[0]) {
-        DIR *dp = opendir(g_dir);
-        struct dirent *e;
-        while (dp && (e = readdir(dp)))
-            if (e->d_name[0] != '.')
-                unlink(tmp_path(e->d_name));
-        if (dp)
-            closedir(dp);
-        rmdir(g_dir);
-    }
+    test_rm_tree(g_dir);
     return test_summary();
 }

@@ -226,3 +226,43 @@ sd_status sd_check_case(const char *case_dir, const char *fixtures_root, sd_back
     free(c.root);
     return s;
 }
+
+void sd_case_compare_tensor(sd_case *c, const char *name, sd_tensor t)
+{
+    size_t n = (size_t)sd_numel(&t);
+    float *host = sd_malloc(n * sizeof(float) + 1);
+    if (!host) {
+        sd_case_fail(c, "out of memory");
+        return;
+    }
+    sd_ctx tmp = {.be = c->be};
+    if (sd_tensor_to_f32(&tmp, &t, host) == SD_OK)
+        sd_case_compare(c, name, host, n);
+    else
+        sd_case_fail(c, sd_last_error());
+    free(host);
+}
+
+void sd_case_check_peak(sd_case *c, size_t peak, size_t planned)
+{
+    if (peak == planned)
+        return;
+    char msg[160];
+    snprintf(msg, sizeof msg, "arena peak %zu bytes differs from the planned %zu", peak, planned);
+    sd_case_fail(c, msg);
+}
+
+void sd_case_check_produced(sd_case *c, const char *const *done, int n_done, const char *runner)
+{
+    for (size_t i = 0; c->expected && i < c->expected->n_tensors; i++) {
+        const char *name = c->expected->tensors[i].name;
+        bool seen = false;
+        for (int k = 0; k < n_done && !seen; k++)
+            seen = !strcmp(done[k], name);
+        if (!seen) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "expected tensor '%s' is not produced by the %s runner", name, runner);
+            sd_case_fail(c, msg);
+        }
+    }
+}

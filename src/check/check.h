@@ -56,6 +56,14 @@ void sd_case_hook(void *user, const char *name, sd_tensor t);
 /* Records a failure that is not a numeric comparison (e.g. a load error). */
 void sd_case_fail(sd_case *c, const char *what);
 
+/* Downloads `t` (on the case's backend) to float32 and compares it with expected tensor `name`. */
+void sd_case_compare_tensor(sd_case *c, const char *name, sd_tensor t);
+/* Records a failure when a real run's arena peak differs from the planned one. */
+void sd_case_check_peak(sd_case *c, size_t peak, size_t planned);
+/* Records a failure for every expected tensor not among done[0..n_done) (`runner`
+ * names the runner in the message, e.g. "CLIP"). */
+void sd_case_check_produced(sd_case *c, const char *const *done, int n_done, const char *runner);
+
 typedef sd_status (*sd_case_fn)(sd_case *c);
 
 /* Runs one case folder; returns SD_OK when every output passed. `fixtures_root`

@@ -30,20 +30,9 @@ static void mark_done(clip_run *r, const char *name)
     }
 }
 
-static void compare_tensor(clip_run *r, sd_ctx *ctx, const char *name, sd_tensor t)
+static void compare_tensor(clip_run *r, const char *name, sd_tensor t)
 {
-    size_t n = (size_t)sd_numel(&t);
-    float *host = sd_malloc(n * sizeof(float) + 1);
-    if (!host) {
-        sd_case_fail(r->c, "out of memory");
-        return;
-    }
-    sd_ctx tmp = {.be = ctx->be};
-    if (sd_tensor_to_f32(&tmp, &t, host) == SD_OK)
-        sd_case_compare(r->c, name, host, n);
-    else
-        sd_case_fail(r->c, sd_last_error());
-    free(host);
+    sd_case_compare_tensor(r->c, name, t);
     mark_done(r, name);
 }
 
@@ -59,10 +48,8 @@ static void clip_hook(void *user, const char *name, sd_tensor t)
         snprintf(key, sizeof key, "hidden_states.%d", i + 1);
     else
         return;
-    if (r->c->expected && sd_st_find(r->c->expected, key)) {
-        sd_ctx ctx = {.be = r->c->be};
-        compare_tensor(r, &ctx, key, t);
-    }
+    if (r->c->expected && sd_st_find(r->c->expected, key))
+        compare_tensor(r, key, t);
 }
 
 static bool has_expected(sd_case *c, const char *name) { return c->expected && sd_st_find(c->expected, name); }
@@ -77,11 +64,11 @@ static void clip_pass(clip_run *r, sd_ctx *ctx, const sd_clip *m, const int32_t 
     sd_tensor pooled, te;
     sd_tensor lhs = sd_clip_forward(ctx, m, ids, B, S, 0, &pooled, want_te ? &te : NULL);
     if (real && sd_ok(ctx)) {
-        compare_tensor(r, ctx, "last_hidden_state", lhs);
+        compare_tensor(r, "last_hidden_state", lhs);
         if (has_expected(c, "pooler_output"))
-            compare_tensor(r, ctx, "pooler_output", pooled);
+            compare_tensor(r, "pooler_output", pooled);
         if (want_te)
-            compare_tensor(r, ctx, "text_embeds", te);
+            compare_tensor(r, "text_embeds", te);
     }
     sd_release(ctx, m0);
     void (*hook)(void *, const char *, sd_tensor) = ctx->hook;
@@ -94,7 +81,7 @@ static void clip_pass(clip_run *r, sd_ctx *ctx, const sd_clip *m, const int32_t 
             continue;
         sd_tensor h = sd_clip_forward(ctx, m, ids, B, S, k, NULL, NULL);
         if (real && sd_ok(ctx))
-            compare_tensor(r, ctx, name, h);
+            compare_tensor(r, name, h);
         sd_release(ctx, m0);
     }
     ctx->hook = hook;
@@ -151,23 +138,11 @@ sd_status sd_check_clip(sd_case *c)
     ctx.hook_user = &r;
     clip_pass(&r, &ctx, m, ids, B, S);
     s = ctx.status;
-    if (s == SD_OK && ctx.peak != plan.peak) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "arena peak %zu bytes differs from the planned %zu", ctx.peak, plan.peak);
-        sd_case_fail(c, msg);
-    }
+    if (s == SD_OK)
+        sd_case_check_peak(c, ctx.peak, plan.peak);
     sd_ctx_free(&ctx);
-    for (size_t i = 0; s == SD_OK && c->expected && i < c->expected->n_tensors; i++) {
-        const char *name = c->expected->tensors[i].name;
-        bool done = false;
-        for (int j = 0; j < r.n_done && !done; j++)
-            done = !strcmp(r.done[j], name);
-        if (!done) {
-            char msg[300];
-            snprintf(msg, sizeof msg, "expected tensor '%s' is not produced by the CLIP runner", name);
-            sd_case_fail(c, msg);
-        }
-    }
+    if (s == SD_OK)
+        sd_case_check_produced(c, r.done, r.n_done, "CLIP");
 done:
     free(ids);
     sd_clip_free(m);

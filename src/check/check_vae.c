@@ -29,18 +29,7 @@ static bool has_expected(sd_case *c, const char *name) { return c->expected && s
 
 static void compare_tensor(vae_run *r, const char *name, sd_tensor t)
 {
-    size_t n = (size_t)sd_numel(&t);
-    float *host = sd_malloc(n * sizeof(float) + 1);
-    if (!host) {
-        sd_case_fail(r->c, "out of memory");
-        return;
-    }
-    sd_ctx tmp = {.be = r->c->be};
-    if (sd_tensor_to_f32(&tmp, &t, host) == SD_OK)
-        sd_case_compare(r->c, name, host, n);
-    else
-        sd_case_fail(r->c, sd_last_error());
-    free(host);
+    sd_case_compare_tensor(r->c, name, t);
     const sd_st_tensor *e = r->c->expected ? sd_st_find(r->c->expected, name) : NULL;
     bool seen = false;
     for (int i = 0; i < r->n_done && !seen; i++)
@@ -207,24 +196,12 @@ sd_status sd_check_vae(sd_case *c)
         else
             kl_pass(&r, &ctx, kl);
         s = ctx.status;
-        if (s == SD_OK && ctx.peak != plan.peak) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "arena peak %zu bytes differs from the planned %zu", ctx.peak, plan.peak);
-            sd_case_fail(c, msg);
-        }
+        if (s == SD_OK)
+            sd_case_check_peak(c, ctx.peak, plan.peak);
         sd_ctx_free(&ctx);
     }
-    for (size_t i = 0; s == SD_OK && c->expected && i < c->expected->n_tensors; i++) {
-        const char *name = c->expected->tensors[i].name;
-        bool done = false;
-        for (int k = 0; k < r.n_done && !done; k++)
-            done = !strcmp(r.done[k], name);
-        if (!done) {
-            char msg[300];
-            snprintf(msg, sizeof msg, "expected tensor '%s' is not produced by the VAE runner", name);
-            sd_case_fail(c, msg);
-        }
-    }
+    if (s == SD_OK)
+        sd_case_check_produced(c, r.done, r.n_done, "VAE");
     sd_vae_free(kl);
     sd_taesd_free(ts);
     return s;

@@ -194,33 +194,11 @@ sd_status sd_clip_load_dir(sd_backend *be, const char *dir, int with_projection,
     if (with_projection >= 0)
         cfg.with_projection = with_projection != 0;
     static const char *const names[] = {"model.safetensors", "model.fp16.safetensors"};
-    char *wpath = NULL;
-    for (size_t i = 0; i < SD_ARRAY_LEN(names) && !wpath; i++) {
-        char *p = sd_path_join(dir, names[i]);
-        if (!p)
-            return SD_ERR_OUT_OF_MEMORY;
-        if (sd_file_exists(p))
-            wpath = p;
-        else
-            free(p);
-    }
-    if (!wpath)
-        return sd_fail(SD_ERR_NOT_FOUND, "%s: no model.safetensors (or model.fp16.safetensors) in this folder", dir);
-    sd_weights *w = sd_calloc(1, sizeof *w);
-    if (!w) {
-        free(wpath);
-        return SD_ERR_OUT_OF_MEMORY;
-    }
-    char label[512];
-    snprintf(label, sizeof label, "text encoder (%s)", dir);
-    sd_weights_init(w, be, label, be->act_dtype);
-    s = sd_weights_add_file(w, wpath, NULL, false);
-    free(wpath);
-    if (s == SD_OK)
-        s = sd_weights_finalize(w);
+    sd_weights *w;
+    SD_TRY(sd_weights_open_dir(be, dir, names, SD_ARRAY_LEN(names), "model.safetensors (or model.fp16.safetensors)",
+                               "text encoder", &w));
     sd_clip *m = NULL;
-    if (s == SD_OK)
-        s = sd_clip_load(w, &cfg, &m);
+    s = sd_clip_load(w, &cfg, &m);
     if (s != SD_OK) {
         sd_weights_free(w);
         free(w);

@@ -80,40 +80,9 @@ static sd_status check_block_types(const sd_config *j, const char *key, const ch
 /* Opens a diffusers model folder's weights into a new sd_weights (caller owns). */
 static sd_status open_dir_weights(sd_backend *be, const char *dir, const char *what, sd_weights **out)
 {
-    *out = NULL;
     static const char *const names[] = {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"};
-    char *wpath = NULL;
-    for (size_t i = 0; i < SD_ARRAY_LEN(names) && !wpath; i++) {
-        char *p = sd_path_join(dir, names[i]);
-        if (!p)
-            return SD_ERR_OUT_OF_MEMORY;
-        if (sd_file_exists(p))
-            wpath = p;
-        else
-            free(p);
-    }
-    if (!wpath)
-        return sd_fail(SD_ERR_NOT_FOUND, "%s: no diffusion_pytorch_model.safetensors (or .fp16.safetensors) in this folder",
-                       dir);
-    sd_weights *w = sd_calloc(1, sizeof *w);
-    if (!w) {
-        free(wpath);
-        return SD_ERR_OUT_OF_MEMORY;
-    }
-    char label[512];
-    snprintf(label, sizeof label, "%s (%s)", what, dir);
-    sd_weights_init(w, be, label, be->act_dtype);
-    sd_status s = sd_weights_add_file(w, wpath, NULL, false);
-    free(wpath);
-    if (s == SD_OK)
-        s = sd_weights_finalize(w);
-    if (s != SD_OK) {
-        sd_weights_free(w);
-        free(w);
-        return s;
-    }
-    *out = w;
-    return SD_OK;
+    return sd_weights_open_dir(be, dir, names, SD_ARRAY_LEN(names),
+                               "diffusion_pytorch_model.safetensors (or .fp16.safetensors)", what, out);
 }
 
 static bool check_image(sd_ctx *ctx, const char *who, sd_tensor x, int channels, int multiple, const char *what)
@@ -343,31 +312,6 @@ sd_status sd_vae_load(sd_weights *w, const sd_vae_config *c, sd_vae **out)
         sd_vae_free(m);
         return s;
     }
-    *out = m;
-    return SD_OK;
-}
-
-sd_status sd_vae_load_dir(sd_backend *be, const char *dir, sd_vae **out)
-{
-    *out = NULL;
-    sd_vae_config cfg;
-    char *cpath = sd_path_join(dir, "config.json");
-    if (!cpath)
-        return SD_ERR_OUT_OF_MEMORY;
-    sd_status s = sd_vae_config_load(cpath, &cfg);
-    free(cpath);
-    if (s != SD_OK)
-        return s;
-    sd_weights *w;
-    SD_TRY(open_dir_weights(be, dir, "vae", &w));
-    sd_vae *m = NULL;
-    s = sd_vae_load(w, &cfg, &m);
-    if (s != SD_OK) {
-        sd_weights_free(w);
-        free(w);
-        return s;
-    }
-    m->owned_weights = w;
     *out = m;
     return SD_OK;
 }
@@ -698,29 +642,44 @@ sd_status sd_taesd_load(sd_weights *w, const sd_taesd_config *c, sd_taesd **out)
     return SD_OK;
 }
 
-sd_status sd_taesd_load_dir(sd_backend *be, const char *dir, sd_taesd **out)
+/* Loads an AutoencoderKL (kl != NULL) or AutoencoderTiny (tiny != NULL) folder:
+ * config.json and the weights, which the model then owns. */
+static sd_status load_dir(sd_backend *be, const char *dir, sd_vae **kl, sd_taesd **tiny)
 {
-    *out = NULL;
-    sd_taesd_config cfg;
+    sd_vae_config kc;
+    sd_taesd_config tc;
     char *cpath = sd_path_join(dir, "config.json");
     if (!cpath)
         return SD_ERR_OUT_OF_MEMORY;
-    sd_status s = sd_taesd_config_load(cpath, &cfg);
+    sd_status s = kl ? sd_vae_config_load(cpath, &kc) : sd_taesd_config_load(cpath, &tc);
     free(cpath);
     if (s != SD_OK)
         return s;
     sd_weights *w;
-    SD_TRY(open_dir_weights(be, dir, "taesd", &w));
-    sd_taesd *m = NULL;
-    s = sd_taesd_load(w, &cfg, &m);
+    SD_TRY(open_dir_weights(be, dir, kl ? "vae" : "taesd", &w));
+    s = kl ? sd_vae_load(w, &kc, kl) : sd_taesd_load(w, &tc, tiny);
     if (s != SD_OK) {
         sd_weights_free(w);
         free(w);
         return s;
     }
-    m->owned_weights = w;
-    *out = m;
+    if (kl)
+        (*kl)->owned_weights = w;
+    else
+        (*tiny)->owned_weights = w;
     return SD_OK;
+}
+
+sd_status sd_vae_load_dir(sd_backend *be, const char *dir, sd_vae **out)
+{
+    *out = NULL;
+    return load_dir(be, dir, out, NULL);
+}
+
+sd_status sd_taesd_load_dir(sd_backend *be, const char *dir, sd_taesd **out)
+{
+    *out = NULL;
+    return load_dir(be, dir, NULL, out);
 }
 
 static sd_tensor taesd_layer(sd_ctx *ctx, const sd_taesd *m, const sd_taesd_layer *l, sd_tensor x)

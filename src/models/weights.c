@@ -551,3 +551,40 @@ sd_status sd_weights_add_component(sd_weights *w, const char *dir, const char *b
     }
     return sd_fail(SD_ERR_NOT_FOUND, "%s: no weights found (tried %s)", dir, tried);
 }
+
+sd_status sd_weights_open_dir(sd_backend *be, const char *dir, const char *const *names, size_t n_names,
+                              const char *missing, const char *what, sd_weights **out)
+{
+    *out = NULL;
+    char *wpath = NULL;
+    for (size_t i = 0; i < n_names && !wpath; i++) {
+        char *p = sd_path_join(dir, names[i]);
+        if (!p)
+            return SD_ERR_OUT_OF_MEMORY;
+        if (sd_file_exists(p))
+            wpath = p;
+        else
+            free(p);
+    }
+    if (!wpath)
+        return sd_fail(SD_ERR_NOT_FOUND, "%s: no %s in this folder", dir, missing);
+    sd_weights *w = sd_calloc(1, sizeof *w);
+    if (!w) {
+        free(wpath);
+        return SD_ERR_OUT_OF_MEMORY;
+    }
+    char label[512];
+    snprintf(label, sizeof label, "%s (%s)", what, dir);
+    sd_weights_init(w, be, label, be->act_dtype);
+    sd_status s = sd_weights_add_file(w, wpath, NULL, false);
+    free(wpath);
+    if (s == SD_OK)
+        s = sd_weights_finalize(w);
+    if (s != SD_OK) {
+        sd_weights_free(w);
+        free(w);
+        return s;
+    }
+    *out = w;
+    return SD_OK;
+}

@@ -82,6 +82,13 @@ sd_status sd_weights_restore(sd_weights *w, const char *name, sd_tensor *t);
  * functions above. A non-OK return stops the walk and is returned. */
 typedef sd_status (*sd_weight_visit_fn)(void *user, const char *name, sd_tensor *t);
 
+/* Opens the first of `names` (n_names file names) that exists in `dir` into a new,
+ * finalized sd_weights labelled "<what> (<dir>)" in the backend's activation dtype;
+ * the caller owns it (sd_weights_free + free). None there: SD_ERR_NOT_FOUND
+ * "<dir>: no <missing> in this folder". */
+sd_status sd_weights_open_dir(sd_backend *be, const char *dir, const char *const *names, size_t n_names,
+                              const char *missing, const char *what, sd_weights **out);
+
 /* Shape literal for sd_weights_get: sd_weights_get(w, &t, SD_SHAPE(320, 4, 3, 3), "conv_in.weight"). */
 #define SD_SHAPE(...) ((const int64_t[]){__VA_ARGS__}), (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
 

@@ -1,0 +1,136 @@
+/* Helpers shared by the model tests: a temporary folder, reference-case
+ * runners (fixture and project cases) and tensor downloads. Every test is its
+ * own executable, so these static functions (and their static buffers) are
+ * per test. Include after test.h. */
+#ifndef SD_TEST_UTIL_H
+#define SD_TEST_UTIL_H
+
+#include "test.h"
+
+#include "backend/ops.h"
+#include "check/check.h"
+#include "core/core.h"
+#include "models/weights.h"
+
+#include <dirent.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Creates $TMPDIR/<name>_XXXXXX (/tmp when TMPDIR is unset) in buf; false on failure. */
+static inline bool test_make_tmpdir(char *buf, size_t cap, const char *name)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(buf, cap, "%s/%s_XXXXXX", tmp && *tmp ? tmp : "/tmp", name);
+    return mkdtemp(buf) != NULL;
+}
+
+/* dir/name in one of four rotating static buffers. */
+static inline char *test_tmp_path(const char *dir, const char *name)
+{
+    static char buf[4][512];
+    static int k;
+    char *p = buf[k++ & 3];
+    snprintf(p, sizeof buf[0], "%s/%s", dir, name);
+    return p;
+}
+
+/* Removes path: a file, or a folder and everything in it. */
+static inline void test_rm_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (d) {
+            for (struct dirent *e; (e = readdir(d)) != NULL;) {
+                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                    continue;
+                char *a = sd_path_join(path, e->d_name);
+                if (a)
+                    test_rm_tree(a);
+                free(a);
+            }
+            closedir(d);
+        }
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
+}
+
+/* Runs one reference case folder; the test fails unless it checked something and all of it passed. */
+static inline void test_run_case_dir(sd_backend *be, const char *case_dir, const char *root)
+{
+    int n = 0, f = 0;
+    sd_status s = sd_check_case(case_dir, root, be, false, &n, &f);
+    CHECK_MSG(s == SD_OK && f == 0 && n > 0, "%s: %s (%d checked, %d failed) %s", case_dir, sd_status_name(s), n, f,
+              sd_last_error());
+}
+
+/* Runs the named cases under $SD_FIXTURES/cases that exist; skips when none do
+ * (`pattern` names them in the skip message, e.g. "vae_*"). */
+static inline void test_fixture_cases(sd_backend *be, const char *const *names, size_t n, const char *pattern)
+{
+    const char *fx = getenv("SD_FIXTURES");
+    if (!fx || !*fx)
+        SKIP("SD_FIXTURES is not set");
+    int ran = 0;
+    for (size_t i = 0; i < n; i++) {
+        char dir[600];
+        snprintf(dir, sizeof dir, "%s/cases/%s", fx, names[i]);
+        if (!sd_dir_exists(dir))
+            continue;
+        test_run_case_dir(be, dir, NULL);
+        ran++;
+    }
+    if (!ran)
+        SKIP("no %s cases under %s/cases", pattern, fx);
+}
+
+/* Runs every case under $SD_TEST_DATA/cases whose name contains one of `needles`
+ * (a NULL-terminated list); skips when there are none (`pattern` names them). */
+static inline void test_project_cases(sd_backend *be, const char *const *needles, const char *pattern)
+{
+    const char *td = getenv("SD_TEST_DATA");
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/cases", td ? td : "");
+    DIR *dp = td && *td ? opendir(dir) : NULL;
+    if (!dp)
+        SKIP("no $SD_TEST_DATA/cases folder");
+    int ran = 0;
+    struct dirent *e;
+    while ((e = readdir(dp))) {
+        bool match = false;
+        for (size_t i = 0; needles[i] && !match; i++)
+            match = strstr(e->d_name, needles[i]) != NULL;
+        if (!match)
+            continue;
+        char cd[1200];
+        snprintf(cd, sizeof cd, "%s/%s", dir, e->d_name);
+        test_run_case_dir(be, cd, td);
+        ran++;
+    }
+    closedir(dp);
+    if (!ran)
+        SKIP("no %s cases under %s", pattern, dir);
+}
+
+/* A tensor as a malloc'd float32 array (caller frees). */
+static inline float *test_download(sd_ctx *ctx, sd_tensor t)
+{
+    float *h = malloc((size_t)sd_numel(&t) * sizeof(float) + 1);
+    CHECK_STATUS(sd_tensor_to_f32(ctx, &t, h), SD_OK);
+    return h;
+}
+
+/* Opens one safetensors file as finalized F32 weights labelled `label`, failing the test on any error. */
+static inline void test_weights_open(sd_weights *w, sd_backend *be, const char *label, const char *path)
+{
+    sd_weights_init(w, be, label, SD_F32);
+    CHECK_STATUS(sd_weights_add_file(w, path, NULL, false), SD_OK);
+    CHECK_STATUS(sd_weights_finalize(w), SD_OK);
+}
+
+#endif
