@@ -640,7 +640,12 @@ void sd_stream_free(sd_stream *s)
 
 bool sd_stream_similarity_skip(sd_stream *s, const float *x, size_t n)
 {
-    float thr = s->p.similarity_threshold;
+    /* atomic reads: the async input thread decides without s->engine while
+     * sd_stream_set_similarity_filter may change the values */
+    float thr;
+    int max_skip;
+    __atomic_load(&s->p.similarity_threshold, &thr, __ATOMIC_RELAXED);
+    __atomic_load(&s->p.max_skip_frames, &max_skip, __ATOMIC_RELAXED);
     if (thr <= 0.0f) /* filter off */
         return false;
     if (!s->first_frame_done) {
@@ -659,7 +664,7 @@ bool sd_stream_similarity_skip(sd_stream *s, const float *x, size_t n)
     double skip_prob = thr >= 1.0f ? 0.0 : fmax(0.0, 1.0 - (1.0 - cos) / (1.0 - thr));
     float u;
     sd_rng_uniform(&s->ssf_rng, &u, 1);
-    if (skip_prob < u || s->ssf_skips >= s->p.max_skip_frames) {
+    if (skip_prob < u || s->ssf_skips >= max_skip) {
         memcpy(s->ssf_prev, x, n * sizeof(float));
         s->ssf_skips = 0;
         return false;
@@ -826,8 +831,8 @@ sd_status sd_stream_set_similarity_filter(sd_stream *s, float threshold, int max
                        "similarity threshold (%g) must be in 0..1 (0 = off) and max_skip_frames (%d) >= 0", threshold,
                        max_skip_frames);
     pthread_mutex_lock(&s->engine);
-    s->p.similarity_threshold = threshold;
-    s->p.max_skip_frames = max_skip_frames;
+    __atomic_store(&s->p.similarity_threshold, &threshold, __ATOMIC_RELAXED); /* read by the async input thread */
+    __atomic_store(&s->p.max_skip_frames, &max_skip_frames, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&s->engine);
     return SD_OK;
 }
