@@ -213,6 +213,22 @@ sd_status sd_mmap_open(const char *path, sd_mmap *m)
     return SD_OK;
 }
 
+void sd_mmap_release_pages(const sd_mmap *m)
+{
+    if (m->data && m->size)
+        madvise((void *)m->data, m->size, MADV_DONTNEED);
+}
+
+void sd_release_range(const void *p, size_t n)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0 || !p)
+        return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1), b = ((uintptr_t)p + n) & ~((uintptr_t)pg - 1);
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 void sd_mmap_close(sd_mmap *m)
 {
     if (m->data && m->size)

@@ -44,6 +44,10 @@ typedef struct sd_mmap {
 } sd_mmap;
 sd_status sd_mmap_open(const char *path, sd_mmap *m);
 void sd_mmap_close(sd_mmap *m);
+/* Drops the mapping's resident pages (they are re-read from the file on access). */
+void sd_mmap_release_pages(const sd_mmap *m);
+/* Same for the whole pages inside [p, p+n) of a read-only file mapping. */
+void sd_release_range(const void *p, size_t n);
 
 /* fp16 / bf16 conversions (exact, round-to-nearest-even for narrowing). */
 float sd_f16_to_f32(uint16_t h);

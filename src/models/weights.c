@@ -161,32 +161,50 @@ static sd_status upload_entry(sd_weights *w, const sd_wsrc *e, sd_dtype want_dt,
     size_t es = sd_dtype_size(t->dtype), oes = sd_dtype_size(want_dt);
     void *host = NULL;
     const void *up = src;
-    if (want_dt != t->dtype || ((uintptr_t)src % es) != 0) {
+    bool convert = want_dt != t->dtype || ((uintptr_t)src % es) != 0;
+    if (convert && w->be->host_memory) {
+        host = dev; /* host-memory backend: convert straight into the weight's memory */
+    } else if (convert) {
         host = sd_malloc(numel * oes + 1);
         if (!host)
             return SD_ERR_OUT_OF_MEMORY;
-        for (size_t i = 0; i < numel; i++) {
+    }
+    if (convert) {
+        if (t->dtype == SD_F16 && want_dt == SD_F32) { /* the common case (fp16 files, F32 compute): fast path */
+            float *o = host;
+#pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < numel; i++) {
+                uint16_t h;
+                memcpy(&h, src + 2 * i, 2);
+                o[i] = sd_f16_to_f32(h);
+            }
+        } else {
             sd_st_tensor view = *t;
             view.data = src;
-            double v = sd_st_get(&view, i);
-            if (want_dt == SD_F32) {
-                float f = (float)v;
-                memcpy((uint8_t *)host + 4 * i, &f, 4);
-            } else if (want_dt == SD_F16) {
-                uint16_t h = sd_f32_to_f16((float)v);
-                memcpy((uint8_t *)host + 2 * i, &h, 2);
-            } else if (want_dt == SD_BF16) {
-                uint16_t h = sd_f32_to_bf16((float)v);
-                memcpy((uint8_t *)host + 2 * i, &h, 2);
-            } else {
-                int32_t iv = (int32_t)v;
-                memcpy((uint8_t *)host + 4 * i, &iv, 4);
+            for (size_t i = 0; i < numel; i++) {
+                double v = sd_st_get(&view, i);
+                if (want_dt == SD_F32) {
+                    float f = (float)v;
+                    memcpy((uint8_t *)host + 4 * i, &f, 4);
+                } else if (want_dt == SD_F16) {
+                    uint16_t h = sd_f32_to_f16((float)v);
+                    memcpy((uint8_t *)host + 2 * i, &h, 2);
+                } else if (want_dt == SD_BF16) {
+                    uint16_t h = sd_f32_to_bf16((float)v);
+                    memcpy((uint8_t *)host + 2 * i, &h, 2);
+                } else {
+                    int32_t iv = (int32_t)v;
+                    memcpy((uint8_t *)host + 4 * i, &iv, 4);
+                }
             }
         }
         up = host;
     }
-    sd_status s = w->be->ops->upload(w->be, dev, up, numel * oes);
-    free(host);
+    sd_status s = up == dev ? SD_OK : w->be->ops->upload(w->be, dev, up, numel * oes);
+    if (host != dev)
+        free(host);
+    if (s == SD_OK && convert) /* the file pages were only needed for the conversion */
+        sd_release_range(src, numel * es);
     return s;
 }
 
@@ -587,4 +605,14 @@ sd_status sd_weights_open_dir(sd_backend *be, const char *dir, const char *const
     }
     *out = w;
     return SD_OK;
+}
+
+void sd_weights_release_pages(const sd_weights *w)
+{
+    /* Only when no weight is a zero-copy view into the files: the pages were
+     * converted or copied and are re-read from the file on demand (LoRA undo). */
+    if (w->bytes_mapped)
+        return;
+    for (int i = 0; i < w->n_files; i++)
+        sd_mmap_release_pages(&w->files[i]->map);
 }

@@ -92,6 +92,10 @@ sd_status sd_weights_open_dir(sd_backend *be, const char *dir, const char *const
 /* Shape literal for sd_weights_get: sd_weights_get(w, &t, SD_SHAPE(320, 4, 3, 3), "conv_in.weight"). */
 #define SD_SHAPE(...) ((const int64_t[]){__VA_ARGS__}), (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
 
+/* Drops the mapped files' pages from memory once every weight was converted
+ * or copied (no zero-copy views): they stay mapped and fault back in when read. */
+void sd_weights_release_pages(const sd_weights *w);
+
 #endif
 
 /* Adds the weights of a diffusers/transformers component folder to `w`:

@@ -443,6 +443,12 @@ sd_status sd_model_load(const char *path, const sd_model_params *p, sd_model **o
 {
     SD_TRY(load_any(path, p, out));
     sd_status s = apply_overrides(*out);
+    if (s == SD_OK) { /* converted weights: the file pages need not stay resident */
+        sd_weights_release_pages(&(*out)->w_text);
+        sd_weights_release_pages(&(*out)->w_unet);
+        sd_weights_release_pages(&(*out)->w_vae);
+        sd_weights_release_pages(&(*out)->w_taesd);
+    }
     if (s != SD_OK) {
         sd_model_free(*out);
         *out = NULL;
