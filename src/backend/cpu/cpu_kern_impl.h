@@ -3,7 +3,7 @@
  * after they define (inside their target pragma):
  *   KERN_NAME, KERN_FN(name), KERN_GETTER, VL (floats per vector), NVMAX
  *   (vectors per GEMM panel), the vector type V and vzero vset1 vld vst vldn vstn
- *   vtail vadd vsub vmul vdiv vmax vmin vfma vfnma vhsum vhmax vabs vcopysign
+ *   vldr (lanes [a,b) only) vtail vadd vsub vmul vdiv vmax vmin vfma vfnma vhsum vhmax vabs vcopysign
  *   vld_f16 vld_bf16 vexp, the double accumulator VD (vd_zero vd_add vd_addsq
  *   vd_sum), the 8x8 AVX transpose t8x8 with ld8_f16/ld8_bf16, kern_supported().
  *
