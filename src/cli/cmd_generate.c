@@ -34,7 +34,7 @@
 typedef enum {
     O_MODEL, O_PROMPT, O_NEG, O_WIDTH, O_HEIGHT, O_STEPS, O_CFG, O_SAMPLER, O_SCHEDULE, O_SEED,
     O_BATCH_COUNT, O_BATCH_SIZE, O_STRENGTH, O_INIT, O_OUTPUT, O_TAESD, O_THREADS, O_CLIP_SKIP,
-    O_RNG, O_BACKEND, O_ETA, O_KEEP_F16, O_CONFIG_DIR, O_PRED, O_LORA, O_LORA_ALLOW, O_VERBOSE, O_HELP
+    O_RNG, O_BACKEND, O_ETA, O_KEEP_F16, O_CONFIG_DIR, O_PRED, O_CHECK_FINITE, O_LORA, O_LORA_ALLOW, O_VERBOSE, O_HELP
 } opt_id;
 
 typedef struct {
@@ -67,6 +67,7 @@ static const opt_def k_opts[] = {
     {NULL, "--eta", true, false, O_ETA},
     {NULL, "--keep-f16", false, false, O_KEEP_F16},
     {NULL, "--config-dir", true, false, O_CONFIG_DIR},
+    {NULL, "--check-finite", false, false, O_CHECK_FINITE},
     {NULL, "--prediction-type", true, false, O_PRED},
     {NULL, "--lora", true, false, O_LORA},
     {NULL, "--lora-allow-unmatched", false, false, O_LORA_ALLOW},
@@ -79,6 +80,7 @@ typedef struct {
     const char *cmd; /* "txt2img" / "img2img" */
     const char *model, *prompt, *negative, *output, *init_img, *taesd, *sampler, *schedule;
     const char *config_dir, *prediction_type;
+    bool check_finite;
     int width, height, steps, batch_count, batch_size, threads, clip_skip;
     float cfg, strength, eta;
     bool random_seed;
@@ -167,6 +169,7 @@ static void usage(FILE *f, const gen_opts *o)
             "      --config-dir DIR      for a single-file checkpoint: a diffusers folder (or HF id) of the same\n"
             "                            architecture whose configs and tokenizer to use\n"
             "      --prediction-type T   epsilon or v_prediction (SD2 single files cannot tell; sd-turbo is epsilon)\n"
+            "      --check-finite        refuse weights that contain NaN or Inf (checks every tensor at load)\n"
             "  -v, --verbose             print the model and the settings used, and timings\n"
             "  -h, --help                this help\n",
             o->img2img ? "the init image's width, rounded down to a multiple of 8"
@@ -544,6 +547,7 @@ static int parse_args(int argc, char **argv, gen_opts *o)
             break;
         case O_KEEP_F16: o->keep_f16 = true; break;
         case O_CONFIG_DIR: o->config_dir = v; break;
+        case O_CHECK_FINITE: o->check_finite = true; break;
         case O_PRED:
             if (strcmp(v, "epsilon") && strcmp(v, "v_prediction"))
                 rc = bad_value(o, flag, v, "'epsilon' or 'v_prediction'");
