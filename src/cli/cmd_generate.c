@@ -793,6 +793,7 @@ static int run_generate(gen_opts *o, bool img2img)
     mp.keep_f16 = o->keep_f16;
     mp.config_dir = o->config_dir;
     mp.prediction_type = o->prediction_type;
+    mp.check_finite = o->check_finite;
     double t0 = now_s();
     if (o->verbose)
         fprintf(stderr, "loading model '%s'%s%s ...\n", o->model, o->taesd ? " with TAESD " : "", o->taesd ? o->taesd : "");
