@@ -289,6 +289,16 @@ int sd_stream_group_count(const sd_stream_group *g);
 /* Synchronous: in[i] is one frame for member i (i < n, n <= count); out[i]
  * receives member i's output, as sd_stream_img2img would. */
 sd_status sd_stream_group_img2img(sd_stream_group *g, const sd_image *const *in, sd_image *const *out, int n);
+/* The general call (what a server uses): one frame for each of n distinct
+ * members streams[i] (any order). in[i] != NULL: an img2img frame, as
+ * sd_stream_img2img; in[i] == NULL: a txt2img frame, as sd_stream_txt2img
+ * (the stream's own noise). out[i] receives stream i's output. Members that
+ * have no frame in this call are left as they are (a stream that stops
+ * sending costs nothing). img2img and txt2img frames share the UNet call. */
+sd_status sd_stream_group_run(sd_stream_group *g, sd_stream *const *streams, const sd_image *const *in,
+                              sd_image *const *out, int n);
+/* A member's index (for sd_stream_group_get_stats), -1 when s is not a member. */
+int sd_stream_group_index(const sd_stream_group *g, const sd_stream *s);
 
 typedef struct sd_stream_group_stats {
     uint64_t ticks;          /* batched UNet calls (the group) / the calls this stream was in */

@@ -244,6 +244,123 @@ TEST(four_streams_full_cfg_single_step_and_filter)
     CHECK(d <= 1e-5);
 }
 
+/* sd_stream_group_run: img2img and txt2img members in one UNet call, members
+ * that send only on some ticks (the others' state untouched), frames given in
+ * any order. Each output equals the stream alone on the same frames. */
+TEST(mixed_txt2img_img2img_and_idle_members)
+{
+    if (!model())
+        SKIP("%s", g_why);
+    const cfg four[4] = {
+        {SD_CFG_SELF, {32, 45}, 2, 21, 1.2f, 0, "a red fox", "", NULL, false},
+        {SD_CFG_NONE, {25}, 1, 22, 1.0f, 0, "a lighthouse", "", "a castle", false},
+        {SD_CFG_INITIALIZE, {10, 30, 45}, 3, 23, 1.5f, 0, "mountains", "blurry", NULL, false},
+        {SD_CFG_FULL, {20, 40}, 2, 24, 1.4f, 0, "a city at night", "day", NULL, false},
+    };
+    const bool txt[4] = {false, true, false, true};
+    /* sends[j][k]: stream j has a frame at tick k */
+    const bool sends[4][NT] = {{1, 1, 1, 1, 1}, {1, 1, 1, 1, 1}, {1, 0, 1, 0, 1}, {0, 1, 1, 0, 1}};
+    size_t nf = img_floats();
+    float *ref = calloc(nf * NT * 4, sizeof(float)), *got = malloc(sizeof(float) * nf);
+    sd_stream *ss[4] = {0};
+    sd_stream_group *g = NULL;
+    for (int j = 0; j < 4; j++) { /* the reference: each stream alone, on its own frames */
+        sd_stream *s = NULL;
+        CHECK_STATUS(make_stream(&four[j], &s), SD_OK);
+        for (int k = 0; s && k < NT; k++) {
+            if (!sends[j][k])
+                continue;
+            if (k == 2 && four[j].prompt2)
+                CHECK_STATUS(sd_stream_set_prompt(s, four[j].prompt2, four[j].negative), SD_OK);
+            sd_image in = {0}, out = {0};
+            make_frame(j, k, &in);
+            CHECK_STATUS(txt[j] ? sd_stream_txt2img(s, &out) : sd_stream_img2img(s, &in, &out), SD_OK);
+            out_floats(s, ref + ((size_t)k * 4 + j) * nf);
+            sd_image_free(&in);
+            sd_image_free(&out);
+        }
+        sd_stream_free(s);
+    }
+    CHECK_STATUS(sd_stream_group_create(model(), 4, 4, &g), SD_OK);
+    for (int j = 0; j < 4 && g; j++) {
+        CHECK_STATUS(make_stream(&four[j], &ss[j]), SD_OK);
+        if (ss[j])
+            CHECK_STATUS(sd_stream_group_add(g, ss[j]), SD_OK);
+    }
+    double maxdiff = 0;
+    for (int k = 0; k < NT && sd_stream_group_count(g) == 4; k++) {
+        sd_stream *fs[4];
+        const sd_image *pin[4];
+        sd_image in[4] = {0}, out[4] = {0}, *pout[4];
+        int n = 0, who[4];
+        for (int j = 3; j >= 0; j--) { /* reverse member order */
+            if (!sends[j][k])
+                continue;
+            if (k == 2 && four[j].prompt2)
+                CHECK_STATUS(sd_stream_set_prompt(ss[j], four[j].prompt2, four[j].negative), SD_OK);
+            make_frame(j, k, &in[j]);
+            fs[n] = ss[j];
+            pin[n] = txt[j] ? NULL : &in[j];
+            pout[n] = &out[j];
+            who[n++] = j;
+        }
+        CHECK_STATUS(sd_stream_group_run(g, fs, pin, pout, n), SD_OK);
+        for (int f = 0; f < n; f++) {
+            int j = who[f];
+            CHECK(out[j].data != NULL && out[j].width == S);
+            out_floats(ss[j], got);
+            const float *r = ref + ((size_t)k * 4 + j) * nf;
+            for (size_t i = 0; i < nf; i++)
+                maxdiff = fmax(maxdiff, fabs((double)got[i] - r[i]));
+        }
+        for (int j = 0; j < 4; j++) {
+            sd_image_free(&in[j]);
+            sd_image_free(&out[j]);
+        }
+    }
+    printf("  img2img + txt2img members, idle members: max |diff| vs alone %.3g\n", maxdiff);
+    CHECK(maxdiff <= 1e-5);
+    sd_stream_group_stats gs;
+    CHECK_STATUS(sd_stream_group_get_stats(g, -1, &gs), SD_OK);
+    CHECK(gs.ticks == NT && gs.frames == 16);
+    for (int j = 0; j < 4 && g; j++) {
+        CHECK(sd_stream_group_index(g, ss[j]) == j);
+        sd_stream_group_stats ms;
+        CHECK_STATUS(sd_stream_group_get_stats(g, j, &ms), SD_OK);
+        uint64_t want = 0;
+        for (int k = 0; k < NT; k++)
+            want += sends[j][k];
+        CHECK_MSG(ms.frames == want, "stream %d: %llu frames in the group, %llu sent", j,
+                  (unsigned long long)ms.frames, (unsigned long long)want);
+    }
+    /* errors: a non-member, a stream twice, an empty frame */
+    if (g && ss[0] && ss[1]) {
+        sd_stream *other = NULL;
+        sd_stream_params p;
+        params_of(&four[0], &p);
+        CHECK_STATUS(sd_stream_create(model(), &p, &other), SD_OK);
+        sd_image o = {0}, empty = {0};
+        sd_image *po[2] = {&o, &o};
+        const sd_image *pn[2] = {NULL, NULL};
+        sd_stream *bad1[1] = {other}, *bad2[2] = {ss[1], ss[1]};
+        CHECK_STATUS(sd_stream_group_run(g, bad1, pn, po, 1), SD_ERR_INVALID_ARGUMENT);
+        CHECK_ERR_CONTAINS("not a member");
+        CHECK_STATUS(sd_stream_group_run(g, bad2, pn, po, 2), SD_ERR_INVALID_ARGUMENT);
+        CHECK_ERR_CONTAINS("twice");
+        const sd_image *pe[1] = {&empty};
+        CHECK_STATUS(sd_stream_group_run(g, ss, pe, po, 1), SD_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(sd_stream_group_run(g, ss, pn, po, 0), SD_ERR_INVALID_ARGUMENT);
+        CHECK(sd_stream_group_index(g, other) == -1);
+        sd_stream_free(other);
+        sd_image_free(&o);
+    }
+    sd_stream_group_free(g);
+    for (int j = 0; j < 4; j++)
+        sd_stream_free(ss[j]);
+    free(ref);
+    free(got);
+}
+
 TEST(membership_rules)
 {
     if (!model())
@@ -342,6 +459,7 @@ int main(void)
     RUN(three_streams_one_batch);
     RUN(three_streams_batch_two_round_robin);
     RUN(four_streams_full_cfg_single_step_and_filter);
+    RUN(mixed_txt2img_img2img_and_idle_members);
     RUN(membership_rules);
     sd_model_free(g_model);
     return test_summary();

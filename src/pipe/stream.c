@@ -710,6 +710,13 @@ sd_status sd_stream_prepare_frame(sd_stream *s, bool *skipped)
     return sd_tensor_from_f32(&tmp, &first, s->host_in);
 }
 
+sd_status sd_stream_prepare_latent(sd_stream *s)
+{
+    sd_rng_randn(&s->rng, s->host_noise, (size_t)sd_numel(&s->x_in));
+    SD_TRY(refresh_prompt(s));
+    return sd_tensor_from_f32(&s->state, &s->x_in, s->host_noise);
+}
+
 void sd_stream_record_inference(sd_stream *s, double t0) { update_timing(s, t0); }
 
 sd_status sd_stream_run_prepared(sd_stream *s, bool *skipped)
@@ -789,11 +796,7 @@ sd_status sd_stream_txt2img(sd_stream *s, sd_image *out)
                                                 "pushed); use another stream for txt2img");
     }
     double t0 = sd_time_now();
-    size_t n = (size_t)sd_numel(&s->x_in);
-    sd_rng_randn(&s->rng, s->host_noise, n);
-    sd_status st = refresh_prompt(s);
-    if (st == SD_OK)
-        st = sd_tensor_from_f32(&s->state, &s->x_in, s->host_noise);
+    sd_status st = sd_stream_prepare_latent(s);
     if (st == SD_OK)
         st = sd_stream_step(s, true, NULL, NULL);
     update_timing(s, t0);

@@ -107,6 +107,10 @@ void sd_stream_batch_post(sd_stream *s, sd_ctx *ctx, sd_tensor X, sd_tensor eps)
  * change), similarity filter (*skipped: counted, nothing else to do) and the
  * upload of host_in into img_in. Caller holds s->engine. */
 sd_status sd_stream_prepare_frame(sd_stream *s, bool *skipped);
+/* The first half of sd_stream_txt2img: draws the frame's latent noise from
+ * the stream's generator into x_in (after a prompt refresh). Caller holds
+ * s->engine. */
+sd_status sd_stream_prepare_latent(sd_stream *s);
 /* Folds one step's time (since t0, sd_time_now) into stats.inference_ms. */
 void sd_stream_record_inference(sd_stream *s, double t0);
 /* Converts an RGB frame into host_in ([-1,1] CHW at the stream's size),

@@ -55,8 +55,12 @@ struct sd_stream_group {
     sd_tensor *X;
     sd_tensor *Xin;
     sd_tensor *t;
-    /* scratch [max_streams] */
+    bool *latent; /* txt2img frame (the stream's x_in) */
+    /* scratch [max_streams], by member index */
     bool *pending;
+    bool *has;            /* the member has a frame in this call */
+    const sd_image **fin; /* its input (NULL: txt2img) */
+    sd_image **fout;      /* its output */
 };
 
 static double ema(double old, double v, uint64_t n) { return n <= 1 ? v : 0.9 * old + 0.1 * v; }
@@ -86,6 +90,10 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
     g->s = sd_calloc(ms, sizeof *g->s);
     g->mstats = sd_calloc(ms, sizeof *g->mstats);
     g->pending = sd_calloc(ms, sizeof *g->pending);
+    g->has = sd_calloc(ms, sizeof *g->has);
+    g->fin = sd_calloc(ms, sizeof *g->fin);
+    g->fout = sd_calloc(ms, sizeof *g->fout);
+    g->latent = sd_calloc(mb, sizeof *g->latent);
     g->kv_src = sd_calloc(mb, sizeof *g->kv_src);
     g->kv_ver = sd_calloc(mb, sizeof *g->kv_ver);
     g->plan_sel = sd_calloc(mb, sizeof *g->plan_sel);
@@ -96,7 +104,7 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
     g->X = sd_calloc(mb, sizeof *g->X);
     g->Xin = sd_calloc(mb, sizeof *g->Xin);
     g->t = sd_calloc(mb, sizeof *g->t);
-    if (!g->s || !g->mstats || !g->pending || !g->kv_src || !g->kv_ver || !g->plan_sel || !g->sel || !g->sel_idx ||
+    if (!g->s || !g->mstats || !g->pending || !g->has || !g->fin || !g->fout || !g->latent || !g->kv_src || !g->kv_ver || !g->plan_sel || !g->sel || !g->sel_idx ||
         !g->rows || !g->srcs || !g->X || !g->Xin || !g->t) {
         sd_stream_group_free(g);
         return SD_ERR_OUT_OF_MEMORY;
@@ -118,6 +126,10 @@ void sd_stream_group_free(sd_stream_group *g)
     free(g->s);
     free(g->mstats);
     free(g->pending);
+    free(g->has);
+    free(g->fin);
+    free(g->fout);
+    free(g->latent);
     free(g->kv_src);
     free(g->kv_ver);
     free(g->plan_sel);
@@ -146,13 +158,15 @@ int sd_stream_group_count(const sd_stream_group *g)
 /* ---------------------------------------------------------------- one tick */
 
 /* The batched step of the k streams in g->sel on ctx (planning or real).
+ * latent[i]: stream i runs a txt2img frame (NULL: all img2img; plans use
+ * img2img, the superset: the latent path only skips the TAESD encode).
  * gather: refill the group K/V cache from the members' caches. */
-static void run_tick(sd_stream_group *g, sd_ctx *ctx, int k, bool gather)
+static void run_tick(sd_stream_group *g, sd_ctx *ctx, int k, const bool *latent, bool gather)
 {
     int64_t total = 0;
     for (int i = 0; i < k && sd_ok(ctx); i++) {
         sd_stream *s = g->sel[i];
-        g->X[i] = sd_stream_batch_pre(s, ctx, false, &g->Xin[i], &g->t[i]);
+        g->X[i] = sd_stream_batch_pre(s, ctx, latent && latent[i], &g->Xin[i], &g->t[i]);
         g->rows[i] = g->Xin[i].ne[0];
         g->srcs[i] = s->kv;
         total += g->rows[i];
@@ -216,7 +230,7 @@ static sd_status plan_tick(sd_stream_group *g, int k)
     SD_TRY(ensure_kv(g, rows));
     sd_ctx plan;
     sd_ctx_init_plan(&plan, g->m->be);
-    run_tick(g, &plan, k, true);
+    run_tick(g, &plan, k, NULL, true);
     g->kv_n = 0; /* the dry run re-shaped the cache without filling it */
     SD_TRY(plan.status);
     if (plan.peak > g->ctx.cap) {
@@ -367,7 +381,7 @@ static sd_status tick(sd_stream_group *g, int k, double t_call)
         gather = g->kv_src[i] != g->sel[i] || g->kv_ver[i] != g->sel[i]->kv_version;
     sd_ctx_reset(&g->ctx);
     g->kv_n = 0;
-    run_tick(g, &g->ctx, k, gather);
+    run_tick(g, &g->ctx, k, g->latent, gather);
     SD_TRY(g->ctx.status);
     for (int i = 0; i < k; i++) {
         g->kv_src[i] = g->sel[i];
@@ -397,6 +411,88 @@ static sd_status tick(sd_stream_group *g, int k, double t_call)
     return SD_OK;
 }
 
+/* The frames of the members marked in g->has (inputs g->fin, outputs
+ * g->fout). Holds g->mu. */
+static sd_status run_frames(sd_stream_group *g, const char *fn)
+{
+    sd_status st = SD_OK;
+    double t_call = sd_time_now();
+    int n = g->count, locked = 0;
+    for (; locked < n; locked++) { /* members in index order: the same order in every call */
+        sd_stream *s = g->s[locked];
+        if (!g->has[locked])
+            continue;
+        pthread_mutex_lock(&s->engine);
+        if (s->async) {
+            st = sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: stream %d runs asynchronously (frames were pushed); remove it "
+                                                  "from the group",
+                         fn, locked);
+            pthread_mutex_unlock(&s->engine);
+            break;
+        }
+    }
+    /* inputs -> each stream's img_in (the similarity filter decides per stream) or x_in (txt2img) */
+    int npend = 0, nframes = 0;
+    for (int i = 0; i < n && st == SD_OK; i++) {
+        g->pending[i] = false;
+        if (!g->has[i])
+            continue;
+        sd_stream *s = g->s[i];
+        bool skipped = false;
+        nframes++;
+        if (g->fin[i]) {
+            s->stats.frames_in++;
+            st = sd_stream_frame_to_chw(s, g->fin[i], g->fout[i]);
+            if (st == SD_OK)
+                st = sd_stream_prepare_frame(s, &skipped);
+        } else {
+            st = sd_stream_prepare_latent(s);
+        }
+        if (st != SD_OK)
+            st = sd_fail_context(st, "%s: stream %d", fn, i);
+        g->pending[i] = st == SD_OK && !skipped;
+        npend += g->pending[i];
+        if (skipped)
+            g->mstats[i].frames_skipped++;
+    }
+    if (st == SD_OK)
+        g->stats.frames_skipped += (uint64_t)(nframes - npend);
+    /* ticks: at most one frame per stream and max_batch frames each, round robin from g->rr */
+    int start = g->rr % n;
+    g->rr = (g->rr + 1) % g->count;
+    int cur = start;
+    while (st == SD_OK && npend > 0) {
+        int k = 0;
+        for (int step = 0; step < n && k < g->max_batch; step++) {
+            int i = (cur + step) % n;
+            if (g->pending[i]) {
+                g->sel[k] = g->s[i];
+                g->latent[k] = g->fin[i] == NULL;
+                g->sel_idx[k++] = i;
+            }
+        }
+        for (int j = 0; j < k; j++)
+            g->pending[g->sel_idx[j]] = false;
+        cur = (g->sel_idx[k - 1] + 1) % n;
+        npend -= k;
+        st = tick(g, k, t_call);
+    }
+    for (int i = 0; i < n && st == SD_OK; i++) {
+        if (!g->has[i])
+            continue;
+        sd_stream *s = g->s[i];
+        st = sd_stream_output_image(s, g->fout[i]);
+        if (st == SD_OK)
+            s->stats.frames_out++;
+    }
+    while (locked > 0)
+        if (g->has[--locked])
+            pthread_mutex_unlock(&g->s[locked]->engine);
+    return st;
+}
+
+static bool frame_ok(const sd_image *in) { return in->data && in->width > 0 && in->height > 0; }
+
 sd_status sd_stream_group_img2img(sd_stream_group *g, const sd_image *const *in, sd_image *const *out, int n)
 {
     if (!g || !in || !out)
@@ -408,70 +504,66 @@ sd_status sd_stream_group_img2img(sd_stream_group *g, const sd_image *const *in,
                                               "1..count, frame i goes to stream i)",
                      n, g->count);
     for (int i = 0; i < n && st == SD_OK; i++)
-        if (!in[i] || !in[i]->data || in[i]->width <= 0 || in[i]->height <= 0 || !out[i])
+        if (!in[i] || !frame_ok(in[i]) || !out[i])
             st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_img2img: frame %d is empty or has no output", i);
-    if (st != SD_OK) {
-        pthread_mutex_unlock(&g->mu);
-        return st;
-    }
-    double t_call = sd_time_now();
-    int locked = 0;
-    for (; locked < n; locked++) { /* members in index order: the same order in every call */
-        sd_stream *s = g->s[locked];
-        pthread_mutex_lock(&s->engine);
-        if (s->async) {
-            st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_img2img: stream %d runs asynchronously (frames "
-                                                  "were pushed); remove it from the group",
-                         locked);
-            pthread_mutex_unlock(&s->engine);
-            break;
+    if (st == SD_OK) {
+        for (int i = 0; i < g->count; i++) {
+            g->has[i] = i < n;
+            g->fin[i] = i < n ? in[i] : NULL;
+            g->fout[i] = i < n ? out[i] : NULL;
         }
+        st = run_frames(g, "sd_stream_group_img2img");
     }
-    /* inputs -> each stream's img_in; the similarity filter decides per stream */
-    int npend = 0;
-    for (int i = 0; i < n && st == SD_OK; i++) {
-        sd_stream *s = g->s[i];
-        bool skipped = false;
-        s->stats.frames_in++;
-        st = sd_stream_frame_to_chw(s, in[i], out[i]);
-        if (st == SD_OK)
-            st = sd_stream_prepare_frame(s, &skipped);
-        if (st != SD_OK)
-            st = sd_fail_context(st, "sd_stream_group_img2img: stream %d", i);
-        g->pending[i] = st == SD_OK && !skipped;
-        npend += g->pending[i];
-        if (skipped)
-            g->mstats[i].frames_skipped++;
-    }
-    if (st == SD_OK)
-        g->stats.frames_skipped += (uint64_t)(n - npend);
-    /* ticks: at most one frame per stream and max_batch frames each, round robin from g->rr */
-    int start = g->rr % n;
-    g->rr = (g->rr + 1) % g->count;
-    int cur = start;
-    while (st == SD_OK && npend > 0) {
-        int k = 0;
-        for (int step = 0; step < n && k < g->max_batch; step++) {
-            int i = (cur + step) % n;
-            if (g->pending[i]) {
-                g->sel[k] = g->s[i];
-                g->sel_idx[k++] = i;
-            }
-        }
-        for (int j = 0; j < k; j++)
-            g->pending[g->sel_idx[j]] = false;
-        cur = (g->sel_idx[k - 1] + 1) % n;
-        npend -= k;
-        st = tick(g, k, t_call);
-    }
-    for (int i = 0; i < n && st == SD_OK; i++) {
-        sd_stream *s = g->s[i];
-        st = sd_stream_output_image(s, out[i]);
-        if (st == SD_OK)
-            s->stats.frames_out++;
-    }
-    while (locked > 0)
-        pthread_mutex_unlock(&g->s[--locked]->engine);
     pthread_mutex_unlock(&g->mu);
     return st;
+}
+
+sd_status sd_stream_group_run(sd_stream_group *g, sd_stream *const *streams, const sd_image *const *in,
+                              sd_image *const *out, int n)
+{
+    if (!g || !streams || !in || !out)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_run: NULL argument");
+    pthread_mutex_lock(&g->mu);
+    sd_status st = SD_OK;
+    if (n < 1 || n > g->count)
+        st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_run: %d frames for a group of %d streams (give 1..count, "
+                                              "at most one per member)",
+                     n, g->count);
+    for (int i = 0; i < g->count; i++)
+        g->has[i] = false;
+    for (int f = 0; f < n && st == SD_OK; f++) {
+        int i = 0;
+        while (i < g->count && g->s[i] != streams[f])
+            i++;
+        if (i == g->count)
+            st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_run: stream %d is not a member of this group", f);
+        else if (g->has[i])
+            st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_run: stream %d appears twice (one frame per stream "
+                                                  "and call)",
+                         f);
+        else if (!out[f] || (in[f] && !frame_ok(in[f])))
+            st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_run: frame %d is empty or has no output", f);
+        else {
+            g->has[i] = true;
+            g->fin[i] = in[f];
+            g->fout[i] = out[f];
+        }
+    }
+    if (st == SD_OK)
+        st = run_frames(g, "sd_stream_group_run");
+    pthread_mutex_unlock(&g->mu);
+    return st;
+}
+
+int sd_stream_group_index(const sd_stream_group *g, const sd_stream *s)
+{
+    if (!g || !s)
+        return -1;
+    sd_stream_group *w = (sd_stream_group *)g;
+    pthread_mutex_lock(&w->mu);
+    int i = w->count - 1;
+    while (i >= 0 && w->s[i] != s)
+        i--;
+    pthread_mutex_unlock(&w->mu);
+    return i;
 }
