@@ -21,7 +21,8 @@ static void usage(FILE *f)
             "Serves the demo page at http://HOST:PORT/, the WebSocket endpoint /ws (protocol:\n"
             "docs/protocol.md), GET /health and GET /metrics (Prometheus text). Each connected\n"
             "browser gets its own stream; up to --max-sessions are served at once (fairly, the least\n"
-            "recently served first), further clients wait in a queue and are told their position.\n\n"
+            "recently served first; their frames batched into one UNet call, see --max-batch), further\n"
+            "clients wait in a queue and are told their position.\n\n"
             "model:\n"
             "  -m, --model PATH|ID        diffusers folder, single-file .safetensors or HF id in the local cache\n"
             "      --taesd DIR|ID         TAESD for fast encode/decode (recommended for real time)\n"
@@ -50,6 +51,10 @@ static void usage(FILE *f)
             "      --mode img2img|txt2img (default: img2img)\n"
             "\nlimits:\n"
             "      --max-sessions N       clients served at once, each with its own stream (default: %d)\n"
+            "      --max-batch N          frames of different clients run in one batched UNet call (clients with\n"
+            "                             the same stream size; each still gets exactly its own output). A frame\n"
+            "                             waits at most one call while the clients with frames fit into N.\n"
+            "                             1 = every frame alone (default: --max-sessions)\n"
             "      --max-clients N        connections including queued ones (default: %d)\n"
             "      --max-frame-bytes N    largest binary frame (default: %zu)\n"
             "      --max-text-bytes N     largest JSON message (default: %zu)\n"
@@ -265,6 +270,10 @@ static int serve(int argc, char **argv, serve_loras *L)
             if (!parse_ll(v, 1, 64, &n))
                 BAD("--max-sessions must be 1..64");
             o.max_sessions = (int)n;
+        } else if (!strcmp(a, "--max-batch")) {
+            if (!parse_ll(v, 1, 64, &n))
+                BAD("--max-batch must be 1..64 (1 runs every frame alone)");
+            o.max_batch = (int)n;
         } else if (!strcmp(a, "--max-clients")) {
             if (!parse_ll(v, 1, 1024, &n))
                 BAD("--max-clients must be 1..1024");

@@ -102,6 +102,10 @@ char *srv_metrics_render(const srv_metrics *m, const srv_gauges *g)
             m->rejected);
     counter(&b, "streamdiff_streams_created_total", "Streams created (new clients and parameter changes).",
             m->streams_created);
+    counter(&b, "streamdiff_engine_calls_total",
+            "Engine calls: a frame run alone, or one batched UNet call over several sessions' frames.", m->engine_calls);
+    counter(&b, "streamdiff_engine_frames_total",
+            "Frames run by those calls (engine_frames / engine_calls = mean frames per batch).", m->engine_frames);
     bprintf(&b, "# HELP streamdiff_clients Connected WebSocket clients.\n# TYPE streamdiff_clients gauge\n"
                 "streamdiff_clients{state=\"active\"} %d\nstreamdiff_clients{state=\"queued\"} %d\n",
             g->clients_active, g->clients_queued);

@@ -36,6 +36,8 @@ typedef struct srv_metrics {
     uint64_t connections;     /* WebSocket connections accepted */
     uint64_t rejected;        /* connections refused (token, origin, too many) */
     uint64_t streams_created;
+    uint64_t engine_calls;    /* stream steps run: one per frame alone, one per batched call */
+    uint64_t engine_frames;   /* frames those calls ran (engine_frames / engine_calls = mean batch) */
     srv_hist stage[SRV_STAGE_COUNT];
 } srv_metrics;
 

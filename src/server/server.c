@@ -36,6 +36,7 @@
 #define STATS_PERIOD 1.0  /* seconds between stats messages of a client */
 #define RX_CHUNK 65536    /* libwebsockets receive buffer */
 #define HTTP_CHUNK 16384
+#define SRV_MAX_GROUPS 8  /* stream groups (sizes batched at the same time) */
 
 typedef struct client client;
 struct client {
@@ -43,6 +44,7 @@ struct client {
     struct lws *wsi; /* NULL once the connection closed (event loop only) */
     uint64_t id;
     bool closed, busy, active;
+    bool reap; /* closed and idle with a stream: the worker frees it */
     uint64_t queue_seq;  /* arrival order (queue position) */
     uint64_t served_seq; /* least recently served goes first */
     double next_run_t;   /* frame-rate cap */
@@ -70,6 +72,7 @@ struct client {
     /* stats */
     uint64_t frames_in, frames_out, skipped, dropped;
     double lat_ema_ms, infer_ema_ms, stats_t;
+    double batch_ema; /* frames in the engine calls that ran this client's frames (EMA) */
     uint64_t stats_frames;
     /* message being received (event loop) */
     uint8_t *rx;
@@ -104,6 +107,12 @@ typedef struct server {
     srv_loras lora_on, lora_req;
     unsigned lora_gen, lora_done;
     uint64_t lora_by; /* the client that asked last: it gets the error when applying fails */
+    /* stream groups (worker only): one per stream size, members are the clients' streams */
+    struct {
+        sd_stream_group *g;
+        int w, h;
+    } grp[SRV_MAX_GROUPS];
+    int n_grp;
 } server;
 
 static volatile sig_atomic_t g_signal;
@@ -295,6 +304,10 @@ typedef struct result {
     uint8_t *out;
     size_t out_len;
     bool cfg_applied, reverted, created, skipped, dropped_input, frame;
+    bool run, txt;     /* a frame to run (prepare -> run), txt2img */
+    int batch;         /* frames in the engine call that ran it (1: alone) */
+    sd_status st;      /* of the stream step */
+    uint64_t skipped0; /* the stream's frames_skipped before the step */
     srv_config applied;
     double t_decode, t_infer, t_encode;
 } result;
@@ -315,9 +328,11 @@ static void add_lora_scales(server *S, cJSON *o)
         cJSON_AddItemToArray(a, cJSON_CreateNumber(round((double)S->lora_on.scale[i] * 1e4) / 1e4));
 }
 
-/* Applies the job's settings (new stream when needed) and runs one frame.
- * Runs without mu; touches only the worker-owned part of the client. */
-static void process(server *S, client *c, job *j, result *r)
+/* Applies the job's settings (new stream when needed) and gets its frame
+ * ready: decoded into c->img (img2img) or nothing to prepare (txt2img).
+ * Sets r->run when there is a frame to run. Runs without mu; touches only
+ * the worker-owned part of the client. */
+static void prepare(server *S, client *c, job *j, result *r)
 {
     srv_config *want = &r->applied;
     *want = j->cfg;
@@ -327,7 +342,7 @@ static void process(server *S, client *c, job *j, result *r)
         bool recreate = !c->stream || (diff & SRV_CHANGE_STREAM);
         sd_status st = SD_OK;
         if (recreate) {
-            sd_stream_free(c->stream);
+            sd_stream_free(c->stream); /* leaves its stream group */
             c->stream = NULL;
             st = make_stream(S, want, &c->stream);
             if (st != SD_OK) {
@@ -367,48 +382,62 @@ static void process(server *S, client *c, job *j, result *r)
             r->msgs[r->nmsg++] = srv_json_print(o);
         }
     }
-    sd_status st = SD_OK;
-    double t = now_s();
     if (j->in && want->mode == SRV_MODE_IMG2IMG) {
+        double t = now_s();
         sd_image_free(&c->img);
-        st = sd_rgb_decode(j->in, j->in_len, "frame", &c->img);
+        sd_status st = sd_rgb_decode(j->in, j->in_len, "frame", &c->img);
         free(j->in);
         j->in = NULL;
-        double t1 = now_s();
-        r->t_decode = t1 - t;
+        r->t_decode = now_s() - t;
         if (st != SD_OK) {
             res_error(r, "bad_frame", "the frame could not be decoded: %s", sd_last_error());
             return;
         }
-        sd_stream_stats a, b;
-        sd_stream_get_stats(c->stream, &a);
-        st = sd_stream_img2img(c->stream, &c->img, &c->outimg);
-        sd_stream_get_stats(c->stream, &b);
-        r->skipped = b.frames_skipped > a.frames_skipped;
-        t = now_s();
-        r->t_infer = t - t1;
-        r->frame = true;
+        r->run = true;
     } else if (want->mode == SRV_MODE_TXT2IMG) {
         if (j->in) { /* a frame that arrived before the switch to txt2img */
             free(j->in);
             j->in = NULL;
             r->dropped_input = true;
         }
-        st = sd_stream_txt2img(c->stream, &c->outimg);
-        r->t_infer = now_s() - t;
-        t = now_s();
-        r->frame = true;
+        r->run = r->txt = true;
     }
-    if (!r->frame)
-        return;
-    if (st != SD_OK) {
-        r->frame = false;
+    if (r->run) {
+        sd_stream_stats a;
+        sd_stream_get_stats(c->stream, &a);
+        r->skipped0 = a.frames_skipped;
+    }
+}
+
+static void step_done(result *r, sd_status st, double t_infer, int batch)
+{
+    r->st = st;
+    r->t_infer = t_infer;
+    r->batch = batch;
+    if (st != SD_OK)
         res_error(r, "engine", "the stream step failed: %s", sd_last_error());
+}
+
+/* Runs the prepared frame on the client's stream alone. */
+static void run_alone(client *c, result *r)
+{
+    double t = now_s();
+    sd_status st = r->txt ? sd_stream_txt2img(c->stream, &c->outimg) : sd_stream_img2img(c->stream, &c->img, &c->outimg);
+    step_done(r, st, now_s() - t, 1);
+}
+
+/* After the step: the error, or the output encoded as JPEG. */
+static void finish(client *c, result *r)
+{
+    if (!r->run || r->st != SD_OK)
         return;
-    }
+    sd_stream_stats b;
+    sd_stream_get_stats(c->stream, &b);
+    r->skipped = !r->txt && b.frames_skipped > r->skipped0;
+    double t = now_s();
     uint8_t *jpg = NULL;
     size_t n = 0;
-    st = sd_rgb_encode_jpeg(&c->outimg, want->jpeg_quality, &jpg, &n);
+    sd_status st = sd_rgb_encode_jpeg(&c->outimg, r->applied.jpeg_quality, &jpg, &n);
     if (st == SD_OK) {
         r->out = malloc(LWS_PRE + n);
         if (r->out) {
@@ -418,10 +447,10 @@ static void process(server *S, client *c, job *j, result *r)
     }
     free(jpg);
     r->t_encode = now_s() - t;
-    if (!r->out) {
-        r->frame = false;
+    if (!r->out)
         res_error(r, "engine", "the output could not be encoded: %s", st != SD_OK ? sd_last_error() : "out of memory");
-    }
+    else
+        r->frame = true;
 }
 
 static char *stats_json(server *S, client *c, double now)
@@ -443,6 +472,7 @@ static char *stats_json(server *S, client *c, double now)
     cJSON_AddNumberToObject(o, "fps", round(fps * 100) / 100);
     cJSON_AddNumberToObject(o, "latency_ms", round(c->lat_ema_ms * 10) / 10);
     cJSON_AddNumberToObject(o, "inference_ms", round(c->infer_ema_ms * 10) / 10);
+    cJSON_AddNumberToObject(o, "batch_frames", round(c->batch_ema * 100) / 100);
     cJSON_AddNumberToObject(o, "frames_in", (double)c->frames_in);
     cJSON_AddNumberToObject(o, "frames_out", (double)c->frames_out);
     cJSON_AddNumberToObject(o, "skipped", (double)c->skipped);
@@ -478,6 +508,7 @@ static void deliver(server *S, client *c, job *j, result *r)
         srv_hist_observe(&S->met.stage[SRV_STAGE_ENCODE], r->t_encode);
         double ms = r->t_infer * 1e3;
         c->infer_ema_ms = c->infer_ema_ms > 0 ? 0.9 * c->infer_ema_ms + 0.1 * ms : ms;
+        c->batch_ema = c->batch_ema > 0 ? 0.9 * c->batch_ema + 0.1 * r->batch : r->batch;
         if (r->skipped) {
             c->skipped++;
             S->met.frames_skipped++;
@@ -549,17 +580,109 @@ static void apply_loras(server *S)
     free(js);
 }
 
+/* ---------------------------------------------------------------- batching */
+
+/* The stream group for streams of w x h (created on first use; groups that
+ * lost all members are freed to make room). NULL: run alone. Worker only. */
+static sd_stream_group *group_for(server *S, int w, int h)
+{
+    for (int i = 0; i < S->n_grp; i++)
+        if (S->grp[i].w == w && S->grp[i].h == h)
+            return S->grp[i].g;
+    for (int i = 0; i < S->n_grp;) /* members leave when their stream is freed */
+        if (sd_stream_group_count(S->grp[i].g) == 0) {
+            sd_stream_group_free(S->grp[i].g);
+            S->grp[i] = S->grp[--S->n_grp];
+        } else {
+            i++;
+        }
+    if (S->n_grp == SRV_MAX_GROUPS)
+        return NULL;
+    sd_stream_group *g = NULL;
+    /* members: the active sessions' streams, plus streams of closed sessions until the worker frees them */
+    int max_streams = SD_MIN(2 * S->o.max_sessions, 256);
+    if (sd_stream_group_create(S->m, max_streams, S->o.max_batch, &g) != SD_OK) {
+        if (S->o.verbose)
+            fprintf(stderr, "streamdiff serve: no stream group for %dx%d (%s): streams run alone\n", w, h,
+                    sd_last_error());
+        return NULL;
+    }
+    S->grp[S->n_grp].g = g;
+    S->grp[S->n_grp].w = w;
+    S->grp[S->n_grp].h = h;
+    S->n_grp++;
+    return g;
+}
+
+typedef struct slot {
+    client *c;
+    job j;
+    result r;
+    sd_stream_group *g; /* the group it runs in, NULL: alone */
+} slot;
+
+/* Runs the prepared frames of the n slots: streams of one size share one
+ * batched UNet call (their stream group), the others run alone. Returns the
+ * number of engine calls. Worker only, without mu. */
+static uint64_t run_slots(server *S, slot *sl, int n, sd_stream **fs, const sd_image **fin, sd_image **fout)
+{
+    for (int i = 0; i < n; i++) {
+        sd_stream *s = sl[i].c->stream;
+        sl[i].g = NULL;
+        if (!sl[i].r.run || S->o.max_batch <= 1)
+            continue;
+        sd_stream_group *g = group_for(S, sl[i].r.applied.width, sl[i].r.applied.height);
+        if (g && sd_stream_group_index(g, s) < 0 && sd_stream_group_add(g, s) != SD_OK) {
+            if (S->o.verbose)
+                fprintf(stderr, "streamdiff serve: client %llu runs alone: %s\n", (unsigned long long)sl[i].c->id,
+                        sd_last_error());
+            g = NULL;
+        }
+        sl[i].g = g;
+    }
+    uint64_t calls = 0;
+    for (int i = 0; i < n; i++) {
+        if (!sl[i].r.run || sl[i].r.batch)
+            continue;
+        sd_stream_group *g = sl[i].g;
+        int k = 0;
+        for (int q = i; q < n && g; q++)
+            if (sl[q].r.run && sl[q].g == g) {
+                fs[k] = sl[q].c->stream;
+                fin[k] = sl[q].r.txt ? NULL : &sl[q].c->img;
+                fout[k++] = &sl[q].c->outimg;
+            }
+        calls++;
+        if (k <= 1) { /* alone, or the only frame of its group this time */
+            run_alone(sl[i].c, &sl[i].r);
+            continue;
+        }
+        double t = now_s();
+        sd_status st = sd_stream_group_run(g, fs, fin, fout, k);
+        t = now_s() - t;
+        for (int q = i; q < n; q++)
+            if (sl[q].r.run && sl[q].g == g)
+                step_done(&sl[q].r, st, t, k);
+    }
+    return calls;
+}
+
 static void *worker_main(void *arg)
 {
     server *S = arg;
-    job *j = malloc(sizeof *j);
-    result *r = malloc(sizeof *r);
-    if (!j || !r) {
+    int nb = S->o.max_batch > 1 ? S->o.max_batch : 1;
+    slot *sl = calloc((size_t)nb, sizeof *sl);
+    sd_stream **fs = calloc((size_t)nb, sizeof *fs);
+    const sd_image **fin = calloc((size_t)nb, sizeof *fin);
+    sd_image **fout = calloc((size_t)nb, sizeof *fout);
+    if (!sl || !fs || !fin || !fout) {
         fprintf(stderr, "streamdiff serve: out of memory starting the engine worker\n");
         atomic_store(&S->stop, true);
         lws_cancel_service(S->ctx);
-        free(j);
-        free(r);
+        free(sl);
+        free(fs);
+        free(fin);
+        free(fout);
         return NULL;
     }
     pthread_mutex_lock(&S->mu);
@@ -575,23 +698,55 @@ static void *worker_main(void *arg)
             lws_cancel_service(S->ctx); /* the event loop sends the "lora" messages */
             continue;
         }
-        client *c = NULL;
-        for (client *o = S->clients; o; o = o->next) {
-            if (o->closed || o->busy || !o->active)
-                continue;
-            bool cfg = o->cfg_gen != o->applied_gen;
-            bool work = cfg || (o->stream && !o->out && (o->cfg.mode == SRV_MODE_TXT2IMG || o->in));
-            if (!work)
-                continue;
-            if (!cfg && now < o->next_run_t) {
-                if (wake == 0 || o->next_run_t < wake)
-                    wake = o->next_run_t;
-                continue;
-            }
-            if (!c || o->served_seq < c->served_seq)
-                c = o;
+        client *reap = NULL;
+        for (client *o = S->clients; o && !reap; o = o->next)
+            if (o->reap && !o->busy)
+                reap = o;
+        if (reap) { /* a closed client's stream (ws_closed left it to the worker) */
+            unlink_client(S, reap);
+            pthread_mutex_unlock(&S->mu);
+            client_free(reap);
+            pthread_mutex_lock(&S->mu);
+            continue;
         }
-        if (!c) {
+        /* this tick: up to max_batch clients with work, the least recently served first */
+        int n = 0;
+        for (;;) {
+            client *c = NULL;
+            for (client *o = S->clients; o; o = o->next) {
+                if (o->closed || o->busy || !o->active)
+                    continue;
+                bool cfg = o->cfg_gen != o->applied_gen;
+                bool work = cfg || (o->stream && !o->out && (o->cfg.mode == SRV_MODE_TXT2IMG || o->in));
+                if (!work)
+                    continue;
+                if (!cfg && now < o->next_run_t) {
+                    if (wake == 0 || o->next_run_t < wake)
+                        wake = o->next_run_t;
+                    continue;
+                }
+                if (!c || o->served_seq < c->served_seq)
+                    c = o;
+            }
+            if (!c || n == nb)
+                break;
+            slot *q = &sl[n++];
+            c->busy = true;
+            c->served_seq = ++S->served_seq;
+            q->c = c;
+            q->j.cfg = c->cfg;
+            q->j.gen = c->cfg_gen;
+            q->j.in = c->in;
+            q->j.in_len = c->in_len;
+            q->j.in_t = c->in ? c->in_t : 0;
+            q->j.t0 = now;
+            c->in = NULL;
+            if (q->j.in)
+                srv_hist_observe(&S->met.stage[SRV_STAGE_QUEUE], now - q->j.in_t);
+            if (S->o.limits.max_fps > 0)
+                c->next_run_t = now + 1.0 / S->o.limits.max_fps;
+        }
+        if (n == 0) {
             if (S->o.max_runtime_s > 0) {
                 double end = S->start_t + S->o.max_runtime_s;
                 wake = wake == 0 || end < wake ? end : wake;
@@ -610,44 +765,46 @@ static void *worker_main(void *arg)
             }
             continue;
         }
-        c->busy = true;
-        c->served_seq = ++S->served_seq;
-        j->cfg = c->cfg;
-        j->gen = c->cfg_gen;
-        j->in = c->in;
-        j->in_len = c->in_len;
-        j->in_t = c->in ? c->in_t : 0;
-        j->t0 = now;
-        c->in = NULL;
-        if (j->in)
-            srv_hist_observe(&S->met.stage[SRV_STAGE_QUEUE], now - j->in_t);
-        if (S->o.limits.max_fps > 0)
-            c->next_run_t = now + 1.0 / S->o.limits.max_fps;
         pthread_mutex_unlock(&S->mu);
 
-        memset(r, 0, sizeof *r);
-        process(S, c, j, r);
+        for (int i = 0; i < n; i++) {
+            memset(&sl[i].r, 0, sizeof sl[i].r);
+            prepare(S, sl[i].c, &sl[i].j, &sl[i].r);
+        }
+        uint64_t calls = run_slots(S, sl, n, fs, fin, fout), frames = 0;
+        for (int i = 0; i < n; i++) {
+            finish(sl[i].c, &sl[i].r);
+            frames += sl[i].r.run;
+        }
 
         pthread_mutex_lock(&S->mu);
-        c->busy = false;
-        c->stream_live = c->stream != NULL;
-        if (c->closed) {
-            unlink_client(S, c);
-            pthread_mutex_unlock(&S->mu);
-            client_free(c);
-            pthread_mutex_lock(&S->mu);
-        } else {
-            deliver(S, c, j, r);
+        S->met.engine_calls += calls;
+        S->met.engine_frames += frames;
+        for (int i = 0; i < n; i++) {
+            client *c = sl[i].c;
+            result *r = &sl[i].r;
+            c->busy = false;
+            c->stream_live = c->stream != NULL;
+            if (c->closed) {
+                unlink_client(S, c);
+                pthread_mutex_unlock(&S->mu);
+                client_free(c);
+                pthread_mutex_lock(&S->mu);
+            } else {
+                deliver(S, c, &sl[i].j, r);
+            }
+            for (int m = 0; m < r->nmsg; m++)
+                free(r->msgs[m]);
+            free(r->out);
+            free(sl[i].j.in);
         }
-        for (int i = 0; i < r->nmsg; i++)
-            free(r->msgs[i]);
-        free(r->out);
-        free(j->in);
         lws_cancel_service(S->ctx); /* the event loop asks for writable callbacks */
     }
     pthread_mutex_unlock(&S->mu);
-    free(j);
-    free(r);
+    free(sl);
+    free(fs);
+    free(fin);
+    free(fout);
     return NULL;
 }
 
@@ -898,6 +1055,7 @@ static char *hello_json(server *S, client *c)
     cJSON_AddItemToObject(o, "loras", srv_loras_json(&S->lora_on));
     cJSON_AddStringToObject(o, "state", c->active ? "active" : "queued");
     cJSON_AddNumberToObject(o, "max_sessions", S->o.max_sessions);
+    cJSON_AddNumberToObject(o, "max_batch", S->o.max_batch);
     return srv_json_print(o);
 }
 
@@ -951,9 +1109,14 @@ static void ws_closed(server *S, pss *p)
         c->active = false;
         S->n_active--;
     }
-    if (!c->busy) {
+    if (!c->busy && !c->stream) {
         unlink_client(S, c);
         to_free = c;
+    } else if (!c->busy) {
+        /* the worker frees it: freeing a stream takes it out of its stream group, which waits for the group's
+         * running tick, and the event loop must never wait for the engine */
+        c->reap = true;
+        pthread_cond_signal(&S->cv);
     }
     promote_queued(S);
     pthread_mutex_unlock(&S->mu);
@@ -1230,6 +1393,10 @@ int srv_run(sd_model *m, const srv_options *o)
     }
     S->o = *o;
     S->m = m;
+    if (S->o.max_sessions < 1)
+        S->o.max_sessions = 1;
+    if (S->o.max_batch <= 0 || S->o.max_batch > S->o.max_sessions)
+        S->o.max_batch = S->o.max_sessions;
     if (!S->o.host || !*S->o.host || !strcmp(S->o.host, "localhost"))
         S->o.host = "127.0.0.1";
     if (sd_model_get_info(m, &S->info) != SD_OK) {
@@ -1318,10 +1485,10 @@ int srv_run(sd_model *m, const srv_options *o)
                 "127.0.0.1.\n",
                 S->o.host);
     const char *shown = !strcmp(S->o.host, "0.0.0.0") ? "127.0.0.1" : S->o.host;
-    printf("streamdiff serve: model %s (%s%s), streams %dx%d, up to %d clients served at once\n",
+    printf("streamdiff serve: model %s (%s%s), streams %dx%d, up to %d clients served at once, %s\n",
            S->o.model_name ? S->o.model_name : "?", S->info.arch ? S->info.arch : "?",
            S->o.tiny_model ? ", tiny test model: output is noise" : "", S->o.defaults.width, S->o.defaults.height,
-           S->o.max_sessions);
+           S->o.max_sessions, S->o.max_batch > 1 ? "their frames batched" : "each frame alone");
     printf("streamdiff serve: open http://%s%s%s:%d/%s%s in a browser (Ctrl-C stops)\n",
            strchr(shown, ':') ? "[" : "", shown, strchr(shown, ':') ? "]" : "", port,
            S->o.token && *S->o.token ? "?token=" : "", S->o.token && *S->o.token ? S->o.token : "");
@@ -1343,6 +1510,8 @@ int srv_run(sd_model *m, const srv_options *o)
         S->clients = c->next;
         client_free(c);
     }
+    for (int i = 0; i < S->n_grp; i++)
+        sd_stream_group_free(S->grp[i].g);
     printf("streamdiff serve: stopped (%llu frames in, %llu out, %llu dropped, %llu skipped)\n",
            (unsigned long long)S->met.frames_in, (unsigned long long)S->met.frames_out,
            (unsigned long long)S->met.frames_dropped, (unsigned long long)S->met.frames_skipped);

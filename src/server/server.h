@@ -2,9 +2,12 @@
  *
  * Threads: the libwebsockets event loop (all socket work, message parsing,
  * queue bookkeeping) and one engine worker (decode, stream step, encode),
- * joined by one mutex. Each active client has its own stream; the worker
- * serves the least recently served client that has work, so clients share
- * the engine fairly. Queues are one slot each (newest frame wins), so a slow
+ * joined by one mutex. Each active client has its own stream; every tick the
+ * worker takes up to max_batch clients that have work, the least recently
+ * served first (so clients share the engine fairly and a frame waits at most
+ * one tick while the clients with frames fit into max_batch), and runs the
+ * frames of streams of the same size in one batched UNet call (a stream group,
+ * src/pipe/stream_group.c); each stream's output equals what it gives alone. Queues are one slot each (newest frame wins), so a slow
  * client never makes memory grow. See docs/protocol.md and docs/server.md. */
 #ifndef SD_SERVER_H
 #define SD_SERVER_H
@@ -18,6 +21,8 @@ typedef struct srv_options {
     srv_limits limits;
     int max_sessions;         /* clients served at once (each has a stream): 4 */
     int max_clients;          /* connections incl. queued: 16 */
+    int max_batch;            /* frames of different sessions in one batched UNet call (stream group, same
+                                 size): 0 = max_sessions; 1 = every frame alone */
     srv_config defaults;      /* a new client's settings */
     const char *web_dir;      /* serve the page from this folder instead of the embedded copy */
     bool any_origin;          /* accept WebSocket connections from pages of other origins */

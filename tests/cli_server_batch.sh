@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Cross-session batching in `streamdiff serve` (tests/server/batch.py): six
+# WebSocket clients with different prompts, seeds, cfg types, t_index_lists,
+# two stream sizes and both modes stream in lock step, once against a server
+# that runs every frame alone (--max-batch 1) and once against one that
+# batches (--max-batch 6). Every client must get byte-identical output frames
+# both times, and the batched server must have run several clients' frames in
+# one call.
+set -uo pipefail
+BIN="$1"
+NAME=cli_server_batch
+HERE="$(cd "$(dirname "$0")" && pwd)"
+source "$HERE/server/common.sh"
+require_basics
+tmp=$(mktemp -d)
+trap 'cleanup_server; rm -rf "$tmp"' EXIT
+for mode in alone batched; do
+    if [ $mode = alone ]; then batch=1; else batch=6; fi
+    start_server "$tmp/server_$mode.log" -W 64 -H 64 --max-fps 0 --max-sessions 6 --max-batch $batch
+    if ! timeout 300 python3 "$HERE/server/batch.py" --port "$PORT" --rounds 6 --json "$tmp/$mode.json"; then
+        tail -30 "$tmp/server_$mode.log"
+        echo "$NAME: FAIL ($mode run)"
+        exit 1
+    fi
+    stop_server "$tmp/server_$mode.log"
+done
+if ! python3 "$HERE/server/batch.py" --compare "$tmp/alone.json" "$tmp/batched.json"; then
+    echo "$NAME: FAIL"
+    exit 1
+fi
+echo "$NAME: OK"

@@ -1,0 +1,146 @@
+"""Cross-session batching in `streamdiff serve`: several clients with
+different prompts, seeds, cfg types, t_index_lists, sizes and modes (img2img
+and txt2img) stream in lock step; every client's output frames are recorded
+(SHA-256 of each JPEG). Run once against a server with --max-batch 1 (every
+frame alone) and once with batching; `--compare A B` then checks that every
+client got byte-identical frames both times and that the batched run really
+batched (engine_frames_total > engine_calls_total in /metrics)."""
+import argparse
+import hashlib
+import json
+import struct
+import sys
+import threading
+import zlib
+
+import wsclient
+
+HOST = '127.0.0.1'
+
+# Per client: settings (what differs between sessions) and whether it sends frames.
+CLIENTS = [
+    {'prompt': 'a red fox in the snow', 'seed': 11, 'cfg_type': 'self', 't_index_list': [32, 45]},
+    {'prompt': 'a lighthouse at dusk', 'seed': 12, 'cfg_type': 'none', 't_index_list': [20]},
+    {'prompt': 'mountains at dawn', 'negative_prompt': 'blurry', 'seed': 13, 'cfg_type': 'full',
+     't_index_list': [10, 30, 45], 'guidance_scale': 1.5},
+    {'prompt': 'a city at night', 'seed': 14, 'cfg_type': 'initialize', 't_index_list': [25, 40], 'mode': 'txt2img'},
+    {'prompt': 'a small boat', 'seed': 15, 'cfg_type': 'self', 't_index_list': [30], 'width': 48, 'height': 48},
+    {'prompt': 'a forest path', 'seed': 16, 'cfg_type': 'none', 't_index_list': [16, 45], 'width': 48, 'height': 48},
+]
+
+
+def png(w, h, k, idx):
+    """A deterministic RGB PNG (frame k of client idx): gradients that move with k."""
+    rows = []
+    for y in range(h):
+        row = bytearray([0])
+        for x in range(w):
+            row += bytes(((x * 5 + k * 11 + idx * 37) % 256, (y * 7 + k * 3) % 256, ((x + y) * 3 + idx * 50) % 256))
+        rows.append(bytes(row))
+    raw = b''.join(rows)
+
+    def chunk(t, d):
+        c = t + d
+        return struct.pack('!I', len(d)) + c + struct.pack('!I', zlib.crc32(c) & 0xffffffff)
+
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('!IIBBBBB', w, h, 8, 2, 0, 0, 0)) +
+            chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
+
+
+def metrics(port):
+    status, _, body = wsclient.http_get(HOST, port, '/metrics')
+    out = {}
+    for line in body.decode().splitlines():
+        if line.startswith('streamdiff_engine_'):
+            k, v = line.split()
+            out[k] = int(float(v))
+    return out
+
+
+def run(port, rounds):
+    n = len(CLIENTS)
+    conns, errors = [], []
+    for i, cfg in enumerate(CLIENTS):
+        ws = wsclient.WS(HOST, port, timeout=30)
+        hello = ws.recv_json(want='hello', timeout=30)
+        if hello.get('state') != 'active':
+            raise RuntimeError('client %d is not served (%s): start the server with --max-sessions %d' %
+                               (i, hello.get('state'), n))
+        ws.send_json(dict({'type': 'config'}, **cfg))
+        msg = ws.recv_json(want='config', timeout=60)
+        if msg.get('reverted'):
+            raise RuntimeError('client %d: settings refused: %s' % (i, msg))
+        conns.append(ws)
+    outs = [[] for _ in range(n)]
+    barrier = threading.Barrier(n)
+
+    def client(i):
+        ws, cfg = conns[i], CLIENTS[i]
+        w, h = cfg.get('width', 64), cfg.get('height', 64)
+        try:
+            for k in range(rounds):
+                barrier.wait(timeout=120)  # every round starts together: the frames meet in the server
+                if cfg.get('mode') != 'txt2img':
+                    ws.send_binary(png(w, h, k, i))
+                data = ws.recv_binary(timeout=120, on_text=lambda m: m.get('type') == 'error' and errors.append(m))
+                outs[i].append(hashlib.sha256(data).hexdigest())
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append({'client': i, 'exception': '%s: %s' % (type(e).__name__, e)})
+            barrier.abort()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    for ws in conns:
+        ws.close()
+    return {'outputs': outs, 'errors': errors, 'metrics': metrics(port)}
+
+
+def compare(a_path, b_path):
+    a, b = json.load(open(a_path)), json.load(open(b_path))
+    ok = True
+    for name, r in (('alone', a), ('batched', b)):
+        if r['errors']:
+            print('%s run: errors: %s' % (name, r['errors']))
+            ok = False
+    for i, (oa, ob) in enumerate(zip(a['outputs'], b['outputs'])):
+        same = oa == ob and len(oa) > 0
+        print('client %d (%s): %d frames, %s' % (i, CLIENTS[i]['prompt'], len(ob),
+                                                 'identical to running alone' if same else 'DIFFERENT'))
+        ok = ok and same
+    ma, mb = a['metrics'], b['metrics']
+    calls_a, frames_a = ma.get('streamdiff_engine_calls_total', 0), ma.get('streamdiff_engine_frames_total', 0)
+    calls_b, frames_b = mb.get('streamdiff_engine_calls_total', 0), mb.get('streamdiff_engine_frames_total', 0)
+    print('alone:   %d frames in %d engine calls' % (frames_a, calls_a))
+    print('batched: %d frames in %d engine calls (%.2f frames per call)' %
+          (frames_b, calls_b, frames_b / max(calls_b, 1)))
+    if calls_a != frames_a or frames_a == 0:
+        print('FAIL: --max-batch 1 must run every frame alone')
+        ok = False
+    if not frames_b > calls_b:
+        print('FAIL: the batched server never ran two frames in one call')
+        ok = False
+    return ok
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--port', type=int)
+    ap.add_argument('--rounds', type=int, default=6)
+    ap.add_argument('--json')
+    ap.add_argument('--compare', nargs=2)
+    a = ap.parse_args()
+    if a.compare:
+        sys.exit(0 if compare(*a.compare) else 1)
+    r = run(a.port, a.rounds)
+    with open(a.json, 'w') as f:
+        json.dump(r, f)
+    if r['errors']:
+        print('errors: %s' % r['errors'])
+        sys.exit(1)
+
+
+if __name__ == '__main__':
+    main()
