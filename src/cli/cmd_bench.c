@@ -521,7 +521,9 @@ static int bench_ops(int argc, char **argv)
 static void bench_usage(FILE *f)
 {
     fprintf(f, "usage: streamdiff bench <what> [options]\n\n"
-               "  ops    op throughput (GFLOP/s, %% of the sgemm peak) for the SD 1.5 UNet shapes\n\n"
+               "  ops     op throughput (GFLOP/s, %% of the sgemm peak) for the SD 1.5 UNet shapes\n"
+               "  stream  StreamDiffusion fps and latency: img2img, async pipeline, txt2img, and many streams\n"
+               "          batched into one UNet call (--modes streams --streams 1,2,4,8)\n\n"
                "Run 'streamdiff bench <what> --help' for its options.\n");
 }
 
@@ -539,7 +541,7 @@ int cli_bench(int argc, char **argv)
         return bench_ops(argc - 1, argv + 1);
     if (!strcmp(argv[1], "stream"))
         return cli_bench_stream(argc - 1, argv + 1);
-    fprintf(stderr, "streamdiff bench: unknown benchmark '%s' (available: ops)\n\n", argv[1]);
+    fprintf(stderr, "streamdiff bench: unknown benchmark '%s' (available: ops, stream)\n\n", argv[1]);
     bench_usage(stderr);
     return 2;
 }

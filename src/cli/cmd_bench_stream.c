@@ -10,6 +10,13 @@
  *                  last timed output; latency = push -> pull of each frame
  *                  (includes the stream batch delay and the queues).
  *   txt2img        synchronous sd_stream_txt2img.
+ *   streams        N concurrent img2img streams (different prompts and seeds)
+ *                  in one stream group: every tick each stream has a new
+ *                  frame and all N run in one batched UNet call
+ *                  (sd_stream_group_img2img); latency = the tick (the frames
+ *                  arrive together at its start); total fps = N / tick. The
+ *                  same N streams run one after another (sd_stream_img2img)
+ *                  give the unbatched baseline. N from --streams.
  *
  * Input frames are synthetic (two alternating patterns), the similarity
  * filter is off, so every frame runs the UNet. Results go to a table and,
@@ -29,6 +36,8 @@
 #include <unistd.h>
 
 #define MAX_SIZES 8
+#define MAX_COUNTS 8
+#define MAX_GROUP 64
 
 typedef struct {
     const char *model, *taesd, *json;
@@ -36,15 +45,18 @@ typedef struct {
     int frames, warmup, threads;
     sd_backend_kind backend;
     sd_stream_params sp;
-    bool mode_sync, mode_async, mode_txt;
+    bool mode_sync, mode_async, mode_txt, mode_multi;
+    int counts[MAX_COUNTS], ncounts; /* --streams */
 } bopts;
 
 typedef struct {
     int w, h;
     const char *mode;
     int frames;
-    double fps, mean, p50, p90, min, max;
+    double fps, mean, p50, p90, p99, min, max;
     double step_ms; /* engine's inference EMA */
+    int streams;    /* streams mode: concurrent streams */
+    double alone_fps; /* streams mode: total fps of the same streams run one after another */
 } bresult;
 
 static void usage(FILE *f)
@@ -56,7 +68,10 @@ static void usage(FILE *f)
             "  img2img        synchronous sd_stream_img2img; latency = one call; fps = 1000 / mean latency\n"
             "  img2img-async  push/pull pipeline (3 threads), file policy; fps = throughput; latency = push->pull\n"
             "                 (includes the stream batch delay of len(t-index)-1 frames and queueing)\n"
-            "  txt2img        synchronous sd_stream_txt2img\n\n"
+            "  txt2img        synchronous sd_stream_txt2img\n"
+            "  streams        N concurrent img2img streams (own prompts and seeds) batched into one UNet call\n"
+            "                 per tick (stream group); latency = one tick, total fps = N / tick; also the same\n"
+            "                 streams run one after another (unbatched) for comparison; N from --streams\n\n"
             "options:\n"
             "  -m, --model PATH|ID     model (required): diffusers folder, .safetensors file or cached HF id\n"
             "      --taesd DIR|ID      TAESD for encode/decode (as StreamDiffusion uses; else the full VAE)\n"
@@ -64,7 +79,9 @@ static void usage(FILE *f)
             "  -W, --width N / -H, --height N   one non-square size instead of --size\n"
             "      --frames N          timed frames per mode (default: 20)\n"
             "      --warmup N          untimed frames first (default: 3)\n"
-            "      --modes LIST        img2img,img2img-async,txt2img (default: all)\n"
+            "      --modes LIST        img2img,img2img-async,txt2img,streams (default: the first three, plus\n"
+            "                          streams when --streams is given)\n"
+            "      --streams LIST      concurrent stream counts for the streams mode, e.g. 1,2,4,8,16\n"
             "      --t-index LIST      default 32,45\n"
             "      --cfg-type T        none | full | self | initialize (default: self)\n"
             "      --guidance G        default 1.2\n"
@@ -77,7 +94,9 @@ static void usage(FILE *f)
             "  streamdiff bench stream -m stabilityai/sd-turbo --taesd madebyollin/taesd --size 256,512 \\\n"
             "      --t-index 32,45 --json stream.json\n"
             "  streamdiff bench stream -m tests/data/models/tiny-sd15 --taesd tests/data/models/taesd-tiny \\\n"
-            "      --size 64 --frames 50\n");
+            "      --size 64 --frames 50\n"
+            "  streamdiff bench stream -m stabilityai/sd-turbo --taesd madebyollin/taesd --backend cuda \\\n"
+            "      --modes streams --streams 1,2,4,8,16 --t-index 32 --cfg-type none --frames 100\n");
 }
 
 static int bad(const char *flag, const char *v, const char *what)
@@ -111,7 +130,7 @@ static int parse(int argc, char **argv, bopts *o)
         }
         static const char *vals[] = {"-m", "--model", "--taesd", "--size", "-W", "--width", "-H", "--height",
                                      "--frames", "--warmup", "--modes", "--t-index", "--cfg-type", "--guidance",
-                                     "--backend", "-t", "--threads", "--json"};
+                                     "--backend", "-t", "--threads", "--json", "--streams"};
         bool known = false;
         for (size_t k = 0; k < SD_ARRAY_LEN(vals) && !known; k++)
             known = !strcmp(a, vals[k]);
@@ -156,6 +175,7 @@ static int parse(int argc, char **argv, bopts *o)
             o->mode_sync = false;
             o->mode_async = false;
             o->mode_txt = false;
+            o->mode_multi = false;
             char buf[256];
             snprintf(buf, sizeof buf, "%s", v);
             for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -165,9 +185,22 @@ static int parse(int argc, char **argv, bopts *o)
                     o->mode_async = true;
                 else if (!strcmp(t, "txt2img"))
                     o->mode_txt = true;
+                else if (!strcmp(t, "streams"))
+                    o->mode_multi = true;
                 else
-                    return bad(a, v, "a list of img2img, img2img-async, txt2img");
+                    return bad(a, v, "a list of img2img, img2img-async, txt2img, streams");
             }
+        } else if (!strcmp(a, "--streams")) {
+            o->ncounts = 0;
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                if (o->ncounts == MAX_COUNTS || !to_int(t, 1, MAX_GROUP, &o->counts[o->ncounts]))
+                    return bad(a, v, "up to 8 comma-separated stream counts from 1 to 64");
+                o->ncounts++;
+            }
+            if (!o->ncounts)
+                return bad(a, v, "a list of stream counts such as 1,2,4,8");
         } else if (!strcmp(a, "--t-index")) {
             if (!cli_parse_t_index(v, &o->sp))
                 return bad(a, v, "comma-separated ascending indices, e.g. 32,45");
@@ -213,6 +246,7 @@ static void summarize(bresult *r, double *lat, int n)
     r->mean = sum / n;
     r->p50 = lat[n / 2];
     r->p90 = lat[(int)floor(0.9 * (n - 1) + 0.5)];
+    r->p99 = lat[(int)floor(0.99 * (n - 1) + 0.5)];
     r->min = lat[0];
     r->max = lat[n - 1];
 }
@@ -336,6 +370,80 @@ static sd_status bench_async(sd_model *m, const bopts *o, const sd_stream_params
     return st;
 }
 
+/* N streams in one group: o->warmup + o->frames ticks, every stream a frame
+ * per tick; then the same streams one after another (fresh streams, same
+ * settings) for the unbatched total. */
+static sd_status bench_multi(sd_model *m, const bopts *o, const sd_stream_params *sp0, int n, bresult *r)
+{
+    static const char *const prompts[] = {"a photograph of a mountain lake at sunrise", "a watercolor fox",
+                                          "a neon city street at night", "an oil painting of a ship",
+                                          "a portrait in the style of a comic book", "a forest in autumn"};
+    sd_stream *ss[MAX_GROUP] = {0};
+    sd_stream_group *g = NULL;
+    sd_image f[2], out[MAX_GROUP];
+    const sd_image *pin[MAX_GROUP];
+    sd_image *pout[MAX_GROUP];
+    memset(out, 0, sizeof out);
+    make_frames(sp0->width, sp0->height, f);
+    double *lat = malloc(sizeof(double) * (size_t)o->frames);
+    sd_status st = lat && f[0].data && f[1].data ? SD_OK : SD_ERR_OUT_OF_MEMORY;
+    if (st == SD_OK)
+        st = sd_stream_group_create(m, n, n, &g);
+    for (int j = 0; j < n && st == SD_OK; j++) {
+        sd_stream_params sp = *sp0;
+        sp.seed = sp0->seed + (uint64_t)j;
+        st = sd_stream_create(m, &sp, &ss[j]);
+        if (st == SD_OK)
+            st = sd_stream_set_prompt(ss[j], prompts[j % SD_ARRAY_LEN(prompts)], "");
+        if (st == SD_OK)
+            st = sd_stream_group_add(g, ss[j]);
+        pout[j] = &out[j];
+    }
+    double t_total = 0;
+    for (int k = 0; st == SD_OK && k < o->warmup + o->frames; k++) {
+        for (int j = 0; j < n; j++)
+            pin[j] = &f[(k + j) % 2];
+        double t0 = sd_time_now();
+        st = sd_stream_group_img2img(g, pin, pout, n);
+        double dt = sd_time_now() - t0;
+        if (k >= o->warmup) {
+            lat[k - o->warmup] = dt * 1e3;
+            t_total += dt;
+        }
+    }
+    if (st == SD_OK) {
+        summarize(r, lat, o->frames);
+        r->fps = n * o->frames / t_total;
+        r->streams = n;
+        sd_stream_stats s0;
+        sd_stream_get_stats(ss[0], &s0);
+        r->step_ms = s0.inference_ms;
+    }
+    sd_stream_group_free(g);
+    /* the baseline: the same streams, each frame alone, one stream after another */
+    double t_alone = 0;
+    int frames_alone = 0;
+    for (int k = 0; st == SD_OK && k < o->warmup + o->frames; k++)
+        for (int j = 0; j < n && st == SD_OK; j++) {
+            double t0 = sd_time_now();
+            st = sd_stream_img2img(ss[j], &f[(k + j) % 2], &out[j]);
+            if (k >= o->warmup) {
+                t_alone += sd_time_now() - t0;
+                frames_alone++;
+            }
+        }
+    if (st == SD_OK)
+        r->alone_fps = t_alone > 0 ? frames_alone / t_alone : 0;
+    for (int j = 0; j < n; j++) {
+        sd_stream_free(ss[j]);
+        sd_image_free(&out[j]);
+    }
+    free(lat);
+    sd_image_free(&f[0]);
+    sd_image_free(&f[1]);
+    return st;
+}
+
 /* ------------------------------------------------------------ output */
 
 static void write_json(const bopts *o, const sd_model_info *info, const bresult *res, int nres, double load_s)
@@ -376,6 +484,12 @@ static void write_json(const bopts *o, const sd_model_info *info, const bresult 
         cJSON_AddNumberToObject(r, "latency_ms_mean", res[i].mean);
         cJSON_AddNumberToObject(r, "latency_ms_p50", res[i].p50);
         cJSON_AddNumberToObject(r, "latency_ms_p90", res[i].p90);
+        cJSON_AddNumberToObject(r, "latency_ms_p99", res[i].p99);
+        if (res[i].streams) {
+            cJSON_AddNumberToObject(r, "streams", res[i].streams);
+            cJSON_AddNumberToObject(r, "fps_per_stream", res[i].fps / res[i].streams);
+            cJSON_AddNumberToObject(r, "fps_unbatched", res[i].alone_fps);
+        }
         cJSON_AddNumberToObject(r, "latency_ms_min", res[i].min);
         cJSON_AddNumberToObject(r, "latency_ms_max", res[i].max);
         cJSON_AddNumberToObject(r, "step_ms_ema", res[i].step_ms);
@@ -407,7 +521,15 @@ int cli_bench_stream(int argc, char **argv)
         fprintf(stderr, "streamdiff bench stream: give both -W and -H (or --size)\n");
         return 2;
     }
-    if (!o.mode_sync && !o.mode_async && !o.mode_txt) {
+    if (o.ncounts && !o.mode_multi && o.mode_sync && o.mode_async && o.mode_txt)
+        o.mode_multi = true; /* --streams without --modes: add the streams table */
+    if (o.mode_multi && !o.ncounts) {
+        o.counts[0] = 1;
+        o.counts[1] = 2;
+        o.counts[2] = 4;
+        o.ncounts = 3;
+    }
+    if (!o.mode_sync && !o.mode_async && !o.mode_txt && !o.mode_multi) {
         fprintf(stderr, "streamdiff bench stream: --modes selected nothing\n");
         return 2;
     }
@@ -436,9 +558,10 @@ int cli_bench_stream(int argc, char **argv)
            o.backend == SD_BACKEND_CUDA ? "cuda" : "cpu", o.threads, sysconf(_SC_NPROCESSORS_ONLN), tl,
            cli_cfg_type_name(o.sp.cfg_type), (double)o.sp.guidance_scale,
            o.sp.use_denoising_batch ? "stream batch" : "sequential", o.frames, o.warmup);
-    printf("%-10s %-14s %7s %9s %30s %10s\n", "size", "mode", "frames", "fps", "latency ms mean/p50/p90/min",
-           "step ms");
-    bresult res[MAX_SIZES * 3];
+    if (o.mode_sync || o.mode_async || o.mode_txt)
+        printf("%-10s %-14s %7s %9s %30s %10s\n", "size", "mode", "frames", "fps", "latency ms mean/p50/p90/min",
+               "step ms");
+    bresult res[MAX_SIZES * (3 + MAX_COUNTS)];
     int nres = 0;
     int nsz = o.width ? 1 : o.nsizes;
     for (int si = 0; si < nsz && rc <= 0; si++) {
@@ -460,6 +583,26 @@ int cli_bench_stream(int argc, char **argv)
             snprintf(sz, sizeof sz, "%dx%d", r.w, r.h);
             snprintf(lat, sizeof lat, "%.1f / %.1f / %.1f / %.1f", r.mean, r.p50, r.p90, r.min);
             printf("%-10s %-14s %7d %9.2f %30s %10.1f\n", sz, r.mode, r.frames, r.fps, lat, r.step_ms);
+            fflush(stdout);
+            res[nres++] = r;
+        }
+        for (int ci = 0; o.mode_multi && rc <= 0 && ci < o.ncounts; ci++) {
+            if (ci == 0)
+                printf("\n%-10s %7s %10s %10s %12s %30s %12s\n", "size", "streams", "total fps", "fps/stream",
+                       "unbatched", "tick ms mean/p50/p90/p99", "batch gain");
+            bresult r = {.w = sp.width, .h = sp.height, .mode = "streams"};
+            sd_status st = bench_multi(m, &o, &sp, o.counts[ci], &r);
+            if (st != SD_OK) {
+                fprintf(stderr, "streamdiff bench stream: %dx%d, %d streams: %s\n", sp.width, sp.height,
+                        o.counts[ci], sd_last_error());
+                rc = st == SD_ERR_INVALID_ARGUMENT ? 2 : 1;
+                break;
+            }
+            char sz[32], lat[96];
+            snprintf(sz, sizeof sz, "%dx%d", r.w, r.h);
+            snprintf(lat, sizeof lat, "%.1f / %.1f / %.1f / %.1f", r.mean, r.p50, r.p90, r.p99);
+            printf("%-10s %7d %10.2f %10.2f %12.2f %30s %11.2fx\n", sz, r.streams, r.fps, r.fps / r.streams,
+                   r.alone_fps, lat, r.alone_fps > 0 ? r.fps / r.alone_fps : 0);
             fflush(stdout);
             res[nres++] = r;
         }
