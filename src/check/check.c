@@ -64,6 +64,23 @@ void sd_case_fail(sd_case *c, const char *what)
     printf("  %-44s FAIL  %s\n", "-", what);
 }
 
+static double g_f16_rel = 1e-2;
+
+void sd_check_set_f16_rel(double rel) { g_f16_rel = rel > 0 ? rel : 1e-2; }
+
+static int g_cuda_device;
+
+void sd_check_set_cuda_device(int device) { g_cuda_device = device; }
+
+void sd_case_model_params(const sd_case *c, sd_model_params *mp)
+{
+    sd_model_default_params(mp);
+    bool cuda = c->be && !strcmp(c->be->ops->name, "cuda");
+    mp->backend = cuda ? SD_BACKEND_CUDA : SD_BACKEND_CPU;
+    mp->cuda_device = g_cuda_device;
+    mp->n_threads = c->be && !cuda ? c->be->n_threads : 0;
+}
+
 void sd_case_compare(sd_case *c, const char *name, const float *got, size_t n)
 {
     c->n_checked++;
@@ -90,6 +107,8 @@ void sd_case_compare(sd_case *c, const char *name, const float *got, size_t n)
     }
     if (tol < 0) /* no tolerance given: 1e-4 relative to the largest magnitude */
         tol = 1e-4 * fmax(1.0, max_ref);
+    if (c->be && c->be->act_dtype == SD_F16) /* fp16 activations: the fp16 bound */
+        tol = fmax(tol, g_f16_rel * fmax(1.0, max_ref));
     bool pass = !nan && max_abs <= tol;
     double ratio = max_abs / (tol > 0 ? tol : 1e-30);
     if (ratio > c->worst_ratio)

@@ -42,6 +42,16 @@ const sd_st_tensor *sd_case_input(sd_case *c, const char *name);       /* NULL +
 const sd_st_tensor *sd_case_expected(sd_case *c, const char *name);    /* NULL + error if absent */
 /* Input tensor as a freshly malloc'd float32 array (caller frees). */
 float *sd_case_input_f32(sd_case *c, const char *name, size_t *n);
+/* Backends with F16 activations (CUDA) are held to
+ * max(tolerance, rel * max(1, max |expected|)) instead (default 1e-2, the
+ * fp16 bound); 0 or less restores the default. */
+void sd_check_set_f16_rel(double rel);
+/* The CUDA device the cases that load whole models (pipelines, streams) use
+ * when the runner's backend is CUDA (default 0). */
+void sd_check_set_cuda_device(int device);
+/* Model parameters for a case that loads a whole model: the backend kind,
+ * threads and device of the case's backend. */
+void sd_case_model_params(const sd_case *c, sd_model_params *mp);
 /* Tolerance for an expected tensor: manifest tolerances[name].recommended_max_abs_err. */
 double sd_case_tolerance(sd_case *c, const char *name);
 /* Compares `got` with expected tensor `name`; prints one line with max abs

@@ -83,7 +83,7 @@ sd_status sd_check_pipe(sd_case *c)
     if (!model_dir)
         return SD_ERR_FORMAT;
     sd_model_params mp;
-    sd_model_default_params(&mp);
+    sd_case_model_params(c, &mp);
     sd_model *m = NULL;
     sd_status s = sd_model_load_folder(model_dir, unet_dir, &mp, &m);
     free(model_dir);

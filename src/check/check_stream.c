@@ -83,7 +83,7 @@ sd_status sd_check_stream(sd_case *c)
     sscanf(vae_dir, "%511s", vd);
     char *pdir = sd_path_join(c->root, pd), *vdir = sd_path_join(c->root, vd);
     sd_model_params mp;
-    sd_model_default_params(&mp);
+    sd_case_model_params(c, &mp);
     mp.taesd = vdir;
     sd_model *m = NULL;
     sd_status s = sd_model_load_folder(pdir, NULL, &mp, &m);

@@ -10,7 +10,7 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: streamdiff check [--verbose] [--root DIR] [--threads N] CASE_DIR...\n\n"
+            "usage: streamdiff check [--verbose] [--root DIR] [--threads N] [--backend cpu|cuda] CASE_DIR...\n\n"
             "Replays reference cases (folders with manifest.json, inputs.safetensors and\n"
             "expected.safetensors, as in shared/fixtures/cases) and compares every output\n"
             "with its tolerance. Prints max abs/rel error per output and PASS/FAIL per case;\n"
@@ -19,8 +19,13 @@ static void usage(FILE *f)
             "  --root DIR    folder that model_dir paths in manifests are relative to\n"
             "                (default: the parent of the cases/ folder)\n"
             "  --verbose     print every output, not only failures\n"
-            "  --threads N   CPU threads (default: all cores)\n\n"
-            "example: streamdiff check ../shared/fixtures/cases/unet_sd15\n");
+            "  --threads N   CPU threads (default: all cores)\n"
+            "  --backend B   cpu (float32, the fixtures' tolerances) or cuda (fp16 activations: each\n"
+            "                tolerance is widened to --fp16-rel x max(1, max |expected|)) (default: cpu)\n"
+            "  --device N    CUDA device (default: 0)\n"
+            "  --fp16-rel X  relative tolerance for fp16 backends (default: 1e-2)\n\n"
+            "examples: streamdiff check ../shared/fixtures/cases/unet_sd15\n"
+            "          streamdiff check --backend cuda tests/data/cases\n");
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -29,7 +34,8 @@ int cli_check(int argc, char **argv)
 {
     bool verbose = false;
     const char *root = NULL;
-    int threads = 0, n_dirs = 0;
+    int threads = 0, n_dirs = 0, device = 0;
+    bool cuda = false;
     char **dirs = calloc((size_t)argc + 1, sizeof *dirs);
     if (!dirs)
         return 1;
@@ -44,6 +50,33 @@ int cli_check(int argc, char **argv)
             root = argv[++i];
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             threads = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
+            const char *b = argv[++i];
+            if (strcmp(b, "cpu") && strcmp(b, "cuda")) {
+                fprintf(stderr, "streamdiff check: --backend must be cpu or cuda, not '%s'\n", b);
+                free(dirs);
+                return 2;
+            }
+            cuda = !strcmp(b, "cuda");
+        } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 0 || v > 63) {
+                fprintf(stderr, "streamdiff check: --device must be 0..63, not '%s'\n", argv[i]);
+                free(dirs);
+                return 2;
+            }
+            device = (int)v;
+            sd_check_set_cuda_device(device);
+        } else if (!strcmp(argv[i], "--fp16-rel") && i + 1 < argc) {
+            char *end;
+            double v = strtod(argv[++i], &end);
+            if (*end || !(v > 0 && v < 1)) {
+                fprintf(stderr, "streamdiff check: --fp16-rel must be a number in (0, 1), not '%s'\n", argv[i]);
+                free(dirs);
+                return 2;
+            }
+            sd_check_set_f16_rel(v);
         } else if (argv[i][0] == '-') {
             fprintf(stderr, "streamdiff check: unknown option '%s'\n\n", argv[i]);
             usage(stderr);
@@ -60,7 +93,7 @@ int cli_check(int argc, char **argv)
         return 2;
     }
     sd_backend *be;
-    if (sd_backend_cpu_create(threads, &be) != SD_OK) {
+    if ((cuda ? sd_backend_cuda_create(device, &be) : sd_backend_cpu_create(threads, &be)) != SD_OK) {
         fprintf(stderr, "streamdiff check: %s\n", sd_last_error());
         free(dirs);
         return 1;
