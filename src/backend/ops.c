@@ -502,6 +502,12 @@ static sd_tensor binary(sd_ctx *ctx, sd_tensor a, sd_tensor b, sd_binary_op op)
     }
     if (!check(ctx, ok, "binary op", &a, &b, "b does not broadcast to a"))
         return y;
+    /* backends compute on activations: an operand in another dtype (a weight kept in F16 on the CPU, such as
+     * CLIP's position table with keep_f16) is converted into arena scratch first */
+    if (a.dtype != ctx->be->act_dtype)
+        a = sd_cast(ctx, a, ctx->be->act_dtype);
+    if (b.dtype != ctx->be->act_dtype)
+        b = sd_cast(ctx, b, ctx->be->act_dtype);
     y = sd_new(ctx, ctx->be->act_dtype, a.ndim, a.ne);
     if (LIVE(ctx) && RUN(ctx))
         ctx->be->ops->binary(ctx->be, &y, &a, &b, op);

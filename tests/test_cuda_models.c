@@ -1,0 +1,282 @@
+/* CUDA backend vs CPU backend, model by model: the whole UNet (batch 2, one
+ * timestep per row, a text context), the CLIP text encoder, the AutoencoderKL
+ * encoder and decoder and TAESD encoder and decoder run on both backends on
+ * the same inputs (rounded to fp16 so both see identical values), and their
+ * outputs are compared: max |cuda - cpu| / max |cpu| must stay within the
+ * fp16 bound (1e-2, SD_GPU_TOL overrides) and no NaN/Inf may appear. The
+ * CUDA arena is poisoned with 0xFF bytes (NaN in fp16) before every run, so
+ * an element no kernel wrote shows up as NaN.
+ *
+ * Models: the tiny test models of tests/data (always), plus the diffusers
+ * folders in SD_GPU_MODELS (colon-separated, e.g. full-size random-weight
+ * SD-turbo / SD1.5 written by bench/bench_gen_arch; bench/gpu.sh does it)
+ * with the TAESD folder SD_GPU_TAESD, at SD_GPU_SIZE pixels (default 256).
+ *
+ * Without a GPU (or without CUDA in the build) the GPU cases skip with a
+ * SKIP line; the harness still runs, comparing the CPU backend with F32
+ * weights against the CPU backend with F16 weights (keep_f16). */
+#include "backend/ops.h"
+#include "models/clip.h"
+#include "models/unet.h"
+#include "models/vae.h"
+#include "pipe/model.h"
+#include "test.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char g_why[600];
+static bool g_have_gpu;
+static double g_tol = 1e-2;
+
+typedef enum { PART_UNET, PART_CLIP, PART_VAE_ENC, PART_VAE_DEC, PART_TAESD_ENC, PART_TAESD_DEC } part;
+static const char *const k_part_names[] = {"unet", "clip", "vae-encode", "vae-decode", "taesd-encode",
+                                           "taesd-decode"};
+
+typedef struct {
+    part p;
+    int size; /* pixels */
+    float *x, *ctxt; /* host inputs (fp16-rounded) */
+    float t[2];
+    int32_t ids[2 * 77];
+} job;
+
+static float r16(float v) { return sd_f16_to_f32(sd_f32_to_f16(v)); }
+
+/* The part's forward (planning or real); its output, or an empty tensor when the model lacks the part. */
+static sd_tensor forward(sd_ctx *ctx, sd_model *m, const job *j)
+{
+    int64_t h = j->size / 8;
+    sd_dtype act = ctx->be->act_dtype;
+    switch (j->p) {
+    case PART_UNET: {
+        const sd_unet_config *c = sd_unet_get_config(m->unet);
+        sd_tensor x = sd_new4(ctx, 2, c->in_channels, h, h);
+        sd_tensor t = sd_new(ctx, SD_F32, 1, (int64_t[]){2});
+        sd_tensor cx = sd_new(ctx, act, 3, (int64_t[]){2, 77, c->cross_attention_dim[0]});
+        if (!ctx->plan && sd_ok(ctx)) {
+            sd_tensor_from_f32(ctx, &x, j->x);
+            sd_tensor_from_f32(ctx, &t, j->t);
+            sd_tensor_from_f32(ctx, &cx, j->ctxt);
+        }
+        return sd_unet_forward(ctx, m->unet, x, t, cx, NULL, NULL);
+    }
+    case PART_CLIP: return sd_clip_forward(ctx, m->clip, j->ids, 2, 77, 0, NULL, NULL);
+    case PART_VAE_ENC:
+    case PART_TAESD_ENC: {
+        sd_tensor img = sd_new4(ctx, 1, 3, j->size, j->size);
+        if (!ctx->plan && sd_ok(ctx))
+            sd_tensor_from_f32(ctx, &img, j->x);
+        if (j->p == PART_TAESD_ENC)
+            return sd_taesd_encode(ctx, m->taesd, img);
+        sd_tensor logvar;
+        return sd_vae_encode(ctx, m->vae, img, &logvar);
+    }
+    case PART_VAE_DEC:
+    case PART_TAESD_DEC: {
+        sd_tensor z = sd_new4(ctx, 1, 4, h, h);
+        if (!ctx->plan && sd_ok(ctx))
+            sd_tensor_from_f32(ctx, &z, j->x);
+        return j->p == PART_TAESD_DEC ? sd_taesd_decode(ctx, m->taesd, z) : sd_vae_decode(ctx, m->vae, z);
+    }
+    }
+    return (sd_tensor){0};
+}
+
+/* Runs the job on m's backend; returns the output as host floats (malloc'd) and its size. */
+static float *run(sd_model *m, const job *j, size_t *n)
+{
+    sd_ctx plan, ctx;
+    sd_ctx_init_plan(&plan, m->be);
+    forward(&plan, m, j);
+    if (!sd_ok(&plan)) {
+        printf("  planning %s failed: %s\n", k_part_names[j->p], sd_last_error());
+        return NULL;
+    }
+    if (sd_ctx_init(&ctx, m->be, plan.peak) != SD_OK)
+        return NULL;
+    if (!m->be->host_memory) { /* poison the CUDA arena: an unwritten element reads as NaN */
+        void *junk = malloc(ctx.cap);
+        if (junk) {
+            memset(junk, 0xFF, ctx.cap);
+            m->be->ops->upload(m->be, ctx.base, junk, ctx.cap);
+            free(junk);
+        }
+    }
+    sd_tensor y = forward(&ctx, m, j);
+    float *out = NULL;
+    if (sd_ok(&ctx)) {
+        *n = (size_t)sd_numel(&y);
+        out = malloc(*n * sizeof(float));
+        if (out && sd_tensor_to_f32(&ctx, &y, out) != SD_OK) {
+            free(out);
+            out = NULL;
+        }
+    }
+    if (!out)
+        printf("  %s on %s failed: %s\n", k_part_names[j->p], m->be->ops->name, sd_last_error());
+    sd_ctx_free(&ctx);
+    return out;
+}
+
+static void make_job(job *j, part p, int size, const sd_model *m)
+{
+    memset(j, 0, sizeof *j);
+    j->p = p;
+    j->size = size;
+    unsigned long long seed = 1234 + (unsigned long long)p;
+    int64_t h = size / 8;
+    size_t nx = 0, nc = 0;
+    if (p == PART_UNET) {
+        const sd_unet_config *c = sd_unet_get_config(m->unet);
+        nx = (size_t)2 * c->in_channels * h * h;
+        nc = (size_t)2 * 77 * c->cross_attention_dim[0];
+        j->t[0] = 951.0f;
+        j->t[1] = 261.0f;
+    } else if (p == PART_VAE_ENC || p == PART_TAESD_ENC) {
+        nx = (size_t)3 * size * size;
+    } else if (p == PART_VAE_DEC || p == PART_TAESD_DEC) {
+        nx = (size_t)4 * h * h;
+    } else {
+        for (int b = 0; b < 2; b++) /* <|startoftext|>, some words, <|endoftext|>, padding */
+            for (int i = 0; i < 77; i++)
+                j->ids[b * 77 + i] = i == 0 ? 49406 : i < 9 + 4 * b ? 320 + i * 53 + b * 7 : 49407;
+    }
+    j->x = nx ? malloc(nx * sizeof(float)) : NULL;
+    j->ctxt = nc ? malloc(nc * sizeof(float)) : NULL;
+    for (size_t i = 0; i < nx; i++) /* images in [-1, 1], latents and noise about N(0, 1)-sized */
+        j->x[i] = r16(p == PART_VAE_ENC || p == PART_TAESD_ENC ? test_rand(&seed) : 1.7f * test_rand(&seed));
+    for (size_t i = 0; i < nc; i++)
+        j->ctxt[i] = r16(test_rand(&seed));
+}
+
+/* Compares part p of the two models; returns false on a failure. */
+static bool compare_part(sd_model *cpu, sd_model *gpu, part p, int size, const char *label)
+{
+    bool have = p == PART_UNET ? cpu->unet != NULL
+                : p == PART_CLIP ? cpu->clip != NULL
+                : p == PART_VAE_ENC || p == PART_VAE_DEC ? cpu->vae != NULL
+                                                           : cpu->taesd != NULL;
+    if (!have)
+        return true;
+    job j;
+    make_job(&j, p, size, cpu);
+    size_t na = 0, nb = 0;
+    double t0 = sd_time_now();
+    float *a = run(cpu, &j, &na);
+    double t1 = sd_time_now();
+    float *b = run(gpu, &j, &nb);
+    double t2 = sd_time_now();
+    bool ok = a && b && na == nb;
+    double maxd = 0, maxref = 0;
+    size_t bad = 0;
+    for (size_t i = 0; ok && i < na; i++) {
+        if (!isfinite(b[i]) || !isfinite(a[i])) {
+            bad++;
+            continue;
+        }
+        maxd = fmax(maxd, fabs((double)b[i] - a[i]));
+        maxref = fmax(maxref, fabs((double)a[i]));
+    }
+    double rel = maxd / fmax(maxref, 1e-30);
+    ok = ok && bad == 0 && rel <= g_tol;
+    printf("  %-10s %-13s %4d px  %9zu values  max|cpu| %9.4g  max|cuda-cpu| %9.3g  rel %.2e  %s%s  (cpu %.2f s, "
+           "cuda %.3f s)\n",
+           label, k_part_names[p], size, na, maxref, maxd, rel, ok ? "ok" : "FAIL",
+           bad ? "  (NaN/Inf)" : "", t1 - t0, t2 - t1);
+    CHECK_MSG(ok, "%s %s: CUDA vs CPU rel %.3g (tolerance %.3g), %zu non-finite values", label, k_part_names[p], rel,
+              g_tol, bad);
+    free(a);
+    free(b);
+    free(j.x);
+    free(j.ctxt);
+    return ok;
+}
+
+/* other_cpu: the second model is a CPU model with keep_f16 instead of the CUDA one (the harness check) */
+static void compare_model(const char *dir, const char *taesd, int size, const char *label, bool other_cpu)
+{
+    sd_model_params p;
+    sd_model_default_params(&p);
+    p.taesd = taesd;
+    sd_model *cpu = NULL, *gpu = NULL;
+    CHECK_STATUS(sd_model_load(dir, &p, &cpu), SD_OK);
+    if (other_cpu)
+        p.keep_f16 = true;
+    else
+        p.backend = SD_BACKEND_CUDA;
+    CHECK_STATUS(sd_model_load(dir, &p, &gpu), SD_OK);
+    if (cpu && gpu)
+        for (int k = PART_UNET; k <= PART_TAESD_DEC; k++)
+            compare_part(cpu, gpu, (part)k, size, label);
+    sd_model_free(cpu);
+    sd_model_free(gpu);
+}
+
+static bool tiny_paths(char *mp, char *tp, size_t n)
+{
+    const char *d = getenv("SD_TEST_DATA");
+    snprintf(mp, n, "%s/models/tiny-sd15", d ? d : "tests/data");
+    snprintf(tp, n, "%s/models/taesd-tiny", d ? d : "tests/data");
+    return !access(mp, R_OK) && !access(tp, R_OK);
+}
+
+/* The harness itself, without a GPU: the same comparisons between the CPU
+ * backend with F32 weights and with F16 weights (keep_f16), which must also
+ * stay within the fp16 bound. */
+TEST(harness_on_cpu_f16_weights)
+{
+    char mp[1024], tp[1024];
+    if (!tiny_paths(mp, tp, sizeof mp))
+        SKIP("tiny models not found (set SD_TEST_DATA)");
+    compare_model(mp, tp, 64, "tiny-f16w", true);
+}
+
+TEST(tiny_models)
+{
+    if (!g_have_gpu)
+        SKIP("no CUDA GPU (%s)", g_why);
+    char mp[1024], tp[1024];
+    if (!tiny_paths(mp, tp, sizeof mp))
+        SKIP("tiny models not found (set SD_TEST_DATA)");
+    compare_model(mp, tp, 64, "tiny-sd15", false);
+}
+
+TEST(listed_models)
+{
+    if (!g_have_gpu)
+        SKIP("no CUDA GPU (%s)", g_why);
+    const char *list = getenv("SD_GPU_MODELS");
+    if (!list || !*list)
+        SKIP("SD_GPU_MODELS is not set (colon-separated diffusers folders, e.g. from bench/bench_gen_arch)");
+    const char *sz = getenv("SD_GPU_SIZE");
+    int size = sz ? atoi(sz) : 256;
+    if (size < 64 || size % 64)
+        size = 256;
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *dir = strtok_r(buf, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+        const char *base = strrchr(dir, '/');
+        compare_model(dir, getenv("SD_GPU_TAESD"), size, base ? base + 1 : dir, false);
+    }
+}
+
+int main(void)
+{
+    const char *tol = getenv("SD_GPU_TOL");
+    if (tol && atof(tol) > 0)
+        g_tol = atof(tol);
+    sd_backend *be = NULL;
+    if (sd_backend_cuda_create(0, &be) == SD_OK) {
+        g_have_gpu = true;
+        sd_backend_destroy(be);
+    } else {
+        snprintf(g_why, sizeof g_why, "%s", sd_last_error());
+    }
+    RUN(harness_on_cpu_f16_weights);
+    RUN(tiny_models);
+    RUN(listed_models);
+    return test_summary();
+}
