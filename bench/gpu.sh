@@ -2,9 +2,13 @@
 # Build and check the CUDA backend on a GPU machine, in one command.
 #
 #   bash bench/gpu.sh              on the GPU machine, in the repo root: configure a Release build with
-#                                  CUDA (build-gpu/), build, run the CUDA tests (ctest -R cuda), then
-#                                  `streamdiff bench ops --backend cuda` when that exists; logs go to
-#                                  $OUT (or build-gpu/out); a short summary is printed last.
+#                                  CUDA (build-gpu/), build, run the CUDA tests and checks, then the
+#                                  benchmarks (below); logs go to $OUT (or build-gpu/out); a short
+#                                  summary is printed last. A cold build for sm_80/89/90 takes minutes:
+#                                  if one call of 10 minutes is too short, run it twice on the warm
+#                                  machine (build-gpu/ is kept), the first with SD_GPU_SKIP_FULLSIZE=1.
+#   bash bench/gpu.sh fetch-wheels on the dev machine: download diffusers (+ importlib_metadata, streamdiffusion)
+#                                  wheels into .whl/ (git-ignored, ~6.5 MB) for the PyTorch columns; carry ".whl".
 #   bash bench/gpu.sh fetch-deps   on the dev machine (Debian 12, network): download the .debs of the
 #                                  build dependencies into build-debs/ (git-ignored, ~15 MB), for a GPU
 #                                  machine that has no network and lacks them. Pass "build-debs" in the
@@ -16,10 +20,15 @@
 #   SD_CUDA_TEST_FILTER=substr     only the op cases whose name contains substr (e.g. attn, conv)
 #   SD_GPU_BUILD=dir               build directory (default build-gpu)
 #
-# What a later session should add here, once the op tests pass on the GPU: UNet forward time in ms at
-# batch 1, 2 and 4 (SD-Turbo / SD 1.5 shapes, 512x512: latent 64x64, fp16, median of >= 20 runs after
-# warm-up, CUDA-event timed), the same for the VAE decoder and TAESD, and PyTorch (diffusers, fp16, SDPA)
-# side by side on the same machine in the same table.
+# What it runs after the build: ctest -R cuda (op tests, test_cuda_models on the tiny models), `streamdiff
+# check --backend cuda tests/data/cases` (every model family against diffusers' references, fp16 tolerance),
+# random full-size SD-turbo / SD1.5 / TAESD written by bench_gen_arch into $SD_GPU_MODELS_DIR (/tmp/sd-random),
+# test_cuda_models on them (CUDA vs CPU at 256x256), UNet forward ms at batch 1/2/4 at 512x512 and TAESD
+# encode/decode (bench_cpu --backend cuda), PyTorch fp16 (diffusers, SDPA) for the same parts with the GEMM peak
+# and each engine's TFLOP/s (bench/gpu_torch.py -> $OUT/gpu_table.md), and `streamdiff bench stream --backend
+# cuda` (1-step img2img / txt2img, 1..16 batched streams, 2-step RCFG self). SD_GPU_SKIP_FULLSIZE=1 stops after
+# the checks. Device call: carry ["build-debs", ".whl"], e.g.
+#   bash bench/gpu.sh 2>&1 | tee $OUT/gpu.log
 set -uo pipefail
 
 ROOT=$(pwd)
@@ -29,6 +38,16 @@ SYSROOT=$ROOT/build-gpu-sysroot
 PKGS=(libopenblas-openmp-dev libopenblas0-openmp libgfortran5 libcjson-dev libcjson1 libutf8proc-dev libutf8proc2
       libpng-dev libpng16-16 zlib1g-dev libjpeg62-turbo-dev libjpeg62-turbo pkgconf pkgconf-bin libpkgconf3)
 MODULES=(libcjson libutf8proc libpng libjpeg openblas)
+
+if [ "${1:-}" = "fetch-wheels" ]; then
+  # diffusers (the PyTorch side of the speed table) and StreamDiffusion (issue 7's comparison) for the GPU
+  # machine's Python 3.12, which has torch, transformers, huggingface_hub and safetensors but not these
+  python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+    diffusers==0.42.1 importlib_metadata streamdiffusion==0.1.1 || exit 1
+  du -sh .whl && ls .whl
+  exit 0
+fi
 
 if [ "${1:-}" = "fetch-deps" ]; then
   mkdir -p "$DEBS" && cd "$DEBS" || exit 1
@@ -113,15 +132,70 @@ if [ -n "${SD_GPU_SANITIZE:-}" ] && command -v compute-sanitizer >/dev/null; the
   summary+=("compute-sanitizer $SD_GPU_SANITIZE: rc=$src")
 fi
 
-# ---- op benchmark (src/cli/cmd_bench.c belongs to another engineer: call it, tolerate failure)
-log "streamdiff bench ops --backend cuda"
+# ---- models against the fixtures' references, in fp16 on the GPU
+log "streamdiff check --backend cuda tests/data/cases"
 if [ -x "$BUILD/streamdiff" ]; then
-  timeout 300 "$BUILD/streamdiff" bench ops --backend cuda >"$OUT/bench_ops.log" 2>&1
-  brc=$?
-  tail -40 "$OUT/bench_ops.log"
-  summary+=("bench ops --backend cuda: rc=$brc (see bench_ops.log)")
-else
-  summary+=("bench ops: no streamdiff binary")
+  timeout 300 "$BUILD/streamdiff" check --backend cuda tests/data/cases >"$OUT/check_cuda.log" 2>&1
+  crc=$?
+  grep -E "^[a-z0-9_]+: (PASS|FAIL)|^[0-9]+ cases" "$OUT/check_cuda.log" | tail -25
+  summary+=("check --backend cuda tests/data/cases: rc=$crc, $(tail -1 "$OUT/check_cuda.log")")
+fi
+
+# ---- full-size random-weight models (bench/bench_gen_arch: the GPU machine has no weights and no network)
+MODELS_DIR=${SD_GPU_MODELS_DIR:-/tmp/sd-random}
+GEN="$BUILD/bench/bench_gen_arch"
+if [ -x "$GEN" ] && [ "${SD_GPU_SKIP_FULLSIZE:-0}" != 1 ]; then
+  log "random full-size models in $MODELS_DIR"
+  mkdir -p "$MODELS_DIR"
+  [ -f "$MODELS_DIR/sd-turbo/unet/diffusion_pytorch_model.safetensors" ] ||
+    "$GEN" bench/arch/sd-turbo "$MODELS_DIR/sd-turbo" --tokenizer tests/data/models/tiny-sd2/tokenizer >/dev/null
+  [ -f "$MODELS_DIR/sd15/unet/diffusion_pytorch_model.safetensors" ] ||
+    "$GEN" bench/arch/sd15 "$MODELS_DIR/sd15" --tokenizer tests/data/models/tiny-sd15/tokenizer >/dev/null
+  [ -f "$MODELS_DIR/taesd/diffusion_pytorch_model.safetensors" ] || "$GEN" bench/arch/taesd "$MODELS_DIR/taesd" >/dev/null
+  ls "$MODELS_DIR"
+
+  log "full-size models: CUDA vs CPU (test_cuda_models, 256x256)"
+  SD_GPU_MODELS="$MODELS_DIR/sd-turbo:$MODELS_DIR/sd15" SD_GPU_TAESD="$MODELS_DIR/taesd" SD_GPU_SIZE=256 \
+    SD_TEST_DATA=tests/data OMP_NUM_THREADS=$(nproc) timeout 900 "$BUILD/tests/test_cuda_models" \
+    >"$OUT/cuda_models_fullsize.log" 2>&1
+  frc=$?
+  grep -E "^  [a-z0-9_.-]+ +(unet|clip|vae|taesd)|passed" "$OUT/cuda_models_fullsize.log"
+  summary+=("full-size CUDA vs CPU: rc=$frc, $(tail -1 "$OUT/cuda_models_fullsize.log")")
+
+  log "UNet / TAESD speed: streamdiff CUDA backend"
+  : >"$OUT/ours.jsonl"
+  for m in sd-turbo sd15; do
+    for b in 1 2 4; do
+      timeout 300 "$BUILD/bench/bench_cpu" --backend cuda --part unet --model "$MODELS_DIR/$m" --size 512 \
+        --batch $b --reps 20 2>>"$OUT/bench_errors.log" | sed "s/^{/{\"model\": \"$m\", /" >>"$OUT/ours.jsonl"
+    done
+  done
+  for p in taesd-encode taesd; do
+    timeout 300 "$BUILD/bench/bench_cpu" --backend cuda --part $p --taesd "$MODELS_DIR/taesd" --size 512 --reps 20 \
+      2>>"$OUT/bench_errors.log" >>"$OUT/ours.jsonl"
+  done
+  cat "$OUT/ours.jsonl" | cut -c1-200
+
+  log "PyTorch fp16 side by side (diffusers from .whl when carried)"
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+      && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  fi
+  PYTHONUNBUFFERED=1 timeout 600 python3 bench/gpu_torch.py --models "sd-turbo=$MODELS_DIR/sd-turbo,sd15=$MODELS_DIR/sd15" \
+    --taesd "$MODELS_DIR/taesd" --size 512 --batches 1,2,4 --reps 20 --ours "$OUT/ours.jsonl" \
+    --json "$OUT/gpu_bench.json" --table "$OUT/gpu_table.md" 2>"$OUT/gpu_torch.log"
+  tail -5 "$OUT/gpu_torch.log"
+  summary+=("speed table: $OUT/gpu_table.md")
+
+  log "stream engine on the GPU (sd-turbo architecture, TAESD, 512x512)"
+  timeout 600 "$BUILD/streamdiff" bench stream -m "$MODELS_DIR/sd-turbo" --taesd "$MODELS_DIR/taesd" --backend cuda \
+    --size 512 --t-index 35 --cfg-type none --modes img2img,txt2img,streams --streams 1,2,4,8,16 --frames 100 \
+    --warmup 10 --json "$OUT/stream_1step.json" >"$OUT/stream_1step.log" 2>&1
+  cat "$OUT/stream_1step.log"
+  timeout 300 "$BUILD/streamdiff" bench stream -m "$MODELS_DIR/sd-turbo" --taesd "$MODELS_DIR/taesd" --backend cuda \
+    --size 512 --t-index 32,45 --cfg-type self --modes img2img --frames 100 --warmup 10 \
+    --json "$OUT/stream_2step.json" >"$OUT/stream_2step.log" 2>&1
+  cat "$OUT/stream_2step.log"
 fi
 
 log "summary"
