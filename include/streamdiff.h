@@ -218,6 +218,9 @@ typedef struct sd_stream_params {
     sd_rng_type rng;
     int queue_size;                       /* bounded input/output queues, 4 */
     bool drop_old_frames;                 /* live input: newest frame wins (true); file input: false */
+    bool use_graphs;                      /* true: on a backend with graphs (CUDA) the per-frame step is
+                                           * captured once and replayed (re-captured after a guidance, delta
+                                           * or LoRA change; a prompt change needs none); no effect on the CPU */
 } sd_stream_params;
 
 void sd_stream_default_params(sd_stream_params *p);

@@ -20,6 +20,7 @@
 #include "models/unet.h"
 #include "models/vae.h"
 #include "pipe/model.h"
+#include "pipe/stream.h"
 #include "test.h"
 
 #include <math.h>
@@ -263,6 +264,191 @@ TEST(listed_models)
     }
 }
 
+/* ------------------------------------------------------------------ stream engine on the GPU */
+
+static void frame(int k, int j, sd_image *img)
+{
+    img->width = img->height = 64;
+    img->data = malloc(64 * 64 * 3);
+    unsigned long long r = 77 + (unsigned long long)k * 131 + (unsigned long long)j * 7919;
+    for (int i = 0; i < 64 * 64 * 3; i++)
+        img->data[i] = (uint8_t)(128 + 60 * sinf(0.05f * (float)(i + 17 * k + 5 * j)) + 30 * test_rand(&r));
+}
+
+static float *stream_out(sd_stream *s)
+{
+    size_t n = (size_t)sd_numel(&s->img_out);
+    float *o = malloc(n * sizeof(float));
+    sd_ctx tmp = {.be = s->m->be};
+    if (o && sd_tensor_to_f32(&tmp, &s->img_out, o) != SD_OK) {
+        free(o);
+        o = NULL;
+    }
+    return o;
+}
+
+static double max_rel(const float *a, const float *b, size_t n)
+{
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]) || !isfinite(b[i]))
+            return INFINITY;
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        r = fmax(r, fabs((double)b[i]));
+    }
+    return d / fmax(r, 1e-30);
+}
+
+static sd_stream *mk_stream(sd_model *m, sd_cfg_type cfg, int t0, uint64_t seed, bool graphs, const char *prompt)
+{
+    sd_stream_params p;
+    sd_stream_default_params(&p);
+    p.width = p.height = 64;
+    p.cfg_type = cfg;
+    p.t_index_list[0] = t0;
+    p.seed = seed;
+    p.use_graphs = graphs;
+    sd_stream *s = NULL;
+    CHECK_STATUS(sd_stream_create(m, &p, &s), SD_OK);
+    if (s)
+        CHECK_STATUS(sd_stream_set_prompt(s, prompt, "blurry"), SD_OK);
+    return s;
+}
+
+/* A stream whose step is a replayed CUDA graph gives exactly the frames of the same stream run op by op
+ * (same kernels, same order), through a prompt change (K/V updated in place, no re-capture), a guidance
+ * change (re-capture) and txt2img; and the CUDA frames stay close to the CPU's. */
+TEST(stream_graph_replay)
+{
+    if (!g_have_gpu)
+        SKIP("no CUDA GPU (%s)", g_why);
+    char mp[1024], tp[1024];
+    if (!tiny_paths(mp, tp, sizeof mp))
+        SKIP("tiny models not found (set SD_TEST_DATA)");
+    sd_model_params p;
+    sd_model_default_params(&p);
+    p.taesd = tp;
+    sd_model *cpu = NULL, *gpu = NULL;
+    CHECK_STATUS(sd_model_load(mp, &p, &cpu), SD_OK);
+    p.backend = SD_BACKEND_CUDA;
+    CHECK_STATUS(sd_model_load(mp, &p, &gpu), SD_OK);
+    sd_stream *sg = gpu ? mk_stream(gpu, SD_CFG_SELF, 32, 5, true, "a fox") : NULL;
+    sd_stream *se = gpu ? mk_stream(gpu, SD_CFG_SELF, 32, 5, false, "a fox") : NULL;
+    sd_stream *sc = cpu ? mk_stream(cpu, SD_CFG_SELF, 32, 5, false, "a fox") : NULL;
+    double worst_cpu = 0;
+    bool identical = true;
+    for (int k = 0; sg && se && sc && k < 8; k++) {
+        if (k == 3)
+            for (sd_stream **x = (sd_stream *[]){sg, se, sc, NULL}; *x; x++)
+                CHECK_STATUS(sd_stream_set_prompt(*x, "a castle", "blurry"), SD_OK);
+        if (k == 5)
+            for (sd_stream **x = (sd_stream *[]){sg, se, sc, NULL}; *x; x++)
+                CHECK_STATUS(sd_stream_set_guidance(*x, 1.6f, 0.8f), SD_OK);
+        sd_image in = {0}, o1 = {0}, o2 = {0}, o3 = {0};
+        frame(k, 0, &in);
+        bool txt = k == 7;
+        CHECK_STATUS(txt ? sd_stream_txt2img(sg, &o1) : sd_stream_img2img(sg, &in, &o1), SD_OK);
+        CHECK_STATUS(txt ? sd_stream_txt2img(se, &o2) : sd_stream_img2img(se, &in, &o2), SD_OK);
+        CHECK_STATUS(txt ? sd_stream_txt2img(sc, &o3) : sd_stream_img2img(sc, &in, &o3), SD_OK);
+        float *a = stream_out(sg), *b = stream_out(se), *c = stream_out(sc);
+        size_t n = (size_t)sd_numel(&sg->img_out);
+        bool same = a && b && !memcmp(a, b, n * sizeof(float));
+        identical = identical && same;
+        CHECK_MSG(same, "frame %d: the graph replay differs from the eager step", k);
+        if (a && c && !txt) /* txt2img noise comes from each stream's generator: same seed, same values */
+            worst_cpu = fmax(worst_cpu, max_rel(a, c, n));
+        free(a);
+        free(b);
+        free(c);
+        sd_image_free(&in);
+        sd_image_free(&o1);
+        sd_image_free(&o2);
+        sd_image_free(&o3);
+    }
+    printf("  stream graph replay vs eager: %s; CUDA vs CPU frames max rel %.3g\n",
+           identical ? "bit-identical" : "DIFFERENT", worst_cpu);
+    CHECK(!sg || !sg->graphs_off);
+    CHECK(worst_cpu <= 3 * g_tol);
+    sd_stream_free(sg);
+    sd_stream_free(se);
+    sd_stream_free(sc);
+    sd_model_free(cpu);
+    sd_model_free(gpu);
+}
+
+/* Stream groups on the GPU: the batched tick as a replayed graph (one per batch make-up) gives exactly
+ * the frames of the eager tick, and of each stream alone; members that skip ticks change the make-up. */
+TEST(group_graph_replay)
+{
+    if (!g_have_gpu)
+        SKIP("no CUDA GPU (%s)", g_why);
+    char mp[1024], tp[1024];
+    if (!tiny_paths(mp, tp, sizeof mp))
+        SKIP("tiny models not found (set SD_TEST_DATA)");
+    sd_model_params p;
+    sd_model_default_params(&p);
+    p.taesd = tp;
+    p.backend = SD_BACKEND_CUDA;
+    sd_model *gpu = NULL;
+    CHECK_STATUS(sd_model_load(mp, &p, &gpu), SD_OK);
+    if (!gpu)
+        return;
+    static const sd_cfg_type cfgs[3] = {SD_CFG_SELF, SD_CFG_NONE, SD_CFG_FULL};
+    static const char *const prompts[3] = {"a fox", "a boat", "a city"};
+    sd_stream *sg[3], *sa[3]; /* in the graph group, alone (eager) */
+    sd_stream_group *g = NULL;
+    CHECK_STATUS(sd_stream_group_create(gpu, 3, 3, &g), SD_OK);
+    for (int j = 0; j < 3; j++) {
+        sg[j] = mk_stream(gpu, cfgs[j], 20 + 5 * j, 40 + (uint64_t)j, true, prompts[j]);
+        sa[j] = mk_stream(gpu, cfgs[j], 20 + 5 * j, 40 + (uint64_t)j, false, prompts[j]);
+        if (g && sg[j])
+            CHECK_STATUS(sd_stream_group_add(g, sg[j]), SD_OK);
+    }
+    bool identical = true;
+    for (int k = 0; g && k < 6; k++) {
+        sd_stream *fs[3];
+        const sd_image *pin[3];
+        sd_image in[3] = {0}, out[3] = {0}, ref = {0}, *pout[3];
+        int n = 0, who[3];
+        for (int j = 0; j < 3; j++) {
+            if (j == 2 && k % 2) /* stream 2 sends every other tick */
+                continue;
+            frame(k, j, &in[j]);
+            fs[n] = sg[j];
+            pin[n] = j == 1 ? NULL : &in[j]; /* stream 1 is txt2img */
+            pout[n] = &out[j];
+            who[n++] = j;
+        }
+        CHECK_STATUS(sd_stream_group_run(g, fs, pin, pout, n), SD_OK);
+        for (int f = 0; f < n; f++) {
+            int j = who[f];
+            CHECK_STATUS(j == 1 ? sd_stream_txt2img(sa[j], &ref) : sd_stream_img2img(sa[j], &in[j], &ref), SD_OK);
+            float *a = stream_out(sg[j]), *b = stream_out(sa[j]);
+            size_t nf = (size_t)sd_numel(&sg[j]->img_out);
+            bool same = a && b && !memcmp(a, b, nf * sizeof(float));
+            if (!same) /* batched GEMMs may pick other kernels than batch 1: then within fp16 */
+                CHECK_MSG(a && b && max_rel(a, b, nf) <= g_tol, "tick %d stream %d: group vs alone rel %.3g", k, j,
+                          a && b ? max_rel(a, b, nf) : -1.0);
+            identical = identical && same;
+            free(a);
+            free(b);
+            sd_image_free(&ref);
+        }
+        for (int j = 0; j < 3; j++) {
+            sd_image_free(&in[j]);
+            sd_image_free(&out[j]);
+        }
+    }
+    printf("  stream group (graph ticks) vs each stream alone: %s\n",
+           identical ? "bit-identical" : "within the fp16 tolerance (not bit-identical)");
+    sd_stream_group_free(g);
+    for (int j = 0; j < 3; j++) {
+        sd_stream_free(sg[j]);
+        sd_stream_free(sa[j]);
+    }
+    sd_model_free(gpu);
+}
+
 int main(void)
 {
     const char *tol = getenv("SD_GPU_TOL");
@@ -277,6 +463,8 @@ int main(void)
     }
     RUN(harness_on_cpu_f16_weights);
     RUN(tiny_models);
+    RUN(stream_graph_replay);
+    RUN(group_graph_replay);
     RUN(listed_models);
     return test_summary();
 }

@@ -92,6 +92,16 @@ typedef struct sd_backend_ops {
     /* table [V, D], ids I32 [N] -> y [N, D] */
     void (*embedding)(sd_backend *be, sd_tensor *y, const sd_tensor *table, const sd_tensor *ids);
     void (*destroy)(sd_backend *be);
+
+    /* Graphs (optional: NULL on backends without them, the CPU). Between capture_begin and capture_end
+     * the ops are recorded, not run; capture_end turns them into an executable graph that graph_launch
+     * replays with the same pointers and scalars (so the arena layout and every host-side parameter of
+     * the recorded ops must be unchanged). Nothing may upload, download or synchronize while capturing.
+     * A failed capture leaves the backend usable (its error is not sticky) and the caller runs eagerly. */
+    sd_status (*capture_begin)(sd_backend *be);
+    sd_status (*capture_end)(sd_backend *be, void **graph);
+    sd_status (*graph_launch)(sd_backend *be, void *graph);
+    void (*graph_free)(sd_backend *be, void *graph);
 } sd_backend_ops;
 
 struct sd_backend {

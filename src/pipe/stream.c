@@ -31,6 +31,7 @@ void sd_stream_default_params(sd_stream_params *p)
     p->rng = SD_RNG_TYPE_TORCH;
     p->queue_size = 4;
     p->drop_old_frames = true;
+    p->use_graphs = true;
 }
 
 static sd_status validate(const sd_model *m, const sd_stream_params *p, bool *taesd)
@@ -383,9 +384,73 @@ static void step_sequential(sd_stream *s, sd_ctx *ctx, sd_tensor xn)
     decode_out(s, ctx, x0);
 }
 
+/* ---------------------------------------------------------------- graphs */
+
+bool sd_stream_graph_matches(const sd_stream *s, const struct sd_stream_graph *g)
+{
+    return g->exec && g->guidance == s->guidance && g->delta == s->p.delta &&
+           g->weights_version == s->m->weights_version;
+}
+
+static void graphs_free(sd_stream *s)
+{
+    for (int i = 0; i < 2; i++)
+        if (s->graph[i].exec) {
+            s->m->be->ops->graph_free(s->m->be, s->graph[i].exec);
+            s->graph[i].exec = NULL;
+        }
+}
+
+/* The step as a replayed graph: captured on first use (and again when guidance, delta or the weights
+ * changed; the prompt K/V are updated in place, so a prompt change needs no capture). Only for the
+ * stream batch with TAESD or a latent input: those steps have no host work between their ops. Returns
+ * SD_ERR_UNSUPPORTED (graphs_off set) when the capture failed: the caller runs the step eagerly. */
+static sd_status step_graph(sd_stream *s, bool use_latent)
+{
+    sd_backend *be = s->m->be;
+    struct sd_stream_graph *g = &s->graph[use_latent];
+    if (g->exec && !sd_stream_graph_matches(s, g)) {
+        be->ops->graph_free(be, g->exec);
+        g->exec = NULL;
+    }
+    if (!g->exec) {
+        sd_ctx *ctx = &s->ctx;
+        sd_ctx_reset(ctx);
+        sd_status st = be->ops->capture_begin(be);
+        if (st == SD_OK) {
+            sd_tensor xn = use_latent ? s->x_in : encode_frame(s, ctx);
+            step_batch(s, ctx, xn);
+            void *exec = NULL;
+            st = be->ops->capture_end(be, &exec);
+            if (st == SD_OK && !sd_ok(ctx))
+                st = ctx->status;
+            if (st == SD_OK) {
+                *g = (struct sd_stream_graph){exec, s->guidance, s->p.delta, s->m->weights_version};
+            } else if (exec) {
+                be->ops->graph_free(be, exec);
+            }
+        }
+        if (st != SD_OK) {
+            fprintf(stderr, "streamdiff: stream step graph not used (%s); running the ops one by one\n",
+                    sd_last_error());
+            s->graphs_off = true;
+            return SD_ERR_UNSUPPORTED;
+        }
+    }
+    return be->ops->graph_launch(be, g->exec);
+}
+
 sd_status sd_stream_step(sd_stream *s, bool use_latent, void (*hook)(void *, const char *, sd_tensor), void *user)
 {
     sd_ctx *ctx = &s->ctx;
+    if (!ctx->plan && !hook && s->p.use_graphs && !s->graphs_off && s->m->be->ops->capture_begin &&
+        s->p.use_denoising_batch && (use_latent || s->taesd)) {
+        sd_status st = step_graph(s, use_latent);
+        if (st != SD_ERR_UNSUPPORTED) {
+            s->calls += st == SD_OK;
+            return st;
+        }
+    }
     if (!ctx->plan)
         sd_ctx_reset(ctx);
     ctx->hook = hook;
@@ -541,6 +606,8 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
         return SD_ERR_OUT_OF_MEMORY;
     pthread_mutex_init(&s->engine, NULL);
     s->m = m;
+    static uint64_t serials;
+    s->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
     s->p = p;
     s->n = p.n_t_index;
     s->fbs = p.frame_buffer_size;
@@ -619,6 +686,7 @@ void sd_stream_free(sd_stream *s)
     sd_stream_async_stop(s);
     if (s->group) /* leave the stream group first (stream_group.c) */
         sd_stream_group_remove(s->group, s);
+    graphs_free(s);
     sd_unet_kv_free(s->kv);
     if (s->kv_mem)
         s->m->be->ops->free(s->m->be, s->kv_mem);

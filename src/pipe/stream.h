@@ -64,7 +64,18 @@ struct sd_stream {
                                     * with __atomic_load_n; while set, the sync frame calls are refused */
     uint64_t kv_version;           /* bumped whenever the prompt K/V cache is recomputed */
     sd_stream_group *group;        /* the stream group it belongs to (stream_group.c), or NULL */
+    uint64_t serial;               /* unique per stream in this process (graph cache keys) */
+    /* captured per-frame steps ([0] img2img, [1] txt2img) on a backend with graphs, and what they baked in */
+    struct sd_stream_graph {
+        void *exec;
+        float guidance, delta;
+        uint64_t weights_version;
+    } graph[2];
+    bool graphs_off;               /* a capture failed once: eager from then on */
 };
+
+/* True when a graph captured for s (with sd_stream_graph_matches) can stand for its step now. */
+bool sd_stream_graph_matches(const sd_stream *s, const struct sd_stream_graph *g);
 
 /* One stream step on the frame(s) in s->img_in (img2img) or on the latent in
  * s->x_in (txt2img: use_latent = true). The result image is left in

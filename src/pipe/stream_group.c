@@ -25,6 +25,18 @@
 #include <string.h>
 
 #define SD_GROUP_MAX_STREAMS 256
+#define SD_GROUP_GRAPHS 8 /* captured ticks kept (batch make-ups), least recently used replaced */
+
+/* A captured tick (backends with graphs): the selection it ran and every host-side value it baked in. */
+typedef struct group_graph {
+    void *exec;
+    uint64_t used; /* LRU stamp */
+    int k;
+    uint64_t weights_version;
+    uint64_t *serial; /* [max_batch] */
+    bool *latent;
+    float *guidance, *delta;
+} group_graph;
 
 struct sd_stream_group {
     sd_model *m;
@@ -61,6 +73,10 @@ struct sd_stream_group {
     bool *has;            /* the member has a frame in this call */
     const sd_image **fin; /* its input (NULL: txt2img) */
     sd_image **fout;      /* its output */
+    /* captured ticks (CUDA graphs), keyed by batch make-up; invalid once the arena or K/V cache move */
+    group_graph graphs[SD_GROUP_GRAPHS];
+    uint64_t graph_clock;
+    bool graphs_off; /* a capture failed once: eager from then on */
 };
 
 static double ema(double old, double v, uint64_t n) { return n <= 1 ? v : 0.9 * old + 0.1 * v; }
@@ -94,6 +110,15 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
     g->fin = sd_calloc(ms, sizeof *g->fin);
     g->fout = sd_calloc(ms, sizeof *g->fout);
     g->latent = sd_calloc(mb, sizeof *g->latent);
+    bool graphs_ok = true;
+    for (int i = 0; i < SD_GROUP_GRAPHS; i++) {
+        group_graph *e = &g->graphs[i];
+        e->serial = sd_calloc(mb, sizeof *e->serial);
+        e->latent = sd_calloc(mb, sizeof *e->latent);
+        e->guidance = sd_calloc(mb, sizeof *e->guidance);
+        e->delta = sd_calloc(mb, sizeof *e->delta);
+        graphs_ok = graphs_ok && e->serial && e->latent && e->guidance && e->delta;
+    }
     g->kv_src = sd_calloc(mb, sizeof *g->kv_src);
     g->kv_ver = sd_calloc(mb, sizeof *g->kv_ver);
     g->plan_sel = sd_calloc(mb, sizeof *g->plan_sel);
@@ -105,7 +130,7 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
     g->Xin = sd_calloc(mb, sizeof *g->Xin);
     g->t = sd_calloc(mb, sizeof *g->t);
     if (!g->s || !g->mstats || !g->pending || !g->has || !g->fin || !g->fout || !g->latent || !g->kv_src || !g->kv_ver || !g->plan_sel || !g->sel || !g->sel_idx ||
-        !g->rows || !g->srcs || !g->X || !g->Xin || !g->t) {
+        !g->rows || !g->srcs || !g->X || !g->Xin || !g->t || !graphs_ok) {
         sd_stream_group_free(g);
         return SD_ERR_OUT_OF_MEMORY;
     }
@@ -113,10 +138,27 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
     return SD_OK;
 }
 
+/* Drops every captured tick (the arena or the K/V cache moved, or a member left). */
+static void graphs_clear(sd_stream_group *g)
+{
+    for (int i = 0; i < SD_GROUP_GRAPHS; i++)
+        if (g->graphs[i].exec) {
+            g->m->be->ops->graph_free(g->m->be, g->graphs[i].exec);
+            g->graphs[i].exec = NULL;
+        }
+}
+
 void sd_stream_group_free(sd_stream_group *g)
 {
     if (!g)
         return;
+    graphs_clear(g);
+    for (int i = 0; i < SD_GROUP_GRAPHS; i++) {
+        free(g->graphs[i].serial);
+        free(g->graphs[i].latent);
+        free(g->graphs[i].guidance);
+        free(g->graphs[i].delta);
+    }
     for (int i = 0; i < g->count; i++)
         g->s[i]->group = NULL;
     sd_unet_kv_free(g->kv);
@@ -210,6 +252,7 @@ static sd_status ensure_kv(sd_stream_group *g, int64_t rows)
         be->ops->free(be, mem);
         return st;
     }
+    graphs_clear(g); /* they point into the old cache */
     sd_unet_kv_free(g->kv);
     if (g->kv_mem)
         be->ops->free(be, g->kv_mem);
@@ -241,6 +284,7 @@ static sd_status plan_tick(sd_stream_group *g, int k)
         SD_TRY(sd_mem_check(g->m->be->host_memory, plan.peak + kvb, what,
                             "use a smaller max_batch_frames or fewer t_index_list entries "
                             "(SD_MAX_ARENA_BYTES sets the limit)"));
+        graphs_clear(g); /* they point into the old arena */
         sd_ctx_free(&g->ctx);
         sd_status st = sd_ctx_init(&g->ctx, g->m->be, plan.peak);
         if (st != SD_OK) {
@@ -340,6 +384,7 @@ sd_status sd_stream_group_remove(sd_stream_group *g, sd_stream *s)
     memmove(&g->mstats[i], &g->mstats[i + 1], sizeof *g->mstats * (size_t)(g->count - i - 1));
     g->count--;
     s->group = NULL;
+    graphs_clear(g); /* captured ticks with this member can never run again */
     g->kv_n = 0; /* a later stream may get the same address */
     g->plan_n = 0;
     if (g->rr >= g->count)
@@ -368,12 +413,91 @@ sd_status sd_stream_group_get_stats(const sd_stream_group *g, int index, sd_stre
 
 /* ---------------------------------------------------------------- frames */
 
+static bool graph_is(const sd_stream_group *g, const group_graph *e, int k)
+{
+    if (!e->exec || e->k != k || e->weights_version != g->m->weights_version)
+        return false;
+    for (int i = 0; i < k; i++) {
+        const sd_stream *s = g->sel[i];
+        if (e->serial[i] != s->serial || e->latent[i] != g->latent[i] || e->guidance[i] != s->guidance ||
+            e->delta[i] != s->p.delta)
+            return false;
+    }
+    return true;
+}
+
+/* The tick of g->sel as a replayed graph (captured on first use of this batch make-up, with the K/V
+ * gather inside, so it is always current). SD_ERR_UNSUPPORTED (graphs_off set): capture failed, run
+ * the tick eagerly. */
+static sd_status tick_graph(sd_stream_group *g, int k)
+{
+    sd_backend *be = g->m->be;
+    group_graph *e = NULL, *lru = &g->graphs[0];
+    for (int i = 0; i < SD_GROUP_GRAPHS && !e; i++) {
+        if (graph_is(g, &g->graphs[i], k))
+            e = &g->graphs[i];
+        else if (!g->graphs[i].exec || (lru->exec && g->graphs[i].used < lru->used))
+            lru = &g->graphs[i];
+    }
+    if (!e) {
+        e = lru;
+        if (e->exec) {
+            be->ops->graph_free(be, e->exec);
+            e->exec = NULL;
+        }
+        sd_ctx_reset(&g->ctx);
+        sd_status st = be->ops->capture_begin(be);
+        if (st == SD_OK) {
+            run_tick(g, &g->ctx, k, g->latent, true);
+            void *exec = NULL;
+            st = be->ops->capture_end(be, &exec);
+            if (st == SD_OK && !sd_ok(&g->ctx))
+                st = g->ctx.status;
+            if (st == SD_OK)
+                e->exec = exec;
+            else if (exec)
+                be->ops->graph_free(be, exec);
+        }
+        if (st != SD_OK) {
+            fprintf(stderr, "streamdiff: stream group graph not used (%s); running the ops one by one\n",
+                    sd_last_error());
+            g->graphs_off = true;
+            return SD_ERR_UNSUPPORTED;
+        }
+        e->k = k;
+        e->weights_version = g->m->weights_version;
+        for (int i = 0; i < k; i++) {
+            e->serial[i] = g->sel[i]->serial;
+            e->latent[i] = g->latent[i];
+            e->guidance[i] = g->sel[i]->guidance;
+            e->delta[i] = g->sel[i]->p.delta;
+        }
+    }
+    e->used = ++g->graph_clock;
+    return be->ops->graph_launch(be, e->exec);
+}
+
 /* One tick over the k streams in g->sel (their members' indices in g->sel_idx). */
 static sd_status tick(sd_stream_group *g, int k, double t_call)
 {
     double t0 = sd_time_now();
     if (!same_selection(g->sel, k, g->plan_sel, g->plan_n))
         SD_TRY(plan_tick(g, k));
+    bool use_graph = g->m->be->ops->capture_begin && !g->graphs_off;
+    for (int i = 0; i < k && use_graph; i++) /* a full-VAE encode draws host noise mid-step: not capturable */
+        use_graph = g->sel[i]->p.use_graphs && (g->latent[i] || g->sel[i]->taesd);
+    sd_status gst = use_graph ? tick_graph(g, k) : SD_ERR_UNSUPPORTED;
+    if (gst != SD_ERR_UNSUPPORTED) {
+        SD_TRY(gst);
+        for (int i = 0; i < k; i++) {
+            g->kv_src[i] = g->sel[i];
+            g->kv_ver[i] = g->sel[i]->kv_version;
+            g->rows[i] = g->sel[i]->UB;
+            g->sel[i]->calls++;
+        }
+        g->kv_n = k;
+        goto stats;
+    }
     bool gather = false;
     if (k != g->kv_n)
         gather = true;
@@ -388,6 +512,7 @@ static sd_status tick(sd_stream_group *g, int k, double t_call)
         g->kv_ver[i] = g->sel[i]->kv_version;
     }
     g->kv_n = k;
+stats:;
     double now = sd_time_now();
     int64_t rows = 0;
     for (int i = 0; i < k; i++)

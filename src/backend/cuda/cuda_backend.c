@@ -58,6 +58,8 @@ typedef struct cuda_impl {
     int smem_optin;     /* cudaDevAttrMaxSharedMemoryPerBlockOptin */
     void *bounce;       /* move() bounce buffer (lazily grown) */
     size_t bounce_size;
+    void *blas_ws;      /* cuBLAS workspace (set explicitly: no allocation inside a graph capture) */
+    bool capturing;     /* between capture_begin and capture_end */
     sd_status err;      /* sticky first error */
     char errmsg[512];
     char devname[256];
@@ -654,6 +656,79 @@ static void cuda_embedding(sd_backend *be, sd_tensor *y, const sd_tensor *table,
        "embedding");
 }
 
+/* ------------------------------------------------------------------ graphs */
+
+/* Relaxed capture: an unsafe API call elsewhere (the lazily allocated move() bounce buffer) does not
+ * invalidate the capture. Errors during the capture are not made sticky for good: capture_end reports
+ * them and clears them, so the caller can run the same work eagerly. */
+static sd_status cuda_capture_begin(sd_backend *be)
+{
+    cuda_impl *c = IMPL(be);
+    if (!live(c))
+        return sticky(c);
+    if (c->capturing)
+        return sd_fail(SD_ERR_INTERNAL, "cuda backend: a graph capture is already running");
+    cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeRelaxed);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return sd_fail(SD_ERR_BACKEND, "cuda backend: cudaStreamBeginCapture: %s", cudaGetErrorString(e));
+    }
+    c->capturing = true;
+    return SD_OK;
+}
+
+static sd_status cuda_capture_end(sd_backend *be, void **graph)
+{
+    cuda_impl *c = IMPL(be);
+    *graph = NULL;
+    if (!c->capturing)
+        return sd_fail(SD_ERR_INTERNAL, "cuda backend: capture_end without capture_begin");
+    c->capturing = false;
+    use_device(c);
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    sd_status st = SD_OK;
+    char why[600];
+    if (c->err != SD_OK) { /* an op failed while recording: report it, keep the backend usable */
+        snprintf(why, sizeof why, "%s", c->errmsg);
+        c->err = SD_OK;
+        c->errmsg[0] = 0;
+        st = sd_fail(SD_ERR_BACKEND, "cuda backend: graph capture failed: %s", why);
+    } else if (e != cudaSuccess || !g) {
+        st = sd_fail(SD_ERR_BACKEND, "cuda backend: cudaStreamEndCapture: %s", cudaGetErrorString(e));
+    }
+    cudaGraphExec_t exec = NULL;
+    if (st == SD_OK && (e = cudaGraphInstantiate(&exec, g, 0)) != cudaSuccess) {
+        exec = NULL;
+        st = sd_fail(SD_ERR_BACKEND, "cuda backend: cudaGraphInstantiate: %s", cudaGetErrorString(e));
+    }
+    if (g)
+        cudaGraphDestroy(g);
+    cudaGetLastError(); /* capture errors are not sticky in CUDA: clear the last one */
+    *graph = exec;
+    return st;
+}
+
+static sd_status cuda_graph_launch(sd_backend *be, void *graph)
+{
+    cuda_impl *c = IMPL(be);
+    if (!live(c))
+        return sticky(c);
+    if (!graph)
+        return sd_fail(SD_ERR_INTERNAL, "cuda backend: graph_launch of a NULL graph");
+    ck(c, cudaGraphLaunch((cudaGraphExec_t)graph, c->stream), "cudaGraphLaunch");
+    return sticky(c);
+}
+
+static void cuda_graph_free(sd_backend *be, void *graph)
+{
+    cuda_impl *c = IMPL(be);
+    if (!graph || !use_device(c))
+        return;
+    cudaStreamSynchronize(c->stream); /* a launched replay may still run */
+    cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
 /* ------------------------------------------------------------------ lifetime */
 
 static void cuda_destroy(sd_backend *be)
@@ -667,6 +742,8 @@ static void cuda_destroy(sd_backend *be)
                 cudaStreamSynchronize(c->stream);
             if (c->bounce)
                 cudaFree(c->bounce);
+            if (c->blas_ws)
+                cudaFree(c->blas_ws);
             if (c->blas)
                 cublasDestroy(c->blas);
             if (c->stream)
@@ -708,6 +785,10 @@ static const sd_backend_ops k_cuda_ops = {
     .timestep_embedding = cuda_timestep_embedding,
     .embedding = cuda_embedding,
     .destroy = cuda_destroy,
+    .capture_begin = cuda_capture_begin,
+    .capture_end = cuda_capture_end,
+    .graph_launch = cuda_graph_launch,
+    .graph_free = cuda_graph_free,
 };
 
 sd_status sd_backend_cuda_create(int device, sd_backend **out)
@@ -768,6 +849,21 @@ sd_status sd_backend_cuda_create(int device, sd_backend **out)
     if ((bs = cublasSetStream(c->blas, c->stream)) != CUBLAS_STATUS_SUCCESS) {
         cuda_destroy(be);
         return sd_fail(SD_ERR_BACKEND, "CUDA device %d (%s): cublasSetStream failed: %s", device, prop.name,
+                       blas_str(bs));
+    }
+    /* cuBLAS's workspace, given explicitly so that GEMMs inside a graph capture allocate nothing
+     * (32 MiB: NVIDIA's recommendation for Hopper) */
+    size_t ws = (size_t)32 << 20;
+    if ((e = cudaMalloc(&c->blas_ws, ws)) != cudaSuccess) {
+        cudaGetLastError();
+        c->blas_ws = NULL;
+        cuda_destroy(be);
+        return sd_fail(SD_ERR_OUT_OF_MEMORY, "CUDA device %d (%s): cannot allocate the 32 MiB cuBLAS workspace: %s",
+                       device, prop.name, cudaGetErrorString(e));
+    }
+    if ((bs = cublasSetWorkspace(c->blas, c->blas_ws, ws)) != CUBLAS_STATUS_SUCCESS) {
+        cuda_destroy(be);
+        return sd_fail(SD_ERR_BACKEND, "CUDA device %d (%s): cublasSetWorkspace failed: %s", device, prop.name,
                        blas_str(bs));
     }
     if ((e = cudaDeviceGetAttribute(&c->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device)) !=
