@@ -5,7 +5,7 @@
 # that runs every frame alone (--max-batch 1) and once against one that
 # batches (--max-batch 6). Every client must get byte-identical output frames
 # both times, and the batched server must have run several clients' frames in
-# one call.
+# one call. Plus per-client frame-rate caps (config field max_fps).
 set -uo pipefail
 BIN="$1"
 NAME=cli_server_batch
@@ -20,6 +20,11 @@ for mode in alone batched; do
     if ! timeout 300 python3 "$HERE/server/batch.py" --port "$PORT" --rounds 6 --json "$tmp/$mode.json"; then
         tail -30 "$tmp/server_$mode.log"
         echo "$NAME: FAIL ($mode run)"
+        exit 1
+    fi
+    if [ $mode = batched ] && ! timeout 120 python3 "$HERE/server/batch.py" --port "$PORT" --fps-caps; then
+        tail -30 "$tmp/server_$mode.log"
+        echo "$NAME: FAIL (per-client fps caps)"
         exit 1
     fi
     stop_server "$tmp/server_$mode.log"

@@ -58,7 +58,8 @@ TEST(full_config_applies)
     const char *msg = "{\"type\":\"config\",\"mode\":\"txt2img\",\"prompt\":\"a cat, watercolor\","
                       "\"negative_prompt\":\"blurry\",\"guidance_scale\":1.5,\"delta\":0.8,"
                       "\"t_index_list\":[0,16,32,45],\"seed\":123456789,\"similarity_threshold\":0.98,"
-                      "\"max_skip_frames\":5,\"width\":256,\"height\":320,\"cfg_type\":\"full\",\"jpeg_quality\":70}";
+                      "\"max_skip_frames\":5,\"width\":256,\"height\":320,\"cfg_type\":\"full\",\"jpeg_quality\":70,"
+                      "\"max_fps\":12.5}";
     CHECK(parse(msg, NULL, &n, NULL));
     CHECK(n.mode == SRV_MODE_TXT2IMG);
     CHECK(!strcmp(n.prompt, "a cat, watercolor") && !strcmp(n.negative_prompt, "blurry"));
@@ -66,6 +67,8 @@ TEST(full_config_applies)
     CHECK(n.n_t_index == 4 && n.t_index_list[0] == 0 && n.t_index_list[3] == 45);
     CHECK(n.seed == 123456789ull && fabsf(n.similarity_threshold - 0.98f) < 1e-6f && n.max_skip_frames == 5);
     CHECK(n.width == 256 && n.height == 320 && n.cfg_type == SD_CFG_FULL && n.jpeg_quality == 70);
+    CHECK(fabsf(n.max_fps - 12.5f) < 1e-6f);
+    CHECK(srv_config_diff(&C0, &n) & SRV_CHANGE_OTHER);
 }
 
 TEST(partial_update_keeps_the_rest)
@@ -192,7 +195,8 @@ TEST(value_ranges)
         "{\"type\":\"config\",\"seed\":1e30}",            "{\"type\":\"config\",\"width\":0}",
         "{\"type\":\"config\",\"width\":1030}",           "{\"type\":\"config\",\"width\":100}",
         "{\"type\":\"config\",\"height\":-64}",           "{\"type\":\"config\",\"jpeg_quality\":0}",
-        "{\"type\":\"config\",\"jpeg_quality\":101}",     "{\"type\":\"config\",\"t_index_list\":[]}",
+        "{\"type\":\"config\",\"jpeg_quality\":101}",     "{\"type\":\"config\",\"max_fps\":-1}",
+        "{\"type\":\"config\",\"max_fps\":1001}",        "{\"type\":\"config\",\"t_index_list\":[]}",
         "{\"type\":\"config\",\"t_index_list\":[50]}",    "{\"type\":\"config\",\"t_index_list\":[-1]}",
         "{\"type\":\"config\",\"t_index_list\":[3,3]}",   "{\"type\":\"config\",\"t_index_list\":[40,30]}",
         "{\"type\":\"config\",\"t_index_list\":[1.5]}",   "{\"type\":\"config\",\"t_index_list\":[0,1,2,3,4]}",

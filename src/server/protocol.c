@@ -55,7 +55,7 @@ unsigned srv_config_diff(const srv_config *a, const srv_config *b)
         memcmp(a->t_index_list, b->t_index_list, sizeof(int) * (size_t)SD_MAX(a->n_t_index, 0)) ||
         a->width != b->width || a->height != b->height || a->cfg_type != b->cfg_type || a->seed != b->seed)
         d |= SRV_CHANGE_STREAM;
-    if (a->mode != b->mode || a->jpeg_quality != b->jpeg_quality)
+    if (a->mode != b->mode || a->jpeg_quality != b->jpeg_quality || a->max_fps != b->max_fps)
         d |= SRV_CHANGE_OTHER;
     return d;
 }
@@ -224,7 +224,7 @@ static bool get_t_index_list(const cJSON *it, const srv_limits *lim, srv_config 
 /* The fields of a "config" message, in the order of docs/protocol.md. */
 static const char *const k_fields[] = {"type",     "mode",  "prompt", "negative_prompt", "guidance_scale", "delta",
                                        "t_index_list", "seed", "similarity_threshold", "max_skip_frames", "width",
-                                       "height", "cfg_type", "jpeg_quality"};
+                                       "height", "cfg_type", "jpeg_quality", "max_fps"};
 
 static bool apply_field(int f, const cJSON *it, const srv_limits *lim, srv_config *c, srv_error *err)
 {
@@ -291,6 +291,11 @@ static bool apply_field(int f, const cJSON *it, const srv_limits *lim, srv_confi
         if (!get_number(it, "jpeg_quality", 1, 100, true, &d, err))
             return false;
         c->jpeg_quality = (int)d;
+        return true;
+    case 14:
+        if (!get_number(it, "max_fps", 0, 1000, false, &d, err))
+            return false;
+        c->max_fps = (float)d;
         return true;
     default:
         srv_error_set(err, "unknown_field", "internal: field %d", f);
@@ -686,6 +691,7 @@ cJSON *srv_config_json(const srv_config *c)
     cJSON_AddNumberToObject(o, "height", c->height);
     cJSON_AddStringToObject(o, "cfg_type", srv_cfg_type_name(c->cfg_type));
     cJSON_AddNumberToObject(o, "jpeg_quality", c->jpeg_quality);
+    cJSON_AddNumberToObject(o, "max_fps", c->max_fps);
     return o;
 }
 

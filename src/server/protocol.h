@@ -47,6 +47,7 @@ typedef struct srv_config {
     int width, height;
     sd_cfg_type cfg_type;
     int jpeg_quality;
+    float max_fps; /* this client's output frame-rate cap, 0 = the server's (--max-fps); the lower one wins */
 } srv_config;
 
 /* Defaults from sd_stream_default_params(), size width x height. */
@@ -57,7 +58,7 @@ enum {
     SRV_CHANGE_PROMPT = 1, /* prompt / negative prompt: re-encoded live */
     SRV_CHANGE_LIVE = 2,   /* guidance, delta, similarity filter: applied live */
     SRV_CHANGE_STREAM = 4, /* t_index_list, size, cfg type, seed: a new stream */
-    SRV_CHANGE_OTHER = 8   /* mode, JPEG quality: no engine work */
+    SRV_CHANGE_OTHER = 8   /* mode, JPEG quality, max_fps: no engine work */
 };
 unsigned srv_config_diff(const srv_config *a, const srv_config *b);
 

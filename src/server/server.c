@@ -743,8 +743,11 @@ static void *worker_main(void *arg)
             c->in = NULL;
             if (q->j.in)
                 srv_hist_observe(&S->met.stage[SRV_STAGE_QUEUE], now - q->j.in_t);
-            if (S->o.limits.max_fps > 0)
-                c->next_run_t = now + 1.0 / S->o.limits.max_fps;
+            double cap = S->o.limits.max_fps; /* the lower of the server's and the client's cap */
+            if (c->cfg.max_fps > 0 && (cap <= 0 || c->cfg.max_fps < cap))
+                cap = c->cfg.max_fps;
+            if (cap > 0)
+                c->next_run_t = now + 1.0 / cap;
         }
         if (n == 0) {
             if (S->o.max_runtime_s > 0) {

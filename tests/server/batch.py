@@ -4,7 +4,8 @@ and txt2img) stream in lock step; every client's output frames are recorded
 (SHA-256 of each JPEG). Run once against a server with --max-batch 1 (every
 frame alone) and once with batching; `--compare A B` then checks that every
 client got byte-identical frames both times and that the batched run really
-batched (engine_frames_total > engine_calls_total in /metrics)."""
+batched (engine_frames_total > engine_calls_total in /metrics). `--fps-caps` checks per-client frame-rate
+caps (the config field max_fps)."""
 import argparse
 import hashlib
 import json
@@ -98,6 +99,47 @@ def run(port, rounds):
     return {'outputs': outs, 'errors': errors, 'metrics': metrics(port)}
 
 
+def fps_caps(port, seconds=2.5):
+    """Per-client frame-rate caps: a txt2img client asking for max_fps 4 gets about 4 frames a second while
+    an uncapped one beside it (the server has --max-fps 0) gets many more."""
+    counts, errors = {}, []
+
+    def client(name, cap):
+        ws = wsclient.WS(HOST, port, timeout=30)
+        ws.recv_json(want='hello', timeout=30)
+        cfg = {'type': 'config', 'mode': 'txt2img', 'prompt': name}
+        if cap:
+            cfg['max_fps'] = cap
+        ws.send_json(cfg)
+        ws.recv_json(want='config', timeout=60)
+        n, end = 0, None
+        import time
+        while True:
+            ws.recv_binary(timeout=30, on_text=lambda m: m.get('type') == 'error' and errors.append(m))
+            now = time.monotonic()
+            if end is None:
+                end = now + seconds  # count from the first frame
+                continue
+            if now > end:
+                break
+            n += 1
+        counts[name] = n
+        ws.close()
+
+    ts = [threading.Thread(target=client, args=a, daemon=True) for a in (('capped', 4), ('free', 0))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=120)
+    print('fps caps: capped client (max_fps 4) %s frames in %.1f s, uncapped %s' %
+          (counts.get('capped'), seconds, counts.get('free')))
+    ok = not errors and 'capped' in counts and 'free' in counts
+    ok = ok and 4 * seconds - 3 <= counts['capped'] <= 4 * seconds + 2 and counts['free'] >= 2 * counts['capped']
+    if not ok:
+        print('FAIL: fps caps (errors: %s)' % errors)
+    return ok
+
+
 def compare(a_path, b_path):
     a, b = json.load(open(a_path)), json.load(open(b_path))
     ok = True
@@ -131,7 +173,10 @@ def main():
     ap.add_argument('--rounds', type=int, default=6)
     ap.add_argument('--json')
     ap.add_argument('--compare', nargs=2)
+    ap.add_argument('--fps-caps', action='store_true')
     a = ap.parse_args()
+    if a.fps_caps:
+        sys.exit(0 if fps_caps(a.port) else 1)
     if a.compare:
         sys.exit(0 if compare(*a.compare) else 1)
     r = run(a.port, a.rounds)
