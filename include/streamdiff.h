@@ -309,6 +309,7 @@ typedef struct sd_stream_group_stats {
     uint64_t frames_skipped; /* frames the similarity filter skipped (no UNet rows used) */
     double batch_frames;     /* frames per tick (EMA) */
     double unet_rows;        /* UNet batch rows per tick (EMA) */
+    double unet_rows_padded; /* the same with the padding to a captured graph size (CUDA: powers of two) */
     double tick_ms;          /* one tick (EMA) */
     double latency_ms;       /* sd_stream_group_img2img start -> this stream's output ready (EMA) */
 } sd_stream_group_stats;

@@ -17,6 +17,7 @@
 #define MAXN 4
 
 static sd_model *g_model;
+static double g_last_padded; /* unet_rows_padded of the last compare() */
 static char g_why[2600];
 static char g_mp[1024], g_tp[1024];
 
@@ -169,8 +170,10 @@ static void compare(const cfg *cs, int n, int max_batch, double *maxdiff, bool *
     }
     sd_stream_group_stats gs;
     *ticks = 0;
-    if (g && sd_stream_group_get_stats(g, -1, &gs) == SD_OK)
+    if (g && sd_stream_group_get_stats(g, -1, &gs) == SD_OK) {
         *ticks = gs.ticks;
+        g_last_padded = gs.unet_rows_padded;
+    }
     for (int j = 0; j < n && g; j++) {
         sd_stream_group_stats ms;
         CHECK_STATUS(sd_stream_group_get_stats(g, j, &ms), SD_OK);
@@ -361,6 +364,28 @@ TEST(mixed_txt2img_img2img_and_idle_members)
     free(got);
 }
 
+/* The UNet rows padded to a power of two (what the GPU does to reuse a few captured graphs; forced here
+ * with SD_GROUP_PAD_ROWS=1): the padding rows change nothing in the streams' rows. */
+TEST(padded_unet_rows)
+{
+    if (!model())
+        SKIP("%s", g_why);
+    const cfg two[2] = {
+        {SD_CFG_SELF, {16, 32, 45}, 3, 31, 1.3f, 0, "a red fox", "", NULL, false},       /* UNet rows 3 */
+        {SD_CFG_INITIALIZE, {30, 45}, 2, 32, 1.5f, 0, "a harbour", "fog", "a bay", false}, /* rows 2 + 1 */
+    };
+    setenv("SD_GROUP_PAD_ROWS", "1", 1);
+    double d;
+    bool eq;
+    uint64_t ticks;
+    compare(two, 2, 2, &d, &eq, &ticks); /* rows 3 + 3 = 6, padded to 8 */
+    CHECK(g_last_padded == 8.0);
+    unsetenv("SD_GROUP_PAD_ROWS");
+    printf("  2 streams, UNet rows padded 6 -> 8: max |diff| vs alone %.3g, 8-bit images %s\n", d,
+           eq ? "identical" : "DIFFER");
+    CHECK(d <= 1e-5);
+}
+
 TEST(membership_rules)
 {
     if (!model())
@@ -460,6 +485,7 @@ int main(void)
     RUN(three_streams_batch_two_round_robin);
     RUN(four_streams_full_cfg_single_step_and_filter);
     RUN(mixed_txt2img_img2img_and_idle_members);
+    RUN(padded_unet_rows);
     RUN(membership_rules);
     sd_model_free(g_model);
     return test_summary();

@@ -586,6 +586,19 @@ void sd_unet_kv_free(sd_unet_kv *kv)
 
 int64_t sd_unet_kv_batch(const sd_unet_kv *kv) { return kv ? kv->batch : 0; }
 
+sd_status sd_unet_kv_set_batch(sd_unet_kv *kv, int64_t batch)
+{
+    if (!kv || batch < 1 || batch > kv->cap)
+        return sd_fail(SD_ERR_SHAPE, "UNet K/V cache: batch %lld outside 1..%lld", (long long)batch,
+                       kv ? (long long)kv->cap : 0LL);
+    kv->batch = batch;
+    for (int i = 0; i < kv->n; i++) {
+        kv->pairs[i].k.ne[0] = batch;
+        kv->pairs[i].v.ne[0] = batch;
+    }
+    return SD_OK;
+}
+
 void sd_unet_kv_gather(sd_ctx *ctx, sd_unet_kv *dst, const sd_unet_kv *const *srcs, const int64_t *rows_per_src, int n)
 {
     if (!sd_ok(ctx))

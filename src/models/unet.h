@@ -103,6 +103,9 @@ int64_t sd_unet_kv_batch(const sd_unet_kv *kv);
  * For batching several streams' UNet calls (per-row prompts). Errors go to ctx. */
 void sd_unet_kv_gather(sd_ctx *ctx, sd_unet_kv *dst, const sd_unet_kv *const *srcs, const int64_t *rows_per_src,
                        int n);
+/* Views the first `batch` rows (1..the rows it was initialised with) of a gathered cache, whatever
+ * they hold: padding rows for a UNet call of a fixed batch (the group pads to captured sizes). */
+sd_status sd_unet_kv_set_batch(sd_unet_kv *kv, int64_t batch);
 
 /* x [B,in_channels,h,w] (h, w divisible by 2^(n_blocks-1)); timesteps F32 [B]
  * (one per batch row); context [B,S,D] (or [1,S,D]: the same prompt for every

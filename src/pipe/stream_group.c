@@ -25,18 +25,17 @@
 #include <string.h>
 
 #define SD_GROUP_MAX_STREAMS 256
-#define SD_GROUP_GRAPHS 8 /* captured ticks kept (batch make-ups), least recently used replaced */
+#define SD_GROUP_GRAPHS 8 /* captured UNet row counts kept, least recently used replaced */
 
-/* A captured tick (backends with graphs): the selection it ran and every host-side value it baked in. */
-typedef struct group_graph {
+/* A captured UNet call (backends with graphs) for a fixed number of rows: the batched UNet is the same
+ * graph whichever streams fill its rows, so a few row counts (powers of two) cover every batch make-up. */
+typedef struct unet_graph {
     void *exec;
-    uint64_t used; /* LRU stamp */
-    int k;
+    int64_t rows;
     uint64_t weights_version;
-    uint64_t *serial; /* [max_batch] */
-    bool *latent;
-    float *guidance, *delta;
-} group_graph;
+    sd_tensor eps; /* its output in the UNet arena */
+    uint64_t used; /* LRU stamp */
+} unet_graph;
 
 struct sd_stream_group {
     sd_model *m;
@@ -47,8 +46,10 @@ struct sd_stream_group {
     int count;
     int rr; /* round-robin start of the next call */
     sd_stream_group_stats stats;
-    /* one tick */
+    /* one tick: ctx for the streams' own steps (encode, guidance, consistency, decode), uctx for the
+     * batched UNet call (its input rows at the bottom, then its temporaries) */
     sd_ctx ctx;
+    sd_ctx uctx;
     void *kv_mem;
     sd_unet_kv *kv;
     int64_t kv_rows;
@@ -73,11 +74,27 @@ struct sd_stream_group {
     bool *has;            /* the member has a frame in this call */
     const sd_image **fin; /* its input (NULL: txt2img) */
     sd_image **fout;      /* its output */
-    /* captured ticks (CUDA graphs), keyed by batch make-up; invalid once the arena or K/V cache move */
-    group_graph graphs[SD_GROUP_GRAPHS];
+    /* captured UNet calls (CUDA graphs) by row count; invalid once uctx or the K/V cache move */
+    unet_graph graphs[SD_GROUP_GRAPHS];
     uint64_t graph_clock;
     bool graphs_off; /* a capture failed once: eager from then on */
+    bool pad;        /* pad the UNet rows without graphs too (SD_GROUP_PAD_ROWS=1: tests of the padding on the CPU) */
 };
+
+/* Graphs are used on a backend that has them, unless a capture failed. */
+static bool use_graphs(const sd_stream_group *g) { return g->m->be->ops->capture_begin && !g->graphs_off; }
+
+/* The UNet rows of a tick of `total` rows: with graphs the next power of two (a few captured sizes
+ * serve every make-up; the extra rows compute nothing anyone reads), else exactly total. */
+static int64_t padded_rows(const sd_stream_group *g, int64_t total)
+{
+    if (!use_graphs(g) && !g->pad)
+        return total;
+    int64_t r = 1;
+    while (r < total)
+        r *= 2;
+    return r;
+}
 
 static double ema(double old, double v, uint64_t n) { return n <= 1 ? v : 0.9 * old + 0.1 * v; }
 
@@ -100,6 +117,8 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
         return SD_ERR_OUT_OF_MEMORY;
     pthread_mutex_init(&g->mu, NULL);
     g->m = m;
+    const char *pad = getenv("SD_GROUP_PAD_ROWS");
+    g->pad = pad && !strcmp(pad, "1");
     g->max_streams = max_streams;
     g->max_batch = max_batch_frames;
     size_t ms = (size_t)max_streams, mb = (size_t)max_batch_frames;
@@ -110,15 +129,6 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
     g->fin = sd_calloc(ms, sizeof *g->fin);
     g->fout = sd_calloc(ms, sizeof *g->fout);
     g->latent = sd_calloc(mb, sizeof *g->latent);
-    bool graphs_ok = true;
-    for (int i = 0; i < SD_GROUP_GRAPHS; i++) {
-        group_graph *e = &g->graphs[i];
-        e->serial = sd_calloc(mb, sizeof *e->serial);
-        e->latent = sd_calloc(mb, sizeof *e->latent);
-        e->guidance = sd_calloc(mb, sizeof *e->guidance);
-        e->delta = sd_calloc(mb, sizeof *e->delta);
-        graphs_ok = graphs_ok && e->serial && e->latent && e->guidance && e->delta;
-    }
     g->kv_src = sd_calloc(mb, sizeof *g->kv_src);
     g->kv_ver = sd_calloc(mb, sizeof *g->kv_ver);
     g->plan_sel = sd_calloc(mb, sizeof *g->plan_sel);
@@ -130,7 +140,7 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
     g->Xin = sd_calloc(mb, sizeof *g->Xin);
     g->t = sd_calloc(mb, sizeof *g->t);
     if (!g->s || !g->mstats || !g->pending || !g->has || !g->fin || !g->fout || !g->latent || !g->kv_src || !g->kv_ver || !g->plan_sel || !g->sel || !g->sel_idx ||
-        !g->rows || !g->srcs || !g->X || !g->Xin || !g->t || !graphs_ok) {
+        !g->rows || !g->srcs || !g->X || !g->Xin || !g->t) {
         sd_stream_group_free(g);
         return SD_ERR_OUT_OF_MEMORY;
     }
@@ -138,7 +148,7 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
     return SD_OK;
 }
 
-/* Drops every captured tick (the arena or the K/V cache moved, or a member left). */
+/* Drops every captured UNet call (the UNet arena or the K/V cache moved). */
 static void graphs_clear(sd_stream_group *g)
 {
     for (int i = 0; i < SD_GROUP_GRAPHS; i++)
@@ -153,18 +163,13 @@ void sd_stream_group_free(sd_stream_group *g)
     if (!g)
         return;
     graphs_clear(g);
-    for (int i = 0; i < SD_GROUP_GRAPHS; i++) {
-        free(g->graphs[i].serial);
-        free(g->graphs[i].latent);
-        free(g->graphs[i].guidance);
-        free(g->graphs[i].delta);
-    }
     for (int i = 0; i < g->count; i++)
         g->s[i]->group = NULL;
     sd_unet_kv_free(g->kv);
     if (g->kv_mem)
         g->m->be->ops->free(g->m->be, g->kv_mem);
     sd_ctx_free(&g->ctx);
+    sd_ctx_free(&g->uctx);
     free(g->s);
     free(g->mstats);
     free(g->pending);
@@ -199,11 +204,13 @@ int sd_stream_group_count(const sd_stream_group *g)
 
 /* ---------------------------------------------------------------- one tick */
 
-/* The batched step of the k streams in g->sel on ctx (planning or real).
- * latent[i]: stream i runs a txt2img frame (NULL: all img2img; plans use
- * img2img, the superset: the latent path only skips the TAESD encode).
- * gather: refill the group K/V cache from the members' caches. */
-static void run_tick(sd_stream_group *g, sd_ctx *ctx, int k, const bool *latent, bool gather)
+/* First half of a tick of the k streams in g->sel on ctx / uctx (both planning or both real): each
+ * stream's first half (encode, stock shift; latent[i]: a txt2img frame, NULL: all img2img, as plans
+ * use: the latent path only skips the encode), then the UNet input at the bottom of uctx, rows rows
+ * (>= the streams' total; the rest is padding), the streams' rows and timesteps copied in, and the K/V
+ * cache filled (gather: from the members' caches) and set to rows rows. Returns the total. */
+static int64_t tick_pre(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, const bool *latent, bool gather,
+                        int64_t rows, sd_tensor *xin, sd_tensor *tt)
 {
     int64_t total = 0;
     for (int i = 0; i < k && sd_ok(ctx); i++) {
@@ -214,24 +221,54 @@ static void run_tick(sd_stream_group *g, sd_ctx *ctx, int k, const bool *latent,
         total += g->rows[i];
     }
     if (!sd_ok(ctx))
-        return;
+        return 0;
+    rows = SD_MAX(rows, total);
     sd_stream *s0 = g->sel[0];
-    sd_tensor xin = sd_new4(ctx, total, s0->C, s0->h, s0->w);
-    sd_tensor tt = sd_new(ctx, SD_F32, 1, &total);
+    if (!uctx->plan)
+        sd_ctx_reset(uctx);
+    *xin = sd_new4(uctx, rows, s0->C, s0->h, s0->w);
+    *tt = sd_new(uctx, SD_F32, 1, &rows);
+    if (!sd_ok(uctx)) {
+        sd_ctx_fail(ctx, uctx->status, "stream group: %s", sd_last_error());
+        return 0;
+    }
     int64_t r = 0;
     for (int i = 0; i < k; i++) {
-        sd_copy_into(ctx, sd_view_rows(ctx, xin, r, g->rows[i]), g->Xin[i]);
-        sd_copy_into(ctx, sd_view_rows(ctx, tt, r, g->rows[i]), g->t[i]);
+        sd_copy_into(ctx, sd_view_rows(ctx, *xin, r, g->rows[i]), g->Xin[i]);
+        sd_copy_into(ctx, sd_view_rows(ctx, *tt, r, g->rows[i]), g->t[i]);
         r += g->rows[i];
     }
     if (gather)
         sd_unet_kv_gather(ctx, g->kv, g->srcs, g->rows, k);
-    sd_tensor eps = sd_unet_forward(ctx, g->m->unet, xin, tt, (sd_tensor){0}, NULL, g->kv);
-    r = 0;
+    if (sd_ok(ctx) && sd_unet_kv_set_batch(g->kv, rows) != SD_OK)
+        sd_ctx_fail(ctx, SD_ERR_SHAPE, "stream group: %s", sd_last_error());
+    return total;
+}
+
+/* Second half: each stream finishes its step from its rows of the UNet output. */
+static void tick_post(sd_stream_group *g, sd_ctx *ctx, int k, sd_tensor eps)
+{
+    int64_t r = 0;
     for (int i = 0; i < k && sd_ok(ctx); i++) {
         sd_stream_batch_post(g->sel[i], ctx, g->X[i], sd_view_rows(ctx, eps, r, g->rows[i]));
         r += g->rows[i];
     }
+}
+
+/* A whole tick eagerly (or as a dry run on planning contexts). */
+static void run_tick(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, const bool *latent, bool gather,
+                     int64_t rows)
+{
+    sd_tensor xin, tt;
+    tick_pre(g, ctx, uctx, k, latent, gather, rows, &xin, &tt);
+    if (!sd_ok(ctx))
+        return;
+    sd_tensor eps = sd_unet_forward(uctx, g->m->unet, xin, tt, (sd_tensor){0}, NULL, g->kv);
+    if (!sd_ok(uctx)) {
+        sd_ctx_fail(ctx, uctx->status, "stream group: %s", sd_last_error());
+        return;
+    }
+    tick_post(g, ctx, k, eps);
 }
 
 /* Makes the K/V cache hold `rows` rows at least (its content is lost). */
@@ -252,6 +289,15 @@ static sd_status ensure_kv(sd_stream_group *g, int64_t rows)
         be->ops->free(be, mem);
         return st;
     }
+    /* padding rows are read (and their results discarded): give them defined values */
+    void *zero = calloc(1, bytes ? bytes : 64);
+    sd_status zs = zero ? be->ops->upload(be, mem, zero, bytes ? bytes : 64) : SD_ERR_OUT_OF_MEMORY;
+    free(zero);
+    if (zs != SD_OK) {
+        sd_unet_kv_free(kv);
+        be->ops->free(be, mem);
+        return zs;
+    }
     graphs_clear(g); /* they point into the old cache */
     sd_unet_kv_free(g->kv);
     if (g->kv_mem)
@@ -267,30 +313,40 @@ static sd_status ensure_kv(sd_stream_group *g, int64_t rows)
  * K/V cache to fit it. */
 static sd_status plan_tick(sd_stream_group *g, int k)
 {
-    int64_t rows = 0;
+    int64_t total = 0;
     for (int i = 0; i < k; i++)
-        rows += g->sel[i]->UB;
+        total += g->sel[i]->UB;
+    int64_t rows = padded_rows(g, total);
     SD_TRY(ensure_kv(g, rows));
-    sd_ctx plan;
+    sd_ctx plan, uplan;
     sd_ctx_init_plan(&plan, g->m->be);
-    run_tick(g, &plan, k, NULL, true);
+    sd_ctx_init_plan(&uplan, g->m->be);
+    run_tick(g, &plan, &uplan, k, NULL, true, rows);
     g->kv_n = 0; /* the dry run re-shaped the cache without filling it */
     SD_TRY(plan.status);
-    if (plan.peak > g->ctx.cap) {
+    if (plan.peak > g->ctx.cap || uplan.peak > g->uctx.cap) {
         size_t kvb = sd_unet_kv_bytes(g->m->unet, g->kv_rows, g->s[0]->S, g->m->be->act_dtype);
         char what[160];
         snprintf(what, sizeof what, "a stream group tick (%d frames, %lld UNet rows at %dx%d)", k, (long long)rows,
                  g->s[0]->W, g->s[0]->H);
-        SD_TRY(sd_mem_check(g->m->be->host_memory, plan.peak + kvb, what,
+        SD_TRY(sd_mem_check(g->m->be->host_memory, SD_MAX(plan.peak, g->ctx.cap) + SD_MAX(uplan.peak, g->uctx.cap) + kvb,
+                            what,
                             "use a smaller max_batch_frames or fewer t_index_list entries "
                             "(SD_MAX_ARENA_BYTES sets the limit)"));
-        graphs_clear(g); /* they point into the old arena */
+    }
+    sd_status st = SD_OK;
+    if (plan.peak > g->ctx.cap) {
         sd_ctx_free(&g->ctx);
-        sd_status st = sd_ctx_init(&g->ctx, g->m->be, plan.peak);
-        if (st != SD_OK) {
-            g->plan_n = 0;
-            return st;
-        }
+        st = sd_ctx_init(&g->ctx, g->m->be, plan.peak);
+    }
+    if (st == SD_OK && uplan.peak > g->uctx.cap) {
+        graphs_clear(g); /* they point into the old UNet arena */
+        sd_ctx_free(&g->uctx);
+        st = sd_ctx_init(&g->uctx, g->m->be, uplan.peak);
+    }
+    if (st != SD_OK) {
+        g->plan_n = 0;
+        return st;
     }
     memcpy(g->plan_sel, g->sel, sizeof *g->sel * (size_t)k);
     g->plan_n = k;
@@ -384,7 +440,6 @@ sd_status sd_stream_group_remove(sd_stream_group *g, sd_stream *s)
     memmove(&g->mstats[i], &g->mstats[i + 1], sizeof *g->mstats * (size_t)(g->count - i - 1));
     g->count--;
     s->group = NULL;
-    graphs_clear(g); /* captured ticks with this member can never run again */
     g->kv_n = 0; /* a later stream may get the same address */
     g->plan_n = 0;
     if (g->rr >= g->count)
@@ -413,31 +468,20 @@ sd_status sd_stream_group_get_stats(const sd_stream_group *g, int index, sd_stre
 
 /* ---------------------------------------------------------------- frames */
 
-static bool graph_is(const sd_stream_group *g, const group_graph *e, int k)
-{
-    if (!e->exec || e->k != k || e->weights_version != g->m->weights_version)
-        return false;
-    for (int i = 0; i < k; i++) {
-        const sd_stream *s = g->sel[i];
-        if (e->serial[i] != s->serial || e->latent[i] != g->latent[i] || e->guidance[i] != s->guidance ||
-            e->delta[i] != s->p.delta)
-            return false;
-    }
-    return true;
-}
-
-/* The tick of g->sel as a replayed graph (captured on first use of this batch make-up, with the K/V
- * gather inside, so it is always current). SD_ERR_UNSUPPORTED (graphs_off set): capture failed, run
- * the tick eagerly. */
-static sd_status tick_graph(sd_stream_group *g, int k)
+/* The batched UNet call on xin/tt (already filled) as a replayed graph of that many rows, captured on
+ * first use; *eps: its output. SD_ERR_UNSUPPORTED (graphs_off set): the capture failed, run it eagerly.
+ * uctx holds just the input (tick_pre), so the capture sees the arena exactly as every later replay. */
+static sd_status unet_graph_run(sd_stream_group *g, sd_tensor xin, sd_tensor tt, sd_tensor *eps)
 {
     sd_backend *be = g->m->be;
-    group_graph *e = NULL, *lru = &g->graphs[0];
+    int64_t rows = xin.ne[0];
+    unet_graph *e = NULL, *lru = &g->graphs[0];
     for (int i = 0; i < SD_GROUP_GRAPHS && !e; i++) {
-        if (graph_is(g, &g->graphs[i], k))
-            e = &g->graphs[i];
-        else if (!g->graphs[i].exec || (lru->exec && g->graphs[i].used < lru->used))
-            lru = &g->graphs[i];
+        unet_graph *c = &g->graphs[i];
+        if (c->exec && c->rows == rows && c->weights_version == g->m->weights_version)
+            e = c;
+        else if (!c->exec || (lru->exec && c->used < lru->used))
+            lru = c;
     }
     if (!e) {
         e = lru;
@@ -445,35 +489,31 @@ static sd_status tick_graph(sd_stream_group *g, int k)
             be->ops->graph_free(be, e->exec);
             e->exec = NULL;
         }
-        sd_ctx_reset(&g->ctx);
+        size_t mark = sd_mark(&g->uctx);
         sd_status st = be->ops->capture_begin(be);
+        sd_tensor out = {0};
         if (st == SD_OK) {
-            run_tick(g, &g->ctx, k, g->latent, true);
+            out = sd_unet_forward(&g->uctx, g->m->unet, xin, tt, (sd_tensor){0}, NULL, g->kv);
             void *exec = NULL;
             st = be->ops->capture_end(be, &exec);
-            if (st == SD_OK && !sd_ok(&g->ctx))
-                st = g->ctx.status;
+            if (st == SD_OK && !sd_ok(&g->uctx))
+                st = g->uctx.status;
             if (st == SD_OK)
-                e->exec = exec;
+                *e = (unet_graph){exec, rows, g->m->weights_version, out, 0};
             else if (exec)
                 be->ops->graph_free(be, exec);
         }
         if (st != SD_OK) {
-            fprintf(stderr, "streamdiff: stream group graph not used (%s); running the ops one by one\n",
+            fprintf(stderr, "streamdiff: stream group UNet graph not used (%s); running the ops one by one\n",
                     sd_last_error());
             g->graphs_off = true;
+            g->uctx.status = SD_OK;
+            sd_release(&g->uctx, mark);
             return SD_ERR_UNSUPPORTED;
-        }
-        e->k = k;
-        e->weights_version = g->m->weights_version;
-        for (int i = 0; i < k; i++) {
-            e->serial[i] = g->sel[i]->serial;
-            e->latent[i] = g->latent[i];
-            e->guidance[i] = g->sel[i]->guidance;
-            e->delta[i] = g->sel[i]->p.delta;
         }
     }
     e->used = ++g->graph_clock;
+    *eps = e->eps;
     return be->ops->graph_launch(be, e->exec);
 }
 
@@ -483,36 +523,37 @@ static sd_status tick(sd_stream_group *g, int k, double t_call)
     double t0 = sd_time_now();
     if (!same_selection(g->sel, k, g->plan_sel, g->plan_n))
         SD_TRY(plan_tick(g, k));
-    bool use_graph = g->m->be->ops->capture_begin && !g->graphs_off;
-    for (int i = 0; i < k && use_graph; i++) /* a full-VAE encode draws host noise mid-step: not capturable */
-        use_graph = g->sel[i]->p.use_graphs && (g->latent[i] || g->sel[i]->taesd);
-    sd_status gst = use_graph ? tick_graph(g, k) : SD_ERR_UNSUPPORTED;
-    if (gst != SD_ERR_UNSUPPORTED) {
-        SD_TRY(gst);
-        for (int i = 0; i < k; i++) {
-            g->kv_src[i] = g->sel[i];
-            g->kv_ver[i] = g->sel[i]->kv_version;
-            g->rows[i] = g->sel[i]->UB;
-            g->sel[i]->calls++;
-        }
-        g->kv_n = k;
-        goto stats;
-    }
     bool gather = false;
     if (k != g->kv_n)
         gather = true;
     for (int i = 0; i < k && !gather; i++)
         gather = g->kv_src[i] != g->sel[i] || g->kv_ver[i] != g->sel[i]->kv_version;
+    int64_t total = 0;
+    for (int i = 0; i < k; i++)
+        total += g->sel[i]->UB;
+    bool graph = use_graphs(g);
+    for (int i = 0; i < k && graph; i++)
+        graph = g->sel[i]->p.use_graphs;
+    int64_t padded = graph || g->pad ? padded_rows(g, total) : total;
     sd_ctx_reset(&g->ctx);
     g->kv_n = 0;
-    run_tick(g, &g->ctx, k, g->latent, gather);
+    sd_tensor xin, tt, eps = {0};
+    tick_pre(g, &g->ctx, &g->uctx, k, g->latent, gather, padded, &xin, &tt);
+    SD_TRY(g->ctx.status);
+    sd_status st = graph ? unet_graph_run(g, xin, tt, &eps) : SD_ERR_UNSUPPORTED;
+    if (st == SD_ERR_UNSUPPORTED) {
+        eps = sd_unet_forward(&g->uctx, g->m->unet, xin, tt, (sd_tensor){0}, NULL, g->kv);
+        st = g->uctx.status;
+    }
+    SD_TRY(st);
+    tick_post(g, &g->ctx, k, eps);
     SD_TRY(g->ctx.status);
     for (int i = 0; i < k; i++) {
         g->kv_src[i] = g->sel[i];
         g->kv_ver[i] = g->sel[i]->kv_version;
     }
     g->kv_n = k;
-stats:;
+
     double now = sd_time_now();
     int64_t rows = 0;
     for (int i = 0; i < k; i++)
@@ -522,6 +563,7 @@ stats:;
     gs->frames += (uint64_t)k;
     gs->batch_frames = ema(gs->batch_frames, k, gs->ticks);
     gs->unet_rows = ema(gs->unet_rows, (double)rows, gs->ticks);
+    gs->unet_rows_padded = ema(gs->unet_rows_padded, (double)padded, gs->ticks);
     gs->tick_ms = ema(gs->tick_ms, (now - t0) * 1e3, gs->ticks);
     for (int i = 0; i < k; i++) {
         sd_stream_group_stats *ms = &g->mstats[g->sel_idx[i]];
@@ -529,6 +571,7 @@ stats:;
         ms->frames++;
         ms->batch_frames = ema(ms->batch_frames, k, ms->ticks);
         ms->unet_rows = ema(ms->unet_rows, (double)rows, ms->ticks);
+        ms->unet_rows_padded = ema(ms->unet_rows_padded, (double)padded, ms->ticks);
         ms->tick_ms = ema(ms->tick_ms, (now - t0) * 1e3, ms->ticks);
         ms->latency_ms = ema(ms->latency_ms, (now - t_call) * 1e3, ms->ticks);
         sd_stream_record_inference(g->sel[i], t0);
