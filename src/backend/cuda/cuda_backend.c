@@ -50,14 +50,19 @@ _Static_assert(SDK_ADD == (int)SD_BINARY_ADD && SDK_SUB == (int)SD_BINARY_SUB &&
 /* move(): overlapping copies use forward/backward chunks of |dst - src| bytes
  * when that takes at most this many cudaMemcpyAsync calls, else a bounce buffer */
 #define MOVE_MAX_CHUNKS 16
+/* bounce buffers replaced while a captured graph may still use them: kept until destroy */
+#define MOVE_RETIRED_MAX 8
 
 typedef struct cuda_impl {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
     int smem_optin;     /* cudaDevAttrMaxSharedMemoryPerBlockOptin */
-    void *bounce;       /* move() bounce buffer (lazily grown) */
+    void *bounce;       /* move() bounce buffer (lazily grown, never while capturing) */
     size_t bounce_size;
+    bool bounce_captured; /* a graph captured with this bounce buffer may replay it: never cudaFree it */
+    void *retired[MOVE_RETIRED_MAX]; /* earlier captured bounce buffers, freed by destroy */
+    int n_retired;
     void *blas_ws;      /* cuBLAS workspace (set explicitly: no allocation inside a graph capture) */
     bool capturing;     /* between capture_begin and capture_end */
     sd_status err;      /* sticky first error */
@@ -108,15 +113,18 @@ static sd_status sticky(cuda_impl *c)
     return SD_OK;
 }
 
+/* the device use_device() last made current in this thread (-1: unknown); every other cudaSetDevice
+ * in this file resets it */
+static _Thread_local int g_cur_device = -1;
+
 /* Make this backend's device current in the calling thread (cheap when it already is). */
 static bool use_device(cuda_impl *c)
 {
-    static _Thread_local int cur = -1;
-    if (cur == c->device)
+    if (g_cur_device == c->device)
         return true;
     if (!ck(c, cudaSetDevice(c->device), "cudaSetDevice"))
         return false;
-    cur = c->device;
+    g_cur_device = c->device;
     return true;
 }
 
@@ -207,21 +215,28 @@ static void cuda_move(sd_backend *be, void *dstv, const void *srcv, size_t bytes
     }
     size_t chunks = (bytes + dist - 1) / dist;
     if (chunks > MOVE_MAX_CHUNKS) {
-        if (c->bounce_size < bytes) {
-            if (c->bounce) {
-                cudaStreamSynchronize(c->stream);
-                cudaFree(c->bounce);
-            }
-            c->bounce = NULL;
-            c->bounce_size = 0;
-            if (cudaMalloc(&c->bounce, bytes) == cudaSuccess)
+        /* Grow only outside a capture (no synchronize, cudaFree or cudaMalloc may be recorded), and never
+         * cudaFree a buffer that a captured graph may still replay: retire it instead. Otherwise (or when
+         * the allocation fails) fall back to the chunks below. */
+        if (c->bounce_size < bytes && !c->capturing && (!c->bounce_captured || c->n_retired < MOVE_RETIRED_MAX)) {
+            void *nb = NULL;
+            if (cudaMalloc(&nb, bytes) == cudaSuccess) {
+                if (c->bounce && c->bounce_captured) {
+                    c->retired[c->n_retired++] = c->bounce;
+                } else if (c->bounce) {
+                    cudaStreamSynchronize(c->stream); /* earlier eager moves may still read it */
+                    cudaFree(c->bounce);
+                }
+                c->bounce = nb;
                 c->bounce_size = bytes;
-            else {
-                c->bounce = NULL;
-                cudaGetLastError(); /* fall back to chunks below */
+                c->bounce_captured = false;
+            } else {
+                cudaGetLastError(); /* not sticky: fall back to chunks below */
             }
         }
-        if (c->bounce) {
+        if (c->bounce && c->bounce_size >= bytes) {
+            if (c->capturing)
+                c->bounce_captured = true;
             if (d2d(c, c->bounce, src, bytes))
                 d2d(c, dst, c->bounce, bytes);
             return;
@@ -410,6 +425,16 @@ static void cuda_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const 
     float beta = b ? 1.0f : 0.0f;
     size_t ys = sd_dtype_size(y->dtype);
     if (p.pointwise) {
+        /* plan_conv cannot see stride/pads: output (oh, ow) reads x (oh*stride - top, ow*stride - left), which
+         * is x (oh, ow) only without top/left padding and with stride 1 (or a single output row/column). A 1x1
+         * conv that keeps its size otherwise (e.g. 2x2 input, pads 1, stride 2) got no im2col scratch. */
+        if (pads[0] || pads[1] || (stride != 1 && (HO > 1 || WO > 1))) {
+            set_error(c, SD_ERR_BACKEND,
+                      "cuda backend: conv2d: a 1x1 kernel with stride %d and pads %d,%d,%d,%d that keeps the size "
+                      "%lldx%lld is not supported",
+                      stride, pads[0], pads[1], pads[2], pads[3], (long long)HO, (long long)WO);
+            return;
+        }
         gemm(c, "conv2d", false, false, HWO, O, C, 1.0f, x->data, HWO, C * HWO, w->data, C, 0, beta, y->data, HWO,
              O * HWO, N, tab, tc);
         return;
@@ -658,8 +683,8 @@ static void cuda_embedding(sd_backend *be, sd_tensor *y, const sd_tensor *table,
 
 /* ------------------------------------------------------------------ graphs */
 
-/* Relaxed capture: an unsafe API call elsewhere (the lazily allocated move() bounce buffer) does not
- * invalidate the capture. Errors during the capture are not made sticky for good: capture_end reports
+/* Relaxed capture: an unsafe API call elsewhere (e.g. another thread's cudaMalloc) does not invalidate
+ * the capture (move() does not grow its bounce buffer while capturing). Errors during the capture are not made sticky for good: capture_end reports
  * them and clears them, so the caller can run the same work eagerly. */
 static sd_status cuda_capture_begin(sd_backend *be)
 {
@@ -737,11 +762,14 @@ static void cuda_destroy(sd_backend *be)
         return;
     cuda_impl *c = IMPL(be);
     if (c) {
+        g_cur_device = -1;
         if (cudaSetDevice(c->device) == cudaSuccess) {
             if (c->stream)
                 cudaStreamSynchronize(c->stream);
             if (c->bounce)
                 cudaFree(c->bounce);
+            for (int i = 0; i < c->n_retired; i++)
+                cudaFree(c->retired[i]);
             if (c->blas_ws)
                 cudaFree(c->blas_ws);
             if (c->blas)
@@ -807,6 +835,7 @@ sd_status sd_backend_cuda_create(int device, sd_backend **out)
         return sd_fail(SD_ERR_BACKEND, "CUDA device %d does not exist (%d device%s found: 0..%d)", device, count,
                        count == 1 ? "" : "s", count - 1);
     struct cudaDeviceProp prop;
+    g_cur_device = -1;
     if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess) {
         cudaGetLastError();
         return sd_fail(SD_ERR_BACKEND, "cannot open CUDA device %d: %s", device, cudaGetErrorString(e));

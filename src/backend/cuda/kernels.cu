@@ -230,12 +230,13 @@ static __global__ void __launch_bounds__(GN_THREADS)
     }
     double var = block_sum_d(sq, sh) / (double)cnt;
     float rstd = (float)(1.0 / sqrt(var + (double)eps));
-    float fm = (float)mean;
+    /* the mean as a float pair fm + fm_lo and (x - mean) * sc + beta, as the CPU backend: the form
+     * x * sc + (beta - mean * sc) cancels catastrophically when |mean| >> std */
+    float fm = (float)mean, fm_lo = (float)(mean - (double)fm);
     for (int64_t i = threadIdx.x; i < cnt; i += blockDim.x) {
         int64_t c = g * cpg + i / S;
         float sc = ldf(gamma, gdt, c) * rstd;
-        float shf = ldf(beta, bdt, c) - fm * sc;
-        float v = ldf(x, xdt, base + i) * sc + shf;
+        float v = ((ldf(x, xdt, base + i) - fm) - fm_lo) * sc + ldf(beta, bdt, c);
         if (silu)
             v = v / (1.0f + expf(-v));
         stf(y, ydt, base + i, v);
