@@ -304,7 +304,8 @@ typedef struct result {
     uint8_t *out;
     size_t out_len;
     bool cfg_applied, reverted, created, skipped, dropped_input, frame;
-    bool run, txt;     /* a frame to run (prepare -> run), txt2img */
+    bool decode;       /* an img2img frame to decode (prepare -> decode) */
+    bool run, txt;     /* a frame to run (prepare/decode -> run), txt2img */
     int batch;         /* frames in the engine call that ran it (1: alone) */
     sd_status st;      /* of the stream step */
     uint64_t skipped0; /* the stream's frames_skipped before the step */
@@ -383,17 +384,7 @@ static void prepare(server *S, client *c, job *j, result *r)
         }
     }
     if (j->in && want->mode == SRV_MODE_IMG2IMG) {
-        double t = now_s();
-        sd_image_free(&c->img);
-        sd_status st = sd_rgb_decode(j->in, j->in_len, "frame", &c->img);
-        free(j->in);
-        j->in = NULL;
-        r->t_decode = now_s() - t;
-        if (st != SD_OK) {
-            res_error(r, "bad_frame", "the frame could not be decoded: %s", sd_last_error());
-            return;
-        }
-        r->run = true;
+        r->decode = true; /* decode(): on its own, so that the slots' frames decode in parallel */
     } else if (want->mode == SRV_MODE_TXT2IMG) {
         if (j->in) { /* a frame that arrived before the switch to txt2img */
             free(j->in);
@@ -407,6 +398,28 @@ static void prepare(server *S, client *c, job *j, result *r)
         sd_stream_get_stats(c->stream, &a);
         r->skipped0 = a.frames_skipped;
     }
+}
+
+/* The JPEG/PNG decode of a prepared img2img frame into c->img. Touches only this slot's client and
+ * result: the worker runs the slots' decodes in parallel. */
+static void decode(client *c, job *j, result *r)
+{
+    if (!r->decode)
+        return;
+    double t = now_s();
+    sd_image_free(&c->img);
+    sd_status st = sd_rgb_decode(j->in, j->in_len, "frame", &c->img);
+    free(j->in);
+    j->in = NULL;
+    r->t_decode = now_s() - t;
+    if (st != SD_OK) {
+        res_error(r, "bad_frame", "the frame could not be decoded: %s", sd_last_error());
+        return;
+    }
+    sd_stream_stats a;
+    sd_stream_get_stats(c->stream, &a);
+    r->skipped0 = a.frames_skipped;
+    r->run = true;
 }
 
 static void step_done(result *r, sd_status st, double t_infer, int batch)
@@ -774,11 +787,17 @@ static void *worker_main(void *arg)
             memset(&sl[i].r, 0, sizeof sl[i].r);
             prepare(S, sl[i].c, &sl[i].j, &sl[i].r);
         }
+        /* JPEG decode and encode of the tick's frames use the cores in parallel (a GPU tick of 8
+         * streams would otherwise wait for 8 decodes and 8 encodes one after another) */
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+        for (int i = 0; i < n; i++)
+            decode(sl[i].c, &sl[i].j, &sl[i].r);
         uint64_t calls = run_slots(S, sl, n, fs, fin, fout), frames = 0;
-        for (int i = 0; i < n; i++) {
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+        for (int i = 0; i < n; i++)
             finish(sl[i].c, &sl[i].r);
+        for (int i = 0; i < n; i++)
             frames += sl[i].r.run;
-        }
 
         pthread_mutex_lock(&S->mu);
         S->met.engine_calls += calls;

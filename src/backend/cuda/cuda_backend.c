@@ -215,13 +215,15 @@ static void cuda_move(sd_backend *be, void *dstv, const void *srcv, size_t bytes
     }
     size_t chunks = (bytes + dist - 1) / dist;
     if (chunks > MOVE_MAX_CHUNKS) {
-        /* Grow only outside a capture (no synchronize, cudaFree or cudaMalloc may be recorded), and never
-         * cudaFree a buffer that a captured graph may still replay: retire it instead. Otherwise (or when
-         * the allocation fails) fall back to the chunks below. */
-        if (c->bounce_size < bytes && !c->capturing && (!c->bounce_captured || c->n_retired < MOVE_RETIRED_MAX)) {
+        /* The old buffer is synchronized and freed only outside a capture (a stream synchronize would
+         * invalidate it, and the capture may already have recorded a use) and when no captured graph
+         * may replay it: otherwise it is retired until destroy. cudaMalloc is allowed in a relaxed
+         * capture. When no bigger buffer can be had, fall back to the chunks below. */
+        bool keep_old = c->capturing || c->bounce_captured;
+        if (c->bounce_size < bytes && (!c->bounce || !keep_old || c->n_retired < MOVE_RETIRED_MAX)) {
             void *nb = NULL;
             if (cudaMalloc(&nb, bytes) == cudaSuccess) {
-                if (c->bounce && c->bounce_captured) {
+                if (c->bounce && keep_old) {
                     c->retired[c->n_retired++] = c->bounce;
                 } else if (c->bounce) {
                     cudaStreamSynchronize(c->stream); /* earlier eager moves may still read it */
@@ -683,8 +685,8 @@ static void cuda_embedding(sd_backend *be, sd_tensor *y, const sd_tensor *table,
 
 /* ------------------------------------------------------------------ graphs */
 
-/* Relaxed capture: an unsafe API call elsewhere (e.g. another thread's cudaMalloc) does not invalidate
- * the capture (move() does not grow its bounce buffer while capturing). Errors during the capture are not made sticky for good: capture_end reports
+/* Relaxed capture: an unsafe API call elsewhere (the lazily allocated move() bounce buffer) does not
+ * invalidate the capture. Errors during the capture are not made sticky for good: capture_end reports
  * them and clears them, so the caller can run the same work eagerly. */
 static sd_status cuda_capture_begin(sd_backend *be)
 {
