@@ -11,7 +11,9 @@
 #                                  wheels into .whl/ (git-ignored, ~6.5 MB) for the PyTorch columns; carry ".whl".
 #   bash bench/gpu.sh fetch-deps   on the dev machine (Debian 12, network): download the .debs of the
 #                                  build dependencies into build-debs/ (git-ignored, ~15 MB), for a GPU
-#                                  machine that has no network and lacks them. Pass "build-debs" in the
+#                                  machine that has no network and lacks them (FFmpeg and libwebsockets are
+#                                  not among them: the build uses -DSD_FULL=OFF, so it has no video files and
+#                                  no `serve` there, which the GPU work does not need). Pass "build-debs" in the
 #                                  device tool's `carry`; this script unpacks them into a private sysroot
 #                                  (build-gpu-sysroot/) only when pkg-config cannot find a dependency.
 #
@@ -98,7 +100,7 @@ command -v ninja >/dev/null && GEN=(-G Ninja)
 [ -f "$BUILD/CMakeCache.txt" ] && GEN=() # keep the generator of an existing build dir
 log "configure ($BUILD)"
 t0=$(date +%s)
-if cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DSD_CUDA=ON >"$OUT/configure.log" 2>&1; then
+if cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DSD_CUDA=ON -DSD_FULL=OFF >"$OUT/configure.log" 2>&1; then
   if grep -q "^CMAKE_CUDA_COMPILER:.*nvcc" "$BUILD/CMakeCache.txt"; then
     summary+=("configure: ok, with CUDA")
   else

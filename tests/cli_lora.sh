@@ -57,7 +57,9 @@ rc=$?; [ $rc -eq 1 ] || fail "corrupt LoRA: exit $rc, want 1"
 "$BIN" txt2img --help >"$tmp/help" 2>&1 || fail "--help failed"
 grep -q -- "--lora PATH\[:SCALE\]" "$tmp/help" || fail "--help does not document --lora"
 # 4. streamdiff stream --lora (txt2img clip to a folder of PNGs)
-if "$BIN" stream --help >"$tmp/shelp" 2>&1 && grep -q -- "--lora" "$tmp/shelp"; then
+features=$("$BIN" --version 2>&1 || true)
+if [[ "$features" == *"video (FFmpeg) yes"* ]] && "$BIN" stream --help >"$tmp/shelp" 2>&1 &&
+    grep -q -- "--lora" "$tmp/shelp"; then
     mkdir -p "$tmp/frames"
     "$BIN" stream -m "$MODEL" --txt2img --frames 1 -W 16 -H 16 -p "a fox" --threads 2 -o "$tmp/frames/" \
         --lora "$LCM" --lora "$STYLE:0.5" >/dev/null 2>"$tmp/err" || fail "stream --lora failed: $(cat "$tmp/err")"

@@ -9,6 +9,10 @@ M="${SD_TEST_DATA:-tests/data}/models"
 if [ ! -d "$M/tiny-sd15" ] || [ ! -d "$M/taesd-tiny" ]; then
   echo "SKIP: tiny models not found under $M"; exit 77
 fi
+features=$("$BIN" --version 2>&1 || true)
+if [[ "$features" == *"video (FFmpeg) no"* ]]; then
+  echo "SKIP: this streamdiff was built without FFmpeg (no video)"; exit 77
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "cli_stream: $*"; exit 1; }

@@ -3,6 +3,7 @@
  * Exit codes: 0 stopped by SIGINT/SIGTERM or --max-runtime, 1 a runtime
  * failure (model, listening socket), 2 a usage error. */
 #include "cli/cli.h"
+#ifdef SD_HAVE_SERVER
 #include "server/server.h"
 
 #include <errno.h>
@@ -395,3 +396,15 @@ int cli_serve(int argc, char **argv)
         free((char *)L.v[i].path);
     return rc;
 }
+#else
+#include <stdio.h>
+
+int cli_serve(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "streamdiff serve: this streamdiff was built without libwebsockets, so it has no server; install "
+                    "libwebsockets-dev and rebuild (cmake -DSD_FULL=ON requires it)\n");
+    return 1;
+}
+#endif

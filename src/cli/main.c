@@ -36,6 +36,24 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-v")) {
         printf("streamdiff %s\n", sd_version());
+        /* what this build has (a build with SD_FULL=OFF may lack video and serve) */
+        printf("features: cuda %s, video (FFmpeg) %s, serve (libwebsockets) %s\n",
+#ifdef SD_HAVE_CUDA
+               "yes",
+#else
+               "no",
+#endif
+#ifdef SD_HAVE_FFMPEG
+               "yes",
+#else
+               "no",
+#endif
+#ifdef SD_HAVE_SERVER
+               "yes"
+#else
+               "no"
+#endif
+        );
         return 0;
     }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {

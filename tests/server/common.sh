@@ -10,6 +10,12 @@ require_basics() {
         echo "$NAME: SKIP: the tiny test models are absent (set SD_TEST_DATA to tests/data)"
         exit 77
     fi
+    local features
+    features=$("$BIN" --version 2>&1 || true)
+    if [[ "$features" == *"serve (libwebsockets) no"* ]]; then
+        echo "$NAME: SKIP: this streamdiff was built without libwebsockets (no serve)"
+        exit 77
+    fi
     if ! command -v python3 >/dev/null 2>&1; then
         echo "$NAME: SKIP: python3 is needed for the WebSocket test client"
         exit 77
