@@ -623,6 +623,49 @@ TEST(cuda_unsupported_head_dim)
     sd_backend_destroy(be);
 }
 
+/* The image conversions: bytes -> [-1, 1] and back, identical to the CPU (the same fp32 expressions;
+ * fp16 storage of the activations on the GPU, so the CPU side gets the fp16-rounded values too). */
+TEST(cuda_rgb8_images)
+{
+    NEED_GPU();
+    enum { N = 2, H = 9, W = 13, HW = H * W };
+    uint8_t bytes[N * HW * 3];
+    for (size_t i = 0; i < sizeof bytes; i++)
+        bytes[i] = (uint8_t)((i * 37 + 11) % 256);
+    sd_ctx cc, gc;
+    CHECK_STATUS(sd_ctx_init(&cc, g_cpu, 1 << 20), SD_OK);
+    CHECK_STATUS(sd_ctx_init(&gc, g_cuda, 1 << 20), SD_OK);
+    sd_tensor c8 = sd_new(&cc, SD_U8, 4, (int64_t[]){N, H, W, 3});
+    sd_tensor g8 = sd_new(&gc, SD_U8, 4, (int64_t[]){N, H, W, 3});
+    CHECK_STATUS(g_cpu->ops->upload(g_cpu, c8.data, bytes, sizeof bytes), SD_OK);
+    CHECK_STATUS(g_cuda->ops->upload(g_cuda, g8.data, bytes, sizeof bytes), SD_OK);
+    sd_tensor cf = sd_rgb8_to_chw(&cc, c8), gf = sd_rgb8_to_chw(&gc, g8);
+    static float a[N * 3 * HW], b[N * 3 * HW];
+    CHECK_STATUS(sd_tensor_to_f32(&cc, &cf, a), SD_OK);
+    CHECK_STATUS(sd_tensor_to_f32(&gc, &gf, b), SD_OK);
+    int bad = 0;
+    for (int i = 0; i < N * 3 * HW; i++)
+        bad += sd_f16_to_f32(sd_f32_to_f16(a[i])) != b[i];
+    CHECK_MSG(bad == 0, "rgb8_to_chw: %d values differ from the CPU's (rounded to fp16)", bad);
+    /* back, from the same fp16 values on both (plus NaN and out-of-range values) */
+    for (int i = 0; i < N * 3 * HW; i++)
+        a[i] = sd_f16_to_f32(sd_f32_to_f16(1.3f * sinf(0.37f * (float)i)));
+    a[0] = NAN;
+    sd_tensor cx = sd_new(&cc, SD_F32, 4, (int64_t[]){N, 3, H, W}), gx = sd_new(&gc, SD_F16, 4, (int64_t[]){N, 3, H, W});
+    a[1] = INFINITY;
+    CHECK_STATUS(sd_tensor_from_f32(&cc, &cx, a), SD_OK);
+    CHECK_STATUS(sd_tensor_from_f32(&gc, &gx, a), SD_OK);
+    sd_tensor cy = sd_chw_to_rgb8(&cc, cx), gy = sd_chw_to_rgb8(&gc, gx);
+    uint8_t ya[N * HW * 3], yb[N * HW * 3];
+    memset(yb, 0x5A, sizeof yb);
+    CHECK(sd_ok(&cc) && sd_ok(&gc));
+    CHECK_STATUS(g_cpu->ops->download(g_cpu, ya, cy.data, sizeof ya), SD_OK);
+    CHECK_STATUS(g_cuda->ops->download(g_cuda, yb, gy.data, sizeof yb), SD_OK);
+    CHECK_MSG(!memcmp(ya, yb, sizeof ya), "chw_to_rgb8 differs from the CPU");
+    sd_ctx_free(&cc);
+    sd_ctx_free(&gc);
+}
+
 int main(void)
 {
 #ifdef SD_HAVE_CUDA
@@ -656,6 +699,7 @@ int main(void)
     RUN(cuda_elementwise);
     RUN(cuda_layout);
     RUN(cuda_embeddings);
+    RUN(cuda_rgb8_images);
     RUN(cuda_unsupported_head_dim);
     sd_backend_destroy(g_cuda);
     sd_backend_destroy(g_cpu);

@@ -4,6 +4,7 @@
  *
  * Error measure: max |y - ref| / max |ref| over the output, limit 1e-5. */
 #include "backend/ops.h"
+#include "io/image.h"
 #include "test.h"
 
 #define TOL 1e-5
@@ -640,6 +641,55 @@ static int64_t idx4(const int64_t *ne, int64_t i0, int64_t i1, int64_t i2, int64
     return ((i0 * ne[1] + i1) * ne[2] + i2) * ne[3] + i3;
 }
 
+/* Device image conversions: exactly the host functions sd_rgb_to_chw / sd_chw_to_rgb (io/image.c), NaN,
+ * clamping and ties included; bad shapes refused. */
+TEST(rgb8_images)
+{
+    begin();
+    enum { N = 2, H = 5, W = 7, HW = H * W };
+    uint8_t bytes[N * HW * 3];
+    for (size_t i = 0; i < sizeof bytes; i++)
+        bytes[i] = (uint8_t)(i % 7 == 0 ? 0 : i % 11 == 0 ? 255 : (i * 37 + 11) % 256);
+    sd_tensor x8 = sd_new(&g_ctx, SD_U8, 4, (int64_t[]){N, H, W, 3});
+    CHECK_STATUS(g_be->ops->upload(g_be, x8.data, bytes, sizeof bytes), SD_OK);
+    sd_tensor chw = sd_rgb8_to_chw(&g_ctx, x8);
+    CHECK(sd_ok(&g_ctx) && shape_is(chw, 4, (int64_t[]){N, 3, H, W}));
+    float got[N * 3 * HW], ref[N * 3 * HW];
+    CHECK_STATUS(sd_tensor_to_f32(&g_ctx, &chw, got), SD_OK);
+    for (int n = 0; n < N; n++) {
+        sd_rgb img = {.width = W, .height = H, .data = bytes + n * HW * 3};
+        sd_rgb_to_chw(&img, ref + n * 3 * HW);
+    }
+    CHECK_MSG(!memcmp(got, ref, sizeof got), "rgb8_to_chw differs from sd_rgb_to_chw");
+    /* back: random values in [-1.2, 1.2], NaN, +-Inf, values at and around the rounding ties */
+    float in[N * 3 * HW];
+    for (int i = 0; i < N * 3 * HW; i++)
+        in[i] = test_rand(&g_seed) * 1.2f;
+    in[0] = NAN;
+    in[1] = INFINITY;
+    in[2] = -INFINITY;
+    in[3] = 2.5f / 127.5f - 1.0f;
+    in[4] = 3.5f / 127.5f - 1.0f;
+    in[5] = -1.0f;
+    in[6] = 1.0f;
+    sd_tensor xf = up(SD_F32, 4, (int64_t[]){N, 3, H, W}, in);
+    CHECK_STATUS(sd_tensor_to_f32(&g_ctx, &xf, in), SD_OK); /* as the backend stores them */
+    sd_tensor y8 = sd_chw_to_rgb8(&g_ctx, xf);
+    CHECK(sd_ok(&g_ctx) && y8.dtype == SD_U8 && shape_is(y8, 4, (int64_t[]){N, H, W, 3}));
+    uint8_t back[N * HW * 3], want[N * HW * 3];
+    CHECK_STATUS(g_be->ops->download(g_be, back, y8.data, sizeof back), SD_OK);
+    for (int n = 0; n < N; n++) {
+        sd_rgb img = {.width = W, .height = H, .data = want + n * HW * 3};
+        sd_chw_to_rgb(in + n * 3 * HW, &img);
+    }
+    CHECK_MSG(!memcmp(back, want, sizeof back), "chw_to_rgb8 differs from sd_chw_to_rgb");
+    sd_rgb8_to_chw(&g_ctx, xf); /* not U8 [N,H,W,3] */
+    CHECK_STATUS(g_ctx.status, SD_ERR_SHAPE);
+    begin();
+    sd_chw_to_rgb8(&g_ctx, x8); /* not [N,3,H,W] activations */
+    CHECK_STATUS(g_ctx.status, SD_ERR_SHAPE);
+}
+
 TEST(concat_slice)
 {
     const int64_t ae[4] = {2, 3, 4, 5};
@@ -1152,6 +1202,7 @@ int main(void)
     RUN(binary_broadcast);
     RUN(affine_clamp_geglu);
     RUN(upsample2x);
+    RUN(rgb8_images);
     RUN(concat_slice);
     RUN(permute);
     RUN(timestep_embedding);

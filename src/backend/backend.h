@@ -83,6 +83,11 @@ typedef struct sd_backend_ops {
     /* x [..., 2N] -> y [..., N] = x[..., :N] * gelu(x[..., N:]) */
     void (*geglu)(sd_backend *be, sd_tensor *y, const sd_tensor *x);
     void (*upsample2x)(sd_backend *be, sd_tensor *y, const sd_tensor *x); /* nearest, NCHW */
+    /* images: x U8 [N,H,W,3] (interleaved RGB) -> y [N,3,H,W] = x / 127.5 - 1 */
+    void (*rgb8_to_chw)(sd_backend *be, sd_tensor *y, const sd_tensor *x);
+    /* x [N,3,H,W] -> y U8 [N,H,W,3]: v = (x + 1) * 127.5 in fp32, 0 for NaN and v <= 0, 255 for v >= 255,
+     * else rounded to nearest even (lrintf): exactly sd_chw_to_rgb (io/image.c) */
+    void (*chw_to_rgb8)(sd_backend *be, sd_tensor *y, const sd_tensor *x);
     void (*concat)(sd_backend *be, sd_tensor *y, const sd_tensor *a, const sd_tensor *b, int axis);
     void (*slice)(sd_backend *be, sd_tensor *y, const sd_tensor *x, int axis, int64_t start);
     void (*permute)(sd_backend *be, sd_tensor *y, const sd_tensor *x, const int perm[4]); /* 4-D */

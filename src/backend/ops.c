@@ -563,6 +563,34 @@ sd_tensor sd_upsample2x(sd_ctx *ctx, sd_tensor x)
     return y;
 }
 
+sd_tensor sd_rgb8_to_chw(sd_ctx *ctx, sd_tensor x)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    if (!check(ctx, x.ndim == 4 && x.ne[3] == 3 && x.dtype == SD_U8, "rgb8_to_chw", &x, NULL,
+               "need U8 [N,H,W,3]"))
+        return y;
+    y = sd_new4(ctx, x.ne[0], 3, x.ne[1], x.ne[2]);
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->rgb8_to_chw(ctx->be, &y, &x);
+    return y;
+}
+
+sd_tensor sd_chw_to_rgb8(sd_ctx *ctx, sd_tensor x)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx))
+        return y;
+    if (!check(ctx, x.ndim == 4 && x.ne[1] == 3 && x.dtype == ctx->be->act_dtype, "chw_to_rgb8", &x, NULL,
+               "need [N,3,H,W] activations"))
+        return y;
+    y = sd_new(ctx, SD_U8, 4, (int64_t[]){x.ne[0], x.ne[2], x.ne[3], 3});
+    if (LIVE(ctx) && RUN(ctx))
+        ctx->be->ops->chw_to_rgb8(ctx->be, &y, &x);
+    return y;
+}
+
 sd_tensor sd_concat(sd_ctx *ctx, sd_tensor a, sd_tensor b, int axis)
 {
     sd_tensor y = {0};

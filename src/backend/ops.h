@@ -84,6 +84,9 @@ sd_tensor sd_affine(sd_ctx *ctx, sd_tensor x, float alpha, float beta);
 sd_tensor sd_clamp(sd_ctx *ctx, sd_tensor x, float lo, float hi);
 sd_tensor sd_geglu(sd_ctx *ctx, sd_tensor x);
 sd_tensor sd_upsample2x(sd_ctx *ctx, sd_tensor x);
+/* Images on the device: U8 [N,H,W,3] RGB bytes -> [N,3,H,W] in [-1, 1], and back (rounded, clamped). */
+sd_tensor sd_rgb8_to_chw(sd_ctx *ctx, sd_tensor x);
+sd_tensor sd_chw_to_rgb8(sd_ctx *ctx, sd_tensor x);
 sd_tensor sd_concat(sd_ctx *ctx, sd_tensor a, sd_tensor b, int axis);
 sd_tensor sd_slice(sd_ctx *ctx, sd_tensor x, int axis, int64_t start, int64_t len);
 sd_tensor sd_permute(sd_ctx *ctx, sd_tensor x, int p0, int p1, int p2, int p3);

@@ -127,6 +127,8 @@ static void alloc_state(sd_stream *s, sd_ctx *st)
     s->img_in = sd_new4(st, fbs, 3, s->H, s->W);
     s->x_in = sd_new4(st, fbs, s->C, s->h, s->w);
     s->img_out = sd_new4(st, fbs, 3, s->H, s->W);
+    s->img_in8 = sd_new(st, SD_U8, 4, (int64_t[]){fbs, s->H, s->W, 3});
+    s->img_out8 = sd_new(st, SD_U8, 4, (int64_t[]){fbs, s->H, s->W, 3});
     int64_t kvb = s->p.cfg_type == SD_CFG_FULL ? 2 * B : s->p.cfg_type == SD_CFG_INITIALIZE ? fbs + B : 1;
     s->embeds = sd_new4(st, kvb, s->S, s->D, 0);
 }
@@ -272,12 +274,17 @@ static sd_tensor consistency(sd_ctx *ctx, sd_tensor x, sd_tensor eps, sd_tensor 
 /* The image -> x_t of the first step. */
 static sd_tensor encode_frame(sd_stream *s, sd_ctx *ctx)
 {
-    sd_tensor z;
+    sd_tensor z, img = s->img_in;
+    if (ctx->plan || s->in_u8) { /* bytes -> [-1, 1] on the device (plans count it either way) */
+        sd_tensor f = sd_rgb8_to_chw(ctx, s->img_in8);
+        if (s->in_u8)
+            img = f;
+    }
     if (s->taesd) {
-        z = sd_taesd_encode(ctx, s->m->taesd, s->img_in);
+        z = sd_taesd_encode(ctx, s->m->taesd, img);
     } else { /* latent_dist.sample(): mean + std * noise, drawn per frame */
         sd_tensor logvar;
-        sd_tensor mean = sd_vae_encode(ctx, s->m->vae, s->img_in, &logvar);
+        sd_tensor mean = sd_vae_encode(ctx, s->m->vae, img, &logvar);
         sd_tensor nz = sd_new4(ctx, mean.ne[0], mean.ne[1], mean.ne[2], mean.ne[3]);
         if (!ctx->plan && sd_ok(ctx)) {
             sd_rng_randn(&s->rng, s->host_noise, (size_t)sd_numel(&nz));
@@ -298,6 +305,7 @@ static void decode_out(sd_stream *s, sd_ctx *ctx, sd_tensor x0)
     sd_tensor img = s->taesd ? sd_taesd_decode(ctx, s->m->taesd, z) : sd_vae_decode(ctx, s->m->vae, z);
     HOOK("output", img);
     sd_copy_into(ctx, s->img_out, img);
+    sd_copy_into(ctx, s->img_out8, sd_chw_to_rgb8(ctx, img)); /* the output image's bytes, made on the device */
 }
 
 /* Stream batch, first half: X = cat(x_new, buffer), the stock noise shift
@@ -394,7 +402,7 @@ bool sd_stream_graph_matches(const sd_stream *s, const struct sd_stream_graph *g
 
 static void graphs_free(sd_stream *s)
 {
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 3; i++)
         if (s->graph[i].exec) {
             s->m->be->ops->graph_free(s->m->be, s->graph[i].exec);
             s->graph[i].exec = NULL;
@@ -408,7 +416,7 @@ static void graphs_free(sd_stream *s)
 static sd_status step_graph(sd_stream *s, bool use_latent)
 {
     sd_backend *be = s->m->be;
-    struct sd_stream_graph *g = &s->graph[use_latent];
+    struct sd_stream_graph *g = &s->graph[use_latent ? 2 : s->in_u8 ? 1 : 0];
     if (g->exec && !sd_stream_graph_matches(s, g)) {
         be->ops->graph_free(be, g->exec);
         g->exec = NULL;
@@ -706,13 +714,9 @@ void sd_stream_free(sd_stream *s)
 
 /* ---------------------------------------------------------------- sync API */
 
-bool sd_stream_similarity_skip(sd_stream *s, const float *x, size_t n)
+static bool ssf_skip(sd_stream *s, const float *x, size_t n, float thr)
 {
-    /* atomic reads: the async input thread decides without s->engine while
-     * sd_stream_set_similarity_filter may change the values */
-    float thr;
     int max_skip;
-    __atomic_load(&s->p.similarity_threshold, &thr, __ATOMIC_RELAXED);
     __atomic_load(&s->p.max_skip_frames, &max_skip, __ATOMIC_RELAXED);
     if (thr <= 0.0f) /* filter off */
         return false;
@@ -741,17 +745,23 @@ bool sd_stream_similarity_skip(sd_stream *s, const float *x, size_t n)
     return true;
 }
 
+bool sd_stream_similarity_skip(sd_stream *s, const float *x, size_t n)
+{
+    /* atomic reads: the async input thread decides without s->engine while
+     * sd_stream_set_similarity_filter may change the values */
+    float thr;
+    __atomic_load(&s->p.similarity_threshold, &thr, __ATOMIC_RELAXED);
+    return ssf_skip(s, x, n, thr);
+}
+
 sd_status sd_stream_output_image(sd_stream *s, sd_image *out)
 {
     if (!out->data || out->width != s->W || out->height != s->H) {
         sd_rgb_free(out);
         SD_TRY(sd_rgb_alloc(out, s->W, s->H));
     }
-    sd_ctx tmp = {.be = s->m->be};
-    sd_tensor first = sd_view_rows(&tmp, s->img_out, 0, 1);
-    SD_TRY(sd_tensor_to_f32(&tmp, &first, s->host_noise));
-    sd_chw_to_rgb(s->host_noise, out);
-    return SD_OK;
+    /* the step made the bytes (img_out8: exactly sd_chw_to_rgb of img_out) */
+    return s->m->be->ops->download(s->m->be, out->data, s->img_out8.data, (size_t)3 * s->W * s->H);
 }
 
 static void update_timing(sd_stream *s, double t0)
@@ -766,13 +776,22 @@ static void update_timing(sd_stream *s, double t0)
 sd_status sd_stream_prepare_frame(sd_stream *s, bool *skipped)
 {
     size_t n = (size_t)3 * s->H * s->W;
+    const uint8_t *f8 = s->frame8;
+    s->frame8 = NULL;
     *skipped = false;
     SD_TRY(refresh_prompt(s));
-    *skipped = sd_stream_similarity_skip(s, s->host_in, n);
+    float thr;
+    __atomic_load(&s->p.similarity_threshold, &thr, __ATOMIC_RELAXED);
+    if (f8 && thr > 0.0f) /* the filter compares [-1, 1] floats, as StreamDiffusion */
+        sd_rgb_to_chw(&(sd_rgb){.width = s->W, .height = s->H, .data = (uint8_t *)f8}, s->host_in);
+    *skipped = ssf_skip(s, s->host_in, n, thr);
     if (*skipped) {
         s->stats.frames_skipped++;
         return SD_OK;
     }
+    s->in_u8 = f8 != NULL;
+    if (f8) /* the bytes as they are: the step converts them on the device */
+        return s->m->be->ops->upload(s->m->be, s->img_in8.data, f8, n);
     sd_ctx tmp = {.be = s->m->be};
     sd_tensor first = sd_view_rows(&tmp, s->img_in, 0, 1);
     return sd_tensor_from_f32(&tmp, &first, s->host_in);
@@ -803,7 +822,7 @@ sd_status sd_stream_frame_to_chw(sd_stream *s, const sd_image *in, sd_image *scr
     if (!in || !in->data || in->width <= 0 || in->height <= 0)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "empty input frame");
     if (in->width == s->W && in->height == s->H) {
-        sd_rgb_to_chw(in, s->host_in);
+        s->frame8 = in->data;
         return SD_OK;
     }
     if (!scratch->data || scratch->width != s->W || scratch->height != s->H) {
@@ -811,7 +830,7 @@ sd_status sd_stream_frame_to_chw(sd_stream *s, const sd_image *in, sd_image *scr
         SD_TRY(sd_rgb_alloc(scratch, s->W, s->H));
     }
     sd_rgb_fit_into(in, scratch);
-    sd_rgb_to_chw(scratch, s->host_in);
+    s->frame8 = scratch->data;
     return SD_OK;
 }
 

@@ -65,12 +65,18 @@ struct sd_stream {
     uint64_t kv_version;           /* bumped whenever the prompt K/V cache is recomputed */
     sd_stream_group *group;        /* the stream group it belongs to (stream_group.c), or NULL */
     uint64_t serial;               /* unique per stream in this process (graph cache keys) */
-    /* captured per-frame steps ([0] img2img, [1] txt2img) on a backend with graphs, and what they baked in */
+    /* the frame to run as RGB bytes (sd_stream_frame_to_chw: the caller's image or the fitted copy, valid
+     * until sd_stream_prepare_frame uploads it into img_in8); NULL: the frame is in host_in as floats */
+    const uint8_t *frame8;
+    bool in_u8;                    /* the step reads img_in8 (bytes, converted on the device), not img_in */
+    sd_tensor img_in8, img_out8;   /* U8 [fbs,H,W,3]: the frame in, the output image out (made by the step) */
+    /* captured per-frame steps ([0] img2img from img_in, [1] img2img from img_in8, [2] txt2img) on a
+     * backend with graphs, and what they baked in */
     struct sd_stream_graph {
         void *exec;
         float guidance, delta;
         uint64_t weights_version;
-    } graph[2];
+    } graph[3];
     bool graphs_off;               /* a capture failed once: eager from then on */
 };
 
@@ -116,7 +122,8 @@ sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, bool use_latent, sd_ten
 void sd_stream_batch_post(sd_stream *s, sd_ctx *ctx, sd_tensor X, sd_tensor eps);
 /* The first half of sd_stream_run_prepared: prompt refresh (after a LoRA
  * change), similarity filter (*skipped: counted, nothing else to do) and the
- * upload of host_in into img_in. Caller holds s->engine. */
+ * upload of the frame: s->frame8's bytes into img_in8 (in_u8), or else the
+ * floats of host_in into img_in. Caller holds s->engine. */
 sd_status sd_stream_prepare_frame(sd_stream *s, bool *skipped);
 /* The first half of sd_stream_txt2img: draws the frame's latent noise from
  * the stream's generator into x_in (after a prompt refresh). Caller holds
@@ -124,9 +131,12 @@ sd_status sd_stream_prepare_frame(sd_stream *s, bool *skipped);
 sd_status sd_stream_prepare_latent(sd_stream *s);
 /* Folds one step's time (since t0, sd_time_now) into stats.inference_ms. */
 void sd_stream_record_inference(sd_stream *s, double t0);
-/* Converts an RGB frame into host_in ([-1,1] CHW at the stream's size),
- * fitting it through `scratch` (reused when it has the size) when its size
- * differs. Caller holds s->engine or owns the stream exclusively. */
+/* Takes an RGB frame for the next sd_stream_prepare_frame: at the stream's
+ * size (fitted through `scratch`, reused when it has the size, when its size
+ * differs) as bytes (s->frame8), which go to the device as they are and are
+ * converted there; host_in gets the [-1,1] floats only when the similarity
+ * filter needs them. `in` and `scratch` must stay valid until then. Caller
+ * holds s->engine or owns the stream exclusively. */
 sd_status sd_stream_frame_to_chw(sd_stream *s, const sd_image *in, sd_image *scratch);
 
 #endif

@@ -386,6 +386,7 @@ static bool run_step(infer *f, int i1, const pending *e)
     pthread_mutex_lock(&s->engine);
     double t0 = sd_time_now();
     sd_status st = SD_OK;
+    s->in_u8 = false; /* the async input thread hands frames over as activations in img_in */
     if (src)
         st = be->ops->upload(be, s->img_in.data, src, a->in_bytes);
     if (st == SD_OK)

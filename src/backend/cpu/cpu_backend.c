@@ -614,6 +614,32 @@ static void cpu_upsample2x(sd_backend *be, sd_tensor *y, const sd_tensor *x)
         }
 }
 
+static void cpu_rgb8_to_chw(sd_backend *be, sd_tensor *y, const sd_tensor *x)
+{
+    int64_t N = x->ne[0], HW = x->ne[1] * x->ne[2];
+    const uint8_t *src = x->data;
+    float *dst = F(y);
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < HW; i++)
+            for (int c = 0; c < 3; c++) /* the expression of sd_rgb_to_chw (io/image.c) */
+                dst[(n * 3 + c) * HW + i] = src[(n * HW + i) * 3 + c] / 127.5f - 1.0f;
+}
+
+static void cpu_chw_to_rgb8(sd_backend *be, sd_tensor *y, const sd_tensor *x)
+{
+    int64_t N = x->ne[0], HW = x->ne[2] * x->ne[3];
+    const float *src = CF(x);
+    uint8_t *dst = y->data;
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < HW; i++)
+            for (int c = 0; c < 3; c++) { /* the expression of sd_chw_to_rgb (io/image.c) */
+                float v = (src[(n * 3 + c) * HW + i] + 1.0f) * 127.5f;
+                dst[(n * HW + i) * 3 + c] = (uint8_t)(isnan(v) ? 0 : v <= 0 ? 0 : v >= 255 ? 255 : lrintf(v));
+            }
+}
+
 /* outer = product of dims before axis; inner = product of dims from axis on */
 static void split_axis(const sd_tensor *t, int axis, int64_t *outer, int64_t *inner)
 {
@@ -754,6 +780,8 @@ static const sd_backend_ops k_cpu_ops = {
     .clamp = cpu_clamp,
     .geglu = cpu_geglu,
     .upsample2x = cpu_upsample2x,
+    .rgb8_to_chw = cpu_rgb8_to_chw,
+    .chw_to_rgb8 = cpu_chw_to_rgb8,
     .concat = cpu_concat,
     .slice = cpu_slice,
     .permute = cpu_permute,

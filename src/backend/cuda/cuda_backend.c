@@ -603,6 +603,20 @@ static void cuda_upsample2x(sd_backend *be, sd_tensor *y, const sd_tensor *x)
            "upsample2x");
 }
 
+static void cuda_rgb8_to_chw(sd_backend *be, sd_tensor *y, const sd_tensor *x)
+{
+    cuda_impl *c = IMPL(be);
+    if (live(c))
+        ck(c, sdk_rgb8_to_chw(c->stream, y->data, y->dtype, x->data, x->ne[0], x->ne[1] * x->ne[2]), "rgb8_to_chw");
+}
+
+static void cuda_chw_to_rgb8(sd_backend *be, sd_tensor *y, const sd_tensor *x)
+{
+    cuda_impl *c = IMPL(be);
+    if (live(c))
+        ck(c, sdk_chw_to_rgb8(c->stream, y->data, x->data, x->dtype, x->ne[0], x->ne[2] * x->ne[3]), "chw_to_rgb8");
+}
+
 /* outer = product of dims before axis; inner = product of dims from axis on */
 static void split_axis(const sd_tensor *t, int axis, int64_t *outer, int64_t *inner)
 {
@@ -809,6 +823,8 @@ static const sd_backend_ops k_cuda_ops = {
     .clamp = cuda_clamp,
     .geglu = cuda_geglu,
     .upsample2x = cuda_upsample2x,
+    .rgb8_to_chw = cuda_rgb8_to_chw,
+    .chw_to_rgb8 = cuda_chw_to_rgb8,
     .concat = cuda_concat,
     .slice = cuda_slice,
     .permute = cuda_permute,

@@ -77,6 +77,10 @@ cudaError_t sdk_clamp(cudaStream_t s, void *y, int ydt, const void *x, int xdt, 
 cudaError_t sdk_geglu(cudaStream_t s, void *y, int ydt, const void *x, int xdt, int64_t rows, int64_t N);
 /* nearest 2x: x [P, H, W] -> y [P, 2H, 2W] */
 cudaError_t sdk_upsample2x(cudaStream_t s, void *y, int ydt, const void *x, int xdt, int64_t P, int64_t H, int64_t W);
+/* images: x U8 [N,HW,3] -> y [N,3,HW] = x / 127.5 - 1; and x [N,3,HW] -> y U8 [N,HW,3] =
+ * (x + 1) * 127.5 clamped to 0..255 (NaN -> 0), rounded to nearest even, as the CPU backend */
+cudaError_t sdk_rgb8_to_chw(cudaStream_t s, void *y, int ydt, const uint8_t *x, int64_t N, int64_t HW);
+cudaError_t sdk_chw_to_rgb8(cudaStream_t s, uint8_t *y, const void *x, int xdt, int64_t N, int64_t HW);
 /* raw element copies (dtype-agnostic, es = element size 1/2/4/8):
  * concat: y[o][0:ia] = a[o], y[o][ia:ia+ib] = b[o] for o < outer
  * slice:  y[o][0:iy] = x[o][off:off+iy] with x rows of ix elements */

@@ -650,6 +650,45 @@ extern "C" cudaError_t sdk_upsample2x(cudaStream_t s, void *y, int ydt, const vo
     return cudaGetLastError();
 }
 
+/* ------------------------------------------------------------------ images */
+
+static __global__ void k_rgb8_to_chw(void *y, int ydt, const uint8_t *x, int64_t N, int64_t HW)
+{
+    GRID_STRIDE(i, N * 3 * HW) { /* i = (n * 3 + c) * HW + p */
+        int64_t p = i % HW, t = i / HW;
+        int64_t c = t % 3, n = t / 3;
+        stf(y, ydt, i, (float)x[(n * HW + p) * 3 + c] / 127.5f - 1.0f);
+    }
+}
+
+extern "C" cudaError_t sdk_rgb8_to_chw(cudaStream_t s, void *y, int ydt, const uint8_t *x, int64_t N, int64_t HW)
+{
+    int64_t n = N * 3 * HW;
+    if (n <= 0)
+        return cudaSuccess;
+    k_rgb8_to_chw<<<grid_for(n, EW_THREADS), EW_THREADS, 0, s>>>(y, ydt, x, N, HW);
+    return cudaGetLastError();
+}
+
+static __global__ void k_chw_to_rgb8(uint8_t *y, const void *x, int xdt, int64_t N, int64_t HW)
+{
+    GRID_STRIDE(i, N * HW * 3) { /* i = (n * HW + p) * 3 + c */
+        int64_t c = i % 3, t = i / 3;
+        int64_t p = t % HW, n = t / HW;
+        float v = (ldf(x, xdt, (n * 3 + c) * HW + p) + 1.0f) * 127.5f;
+        y[i] = (uint8_t)(isnan(v) ? 0 : v <= 0.0f ? 0 : v >= 255.0f ? 255 : __float2int_rn(v));
+    }
+}
+
+extern "C" cudaError_t sdk_chw_to_rgb8(cudaStream_t s, uint8_t *y, const void *x, int xdt, int64_t N, int64_t HW)
+{
+    int64_t n = N * HW * 3;
+    if (n <= 0)
+        return cudaSuccess;
+    k_chw_to_rgb8<<<grid_for(n, EW_THREADS), EW_THREADS, 0, s>>>(y, x, xdt, N, HW);
+    return cudaGetLastError();
+}
+
 /* ------------------------------------------------------------------ copies */
 
 template <typename T>
