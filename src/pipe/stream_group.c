@@ -661,27 +661,45 @@ static sd_status run_frames(sd_stream_group *g, const char *fn)
 
 static bool frame_ok(const sd_image *in) { return in->data && in->width > 0 && in->height > 0; }
 
+/* Frame f of n for member streams[f] (in[f] NULL: txt2img). Holds g->mu. */
+static sd_status run_members(sd_stream_group *g, sd_stream *const *streams, const sd_image *const *in,
+                             sd_image *const *out, int n, const char *fn)
+{
+    if (n < 1 || n > g->count)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: %d frames for a group of %d streams (give 1..count, at most one "
+                                                "per member)",
+                       fn, n, g->count);
+    for (int i = 0; i < g->count; i++)
+        g->has[i] = false;
+    for (int f = 0; f < n; f++) {
+        int i = 0;
+        while (i < g->count && g->s[i] != streams[f])
+            i++;
+        if (i == g->count)
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: stream %d is not a member of this group", fn, f);
+        if (g->has[i])
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: stream %d appears twice (one frame per stream and call)", fn,
+                           f);
+        if (!out[f] || (in[f] && !frame_ok(in[f])))
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: frame %d is empty or has no output", fn, f);
+        g->has[i] = true;
+        g->fin[i] = in[f];
+        g->fout[i] = out[f];
+    }
+    return run_frames(g, fn);
+}
+
 sd_status sd_stream_group_img2img(sd_stream_group *g, const sd_image *const *in, sd_image *const *out, int n)
 {
     if (!g || !in || !out)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_img2img: NULL argument");
     pthread_mutex_lock(&g->mu);
     sd_status st = SD_OK;
-    if (n < 1 || n > g->count)
-        st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_img2img: %d frames for a group of %d streams (give "
-                                              "1..count, frame i goes to stream i)",
-                     n, g->count);
-    for (int i = 0; i < n && st == SD_OK; i++)
-        if (!in[i] || !frame_ok(in[i]) || !out[i])
+    for (int i = 0; i < n && i < g->count && st == SD_OK; i++)
+        if (!in[i]) /* NULL would mean txt2img to run_members */
             st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_img2img: frame %d is empty or has no output", i);
-    if (st == SD_OK) {
-        for (int i = 0; i < g->count; i++) {
-            g->has[i] = i < n;
-            g->fin[i] = i < n ? in[i] : NULL;
-            g->fout[i] = i < n ? out[i] : NULL;
-        }
-        st = run_frames(g, "sd_stream_group_img2img");
-    }
+    if (st == SD_OK) /* frame i goes to member i */
+        st = run_members(g, g->s, in, out, n, "sd_stream_group_img2img");
     pthread_mutex_unlock(&g->mu);
     return st;
 }
@@ -692,33 +710,7 @@ sd_status sd_stream_group_run(sd_stream_group *g, sd_stream *const *streams, con
     if (!g || !streams || !in || !out)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_run: NULL argument");
     pthread_mutex_lock(&g->mu);
-    sd_status st = SD_OK;
-    if (n < 1 || n > g->count)
-        st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_run: %d frames for a group of %d streams (give 1..count, "
-                                              "at most one per member)",
-                     n, g->count);
-    for (int i = 0; i < g->count; i++)
-        g->has[i] = false;
-    for (int f = 0; f < n && st == SD_OK; f++) {
-        int i = 0;
-        while (i < g->count && g->s[i] != streams[f])
-            i++;
-        if (i == g->count)
-            st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_run: stream %d is not a member of this group", f);
-        else if (g->has[i])
-            st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_run: stream %d appears twice (one frame per stream "
-                                                  "and call)",
-                         f);
-        else if (!out[f] || (in[f] && !frame_ok(in[f])))
-            st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_run: frame %d is empty or has no output", f);
-        else {
-            g->has[i] = true;
-            g->fin[i] = in[f];
-            g->fout[i] = out[f];
-        }
-    }
-    if (st == SD_OK)
-        st = run_frames(g, "sd_stream_group_run");
+    sd_status st = run_members(g, streams, in, out, n, "sd_stream_group_run");
     pthread_mutex_unlock(&g->mu);
     return st;
 }
