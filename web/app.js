@@ -371,7 +371,8 @@ client.on('stats', (s) => {
   state.statsAt = performance.now();
   $('fps').textContent = fmt(s.fps, 1);
   $('latency').textContent = `${Math.round(s.latency_ms)} ms`;
-  $('inference').textContent = `${Math.round(s.inference_ms)} ms`;
+  $('inference').textContent = s.batch_frames > 1.05
+    ? `${Math.round(s.inference_ms)} ms (batch of ${fmt(s.batch_frames, 1)})` : `${Math.round(s.inference_ms)} ms`;
   $('skipped').textContent = `${s.skipped} / ${s.dropped}`;
   $('clients').textContent = s.clients_queued ? `${s.clients_active} (+${s.clients_queued} queued)` : `${s.clients_active}`;
 });
