@@ -28,7 +28,8 @@
 # test_cuda_models on them (CUDA vs CPU at 256x256), UNet forward ms at batch 1/2/4 at 512x512 and TAESD
 # encode/decode (bench_cpu --backend cuda), PyTorch fp16 (diffusers, SDPA) for the same parts with the GEMM peak
 # and each engine's TFLOP/s (bench/gpu_torch.py -> $OUT/gpu_table.md), and `streamdiff bench stream --backend
-# cuda` (1-step img2img / txt2img, 1..16 batched streams, 2-step RCFG self). SD_GPU_SKIP_FULLSIZE=1 stops after
+# cuda` (1-step img2img / txt2img, 1..16 batched streams, 2-step RCFG self) next to StreamDiffusion itself
+# (bench/streamdiffusion_ref.py, same model and settings). SD_GPU_SKIP_FULLSIZE=1 stops after
 # the checks. Device call: carry ["build-debs", ".whl"], e.g.
 #   bash bench/gpu.sh 2>&1 | tee $OUT/gpu.log
 set -uo pipefail
@@ -198,6 +199,13 @@ if [ -x "$GEN" ] && [ "${SD_GPU_SKIP_FULLSIZE:-0}" != 1 ]; then
     --size 512 --t-index 32,45 --cfg-type self --modes img2img --frames 100 --warmup 10 \
     --json "$OUT/stream_2step.json" >"$OUT/stream_2step.log" 2>&1
   cat "$OUT/stream_2step.log"
+
+  log "StreamDiffusion itself on the same model, settings and GPU (PyPI streamdiffusion, fp16, SDPA, TAESD)"
+  PYTHONUNBUFFERED=1 timeout 600 python3 bench/streamdiffusion_ref.py --model "$MODELS_DIR/sd-turbo" \
+    --taesd "$MODELS_DIR/taesd" --size 512 --frames 100 --warmup 10 --json "$OUT/streamdiffusion.json" \
+    >"$OUT/streamdiffusion.log" 2>&1
+  grep -E "^\||fps|Error|error" "$OUT/streamdiffusion.log" | tail -12
+  summary+=("StreamDiffusion reference: $OUT/streamdiffusion.log (compare with stream_1step.log / stream_2step.log)")
 fi
 
 log "summary"
