@@ -3,7 +3,8 @@
 #
 #   bash bench/gpu.sh              on the GPU machine, in the repo root: configure a Release build with
 #                                  CUDA (build-gpu/), build, run the CUDA tests and checks, then the
-#                                  benchmarks (below); logs go to $OUT (or build-gpu/out); a short
+#                                  benchmarks (below); logs go to build-gpu/out (and, on the device machine,
+#                                  as $OUT/gpu_logs.tgz with $OUT/gpu_table.md); a short
 #                                  summary is printed last. A cold build for sm_80/89/90 takes minutes:
 #                                  if one call of 10 minutes is too short, run it twice on the warm
 #                                  machine (build-gpu/ is kept), the first with SD_GPU_SKIP_FULLSIZE=1.
@@ -27,11 +28,11 @@
 # random full-size SD-turbo / SD1.5 / TAESD written by bench_gen_arch into $SD_GPU_MODELS_DIR (/tmp/sd-random),
 # test_cuda_models on them (CUDA vs CPU at 256x256), UNet forward ms at batch 1/2/4 at 512x512 and TAESD
 # encode/decode (bench_cpu --backend cuda), PyTorch fp16 (diffusers, SDPA) for the same parts with the GEMM peak
-# and each engine's TFLOP/s (bench/gpu_torch.py -> $OUT/gpu_table.md), and `streamdiff bench stream --backend
+# and each engine's TFLOP/s (bench/gpu_torch.py -> $LOGS/gpu_table.md), and `streamdiff bench stream --backend
 # cuda` (1-step img2img / txt2img, 1..16 batched streams, 2-step RCFG self) next to StreamDiffusion itself
 # (bench/streamdiffusion_ref.py, same model and settings). SD_GPU_SKIP_FULLSIZE=1 stops after
 # the checks. Device call: carry ["build-debs", ".whl"], e.g.
-#   bash bench/gpu.sh 2>&1 | tee $OUT/gpu.log
+#   bash bench/gpu.sh
 set -uo pipefail
 
 ROOT=$(pwd)
@@ -59,13 +60,16 @@ if [ "${1:-}" = "fetch-deps" ]; then
   exit 0
 fi
 
-OUT=${OUT:-$ROOT/$BUILD/out}
-mkdir -p "$OUT"
+# every log and result goes to LOGS; on the device machine (its $OUT, which returns at most 8 files) they
+# come back as one archive, gpu_logs.tgz, next to the speed table
+DEVICE_OUT=${OUT:-}
+LOGS=$ROOT/$BUILD/out
+mkdir -p "$LOGS"
 log() { echo "== $*"; }
 summary=()
 
 log "machine"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | tee "$LOGS/gpu.txt"
 nvcc --version 2>&1 | tail -2
 cmake --version | head -1
 gcc --version | head -1
@@ -101,47 +105,47 @@ command -v ninja >/dev/null && GEN=(-G Ninja)
 [ -f "$BUILD/CMakeCache.txt" ] && GEN=() # keep the generator of an existing build dir
 log "configure ($BUILD)"
 t0=$(date +%s)
-if cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DSD_CUDA=ON -DSD_FULL=OFF >"$OUT/configure.log" 2>&1; then
+if cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DSD_CUDA=ON -DSD_FULL=OFF >"$LOGS/configure.log" 2>&1; then
   if grep -q "^CMAKE_CUDA_COMPILER:.*nvcc" "$BUILD/CMakeCache.txt"; then
     summary+=("configure: ok, with CUDA")
   else
     summary+=("configure: ok but WITHOUT CUDA (nvcc not found?): the CUDA test will only skip")
   fi
 else
-  tail -30 "$OUT/configure.log"
+  tail -30 "$LOGS/configure.log"
   summary+=("configure: FAILED (see configure.log)")
 fi
 log "build"
-if cmake --build "$BUILD" -j "$(nproc)" >"$OUT/build.log" 2>&1; then
+if cmake --build "$BUILD" -j "$(nproc)" >"$LOGS/build.log" 2>&1; then
   summary+=("build: ok in $(( $(date +%s) - t0 )) s (configure + build)")
 else
-  grep -E "error|Error" "$OUT/build.log" | head -30
+  grep -E "error|Error" "$LOGS/build.log" | head -30
   summary+=("build: FAILED (see build.log)")
 fi
 
 # ---- tests
 log "ctest -R cuda"
-(cd "$BUILD" && ctest -R cuda --output-on-failure -V) >"$OUT/ctest_cuda.log" 2>&1
+(cd "$BUILD" && ctest -R cuda --output-on-failure -V) >"$LOGS/ctest_cuda.log" 2>&1
 rc=$?
-grep -E "^[0-9]+: " "$OUT/ctest_cuda.log" | sed 's/^[0-9]*: //' | tail -150
-summary+=("ctest -R cuda: rc=$rc, $(grep -E '[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$OUT/ctest_cuda.log" | sed 's/^[0-9]*: //' | tr '\n' ' ')")
+grep -E "^[0-9]+: " "$LOGS/ctest_cuda.log" | sed 's/^[0-9]*: //' | grep -vE "^\[ (RUN|  OK) \]" | tail -80
+summary+=("ctest -R cuda: rc=$rc, $(grep -E '[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$LOGS/ctest_cuda.log" | sed 's/^[0-9]*: //' | tr '\n' ' ')")
 
 if [ -n "${SD_GPU_SANITIZE:-}" ] && command -v compute-sanitizer >/dev/null; then
   log "compute-sanitizer --tool $SD_GPU_SANITIZE (filter '${SD_CUDA_TEST_FILTER:-}')"
   compute-sanitizer --tool "$SD_GPU_SANITIZE" --error-exitcode 9 "$BUILD/tests/test_cuda_ops" \
-    >"$OUT/sanitize.log" 2>&1
+    >"$LOGS/sanitize.log" 2>&1
   src=$?
-  tail -25 "$OUT/sanitize.log"
+  tail -25 "$LOGS/sanitize.log"
   summary+=("compute-sanitizer $SD_GPU_SANITIZE: rc=$src")
 fi
 
 # ---- models against the fixtures' references, in fp16 on the GPU
 log "streamdiff check --backend cuda tests/data/cases"
 if [ -x "$BUILD/streamdiff" ]; then
-  timeout 300 "$BUILD/streamdiff" check --backend cuda tests/data/cases >"$OUT/check_cuda.log" 2>&1
+  timeout 300 "$BUILD/streamdiff" check --backend cuda tests/data/cases >"$LOGS/check_cuda.log" 2>&1
   crc=$?
-  grep -E "^[a-z0-9_]+: (PASS|FAIL)|^[0-9]+ cases" "$OUT/check_cuda.log" | tail -25
-  summary+=("check --backend cuda tests/data/cases: rc=$crc, $(tail -1 "$OUT/check_cuda.log")")
+  grep -E "^[a-z0-9_]+: (PASS|FAIL)|^[0-9]+ cases" "$LOGS/check_cuda.log" | tail -25
+  summary+=("check --backend cuda tests/data/cases: rc=$crc, $(tail -1 "$LOGS/check_cuda.log")")
 fi
 
 # ---- full-size random-weight models (bench/bench_gen_arch: the GPU machine has no weights and no network)
@@ -160,24 +164,24 @@ if [ -x "$GEN" ] && [ "${SD_GPU_SKIP_FULLSIZE:-0}" != 1 ]; then
   log "full-size models: CUDA vs CPU (test_cuda_models, 256x256)"
   SD_GPU_MODELS="$MODELS_DIR/sd-turbo:$MODELS_DIR/sd15" SD_GPU_TAESD="$MODELS_DIR/taesd" SD_GPU_SIZE=256 \
     SD_TEST_DATA=tests/data OMP_NUM_THREADS=$(nproc) timeout 900 "$BUILD/tests/test_cuda_models" \
-    >"$OUT/cuda_models_fullsize.log" 2>&1
+    >"$LOGS/cuda_models_fullsize.log" 2>&1
   frc=$?
-  grep -E "^  [a-z0-9_.-]+ +(unet|clip|vae|taesd)|passed" "$OUT/cuda_models_fullsize.log"
-  summary+=("full-size CUDA vs CPU: rc=$frc, $(tail -1 "$OUT/cuda_models_fullsize.log")")
+  grep -E "^  [a-z0-9_.-]+ +(unet|clip|vae|taesd)|passed" "$LOGS/cuda_models_fullsize.log"
+  summary+=("full-size CUDA vs CPU: rc=$frc, $(tail -1 "$LOGS/cuda_models_fullsize.log")")
 
   log "UNet / TAESD speed: streamdiff CUDA backend"
-  : >"$OUT/ours.jsonl"
+  : >"$LOGS/ours.jsonl"
   for m in sd-turbo sd15; do
     for b in 1 2 4; do
       timeout 300 "$BUILD/bench/bench_cpu" --backend cuda --part unet --model "$MODELS_DIR/$m" --size 512 \
-        --batch $b --reps 20 2>>"$OUT/bench_errors.log" | sed "s/^{/{\"model\": \"$m\", /" >>"$OUT/ours.jsonl"
+        --batch $b --reps 20 2>>"$LOGS/bench_errors.log" | sed "s/^{/{\"model\": \"$m\", /" >>"$LOGS/ours.jsonl"
     done
   done
   for p in taesd-encode taesd; do
     timeout 300 "$BUILD/bench/bench_cpu" --backend cuda --part $p --taesd "$MODELS_DIR/taesd" --size 512 --reps 20 \
-      2>>"$OUT/bench_errors.log" >>"$OUT/ours.jsonl"
+      2>>"$LOGS/bench_errors.log" >>"$LOGS/ours.jsonl"
   done
-  cat "$OUT/ours.jsonl" | cut -c1-200
+  cat "$LOGS/ours.jsonl" | cut -c1-200
 
   log "PyTorch fp16 side by side (diffusers from .whl when carried)"
   if ls .whl/*.whl >/dev/null 2>&1; then
@@ -185,31 +189,35 @@ if [ -x "$GEN" ] && [ "${SD_GPU_SKIP_FULLSIZE:-0}" != 1 ]; then
       && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   fi
   PYTHONUNBUFFERED=1 timeout 600 python3 bench/gpu_torch.py --models "sd-turbo=$MODELS_DIR/sd-turbo,sd15=$MODELS_DIR/sd15" \
-    --taesd "$MODELS_DIR/taesd" --size 512 --batches 1,2,4 --reps 20 --ours "$OUT/ours.jsonl" \
-    --json "$OUT/gpu_bench.json" --table "$OUT/gpu_table.md" 2>"$OUT/gpu_torch.log"
-  tail -5 "$OUT/gpu_torch.log"
-  summary+=("speed table: $OUT/gpu_table.md")
+    --taesd "$MODELS_DIR/taesd" --size 512 --batches 1,2,4 --reps 20 --ours "$LOGS/ours.jsonl" \
+    --json "$LOGS/gpu_bench.json" --table "$LOGS/gpu_table.md" 2>"$LOGS/gpu_torch.log"
+  tail -5 "$LOGS/gpu_torch.log"
+  summary+=("speed table: $LOGS/gpu_table.md")
 
   log "stream engine on the GPU (sd-turbo architecture, TAESD, 512x512)"
   timeout 600 "$BUILD/streamdiff" bench stream -m "$MODELS_DIR/sd-turbo" --taesd "$MODELS_DIR/taesd" --backend cuda \
     --size 512 --t-index 35 --cfg-type none --modes img2img,txt2img,streams --streams 1,2,4,8,16 --frames 100 \
-    --warmup 10 --json "$OUT/stream_1step.json" >"$OUT/stream_1step.log" 2>&1
-  cat "$OUT/stream_1step.log"
+    --warmup 10 --json "$LOGS/stream_1step.json" >"$LOGS/stream_1step.log" 2>&1
+  cat "$LOGS/stream_1step.log"
   timeout 300 "$BUILD/streamdiff" bench stream -m "$MODELS_DIR/sd-turbo" --taesd "$MODELS_DIR/taesd" --backend cuda \
     --size 512 --t-index 32,45 --cfg-type self --modes img2img --frames 100 --warmup 10 \
-    --json "$OUT/stream_2step.json" >"$OUT/stream_2step.log" 2>&1
-  cat "$OUT/stream_2step.log"
+    --json "$LOGS/stream_2step.json" >"$LOGS/stream_2step.log" 2>&1
+  cat "$LOGS/stream_2step.log"
 
   log "StreamDiffusion itself on the same model, settings and GPU (PyPI streamdiffusion, fp16, SDPA, TAESD)"
   PYTHONUNBUFFERED=1 timeout 600 python3 bench/streamdiffusion_ref.py --model "$MODELS_DIR/sd-turbo" \
-    --taesd "$MODELS_DIR/taesd" --size 512 --frames 100 --warmup 10 --json "$OUT/streamdiffusion.json" \
-    >"$OUT/streamdiffusion.log" 2>&1
-  grep -E "^\||fps|Error|error" "$OUT/streamdiffusion.log" | tail -12
-  summary+=("StreamDiffusion reference: $OUT/streamdiffusion.log (compare with stream_1step.log / stream_2step.log)")
+    --taesd "$MODELS_DIR/taesd" --size 512 --frames 100 --warmup 10 --json "$LOGS/streamdiffusion.json" \
+    >"$LOGS/streamdiffusion.log" 2>&1
+  grep -E "^\||fps|Error|error" "$LOGS/streamdiffusion.log" | tail -12
+  summary+=("StreamDiffusion reference: $LOGS/streamdiffusion.log (compare with stream_1step.log / stream_2step.log)")
 fi
 
 log "summary"
-head -1 "$OUT/gpu.txt" 2>/dev/null | sed 's/^/gpu: /'
+head -1 "$LOGS/gpu.txt" 2>/dev/null | sed 's/^/gpu: /'
 for s in "${summary[@]}"; do echo "$s"; done
-echo "logs in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
+echo "logs in $LOGS: $(cd "$LOGS" && ls | tr '\n' ' ')"
+if [ -n "$DEVICE_OUT" ] && [ "$DEVICE_OUT" != "$LOGS" ]; then
+  tar czf "$DEVICE_OUT/gpu_logs.tgz" -C "$LOGS" . && echo "archived to \$OUT/gpu_logs.tgz"
+  [ -f "$LOGS/gpu_table.md" ] && cp "$LOGS/gpu_table.md" "$DEVICE_OUT/"
+fi
 [ $rc -eq 0 ]
