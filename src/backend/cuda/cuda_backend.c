@@ -52,6 +52,8 @@ _Static_assert(SDK_ADD == (int)SD_BINARY_ADD && SDK_SUB == (int)SD_BINARY_SUB &&
 #define MOVE_MAX_CHUNKS 16
 /* bounce buffers replaced while a captured graph may still use them: kept until destroy */
 #define MOVE_RETIRED_MAX 8
+/* group norm statistics scratch: 3 doubles per block, e.g. 64 rows x 32 groups x 32 chunks */
+#define GN_SCRATCH ((size_t)1 << 20)
 
 typedef struct cuda_impl {
     int device;
@@ -64,6 +66,8 @@ typedef struct cuda_impl {
     void *retired[MOVE_RETIRED_MAX]; /* earlier captured bounce buffers, freed by destroy */
     int n_retired;
     void *blas_ws;      /* cuBLAS workspace (set explicitly: no allocation inside a graph capture) */
+    void *gn_scratch;   /* group norm's per-block statistics when groups are split (GN_SCRATCH bytes) */
+    int sm_count;
     bool capturing;     /* between capture_begin and capture_end */
     sd_status err;      /* sticky first error */
     char errmsg[512];
@@ -493,7 +497,8 @@ static void cuda_group_norm(sd_backend *be, sd_tensor *y, const sd_tensor *x, co
     int64_t S = (N > 0 && C > 0) ? sd_numel(x) / (N * C) : 0;
     ck(c,
        sdk_group_norm(c->stream, y->data, y->dtype, x->data, x->dtype, gamma->data, gamma->dtype, beta->data,
-                      beta->dtype, N, C, S, groups, eps, silu),
+                      beta->dtype, N, C, S, groups, eps, silu, c->gn_scratch, c->gn_scratch ? GN_SCRATCH : 0,
+                      2 * c->sm_count),
        "group_norm");
 }
 
@@ -788,6 +793,8 @@ static void cuda_destroy(sd_backend *be)
                 cudaFree(c->retired[i]);
             if (c->blas_ws)
                 cudaFree(c->blas_ws);
+            if (c->gn_scratch)
+                cudaFree(c->gn_scratch);
             if (c->blas)
                 cublasDestroy(c->blas);
             if (c->stream)
@@ -912,6 +919,11 @@ sd_status sd_backend_cuda_create(int device, sd_backend **out)
         cuda_destroy(be);
         return sd_fail(SD_ERR_BACKEND, "CUDA device %d (%s): cublasSetWorkspace failed: %s", device, prop.name,
                        blas_str(bs));
+    }
+    c->sm_count = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
+    if (cudaMalloc(&c->gn_scratch, GN_SCRATCH) != cudaSuccess) { /* optional: one block per group without it */
+        cudaGetLastError();
+        c->gn_scratch = NULL;
     }
     if ((e = cudaDeviceGetAttribute(&c->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device)) !=
         cudaSuccess) {

@@ -47,9 +47,16 @@ cudaError_t sdk_im2col(cudaStream_t s, void *col, const void *x, int xdt, int64_
                        int64_t H, int64_t W, int64_t KH, int64_t KW, int stride, int pad_top, int pad_left, int64_t WO,
                        int64_t r0, int64_t nr);
 /* x [N, C, S]: per (n, group of C/groups channels) mean/var over cpg*S values (fp64 sums), then
- * y = (x - mean) * rstd * gamma[c] + beta[c], optionally followed by SiLU */
+ * y = (x - mean) * rstd * gamma[c] + beta[c], optionally followed by SiLU. When N*groups < min_blocks
+ * (e.g. 2 x the SM count) and the groups are large, each group is split over several blocks, whose
+ * statistics (3 doubles per block) go to `scratch` (device memory of scratch_bytes; without enough, one
+ * block per group). */
+#define SDK_GN_SPLIT_MAX 32
 cudaError_t sdk_group_norm(cudaStream_t s, void *y, int ydt, const void *x, int xdt, const void *gamma, int gdt,
-                           const void *beta, int bdt, int64_t N, int64_t C, int64_t S, int groups, float eps, int silu);
+                           const void *beta, int bdt, int64_t N, int64_t C, int64_t S, int groups, float eps, int silu,
+                           void *scratch, size_t scratch_bytes, int min_blocks);
+/* blocks per group sdk_group_norm uses (1 = not split) */
+size_t sdk_group_norm_split(int64_t N, int64_t C, int64_t S, int groups, int min_blocks);
 /* rows of length D */
 cudaError_t sdk_layer_norm(cudaStream_t s, void *y, int ydt, const void *x, int xdt, const void *gamma, int gdt,
                            const void *beta, int bdt, int64_t rows, int64_t D, float eps);

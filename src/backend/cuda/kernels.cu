@@ -206,8 +206,7 @@ extern "C" cudaError_t sdk_im2col(cudaStream_t s, void *col, const void *x, int 
 
 /* one block per (n, group); two passes for the statistics (mean, then the sum
  * of squared deviations, both in fp64 like the CPU backend), a third to write.
- * Optimisation idea: split large groups (VAE: 16 ch x 512x512) over several
- * blocks with a second reduction kernel; single-pass Welford in fp32. */
+ * Used when there are blocks enough for the GPU; else the split version below. */
 static __global__ void __launch_bounds__(GN_THREADS)
     k_group_norm(void *y, int ydt, const void *x, int xdt, const void *gamma, int gdt, const void *beta, int bdt,
                  int64_t C, int64_t S, int groups, float eps, int silu)
@@ -243,15 +242,100 @@ static __global__ void __launch_bounds__(GN_THREADS)
     }
 }
 
+/* Split groups: with few groups (batch 1: 32 blocks on a GPU of 132 SMs) each group is cut into `split`
+ * chunks over gridDim.y. Pass 1 writes each chunk's count, mean and M2 (sum of squared deviations from
+ * the chunk's mean; two passes over the chunk, fp64); pass 2 combines the chunks of its group (Chan et
+ * al.'s parallel formula, fp64, computed by every block of the group) and normalises its chunk. */
+static __device__ __forceinline__ void gn_chunk(int64_t cnt, int split, int64_t *lo, int64_t *hi)
+{
+    int64_t chunk = (cnt + split - 1) / split;
+    *lo = (int64_t)blockIdx.y * chunk;
+    *hi = *lo + chunk < cnt ? *lo + chunk : cnt;
+    if (*lo > cnt)
+        *lo = cnt;
+}
+
+static __global__ void __launch_bounds__(GN_THREADS)
+    k_group_norm_stats(double *part, const void *x, int xdt, int64_t cnt, int split)
+{
+    __shared__ double sh[32];
+    int64_t ng = blockIdx.x, base = ng * cnt, lo, hi;
+    gn_chunk(cnt, split, &lo, &hi);
+    int64_t m = hi - lo; /* the same for the whole block: the reductions below are reached by all threads */
+    double sum = 0.0;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
+        sum += (double)ldf(x, xdt, base + i);
+    double mean = m > 0 ? block_sum_d(sum, sh) / (double)m : 0.0;
+    double sq = 0.0;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        double dv = (double)ldf(x, xdt, base + i) - mean;
+        sq += dv * dv;
+    }
+    double m2 = m > 0 ? block_sum_d(sq, sh) : 0.0;
+    if (threadIdx.x == 0) {
+        double *p = part + (ng * split + blockIdx.y) * 3;
+        p[0] = (double)m;
+        p[1] = mean;
+        p[2] = m2;
+    }
+}
+
+static __global__ void __launch_bounds__(GN_THREADS)
+    k_group_norm_apply(void *y, int ydt, const void *x, int xdt, const void *gamma, int gdt, const void *beta, int bdt,
+                       const double *part, int64_t C, int64_t S, int groups, int split, float eps, int silu)
+{
+    int64_t ng = blockIdx.x, g = ng % groups, cpg = C / groups, cnt = cpg * S, base = ng * cnt, lo, hi;
+    gn_chunk(cnt, split, &lo, &hi);
+    double n = 0.0, mean = 0.0, m2 = 0.0;
+    for (int k = 0; k < split; k++) {
+        const double *p = part + (ng * split + k) * 3;
+        double nb = p[0];
+        if (nb <= 0.0)
+            continue;
+        double nn = n + nb, delta = p[1] - mean;
+        mean += delta * nb / nn;
+        m2 += p[2] + delta * delta * n * nb / nn;
+        n = nn;
+    }
+    double var = m2 / n;
+    float rstd = (float)(1.0 / sqrt(var + (double)eps));
+    float fm = (float)mean, fm_lo = (float)(mean - (double)fm); /* as k_group_norm */
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        int64_t c = g * cpg + i / S;
+        float sc = ldf(gamma, gdt, c) * rstd;
+        float v = ((ldf(x, xdt, base + i) - fm) - fm_lo) * sc + ldf(beta, bdt, c);
+        if (silu)
+            v = v / (1.0f + expf(-v));
+        stf(y, ydt, base + i, v);
+    }
+}
+
+size_t sdk_group_norm_split(int64_t N, int64_t C, int64_t S, int groups, int min_blocks)
+{
+    int64_t blocks = N * groups, cnt = groups > 0 ? C / groups * S : 0;
+    int split = 1;
+    while (split < SDK_GN_SPLIT_MAX && blocks * split < min_blocks && cnt / (2 * split) >= 4 * GN_THREADS)
+        split *= 2;
+    return (size_t)split;
+}
+
 extern "C" cudaError_t sdk_group_norm(cudaStream_t s, void *y, int ydt, const void *x, int xdt, const void *gamma,
                                       int gdt, const void *beta, int bdt, int64_t N, int64_t C, int64_t S, int groups,
-                                      float eps, int silu)
+                                      float eps, int silu, void *scratch, size_t scratch_bytes, int min_blocks)
 {
     int64_t blocks = N * groups;
     if (blocks <= 0 || S <= 0 || C <= 0)
         return cudaSuccess;
     if (blocks > 0x7fffffff)
         return cudaErrorInvalidConfiguration;
+    int split = (int)sdk_group_norm_split(N, C, S, groups, min_blocks);
+    if (split > 1 && scratch && (size_t)blocks * (size_t)split * 3 * sizeof(double) <= scratch_bytes) {
+        dim3 grid((unsigned)blocks, (unsigned)split);
+        k_group_norm_stats<<<grid, GN_THREADS, 0, s>>>((double *)scratch, x, xdt, C / groups * S, split);
+        k_group_norm_apply<<<grid, GN_THREADS, 0, s>>>(y, ydt, x, xdt, gamma, gdt, beta, bdt, (const double *)scratch,
+                                                        C, S, groups, split, eps, silu);
+        return cudaGetLastError();
+    }
     k_group_norm<<<(unsigned)blocks, GN_THREADS, 0, s>>>(y, ydt, x, xdt, gamma, gdt, beta, bdt, C, S, groups, eps,
                                                           silu);
     return cudaGetLastError();
