@@ -525,8 +525,17 @@ TEST(cuda_attention)
         {.name = "attn SD 4096 d40", .build = b_attention, .n_in = 3,
          .in = {ACTA(2, 0, 1, 4096, 320), ACTA(2, 0, 1, 4096, 320), ACT(1, 4096, 320)}, .ia = 8,
          .fa = 0.158113883f},
+        {.name = "attn SD-turbo 4096 d64 batch 2", .build = b_attention, .n_in = 3,
+         .in = {ACTA(2, 0, 2, 4096, 320), ACTA(2, 0, 2, 4096, 320), ACT(2, 4096, 320)}, .ia = 5, .fa = 0.125f},
+        {.name = "attn causal 200 d48 (3 query tiles)", .build = b_attention, .n_in = 3,
+         .in = {ACTA(2, 0, 1, 200, 96), ACTA(2, 0, 1, 200, 96), ACT(1, 200, 96)}, .ia = 2, .fa = 0.144337567f,
+         .ba = true},
     };
+    run_cases(cases, SD_ARRAY_LEN(cases)); /* head dims <= 160: the tensor-core kernel */
+    setenv("SD_CUDA_ATTENTION", "simt", 1);  /* and the same cases on the fp32 SIMT kernel */
+    printf("  (again with SD_CUDA_ATTENTION=simt)\n");
     run_cases(cases, SD_ARRAY_LEN(cases));
+    unsetenv("SD_CUDA_ATTENTION");
 }
 
 TEST(cuda_elementwise)
