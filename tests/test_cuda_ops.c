@@ -462,8 +462,19 @@ TEST(cuda_conv2d)
          .in = {ACT(2, 320, 32, 32), WGT(SD_F16, 320, 320, 3, 3), PRM(SD_F32, 320)}, .ia = 1, .iv = {1, 1, 1, 1}},
         {.name = "conv row-chunked 64->32 256^2", .build = b_conv, .n_in = 3,
          .in = {ACT(1, 64, 256, 256), WGT(SD_F16, 32, 64, 3, 3), PRM(SD_F32, 32)}, .ia = 1, .iv = {1, 1, 1, 1}},
+        {.name = "conv TAESD 64->64 128^2 x2, F16 bias", .build = b_conv, .n_in = 3,
+         .in = {ACT(2, 64, 128, 128), WGT(SD_F16, 64, 64, 3, 3), PRM(SD_F16, 64)}, .ia = 1, .iv = {1, 1, 1, 1}},
+        {.name = "conv 130 out channels (3 tiles) s2", .build = b_conv, .n_in = 3,
+         .in = {ACT(1, 16, 33, 31), WGT(SD_F16, 130, 16, 3, 3), PRM(SD_F32, 130)}, .ia = 2, .iv = {1, 1, 1, 1}},
     };
-    run_cases(cases, SD_ARRAY_LEN(cases));
+    run_cases(cases, SD_ARRAY_LEN(cases)); /* default: implicit GEMM up to 128 output channels, im2col above */
+    static const char *const modes[] = {"igemm", "im2col"};
+    for (int i = 0; i < 2; i++) { /* every case on both paths */
+        setenv("SD_CUDA_CONV", modes[i], 1);
+        printf("  (again with SD_CUDA_CONV=%s)\n", modes[i]);
+        run_cases(cases, SD_ARRAY_LEN(cases));
+    }
+    unsetenv("SD_CUDA_CONV");
 }
 
 TEST(cuda_norms)

@@ -379,6 +379,7 @@ static void cuda_matmul(sd_backend *be, sd_tensor *y, const sd_tensor *a, const 
 
 typedef struct conv_plan {
     bool pointwise; /* GEMM directly on x */
+    bool igemm;     /* implicit GEMM kernel (no scratch) */
     int64_t rows;   /* output rows per im2col chunk */
     int64_t nimg;   /* images per im2col chunk (> 1 only when rows == HO) */
     size_t scratch; /* bytes */
@@ -391,6 +392,14 @@ static conv_plan plan_conv(const sd_tensor *x, const sd_tensor *w, const sd_tens
     /* 1x1 with equal sizes means stride 1 and no padding (or a 1-pixel axis, where stride is moot) */
     p.pointwise = KH == 1 && KW == 1 && x->ne[2] == HO && x->ne[3] == WO && x->dtype == SD_F16;
     if (p.pointwise)
+        return p;
+    /* The implicit GEMM (sdk_conv2d_igemm) for few output channels, where im2col's traffic dwarfs the GEMM
+     * (TAESD's 64-channel convs at up to 512x512); im2col + cuBLAS elsewhere. SD_CUDA_CONV=igemm|im2col
+     * forces one (benchmarks, tests). */
+    const char *mode = getenv("SD_CUDA_CONV");
+    bool f16 = x->dtype == SD_F16 && w->dtype == SD_F16;
+    p.igemm = f16 && (mode && !strcmp(mode, "igemm") ? true : mode && !strcmp(mode, "im2col") ? false : w->ne[0] <= 128);
+    if (p.igemm)
         return p;
     size_t per_row = (size_t)(C * KH * KW * WO) * 2;
     if (!per_row)
@@ -425,8 +434,9 @@ static void cuda_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const 
     /* the col buffer is F16, so only w (and x on the pointwise path) must be F16 */
     if (!gemm_types(c, "conv2d", SD_F16, w->dtype, y->dtype, &tab, &tc))
         return;
-    if (b && !ck(c, sdk_fill_bias(c->stream, y->data, y->dtype, b->data, b->dtype, N * O * HWO, O * HWO, HWO),
-                 "conv2d bias"))
+    if (b && !p.igemm &&
+        !ck(c, sdk_fill_bias(c->stream, y->data, y->dtype, b->data, b->dtype, N * O * HWO, O * HWO, HWO),
+            "conv2d bias"))
         return;
     float beta = b ? 1.0f : 0.0f;
     size_t ys = sd_dtype_size(y->dtype);
@@ -443,6 +453,13 @@ static void cuda_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const 
         }
         gemm(c, "conv2d", false, false, HWO, O, C, 1.0f, x->data, HWO, C * HWO, w->data, C, 0, beta, y->data, HWO,
              O * HWO, N, tab, tc);
+        return;
+    }
+    if (p.igemm) { /* the bias is added in its epilogue */
+        ck(c,
+           sdk_conv2d_igemm(c->stream, y->data, y->dtype, x->data, w->data, b ? b->data : NULL, b ? b->dtype : 0, N,
+                            C, H, W, O, (int)KH, (int)KW, stride, pads[0], pads[1], HO, WO),
+           "conv2d (implicit GEMM)");
         return;
     }
     if (!scratch) {

@@ -46,6 +46,11 @@ cudaError_t sdk_fill_bias(cudaStream_t s, void *y, int ydt, const void *b, int b
 cudaError_t sdk_im2col(cudaStream_t s, void *col, const void *x, int xdt, int64_t img0, int64_t nimg, int64_t C,
                        int64_t H, int64_t W, int64_t KH, int64_t KW, int stride, int pad_top, int pad_left, int64_t WO,
                        int64_t r0, int64_t nr);
+/* conv2d as an implicit GEMM on tensor cores (no im2col buffer): x F16 [N,C,H,W], w F16 [O,C,KH,KW],
+ * bias (any float dtype, may be NULL) -> y [N,O,HO,WO] */
+cudaError_t sdk_conv2d_igemm(cudaStream_t s, void *y, int ydt, const void *x, const void *w, const void *bias, int bdt,
+                             int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int KH, int KW, int stride,
+                             int pad_top, int pad_left, int64_t HO, int64_t WO);
 /* x [N, C, S]: per (n, group of C/groups channels) mean/var over cpg*S values (fp64 sums), then
  * y = (x - mean) * rstd * gamma[c] + beta[c], optionally followed by SiLU. When N*groups < min_blocks
  * (e.g. 2 x the SM count) and the groups are large, each group is split over several blocks, whose

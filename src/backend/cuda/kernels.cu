@@ -204,6 +204,135 @@ extern "C" cudaError_t sdk_im2col(cudaStream_t s, void *col, const void *x, int 
     return cudaGetLastError();
 }
 
+static __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], const uint32_t b[2])
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* two floats as an f16x2 register: lo in the low half (the element with the smaller index) */
+static __device__ __forceinline__ uint32_t pack_h2(float lo, float hi)
+{
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *(uint32_t *)&h;
+}
+
+static __device__ __forceinline__ uint32_t pack_hh(__half lo, __half hi)
+{
+    __half2 h = __halves2half2(lo, hi);
+    return *(uint32_t *)&h;
+}
+
+/* ------------------------------------------------------------------ implicit-GEMM conv on tensor cores
+ * y[n, o, oh, ow] = bias[o] + sum_k w[o, k] * x_col[k, p], k = (c*KH + kh)*KW + kw (the weight's order),
+ * p = (n*HO + oh)*WO + ow over the whole batch; x_col is never stored: each block gathers its tile of it
+ * straight from x (zeros in the padding). Block: 4 warps, a tile of IG_BM = 64 output channels x IG_BN = 64
+ * pixels, k in steps of IG_BK = 32 through shared memory (As [64][40] weights, row = o; Bs [64][40] x_col,
+ * row = pixel: both give the fragments' k pairs as contiguous 32-bit words); warp (wm, wn) computes 32 x 32
+ * with mma.sync m16n8k16 (2 x 4 tiles), fp32 accumulation, bias in the epilogue. F16 x and w. */
+#define IG_BM 64
+#define IG_BN 64
+#define IG_BK 32
+#define IG_LD (IG_BK + 8)
+
+static __global__ void __launch_bounds__(128)
+    k_conv_igemm(void *y, int ydt, const __half *x, const __half *w, const void *bias, int bdt, int64_t N, int64_t C,
+                 int64_t H, int64_t W, int64_t O, int KH, int KW, int stride, int pt, int pl, int64_t HO, int64_t WO)
+{
+    __shared__ __half As[IG_BM * IG_LD];
+    __shared__ __half Bs[IG_BN * IG_LD];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, tg = lane & 3, wm = warp >> 1, wn = warp & 1;
+    const int64_t K = C * KH * KW, HWO = HO * WO, NP = N * HWO, KK = (int64_t)KH * KW;
+    const int64_t p0 = (int64_t)blockIdx.x * IG_BN, o0 = (int64_t)blockIdx.y * IG_BM;
+
+    float acc[2][4][4];
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++)
+            acc[mi][ni][0] = acc[mi][ni][1] = acc[mi][ni][2] = acc[mi][ni][3] = 0.0f;
+
+    for (int64_t k0 = 0; k0 < K; k0 += IG_BK) {
+        __syncthreads(); /* the previous tile is consumed */
+        for (int idx = tid; idx < IG_BM * IG_BK; idx += blockDim.x) { /* weights: k fastest (coalesced) */
+            int ml = idx / IG_BK, kl = idx % IG_BK;
+            int64_t o = o0 + ml, kk = k0 + kl;
+            As[ml * IG_LD + kl] = o < O && kk < K ? w[o * K + kk] : __float2half_rn(0.0f);
+        }
+        for (int idx = tid; idx < IG_BN * IG_BK; idx += blockDim.x) { /* x_col: pixel fastest (coalesced in ow) */
+            int kl = idx / IG_BN, pl_ = idx % IG_BN;
+            int64_t p = p0 + pl_, kk = k0 + kl;
+            __half v = __float2half_rn(0.0f);
+            if (p < NP && kk < K) {
+                int64_t img = p / HWO, rem = p % HWO, oh = rem / WO, ow = rem % WO;
+                int64_t c = kk / KK, r = kk % KK, kh = r / KW, kw = r % KW;
+                int64_t ih = oh * stride - pt + kh, iw = ow * stride - pl + kw;
+                if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                    v = x[((img * C + c) * H + ih) * W + iw];
+            }
+            Bs[pl_ * IG_LD + kl] = v;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int ks = 0; ks < IG_BK / 16; ks++) {
+            uint32_t a[2][4], b[4][2];
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++) { /* A (row = o, col = k): a0a1 (g, c), a2a3 (g+8, c), a4a5 (g, c+8), ... */
+                const __half *ar = As + (wm * 32 + mi * 16 + g) * IG_LD + ks * 16 + tg * 2;
+                a[mi][0] = *(const uint32_t *)ar;
+                a[mi][1] = *(const uint32_t *)(ar + 8 * IG_LD);
+                a[mi][2] = *(const uint32_t *)(ar + 8);
+                a[mi][3] = *(const uint32_t *)(ar + 8 * IG_LD + 8);
+            }
+#pragma unroll
+            for (int ni = 0; ni < 4; ni++) { /* B (k, n = pixel) = Bs[pixel][k] */
+                const __half *br = Bs + (wn * 32 + ni * 8 + g) * IG_LD + ks * 16 + tg * 2;
+                b[ni][0] = *(const uint32_t *)br;
+                b[ni][1] = *(const uint32_t *)(br + 8);
+            }
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                for (int ni = 0; ni < 4; ni++)
+                    mma16816(acc[mi][ni], a[mi], b[ni]);
+        }
+    }
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) { /* C: (row g + 8*(e>>1), col tg*2 + (e&1)) */
+                int64_t o = o0 + wm * 32 + mi * 16 + g + (e >> 1) * 8;
+                int64_t p = p0 + wn * 32 + ni * 8 + tg * 2 + (e & 1);
+                if (o >= O || p >= NP)
+                    continue;
+                int64_t img = p / HWO, rem = p % HWO;
+                float v = acc[mi][ni][e] + (bias ? ldf(bias, bdt, o) : 0.0f);
+                stf(y, ydt, (img * O + o) * HWO + rem, v);
+            }
+}
+
+extern "C" cudaError_t sdk_conv2d_igemm(cudaStream_t s, void *y, int ydt, const void *x, const void *w,
+                                        const void *bias, int bdt, int64_t N, int64_t C, int64_t H, int64_t W,
+                                        int64_t O, int KH, int KW, int stride, int pad_top, int pad_left, int64_t HO,
+                                        int64_t WO)
+{
+    int64_t NP = N * HO * WO;
+    if (NP <= 0 || O <= 0)
+        return cudaSuccess;
+    int64_t gx = (NP + IG_BN - 1) / IG_BN, gy = (O + IG_BM - 1) / IG_BM;
+    if (gx > 0x7fffffff || gy > 65535)
+        return cudaErrorInvalidConfiguration;
+    dim3 grid((unsigned)gx, (unsigned)gy);
+    k_conv_igemm<<<grid, 128, 0, s>>>(y, ydt, (const __half *)x, (const __half *)w, bias, bdt, N, C, H, W, O, KH, KW,
+                                      stride, pad_top, pad_left, HO, WO);
+    return cudaGetLastError();
+}
+
 /* ------------------------------------------------------------------ norms */
 
 /* one block per (n, group); two passes for the statistics (mean, then the sum
@@ -625,27 +754,6 @@ static cudaError_t launch_attention(cudaStream_t s, void *y, int ydt, const void
 #define FA_WARPS 4
 #define FA_BQ (16 * FA_WARPS)
 #define FA_BK 64
-
-static __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], const uint32_t b[2])
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-/* two floats as an f16x2 register: lo in the low half (the element with the smaller index) */
-static __device__ __forceinline__ uint32_t pack_h2(float lo, float hi)
-{
-    __half2 h = __floats2half2_rn(lo, hi);
-    return *(uint32_t *)&h;
-}
-
-static __device__ __forceinline__ uint32_t pack_hh(__half lo, __half hi)
-{
-    __half2 h = __halves2half2(lo, hi);
-    return *(uint32_t *)&h;
-}
 
 template <int KS> /* head dim padded: DP = 16 * KS */
 static __global__ void __launch_bounds__(FA_WARPS * 32)
