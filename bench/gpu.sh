@@ -22,6 +22,7 @@
 #   SD_GPU_SANITIZE=memcheck|racecheck|synccheck|initcheck  also run test_cuda_ops under compute-sanitizer
 #   SD_CUDA_TEST_FILTER=substr     only the op cases whose name contains substr (e.g. attn, conv)
 #   SD_GPU_BUILD=dir               build directory (default build-gpu)
+#   SD_GPU_ARCHS=90                CUDA architectures to build (default 90: H100/H200; CI builds 80;89;90)
 #
 # What it runs after the build: ctest -R cuda (op tests, test_cuda_models on the tiny models), `streamdiff
 # check --backend cuda tests/data/cases` (every model family against diffusers' references, fp16 tolerance),
@@ -105,7 +106,8 @@ command -v ninja >/dev/null && GEN=(-G Ninja)
 [ -f "$BUILD/CMakeCache.txt" ] && GEN=() # keep the generator of an existing build dir
 log "configure ($BUILD)"
 t0=$(date +%s)
-if cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DSD_CUDA=ON -DSD_FULL=OFF >"$LOGS/configure.log" 2>&1; then
+if cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DSD_CUDA=ON -DSD_FULL=OFF \
+    -DSD_CUDA_ARCHS="${SD_GPU_ARCHS:-90}" >"$LOGS/configure.log" 2>&1; then
   if grep -q "^CMAKE_CUDA_COMPILER:.*nvcc" "$BUILD/CMakeCache.txt"; then
     summary+=("configure: ok, with CUDA")
   else
