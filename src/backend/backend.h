@@ -98,6 +98,15 @@ typedef struct sd_backend_ops {
     void (*embedding)(sd_backend *be, sd_tensor *y, const sd_tensor *table, const sd_tensor *ids);
     void (*destroy)(sd_backend *be);
 
+    /* Page-locked host memory and queued copies (optional: NULL on the CPU, where plain memory and the
+     * synchronous upload/download serve). host_alloc'd memory makes copies DMA straight from/to it;
+     * upload_async/download_async queue a copy in order with the ops and return at once: the host memory
+     * (from host_alloc) must stay untouched until a later synchronize. */
+    void *(*host_alloc)(sd_backend *be, size_t bytes); /* NULL + sd_fail on error */
+    void (*host_free)(sd_backend *be, void *p);
+    sd_status (*upload_async)(sd_backend *be, void *dst, const void *host, size_t bytes);
+    sd_status (*download_async)(sd_backend *be, void *host, const void *src, size_t bytes);
+
     /* Graphs (optional: NULL on backends without them, the CPU). Between capture_begin and capture_end
      * the ops are recorded, not run; capture_end turns them into an executable graph that graph_launch
      * replays with the same pointers and scalars (so the arena layout and every host-side parameter of

@@ -74,6 +74,7 @@ typedef struct queue {
     int *freel, nfree;
     int *ring, head, count; /* waiting slot indices, oldest at head */
     int filling;     /* reserved by producers, not committed yet */
+    sd_backend *pinned; /* the slots are this backend's page-locked memory (fixed size), else NULL */
 } queue;
 
 typedef struct pending {
@@ -117,9 +118,12 @@ struct sd_stream_async {
 
 /* ---------------------------------------------------------------- queues */
 
-static sd_status queue_init(queue *q, int depth, size_t bytes, uint64_t *allocs)
+/* be: allocate the slots as page-locked memory when the backend has it (the slots the inference thread
+ * copies to and from the device), NULL: plain memory */
+static sd_status queue_init(queue *q, int depth, size_t bytes, uint64_t *allocs, sd_backend *be)
 {
     memset(q, 0, sizeof *q);
+    q->pinned = be && be->ops->host_alloc ? be : NULL;
     q->depth = depth;
     q->n = depth + 2;
     q->slots = sd_calloc((size_t)q->n, sizeof *q->slots);
@@ -130,7 +134,7 @@ static sd_status queue_init(queue *q, int depth, size_t bytes, uint64_t *allocs)
     for (int i = 0; i < q->n; i++) {
         q->freel[q->nfree++] = q->n - 1 - i;
         if (bytes) {
-            q->slots[i].buf = sd_aligned_alloc(bytes);
+            q->slots[i].buf = q->pinned ? q->pinned->ops->host_alloc(q->pinned, bytes) : sd_aligned_alloc(bytes);
             if (!q->slots[i].buf)
                 return SD_ERR_OUT_OF_MEMORY;
             q->slots[i].cap = bytes;
@@ -142,8 +146,12 @@ static sd_status queue_init(queue *q, int depth, size_t bytes, uint64_t *allocs)
 
 static void queue_free(queue *q)
 {
-    for (int i = 0; q->slots && i < q->n; i++)
-        sd_aligned_free(q->slots[i].buf);
+    for (int i = 0; q->slots && i < q->n; i++) {
+        if (q->pinned && q->slots[i].buf)
+            q->pinned->ops->host_free(q->pinned, q->slots[i].buf);
+        else
+            sd_aligned_free(q->slots[i].buf);
+    }
     free(q->slots);
     free(q->freel);
     free(q->ring);
@@ -387,12 +395,21 @@ static bool run_step(infer *f, int i1, const pending *e)
     double t0 = sd_time_now();
     sd_status st = SD_OK;
     s->in_u8 = false; /* the async input thread hands frames over as activations in img_in */
+    /* with pinned slots: the upload, the step and the download queue up in order, and one synchronize
+     * waits for all three (the slots are released only after it) */
+    bool queued = be->ops->upload_async && be->ops->download_async && a->q1.pinned && a->q2.pinned;
     if (src)
-        st = be->ops->upload(be, s->img_in.data, src, a->in_bytes);
+        st = queued ? be->ops->upload_async(be, s->img_in.data, src, a->in_bytes)
+                    : be->ops->upload(be, s->img_in.data, src, a->in_bytes);
     if (st == SD_OK)
         st = sd_stream_step(s, false, NULL, NULL);
     if (st == SD_OK && dst)
-        st = be->ops->download(be, dst, s->img_out.data, a->out_bytes);
+        st = queued ? be->ops->download_async(be, dst, s->img_out.data, a->out_bytes)
+                    : be->ops->download(be, dst, s->img_out.data, a->out_bytes);
+    if (queued) {
+        sd_status ss = be->ops->synchronize(be);
+        st = st == SD_OK ? ss : st;
+    }
     double ms = (sd_time_now() - t0) * 1e3;
     s->inference_ema_ms = s->inference_ema_ms > 0 ? 0.9 * s->inference_ema_ms + 0.1 * ms : ms;
     s->stats.inference_ms = s->inference_ema_ms;
@@ -597,13 +614,13 @@ static sd_status ensure_async(sd_stream *s, sd_stream_async **out)
     a->out_bytes = n * sd_dtype_size(s->img_out.dtype);
     a->rgb_bytes = n;
     int depth = s->p.queue_size;
-    st = queue_init(&a->q0, depth, 0, &a->slot_allocs);
+    st = queue_init(&a->q0, depth, 0, &a->slot_allocs, NULL);
     if (st == SD_OK)
-        st = queue_init(&a->q1, depth, a->in_bytes, &a->slot_allocs);
+        st = queue_init(&a->q1, depth, a->in_bytes, &a->slot_allocs, s->m->be);
     if (st == SD_OK)
-        st = queue_init(&a->q2, depth, a->out_bytes, &a->slot_allocs);
+        st = queue_init(&a->q2, depth, a->out_bytes, &a->slot_allocs, s->m->be);
     if (st == SD_OK)
-        st = queue_init(&a->q3, depth, a->rgb_bytes, &a->slot_allocs);
+        st = queue_init(&a->q3, depth, a->rgb_bytes, &a->slot_allocs, NULL);
     if (st == SD_OK)
         st = sd_rgb_alloc(&a->fit, s->W, s->H);
     if (st == SD_OK)

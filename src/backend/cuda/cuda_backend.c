@@ -719,6 +719,53 @@ static void cuda_embedding(sd_backend *be, sd_tensor *y, const sd_tensor *table,
        "embedding");
 }
 
+/* ------------------------------------------------------------------ pinned memory, queued copies */
+
+static void *cuda_host_alloc(sd_backend *be, size_t bytes)
+{
+    cuda_impl *c = IMPL(be);
+    if (!use_device(c))
+        return NULL;
+    void *p = NULL;
+    cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        sd_fail(SD_ERR_OUT_OF_MEMORY, "cuda backend: cudaHostAlloc of %zu KiB (pinned memory) failed: %s", bytes >> 10,
+                cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_host_free(sd_backend *be, void *p)
+{
+    cuda_impl *c = IMPL(be);
+    if (!p || !use_device(c))
+        return;
+    cudaStreamSynchronize(c->stream); /* a queued copy may still read or write it */
+    cudaFreeHost(p);
+}
+
+static sd_status cuda_upload_async(sd_backend *be, void *dst, const void *host, size_t bytes)
+{
+    cuda_impl *c = IMPL(be);
+    if (!live(c))
+        return sticky(c);
+    if (bytes)
+        ck(c, cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, c->stream), "upload (queued)");
+    return sticky(c);
+}
+
+static sd_status cuda_download_async(sd_backend *be, void *host, const void *src, size_t bytes)
+{
+    cuda_impl *c = IMPL(be);
+    if (!live(c))
+        return sticky(c);
+    if (bytes)
+        ck(c, cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, c->stream), "download (queued)");
+    return sticky(c);
+}
+
 /* ------------------------------------------------------------------ graphs */
 
 /* Relaxed capture: an unsafe API call elsewhere (the lazily allocated move() bounce buffer) does not
@@ -855,6 +902,10 @@ static const sd_backend_ops k_cuda_ops = {
     .timestep_embedding = cuda_timestep_embedding,
     .embedding = cuda_embedding,
     .destroy = cuda_destroy,
+    .host_alloc = cuda_host_alloc,
+    .host_free = cuda_host_free,
+    .upload_async = cuda_upload_async,
+    .download_async = cuda_download_async,
     .capture_begin = cuda_capture_begin,
     .capture_end = cuda_capture_end,
     .graph_launch = cuda_graph_launch,
