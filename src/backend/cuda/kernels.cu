@@ -338,6 +338,24 @@ extern "C" cudaError_t sdk_conv2d_igemm(cudaStream_t s, void *y, int ydt, const 
 /* one block per (n, group); two passes for the statistics (mean, then the sum
  * of squared deviations, both in fp64 like the CPU backend), a third to write.
  * Used when there are blocks enough for the GPU; else the split version below. */
+/* y[base + i] for i in [lo, hi) of a group whose first channel is c0: (x - mean) * rstd * gamma + beta
+ * (+ SiLU), with the mean as a float pair fm + fm_lo, as the CPU backend: the form
+ * x * sc + (beta - mean * sc) cancels catastrophically when |mean| >> std */
+static __device__ __forceinline__ void gn_write(void *y, int ydt, const void *x, int xdt, const void *gamma, int gdt,
+                                                const void *beta, int bdt, int64_t base, int64_t lo, int64_t hi,
+                                                int64_t c0, int64_t S, double mean, float rstd, int silu)
+{
+    float fm = (float)mean, fm_lo = (float)(mean - (double)fm);
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        int64_t c = c0 + i / S;
+        float sc = ldf(gamma, gdt, c) * rstd;
+        float v = ((ldf(x, xdt, base + i) - fm) - fm_lo) * sc + ldf(beta, bdt, c);
+        if (silu)
+            v = v / (1.0f + expf(-v));
+        stf(y, ydt, base + i, v);
+    }
+}
+
 static __global__ void __launch_bounds__(GN_THREADS)
     k_group_norm(void *y, int ydt, const void *x, int xdt, const void *gamma, int gdt, const void *beta, int bdt,
                  int64_t C, int64_t S, int groups, float eps, int silu)
@@ -360,17 +378,7 @@ static __global__ void __launch_bounds__(GN_THREADS)
     }
     double var = block_sum_d(sq, sh) / (double)cnt;
     float rstd = (float)(1.0 / sqrt(var + (double)eps));
-    /* the mean as a float pair fm + fm_lo and (x - mean) * sc + beta, as the CPU backend: the form
-     * x * sc + (beta - mean * sc) cancels catastrophically when |mean| >> std */
-    float fm = (float)mean, fm_lo = (float)(mean - (double)fm);
-    for (int64_t i = threadIdx.x; i < cnt; i += blockDim.x) {
-        int64_t c = g * cpg + i / S;
-        float sc = ldf(gamma, gdt, c) * rstd;
-        float v = ((ldf(x, xdt, base + i) - fm) - fm_lo) * sc + ldf(beta, bdt, c);
-        if (silu)
-            v = v / (1.0f + expf(-v));
-        stf(y, ydt, base + i, v);
-    }
+    gn_write(y, ydt, x, xdt, gamma, gdt, beta, bdt, base, 0, cnt, g * cpg, S, mean, rstd, silu);
 }
 
 /* Split groups: with few groups (batch 1: 32 blocks on a GPU of 132 SMs) each group is cut into `split`
@@ -430,15 +438,7 @@ static __global__ void __launch_bounds__(GN_THREADS)
     }
     double var = m2 / n;
     float rstd = (float)(1.0 / sqrt(var + (double)eps));
-    float fm = (float)mean, fm_lo = (float)(mean - (double)fm); /* as k_group_norm */
-    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-        int64_t c = g * cpg + i / S;
-        float sc = ldf(gamma, gdt, c) * rstd;
-        float v = ((ldf(x, xdt, base + i) - fm) - fm_lo) * sc + ldf(beta, bdt, c);
-        if (silu)
-            v = v / (1.0f + expf(-v));
-        stf(y, ydt, base + i, v);
-    }
+    gn_write(y, ydt, x, xdt, gamma, gdt, beta, bdt, base, lo, hi, g * cpg, S, mean, rstd, silu);
 }
 
 size_t sdk_group_norm_split(int64_t N, int64_t C, int64_t S, int groups, int min_blocks)
