@@ -817,7 +817,7 @@ sd_status sd_stream_run_prepared(sd_stream *s, bool *skipped)
     return st;
 }
 
-sd_status sd_stream_frame_to_chw(sd_stream *s, const sd_image *in, sd_image *scratch)
+sd_status sd_stream_take_frame(sd_stream *s, const sd_image *in, sd_image *scratch)
 {
     if (!in || !in->data || in->width <= 0 || in->height <= 0)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "empty input frame");
@@ -841,20 +841,6 @@ sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out)
     if (s->fbs != 1)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_img2img takes one frame; this stream has frame_buffer_size %d",
                        s->fbs);
-    sd_rgb tmp = {0};
-    sd_status st = SD_OK;
-    if (in->width == s->W && in->height == s->H) {
-        sd_rgb_to_chw(in, s->host_in);
-    } else {
-        /* resize into the output image's memory when it has the right size (no allocation) */
-        if (!out->data || out->width != s->W || out->height != s->H) {
-            sd_rgb_free(out);
-            SD_TRY(sd_rgb_alloc(out, s->W, s->H));
-        }
-        sd_rgb_fit_into(in, out);
-        sd_rgb_to_chw(out, s->host_in);
-    }
-    (void)tmp;
     pthread_mutex_lock(&s->engine);
     if (s->async) {
         pthread_mutex_unlock(&s->engine);
@@ -863,7 +849,11 @@ sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out)
     }
     bool skipped;
     s->stats.frames_in++;
-    st = sd_stream_run_prepared(s, &skipped);
+    /* the frame's bytes (resized into the output image's memory when needed: no allocation once it has the
+     * size; uploaded before the output overwrites it) */
+    sd_status st = sd_stream_take_frame(s, in, out);
+    if (st == SD_OK)
+        st = sd_stream_run_prepared(s, &skipped);
     if (st == SD_OK)
         st = sd_stream_output_image(s, out);
     if (st == SD_OK)

@@ -65,7 +65,7 @@ struct sd_stream {
     uint64_t kv_version;           /* bumped whenever the prompt K/V cache is recomputed */
     sd_stream_group *group;        /* the stream group it belongs to (stream_group.c), or NULL */
     uint64_t serial;               /* unique per stream in this process (graph cache keys) */
-    /* the frame to run as RGB bytes (sd_stream_frame_to_chw: the caller's image or the fitted copy, valid
+    /* the frame to run as RGB bytes (sd_stream_take_frame: the caller's image or the fitted copy, valid
      * until sd_stream_prepare_frame uploads it into img_in8); NULL: the frame is in host_in as floats */
     const uint8_t *frame8;
     bool in_u8;                    /* the step reads img_in8 (bytes, converted on the device), not img_in */
@@ -137,6 +137,6 @@ void sd_stream_record_inference(sd_stream *s, double t0);
  * converted there; host_in gets the [-1,1] floats only when the similarity
  * filter needs them. `in` and `scratch` must stay valid until then. Caller
  * holds s->engine or owns the stream exclusively. */
-sd_status sd_stream_frame_to_chw(sd_stream *s, const sd_image *in, sd_image *scratch);
+sd_status sd_stream_take_frame(sd_stream *s, const sd_image *in, sd_image *scratch);
 
 #endif

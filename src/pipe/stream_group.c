@@ -610,7 +610,7 @@ static sd_status run_frames(sd_stream_group *g, const char *fn)
         nframes++;
         if (g->fin[i]) {
             s->stats.frames_in++;
-            st = sd_stream_frame_to_chw(s, g->fin[i], g->fout[i]);
+            st = sd_stream_take_frame(s, g->fin[i], g->fout[i]);
             if (st == SD_OK)
                 st = sd_stream_prepare_frame(s, &skipped);
         } else {
