@@ -434,6 +434,21 @@ static void cuda_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const 
     /* the col buffer is F16, so only w (and x on the pointwise path) must be F16 */
     if (!gemm_types(c, "conv2d", SD_F16, w->dtype, y->dtype, &tab, &tc))
         return;
+    /* plan_conv cannot see stride/pads: output (oh, ow) reads x (oh*stride - top, ow*stride - left), which is
+     * x (oh, ow) only without top/left padding and with stride 1 (or a single output row/column). A 1x1 conv
+     * that keeps its size otherwise (e.g. 2x2 input, pads 1, stride 2) got no im2col scratch: the implicit
+     * GEMM, which needs none, does it (x is F16 on the pointwise path). */
+    if (p.pointwise && (pads[0] || pads[1] || (stride != 1 && (HO > 1 || WO > 1)))) {
+        if (w->dtype != SD_F16) {
+            set_error(c, SD_ERR_BACKEND,
+                      "cuda backend: conv2d: a 1x1 kernel with stride %d and pads %d,%d,%d,%d that keeps the size "
+                      "%lldx%lld needs F16 weights, got %s",
+                      stride, pads[0], pads[1], pads[2], pads[3], (long long)HO, (long long)WO, dtname(w->dtype));
+            return;
+        }
+        p.pointwise = false;
+        p.igemm = true;
+    }
     if (b && !p.igemm &&
         !ck(c, sdk_fill_bias(c->stream, y->data, y->dtype, b->data, b->dtype, N * O * HWO, O * HWO, HWO),
             "conv2d bias"))
@@ -441,16 +456,6 @@ static void cuda_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const 
     float beta = b ? 1.0f : 0.0f;
     size_t ys = sd_dtype_size(y->dtype);
     if (p.pointwise) {
-        /* plan_conv cannot see stride/pads: output (oh, ow) reads x (oh*stride - top, ow*stride - left), which
-         * is x (oh, ow) only without top/left padding and with stride 1 (or a single output row/column). A 1x1
-         * conv that keeps its size otherwise (e.g. 2x2 input, pads 1, stride 2) got no im2col scratch. */
-        if (pads[0] || pads[1] || (stride != 1 && (HO > 1 || WO > 1))) {
-            set_error(c, SD_ERR_BACKEND,
-                      "cuda backend: conv2d: a 1x1 kernel with stride %d and pads %d,%d,%d,%d that keeps the size "
-                      "%lldx%lld is not supported",
-                      stride, pads[0], pads[1], pads[2], pads[3], (long long)HO, (long long)WO);
-            return;
-        }
         gemm(c, "conv2d", false, false, HWO, O, C, 1.0f, x->data, HWO, C * HWO, w->data, C, 0, beta, y->data, HWO,
              O * HWO, N, tab, tc);
         return;
@@ -751,7 +756,9 @@ static sd_status cuda_upload_async(sd_backend *be, void *dst, const void *host, 
     cuda_impl *c = IMPL(be);
     if (!live(c))
         return sticky(c);
-    if (bytes)
+    if (c->capturing) /* it would be recorded into the graph and replayed with it: fail the capture instead */
+        set_error(c, SD_ERR_INTERNAL, "cuda backend: upload_async while capturing a graph");
+    else if (bytes)
         ck(c, cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, c->stream), "upload (queued)");
     return sticky(c);
 }
@@ -761,7 +768,9 @@ static sd_status cuda_download_async(sd_backend *be, void *host, const void *src
     cuda_impl *c = IMPL(be);
     if (!live(c))
         return sticky(c);
-    if (bytes)
+    if (c->capturing)
+        set_error(c, SD_ERR_INTERNAL, "cuda backend: download_async while capturing a graph");
+    else if (bytes)
         ck(c, cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, c->stream), "download (queued)");
     return sticky(c);
 }

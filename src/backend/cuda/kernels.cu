@@ -216,13 +216,17 @@ static __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4],
 static __device__ __forceinline__ uint32_t pack_h2(float lo, float hi)
 {
     __half2 h = __floats2half2_rn(lo, hi);
-    return *(uint32_t *)&h;
+    uint32_t u;
+    memcpy(&u, &h, sizeof u); /* not *(uint32_t *)&h: no type punning through a pointer */
+    return u;
 }
 
 static __device__ __forceinline__ uint32_t pack_hh(__half lo, __half hi)
 {
     __half2 h = __halves2half2(lo, hi);
-    return *(uint32_t *)&h;
+    uint32_t u;
+    memcpy(&u, &h, sizeof u);
+    return u;
 }
 
 /* ------------------------------------------------------------------ implicit-GEMM conv on tensor cores
@@ -236,17 +240,31 @@ static __device__ __forceinline__ uint32_t pack_hh(__half lo, __half hi)
 #define IG_BN 64
 #define IG_BK 32
 #define IG_LD (IG_BK + 8)
+#define IG_THREADS 128 /* 4 warps: the kernel's loops assume exactly this block size */
 
-static __global__ void __launch_bounds__(128)
+static __global__ void __launch_bounds__(IG_THREADS)
     k_conv_igemm(void *y, int ydt, const __half *x, const __half *w, const void *bias, int bdt, int64_t N, int64_t C,
                  int64_t H, int64_t W, int64_t O, int KH, int KW, int stride, int pt, int pl, int64_t HO, int64_t WO)
 {
-    __shared__ __half As[IG_BM * IG_LD];
-    __shared__ __half Bs[IG_BN * IG_LD];
+    __shared__ __align__(16) __half As[IG_BM * IG_LD]; /* 32-bit fragment reads: 4-byte aligned */
+    __shared__ __align__(16) __half Bs[IG_BN * IG_LD];
+    __shared__ int64_t koff[IG_BK]; /* the tile's k = (c*KH + kh)*KW + kw as (c*H + kh)*W + kw, and kh, kw */
+    __shared__ int kkh[IG_BK], kkw[IG_BK];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, tg = lane & 3, wm = warp >> 1, wn = warp & 1;
     const int64_t K = C * KH * KW, HWO = HO * WO, NP = N * HWO, KK = (int64_t)KH * KW;
     const int64_t p0 = (int64_t)blockIdx.x * IG_BN, o0 = (int64_t)blockIdx.y * IG_BM;
+    /* this thread's pixel of the x_col tile (the same for every k step): pixel tid % IG_BN, k rows
+     * tid / IG_BN + j * (IG_THREADS / IG_BN); its window's top-left corner ih0, iw0 and x offset xb */
+    const int bcol = tid % IG_BN;
+    const int64_t pp = p0 + bcol;
+    int64_t ih0 = 0, iw0 = 0, xb = 0;
+    if (pp < NP) {
+        int64_t img = pp / HWO, rem = pp % HWO, oh = rem / WO, ow = rem % WO;
+        ih0 = oh * stride - pt;
+        iw0 = ow * stride - pl;
+        xb = img * C * H * W + ih0 * W + iw0;
+    }
 
     float acc[2][4][4];
 #pragma unroll
@@ -256,24 +274,35 @@ static __global__ void __launch_bounds__(128)
             acc[mi][ni][0] = acc[mi][ni][1] = acc[mi][ni][2] = acc[mi][ni][3] = 0.0f;
 
     for (int64_t k0 = 0; k0 < K; k0 += IG_BK) {
-        __syncthreads(); /* the previous tile is consumed */
+        __syncthreads(); /* the previous tile (and k table) is consumed */
+        if (tid < IG_BK) { /* the k table: one division chain per k, not per element */
+            int64_t kk = k0 + tid;
+            if (kk < K) {
+                int64_t c = kk / KK, r = kk % KK, kh = r / KW, kw = r % KW;
+                koff[tid] = (c * H + kh) * W + kw;
+                kkh[tid] = (int)kh;
+                kkw[tid] = (int)kw;
+            } else { /* past K: ih = ih0 - 2^31 < 0 (ih0 = oh * stride - pt < 2^31), so zeros */
+                koff[tid] = 0;
+                kkh[tid] = -0x7fffffff - 1;
+                kkw[tid] = 0;
+            }
+        }
         for (int idx = tid; idx < IG_BM * IG_BK; idx += blockDim.x) { /* weights: k fastest (coalesced) */
             int ml = idx / IG_BK, kl = idx % IG_BK;
             int64_t o = o0 + ml, kk = k0 + kl;
             As[ml * IG_LD + kl] = o < O && kk < K ? w[o * K + kk] : __float2half_rn(0.0f);
         }
-        for (int idx = tid; idx < IG_BN * IG_BK; idx += blockDim.x) { /* x_col: pixel fastest (coalesced in ow) */
-            int kl = idx / IG_BN, pl_ = idx % IG_BN;
-            int64_t p = p0 + pl_, kk = k0 + kl;
+        __syncthreads(); /* the k table is visible */
+#pragma unroll 4
+        for (int kl = tid / IG_BN; kl < IG_BK; kl += IG_THREADS / IG_BN) { /* x_col: pixel fastest (coalesced) */
             __half v = __float2half_rn(0.0f);
-            if (p < NP && kk < K) {
-                int64_t img = p / HWO, rem = p % HWO, oh = rem / WO, ow = rem % WO;
-                int64_t c = kk / KK, r = kk % KK, kh = r / KW, kw = r % KW;
-                int64_t ih = oh * stride - pt + kh, iw = ow * stride - pl + kw;
+            if (pp < NP) {
+                int64_t ih = ih0 + kkh[kl], iw = iw0 + kkw[kl];
                 if (ih >= 0 && ih < H && iw >= 0 && iw < W)
-                    v = x[((img * C + c) * H + ih) * W + iw];
+                    v = x[xb + koff[kl]];
             }
-            Bs[pl_ * IG_LD + kl] = v;
+            Bs[bcol * IG_LD + kl] = v;
         }
         __syncthreads();
 #pragma unroll
@@ -328,8 +357,8 @@ extern "C" cudaError_t sdk_conv2d_igemm(cudaStream_t s, void *y, int ydt, const 
     if (gx > 0x7fffffff || gy > 65535)
         return cudaErrorInvalidConfiguration;
     dim3 grid((unsigned)gx, (unsigned)gy);
-    k_conv_igemm<<<grid, 128, 0, s>>>(y, ydt, (const __half *)x, (const __half *)w, bias, bdt, N, C, H, W, O, KH, KW,
-                                      stride, pad_top, pad_left, HO, WO);
+    k_conv_igemm<<<grid, IG_THREADS, 0, s>>>(y, ydt, (const __half *)x, (const __half *)w, bias, bdt, N, C, H, W, O,
+                                             KH, KW, stride, pad_top, pad_left, HO, WO);
     return cudaGetLastError();
 }
 
@@ -761,8 +790,8 @@ static __global__ void __launch_bounds__(FA_WARPS * 32)
                int Nk, int H, int d, float scale, int causal)
 {
     const int DP = 16 * KS, SK = DP + 8;
-    __shared__ __half Ks[FA_BK * (16 * KS + 8)];
-    __shared__ __half Vs[FA_BK * (16 * KS + 8)];
+    __shared__ __align__(16) __half Ks[FA_BK * (16 * KS + 8)]; /* 32-bit fragment reads: 4-byte aligned */
+    __shared__ __align__(16) __half Vs[FA_BK * (16 * KS + 8)];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, tg = lane & 3;
     const int64_t bh = blockIdx.y, b = bh / H, h = bh % H;
