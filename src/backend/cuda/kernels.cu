@@ -826,18 +826,37 @@ static __global__ void __launch_bounds__(FA_WARPS * 32)
         int qlast = min((int)(blockIdx.x * FA_BQ + FA_BQ), Nq);
         kend = min(Nk, qlast);
     }
+    /* F16 K and V with rows of whole 16-byte vectors (SD: d and H*d multiples of 8) load 8 halves at a time;
+     * the shared rows (SK halves: 2 * DP + 16 bytes) and the vectors' offsets are 16-byte aligned */
+    const bool vec = kdt == SDK_F16 && vdt == SDK_F16 && d % 8 == 0 && HD % 8 == 0 && ((uintptr_t)k & 15) == 0 &&
+                     ((uintptr_t)v & 15) == 0;
     for (int kt = 0; kt < kend; kt += FA_BK) {
         __syncthreads(); /* the previous tile is consumed */
-        for (int idx = tid; idx < FA_BK * DP; idx += blockDim.x) {
-            int jj = idx / DP, t = idx % DP, j = kt + jj;
-            float kv = 0.0f, vv = 0.0f; /* zeros past Nk and d: 0 * 0, never NaN */
-            if (j < Nk && t < d) {
-                int64_t off = ((int64_t)b * Nk + j) * HD + h * d + t;
-                kv = ldf(k, kdt, off);
-                vv = ldf(v, vdt, off);
+        if (vec) {
+            const int VPR = DP / 8; /* vectors per shared row */
+            for (int idx = tid; idx < FA_BK * VPR; idx += blockDim.x) {
+                int jj = idx / VPR, t = (idx % VPR) * 8, j = kt + jj;
+                uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0); /* zeros past Nk and d */
+                if (j < Nk && t < d) {
+                    int64_t off = ((int64_t)b * Nk + j) * HD + h * d + t;
+                    kv = *(const uint4 *)((const __half *)k + off);
+                    vv = *(const uint4 *)((const __half *)v + off);
+                }
+                *(uint4 *)(Ks + jj * SK + t) = kv;
+                *(uint4 *)(Vs + jj * SK + t) = vv;
             }
-            Ks[jj * SK + t] = __float2half_rn(kv);
-            Vs[jj * SK + t] = __float2half_rn(vv);
+        } else {
+            for (int idx = tid; idx < FA_BK * DP; idx += blockDim.x) {
+                int jj = idx / DP, t = idx % DP, j = kt + jj;
+                float kv = 0.0f, vv = 0.0f; /* zeros past Nk and d: 0 * 0, never NaN */
+                if (j < Nk && t < d) {
+                    int64_t off = ((int64_t)b * Nk + j) * HD + h * d + t;
+                    kv = ldf(k, kdt, off);
+                    vv = ldf(v, vdt, off);
+                }
+                Ks[jj * SK + t] = __float2half_rn(kv);
+                Vs[jj * SK + t] = __float2half_rn(vv);
+            }
         }
         __syncthreads();
 
