@@ -205,6 +205,11 @@ if [ -x "$GEN" ] && [ "${SD_GPU_SKIP_FULLSIZE:-0}" != 1 ]; then
     --size 512 --t-index 32,45 --cfg-type self --modes img2img --frames 100 --warmup 10 \
     --json "$LOGS/stream_2step.json" >"$LOGS/stream_2step.log" 2>&1
   cat "$LOGS/stream_2step.log"
+  log "the same 1-step img2img without graphs (what the graph saves)"
+  timeout 300 "$BUILD/streamdiff" bench stream -m "$MODELS_DIR/sd-turbo" --taesd "$MODELS_DIR/taesd" --backend cuda \
+    --size 512 --t-index 35 --cfg-type none --modes img2img --frames 100 --warmup 10 --no-graphs \
+    --json "$LOGS/stream_nographs.json" >"$LOGS/stream_nographs.log" 2>&1
+  grep -E "^[0-9]+x[0-9]+ " "$LOGS/stream_nographs.log"
 
   log "StreamDiffusion itself on the same model, settings and GPU (PyPI streamdiffusion, fp16, SDPA, TAESD)"
   PYTHONUNBUFFERED=1 timeout 600 python3 bench/streamdiffusion_ref.py --model "$MODELS_DIR/sd-turbo" \

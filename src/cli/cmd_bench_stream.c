@@ -86,6 +86,7 @@ static void usage(FILE *f)
             "      --cfg-type T        none | full | self | initialize (default: self)\n"
             "      --guidance G        default 1.2\n"
             "      --no-denoising-batch sequential steps instead of the stream batch\n"
+            "      --no-graphs         run the ops one by one instead of replaying a captured graph (CUDA)\n"
             "      --backend cpu|cuda  default cpu\n"
             "  -t, --threads N         CPU threads, 0 = all cores (default: 0)\n"
             "      --json FILE         also write the results as JSON\n"
@@ -126,6 +127,10 @@ static int parse(int argc, char **argv, bopts *o)
         }
         if (!strcmp(a, "--no-denoising-batch")) {
             o->sp.use_denoising_batch = false;
+            continue;
+        }
+        if (!strcmp(a, "--no-graphs")) {
+            o->sp.use_graphs = false;
             continue;
         }
         static const char *vals[] = {"-m", "--model", "--taesd", "--size", "-W", "--width", "-H", "--height",
@@ -471,6 +476,7 @@ static void write_json(const bopts *o, const sd_model_info *info, const bresult 
     cJSON_AddStringToObject(cf, "cfg_type", cli_cfg_type_name(o->sp.cfg_type));
     cJSON_AddNumberToObject(cf, "guidance_scale", o->sp.guidance_scale);
     cJSON_AddBoolToObject(cf, "use_denoising_batch", o->sp.use_denoising_batch);
+    cJSON_AddBoolToObject(cf, "use_graphs", o->sp.use_graphs);
     cJSON_AddNumberToObject(cf, "frames", o->frames);
     cJSON_AddNumberToObject(cf, "warmup", o->warmup);
     cJSON *arr = cJSON_AddArrayToObject(root, "results");
@@ -558,6 +564,8 @@ int cli_bench_stream(int argc, char **argv)
            o.backend == SD_BACKEND_CUDA ? "cuda" : "cpu", o.threads, sysconf(_SC_NPROCESSORS_ONLN), tl,
            cli_cfg_type_name(o.sp.cfg_type), (double)o.sp.guidance_scale,
            o.sp.use_denoising_batch ? "stream batch" : "sequential", o.frames, o.warmup);
+    if (o.backend == SD_BACKEND_CUDA)
+        printf("graphs: %s\n\n", o.sp.use_graphs ? "on (the step is captured once and replayed)" : "off (--no-graphs)");
     if (o.mode_sync || o.mode_async || o.mode_txt)
         printf("%-10s %-14s %7s %9s %30s %10s\n", "size", "mode", "frames", "fps", "latency ms mean/p50/p90/min",
                "step ms");
