@@ -218,6 +218,16 @@ static void compare_model(const char *dir, const char *taesd, int size, const ch
 
 static bool tiny_paths(char *mp, char *tp, size_t n);
 
+/* skips a GPU test without a GPU or without the tiny models */
+#define NEED_GPU_AND_TINY()                                                                                          \
+    do {                                                                                                             \
+        char mp_[1024], tp_[1024];                                                                                   \
+        if (!g_have_gpu)                                                                                             \
+            SKIP("no CUDA GPU (%s)", g_why);                                                                         \
+        if (!tiny_paths(mp_, tp_, sizeof mp_))                                                                       \
+            SKIP("tiny models not found (set SD_TEST_DATA)");                                                        \
+    } while (0)
+
 /* The tiny model + TAESD on the GPU (NULL after a failed CHECK). */
 static sd_model *tiny_gpu_model(void)
 {
@@ -398,11 +408,7 @@ TEST(stream_graph_replay)
  * batched GEMMs pick other kernels); members that skip ticks change the make-up. */
 TEST(group_graph_replay)
 {
-    if (!g_have_gpu)
-        SKIP("no CUDA GPU (%s)", g_why);
-    char mp[1024], tp[1024];
-    if (!tiny_paths(mp, tp, sizeof mp))
-        SKIP("tiny models not found (set SD_TEST_DATA)");
+    NEED_GPU_AND_TINY();
     sd_model *gpu = tiny_gpu_model();
     if (!gpu)
         return;
@@ -467,11 +473,7 @@ TEST(group_graph_replay)
  * byte (the same fp32 expressions and fp16 rounding on both paths: 0 expected). */
 TEST(async_pipeline_on_gpu)
 {
-    if (!g_have_gpu)
-        SKIP("no CUDA GPU (%s)", g_why);
-    char mp[1024], tp[1024];
-    if (!tiny_paths(mp, tp, sizeof mp))
-        SKIP("tiny models not found (set SD_TEST_DATA)");
+    NEED_GPU_AND_TINY();
     sd_model *gpu = tiny_gpu_model();
     if (!gpu)
         return;
