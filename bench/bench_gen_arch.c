@@ -194,17 +194,10 @@ static sd_status copy_file(const char *from, const char *to)
     return st;
 }
 
-static sd_status make_dir(const char *p)
-{
-    if (mkdir(p, 0755) && errno != EEXIST)
-        return sd_fail(SD_ERR_IO, "cannot create the folder %s: %s", p, strerror(errno));
-    return SD_OK;
-}
-
 /* One folder: config + weights (when tensors.txt is there), other files copied, sub-folders recursed. */
 static sd_status gen_dir(const char *src, const char *dst, const char *comp, uint64_t seed)
 {
-    SD_TRY(make_dir(dst));
+    SD_TRY(sd_make_dir(dst));
     DIR *d = opendir(src);
     if (!d)
         return sd_fail(SD_ERR_IO, "cannot open the architecture folder %s: %s", src, strerror(errno));

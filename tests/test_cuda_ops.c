@@ -488,7 +488,7 @@ TEST(cuda_norms)
         {.name = "group_norm SD 320ch 64^2 off 3", .build = b_group_norm, .n_in = 3,
          .in = {ACTA(1, 3, 1, 320, 64, 64), PRM(SD_F32, 320), PRM(SD_F32, 320)}, .ia = 32, .fa = 1e-6f,
          .ba = true},
-        /* few large groups: split over several blocks (sdk_group_norm_split), uneven last chunk, offset 5 */
+        /* few large groups: split over several blocks (sdk_group_norm), uneven last chunk, offset 5 */
         {.name = "group_norm split, uneven chunks", .build = b_group_norm, .n_in = 3,
          .in = {ACTA(2, 5, 1, 32, 10003), PRM(SD_F32, 32), PRM(SD_F32, 32)}, .ia = 32, .fa = 1e-5f, .ba = true},
         {.name = "group_norm split, 2 rows, VAE 128ch 96^2", .build = b_group_norm, .n_in = 3,

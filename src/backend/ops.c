@@ -84,6 +84,28 @@ void sd_ctx_free(sd_ctx *ctx)
     ctx->cap = ctx->off = 0;
 }
 
+sd_status sd_ctx_capture(sd_ctx *ctx, void (*record)(sd_ctx *ctx, void *user), void *user, void **graph)
+{
+    sd_backend *be = ctx->be;
+    *graph = NULL;
+    if (!be->ops->capture_begin)
+        return sd_fail(SD_ERR_UNSUPPORTED, "the %s backend has no graphs", be->ops->name);
+    size_t mark = sd_mark(ctx);
+    SD_TRY(be->ops->capture_begin(be));
+    record(ctx, user);
+    sd_status st = be->ops->capture_end(be, graph);
+    if (st == SD_OK && !sd_ok(ctx))
+        st = ctx->status;
+    if (st != SD_OK) {
+        if (*graph)
+            be->ops->graph_free(be, *graph);
+        *graph = NULL;
+        ctx->status = SD_OK;
+        sd_release(ctx, mark);
+    }
+    return st;
+}
+
 void sd_ctx_reset(sd_ctx *ctx)
 {
     ctx->off = 0;

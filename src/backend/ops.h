@@ -36,6 +36,10 @@ typedef struct sd_ctx {
 void sd_ctx_init_plan(sd_ctx *ctx, sd_backend *be);
 /* Allocates `bytes` of backend memory for the arena. */
 sd_status sd_ctx_init(sd_ctx *ctx, sd_backend *be, size_t bytes);
+/* Records what `record` issues on ctx into an executable graph (backends with graphs; the ops are
+ * recorded, not run): *graph, or NULL and an error when the backend has none, or the capture or an op
+ * failed; then ctx's status and arena top are as before, so the caller can run the ops eagerly. */
+sd_status sd_ctx_capture(sd_ctx *ctx, void (*record)(sd_ctx *ctx, void *user), void *user, void **graph);
 void sd_ctx_free(sd_ctx *ctx);
 void sd_ctx_reset(sd_ctx *ctx); /* empty the arena, clear the error */
 bool sd_ok(const sd_ctx *ctx);

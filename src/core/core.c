@@ -122,6 +122,15 @@ char *sd_path_join(const char *a, const char *b)
     return p;
 }
 
+sd_status sd_make_dir(const char *path)
+{
+    if (sd_dir_exists(path))
+        return SD_OK;
+    if (mkdir(path, 0777) != 0 && errno != EEXIST)
+        return sd_fail(SD_ERR_IO, "%s: cannot create the folder: %s", path, strerror(errno));
+    return SD_OK;
+}
+
 bool sd_file_exists(const char *path)
 {
     struct stat st;

@@ -33,6 +33,8 @@ bool sd_mul_overflow(size_t a, size_t b, size_t *out);
 sd_status sd_read_file(const char *path, size_t max_bytes, char **data, size_t *len);
 sd_status sd_write_file(const char *path, const void *data, size_t len);
 bool sd_file_exists(const char *path);
+/* Creates the folder `path` (its parent must exist); an existing folder is fine. */
+sd_status sd_make_dir(const char *path);
 bool sd_dir_exists(const char *path);
 /* Joins path components with '/', result malloc'd (NULL on OOM). */
 char *sd_path_join(const char *a, const char *b);

@@ -304,15 +304,6 @@ struct sd_video_sink {
     const char *codec;
 };
 
-static sd_status mkdir_one(const char *path)
-{
-    if (sd_dir_exists(path))
-        return SD_OK;
-    if (mkdir(path, 0777) != 0 && errno != EEXIST)
-        return sd_fail(SD_ERR_IO, "%s: cannot create the output folder: %s", path, strerror(errno));
-    return SD_OK;
-}
-
 static enum AVPixelFormat pick_pix_fmt(const AVCodec *c)
 {
     if (!c->pix_fmts)
@@ -428,7 +419,7 @@ sd_status sd_video_sink_open(const char *path, int width, int height, double fps
     sd_status st = v->path ? SD_OK : SD_ERR_OUT_OF_MEMORY;
     if (st == SD_OK && v->folder) {
         v->codec = "png";
-        st = mkdir_one(path);
+        st = sd_make_dir(path);
     } else if (st == SD_OK) {
         st = open_encoder(v, fps > 0 ? fps : 30.0);
     }

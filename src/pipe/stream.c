@@ -394,7 +394,7 @@ static void step_sequential(sd_stream *s, sd_ctx *ctx, sd_tensor xn)
 
 /* ---------------------------------------------------------------- graphs */
 
-bool sd_stream_graph_matches(const sd_stream *s, const struct sd_stream_graph *g)
+static bool graph_matches(const sd_stream *s, const struct sd_stream_graph *g)
 {
     return g->exec && g->guidance == s->guidance && g->delta == s->p.delta &&
            g->weights_version == s->m->weights_version;
@@ -409,6 +409,17 @@ static void graphs_free(sd_stream *s)
         }
 }
 
+typedef struct step_rec {
+    sd_stream *s;
+    bool use_latent;
+} step_rec;
+
+static void record_step(sd_ctx *ctx, void *user)
+{
+    step_rec *r = user;
+    step_batch(r->s, ctx, r->use_latent ? r->s->x_in : encode_frame(r->s, ctx));
+}
+
 /* The step as a replayed graph: captured on first use (and again when guidance, delta or the weights
  * changed; the prompt K/V are updated in place, so a prompt change needs no capture). Only for the
  * stream batch with TAESD or a latent input: those steps have no host work between their ops. Returns
@@ -417,33 +428,20 @@ static sd_status step_graph(sd_stream *s, bool use_latent)
 {
     sd_backend *be = s->m->be;
     struct sd_stream_graph *g = &s->graph[use_latent ? 2 : s->in_u8 ? 1 : 0];
-    if (g->exec && !sd_stream_graph_matches(s, g)) {
+    if (g->exec && !graph_matches(s, g)) {
         be->ops->graph_free(be, g->exec);
         g->exec = NULL;
     }
     if (!g->exec) {
-        sd_ctx *ctx = &s->ctx;
-        sd_ctx_reset(ctx);
-        sd_status st = be->ops->capture_begin(be);
-        if (st == SD_OK) {
-            sd_tensor xn = use_latent ? s->x_in : encode_frame(s, ctx);
-            step_batch(s, ctx, xn);
-            void *exec = NULL;
-            st = be->ops->capture_end(be, &exec);
-            if (st == SD_OK && !sd_ok(ctx))
-                st = ctx->status;
-            if (st == SD_OK) {
-                *g = (struct sd_stream_graph){exec, s->guidance, s->p.delta, s->m->weights_version};
-            } else if (exec) {
-                be->ops->graph_free(be, exec);
-            }
-        }
-        if (st != SD_OK) {
+        sd_ctx_reset(&s->ctx);
+        void *exec;
+        if (sd_ctx_capture(&s->ctx, record_step, &(step_rec){s, use_latent}, &exec) != SD_OK) {
             fprintf(stderr, "streamdiff: stream step graph not used (%s); running the ops one by one\n",
                     sd_last_error());
             s->graphs_off = true;
             return SD_ERR_UNSUPPORTED;
         }
+        *g = (struct sd_stream_graph){exec, s->guidance, s->p.delta, s->m->weights_version};
     }
     return be->ops->graph_launch(be, g->exec);
 }

@@ -80,8 +80,6 @@ struct sd_stream {
     bool graphs_off;               /* a capture failed once: eager from then on */
 };
 
-/* True when a graph captured for s (with sd_stream_graph_matches) can stand for its step now. */
-bool sd_stream_graph_matches(const sd_stream *s, const struct sd_stream_graph *g);
 
 /* One stream step on the frame(s) in s->img_in (img2img) or on the latent in
  * s->x_in (txt2img: use_latent = true). The result image is left in

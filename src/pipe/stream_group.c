@@ -471,6 +471,17 @@ sd_status sd_stream_group_get_stats(const sd_stream_group *g, int index, sd_stre
 /* The batched UNet call on xin/tt (already filled) as a replayed graph of that many rows, captured on
  * first use; *eps: its output. SD_ERR_UNSUPPORTED (graphs_off set): the capture failed, run it eagerly.
  * uctx holds just the input (tick_pre), so the capture sees the arena exactly as every later replay. */
+typedef struct unet_rec {
+    sd_stream_group *g;
+    sd_tensor xin, tt, out;
+} unet_rec;
+
+static void record_unet(sd_ctx *uctx, void *user)
+{
+    unet_rec *r = user;
+    r->out = sd_unet_forward(uctx, r->g->m->unet, r->xin, r->tt, (sd_tensor){0}, NULL, r->g->kv);
+}
+
 static sd_status unet_graph_run(sd_stream_group *g, sd_tensor xin, sd_tensor tt, sd_tensor *eps)
 {
     sd_backend *be = g->m->be;
@@ -489,28 +500,15 @@ static sd_status unet_graph_run(sd_stream_group *g, sd_tensor xin, sd_tensor tt,
             be->ops->graph_free(be, e->exec);
             e->exec = NULL;
         }
-        size_t mark = sd_mark(&g->uctx);
-        sd_status st = be->ops->capture_begin(be);
-        sd_tensor out = {0};
-        if (st == SD_OK) {
-            out = sd_unet_forward(&g->uctx, g->m->unet, xin, tt, (sd_tensor){0}, NULL, g->kv);
-            void *exec = NULL;
-            st = be->ops->capture_end(be, &exec);
-            if (st == SD_OK && !sd_ok(&g->uctx))
-                st = g->uctx.status;
-            if (st == SD_OK)
-                *e = (unet_graph){exec, rows, g->m->weights_version, out, 0};
-            else if (exec)
-                be->ops->graph_free(be, exec);
-        }
-        if (st != SD_OK) {
+        unet_rec r = {g, xin, tt, {0}};
+        void *exec;
+        if (sd_ctx_capture(&g->uctx, record_unet, &r, &exec) != SD_OK) {
             fprintf(stderr, "streamdiff: stream group UNet graph not used (%s); running the ops one by one\n",
                     sd_last_error());
             g->graphs_off = true;
-            g->uctx.status = SD_OK;
-            sd_release(&g->uctx, mark);
             return SD_ERR_UNSUPPORTED;
         }
+        *e = (unet_graph){exec, rows, g->m->weights_version, r.out, 0};
     }
     e->used = ++g->graph_clock;
     *eps = e->eps;

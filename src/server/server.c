@@ -308,7 +308,7 @@ typedef struct result {
     bool run, txt;     /* a frame to run (prepare/decode -> run), txt2img */
     int batch;         /* frames in the engine call that ran it (1: alone) */
     sd_status st;      /* of the stream step */
-    uint64_t skipped0; /* the stream's frames_skipped before the step */
+    uint64_t skipped0; /* img2img: the stream's frames_skipped before the step */
     srv_config applied;
     double t_decode, t_infer, t_encode;
 } result;
@@ -392,11 +392,6 @@ static void prepare(server *S, client *c, job *j, result *r)
             r->dropped_input = true;
         }
         r->run = r->txt = true;
-    }
-    if (r->run) {
-        sd_stream_stats a;
-        sd_stream_get_stats(c->stream, &a);
-        r->skipped0 = a.frames_skipped;
     }
 }
 

@@ -9,10 +9,8 @@ caps (the config field max_fps)."""
 import argparse
 import hashlib
 import json
-import struct
 import sys
 import threading
-import zlib
 
 import wsclient
 
@@ -28,24 +26,6 @@ CLIENTS = [
     {'prompt': 'a small boat', 'seed': 15, 'cfg_type': 'self', 't_index_list': [30], 'width': 48, 'height': 48},
     {'prompt': 'a forest path', 'seed': 16, 'cfg_type': 'none', 't_index_list': [16, 45], 'width': 48, 'height': 48},
 ]
-
-
-def png(w, h, k, idx):
-    """A deterministic RGB PNG (frame k of client idx): gradients that move with k."""
-    rows = []
-    for y in range(h):
-        row = bytearray([0])
-        for x in range(w):
-            row += bytes(((x * 5 + k * 11 + idx * 37) % 256, (y * 7 + k * 3) % 256, ((x + y) * 3 + idx * 50) % 256))
-        rows.append(bytes(row))
-    raw = b''.join(rows)
-
-    def chunk(t, d):
-        c = t + d
-        return struct.pack('!I', len(d)) + c + struct.pack('!I', zlib.crc32(c) & 0xffffffff)
-
-    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('!IIBBBBB', w, h, 8, 2, 0, 0, 0)) +
-            chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
 
 
 def metrics(port):
@@ -82,7 +62,7 @@ def run(port, rounds):
             for k in range(rounds):
                 barrier.wait(timeout=120)  # every round starts together: the frames meet in the server
                 if cfg.get('mode') != 'txt2img':
-                    ws.send_binary(png(w, h, k, i))
+                    ws.send_binary(wsclient.png_bytes(w, h, k * 11 + i * 37))  # frame k of client i
                 data = ws.recv_binary(timeout=120, on_text=lambda m: m.get('type') == 'error' and errors.append(m))
                 outs[i].append(hashlib.sha256(data).hexdigest())
         except Exception as e:  # noqa: BLE001 - reported below

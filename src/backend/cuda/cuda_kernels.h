@@ -60,8 +60,6 @@ cudaError_t sdk_conv2d_igemm(cudaStream_t s, void *y, int ydt, const void *x, co
 cudaError_t sdk_group_norm(cudaStream_t s, void *y, int ydt, const void *x, int xdt, const void *gamma, int gdt,
                            const void *beta, int bdt, int64_t N, int64_t C, int64_t S, int groups, float eps, int silu,
                            void *scratch, size_t scratch_bytes, int min_blocks);
-/* blocks per group sdk_group_norm uses (1 = not split) */
-size_t sdk_group_norm_split(int64_t N, int64_t C, int64_t S, int groups, int min_blocks);
 /* rows of length D */
 cudaError_t sdk_layer_norm(cudaStream_t s, void *y, int ydt, const void *x, int xdt, const void *gamma, int gdt,
                            const void *beta, int bdt, int64_t rows, int64_t D, float eps);

@@ -470,7 +470,8 @@ static __global__ void __launch_bounds__(GN_THREADS)
     gn_write(y, ydt, x, xdt, gamma, gdt, beta, bdt, base, lo, hi, g * cpg, S, mean, rstd, silu);
 }
 
-size_t sdk_group_norm_split(int64_t N, int64_t C, int64_t S, int groups, int min_blocks)
+/* blocks per group (1: one block per group) */
+static size_t group_norm_split(int64_t N, int64_t C, int64_t S, int groups, int min_blocks)
 {
     int64_t blocks = N * groups, cnt = groups > 0 ? C / groups * S : 0;
     int split = 1;
@@ -488,7 +489,7 @@ extern "C" cudaError_t sdk_group_norm(cudaStream_t s, void *y, int ydt, const vo
         return cudaSuccess;
     if (blocks > 0x7fffffff)
         return cudaErrorInvalidConfiguration;
-    int split = (int)sdk_group_norm_split(N, C, S, groups, min_blocks);
+    int split = (int)group_norm_split(N, C, S, groups, min_blocks);
     if (split > 1 && scratch && (size_t)blocks * (size_t)split * 3 * sizeof(double) <= scratch_bytes) {
         dim3 grid((unsigned)blocks, (unsigned)split);
         k_group_norm_stats<<<grid, GN_THREADS, 0, s>>>((double *)scratch, x, xdt, C / groups * S, split);
