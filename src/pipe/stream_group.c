@@ -255,17 +255,69 @@ static void tick_post(sd_stream_group *g, sd_ctx *ctx, int k, sd_tensor eps)
     }
 }
 
-/* A whole tick eagerly (or as a dry run on planning contexts). */
-static void run_tick(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, const bool *latent, bool gather,
-                     int64_t rows)
+/* The batched UNet call on xin/tt (already filled) as a replayed graph of that many rows, captured on
+ * first use; *eps: its output. SD_ERR_UNSUPPORTED (graphs_off set): the capture failed, run it eagerly.
+ * uctx holds just the input (tick_pre), so the capture sees the arena exactly as every later replay. */
+typedef struct unet_rec {
+    sd_stream_group *g;
+    sd_tensor xin, tt, out;
+} unet_rec;
+
+static void record_unet(sd_ctx *uctx, void *user)
 {
-    sd_tensor xin, tt;
+    unet_rec *r = user;
+    r->out = sd_unet_forward(uctx, r->g->m->unet, r->xin, r->tt, (sd_tensor){0}, NULL, r->g->kv);
+}
+
+static sd_status unet_graph_run(sd_stream_group *g, sd_tensor xin, sd_tensor tt, sd_tensor *eps)
+{
+    sd_backend *be = g->m->be;
+    int64_t rows = xin.ne[0];
+    unet_graph *e = NULL, *lru = &g->graphs[0];
+    for (int i = 0; i < SD_GROUP_GRAPHS && !e; i++) {
+        unet_graph *c = &g->graphs[i];
+        if (c->exec && c->rows == rows && c->weights_version == g->m->weights_version)
+            e = c;
+        else if (!c->exec || (lru->exec && c->used < lru->used))
+            lru = c;
+    }
+    if (!e) {
+        e = lru;
+        if (e->exec) {
+            be->ops->graph_free(be, e->exec);
+            e->exec = NULL;
+        }
+        unet_rec r = {g, xin, tt, {0}};
+        void *exec;
+        if (sd_ctx_capture(&g->uctx, record_unet, &r, &exec) != SD_OK) {
+            fprintf(stderr, "streamdiff: stream group UNet graph not used (%s); running the ops one by one\n",
+                    sd_last_error());
+            g->graphs_off = true;
+            return SD_ERR_UNSUPPORTED;
+        }
+        *e = (unet_graph){exec, rows, g->m->weights_version, r.out, 0};
+    }
+    e->used = ++g->graph_clock;
+    *eps = e->eps;
+    return be->ops->graph_launch(be, e->exec);
+}
+
+/* A whole tick (or a dry run on planning contexts); graph: the UNet call as a replayed graph (eager
+ * when its capture fails). */
+static void run_tick(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, const bool *latent, bool gather,
+                     int64_t rows, bool graph)
+{
+    sd_tensor xin, tt, eps = {0};
     tick_pre(g, ctx, uctx, k, latent, gather, rows, &xin, &tt);
     if (!sd_ok(ctx))
         return;
-    sd_tensor eps = sd_unet_forward(uctx, g->m->unet, xin, tt, (sd_tensor){0}, NULL, g->kv);
-    if (!sd_ok(uctx)) {
-        sd_ctx_fail(ctx, uctx->status, "stream group: %s", sd_last_error());
+    sd_status st = graph ? unet_graph_run(g, xin, tt, &eps) : SD_ERR_UNSUPPORTED;
+    if (st == SD_ERR_UNSUPPORTED) {
+        eps = sd_unet_forward(uctx, g->m->unet, xin, tt, (sd_tensor){0}, NULL, g->kv);
+        st = uctx->status;
+    }
+    if (st != SD_OK) {
+        sd_ctx_fail(ctx, st, "stream group: %s", sd_last_error());
         return;
     }
     tick_post(g, ctx, k, eps);
@@ -321,7 +373,7 @@ static sd_status plan_tick(sd_stream_group *g, int k)
     sd_ctx plan, uplan;
     sd_ctx_init_plan(&plan, g->m->be);
     sd_ctx_init_plan(&uplan, g->m->be);
-    run_tick(g, &plan, &uplan, k, NULL, true, rows);
+    run_tick(g, &plan, &uplan, k, NULL, true, rows, false);
     g->kv_n = 0; /* the dry run re-shaped the cache without filling it */
     SD_TRY(plan.status);
     if (plan.peak > g->ctx.cap || uplan.peak > g->uctx.cap) {
@@ -468,53 +520,6 @@ sd_status sd_stream_group_get_stats(const sd_stream_group *g, int index, sd_stre
 
 /* ---------------------------------------------------------------- frames */
 
-/* The batched UNet call on xin/tt (already filled) as a replayed graph of that many rows, captured on
- * first use; *eps: its output. SD_ERR_UNSUPPORTED (graphs_off set): the capture failed, run it eagerly.
- * uctx holds just the input (tick_pre), so the capture sees the arena exactly as every later replay. */
-typedef struct unet_rec {
-    sd_stream_group *g;
-    sd_tensor xin, tt, out;
-} unet_rec;
-
-static void record_unet(sd_ctx *uctx, void *user)
-{
-    unet_rec *r = user;
-    r->out = sd_unet_forward(uctx, r->g->m->unet, r->xin, r->tt, (sd_tensor){0}, NULL, r->g->kv);
-}
-
-static sd_status unet_graph_run(sd_stream_group *g, sd_tensor xin, sd_tensor tt, sd_tensor *eps)
-{
-    sd_backend *be = g->m->be;
-    int64_t rows = xin.ne[0];
-    unet_graph *e = NULL, *lru = &g->graphs[0];
-    for (int i = 0; i < SD_GROUP_GRAPHS && !e; i++) {
-        unet_graph *c = &g->graphs[i];
-        if (c->exec && c->rows == rows && c->weights_version == g->m->weights_version)
-            e = c;
-        else if (!c->exec || (lru->exec && c->used < lru->used))
-            lru = c;
-    }
-    if (!e) {
-        e = lru;
-        if (e->exec) {
-            be->ops->graph_free(be, e->exec);
-            e->exec = NULL;
-        }
-        unet_rec r = {g, xin, tt, {0}};
-        void *exec;
-        if (sd_ctx_capture(&g->uctx, record_unet, &r, &exec) != SD_OK) {
-            fprintf(stderr, "streamdiff: stream group UNet graph not used (%s); running the ops one by one\n",
-                    sd_last_error());
-            g->graphs_off = true;
-            return SD_ERR_UNSUPPORTED;
-        }
-        *e = (unet_graph){exec, rows, g->m->weights_version, r.out, 0};
-    }
-    e->used = ++g->graph_clock;
-    *eps = e->eps;
-    return be->ops->graph_launch(be, e->exec);
-}
-
 /* One tick over the k streams in g->sel (their members' indices in g->sel_idx). */
 static sd_status tick(sd_stream_group *g, int k, double t_call)
 {
@@ -535,16 +540,7 @@ static sd_status tick(sd_stream_group *g, int k, double t_call)
     int64_t padded = graph || g->pad ? padded_rows(g, total) : total;
     sd_ctx_reset(&g->ctx);
     g->kv_n = 0;
-    sd_tensor xin, tt, eps = {0};
-    tick_pre(g, &g->ctx, &g->uctx, k, g->latent, gather, padded, &xin, &tt);
-    SD_TRY(g->ctx.status);
-    sd_status st = graph ? unet_graph_run(g, xin, tt, &eps) : SD_ERR_UNSUPPORTED;
-    if (st == SD_ERR_UNSUPPORTED) {
-        eps = sd_unet_forward(&g->uctx, g->m->unet, xin, tt, (sd_tensor){0}, NULL, g->kv);
-        st = g->uctx.status;
-    }
-    SD_TRY(st);
-    tick_post(g, &g->ctx, k, eps);
+    run_tick(g, &g->ctx, &g->uctx, k, g->latent, gather, padded, graph);
     SD_TRY(g->ctx.status);
     for (int i = 0; i < k; i++) {
         g->kv_src[i] = g->sel[i];
