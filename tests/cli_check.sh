@@ -15,27 +15,43 @@ fail() { echo "cli_check: FAIL: $*"; exit 1; }
 # number of case folders (sub-folders with a manifest.json)
 count_cases() { local n=0 d; for d in "$1"/*/; do [ -f "$d/manifest.json" ] && n=$((n + 1)); done; echo "$n"; }
 
-# run_suite LABEL DIR: every case must pass, and every folder must have run
+# Cases of features not built yet (issue numbers inside): reported PENDING while they fail,
+# a failure of the run once one passes (then its line goes). Only the shared fixtures use it.
+PENDING="${DATA:+$DATA/fixtures_pending.txt}"
+
+# run_suite LABEL DIR [PENDING_FILE]: every case must pass (or be a listed pending case that
+# still fails), and every folder must have run
 run_suite() {
-    local label="$1" dir="$2" want out rc
+    local label="$1" dir="$2" pend="${3:-}" want out rc npend=0 c
     want=$(count_cases "$dir")
     [ "$want" -gt 0 ] || fail "$label: no case folders in $dir"
+    if [ -n "$pend" ]; then
+        [ -f "$pend" ] || fail "$label: the committed pending-case list $pend is missing"
+        for c in $(grep -vE '^[[:space:]]*(#|$)' "$pend" | awk '{print $1}'); do
+            [ -f "$dir/$c/manifest.json" ] && npend=$((npend + 1))
+        done
+    fi
     out="$tmp/$label.log"
-    "$BIN" check --threads 2 "$dir" >"$out" 2>&1
+    SD_CHECK_PENDING="$pend" "$BIN" check --threads 2 "$dir" >"$out" 2>&1
     rc=$?
-    grep -E "(: FAIL|ERROR)" "$out" | head -40
-    local summary
+    grep -E "(: FAIL|ERROR|: PENDING)" "$out" | head -60
+    local summary expect
     summary=$(grep -E "^[0-9]+ cases: " "$out" | tail -1)
     echo "cli_check: $label: $summary"
     [ $rc -eq 0 ] || fail "$label: streamdiff check exited $rc (log above)"
-    echo "$summary" | grep -qE "^$want cases: $want passed, 0 failed" ||
-        fail "$label: expected $want cases to pass, got: $summary"
-    ! grep -q "cannot tell the kind" "$out" || fail "$label: a case kind was not recognised"
+    expect="^$want cases: $((want - npend)) passed, 0 failed"
+    [ $npend -eq 0 ] || expect="$expect, $npend pending"
+    echo "$summary" | grep -qE "$expect" ||
+        fail "$label: expected $((want - npend)) of $want cases to pass and $npend pending, got: $summary"
+    # an unrecognised case kind is only acceptable for a listed pending case
+    for c in $(grep "cannot tell the kind" "$out" | sed -E 's/: ERROR.*//'); do
+        [ -n "$pend" ] && grep -qE "^$c[[:space:]]" "$pend" || fail "$label: the kind of case $c was not recognised"
+    done
 }
 
 ran=0
 if [ -n "$DATA" ] && [ -d "$DATA/cases" ]; then
-    run_suite own "$DATA/cases"
+    SD_CHECK_PENDING= run_suite own "$DATA/cases"
     ran=1
 else
     echo "cli_check: own cases skipped: SD_TEST_DATA ('$DATA') has no cases/ folder"
@@ -47,7 +63,7 @@ if [ -n "$FX" ] && [ -d "$FX/cases" ]; then
             [ ! -d "$FX/cases/$c" ] || echo "cli_check: note: skipped case $c has a folder; it runs too"
         done
     fi
-    run_suite fixtures "$FX/cases"
+    run_suite fixtures "$FX/cases" "$PENDING"
     ran=1
 else
     echo "cli_check: shared fixtures skipped: SD_FIXTURES ('$FX') has no cases/ folder"

@@ -81,6 +81,19 @@ typedef sd_status (*sd_case_fn)(sd_case *c);
 sd_status sd_check_case(const char *case_dir, const char *fixtures_root, sd_backend *be, bool verbose,
                         int *n_checked, int *n_failed);
 
+/* Pending cases: reference cases of features not built yet, listed in a file
+ * (one case folder name per line, then an optional reason; '#' starts a comment),
+ * e.g. tests/data/fixtures_pending.txt. sd_check_case runs a pending case as
+ * usual; when it fails it prints "PENDING" with the reason and returns SD_OK
+ * (counted as one check, no failure); when it passes it fails with a message
+ * asking to remove it from the list, so the list stays true. The file comes
+ * from sd_check_set_pending_file, else from $SD_CHECK_PENDING; none: no case
+ * is pending. A file that cannot be read is an error. */
+sd_status sd_check_set_pending_file(const char *path);
+/* Whether the case folder `case_dir` (matched by its last path component) is pending;
+ * `reason` (may be NULL) gets the listed reason (static storage). */
+bool sd_check_is_pending(const char *case_dir, const char **reason);
+
 /* Family runners (each in its own file). */
 sd_status sd_check_sched(sd_case *c);
 sd_status sd_check_guidance_embedding(sd_case *c);
