@@ -2,6 +2,7 @@
 # Installs what the browser and WebSocket tests of `streamdiff serve` need,
 # only what is missing (.ci/run calls it; safe to run repeatedly):
 #   - Debian's Chromium (apt package 'chromium', /usr/bin/chromium), large (~300 MB)
+#   - ffmpeg (the command), the receiver of the live-output test (tests/cli_stream_live.sh)
 #   - Playwright from PyPI for the python3 on PATH (its driver; the browser is Debian's,
 #     Playwright's own browser download is not used)
 # Without them tests/cli_server_e2e.sh skips (exit 77); the other server tests need only python3.
@@ -19,6 +20,13 @@ if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok ins
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends chromium
+fi
+# The ffmpeg command receives the live outputs of `streamdiff stream -o URL` (tests/cli_stream_live.sh).
+if ! command -v ffmpeg >/dev/null; then
+    echo "install-test-deps: installing ffmpeg"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -qq --no-install-recommends ffmpeg ||
+        { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends ffmpeg; }
 fi
 PY="${PYTHON:-python3}"
 if ! "$PY" -c 'import playwright.sync_api' 2>/dev/null && ! "$PY" -m pip --version >/dev/null 2>&1; then

@@ -12,6 +12,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -301,6 +302,10 @@ struct sd_video_sink {
     AVPacket *pkt;
     struct SwsContext *sws;
     bool header_written, file_open;
+    bool live;          /* a network URL or a V4L2 loopback device: low-latency settings */
+    bool wallclock;     /* live with H.264 or raw frames: wall-clock timestamps (ms) */
+    double t0;          /* live: time of the first frame (s) */
+    int64_t last_pts;   /* live: the previous frame's pts (ms), kept strictly increasing */
     const char *codec;
 };
 
@@ -314,17 +319,61 @@ static enum AVPixelFormat pick_pix_fmt(const AVCodec *c)
     return c->pix_fmts[0];
 }
 
+/* The container of a live output (see video.h), NULL for a file. Fails for a URL scheme this FFmpeg
+ * build cannot write. */
+static sd_status live_format(const char *path, const char **fmt)
+{
+    *fmt = NULL;
+    if (!strncmp(path, "/dev/video", 10)) {
+#ifdef SD_HAVE_AVDEVICE
+        *fmt = "video4linux2";
+        return SD_OK;
+#else
+        return sd_fail(SD_ERR_UNSUPPORTED, "%s: writing to a V4L2 device needs a build with libavdevice "
+                                           "(apt-get install libavdevice-dev, then rebuild)", path);
+#endif
+    }
+    const char *sep = strstr(path, "://");
+    if (!sep)
+        return SD_OK;
+    size_t n = (size_t)(sep - path);
+    static const struct { const char *scheme, *format; } map[] = {
+        {"rtmp", "flv"}, {"rtmps", "flv"}, {"srt", "mpegts"}, {"udp", "mpegts"}, {"tcp", "mpegts"},
+        {"rtp", "rtp_mpegts"}, {"file", NULL}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strlen(map[i].scheme) == n && !strncasecmp(path, map[i].scheme, n)) {
+            if (!map[i].format)
+                return SD_OK;
+            if (!avio_find_protocol_name(path))
+                return sd_fail(SD_ERR_UNSUPPORTED, "%s: this FFmpeg build cannot write %.*s:// URLs", path, (int)n,
+                               path);
+            *fmt = map[i].format;
+            return SD_OK;
+        }
+    return sd_fail(SD_ERR_UNSUPPORTED,
+                   "%s: unsupported output URL scheme '%.*s'; use rtmp://, rtmps://, srt://, udp://, tcp:// or rtp:// "
+                   "(a live stream), a /dev/videoN V4L2 loopback device, a video file or a folder",
+                   path, (int)n, path);
+}
+
 static sd_status open_encoder(sd_video_sink *v, double fps)
 {
     char eb[256];
-    int r = avformat_alloc_output_context2(&v->oc, NULL, NULL, v->path);
+    const char *live_fmt;
+    SD_TRY(live_format(v->path, &live_fmt));
+    v->live = live_fmt != NULL;
+    int r = avformat_alloc_output_context2(&v->oc, NULL, live_fmt, v->path);
     if (r < 0 || !v->oc)
         return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                       "%s: no video container for this file extension; use .mp4, .mkv, .mov or .avi, or a folder "
-                       "(ending in /) for PNG frames", v->path);
+                       "%s: no video container for this file extension; use .mp4, .mkv, .mov or .avi, a folder "
+                       "(ending in /) for PNG frames, or a live URL (rtmp://, srt://, udp://, tcp://)", v->path);
     const AVOutputFormat *of = v->oc->oformat;
     const AVCodec *c = NULL;
-    if (!strcmp(of->name, "avi")) /* the classic AVI payload */
+    if (!strcmp(of->name, "video4linux2") || !strcmp(of->name, "v4l2")) /* loopback devices take raw frames */
+        c = avcodec_find_encoder(AV_CODEC_ID_RAWVIDEO);
+    if (!c && v->live) /* FLV and MPEG-TS carry H.264; the containers' defaults (FLV1, MPEG-2) are poor live codecs */
+        c = avcodec_find_encoder_by_name("libx264");
+    if (!c && !strcmp(of->name, "avi")) /* the classic AVI payload */
         c = avcodec_find_encoder(AV_CODEC_ID_MPEG4);
     if (!c && avformat_query_codec(of, AV_CODEC_ID_H264, FF_COMPLIANCE_NORMAL) == 1)
         c = avcodec_find_encoder_by_name("libx264");
@@ -335,6 +384,8 @@ static sd_status open_encoder(sd_video_sink *v, double fps)
     if (!c)
         return sd_fail(SD_ERR_UNSUPPORTED, "%s: no video encoder available for the %s container", v->path, of->name);
     v->codec = c->name;
+    /* wall-clock timestamps need an encoder that takes any time base (H.264, raw frames) */
+    v->wallclock = v->live && (c->id == AV_CODEC_ID_H264 || c->id == AV_CODEC_ID_RAWVIDEO);
     v->st = avformat_new_stream(v->oc, NULL);
     v->enc = avcodec_alloc_context3(c);
     v->frame = av_frame_alloc();
@@ -345,9 +396,13 @@ static sd_status open_encoder(sd_video_sink *v, double fps)
     v->enc->width = v->w;
     v->enc->height = v->h;
     v->enc->framerate = fr;
-    v->enc->time_base = av_inv_q(fr);
+    /* live: frames leave as they are made, stamped with the wall clock in ms (variable frame rate);
+     * a key frame every second so a viewer joins fast; no B-frames (no reordering delay) */
+    v->enc->time_base = v->wallclock ? (AVRational){1, 1000} : av_inv_q(fr);
     v->enc->pix_fmt = pick_pix_fmt(c);
-    v->enc->gop_size = 30;
+    v->enc->gop_size = v->live ? (int)fmax(1.0, fps + 0.5) : 30;
+    if (v->live)
+        v->enc->max_b_frames = 0;
     if (v->enc->pix_fmt == AV_PIX_FMT_YUV420P && (v->w % 2 || v->h % 2))
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: %s 4:2:0 video needs an even width and height, got %dx%d", v->path,
                        c->name, v->w, v->h);
@@ -355,7 +410,9 @@ static sd_status open_encoder(sd_video_sink *v, double fps)
         v->enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
     if (!strcmp(c->name, "libx264")) {
         av_opt_set(v->enc->priv_data, "preset", "veryfast", 0);
-        av_opt_set(v->enc->priv_data, "crf", "18", 0);
+        av_opt_set(v->enc->priv_data, "crf", v->live ? "20" : "18", 0);
+        if (v->live) /* no lookahead, no frame threading: a frame's packet leaves before the next frame comes */
+            av_opt_set(v->enc->priv_data, "tune", "zerolatency", 0);
     } else if (c->id == AV_CODEC_ID_MPEG4) {
         v->enc->flags |= AV_CODEC_FLAG_QSCALE;
         v->enc->global_quality = FF_QP2LAMBDA * 3;
@@ -368,10 +425,20 @@ static sd_status open_encoder(sd_video_sink *v, double fps)
     v->st->time_base = v->enc->time_base;
     v->st->avg_frame_rate = fr;
     if (!(of->flags & AVFMT_NOFILE)) {
-        if ((r = avio_open(&v->oc->pb, v->path, AVIO_FLAG_WRITE)) < 0)
-            return sd_fail(SD_ERR_IO, "%s: cannot create the file (%s)", v->path, averr(r, eb, sizeof eb));
+        AVDictionary *io = NULL;
+        if (v->live) /* an unreachable peer fails within 5 s instead of hanging (microseconds) */
+            av_dict_set(&io, "rw_timeout", "5000000", 0);
+        r = avio_open2(&v->oc->pb, v->path, AVIO_FLAG_WRITE, NULL, &io);
+        av_dict_free(&io);
+        if (r < 0)
+            return sd_fail(SD_ERR_IO, v->live ? "%s: cannot connect or open the live output (%s); is the receiver "
+                                                "running and the address right?"
+                                              : "%s: cannot create the file (%s)",
+                           v->path, averr(r, eb, sizeof eb));
         v->file_open = true;
     }
+    if (v->live) /* every packet goes out at once */
+        v->oc->flags |= AVFMT_FLAG_FLUSH_PACKETS;
     if ((r = avformat_write_header(v->oc, NULL)) < 0)
         return sd_fail(SD_ERR_IO, "%s: cannot write the %s header (%s)", v->path, of->name, averr(r, eb, sizeof eb));
     v->header_written = true;
@@ -424,7 +491,7 @@ sd_status sd_video_sink_open(const char *path, int width, int height, double fps
         st = open_encoder(v, fps > 0 ? fps : 30.0);
     }
     if (st != SD_OK) {
-        bool created = v->file_open;
+        bool created = v->file_open && !v->live;
         sink_free(v);
         if (created)
             remove(path);
@@ -482,7 +549,16 @@ sd_status sd_video_sink_write(sd_video_sink *v, const sd_rgb *img)
     const uint8_t *src[4] = {img->data, NULL, NULL, NULL};
     int ls[4] = {3 * v->w, 0, 0, 0};
     sws_scale(v->sws, src, ls, 0, v->h, v->frame->data, v->frame->linesize);
-    v->frame->pts = v->n;
+    if (v->wallclock) {
+        double now = sd_time_now();
+        if (v->n == 0)
+            v->t0 = now;
+        int64_t pts = (int64_t)((now - v->t0) * 1000.0);
+        v->frame->pts = v->n && pts <= v->last_pts ? v->last_pts + 1 : pts;
+        v->last_pts = v->frame->pts;
+    } else {
+        v->frame->pts = v->n;
+    }
     SD_TRY(encode(v, v->frame));
     v->n++;
     return SD_OK;

@@ -13,6 +13,16 @@
  *     .avi, ...): H.264 (libx264, CRF 18, preset veryfast) where the container
  *     takes it and the build has libx264, else MPEG-4 part 2 (q 3), else the
  *     container's default encoder. 4:2:0 video needs even width and height.
+ *   - a live output, frames leaving as they are made (wall-clock timestamps,
+ *     H.264 tune zerolatency, no B-frames, a key frame every second, every
+ *     packet flushed at once; connecting gives up after 5 s):
+ *       rtmp://host[:port]/app/key, rtmps://...  FLV (OBS, nginx-rtmp, YouTube, Twitch)
+ *       srt://host:port[?mode=caller]             MPEG-TS over SRT
+ *       udp://host:port, tcp://host:port          MPEG-TS
+ *       rtp://host:port                           MPEG-TS over RTP
+ *       /dev/videoN                               raw frames to a v4l2loopback device
+ *                                                 (a virtual camera; needs libavdevice)
+ *     A scheme this FFmpeg build cannot write is a named error.
  * Every failure returns an sd_status with a message naming the path. */
 #ifndef SD_VIDEO_H
 #define SD_VIDEO_H
