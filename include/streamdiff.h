@@ -168,15 +168,15 @@ typedef struct sd_gen_params {
     const char *prompt;          /* "" */
     const char *negative_prompt; /* NULL = "" */
     int width, height;           /* 0 = model's native size; multiples of 8 */
-    int steps;                   /* 0 = sampler default (LCM 4, Euler-turbo 1, others 20) */
+    int steps;                   /* 0 = sampler default (LCM/TCD 4, Euler-turbo 1, others 20) */
     float guidance_scale;        /* 7.5; <= 1 disables CFG (one UNet pass) */
-    const char *sampler;         /* NULL = the model's scheduler; lcm, euler, euler_a, ddim, dpm++2m */
+    const char *sampler;         /* NULL = the model's scheduler; lcm, tcd, euler, euler_a, ddim, dpm++2m */
     const char *schedule;        /* NULL = default; "karras" for Karras sigmas */
     uint64_t seed;               /* 42 */
     int batch_size;              /* 1 */
     int clip_skip;               /* 0 = last layer; k skips the last k layers (diffusers clip_skip) */
     float strength;              /* img2img: 0.8 */
-    float eta;                   /* DDIM eta, 0 */
+    float eta;                   /* DDIM eta / TCD gamma, 0..1, 0 */
     bool use_taesd;              /* decode/encode with the TAESD loaded with the model */
     sd_rng_type rng;
     sd_progress_fn progress;     /* called after every step; may be NULL */

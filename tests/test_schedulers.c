@@ -622,6 +622,118 @@ TEST(bad_input)
     CHECK_STATUS(sd_scheduler_create(NULL, &s), SD_ERR_INVALID_ARGUMENT);
 }
 
+static void tcd_gamma03(sd_sched_config *c)
+{
+    sd15(c);
+    c->eta = 0.3;
+}
+
+/* TCDScheduler: names, schedule rules, the noise rule and one step against the
+ * paper's formula evaluated in double precision (the diffusers rollouts are the
+ * sched_tcd_* fixture cases and tests/data/cases/own_sched_tcd_*). */
+TEST(tcd_rules)
+{
+    sd_sched_kind k;
+    CHECK_STATUS(sd_sched_kind_from_name("tcd", &k), SD_OK);
+    CHECK(k == SD_SCHED_TCD);
+    CHECK_STATUS(sd_sched_kind_from_name("TCDScheduler", &k), SD_OK);
+    CHECK(k == SD_SCHED_TCD);
+    CHECK(!strcmp(sd_sched_kind_name(SD_SCHED_TCD), "tcd"));
+    CHECK_STATUS(sd_sched_kind_from_name("pndm", &k), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("tcd");
+
+    sd_sched_config c;
+    sd_scheduler *s = NULL;
+    sd_sched_config_default(&c, SD_SCHED_TCD);
+    c.eta = 1.5;
+    CHECK_STATUS(sd_scheduler_create(&c, &s), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("gamma");
+    c.eta = -0.1;
+    CHECK_STATUS(sd_scheduler_create(&c, &s), SD_ERR_INVALID_ARGUMENT);
+    CHECK(s == NULL);
+
+    const char *js = "{\"_class_name\": \"TCDScheduler\", \"beta_schedule\": \"scaled_linear\"}";
+    sd_config j;
+    CHECK_STATUS(sd_config_parse(js, strlen(js), "tcd", &j), SD_OK);
+    CHECK_STATUS(sd_sched_config_from_json(&j, -1, &c), SD_OK);
+    CHECK(c.kind == SD_SCHED_TCD && c.original_inference_steps == 50 && c.beta_end == 0.012);
+    sd_config_free(&j);
+
+    s = make(SD_SCHED_TCD, tcd_gamma03);
+    if (!s)
+        return;
+    /* the LCM rule: 4 of the 50-step schedule 999, 979, ..., 19 */
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 4, 1.0, NULL, 0), SD_OK);
+    const double want4[] = {999, 759, 499, 259};
+    CHECK(sd_scheduler_num_timesteps(s) == 4);
+    for (int i = 0; i < 4; i++)
+        CHECK_MSG(sd_scheduler_timestep(s, i) == want4[i], "TCD t[%d] = %g", i, sd_scheduler_timestep(s, i));
+    /* strength 0.5: int(50*0.5) = 25 origin steps (19..499), indices floor(linspace(0, 25, 4)) */
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 4, 0.5, NULL, 0), SD_OK);
+    const double want_s[] = {499, 379, 259, 139};
+    for (int i = 0; i < 4; i++)
+        CHECK_MSG(sd_scheduler_timestep(s, i) == want_s[i], "TCD strength 0.5 t[%d] = %g", i,
+                  sd_scheduler_timestep(s, i));
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 30, 0.5, NULL, 0), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("TCDScheduler");
+    const int64_t cust[] = {999, 600, 250};
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 0, 1.0, cust, 3), SD_OK);
+    CHECK(sd_scheduler_num_timesteps(s) == 3 && sd_scheduler_timestep(s, 1) == 600);
+    const int64_t asc[] = {250, 600};
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 0, 1.0, asc, 2), SD_ERR_INVALID_ARGUMENT);
+
+    /* noise: gamma > 0, every step but the last */
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 4, 1.0, NULL, 0), SD_OK);
+    CHECK(sd_scheduler_step_needs_noise(s, 0) == 1 && sd_scheduler_step_needs_noise(s, 2) == 1);
+    CHECK(sd_scheduler_step_needs_noise(s, 3) == 0);
+    CHECK(sd_scheduler_init_noise_sigma(s) == 1.0);
+
+    enum { N = 8 };
+    float x[N], eps[N], nz[N], prev[N], pns[N], xin[N];
+    for (int q = 0; q < N; q++) {
+        x[q] = 0.3f * (float)q - 1.0f;
+        eps[q] = 0.8f - 0.15f * (float)q;
+        nz[q] = (q % 3) - 0.7f;
+    }
+    CHECK_STATUS(sd_scheduler_step(s, 1, eps, x, NULL, prev, pns, N), SD_ERR_INVALID_ARGUMENT); /* needs noise */
+    CHECK_STATUS(sd_scheduler_scale_model_input(s, 1, x, xin, N), SD_OK);
+    CHECK(!memcmp(xin, x, sizeof x));
+    CHECK_STATUS(sd_scheduler_step(s, 1, eps, x, nz, prev, pns, N), SD_OK);
+    /* step 1: t = 759, prev_t = 499, s = floor(0.7 * 499) = 349 */
+    int T = 0;
+    const float *ab = sd_scheduler_alphas_cumprod(s, &T);
+    double at = ab[759], ap = ab[499], as = ab[349];
+    double worst = 0;
+    for (int q = 0; q < N; q++) {
+        double x0 = (x[q] - sqrt(1 - at) * eps[q]) / sqrt(at);
+        double xs = sqrt(as) * x0 + sqrt(1 - as) * eps[q];
+        double xp = sqrt(ap / as) * xs + sqrt(1 - ap / as) * nz[q];
+        worst = fmax(worst, fabs(xs - pns[q]) / fmax(1.0, fabs(xs)));
+        worst = fmax(worst, fabs(xp - prev[q]) / fmax(1.0, fabs(xp)));
+    }
+    CHECK_MSG(worst < 1e-5, "TCD step vs the formula in double: worst rel err %g", worst);
+    /* the last step returns x_s with s = 0 and takes no noise */
+    CHECK_STATUS(sd_scheduler_step(s, 3, eps, x, NULL, prev, pns, N), SD_OK);
+    CHECK(!memcmp(prev, pns, sizeof prev));
+    double a0 = ab[0], a259 = ab[259];
+    double x0 = (x[2] - sqrt(1 - a259) * eps[2]) / sqrt(a259);
+    CHECK(fabs(sqrt(a0) * x0 + sqrt(1 - a0) * eps[2] - prev[2]) < 1e-5);
+    /* img2img noising: sqrt(abar_t) x0 + sqrt(1 - abar_t) noise */
+    CHECK_STATUS(sd_scheduler_add_noise(s, x, nz, 499.0, prev, N), SD_OK);
+    CHECK(fabs(sqrt(ap) * x[5] + sqrt(1 - ap) * nz[5] - prev[5]) < 1e-5);
+    sd_scheduler_free(s);
+
+    /* gamma 0: deterministic, no noise on any step */
+    s = make(SD_SCHED_TCD, sd15);
+    if (!s)
+        return;
+    CHECK_STATUS(sd_scheduler_set_timesteps(s, 4, 1.0, NULL, 0), SD_OK);
+    CHECK(sd_scheduler_step_needs_noise(s, 0) == 0);
+    CHECK_STATUS(sd_scheduler_step(s, 0, eps, x, NULL, prev, pns, N), SD_OK);
+    CHECK(!memcmp(prev, pns, sizeof prev));
+    sd_scheduler_free(s);
+}
+
 /* The guidance embedding and stream coefficients on known values (no fixtures). */
 TEST(lcm_helpers)
 {
@@ -644,6 +756,7 @@ int main(void)
     RUN(known_schedules);
     RUN(bad_input);
     RUN(lcm_helpers);
+    RUN(tcd_rules);
     RUN(fixture_cases);
     RUN(own_cases);
     RUN(reference_schedules);

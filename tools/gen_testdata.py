@@ -25,6 +25,8 @@ How to run (from the repository root)
                                                    # inputs/models, check the single-file checkpoints with
                                                    # diffusers' own loader, validate the stream
                                                    # re-implementation on the fixtures
+    python3 tools/gen_testdata.py --only own_sched_tcd_g0.5_vpred_strength0.6_5steps   # regenerate (and
+                                                   # verify) just the named scheduler / pipeline cases
     python3 tools/gen_testdata.py --crosscheck     # also replay all supported FIXTURE cases with the
                                                    # installed diffusers/transformers (version drift check)
 
@@ -75,6 +77,7 @@ from diffusers import (  # noqa: E402
     LCMScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
+    TCDScheduler,
     UNet2DConditionModel,
 )
 from diffusers.models.attention_processor import AttnProcessor  # noqa: E402
@@ -686,7 +689,7 @@ def run_sched(m, inp, root, dt, make_output=None):
         x = out.prev_sample
         res[f"prev_sample.{i:03d}"] = x
         st["prev_sample"] = f"prev_sample.{i:03d}"
-        for extra in ("denoised", "pred_original_sample"):
+        for extra in ("denoised", "pred_original_sample", "pred_noised_sample"):
             v = getattr(out, extra, None)
             if v is not None:
                 res[f"{extra}.{i:03d}"] = v
@@ -1113,10 +1116,24 @@ def gen_vae_cases():
     write_case("own_vae_tiny", m, inp, e32, net_tols(e32, e64))
 
 
-def gen_sched_case(name, desc, cls, base_cfg, overrides, n_steps, shape, seed, step_kwargs=None):
+# --only NAME...: regenerate just these cases (the other generators return at once); None = all
+ONLY = None
+SEEN = []
+
+
+def wanted(name):
+    SEEN.append(name)
+    return ONLY is None or name in ONLY
+
+
+def gen_sched_case(name, desc, cls, base_cfg, overrides, n_steps, shape, seed, step_kwargs=None, strength=None):
+    if not wanted(name):
+        return
     s = cls.from_config(base_cfg, **overrides)
     m = {"name": name, "description": desc, "scheduler_class": cls.__name__, "scheduler_config": sched_config_dict(s),
          "set_timesteps": {"num_inference_steps": n_steps}}
+    if strength is not None:
+        m["set_timesteps"]["strength"] = strength
     if step_kwargs:
         m["step_kwargs"] = step_kwargs
     if cls is EulerDiscreteScheduler:
@@ -1175,9 +1192,16 @@ def gen_sched_cases():
     gen_sched_case("own_sched_ddim_eta0.5_6steps", "DDIMScheduler (from SD1.5 config) eta=0.5 (step_kwargs), 6 steps;"
                    " variance noise recorded", DDIMScheduler, SD15_PNDM_SCHEDULER, {}, 6, shp, s + 400,
                    step_kwargs={"eta": 0.5})
+    gen_sched_case("own_sched_tcd_g0.5_vpred_strength0.6_5steps", "TCDScheduler (from SD1.5 config, prediction_type "
+                   "v_prediction), set_timesteps(5, strength=0.6) (int(50*0.6) = 30 origin steps), gamma 0.5 "
+                   "(step_kwargs eta); noise drawn inside step() recorded (every step but the last); batch 2, 6x6",
+                   TCDScheduler, SD15_PNDM_SCHEDULER, {"prediction_type": "v_prediction"}, 5, shp, s + 500,
+                   step_kwargs={"eta": 0.5}, strength=0.6)
 
 
 def gen_pipe_case(name, desc, pipeline, model, sched_cfg, call_kwargs, seed, latents_shape=None, image=None):
+    if not wanted(name):
+        return
     m = {"name": name, "description": desc, "call_kwargs": call_kwargs, "generator_seed": seed,
          "scheduler_config": sched_cfg, "pipeline": pipeline, "model_dir": f"models/{model}"}
     inp = {}
@@ -1231,6 +1255,13 @@ def gen_pipe_cases():
                   "0.6, guidance 0.0, 24x32 image", "StableDiffusionImg2ImgPipeline", "tiny-sd2", eul_cfg,
                   {"prompt": PROMPTS[0], "num_inference_steps": 5, "strength": 0.6, "guidance_scale": 0.0},
                   s + 3, image=synth_image(1, 24, 32, s + 4))
+    tcd = TCDScheduler.from_config(SD15_PNDM_SCHEDULER)
+    gen_pipe_case("own_pipe_img2img_tcd_strength0.6", "StableDiffusionImg2ImgPipeline on tiny-sd15 + TCDScheduler "
+                  "(from SD1.5 config), num_inference_steps 4, strength 0.6 (runs t = 499, 259), eta (gamma) 0.3, "
+                  "guidance 1.0 (no CFG), 32x24 image", "StableDiffusionImg2ImgPipeline", "tiny-sd15",
+                  sched_config_dict(tcd),
+                  {"prompt": PROMPTS[1], "num_inference_steps": 4, "strength": 0.6, "guidance_scale": 1.0,
+                   "eta": 0.3}, s + 5, image=synth_image(1, 32, 24, s + 6))
 
 
 def gen_stream_case(validated_note):
@@ -1674,7 +1705,25 @@ def main():
     ap.add_argument("--verify", action="store_true", help="only verify the stored data (no writing)")
     ap.add_argument("--crosscheck", action="store_true", help="also replay the supported fixture cases")
     ap.add_argument("--no-verify", action="store_true", help="generate without the verification pass")
+    ap.add_argument("--only", nargs="+", metavar="CASE",
+                    help="regenerate only these scheduler / pipeline cases (the models must exist), then verify them")
     a = ap.parse_args()
+    if a.only:
+        global ONLY
+        ONLY = set(a.only)
+        gen_sched_cases()
+        gen_pipe_cases()
+        unknown = ONLY - set(SEEN)
+        if unknown:
+            log(f"--only: no such scheduler / pipeline case: {', '.join(sorted(unknown))} (known: {', '.join(SEEN)})")
+            return 2
+        ok = True
+        for name in sorted(ONLY):
+            kind, n, bad, w = compare_case(DATA / "cases" / name, DATA)
+            ok &= bad == 0
+            log(f"  {name:40s} {kind:6s} {n:4d} tensors  {bad} failed  worst err/tol {w:.3g}")
+        log("VERIFY: " + ("all OK" if ok else "FAILURES (see above)"))
+        return 0 if ok else 1
     if not a.verify:
         generate()
         if a.no_verify:

@@ -98,7 +98,13 @@ sd_status sd_check_pipe(sd_case *c)
         (s = sd_config_sub(&c->manifest, "scheduler_config", &sc)) != SD_OK)
         goto done;
     sd_sched_config scfg;
-    if ((s = sd_sched_config_from_json(&sc, -1, &scfg)) != SD_OK || (s = sd_scheduler_create(&scfg, &sched)) != SD_OK)
+    if ((s = sd_sched_config_from_json(&sc, -1, &scfg)) != SD_OK)
+        goto done;
+    /* the pipeline's eta argument (diffusers passes it to step(): DDIM eta, TCD gamma; default 0) */
+    if ((scfg.kind == SD_SCHED_DDIM || scfg.kind == SD_SCHED_TCD) &&
+        (s = sd_config_float(&kw, "eta", 0.0, &scfg.eta)) != SD_OK)
+        goto done;
+    if ((s = sd_scheduler_create(&scfg, &sched)) != SD_OK)
         goto done;
     const char *prompt = "", *neg = NULL;
     int64_t steps = 50, width = 0, height = 0;

@@ -6,7 +6,8 @@
  *    custom timesteps / strength), optional `step_kwargs` (DDIM eta, Euler
  *    s_churn ...). Tables (timesteps exact, sigmas, alphas_cumprod, betas), x_T =
  *    x_T_noise * init_noise_sigma, and per step model_input / prev_sample /
- *    denoised (or pred_original_sample) are compared with the manifest tolerances.
+ *    denoised (or pred_original_sample, or TCD's pred_noised_sample) are compared
+ *    with the manifest tolerances (TCD's gamma is step_kwargs.eta).
  *    Step noise is replayed from `steps[i].noise_drawn` after checking with the
  *    manifest's `noise_draws` that the scheduler's step() drew it. Euler with
  *    s_churn = 0 never uses its noise: diffusers 0.26 still drew one tensor per
@@ -304,7 +305,8 @@ static sd_status run_rollout(sd_case *c)
             (r = sd_config_str(&sc, "model_input", "identity", &mi_name)) != SD_OK ||
             (r = sd_config_str(&sc, "prev_sample", NULL, &prev_name)) != SD_OK ||
             (r = sd_config_str(&sc, "denoised", NULL, &dn)) != SD_OK ||
-            (!dn && (r = sd_config_str(&sc, "pred_original_sample", NULL, &dn)) != SD_OK))
+            (!dn && (r = sd_config_str(&sc, "pred_original_sample", NULL, &dn)) != SD_OK) ||
+            (!dn && (r = sd_config_str(&sc, "pred_noised_sample", NULL, &dn)) != SD_OK))
             goto out;
         if (i64 < 0 || i64 >= sd_scheduler_num_timesteps(s) || !mo_name) {
             r = sd_fail(SD_ERR_FORMAT, "%s: step %lld: index out of the schedule (%d steps) or no model_output",

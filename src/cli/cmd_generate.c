@@ -130,14 +130,15 @@ static void usage(FILE *f, const gen_opts *o)
             "                            (default: %s)\n"
             "  -H, --height N            image height in pixels, a multiple of 8 up to 4096\n"
             "                            (default: %s)\n"
-            "      --steps N             denoising steps, 1..%d (default: the sampler's: lcm 4,\n"
+            "      --steps N             denoising steps, 1..%d (default: the sampler's: lcm, tcd 4,\n"
             "                            euler with a turbo model 1, others 20)\n"
             "      --cfg-scale X         classifier-free guidance scale, 0..100; <= 1 turns CFG off (one\n"
             "                            UNet pass per step, negative prompt unused) (default: %g)\n"
-            "      --sampler NAME        lcm | euler | euler_a | ddim | dpm++2m (also dpmpp_2m, dpm) or a\n"
-            "                            diffusers class name (default: the model's own scheduler)\n"
+            "      --sampler NAME        lcm | tcd | euler | euler_a | ddim | dpm++2m (also dpmpp_2m, dpm)\n"
+            "                            or a diffusers class name (default: the model's own scheduler)\n"
             "      --scheduler NAME      sigma schedule: default | karras (default: default)\n"
-            "      --eta X               DDIM eta, 0..1 (default: %g)\n"
+            "      --eta X               DDIM eta / TCD gamma (stochasticity; TCD suggests 0.3), 0..1\n"
+            "                            (default: %g)\n"
             "  -s, --seed N              random seed, 0..2^64-1; -1 = random from the clock, printed\n"
             "                            (default: %" PRIu64 ")\n"
             "      --rng torch|fast      noise generator: torch = identical to torch.randn on the CPU with\n"
@@ -197,6 +198,9 @@ static void usage(FILE *f, const gen_opts *o)
                 "  # LCM (e.g. a model with an LCM-distilled UNet), 4 steps\n"
                 "  streamdiff txt2img -m SimianLuo/LCM_Dreamshaper_v7 -p \"a castle at dusk\" \\\n"
                 "      --sampler lcm --steps 4 --cfg-scale 8 -b 4 -o castle_%%d.png\n"
+                "  # TCD: SD 1.5 + the TCD LoRA, 4 steps, gamma 0.3\n"
+                "  streamdiff txt2img -m runwayml/stable-diffusion-v1-5 --lora TCD-SD15-LoRA.safetensors \\\n"
+                "      -p \"a fox in the snow\" --sampler tcd --eta 0.3 --steps 4 --cfg-scale 1\n"
                 "  # SD 1.5, DPM++ 2M Karras, 20 steps\n"
                 "  streamdiff txt2img -m runwayml/stable-diffusion-v1-5 -p \"a lighthouse, oil painting\" \\\n"
                 "      -n \"blurry, low quality\" --sampler dpm++2m --scheduler karras --steps 20 --cfg-scale 7 -s -1\n");
@@ -482,7 +486,7 @@ static int parse_args(int argc, char **argv, gen_opts *o)
             sd_sched_kind k;
             if (sd_sched_kind_from_name(v, &k) != SD_OK) {
                 fprintf(stderr,
-                        "streamdiff %s: unknown --sampler '%s'; use one of lcm, euler, euler_a, ddim, dpm++2m "
+                        "streamdiff %s: unknown --sampler '%s'; use one of lcm, tcd, euler, euler_a, ddim, dpm++2m "
                         "(or leave it out for the model's own scheduler)\n",
                         o->cmd, v);
                 rc = 2;
@@ -543,7 +547,7 @@ static int parse_args(int argc, char **argv, gen_opts *o)
             break;
         case O_ETA:
             if (!parse_float(v, 0.0, 1.0, &o->eta))
-                rc = bad_value(o, flag, v, "a number from 0 to 1 (DDIM eta)");
+                rc = bad_value(o, flag, v, "a number from 0 to 1 (DDIM eta / TCD gamma)");
             break;
         case O_KEEP_F16: o->keep_f16 = true; break;
         case O_CONFIG_DIR: o->config_dir = v; break;

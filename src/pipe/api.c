@@ -60,15 +60,15 @@ static sd_status make_scheduler(const sd_model *m, const sd_gen_params *p, sd_sc
             return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown schedule '%s' (use default or karras)", p->schedule);
         }
     }
-    if (c.kind == SD_SCHED_DDIM)
-        c.eta = p->eta;
+    if (c.kind == SD_SCHED_DDIM || c.kind == SD_SCHED_TCD)
+        c.eta = p->eta; /* DDIM eta / TCD gamma, a pipeline argument in diffusers */
     *used = c;
     return sd_scheduler_create(&c, out);
 }
 
 static int default_steps(const sd_sched_config *c)
 {
-    if (c->kind == SD_SCHED_LCM)
+    if (c->kind == SD_SCHED_LCM || c->kind == SD_SCHED_TCD)
         return 4;
     if (c->kind == SD_SCHED_EULER && c->timestep_spacing == SD_SPACING_TRAILING)
         return 1; /* sd-turbo */

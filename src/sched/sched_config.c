@@ -1,4 +1,4 @@
-/* Scheduler configuration: diffusers v0.26.3 defaults, scheduler_config.json parsing,
+/* Scheduler configuration: diffusers v0.26.3 defaults (TCD: 0.42), scheduler_config.json parsing,
  * names. */
 #include "sched/scheduler.h"
 
@@ -6,10 +6,10 @@
 #include <math.h>
 #include <string.h>
 
-static const char *const kind_names[SD_SCHED_KIND_COUNT] = {"lcm", "dpmpp_2m", "ddim", "euler", "euler_a"};
+static const char *const kind_names[SD_SCHED_KIND_COUNT] = {"lcm", "dpmpp_2m", "ddim", "euler", "euler_a", "tcd"};
 static const char *const class_names[SD_SCHED_KIND_COUNT] = {
     "LCMScheduler", "DPMSolverMultistepScheduler", "DDIMScheduler", "EulerDiscreteScheduler",
-    "EulerAncestralDiscreteScheduler"};
+    "EulerAncestralDiscreteScheduler", "TCDScheduler"};
 
 const char *sd_sched_kind_name(sd_sched_kind k)
 {
@@ -45,6 +45,7 @@ sd_status sd_sched_kind_from_name(const char *name, sd_sched_kind *k)
         {"euler", SD_SCHED_EULER},       {"EulerDiscreteScheduler", SD_SCHED_EULER},
         {"euler_a", SD_SCHED_EULER_A},   {"euler-a", SD_SCHED_EULER_A},
         {"euler_ancestral", SD_SCHED_EULER_A}, {"EulerAncestralDiscreteScheduler", SD_SCHED_EULER_A},
+        {"tcd", SD_SCHED_TCD},           {"TCDScheduler", SD_SCHED_TCD},
     };
     if (!k)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "scheduler: no output given for the scheduler kind");
@@ -58,8 +59,8 @@ sd_status sd_sched_kind_from_name(const char *name, sd_sched_kind *k)
     }
     return sd_fail(SD_ERR_INVALID_ARGUMENT,
                    "scheduler: unknown scheduler '%s'; valid names: lcm, dpm++2m (dpmpp_2m), ddim, euler, "
-                   "euler_a, or the diffusers classes LCMScheduler, DPMSolverMultistepScheduler, DDIMScheduler, "
-                   "EulerDiscreteScheduler, EulerAncestralDiscreteScheduler",
+                   "euler_a, tcd, or the diffusers classes LCMScheduler, DPMSolverMultistepScheduler, "
+                   "DDIMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, TCDScheduler",
                    name ? name : "(null)");
 }
 
@@ -100,6 +101,7 @@ void sd_sched_config_default(sd_sched_config *c, sd_sched_kind kind)
     c->eta = 0.0;
     switch (kind) {
     case SD_SCHED_LCM:
+    case SD_SCHED_TCD: /* the same defaults in diffusers */
         c->beta_start = 0.00085;
         c->beta_end = 0.012;
         c->beta_schedule = SD_BETA_SCALED_LINEAR;
@@ -181,7 +183,7 @@ sd_status sd_sched_config_from_json(const sd_config *j, int kind, sd_sched_confi
             return sd_fail(SD_ERR_UNSUPPORTED,
                            "%s: scheduler class %s is not supported (supported: LCMScheduler, "
                            "DPMSolverMultistepScheduler, DDIMScheduler, EulerDiscreteScheduler, "
-                           "EulerAncestralDiscreteScheduler); choose one by name to convert this config "
+                           "EulerAncestralDiscreteScheduler, TCDScheduler); choose one by name to convert this config "
                            "(like diffusers from_config)",
                            j->path, cls);
         kind = found;

@@ -29,6 +29,10 @@ struct sd_scheduler {
     int next_step;          /* expected next step index, -1 = any */
 };
 
+/* LCM and TCD share diffusers' set_timesteps rule (original_inference_steps,
+ * strength, custom timesteps). */
+static inline bool sd_sched_lcm_schedule(sd_sched_kind k) { return k == SD_SCHED_LCM || k == SD_SCHED_TCD; }
+
 /* Tables and schedules (sched_tables.c). */
 sd_status sd_sched_build_tables(sd_scheduler *s);
 sd_status sd_sched_build_schedule(sd_scheduler *s, int num_inference_steps, double strength,

@@ -337,26 +337,28 @@ static float max_sigma(const float *sig, int n)
 
 /* ---------------------------------------------------------------- per kind */
 
+/* LCMScheduler and TCDScheduler set_timesteps (the same rule in diffusers). */
 static sd_status lcm_schedule(sd_scheduler *s, int N, double strength, const int64_t *custom, int nc)
 {
+    const char *cls = sd_sched_kind_class_name(s->cfg.kind);
     int T = s->T, orig = s->cfg.original_inference_steps;
     if (orig > T)
         return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                       "LCM scheduler: original_inference_steps %d cannot be larger than num_train_timesteps %d", orig,
+                       "%s: original_inference_steps %d cannot be larger than num_train_timesteps %d", cls, orig,
                        T);
     if (!(strength > 0.0 && strength <= 1.0))
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "LCM scheduler: strength %g must be in (0, 1]", strength);
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: strength %g must be in (0, 1]", cls, strength);
     int k = T / orig;
     int count = (int)((double)orig * strength);
     if (custom) {
         for (int i = 0; i < nc; i++) {
             if (custom[i] < 0 || custom[i] >= T)
                 return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                               "LCM scheduler: custom timestep %lld (index %d) is outside [0, %d]",
+                               "%s: custom timestep %lld (index %d) is outside [0, %d]", cls,
                                (long long)custom[i], i, T - 1);
             if (i > 0 && custom[i] >= custom[i - 1])
                 return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                               "LCM scheduler: custom timesteps must be in descending order (%lld then %lld)",
+                               "%s: custom timesteps must be in descending order (%lld then %lld)", cls,
                                (long long)custom[i - 1], (long long)custom[i]);
         }
         int init = (int)((double)nc * strength);
@@ -365,7 +367,7 @@ static sd_status lcm_schedule(sd_scheduler *s, int N, double strength, const int
         int t_start = nc - init > 0 ? nc - init : 0;
         if (nc - t_start < 1)
             return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                           "LCM scheduler: strength %g leaves none of the %d custom timesteps", strength, nc);
+                           "%s: strength %g leaves none of the %d custom timesteps", cls, strength, nc);
         SD_TRY(alloc_schedule(s, nc - t_start, 0));
         for (int i = t_start; i < nc; i++)
             s->timesteps[i - t_start] = (double)custom[i];
@@ -374,14 +376,14 @@ static sd_status lcm_schedule(sd_scheduler *s, int N, double strength, const int
     }
     if (N > orig)
         return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                       "LCM scheduler: num_inference_steps %d cannot be larger than original_inference_steps %d "
+                       "%s: num_inference_steps %d cannot be larger than original_inference_steps %d "
                        "(the schedule is a subset of the original %d-step schedule)",
-                       N, orig, orig);
+                       cls, N, orig, orig);
     if (count / N < 1)
         return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                       "LCM scheduler: original_inference_steps x strength = %d x %g is smaller than "
+                       "%s: original_inference_steps x strength = %d x %g is smaller than "
                        "num_inference_steps %d; use fewer steps or a higher strength",
-                       orig, strength, N);
+                       cls, orig, strength, N);
     double *idx = sd_malloc((size_t)N * sizeof(double));
     if (!idx)
         return SD_ERR_OUT_OF_MEMORY;
@@ -620,6 +622,7 @@ sd_status sd_sched_build_schedule(sd_scheduler *s, int N, double strength, const
     s->init_noise_sigma = 1.0f;
     switch (s->cfg.kind) {
     case SD_SCHED_LCM:
+    case SD_SCHED_TCD:
         return lcm_schedule(s, N, strength, custom, n_custom);
     case SD_SCHED_DDIM:
         return ddim_schedule(s, N);

@@ -47,6 +47,12 @@ static sd_status validate_config(const sd_sched_config *c)
         if (!isfinite(c->timestep_scaling))
             return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: timestep_scaling must be finite", cls);
         break;
+    case SD_SCHED_TCD: /* its step() uses neither clip_sample nor thresholding */
+        if (c->original_inference_steps < 1)
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: original_inference_steps must be >= 1", cls);
+        if (!(c->eta >= 0 && c->eta <= 1))
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: gamma (eta) %g must be in [0, 1]", cls, c->eta);
+        break;
     case SD_SCHED_DPMPP_2M:
         if (c->solver_order < 1 || c->solver_order > 3)
             return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: solver_order %d must be 1, 2 or 3", cls, c->solver_order);
@@ -151,8 +157,9 @@ sd_status sd_scheduler_set_timesteps(sd_scheduler *s, int num_inference_steps, d
     const char *cls = sd_sched_kind_class_name(s->cfg.kind);
     bool has_custom = custom_timesteps != NULL || n_custom != 0;
     if (has_custom) {
-        if (s->cfg.kind != SD_SCHED_LCM)
-            return sd_fail(SD_ERR_UNSUPPORTED, "%s: custom timesteps are supported by the LCM scheduler only", cls);
+        if (!sd_sched_lcm_schedule(s->cfg.kind))
+            return sd_fail(SD_ERR_UNSUPPORTED, "%s: custom timesteps are supported by the LCM and TCD schedulers only",
+                           cls);
         if (!custom_timesteps || n_custom < 1 || n_custom > s->T)
             return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: custom timesteps need 1..%d entries (got %d)", cls, s->T,
                            n_custom);
@@ -165,7 +172,7 @@ sd_status sd_scheduler_set_timesteps(sd_scheduler *s, int num_inference_steps, d
                            "%s: num_inference_steps %d cannot be larger than num_train_timesteps %d", cls,
                            num_inference_steps, s->T);
     }
-    if (s->cfg.kind != SD_SCHED_LCM)
+    if (!sd_sched_lcm_schedule(s->cfg.kind))
         strength = 1.0;
     sd_status st = sd_sched_build_schedule(s, num_inference_steps, strength, has_custom ? custom_timesteps : NULL,
                                            n_custom);
@@ -276,6 +283,8 @@ int sd_scheduler_step_needs_noise(const sd_scheduler *s, int i)
         return 1;
     case SD_SCHED_DDIM:
         return s->cfg.eta > 0;
+    case SD_SCHED_TCD:
+        return s->cfg.eta > 0 && i != s->num_inference_steps - 1;
     case SD_SCHED_DPMPP_2M:
         return s->cfg.algorithm_type == SD_DPM_SDE_DPMSOLVER || s->cfg.algorithm_type == SD_DPM_SDE_DPMSOLVER_PP;
     default:
@@ -337,6 +346,65 @@ static sd_status lcm_step(sd_scheduler *s, int i, const float *mo, const float *
         if (den)
             den[k] = d;
         prev[k] = p;
+    }
+    return SD_OK;
+}
+
+/* ---------------------------------------------------------------- TCD */
+
+/* TCDScheduler.step: with prev_t the next schedule timestep (0 after the last step) and
+ * s = floor((1 - gamma) * prev_t) (a float32 product, as torch multiplies a Python float
+ * by an int64 0-d tensor), the model output gives x0 and eps at t; the predicted noised
+ * sample x_s = sqrt(abar_s) x0 + sqrt(1 - abar_s) eps; with gamma > 0 (except on the
+ * last step) it is re-noised forward to prev_t:
+ * x = sqrt(abar_prev / abar_s) x_s + sqrt(1 - abar_prev / abar_s) noise. */
+static int64_t tcd_timestep_s(double gamma, int64_t prev_t)
+{
+    float f = (float)(1.0 - gamma) * (float)prev_t;
+    return (int64_t)floorf(f);
+}
+
+static sd_status tcd_step(sd_scheduler *s, int i, const float *mo, const float *x, const float *noise, float *prev,
+                          float *pns_out, size_t n)
+{
+    const sd_sched_config *c = &s->cfg;
+    int64_t t = int_timestep(s, i);
+    int64_t prev_t = i + 1 < s->n ? int_timestep(s, i + 1) : 0;
+    int64_t ts = tcd_timestep_s(c->eta, prev_t);
+    if (ts < 0)
+        ts = 0;
+    if (ts >= s->T)
+        ts = s->T - 1;
+    float a_t = s->alphas_cumprod[t];
+    float b_t = 1.0f - a_t;
+    float a_prev = s->alphas_cumprod[prev_t];
+    float a_s = s->alphas_cumprod[ts];
+    float b_s = 1.0f - a_s;
+    float sa = sqrtf(a_t), sb = sqrtf(b_t);
+    float sas = sqrtf(a_s), sbs = sqrtf(b_s);
+    bool renoise = sd_scheduler_step_needs_noise(s, i) != 0;
+    float ratio = a_prev / a_s;
+    float c_keep = sqrtf(ratio), c_noise = sqrtf(1.0f - ratio);
+    for (size_t k = 0; k < n; k++) {
+        float x0, eps;
+        switch (c->prediction_type) {
+        case SD_PRED_EPSILON:
+            x0 = (x[k] - sb * mo[k]) / sa;
+            eps = mo[k];
+            break;
+        case SD_PRED_SAMPLE:
+            x0 = mo[k];
+            eps = (x[k] - sa * x0) / sb;
+            break;
+        default: /* v */
+            x0 = sa * x[k] - sb * mo[k];
+            eps = sa * mo[k] + sb * x[k];
+            break;
+        }
+        float pns = sas * x0 + sbs * eps;
+        if (pns_out)
+            pns_out[k] = pns;
+        prev[k] = renoise ? c_keep * pns + c_noise * noise[k] : pns;
     }
     return SD_OK;
 }
@@ -727,6 +795,8 @@ sd_status sd_scheduler_step(sd_scheduler *s, int i, const float *model_output, c
         return euler_a_step(s, i, model_output, sample, noise, prev_sample, denoised, n);
     case SD_SCHED_DPMPP_2M:
         return dpm_step(s, i, model_output, sample, noise, prev_sample, denoised, n);
+    case SD_SCHED_TCD:
+        return tcd_step(s, i, model_output, sample, noise, prev_sample, denoised, n);
     default:
         return sd_fail(SD_ERR_INTERNAL, "scheduler: invalid kind");
     }
@@ -740,7 +810,7 @@ sd_status sd_scheduler_add_noise(const sd_scheduler *s, const float *x0, const f
     const char *cls = sd_sched_kind_class_name(s->cfg.kind);
     if (n && (!x0 || !noise || !out))
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s add_noise: NULL buffer", cls);
-    if (s->cfg.kind == SD_SCHED_LCM || s->cfg.kind == SD_SCHED_DDIM) {
+    if (sd_sched_lcm_schedule(s->cfg.kind) || s->cfg.kind == SD_SCHED_DDIM) {
         if (!(timestep >= 0 && timestep <= s->T - 1) || floor(timestep) != timestep)
             return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s add_noise: timestep %g must be an integer in [0, %d]", cls,
                            timestep, s->T - 1);

@@ -1,7 +1,8 @@
 /* Diffusion schedulers on host float32 latents, matching Hugging Face diffusers
  * v0.26.3 (the version the reference fixtures were made with):
  *   LCMScheduler, DPMSolverMultistepScheduler, DDIMScheduler,
- *   EulerDiscreteScheduler, EulerAncestralDiscreteScheduler.
+ *   EulerDiscreteScheduler, EulerAncestralDiscreteScheduler;
+ * and TCDScheduler (added in diffusers 0.27; matches 0.42, the v2 fixtures).
  *
  * Numerics follow the reference: the beta / alphas_cumprod / sigma tables are
  * float32 as torch computes them (cumprod accumulated in double), timestep and
@@ -35,6 +36,7 @@ typedef enum sd_sched_kind {
     SD_SCHED_DDIM,
     SD_SCHED_EULER,
     SD_SCHED_EULER_A,
+    SD_SCHED_TCD, /* TCDScheduler: LCM's schedule, gamma (config `eta`) picks the intermediate timestep s */
     SD_SCHED_KIND_COUNT
 } sd_sched_kind;
 
@@ -52,8 +54,8 @@ typedef enum sd_final_sigmas { SD_FINAL_SIGMAS_ZERO = 0, SD_FINAL_SIGMAS_SIGMA_M
 typedef enum sd_interp { SD_INTERP_LINEAR = 0, SD_INTERP_LOG_LINEAR } sd_interp;
 typedef enum sd_timestep_type { SD_TIMESTEP_DISCRETE = 0, SD_TIMESTEP_CONTINUOUS } sd_timestep_type;
 
-/* Every field of the five diffusers classes (v0.26.3 names and defaults). Fields a
- * kind does not use are ignored for it. */
+/* Every field of the six diffusers classes (v0.26.3 names and defaults; TCD: 0.42).
+ * Fields a kind does not use are ignored for it. */
 typedef struct sd_sched_config {
     sd_sched_kind kind;
     int num_train_timesteps;   /* 1000 */
@@ -69,7 +71,7 @@ typedef struct sd_sched_config {
     bool thresholding;         /* LCM, DDIM, DPM: unsupported when true */
     double dynamic_thresholding_ratio, sample_max_value;
     bool rescale_betas_zero_snr; /* LCM, DDIM, Euler, EulerA (DPM in 0.26.3 has no such option) */
-    /* LCM */
+    /* LCM, TCD */
     int original_inference_steps; /* 50 */
     double timestep_scaling;      /* 10 */
     /* DPMSolverMultistep */
@@ -80,7 +82,8 @@ typedef struct sd_sched_config {
     sd_final_sigmas final_sigmas_type;
     double lambda_min_clipped; /* -inf */
     bool variance_type_learned; /* variance_type "learned"/"learned_range": unsupported */
-    /* DDIM (a pipeline call argument in diffusers, kept here) */
+    /* DDIM eta; TCD gamma (diffusers' step(eta=...), the paper's gamma), 0..1: s = floor((1-gamma) t_prev).
+     * A pipeline call argument in diffusers (default 0), kept here. */
     double eta;
     /* Euler */
     sd_interp interpolation_type;
@@ -93,7 +96,7 @@ typedef struct sd_sched_config {
 void sd_sched_config_default(sd_sched_config *c, sd_sched_kind kind);
 
 /* Reads a diffusers scheduler_config.json; `_class_name` picks the kind (one of the
- * five classes, else SD_ERR_UNSUPPORTED naming it). */
+ * six classes, else SD_ERR_UNSUPPORTED naming it). */
 sd_status sd_sched_config_load(const char *scheduler_config_json, sd_sched_config *c);
 /* Like diffusers `Kind.from_config(json)`: the defaults of `kind`, overridden by the
  * keys present in the file (whatever its _class_name, e.g. an SD1.5 PNDM config). */
@@ -103,7 +106,7 @@ sd_status sd_sched_config_from_json(const sd_config *json, int kind, sd_sched_co
 
 /* "lcm", "dpm++2m" / "dpmpp_2m" / "dpmpp2m" / "dpm2m" / "dpm" / "dpmsolver" (the algorithm
  * and order come from the config: defaults dpmsolver++ order 2), "ddim", "euler",
- * "euler_a" / "euler_ancestral" (case-insensitive) and the diffusers class names.
+ * "euler_a" / "euler_ancestral", "tcd" (case-insensitive) and the diffusers class names.
  * Unknown -> SD_ERR_INVALID_ARGUMENT listing the valid names. */
 sd_status sd_sched_kind_from_name(const char *name, sd_sched_kind *k);
 const char *sd_sched_kind_name(sd_sched_kind k);       /* "lcm", "dpmpp_2m", ... */
@@ -119,12 +122,14 @@ const sd_sched_config *sd_scheduler_config(const sd_scheduler *s);
 sd_sched_kind sd_scheduler_kind(const sd_scheduler *s);
 
 /* diffusers set_timesteps. `strength` (in (0, 1]; a double so that e.g. 0.7 gives
- * int(50 * 0.7) = 35 as in Python) is used by LCM only (its own
+ * int(50 * 0.7) = 35 as in Python) is used by LCM and TCD only (their own
  * img2img trimming); other kinds ignore it (pipelines trim with
- * sd_scheduler_img2img_start). `custom_timesteps` (descending, LCM only; NULL/0 for
- * none) replaces num_inference_steps. Errors: steps < 1 or > num_train_timesteps,
- * LCM steps > original_inference_steps or > original_inference_steps*strength,
- * custom timesteps not descending / out of range, custom timesteps for other kinds. */
+ * sd_scheduler_img2img_start). `custom_timesteps` (descending, LCM/TCD only; NULL/0
+ * for none) replaces num_inference_steps. LCM and TCD share the schedule rule (TCD's
+ * set_timesteps without its original_inference_steps argument). Errors: steps < 1 or
+ * > num_train_timesteps, LCM/TCD steps > original_inference_steps or >
+ * original_inference_steps*strength, custom timesteps not descending / out of range,
+ * custom timesteps for other kinds. */
 sd_status sd_scheduler_set_timesteps(sd_scheduler *s, int num_inference_steps, double strength,
                                      const int64_t *custom_timesteps, int n_custom);
 /* Restarts the multistep history (DPM) without changing the schedule. */
@@ -134,7 +139,7 @@ void sd_scheduler_reset(sd_scheduler *s);
 int sd_scheduler_img2img_start(int num_inference_steps, float strength);
 
 int sd_scheduler_num_timesteps(const sd_scheduler *s); /* 0 before set_timesteps */
-/* Timestep i as fed to the UNet (integers for LCM/DDIM/DPM, float32 values for Euler);
+/* Timestep i as fed to the UNet (integers for LCM/TCD/DDIM/DPM, float32 values for Euler);
  * NAN when i is out of range. */
 double sd_scheduler_timestep(const sd_scheduler *s, int i);
 const double *sd_scheduler_timesteps(const sd_scheduler *s, int *n);
@@ -152,18 +157,20 @@ sd_status sd_scheduler_scale_model_input(const sd_scheduler *s, int step_index, 
 /* Number of noise tensors (0 or 1, each n floats) step i consumes, in the reference's
  * draw order: LCM every step but the last (diffusers: step_index != num_inference_steps-1),
  * Euler every step (drawn even when unused: s_churn = 0), EulerAncestral every step,
- * DDIM when eta > 0, DPM for the sde-* algorithms. */
+ * DDIM when eta > 0, TCD when gamma (eta) > 0 on every step but the last (like LCM),
+ * DPM for the sde-* algorithms. */
 int sd_scheduler_step_needs_noise(const sd_scheduler *s, int step_index);
 
 /* One step at schedule index i. `noise` must be given when step_needs_noise says so
  * (else SD_ERR_INVALID_ARGUMENT), otherwise it is ignored. `denoised` (may be NULL)
- * receives LCM's denoised, DDIM/Euler/EulerA's pred_original_sample, or DPM's data
+ * receives LCM's denoised, DDIM/Euler/EulerA's pred_original_sample, TCD's
+ * pred_noised_sample (x_s, the second output of its step), or DPM's data
  * prediction x0 of this step. `prev_sample` may alias `sample` (in place); `denoised`
  * must not alias `sample`. */
 sd_status sd_scheduler_step(sd_scheduler *s, int i, const float *model_output, const float *sample,
                             const float *noise, float *prev_sample, float *denoised, size_t n);
 
-/* img2img forward noising at a schedule timestep: LCM/DDIM sqrt(abar_t) x0 +
+/* img2img forward noising at a schedule timestep: LCM/TCD/DDIM sqrt(abar_t) x0 +
  * sqrt(1-abar_t) noise (t integer in [0, T)); DPM alpha_t x0 + sigma_t noise with the
  * sigma of t's schedule index; Euler x0 + sigma noise (t must be in the schedule). */
 sd_status sd_scheduler_add_noise(const sd_scheduler *s, const float *x0, const float *noise, double timestep,

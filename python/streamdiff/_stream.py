@@ -1,0 +1,287 @@
+"""streamdiff.Stream: StreamDiffusion (stream batch, residual CFG, similarity filter) on a Model."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
+
+from . import _capi
+from ._errors import ClosedError, check
+from ._images import ImageLike, as_rgb_array, is_pil, output_like, parse_output_type, take_sd_image, to_sd_image
+
+if TYPE_CHECKING:
+    from ._model import Model
+
+_CFG = {"none": _capi.SD_CFG_NONE, "full": _capi.SD_CFG_FULL, "self": _capi.SD_CFG_SELF,
+        "initialize": _capi.SD_CFG_INITIALIZE}
+_RNGS = {"torch": _capi.SD_RNG_TYPE_TORCH, "fast": _capi.SD_RNG_TYPE_FAST}
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """sd_stream_stats: counters and moving averages of a stream."""
+
+    frames_in: int
+    frames_out: int
+    frames_skipped: int
+    frames_dropped: int
+    fps: float
+    latency_ms: float
+    inference_ms: float
+
+
+class Stream:
+    """A StreamDiffusion stream: one UNet call per frame with ``len(t_index_list)`` frames in flight.
+
+    Made by :meth:`Model.stream`. Typical use (StreamDiffusion's README, with streamdiff)::
+
+        stream = model.stream(t_index_list=[32, 45], width=512, height=512, cfg_type="self")
+        stream.prepare("a cat", guidance_scale=1.2, delta=1.0)
+        for _ in range(len(stream.t_index_list) - 1):   # warm up the stream batch
+            stream(frame)
+        out = stream(frame)        # img2img: PIL.Image in -> PIL.Image out, numpy in -> numpy out
+        out = stream()             # txt2img frame (also stream.txt2img())
+
+    The output of call k belongs to the frame of call k - (len(t_index_list) - 1) (the stream batch delay),
+    exactly as in StreamDiffusion. Errors raise :class:`streamdiff.StreamdiffError` with the library's
+    message; calls after :meth:`close` raise :class:`streamdiff.ClosedError`.
+    """
+
+    def __init__(self, model: "Model", *, t_index_list: Sequence[int], width: int, height: int, cfg_type: str,
+                 guidance_scale: float, delta: float, seed: int, num_inference_steps: int, frame_buffer_size: int,
+                 use_denoising_batch: bool, do_add_noise: bool, similarity_threshold: float, max_skip_frames: int,
+                 use_taesd: Optional[bool], rng: str, use_graphs: bool):
+        if cfg_type not in _CFG:
+            raise ValueError(f"cfg_type must be one of none, full, self, initialize; got {cfg_type!r}")
+        if rng not in _RNGS:
+            raise ValueError(f"rng must be 'torch' or 'fast', got {rng!r}")
+        self._model = model
+        self._h: Optional[int] = None
+        self._lock = threading.RLock()
+        self._prompt: Optional[str] = None
+        self._negative = ""
+        self._cfg: Dict[str, Any] = dict(
+            t_index_list=[int(t) for t in t_index_list], width=int(width), height=int(height), cfg_type=cfg_type,
+            guidance_scale=float(guidance_scale), delta=float(delta), seed=int(seed),
+            num_inference_steps=int(num_inference_steps), frame_buffer_size=int(frame_buffer_size),
+            use_denoising_batch=bool(use_denoising_batch), do_add_noise=bool(do_add_noise),
+            similarity_threshold=float(similarity_threshold), max_skip_frames=int(max_skip_frames),
+            use_taesd=use_taesd, rng=rng, use_graphs=bool(use_graphs))
+        self._h = self._create(self._cfg)
+        model._streams.add(self)
+
+    # ------------------------------------------------------------------ the C stream
+    def _params(self, c: Dict[str, Any]):
+        lib = _capi.lib()
+        p = _capi.padded(_capi.sd_stream_params)
+        lib.sd_stream_default_params(ctypes.byref(p))
+        t = c["t_index_list"]
+        if not 1 <= len(t) <= _capi.SD_STREAM_MAX_STEPS:
+            raise ValueError(f"t_index_list needs 1 to {_capi.SD_STREAM_MAX_STEPS} entries, got {len(t)}")
+        for k, v in enumerate(t):
+            p.t_index_list[k] = v
+        p.n_t_index = len(t)
+        p.width, p.height = c["width"], c["height"]
+        p.num_inference_steps = c["num_inference_steps"]
+        p.frame_buffer_size = c["frame_buffer_size"]
+        p.use_denoising_batch, p.do_add_noise = c["use_denoising_batch"], c["do_add_noise"]
+        p.cfg_type = _CFG[c["cfg_type"]]
+        p.guidance_scale, p.delta = c["guidance_scale"], c["delta"]
+        if not 0 <= c["seed"] < 2**64:
+            raise ValueError(f"seed must be in [0, 2^64), got {c['seed']}")
+        p.seed = c["seed"]
+        p.similarity_threshold, p.max_skip_frames = c["similarity_threshold"], c["max_skip_frames"]
+        if c["use_taesd"] is not None:
+            p.use_taesd = bool(c["use_taesd"])
+        p.rng = _RNGS[c["rng"]]
+        p.use_graphs = c["use_graphs"]
+        p.drop_old_frames = False
+        return p
+
+    def _create(self, c: Dict[str, Any]) -> int:
+        p = self._params(c)
+        h = ctypes.c_void_p()
+        with self._model._lock:
+            check(_capi.lib().sd_stream_create(self._model._handle(), ctypes.byref(p), ctypes.byref(h)))
+        return h.value
+
+    def _handle(self) -> int:
+        if self._h is None:
+            raise ClosedError("the stream is closed", 0, "closed")
+        return self._h
+
+    def _refresh_prompt(self) -> None:
+        """Re-encodes the prompt (after a LoRA change of the text encoder)."""
+        if self._h is not None and self._prompt is not None:
+            check(_capi.lib().sd_stream_set_prompt(self._h, _capi.encode(self._prompt), _capi.encode(self._negative)))
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Frees the stream. Later calls raise ClosedError."""
+        with self._lock:
+            if self._h is not None:
+                _capi.lib().sd_stream_free(self._h)
+                self._h = None
+        self._model._streams.discard(self)
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            if getattr(self, "_h", None) is not None:
+                _capi.lib().sd_stream_free(self._h)
+                self._h = None
+        except Exception:
+            pass
+
+    @property
+    def closed(self) -> bool:
+        return self._h is None
+
+    @property
+    def model(self) -> "Model":
+        return self._model
+
+    @property
+    def t_index_list(self) -> list:
+        return list(self._cfg["t_index_list"])
+
+    @property
+    def width(self) -> int:
+        return self._cfg["width"]
+
+    @property
+    def height(self) -> int:
+        return self._cfg["height"]
+
+    @property
+    def prompt(self) -> Optional[str]:
+        return self._prompt
+
+    @property
+    def settings(self) -> Dict[str, Any]:
+        """The stream's current settings (a copy)."""
+        return dict(self._cfg, t_index_list=list(self._cfg["t_index_list"]))
+
+    def __repr__(self) -> str:
+        c = self._cfg
+        return (f"streamdiff.Stream(t_index_list={c['t_index_list']}, {c['width']}x{c['height']}, "
+                f"cfg_type={c['cfg_type']!r}{', closed' if self.closed else ''})")
+
+    # ------------------------------------------------------------------ StreamDiffusion's calls
+    def prepare(self, prompt: str, negative_prompt: str = "", *, guidance_scale: Optional[float] = None,
+                delta: Optional[float] = None, num_inference_steps: Optional[int] = None,
+                seed: Optional[int] = None) -> None:
+        """StreamDiffusion's ``prepare``: sets the prompt (encoded once, its cross-attention K/V cached) and,
+        when given, the guidance scale and RCFG delta. A new ``num_inference_steps`` or ``seed`` rebuilds the
+        stream (new noise and schedule, empty buffer), as StreamDiffusion's prepare does."""
+        rebuild = {}
+        if num_inference_steps is not None and int(num_inference_steps) != self._cfg["num_inference_steps"]:
+            rebuild["num_inference_steps"] = int(num_inference_steps)
+        if seed is not None and int(seed) != self._cfg["seed"]:
+            rebuild["seed"] = int(seed)
+        with self._lock:
+            if rebuild:
+                self._rebuild(rebuild)
+            self.update(prompt=prompt, negative_prompt=negative_prompt, guidance=guidance_scale, delta=delta)
+
+    def update_prompt(self, prompt: str, negative_prompt: Optional[str] = None) -> None:
+        """StreamDiffusion's ``update_prompt``: a new prompt from the next frame on."""
+        self.update(prompt=prompt, negative_prompt=negative_prompt)
+
+    def update(self, *, prompt: Optional[str] = None, negative_prompt: Optional[str] = None,
+               guidance: Optional[float] = None, delta: Optional[float] = None,
+               t_index_list: Optional[Sequence[int]] = None, similarity_threshold: Optional[float] = None,
+               max_skip_frames: Optional[int] = None, guidance_scale: Optional[float] = None) -> None:
+        """Live changes, effective from the next frame: prompt, guidance (scale), RCFG delta, similarity
+        filter. A new ``t_index_list`` rebuilds the stream (its batch has one row per entry), keeping the
+        prompt and the other settings; frames in flight are dropped."""
+        if guidance is None:
+            guidance = guidance_scale
+        lib = _capi.lib()
+        with self._lock:
+            h = self._handle()
+            if t_index_list is not None and [int(t) for t in t_index_list] != self._cfg["t_index_list"]:
+                self._rebuild({"t_index_list": [int(t) for t in t_index_list]})
+                h = self._handle()
+            if prompt is not None or negative_prompt is not None:
+                new_prompt = prompt if prompt is not None else (self._prompt or "")
+                new_neg = negative_prompt if negative_prompt is not None else self._negative
+                check(lib.sd_stream_set_prompt(h, _capi.encode(new_prompt), _capi.encode(new_neg)))
+                self._prompt, self._negative = new_prompt, new_neg
+            if guidance is not None or delta is not None:
+                g = float(guidance) if guidance is not None else self._cfg["guidance_scale"]
+                d = float(delta) if delta is not None else self._cfg["delta"]
+                check(lib.sd_stream_set_guidance(h, g, d))
+                self._cfg["guidance_scale"], self._cfg["delta"] = g, d
+            if similarity_threshold is not None or max_skip_frames is not None:
+                self._set_filter(similarity_threshold, max_skip_frames)
+
+    def enable_similar_image_filter(self, threshold: float = 0.98, max_skip_frame: int = 10) -> None:
+        """StreamDiffusion's stochastic similar-image filter: a frame whose cosine similarity to the last
+        processed one exceeds `threshold` is skipped (the previous output repeats), at most `max_skip_frame`
+        times in a row."""
+        with self._lock:
+            self._set_filter(threshold, max_skip_frame)
+
+    def disable_similar_image_filter(self) -> None:
+        with self._lock:
+            self._set_filter(0.0, None)
+
+    def _set_filter(self, threshold: Optional[float], max_skip: Optional[int]) -> None:
+        t = float(threshold) if threshold is not None else self._cfg["similarity_threshold"]
+        m = int(max_skip) if max_skip is not None else self._cfg["max_skip_frames"]
+        check(_capi.lib().sd_stream_set_similarity_filter(self._handle(), t, m))
+        self._cfg["similarity_threshold"], self._cfg["max_skip_frames"] = t, m
+
+    def _rebuild(self, changes: Dict[str, Any]) -> None:
+        cfg = dict(self._cfg, **changes)
+        h = self._create(cfg)  # raises (old stream kept) when the new settings are refused
+        old, self._h, self._cfg = self._h, h, cfg
+        if old is not None:
+            _capi.lib().sd_stream_free(old)
+        self._refresh_prompt()
+
+    # ------------------------------------------------------------------ frames
+    def img2img(self, image: ImageLike):
+        """One img2img frame: PIL.Image or numpy (H, W, 3) uint8 in (fitted to the stream size: center crop
+        and resize when it differs), the same type out (a numpy input array is read in place, no copy)."""
+        like_pil = is_pil(image)
+        arr = as_rgb_array(image)
+        src = to_sd_image(arr)
+        out = _capi.sd_image()
+        with self._lock:
+            h = self._handle()
+            with self._model._lock:
+                st = _capi.lib().sd_stream_img2img(h, ctypes.byref(src), ctypes.byref(out))
+        del arr
+        check(st)
+        return output_like(take_sd_image(out), like_pil)
+
+    def txt2img(self, output_type: str = "pil"):
+        """One txt2img frame from the stream's own noise (StreamDiffusion's ``txt2img``)."""
+        like_pil = parse_output_type(output_type)
+        out = _capi.sd_image()
+        with self._lock:
+            h = self._handle()
+            with self._model._lock:
+                st = _capi.lib().sd_stream_txt2img(h, ctypes.byref(out))
+        check(st)
+        return output_like(take_sd_image(out), like_pil)
+
+    def __call__(self, image: Optional[ImageLike] = None):
+        """``stream(image)``: an img2img frame; ``stream()``: a txt2img frame (as StreamDiffusion)."""
+        return self.txt2img() if image is None else self.img2img(image)
+
+    @property
+    def stats(self) -> StreamStats:
+        s = _capi.padded(_capi.sd_stream_stats)
+        check(_capi.lib().sd_stream_get_stats(self._handle(), ctypes.byref(s)))
+        return StreamStats(int(s.frames_in), int(s.frames_out), int(s.frames_skipped), int(s.frames_dropped),
+                           float(s.fps), float(s.latency_ms), float(s.inference_ms))
