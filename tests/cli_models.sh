@@ -37,5 +37,19 @@ head -c 100000 "$M/tiny-sd15-single.safetensors" > "$T/trunc.safetensors"
 rc=$?
 if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q "offsets-out-of-data\|header-out-of-file" "$T/err"; then echo "ok: truncated checkpoint -> named error"
 else echo "FAIL: truncated checkpoint (rc $rc):"; cat "$T/err"; fail=1; fi
+# a folder whose vae/ is an AutoencoderTiny (as SDXS ships): it decodes with that TAESD, no --taesd needed, and
+# gives the image of the same model given the TAESD by --taesd
+if [ -d "$M/taesd-tiny" ]; then
+  cp -r "$M/tiny-sd15" "$T/sdxs-like"; rm -rf "$T/sdxs-like/vae"; cp -r "$M/taesd-tiny" "$T/sdxs-like/vae"
+  run -m "$T/sdxs-like" -o "$T/tinyvae.png"
+  run -m "$M/tiny-sd15" --taesd "$M/taesd-tiny" -o "$T/taesd.png"
+  [ -s "$T/tinyvae.png" ] && [ "$(idat "$T/tinyvae.png")" = "$(idat "$T/taesd.png")" ] \
+    && echo "ok: vae/ AutoencoderTiny folder == --taesd" \
+    || { echo "FAIL: a folder with an AutoencoderTiny vae/ did not give the --taesd image"; fail=1; }
+  [ -s "$T/tinyvae.png" ] && [ "$(idat "$T/tinyvae.png")" != "$(idat "$T/folder-sd15.png")" ] && echo "ok: and not the KL VAE's image" \
+    || { echo "FAIL: the AutoencoderTiny vae/ was not used"; fail=1; }
+else
+  echo "FAIL: $M/taesd-tiny is missing"; fail=1
+fi
 [ $fail -eq 0 ] && echo "cli_models: all passed"
 exit $fail

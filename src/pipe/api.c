@@ -100,7 +100,7 @@ static sd_status generate(sd_model *m, const sd_gen_params *p, const sd_image *i
     a.strength = p->strength;
     a.eta = p->eta;
     a.sched = sched;
-    a.use_taesd = p->use_taesd;
+    a.use_taesd = sd_model_use_taesd(m, p->use_taesd);
     a.progress = p->progress;
     a.progress_user = p->progress_user;
     sd_rng rng;
@@ -193,7 +193,7 @@ char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p, bool img
         o += snprintf(t + o, cap - (size_t)o, ", Denoising strength: %g", p->strength);
     if (p->clip_skip)
         o += snprintf(t + o, cap - (size_t)o, ", Clip skip: %d", p->clip_skip + 1);
-    if (p->use_taesd)
+    if (sd_model_use_taesd(m, p->use_taesd))
         o += snprintf(t + o, cap - (size_t)o, ", VAE: TAESD");
     snprintf(t + o, cap - (size_t)o, ", Version: streamdiff %s", sd_version());
     return t;

@@ -160,6 +160,27 @@ static sd_status load_scheduler(sd_model *m, const char *dir)
     return s;
 }
 
+/* vae/config.json names an AutoencoderTiny (a missing or unreadable config is left to the AutoencoderKL loader,
+ * which reports it) */
+static bool vae_is_tiny(const char *vae_dir)
+{
+    char *cp = join(vae_dir, "config.json");
+    sd_config c;
+    bool tiny = false;
+    if (cp && sd_file_exists(cp) && sd_config_load(cp, &c) == SD_OK) {
+        const char *cls = NULL;
+        tiny = sd_config_str(&c, "_class_name", "", &cls) == SD_OK && cls && !strcmp(cls, "AutoencoderTiny");
+        sd_config_free(&c);
+    }
+    free(cp);
+    return tiny;
+}
+
+bool sd_model_use_taesd(const sd_model *m, bool requested)
+{
+    return m->taesd && (requested || !m->vae);
+}
+
 sd_status sd_model_load_folder(const char *dir, const char *unet_dir, const sd_model_params *p, sd_model **out)
 {
     *out = NULL;
@@ -194,7 +215,10 @@ sd_status sd_model_load_folder(const char *dir, const char *unet_dir, const sd_m
     if (s != SD_OK || (s = load_component(m, &m->w_unet, un, "unet", "diffusion_pytorch_model")) != SD_OK ||
         (s = sd_unet_load(&m->w_unet, &m->unet_cfg, &m->unet)) != SD_OK)
         goto done;
-    if (sd_dir_exists(va)) {
+    if (sd_dir_exists(va) && vae_is_tiny(va)) {
+        if (!m->params.taesd && (s = sd_model_load_taesd(m, va)) != SD_OK)
+            goto done;
+    } else if (sd_dir_exists(va)) {
         LOAD_CONFIG(sd_vae_config_load, va, &m->vae_cfg);
         if (s != SD_OK || (s = load_component(m, &m->w_vae, va, "vae", "diffusion_pytorch_model")) != SD_OK ||
             (s = sd_vae_load(&m->w_vae, &m->vae_cfg, &m->vae)) != SD_OK)

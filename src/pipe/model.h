@@ -34,11 +34,15 @@ struct sd_model {
 };
 
 /* Loads a components folder: tokenizer/, text_encoder/, unet/, vae/ (optional), scheduler/.
+ * A vae/ that is an AutoencoderTiny (SDXS ships one) loads as the model's TAESD, unless params.taesd names one.
  * `unet_dir` (may be NULL) overrides the UNet folder (e.g. an LCM-distilled UNet). */
 sd_status sd_model_load_folder(const char *dir, const char *unet_dir, const sd_model_params *p, sd_model **out);
 sd_status sd_model_load_single_file(const char *path, const sd_model_params *p, sd_model **out);
 /* Loads a stand-alone TAESD (AutoencoderTiny) folder into the model. */
 sd_status sd_model_load_taesd(sd_model *m, const char *dir);
+/* Whether images go through the TAESD: when asked for, or when the model has no AutoencoderKL but a TAESD
+ * (a folder whose vae/ is an AutoencoderTiny, e.g. SDXS). */
+bool sd_model_use_taesd(const sd_model *m, bool requested);
 /* The float dtype weights are kept in for this backend and params. */
 sd_dtype sd_model_weight_dtype(const sd_backend *be, const sd_model_params *p);
 

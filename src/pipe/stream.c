@@ -63,7 +63,7 @@ static sd_status validate(const sd_model *m, const sd_stream_params *p, bool *ta
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "similarity_threshold must be in 0..1 (0 = off) and max_skip_frames >= 0");
     if (p->queue_size < 1 || p->queue_size > 64)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "queue_size %d out of range (1..64)", p->queue_size);
-    *taesd = p->use_taesd && m->taesd;
+    *taesd = sd_model_use_taesd(m, p->use_taesd);
     if (!*taesd && !m->vae)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "the model has neither a VAE nor a TAESD to encode and decode frames");
     int sc = *taesd ? sd_taesd_downscale(&m->taesd_cfg) : sd_vae_downscale(&m->vae_cfg);
