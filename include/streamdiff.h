@@ -18,6 +18,17 @@
 extern "C" {
 #endif
 
+/* SD_API marks the library's functions. The library is built with hidden
+ * visibility, so these are the only symbols libstreamdiff.so exports
+ * (tests/api_exports.sh checks that the two lists are equal). */
+#ifndef SD_API
+#if defined(SD_BUILDING_LIBRARY) && (defined(__GNUC__) || defined(__clang__))
+#define SD_API __attribute__((visibility("default")))
+#else
+#define SD_API
+#endif
+#endif
+
 /* ---------------------------------------------------------------- status */
 
 typedef enum sd_status {
@@ -34,14 +45,14 @@ typedef enum sd_status {
 } sd_status;
 
 /* Short stable name of a status code, e.g. "SD_ERR_FORMAT". */
-const char *sd_status_name(sd_status s);
+SD_API const char *sd_status_name(sd_status s);
 
 /* Message of the most recent error on this thread ("" if none). The pointer
  * stays valid until the next failing call on the same thread. */
-const char *sd_last_error(void);
+SD_API const char *sd_last_error(void);
 
 /* Library version, e.g. "0.1.0". */
-const char *sd_version(void);
+SD_API const char *sd_version(void);
 
 /* ---------------------------------------------------------------- safetensors
  * A read-only, zero-copy view of a .safetensors file (mmapped). Every rule of
@@ -50,8 +61,8 @@ const char *sd_version(void);
 
 typedef struct sd_safetensors sd_safetensors;
 
-sd_status sd_safetensors_open(const char *path, sd_safetensors **out);
-void sd_safetensors_close(sd_safetensors *st);
+SD_API sd_status sd_safetensors_open(const char *path, sd_safetensors **out);
+SD_API void sd_safetensors_close(sd_safetensors *st);
 
 
 /* ---------------------------------------------------------------- images
@@ -63,11 +74,11 @@ typedef struct sd_image {
     uint8_t *data;
 } sd_image;
 
-void sd_image_free(sd_image *img);
+SD_API void sd_image_free(sd_image *img);
 /* PNG or JPEG. */
-sd_status sd_image_load(const char *path, sd_image *out);
+SD_API sd_status sd_image_load(const char *path, sd_image *out);
 /* PNG; `parameters` (may be NULL) is stored as an A1111-style "parameters" text chunk. */
-sd_status sd_image_save_png(const char *path, const sd_image *img, const char *parameters);
+SD_API sd_status sd_image_save_png(const char *path, const sd_image *img, const char *parameters);
 
 /* ---------------------------------------------------------------- models */
 
@@ -96,12 +107,12 @@ typedef struct sd_model_params {
     bool check_finite;
 } sd_model_params;
 
-void sd_model_default_params(sd_model_params *p);
+SD_API void sd_model_default_params(sd_model_params *p);
 /* `path`: a diffusers folder (model_index.json), a single-file SD1.x/SD2.x
  * checkpoint (.safetensors), or a Hugging Face model id present in the local
  * HF cache (never downloads). */
-sd_status sd_model_load(const char *path, const sd_model_params *p, sd_model **out);
-void sd_model_free(sd_model *m);
+SD_API sd_status sd_model_load(const char *path, const sd_model_params *p, sd_model **out);
+SD_API void sd_model_free(sd_model *m);
 
 typedef struct sd_model_info {
     const char *arch;        /* "sd1", "sd2" */
@@ -116,7 +127,7 @@ typedef struct sd_model_info {
     bool lcm_guidance_embedding; /* UNet has time_cond_proj_dim */
     size_t weight_bytes;
 } sd_model_info;
-sd_status sd_model_get_info(const sd_model *m, sd_model_info *info);
+SD_API sd_status sd_model_get_info(const sd_model *m, sd_model_info *info);
 
 /* ---------------------------------------------------------------- LoRA
  * LoRA / LoCon adapters fused into the loaded UNet and text encoder:
@@ -151,9 +162,9 @@ typedef struct sd_lora_options {
  * input error the previous set stays active. Not thread-safe with a
  * generation running on the same model; a stream created earlier keeps its
  * encoded prompt until sd_stream_set_prompt is called again. */
-sd_status sd_model_apply_loras(sd_model *m, const sd_lora_spec *loras, int n);
+SD_API sd_status sd_model_apply_loras(sd_model *m, const sd_lora_spec *loras, int n);
 /* The same with options (opt may be NULL). */
-sd_status sd_model_apply_loras_ex(sd_model *m, const sd_lora_spec *loras, int n, const sd_lora_options *opt);
+SD_API sd_status sd_model_apply_loras_ex(sd_model *m, const sd_lora_spec *loras, int n, const sd_lora_options *opt);
 
 /* ---------------------------------------------------------------- generation */
 
@@ -183,13 +194,13 @@ typedef struct sd_gen_params {
     void *progress_user;
 } sd_gen_params;
 
-void sd_gen_default_params(sd_gen_params *p);
+SD_API void sd_gen_default_params(sd_gen_params *p);
 /* `out` receives batch_size images. */
-sd_status sd_txt2img(sd_model *m, const sd_gen_params *p, sd_image *out);
-sd_status sd_img2img(sd_model *m, const sd_gen_params *p, const sd_image *init, sd_image *out);
+SD_API sd_status sd_txt2img(sd_model *m, const sd_gen_params *p, sd_image *out);
+SD_API sd_status sd_img2img(sd_model *m, const sd_gen_params *p, const sd_image *init, sd_image *out);
 /* The A1111-style parameters text for a generation (malloc'd, free()),
  * with the defaults the generation resolves (steps, size) filled in. */
-char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p, bool img2img);
+SD_API char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p, bool img2img);
 
 /* ---------------------------------------------------------------- streaming
  * StreamDiffusion: a few-step model turned into a video-rate pipeline. */
@@ -223,20 +234,20 @@ typedef struct sd_stream_params {
                                            * or LoRA change; a prompt change needs none); no effect on the CPU */
 } sd_stream_params;
 
-void sd_stream_default_params(sd_stream_params *p);
-sd_status sd_stream_create(sd_model *m, const sd_stream_params *p, sd_stream **out);
-void sd_stream_free(sd_stream *s);
+SD_API void sd_stream_default_params(sd_stream_params *p);
+SD_API sd_status sd_stream_create(sd_model *m, const sd_stream_params *p, sd_stream **out);
+SD_API void sd_stream_free(sd_stream *s);
 /* Callable any time, also while frames flow; takes effect on the next frame. */
-sd_status sd_stream_set_prompt(sd_stream *s, const char *prompt, const char *negative_prompt);
+SD_API sd_status sd_stream_set_prompt(sd_stream *s, const char *prompt, const char *negative_prompt);
 /* Live settings, read by every stream step (take effect on the next frame):
  * guidance_scale (ignored for cfg_type none), delta, similarity_threshold
  * (0 = filter off) and max_skip_frames. Out-of-range values are refused. */
-sd_status sd_stream_set_guidance(sd_stream *s, float guidance_scale, float delta);
-sd_status sd_stream_set_similarity_filter(sd_stream *s, float threshold, int max_skip_frames);
+SD_API sd_status sd_stream_set_guidance(sd_stream *s, float guidance_scale, float delta);
+SD_API sd_status sd_stream_set_similarity_filter(sd_stream *s, float threshold, int max_skip_frames);
 /* Synchronous: one img2img frame in, the stream's output for it out. */
-sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out);
+SD_API sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out);
 /* Synchronous: one txt2img frame. */
-sd_status sd_stream_txt2img(sd_stream *s, sd_image *out);
+SD_API sd_status sd_stream_txt2img(sd_stream *s, sd_image *out);
 /* Asynchronous img2img through the input / inference / output threads.
  * push copies the frame and returns at once. pull waits up to timeout_ms
  * (-1 = forever; SD_ERR_NOT_FOUND on time-out) and gives the next output in
@@ -253,9 +264,9 @@ sd_status sd_stream_txt2img(sd_stream *s, sd_image *out);
  * its own id. push and pull may run on different threads (with file input
  * someone must pull, or push blocks when the queues are full); after the
  * first push the synchronous frame calls are refused on that stream. */
-sd_status sd_stream_push_frame(sd_stream *s, const sd_image *in);
-sd_status sd_stream_pull_frame(sd_stream *s, sd_image *out, int64_t *frame_id, int timeout_ms);
-sd_status sd_stream_flush(sd_stream *s);
+SD_API sd_status sd_stream_push_frame(sd_stream *s, const sd_image *in);
+SD_API sd_status sd_stream_pull_frame(sd_stream *s, sd_image *out, int64_t *frame_id, int timeout_ms);
+SD_API sd_status sd_stream_flush(sd_stream *s);
 
 typedef struct sd_stream_stats {
     uint64_t frames_in, frames_out, frames_skipped, frames_dropped;
@@ -263,7 +274,7 @@ typedef struct sd_stream_stats {
     double latency_ms;     /* push -> pull latency (EMA) */
     double inference_ms;   /* one stream step (EMA) */
 } sd_stream_stats;
-sd_status sd_stream_get_stats(const sd_stream *s, sd_stream_stats *st);
+SD_API sd_status sd_stream_get_stats(const sd_stream *s, sd_stream_stats *st);
 
 /* ---------------------------------------------------------------- stream groups
  * Many streams on one model: a group runs the pending frames of several
@@ -281,27 +292,27 @@ sd_status sd_stream_get_stats(const sd_stream *s, sd_stream_stats *st);
 typedef struct sd_stream_group sd_stream_group;
 
 /* max_streams: members (1..256); max_batch_frames: frames per batched UNet call (1..max_streams). */
-sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_frames, sd_stream_group **out);
+SD_API sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_frames, sd_stream_group **out);
 /* Frees the group (not its streams, which stay usable). */
-void sd_stream_group_free(sd_stream_group *g);
+SD_API void sd_stream_group_free(sd_stream_group *g);
 /* Adds a stream (appended: its index is the count before). */
-sd_status sd_stream_group_add(sd_stream_group *g, sd_stream *s);
+SD_API sd_status sd_stream_group_add(sd_stream_group *g, sd_stream *s);
 /* Removes a stream (later members move down one index). */
-sd_status sd_stream_group_remove(sd_stream_group *g, sd_stream *s);
-int sd_stream_group_count(const sd_stream_group *g);
+SD_API sd_status sd_stream_group_remove(sd_stream_group *g, sd_stream *s);
+SD_API int sd_stream_group_count(const sd_stream_group *g);
 /* Synchronous: in[i] is one frame for member i (i < n, n <= count); out[i]
  * receives member i's output, as sd_stream_img2img would. */
-sd_status sd_stream_group_img2img(sd_stream_group *g, const sd_image *const *in, sd_image *const *out, int n);
+SD_API sd_status sd_stream_group_img2img(sd_stream_group *g, const sd_image *const *in, sd_image *const *out, int n);
 /* The general call (what a server uses): one frame for each of n distinct
  * members streams[i] (any order). in[i] != NULL: an img2img frame, as
  * sd_stream_img2img; in[i] == NULL: a txt2img frame, as sd_stream_txt2img
  * (the stream's own noise). out[i] receives stream i's output. Members that
  * have no frame in this call are left as they are (a stream that stops
  * sending costs nothing). img2img and txt2img frames share the UNet call. */
-sd_status sd_stream_group_run(sd_stream_group *g, sd_stream *const *streams, const sd_image *const *in,
+SD_API sd_status sd_stream_group_run(sd_stream_group *g, sd_stream *const *streams, const sd_image *const *in,
                               sd_image *const *out, int n);
 /* A member's index (for sd_stream_group_get_stats), -1 when s is not a member. */
-int sd_stream_group_index(const sd_stream_group *g, const sd_stream *s);
+SD_API int sd_stream_group_index(const sd_stream_group *g, const sd_stream *s);
 
 typedef struct sd_stream_group_stats {
     uint64_t ticks;          /* batched UNet calls (the group) / the calls this stream was in */
@@ -314,7 +325,7 @@ typedef struct sd_stream_group_stats {
     double latency_ms;       /* sd_stream_group_img2img start -> this stream's output ready (EMA) */
 } sd_stream_group_stats;
 /* index -1: the whole group; 0..count-1: that member. */
-sd_status sd_stream_group_get_stats(const sd_stream_group *g, int index, sd_stream_group_stats *st);
+SD_API sd_status sd_stream_group_get_stats(const sd_stream_group *g, int index, sd_stream_group_stats *st);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the browser and WebSocket tests of `streamdiff serve` need,
-# only what is missing (.ci/run calls it; safe to run repeatedly):
+# Installs what the browser and WebSocket tests of `streamdiff serve` and the
+# portability test need, only what is missing (.ci/run calls it; safe to run repeatedly):
+#   - qemu-user (qemu-x86_64): tests/cli_portable.sh runs the binary on an emulated
+#     pre-AVX2 CPU (-cpu Nehalem); without it that test skips (exit 77)
 #   - Debian's Chromium (apt package 'chromium', /usr/bin/chromium), large (~300 MB)
 #   - ffmpeg (the command), the receiver of the live-output test (tests/cli_stream_live.sh)
 #   - Playwright from PyPI for the python3 on PATH (its driver; the browser is Debian's,
@@ -11,6 +13,18 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null && SUDO=sudo
 fi
+apt_install() { # apt_install PKG: installs a missing Debian package (root or sudo)
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" && return 0
+    if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
+        echo "install-test-deps: need root to apt-get install $1" >&2
+        return 1
+    fi
+    echo "install-test-deps: installing $1"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -qq --no-install-recommends "$1" ||
+        { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "$1"; }
+}
+apt_install qemu-user
 if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
     if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
         echo "install-test-deps: need root to apt-get install chromium" >&2

@@ -7,8 +7,8 @@ BIN="$1"
 DATA="${SD_TEST_DATA:-}"
 MODEL="$DATA/models/tiny-sd15"
 if [ -z "$DATA" ] || [ ! -f "$MODEL/model_index.json" ]; then
-    echo "cli_bad_inputs: SKIP: the tiny test model '$MODEL' is absent (set SD_TEST_DATA to tests/data)"
-    exit 77
+    echo "cli_bad_inputs: FAIL: the committed tiny test model '$MODEL' is absent (ctest sets SD_TEST_DATA to tests/data)"
+    exit 1
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -7,7 +7,7 @@ set -euo pipefail
 BIN="$1"
 M="${SD_TEST_DATA:-tests/data}/models"
 if [ ! -d "$M/tiny-sd15" ] || [ ! -d "$M/taesd-tiny" ]; then
-  echo "SKIP: tiny models not found under $M"; exit 77
+  echo "FAIL: the committed tiny models are not under $M"; exit 1
 fi
 features=$("$BIN" --version 2>&1 || true)
 if [[ "$features" == *"video (FFmpeg) no"* ]]; then

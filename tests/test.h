@@ -1,7 +1,14 @@
 /* Minimal test harness: each tests/test_*.c is one CTest executable.
  *   TEST(name) { CHECK(cond); CHECK_STATUS(call, SD_OK); ... }
  *   int main(void) { RUN(name); ...; return test_summary(); }
- * A test may print "SKIP: reason" and return via SKIP(). */
+ *
+ * SKIP(reason) ends the current test as skipped. It is ONLY for what a machine
+ * may lack: a GPU (or a CPU instruction set), the shared reference fixtures
+ * (../shared, $SD_FIXTURES), a browser, an optional library of the build.
+ * Committed data (tests/data, fuzz/corpus) that is missing or does not load
+ * is a failure: FAIL(reason) ends the current test as failed.
+ * test_summary() returns 1 when a test failed, else 77 when one skipped (CTest's
+ * SKIP_RETURN_CODE: the executable is reported as skipped, not passed), else 0. */
 #ifndef SD_TEST_H
 #define SD_TEST_H
 
@@ -50,6 +57,14 @@ static int t_failed, t_passed, t_skipped, t_cur_failed, t_cur_skipped;
         t_cur_skipped = 1;               \
         return;                          \
     } while (0)
+#define FAIL(...)                        \
+    do {                                 \
+        fprintf(stderr, "  FAIL: ");     \
+        fprintf(stderr, __VA_ARGS__);    \
+        fprintf(stderr, "\n");           \
+        t_cur_failed = 1;                \
+        return;                          \
+    } while (0)
 #define RUN(name)                                                  \
     do {                                                           \
         t_cur_failed = t_cur_skipped = 0;                          \
@@ -72,7 +87,7 @@ static int t_failed, t_passed, t_skipped, t_cur_failed, t_cur_skipped;
 static inline int test_summary(void)
 {
     printf("%d passed, %d failed, %d skipped\n", t_passed, t_failed, t_skipped);
-    return t_failed ? 1 : 0;
+    return t_failed ? 1 : t_skipped ? 77 : 0;
 }
 
 /* Deterministic uniform random numbers for tests. */

@@ -181,7 +181,7 @@ static bool set_config(const char *cfg, const char *kv) { return json_edit(cfg, 
 #define NEED_MODEL()                                                                  \
     do {                                                                              \
         if (!g_model)                                                                 \
-            SKIP("tiny model not available (%s)", g_src);                            \
+            FAIL("the tiny model %s did not load", g_src);                          \
     } while (0)
 
 /* ---------------------------------------------------------------- files */

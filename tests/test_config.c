@@ -279,7 +279,7 @@ TEST(load_files)
 {
     char dir[] = "/tmp/sd-test-config-XXXXXX";
     if (!mkdtemp(dir))
-        SKIP("cannot create a temporary directory");
+        FAIL("cannot create a temporary directory");
     char path[256], bad[256], missing[256];
     snprintf(path, sizeof path, "%s/config.json", dir);
     snprintf(bad, sizeof bad, "%s/broken.json", dir);

@@ -13,7 +13,7 @@
  * with the TAESD folder SD_GPU_TAESD, at SD_GPU_SIZE pixels (default 256).
  *
  * Without a GPU (or without CUDA in the build) the GPU cases skip with a
- * SKIP line; the harness still runs, comparing the CPU backend with F32
+ * SKIP line (and the executable exits 77: skipped); the harness still runs, comparing the CPU backend with F32
  * weights against the CPU backend with F16 weights (keep_f16). */
 #include "backend/ops.h"
 #include "models/clip.h"
@@ -218,14 +218,14 @@ static void compare_model(const char *dir, const char *taesd, int size, const ch
 
 static bool tiny_paths(char *mp, char *tp, size_t n);
 
-/* skips a GPU test without a GPU or without the tiny models */
+/* skips a GPU test without a GPU; fails without the (committed) tiny models */
 #define NEED_GPU_AND_TINY()                                                                                          \
     do {                                                                                                             \
         char mp_[1024], tp_[1024];                                                                                   \
         if (!g_have_gpu)                                                                                             \
             SKIP("no CUDA GPU (%s)", g_why);                                                                         \
         if (!tiny_paths(mp_, tp_, sizeof mp_))                                                                       \
-            SKIP("tiny models not found (set SD_TEST_DATA)");                                                        \
+            FAIL("tiny models not found under $SD_TEST_DATA/models (committed test data)");                                                        \
     } while (0)
 
 /* The tiny model + TAESD on the GPU (NULL after a failed CHECK). */
@@ -258,7 +258,7 @@ TEST(harness_on_cpu_f16_weights)
 {
     char mp[1024], tp[1024];
     if (!tiny_paths(mp, tp, sizeof mp))
-        SKIP("tiny models not found (set SD_TEST_DATA)");
+        FAIL("tiny models not found under $SD_TEST_DATA/models (committed test data)");
     compare_model(mp, tp, 64, "tiny-f16w", true);
 }
 
@@ -268,7 +268,7 @@ TEST(tiny_models)
         SKIP("no CUDA GPU (%s)", g_why);
     char mp[1024], tp[1024];
     if (!tiny_paths(mp, tp, sizeof mp))
-        SKIP("tiny models not found (set SD_TEST_DATA)");
+        FAIL("tiny models not found under $SD_TEST_DATA/models (committed test data)");
     compare_model(mp, tp, 64, "tiny-sd15", false);
 }
 
@@ -351,7 +351,7 @@ TEST(stream_graph_replay)
         SKIP("no CUDA GPU (%s)", g_why);
     char mp[1024], tp[1024];
     if (!tiny_paths(mp, tp, sizeof mp))
-        SKIP("tiny models not found (set SD_TEST_DATA)");
+        FAIL("tiny models not found under $SD_TEST_DATA/models (committed test data)");
     sd_model_params p;
     sd_model_default_params(&p);
     p.taesd = tp;

@@ -1,6 +1,6 @@
 /* CUDA backend vs CPU backend, op by op.
  *
- * Skips (exit 0) when built without CUDA or when no GPU/driver is present.
+ * Skips (exit 77) when built without CUDA or when no GPU/driver is present.
  * Otherwise every op runs on random inputs on both backends through the op
  * wrappers (sd_ctx with the planning pattern: plan, then init with the peak),
  * with the whole arena poisoned with 0xFF bytes (NaN in F16 and F32) first, so

@@ -202,7 +202,7 @@ static const cfg three[3] = {
 TEST(three_streams_one_batch)
 {
     if (!model())
-        SKIP("%s", g_why);
+        FAIL("%s", g_why);
     double d;
     bool eq;
     uint64_t ticks;
@@ -216,7 +216,7 @@ TEST(three_streams_one_batch)
 TEST(three_streams_batch_two_round_robin)
 {
     if (!model())
-        SKIP("%s", g_why);
+        FAIL("%s", g_why);
     double d;
     bool eq;
     uint64_t ticks;
@@ -230,7 +230,7 @@ TEST(three_streams_batch_two_round_robin)
 TEST(four_streams_full_cfg_single_step_and_filter)
 {
     if (!model())
-        SKIP("%s", g_why);
+        FAIL("%s", g_why);
     const cfg four[4] = {
         {SD_CFG_FULL, {25}, 1, 11, 1.4f, 0, "a cat", "dark", NULL, false},
         {SD_CFG_SELF, {16, 32, 45}, 3, 12, 1.3f, 0.9f, "still life", "", NULL, true}, /* filter skips */
@@ -253,7 +253,7 @@ TEST(four_streams_full_cfg_single_step_and_filter)
 TEST(mixed_txt2img_img2img_and_idle_members)
 {
     if (!model())
-        SKIP("%s", g_why);
+        FAIL("%s", g_why);
     const cfg four[4] = {
         {SD_CFG_SELF, {32, 45}, 2, 21, 1.2f, 0, "a red fox", "", NULL, false},
         {SD_CFG_NONE, {25}, 1, 22, 1.0f, 0, "a lighthouse", "", "a castle", false},
@@ -369,7 +369,7 @@ TEST(mixed_txt2img_img2img_and_idle_members)
 TEST(padded_unet_rows)
 {
     if (!model())
-        SKIP("%s", g_why);
+        FAIL("%s", g_why);
     const cfg two[2] = {
         {SD_CFG_SELF, {16, 32, 45}, 3, 31, 1.3f, 0, "a red fox", "", NULL, false},       /* UNet rows 3 */
         {SD_CFG_INITIALIZE, {30, 45}, 2, 32, 1.5f, 0, "a harbour", "fog", "a bay", false}, /* rows 2 + 1 */
@@ -389,7 +389,7 @@ TEST(padded_unet_rows)
 TEST(membership_rules)
 {
     if (!model())
-        SKIP("%s", g_why);
+        FAIL("%s", g_why);
     sd_stream_group *g = NULL;
     CHECK_STATUS(sd_stream_group_create(NULL, 2, 1, &g), SD_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(sd_stream_group_create(model(), 0, 1, &g), SD_ERR_INVALID_ARGUMENT);

@@ -140,7 +140,7 @@ TEST(own_cases)
 {
     const char *data = getenv("SD_TEST_DATA");
     if (!data || !*data)
-        SKIP("SD_TEST_DATA is not set");
+        FAIL("SD_TEST_DATA is not set (ctest sets it to tests/data)");
     char *cases = sd_path_join(data, "cases");
     static const char *const prefixes[] = {"own_sched_", NULL};
     int n = cases ? run_cases(cases, prefixes) : -1;
@@ -293,7 +293,7 @@ TEST(reference_schedules)
 {
     const char *data = getenv("SD_TEST_DATA");
     if (!data)
-        SKIP("SD_TEST_DATA is not set");
+        FAIL("SD_TEST_DATA is not set (ctest sets it to tests/data)");
     char *p = sd_path_join(data, "sched/schedules.json");
     sd_config j;
     sd_status st = sd_config_load(p, &j);
@@ -479,7 +479,7 @@ TEST(reference_rollouts)
 {
     const char *data = getenv("SD_TEST_DATA");
     if (!data)
-        SKIP("SD_TEST_DATA is not set");
+        FAIL("SD_TEST_DATA is not set (ctest sets it to tests/data)");
     char *p = sd_path_join(data, "sched/rollouts.safetensors");
     sd_safetensors *st = NULL;
     sd_status s0 = sd_safetensors_open(p, &st);

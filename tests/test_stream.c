@@ -196,7 +196,7 @@ static void check_async_equals_sync(const char *label, sd_stream_params p)
 TEST(async_order_equals_sync)
 {
     if (!model())
-        SKIP("%s", g_why);
+        FAIL("%s", g_why);
     sd_stream_params p;
     base_params(&p);
     check_async_equals_sync("batch t=[32,45] self", p);
@@ -216,7 +216,7 @@ TEST(async_order_equals_sync)
 TEST(async_prompt_change_while_streaming)
 {
     if (!model())
-        SKIP("%s", g_why);
+        FAIL("%s", g_why);
     sd_stream_params p;
     base_params(&p);
     p.drop_old_frames = false;
@@ -267,7 +267,7 @@ static void run_prompts(const sd_stream_params *p, sd_image *frames, const char 
 TEST(prompt_change_next_frame)
 {
     if (!model())
-        SKIP("%s", g_why);
+        FAIL("%s", g_why);
     sd_image frames[NP], a[NP], b[NP], c[NP];
     for (int k = 0; k < NP; k++)
         make_frame(k, &frames[k]);
@@ -329,7 +329,7 @@ TEST(prompt_change_next_frame)
 TEST(similarity_filter)
 {
     if (!model())
-        SKIP("%s", g_why);
+        FAIL("%s", g_why);
     const int max_skip = 3, N = 21;
     sd_stream_params p;
     base_params(&p);
@@ -437,7 +437,7 @@ static long rss_kb(void)
 TEST(live_drops_oldest)
 {
     if (!model())
-        SKIP("%s", g_why);
+        FAIL("%s", g_why);
     sd_stream_params p;
     base_params(&p);
     p.drop_old_frames = true;
@@ -501,7 +501,7 @@ TEST(live_drops_oldest)
 TEST(bad_params)
 {
     if (!model())
-        SKIP("%s", g_why);
+        FAIL("%s", g_why);
     sd_stream_params p;
     sd_stream *s = NULL;
     base_params(&p);
@@ -564,7 +564,7 @@ TEST(bad_params)
 TEST(free_while_busy)
 {
     if (!model())
-        SKIP("%s", g_why);
+        FAIL("%s", g_why);
     sd_stream_params p;
     base_params(&p);
     p.drop_old_frames = true;

@@ -90,7 +90,7 @@ static inline void test_fixture_cases(sd_backend *be, const char *const *names, 
 }
 
 /* Runs every case under $SD_TEST_DATA/cases whose name contains one of `needles`
- * (a NULL-terminated list); skips when there are none (`pattern` names them). */
+ * (a NULL-terminated list); fails when there are none (committed data; `pattern` names them). */
 static inline void test_project_cases(sd_backend *be, const char *const *needles, const char *pattern)
 {
     const char *td = getenv("SD_TEST_DATA");
@@ -98,7 +98,7 @@ static inline void test_project_cases(sd_backend *be, const char *const *needles
     snprintf(dir, sizeof dir, "%s/cases", td ? td : "");
     DIR *dp = td && *td ? opendir(dir) : NULL;
     if (!dp)
-        SKIP("no $SD_TEST_DATA/cases folder");
+        FAIL("no $SD_TEST_DATA/cases folder (committed test data)");
     int ran = 0;
     struct dirent *e;
     while ((e = readdir(dp))) {
@@ -114,7 +114,7 @@ static inline void test_project_cases(sd_backend *be, const char *const *needles
     }
     closedir(dp);
     if (!ran)
-        SKIP("no %s cases under %s", pattern, dir);
+        FAIL("no %s cases under %s (committed test data)", pattern, dir);
 }
 
 /* A tensor as a malloc'd float32 array (caller frees). */

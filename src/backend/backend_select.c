@@ -6,6 +6,6 @@ sd_status sd_backend_cuda_create(int device, sd_backend **out)
 {
     *out = NULL;
     return sd_fail(SD_ERR_BACKEND, "this streamdiff was built without CUDA (nvcc was not found at build time); "
-                                   "use --backend cpu or rebuild on a machine with the CUDA toolkit");
+                                   "use the CPU backend (SD_BACKEND_CPU) or rebuild on a machine with the CUDA toolkit");
 }
 #endif

@@ -1,5 +1,6 @@
 /* `streamdiff selfcheck`: a quick end-to-end check of the build: backend ops
  * against naive double-precision references and a safetensors round trip. */
+#include "backend/cpu/cpu_kern.h"
 #include "backend/ops.h"
 #include "cli/cli.h"
 
@@ -37,6 +38,7 @@ int cli_selfcheck(int argc, char **argv)
         fprintf(stderr, "selfcheck: %s\n", sd_last_error());
         return 1;
     }
+    printf("cpu kernel set    %s\n", sd_backend_cpu_isa(be)); /* picked at run time (SD_CPU_ISA lowers it) */
     int fails = 0;
     unsigned seed = 1;
     /* conv2d 3x3 pad 1 */

@@ -212,7 +212,6 @@ void sd_video_source_close(sd_video_source *v)
 
 sd_video_kind sd_video_source_kind(const sd_video_source *v) { return v->kind; }
 double sd_video_source_fps(const sd_video_source *v) { return v->fps; }
-int64_t sd_video_source_frame_count(const sd_video_source *v) { return v->count; }
 
 static sd_status convert_frame(sd_video_source *v, sd_rgb *out)
 {
@@ -582,4 +581,3 @@ sd_status sd_video_sink_close(sd_video_sink *v)
 }
 
 const char *sd_video_sink_codec(const sd_video_sink *v) { return v->codec; }
-int64_t sd_video_sink_frames(const sd_video_sink *v) { return v->n; }

@@ -39,8 +39,6 @@ void sd_video_source_close(sd_video_source *v);
 sd_video_kind sd_video_source_kind(const sd_video_source *v);
 /* Frames per second of the input; 0 when unknown (image folders). */
 double sd_video_source_fps(const sd_video_source *v);
-/* Number of frames when known (folders; files whose header says), else -1. */
-int64_t sd_video_source_frame_count(const sd_video_source *v);
 /* The next frame, into *frame (reallocated when it has another size, else
  * reused). SD_ERR_NOT_FOUND (without a message worth printing) at the end. */
 sd_status sd_video_source_read(sd_video_source *v, sd_rgb *frame);
@@ -56,7 +54,6 @@ sd_status sd_video_sink_write(sd_video_sink *v, const sd_rgb *frame);
 sd_status sd_video_sink_close(sd_video_sink *v);
 /* "libx264", "mpeg4", ..., or "png" for a folder. */
 const char *sd_video_sink_codec(const sd_video_sink *v);
-int64_t sd_video_sink_frames(const sd_video_sink *v);
 
 /* True when `path` names a folder sink (an existing folder or a trailing '/'). */
 bool sd_video_path_is_folder(const char *path);

@@ -35,11 +35,6 @@ double sd_video_source_fps(const sd_video_source *v)
     (void)v;
     return 0;
 }
-int64_t sd_video_source_frame_count(const sd_video_source *v)
-{
-    (void)v;
-    return -1;
-}
 sd_status sd_video_source_read(sd_video_source *v, sd_rgb *frame)
 {
     (void)v;
@@ -69,11 +64,6 @@ const char *sd_video_sink_codec(const sd_video_sink *v)
 {
     (void)v;
     return "none";
-}
-int64_t sd_video_sink_frames(const sd_video_sink *v)
-{
-    (void)v;
-    return 0;
 }
 #else
 typedef int sd_video_none_unused; /* video.c is compiled instead */

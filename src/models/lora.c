@@ -711,7 +711,7 @@ static sd_status parse_file(lora_file *f, const comp_table *tabs, int nt, const 
         if (!opt || !opt->allow_unmatched)
             return sd_fail(SD_ERR_NOT_FOUND,
                            "%s: %zu LoRA tensor(s) match no layer of this model: %s%s (the first %s; a LoRA for "
-                           "another architecture? allow_unmatched / --lora-allow-unmatched skips them)",
+                           "another architecture? allow_unmatched (sd_lora_options) skips them)",
                            f->label, n_unmatched, list, more, why_first);
         fprintf(stderr, "streamdiff: warning: %s: %zu LoRA tensor(s) match no layer and are ignored: %s%s%s\n",
                 f->label, n_unmatched, list, more, f->n_layers ? "" : " (nothing of this LoRA is used)");

@@ -584,8 +584,6 @@ void sd_unet_kv_free(sd_unet_kv *kv)
     free(kv);
 }
 
-int64_t sd_unet_kv_batch(const sd_unet_kv *kv) { return kv ? kv->batch : 0; }
-
 sd_status sd_unet_kv_set_batch(sd_unet_kv *kv, int64_t batch)
 {
     if (!kv || batch < 1 || batch > kv->cap)

@@ -94,7 +94,6 @@ sd_status sd_unet_kv_init(sd_unet_kv **kv, const sd_unet *u, void *memory, int64
 /* Runs the to_k/to_v projections of context [Bc,S,D] into the cache. Errors go to ctx. */
 void sd_unet_kv_compute(sd_ctx *ctx, const sd_unet *u, sd_tensor context, sd_unet_kv *kv);
 void sd_unet_kv_free(sd_unet_kv *kv);
-int64_t sd_unet_kv_batch(const sd_unet_kv *kv);
 /* Fills `dst` (a cache initialised for at least sum(rows_per_src) rows) with
  * the rows of n source caches in order: source j gives rows_per_src[j] rows,
  * copied when its batch equals that, broadcast when its batch is 1. dst's

@@ -329,19 +329,6 @@ sd_status sd_weights_get(sd_weights *w, sd_tensor *out, const int64_t *shape, in
     return load(w, e, out, shape, ndim);
 }
 
-sd_status sd_weights_get_any(sd_weights *w, sd_tensor *out, const char *fmt, ...)
-{
-    char name[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    sd_wsrc *e = find(w, name);
-    if (!e)
-        return sd_fail(SD_ERR_NOT_FOUND, "%s: tensor '%s' is missing from the weights", w->label, name);
-    return load(w, e, out, NULL, 0);
-}
-
 size_t sd_weights_unused(const sd_weights *w, const char **names, size_t max)
 {
     size_t n = 0;

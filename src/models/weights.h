@@ -55,8 +55,6 @@ bool sd_weights_has(const sd_weights *w, const char *fmt, ...) SD_PRINTF(2, 3);
  * ignored on both sides, so a conv [O,C,1,1] serves a linear [O,C]). */
 sd_status sd_weights_get(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...)
     SD_PRINTF(5, 6);
-/* Shape taken from the file (for tests/tools). */
-sd_status sd_weights_get_any(sd_weights *w, sd_tensor *out, const char *fmt, ...) SD_PRINTF(3, 4);
 /* Names of indexed tensors no model loaded; returns the count and writes up
  * to `max` names (owned by w) into `names`. */
 size_t sd_weights_unused(const sd_weights *w, const char **names, size_t max);
@@ -96,8 +94,6 @@ sd_status sd_weights_open_dir(sd_backend *be, const char *dir, const char *const
  * or copied (no zero-copy views): they stay mapped and fault back in when read. */
 void sd_weights_release_pages(const sd_weights *w);
 
-#endif
-
 /* Adds the weights of a diffusers/transformers component folder to `w`:
  * <dir>/<base>[.<variant>].safetensors, or a sharded
  * <dir>/<base>[.<variant>].safetensors.index.json (weight_map). With variant
@@ -108,3 +104,5 @@ void sd_weights_release_pages(const sd_weights *w);
  * receives a malloc'd description of what was loaded. */
 sd_status sd_weights_add_component(sd_weights *w, const char *dir, const char *base, const char *variant,
                                    char **chosen);
+
+#endif

@@ -53,7 +53,7 @@ static sd_status make_scheduler(const sd_model *m, const sd_gen_params *p, sd_sc
         if (!strcmp(p->schedule, "karras")) {
             if (c.kind != SD_SCHED_DPMPP_2M && c.kind != SD_SCHED_EULER)
                 return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                               "--scheduler karras works with the dpm++2m and euler samplers, not %s",
+                               "schedule \"karras\" works with the dpm++2m and euler samplers, not %s",
                                sd_sched_kind_name(c.kind));
             c.use_karras_sigmas = true;
         } else {

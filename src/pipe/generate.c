@@ -161,9 +161,9 @@ static int vae_scale(const sd_model *m, bool taesd)
 static sd_status check_args(sd_model *m, const sd_pipe_args *a)
 {
     if (a->use_taesd && !m->taesd)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "TAESD requested but none is loaded (pass --taesd DIR)");
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "use_taesd is set but the model has no TAESD (load one: sd_model_params.taesd)");
     if (!a->use_taesd && !m->vae)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "this model has no VAE; pass a TAESD (--taesd DIR)");
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "this model has no VAE; load a TAESD (sd_model_params.taesd) and set use_taesd");
     int sc = vae_scale(m, a->use_taesd); /* (after the checks: the config of a missing VAE is empty) */
     if (a->batch < 1 || a->batch > 64)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "batch size %d out of range (1..64)", a->batch);

@@ -283,8 +283,9 @@ static sd_status find_tokenizer(const char *config_dir, sd_tokenizer **tok)
         free(snap);
     }
     return sd_fail(SD_ERR_NOT_FOUND,
-                   "a single-file checkpoint has no tokenizer: pass --config-dir with a diffusers folder of the same "
-                   "architecture (its tokenizer/ is used), or have openai/clip-vit-large-patch14 in your HF cache");
+                   "a single-file checkpoint has no tokenizer: set config_dir (sd_model_params) to a diffusers folder of "
+                   "the same architecture (its tokenizer/ is used), or have openai/clip-vit-large-patch14 in your HF "
+                   "cache");
 }
 
 static sd_status config_from_json(cJSON *json, const char *label, sd_config *c)
@@ -411,8 +412,8 @@ sd_status sd_model_load_single_file(const char *path, const sd_model_params *p, 
             m->sched_cfg.prediction_type = !strcmp(pt, "v_prediction") ? SD_PRED_V_PREDICTION : SD_PRED_EPSILON;
         else if (arch == SD_ARCH_SD2 && !m->params.prediction_type)
             fprintf(stderr, "streamdiff: note: %s: an SD2 checkpoint does not say whether it predicts epsilon or "
-                            "v; assuming v_prediction (SD 2.x 768). For sd-turbo or SD 2.x-base pass "
-                            "--prediction-type epsilon\n", path);
+                            "v; assuming v_prediction (SD 2.x 768). For sd-turbo or SD 2.x-base set "
+                            "prediction_type (sd_model_params) to \"epsilon\"\n", path);
     }
     if (m->params.taesd)
         s = sd_model_load_taesd(m, m->params.taesd);

@@ -254,11 +254,6 @@ void sd_rng_init(sd_rng *r, sd_rng_kind kind, uint64_t seed)
     mt_seed(r, seed);
 }
 
-uint32_t sd_rng_u32(sd_rng *r)
-{
-    return r->kind == SD_RNG_FAST ? philox_word(r) : mt_u32(r);
-}
-
 void sd_rng_uniform(sd_rng *r, float *out, size_t n)
 {
     if (r->kind == SD_RNG_FAST) {

@@ -67,8 +67,6 @@ void sd_rng_init(sd_rng *r, sd_rng_kind kind, uint64_t seed);
 void sd_rng_randn(sd_rng *r, float *out, size_t n);
 /* Uniform float32 samples in [0, 1) (torch.rand for the torch kinds). */
 void sd_rng_uniform(sd_rng *r, float *out, size_t n);
-/* One raw 32-bit engine output (MT19937 for the torch kinds). */
-uint32_t sd_rng_u32(sd_rng *r);
 
 /* Parses "torch", "torch_scalar", "fast"; unknown -> SD_ERR_INVALID_ARGUMENT listing them. */
 sd_status sd_rng_kind_from_name(const char *name, sd_rng_kind *out);

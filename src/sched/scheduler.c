@@ -139,7 +139,6 @@ void sd_scheduler_free(sd_scheduler *s)
 }
 
 const sd_sched_config *sd_scheduler_config(const sd_scheduler *s) { return s ? &s->cfg : NULL; }
-sd_sched_kind sd_scheduler_kind(const sd_scheduler *s) { return s ? s->cfg.kind : SD_SCHED_LCM; }
 
 void sd_scheduler_reset(sd_scheduler *s)
 {
@@ -185,16 +184,6 @@ sd_status sd_scheduler_set_timesteps(sd_scheduler *s, int num_inference_steps, d
     return SD_OK;
 }
 
-int sd_scheduler_img2img_start(int num_inference_steps, float strength)
-{
-    int n = num_inference_steps;
-    int init = (int)((double)n * (double)strength);
-    if (init > n)
-        init = n;
-    int t_start = n - init;
-    return t_start > 0 ? t_start : 0;
-}
-
 int sd_scheduler_num_timesteps(const sd_scheduler *s) { return s ? s->n : 0; }
 
 double sd_scheduler_timestep(const sd_scheduler *s, int i)
@@ -234,7 +223,6 @@ const float *sd_scheduler_betas(const sd_scheduler *s, int *n)
     return s ? s->betas : NULL;
 }
 
-float sd_scheduler_final_alpha_cumprod(const sd_scheduler *s) { return s ? s->final_alpha_cumprod : 1.0f; }
 
 /* ---------------------------------------------------------------- helpers */
 

@@ -119,12 +119,11 @@ typedef struct sd_scheduler sd_scheduler;
 sd_status sd_scheduler_create(const sd_sched_config *c, sd_scheduler **out);
 void sd_scheduler_free(sd_scheduler *s);
 const sd_sched_config *sd_scheduler_config(const sd_scheduler *s);
-sd_sched_kind sd_scheduler_kind(const sd_scheduler *s);
 
 /* diffusers set_timesteps. `strength` (in (0, 1]; a double so that e.g. 0.7 gives
  * int(50 * 0.7) = 35 as in Python) is used by LCM and TCD only (their own
- * img2img trimming); other kinds ignore it (pipelines trim with
- * sd_scheduler_img2img_start). `custom_timesteps` (descending, LCM/TCD only; NULL/0
+ * img2img trimming); other kinds ignore it (the img2img pipeline
+ * trims: src/pipe/generate.c). `custom_timesteps` (descending, LCM/TCD only; NULL/0
  * for none) replaces num_inference_steps. LCM and TCD share the schedule rule (TCD's
  * set_timesteps without its original_inference_steps argument). Errors: steps < 1 or
  * > num_train_timesteps, LCM/TCD steps > original_inference_steps or >
@@ -134,9 +133,6 @@ sd_status sd_scheduler_set_timesteps(sd_scheduler *s, int num_inference_steps, d
                                      const int64_t *custom_timesteps, int n_custom);
 /* Restarts the multistep history (DPM) without changing the schedule. */
 void sd_scheduler_reset(sd_scheduler *s);
-/* First schedule index an img2img pipeline runs (diffusers get_timesteps):
- * n - min(int(n*strength), n) with n = num_inference_steps. */
-int sd_scheduler_img2img_start(int num_inference_steps, float strength);
 
 int sd_scheduler_num_timesteps(const sd_scheduler *s); /* 0 before set_timesteps */
 /* Timestep i as fed to the UNet (integers for LCM/TCD/DDIM/DPM, float32 values for Euler);
@@ -148,7 +144,6 @@ const float *sd_scheduler_sigmas(const sd_scheduler *s, int *n);
 double sd_scheduler_init_noise_sigma(const sd_scheduler *s);
 const float *sd_scheduler_alphas_cumprod(const sd_scheduler *s, int *n); /* num_train_timesteps */
 const float *sd_scheduler_betas(const sd_scheduler *s, int *n);
-float sd_scheduler_final_alpha_cumprod(const sd_scheduler *s);
 
 /* scale_model_input for step i: Euler family x / sqrt(sigma_i^2 + 1), identity for
  * the others. `out` may equal `x`. */

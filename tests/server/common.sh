@@ -7,8 +7,8 @@ TAESD="${SD_TEST_DATA:-}/models/taesd-tiny"
 
 require_basics() {
     if [ -z "${SD_TEST_DATA:-}" ] || [ ! -f "$MODEL/model_index.json" ] || [ ! -f "$TAESD/config.json" ]; then
-        echo "$NAME: SKIP: the tiny test models are absent (set SD_TEST_DATA to tests/data)"
-        exit 77
+        echo "$NAME: FAIL: the committed tiny test models are absent (ctest sets SD_TEST_DATA to tests/data)"
+        exit 1
     fi
     local features
     features=$("$BIN" --version 2>&1 || true)
@@ -17,8 +17,8 @@ require_basics() {
         exit 77
     fi
     if ! command -v python3 >/dev/null 2>&1; then
-        echo "$NAME: SKIP: python3 is needed for the WebSocket test client"
-        exit 77
+        echo "$NAME: FAIL: python3 is needed for the WebSocket test client (scripts/install-deps.sh installs it)"
+        exit 1
     fi
 }
 

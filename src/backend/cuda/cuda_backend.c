@@ -928,11 +928,11 @@ sd_status sd_backend_cuda_create(int device, sd_backend **out)
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
         cudaGetLastError(); /* clear it: no driver / no device is an ordinary condition here */
-        return sd_fail(SD_ERR_BACKEND, "no CUDA GPU found (cudaGetDeviceCount: %s); use --backend cpu",
+        return sd_fail(SD_ERR_BACKEND, "no CUDA GPU found (cudaGetDeviceCount: %s); use the CPU backend, SD_BACKEND_CPU",
                        cudaGetErrorString(e));
     }
     if (count <= 0)
-        return sd_fail(SD_ERR_BACKEND, "no CUDA GPU found (cudaGetDeviceCount: 0 devices); use --backend cpu");
+        return sd_fail(SD_ERR_BACKEND, "no CUDA GPU found (cudaGetDeviceCount: 0 devices); use the CPU backend, SD_BACKEND_CPU");
     if (device < 0 || device >= count)
         return sd_fail(SD_ERR_BACKEND, "CUDA device %d does not exist (%d device%s found: 0..%d)", device, count,
                        count == 1 ? "" : "s", count - 1);
