@@ -463,9 +463,18 @@ TEST(membership_rules)
     CHECK_STATUS(sd_stream_group_remove(g, a), SD_OK);
     CHECK(sd_stream_group_count(g) == 1);
     CHECK_STATUS(sd_stream_group_add(g, c), SD_OK);
+    /* one mode at a time: a member cannot run asynchronously, an async stream cannot join */
+    CHECK_STATUS(sd_stream_push_frame(c, &in), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("stream group");
+    sd_image none = {0};
+    CHECK_STATUS(sd_stream_pull_frame(c, &none, NULL, 0), SD_ERR_INVALID_ARGUMENT);
+    sd_image_free(&none);
     sd_stream_free(c);
     c = NULL;
     CHECK(sd_stream_group_count(g) == 1);
+    CHECK_STATUS(sd_stream_push_frame(a, &in), SD_OK);
+    CHECK_STATUS(sd_stream_group_add(g, a), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("asynchronously");
     CHECK_STATUS(sd_stream_group_img2img(g, pin, pout, 1), SD_OK);
     sd_image_free(&in);
     sd_image_free(&o);

@@ -496,6 +496,83 @@ TEST(live_drops_oldest)
         sd_image_free(&f[k]);
 }
 
+/* ------------------------------------------------------------ LoRA change while streaming */
+
+#define NL 10
+#define LORA_AT 5
+
+/* A LoRA applied to the model while an async stream runs takes effect on the stream's next frame (its
+ * prompt K/V are re-encoded with the new text encoder / UNet weights), exactly as on a sync stream that
+ * had the same LoRA change between the same frames: same output bytes, frame for frame. */
+TEST(async_lora_change_next_frame)
+{
+    if (!model())
+        SKIP("%s", g_why);
+    const char *d = getenv("SD_TEST_DATA");
+    char lp[1200];
+    snprintf(lp, sizeof lp, "%s/lora/style_kohya.safetensors", d ? d : "tests/data");
+    sd_lora_spec lora = {lp, 1.0f};
+    sd_stream_params p;
+    base_params(&p);
+    p.drop_old_frames = false;
+    const int D = p.n_t_index - 1;
+    sd_image frames[NL], sync_out[NL + SD_STREAM_MAX_STEPS], plain[NL + SD_STREAM_MAX_STEPS];
+    for (int k = 0; k < NL; k++)
+        make_frame(k, &frames[k]);
+    /* sync reference without the LoRA (the LoRA must change the outputs: the check is not vacuous) */
+    CHECK(run_sync(&p, frames, NL, D, plain));
+    /* sync: LoRA applied between frame LORA_AT-1 and frame LORA_AT */
+    sd_stream *s;
+    CHECK_STATUS(sd_stream_create(model(), &p, &s), SD_OK);
+    CHECK_STATUS(sd_stream_set_prompt(s, "a photo of a red fox", ""), SD_OK);
+    for (int k = 0; k < NL + D; k++) {
+        if (k == LORA_AT)
+            CHECK_STATUS(sd_model_apply_loras(model(), &lora, 1), SD_OK);
+        sync_out[k] = (sd_image){0};
+        CHECK_STATUS(sd_stream_img2img(s, &frames[k < NL ? k : NL - 1], &sync_out[k]), SD_OK);
+    }
+    sd_stream_free(s);
+    CHECK_STATUS(sd_model_apply_loras(model(), NULL, 0), SD_OK);
+    /* async: the same frames, the same LoRA change once the step on frame LORA_AT-1 has run (its output,
+     * frame LORA_AT-1-D, was pulled) and before frame LORA_AT is pushed */
+    CHECK_STATUS(sd_stream_create(model(), &p, &s), SD_OK);
+    CHECK_STATUS(sd_stream_set_prompt(s, "a photo of a red fox", ""), SD_OK);
+    sd_image out[NL] = {{0}};
+    int64_t id = -1;
+    int got = 0;
+    for (int k = 0; k < LORA_AT; k++)
+        CHECK_STATUS(sd_stream_push_frame(s, &frames[k]), SD_OK);
+    while (got < LORA_AT - D && sd_stream_pull_frame(s, &out[got], &id, 20000) == SD_OK)
+        CHECK(id == got++);
+    CHECK_STATUS(sd_model_apply_loras(model(), &lora, 1), SD_OK);
+    for (int k = LORA_AT; k < NL; k++)
+        CHECK_STATUS(sd_stream_push_frame(s, &frames[k]), SD_OK);
+    CHECK_STATUS(sd_stream_flush(s), SD_OK);
+    while (got < NL && sd_stream_pull_frame(s, &out[got], &id, 20000) == SD_OK)
+        CHECK(id == got++);
+    CHECK_MSG(got == NL, "%d of %d async outputs", got, NL);
+    sd_stream_free(s);
+    CHECK_STATUS(sd_model_apply_loras(model(), NULL, 0), SD_OK);
+    int equal = 0, changed = 0;
+    for (int k = 0; k < got; k++) {
+        equal += same(&out[k], &sync_out[k + D]);
+        changed += !same(&sync_out[k + D], &plain[k + D]);
+    }
+    CHECK_MSG(equal == NL, "%d of %d async outputs equal the sync stream's with the same LoRA change", equal, NL);
+    CHECK_MSG(changed == NL - (LORA_AT - D), "the LoRA changed %d sync outputs, want the %d from frame %d on",
+              changed, NL - (LORA_AT - D), LORA_AT - D);
+    printf("  LoRA applied before frame %d: %d/%d async outputs equal the sync stream's, %d changed by it\n", LORA_AT,
+           equal, NL, changed);
+    for (int k = 0; k < NL; k++) {
+        sd_image_free(&frames[k]);
+        sd_image_free(&out[k]);
+    }
+    for (int k = 0; k < NL + D; k++) {
+        sd_image_free(&sync_out[k]);
+        sd_image_free(&plain[k]);
+    }
+}
+
 /* ------------------------------------------------------------ errors */
 
 TEST(bad_params)
@@ -587,6 +664,7 @@ int main(void)
     RUN(similarity_filter);
     RUN(live_drops_oldest);
     RUN(free_while_busy);
+    RUN(async_lora_change_next_frame);
     sd_model_free(g_model);
     return test_summary();
 }

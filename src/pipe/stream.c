@@ -473,9 +473,9 @@ sd_status sd_stream_step(sd_stream *s, bool use_latent, void (*hook)(void *, con
 
 /* The stream batch split around its UNet call, for the stream group
  * (stream_group.c: many streams' rows in one UNet call). */
-sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, bool use_latent, sd_tensor *Xin, sd_tensor *t)
+sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, sd_tensor *Xin, sd_tensor *t)
 {
-    sd_tensor xn = use_latent ? s->x_in : encode_frame(s, ctx);
+    sd_tensor xn = !ctx->plan && s->in_latent ? s->x_in : encode_frame(s, ctx);
     return batch_pre(s, ctx, xn, Xin, t);
 }
 
@@ -483,6 +483,12 @@ void sd_stream_batch_post(sd_stream *s, sd_ctx *ctx, sd_tensor X, sd_tensor eps)
 {
     batch_post(s, ctx, X, eps);
     s->calls += !ctx->plan;
+}
+
+const sd_unet_kv *sd_stream_kv(const sd_stream *s, uint64_t *version)
+{
+    *version = s->kv_version;
+    return s->kv;
 }
 
 /* ---------------------------------------------------------------- prompts */
@@ -611,6 +617,7 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
     if (!s)
         return SD_ERR_OUT_OF_MEMORY;
     pthread_mutex_init(&s->engine, NULL);
+    pthread_mutex_init(&s->stats_mu, NULL);
     s->m = m;
     static uint64_t serials;
     s->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
@@ -689,9 +696,15 @@ void sd_stream_free(sd_stream *s)
 {
     if (!s)
         return;
-    sd_stream_async_stop(s);
-    if (s->group) /* leave the stream group first (stream_group.c) */
-        sd_stream_group_remove(s->group, s);
+    /* the layer driving it (async pipeline, stream group) lets go first: its own teardown hook, which
+     * ends with sd_stream_detach (called without the engine lock: an async step may still take it) */
+    pthread_mutex_lock(&s->engine);
+    sd_stream_detach_fn detach = s->detach;
+    void *owner = s->owner;
+    pthread_mutex_unlock(&s->engine);
+    if (detach)
+        detach(owner, s);
+    sd_stream_detach(s, owner);
     graphs_free(s);
     sd_unet_kv_free(s->kv);
     if (s->kv_mem)
@@ -706,15 +719,161 @@ void sd_stream_free(sd_stream *s)
     free(s->ssf_prev);
     free(s->prompt);
     free(s->negative_prompt);
+    pthread_mutex_destroy(&s->stats_mu);
     pthread_mutex_destroy(&s->engine);
     free(s);
 }
 
-/* ---------------------------------------------------------------- sync API */
+/* ---------------------------------------------------------------- modes */
 
-static bool ssf_skip(sd_stream *s, const float *x, size_t n, float thr)
+void sd_stream_describe(const sd_stream *s, sd_stream_desc *d)
 {
+    *d = (sd_stream_desc){.m = s->m, .W = s->W, .H = s->H, .C = s->C, .h = s->h, .w = s->w, .n = s->n,
+                          .fbs = s->fbs, .UB = s->UB, .S = s->S, .denoising_batch = s->p.use_denoising_batch,
+                          .use_graphs = s->p.use_graphs, .drop_old_frames = s->p.drop_old_frames,
+                          .queue_size = s->p.queue_size, .act = s->img_in.dtype};
+}
+
+/* The one rule of which mode allows what: may frames be driven as `want` by `owner` while the stream is
+ * in mode `cur` with owner `cur_owner` (attach: a layer takes the stream)? NULL: yes, else why not. */
+static const char *mode_refusal(sd_stream_mode cur, const void *cur_owner, sd_stream_mode want, const void *owner,
+                                bool attach)
+{
+    if (attach) { /* a layer takes an idle or synchronous stream */
+        if (cur == SD_STREAM_IDLE || cur == SD_STREAM_SYNC)
+            return NULL;
+        if (cur == want && cur_owner == owner)
+            return want == SD_STREAM_GROUPED ? "the stream already is in this group" : NULL;
+        if (cur == SD_STREAM_GROUPED && want == SD_STREAM_GROUPED)
+            return "the stream already is in another group (remove it there first)";
+        if (cur == SD_STREAM_ASYNC)
+            return "the stream runs asynchronously (frames were pushed); groups take synchronous streams";
+        return "the stream is a member of a stream group (its frames go through the group); remove it from the "
+               "group first, or use another stream";
+    }
+    switch (want) {
+    case SD_STREAM_SYNC: /* a group member stays usable on its own */
+        return cur == SD_STREAM_ASYNC ? "this stream is running asynchronously (frames were pushed); use "
+                                        "sd_stream_push_frame/pull_frame, or another stream"
+                                      : NULL;
+    case SD_STREAM_ASYNC:
+    case SD_STREAM_GROUPED:
+        return cur == want && cur_owner == owner ? NULL : "the stream is no longer attached here";
+    default:
+        return "no frames are driven in mode idle";
+    }
+}
+
+sd_status sd_stream_attach(sd_stream *s, sd_stream_mode mode, void *owner, sd_stream_detach_fn detach, const char *fn)
+{
+    if (!s || !owner || (mode != SD_STREAM_ASYNC && mode != SD_STREAM_GROUPED))
+        return sd_fail(SD_ERR_INTERNAL, "%s: bad stream attach", fn);
+    pthread_mutex_lock(&s->engine);
+    const char *why = mode_refusal(s->mode, s->owner, mode, owner, true);
+    if (!why && s->owner != owner) {
+        s->detach = detach;
+        __atomic_store_n(&s->owner, owner, __ATOMIC_RELEASE);
+        __atomic_store_n(&s->mode, mode, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&s->engine);
+    return why ? sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: %s", fn, why) : SD_OK;
+}
+
+void sd_stream_detach(sd_stream *s, const void *owner)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->engine);
+    if (owner && s->owner == owner) {
+        s->detach = NULL;
+        __atomic_store_n(&s->mode, SD_STREAM_IDLE, __ATOMIC_RELEASE);
+        __atomic_store_n(&s->owner, NULL, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&s->engine);
+}
+
+void *sd_stream_owner(const sd_stream *s, sd_stream_mode mode)
+{
+    sd_stream *w = (sd_stream *)s;
+    void *o = __atomic_load_n(&w->owner, __ATOMIC_ACQUIRE);
+    return o && __atomic_load_n(&w->mode, __ATOMIC_ACQUIRE) == mode ? o : NULL;
+}
+
+sd_status sd_stream_enter(sd_stream *s, sd_stream_mode mode, const void *owner, const char *fn)
+{
+    pthread_mutex_lock(&s->engine);
+    const char *why = mode_refusal(s->mode, s->owner, mode, owner, false);
+    if (why) {
+        pthread_mutex_unlock(&s->engine);
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: %s", fn, why);
+    }
+    if (s->mode == SD_STREAM_IDLE)
+        __atomic_store_n(&s->mode, SD_STREAM_SYNC, __ATOMIC_RELEASE);
+    return SD_OK;
+}
+
+void sd_stream_leave(sd_stream *s) { pthread_mutex_unlock(&s->engine); }
+
+/* ---------------------------------------------------------------- stats */
+
+void sd_stream_note(sd_stream *s, sd_stream_event e, double t)
+{
+    double now = sd_time_now();
+    pthread_mutex_lock(&s->stats_mu);
+    sd_stream_stats *st = &s->stats;
+    switch (e) {
+    case SD_EV_IN:
+        st->frames_in++;
+        break;
+    case SD_EV_SKIP:
+        st->frames_skipped++;
+        break;
+    case SD_EV_DROP:
+        st->frames_dropped++;
+        break;
+    case SD_EV_OUT:
+        st->frames_out++;
+        if (t > 0) {
+            double lat = (now - t) * 1e3;
+            st->latency_ms = st->latency_ms > 0 ? 0.9 * st->latency_ms + 0.1 * lat : lat;
+        }
+        if (s->last_out > 0) {
+            double dt = now - s->last_out;
+            s->fps_dt_ema = s->fps_dt_ema > 0 ? 0.9 * s->fps_dt_ema + 0.1 * dt : dt;
+            st->fps = s->fps_dt_ema > 0 ? 1.0 / s->fps_dt_ema : 0.0;
+        }
+        s->last_out = now;
+        break;
+    case SD_EV_STEP: {
+        double ms = (now - t) * 1e3;
+        st->inference_ms = st->inference_ms > 0 ? 0.9 * st->inference_ms + 0.1 * ms : ms;
+        break;
+    }
+    }
+    pthread_mutex_unlock(&s->stats_mu);
+}
+
+sd_status sd_stream_get_stats(const sd_stream *s, sd_stream_stats *st)
+{
+    if (!s || !st)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_get_stats: NULL argument");
+    sd_stream *w = (sd_stream *)s;
+    pthread_mutex_lock(&w->stats_mu);
+    *st = w->stats;
+    pthread_mutex_unlock(&w->stats_mu);
+    return SD_OK;
+}
+
+/* ---------------------------------------------------------------- frames */
+
+/* The similarity filter (StreamDiffusion's SimilarImageFilter) on [-1,1] floats. */
+static bool ssf_skip(sd_stream *s, const float *x, size_t n)
+{
+    /* atomic reads: the async input thread decides without s->engine while
+     * sd_stream_set_similarity_filter may change the values */
+    float thr;
     int max_skip;
+    __atomic_load(&s->p.similarity_threshold, &thr, __ATOMIC_RELAXED);
     __atomic_load(&s->p.max_skip_frames, &max_skip, __ATOMIC_RELAXED);
     if (thr <= 0.0f) /* filter off */
         return false;
@@ -740,82 +899,15 @@ static bool ssf_skip(sd_stream *s, const float *x, size_t n, float thr)
         return false;
     }
     s->ssf_skips++;
+    sd_stream_note(s, SD_EV_SKIP, 0);
     return true;
 }
 
-bool sd_stream_similarity_skip(sd_stream *s, const float *x, size_t n)
-{
-    /* atomic reads: the async input thread decides without s->engine while
-     * sd_stream_set_similarity_filter may change the values */
-    float thr;
-    __atomic_load(&s->p.similarity_threshold, &thr, __ATOMIC_RELAXED);
-    return ssf_skip(s, x, n, thr);
-}
+bool sd_stream_similarity_skip(sd_stream *s, const float *x, size_t n) { return ssf_skip(s, x, n); }
 
-sd_status sd_stream_output_image(sd_stream *s, sd_image *out)
-{
-    if (!out->data || out->width != s->W || out->height != s->H) {
-        sd_rgb_free(out);
-        SD_TRY(sd_rgb_alloc(out, s->W, s->H));
-    }
-    /* the step made the bytes (img_out8: exactly sd_chw_to_rgb of img_out) */
-    return s->m->be->ops->download(s->m->be, out->data, s->img_out8.data, (size_t)3 * s->W * s->H);
-}
-
-static void update_timing(sd_stream *s, double t0)
-{
-    double ms = (sd_time_now() - t0) * 1e3;
-    s->inference_ema_ms = s->inference_ema_ms > 0 ? 0.9 * s->inference_ema_ms + 0.1 * ms : ms;
-    s->stats.inference_ms = s->inference_ema_ms;
-}
-
-/* Runs one img2img step on a frame already converted to [-1,1] CHW in host_in.
- * Returns true in *skipped when the similarity filter skipped it. */
-sd_status sd_stream_prepare_frame(sd_stream *s, bool *skipped)
-{
-    size_t n = (size_t)3 * s->H * s->W;
-    const uint8_t *f8 = s->frame8;
-    s->frame8 = NULL;
-    *skipped = false;
-    SD_TRY(refresh_prompt(s));
-    float thr;
-    __atomic_load(&s->p.similarity_threshold, &thr, __ATOMIC_RELAXED);
-    if (f8 && thr > 0.0f) /* the filter compares [-1, 1] floats, as StreamDiffusion */
-        sd_rgb_to_chw(&(sd_rgb){.width = s->W, .height = s->H, .data = (uint8_t *)f8}, s->host_in);
-    *skipped = ssf_skip(s, s->host_in, n, thr);
-    if (*skipped) {
-        s->stats.frames_skipped++;
-        return SD_OK;
-    }
-    s->in_u8 = f8 != NULL;
-    if (f8) /* the bytes as they are: the step converts them on the device */
-        return s->m->be->ops->upload(s->m->be, s->img_in8.data, f8, n);
-    sd_ctx tmp = {.be = s->m->be};
-    sd_tensor first = sd_view_rows(&tmp, s->img_in, 0, 1);
-    return sd_tensor_from_f32(&tmp, &first, s->host_in);
-}
-
-sd_status sd_stream_prepare_latent(sd_stream *s)
-{
-    sd_rng_randn(&s->rng, s->host_noise, (size_t)sd_numel(&s->x_in));
-    SD_TRY(refresh_prompt(s));
-    return sd_tensor_from_f32(&s->state, &s->x_in, s->host_noise);
-}
-
-void sd_stream_record_inference(sd_stream *s, double t0) { update_timing(s, t0); }
-
-sd_status sd_stream_run_prepared(sd_stream *s, bool *skipped)
-{
-    SD_TRY(sd_stream_prepare_frame(s, skipped));
-    if (*skipped)
-        return SD_OK;
-    double t0 = sd_time_now();
-    sd_status st = sd_stream_step(s, false, NULL, NULL);
-    update_timing(s, t0);
-    return st;
-}
-
-sd_status sd_stream_take_frame(sd_stream *s, const sd_image *in, sd_image *scratch)
+/* An RGB frame at the stream's size (fitted through `scratch` when its size differs) as bytes
+ * (s->frame8), which go to the device as they are and are converted there. */
+static sd_status take_frame(sd_stream *s, const sd_image *in, sd_image *scratch)
 {
     if (!in || !in->data || in->width <= 0 || in->height <= 0)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "empty input frame");
@@ -832,6 +924,86 @@ sd_status sd_stream_take_frame(sd_stream *s, const sd_image *in, sd_image *scrat
     return SD_OK;
 }
 
+sd_status sd_stream_frame_in(sd_stream *s, const sd_stream_in *in, bool *skipped)
+{
+    sd_backend *be = s->m->be;
+    *skipped = false;
+    s->in_latent = in->kind == SD_IN_LATENT;
+    if (in->kind == SD_IN_LATENT) { /* the frame's latent noise, from the stream's generator */
+        sd_rng_randn(&s->rng, s->host_noise, (size_t)sd_numel(&s->x_in));
+        SD_TRY(refresh_prompt(s));
+        return sd_tensor_from_f32(&s->state, &s->x_in, s->host_noise);
+    }
+    if (in->kind == SD_IN_ACT) { /* filtered by the async input thread already */
+        SD_TRY(refresh_prompt(s));
+        s->in_u8 = false;
+        if (!in->act) /* padding: the frame already in img_in again */
+            return SD_OK;
+        size_t bytes = (size_t)sd_numel(&s->img_in) * sd_dtype_size(s->img_in.dtype);
+        return in->queued ? be->ops->upload_async(be, s->img_in.data, in->act, bytes)
+                          : be->ops->upload(be, s->img_in.data, in->act, bytes);
+    }
+    sd_stream_note(s, SD_EV_IN, 0);
+    SD_TRY(take_frame(s, in->image, in->scratch));
+    SD_TRY(refresh_prompt(s));
+    size_t n = (size_t)3 * s->H * s->W;
+    float thr;
+    __atomic_load(&s->p.similarity_threshold, &thr, __ATOMIC_RELAXED);
+    if (thr > 0.0f) { /* the filter compares [-1, 1] floats, as StreamDiffusion */
+        sd_rgb_to_chw(&(sd_rgb){.width = s->W, .height = s->H, .data = (uint8_t *)s->frame8}, s->host_in);
+        if ((*skipped = ssf_skip(s, s->host_in, n)))
+            return SD_OK;
+    }
+    s->in_u8 = true; /* the bytes as they are: the step converts them on the device */
+    return be->ops->upload(be, s->img_in8.data, s->frame8, n);
+}
+
+sd_status sd_stream_frame_step(sd_stream *s) { return sd_stream_step(s, s->in_latent, NULL, NULL); }
+
+sd_status sd_stream_frame_out(sd_stream *s, const sd_stream_out *out)
+{
+    sd_backend *be = s->m->be;
+    sd_status st = SD_OK;
+    if (out->image) {
+        sd_image *img = out->image;
+        if (!img->data || img->width != s->W || img->height != s->H) {
+            sd_rgb_free(img);
+            SD_TRY(sd_rgb_alloc(img, s->W, s->H));
+        }
+        /* the step made the bytes (img_out8: exactly sd_chw_to_rgb of img_out) */
+        st = be->ops->download(be, img->data, s->img_out8.data, (size_t)3 * s->W * s->H);
+        if (st == SD_OK)
+            sd_stream_note(s, SD_EV_OUT, out->t_in);
+        return st;
+    }
+    if (out->act) {
+        size_t bytes = (size_t)sd_numel(&s->img_out) * sd_dtype_size(s->img_out.dtype);
+        st = out->queued ? be->ops->download_async(be, out->act, s->img_out.data, bytes)
+                         : be->ops->download(be, out->act, s->img_out.data, bytes);
+    }
+    if (out->queued) { /* the queued upload, the step and the download: one wait for all */
+        sd_status ss = be->ops->synchronize(be);
+        st = st == SD_OK ? ss : st;
+    }
+    return st;
+}
+
+sd_status sd_stream_run_frame(sd_stream *s, const sd_stream_in *in, const sd_stream_out *out, bool *skipped)
+{
+    double t0 = sd_time_now();
+    sd_status st = sd_stream_frame_in(s, in, skipped);
+    bool stepped = st == SD_OK && !*skipped;
+    if (stepped)
+        st = sd_stream_frame_step(s);
+    if (st == SD_OK || out->queued) { /* a queued copy is waited for whatever happened */
+        sd_status so = sd_stream_frame_out(s, out);
+        st = st == SD_OK ? so : st;
+    }
+    if (stepped)
+        sd_stream_note(s, SD_EV_STEP, t0);
+    return st;
+}
+
 sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out)
 {
     if (!s || !in || !out || !in->data || in->width <= 0 || in->height <= 0)
@@ -839,24 +1011,14 @@ sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out)
     if (s->fbs != 1)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_img2img takes one frame; this stream has frame_buffer_size %d",
                        s->fbs);
-    pthread_mutex_lock(&s->engine);
-    if (s->async) {
-        pthread_mutex_unlock(&s->engine);
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_img2img: this stream is running asynchronously (frames were "
-                                                "pushed); use sd_stream_push_frame/pull_frame, or another stream");
-    }
-    bool skipped;
-    s->stats.frames_in++;
+    double t0 = sd_time_now();
+    SD_TRY(sd_stream_enter(s, SD_STREAM_SYNC, NULL, "sd_stream_img2img"));
     /* the frame's bytes (resized into the output image's memory when needed: no allocation once it has the
      * size; uploaded before the output overwrites it) */
-    sd_status st = sd_stream_take_frame(s, in, out);
-    if (st == SD_OK)
-        st = sd_stream_run_prepared(s, &skipped);
-    if (st == SD_OK)
-        st = sd_stream_output_image(s, out);
-    if (st == SD_OK)
-        s->stats.frames_out++;
-    pthread_mutex_unlock(&s->engine);
+    bool skipped;
+    sd_status st = sd_stream_run_frame(s, &(sd_stream_in){.kind = SD_IN_BYTES, .image = in, .scratch = out},
+                                       &(sd_stream_out){.image = out, .t_in = t0}, &skipped);
+    sd_stream_leave(s);
     return st;
 }
 
@@ -864,22 +1026,12 @@ sd_status sd_stream_txt2img(sd_stream *s, sd_image *out)
 {
     if (!s || !out)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_txt2img: NULL argument");
-    pthread_mutex_lock(&s->engine);
-    if (s->async) {
-        pthread_mutex_unlock(&s->engine);
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_txt2img: this stream is running asynchronously (frames were "
-                                                "pushed); use another stream for txt2img");
-    }
     double t0 = sd_time_now();
-    sd_status st = sd_stream_prepare_latent(s);
-    if (st == SD_OK)
-        st = sd_stream_step(s, true, NULL, NULL);
-    update_timing(s, t0);
-    if (st == SD_OK)
-        st = sd_stream_output_image(s, out);
-    if (st == SD_OK)
-        s->stats.frames_out++;
-    pthread_mutex_unlock(&s->engine);
+    SD_TRY(sd_stream_enter(s, SD_STREAM_SYNC, NULL, "sd_stream_txt2img"));
+    bool skipped;
+    sd_status st = sd_stream_run_frame(s, &(sd_stream_in){.kind = SD_IN_LATENT},
+                                       &(sd_stream_out){.image = out, .t_in = t0}, &skipped);
+    sd_stream_leave(s);
     return st;
 }
 

@@ -1,17 +1,16 @@
-/* StreamDiffusion engine internals (shared by the sync/async API and the
- * conformance runner). Semantics follow StreamDiffusion's pipeline.py:
+/* StreamDiffusion engine internals: the struct, owned and written by
+ * stream.c alone; the conformance runner (src/check) and the tests read it.
+ * The layers above the engine (stream_async.c, stream_group.c) include
+ * pipe/stream_layer.h only. Semantics follow StreamDiffusion's pipeline.py:
  * Stream Batch over t_index_list on a 50-step LCM schedule, residual CFG
  * (none / full / self / initialize), fixed per-slot noise, TAESD. */
 #ifndef SD_PIPE_STREAM_H
 #define SD_PIPE_STREAM_H
 
-#include "pipe/model.h"
+#include "pipe/stream_layer.h"
 #include "sched/rng.h"
 
 #include <pthread.h>
-
-typedef struct sd_stream_async sd_stream_async;
-/* sd_stream_group: include/streamdiff.h (stream_group.c) */
 
 struct sd_stream {
     sd_model *m;
@@ -56,19 +55,23 @@ struct sd_stream {
     int ssf_skips;
     uint64_t calls;
     pthread_mutex_t engine;        /* one stream step or prompt change at a time */
+    /* who drives the frames (stream_layer.h): changed only under `engine` (sd_stream_enter / attach /
+     * detach); mode and owner are also read lock-free (__atomic_load_n) */
+    sd_stream_mode mode;
+    void *owner;                   /* the attached layer's object (async pipeline, stream group) */
+    sd_stream_detach_fn detach;    /* its teardown hook, called by sd_stream_free */
     char *prompt, *negative_prompt;/* the active prompts (re-encoded after a LoRA change) */
     uint64_t weights_version;      /* m->weights_version the prompt K/V were computed with */
-    double inference_ema_ms;
+    pthread_mutex_t stats_mu;      /* guards stats (sd_stream_note, sd_stream_get_stats) */
     sd_stream_stats stats;
-    sd_stream_async *async;        /* async pipeline (stream_async.c); set once under `engine`, read
-                                    * with __atomic_load_n; while set, the sync frame calls are refused */
+    double fps_dt_ema, last_out;   /* output intervals behind stats.fps */
     uint64_t kv_version;           /* bumped whenever the prompt K/V cache is recomputed */
-    sd_stream_group *group;        /* the stream group it belongs to (stream_group.c), or NULL */
     uint64_t serial;               /* unique per stream in this process (graph cache keys) */
-    /* the frame to run as RGB bytes (sd_stream_take_frame: the caller's image or the fitted copy, valid
-     * until sd_stream_prepare_frame uploads it into img_in8); NULL: the frame is in host_in as floats */
+    /* the frame to run as RGB bytes (sd_stream_frame_in: the caller's image or the fitted copy, uploaded
+     * into img_in8 there) */
     const uint8_t *frame8;
     bool in_u8;                    /* the step reads img_in8 (bytes, converted on the device), not img_in */
+    bool in_latent;                /* the step reads x_in (txt2img) */
     sd_tensor img_in8, img_out8;   /* U8 [fbs,H,W,3]: the frame in, the output image out (made by the step) */
     /* captured per-frame steps ([0] img2img from img_in, [1] img2img from img_in8, [2] txt2img) on a
      * backend with graphs, and what they baked in */
@@ -91,50 +94,9 @@ struct sd_stream {
 sd_status sd_stream_step(sd_stream *s, bool use_latent, void (*hook)(void *, const char *, sd_tensor), void *user);
 /* Replaces init_noise (host floats [B,C,h,w]), like StreamDiffusion's update_noise(noise). */
 sd_status sd_stream_set_init_noise(sd_stream *s, const float *host);
-/* SSF decision for the frame in host_in: true = skip it. */
-bool sd_stream_similarity_skip(sd_stream *s, const float *chw, size_t n);
-/* Stops and joins the async threads and frees their slots (sd_stream_free calls it). */
-void sd_stream_async_stop(sd_stream *s);
-/* Test hook: how many frame-slot buffers the async pipeline has (re)allocated
- * so far (constant once the slots have the pushed frames' size). */
+/* Test hook (stream_async.c): how many frame-slot buffers the async pipeline
+ * has (re)allocated so far (constant once the slots have the pushed frames'
+ * size). */
 uint64_t sd_stream_async_slot_allocs(const sd_stream *s);
-/* Runs one img2img step on the frame already converted to [-1,1] CHW in
- * s->host_in (SSF first: *skipped = true leaves the previous output).
- * Caller holds s->engine. */
-sd_status sd_stream_run_prepared(sd_stream *s, bool *skipped);
-/* Downloads the last output (first frame) into `out` (allocated when it has
- * another size, else reused). Caller holds s->engine. */
-sd_status sd_stream_output_image(sd_stream *s, sd_image *out);
-
-/* The stream batch step split around its one UNet call, for the stream group
- * (stream_group.c), which runs many streams' UNet rows in one call. pre:
- * encodes the frame in img_in (use_latent: takes x_in), shifts the stock noise
- * and returns the stream batch X, the UNet input rows *Xin ([UB,C,h,w]) and
- * their timesteps *t (F32 [UB]); the stream's K/V cache (s->kv) holds their
- * conditioning (batch 1 or UB). post: from the UNet output eps for those rows,
- * finishes the step exactly as sd_stream_step (guidance, consistency, RCFG
- * stock, buffer, decode into img_out). use_denoising_batch streams only.
- * sd_stream_step = pre -> sd_unet_forward -> post. Errors go to ctx. Caller
- * holds s->engine. */
-sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, bool use_latent, sd_tensor *Xin, sd_tensor *t);
-void sd_stream_batch_post(sd_stream *s, sd_ctx *ctx, sd_tensor X, sd_tensor eps);
-/* The first half of sd_stream_run_prepared: prompt refresh (after a LoRA
- * change), similarity filter (*skipped: counted, nothing else to do) and the
- * upload of the frame: s->frame8's bytes into img_in8 (in_u8), or else the
- * floats of host_in into img_in. Caller holds s->engine. */
-sd_status sd_stream_prepare_frame(sd_stream *s, bool *skipped);
-/* The first half of sd_stream_txt2img: draws the frame's latent noise from
- * the stream's generator into x_in (after a prompt refresh). Caller holds
- * s->engine. */
-sd_status sd_stream_prepare_latent(sd_stream *s);
-/* Folds one step's time (since t0, sd_time_now) into stats.inference_ms. */
-void sd_stream_record_inference(sd_stream *s, double t0);
-/* Takes an RGB frame for the next sd_stream_prepare_frame: at the stream's
- * size (fitted through `scratch`, reused when it has the size, when its size
- * differs) as bytes (s->frame8), which go to the device as they are and are
- * converted there; host_in gets the [-1,1] floats only when the similarity
- * filter needs them. `in` and `scratch` must stay valid until then. Caller
- * holds s->engine or owns the stream exclusively. */
-sd_status sd_stream_take_frame(sd_stream *s, const sd_image *in, sd_image *scratch);
 
 #endif

@@ -1,9 +1,13 @@
 /* The asynchronous StreamDiffusion pipeline: sd_stream_push_frame /
- * pull_frame / flush / get_stats.
+ * pull_frame / flush. A thread-and-queue layer above the stream engine
+ * (pipe/stream_layer.h): it attaches to the stream on the first call (mode
+ * async; sd_stream_free calls its teardown hook), and its inference thread
+ * runs each frame through the engine's one frame path (sd_stream_run_frame:
+ * prompt refresh, upload, step, download); the stats are the engine's.
  *
  *   push ──Q0──> input thread ──Q1──> inference thread ──Q2──> output thread ──Q3──> pull
  *   (copy)       fit + [-1,1] CHW     one stream step per       device bytes ->
- *                + SSF decision       frame (holds s->engine)   uint8 RGB
+ *                + SSF decision       frame (engine locked)     uint8 RGB
  *
  * Every queue is bounded (queue_size waiting items) and built from slots
  * allocated once: Q1..Q3 slots when the pipeline starts (their size is the
@@ -29,24 +33,26 @@
  * outputs (nothing in front of them) are never emitted. sd_stream_flush()
  * records a target (every frame pushed so far); once the frames before it
  * have reached the inference thread, padding steps re-run the last frame
- * still in the engine's input tensor (s->img_in) until none of them is left
+ * still in the engine's input tensor until none of them is left
  * in P (a skipped frame waits behind the frame in front of it, so the
  * padding also releases it). Padding outputs are never emitted. P is bounded: if skipped frames
  * would overflow it (a huge max_skip_frames on a static scene), a padding
  * step pushes the pipeline forward instead.
  *
- * Locking: one mutex `mu` (plus one condition variable) guards queues,
- * counters and stats; s->engine is taken only by the inference thread around
- * one step (upload, step, download), never while waiting on a queue and never
- * together with `mu`, so sd_stream_set_prompt (which takes s->engine) can be
+ * Locking: one mutex `mu` (plus one condition variable) guards queues and
+ * counters; the engine lock is taken only by the inference thread around one
+ * frame (sd_stream_enter .. leave: upload, step, download), never while
+ * waiting on a queue and never together with `mu`, so sd_stream_set_prompt
+ * (which takes the engine lock) can be
  * called from any thread at any time without deadlock and takes effect on
  * the next step. The SSF state belongs to the input thread while the
  * pipeline runs (the synchronous frame calls are refused then). */
-#include "pipe/stream.h"
+#include "pipe/stream_layer.h"
 
 #include "io/image.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,8 +89,9 @@ typedef struct pending {
     int kind;
 } pending;
 
-struct sd_stream_async {
+typedef struct sd_stream_async {
     sd_stream *s;
+    sd_stream_desc d;           /* the stream's size, dtype, queue settings */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t th_in, th_inf, th_out;
@@ -105,16 +112,13 @@ struct sd_stream_async {
     int64_t outstanding;        /* pushed - pulled - dropped */
     size_t q0_bytes;            /* largest frame pushed so far */
     uint64_t slot_allocs;
-    /* stats */
-    uint64_t frames_in, frames_out, frames_skipped, frames_dropped;
-    double fps_dt_ema, last_pull, latency_ema, inference_ms;
     /* thread-private scratch */
     sd_rgb fit;                 /* input thread: W x H fitted frame */
     float *chw;                 /* input thread: [3,H,W] */
     float *outf;                /* output thread: F16 -> F32 scratch */
     sd_rgb last;                /* output thread: last image (for skipped frames) */
     void *inf;                  /* inference thread state */
-};
+} sd_stream_async;
 
 /* ---------------------------------------------------------------- queues */
 
@@ -193,10 +197,7 @@ static void q_release(queue *q, int i) { q->freel[q->nfree++] = i; }
 
 /* ---------------------------------------------------------------- helpers */
 
-static sd_stream_async *get_async(const sd_stream *s)
-{
-    return __atomic_load_n(&((sd_stream *)s)->async, __ATOMIC_ACQUIRE);
-}
+static sd_stream_async *get_async(const sd_stream *s) { return sd_stream_owner(s, SD_STREAM_ASYNC); }
 
 /* Records the first failure of a worker thread (caller holds mu). */
 static void set_failed(sd_stream_async *a, sd_status st, const char *what)
@@ -217,7 +218,7 @@ static sd_status report_failed(const sd_stream_async *a)
 static void drop_oldest(sd_stream_async *a, queue *q)
 {
     q_release(q, q_pop(q));
-    a->frames_dropped++;
+    sd_stream_note(a->s, SD_EV_DROP, 0);
     a->outstanding--;
 }
 
@@ -239,13 +240,13 @@ static int reserve_slot(sd_stream_async *a, queue *q, bool drop)
     }
 }
 
-static void rgb_to_act(const sd_stream *s, const float *chw, void *dst, size_t n)
+static void rgb_to_act(sd_dtype act, const float *chw, void *dst, size_t n)
 {
-    if (s->img_in.dtype == SD_F16) {
+    if (act == SD_F16) {
         uint16_t *h = dst;
         for (size_t i = 0; i < n; i++)
             h[i] = sd_f32_to_f16(chw[i]);
-    } else if (s->img_in.dtype == SD_BF16) {
+    } else if (act == SD_BF16) {
         uint16_t *h = dst;
         for (size_t i = 0; i < n; i++)
             h[i] = sd_f32_to_bf16(chw[i]);
@@ -260,8 +261,9 @@ static void *input_main(void *arg)
 {
     sd_stream_async *a = arg;
     sd_stream *s = a->s;
-    const size_t n = (size_t)3 * s->H * s->W;
-    const bool f32 = s->img_in.dtype == SD_F32;
+    const sd_stream_desc *d = &a->d;
+    const size_t n = (size_t)3 * d->H * d->W;
+    const bool f32 = d->act == SD_F32;
     pthread_mutex_lock(&a->mu);
     for (;;) {
         while (!a->stop && (a->q0.count == 0 || a->failed != SD_OK))
@@ -282,7 +284,7 @@ static void *input_main(void *arg)
         pthread_mutex_unlock(&a->mu);
 
         sd_rgb frame = {in->w, in->h, in->buf};
-        if (in->w != s->W || in->h != s->H) {
+        if (in->w != d->W || in->h != d->H) {
             sd_rgb_fit_into(&frame, &a->fit);
             frame = a->fit;
         }
@@ -290,7 +292,7 @@ static void *input_main(void *arg)
         sd_rgb_to_chw(&frame, chw);
         bool skip = sd_stream_similarity_skip(s, chw, n);
         if (!skip)
-            rgb_to_act(s, chw, o->buf, n);
+            rgb_to_act(d->act, chw, o->buf, n);
         o->id = in->id;
         o->t_push = in->t_push;
         o->kind = skip ? K_SKIP : K_REAL;
@@ -298,8 +300,6 @@ static void *input_main(void *arg)
         pthread_mutex_lock(&a->mu);
         q_release(&a->q0, i0);
         a->input_cur = -1;
-        if (skip)
-            a->frames_skipped++;
         q_commit(&a->q1, i1);
         pthread_cond_broadcast(&a->cv);
     }
@@ -316,7 +316,7 @@ typedef struct infer {
     int head, count; /* ring */
     int n_unet;      /* entries in P that went through the UNet (REAL + PAD) */
     int delay;       /* D */
-    bool have_input; /* s->img_in holds a frame (padding possible) */
+    bool have_input; /* the engine holds a frame (padding possible) */
 } infer;
 
 static pending *p_at(infer *f, int k) { return &f->p[(f->head + k) % PCAP]; }
@@ -371,7 +371,7 @@ static bool emit_skips(infer *f)
 }
 
 /* One UNet step on the frame in Q1 slot `i1` (or, i1 < 0, a padding step on
- * the frame already in s->img_in), then the emissions it makes possible.
+ * the frame already in the engine), then the emissions it makes possible.
  * Caller holds mu; returns false when stopping or failed. */
 static bool run_step(infer *f, int i1, const pending *e)
 {
@@ -390,34 +390,19 @@ static bool run_step(infer *f, int i1, const pending *e)
     void *dst = i2 >= 0 ? a->q2.slots[i2].buf : NULL;
     pthread_mutex_unlock(&a->mu);
 
-    sd_backend *be = s->m->be;
-    pthread_mutex_lock(&s->engine);
-    double t0 = sd_time_now();
-    sd_status st = SD_OK;
-    s->in_u8 = false; /* the async input thread hands frames over as activations in img_in */
-    /* with pinned slots: the upload, the step and the download queue up in order, and one synchronize
-     * waits for all three (the slots are released only after it) */
-    bool queued = be->ops->upload_async && be->ops->download_async && a->q1.pinned && a->q2.pinned;
-    if (src)
-        st = queued ? be->ops->upload_async(be, s->img_in.data, src, a->in_bytes)
-                    : be->ops->upload(be, s->img_in.data, src, a->in_bytes);
-    if (st == SD_OK)
-        st = sd_stream_step(s, false, NULL, NULL);
-    if (st == SD_OK && dst)
-        st = queued ? be->ops->download_async(be, dst, s->img_out.data, a->out_bytes)
-                    : be->ops->download(be, dst, s->img_out.data, a->out_bytes);
-    if (queued) {
-        sd_status ss = be->ops->synchronize(be);
-        st = st == SD_OK ? ss : st;
+    /* the engine's frame path: prompt refresh, upload, step, download; with pinned slots the upload, the
+     * step and the download queue up in order, and one synchronize waits for all three (the slots are
+     * released only after it) */
+    sd_backend *be = a->d.m->be;
+    bool queued = be->ops->upload_async && be->ops->download_async && a->q1.pinned && a->q2.pinned, skipped;
+    sd_status st = sd_stream_enter(s, SD_STREAM_ASYNC, a, "stream step");
+    if (st == SD_OK) {
+        st = sd_stream_run_frame(s, &(sd_stream_in){.kind = SD_IN_ACT, .act = src, .queued = queued && src},
+                                 &(sd_stream_out){.act = dst, .queued = queued}, &skipped);
+        sd_stream_leave(s);
     }
-    double ms = (sd_time_now() - t0) * 1e3;
-    s->inference_ema_ms = s->inference_ema_ms > 0 ? 0.9 * s->inference_ema_ms + 0.1 * ms : ms;
-    s->stats.inference_ms = s->inference_ema_ms;
-    double ema = s->inference_ema_ms;
-    pthread_mutex_unlock(&s->engine);
 
     pthread_mutex_lock(&a->mu);
-    a->inference_ms = ema;
     if (st != SD_OK) {
         if (i2 >= 0)
             q_unreserve(&a->q2, i2);
@@ -486,7 +471,7 @@ static void *infer_main(void *arg)
                     p_push(f, e);
                     emit_skips(f);
                 } else { /* only when stopping or failed */
-                    a->frames_dropped++;
+                    sd_stream_note(a->s, SD_EV_DROP, 0);
                     a->outstanding--;
                 }
             } else {
@@ -507,8 +492,8 @@ static void *infer_main(void *arg)
 static void *output_main(void *arg)
 {
     sd_stream_async *a = arg;
-    sd_stream *s = a->s;
-    const size_t n = (size_t)3 * s->H * s->W;
+    const sd_stream_desc *d = &a->d;
+    const size_t n = (size_t)3 * d->H * d->W;
     pthread_mutex_lock(&a->mu);
     for (;;) {
         while (!a->stop && a->q2.count == 0)
@@ -526,13 +511,13 @@ static void *output_main(void *arg)
         slot *o = &a->q3.slots[i3];
         pthread_mutex_unlock(&a->mu);
 
-        sd_rgb img = {s->W, s->H, o->buf};
+        sd_rgb img = {d->W, d->H, o->buf};
         if (in->kind == O_IMAGE) {
             const float *chw = in->buf;
-            if (s->img_out.dtype != SD_F32) {
+            if (d->act != SD_F32) {
                 const uint16_t *h = in->buf;
                 for (size_t k = 0; k < n; k++)
-                    a->outf[k] = s->img_out.dtype == SD_F16 ? sd_f16_to_f32(h[k]) : sd_bf16_to_f32(h[k]);
+                    a->outf[k] = d->act == SD_F16 ? sd_f16_to_f32(h[k]) : sd_bf16_to_f32(h[k]);
                 chw = a->outf;
             }
             sd_chw_to_rgb(chw, &img);
@@ -572,21 +557,52 @@ static void async_destroy(sd_stream_async *a)
     free(a);
 }
 
-/* Creates the pipeline and starts its threads (once). */
-static sd_status ensure_async(sd_stream *s, sd_stream_async **out)
+/* Stops and joins the threads that run (caller holds no lock). */
+static void stop_threads(sd_stream_async *a)
+{
+    pthread_mutex_lock(&a->mu);
+    a->stop = true;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    if (a->started[0])
+        pthread_join(a->th_in, NULL);
+    if (a->started[1])
+        pthread_join(a->th_inf, NULL);
+    if (a->started[2])
+        pthread_join(a->th_out, NULL);
+}
+
+/* The teardown hook registered with the engine (sd_stream_free calls it): threads stopped, the stream
+ * let go, the pipeline freed. */
+static void async_detach(void *owner, sd_stream *s)
+{
+    sd_stream_async *a = owner;
+    stop_threads(a);
+    sd_stream_detach(s, a);
+    async_destroy(a);
+}
+
+/* Serializes the start of pipelines (two threads pushing the first frame of one stream get one). */
+static pthread_mutex_t g_start = PTHREAD_MUTEX_INITIALIZER;
+
+/* Creates the pipeline, attaches it to the stream (mode async: refused for a stream group's member) and
+ * starts its threads (once). */
+static sd_status ensure_async(sd_stream *s, sd_stream_async **out, const char *fn)
 {
     sd_stream_async *a = get_async(s);
     if (a) {
         *out = a;
         return SD_OK;
     }
-    if (s->fbs != 1)
+    sd_stream_desc d;
+    sd_stream_describe(s, &d);
+    if (d.fbs != 1)
         return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                       "the async stream API takes one frame at a time; this stream has frame_buffer_size %d", s->fbs);
-    pthread_mutex_lock(&s->engine);
-    a = s->async;
+                       "the async stream API takes one frame at a time; this stream has frame_buffer_size %d", d.fbs);
+    pthread_mutex_lock(&g_start);
+    a = get_async(s);
     if (a) {
-        pthread_mutex_unlock(&s->engine);
+        pthread_mutex_unlock(&g_start);
         *out = a;
         return SD_OK;
     }
@@ -595,10 +611,11 @@ static sd_status ensure_async(sd_stream *s, sd_stream_async **out)
     infer *f = a ? sd_calloc(1, sizeof *f) : NULL;
     if (!a || !f) {
         free(a);
-        pthread_mutex_unlock(&s->engine);
+        pthread_mutex_unlock(&g_start);
         return SD_ERR_OUT_OF_MEMORY;
     }
     a->s = s;
+    a->d = d;
     a->inf = f;
     pthread_mutex_init(&a->mu, NULL);
     pthread_condattr_t ca;
@@ -606,25 +623,25 @@ static sd_status ensure_async(sd_stream *s, sd_stream_async **out)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&a->cv, &ca);
     pthread_condattr_destroy(&ca);
-    a->live = s->p.drop_old_frames;
+    a->live = d.drop_old_frames;
     a->input_cur = -1;
     a->last_flush = -1;
-    size_t n = (size_t)3 * s->H * s->W;
-    a->in_bytes = n * sd_dtype_size(s->img_in.dtype);
-    a->out_bytes = n * sd_dtype_size(s->img_out.dtype);
+    size_t n = (size_t)3 * d.H * d.W;
+    a->in_bytes = n * sd_dtype_size(d.act);
+    a->out_bytes = n * sd_dtype_size(d.act);
     a->rgb_bytes = n;
-    int depth = s->p.queue_size;
+    int depth = d.queue_size;
     st = queue_init(&a->q0, depth, 0, &a->slot_allocs, NULL);
     if (st == SD_OK)
-        st = queue_init(&a->q1, depth, a->in_bytes, &a->slot_allocs, s->m->be);
+        st = queue_init(&a->q1, depth, a->in_bytes, &a->slot_allocs, d.m->be);
     if (st == SD_OK)
-        st = queue_init(&a->q2, depth, a->out_bytes, &a->slot_allocs, s->m->be);
+        st = queue_init(&a->q2, depth, a->out_bytes, &a->slot_allocs, d.m->be);
     if (st == SD_OK)
         st = queue_init(&a->q3, depth, a->rgb_bytes, &a->slot_allocs, NULL);
     if (st == SD_OK)
-        st = sd_rgb_alloc(&a->fit, s->W, s->H);
+        st = sd_rgb_alloc(&a->fit, d.W, d.H);
     if (st == SD_OK)
-        st = sd_rgb_alloc(&a->last, s->W, s->H);
+        st = sd_rgb_alloc(&a->last, d.W, d.H);
     if (st == SD_OK) {
         memset(a->last.data, 0, a->rgb_bytes);
         a->chw = sd_malloc(n * sizeof(float));
@@ -634,48 +651,30 @@ static sd_status ensure_async(sd_stream *s, sd_stream_async **out)
     }
     f->a = a;
     f->s = s;
-    f->delay = s->p.use_denoising_batch ? s->n - 1 : 0;
-    if (st == SD_OK && pthread_create(&a->th_in, NULL, input_main, a) == 0)
-        a->started[0] = true;
-    if (st == SD_OK && a->started[0] && pthread_create(&a->th_inf, NULL, infer_main, f) == 0)
-        a->started[1] = true;
-    if (st == SD_OK && a->started[1] && pthread_create(&a->th_out, NULL, output_main, a) == 0)
-        a->started[2] = true;
-    if (st == SD_OK && !a->started[2])
-        st = sd_fail(SD_ERR_INTERNAL, "could not start the stream threads: %s", strerror(errno));
+    f->delay = d.denoising_batch ? d.n - 1 : 0;
+    if (st == SD_OK)
+        st = sd_stream_attach(s, SD_STREAM_ASYNC, a, async_detach, fn);
     if (st != SD_OK) {
-        pthread_mutex_lock(&a->mu);
-        a->stop = true;
-        pthread_cond_broadcast(&a->cv);
-        pthread_mutex_unlock(&a->mu);
-        if (a->started[0])
-            pthread_join(a->th_in, NULL);
-        if (a->started[1])
-            pthread_join(a->th_inf, NULL);
         async_destroy(a);
-        pthread_mutex_unlock(&s->engine);
+        pthread_mutex_unlock(&g_start);
         return st;
     }
-    __atomic_store_n(&s->async, a, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&s->engine);
+    /* attached: from here on sd_stream_free tears it down, also when a thread did not start */
+    if (pthread_create(&a->th_in, NULL, input_main, a) == 0)
+        a->started[0] = true;
+    if (a->started[0] && pthread_create(&a->th_inf, NULL, infer_main, f) == 0)
+        a->started[1] = true;
+    if (a->started[1] && pthread_create(&a->th_out, NULL, output_main, a) == 0)
+        a->started[2] = true;
+    if (!a->started[2]) {
+        st = sd_fail(SD_ERR_INTERNAL, "could not start the stream threads: %s", strerror(errno));
+        pthread_mutex_lock(&a->mu);
+        set_failed(a, st, fn);
+        pthread_mutex_unlock(&a->mu);
+    }
+    pthread_mutex_unlock(&g_start);
     *out = a;
-    return SD_OK;
-}
-
-void sd_stream_async_stop(sd_stream *s)
-{
-    sd_stream_async *a = s ? get_async(s) : NULL;
-    if (!a)
-        return;
-    pthread_mutex_lock(&a->mu);
-    a->stop = true;
-    pthread_cond_broadcast(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-    pthread_join(a->th_in, NULL);
-    pthread_join(a->th_inf, NULL);
-    pthread_join(a->th_out, NULL);
-    __atomic_store_n(&s->async, NULL, __ATOMIC_RELEASE);
-    async_destroy(a);
+    return st;
 }
 
 uint64_t sd_stream_async_slot_allocs(const sd_stream *s)
@@ -700,7 +699,7 @@ sd_status sd_stream_push_frame(sd_stream *s, const sd_image *in)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_push_frame: frame %dx%d is larger than %d pixels a side",
                        in->width, in->height, SD_IMAGE_MAX_SIDE);
     sd_stream_async *a;
-    SD_TRY(ensure_async(s, &a));
+    SD_TRY(ensure_async(s, &a, __func__));
     size_t bytes = (size_t)in->width * in->height * 3;
     pthread_mutex_lock(&a->mu);
     if (bytes > a->q0_bytes) { /* a larger frame: grow every free input slot now (rare) */
@@ -752,7 +751,7 @@ sd_status sd_stream_push_frame(sd_stream *s, const sd_image *in)
     sl->t_push = now;
     sl->kind = K_REAL;
     q_commit(&a->q0, i);
-    a->frames_in++;
+    sd_stream_note(s, SD_EV_IN, 0);
     a->outstanding++;
     a->flushed = false;
     pthread_cond_broadcast(&a->cv);
@@ -765,7 +764,7 @@ sd_status sd_stream_flush(sd_stream *s)
     if (!s)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_flush: NULL stream");
     sd_stream_async *a;
-    SD_TRY(ensure_async(s, &a));
+    SD_TRY(ensure_async(s, &a, __func__));
     pthread_mutex_lock(&a->mu);
     sd_status st = SD_OK;
     if (a->failed != SD_OK) {
@@ -787,7 +786,7 @@ sd_status sd_stream_pull_frame(sd_stream *s, sd_image *out, int64_t *frame_id, i
     if (!s || !out)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_pull_frame: NULL argument");
     sd_stream_async *a;
-    SD_TRY(ensure_async(s, &a));
+    SD_TRY(ensure_async(s, &a, __func__));
     struct timespec dl;
     if (timeout_ms > 0) {
         clock_gettime(CLOCK_MONOTONIC, &dl);
@@ -834,56 +833,20 @@ sd_status sd_stream_pull_frame(sd_stream *s, sd_image *out, int64_t *frame_id, i
     int i = q_pop(&a->q3);
     slot *sl = &a->q3.slots[i];
     pthread_mutex_unlock(&a->mu);
-    if (!out->data || out->width != s->W || out->height != s->H) {
+    if (!out->data || out->width != a->d.W || out->height != a->d.H) {
         sd_rgb_free(out);
-        st = sd_rgb_alloc(out, s->W, s->H);
+        st = sd_rgb_alloc(out, a->d.W, a->d.H);
     }
     if (st == SD_OK)
         memcpy(out->data, sl->buf, a->rgb_bytes);
-    double now = sd_time_now();
     pthread_mutex_lock(&a->mu);
     if (frame_id)
         *frame_id = sl->id;
-    double lat = (now - sl->t_push) * 1e3;
+    double t_push = sl->t_push;
     q_release(&a->q3, i);
     a->outstanding--;
-    if (st == SD_OK) {
-        a->frames_out++;
-        a->latency_ema = a->frames_out > 1 ? 0.9 * a->latency_ema + 0.1 * lat : lat;
-        if (a->last_pull > 0) {
-            double dt = now - a->last_pull;
-            a->fps_dt_ema = a->fps_dt_ema > 0 ? 0.9 * a->fps_dt_ema + 0.1 * dt : dt;
-        }
-        a->last_pull = now;
-    } else {
-        a->frames_dropped++; /* could not be delivered */
-    }
+    sd_stream_note(s, st == SD_OK ? SD_EV_OUT : SD_EV_DROP, t_push); /* a drop: it could not be delivered */
     pthread_cond_broadcast(&a->cv);
     pthread_mutex_unlock(&a->mu);
     return st;
-}
-
-sd_status sd_stream_get_stats(const sd_stream *s, sd_stream_stats *st)
-{
-    if (!s || !st)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_get_stats: NULL argument");
-    sd_stream *m = (sd_stream *)s;
-    sd_stream_async *a = get_async(s);
-    if (!a) {
-        pthread_mutex_lock(&m->engine);
-        *st = m->stats;
-        pthread_mutex_unlock(&m->engine);
-        return SD_OK;
-    }
-    /* the sync counters stop changing once the async pipeline runs */
-    pthread_mutex_lock(&a->mu);
-    st->frames_in = m->stats.frames_in + a->frames_in;
-    st->frames_out = m->stats.frames_out + a->frames_out;
-    st->frames_skipped = m->stats.frames_skipped + a->frames_skipped;
-    st->frames_dropped = m->stats.frames_dropped + a->frames_dropped;
-    st->fps = a->fps_dt_ema > 0 ? 1.0 / a->fps_dt_ema : 0.0;
-    st->latency_ms = a->latency_ema;
-    st->inference_ms = a->inference_ms;
-    pthread_mutex_unlock(&a->mu);
-    return SD_OK;
 }

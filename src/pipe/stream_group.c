@@ -12,14 +12,21 @@
  * filter, generators) stays in the stream, so a member's outputs equal what it
  * gives on its own.
  *
+ * The group is a batch scheduler above the stream engine (pipe/stream_layer.h):
+ * it attaches to each member (mode grouped; sd_stream_free calls its
+ * teardown hook, which removes the stream), and each member's frame goes
+ * through the engine's frame path (sd_stream_frame_in / frame_out, the
+ * engine's stats) with the group's batched UNet call as its step.
+ *
  * Memory: the group owns one arena for a tick and one K/V cache, planned with
  * a dry run for the worst tick (the max_batch_frames members with the most
  * UNet rows) whenever a member joins; a tick whose selection was not planned
  * yet is dry-run first (cheap: no compute) and grows the arena if needed. */
-#include "pipe/stream.h"
+#include "pipe/stream_layer.h"
 
 #include "core/memlimit.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +49,7 @@ struct sd_stream_group {
     int max_streams, max_batch;
     pthread_mutex_t mu; /* membership, stats and group calls */
     sd_stream **s;      /* members [max_streams] */
+    sd_stream_desc *md; /* their descriptions, by member index */
     sd_stream_group_stats *mstats;
     int count;
     int rr; /* round-robin start of the next call */
@@ -62,13 +70,13 @@ struct sd_stream_group {
     int plan_n;
     /* scratch [max_batch] */
     sd_stream **sel;
+    const sd_stream_desc **seld; /* their descriptions */
     int *sel_idx;
     int64_t *rows;
     const sd_unet_kv **srcs;
     sd_tensor *X;
     sd_tensor *Xin;
     sd_tensor *t;
-    bool *latent; /* txt2img frame (the stream's x_in) */
     /* scratch [max_streams], by member index */
     bool *pending;
     bool *has;            /* the member has a frame in this call */
@@ -123,12 +131,13 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
     g->max_batch = max_batch_frames;
     size_t ms = (size_t)max_streams, mb = (size_t)max_batch_frames;
     g->s = sd_calloc(ms, sizeof *g->s);
+    g->md = sd_calloc(ms, sizeof *g->md);
     g->mstats = sd_calloc(ms, sizeof *g->mstats);
     g->pending = sd_calloc(ms, sizeof *g->pending);
     g->has = sd_calloc(ms, sizeof *g->has);
     g->fin = sd_calloc(ms, sizeof *g->fin);
     g->fout = sd_calloc(ms, sizeof *g->fout);
-    g->latent = sd_calloc(mb, sizeof *g->latent);
+    g->seld = sd_calloc(mb, sizeof *g->seld);
     g->kv_src = sd_calloc(mb, sizeof *g->kv_src);
     g->kv_ver = sd_calloc(mb, sizeof *g->kv_ver);
     g->plan_sel = sd_calloc(mb, sizeof *g->plan_sel);
@@ -139,7 +148,7 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
     g->X = sd_calloc(mb, sizeof *g->X);
     g->Xin = sd_calloc(mb, sizeof *g->Xin);
     g->t = sd_calloc(mb, sizeof *g->t);
-    if (!g->s || !g->mstats || !g->pending || !g->has || !g->fin || !g->fout || !g->latent || !g->kv_src || !g->kv_ver || !g->plan_sel || !g->sel || !g->sel_idx ||
+    if (!g->s || !g->mstats || !g->pending || !g->has || !g->fin || !g->fout || !g->md || !g->seld || !g->kv_src || !g->kv_ver || !g->plan_sel || !g->sel || !g->sel_idx ||
         !g->rows || !g->srcs || !g->X || !g->Xin || !g->t) {
         sd_stream_group_free(g);
         return SD_ERR_OUT_OF_MEMORY;
@@ -164,19 +173,20 @@ void sd_stream_group_free(sd_stream_group *g)
         return;
     graphs_clear(g);
     for (int i = 0; i < g->count; i++)
-        g->s[i]->group = NULL;
+        sd_stream_detach(g->s[i], g);
     sd_unet_kv_free(g->kv);
     if (g->kv_mem)
         g->m->be->ops->free(g->m->be, g->kv_mem);
     sd_ctx_free(&g->ctx);
     sd_ctx_free(&g->uctx);
     free(g->s);
+    free(g->md);
     free(g->mstats);
     free(g->pending);
     free(g->has);
     free(g->fin);
     free(g->fout);
-    free(g->latent);
+    free(g->seld);
     free(g->kv_src);
     free(g->kv_ver);
     free(g->plan_sel);
@@ -205,28 +215,28 @@ int sd_stream_group_count(const sd_stream_group *g)
 /* ---------------------------------------------------------------- one tick */
 
 /* First half of a tick of the k streams in g->sel on ctx / uctx (both planning or both real): each
- * stream's first half (encode, stock shift; latent[i]: a txt2img frame, NULL: all img2img, as plans
- * use: the latent path only skips the encode), then the UNet input at the bottom of uctx, rows rows
+ * stream's first half (encode or, for a txt2img frame, the stream's latent; stock shift), then the UNet input at the bottom of uctx, rows rows
  * (>= the streams' total; the rest is padding), the streams' rows and timesteps copied in, and the K/V
  * cache filled (gather: from the members' caches) and set to rows rows. Returns the total. */
-static int64_t tick_pre(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, const bool *latent, bool gather,
+static int64_t tick_pre(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, bool gather,
                         int64_t rows, sd_tensor *xin, sd_tensor *tt)
 {
     int64_t total = 0;
     for (int i = 0; i < k && sd_ok(ctx); i++) {
         sd_stream *s = g->sel[i];
-        g->X[i] = sd_stream_batch_pre(s, ctx, latent && latent[i], &g->Xin[i], &g->t[i]);
+        uint64_t ver;
+        g->X[i] = sd_stream_batch_pre(s, ctx, &g->Xin[i], &g->t[i]);
         g->rows[i] = g->Xin[i].ne[0];
-        g->srcs[i] = s->kv;
+        g->srcs[i] = sd_stream_kv(s, &ver);
         total += g->rows[i];
     }
     if (!sd_ok(ctx))
         return 0;
     rows = SD_MAX(rows, total);
-    sd_stream *s0 = g->sel[0];
+    const sd_stream_desc *d0 = g->seld[0];
     if (!uctx->plan)
         sd_ctx_reset(uctx);
-    *xin = sd_new4(uctx, rows, s0->C, s0->h, s0->w);
+    *xin = sd_new4(uctx, rows, d0->C, d0->h, d0->w);
     *tt = sd_new(uctx, SD_F32, 1, &rows);
     if (!sd_ok(uctx)) {
         sd_ctx_fail(ctx, uctx->status, "stream group: %s", sd_last_error());
@@ -304,11 +314,11 @@ static sd_status unet_graph_run(sd_stream_group *g, sd_tensor xin, sd_tensor tt,
 
 /* A whole tick (or a dry run on planning contexts); graph: the UNet call as a replayed graph (eager
  * when its capture fails). */
-static void run_tick(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, const bool *latent, bool gather,
+static void run_tick(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, bool gather,
                      int64_t rows, bool graph)
 {
     sd_tensor xin, tt, eps = {0};
-    tick_pre(g, ctx, uctx, k, latent, gather, rows, &xin, &tt);
+    tick_pre(g, ctx, uctx, k, gather, rows, &xin, &tt);
     if (!sd_ok(ctx))
         return;
     sd_status st = graph ? unet_graph_run(g, xin, tt, &eps) : SD_ERR_UNSUPPORTED;
@@ -329,7 +339,7 @@ static sd_status ensure_kv(sd_stream_group *g, int64_t rows)
     if (rows <= g->kv_rows)
         return SD_OK;
     sd_backend *be = g->m->be;
-    int64_t S = g->s[0]->S;
+    int64_t S = g->md[0].S;
     size_t bytes = sd_unet_kv_bytes(g->m->unet, rows, S, be->act_dtype);
     void *mem = be->ops->alloc(be, bytes ? bytes : 64);
     if (!mem)
@@ -367,20 +377,20 @@ static sd_status plan_tick(sd_stream_group *g, int k)
 {
     int64_t total = 0;
     for (int i = 0; i < k; i++)
-        total += g->sel[i]->UB;
+        total += g->seld[i]->UB;
     int64_t rows = padded_rows(g, total);
     SD_TRY(ensure_kv(g, rows));
     sd_ctx plan, uplan;
     sd_ctx_init_plan(&plan, g->m->be);
     sd_ctx_init_plan(&uplan, g->m->be);
-    run_tick(g, &plan, &uplan, k, NULL, true, rows, false);
+    run_tick(g, &plan, &uplan, k, true, rows, false);
     g->kv_n = 0; /* the dry run re-shaped the cache without filling it */
     SD_TRY(plan.status);
     if (plan.peak > g->ctx.cap || uplan.peak > g->uctx.cap) {
-        size_t kvb = sd_unet_kv_bytes(g->m->unet, g->kv_rows, g->s[0]->S, g->m->be->act_dtype);
+        size_t kvb = sd_unet_kv_bytes(g->m->unet, g->kv_rows, g->md[0].S, g->m->be->act_dtype);
         char what[160];
         snprintf(what, sizeof what, "a stream group tick (%d frames, %lld UNet rows at %dx%d)", k, (long long)rows,
-                 g->s[0]->W, g->s[0]->H);
+                 g->md[0].W, g->md[0].H);
         SD_TRY(sd_mem_check(g->m->be->host_memory, SD_MAX(plan.peak, g->ctx.cap) + SD_MAX(uplan.peak, g->uctx.cap) + kvb,
                             what,
                             "use a smaller max_batch_frames or fewer t_index_list entries "
@@ -424,53 +434,64 @@ static sd_status plan_worst(sd_stream_group *g)
     for (int i = 0; i < k; i++) {
         int best = -1;
         for (int j = 0; j < g->count; j++)
-            if (!taken[j] && (best < 0 || g->s[j]->UB > g->s[best]->UB))
+            if (!taken[j] && (best < 0 || g->md[j].UB > g->md[best].UB))
                 best = j;
         taken[best] = true;
         g->sel[i] = g->s[best];
+        g->seld[i] = &g->md[best];
     }
     return k ? plan_tick(g, k) : SD_OK;
 }
 
 /* ---------------------------------------------------------------- members */
 
+static int sd_stream_group_index_locked(const sd_stream_group *g, const sd_stream *s)
+{
+    int i = g->count - 1;
+    while (i >= 0 && g->s[i] != s)
+        i--;
+    return i;
+}
+
+/* The teardown hook registered with each member (sd_stream_free calls it). */
+static void group_detach(void *owner, sd_stream *s) { sd_stream_group_remove(owner, s); }
+
 sd_status sd_stream_group_add(sd_stream_group *g, sd_stream *s)
 {
     if (!g || !s)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: NULL argument");
-    if (s->m != g->m)
+    sd_stream_desc d;
+    sd_stream_describe(s, &d);
+    if (d.m != g->m)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: the stream uses another model than the group; "
                                                 "streams of different models cannot share a UNet call (use one group "
                                                 "per model)");
-    if (!s->p.use_denoising_batch || s->fbs != 1)
+    if (!d.denoising_batch || d.fbs != 1)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: group members need use_denoising_batch and "
                                                 "frame_buffer_size 1 (this stream: %s, %d)",
-                       s->p.use_denoising_batch ? "true" : "false", s->fbs);
+                       d.denoising_batch ? "true" : "false", d.fbs);
     pthread_mutex_lock(&g->mu);
     sd_status st = SD_OK;
-    if (s->group)
-        st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: the stream already is in %s",
-                     s->group == g ? "this group" : "another group (remove it there first)");
-    else if (g->count >= g->max_streams)
+    if (g->count >= g->max_streams && sd_stream_group_index_locked(g, s) < 0)
         st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: the group is full (max_streams %d)",
                      g->max_streams);
-    else if (g->count && (s->W != g->s[0]->W || s->H != g->s[0]->H))
+    else if (g->count && (d.W != g->md[0].W || d.H != g->md[0].H))
         st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: the stream is %dx%d, the group's streams are "
                                               "%dx%d; streams of different sizes cannot share a UNet call (use one "
                                               "group per size)",
-                     s->W, s->H, g->s[0]->W, g->s[0]->H);
-    else if (__atomic_load_n(&s->async, __ATOMIC_ACQUIRE))
-        st = sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: the stream runs asynchronously (frames were "
-                                              "pushed); groups take synchronous streams");
+                     d.W, d.H, g->md[0].W, g->md[0].H);
+    else /* the engine's mode rule: refused when async, or in a group already */
+        st = sd_stream_attach(s, SD_STREAM_GROUPED, g, group_detach, "sd_stream_group_add");
     if (st == SD_OK) {
         g->s[g->count] = s;
+        g->md[g->count] = d;
         memset(&g->mstats[g->count], 0, sizeof g->mstats[0]);
         g->count++;
         st = plan_worst(g);
-        if (st != SD_OK)
+        if (st != SD_OK) {
             g->count--;
-        else
-            s->group = g;
+            sd_stream_detach(s, g);
+        }
     }
     pthread_mutex_unlock(&g->mu);
     return st;
@@ -489,9 +510,10 @@ sd_status sd_stream_group_remove(sd_stream_group *g, sd_stream *s)
         return sd_fail(SD_ERR_NOT_FOUND, "sd_stream_group_remove: the stream is not in this group");
     }
     memmove(&g->s[i], &g->s[i + 1], sizeof *g->s * (size_t)(g->count - i - 1));
+    memmove(&g->md[i], &g->md[i + 1], sizeof *g->md * (size_t)(g->count - i - 1));
     memmove(&g->mstats[i], &g->mstats[i + 1], sizeof *g->mstats * (size_t)(g->count - i - 1));
     g->count--;
-    s->group = NULL;
+    sd_stream_detach(s, g);
     g->kv_n = 0; /* a later stream may get the same address */
     g->plan_n = 0;
     if (g->rr >= g->count)
@@ -521,6 +543,13 @@ sd_status sd_stream_group_get_stats(const sd_stream_group *g, int index, sd_stre
 /* ---------------------------------------------------------------- frames */
 
 /* One tick over the k streams in g->sel (their members' indices in g->sel_idx). */
+static uint64_t kv_version(const sd_stream *s)
+{
+    uint64_t v;
+    sd_stream_kv(s, &v);
+    return v;
+}
+
 static sd_status tick(sd_stream_group *g, int k, double t_call)
 {
     double t0 = sd_time_now();
@@ -530,21 +559,21 @@ static sd_status tick(sd_stream_group *g, int k, double t_call)
     if (k != g->kv_n)
         gather = true;
     for (int i = 0; i < k && !gather; i++)
-        gather = g->kv_src[i] != g->sel[i] || g->kv_ver[i] != g->sel[i]->kv_version;
+        gather = g->kv_src[i] != g->sel[i] || g->kv_ver[i] != kv_version(g->sel[i]);
     int64_t total = 0;
     for (int i = 0; i < k; i++)
-        total += g->sel[i]->UB;
+        total += g->seld[i]->UB;
     bool graph = use_graphs(g);
     for (int i = 0; i < k && graph; i++)
-        graph = g->sel[i]->p.use_graphs;
+        graph = g->seld[i]->use_graphs;
     int64_t padded = graph || g->pad ? padded_rows(g, total) : total;
     sd_ctx_reset(&g->ctx);
     g->kv_n = 0;
-    run_tick(g, &g->ctx, &g->uctx, k, g->latent, gather, padded, graph);
+    run_tick(g, &g->ctx, &g->uctx, k, gather, padded, graph);
     SD_TRY(g->ctx.status);
     for (int i = 0; i < k; i++) {
         g->kv_src[i] = g->sel[i];
-        g->kv_ver[i] = g->sel[i]->kv_version;
+        g->kv_ver[i] = kv_version(g->sel[i]);
     }
     g->kv_n = k;
 
@@ -568,7 +597,7 @@ static sd_status tick(sd_stream_group *g, int k, double t_call)
         ms->unet_rows_padded = ema(ms->unet_rows_padded, (double)padded, ms->ticks);
         ms->tick_ms = ema(ms->tick_ms, (now - t0) * 1e3, ms->ticks);
         ms->latency_ms = ema(ms->latency_ms, (now - t_call) * 1e3, ms->ticks);
-        sd_stream_record_inference(g->sel[i], t0);
+        sd_stream_note(g->sel[i], SD_EV_STEP, t0);
     }
     return SD_OK;
 }
@@ -581,35 +610,24 @@ static sd_status run_frames(sd_stream_group *g, const char *fn)
     double t_call = sd_time_now();
     int n = g->count, locked = 0;
     for (; locked < n; locked++) { /* members in index order: the same order in every call */
-        sd_stream *s = g->s[locked];
-        if (!g->has[locked])
-            continue;
-        pthread_mutex_lock(&s->engine);
-        if (s->async) {
-            st = sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: stream %d runs asynchronously (frames were pushed); remove it "
-                                                  "from the group",
-                         fn, locked);
-            pthread_mutex_unlock(&s->engine);
+        if (g->has[locked] && (st = sd_stream_enter(g->s[locked], SD_STREAM_GROUPED, g, fn)) != SD_OK) {
+            st = sd_fail_context(st, "%s: stream %d", fn, locked);
             break;
         }
     }
-    /* inputs -> each stream's img_in (the similarity filter decides per stream) or x_in (txt2img) */
+    /* each frame through the engine's frame-in path: bytes (the similarity filter decides per stream) or
+     * the stream's latent noise (txt2img) */
     int npend = 0, nframes = 0;
     for (int i = 0; i < n && st == SD_OK; i++) {
         g->pending[i] = false;
         if (!g->has[i])
             continue;
-        sd_stream *s = g->s[i];
         bool skipped = false;
         nframes++;
-        if (g->fin[i]) {
-            s->stats.frames_in++;
-            st = sd_stream_take_frame(s, g->fin[i], g->fout[i]);
-            if (st == SD_OK)
-                st = sd_stream_prepare_frame(s, &skipped);
-        } else {
-            st = sd_stream_prepare_latent(s);
-        }
+        st = sd_stream_frame_in(g->s[i],
+                                g->fin[i] ? &(sd_stream_in){.kind = SD_IN_BYTES, .image = g->fin[i], .scratch = g->fout[i]}
+                                          : &(sd_stream_in){.kind = SD_IN_LATENT},
+                                &skipped);
         if (st != SD_OK)
             st = sd_fail_context(st, "%s: stream %d", fn, i);
         g->pending[i] = st == SD_OK && !skipped;
@@ -629,7 +647,7 @@ static sd_status run_frames(sd_stream_group *g, const char *fn)
             int i = (cur + step) % n;
             if (g->pending[i]) {
                 g->sel[k] = g->s[i];
-                g->latent[k] = g->fin[i] == NULL;
+                g->seld[k] = &g->md[i];
                 g->sel_idx[k++] = i;
             }
         }
@@ -642,14 +660,11 @@ static sd_status run_frames(sd_stream_group *g, const char *fn)
     for (int i = 0; i < n && st == SD_OK; i++) {
         if (!g->has[i])
             continue;
-        sd_stream *s = g->s[i];
-        st = sd_stream_output_image(s, g->fout[i]);
-        if (st == SD_OK)
-            s->stats.frames_out++;
+        st = sd_stream_frame_out(g->s[i], &(sd_stream_out){.image = g->fout[i], .t_in = t_call});
     }
     while (locked > 0)
         if (g->has[--locked])
-            pthread_mutex_unlock(&g->s[locked]->engine);
+            sd_stream_leave(g->s[locked]);
     return st;
 }
 
@@ -715,9 +730,7 @@ int sd_stream_group_index(const sd_stream_group *g, const sd_stream *s)
         return -1;
     sd_stream_group *w = (sd_stream_group *)g;
     pthread_mutex_lock(&w->mu);
-    int i = w->count - 1;
-    while (i >= 0 && w->s[i] != s)
-        i--;
+    int i = sd_stream_group_index_locked(w, s);
     pthread_mutex_unlock(&w->mu);
     return i;
 }
