@@ -134,7 +134,7 @@ void srv_options_default(srv_options *o)
 /* ---------------------------------------------------------------- queues (hold mu) */
 
 /* Copies `s` (NUL-terminated, may be NULL) into the client's text queue. */
-static void txt_push(server *S, client *c, const char *s)
+static void srv_txt_push(server *S, client *c, const char *s)
 {
     if (!s || c->closed)
         return;
@@ -155,20 +155,20 @@ static void txt_push(server *S, client *c, const char *s)
     (void)S;
 }
 
-static void txt_push_owned(server *S, client *c, char *s)
+static void srv_txt_push_owned(server *S, client *c, char *s)
 {
-    txt_push(S, c, s);
+    srv_txt_push(S, c, s);
     free(s);
 }
 
-static void push_error(server *S, client *c, const srv_error *e)
+static void srv_push_error(server *S, client *c, const srv_error *e)
 {
     S->met.bad_messages += strcmp(e->code, "engine") != 0;
     S->met.engine_errors += strcmp(e->code, "engine") == 0;
-    txt_push_owned(S, c, srv_error_json(e));
+    srv_txt_push_owned(S, c, srv_error_json(e));
 }
 
-static void client_free(client *c)
+static void srv_client_free(client *c)
 {
     if (!c)
         return;
@@ -183,7 +183,7 @@ static void client_free(client *c)
     free(c);
 }
 
-static void unlink_client(server *S, client *c)
+static void srv_unlink_client(server *S, client *c)
 {
     for (client **pp = &S->clients; *pp; pp = &(*pp)->next)
         if (*pp == c) {
@@ -201,7 +201,7 @@ static int queue_position(server *S, const client *c)
     return pos;
 }
 
-static char *queued_json(server *S, client *c)
+static char *srv_queued_json(server *S, client *c)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o)
@@ -218,7 +218,7 @@ static char *queued_json(server *S, client *c)
 
 /* A served client left: the longest-waiting queued client takes its place,
  * the others learn their new position. Event loop, holds mu. */
-static void promote_queued(server *S)
+static void srv_promote_queued(server *S)
 {
     if (atomic_load(&S->stop)) /* shutting down: nobody is promoted */
         return;
@@ -231,12 +231,12 @@ static void promote_queued(server *S)
             break;
         best->active = true;
         S->n_active++;
-        txt_push(S, best, "{\"type\":\"active\",\"message\":\"Your turn: the server now processes your frames.\"}");
+        srv_txt_push(S, best, "{\"type\":\"active\",\"message\":\"Your turn: the server now processes your frames.\"}");
         if (best->wsi)
             lws_callback_on_writable(best->wsi);
         for (client *c = S->clients; c; c = c->next)
             if (!c->closed && !c->active) {
-                txt_push_owned(S, c, queued_json(S, c));
+                srv_txt_push_owned(S, c, srv_queued_json(S, c));
                 if (c->wsi)
                     lws_callback_on_writable(c->wsi);
             }
@@ -244,7 +244,7 @@ static void promote_queued(server *S)
     pthread_cond_signal(&S->cv);
 }
 
-static void gauges(server *S, srv_gauges *g)
+static void srv_gauges_fill(server *S, srv_gauges *g)
 {
     memset(g, 0, sizeof *g);
     for (client *c = S->clients; c; c = c->next) {
@@ -320,7 +320,7 @@ static void res_error(result *r, const char *code, const char *fmt, const char *
 }
 
 /* "lora_scales": [..] (the scales in force) when the server has LoRAs. */
-static void add_lora_scales(server *S, cJSON *o)
+static void srv_add_lora_scales(server *S, cJSON *o)
 {
     if (S->lora_on.n <= 0)
         return;
@@ -379,7 +379,7 @@ static void prepare(server *S, client *c, job *j, result *r)
             cJSON_AddBoolToObject(o, "recreated", recreate);
             cJSON_AddBoolToObject(o, "reverted", r->reverted);
             cJSON_AddNumberToObject(o, "apply_ms", round((now_s() - t) * 1e4) / 10);
-            add_lora_scales(S, o); /* the worker is the only writer of lora_on: no lock needed here */
+            srv_add_lora_scales(S, o); /* the worker is the only writer of lora_on: no lock needed here */
             r->msgs[r->nmsg++] = srv_json_print(o);
         }
     }
@@ -461,7 +461,7 @@ static void finish(client *c, result *r)
         r->frame = true;
 }
 
-static char *stats_json(server *S, client *c, double now)
+static char *srv_stats_json(server *S, client *c, double now)
 {
     double dt = now - c->stats_t;
     double fps = dt > 0 ? (double)(c->frames_out - c->stats_frames) / dt : 0;
@@ -490,7 +490,7 @@ static char *stats_json(server *S, client *c, double now)
     cJSON_AddNumberToObject(o, "width", c->scfg.width);
     cJSON_AddNumberToObject(o, "height", c->scfg.height);
     cJSON_AddStringToObject(o, "mode", srv_mode_name(c->scfg.mode));
-    add_lora_scales(S, o);
+    srv_add_lora_scales(S, o);
     return srv_json_print(o);
 }
 
@@ -499,9 +499,9 @@ static void deliver(server *S, client *c, job *j, result *r)
 {
     double now = now_s();
     for (int i = 0; i < r->nmsg; i++)
-        txt_push(S, c, r->msgs[i]);
+        srv_txt_push(S, c, r->msgs[i]);
     for (int i = 0; i < r->nerr; i++)
-        push_error(S, c, &r->errs[i]);
+        srv_push_error(S, c, &r->errs[i]);
     if (r->reverted && c->cfg_gen == j->gen) /* no newer settings: the client's view follows the stream */
         copy_stream_fields(&c->cfg, &r->applied);
     S->met.streams_created += r->created;
@@ -532,7 +532,7 @@ static void deliver(server *S, client *c, job *j, result *r)
         c->out_ready = now;
         r->out = NULL;
         if (now - c->stats_t >= STATS_PERIOD)
-            txt_push_owned(S, c, stats_json(S, c, now));
+            srv_txt_push_owned(S, c, srv_stats_json(S, c, now));
     }
 }
 
@@ -540,7 +540,7 @@ static void deliver(server *S, client *c, job *j, result *r)
  * step runs meanwhile (the worker runs them all), and streams re-encode their
  * prompt on their next frame (the model's weights_version changed). Holds mu
  * on entry and exit, not while the weights are rewritten. */
-static void apply_loras(server *S)
+static void srv_apply_loras(server *S)
 {
     unsigned gen = S->lora_gen;
     uint64_t by = S->lora_by;
@@ -582,8 +582,8 @@ static void apply_loras(server *S)
         if (c->closed)
             continue;
         if (st != SD_OK && c->id == by)
-            push_error(S, c, &e);
-        txt_push(S, c, js);
+            srv_push_error(S, c, &e);
+        srv_txt_push(S, c, js);
     }
     free(js);
 }
@@ -675,7 +675,7 @@ static uint64_t run_slots(server *S, slot *sl, int n, sd_stream **fs, const sd_i
     return calls;
 }
 
-static void *worker_main(void *arg)
+static void *srv_worker_main(void *arg)
 {
     server *S = arg;
     int nb = S->o.max_batch > 1 ? S->o.max_batch : 1;
@@ -702,7 +702,7 @@ static void *worker_main(void *arg)
             break;
         }
         if (S->lora_gen != S->lora_done) {
-            apply_loras(S);
+            srv_apply_loras(S);
             lws_cancel_service(S->ctx); /* the event loop sends the "lora" messages */
             continue;
         }
@@ -710,10 +710,10 @@ static void *worker_main(void *arg)
         for (client *o = S->clients; o && !reap; o = o->next)
             if (o->reap && !o->busy)
                 reap = o;
-        if (reap) { /* a closed client's stream (ws_closed left it to the worker) */
-            unlink_client(S, reap);
+        if (reap) { /* a closed client's stream (srv_ws_closed left it to the worker) */
+            srv_unlink_client(S, reap);
             pthread_mutex_unlock(&S->mu);
-            client_free(reap);
+            srv_client_free(reap);
             pthread_mutex_lock(&S->mu);
             continue;
         }
@@ -803,9 +803,9 @@ static void *worker_main(void *arg)
             c->busy = false;
             c->stream_live = c->stream != NULL;
             if (c->closed) {
-                unlink_client(S, c);
+                srv_unlink_client(S, c);
                 pthread_mutex_unlock(&S->mu);
-                client_free(c);
+                srv_client_free(c);
                 pthread_mutex_lock(&S->mu);
             } else {
                 deliver(S, c, &sl[i].j, r);
@@ -883,7 +883,7 @@ static int http_text(struct lws *wsi, pss *p, unsigned status, const char *text)
     return http_respond(wsi, p, status, "text/plain; charset=utf-8", text, strlen(text), NULL);
 }
 
-static int http_write(struct lws *wsi, pss *p)
+static int srv_http_write(struct lws *wsi, pss *p)
 {
     if (!p->body)
         return 0;
@@ -914,7 +914,7 @@ static bool token_equal(const char *a, const char *b)
 }
 
 /* ?token= on the URL, or "Authorization: Bearer <token>". */
-static bool token_ok(server *S, struct lws *wsi)
+static bool srv_token_ok(server *S, struct lws *wsi)
 {
     if (!S->o.token || !*S->o.token)
         return true;
@@ -943,7 +943,7 @@ static bool plain_name(const char *s)
     return true;
 }
 
-static int http_request(server *S, struct lws *wsi, pss *p, const char *uri)
+static int srv_http_request(server *S, struct lws *wsi, pss *p, const char *uri)
 {
     if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0)
         return http_text(wsi, p, 405, "405 method not allowed: use GET\n");
@@ -952,7 +952,7 @@ static int http_request(server *S, struct lws *wsi, pss *p, const char *uri)
     if (!strcmp(uri, "/health")) {
         pthread_mutex_lock(&S->mu);
         srv_gauges g;
-        gauges(S, &g);
+        srv_gauges_fill(S, &g);
         pthread_mutex_unlock(&S->mu);
         cJSON *o = cJSON_CreateObject();
         if (o) {
@@ -970,11 +970,11 @@ static int http_request(server *S, struct lws *wsi, pss *p, const char *uri)
         return http_respond(wsi, p, 200, "application/json", s, strlen(s), s);
     }
     if (!strcmp(uri, "/metrics")) {
-        if (!token_ok(S, wsi))
+        if (!srv_token_ok(S, wsi))
             return http_text(wsi, p, 401, "401 unauthorized: pass ?token= or an Authorization: Bearer header\n");
         pthread_mutex_lock(&S->mu);
         srv_gauges g;
-        gauges(S, &g);
+        srv_gauges_fill(S, &g);
         srv_metrics m = S->met;
         pthread_mutex_unlock(&S->mu);
         char *s = srv_metrics_render(&m, &g);
@@ -1027,11 +1027,11 @@ static bool origin_ok(server *S, struct lws *wsi)
     return strlen(host) == n && !strncmp(o, host, n);
 }
 
-static int ws_filter(server *S, struct lws *wsi)
+static int srv_ws_filter(server *S, struct lws *wsi)
 {
     char uri[64];
     int n = lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
-    bool ok = n > 0 && !strcmp(uri, "/ws") && token_ok(S, wsi) && origin_ok(S, wsi);
+    bool ok = n > 0 && !strcmp(uri, "/ws") && srv_token_ok(S, wsi) && origin_ok(S, wsi);
     pthread_mutex_lock(&S->mu);
     if (ok && S->n_clients >= S->o.max_clients)
         ok = false;
@@ -1043,7 +1043,7 @@ static int ws_filter(server *S, struct lws *wsi)
     return ok ? 0 : -1;
 }
 
-static char *hello_json(server *S, client *c)
+static char *srv_hello_json(server *S, client *c)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o)
@@ -1076,7 +1076,7 @@ static char *hello_json(server *S, client *c)
     return srv_json_print(o);
 }
 
-static int ws_open(server *S, struct lws *wsi, pss *p)
+static int srv_ws_open(server *S, struct lws *wsi, pss *p)
 {
     client *c = calloc(1, sizeof *c);
     if (!c)
@@ -1098,9 +1098,9 @@ static int ws_open(server *S, struct lws *wsi, pss *p)
         pp = &(*pp)->next;
     *pp = c;
     p->c = c;
-    txt_push_owned(S, c, hello_json(S, c));
+    srv_txt_push_owned(S, c, srv_hello_json(S, c));
     if (!c->active)
-        txt_push_owned(S, c, queued_json(S, c));
+        srv_txt_push_owned(S, c, srv_queued_json(S, c));
     pthread_cond_signal(&S->cv);
     pthread_mutex_unlock(&S->mu);
     if (S->o.verbose)
@@ -1110,7 +1110,7 @@ static int ws_open(server *S, struct lws *wsi, pss *p)
     return 0;
 }
 
-static void ws_closed(server *S, pss *p)
+static void srv_ws_closed(server *S, pss *p)
 {
     client *c = p->c, *to_free = NULL;
     if (!c)
@@ -1127,7 +1127,7 @@ static void ws_closed(server *S, pss *p)
         S->n_active--;
     }
     if (!c->busy && !c->stream) {
-        unlink_client(S, c);
+        srv_unlink_client(S, c);
         to_free = c;
     } else if (!c->busy) {
         /* the worker frees it: freeing a stream takes it out of its stream group, which waits for the group's
@@ -1135,11 +1135,11 @@ static void ws_closed(server *S, pss *p)
         c->reap = true;
         pthread_cond_signal(&S->cv);
     }
-    promote_queued(S);
+    srv_promote_queued(S);
     pthread_mutex_unlock(&S->mu);
     if (S->o.verbose)
         fprintf(stderr, "streamdiff serve: client %llu left\n", (unsigned long long)c->id);
-    client_free(to_free);
+    srv_client_free(to_free);
 }
 
 static void on_text(server *S, client *c, const char *text, size_t len)
@@ -1153,11 +1153,11 @@ static void on_text(server *S, client *c, const char *text, size_t len)
         return;
     }
     if (!srv_parse_message_ex(text, len, &S->o.limits, &S->lora_req, &c->cfg, &msg, next, &err)) {
-        push_error(S, c, &err);
+        srv_push_error(S, c, &err);
     } else if (msg.type == SRV_MSG_LORA) {
         if (!c->active) {
             srv_error_set(&err, "busy", "LoRA scales apply to every client: they can be changed once you are served");
-            push_error(S, c, &err);
+            srv_push_error(S, c, &err);
         } else { /* the worker applies the newest scales between frames */
             memcpy(S->lora_req.scale, msg.lora_scale, sizeof(float) * (size_t)msg.n_lora);
             S->lora_gen++;
@@ -1172,7 +1172,7 @@ static void on_text(server *S, client *c, const char *text, size_t len)
                 cJSON_AddNumberToObject(o, "id", msg.ping_id);
             cJSON_AddNumberToObject(o, "server_time", now_s());
         }
-        txt_push_owned(S, c, srv_json_print(o));
+        srv_txt_push_owned(S, c, srv_json_print(o));
     } else {
         c->cfg = *next;
         c->cfg_gen++;
@@ -1199,7 +1199,7 @@ static void on_binary(server *S, client *c, uint8_t *data, size_t len)
         return;
     }
     if (!srv_check_frame(data, len, &S->o.limits, &w, &h, &err)) {
-        push_error(S, c, &err);
+        srv_push_error(S, c, &err);
         pthread_mutex_unlock(&S->mu);
         free(data);
         return;
@@ -1218,7 +1218,7 @@ static void on_binary(server *S, client *c, uint8_t *data, size_t len)
     pthread_mutex_unlock(&S->mu);
 }
 
-static int ws_receive(server *S, struct lws *wsi, pss *p, const void *in, size_t len)
+static int srv_ws_receive(server *S, struct lws *wsi, pss *p, const void *in, size_t len)
 {
     client *c = p->c;
     if (!c)
@@ -1258,7 +1258,7 @@ static int ws_receive(server *S, struct lws *wsi, pss *p, const void *in, size_t
         srv_error_set(&err, "too_large", "a %s message had %zu bytes or more; the limit is %zu (see --max-%s-bytes)",
                       c->rx_binary ? "binary" : "text", c->rx_total, limit, c->rx_binary ? "frame" : "text");
         pthread_mutex_lock(&S->mu);
-        push_error(S, c, &err);
+        srv_push_error(S, c, &err);
         pthread_mutex_unlock(&S->mu);
     } else if (c->rx_binary) {
         uint8_t *data = c->rx; /* hand the buffer over: no copy */
@@ -1279,7 +1279,7 @@ static int ws_receive(server *S, struct lws *wsi, pss *p, const void *in, size_t
     return 0;
 }
 
-static int ws_writable(server *S, struct lws *wsi, pss *p)
+static int srv_ws_writable(server *S, struct lws *wsi, pss *p)
 {
     client *c = p->c;
     if (!c)
@@ -1333,7 +1333,7 @@ static int ws_writable(server *S, struct lws *wsi, pss *p)
 
 /* The worker produced something (or the server stops): ask for writable
  * callbacks where output waits. */
-static void on_wake(server *S)
+static void srv_on_wake(server *S)
 {
     pthread_mutex_lock(&S->mu);
     for (client *c = S->clients; c; c = c->next)
@@ -1351,9 +1351,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return lws_callback_http_dummy(wsi, reason, user, in, len);
     switch (reason) {
     case LWS_CALLBACK_HTTP:
-        return p ? http_request(S, wsi, p, in) : -1;
+        return p ? srv_http_request(S, wsi, p, in) : -1;
     case LWS_CALLBACK_HTTP_WRITEABLE:
-        return p ? http_write(wsi, p) : 0;
+        return p ? srv_http_write(wsi, p) : 0;
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         if (p && !p->c) {
@@ -1363,22 +1363,22 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         break;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        return ws_filter(S, wsi);
+        return srv_ws_filter(S, wsi);
     case LWS_CALLBACK_ESTABLISHED:
         if (!p)
             return -1;
         memset(p, 0, sizeof *p);
-        return ws_open(S, wsi, p);
+        return srv_ws_open(S, wsi, p);
     case LWS_CALLBACK_RECEIVE:
-        return p ? ws_receive(S, wsi, p, in, len) : -1;
+        return p ? srv_ws_receive(S, wsi, p, in, len) : -1;
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        return p ? ws_writable(S, wsi, p) : -1;
+        return p ? srv_ws_writable(S, wsi, p) : -1;
     case LWS_CALLBACK_CLOSED:
         if (p)
-            ws_closed(S, p);
+            srv_ws_closed(S, p);
         break;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-        on_wake(S);
+        srv_on_wake(S);
         break;
     default:
         break;
@@ -1485,7 +1485,7 @@ int srv_run(sd_model *m, const srv_options *o)
     sigaddset(&block, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     pthread_t worker;
-    int perr = pthread_create(&worker, NULL, worker_main, S);
+    int perr = pthread_create(&worker, NULL, srv_worker_main, S);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (perr) {
         fprintf(stderr, "streamdiff serve: cannot start the engine thread: %s\n", strerror(perr));
@@ -1525,7 +1525,7 @@ int srv_run(sd_model *m, const srv_options *o)
     while (S->clients) {
         client *c = S->clients;
         S->clients = c->next;
-        client_free(c);
+        srv_client_free(c);
     }
     for (int i = 0; i < S->n_grp; i++)
         sd_stream_group_free(S->grp[i].g);
