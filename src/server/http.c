@@ -1,6 +1,8 @@
 /* `streamdiff serve`: HTTP: the page, /health, /metrics, tokens. */
-#include "server/internal.h"
-#include "server/assets.h"
+#include "internal.h"
+#include "assets.h"
+
+#include <sys/stat.h>
 
 /* ---------------------------------------------------------------- HTTP */
 
@@ -120,6 +122,30 @@ static bool plain_name(const char *s)
     return true;
 }
 
+/* `dir`/`name` (a plain_name) when it is a regular file of at most 8 MiB: *data is malloc'd. */
+static bool read_web_file(const char *dir, const char *name, char **data, size_t *len)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
+        return false;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return false;
+    struct stat st;
+    char *buf = NULL;
+    bool ok = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= ((off_t)8 << 20) &&
+              (buf = malloc((size_t)st.st_size + 1)) != NULL &&
+              fread(buf, 1, (size_t)st.st_size, f) == (size_t)st.st_size;
+    fclose(f);
+    if (!ok) {
+        free(buf);
+        return false;
+    }
+    *data = buf;
+    *len = (size_t)st.st_size;
+    return true;
+}
+
 int srv_http_request(server *S, struct lws *wsi, pss *p, const char *uri)
 {
     if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0)
@@ -167,11 +193,9 @@ int srv_http_request(server *S, struct lws *wsi, pss *p, const char *uri)
     if (!plain_name(name))
         return http_text(wsi, p, 404, "404 not found\n");
     if (S->o.web_dir) {
-        char *path = sd_path_join(S->o.web_dir, name), *data = NULL;
+        char *data = NULL;
         size_t len = 0;
-        sd_status st = path && sd_file_exists(path) ? sd_read_file(path, (size_t)8 << 20, &data, &len) : SD_ERR_NOT_FOUND;
-        free(path);
-        if (st != SD_OK)
+        if (!read_web_file(S->o.web_dir, name, &data, &len))
             return http_text(wsi, p, 404, "404 not found\n");
         return http_respond(wsi, p, 200, mime_of(name), data, len, data);
     }

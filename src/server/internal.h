@@ -17,13 +17,8 @@
 #ifndef SD_SERVER_INTERNAL_H
 #define SD_SERVER_INTERNAL_H
 
-#include "server/server.h"
-
-#include "io/image.h"
-#include "models/lora.h" /* sd_lora_state_count: what a failed LoRA apply left fused */
-#include "pipe/model.h"
-#include "pipe/stream.h" /* live guidance / delta / similarity filter (see set_live) */
-#include "server/metrics.h"
+#include "metrics.h"
+#include "server.h"
 
 #include <libwebsockets.h>
 
@@ -119,7 +114,7 @@ typedef struct server {
     int n_grp;
 } server;
 
-static inline double now_s(void) { return sd_time_now(); }
+static inline double now_s(void) { return srv_now(); }
 
 /* sessions.c: text queues, waiting queue, gauges, LoRA broadcast (hold mu unless said) */
 void srv_txt_push(server *S, client *c, const char *s);

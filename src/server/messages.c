@@ -1,6 +1,6 @@
 /* `streamdiff serve`: JSON messages built from the server's state (hello, stats, the LoRA
  * scales in force). */
-#include "server/internal.h"
+#include "internal.h"
 
 /* "lora_scales": [..] (the scales in force) when the server has LoRAs. */
 void srv_add_lora_scales(server *S, cJSON *o)

@@ -1,7 +1,7 @@
 /* `streamdiff serve`: options, the libwebsockets context and event loop, the callback that hands
  * each event to http.c / ws.c, and the engine worker's thread (worker.c). The files and who owns
  * what: server/internal.h. */
-#include "server/internal.h"
+#include "internal.h"
 
 #include <signal.h>
 

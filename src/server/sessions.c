@@ -1,7 +1,7 @@
 /* `streamdiff serve`: the clients' text queues, promotion from the waiting queue, the gauges of
  * /health and /metrics, and the LoRA broadcast (the worker fuses the scales asked for last and
  * every client learns them). */
-#include "server/internal.h"
+#include "internal.h"
 
 /* ---------------------------------------------------------------- queues (hold mu) */
 
@@ -156,7 +156,8 @@ void srv_apply_loras(server *S)
         srv_error_set(&e, "engine", "the LoRA scales could not be applied: %s", sd_last_error());
         /* an input error (a file changed on disk) keeps the previous set; a failure while
          * writing weights leaves the base weights (src/models/lora.h) */
-        at_base = sd_lora_state_count(S->m->lora) == 0;
+        sd_model_info mi;
+        at_base = sd_model_get_info(S->m, &mi) == SD_OK && mi.active_loras == 0;
     }
     double ms = (now_s() - t) * 1e3;
     pthread_mutex_lock(&S->mu);

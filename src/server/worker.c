@@ -1,7 +1,7 @@
 /* `streamdiff serve`: the engine worker. Each tick takes up to max_batch clients with work (least
  * recently served first), applies their settings (new stream when needed), decodes their frames,
  * runs streams of one size in one stream-group call and encodes the outputs. */
-#include "server/internal.h"
+#include "internal.h"
 
 /* ---------------------------------------------------------------- engine worker */
 
@@ -136,7 +136,7 @@ static void decode(client *c, job *j, result *r)
         return;
     double t = now_s();
     sd_image_free(&c->img);
-    sd_status st = sd_rgb_decode(j->in, j->in_len, "frame", &c->img);
+    sd_status st = sd_image_decode(j->in, j->in_len, &c->img);
     free(j->in);
     j->in = NULL;
     r->t_decode = now_s() - t;
@@ -178,7 +178,7 @@ static void finish(client *c, result *r)
     double t = now_s();
     uint8_t *jpg = NULL;
     size_t n = 0;
-    sd_status st = sd_rgb_encode_jpeg(&c->outimg, r->applied.jpeg_quality, &jpg, &n);
+    sd_status st = sd_image_encode_jpeg(&c->outimg, r->applied.jpeg_quality, &jpg, &n);
     if (st == SD_OK) {
         r->out = malloc(LWS_PRE + n);
         if (r->out) {

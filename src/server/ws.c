@@ -1,6 +1,6 @@
 /* `streamdiff serve`: WebSocket: the handshake filter (path, token, origin, client limit),
  * connect / close, receiving messages, writing the queued output. */
-#include "server/internal.h"
+#include "internal.h"
 
 /* ---------------------------------------------------------------- WebSocket */
 
