@@ -168,7 +168,7 @@ static void arena_free(arena *a)
 
 /* ------------------------------------------------------------------ string -> int map */
 
-static uint64_t hash_bytes(const char *s, size_t n)
+static uint64_t tok_hash_bytes(const char *s, size_t n)
 {
     uint64_t h = 1469598103934665603ULL;
     for (size_t i = 0; i < n; i++) {
@@ -204,7 +204,7 @@ static sd_status strmap_init(strmap *m, size_t expected)
 
 static strmap_slot *strmap_find_slot(const strmap *m, const char *key, size_t klen)
 {
-    size_t mask = m->cap - 1, i = (size_t)hash_bytes(key, klen) & mask;
+    size_t mask = m->cap - 1, i = (size_t)tok_hash_bytes(key, klen) & mask;
     for (;;) {
         strmap_slot *s = &m->slots[i];
         if (!s->key || (s->klen == klen && memcmp(s->key, key, klen) == 0))
@@ -213,7 +213,7 @@ static strmap_slot *strmap_find_slot(const strmap *m, const char *key, size_t kl
     }
 }
 
-static bool strmap_get(const strmap *m, const char *key, size_t klen, int32_t *val)
+static bool tok_strmap_get(const strmap *m, const char *key, size_t klen, int32_t *val)
 {
     if (!m->cap)
         return false;
@@ -277,7 +277,7 @@ static void cache_clear(bpe_cache *c)
     c->ids.n = 0;
 }
 
-static void cache_free(bpe_cache *c)
+static void tok_cache_free(bpe_cache *c)
 {
     cache_clear(c);
     free(c->slots);
@@ -287,7 +287,7 @@ static void cache_free(bpe_cache *c)
 
 static cache_slot *cache_find(bpe_cache *c, const char *key, size_t klen)
 {
-    size_t mask = c->cap - 1, i = (size_t)hash_bytes(key, klen) & mask;
+    size_t mask = c->cap - 1, i = (size_t)tok_hash_bytes(key, klen) & mask;
     for (;;) {
         cache_slot *s = &c->slots[i];
         if (!s->key || (s->klen == klen && memcmp(s->key, key, klen) == 0))
@@ -328,7 +328,7 @@ struct sd_tokenizer {
 
 /* Python bytes.decode("utf-8", errors="replace"): one U+FFFD per maximal
  * invalid subsequence. */
-static sd_status utf8_decode(const unsigned char *s, size_t n, cpbuf *out)
+static sd_status tok_utf8_decode(const unsigned char *s, size_t n, cpbuf *out)
 {
     SD_TRY(cp_reserve(out, n));
     size_t i = 0;
@@ -381,7 +381,7 @@ static sd_status utf8_decode(const unsigned char *s, size_t n, cpbuf *out)
     return SD_OK;
 }
 
-static int utf8_encode_cp(int32_t c, char *o)
+static int tok_utf8_encode_cp(int32_t c, char *o)
 {
     if (c < 0x80) {
         o[0] = (char)c;
@@ -410,7 +410,7 @@ static sd_status cps_to_utf8(const int32_t *v, size_t n, bytebuf *out)
     out->n = 0;
     SD_TRY(bb_reserve(out, n * 4));
     for (size_t i = 0; i < n; i++)
-        out->n += (size_t)utf8_encode_cp(v[i], out->v + out->n);
+        out->n += (size_t)tok_utf8_encode_cp(v[i], out->v + out->n);
     out->v[out->n] = 0;
     return SD_OK;
 }
@@ -486,7 +486,7 @@ static bool is_case_ignorable(int32_t c)
 
 /* Python str.lower(): full lower-case mapping (U+0130 -> i + U+0307) and the
  * Final_Sigma context for U+03A3. */
-static sd_status py_lower(const cpbuf *in, cpbuf *out)
+static sd_status tok_py_lower(const cpbuf *in, cpbuf *out)
 {
     out->n = 0;
     SD_TRY(cp_reserve(out, in->n + 8));
@@ -526,7 +526,7 @@ static sd_status py_lower(const cpbuf *in, cpbuf *out)
 }
 
 /* Unicode normalization of a code point buffer (in place). */
-static sd_status normalize(cpbuf *b, int options, bytebuf *scratch)
+static sd_status tok_normalize(cpbuf *b, int options, bytebuf *scratch)
 {
     bool trivial = true;
     for (size_t i = 0; i < b->n; i++)
@@ -546,7 +546,7 @@ static sd_status normalize(cpbuf *b, int options, bytebuf *scratch)
                        "tokenizer: Unicode normalization failed: %s", utf8proc_errmsg(rl));
     }
     b->n = 0;
-    sd_status s = utf8_decode(res, (size_t)rl, b);
+    sd_status s = tok_utf8_decode(res, (size_t)rl, b);
     free(res);
     return s;
 }
@@ -560,7 +560,7 @@ static inline bool is_cjk(int32_t cp)
 
 /* ------------------------------------------------------------------ BASIC clean (BERT BasicTokenizer) */
 
-static sd_status clean_basic(sd_tokenizer *t, const int32_t *in, size_t n, cpbuf *out, cpbuf *tmp)
+static sd_status tok_clean_basic(sd_tokenizer *t, const int32_t *in, size_t n, cpbuf *out, cpbuf *tmp)
 {
     tmp->n = 0;
     SD_TRY(cp_reserve(tmp, n));
@@ -584,7 +584,7 @@ static sd_status clean_basic(sd_tokenizer *t, const int32_t *in, size_t n, cpbuf
             SD_TRY(cp_push(tmp, c));
         }
     }
-    SD_TRY(normalize(tmp, UTF8PROC_COMPOSE, &t->key));
+    SD_TRY(tok_normalize(tmp, UTF8PROC_COMPOSE, &t->key));
     /* whitespace_tokenize (str.split()) then ' '.join */
     cpbuf joined = {0};
     sd_status s = SD_OK;
@@ -600,7 +600,7 @@ static sd_status clean_basic(sd_tokenizer *t, const int32_t *in, size_t n, cpbuf
             s = cp_push(&joined, tmp->v[i++]);
     }
     if (s == SD_OK)
-        s = py_lower(&joined, out);
+        s = tok_py_lower(&joined, out);
     cp_free(&joined);
     return s;
 }
@@ -710,7 +710,7 @@ static sd_status fix_unescape_html(const cpbuf *in, cpbuf *out, cpbuf *tmp)
                                               sizeof sd_html_entities[0], entity_cmp);
             if (e) {
                 tmp->n = 0;
-                SD_TRY(utf8_decode((const unsigned char *)e->utf8, strlen(e->utf8), tmp));
+                SD_TRY(tok_utf8_decode((const unsigned char *)e->utf8, strlen(e->utf8), tmp));
                 for (size_t k = 0; k < tmp->n; k++)
                     SD_TRY(cp_push(out, tmp->v[k]));
                 replaced = true;
@@ -877,7 +877,7 @@ static sd_status ftfy_segment(sd_tokenizer *t, const int32_t *seg, size_t n, boo
             s = fix_chars(t, &cur, &nxt, &tmp);
         if (s == SD_OK) {
             cp_swap(&cur, &nxt);
-            s = normalize(&cur, UTF8PROC_COMPOSE, &t->key);
+            s = tok_normalize(&cur, UTF8PROC_COMPOSE, &t->key);
         }
         bool same = s == SD_OK && cp_equal(&cur, &orig);
         cp_free(&orig);
@@ -892,7 +892,7 @@ static sd_status ftfy_segment(sd_tokenizer *t, const int32_t *seg, size_t n, boo
     return s;
 }
 
-static sd_status clean_ftfy(sd_tokenizer *t, const int32_t *in, size_t n, cpbuf *out, cpbuf *tmp)
+static sd_status tok_clean_ftfy(sd_tokenizer *t, const int32_t *in, size_t n, cpbuf *out, cpbuf *tmp)
 {
     /* ftfy.fix_text: per line (segment ends after '\n'), at most
      * max_decode_length code points; unescape_html="auto" switches off for
@@ -931,7 +931,7 @@ static sd_status clean_ftfy(sd_tokenizer *t, const int32_t *in, size_t n, cpbuf 
         }
     }
     if (s == SD_OK)
-        s = py_lower(&ws, out);
+        s = tok_py_lower(&ws, out);
     cp_free(&ws);
     return s;
 }
@@ -1022,7 +1022,7 @@ static int32_t pair_rank(sd_tokenizer *t, const bpe_word *w, int32_t a, int32_t 
         k->n += 4;
     }
     int32_t r;
-    return strmap_get(&t->merges, k->v, k->n, &r) ? r : -1;
+    return tok_strmap_get(&t->merges, k->v, k->n, &r) ? r : -1;
 }
 
 static sd_status push_pair(sd_tokenizer *t, bpe_word *w, bpe_heap *h, int32_t a, int32_t b)
@@ -1049,7 +1049,7 @@ static int32_t symbol_id(sd_tokenizer *t, const bpe_word *w, int32_t a, sd_statu
     if (fin && (*st = bb_append(k, "</w>", 4)) != SD_OK)
         return t->unk_id;
     int32_t id;
-    return strmap_get(&t->vocab, k->v, k->n, &id) ? id : t->unk_id;
+    return tok_strmap_get(&t->vocab, k->v, k->n, &id) ? id : t->unk_id;
 }
 
 static int cmp_left(const void *a, const void *b)
@@ -1144,7 +1144,7 @@ static sd_status bpe_word_ids(sd_tokenizer *t, const char *s, size_t len, idbuf 
 {
     if ((len == 15 && memcmp(s, "<|startoftext|>", 15) == 0) || (len == 13 && memcmp(s, "<|endoftext|>", 13) == 0)) {
         int32_t id;
-        return id_push(out, strmap_get(&t->vocab, s, len, &id) ? id : t->unk_id);
+        return id_push(out, tok_strmap_get(&t->vocab, s, len, &id) ? id : t->unk_id);
     }
     bpe_cache *c = &t->cache;
     bool cacheable = len <= TOK_CACHE_MAX_WORD && c->cap;
@@ -1212,7 +1212,7 @@ static sd_status emit_piece(sd_tokenizer *t, const int32_t *v, size_t a, size_t 
     SD_TRY(bb_reserve(w, (b - a) * 8));
     for (size_t i = a; i < b; i++) {
         char u[4];
-        int nu = utf8_encode_cp(v[i], u);
+        int nu = tok_utf8_encode_cp(v[i], u);
         for (int k = 0; k < nu; k++) {
             unsigned char by = (unsigned char)u[k];
             memcpy(w->v + w->n, t->byte_enc[by], t->byte_enc_len[by]);
@@ -1224,7 +1224,7 @@ static sd_status emit_piece(sd_tokenizer *t, const int32_t *v, size_t a, size_t 
     return bpe_word_ids(t, w->v, w->n, out);
 }
 
-static sd_status pretokenize(sd_tokenizer *t, const cpbuf *text, idbuf *out)
+static sd_status tok_pretokenize(sd_tokenizer *t, const cpbuf *text, idbuf *out)
 {
     static const char *const specials[] = {"<|startoftext|>", "<|endoftext|>"};
     static const char *const contractions[] = {"s", "t", "re", "ve", "m", "ll", "d"};
@@ -1274,10 +1274,10 @@ static sd_status tokenize_piece(sd_tokenizer *t, const int32_t *v, size_t n, sd_
     if (n == 0)
         return SD_OK;
     cpbuf clean = {0}, tmp = {0};
-    sd_status s = mode == SD_TOK_CLEAN_BASIC ? clean_basic(t, v, n, &clean, &tmp) : clean_ftfy(t, v, n, &clean, &tmp);
+    sd_status s = mode == SD_TOK_CLEAN_BASIC ? tok_clean_basic(t, v, n, &clean, &tmp) : tok_clean_ftfy(t, v, n, &clean, &tmp);
     cp_free(&tmp);
     if (s == SD_OK)
-        s = pretokenize(t, &clean, out);
+        s = tok_pretokenize(t, &clean, out);
     cp_free(&clean);
     return s;
 }
@@ -1312,7 +1312,7 @@ static sd_status tokenize_all(sd_tokenizer *t, const char *text, size_t len, sd_
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "tokenizer: prompt is %zu bytes, more than the limit of %zu; shorten it "
                                                 "(only the first 75 tokens are used anyway)", len, SD_TOK_MAX_TEXT_BYTES);
     cpbuf cps = {0};
-    sd_status s = utf8_decode((const unsigned char *)(text ? text : ""), len, &cps);
+    sd_status s = tok_utf8_decode((const unsigned char *)(text ? text : ""), len, &cps);
     /* split on added tokens (transformers' Trie.split), honouring lstrip/rstrip */
     size_t seg = 0, i = 0;
     bool strip_left_next = false;
@@ -1434,7 +1434,7 @@ void sd_tokenizer_free(sd_tokenizer *t)
     for (int i = 0; i < t->n_added; i++)
         free(t->added[i].cps);
     free(t->added);
-    cache_free(&t->cache);
+    tok_cache_free(&t->cache);
     free(t->word.v);
     free(t->key.v);
     arena_free(&t->mem);
@@ -1600,7 +1600,7 @@ static sd_status add_added(sd_tokenizer *t, const char *content, int32_t id, boo
 {
     for (int i = 0; i < t->n_added; i++) {
         cpbuf tmp = {0};
-        SD_TRY(utf8_decode((const unsigned char *)content, strlen(content), &tmp));
+        SD_TRY(tok_utf8_decode((const unsigned char *)content, strlen(content), &tmp));
         bool same = tmp.n == t->added[i].ncp && (tmp.n == 0 || !memcmp(tmp.v, t->added[i].cps, tmp.n * 4));
         cp_free(&tmp);
         if (same)
@@ -1611,7 +1611,7 @@ static sd_status add_added(sd_tokenizer *t, const char *content, int32_t id, boo
         return sd_fail(SD_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     t->added = a;
     cpbuf cps = {0};
-    SD_TRY(utf8_decode((const unsigned char *)content, strlen(content), &cps));
+    SD_TRY(tok_utf8_decode((const unsigned char *)content, strlen(content), &cps));
     added_token *n = &t->added[t->n_added++];
     n->cps = cps.v;
     n->ncp = cps.n;
@@ -1641,7 +1641,7 @@ static sd_status resolve_special(sd_tokenizer *t, const char *dir, const cJSON *
     }
     /* added tokens first, then the vocabulary */
     cpbuf cps = {0};
-    SD_TRY(utf8_decode((const unsigned char *)content, strlen(content), &cps));
+    SD_TRY(tok_utf8_decode((const unsigned char *)content, strlen(content), &cps));
     for (int i = 0; i < t->n_added; i++)
         if (t->added[i].ncp == cps.n && (cps.n == 0 || !memcmp(t->added[i].cps, cps.v, cps.n * 4))) {
             *id_out = t->added[i].id;
@@ -1650,7 +1650,7 @@ static sd_status resolve_special(sd_tokenizer *t, const char *dir, const cJSON *
         }
     cp_free(&cps);
     int32_t id;
-    if (!strmap_get(&t->vocab, content, strlen(content), &id))
+    if (!tok_strmap_get(&t->vocab, content, strlen(content), &id))
         return sd_fail(SD_ERR_FORMAT, "%s: %s \"%.60s\" is neither in vocab.json nor in tokenizer_config.json's "
                                       "added_tokens_decoder", dir, key, content);
     *id_out = id;
@@ -1671,7 +1671,7 @@ static void init_tables(sd_tokenizer *t)
     int extra = 0;
     for (int b = 0; b < 256; b++) {
         int32_t cp = direct[b] ? b : 256 + extra++;
-        t->byte_enc_len[b] = (uint8_t)utf8_encode_cp(cp, t->byte_enc[b]);
+        t->byte_enc_len[b] = (uint8_t)tok_utf8_encode_cp(cp, t->byte_enc[b]);
     }
     /* ftfy WIDTH_MAP: NFKC of U+FF01..U+FFEF where it differs */
     for (int32_t c = 0xFF01; c <= 0xFFEF; c++) {
@@ -1679,14 +1679,14 @@ static void init_tables(sd_tokenizer *t)
         t->width_map[idx][0] = -1;
         t->width_len[idx] = 0;
         char u[5];
-        int nu = utf8_encode_cp(c, u);
+        int nu = tok_utf8_encode_cp(c, u);
         u[nu] = 0;
         utf8proc_uint8_t *res = NULL;
         utf8proc_ssize_t rl = utf8proc_map((const utf8proc_uint8_t *)u, nu, &res,
                                            (utf8proc_option_t)(UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT));
         if (rl > 0 && !(rl == nu && memcmp(res, u, (size_t)nu) == 0)) {
             cpbuf tmp = {0};
-            if (utf8_decode(res, (size_t)rl, &tmp) == SD_OK && tmp.n >= 1 && tmp.n <= 3) {
+            if (tok_utf8_decode(res, (size_t)rl, &tmp) == SD_OK && tmp.n >= 1 && tmp.n <= 3) {
                 for (size_t k = 0; k < tmp.n; k++)
                     t->width_map[idx][k] = tmp.v[k];
                 t->width_len[idx] = (uint8_t)tmp.n;
