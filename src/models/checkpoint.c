@@ -202,7 +202,7 @@ typedef struct unet_layout {
     int n_output;
 } unet_layout;
 
-static sd_status unet_layout_parse(const sd_safetensors *st, unet_layout *L)
+static sd_status ck_unet_layout_parse(const sd_safetensors *st, unet_layout *L)
 {
     memset(L, 0, sizeof *L);
     const char *lab = st_label(st);
@@ -386,7 +386,7 @@ static bool unet_attn_tail_ok(const char *t)
     return false;
 }
 
-static int map_unet_key(const unet_layout *L, const char *key, alias_out *o)
+static int ck_map_unet_key(const unet_layout *L, const char *key, alias_out *o)
 {
     const char *p = key + strlen(P_UNET);
     static const char *const fixed[][2] = {
@@ -478,7 +478,7 @@ static int map_vae_mid(const char *coder, const char *p, alias_out *o)
     return K_UNKNOWN;
 }
 
-static int map_vae_key(int n_up, const char *key, alias_out *o)
+static int ck_map_vae_key(int n_up, const char *key, alias_out *o)
 {
     const char *p = key + strlen(P_VAE);
     if (starts(p, "loss."))
@@ -524,7 +524,7 @@ static int map_vae_key(int n_up, const char *key, alias_out *o)
 }
 
 /* Number of decoder.up.K levels (max K + 1), 0 if none. */
-static int vae_up_levels(const sd_safetensors *st)
+static int ck_vae_up_levels(const sd_safetensors *st)
 {
     int n = 0;
     for (size_t i = 0; i < st->n_tensors; i++) {
@@ -536,7 +536,7 @@ static int vae_up_levels(const sd_safetensors *st)
     return n;
 }
 
-static int vae_down_levels(const sd_safetensors *st)
+static int ck_vae_down_levels(const sd_safetensors *st)
 {
     int n = 0;
     for (size_t i = 0; i < st->n_tensors; i++) {
@@ -564,7 +564,7 @@ static bool clip_tail_ok(const char *t)
            is_wb(t);
 }
 
-static int map_clip_key(const char *key, alias_out *o)
+static int ck_map_clip_key(const char *key, alias_out *o)
 {
     const char *p = key + strlen(P_CLIP);
     take(&p, "text_model."); /* legacy files without the text_model. level get it added */
@@ -576,7 +576,7 @@ static int map_clip_key(const char *key, alias_out *o)
 }
 
 /* Number of text encoder blocks in the file (max index + 1). */
-static int text_blocks(const sd_safetensors *st, sd_arch arch)
+static int ck_text_blocks(const sd_safetensors *st, sd_arch arch)
 {
     int n = 0;
     for (size_t i = 0; i < st->n_tensors; i++) {
@@ -594,9 +594,9 @@ static int text_blocks(const sd_safetensors *st, sd_arch arch)
 }
 
 /* The SD2 OpenCLIP block that is dropped (-1: none). */
-static int oclip_dropped_block(int n_blocks) { return n_blocks == 24 ? 23 : -1; }
+static int ck_oclip_dropped_block(int n_blocks) { return n_blocks == 24 ? 23 : -1; }
 
-static int map_oclip_key(int dropped, const char *key, const sd_st_tensor *t, alias_out *o)
+static int ck_map_oclip_key(int dropped, const char *key, const sd_st_tensor *t, alias_out *o)
 {
     const char *p = key + strlen(P_OCLIP);
     if (!strcmp(p, "text_projection") || !strcmp(p, "logit_scale") || !strcmp(p, "attn_mask"))
@@ -647,7 +647,7 @@ static int map_oclip_key(int dropped, const char *key, const sd_st_tensor *t, al
 
 typedef enum comp { C_UNET, C_VAE, C_TEXT } comp;
 
-static const char *comp_prefix(comp c, sd_arch arch)
+static const char *ck_comp_prefix(comp c, sd_arch arch)
 {
     return c == C_UNET ? P_UNET : c == C_VAE ? P_VAE : arch == SD_ARCH_SD2 ? P_OCLIP : P_CLIP;
 }
@@ -658,18 +658,18 @@ static const char *comp_name(comp c) { return c == C_UNET ? "UNet" : c == C_VAE 
 static sd_status map_component(const sd_safetensors *st, sd_arch arch, comp c, sd_weights *w, size_t *n_mapped,
                                size_t *n_ignored, strlist *unknown)
 {
-    const char *prefix = comp_prefix(c, arch);
+    const char *prefix = ck_comp_prefix(c, arch);
     const char *lab = st_label(st);
     if (!has_prefix_key(st, prefix))
         return sd_fail(SD_ERR_NOT_FOUND, "%s: the checkpoint has no %s (no %s* tensors)", lab, comp_name(c), prefix);
     unet_layout L;
     int n_up = 0, dropped = -1;
     if (c == C_UNET)
-        SD_TRY(unet_layout_parse(st, &L));
+        SD_TRY(ck_unet_layout_parse(st, &L));
     else if (c == C_VAE)
-        n_up = vae_up_levels(st);
+        n_up = ck_vae_up_levels(st);
     else if (arch == SD_ARCH_SD2)
-        dropped = oclip_dropped_block(text_blocks(st, arch));
+        dropped = ck_oclip_dropped_block(ck_text_blocks(st, arch));
     size_t pl = strlen(prefix);
     alias_out o[3];
     for (size_t i = 0; i < st->n_tensors; i++) {
@@ -678,13 +678,13 @@ static sd_status map_component(const sd_safetensors *st, sd_arch arch, comp c, s
             continue;
         int r;
         if (c == C_UNET)
-            r = map_unet_key(&L, t->name, o);
+            r = ck_map_unet_key(&L, t->name, o);
         else if (c == C_VAE)
-            r = map_vae_key(n_up, t->name, o);
+            r = ck_map_vae_key(n_up, t->name, o);
         else if (arch == SD_ARCH_SD2)
-            r = map_oclip_key(dropped, t->name, t, o);
+            r = ck_map_oclip_key(dropped, t->name, t, o);
         else
-            r = map_clip_key(t->name, o);
+            r = ck_map_clip_key(t->name, o);
         if (r == K_UNKNOWN) {
             if (unknown)
                 SD_TRY(strlist_add(unknown, t->name));
@@ -707,7 +707,7 @@ static sd_status map_component(const sd_safetensors *st, sd_arch arch, comp c, s
     return SD_OK;
 }
 
-static sd_status resolve_arch(const sd_safetensors *st, sd_arch *arch)
+static sd_status ck_resolve_arch(const sd_safetensors *st, sd_arch *arch)
 {
     if (*arch == SD_ARCH_UNKNOWN)
         SD_TRY(sd_ckpt_detect(st, arch));
@@ -770,14 +770,14 @@ static sd_status map_one(const sd_safetensors *st, sd_arch arch, comp c, sd_weig
     return s;
 }
 
-static void info_fill_text(const sd_safetensors *st, sd_arch arch, sd_ckpt_info *info)
+static void ck_info_fill_text(const sd_safetensors *st, sd_arch arch, sd_ckpt_info *info)
 {
     if (!info)
         return;
     info->arch = arch;
-    info->text_blocks_in_file = text_blocks(st, arch);
+    info->text_blocks_in_file = ck_text_blocks(st, arch);
     info->text_layers = info->text_blocks_in_file;
-    if (arch == SD_ARCH_SD2 && oclip_dropped_block(info->text_blocks_in_file) >= 0)
+    if (arch == SD_ARCH_SD2 && ck_oclip_dropped_block(info->text_blocks_in_file) >= 0)
         info->text_layers--;
 }
 
@@ -798,8 +798,8 @@ sd_status sd_ckpt_map(const sd_safetensors *st, sd_arch arch, sd_weights *unet, 
 {
     if (info)
         memset(info, 0, sizeof *info);
-    SD_TRY(resolve_arch(st, &arch));
-    info_fill_text(st, arch, info);
+    SD_TRY(ck_resolve_arch(st, &arch));
+    ck_info_fill_text(st, arch, info);
     if (info)
         info->n_ignored = count_other_ignored(st);
     if (unet)
@@ -825,8 +825,8 @@ sd_status sd_ckpt_load(const char *path, sd_weights *unet, sd_weights *vae, sd_w
         SD_TRY(sd_safetensors_open(path, &st));
         SD_TRY(sd_weights_adopt_file(ws[c], st)); /* closes st on failure */
         if (first) {
-            SD_TRY(resolve_arch(st, &arch));
-            info_fill_text(st, arch, info);
+            SD_TRY(ck_resolve_arch(st, &arch));
+            ck_info_fill_text(st, arch, info);
             if (info)
                 info->n_ignored = count_other_ignored(st);
             first = false;
@@ -837,9 +837,9 @@ sd_status sd_ckpt_load(const char *path, sd_weights *unet, sd_weights *vae, sd_w
     if (first) {
         sd_safetensors *st;
         SD_TRY(sd_safetensors_open(path, &st));
-        sd_status s = resolve_arch(st, &arch);
+        sd_status s = ck_resolve_arch(st, &arch);
         if (s == SD_OK)
-            info_fill_text(st, arch, info);
+            ck_info_fill_text(st, arch, info);
         sd_safetensors_close(st);
         return s;
     }
@@ -850,10 +850,10 @@ sd_status sd_ckpt_unknown_keys(const sd_safetensors *st, sd_arch arch, char ***n
 {
     *names = NULL;
     *n = 0;
-    SD_TRY(resolve_arch(st, &arch));
+    SD_TRY(ck_resolve_arch(st, &arch));
     strlist l = {0};
     for (int c = 0; c < 3; c++) {
-        if (!has_prefix_key(st, comp_prefix((comp)c, arch)))
+        if (!has_prefix_key(st, ck_comp_prefix((comp)c, arch)))
             continue;
         sd_status s = map_component(st, arch, (comp)c, NULL, NULL, NULL, &l);
         if (s != SD_OK) {
@@ -923,7 +923,7 @@ static int image_size(const sd_safetensors *st, sd_arch arch)
 
 static sd_status config_arch(const sd_safetensors *st, sd_arch *arch)
 {
-    SD_TRY(resolve_arch(st, arch));
+    SD_TRY(ck_resolve_arch(st, arch));
     return SD_OK;
 }
 
@@ -936,7 +936,7 @@ cJSON *sd_ckpt_unet_config(const sd_safetensors *st, sd_arch arch)
         sd_fail(SD_ERR_NOT_FOUND, "%s: the checkpoint has no UNet (no " P_UNET "* tensors)", st_label(st));
         return NULL;
     }
-    if (unet_layout_parse(st, &L) != SD_OK)
+    if (ck_unet_layout_parse(st, &L) != SD_OK)
         return NULL;
     if (L.ctx_dim <= 0) {
         sd_fail(SD_ERR_UNSUPPORTED, "%s: the UNet has no cross-attention (attn2.to_k): not a text-to-image UNet",
@@ -960,7 +960,7 @@ cJSON *sd_ckpt_unet_config(const sd_safetensors *st, sd_arch arch)
     }
     for (int i = 0; i < L.levels; i++)
         depths[i] = L.tdepth[i] ? L.tdepth[i] : 1;
-    int vae_scale = 1 << (vae_down_levels(st) > 0 ? vae_down_levels(st) - 1 : 3);
+    int vae_scale = 1 << (ck_vae_down_levels(st) > 0 ? ck_vae_down_levels(st) - 1 : 3);
 
     jb b = {cJSON_CreateObject(), true};
     if (!b.o) {
@@ -1017,10 +1017,10 @@ cJSON *sd_ckpt_vae_config(const sd_safetensors *st, sd_arch arch)
                 lab);
         return NULL;
     }
-    int levels = vae_down_levels(st);
-    if (levels < 1 || levels > MAX_LEVELS || vae_up_levels(st) != levels) {
+    int levels = ck_vae_down_levels(st);
+    if (levels < 1 || levels > MAX_LEVELS || ck_vae_up_levels(st) != levels) {
         sd_fail(SD_ERR_FORMAT, "%s: VAE encoder has %d levels and decoder %d: expected equal, 1..%d", lab, levels,
-                vae_up_levels(st), MAX_LEVELS);
+                ck_vae_up_levels(st), MAX_LEVELS);
         return NULL;
     }
     int ch[MAX_LEVELS], lpb = 0;
@@ -1081,14 +1081,14 @@ cJSON *sd_ckpt_text_config(const sd_safetensors *st, sd_arch arch)
         fc1 = findf(st, P_CLIP "%sencoder.layers.0.mlp.fc1.weight", tm);
     }
     if (!tok || tok->ndim != 2 || !pos || pos->ndim != 2 || !fc1 || fc1->ndim != 2) {
-        sd_fail(has_prefix_key(st, comp_prefix(C_TEXT, arch)) ? SD_ERR_FORMAT : SD_ERR_NOT_FOUND,
+        sd_fail(has_prefix_key(st, ck_comp_prefix(C_TEXT, arch)) ? SD_ERR_FORMAT : SD_ERR_NOT_FOUND,
                 "%s: the checkpoint has no complete %s text encoder (token/position embeddings and layer 0 MLP)", lab,
                 sd2 ? "OpenCLIP (SD2)" : "CLIP (SD1)");
         return NULL;
     }
     int64_t hidden = tok->shape[1];
     sd_ckpt_info info;
-    info_fill_text(st, arch, &info);
+    ck_info_fill_text(st, arch, &info);
     jb b = {cJSON_CreateObject(), true};
     if (!b.o) {
         sd_fail(SD_ERR_OUT_OF_MEMORY, "out of memory");
