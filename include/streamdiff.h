@@ -79,6 +79,14 @@ SD_API void sd_image_free(sd_image *img);
 SD_API sd_status sd_image_load(const char *path, sd_image *out);
 /* PNG; `parameters` (may be NULL) is stored as an A1111-style "parameters" text chunk. */
 SD_API sd_status sd_image_save_png(const char *path, const sd_image *img, const char *parameters);
+/* The largest width or height a decode accepts (larger files give SD_ERR_FORMAT). */
+#define SD_IMAGE_MAX_SIDE 16384
+/* PNG or JPEG (told apart by signature) from `len` bytes in memory; broken data gives SD_ERR_FORMAT. */
+SD_API sd_status sd_image_decode(const void *data, size_t len, sd_image *out);
+/* Encodes into a malloc'd buffer (free() it): JPEG with quality 1..100 (clamped), or PNG with an
+ * optional `parameters` text chunk as sd_image_save_png. */
+SD_API sd_status sd_image_encode_jpeg(const sd_image *img, int quality, uint8_t **out, size_t *out_len);
+SD_API sd_status sd_image_encode_png(const sd_image *img, const char *parameters, uint8_t **out, size_t *out_len);
 
 /* ---------------------------------------------------------------- models */
 
@@ -126,6 +134,8 @@ typedef struct sd_model_info {
     bool has_taesd;
     bool lcm_guidance_embedding; /* UNet has time_cond_proj_dim */
     size_t weight_bytes;
+    int active_loras;        /* LoRAs in the set fused now by sd_model_apply_loras (0: the base weights,
+                                also after a failure while writing weights) */
 } sd_model_info;
 SD_API sd_status sd_model_get_info(const sd_model *m, sd_model_info *info);
 

@@ -134,6 +134,51 @@ TEST(resize_and_convert)
     sd_rgb_free(&fit);
 }
 
+/* The public in-memory calls (what `streamdiff serve` uses): decode of both formats, JPEG and PNG
+ * encode, and their errors. */
+TEST(public_memory_codecs)
+{
+    sd_image img = {0}, back = {0};
+    make_img(&img, 13, 7);
+    uint8_t *png = NULL, *jpg = NULL;
+    size_t npng = 0, njpg = 0;
+    CHECK_STATUS(sd_image_encode_png(&img, "a cat, Seed: 1", &png, &npng), SD_OK);
+    CHECK(png && npng > 8 && !memcmp(png, "\x89PNG", 4));
+    CHECK_STATUS(sd_image_decode(png, npng, &back), SD_OK);
+    CHECK(back.width == 13 && back.height == 7 && back.data && !memcmp(back.data, img.data, 13 * 7 * 3));
+    sd_image_free(&back);
+    /* the parameters text survives: the same bytes as a file */
+    FILE *f = fopen(tmp("mem.png"), "wb");
+    CHECK(f && fwrite(png, 1, npng, f) == npng);
+    if (f)
+        fclose(f);
+    char *v = NULL;
+    CHECK_STATUS(sd_png_read_text(tmp("mem.png"), "parameters", &v), SD_OK);
+    CHECK(v && !strcmp(v, "a cat, Seed: 1"));
+    free(v);
+    CHECK_STATUS(sd_image_encode_jpeg(&img, 90, &jpg, &njpg), SD_OK);
+    CHECK(jpg && njpg > 3 && jpg[0] == 0xff && jpg[1] == 0xd8);
+    CHECK_STATUS(sd_image_decode(jpg, njpg, &back), SD_OK);
+    CHECK(back.width == 13 && back.height == 7);
+    sd_image_free(&back);
+    /* errors: named, outputs cleared */
+    CHECK_STATUS(sd_image_decode(png, 5, &back), SD_ERR_FORMAT);
+    CHECK(back.data == NULL);
+    CHECK_STATUS(sd_image_decode(NULL, 10, &back), SD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(sd_image_decode("GIF89a....", 10, &back), SD_ERR_FORMAT);
+    CHECK(strstr(sd_last_error(), "not a PNG or JPEG") != NULL);
+    sd_image empty = {0};
+    uint8_t *o = (uint8_t *)1;
+    size_t no = 1;
+    CHECK_STATUS(sd_image_encode_jpeg(&empty, 90, &o, &no), SD_ERR_INVALID_ARGUMENT);
+    CHECK(o == NULL && no == 0);
+    CHECK_STATUS(sd_image_encode_png(&empty, NULL, &o, &no), SD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(sd_image_encode_png(&img, NULL, NULL, &no), SD_ERR_INVALID_ARGUMENT);
+    free(png);
+    free(jpg);
+    sd_image_free(&img);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir))
@@ -143,6 +188,7 @@ int main(void)
     RUN(broken_inputs);
     RUN(absurd_size_png_header);
     RUN(resize_and_convert);
+    RUN(public_memory_codecs);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0)

@@ -261,6 +261,9 @@ TEST(diffusers_scenarios)
     CHECK_STATUS(apply2(m, STYLE, 0.8f, NULL, 0), SD_OK);
     CHECK(check_weights(m, "style") == 9);
     CHECK(sd_lora_state_count(m->lora) == 12);
+    sd_model_info mi;
+    CHECK_STATUS(sd_model_get_info(m, &mi), SD_OK);
+    CHECK(mi.active_loras == 1);
     check_latents(m, "style", NULL);
 
     CHECK_STATUS(apply2(m, LCM, 1.0f, NULL, 0), SD_OK);
@@ -271,6 +274,8 @@ TEST(diffusers_scenarios)
     CHECK_STATUS(apply2(m, STYLE, 0.6f, LCM, 1.0f), SD_OK);
     CHECK(check_weights(m, "both") == 9);
     CHECK(sd_lora_state_count(m->lora) == 89); /* style's layers are a subset of lcm's */
+    CHECK_STATUS(sd_model_get_info(m, &mi), SD_OK);
+    CHECK(mi.active_loras == 2);
     check_latents(m, "both", NULL);
 
     /* scale change: no reload of the base model, computed from the base weights */
@@ -282,6 +287,8 @@ TEST(diffusers_scenarios)
     /* unfuse: the base weights bit for bit */
     CHECK_STATUS(sd_model_apply_loras(m, NULL, 0), SD_OK);
     CHECK(m->lora == NULL);
+    CHECK_STATUS(sd_model_get_info(m, &mi), SD_OK);
+    CHECK(mi.active_loras == 0);
     const char *first;
     int nd = count_diff(m, fresh, &first);
     CHECK_MSG(nd == 0, "%d weight tensors differ from a fresh load after unfusing (first '%s')", nd, first);

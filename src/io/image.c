@@ -132,11 +132,9 @@ done:
     return s;
 }
 
-sd_status sd_rgb_save_png(const char *path, const sd_rgb *img, const char *const *text_kv)
+/* Writes the PNG to `f` (left open); `path` names it in messages. */
+static sd_status write_png(FILE *f, const char *path, const sd_rgb *img, const char *const *text_kv)
 {
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return sd_fail(SD_ERR_IO, "%s: cannot create file", path);
     png_err_ctx err = {{0}};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, png_on_error, png_on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
@@ -184,6 +182,15 @@ sd_status sd_rgb_save_png(const char *path, const sd_rgb *img, const char *const
 done:
     free(rows);
     png_destroy_write_struct(&png, &info);
+    return s;
+}
+
+sd_status sd_rgb_save_png(const char *path, const sd_rgb *img, const char *const *text_kv)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return sd_fail(SD_ERR_IO, "%s: cannot create file", path);
+    sd_status s = write_png(f, path, img, text_kv);
     if (fclose(f) != 0 && s == SD_OK)
         s = sd_fail(SD_ERR_IO, "%s: write error", path);
     return s;
@@ -471,6 +478,62 @@ void sd_chw_to_rgb(const float *chw, sd_rgb *img)
 
 void sd_image_free(sd_image *img) { sd_rgb_free(img); }
 sd_status sd_image_load(const char *path, sd_image *out) { return sd_rgb_load(path, out); }
+
+static bool image_ok(const sd_image *img)
+{
+    return img && img->data && img->width > 0 && img->height > 0 && img->width <= SD_IMAGE_MAX_SIDE &&
+           img->height <= SD_IMAGE_MAX_SIDE;
+}
+
+sd_status sd_image_decode(const void *data, size_t len, sd_image *out)
+{
+    if (!out)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_image_decode: no output image");
+    if (!data || len == 0) {
+        memset(out, 0, sizeof *out);
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_image_decode: no data");
+    }
+    return sd_rgb_decode(data, len, "image data", out);
+}
+
+sd_status sd_image_encode_jpeg(const sd_image *img, int quality, uint8_t **out, size_t *out_len)
+{
+    if (!out || !out_len)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_image_encode_jpeg: no output buffer");
+    *out = NULL;
+    *out_len = 0;
+    if (!image_ok(img))
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_image_encode_jpeg: empty image or a side above %d",
+                       SD_IMAGE_MAX_SIDE);
+    return sd_rgb_encode_jpeg(img, quality, out, out_len);
+}
+
+sd_status sd_image_encode_png(const sd_image *img, const char *parameters, uint8_t **out, size_t *out_len)
+{
+    if (!out || !out_len)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_image_encode_png: no output buffer");
+    *out = NULL;
+    *out_len = 0;
+    if (!image_ok(img))
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_image_encode_png: empty image or a side above %d",
+                       SD_IMAGE_MAX_SIDE);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return sd_fail(SD_ERR_OUT_OF_MEMORY, "sd_image_encode_png: out of memory");
+    const char *kv[] = {"parameters", parameters, NULL};
+    sd_status s = write_png(f, "PNG in memory", img, parameters ? kv : NULL);
+    if (fclose(f) != 0 && s == SD_OK)
+        s = sd_fail(SD_ERR_OUT_OF_MEMORY, "sd_image_encode_png: out of memory");
+    if (s != SD_OK) {
+        free(buf);
+        return s;
+    }
+    *out = (uint8_t *)buf;
+    *out_len = len;
+    return SD_OK;
+}
 
 sd_status sd_image_save_png(const char *path, const sd_image *img, const char *parameters)
 {

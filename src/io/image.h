@@ -6,7 +6,7 @@
 
 #include "core/core.h"
 
-#define SD_IMAGE_MAX_SIDE 16384
+/* SD_IMAGE_MAX_SIDE (16384): include/streamdiff.h */
 #define SD_IMAGE_MAX_PIXELS ((size_t)64 * 1024 * 1024)
 
 /* The public sd_image: width*height*3 bytes, row-major RGB, malloc'd. */

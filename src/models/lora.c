@@ -756,6 +756,7 @@ typedef struct fused {
 struct sd_lora_state {
     fused *v;
     size_t n;
+    int n_loras; /* LoRAs in the set that fused v */
 };
 
 void sd_lora_state_free(sd_lora_state *s)
@@ -769,6 +770,7 @@ void sd_lora_state_free(sd_lora_state *s)
 }
 
 size_t sd_lora_state_count(const sd_lora_state *s) { return s ? s->n : 0; }
+int sd_lora_state_loras(const sd_lora_state *s) { return s ? s->n_loras : 0; }
 
 typedef struct contrib {
     int comp, slot;
@@ -927,6 +929,7 @@ sd_status sd_lora_apply(sd_lora_state **state, const sd_lora_component *comps, i
             } else if (ns) {
                 ns->v = nv;
                 ns->n = nn;
+                ns->n_loras = n;
                 nv = NULL;
                 nn = 0;
             }

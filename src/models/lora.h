@@ -56,5 +56,7 @@ sd_status sd_lora_apply(sd_lora_state **state, const sd_lora_component *comps, i
 void sd_lora_state_free(sd_lora_state *s);
 /* Number of weight tensors currently fused. */
 size_t sd_lora_state_count(const sd_lora_state *s);
+/* Number of LoRAs in the set that is fused now (0: nothing fused, the base weights). */
+int sd_lora_state_loras(const sd_lora_state *s);
 
 #endif

@@ -499,5 +499,6 @@ sd_status sd_model_get_info(const sd_model *m, sd_model_info *info)
     info->weight_bytes = m->w_text.bytes_device + m->w_text.bytes_mapped + m->w_unet.bytes_device +
                          m->w_unet.bytes_mapped + m->w_vae.bytes_device + m->w_vae.bytes_mapped +
                          m->w_taesd.bytes_device + m->w_taesd.bytes_mapped;
+    info->active_loras = sd_lora_state_loras(m->lora);
     return SD_OK;
 }

@@ -1,5 +1,5 @@
 /* Prometheus text rendering of the server's counters and histograms. */
-#include "server/metrics.h"
+#include "metrics.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -2,9 +2,8 @@
  * protocol (docs/protocol.md). Hostile input is the normal case here: every
  * length is checked before use, numbers must be finite and in range, strings
  * valid UTF-8, and a message is applied all-or-nothing. */
-#include "server/protocol.h"
+#include "protocol.h"
 
-#include "io/image.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -504,7 +503,7 @@ static bool parse_object(const cJSON *root, const srv_limits *lim, const srv_lor
     }
     msg->type = SRV_MSG_CONFIG;
     /* work on a copy: nothing changes unless every field is good */
-    srv_config *c = sd_malloc(sizeof *c);
+    srv_config *c = malloc(sizeof *c);
     if (!c) {
         srv_error_set(err, "engine", "out of memory");
         return false;

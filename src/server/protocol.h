@@ -9,7 +9,7 @@
 #ifndef SD_SERVER_PROTOCOL_H
 #define SD_SERVER_PROTOCOL_H
 
-#include "core/core.h"
+#include "util.h"
 
 #include <cjson/cJSON.h>
 

@@ -12,7 +12,7 @@
 #ifndef SD_SERVER_H
 #define SD_SERVER_H
 
-#include "server/protocol.h"
+#include "protocol.h"
 
 typedef struct srv_options {
     const char *host;         /* "127.0.0.1" */
