@@ -955,6 +955,8 @@ const char *sd_backend_cpu_bf16_isa(const sd_backend *be)
 
 void sd_backend_cpu_set_bf16(sd_backend *be, bool on)
 {
-    if (be && be->ops == &k_cpu_ops)
+    if (be && be->ops == &k_cpu_ops) {
         ((cpu_impl *)be->impl)->bf16 = on;
+        be->bf16 = on;
+    }
 }
