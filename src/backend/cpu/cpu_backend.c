@@ -438,7 +438,7 @@ static void cpu_softmax(sd_backend *be, sd_tensor *y, const sd_tensor *x, float 
 static size_t cpu_attention_scratch(sd_backend *be, const sd_tensor *q, const sd_tensor *k, int heads)
 {
     int64_t d = q->ne[2] / heads;
-    if (bf16k(be) && bf16k(be)->attention)
+    if (bf16k(be) && bf16k(be)->attention && d <= 256)
         return bf16k(be)->attn_ws(q->ne[1], k->ne[1], d, nthreads(be)) * sizeof(float);
     if (kern(be))
         return kern(be)->attn_ws(q->ne[1], k->ne[1], d, nthreads(be)) * sizeof(float);
@@ -449,7 +449,7 @@ static void cpu_attention(sd_backend *be, sd_tensor *y, const sd_tensor *q, cons
                           int heads, float scale, bool causal, void *scratch)
 {
     int64_t B = q->ne[0], Nq = q->ne[1], Nk = k->ne[1], HD = q->ne[2], d = HD / heads;
-    if (bf16k(be) && bf16k(be)->attention) {
+    if (bf16k(be) && bf16k(be)->attention && d <= 256) { /* larger heads: the fp32 kernel */
         bf16k(be)->attention(F(y), CF(q), CF(k), CF(v), B, Nq, Nk, heads, d, scale, causal, scratch, nthreads(be));
         return;
     }

@@ -35,9 +35,9 @@ static void bk_begin(void)
 
 static void bk_end(void) { _tile_release(); }
 
-static void bk_ukr(const uint16_t *A, const uint16_t *B, int64_t nkb, float *c)
+static void bk_ukr(const uint16_t *A, const uint16_t *A1, const uint16_t *B, const uint16_t *B1, int64_t nkb,
+                   float *c)
 {
-    const uint16_t *A1 = A + nkb * 512, *B1 = B + nkb * 512;
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);

@@ -43,9 +43,9 @@ static inline void ukr8(const uint16_t *a, int ro, const uint16_t *B, const uint
     }
 }
 
-static void bk_ukr(const uint16_t *A, const uint16_t *B, int64_t nkb, float *c)
+static void bk_ukr(const uint16_t *A, const uint16_t *A1, const uint16_t *B, const uint16_t *B1, int64_t nkb,
+                   float *c)
 {
-    const uint16_t *A1 = A + nkb * 512, *B1 = B + nkb * 512;
     ukr8(A, 0, B, B1, nkb, c);
     ukr8(A, 8, B, B1, nkb, c + 8 * 32);
     ukr8(A1, 0, B, B1, nkb, c + 16 * 32);

@@ -1,9 +1,11 @@
 /* The bf16 GEMM (and attention) of the CPU backend, written once and compiled per instruction set:
  * cpu_kern_amx.c (AMX tiles: TDPBF16PS) and cpu_kern_avx512bf16.c (VDPBF16PS). The including file
  * defines, inside its target flags: BK_NAME, BK_FN(name), BK_GETTER, and the micro-kernel
- *   static void bk_ukr(const uint16_t *A, const uint16_t *B, int64_t nkb, float *c)
- * which computes the 32x32 block c[32][32] = A B from two A tiles (rows 0-15, 16-31: A and A + nkb*512)
- * and two B tiles (columns 0-15, 16-31: B and B + nkb*512) over nkb depth blocks of 32, plus
+ *   static void bk_ukr(const uint16_t *A0, const uint16_t *A1, const uint16_t *B0, const uint16_t *B1,
+ *                      int64_t nkb, float *c)
+ * which computes the 32x32 block c[32][32] = A B from two A tile rows (rows 0-15 at A0, 16-31 at A1)
+ * and two B tile columns (columns 0-15 at B0, 16-31 at B1), each nkb consecutive tiles (depth blocks
+ * of 32), plus
  *   static void bk_begin(void) / bk_end(void)  (per thread: AMX tile configuration and release).
  *
  * Packed layouts (both exactly the AMX tile layouts, 1 KiB per tile):
@@ -23,6 +25,17 @@
 #define BMC 128 /* rows per packed A block (multiple of 32) */
 #define BNC 256 /* columns per packed B block (multiple of 32) */
 #define TILE 512 /* bf16 per tile */
+
+/* the vector helpers vexp needs */
+typedef __m512 V;
+static inline V vset1(float x) { return _mm512_set1_ps(x); }
+static inline V vmax(V a, V b) { return _mm512_max_ps(a, b); }
+static inline V vmin(V a, V b) { return _mm512_min_ps(a, b); }
+static inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
+static inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
+static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+static inline V vfnma(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
+#include "backend/cpu/cpu_kern_vexp512.h"
 
 static inline int64_t bmin(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t bmax(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -211,7 +224,8 @@ static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, 
                 pack_a(g, Ap, ic, mc, pc, kc);
                 for (int64_t j = 0; j < nt; j += 2)
                     for (int64_t i = 0; i < mt; i += 2) {
-                        bk_ukr(Ap + i * nkb * TILE, Bp + j * nkb * TILE, nkb, cb);
+                        bk_ukr(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
+                               Bp + (j + 1) * nkb * TILE, nkb, cb);
                         write_back(g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb, bmin(32, mc - i * 16),
                                    bmin(32, nc - j * 16), acc);
                     }
@@ -264,10 +278,147 @@ static void BK_FN(gemm)(const sd_gemm *g, float *ws, int nthreads)
     BK_FN(gemm_thread)(g, (uint8_t *)ws, omp_get_thread_num(), omp_get_num_threads());
 }
 
+
+/* ------------------------------------------------------------------ attention
+ * Per task (batch, head, 32 query rows): Q pre-scaled and packed as A tiles; the head's K packed once as
+ * B tiles of S = Q K^T (key columns) and V as B tiles of O = P V (key depth). Per key block of ABK keys:
+ * S (fp32) from the tiles, online softmax in fp32 (running max and sum per row), P = exp(S - max) packed
+ * as bf16 A tiles, O += P V in fp32; y = O / sum. Heads of d > 256 use the fp32 kernel (cpu_backend.c). */
+
+#define ABK 256
+
+static size_t bk_att_ws_thread(int64_t Nk, int64_t d) /* bytes */
+{
+    int64_t nk = up32(Nk), dp = up32(d);
+    return (size_t)(2 * nk * dp * 2 + 32 * d * 4 + 32 * dp * 2 + 32 * ABK * 4 + 32 * ABK * 2 + 32 * dp * 4 +
+                    32 * 32 * 4 + 64 * 4 + 6 * 64);
+}
+
+static size_t BK_FN(attn_ws)(int64_t Nq, int64_t Nk, int64_t d, int nthreads)
+{
+    (void)Nq;
+    return (size_t)(nthreads > 0 ? nthreads : 1) * ((bk_att_ws_thread(Nk, d) + 3) / 4);
+}
+
+static inline uint8_t *al64(uint8_t *p) { return (uint8_t *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const float *v, int64_t B, int64_t Nq,
+                               int64_t Nk, int heads, int64_t d, float scale, bool causal, float *wsf, int tid, int nt)
+{
+    int64_t HD = heads * d, nk = up32(Nk), dp = up32(d), nkbd = dp / 32, nkbv = nk / 32;
+    uint8_t *w = (uint8_t *)wsf + (size_t)tid * ((bk_att_ws_thread(Nk, d) + 3) / 4) * 4;
+    uint16_t *Kp = (uint16_t *)al64(w);
+    uint16_t *Vp = (uint16_t *)al64((uint8_t *)(Kp + nk * dp));
+    float *Qs = (float *)al64((uint8_t *)(Vp + nk * dp));
+    uint16_t *Qa = (uint16_t *)al64((uint8_t *)(Qs + 32 * d));
+    float *S = (float *)al64((uint8_t *)(Qa + 32 * dp));
+    uint16_t *Pa = (uint16_t *)al64((uint8_t *)(S + 32 * ABK));
+    float *O = (float *)al64((uint8_t *)(Pa + 32 * ABK));
+    float *cb = O + 32 * dp, *mrow = cb + 32 * 32, *lrow = mrow + 32;
+    int64_t qblocks = (Nq + 31) / 32, tasks = B * heads * qblocks;
+    int64_t t0 = tasks * tid / nt, t1 = tasks * (tid + 1) / nt, cached = -1;
+    if (t0 >= t1)
+        return;
+    bk_begin();
+    for (int64_t task = t0; task < t1; task++) {
+        int64_t bh = task / qblocks, qb = task % qblocks, b = bh / heads, h = bh % heads;
+        if (bh != cached) {
+            /* K as B of Q K^T: B[c][j] = k[j][c] (a row of k is a column of B); V as B of P V */
+            sd_gemm gk = {.K = d, .N = Nk, .b = k + b * Nk * HD + h * d, .b_dt = SD_F32, .ldb = HD, .bkind = SD_GB_TRANS};
+            pack_b(&gk, Kp, 0, d, 0, Nk, NULL);
+            sd_gemm gv = {.K = Nk, .N = d, .b = v + b * Nk * HD + h * d, .b_dt = SD_F32, .ldb = HD,
+                          .bkind = SD_GB_ROWMAJOR};
+            pack_b(&gv, Vp, 0, Nk, 0, d, S); /* S: free here, 2 rows of up to 256 floats */
+            cached = bh;
+        }
+        int64_t q0 = qb * 32, nq = bmin(32, Nq - q0);
+        for (int64_t i = 0; i < 32; i++) {
+            const float *qr = q + (b * Nq + q0 + bmin(i, nq - 1)) * HD + h * d;
+            for (int64_t c = 0; c < d; c++)
+                Qs[i * d + c] = qr[c] * scale;
+            mrow[i] = -INFINITY;
+            lrow[i] = 0.0f;
+        }
+        sd_gemm gq = {.a = Qs, .a_dt = SD_F32, .lda = d};
+        pack_a(&gq, Qa, 0, 32, 0, d);
+        memset(O, 0, (size_t)(32 * dp) * sizeof(float));
+        int64_t kend = causal ? bmin(Nk, q0 + nq) : Nk;
+        for (int64_t kb0 = 0; kb0 < kend; kb0 += ABK) {
+            int64_t bk = bmin(ABK, kend - kb0), bkp = up32(bk);
+            for (int64_t j = 0; j < bkp; j += 32) {
+                int64_t t = (kb0 + j) / 16;
+                bk_ukr(Qa, Qa + nkbd * TILE, Kp + t * nkbd * TILE, Kp + (t + 1) * nkbd * TILE, nkbd, cb);
+                for (int64_t i = 0; i < 32; i++)
+                    memcpy(S + i * ABK + j, cb + i * 32, 32 * sizeof(float));
+            }
+            for (int64_t i = 0; i < 32; i++) {
+                float *srow = S + i * ABK;
+                int64_t lim = i >= nq ? 0 : causal ? bmax(0, bmin(bk, q0 + i + 1 - kb0)) : bk;
+                if (lim == 0) {
+                    memset(srow, 0, (size_t)bkp * sizeof(float));
+                    continue;
+                }
+                __m512 mx = _mm512_set1_ps(-INFINITY);
+                for (int64_t j = 0; j < lim; j += 16)
+                    mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), bm16(lim - j), srow + j));
+                float mnew = fmaxf(mrow[i], _mm512_reduce_max_ps(mx));
+                if (mnew != mrow[i]) {
+                    float alpha = expf(mrow[i] - mnew); /* 0 the first time */
+                    lrow[i] *= alpha;
+                    for (int64_t c = 0; c < dp; c += 16)
+                        _mm512_storeu_ps(O + i * dp + c, _mm512_mul_ps(_mm512_loadu_ps(O + i * dp + c), _mm512_set1_ps(alpha)));
+                    mrow[i] = mnew;
+                }
+                __m512 sum = _mm512_setzero_ps(), mv = _mm512_set1_ps(mnew);
+                for (int64_t j = 0; j < bkp; j += 16) { /* zeros past lim */
+                    __m512 e = _mm512_maskz_mov_ps(bm16(lim - j), vexp(_mm512_sub_ps(_mm512_loadu_ps(srow + j), mv)));
+                    _mm512_storeu_ps(srow + j, e);
+                    sum = _mm512_add_ps(sum, e);
+                }
+                lrow[i] += _mm512_reduce_add_ps(sum);
+            }
+            sd_gemm gp = {.a = S, .a_dt = SD_F32, .lda = ABK};
+            pack_a(&gp, Pa, 0, 32, 0, bk);
+            int64_t nkbp = bkp / 32;
+            for (int64_t c0 = 0; c0 < dp; c0 += 32) {
+                int64_t t = c0 / 16;
+                const uint16_t *b0 = Vp + (t * nkbv + kb0 / 32) * TILE, *b1 = Vp + ((t + 1) * nkbv + kb0 / 32) * TILE;
+                bk_ukr(Pa, Pa + nkbp * TILE, b0, b1, nkbp, cb);
+                for (int64_t i = 0; i < 32; i++)
+                    for (int64_t c = 0; c < 32; c += 16)
+                        _mm512_storeu_ps(O + i * dp + c0 + c,
+                                         _mm512_add_ps(_mm512_loadu_ps(O + i * dp + c0 + c), _mm512_loadu_ps(cb + i * 32 + c)));
+            }
+        }
+        for (int64_t i = 0; i < nq; i++) {
+            float inv = lrow[i] > 0.0f ? 1.0f / lrow[i] : 0.0f;
+            float *yr = y + (b * Nq + q0 + i) * HD + h * d;
+            for (int64_t c = 0; c < d; c++)
+                yr[c] = O[i * dp + c] * inv;
+        }
+    }
+    bk_end();
+}
+
+static void BK_FN(attention)(float *y, const float *q, const float *k, const float *v, int64_t B, int64_t Nq,
+                             int64_t Nk, int heads, int64_t d, float scale, bool causal, float *ws, int nthreads)
+{
+    int64_t tasks = B * heads * ((Nq + 31) / 32);
+    int nt = nthreads > 1 && tasks > 1 ? (int)bmin(nthreads, tasks) : 1;
+    if (nt == 1) {
+        BK_FN(attn_thread)(y, q, k, v, B, Nq, Nk, heads, d, scale, causal, ws, 0, 1);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    BK_FN(attn_thread)(y, q, k, v, B, Nq, Nk, heads, d, scale, causal, ws, omp_get_thread_num(), omp_get_num_threads());
+}
+
 static const sd_cpu_bf16_kern bk_table = {
     .name = BK_NAME,
     .gemm_ws = BK_FN(gemm_ws),
     .gemm = BK_FN(gemm),
+    .attn_ws = BK_FN(attn_ws),
+    .attention = BK_FN(attention),
 };
 
 const sd_cpu_bf16_kern *BK_GETTER(void) { return &bk_table; }
