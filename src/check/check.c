@@ -74,6 +74,7 @@ void sd_check_set_f16_rel(double rel) { g_f16_rel = rel > 0 ? rel : 1e-2; }
 static double g_bf16_rel = 5e-2;
 
 void sd_check_set_bf16_rel(double rel) { g_bf16_rel = rel > 0 ? rel : 5e-2; }
+double sd_check_bf16_rel(void) { return g_bf16_rel; }
 
 static int g_cuda_device;
 
