@@ -21,6 +21,8 @@
  *   bench_cpu --part taesd --taesd DIR ...      bench_cpu --part clip --model DIR ...
  *   bench_cpu --part txt2img --model DIR --taesd DIR ...
  * --f16 keeps the F16 weights as F16 in memory (converted while packing each GEMM).
+ * --precision bf16 (or auto: bf16 where the CPU has AMX / AVX512-BF16) keeps weights in BF16 and runs the
+ * linears, convolutions and attention through the bf16 kernels; "isa" then names both kernel sets.
  * The CPU kernel set follows SD_CPU_ISA (avx512, avx2, blas; default: the best). */
 #include "backend/cpu/cpu_kern.h"
 #include "backend/ops.h"
@@ -112,6 +114,7 @@ typedef struct {
     const char *part, *model, *taesd, *json;
     int size, reps, threads, batch;
     bool f16, cuda;
+    sd_precision precision; /* --precision fp32|bf16|auto */
 } opts;
 
 /* the part's forward, for both the planning and the real context */
@@ -156,6 +159,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: bench_cpu --part unet|taesd|taesd-encode|clip|txt2img|sgemm [--model DIR] [--taesd DIR] "
                     "[--size N] [--reps N] [--threads N] [--f16] [--backend cpu|cuda] [--batch N]\n"
+                    "                 [--precision fp32|bf16|auto]\n"
                     "  --backend cuda: the CUDA backend (fp16; unet/taesd/taesd-encode/clip/txt2img)\n"
                     "  --batch N: batch rows for unet / taesd / taesd-encode (1..64, default 1)\n");
     return 2;
@@ -182,7 +186,11 @@ int main(int argc, char **argv)
             o.reps = atoi(v), i++;
         else if (!strcmp(a, "--threads"))
             o.threads = atoi(v), i++;
-        else if (!strcmp(a, "--batch"))
+        else if (!strcmp(a, "--precision")) {
+            if (!sd_precision_from_name(v, &o.precision) || o.precision == SD_PRECISION_INT8)
+                return usage();
+            i++;
+        } else if (!strcmp(a, "--batch"))
             o.batch = atoi(v), i++;
         else if (!strcmp(a, "--backend") && (!strcmp(v, "cpu") || !strcmp(v, "cuda")))
             o.cuda = !strcmp(v, "cuda"), i++;
@@ -243,6 +251,7 @@ int main(int argc, char **argv)
         mp.n_threads = o.threads;
         mp.taesd = o.taesd;
         mp.keep_f16 = o.f16;
+        mp.precision = o.precision;
         mp.backend = o.cuda ? SD_BACKEND_CUDA : SD_BACKEND_CPU;
         sd_model *m = NULL;
         s = sd_model_load(o.model, &mp, &m);
@@ -253,7 +262,7 @@ int main(int argc, char **argv)
         sd_model_info info;
         sd_model_get_info(m, &info);
         weights_mib = info.weight_bytes / 1048576.0;
-        isa = o.cuda ? "cuda" : sd_backend_cpu_isa(m->be);
+        isa = o.cuda ? "cuda" : m->be->bf16 && sd_backend_cpu_bf16_isa(m->be) ? sd_backend_cpu_bf16_isa(m->be) : sd_backend_cpu_isa(m->be);
         sd_gen_params gp;
         sd_gen_default_params(&gp);
         gp.prompt = "a photograph of an astronaut riding a horse on the moon, highly detailed";
@@ -278,8 +287,11 @@ int main(int argc, char **argv)
         sd_weights w;
         bool have_w = false;
         s = o.cuda ? sd_backend_cuda_create(0, &ps.be) : sd_backend_cpu_create(o.threads, &ps.be);
+        if (s == SD_OK && !o.cuda &&
+            (o.precision == SD_PRECISION_BF16 || (o.precision == SD_PRECISION_AUTO && sd_backend_cpu_bf16_isa(ps.be))))
+            sd_backend_cpu_set_bf16(ps.be, true);
         if (s == SD_OK) {
-            isa = o.cuda ? "cuda" : sd_backend_cpu_isa(ps.be);
+            isa = o.cuda ? "cuda" : ps.be->bf16 && sd_backend_cpu_bf16_isa(ps.be) ? sd_backend_cpu_bf16_isa(ps.be) : sd_backend_cpu_isa(ps.be);
             if (!strcmp(o.part, "unet") && o.model) {
                 char dir[4096], cfgp[4200], wp[4200];
                 snprintf(dir, sizeof dir, "%s/unet", o.model);
@@ -288,7 +300,8 @@ int main(int argc, char **argv)
                 sd_unet_config cfg;
                 s = sd_unet_config_load(cfgp, &cfg);
                 if (s == SD_OK) {
-                    sd_weights_init(&w, ps.be, "unet", o.f16 || o.cuda ? SD_F16 : SD_F32);
+                    sd_weights_init(&w, ps.be, "unet",
+                                    ps.be->bf16 ? SD_BF16 : o.f16 || o.cuda ? SD_F16 : SD_F32);
                     have_w = true;
                     s = sd_weights_add_file(&w, wp, NULL, false);
                 }

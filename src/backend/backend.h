@@ -121,6 +121,14 @@ typedef struct sd_backend_ops {
 struct sd_backend {
     const sd_backend_ops *ops;
     bool host_memory;   /* device memory is ordinary host memory (CPU): weights may be zero-copy views */
+    /* Precision bf16 (CPU, sd_backend_cpu_set_bf16): the one weight-preparation rule is that model weights
+     * are converted once at load into BF16 in their own row-major layout (sd_model_weight_dtype), which
+     * halves their memory (the F32 file pages are released after conversion) and is the layout the bf16
+     * kernels read: a conv weight [O, C*kh*kw] is the GEMM's A operand (copied into 16x32 AMX tiles per
+     * block), a linear weight [N, K] is B^T (its rows give the VNNI pairs directly). Linears,
+     * convolutions and attention then round activations to bf16 as they pack them and sum in fp32;
+     * norms, softmax and elementwise ops stay fp32 on F32 activations. */
+    bool bf16;
     sd_dtype act_dtype;
     int n_threads;
     void *impl;

@@ -68,6 +68,14 @@ static double g_f16_rel = 1e-2;
 
 void sd_check_set_f16_rel(double rel) { g_f16_rel = rel > 0 ? rel : 1e-2; }
 
+/* precision bf16 (CPU): bf16 inputs to every GEMM and attention product (8-bit significands, unit
+ * roundoff 2^-9) through whole models; the bound relative to the output's largest magnitude, measured on
+ * the fixture cases (BENCHMARKS.md, "bf16 on AMX") with a margin */
+static double g_bf16_rel = 5e-2;
+
+void sd_check_set_bf16_rel(double rel) { g_bf16_rel = rel > 0 ? rel : 5e-2; }
+double sd_check_bf16_rel(void) { return g_bf16_rel; }
+
 static int g_cuda_device;
 
 void sd_check_set_cuda_device(int device) { g_cuda_device = device; }
@@ -79,6 +87,7 @@ void sd_case_model_params(const sd_case *c, sd_model_params *mp)
     mp->backend = cuda ? SD_BACKEND_CUDA : SD_BACKEND_CPU;
     mp->cuda_device = g_cuda_device;
     mp->n_threads = c->be && !cuda ? c->be->n_threads : 0;
+    mp->precision = c->be && c->be->bf16 ? SD_PRECISION_BF16 : SD_PRECISION_FP32;
 }
 
 void sd_case_compare(sd_case *c, const char *name, const float *got, size_t n)
@@ -109,6 +118,8 @@ void sd_case_compare(sd_case *c, const char *name, const float *got, size_t n)
         tol = 1e-4 * fmax(1.0, max_ref);
     if (c->be && c->be->act_dtype == SD_F16) /* fp16 activations: the fp16 bound */
         tol = fmax(tol, g_f16_rel * fmax(1.0, max_ref));
+    if (c->be && c->be->bf16) /* precision bf16: the bf16 bound */
+        tol = fmax(tol, g_bf16_rel * fmax(1.0, max_ref));
     bool pass = !nan && max_abs <= tol;
     double ratio = max_abs / (tol > 0 ? tol : 1e-30);
     if (ratio > c->worst_ratio)

@@ -134,10 +134,11 @@ sd_status sd_check_stream(sd_case *c)
             sd_case_compare(c, "prompt_embeds", buf, emb_n);
         } else { /* the reference repeats the cond row: compare our single row against each */
             size_t row = emb_n;
+            double rt = c->be && c->be->bf16 ? sd_check_bf16_rel() : 1e-4; /* precision bf16: its bound */
             for (size_t r = 0; row && r * row < pe->numel; r++) {
                 bool ok = true;
                 for (size_t i = 0; i < row && ok; i++)
-                    ok = fabs(sd_st_get(pe, r * row + i) - buf[i]) <= 1e-4 * (1 + fabs(buf[i]));
+                    ok = fabs(sd_st_get(pe, r * row + i) - buf[i]) <= rt * (1 + fabs(buf[i]));
                 if (!ok) {
                     sd_case_fail(c, "prompt_embeds row differs");
                     break;

@@ -1,6 +1,7 @@
 /* `streamdiff check CASE_DIR...`: the conformance runner. */
 #include "check/check.h"
 #include "cli/cli.h"
+#include "backend/cpu/cpu_kern.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -28,7 +29,9 @@ static void usage(FILE *f)
             "  --pending F   cases of features not built yet, one case folder name per line (then a\n"
             "                reason), e.g. tests/data/fixtures_pending.txt: such a case that fails is\n"
             "                reported PENDING and does not fail the run; one that passes fails the run\n"
-            "                until it is removed from F (default: $SD_CHECK_PENDING, else none)\n\n"
+            "                until it is removed from F (default: $SD_CHECK_PENDING, else none)\n"
+            "  --precision P fp32 (default) or bf16 (CPU: bf16 GEMMs and attention; tolerances widened to\n"
+            "                5e-2 of each output's largest magnitude) or auto\n\n"
             "examples: streamdiff check ../shared/fixtures/cases/unet_sd15\n"
             "          streamdiff check --backend cuda tests/data/cases\n");
 }
@@ -41,6 +44,7 @@ int cli_check(int argc, char **argv)
     const char *root = NULL;
     int threads = 0, n_dirs = 0, device = 0;
     bool cuda = false;
+    sd_precision precision = SD_PRECISION_FP32;
     char **dirs = calloc((size_t)argc + 1, sizeof *dirs);
     if (!dirs)
         return 1;
@@ -73,6 +77,12 @@ int cli_check(int argc, char **argv)
             }
             device = (int)v;
             sd_check_set_cuda_device(device);
+        } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+            if (!sd_precision_from_name(argv[++i], &precision) || precision == SD_PRECISION_INT8) {
+                fprintf(stderr, "streamdiff check: --precision must be fp32, bf16 or auto, not '%s'\n", argv[i]);
+                free(dirs);
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--fp16-rel") && i + 1 < argc) {
             char *end;
             double v = strtod(argv[++i], &end);
@@ -108,6 +118,16 @@ int cli_check(int argc, char **argv)
         fprintf(stderr, "streamdiff check: %s\n", sd_last_error());
         free(dirs);
         return 1;
+    }
+    if (!cuda && (precision == SD_PRECISION_BF16 || (precision == SD_PRECISION_AUTO && sd_backend_cpu_bf16_isa(be)))) {
+        sd_backend_cpu_set_bf16(be, true);
+        printf("precision bf16 (%s kernels), tolerance: the bf16 bound\n",
+               sd_backend_cpu_bf16_isa(be) ? sd_backend_cpu_bf16_isa(be) : "no bf16 kernels on this CPU: fp32");
+    } else if (cuda && precision == SD_PRECISION_BF16) {
+        fprintf(stderr, "streamdiff check: --precision bf16 is for the CPU backend (CUDA computes in fp16)\n");
+        sd_backend_destroy(be);
+        free(dirs);
+        return 2;
     }
     int cases = 0, failed_cases = 0, pending_cases = 0, outputs = 0, failed_outputs = 0;
     for (int d = 0; d < n_dirs; d++) {

@@ -34,7 +34,7 @@
 typedef enum {
     O_MODEL, O_PROMPT, O_NEG, O_WIDTH, O_HEIGHT, O_STEPS, O_CFG, O_SAMPLER, O_SCHEDULE, O_SEED,
     O_BATCH_COUNT, O_BATCH_SIZE, O_STRENGTH, O_INIT, O_OUTPUT, O_TAESD, O_THREADS, O_CLIP_SKIP,
-    O_RNG, O_BACKEND, O_ETA, O_KEEP_F16, O_CONFIG_DIR, O_PRED, O_CHECK_FINITE, O_LORA, O_LORA_ALLOW, O_VERBOSE, O_HELP
+    O_RNG, O_BACKEND, O_ETA, O_KEEP_F16, O_PRECISION, O_CONFIG_DIR, O_PRED, O_CHECK_FINITE, O_LORA, O_LORA_ALLOW, O_VERBOSE, O_HELP
 } opt_id;
 
 typedef struct {
@@ -66,6 +66,7 @@ static const opt_def k_opts[] = {
     {NULL, "--backend", true, false, O_BACKEND},
     {NULL, "--eta", true, false, O_ETA},
     {NULL, "--keep-f16", false, false, O_KEEP_F16},
+    {NULL, "--precision", true, false, O_PRECISION},
     {NULL, "--config-dir", true, false, O_CONFIG_DIR},
     {NULL, "--check-finite", false, false, O_CHECK_FINITE},
     {NULL, "--prediction-type", true, false, O_PRED},
@@ -88,6 +89,7 @@ typedef struct {
     sd_rng_type rng;
     sd_backend_kind backend;
     bool keep_f16, verbose;
+    sd_precision precision;
     bool steps_set;
     sd_lora_spec loras[GEN_MAX_LORAS];
     int n_loras;
@@ -167,6 +169,8 @@ static void usage(FILE *f, const gen_opts *o)
             "      --taesd DIR|ID        a TAESD (AutoencoderTiny) folder or HF id: fast, lower-quality\n"
             "                            VAE encode/decode (default: the full VAE)\n"
             "      --keep-f16            keep F16 weights as F16 in memory (half the RAM, CPU converts per op)\n"
+            "      --precision P         CPU compute: fp32 (default), bf16 (AMX / AVX512-BF16; else bf16 weights,\n"
+            "                            fp32 compute) or auto (bf16 where the CPU has bf16 kernels)\n"
             "      --config-dir DIR      for a single-file checkpoint: a diffusers folder (or HF id) of the same\n"
             "                            architecture whose configs and tokenizer to use\n"
             "      --prediction-type T   epsilon or v_prediction (SD2 single files cannot tell; sd-turbo is epsilon)\n"
@@ -550,6 +554,10 @@ static int parse_args(int argc, char **argv, gen_opts *o)
                 rc = bad_value(o, flag, v, "a number from 0 to 1 (DDIM eta / TCD gamma)");
             break;
         case O_KEEP_F16: o->keep_f16 = true; break;
+        case O_PRECISION:
+            if (!sd_precision_from_name(v, &o->precision))
+                rc = bad_value(o, flag, v, "fp32, bf16, int8 or auto");
+            break;
         case O_CONFIG_DIR: o->config_dir = v; break;
         case O_CHECK_FINITE: o->check_finite = true; break;
         case O_PRED:
@@ -795,6 +803,7 @@ static int run_generate(gen_opts *o, bool img2img)
     mp.n_threads = o->threads;
     mp.taesd = o->taesd;
     mp.keep_f16 = o->keep_f16;
+    mp.precision = o->precision;
     mp.config_dir = o->config_dir;
     mp.prediction_type = o->prediction_type;
     mp.check_finite = o->check_finite;

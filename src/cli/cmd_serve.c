@@ -30,6 +30,8 @@ static void usage(FILE *f)
             "      --config-dir DIR       configs for a single-file checkpoint\n"
             "      --backend cpu|cuda     compute backend (default: cpu)\n"
             "  -t, --threads N            CPU threads, 0 = all cores (default: 0)\n"
+            "      --precision P          CPU compute: auto (default: bf16 where the CPU has AMX or\n"
+            "                             AVX512-BF16, else fp32), fp32 or bf16\n"
             "      --lora PATH[:SCALE]    fuse a LoRA / LoCon with strength SCALE (-%g..%g, default 1) at start;\n"
             "                             repeatable (up to %d), e.g. an LCM-LoRA plus a style LoRA. Clients can\n"
             "                             change the scales live (\"lora\" message, a slider each on the page);\n"
@@ -150,6 +152,7 @@ static int serve(int argc, char **argv, serve_loras *L)
     const char *model = NULL, *taesd = NULL, *config_dir = NULL, *prompt = NULL;
     int width = 0, height = 0, threads = 0;
     sd_backend_kind backend = SD_BACKEND_CPU;
+    sd_precision precision = SD_PRECISION_AUTO;
     bool force_tiny = false;
     srv_config def; /* stream defaults given on the command line (size applied after loading) */
     srv_config_default(&def, 0, 0);
@@ -208,6 +211,9 @@ static int serve(int argc, char **argv, serve_loras *L)
                 backend = SD_BACKEND_CUDA;
             else
                 BAD("--backend must be cpu or cuda, not '%s'", v);
+        } else if (!strcmp(a, "--precision")) {
+            if (!sd_precision_from_name(v, &precision))
+                BAD("--precision must be fp32, bf16, int8 or auto, not '%s'", v);
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             if (!parse_ll(v, 0, 1024, &n))
                 BAD("--threads must be 0..1024, not '%s'", v);
@@ -329,6 +335,7 @@ static int serve(int argc, char **argv, serve_loras *L)
     sd_model_params mp;
     sd_model_default_params(&mp);
     mp.backend = backend;
+    mp.precision = precision;
     mp.n_threads = threads;
     mp.taesd = taesd;
     mp.config_dir = config_dir;

@@ -31,6 +31,7 @@ typedef struct {
     sd_stream_params sp;
     int threads, frames;
     sd_backend_kind backend;
+    sd_precision precision;
     bool txt2img, live_set, live;
     double fps, stats_every;
     sd_lora_spec loras[CLI_MAX_LORAS]; /* --lora (paths malloc'd) */
@@ -179,6 +180,8 @@ static void usage(FILE *f)
             "\nperformance and output:\n"
             "      --backend cpu|cuda  compute backend (default: cpu)\n"
             "  -t, --threads N         CPU threads, 0 = all cores (default: 0)\n"
+            "      --precision P       CPU compute: auto (default: bf16 where the CPU has AMX or AVX512-BF16,\n"
+            "                          else fp32), fp32 or bf16\n"
             "      --stats-every S     print statistics every S seconds, 0 = only at the end (default: 2)\n"
             "  -h, --help              this help\n"
             "\nWhile it runs it prints frames in/out, skipped and dropped frames, output fps (EMA),\n"
@@ -262,7 +265,7 @@ static int parse_args(int argc, char **argv, stream_opts *o)
                                            "--prompt", "--prompt-file", "-n", "--negative-prompt", "--t-index",
                                            "--steps", "--cfg-type", "--guidance", "--delta", "-s", "--seed", "-W",
                                            "--width", "-H", "--height", "--similarity", "--max-skip", "--frames",
-                                           "-t", "--threads", "--backend", "--fps", "--queue", "--rng",
+                                           "-t", "--threads", "--backend", "--precision", "--fps", "--queue", "--rng",
                                            "--stats-every", "--probe", "--lora"};
         bool known = false;
         for (size_t k = 0; k < SD_ARRAY_LEN(with_value) && !known; k++)
@@ -342,6 +345,9 @@ static int parse_args(int argc, char **argv, stream_opts *o)
         } else if (FLAG("-t", "--threads")) {
             if (!parse_int(v, 0, 1024, &o->threads))
                 return bad(name, v, "a number of threads from 0 (all cores) to 1024");
+        } else if (FLAG(NULL, "--precision")) {
+            if (!sd_precision_from_name(v, &o->precision))
+                return bad(name, v, "fp32, bf16, int8 or auto");
         } else if (FLAG(NULL, "--backend")) {
             if (!strcasecmp(v, "cpu"))
                 o->backend = SD_BACKEND_CPU;
@@ -719,7 +725,7 @@ static int cli_stream_run(stream_opts *po);
 
 int cli_stream(int argc, char **argv)
 {
-    stream_opts o = {.backend = SD_BACKEND_CPU, .stats_every = 2.0};
+    stream_opts o = {.backend = SD_BACKEND_CPU, .precision = SD_PRECISION_AUTO, .stats_every = 2.0};
     sd_stream_default_params(&o.sp);
     o.sp.n_t_index = 0;
     int rc = parse_args(argc, argv, &o);
@@ -767,6 +773,7 @@ static int cli_stream_run(stream_opts *po)
     sd_model_params mp;
     sd_model_default_params(&mp);
     mp.backend = o.backend;
+    mp.precision = o.precision;
     mp.n_threads = o.threads;
     mp.taesd = o.taesd;
     sd_model *m = NULL;

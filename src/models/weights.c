@@ -178,6 +178,20 @@ static sd_status upload_entry(sd_weights *w, const sd_wsrc *e, sd_dtype want_dt,
                 memcpy(&h, src + 2 * i, 2);
                 o[i] = sd_f16_to_f32(h);
             }
+        } else if (want_dt == SD_BF16 && (t->dtype == SD_F32 || t->dtype == SD_F16)) { /* precision bf16 */
+            uint16_t *o = host;
+#pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < numel; i++) {
+                float f;
+                if (t->dtype == SD_F32) {
+                    memcpy(&f, src + 4 * i, 4);
+                } else {
+                    uint16_t h;
+                    memcpy(&h, src + 2 * i, 2);
+                    f = sd_f16_to_f32(h);
+                }
+                o[i] = sd_f32_to_bf16(f);
+            }
         } else {
             sd_st_tensor view = *t;
             view.data = src;

@@ -5,6 +5,7 @@
 #include "models/checkpoint.h"
 #include "models/hfcache.h"
 #include "models/lora.h"
+#include "backend/cpu/cpu_kern.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,17 +21,66 @@ sd_dtype sd_model_weight_dtype(const sd_backend *be, const sd_model_params *p)
 {
     if (be->act_dtype == SD_F16)
         return SD_F16;
+    if (be->bf16) /* precision bf16: the weight layout of the bf16 kernels (backend.h) */
+        return SD_BF16;
     return p->keep_f16 ? SD_F16 : SD_F32;
+}
+
+bool sd_precision_from_name(const char *name, sd_precision *out)
+{
+    static const char *const names[] = {"fp32", "bf16", "int8", "auto"};
+    for (int i = 0; name && i < 4; i++)
+        if (!strcmp(name, names[i])) {
+            *out = (sd_precision)i;
+            return true;
+        }
+    return false;
+}
+
+const char *sd_precision_name(sd_precision p)
+{
+    static const char *const names[] = {"fp32", "bf16", "int8", "auto"};
+    return (unsigned)p < 4 ? names[p] : "?";
+}
+
+/* The precision on the backend: bf16 on the CPU (its bf16 kernels, or bf16 storage with fp32 compute
+ * where it has none), auto = bf16 where the CPU has bf16 kernels. */
+static sd_status apply_precision(const sd_model_params *p, sd_backend *be)
+{
+    bool cuda = p->backend == SD_BACKEND_CUDA;
+    switch (p->precision) {
+    case SD_PRECISION_FP32: return SD_OK;
+    case SD_PRECISION_AUTO:
+        if (!cuda && sd_backend_cpu_bf16_isa(be))
+            sd_backend_cpu_set_bf16(be, true);
+        return SD_OK;
+    case SD_PRECISION_BF16:
+        if (cuda)
+            return sd_fail(SD_ERR_UNSUPPORTED, "precision bf16 is for the CPU backend (CUDA computes in fp16): use "
+                                               "precision fp32 or auto with CUDA");
+        sd_backend_cpu_set_bf16(be, true);
+        return SD_OK;
+    case SD_PRECISION_INT8:
+        return sd_fail(SD_ERR_UNSUPPORTED, "precision int8 is not implemented yet: use fp32, bf16 or auto");
+    }
+    return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown precision %d (use fp32, bf16, int8 or auto)", (int)p->precision);
 }
 
 static sd_status create_backend(const sd_model_params *p, sd_backend **be)
 {
+    sd_status s;
     if (p->backend == SD_BACKEND_CUDA)
-        return sd_backend_cuda_create(p->cuda_device, be);
-    if (p->backend != SD_BACKEND_CPU)
+        s = sd_backend_cuda_create(p->cuda_device, be);
+    else if (p->backend != SD_BACKEND_CPU)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown backend %d (use SD_BACKEND_CPU or SD_BACKEND_CUDA)",
                        (int)p->backend);
-    return sd_backend_cpu_create(p->n_threads, be);
+    else
+        s = sd_backend_cpu_create(p->n_threads, be);
+    if (s == SD_OK && (s = apply_precision(p, *be)) != SD_OK) {
+        sd_backend_destroy(*be);
+        *be = NULL;
+    }
+    return s;
 }
 
 static sd_model *model_new(const sd_model_params *p, sd_status *s)

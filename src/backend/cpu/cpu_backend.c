@@ -21,12 +21,20 @@
 
 typedef struct cpu_impl {
     const sd_cpu_kern *k; /* NULL: the OpenBLAS/scalar path */
+    const sd_cpu_bf16_kern *bk; /* bf16 kernels of this CPU (NULL: none) */
+    bool bf16;                  /* precision bf16: GEMMs and attention through bk when there is one */
     pthread_mutex_t ws_lock;
     float *ws; /* GEMM workspace, k->gemm_ws floats; a concurrent caller gets its own */
     size_t ws_floats;
 } cpu_impl;
 
 static const sd_cpu_kern *kern(const sd_backend *be) { return ((const cpu_impl *)be->impl)->k; }
+/* the bf16 kernels when precision bf16 is on and the CPU has some, else NULL */
+static const sd_cpu_bf16_kern *bf16k(const sd_backend *be)
+{
+    const cpu_impl *im = be->impl;
+    return im->bf16 ? im->bk : NULL;
+}
 
 #define F(t) ((float *)(t)->data)
 #define CF(t) ((const float *)(t)->data)
@@ -115,19 +123,21 @@ static bool cpu_accepts(sd_backend *be, sd_dtype t)
 static void run_gemm(sd_backend *be, const sd_gemm *g)
 {
     cpu_impl *im = be->impl;
+    /* precision bf16: the bf16 kernels round A and B to bf16 as they pack them */
+    void (*gemm)(const sd_gemm *, float *, int) = bf16k(be) ? im->bk->gemm : im->k->gemm;
     if (pthread_mutex_trylock(&im->ws_lock) == 0) {
-        im->k->gemm(g, im->ws, nthreads(be));
+        gemm(g, im->ws, nthreads(be));
         pthread_mutex_unlock(&im->ws_lock);
         return;
     }
     float *ws = sd_aligned_alloc(im->ws_floats * sizeof(float));
     if (ws) {
-        im->k->gemm(g, ws, nthreads(be));
+        gemm(g, ws, nthreads(be));
         sd_aligned_free(ws);
         return;
     }
     pthread_mutex_lock(&im->ws_lock); /* out of memory: wait for the shared one */
-    im->k->gemm(g, im->ws, nthreads(be));
+    gemm(g, im->ws, nthreads(be));
     pthread_mutex_unlock(&im->ws_lock);
 }
 
@@ -428,6 +438,8 @@ static void cpu_softmax(sd_backend *be, sd_tensor *y, const sd_tensor *x, float 
 static size_t cpu_attention_scratch(sd_backend *be, const sd_tensor *q, const sd_tensor *k, int heads)
 {
     int64_t d = q->ne[2] / heads;
+    if (bf16k(be) && bf16k(be)->attention && d <= 256)
+        return bf16k(be)->attn_ws(q->ne[1], k->ne[1], d, nthreads(be)) * sizeof(float);
     if (kern(be))
         return kern(be)->attn_ws(q->ne[1], k->ne[1], d, nthreads(be)) * sizeof(float);
     return (size_t)nthreads(be) * (size_t)(ATT_TILE * k->ne[1] + 3 * ATT_TILE * d + 2 * k->ne[1] * d) * sizeof(float);
@@ -437,6 +449,10 @@ static void cpu_attention(sd_backend *be, sd_tensor *y, const sd_tensor *q, cons
                           int heads, float scale, bool causal, void *scratch)
 {
     int64_t B = q->ne[0], Nq = q->ne[1], Nk = k->ne[1], HD = q->ne[2], d = HD / heads;
+    if (bf16k(be) && bf16k(be)->attention && d <= 256) { /* larger heads: the fp32 kernel */
+        bf16k(be)->attention(F(y), CF(q), CF(k), CF(v), B, Nq, Nk, heads, d, scale, causal, scratch, nthreads(be));
+        return;
+    }
     if (kern(be)) {
         kern(be)->attention(F(y), CF(q), CF(k), CF(v), B, Nq, Nk, heads, d, scale, causal, scratch, nthreads(be));
         return;
@@ -790,46 +806,108 @@ static const sd_backend_ops k_cpu_ops = {
     .destroy = cpu_destroy,
 };
 
-static const sd_cpu_kern *kern_by_name(const char *isa, bool *known)
+/* ---------------------------------------------------------------- kernel levels
+ * amx > avx512bf16 > avx512 > avx2 > blas: each level is the fp32 kernel set plus, for the top two, a
+ * bf16 kernel set. SD_CPU_ISA (or the isa argument) picks a level the CPU has. */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static uint64_t xcr0(void)
 {
-    *known = true;
-    if (!strcmp(isa, "avx512"))
-        return sd_cpu_kern_avx512();
-    if (!strcmp(isa, "avx2"))
-        return sd_cpu_kern_avx2();
-    *known = !strcmp(isa, "blas");
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0)); /* only called when CPUID.OSXSAVE is set */
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static bool cpu_has_avx512bf16(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(1, 0, &a, &b, &c, &d) || !(c & (1u << 27))) /* OSXSAVE */
+        return false;
+    if ((xcr0() & 0xE6) != 0xE6) /* SSE, AVX, opmask and ZMM state enabled by the OS */
+        return false;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5))) /* AVX512_BF16 */
+        return false;
+    return sd_cpu_kern_avx512() != NULL;
+}
+
+static bool cpu_has_amx_bf16(void)
+{
+    unsigned a, b, c, d;
+    if (!cpu_has_avx512bf16() || !__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return false;
+    if (!(d & (1u << 24)) || !(d & (1u << 22))) /* AMX-TILE, AMX-BF16 */
+        return false;
+    if ((xcr0() & 0x60000) != 0x60000) /* XTILECFG + XTILEDATA enabled by the OS */
+        return false;
+    /* Linux: the tile data state is off until the process asks (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA);
+     * asking again is harmless */
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+}
+#else
+static bool cpu_has_avx512bf16(void) { return false; }
+static bool cpu_has_amx_bf16(void) { return false; }
+#endif
+
+const sd_cpu_bf16_kern *sd_cpu_bf16_kern_select(const char *level)
+{
+    if (!strcmp(level, "amx"))
+        return sd_cpu_bf16_kern_amx() && cpu_has_amx_bf16() ? sd_cpu_bf16_kern_amx() : NULL;
+    if (!strcmp(level, "avx512bf16"))
+        return sd_cpu_bf16_kern_avx512bf16() && cpu_has_avx512bf16() ? sd_cpu_bf16_kern_avx512bf16() : NULL;
     return NULL;
+}
+
+static const char *const k_levels[] = {"blas", "avx2", "avx512", "avx512bf16", "amx"};
+enum { N_LEVELS = 5 };
+
+static int level_index(const char *isa)
+{
+    for (int i = 0; i < N_LEVELS; i++)
+        if (!strcmp(isa, k_levels[i]))
+            return i;
+    return -1;
+}
+
+/* the kernels of level i when this CPU has them (false: it lacks that level) */
+static bool level_kernels(int i, const sd_cpu_kern **k, const sd_cpu_bf16_kern **bk)
+{
+    *k = i >= 2 ? sd_cpu_kern_avx512() : i == 1 ? sd_cpu_kern_avx2() : NULL;
+    *bk = i >= 3 ? sd_cpu_bf16_kern_select(k_levels[i]) : NULL;
+    return i == 0 || (*k && (i < 3 || *bk));
 }
 
 sd_status sd_backend_cpu_create_isa(int n_threads, const char *isa, sd_backend **out)
 {
     *out = NULL;
     const sd_cpu_kern *k = NULL;
+    const sd_cpu_bf16_kern *bk = NULL;
     if (isa && strcmp(isa, "auto")) {
-        bool known;
-        k = kern_by_name(isa, &known);
-        if (!known)
-            return sd_fail(SD_ERR_INVALID_ARGUMENT, "cpu backend: unknown kernel set '%s' (use avx512, avx2 or blas)",
-                           isa);
-        if (!k && strcmp(isa, "blas"))
+        int li = level_index(isa);
+        if (li < 0)
+            return sd_fail(SD_ERR_INVALID_ARGUMENT,
+                           "cpu backend: unknown kernel set '%s' (use amx, avx512bf16, avx512, avx2 or blas)", isa);
+        if (!level_kernels(li, &k, &bk))
             return sd_fail(SD_ERR_UNSUPPORTED, "cpu backend: this CPU does not support the %s kernels", isa);
     } else {
-        k = sd_cpu_kern_avx512();
-        if (!k)
-            k = sd_cpu_kern_avx2();
+        int best = N_LEVELS - 1;
+        while (best > 0 && !level_kernels(best, &k, &bk))
+            best--;
         /* SD_CPU_ISA may lower the choice (benchmarks, tests); it never raises it past the CPU */
         const char *env = getenv("SD_CPU_ISA");
         if (env && *env && strcmp(env, "auto")) {
-            bool known;
-            const sd_cpu_kern *e = kern_by_name(env, &known);
-            if (!known)
-                fprintf(stderr, "streamdiff: warning: SD_CPU_ISA=%s is not avx512, avx2, blas or auto; ignored\n",
-                        env);
-            else if (!e && !strcmp(env, "blas"))
-                k = NULL;
-            else if (e && !(k && k->vl < e->vl))
-                k = e;
+            int e = level_index(env);
+            if (e < 0)
+                fprintf(stderr, "streamdiff: warning: SD_CPU_ISA=%s is not amx, avx512bf16, avx512, avx2, blas or "
+                                "auto; ignored\n", env);
+            else if (e < best)
+                for (best = e; best > 0 && !level_kernels(best, &k, &bk);)
+                    best--;
         }
+        level_kernels(best, &k, &bk);
     }
     sd_backend *be = sd_calloc(1, sizeof *be);
     cpu_impl *im = sd_calloc(1, sizeof *im);
@@ -845,8 +923,11 @@ sd_status sd_backend_cpu_create_isa(int n_threads, const char *isa, sd_backend *
     be->impl = im;
     pthread_mutex_init(&im->ws_lock, NULL);
     im->k = k;
+    im->bk = bk;
     if (k) {
         im->ws_floats = k->gemm_ws(be->n_threads);
+        if (bk && bk->gemm_ws(be->n_threads) > im->ws_floats)
+            im->ws_floats = bk->gemm_ws(be->n_threads);
         im->ws = sd_aligned_alloc(im->ws_floats * sizeof(float));
         if (!im->ws) {
             cpu_destroy(be);
@@ -864,4 +945,18 @@ const char *sd_backend_cpu_isa(const sd_backend *be)
 {
     const sd_cpu_kern *k = be && be->ops == &k_cpu_ops ? kern(be) : NULL;
     return k ? k->name : "blas";
+}
+
+const char *sd_backend_cpu_bf16_isa(const sd_backend *be)
+{
+    const cpu_impl *im = be && be->ops == &k_cpu_ops ? be->impl : NULL;
+    return im && im->bk ? im->bk->name : NULL;
+}
+
+void sd_backend_cpu_set_bf16(sd_backend *be, bool on)
+{
+    if (be && be->ops == &k_cpu_ops) {
+        ((cpu_impl *)be->impl)->bf16 = on;
+        be->bf16 = on;
+    }
 }

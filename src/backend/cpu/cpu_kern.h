@@ -68,16 +68,43 @@ typedef struct sd_cpu_kern {
                      const float *b);
 } sd_cpu_kern;
 
+/* bf16 compute (precision bf16): the same sd_gemm problems with A and B rounded to bf16 as they are
+ * packed and fp32 sums (cpu_kern_bf16_impl.h), and attention with QK^T and PV in bf16 and the online
+ * softmax in fp32. One table per instruction set: "amx" (AMX-BF16 tiles) and "avx512bf16" (VDPBF16PS). */
+typedef struct sd_cpu_bf16_kern {
+    const char *name;
+    size_t (*gemm_ws)(int nthreads); /* floats of workspace gemm() needs */
+    void (*gemm)(const sd_gemm *g, float *ws, int nthreads);
+    size_t (*attn_ws)(int64_t Nq, int64_t Nk, int64_t d, int nthreads); /* floats; NULL: no bf16 attention */
+    void (*attention)(float *y, const float *q, const float *k, const float *v, int64_t B, int64_t Nq, int64_t Nk,
+                      int heads, int64_t d, float scale, bool causal, float *ws, int nthreads);
+} sd_cpu_bf16_kern;
+
+/* The tables, unchecked: only sd_cpu_bf16_kern_select may hand them out (NULL when not compiled in). */
+const sd_cpu_bf16_kern *sd_cpu_bf16_kern_amx(void);
+const sd_cpu_bf16_kern *sd_cpu_bf16_kern_avx512bf16(void);
+/* The bf16 kernels for level "amx" or "avx512bf16" when this CPU and OS can run them (for AMX: CPUID
+ * AMX-TILE + AMX-BF16 + AVX512-BF16, XCR0 tile state, and Linux's per-process tile permission, which
+ * this requests), else NULL. Any other name gives NULL. Plain x86-64 code: safe on every CPU. */
+const sd_cpu_bf16_kern *sd_cpu_bf16_kern_select(const char *level);
+
 /* NULL when the CPU lacks the instruction set (avx512: F, BW, VL, DQ; avx2: AVX2, FMA, F16C). */
 const sd_cpu_kern *sd_cpu_kern_avx512(void);
 const sd_cpu_kern *sd_cpu_kern_avx2(void);
 
-/* A CPU backend that uses the named kernel set: "avx512", "avx2" or "blas" (OpenBLAS + scalar loops),
- * or NULL/"auto" for the best this CPU supports (the environment variable SD_CPU_ISA, when set,
- * can lower that choice; tests and benchmarks use it to compare). Fails with
- * SD_ERR_UNSUPPORTED if the CPU lacks the named set. */
+/* A CPU backend that uses the named level: "amx", "avx512bf16" (the AVX-512 fp32 kernels plus that
+ * bf16 kernel set), "avx512", "avx2" or "blas" (OpenBLAS + scalar loops), or NULL/"auto" for the best
+ * this CPU supports (the environment variable SD_CPU_ISA, when set, can lower that choice; tests and
+ * benchmarks use it to compare). Fails with SD_ERR_UNSUPPORTED if the CPU lacks the named level.
+ * The bf16 kernels are only used after sd_backend_cpu_set_bf16(be, true). */
 sd_status sd_backend_cpu_create_isa(int n_threads, const char *isa, sd_backend **out);
-/* The kernel set a CPU backend uses ("avx512", "avx2" or "blas"). */
+/* The fp32 kernel set a CPU backend uses ("avx512", "avx2" or "blas"). */
 const char *sd_backend_cpu_isa(const sd_backend *be);
+/* The bf16 kernel set it has ("amx", "avx512bf16"), NULL when none (bf16 then means bf16 weight
+ * storage with fp32 compute). */
+const char *sd_backend_cpu_bf16_isa(const sd_backend *be);
+/* precision bf16 on (linears, convolutions and attention through the bf16 kernels when there are
+ * some) or off (fp32: exactly the fp32 kernels). Not thread-safe against running ops. */
+void sd_backend_cpu_set_bf16(sd_backend *be, bool on);
 
 #endif

@@ -1,0 +1,67 @@
+/* bf16 kernels on Intel AMX tiles (TDPBF16PS): cpu_kern_bf16_impl.h with a 2x2-tile micro-kernel.
+ * This file alone is compiled with -mamx-tile -mamx-bf16 -mavx512* (CMakeLists.txt); nothing here
+ * runs unless sd_cpu_bf16_kern_select() (cpu_backend.c, plain x86-64 code) found AMX-BF16 in CPUID,
+ * the OS enabled the tile state (XCR0) and Linux granted this process the tile data
+ * (arch_prctl ARCH_REQ_XCOMP_PERM). */
+#include "backend/cpu/cpu_kern.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#define BK_NAME "amx"
+#define BK_FN(n) kamx_##n
+#define BK_GETTER sd_cpu_bf16_kern_amx
+
+/* palette 1: tmm0-3 C (16 x 16 fp32), tmm4-5 A (16 x 32 bf16), tmm6-7 B (16 pair rows x 16 columns) */
+typedef struct __attribute__((packed, aligned(64))) {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg;
+
+static void bk_begin(void)
+{
+    tilecfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        c.colsb[t] = 64;
+        c.rows[t] = 16;
+    }
+    _tile_loadconfig(&c);
+}
+
+static void bk_end(void) { _tile_release(); }
+
+static void bk_ukr(const uint16_t *A, const uint16_t *A1, const uint16_t *B, const uint16_t *B1, int64_t nkb,
+                   float *c)
+{
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t kb = 0; kb < nkb; kb++) {
+        _tile_loadd(4, A + kb * 512, 64);
+        _tile_loadd(6, B + kb * 512, 64);
+        _tile_loadd(5, A1 + kb * 512, 64);
+        _tile_loadd(7, B1 + kb * 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, c, 128);
+    _tile_stored(1, c + 16, 128);
+    _tile_stored(2, c + 16 * 32, 128);
+    _tile_stored(3, c + 16 * 32 + 16, 128);
+}
+
+#include "backend/cpu/cpu_kern_bf16_impl.h"
+
+#else
+
+const sd_cpu_bf16_kern *sd_cpu_bf16_kern_amx(void) { return NULL; }
+
+#endif

@@ -1,0 +1,424 @@
+/* The bf16 GEMM (and attention) of the CPU backend, written once and compiled per instruction set:
+ * cpu_kern_amx.c (AMX tiles: TDPBF16PS) and cpu_kern_avx512bf16.c (VDPBF16PS). The including file
+ * defines, inside its target flags: BK_NAME, BK_FN(name), BK_GETTER, and the micro-kernel
+ *   static void bk_ukr(const uint16_t *A0, const uint16_t *A1, const uint16_t *B0, const uint16_t *B1,
+ *                      int64_t nkb, float *c)
+ * which computes the 32x32 block c[32][32] = A B from two A tile rows (rows 0-15 at A0, 16-31 at A1)
+ * and two B tile columns (columns 0-15 at B0, 16-31 at B1), each nkb consecutive tiles (depth blocks
+ * of 32), plus
+ *   static void bk_begin(void) / bk_end(void)  (per thread: AMX tile configuration and release).
+ *
+ * Packed layouts (both exactly the AMX tile layouts, 1 KiB per tile):
+ *   A tile (16 rows x 32 depth):      a[r*32 + k]            = A[m0 + r][k0 + k]
+ *   B tile (32 depth x 16 columns):   b[(k/2)*32 + n*2 + k%2] = B[k0 + k][n0 + n]   (VNNI pairs)
+ * Rows, columns and depth beyond the matrix are zero, so the micro-kernel never sees a tail: odd K,
+ * M and N that are not multiples of 16 or 32 are handled by the packing and by the write-back.
+ * Values are rounded to bf16 (round to nearest even) when packed; sums are fp32.
+ *
+ * GEMM loop (Goto structure as cpu_kern_impl.h): per thread a rectangle of C; per NC column block and
+ * KC depth block B is packed once, per MC row block A is packed, then 32x32 micro blocks. */
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#define BKC 512 /* depth per packed block (multiple of 32) */
+#define BMC 128 /* rows per packed A block (multiple of 32) */
+#define BNC 256 /* columns per packed B block (multiple of 32) */
+#define TILE 512 /* bf16 per tile */
+
+/* the vector helpers vexp needs */
+typedef __m512 V;
+static inline V vset1(float x) { return _mm512_set1_ps(x); }
+static inline V vmax(V a, V b) { return _mm512_max_ps(a, b); }
+static inline V vmin(V a, V b) { return _mm512_min_ps(a, b); }
+static inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
+static inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
+static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+static inline V vfnma(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
+#include "backend/cpu/cpu_kern_vexp512.h"
+
+static inline int64_t bmin(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t bmax(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t up32(int64_t x) { return (x + 31) & ~(int64_t)31; }
+
+static inline __mmask16 bm16(int64_t n) { return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u); }
+static inline __mmask32 bm32(int64_t n)
+{
+    return n >= 32 ? (__mmask32)0xFFFFFFFFu : n <= 0 ? 0 : (__mmask32)((1u << n) - 1u);
+}
+
+/* 32 values as bf16 (lo: values 0-15, hi: 16-31) */
+static inline __m512i to_bf16x32(__m512 lo, __m512 hi) { return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); }
+
+/* n (<= 32) values of a row in dtype dt as 32 bf16, zero past n */
+static inline __m512i ld_row_bf16(const void *p, sd_dtype dt, int64_t n)
+{
+    if (dt == SD_BF16)
+        return _mm512_maskz_loadu_epi16(bm32(n), p);
+    if (dt == SD_F16) {
+        const uint16_t *h = p;
+        __m512 lo = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(bm16(n), h));
+        __m512 hi = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(bm16(n - 16), h + 16));
+        return to_bf16x32(lo, hi);
+    }
+    const float *f = p;
+    return to_bf16x32(_mm512_maskz_loadu_ps(bm16(n), f), _mm512_maskz_loadu_ps(bm16(n - 16), f + 16));
+}
+
+/* interleave the two halves of v (r0[0..15], r1[0..15]) into pairs (r0[j], r1[j]) */
+static inline __m512i pair_interleave(__m512i v)
+{
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                         21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(idx, v);
+}
+
+/* ------------------------------------------------------------------ A packing
+ * rows [m0, m0+mc) x depth [k0, k0+kc) into mt = up32(mc)/16 row tiles of nkb depth blocks */
+static void pack_a(const sd_gemm *g, uint16_t *Ap, int64_t m0, int64_t mc, int64_t k0, int64_t kc)
+{
+    int64_t nkb = up32(kc) / 32, mt = up32(mc) / 16;
+    size_t es = sd_dtype_size(g->a_dt);
+    for (int64_t t = 0; t < mt; t++)
+        for (int64_t kb = 0; kb < nkb; kb++) {
+            uint16_t *tile = Ap + (t * nkb + kb) * TILE;
+            int64_t n = kc - kb * 32;
+            for (int64_t r = 0; r < 16; r++) {
+                int64_t m = t * 16 + r;
+                __m512i v = _mm512_setzero_si512();
+                if (m < mc)
+                    v = ld_row_bf16((const uint8_t *)g->a + ((size_t)((m0 + m) * g->lda + k0 + kb * 32)) * es, g->a_dt,
+                                    n);
+                _mm512_storeu_si512(tile + r * 32, v);
+            }
+        }
+}
+
+/* ------------------------------------------------------------------ B packing */
+
+/* row k of B, columns [n0, n0+nc), as F32 into dst[0 .. up32(nc)) (zero past nc); k >= K gives zeros */
+static void b_row_f32(const sd_gemm *g, int64_t k, int64_t n0, int64_t nc, float *dst)
+{
+    int64_t w = up32(nc);
+    if (k >= g->K) {
+        memset(dst, 0, (size_t)w * sizeof(float));
+        return;
+    }
+    if (g->bkind == SD_GB_ROWMAJOR) {
+        memcpy(dst, (const float *)g->b + k * g->ldb + n0, (size_t)nc * sizeof(float));
+    } else { /* SD_GB_CONV: implicit im2col, runs within one output row */
+        const float *x = g->b;
+        int64_t KHW = g->KH * g->KW, c = k / KHW, r = k % KHW, kh = r / g->KW, kw = r % g->KW;
+        int64_t H = g->H, W = g->W, WO = g->WO;
+        int s = g->stride;
+        const float *xc = x + c * H * W;
+        for (int64_t n = n0; n < n0 + nc;) {
+            int64_t oh = n / WO, ow = n % WO, len = bmin(n0 + nc - n, WO - ow);
+            float *d = dst + (n - n0);
+            int64_t ih = oh * s - g->pad_t + kh;
+            if (ih < 0 || ih >= H) {
+                memset(d, 0, (size_t)len * sizeof(float));
+            } else if (s == 1) {
+                int64_t iw0 = ow - g->pad_l + kw; /* input column of d[0] */
+                int64_t lo = bmin(len, bmax(0, -iw0)), hi = bmax(lo, bmin(len, W - iw0));
+                const float *row = xc + ih * W;
+                for (int64_t j = 0; j < lo; j++)
+                    d[j] = 0.0f;
+                if (hi > lo)
+                    memcpy(d + lo, row + iw0 + lo, (size_t)(hi - lo) * sizeof(float));
+                for (int64_t j = hi; j < len; j++)
+                    d[j] = 0.0f;
+            } else {
+                const float *row = xc + ih * W;
+                int64_t iw = ow * s - g->pad_l + kw;
+                for (int64_t j = 0; j < len; j++, iw += s)
+                    d[j] = (iw >= 0 && iw < W) ? row[iw] : 0.0f;
+            }
+            n += len;
+        }
+    }
+    for (int64_t j = nc; j < w; j++)
+        dst[j] = 0.0f;
+}
+
+/* B block depth [k0, k0+kc) x columns [n0, n0+nc) into nt = up32(nc)/16 column tiles of nkb depth blocks.
+ * `rows` holds 2 * BNC floats. */
+static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float *rows)
+{
+    int64_t nkb = up32(kc) / 32, nt = up32(nc) / 16;
+    if (g->bkind == SD_GB_TRANS) { /* B[k][n] = b[n*ldb + k]: a row of b gives one column's pairs */
+        size_t es = sd_dtype_size(g->b_dt);
+        uint32_t tmp[16 * 16];
+        for (int64_t t = 0; t < nt; t++)
+            for (int64_t kb = 0; kb < nkb; kb++) {
+                uint16_t *tile = Bp + (t * nkb + kb) * TILE;
+                int64_t n = kc - kb * 32;
+                for (int64_t j = 0; j < 16; j++) {
+                    int64_t col = t * 16 + j;
+                    __m512i v = _mm512_setzero_si512();
+                    if (col < nc)
+                        v = ld_row_bf16((const uint8_t *)g->b + ((size_t)((n0 + col) * g->ldb + k0 + kb * 32)) * es,
+                                        g->b_dt, n);
+                    _mm512_storeu_si512(tmp + j * 16, v);
+                }
+                for (int p = 0; p < 16; p++) /* tile[p][j] = pair p of column j */
+                    for (int j = 0; j < 16; j++)
+                        memcpy(tile + p * 32 + j * 2, &tmp[j * 16 + p], 4);
+            }
+        return;
+    }
+    float *r0 = rows, *r1 = rows + BNC;
+    for (int64_t k = 0; k < up32(kc); k += 2) {
+        b_row_f32(g, k < kc ? k0 + k : g->K, n0, nc, r0);
+        b_row_f32(g, k + 1 < kc ? k0 + k + 1 : g->K, n0, nc, r1);
+        int64_t kb = k / 32, p = (k % 32) / 2;
+        for (int64_t t = 0; t < nt; t++) {
+            __m512i v = pair_interleave(to_bf16x32(_mm512_loadu_ps(r0 + t * 16), _mm512_loadu_ps(r1 + t * 16)));
+            _mm512_storeu_si512(Bp + (t * nkb + kb) * TILE + p * 32, v);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ GEMM */
+
+static size_t bk_ws_thread(void) /* bytes */
+{
+    return (size_t)(BKC / 32) * (BNC / 16) * TILE * 2 + (size_t)(BKC / 32) * (BMC / 16) * TILE * 2 +
+           2 * BNC * sizeof(float) + 32 * 32 * sizeof(float) + 256;
+}
+
+static size_t BK_FN(gemm_ws)(int nthreads) { return (size_t)(nthreads > 0 ? nthreads : 1) * bk_ws_thread() / sizeof(float); }
+
+/* c[32][32] into C rows [0, mr), columns [0, nr) */
+static inline void write_back(float *C, int64_t ldc, const float *c, int64_t mr, int64_t nr, int acc)
+{
+    __mmask16 k0 = bm16(nr), k1 = bm16(nr - 16);
+    for (int64_t i = 0; i < mr; i++) {
+        float *cp = C + i * ldc;
+        __m512 v0 = _mm512_loadu_ps(c + i * 32), v1 = _mm512_loadu_ps(c + i * 32 + 16);
+        if (acc) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, cp));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, cp + 16));
+        }
+        _mm512_mask_storeu_ps(cp, k0, v0);
+        _mm512_mask_storeu_ps(cp + 16, k1, v1);
+    }
+}
+
+static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+{
+    uint16_t *Bp = (uint16_t *)ws;
+    uint16_t *Ap = Bp + (size_t)(BKC / 32) * (BNC / 16) * TILE;
+    float *rows = (float *)(Ap + (size_t)(BKC / 32) * (BMC / 16) * TILE);
+    float *cb = rows + 2 * BNC;
+    int64_t K = g->K, ldc = g->ldc;
+    bk_begin();
+    for (int64_t jc = n0; jc < n1; jc += BNC) {
+        int64_t nc = bmin(BNC, n1 - jc), nt = up32(nc) / 16;
+        for (int64_t pc = 0; pc < K; pc += BKC) {
+            int64_t kc = bmin(BKC, K - pc), nkb = up32(kc) / 32;
+            pack_b(g, Bp, pc, kc, jc, nc, rows);
+            int acc = g->accumulate || pc > 0;
+            for (int64_t ic = m0; ic < m1; ic += BMC) {
+                int64_t mc = bmin(BMC, m1 - ic), mt = up32(mc) / 16;
+                pack_a(g, Ap, ic, mc, pc, kc);
+                for (int64_t j = 0; j < nt; j += 2)
+                    for (int64_t i = 0; i < mt; i += 2) {
+                        bk_ukr(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
+                               Bp + (j + 1) * nkb * TILE, nkb, cb);
+                        write_back(g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb, bmin(32, mc - i * 16),
+                                   bmin(32, nc - j * 16), acc);
+                    }
+            }
+        }
+    }
+    bk_end();
+}
+
+/* as the fp32 GEMM: threads take column ranges, or row ranges when B is the cheaper operand to repeat */
+static bool bk_split_rows(const sd_gemm *g, int nt)
+{
+    if (g->N < 32 * nt)
+        return true;
+    if (g->M < 32 * nt)
+        return false;
+    return (double)g->K * g->N < (double)g->M * g->K;
+}
+
+static void BK_FN(gemm_thread)(const sd_gemm *g, uint8_t *ws, int tid, int nt)
+{
+    ws += (size_t)tid * bk_ws_thread();
+    if (bk_split_rows(g, nt)) {
+        int64_t mb = (g->M + 31) / 32, m0 = mb * tid / nt * 32, m1 = bmin(g->M, mb * (tid + 1) / nt * 32);
+        if (m0 < m1)
+            bk_gemm_rect(g, ws, m0, m1, 0, g->N);
+    } else {
+        int64_t nb = (g->N + 31) / 32, n0 = nb * tid / nt * 32, n1 = bmin(g->N, nb * (tid + 1) / nt * 32);
+        if (n0 < n1)
+            bk_gemm_rect(g, ws, 0, g->M, n0, n1);
+    }
+}
+
+static void BK_FN(gemm)(const sd_gemm *g, float *ws, int nthreads)
+{
+    if (g->M <= 0 || g->N <= 0)
+        return;
+    if (g->K <= 0) {
+        if (!g->accumulate)
+            for (int64_t m = 0; m < g->M; m++)
+                memset(g->c + m * g->ldc, 0, (size_t)g->N * sizeof(float));
+        return;
+    }
+    int nt = nthreads > 1 && (double)g->M * g->N * g->K >= 4e6 ? nthreads : 1;
+    if (nt == 1) {
+        BK_FN(gemm_thread)(g, (uint8_t *)ws, 0, 1);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    BK_FN(gemm_thread)(g, (uint8_t *)ws, omp_get_thread_num(), omp_get_num_threads());
+}
+
+
+/* ------------------------------------------------------------------ attention
+ * Per task (batch, head, 32 query rows): Q pre-scaled and packed as A tiles; the head's K packed once as
+ * B tiles of S = Q K^T (key columns) and V as B tiles of O = P V (key depth). Per key block of ABK keys:
+ * S (fp32) from the tiles, online softmax in fp32 (running max and sum per row), P = exp(S - max) packed
+ * as bf16 A tiles, O += P V in fp32; y = O / sum. Heads of d > 256 use the fp32 kernel (cpu_backend.c). */
+
+#define ABK 256
+
+static size_t bk_att_ws_thread(int64_t Nk, int64_t d) /* bytes */
+{
+    int64_t nk = up32(Nk), dp = up32(d);
+    return (size_t)(2 * nk * dp * 2 + 32 * d * 4 + 32 * dp * 2 + 32 * ABK * 4 + 32 * ABK * 2 + 32 * dp * 4 +
+                    32 * 32 * 4 + 64 * 4 + 6 * 64);
+}
+
+static size_t BK_FN(attn_ws)(int64_t Nq, int64_t Nk, int64_t d, int nthreads)
+{
+    (void)Nq;
+    return (size_t)(nthreads > 0 ? nthreads : 1) * ((bk_att_ws_thread(Nk, d) + 3) / 4);
+}
+
+static inline uint8_t *al64(uint8_t *p) { return (uint8_t *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const float *v, int64_t B, int64_t Nq,
+                               int64_t Nk, int heads, int64_t d, float scale, bool causal, float *wsf, int tid, int nt)
+{
+    int64_t HD = heads * d, nk = up32(Nk), dp = up32(d), nkbd = dp / 32, nkbv = nk / 32;
+    uint8_t *w = (uint8_t *)wsf + (size_t)tid * ((bk_att_ws_thread(Nk, d) + 3) / 4) * 4;
+    uint16_t *Kp = (uint16_t *)al64(w);
+    uint16_t *Vp = (uint16_t *)al64((uint8_t *)(Kp + nk * dp));
+    float *Qs = (float *)al64((uint8_t *)(Vp + nk * dp));
+    uint16_t *Qa = (uint16_t *)al64((uint8_t *)(Qs + 32 * d));
+    float *S = (float *)al64((uint8_t *)(Qa + 32 * dp));
+    uint16_t *Pa = (uint16_t *)al64((uint8_t *)(S + 32 * ABK));
+    float *O = (float *)al64((uint8_t *)(Pa + 32 * ABK));
+    float *cb = O + 32 * dp, *mrow = cb + 32 * 32, *lrow = mrow + 32;
+    int64_t qblocks = (Nq + 31) / 32, tasks = B * heads * qblocks;
+    int64_t t0 = tasks * tid / nt, t1 = tasks * (tid + 1) / nt, cached = -1;
+    if (t0 >= t1)
+        return;
+    bk_begin();
+    for (int64_t task = t0; task < t1; task++) {
+        int64_t bh = task / qblocks, qb = task % qblocks, b = bh / heads, h = bh % heads;
+        if (bh != cached) {
+            /* K as B of Q K^T: B[c][j] = k[j][c] (a row of k is a column of B); V as B of P V */
+            sd_gemm gk = {.K = d, .N = Nk, .b = k + b * Nk * HD + h * d, .b_dt = SD_F32, .ldb = HD, .bkind = SD_GB_TRANS};
+            pack_b(&gk, Kp, 0, d, 0, Nk, NULL);
+            sd_gemm gv = {.K = Nk, .N = d, .b = v + b * Nk * HD + h * d, .b_dt = SD_F32, .ldb = HD,
+                          .bkind = SD_GB_ROWMAJOR};
+            pack_b(&gv, Vp, 0, Nk, 0, d, S); /* S: free here, 2 rows of up to 256 floats */
+            cached = bh;
+        }
+        int64_t q0 = qb * 32, nq = bmin(32, Nq - q0);
+        for (int64_t i = 0; i < 32; i++) {
+            const float *qr = q + (b * Nq + q0 + bmin(i, nq - 1)) * HD + h * d;
+            for (int64_t c = 0; c < d; c++)
+                Qs[i * d + c] = qr[c] * scale;
+            mrow[i] = -INFINITY;
+            lrow[i] = 0.0f;
+        }
+        sd_gemm gq = {.a = Qs, .a_dt = SD_F32, .lda = d};
+        pack_a(&gq, Qa, 0, 32, 0, d);
+        memset(O, 0, (size_t)(32 * dp) * sizeof(float));
+        int64_t kend = causal ? bmin(Nk, q0 + nq) : Nk;
+        for (int64_t kb0 = 0; kb0 < kend; kb0 += ABK) {
+            int64_t bk = bmin(ABK, kend - kb0), bkp = up32(bk);
+            for (int64_t j = 0; j < bkp; j += 32) {
+                int64_t t = (kb0 + j) / 16;
+                bk_ukr(Qa, Qa + nkbd * TILE, Kp + t * nkbd * TILE, Kp + (t + 1) * nkbd * TILE, nkbd, cb);
+                for (int64_t i = 0; i < 32; i++)
+                    memcpy(S + i * ABK + j, cb + i * 32, 32 * sizeof(float));
+            }
+            for (int64_t i = 0; i < 32; i++) {
+                float *srow = S + i * ABK;
+                int64_t lim = i >= nq ? 0 : causal ? bmax(0, bmin(bk, q0 + i + 1 - kb0)) : bk;
+                if (lim == 0) {
+                    memset(srow, 0, (size_t)bkp * sizeof(float));
+                    continue;
+                }
+                __m512 mx = _mm512_set1_ps(-INFINITY);
+                for (int64_t j = 0; j < lim; j += 16)
+                    mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), bm16(lim - j), srow + j));
+                float mnew = fmaxf(mrow[i], _mm512_reduce_max_ps(mx));
+                if (mnew != mrow[i]) {
+                    float alpha = expf(mrow[i] - mnew); /* 0 the first time */
+                    lrow[i] *= alpha;
+                    for (int64_t c = 0; c < dp; c += 16)
+                        _mm512_storeu_ps(O + i * dp + c, _mm512_mul_ps(_mm512_loadu_ps(O + i * dp + c), _mm512_set1_ps(alpha)));
+                    mrow[i] = mnew;
+                }
+                __m512 sum = _mm512_setzero_ps(), mv = _mm512_set1_ps(mnew);
+                for (int64_t j = 0; j < bkp; j += 16) { /* zeros past lim */
+                    __m512 e = _mm512_maskz_mov_ps(bm16(lim - j), vexp(_mm512_sub_ps(_mm512_loadu_ps(srow + j), mv)));
+                    _mm512_storeu_ps(srow + j, e);
+                    sum = _mm512_add_ps(sum, e);
+                }
+                lrow[i] += _mm512_reduce_add_ps(sum);
+            }
+            sd_gemm gp = {.a = S, .a_dt = SD_F32, .lda = ABK};
+            pack_a(&gp, Pa, 0, 32, 0, bk);
+            int64_t nkbp = bkp / 32;
+            for (int64_t c0 = 0; c0 < dp; c0 += 32) {
+                int64_t t = c0 / 16;
+                const uint16_t *b0 = Vp + (t * nkbv + kb0 / 32) * TILE, *b1 = Vp + ((t + 1) * nkbv + kb0 / 32) * TILE;
+                bk_ukr(Pa, Pa + nkbp * TILE, b0, b1, nkbp, cb);
+                for (int64_t i = 0; i < 32; i++)
+                    for (int64_t c = 0; c < 32; c += 16)
+                        _mm512_storeu_ps(O + i * dp + c0 + c,
+                                         _mm512_add_ps(_mm512_loadu_ps(O + i * dp + c0 + c), _mm512_loadu_ps(cb + i * 32 + c)));
+            }
+        }
+        for (int64_t i = 0; i < nq; i++) {
+            float inv = lrow[i] > 0.0f ? 1.0f / lrow[i] : 0.0f;
+            float *yr = y + (b * Nq + q0 + i) * HD + h * d;
+            for (int64_t c = 0; c < d; c++)
+                yr[c] = O[i * dp + c] * inv;
+        }
+    }
+    bk_end();
+}
+
+static void BK_FN(attention)(float *y, const float *q, const float *k, const float *v, int64_t B, int64_t Nq,
+                             int64_t Nk, int heads, int64_t d, float scale, bool causal, float *ws, int nthreads)
+{
+    int64_t tasks = B * heads * ((Nq + 31) / 32);
+    int nt = nthreads > 1 && tasks > 1 ? (int)bmin(nthreads, tasks) : 1;
+    if (nt == 1) {
+        BK_FN(attn_thread)(y, q, k, v, B, Nq, Nk, heads, d, scale, causal, ws, 0, 1);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    BK_FN(attn_thread)(y, q, k, v, B, Nq, Nk, heads, d, scale, causal, ws, omp_get_thread_num(), omp_get_num_threads());
+}
+
+static const sd_cpu_bf16_kern bk_table = {
+    .name = BK_NAME,
+    .gemm_ws = BK_FN(gemm_ws),
+    .gemm = BK_FN(gemm),
+    .attn_ws = BK_FN(attn_ws),
+    .attention = BK_FN(attention),
+};
+
+const sd_cpu_bf16_kern *BK_GETTER(void) { return &bk_table; }

@@ -1,0 +1,294 @@
+/* The CPU backend's bf16 kernels (precision bf16) against double references.
+ *
+ * Every bf16 level this CPU can run ("amx", "avx512bf16"; SD_CPU_ISA-style names) computes linears,
+ * convolutions (implicit GEMM) and attention through the op wrappers with sd_backend_cpu_set_bf16.
+ * The references use the same bf16-rounded inputs (activations and weights rounded to nearest even,
+ * as the kernels round them when packing) summed in double, so the only error left is the fp32
+ * accumulation: bound 2e-5 of max |ref| (1e-5 for fp32 in test_cpu_kernels.c; the bf16 kernels sum
+ * 32-deep tiles in a different order). Shapes cross the packing blocks (K > 512, N > 256, M > 128)
+ * and leave every tail: M, N, K not multiples of 16 or 32, K odd (half a bf16 pair), M = N = K = 1.
+ * The fallback level (bf16 weights, fp32 compute: "avx512" and "avx2" with bf16 on) is checked the
+ * same way against unrounded activations. Levels the CPU lacks are skipped and said so; no bf16 level
+ * at all: exit 77. */
+#include "backend/cpu/cpu_kern.h"
+#include "backend/ops.h"
+#include "test.h"
+
+static double g_tol;
+static bool g_round_act; /* the level rounds activations to bf16 */
+static const char *g_isa;
+static sd_backend *g_be;
+static sd_ctx g_ctx;
+static unsigned long long g_seed = 0x9e3779b97f4a7c15ULL;
+
+static float frnd(void)
+{
+    g_seed = g_seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((g_seed >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+static float *rnd(size_t n, float scale)
+{
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        p[i] = frnd() * scale;
+    return p;
+}
+
+static float bf(float v) { return sd_bf16_to_f32(sd_f32_to_bf16(v)); }
+static double act(float v) { return g_round_act ? bf(v) : v; } /* an activation as the kernel sees it */
+
+static sd_tensor up(sd_dtype dt, int nd, const int64_t *ne, const float *host)
+{
+    sd_tensor t = sd_new(&g_ctx, dt, nd, ne);
+    if (sd_ok(&g_ctx))
+        sd_tensor_from_f32(&g_ctx, &t, host);
+    return t;
+}
+
+static double err_of(sd_tensor t, const double *ref, size_t n)
+{
+    if (!sd_ok(&g_ctx) || (size_t)sd_numel(&t) != n) {
+        fprintf(stderr, "  op failed: %s\n", sd_last_error());
+        return 1.0;
+    }
+    float *y = malloc(n * sizeof(float));
+    sd_tensor_to_f32(&g_ctx, &t, y);
+    double md = 0, mr = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)y[i] - ref[i]);
+        if (!(d <= md))
+            md = isnan(d) ? INFINITY : d;
+        if (fabs(ref[i]) > mr)
+            mr = fabs(ref[i]);
+    }
+    free(y);
+    return md / (mr > 0 ? mr : 1.0);
+}
+
+#define EXPECT_ERR(what, t, ref, n, ...)                                                                     \
+    do {                                                                                                     \
+        double e_ = err_of((t), (ref), (size_t)(n));                                                         \
+        if (!(e_ <= g_tol)) {                                                                                \
+            fprintf(stderr, "  %s:%d: [%s] %s rel err %.3g: ", __FILE__, __LINE__, g_isa, what, e_);       \
+            fprintf(stderr, __VA_ARGS__);                                                                    \
+            fprintf(stderr, "\n");                                                                           \
+            t_cur_failed = 1;                                                                                \
+        }                                                                                                    \
+    } while (0)
+
+TEST(linear_bf16)
+{
+    /* M, K, N */
+    const int64_t cases[][3] = {{1, 1, 1},     {3, 31, 17},   {77, 768, 320}, {130, 1031, 300},
+                                {33, 33, 47},  {200, 65, 513}, {16, 32, 16},  {4096 / 16, 320, 64}};
+    const sd_dtype dts[] = {SD_BF16, SD_F32, SD_F16};
+    for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++)
+        for (size_t di = 0; di < SD_ARRAY_LEN(dts); di++) {
+            sd_ctx_reset(&g_ctx);
+            int64_t M = cases[ci][0], K = cases[ci][1], N = cases[ci][2];
+            float *x = rnd((size_t)(M * K), 1), *w = rnd((size_t)(N * K), 0.5f), *b = rnd((size_t)N, 1);
+            for (int64_t i = 0; i < N * K; i++) /* the weight as the backend stores it */
+                w[i] = dts[di] == SD_F16 ? sd_f16_to_f32(sd_f32_to_f16(w[i])) : bf(w[i]);
+            int64_t xe[2] = {M, K}, we[2] = {N, K};
+            sd_tensor tb = up(SD_F32, 1, &N, b);
+            sd_tensor y = sd_linear(&g_ctx, up(SD_F32, 2, xe, x), up(dts[di], 2, we, w), ci % 2 ? &tb : NULL);
+            double *ref = malloc((size_t)(M * N) * sizeof(double));
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t n = 0; n < N; n++) {
+                    double acc = ci % 2 ? b[n] : 0.0;
+                    for (int64_t k = 0; k < K; k++)
+                        acc += act(x[m * K + k]) * (g_round_act ? bf(w[n * K + k]) : w[n * K + k]);
+                    ref[m * N + n] = acc;
+                }
+            EXPECT_ERR("linear", y, ref, M * N, "M %lld K %lld N %lld w %s", (long long)M, (long long)K, (long long)N,
+                       sd_dtype_name(dts[di]));
+            free(x);
+            free(w);
+            free(b);
+            free(ref);
+        }
+}
+
+TEST(conv_bf16)
+{
+    struct {
+        int64_t N, C, H, W, O, K;
+        int stride, pads[4];
+    } cases[] = {
+        {1, 70, 20, 70, 70, 3, 1, {1, 1, 1, 1}},  /* K 630 > 512, N 1400 > 256 */
+        {2, 9, 8, 8, 130, 3, 1, {1, 1, 1, 1}},    /* K 81 odd, M 130 > 128 */
+        {1, 33, 17, 13, 20, 3, 2, {1, 1, 1, 1}},  /* stride 2, odd sizes */
+        {1, 16, 9, 10, 12, 3, 2, {0, 0, 1, 1}},   /* asymmetric pad */
+        {1, 600, 6, 7, 65, 1, 1, {0, 0, 0, 0}},   /* pointwise (row-major B), K > 512 */
+        {1, 5, 4, 3, 7, 3, 1, {2, 0, 1, 3}},      /* all-different pads */
+        {1, 4, 1, 1, 5, 1, 2, {0, 0, 0, 0}},      /* 1x1 stride 2 on a 1x1 input */
+        {1, 3, 40, 40, 8, 5, 1, {2, 2, 2, 2}},    /* 5x5, K 75 */
+        {1, 4, 16, 16, 320, 3, 1, {1, 1, 1, 1}},  /* conv_in-like: K 36 */
+        {1, 64, 32, 32, 3, 3, 1, {1, 1, 1, 1}},   /* TAESD output conv: M 3 */
+    };
+    for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++) {
+        sd_ctx_reset(&g_ctx);
+        int64_t N = cases[ci].N, C = cases[ci].C, H = cases[ci].H, W = cases[ci].W, O = cases[ci].O, K = cases[ci].K;
+        int s = cases[ci].stride;
+        const int *pd = cases[ci].pads;
+        int64_t HO = (H + pd[0] + pd[2] - K) / s + 1, WO = (W + pd[1] + pd[3] - K) / s + 1;
+        int64_t xe[4] = {N, C, H, W}, we[4] = {O, C, K, K};
+        float *x = rnd((size_t)(N * C * H * W), 1), *w = rnd((size_t)(O * C * K * K), 0.3f), *b = rnd((size_t)O, 1);
+        for (int64_t i = 0; i < O * C * K * K; i++)
+            w[i] = bf(w[i]);
+        sd_tensor tb = up(SD_F32, 1, &O, b);
+        sd_tensor y = sd_conv2d_pads(&g_ctx, up(SD_F32, 4, xe, x), up(SD_BF16, 4, we, w), ci % 3 ? &tb : NULL, s, pd);
+        size_t ny = (size_t)(N * O * HO * WO);
+        double *ref = malloc(ny * sizeof(double));
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t o = 0; o < O; o++)
+                for (int64_t oh = 0; oh < HO; oh++)
+                    for (int64_t ow = 0; ow < WO; ow++) {
+                        double acc = ci % 3 ? b[o] : 0.0;
+                        for (int64_t c = 0; c < C; c++)
+                            for (int64_t kh = 0; kh < K; kh++)
+                                for (int64_t kw = 0; kw < K; kw++) {
+                                    int64_t ih = oh * s - pd[0] + kh, iw = ow * s - pd[1] + kw;
+                                    if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                                        acc += act(x[((n * C + c) * H + ih) * W + iw]) *
+                                               (double)w[((o * C + c) * K + kh) * K + kw];
+                                }
+                        ref[((n * O + o) * HO + oh) * WO + ow] = acc;
+                    }
+        EXPECT_ERR("conv2d", y, ref, ny, "case %zu", ci);
+        free(x);
+        free(w);
+        free(b);
+        free(ref);
+    }
+}
+
+TEST(attention_bf16)
+{
+    struct {
+        int64_t B, Nq, Nk;
+        int heads;
+        int64_t d;
+        bool causal;
+    } cases[] = {
+        {1, 300, 300, 2, 64, false}, /* several key and query blocks, tails */
+        {2, 77, 77, 3, 40, true},    /* CLIP-like causal, d 40 (not a multiple of 32) */
+        {1, 100, 77, 2, 80, false},  /* cross-attention, d 80 */
+        {1, 1, 1, 1, 1, false},      /* d 1 */
+        {1, 33, 515, 1, 160, false}, /* long keys, d 160 */
+        {1, 17, 9, 2, 33, true},     /* odd d, Nk < Nq causal */
+    };
+    for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++) {
+        sd_ctx_reset(&g_ctx);
+        int64_t B = cases[ci].B, Nq = cases[ci].Nq, Nk = cases[ci].Nk, d = cases[ci].d;
+        int H = cases[ci].heads;
+        bool causal = cases[ci].causal;
+        int64_t HD = H * d;
+        float scale = (float)(1.0 / sqrt((double)d));
+        float *q = rnd((size_t)(B * Nq * HD), 2), *k = rnd((size_t)(B * Nk * HD), 2), *v = rnd((size_t)(B * Nk * HD), 1);
+        int64_t qe[3] = {B, Nq, HD}, ke[3] = {B, Nk, HD};
+        sd_tensor y = sd_attention(&g_ctx, up(SD_F32, 3, qe, q), up(SD_F32, 3, ke, k), up(SD_F32, 3, ke, v), H, scale,
+                                   causal);
+        /* reference: scores from bf16 q (pre-scaled, as the kernel scales before rounding) and k; the
+         * probabilities in double, rounded to bf16 for the PV product, normalised by the double sum of the
+         * unrounded probabilities (the kernel's fp32 running sum) */
+        double *ref = malloc((size_t)(B * Nq * HD) * sizeof(double)), *p = malloc((size_t)Nk * sizeof(double));
+        for (int64_t b = 0; b < B; b++)
+            for (int h = 0; h < H; h++)
+                for (int64_t i = 0; i < Nq; i++) {
+                    int64_t lim = causal ? (i + 1 < Nk ? i + 1 : Nk) : Nk;
+                    double mx = -INFINITY, sum = 0;
+                    for (int64_t j = 0; j < lim; j++) {
+                        double s = 0;
+                        for (int64_t c = 0; c < d; c++)
+                            s += act(q[(b * Nq + i) * HD + h * d + c] * scale) * act(k[(b * Nk + j) * HD + h * d + c]);
+                        p[j] = s;
+                        mx = s > mx ? s : mx;
+                    }
+                    for (int64_t j = 0; j < lim; j++) {
+                        p[j] = exp(p[j] - mx);
+                        sum += p[j];
+                    }
+                    for (int64_t c = 0; c < d; c++) {
+                        double o = 0;
+                        for (int64_t j = 0; j < lim; j++)
+                            o += act((float)p[j]) * act(v[(b * Nk + j) * HD + h * d + c]);
+                        ref[(b * Nq + i) * HD + h * d + c] = o / sum;
+                    }
+                }
+        /* the probabilities are rounded against the running maximum of their key block, not the row's
+         * final maximum, so a probability can differ by one bf16 rounding: 2^-8 relative, averaged down */
+        double tol = g_tol;
+        if (g_round_act)
+            g_tol = 4e-3;
+        EXPECT_ERR("attention", y, ref, B * Nq * HD, "case %zu", ci);
+        g_tol = tol;
+        free(q);
+        free(k);
+        free(v);
+        free(ref);
+        free(p);
+    }
+}
+
+TEST(levels)
+{
+    sd_backend *be = NULL;
+    CHECK_STATUS(sd_backend_cpu_create_isa(1, "no-such-set", &be), SD_ERR_INVALID_ARGUMENT);
+    CHECK_ERR_CONTAINS("amx, avx512bf16, avx512, avx2 or blas");
+    CHECK_STATUS(sd_backend_cpu_create(0, &be), SD_OK);
+    printf("  default: fp32 kernels %s, bf16 kernels %s\n", be ? sd_backend_cpu_isa(be) : "?",
+           be && sd_backend_cpu_bf16_isa(be) ? sd_backend_cpu_bf16_isa(be) : "none");
+    sd_backend_destroy(be);
+    /* a bf16 level the CPU has: its kernels; one it lacks: SD_ERR_UNSUPPORTED naming it */
+    const char *lv[] = {"amx", "avx512bf16"};
+    for (size_t i = 0; i < SD_ARRAY_LEN(lv); i++) {
+        sd_status s = sd_backend_cpu_create_isa(1, lv[i], &be);
+        if (s == SD_OK) {
+            CHECK(be && sd_backend_cpu_bf16_isa(be) && !strcmp(sd_backend_cpu_bf16_isa(be), lv[i]));
+            CHECK(be && !strcmp(sd_backend_cpu_isa(be), "avx512"));
+            sd_backend_destroy(be);
+        } else {
+            CHECK(s == SD_ERR_UNSUPPORTED);
+            CHECK_ERR_CONTAINS(lv[i]);
+        }
+    }
+}
+
+int main(void)
+{
+    const struct {
+        const char *isa;
+        bool bf16_level;
+    } sets[] = {{"amx", true}, {"avx512bf16", true}, {"avx512", false}, {"avx2", false}};
+    int bf16_levels = 0;
+    RUN(levels);
+    for (size_t si = 0; si < SD_ARRAY_LEN(sets); si++) {
+        g_isa = sets[si].isa;
+        if (sd_backend_cpu_create_isa(2, g_isa, &g_be) != SD_OK) {
+            printf("[ SKIP ] level %s: %s\n", g_isa, sd_last_error());
+            continue;
+        }
+        bf16_levels += sets[si].bf16_level;
+        g_round_act = sets[si].bf16_level;
+        g_tol = g_round_act ? 2e-5 : 1e-5;
+        sd_backend_cpu_set_bf16(g_be, true);
+        if (sd_ctx_init(&g_ctx, g_be, (size_t)64 << 20) != SD_OK) {
+            fprintf(stderr, "cannot allocate the arena: %s\n", sd_last_error());
+            return 1;
+        }
+        printf("level %s (bf16 kernels: %s)\n", g_isa, sd_backend_cpu_bf16_isa(g_be) ? sd_backend_cpu_bf16_isa(g_be) : "none, fp32 compute");
+        RUN(linear_bf16);
+        RUN(conv_bf16);
+        RUN(attention_bf16);
+        sd_ctx_free(&g_ctx);
+        sd_backend_destroy(g_be);
+    }
+    int rc = test_summary();
+    if (rc == 0 && bf16_levels == 0) {
+        printf("SKIP: this CPU has no bf16 kernel level (amx, avx512bf16)\n");
+        return 77;
+    }
+    return rc;
+}
