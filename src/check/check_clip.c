@@ -1,6 +1,7 @@
 /* CLIP text encoder cases (clip_text_*): CLIPTextModel[WithProjection] on
  * given token ids. Compares last_hidden_state, pooler_output, text_embeds,
- * clip_skip_<k> (diffusers encode_prompt(clip_skip=k)) and hidden_states.<k>
+ * clip_skip_<k> (diffusers encode_prompt(clip_skip=k)), penultimate_hidden_state
+ * (SDXL: hidden_states[-2] without final_layer_norm) and hidden_states.<k>
  * (through the model's activation hook). Every expected tensor must be
  * produced: one the runner does not know counts as a failure. */
 #include "check/check.h"
@@ -82,6 +83,13 @@ static void clip_pass(clip_run *r, sd_ctx *ctx, const sd_clip *m, const int32_t 
         sd_tensor h = sd_clip_forward(ctx, m, ids, B, S, k, NULL, NULL);
         if (real && sd_ok(ctx))
             compare_tensor(r, name, h);
+        sd_release(ctx, m0);
+    }
+    if (has_expected(c, "penultimate_hidden_state") && sd_ok(ctx)) {
+        /* SDXL: hidden_states[-2] without final_layer_norm */
+        sd_tensor h = sd_clip_forward_hidden(ctx, m, ids, B, S, 1, false, NULL, NULL);
+        if (real && sd_ok(ctx))
+            compare_tensor(r, "penultimate_hidden_state", h);
         sd_release(ctx, m0);
     }
     ctx->hook = hook;

@@ -1,5 +1,8 @@
 /* Pipeline cases: diffusers StableDiffusionPipeline / StableDiffusionImg2ImgPipeline /
- * LatentConsistencyModelPipeline replayed with the recorded noise. */
+ * LatentConsistencyModelPipeline / StableDiffusionXLPipeline / StableDiffusionXLImg2ImgPipeline replayed
+ * with the recorded noise. Besides the final latents and image, whatever the case records of the run is
+ * compared: per-step latents and UNet calls (step.NNN.unet_sample / unet_out), img2img's init/noisy
+ * latents, SDXL's pooled embeddings, added conditioning and token ids (exact). */
 #include "check/check.h"
 #include "pipe/pipeline.h"
 
@@ -59,6 +62,70 @@ typedef struct {
     bool lcm_pipeline;
 } step_ctx;
 
+static bool has_expected(sd_case *c, const char *name) { return c->expected && sd_st_find(c->expected, name); }
+
+static void on_unet(void *user, int i, double t, const float *sample, const float *out, size_t n)
+{
+    step_ctx *s = user;
+    char key[48];
+    snprintf(key, sizeof key, "step.%03d.unet_sample", i);
+    if (has_expected(s->c, key))
+        sd_case_compare(s->c, key, sample, n);
+    snprintf(key, sizeof key, "step.%03d.unet_out", i);
+    if (has_expected(s->c, key))
+        sd_case_compare(s->c, key, out, n);
+    snprintf(key, sizeof key, "step.%03d.unet_timestep", i);
+    if (has_expected(s->c, key)) {
+        float tf = (float)t;
+        sd_case_compare(s->c, key, &tf, 1);
+    }
+}
+
+static void on_latents(void *user, const char *what, const float *x, size_t n)
+{
+    step_ctx *s = user;
+    if (has_expected(s->c, what))
+        sd_case_compare(s->c, what, x, n);
+}
+
+/* token ids must match exactly */
+static void compare_ids(sd_case *c, const char *name, sd_tokenizer *tok, sd_tok_clean mode, const char *prompt)
+{
+    const sd_st_tensor *t = c->expected ? sd_st_find(c->expected, name) : NULL;
+    if (!t || !tok)
+        return;
+    int32_t ids[1024];
+    int len = (int)t->numel, nv = 0, nt = 0;
+    c->n_checked++;
+    if (len > 1024 || sd_tokenizer_encode(tok, prompt ? prompt : "", mode, ids, len, &nv, &nt) != SD_OK) {
+        sd_case_fail(c, sd_last_error());
+        c->n_checked--;
+        return;
+    }
+    for (int i = 0; i < len; i++)
+        if ((int64_t)ids[i] != (int64_t)sd_st_get(t, (size_t)i)) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "%s: token %d is %d, the reference has %lld", name, i, ids[i],
+                     (long long)sd_st_get(t, (size_t)i));
+            c->n_checked--;
+            sd_case_fail(c, msg);
+            return;
+        }
+    if (c->verbose)
+        printf("  %-44s PASS  exact (%d ids)\n", name, len);
+}
+
+/* call_kwargs [a, b] -> out (absent: unchanged) */
+static void int_pair(const sd_config *kw, const char *key, int out[2])
+{
+    int64_t v[2];
+    int n = 0;
+    if (sd_config_has(kw, key) && sd_config_int_list(kw, key, v, 2, 2, &n) == SD_OK && n == 2) {
+        out[0] = (int)v[0];
+        out[1] = (int)v[1];
+    }
+}
+
 static void on_step(void *user, int i, double t, const float *latents, const float *denoised, size_t n)
 {
     step_ctx *s = user;
@@ -76,7 +143,9 @@ sd_status sd_check_pipe(sd_case *c)
     SD_TRY(sd_config_str(&c->manifest, "pipeline", NULL, &pipeline));
     bool img2img = strstr(pipeline, "Img2Img") != NULL;
     bool lcm_pipe = !strcmp(pipeline, "LatentConsistencyModelPipeline");
-    if (strcmp(pipeline, "StableDiffusionPipeline") && strcmp(pipeline, "StableDiffusionImg2ImgPipeline") && !lcm_pipe)
+    bool xl_pipe = !strcmp(pipeline, "StableDiffusionXLPipeline") || !strcmp(pipeline, "StableDiffusionXLImg2ImgPipeline");
+    if (strcmp(pipeline, "StableDiffusionPipeline") && strcmp(pipeline, "StableDiffusionImg2ImgPipeline") && !lcm_pipe &&
+        !xl_pipe)
         return sd_fail(SD_ERR_UNSUPPORTED, "%s: pipeline '%s' is not supported", c->name, pipeline);
     char *model_dir = sd_case_path(c, "model_dir");
     char *unet_dir = sd_config_has(&c->manifest, "unet_dir") ? sd_case_path(c, "unet_dir") : NULL;
@@ -132,6 +201,19 @@ sd_status sd_check_pipe(sd_case *c)
     a.noise_user = &r;
     a.on_step = on_step;
     a.step_user = &sc2;
+    a.on_unet = on_unet;
+    a.on_latents = on_latents;
+    int_pair(&kw, "original_size", a.micro.original_size);
+    int_pair(&kw, "crops_coords_top_left", a.micro.crops_top_left);
+    int_pair(&kw, "target_size", a.micro.target_size);
+    int_pair(&kw, "negative_original_size", a.micro.negative_original_size);
+    int_pair(&kw, "negative_crops_coords_top_left", a.micro.negative_crops_top_left);
+    int_pair(&kw, "negative_target_size", a.micro.negative_target_size);
+    if (xl_pipe != m->sdxl) {
+        s = sd_fail(SD_ERR_FORMAT, "%s: the case runs %s but the model folder is %s an SDXL model", c->name, pipeline,
+                    m->sdxl ? "" : "not");
+        goto done;
+    }
     if (img2img) {
         size_t n;
         if (!(image = sd_case_input_f32(c, "image", &n))) {
@@ -159,6 +241,21 @@ sd_status sd_check_pipe(sd_case *c)
             sd_case_compare(c, "negative_prompt_embeds", o.negative_prompt_embeds, o.embeds_n);
         else
             sd_case_fail(c, "the reference ran classifier-free guidance, the pipeline did not");
+    }
+    if (m->sdxl) {
+        sd_case_compare(c, "pooled_prompt_embeds", o.pooled_prompt_embeds, o.pooled_n);
+        if (has_expected(c, "negative_pooled_prompt_embeds")) {
+            if (o.negative_pooled_prompt_embeds)
+                sd_case_compare(c, "negative_pooled_prompt_embeds", o.negative_pooled_prompt_embeds, o.pooled_n);
+            else
+                sd_case_fail(c, "the reference ran classifier-free guidance, the pipeline did not");
+        }
+        sd_case_compare(c, "add_text_embeds", o.add_text_embeds, (size_t)o.unet_rows * o.pooled_n);
+        sd_case_compare(c, "add_time_ids", o.add_time_ids, (size_t)o.unet_rows * SD_UNET_TIME_IDS);
+        compare_ids(c, "input_ids.tokenizer", m->tok, m->tok_mode, prompt);
+        compare_ids(c, "input_ids.tokenizer_2", m->tok2, m->tok_mode, prompt);
+        compare_ids(c, "negative_input_ids.tokenizer", m->tok, m->tok_mode, neg);
+        compare_ids(c, "negative_input_ids.tokenizer_2", m->tok2, m->tok_mode, neg);
     }
     sd_case_compare(c, "final_latents", o.latents, o.latents_n);
     float ts[1024];

@@ -1,5 +1,6 @@
 /* UNet2DConditionModel cases: forward(sample, timestep, encoder_hidden_states
- * [, timestep_cond]) compared with out_sample and every act.* activation.
+ * [, timestep_cond] [, added_cond_kwargs text_embeds + time_ids (SDXL)]) compared
+ * with out_sample and every act.* activation.
  * The forward runs twice: projecting the context directly, and through the
  * cross-attention K/V cache (outputs must agree). F16 weight files are run
  * once converted to F32 at load and once kept F16 in memory. */
@@ -13,9 +14,9 @@
 #include <string.h>
 
 typedef struct unet_inputs {
-    float *x, *t, *c, *tc;
-    int64_t xs[4], cs[3], tcs[2];
-    bool has_tc;
+    float *x, *t, *c, *tc, *te, *ti;
+    int64_t xs[4], cs[3], tcs[2], tes[2], tis[2];
+    bool has_tc, has_added; /* has_added: SDXL text_embeds + time_ids */
 } unet_inputs;
 
 static void free_inputs(unet_inputs *in)
@@ -24,6 +25,8 @@ static void free_inputs(unet_inputs *in)
     free(in->t);
     free(in->c);
     free(in->tc);
+    free(in->te);
+    free(in->ti);
 }
 
 static sd_status get_input(sd_case *c, const char *name, int ndim, float **out, int64_t *shape)
@@ -68,7 +71,12 @@ static sd_tensor run(sd_ctx *ctx, const sd_unet *u, const unet_inputs *in, sd_un
     } else {
         ctxt = cx;
     }
-    return sd_unet_forward(ctx, u, x, t, ctxt, in->has_tc ? &tc : NULL, kv);
+    sd_unet_added add = {0};
+    if (in->has_added) {
+        add.text_embeds = upload(ctx, act, in->te, 2, in->tes);
+        add.time_ids = upload(ctx, SD_F32, in->ti, 2, in->tis);
+    }
+    return sd_unet_forward_added(ctx, u, x, t, ctxt, in->has_tc ? &tc : NULL, kv, in->has_added ? &add : NULL);
 }
 
 static sd_status download(sd_ctx *ctx, sd_tensor t, float **out)
@@ -234,6 +242,12 @@ sd_status sd_check_unet(sd_case *c)
     if (s == SD_OK && c->inputs && sd_st_find(c->inputs, "timestep_cond")) {
         in.has_tc = true;
         s = get_input(c, "timestep_cond", 2, &in.tc, in.tcs);
+    }
+    if (s == SD_OK && c->inputs && sd_st_find(c->inputs, "text_embeds")) { /* SDXL added_cond_kwargs */
+        in.has_added = true;
+        s = get_input(c, "text_embeds", 2, &in.te, in.tes);
+        if (s == SD_OK)
+            s = get_input(c, "time_ids", 2, &in.ti, in.tis);
     }
     bool f16_file = false;
     if (s == SD_OK) {

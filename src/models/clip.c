@@ -119,9 +119,33 @@ static sd_status load_layer(sd_weights *w, const sd_clip_config *c, int i, sd_cl
     return SD_OK;
 }
 
+sd_status sd_clip_weights_canonical(sd_weights *w)
+{
+    /* transformers 5 saves CLIPTextModel without the "text_model." prefix (CLIPTextModelWithProjection keeps it) */
+    if (sd_weights_has(w, P "embeddings.token_embedding.weight") || !sd_weights_has(w, "embeddings.token_embedding.weight"))
+        return SD_OK;
+    static const char *const roots[] = {"embeddings.", "encoder.", "final_layer_norm."};
+    for (size_t i = 0; i < w->n_idx; i++) {
+        bool ours = false;
+        for (size_t k = 0; k < SD_ARRAY_LEN(roots) && !ours; k++)
+            ours = !strncmp(w->idx[i].name, roots[k], strlen(roots[k]));
+        if (!ours)
+            continue;
+        size_t n = strlen(P) + strlen(w->idx[i].name) + 1;
+        char *nn = sd_malloc(n);
+        if (!nn)
+            return SD_ERR_OUT_OF_MEMORY;
+        snprintf(nn, n, P "%s", w->idx[i].name);
+        free(w->idx[i].name);
+        w->idx[i].name = nn;
+    }
+    return sd_weights_finalize(w); /* sorts the index again (and refuses a name given twice) */
+}
+
 sd_status sd_clip_load(sd_weights *w, const sd_clip_config *c, sd_clip **out)
 {
     *out = NULL;
+    SD_TRY(sd_clip_weights_canonical(w));
     sd_clip *m = sd_calloc(1, sizeof *m);
     if (!m)
         return SD_ERR_OUT_OF_MEMORY;

@@ -57,8 +57,13 @@ typedef struct sd_clip {
 sd_status sd_clip_config_load(const char *config_json, sd_clip_config *c);
 sd_status sd_clip_config_from(const sd_config *json, sd_clip_config *c);
 
+/* Names a transformers-5 CLIPTextModel file's tensors ("embeddings.*", "encoder.*",
+ * "final_layer_norm.*", saved without the "text_model." prefix) by the canonical
+ * "text_model.*" keys, in `w`'s index (finalized again); a no-op for files that have
+ * the prefix. sd_clip_load calls it. */
+sd_status sd_clip_weights_canonical(sd_weights *w);
 /* Loads every tensor (shape-checked against the config) from `w`, which must
- * outlive the model. Missing tensor -> SD_ERR_NOT_FOUND, wrong shape -> SD_ERR_SHAPE. */
+ * outlive the model (its index may be renamed: sd_clip_weights_canonical). Missing tensor -> SD_ERR_NOT_FOUND, wrong shape -> SD_ERR_SHAPE. */
 sd_status sd_clip_load(sd_weights *w, const sd_clip_config *c, sd_clip **out);
 /* Visits every loaded weight handle by its state-dict name (for LoRA fusing:
  * see sd_weight_visit_fn in weights.h). */

@@ -134,7 +134,8 @@ sd_status sd_unet_config_from(const sd_config *c, sd_unet_config *cfg)
         return unsupported(c, "_class_name", "expected UNet2DConditionModel");
 
     /* features outside the SD1/SD2/turbo/LCM family */
-    SD_TRY(need_null(c, "addition_embed_type", "SDXL-style added embeddings"));
+    SD_TRY(need_str(c, "addition_embed_type", "text_time", NULL,
+                    "only SDXL's 'text_time' added conditioning (pooled text embedding + time ids)"));
     SD_TRY(need_null(c, "class_embed_type", "class embeddings"));
     SD_TRY(need_null(c, "num_class_embeds", "class embeddings"));
     SD_TRY(need_null(c, "encoder_hid_dim", "encoder_hid_proj"));
@@ -206,6 +207,26 @@ sd_status sd_unet_config_from(const sd_config *c, sd_unet_config *cfg)
     SD_TRY(sd_config_bool(c, "use_linear_projection", false, &cfg->use_linear_projection));
     SD_TRY(sd_config_bool(c, "upcast_attention", false, &cfg->upcast_attention));
     SD_TRY(sd_config_bool(c, "center_input_sample", false, &cfg->center_input_sample));
+
+    const char *aet = NULL;
+    SD_TRY(sd_config_str(c, "addition_embed_type", NULL, &aet));
+    cfg->add_text_time = aet != NULL;
+    if (cfg->add_text_time) {
+        SD_TRY(sd_config_int(c, "addition_time_embed_dim", 0, &cfg->addition_time_embed_dim));
+        SD_TRY(sd_config_int(c, "projection_class_embeddings_input_dim", 0,
+                             &cfg->projection_class_embeddings_input_dim));
+        if (cfg->addition_time_embed_dim <= 0 || cfg->addition_time_embed_dim % 2 ||
+            cfg->addition_time_embed_dim > 65536)
+            return sd_fail(SD_ERR_FORMAT, "%s: 'addition_time_embed_dim' must be a positive even number with "
+                           "addition_embed_type 'text_time' (SDXL: 256)", c->path);
+        if (cfg->projection_class_embeddings_input_dim <= SD_UNET_TIME_IDS * cfg->addition_time_embed_dim ||
+            cfg->projection_class_embeddings_input_dim > (1 << 20))
+            return sd_fail(SD_ERR_FORMAT, "%s: 'projection_class_embeddings_input_dim' = %lld must exceed 6 x "
+                           "addition_time_embed_dim = %lld (it is the pooled text width + 6 time-id embeddings; "
+                           "SDXL: 1280 + 6 x 256 = 2816)", c->path,
+                           (long long)cfg->projection_class_embeddings_input_dim,
+                           (long long)(SD_UNET_TIME_IDS * cfg->addition_time_embed_dim));
+    }
 
     SD_TRY(block_ints(c, "layers_per_block", 2, n, cfg->layers_per_block, NULL));
     SD_TRY(block_ints(c, "transformer_layers_per_block", 1, n, cfg->transformer_layers, NULL));
@@ -300,6 +321,7 @@ struct sd_unet {
     sd_unet_config cfg;
     sd_backend *be;
     sd_tensor conv_in_w, conv_in_b, t1_w, t1_b, t2_w, t2_b, cond_w;
+    sd_tensor a1_w, a1_b, a2_w, a2_b; /* add_embedding (SDXL text_time) */
     unet_down down[SD_UNET_MAX_BLOCKS];
     sd_resnet mid_res[2];
     sd_transformer2d mid_attn;
@@ -375,6 +397,13 @@ static void build(sd_wload *l, sd_unet *u)
     sd_wl_get(l, &u->t2_b, SD_SHAPE(ted), "time_embedding.linear_2.bias");
     if (c->time_cond_proj_dim > 0)
         sd_wl_get(l, &u->cond_w, SD_SHAPE(c0, c->time_cond_proj_dim), "time_embedding.cond_proj.weight");
+    if (c->add_text_time) {
+        sd_wl_get(l, &u->a1_w, SD_SHAPE(ted, c->projection_class_embeddings_input_dim),
+                  "add_embedding.linear_1.weight");
+        sd_wl_get(l, &u->a1_b, SD_SHAPE(ted), "add_embedding.linear_1.bias");
+        sd_wl_get(l, &u->a2_w, SD_SHAPE(ted, ted), "add_embedding.linear_2.weight");
+        sd_wl_get(l, &u->a2_b, SD_SHAPE(ted), "add_embedding.linear_2.bias");
+    }
 
     u->n_skips = 1;
     int64_t out_ch = c0;
@@ -701,6 +730,43 @@ typedef struct skip {
 sd_tensor sd_unet_forward(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_tensor timesteps, sd_tensor context,
                           const sd_tensor *timestep_cond, const sd_unet_kv *kv)
 {
+    return sd_unet_forward_added(ctx, u, x, timesteps, context, timestep_cond, kv, NULL);
+}
+
+/* SDXL: add_embedding(cat([text_embeds, add_time_proj(time_ids.flatten()).reshape(B, 6*D)], -1)) */
+static sd_tensor added_embedding(sd_ctx *ctx, const sd_unet *u, int64_t B, const sd_unet_added *a)
+{
+    const sd_unet_config *c = &u->cfg;
+    int64_t D = c->addition_time_embed_dim, P = c->projection_class_embeddings_input_dim - SD_UNET_TIME_IDS * D;
+    if (!a)
+        return sd_ctx_fail(ctx, SD_ERR_INVALID_ARGUMENT, "UNet: this is an SDXL UNet (addition_embed_type "
+                           "'text_time'): it needs the pooled text embedding and the time ids");
+    const sd_tensor *te = &a->text_embeds, *ti = &a->time_ids;
+    if (te->ndim != 2 || te->ne[0] != B || te->ne[1] != P) {
+        char s[96];
+        sd_shape_str(te, s, sizeof s);
+        return sd_ctx_fail(ctx, SD_ERR_SHAPE, "UNet: text_embeds %s must be [%lld,%lld] (the UNet's "
+                           "projection_class_embeddings_input_dim %lld - 6 x addition_time_embed_dim %lld)", s,
+                           (long long)B, (long long)P, (long long)c->projection_class_embeddings_input_dim,
+                           (long long)D);
+    }
+    if (ti->ndim != 2 || ti->ne[0] != B || ti->ne[1] != SD_UNET_TIME_IDS || ti->dtype != SD_F32)
+        return sd_ctx_fail(ctx, SD_ERR_SHAPE, "UNet: time_ids must be F32 [%lld,%d]", (long long)B,
+                           SD_UNET_TIME_IDS);
+    int64_t nid = B * SD_UNET_TIME_IDS;
+    sd_tensor tp = sd_timestep_embedding(ctx, sd_reshape(ctx, *ti, 1, &nid), (int)D, c->flip_sin_to_cos,
+                                         (float)c->freq_shift);
+    sd_hook(ctx, "add_time_proj", tp);
+    sd_tensor ae = sd_concat(ctx, *te, sd_reshape2(ctx, tp, B, SD_UNET_TIME_IDS * D), 1);
+    ae = sd_linear(ctx, ae, u->a1_w, &u->a1_b);
+    ae = sd_linear(ctx, sd_silu(ctx, ae), u->a2_w, &u->a2_b);
+    sd_hook(ctx, "add_embedding", ae);
+    return ae;
+}
+
+sd_tensor sd_unet_forward_added(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_tensor timesteps, sd_tensor context,
+                                const sd_tensor *timestep_cond, const sd_unet_kv *kv, const sd_unet_added *added)
+{
     sd_tensor none = {0};
     if (!sd_ok(ctx))
         return none;
@@ -743,6 +809,9 @@ sd_tensor sd_unet_forward(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_tensor 
                                (long long)B, (long long)c->cross_attention_dim[0]);
         }
     }
+    if (added && !c->add_text_time)
+        return sd_ctx_fail(ctx, SD_ERR_INVALID_ARGUMENT, "UNet: text_embeds / time_ids given but the UNet has no "
+                           "'text_time' added conditioning (not an SDXL UNet)");
     const sd_kv_pair *kvp = kv ? kv->pairs : NULL;
     skip *st = sd_malloc((size_t)u->n_skips * sizeof *st);
     if (!st)
@@ -760,6 +829,8 @@ sd_tensor sd_unet_forward(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_tensor 
     sd_tensor emb = sd_linear(ctx, temb, u->t1_w, &u->t1_b);
     emb = sd_linear(ctx, sd_silu(ctx, emb), u->t2_w, &u->t2_b);
     sd_hook(ctx, "time_embedding", emb);
+    if (c->add_text_time)
+        emb = sd_add(ctx, emb, added_embedding(ctx, u, B, added));
     sd_tensor semb = sd_keep(ctx, m0, sd_silu(ctx, emb));
 
     /* conv_in */

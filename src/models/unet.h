@@ -5,7 +5,9 @@
  * UpBlock2D, mid block UNetMidBlock2DCrossAttn (or none), "positional" time
  * embedding with optional cond_proj (LCM guidance embedding), classic
  * Transformer2DModel (conv or linear projection, GEGLU feed-forward).
- * Anything else in config.json (SDXL add-embeddings, class embeddings,
+ * SDXL's "text_time" added conditioning (pooled text embedding + 6 time ids,
+ * sd_unet_forward_added) and per-level transformer depth are supported too.
+ * Anything else in config.json (other add-embeddings, class embeddings,
  * scale_shift resnets, ...) is refused with SD_ERR_UNSUPPORTED naming the key.
  *
  * Numerics follow diffusers 0.26 exactly (float32 reference):
@@ -58,7 +60,16 @@ typedef struct sd_unet_config {
     double mid_block_scale_factor;
     int64_t conv_in_kernel, conv_out_kernel;
     bool center_input_sample;
+    /* SDXL added conditioning (addition_embed_type "text_time"): emb += add_embedding(cat(text_embeds,
+     * add_time_proj(time_ids))) with add_time_proj = sinusoids of addition_time_embed_dim per time id */
+    bool add_text_time;
+    int64_t addition_time_embed_dim;               /* D (256 for SDXL) */
+    int64_t projection_class_embeddings_input_dim; /* P + n_time_ids * D (2816 for SDXL) */
 } sd_unet_config;
+
+/* The number of SDXL micro-conditioning time ids: (original_h, original_w, crop_top, crop_left, target_h,
+ * target_w). */
+#define SD_UNET_TIME_IDS 6
 
 /* Reads a diffusers UNet2DConditionModel config.json. Absent keys take
  * diffusers' defaults. Unsupported features -> SD_ERR_UNSUPPORTED naming the key. */
@@ -116,5 +127,18 @@ sd_status sd_unet_kv_set_batch(sd_unet_kv *kv, int64_t batch);
  * to ctx->hook (diffusers module paths, e.g. "down_blocks.0.attentions.0"). */
 sd_tensor sd_unet_forward(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_tensor timesteps, sd_tensor context,
                           const sd_tensor *timestep_cond, const sd_unet_kv *kv);
+
+/* SDXL added conditioning (added_cond_kwargs of diffusers): text_embeds [B,P] (act dtype; the pooled,
+ * projected embedding of text encoder 2) and time_ids F32 [B,6] (SD_UNET_TIME_IDS, diffusers' order), with
+ * P + 6 * addition_time_embed_dim = projection_class_embeddings_input_dim. */
+typedef struct sd_unet_added {
+    sd_tensor text_embeds;
+    sd_tensor time_ids;
+} sd_unet_added;
+
+/* sd_unet_forward with the added conditioning: `added` is required by a "text_time" UNet (an error naming
+ * what is missing otherwise) and refused by every other UNet. sd_unet_forward = this with added NULL. */
+sd_tensor sd_unet_forward_added(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_tensor timesteps, sd_tensor context,
+                                const sd_tensor *timestep_cond, const sd_unet_kv *kv, const sd_unet_added *added);
 
 #endif

@@ -16,6 +16,10 @@ void sd_pipe_out_free(sd_pipe_out *o)
     free(o->negative_prompt_embeds);
     free(o->latents);
     free(o->image);
+    free(o->pooled_prompt_embeds);
+    free(o->negative_pooled_prompt_embeds);
+    free(o->add_text_embeds);
+    free(o->add_time_ids);
     memset(o, 0, sizeof *o);
 }
 
@@ -41,6 +45,11 @@ static sd_status run_stage(sd_backend *be, stage_fn fn, void *user, sd_ctx *keep
     else
         sd_ctx_free(&ctx);
     return s;
+}
+
+sd_status sd_pipe_stage(sd_backend *be, sd_stage_fn fn, void *user, const char *what)
+{
+    return run_stage(be, fn, user, NULL, what);
 }
 
 /* ---------------------------------------------------------------- text */
@@ -103,6 +112,8 @@ typedef struct {
     int S, D;
     const float *tcond;/* [B,P] or NULL */
     float *out;
+    const float *te, *ti; /* SDXL added conditioning [B,P2], [B,6]; NULL otherwise */
+    int P2;
 } unet_job;
 
 static void unet_stage(sd_ctx *ctx, void *user)
@@ -121,7 +132,16 @@ static void unet_stage(sd_ctx *ctx, void *user)
     sd_tensor_from_f32(ctx, &c, j->ctx);
     if (j->tcond)
         sd_tensor_from_f32(ctx, &tc, j->tcond);
-    sd_tensor y = sd_unet_forward(ctx, j->m->unet, x, t, c, j->tcond ? &tc : NULL, NULL);
+    sd_unet_added add = {0};
+    if (j->te) {
+        add.text_embeds = sd_new4(ctx, j->B, j->P2, 0, 0);
+        int64_t ne[2] = {j->B, SD_UNET_TIME_IDS};
+        add.time_ids = sd_new(ctx, SD_F32, 2, ne);
+        sd_tensor_from_f32(ctx, &add.text_embeds, j->te);
+        if (!ctx->plan && sd_ok(ctx))
+            ctx->be->ops->upload(ctx->be, add.time_ids.data, j->ti, (size_t)j->B * SD_UNET_TIME_IDS * sizeof(float));
+    }
+    sd_tensor y = sd_unet_forward_added(ctx, j->m->unet, x, t, c, j->tcond ? &tc : NULL, NULL, j->te ? &add : NULL);
     sd_tensor_to_f32(ctx, &y, j->out);
 }
 
@@ -196,16 +216,34 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
     sd_status s;
     float *cond = NULL, *uncond = NULL, *ctxbuf = NULL, *tcond = NULL, *x = NULL, *xin = NULL, *eps = NULL,
           *prev = NULL, *den = NULL, *noise = NULL, *tt = NULL;
-    int S = 0, D = 0;
+    float *pooled = NULL, *npooled = NULL, *ate = NULL, *ati = NULL; /* SDXL */
+    int S = 0, D = 0, P2 = 0;
     double t0 = sd_time_now();
     char what[128];
 
     /* 1. prompts */
-    if ((s = sd_pipe_encode_prompt(m, a->prompt, a->clip_skip, &cond, &S, &D)) != SD_OK)
-        goto done;
-    if (cfg && (s = sd_pipe_encode_prompt(m, a->negative_prompt ? a->negative_prompt : "", a->clip_skip, &uncond, &S,
-                                          &D)) != SD_OK)
-        goto done;
+    if (m->sdxl) { /* StableDiffusionXLPipeline.encode_prompt */
+        if ((s = sd_sdxl_encode_prompt(m, a->prompt, a->clip_skip, &cond, &pooled, &S, &D, &P2)) != SD_OK)
+            goto done;
+        bool no_negative = !a->negative_prompt || !*a->negative_prompt;
+        if (cfg && no_negative && m->force_zeros_for_empty_prompt) { /* zeros; the encoders do not run */
+            uncond = sd_calloc((size_t)S * D, sizeof(float));
+            npooled = sd_calloc((size_t)P2, sizeof(float));
+            if (!uncond || !npooled) {
+                s = SD_ERR_OUT_OF_MEMORY;
+                goto done;
+            }
+        } else if (cfg && (s = sd_sdxl_encode_prompt(m, a->negative_prompt ? a->negative_prompt : "", a->clip_skip,
+                                                     &uncond, &npooled, &S, &D, &P2)) != SD_OK) {
+            goto done;
+        }
+    } else {
+        if ((s = sd_pipe_encode_prompt(m, a->prompt, a->clip_skip, &cond, &S, &D)) != SD_OK)
+            goto done;
+        if (cfg && (s = sd_pipe_encode_prompt(m, a->negative_prompt ? a->negative_prompt : "", a->clip_skip, &uncond,
+                                              &S, &D)) != SD_OK)
+            goto done;
+    }
     const int UB = cfg ? 2 * B : B;
     const size_t SD_ = (size_t)S * D;
     ctxbuf = sd_malloc((size_t)UB * SD_ * sizeof(float));
@@ -222,6 +260,22 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
     }
     for (int b = 0; b < UB; b++) /* diffusers order: [uncond x B, cond x B] */
         memcpy(ctxbuf + (size_t)b * SD_, (cfg && b < B) ? uncond : cond, SD_ * sizeof(float));
+    if (m->sdxl) { /* added conditioning, one row per UNet row */
+        ate = sd_malloc((size_t)UB * P2 * sizeof(float));
+        ati = sd_malloc((size_t)UB * SD_UNET_TIME_IDS * sizeof(float));
+        if (!ate || !ati) {
+            s = SD_ERR_OUT_OF_MEMORY;
+            goto done;
+        }
+        float pos_ids[SD_UNET_TIME_IDS], neg_ids[SD_UNET_TIME_IDS];
+        sd_sdxl_time_ids(a, pos_ids, neg_ids);
+        for (int b = 0; b < UB; b++) {
+            memcpy(ate + (size_t)b * P2, (cfg && b < B) ? npooled : pooled, (size_t)P2 * sizeof(float));
+            /* diffusers: add_time_ids = cat([neg, pos]).repeat(batch, 1): with CFG the rows alternate neg, pos
+             * while the embedding rows are [neg x B, pos x B] (kept as diffusers does it) */
+            memcpy(ati + (size_t)b * SD_UNET_TIME_IDS, (cfg && b % 2 == 0) ? neg_ids : pos_ids, sizeof pos_ids);
+        }
+    }
     if (lcm_embed) {
         int P = (int)m->unet_cfg.time_cond_proj_dim;
         tcond = sd_malloc((size_t)B * P * sizeof(float));
@@ -267,11 +321,15 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
             for (size_t i = 0; i < n; i++)
                 x[i] = (x[i] + expf(0.5f * logvar[i]) * noise[i]) * (float)m->vae_cfg.scaling_factor;
         }
+        if (s == SD_OK && a->on_latents)
+            a->on_latents(a->step_user, "init_latents", x, n);
         free(logvar);
         if (s != SD_OK)
             goto done;
         a->noise(a->noise_user, "prepare_latents", noise, n);
         sd_scheduler_add_noise(a->sched, x, noise, sd_scheduler_timestep(a->sched, first), x, n);
+        if (a->on_latents)
+            a->on_latents(a->step_user, "noisy_latents", x, n);
     } else {
         if (a->latents)
             memcpy(x, a->latents, n * sizeof(float));
@@ -292,7 +350,7 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
             memcpy(xin + n, xin, n * sizeof(float));
         for (int b = 0; b < UB; b++)
             tt[b] = (float)t;
-        unet_job uj = {m, UB, C, h, w, xin, tt, ctxbuf, S, D, tcond, eps};
+        unet_job uj = {m, UB, C, h, w, xin, tt, ctxbuf, S, D, tcond, eps, ate, ati, P2};
         if (!have_ctx) {
             snprintf(what, sizeof what, "the UNet at %dx%d (batch %d%s)", a->width, a->height, B,
                      cfg ? ", x2 for guidance" : "");
@@ -305,6 +363,8 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
             if ((s = uctx.status) != SD_OK)
                 break;
         }
+        if (a->on_unet)
+            a->on_unet(a->step_user, i - first, t, xin, eps, (size_t)UB * C * h * w);
         if (cfg) {
             float g = a->guidance_scale;
             for (size_t k = 0; k < n; k++)
@@ -349,6 +409,13 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
         out->negative_prompt_embeds = uncond;
         out->embeds_n = SD_;
         cond = uncond = NULL;
+        out->pooled_prompt_embeds = pooled;
+        out->negative_pooled_prompt_embeds = npooled;
+        out->pooled_n = (size_t)P2;
+        out->add_text_embeds = ate;
+        out->add_time_ids = ati;
+        out->unet_rows = UB;
+        pooled = npooled = ate = ati = NULL;
     }
 done:
     free(cond);
@@ -362,6 +429,10 @@ done:
     free(den);
     free(noise);
     free(tt);
+    free(pooled);
+    free(npooled);
+    free(ate);
+    free(ati);
     if (s != SD_OK)
         sd_pipe_out_free(out);
     return s;

@@ -118,6 +118,7 @@ void sd_model_free(sd_model *m)
     sd_weights_free(&m->w_vae);
     sd_weights_free(&m->w_taesd);
     sd_weights_free(&m->w_unet);
+    sd_sdxl_free(m);
     sd_backend_destroy(m->be);
     free(m->source);
     free(m);
@@ -141,6 +142,11 @@ static sd_status load_component(sd_model *m, sd_weights *w, const char *dir, con
     w->check_finite = m->params.check_finite;
     SD_TRY(sd_weights_add_component(w, dir, base, m->params.variant, NULL));
     return sd_weights_finalize(w);
+}
+
+sd_status sd_model_load_component(sd_model *m, sd_weights *w, const char *dir, const char *what, const char *base)
+{
+    return load_component(m, w, dir, what, base);
 }
 
 sd_status sd_model_load_taesd(sd_model *m, const char *path)
@@ -250,6 +256,9 @@ sd_status sd_model_load_folder(const char *dir, const char *unet_dir, const sd_m
                                       "model_index.json with tokenizer/, text_encoder/, unet/, vae/, scheduler/)", dir);
         goto done;
     }
+    bool sdxl = false; /* before the text encoder: an SDXL refiner has none, and is refused by name */
+    if ((s = sd_sdxl_check_folder(dir, un, &sdxl)) != SD_OK)
+        goto done;
     if (!sd_dir_exists(te)) {
         s = sd_fail(SD_ERR_NOT_FOUND, "%s: no text_encoder/ folder: a Stable Diffusion model folder needs the CLIP "
                                       "text encoder (config.json + model.safetensors)", dir);
@@ -260,6 +269,8 @@ sd_status sd_model_load_folder(const char *dir, const char *unet_dir, const sd_m
     LOAD_CONFIG(sd_clip_config_load, te, &m->clip_cfg);
     if (s != SD_OK || (s = load_component(m, &m->w_text, te, "text_encoder", "model")) != SD_OK ||
         (s = sd_clip_load(&m->w_text, &m->clip_cfg, &m->clip)) != SD_OK)
+        goto done;
+    if (sdxl && (s = sd_sdxl_load_folder(m, dir)) != SD_OK)
         goto done;
     LOAD_CONFIG(sd_unet_config_load, un, &m->unet_cfg);
     if (s != SD_OK || (s = load_component(m, &m->w_unet, un, "unet", "diffusion_pytorch_model")) != SD_OK ||
@@ -276,7 +287,10 @@ sd_status sd_model_load_folder(const char *dir, const char *unet_dir, const sd_m
     }
     if ((s = load_scheduler(m, dir)) != SD_OK)
         goto done;
-    m->arch = m->unet_cfg.use_linear_projection ? "sd2" : "sd1";
+    if (!m->sdxl)
+        m->arch = m->unet_cfg.use_linear_projection ? "sd2" : "sd1";
+    if ((s = sd_model_check_fit(m)) != SD_OK)
+        goto done;
     if (m->params.taesd)
         s = sd_model_load_taesd(m, m->params.taesd);
 done:
@@ -520,6 +534,7 @@ sd_status sd_model_load(const char *path, const sd_model_params *p, sd_model **o
     sd_status s = apply_overrides(*out);
     if (s == SD_OK) { /* converted weights: the file pages need not stay resident */
         sd_weights_release_pages(&(*out)->w_text);
+        sd_weights_release_pages(&(*out)->w_text2);
         sd_weights_release_pages(&(*out)->w_unet);
         sd_weights_release_pages(&(*out)->w_vae);
         sd_weights_release_pages(&(*out)->w_taesd);
@@ -546,7 +561,8 @@ sd_status sd_model_get_info(const sd_model *m, sd_model_info *info)
     info->context_dim = (int)m->unet_cfg.cross_attention_dim[0];
     info->has_taesd = m->taesd != NULL;
     info->lcm_guidance_embedding = m->unet_cfg.time_cond_proj_dim > 0;
-    info->weight_bytes = m->w_text.bytes_device + m->w_text.bytes_mapped + m->w_unet.bytes_device +
+    info->weight_bytes = m->w_text.bytes_device + m->w_text.bytes_mapped + m->w_text2.bytes_device +
+                         m->w_text2.bytes_mapped + m->w_unet.bytes_device +
                          m->w_unet.bytes_mapped + m->w_vae.bytes_device + m->w_vae.bytes_mapped +
                          m->w_taesd.bytes_device + m->w_taesd.bytes_mapped;
     info->active_loras = sd_lora_state_loras(m->lora);

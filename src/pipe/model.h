@@ -31,6 +31,14 @@ struct sd_model {
     sd_model_params params;
     struct sd_lora_state *lora; /* the fused LoRA set (src/models/lora.h); NULL = none */
     uint64_t weights_version;   /* incremented whenever weights change (LoRA apply): caches keyed on it go stale */
+    /* SDXL (arch "sdxl", src/pipe/sdxl.c): clip/tok above are text encoder 1 (CLIP ViT-L), these encoder 2
+     * (OpenCLIP ViT-bigG with projection) */
+    bool sdxl;
+    sd_tokenizer *tok2;
+    sd_weights w_text2;
+    sd_clip_config clip2_cfg;
+    sd_clip *clip2;
+    bool force_zeros_for_empty_prompt; /* model_index.json: no negative prompt -> zero negative embeddings */
 };
 
 /* Loads a components folder: tokenizer/, text_encoder/, unet/, vae/ (optional), scheduler/.
@@ -43,6 +51,21 @@ sd_status sd_model_load_taesd(sd_model *m, const char *dir);
 /* Whether images go through the TAESD: when asked for, or when the model has no AutoencoderKL but a TAESD
  * (a folder whose vae/ is an AutoencoderTiny, e.g. SDXS). */
 bool sd_model_use_taesd(const sd_model *m, bool requested);
+/* SDXL folders (src/pipe/sdxl.c). sd_sdxl_check_folder: whether `dir` holds an SDXL pipeline (model_index.json
+ * names StableDiffusionXLPipeline, or the UNet in `unet_dir` has "text_time" added conditioning); an SDXL refiner
+ * (StableDiffusionXLImg2ImgPipeline with only text_encoder_2 / requires_aesthetics_score) or an SDXL
+ * pipeline class this build does not run is SD_ERR_UNSUPPORTED naming it. sd_sdxl_load_folder: loads
+ * tokenizer_2/ and text_encoder_2/ (a missing folder is SD_ERR_NOT_FOUND naming it) and checks that the
+ * encoders, UNet and VAE fit together (SD_ERR_FORMAT naming the mismatch). */
+sd_status sd_sdxl_check_folder(const char *dir, const char *unet_dir, bool *is_sdxl);
+sd_status sd_sdxl_load_folder(sd_model *m, const char *dir);
+/* Components that must fit together in any model: VAE latent channels = UNet in_channels, text width =
+ * UNet cross_attention_dim. SD_ERR_FORMAT naming both sides. */
+sd_status sd_model_check_fit(const sd_model *m);
+void sd_sdxl_free(sd_model *m); /* the SDXL-only components */
+/* Weights of a diffusers/transformers component folder (`base`: "model" or "diffusion_pytorch_model") in the
+ * model's weight dtype and variant, finalized. */
+sd_status sd_model_load_component(sd_model *m, sd_weights *w, const char *dir, const char *what, const char *base);
 /* The float dtype weights are kept in for this backend and params. */
 sd_dtype sd_model_weight_dtype(const sd_backend *be, const sd_model_params *p);
 

@@ -14,6 +14,20 @@
 typedef void (*sd_noise_fn)(void *user, const char *who, float *out, size_t n);
 typedef void (*sd_step_fn)(void *user, int i, double t, const float *latents, const float *denoised, size_t n);
 
+/* The raw UNet call of step i (after scale_model_input and the CFG duplication; before guidance): rows
+ * of `sample` / `out` are the UNet batch, `n` values each. */
+typedef void (*sd_unet_call_fn)(void *user, int i, double t, const float *sample, const float *out, size_t n);
+/* Intermediate latents by name: "init_latents" (img2img: encoded and scaled), "noisy_latents" (img2img: the
+ * start latents after add_noise). */
+typedef void (*sd_latents_fn)(void *user, const char *what, const float *latents, size_t n);
+
+/* SDXL micro-conditioning (diffusers call arguments; 0 = default: original_size = target_size = (height,
+ * width), crops (0, 0), negative ones as the pipeline derives them) */
+typedef struct sd_sdxl_micro {
+    int original_size[2], crops_top_left[2], target_size[2]; /* (height, width), (top, left) */
+    int negative_original_size[2], negative_crops_top_left[2], negative_target_size[2];
+} sd_sdxl_micro;
+
 typedef struct sd_pipe_args {
     const char *prompt, *negative_prompt;
     int batch, width, height, steps, clip_skip;
@@ -28,6 +42,9 @@ typedef struct sd_pipe_args {
     void *step_user;
     sd_progress_fn progress;
     void *progress_user;
+    sd_sdxl_micro micro;       /* SDXL only */
+    sd_unet_call_fn on_unet;   /* may be NULL */
+    sd_latents_fn on_latents;  /* may be NULL; user: step_user */
 } sd_pipe_args;
 
 typedef struct sd_pipe_out {
@@ -40,6 +57,13 @@ typedef struct sd_pipe_out {
     size_t image_n;
     int n_timesteps;          /* the scheduler's whole schedule (img2img runs its tail) */
     double timesteps[1024];
+    /* SDXL: the pooled embeddings [1,P] and the added conditioning as fed to the UNet, one row per UNet
+     * batch row (unet_rows = 2B with CFG, else B) */
+    float *pooled_prompt_embeds, *negative_pooled_prompt_embeds;
+    size_t pooled_n;
+    float *add_text_embeds;   /* [unet_rows, P] */
+    float *add_time_ids;      /* [unet_rows, 6] */
+    int unet_rows;
 } sd_pipe_out;
 
 sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out);
@@ -47,5 +71,17 @@ void sd_pipe_out_free(sd_pipe_out *o);
 
 /* Encodes one prompt to [S,D] host floats (S = tokenizer max length). */
 sd_status sd_pipe_encode_prompt(sd_model *m, const char *prompt, int clip_skip, float **embeds, int *seq_len, int *dim);
+
+/* Runs `fn` once in a planning context to size the arena (refusing what cannot fit, named by `what`),
+ * then for real in a fresh context freed afterwards. */
+typedef void (*sd_stage_fn)(sd_ctx *ctx, void *user);
+sd_status sd_pipe_stage(sd_backend *be, sd_stage_fn fn, void *user, const char *what);
+
+/* SDXL (src/pipe/sdxl.c): both text encoders -> embeds [S, D1+D2] and pooled [P] host floats (malloc'd). */
+sd_status sd_sdxl_encode_prompt(sd_model *m, const char *prompt, int clip_skip, float **embeds, float **pooled,
+                                int *seq_len, int *dim, int *pooled_dim);
+/* The positive and negative time ids of a generation (diffusers' _get_add_time_ids, txt2img or img2img
+ * rules by a->image). */
+void sd_sdxl_time_ids(const sd_pipe_args *a, float pos[SD_UNET_TIME_IDS], float neg[SD_UNET_TIME_IDS]);
 
 #endif
