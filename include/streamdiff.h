@@ -101,8 +101,8 @@ typedef struct sd_model sd_model;
  * implemented yet (SD_ERR_UNSUPPORTED). */
 typedef enum sd_precision { SD_PRECISION_FP32 = 0, SD_PRECISION_BF16, SD_PRECISION_INT8, SD_PRECISION_AUTO } sd_precision;
 /* "fp32", "bf16", "int8", "auto" -> *out; false for anything else */
-bool sd_precision_from_name(const char *name, sd_precision *out);
-const char *sd_precision_name(sd_precision p);
+SD_API bool sd_precision_from_name(const char *name, sd_precision *out);
+SD_API const char *sd_precision_name(sd_precision p);
 
 typedef struct sd_model_params {
     sd_backend_kind backend; /* SD_BACKEND_CPU */

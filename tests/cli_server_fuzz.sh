@@ -24,7 +24,7 @@ for args in "--port 70000" "--port x" "-m $MODEL --width 100" "-m $MODEL --token
     [ "$rc" -eq 2 ] || fail "'serve $args' exited $rc, want 2: $(cat "$tmp/usage.log")"
     grep -q "streamdiff serve:" "$tmp/usage.log" || fail "'serve $args' printed no message"
 done
-"$BIN" serve --help | grep -q -- "--max-frame-bytes" || fail "serve --help lacks the limits"
+"$BIN" serve --help >"$tmp/help.txt"; grep -q -- "--max-frame-bytes" "$tmp/help.txt" || fail "serve --help lacks the limits"
 # stream settings the model cannot do: exit 2 with the engine's reason
 "$BIN" serve -m "$MODEL" --taesd "$TAESD" -W 72 -H 72 --port 0 --max-runtime 5 >"$tmp/size.log" 2>&1
 [ $? -eq 2 ] && grep -q "multiples of" "$tmp/size.log" || fail "a size the model cannot do: $(cat "$tmp/size.log")"
