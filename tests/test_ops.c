@@ -1069,6 +1069,55 @@ TEST(mark_keep_release)
     free(ref);
 }
 
+/* Scopes (what model code uses): a step keeps one tensor at the scope's start, the end hands the
+ * result to the caller, drop frees everything, and the inputs below the scope are never touched. */
+TEST(scopes)
+{
+    begin();
+    sd_ctx *c = &g_ctx;
+    int64_t n = 100;
+    float *x = rnd((size_t)n, 1, 7);
+    sd_tensor a = up(SD_F32, 1, &n, x); /* the input, below the scope */
+    sd_scope s = sd_scope_begin(c);
+    CHECK(s.mark == 448 && s.ctx == c);
+    sd_tensor h = sd_affine(c, a, 2.0f, 0.0f);
+    sd_tensor t = sd_affine(c, h, 1.0f, 1.0f);
+    h = sd_step(&s, t); /* 2x + 1: moved down, the first affine freed */
+    CHECK((uint8_t *)h.data == c->base + s.mark && c->off == s.mark + 448);
+    sd_tensor t2 = sd_affine(c, h, 1.0f, -1.0f);
+    h = sd_step(&s, sd_affine(c, sd_add(c, t2, a), 0.5f, 0.0f)); /* (2x + x) / 2 */
+    CHECK((uint8_t *)h.data == c->base + s.mark && c->off == s.mark + 448);
+    /* a nested scope (a block inside a block) gives its result to the outer one */
+    sd_scope inner = sd_scope_begin(c);
+    CHECK(inner.mark == s.mark + 448);
+    sd_tensor r = sd_scope_end(&inner, sd_affine(c, sd_affine(c, h, 1.0f, 0.0f), 2.0f, 0.0f)); /* 3x */
+    CHECK((uint8_t *)r.data == c->base + inner.mark && c->off == inner.mark + 448);
+    h = sd_scope_end(&s, r);
+    CHECK((uint8_t *)h.data == c->base + s.mark && c->off == s.mark + 448);
+    double *ref = dalloc((size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        ref[i] = 3.0 * x[i];
+    EXPECT_CLOSE("scope", h, ref, n, "scope result");
+    float back[100];
+    CHECK_STATUS(sd_tensor_to_f32(c, &a, back), SD_OK);
+    CHECK(!memcmp(back, x, sizeof back)); /* the input is untouched */
+    /* drop: nothing survives */
+    sd_scope d = sd_scope_begin(c);
+    sd_affine(c, a, 5.0f, 0.0f);
+    sd_scope_drop(&d);
+    CHECK(c->off == d.mark);
+    /* planning: a scope's peak is what its steps held at once, its end keeps only the result */
+    sd_ctx plan;
+    sd_ctx_init_plan(&plan, g_be);
+    sd_tensor pa = sd_new4(&plan, 100, 0, 0, 0);
+    sd_scope ps = sd_scope_begin(&plan);
+    sd_tensor ph = sd_step(&ps, sd_affine(&plan, sd_affine(&plan, pa, 2, 0), 1, 1));
+    sd_tensor pr = sd_scope_end(&ps, sd_affine(&plan, ph, 1, 0));
+    CHECK(pr.data == NULL && plan.off == ps.mark + 448 && plan.peak == ps.mark + 2 * 448 && sd_ok(&plan));
+    free(x);
+    free(ref);
+}
+
 TEST(sticky_errors)
 {
     begin();
@@ -1210,6 +1259,7 @@ int main(void)
     RUN(cast_and_views);
     RUN(planning_context);
     RUN(mark_keep_release);
+    RUN(scopes);
     RUN(sticky_errors);
     RUN(shape_errors);
     RUN(arena_exhaustion);

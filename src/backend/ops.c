@@ -218,6 +218,11 @@ sd_tensor sd_keep(sd_ctx *ctx, size_t mark, sd_tensor t)
     return t;
 }
 
+sd_scope sd_scope_begin(sd_ctx *ctx) { return (sd_scope){ctx, ctx->off}; }
+sd_tensor sd_step(sd_scope *s, sd_tensor t) { return sd_keep(s->ctx, s->mark, t); }
+sd_tensor sd_scope_end(sd_scope *s, sd_tensor t) { return sd_keep(s->ctx, s->mark, t); }
+void sd_scope_drop(sd_scope *s) { sd_release(s->ctx, s->mark); }
+
 sd_status sd_tensor_from_f32(sd_ctx *ctx, sd_tensor *t, const float *host)
 {
     if (ctx->status != SD_OK)

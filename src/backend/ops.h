@@ -9,9 +9,8 @@
  * Memory planning: run a forward pass once with a planning context
  * (sd_ctx_init_plan: no memory, no compute) to learn the exact peak arena
  * size for the static shapes, allocate once, then run for real any number of
- * times. Within a forward, scopes give memory back:
- *     size_t m = sd_mark(ctx);  ... temporaries ...;  out = sd_keep(ctx, m, out);
- * sd_keep moves `out` down to the mark and frees everything above it.
+ * times. Within a forward, scopes give memory back (sd_scope below; sd_mark /
+ * sd_keep / sd_release are the primitives underneath).
  */
 #ifndef SD_OPS_H
 #define SD_OPS_H
@@ -46,7 +45,29 @@ bool sd_ok(const sd_ctx *ctx);
 
 size_t sd_mark(const sd_ctx *ctx);
 void sd_release(sd_ctx *ctx, size_t mark);
+/* Moves t down to `mark` (no copy when it is already there or below) and frees everything above it. */
 sd_tensor sd_keep(sd_ctx *ctx, size_t mark, sd_tensor t);
+
+/* Scopes: how model code gives temporaries back. The arena is a stack; a scope owns every tensor
+ * allocated while it is open, and keeps only what it returns. Tensors from before it (its inputs,
+ * outputs allocated up front) are never touched.
+ *     sd_scope s = sd_scope_begin(ctx);
+ *     h = sd_step(&s, f(h));       f's result becomes the scope's only tensor: it moves down to where
+ *                                  the scope began, everything else the scope held is freed
+ *     return sd_scope_end(&s, h);  the last step: the caller's own scope now holds h
+ *     sd_scope_drop(&s);           or keep nothing (the results went into tensors made before the scope)
+ * A block function opens one scope and steps where a value replaces everything computed before it
+ * in the block (after norm -> conv, after a residual add), so the arena holds only live values and
+ * the planning pass measures exactly that peak. A step whose value was allocated first in the scope
+ * costs no copy. */
+typedef struct sd_scope {
+    sd_ctx *ctx;
+    size_t mark; /* the arena top when the scope began */
+} sd_scope;
+sd_scope sd_scope_begin(sd_ctx *ctx);
+sd_tensor sd_step(sd_scope *s, sd_tensor t);
+sd_tensor sd_scope_end(sd_scope *s, sd_tensor t);
+void sd_scope_drop(sd_scope *s);
 /* Records an error in the context (first one wins); returns an empty tensor. */
 sd_tensor sd_ctx_fail(sd_ctx *ctx, sd_status s, const char *fmt, ...) SD_PRINTF(3, 4);
 

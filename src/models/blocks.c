@@ -116,23 +116,25 @@ void sd_resnet_load(sd_wload *l, sd_resnet *r, const char *p, int64_t cin, int64
     }
 }
 
+/* x [B,Cin,H,W], semb = SiLU(time embedding) [B,T] -> [B,Cout,H,W]:
+ *   (shortcut(x) + conv2(SiLU(GN2(conv1(SiLU(GN1(x))) + time_emb_proj(semb))))) / output_scale_factor */
 sd_tensor sd_resnet_forward(sd_ctx *ctx, const sd_resnet *r, sd_tensor x, const sd_tensor *semb)
 {
-    size_t m = sd_mark(ctx);
-    sd_tensor h = sd_group_norm(ctx, x, r->norm1_w, r->norm1_b, r->groups, r->eps, true);
-    h = sd_keep(ctx, m, sd_conv2d(ctx, h, r->conv1_w, &r->conv1_b, 1, 1));
+    sd_scope s = sd_scope_begin(ctx);
+    sd_tensor h = sd_group_norm(ctx, x, r->norm1_w, r->norm1_b, r->groups, r->eps, true); /* [B,Cin,H,W] */
+    h = sd_step(&s, sd_conv2d(ctx, h, r->conv1_w, &r->conv1_b, 1, 1));                   /* [B,Cout,H,W] */
     if (r->has_temb && semb) {
-        sd_tensor tp = sd_linear(ctx, *semb, r->temb_w, &r->temb_b); /* [B, cout] */
-        tp = sd_reshape4(ctx, tp, tp.ne[0], tp.ne[1], 1, 1);
-        h = sd_keep(ctx, m, sd_add(ctx, h, tp));
+        sd_tensor tp = sd_linear(ctx, *semb, r->temb_w, &r->temb_b); /* [B,Cout] */
+        tp = sd_reshape4(ctx, tp, tp.ne[0], tp.ne[1], 1, 1);        /* [B,Cout,1,1]: one value per channel */
+        h = sd_step(&s, sd_add(ctx, h, tp));
     }
     h = sd_group_norm(ctx, h, r->norm2_w, r->norm2_b, r->groups, r->eps, true);
-    h = sd_keep(ctx, m, sd_conv2d(ctx, h, r->conv2_w, &r->conv2_b, 1, 1));
-    sd_tensor sc = r->has_shortcut ? sd_conv2d(ctx, x, r->short_w, &r->short_b, 1, 0) : x;
+    h = sd_step(&s, sd_conv2d(ctx, h, r->conv2_w, &r->conv2_b, 1, 1)); /* [B,Cout,H,W] */
+    sd_tensor sc = r->has_shortcut ? sd_conv2d(ctx, x, r->short_w, &r->short_b, 1, 0) : x; /* 1x1: [B,Cout,H,W] */
     sd_tensor out = sd_add(ctx, sc, h);
     if (r->out_scale != 1.0f)
         out = sd_affine(ctx, out, 1.0f / r->out_scale, 0.0f);
-    return sd_keep(ctx, m, out);
+    return sd_scope_end(&s, out);
 }
 
 /* ------------------------------------------------------------------ Down/Upsample2D */
@@ -145,6 +147,7 @@ void sd_downsample_load(sd_wload *l, sd_resample *d, const char *p, int64_t ch, 
     GET(l, &d->b, p, "conv.bias", ch);
 }
 
+/* x [B,C,H,W] -> conv3x3 stride 2 [B,C,H/2,W/2] */
 sd_tensor sd_downsample_forward(sd_ctx *ctx, const sd_resample *d, sd_tensor x)
 {
     int pads[4] = {d->pad, d->pad, d->pad, d->pad};
@@ -163,11 +166,12 @@ void sd_upsample_load(sd_wload *l, sd_resample *d, const char *p, int64_t ch)
     GET(l, &d->b, p, "conv.bias", ch);
 }
 
+/* x [B,C,H,W] -> nearest 2x [B,C,2H,2W] -> conv3x3 [B,C,2H,2W] */
 sd_tensor sd_upsample_forward(sd_ctx *ctx, const sd_resample *d, sd_tensor x)
 {
-    size_t m = sd_mark(ctx);
+    sd_scope s = sd_scope_begin(ctx);
     sd_tensor u = sd_upsample2x(ctx, x);
-    return sd_keep(ctx, m, sd_conv2d(ctx, u, d->w, &d->b, 1, 1));
+    return sd_scope_end(&s, sd_conv2d(ctx, u, d->w, &d->b, 1, 1));
 }
 
 /* ------------------------------------------------------------------ Attention */
@@ -196,7 +200,8 @@ void sd_attn_project_kv(sd_ctx *ctx, const sd_attn *a, sd_tensor context, sd_ten
     *v = sd_linear(ctx, context, a->v, NULL);
 }
 
-/* softmax(q k^T / sqrt(d)) v; k/v of batch 1 serve every row of q. */
+/* softmax(q k^T / sqrt(d)) v per head: q [B,N,inner], k/v [B or 1,S,inner] -> [B,N,inner];
+ * k/v of batch 1 serve every row of q. */
 static sd_tensor attention(sd_ctx *ctx, const sd_attn *a, sd_tensor q, sd_tensor k, sd_tensor v)
 {
     float scale = (float)(1.0 / sqrt((double)a->head_dim));
@@ -220,11 +225,12 @@ static sd_tensor attention(sd_ctx *ctx, const sd_attn *a, sd_tensor q, sd_tensor
     return sd_attention(ctx, q, k, v, (int)a->heads, scale, false);
 }
 
-/* n [B,N,qdim]; src = context for cross attention (ignored when cached). */
+/* Attention: n [B,N,qdim] -> to_out(attention(to_q(n), to_k(src), to_v(src))) [B,N,qdim];
+ * src = n (self) or the context [B,S,kvdim] (cross; its K/V come from the cache when given). */
 static sd_tensor attn_forward(sd_ctx *ctx, const sd_attn *a, sd_tensor n, sd_tensor context, const sd_kv_pair *kv)
 {
-    size_t m = sd_mark(ctx);
-    sd_tensor q = sd_linear(ctx, n, a->q, NULL);
+    sd_scope s = sd_scope_begin(ctx);
+    sd_tensor q = sd_linear(ctx, n, a->q, NULL); /* [B,N,inner] */
     sd_tensor k, v;
     if (a->cross && kv && a->kv_index >= 0) {
         k = kv[a->kv_index].k;
@@ -238,11 +244,11 @@ static sd_tensor attn_forward(sd_ctx *ctx, const sd_attn *a, sd_tensor n, sd_ten
                         (long long)a->kvdim, sc);
             return q;
         }
-        sd_attn_project_kv(ctx, a, src, &k, &v);
+        sd_attn_project_kv(ctx, a, src, &k, &v); /* [B,S,inner] each */
     }
-    sd_tensor o = attention(ctx, a, q, k, v);
-    o = sd_linear(ctx, o, a->out_w, &a->out_b);
-    return sd_keep(ctx, m, o);
+    sd_tensor o = attention(ctx, a, q, k, v);   /* [B,N,inner] */
+    o = sd_linear(ctx, o, a->out_w, &a->out_b); /* [B,N,qdim] */
+    return sd_scope_end(&s, o);
 }
 
 /* ------------------------------------------------------------------ Transformer2DModel */
@@ -318,34 +324,44 @@ void sd_transformer2d_free(sd_transformer2d *t)
     t->n_layers = 0;
 }
 
-/* h [B,N,inner] lives at mark m with nothing above it; the output replaces it. */
-static sd_tensor tblock_forward(sd_ctx *ctx, const sd_tblock *b, sd_tensor h, size_t m, sd_tensor context,
+/* FeedForward: n [B,N,inner] -> GEGLU proj [B,N,4*inner] -> [B,N,inner] */
+static sd_tensor feed_forward(sd_ctx *ctx, const sd_tblock *b, sd_tensor n)
+{
+    sd_scope s = sd_scope_begin(ctx);
+    sd_tensor f = sd_linear(ctx, n, b->ff1_w, &b->ff1_b); /* [B,N,2*ff_inner] */
+    f = sd_step(&s, sd_geglu(ctx, f));                     /* value * GELU(gate): [B,N,ff_inner] */
+    return sd_scope_end(&s, sd_linear(ctx, f, b->ff2_w, &b->ff2_b));
+}
+
+/* BasicTransformerBlock: h [B,N,inner] -> [B,N,inner]
+ *   h += attn1(LN1(h)); h += attn2(LN2(h), context); h += ff(LN3(h))
+ * `s` is the caller's scope, which holds h alone: each residual sum replaces it. */
+static sd_tensor tblock_forward(sd_ctx *ctx, sd_scope *s, const sd_tblock *b, sd_tensor h, sd_tensor context,
                                 const sd_kv_pair *kv, const char *name)
 {
     sd_tensor n = sd_layer_norm(ctx, h, b->n1_w, b->n1_b, 1e-5f);
     hook(ctx, n, name, "norm1");
-    sd_tensor a = attn_forward(ctx, &b->attn1, n, context, kv);
+    sd_tensor a = attn_forward(ctx, &b->attn1, n, context, kv); /* self-attention (or cross: only_cross) */
     hook(ctx, a, name, "attn1");
-    h = sd_keep(ctx, m, sd_add(ctx, a, h));
+    h = sd_step(s, sd_add(ctx, a, h));
 
     n = sd_layer_norm(ctx, h, b->n2_w, b->n2_b, 1e-5f);
     hook(ctx, n, name, "norm2");
-    a = attn_forward(ctx, &b->attn2, n, context, kv);
+    a = attn_forward(ctx, &b->attn2, n, context, kv); /* cross-attention on the prompt */
     hook(ctx, a, name, "attn2");
-    h = sd_keep(ctx, m, sd_add(ctx, a, h));
+    h = sd_step(s, sd_add(ctx, a, h));
 
     n = sd_layer_norm(ctx, h, b->n3_w, b->n3_b, 1e-5f);
     hook(ctx, n, name, "norm3");
-    size_t mf = sd_mark(ctx);
-    sd_tensor f = sd_linear(ctx, n, b->ff1_w, &b->ff1_b);
-    f = sd_keep(ctx, mf, sd_geglu(ctx, f));
-    f = sd_linear(ctx, f, b->ff2_w, &b->ff2_b);
+    sd_tensor f = feed_forward(ctx, b, n);
     hook(ctx, f, name, "ff");
-    h = sd_keep(ctx, m, sd_add(ctx, f, h));
+    h = sd_step(s, sd_add(ctx, f, h));
     hook(ctx, h, name, NULL);
     return h;
 }
 
+/* Transformer2DModel: x [B,C,H,W] -> GN -> proj_in -> tokens [B,H*W,inner] -> transformer blocks ->
+ * proj_out -> [B,C,H,W] + x (proj_in/out are 1x1 convs on [B,C,H,W], or linears on the tokens) */
 sd_tensor sd_transformer2d_forward(sd_ctx *ctx, const sd_transformer2d *t, sd_tensor x, sd_tensor context,
                                    const sd_kv_pair *kv, const char *name)
 {
@@ -355,33 +371,33 @@ sd_tensor sd_transformer2d_forward(sd_ctx *ctx, const sd_transformer2d *t, sd_te
         return sd_ctx_fail(ctx, SD_ERR_SHAPE, "Transformer2DModel %s: input must be [B,%lld,H,W]",
                            name ? name : "", (long long)t->ch);
     int64_t B = x.ne[0], H = x.ne[2], W = x.ne[3], N = H * W;
-    size_t m = sd_mark(ctx);
-    sd_tensor h = sd_group_norm(ctx, x, t->norm_w, t->norm_b, t->groups, 1e-6f, false);
+    sd_scope s = sd_scope_begin(ctx);
+    sd_tensor h = sd_group_norm(ctx, x, t->norm_w, t->norm_b, t->groups, 1e-6f, false); /* [B,C,H,W] */
     hook(ctx, h, name, "norm");
     if (!t->linear_proj) {
-        h = sd_conv2d(ctx, h, t->pin_w, &t->pin_b, 1, 0);
+        h = sd_conv2d(ctx, h, t->pin_w, &t->pin_b, 1, 0); /* [B,inner,H,W] */
         hook(ctx, h, name, "proj_in");
-        h = sd_reshape3(ctx, sd_permute(ctx, h, 0, 2, 3, 1), B, N, t->inner);
+        h = sd_reshape3(ctx, sd_permute(ctx, h, 0, 2, 3, 1), B, N, t->inner); /* [B,N,inner] */
     } else {
-        h = sd_reshape3(ctx, sd_permute(ctx, h, 0, 2, 3, 1), B, N, t->ch);
-        h = sd_linear(ctx, h, t->pin_w, &t->pin_b);
+        h = sd_reshape3(ctx, sd_permute(ctx, h, 0, 2, 3, 1), B, N, t->ch); /* [B,N,C] */
+        h = sd_linear(ctx, h, t->pin_w, &t->pin_b);                         /* [B,N,inner] */
         hook(ctx, h, name, "proj_in");
     }
-    h = sd_keep(ctx, m, h);
+    h = sd_step(&s, h);
     char buf[256];
     for (int i = 0; i < t->n_layers; i++)
-        h = tblock_forward(ctx, &t->blocks[i], h, m, context, kv,
+        h = tblock_forward(ctx, &s, &t->blocks[i], h, context, kv,
                            subname(ctx, buf, sizeof buf, name, "transformer_blocks.%d", i));
     if (!t->linear_proj) {
-        h = sd_permute(ctx, sd_reshape4(ctx, h, B, H, W, t->inner), 0, 3, 1, 2);
-        h = sd_conv2d(ctx, h, t->pout_w, &t->pout_b, 1, 0);
+        h = sd_permute(ctx, sd_reshape4(ctx, h, B, H, W, t->inner), 0, 3, 1, 2); /* [B,inner,H,W] */
+        h = sd_conv2d(ctx, h, t->pout_w, &t->pout_b, 1, 0);                     /* [B,C,H,W] */
         hook(ctx, h, name, "proj_out");
     } else {
-        h = sd_linear(ctx, h, t->pout_w, &t->pout_b);
+        h = sd_linear(ctx, h, t->pout_w, &t->pout_b); /* [B,N,C] */
         hook(ctx, h, name, "proj_out");
-        h = sd_permute(ctx, sd_reshape4(ctx, h, B, H, W, t->ch), 0, 3, 1, 2);
+        h = sd_permute(ctx, sd_reshape4(ctx, h, B, H, W, t->ch), 0, 3, 1, 2); /* [B,C,H,W] */
     }
     h = sd_add(ctx, h, x);
     hook(ctx, h, name, NULL);
-    return sd_keep(ctx, m, h);
+    return sd_scope_end(&s, h);
 }

@@ -250,26 +250,27 @@ int sd_clip_pool_index(const sd_clip_config *c, const int32_t *ids, int seq_len)
     return 0; /* argmax of an all-zero mask */
 }
 
+/* CLIPEncoderLayer: x [B,S,D] -> x1 = x + out_proj(causal attention(LN1(x)))
+ *                               -> x1 + fc2(act(fc1(LN2(x1))))   [B,S,D] (fc1: D -> intermediate) */
 static sd_tensor encoder_layer(sd_ctx *ctx, const sd_clip *m, const sd_clip_layer *l, sd_tensor x)
 {
     const sd_clip_config *c = &m->cfg;
     float eps = c->layer_norm_eps;
     int heads = c->num_attention_heads;
     float scale = 1.0f / sqrtf((float)(c->hidden_size / heads));
-    size_t mk = sd_mark(ctx);
+    sd_scope s = sd_scope_begin(ctx);
     sd_tensor h = sd_layer_norm(ctx, x, l->ln1_w, l->ln1_b, eps);
-    sd_tensor q = sd_linear(ctx, h, l->q_w, &l->q_b);
+    sd_tensor q = sd_linear(ctx, h, l->q_w, &l->q_b); /* [B,S,D] = heads x head_dim */
     sd_tensor k = sd_linear(ctx, h, l->k_w, &l->k_b);
     sd_tensor v = sd_linear(ctx, h, l->v_w, &l->v_b);
     sd_tensor a = sd_attention(ctx, q, k, v, heads, scale, true);
     sd_tensor o = sd_linear(ctx, a, l->o_w, &l->o_b);
-    sd_tensor x1 = sd_keep(ctx, mk, sd_add(ctx, x, o));
+    sd_tensor x1 = sd_step(&s, sd_add(ctx, x, o));
     h = sd_layer_norm(ctx, x1, l->ln2_w, l->ln2_b, eps);
-    sd_tensor f = sd_linear(ctx, h, l->fc1_w, &l->fc1_b);
+    sd_tensor f = sd_linear(ctx, h, l->fc1_w, &l->fc1_b); /* [B,S,intermediate] */
     f = sd_unary(ctx, f, c->hidden_act);
-    f = sd_linear(ctx, f, l->fc2_w, &l->fc2_b);
-    sd_tensor x2 = sd_add(ctx, x1, f);
-    return sd_keep(ctx, mk, x2);
+    f = sd_linear(ctx, f, l->fc2_w, &l->fc2_b); /* [B,S,D] */
+    return sd_scope_end(&s, sd_add(ctx, x1, f));
 }
 
 sd_tensor sd_clip_forward_hidden(sd_ctx *ctx, const sd_clip *m, const int32_t *host_ids, int batch, int seq_len,
@@ -302,11 +303,11 @@ sd_tensor sd_clip_forward_hidden(sd_ctx *ctx, const sd_clip *m, const int32_t *h
     int64_t B = batch, S = seq_len, D = c->hidden_size;
     bool need_pool = pooled || text_embeds;
 
-    /* outputs first, at the bottom of this call's arena region */
+    /* outputs first, at the bottom of this call's arena region: [B,S,D], [B,D], [B,P] */
     sd_tensor out = sd_new4(ctx, B, S, D, 0);
     sd_tensor pool = need_pool ? sd_new4(ctx, B, D, 0, 0) : empty;
     sd_tensor temb = text_embeds ? sd_new4(ctx, B, c->projection_dim, 0, 0) : empty;
-    size_t m0 = sd_mark(ctx);
+    sd_scope s0 = sd_scope_begin(ctx); /* everything else: only the outputs above survive */
 
     int64_t nid = (int64_t)n;
     sd_tensor ids = sd_new(ctx, SD_I32, 1, &nid);
@@ -315,24 +316,23 @@ sd_tensor sd_clip_forward_hidden(sd_ctx *ctx, const sd_clip *m, const int32_t *h
         if (s != SD_OK)
             return sd_ctx_fail(ctx, s, "clip: uploading token ids: %s", sd_last_error());
     }
-    sd_tensor x = sd_embedding(ctx, m->tok_emb, ids);
-    x = sd_reshape3(ctx, x, B, S, D);
-    x = sd_add(ctx, x, sd_view_rows(ctx, m->pos_emb, 0, S));
-    x = sd_keep(ctx, m0, x);
+    sd_tensor x = sd_embedding(ctx, m->tok_emb, ids);      /* ids [B*S] -> [B*S,D] */
+    x = sd_reshape3(ctx, x, B, S, D);                        /* [B,S,D] */
+    x = sd_add(ctx, x, sd_view_rows(ctx, m->pos_emb, 0, S)); /* + positions [S,D] */
+    x = sd_step(&s0, x);
     sd_hook(ctx, "text_model.embeddings", x);
 
     int target = L - skip; /* index into hidden_states */
     int run = need_pool ? L : target;
     for (int i = 0; i <= run; i++) {
         if (i > 0) {
-            x = encoder_layer(ctx, m, &m->layers[i - 1], x);
-            x = sd_keep(ctx, m0, x);
+            x = sd_step(&s0, encoder_layer(ctx, m, &m->layers[i - 1], x)); /* [B,S,D] */
             sd_hookf(ctx, x, "text_model.encoder.layers.%d", i - 1);
         }
         bool last = i == L;
         if (i != target && !(last && need_pool))
             continue;
-        size_t mk = sd_mark(ctx);
+        sd_scope s = sd_scope_begin(ctx);
         sd_tensor lhs = (final_norm || last) ? sd_layer_norm(ctx, x, m->final_ln_w, m->final_ln_b, c->layer_norm_eps)
                                              : x;
         if (last)
@@ -345,12 +345,12 @@ sd_tensor sd_clip_forward_hidden(sd_ctx *ctx, const sd_clip *m, const int32_t *h
                 int idx = sd_clip_pool_index(c, host_ids + b * S, seq_len);
                 sd_copy_into(ctx, sd_view_rows(ctx, pool, b, 1), sd_view_rows(ctx, rows, b * S + idx, 1));
             }
-            if (text_embeds)
+            if (text_embeds) /* [B,D] -> [B,P] */
                 sd_copy_into(ctx, temb, sd_linear(ctx, pool, m->text_projection, NULL));
         }
-        sd_release(ctx, mk);
+        sd_scope_drop(&s);
     }
-    sd_release(ctx, m0);
+    sd_scope_drop(&s0);
     if (!sd_ok(ctx))
         return empty;
     if (pooled)

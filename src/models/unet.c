@@ -264,7 +264,7 @@ sd_status sd_unet_config_from(const sd_config *c, sd_unet_config *cfg)
         if (cfg->block_out_channels[i] <= 0 || cfg->block_out_channels[i] > 65536 ||
             cfg->block_out_channels[i] % cfg->norm_num_groups)
             bad = "block_out_channels";
-        else if (cfg->layers_per_block[i] <= 0 || cfg->layers_per_block[i] > 64)
+        else if (cfg->layers_per_block[i] <= 0 || cfg->layers_per_block[i] > SD_UNET_MAX_LAYERS_PER_BLOCK)
             bad = "layers_per_block";
         else if (cfg->transformer_layers[i] <= 0 || cfg->transformer_layers[i] > 64)
             bad = "transformer_layers_per_block";
@@ -699,12 +699,12 @@ void sd_unet_kv_compute(sd_ctx *ctx, const sd_unet *u, sd_tensor context, sd_une
                         "%lld", (long long)context.ne[2], (long long)a->kvdim);
             return;
         }
-        size_t m = sd_mark(ctx);
+        sd_scope s = sd_scope_begin(ctx);
         sd_tensor k, v;
-        sd_attn_project_kv(ctx, a, context, &k, &v);
+        sd_attn_project_kv(ctx, a, context, &k, &v); /* context [B,S,D] -> [B,S,inner] each */
         sd_copy_into(ctx, kv->pairs[i].k, k);
         sd_copy_into(ctx, kv->pairs[i].v, v);
-        sd_release(ctx, m);
+        sd_scope_drop(&s);
     }
 }
 
@@ -722,9 +722,11 @@ static const char *nm(const sd_ctx *ctx, char *buf, size_t n, const char *fmt, .
     return buf;
 }
 
+/* A skip connection: a down-block output and the scope that holds it on the arena. Popping one
+ * ends its scope with the up-block output, which replaces the skip and everything above it. */
 typedef struct skip {
     sd_tensor t;
-    size_t mark; /* arena offset where t begins */
+    sd_scope s;
 } skip;
 
 sd_tensor sd_unet_forward(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_tensor timesteps, sd_tensor context,
@@ -733,7 +735,8 @@ sd_tensor sd_unet_forward(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_tensor 
     return sd_unet_forward_added(ctx, u, x, timesteps, context, timestep_cond, kv, NULL);
 }
 
-/* SDXL: add_embedding(cat([text_embeds, add_time_proj(time_ids.flatten()).reshape(B, 6*D)], -1)) */
+/* SDXL: add_embedding(cat([text_embeds, add_time_proj(time_ids.flatten()).reshape(B, 6*D)], -1)):
+ * text_embeds [B,P], time_ids [B,6] -> [B,6*D] -> cat [B,P+6*D] -> MLP [B,T] */
 static sd_tensor added_embedding(sd_ctx *ctx, const sd_unet *u, int64_t B, const sd_unet_added *a)
 {
     const sd_unet_config *c = &u->cfg;
@@ -813,75 +816,79 @@ sd_tensor sd_unet_forward_added(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_t
         return sd_ctx_fail(ctx, SD_ERR_INVALID_ARGUMENT, "UNet: text_embeds / time_ids given but the UNet has no "
                            "'text_time' added conditioning (not an SDXL UNet)");
     const sd_kv_pair *kvp = kv ? kv->pairs : NULL;
-    skip *st = sd_malloc((size_t)u->n_skips * sizeof *st);
-    if (!st)
-        return sd_ctx_fail(ctx, SD_ERR_OUT_OF_MEMORY, "out of memory");
+    /* the skip stack: a fixed array, no allocation per call (not in the model: forwards on one model
+     * may run on several threads at once); the config rules bound the count (SD_UNET_MAX_SKIPS) */
+    if (u->n_skips > SD_UNET_MAX_SKIPS)
+        return sd_ctx_fail(ctx, SD_ERR_INTERNAL, "UNet: %d skip connections, the stack holds %d", u->n_skips,
+                           SD_UNET_MAX_SKIPS);
+    skip st[SD_UNET_MAX_SKIPS];
     int ns = 0;
     char name[160];
-    size_t m0 = sd_mark(ctx);
+    sd_scope s0 = sd_scope_begin(ctx); /* the whole forward: only the output survives it */
 
-    /* time embedding; resnets only ever use SiLU(emb) */
+    /* time embedding: timesteps [B] -> sinusoidal [B,C0] -> MLP [B,T]; resnets only ever use SiLU(emb) */
     sd_tensor temb = sd_timestep_embedding(ctx, timesteps, (int)c->block_out_channels[0], c->flip_sin_to_cos,
                                            (float)c->freq_shift);
     sd_hook(ctx, "time_proj", temb);
-    if (timestep_cond)
+    if (timestep_cond) /* LCM: + cond_proj(w embedding) [B,C0] */
         temb = sd_add(ctx, temb, sd_linear(ctx, *timestep_cond, u->cond_w, NULL));
     sd_tensor emb = sd_linear(ctx, temb, u->t1_w, &u->t1_b);
     emb = sd_linear(ctx, sd_silu(ctx, emb), u->t2_w, &u->t2_b);
     sd_hook(ctx, "time_embedding", emb);
-    if (c->add_text_time)
+    if (c->add_text_time) /* SDXL: + add_embedding(text_embeds, time_ids) [B,T] */
         emb = sd_add(ctx, emb, added_embedding(ctx, u, B, added));
-    sd_tensor semb = sd_keep(ctx, m0, sd_silu(ctx, emb));
+    sd_tensor semb = sd_step(&s0, sd_silu(ctx, emb)); /* [B,T] */
 
-    /* conv_in */
-    size_t m = sd_mark(ctx);
+    /* conv_in: x [B,Cin,H,W] -> [B,C0,H,W], the first skip */
+    sd_scope sk = sd_scope_begin(ctx);
     sd_tensor h = x;
     if (c->center_input_sample)
         h = sd_affine(ctx, h, 2.0f, -1.0f);
-    h = sd_keep(ctx, m, sd_conv2d(ctx, h, u->conv_in_w, &u->conv_in_b, 1, (int)(c->conv_in_kernel - 1) / 2));
+    h = sd_step(&sk, sd_conv2d(ctx, h, u->conv_in_w, &u->conv_in_b, 1, (int)(c->conv_in_kernel - 1) / 2));
     sd_hook(ctx, "conv_in", h);
-    st[ns++] = (skip){h, m};
+    st[ns++] = (skip){h, sk};
 
-    /* down: every output is a skip connection, kept in order on the arena */
+    /* down block i: [B,C(i-1),h,w] -> resnets (+ transformers) [B,Ci,h,w] -> downsample [B,Ci,h/2,w/2];
+     * every output is a skip connection, each in its own scope, stacked in order on the arena */
     for (int i = 0; i < n && sd_ok(ctx); i++) {
         const unet_down *d = &u->down[i];
         int k = 0;
         for (int j = 0; j < d->n; j++) {
-            m = sd_mark(ctx);
+            sk = sd_scope_begin(ctx);
             h = sd_resnet_forward(ctx, &d->res[j], h, &semb);
             if (ctx->hook)
                 sd_hookf(ctx, h, "down_blocks.%d.resnets.%d", i, j);
             if (d->attn)
                 h = sd_transformer2d_forward(ctx, &d->attn[j], h, context, kvp,
                                              nm(ctx, name, sizeof name, "down_blocks.%d.attentions.%d", i, j));
-            h = sd_keep(ctx, m, h);
+            h = sd_step(&sk, h);
             sd_hookf(ctx, h, "down_blocks.%d.res_samples.%d", i, k++);
-            st[ns++] = (skip){h, m};
+            st[ns++] = (skip){h, sk};
         }
         if (d->has_down) {
-            m = sd_mark(ctx);
-            h = sd_keep(ctx, m, sd_downsample_forward(ctx, &d->down, h));
+            sk = sd_scope_begin(ctx);
+            h = sd_step(&sk, sd_downsample_forward(ctx, &d->down, h));
             sd_hookf(ctx, h, "down_blocks.%d.downsamplers.0", i);
             sd_hookf(ctx, h, "down_blocks.%d.res_samples.%d", i, k++);
-            st[ns++] = (skip){h, m};
+            st[ns++] = (skip){h, sk};
         }
         sd_hookf(ctx, h, "down_blocks.%d", i);
     }
 
-    /* mid */
-    size_t hmark = st[ns - 1].mark; /* where h begins */
+    /* mid: [B,Cn,h,w] -> resnet, transformer, resnet -> [B,Cn,h,w] */
+    sd_scope hs = st[ns - 1].s; /* the scope that holds h */
     if (c->has_mid_block && sd_ok(ctx)) {
-        m = sd_mark(ctx);
+        hs = sd_scope_begin(ctx);
         h = sd_resnet_forward(ctx, &u->mid_res[0], h, &semb);
         h = sd_transformer2d_forward(ctx, &u->mid_attn, h, context, kvp, nm(ctx, name, sizeof name,
                                                                              "mid_block.attentions.0"));
         h = sd_resnet_forward(ctx, &u->mid_res[1], h, &semb);
-        h = sd_keep(ctx, m, h);
-        hmark = m;
+        h = sd_step(&hs, h);
         sd_hook(ctx, "mid_block", h);
     }
 
-    /* up: pop skips; each resnet output replaces the popped skip (and all above it) */
+    /* up block i: per resnet, cat(h, popped skip) on channels -> resnet (+ transformer) [B,Ci,h,w], which
+     * ends the skip's scope (replaces the skip and all above it); then upsample [B,Ci,2h,2w] */
     for (int i = 0; i < n && sd_ok(ctx); i++) {
         const unet_up *up = &u->up[i];
         for (int j = 0; j < up->n; j++) {
@@ -889,37 +896,36 @@ sd_tensor sd_unet_forward_added(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_t
                 sd_ctx_fail(ctx, SD_ERR_INTERNAL, "UNet: skip connections exhausted");
                 break;
             }
-            skip s = st[--ns];
-            sd_tensor cat = sd_concat(ctx, h, s.t, 1);
+            skip sp = st[--ns];
+            sd_tensor cat = sd_concat(ctx, h, sp.t, 1);
             h = sd_resnet_forward(ctx, &up->res[j], cat, &semb);
             if (ctx->hook)
                 sd_hookf(ctx, h, "up_blocks.%d.resnets.%d", i, j);
             if (up->attn)
                 h = sd_transformer2d_forward(ctx, &up->attn[j], h, context, kvp,
                                              nm(ctx, name, sizeof name, "up_blocks.%d.attentions.%d", i, j));
-            h = sd_keep(ctx, s.mark, h);
-            hmark = s.mark;
+            h = sd_scope_end(&sp.s, h);
+            hs = sp.s;
         }
         if (up->has_up) {
-            h = sd_keep(ctx, hmark, sd_upsample_forward(ctx, &up->up, h));
+            h = sd_step(&hs, sd_upsample_forward(ctx, &up->up, h));
             sd_hookf(ctx, h, "up_blocks.%d.upsamplers.0", i);
         }
         sd_hookf(ctx, h, "up_blocks.%d", i);
     }
-    free(st);
 
-    /* out */
+    /* out: GN + SiLU -> conv_out: [B,C0,H,W] -> [B,Cout,H,W] */
     if (ctx->hook) { /* conv_norm_out before its SiLU, for the checker only */
-        size_t mh = sd_mark(ctx);
+        sd_scope sh = sd_scope_begin(ctx);
         sd_hook(ctx, "conv_norm_out",
                 sd_group_norm(ctx, h, u->norm_out_w, u->norm_out_b, (int)c->norm_num_groups, (float)c->norm_eps,
                               false));
-        sd_release(ctx, mh);
+        sd_scope_drop(&sh);
     }
     sd_tensor o = sd_group_norm(ctx, h, u->norm_out_w, u->norm_out_b, (int)c->norm_num_groups, (float)c->norm_eps,
                                 true);
     o = sd_conv2d(ctx, o, u->conv_out_w, &u->conv_out_b, 1, (int)(c->conv_out_kernel - 1) / 2);
     sd_hook(ctx, "conv_out", o);
-    o = sd_keep(ctx, m0, o);
+    o = sd_scope_end(&s0, o);
     return sd_ok(ctx) ? o : none;
 }

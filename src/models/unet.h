@@ -29,6 +29,9 @@
 #include "models/weights.h"
 
 #define SD_UNET_MAX_BLOCKS 8
+#define SD_UNET_MAX_LAYERS_PER_BLOCK 64 /* resnets per down block (the config rule) */
+/* skip connections at most: conv_in, every down resnet, every downsampler (the forward's fixed stack) */
+#define SD_UNET_MAX_SKIPS (1 + SD_UNET_MAX_BLOCKS * (SD_UNET_MAX_LAYERS_PER_BLOCK + 1))
 
 typedef struct sd_unet_config {
     int64_t sample_size;            /* informational (latent size the model was trained at) */

@@ -318,92 +318,95 @@ sd_status sd_vae_load(sd_weights *w, const sd_vae_config *c, sd_vae **out)
 
 /* ================================================================ AutoencoderKL: forward */
 
-/* ResnetBlock2D without time embedding: x + conv2(silu(gn2(conv1(silu(gn1(x)))))) */
+/* ResnetBlock2D without time embedding: x [B,Cin,H,W] -> shortcut(x) + conv2(SiLU(GN2(conv1(SiLU(GN1(x))))))
+ * [B,Cout,H,W] */
 static sd_tensor resnet(sd_ctx *ctx, const sd_vae_config *c, const sd_vae_resnet *r, sd_tensor x)
 {
     int g = c->norm_num_groups;
-    size_t mk = sd_mark(ctx);
+    sd_scope s = sd_scope_begin(ctx);
     sd_tensor h = sd_group_norm(ctx, x, r->n1_w, r->n1_b, g, KL_EPS, true);
-    h = sd_keep(ctx, mk, sd_conv2d(ctx, h, r->c1_w, &r->c1_b, 1, 1));
+    h = sd_step(&s, sd_conv2d(ctx, h, r->c1_w, &r->c1_b, 1, 1)); /* [B,Cout,H,W] */
     sd_tensor h2 = sd_group_norm(ctx, h, r->n2_w, r->n2_b, g, KL_EPS, true);
-    h = sd_keep(ctx, mk, sd_conv2d(ctx, h2, r->c2_w, &r->c2_b, 1, 1));
-    sd_tensor sc = r->has_shortcut ? sd_conv2d(ctx, x, r->sc_w, &r->sc_b, 1, 0) : x;
-    return sd_keep(ctx, mk, sd_add(ctx, sc, h));
+    h = sd_step(&s, sd_conv2d(ctx, h2, r->c2_w, &r->c2_b, 1, 1));
+    sd_tensor sc = r->has_shortcut ? sd_conv2d(ctx, x, r->sc_w, &r->sc_b, 1, 0) : x; /* 1x1: [B,Cout,H,W] */
+    return sd_scope_end(&s, sd_add(ctx, sc, h));
 }
 
-/* Single-head spatial self-attention with GroupNorm first and a residual. */
+/* Single-head spatial self-attention with GroupNorm first and a residual: x [B,C,H,W] -> tokens
+ * [B,H*W,C] -> attention -> [B,C,H,W] + x */
 static sd_tensor mid_attention(sd_ctx *ctx, const sd_vae_config *c, const sd_vae_attn *a, sd_tensor x)
 {
     int64_t B = x.ne[0], C = x.ne[1], H = x.ne[2], W = x.ne[3];
-    size_t mk = sd_mark(ctx);
+    sd_scope s = sd_scope_begin(ctx);
     sd_tensor h = sd_group_norm(ctx, x, a->gn_w, a->gn_b, c->norm_num_groups, KL_EPS, false);
-    h = sd_keep(ctx, mk, sd_permute(ctx, h, 0, 2, 3, 1)); /* [B,H,W,C] */
-    h = sd_reshape3(ctx, h, B, H * W, C);
+    h = sd_step(&s, sd_permute(ctx, h, 0, 2, 3, 1)); /* [B,H,W,C] */
+    h = sd_reshape3(ctx, h, B, H * W, C);           /* [B,H*W,C] */
     sd_tensor q = sd_linear(ctx, h, a->q_w, &a->q_b);
     sd_tensor k = sd_linear(ctx, h, a->k_w, &a->k_b);
     sd_tensor v = sd_linear(ctx, h, a->v_w, &a->v_b);
-    sd_tensor o = sd_attention(ctx, q, k, v, 1, 1.0f / sqrtf((float)C), false);
+    sd_tensor o = sd_attention(ctx, q, k, v, 1, 1.0f / sqrtf((float)C), false); /* [B,H*W,C] */
     o = sd_linear(ctx, o, a->o_w, &a->o_b);
-    o = sd_permute(ctx, sd_reshape4(ctx, o, B, H, W, C), 0, 3, 1, 2);
-    return sd_keep(ctx, mk, sd_add(ctx, o, x));
+    o = sd_permute(ctx, sd_reshape4(ctx, o, B, H, W, C), 0, 3, 1, 2); /* [B,C,H,W] */
+    return sd_scope_end(&s, sd_add(ctx, o, x));
 }
 
-/* x at mark `base` is replaced by f(x) (moved down to base). */
-#define STEP(expr) (x = sd_keep(ctx, base, (expr)))
-
+/* UNetMidBlock2D: x [B,C,H,W] -> resnet, attention, resnet -> [B,C,H,W] */
 static sd_tensor mid_block(sd_ctx *ctx, const sd_vae_config *c, const sd_vae_mid *m, sd_tensor in)
 {
-    size_t base = sd_mark(ctx); /* the input stays below, owned by the caller */
+    sd_scope s = sd_scope_begin(ctx); /* the input stays below, owned by the caller */
     sd_tensor x = resnet(ctx, c, &m->r0, in);
     if (m->has_attn)
-        STEP(mid_attention(ctx, c, &m->attn, x));
-    STEP(resnet(ctx, c, &m->r1, x));
-    return x;
+        x = sd_step(&s, mid_attention(ctx, c, &m->attn, x));
+    return sd_scope_end(&s, resnet(ctx, c, &m->r1, x));
 }
 
+/* Encoder: img [B,3,H,W] -> conv_in [B,C0,H,W] -> down blocks (resnets; downsample stride 2 but the
+ * last: [B,Cn,H/f,W/f]) -> mid block -> GN + SiLU -> conv_out [B,2*latent,H/f,W/f] (mean, logvar) */
 static sd_tensor encoder(sd_ctx *ctx, const sd_vae *m, sd_tensor img)
 {
     const sd_vae_config *c = &m->cfg;
-    size_t base = sd_mark(ctx);
+    sd_scope s = sd_scope_begin(ctx);
     sd_tensor x = sd_conv2d(ctx, img, m->enc_in_w, &m->enc_in_b, 1, 1);
     sd_hook(ctx, "encoder.conv_in", x);
     static const int pads[4] = {0, 0, 1, 1}; /* Downsample2D: F.pad(x, (0,1,0,1)) */
     for (int i = 0; i < c->n_blocks; i++) {
         const sd_vae_level *lv = &m->enc[i];
         for (int r = 0; r < lv->n_res; r++)
-            STEP(resnet(ctx, c, &lv->res[r], x));
-        if (lv->has_sample)
-            STEP(sd_conv2d_pads(ctx, x, lv->s_w, &lv->s_b, 2, pads));
+            x = sd_step(&s, resnet(ctx, c, &lv->res[r], x));
+        if (lv->has_sample) /* [B,C,h,w] -> [B,C,h/2,w/2] */
+            x = sd_step(&s, sd_conv2d_pads(ctx, x, lv->s_w, &lv->s_b, 2, pads));
         sd_hookf(ctx, x, "encoder.down_blocks.%d", i);
     }
-    STEP(mid_block(ctx, c, &m->enc_mid, x));
+    x = sd_step(&s, mid_block(ctx, c, &m->enc_mid, x));
     sd_hook(ctx, "encoder.mid_block", x);
-    STEP(sd_group_norm(ctx, x, m->enc_norm_w, m->enc_norm_b, c->norm_num_groups, KL_EPS, true));
-    STEP(sd_conv2d(ctx, x, m->enc_out_w, &m->enc_out_b, 1, 1));
+    x = sd_step(&s, sd_group_norm(ctx, x, m->enc_norm_w, m->enc_norm_b, c->norm_num_groups, KL_EPS, true));
+    x = sd_scope_end(&s, sd_conv2d(ctx, x, m->enc_out_w, &m->enc_out_b, 1, 1));
     sd_hook(ctx, "encoder", x);
     return x;
 }
 
+/* Decoder: z [B,latent,h,w] -> conv_in [B,Cn,h,w] -> mid block -> up blocks (resnets; nearest 2x +
+ * conv but the last: [B,C0,h*f,w*f]) -> GN + SiLU -> conv_out [B,3,h*f,w*f] */
 static sd_tensor decoder(sd_ctx *ctx, const sd_vae *m, sd_tensor z)
 {
     const sd_vae_config *c = &m->cfg;
-    size_t base = sd_mark(ctx);
+    sd_scope s = sd_scope_begin(ctx);
     sd_tensor x = sd_conv2d(ctx, z, m->dec_in_w, &m->dec_in_b, 1, 1);
     sd_hook(ctx, "decoder.conv_in", x);
-    STEP(mid_block(ctx, c, &m->dec_mid, x));
+    x = sd_step(&s, mid_block(ctx, c, &m->dec_mid, x));
     sd_hook(ctx, "decoder.mid_block", x);
     for (int i = 0; i < c->n_blocks; i++) {
         const sd_vae_level *lv = &m->dec[i];
         for (int r = 0; r < lv->n_res; r++)
-            STEP(resnet(ctx, c, &lv->res[r], x));
-        if (lv->has_sample) {
-            STEP(sd_upsample2x(ctx, x));
-            STEP(sd_conv2d(ctx, x, lv->s_w, &lv->s_b, 1, 1));
+            x = sd_step(&s, resnet(ctx, c, &lv->res[r], x));
+        if (lv->has_sample) { /* [B,C,h,w] -> [B,C,2h,2w] */
+            x = sd_step(&s, sd_upsample2x(ctx, x));
+            x = sd_step(&s, sd_conv2d(ctx, x, lv->s_w, &lv->s_b, 1, 1));
         }
         sd_hookf(ctx, x, "decoder.up_blocks.%d", i);
     }
-    STEP(sd_group_norm(ctx, x, m->dec_norm_w, m->dec_norm_b, c->norm_num_groups, KL_EPS, true));
-    STEP(sd_conv2d(ctx, x, m->dec_out_w, &m->dec_out_b, 1, 1));
+    x = sd_step(&s, sd_group_norm(ctx, x, m->dec_norm_w, m->dec_norm_b, c->norm_num_groups, KL_EPS, true));
+    x = sd_scope_end(&s, sd_conv2d(ctx, x, m->dec_out_w, &m->dec_out_b, 1, 1));
     sd_hook(ctx, "decoder", x);
     return x;
 }
@@ -418,18 +421,18 @@ sd_tensor sd_vae_encode(sd_ctx *ctx, const sd_vae *m, sd_tensor img, sd_tensor *
         return empty;
     int64_t L = c->latent_channels, f = sd_vae_downscale(c);
     int64_t B = img.ne[0], h = img.ne[2] / f, w = img.ne[3] / f;
-    sd_tensor mean = sd_new4(ctx, B, L, h, w);
+    sd_tensor mean = sd_new4(ctx, B, L, h, w); /* the outputs first: [B,latent,H/f,W/f] each */
     sd_tensor lv = logvar ? sd_new4(ctx, B, L, h, w) : empty;
-    size_t base = sd_mark(ctx);
-    sd_tensor x = encoder(ctx, m, img);
+    sd_scope s = sd_scope_begin(ctx);
+    sd_tensor x = encoder(ctx, m, img); /* [B,2*latent,H/f,W/f] */
     if (c->use_quant_conv) {
-        STEP(sd_conv2d(ctx, x, m->quant_w, &m->quant_b, 1, 0));
+        x = sd_step(&s, sd_conv2d(ctx, x, m->quant_w, &m->quant_b, 1, 0));
         sd_hook(ctx, "quant_conv", x);
     }
-    sd_copy_into(ctx, mean, sd_slice(ctx, x, 1, 0, L));
+    sd_copy_into(ctx, mean, sd_slice(ctx, x, 1, 0, L)); /* channels [0,L) */
     if (logvar)
-        sd_copy_into(ctx, lv, sd_clamp(ctx, sd_slice(ctx, x, 1, L, L), -30.0f, 20.0f));
-    sd_release(ctx, base);
+        sd_copy_into(ctx, lv, sd_clamp(ctx, sd_slice(ctx, x, 1, L, L), -30.0f, 20.0f)); /* [L,2L) */
+    sd_scope_drop(&s);
     if (!sd_ok(ctx))
         return empty;
     if (logvar)
@@ -443,13 +446,13 @@ sd_tensor sd_vae_decode(sd_ctx *ctx, const sd_vae *m, sd_tensor z)
     const sd_vae_config *c = &m->cfg;
     if (!check_image(ctx, "vae decode", z, c->latent_channels, 1, "latent"))
         return empty;
-    size_t base = sd_mark(ctx);
-    sd_tensor x = z;
+    sd_scope s = sd_scope_begin(ctx);
+    sd_tensor x = z; /* [B,latent,h,w] */
     if (c->use_post_quant_conv) {
         x = sd_conv2d(ctx, z, m->post_quant_w, &m->post_quant_b, 1, 0);
         sd_hook(ctx, "post_quant_conv", x);
     }
-    STEP(decoder(ctx, m, x));
+    x = sd_scope_end(&s, decoder(ctx, m, x)); /* [B,3,h*f,w*f] */
     return sd_ok(ctx) ? x : empty;
 }
 
@@ -461,10 +464,10 @@ sd_tensor sd_vae_sample(sd_ctx *ctx, sd_tensor mean, sd_tensor logvar, sd_tensor
     if (!sd_same_shape(&mean, &logvar) || !sd_same_shape(&mean, &noise))
         return sd_ctx_fail(ctx, SD_ERR_SHAPE, "vae sample: mean, logvar and noise must have the same shape");
     sd_tensor out = sd_new(ctx, ctx->be->act_dtype, mean.ndim, mean.ne);
-    size_t mk = sd_mark(ctx);
-    sd_tensor std = sd_unary(ctx, sd_affine(ctx, logvar, 0.5f, 0.0f), SD_UNARY_EXP);
+    sd_scope s = sd_scope_begin(ctx);
+    sd_tensor std = sd_unary(ctx, sd_affine(ctx, logvar, 0.5f, 0.0f), SD_UNARY_EXP); /* exp(logvar / 2) */
     sd_copy_into(ctx, out, sd_add(ctx, mean, sd_mul(ctx, std, noise)));
-    sd_release(ctx, mk);
+    sd_scope_drop(&s);
     return sd_ok(ctx) ? out : empty;
 }
 
@@ -682,6 +685,8 @@ sd_status sd_taesd_load_dir(sd_backend *be, const char *dir, sd_taesd **out)
     return load_dir(be, dir, NULL, out);
 }
 
+/* One layer of TAESD's Sequential: conv3x3 (stride 1 or 2), activation, nearest 2x, or Block:
+ * x [B,C,H,W] -> ReLU(conv(act(conv(act(conv(x))))) + skip(x)) [B,C',H,W] */
 static sd_tensor taesd_layer(sd_ctx *ctx, const sd_taesd *m, const sd_taesd_layer *l, sd_tensor x)
 {
     switch (l->kind) {
@@ -692,25 +697,26 @@ static sd_tensor taesd_layer(sd_ctx *ctx, const sd_taesd *m, const sd_taesd_laye
     case SD_TAESD_UPSAMPLE:
         return sd_upsample2x(ctx, x);
     case SD_TAESD_BLOCK: {
-        size_t mk = sd_mark(ctx);
+        sd_scope s = sd_scope_begin(ctx);
         sd_tensor h = sd_conv2d(ctx, x, l->cw[0], &l->cb[0], 1, 1);
-        h = sd_keep(ctx, mk, sd_unary(ctx, h, m->cfg.act));
-        h = sd_keep(ctx, mk, sd_conv2d(ctx, h, l->cw[1], &l->cb[1], 1, 1));
-        h = sd_keep(ctx, mk, sd_unary(ctx, h, m->cfg.act));
-        h = sd_keep(ctx, mk, sd_conv2d(ctx, h, l->cw[2], &l->cb[2], 1, 1));
-        sd_tensor s = l->has_skip ? sd_conv2d(ctx, x, l->skip_w, NULL, 1, 0) : x;
-        h = sd_keep(ctx, mk, sd_add(ctx, h, s));
-        return sd_keep(ctx, mk, sd_unary(ctx, h, SD_UNARY_RELU)); /* fuse = nn.ReLU() */
+        h = sd_step(&s, sd_unary(ctx, h, m->cfg.act));
+        h = sd_step(&s, sd_conv2d(ctx, h, l->cw[1], &l->cb[1], 1, 1));
+        h = sd_step(&s, sd_unary(ctx, h, m->cfg.act));
+        h = sd_step(&s, sd_conv2d(ctx, h, l->cw[2], &l->cb[2], 1, 1));
+        sd_tensor sk = l->has_skip ? sd_conv2d(ctx, x, l->skip_w, NULL, 1, 0) : x; /* 1x1 when C != C' */
+        h = sd_step(&s, sd_add(ctx, h, sk));
+        return sd_scope_end(&s, sd_unary(ctx, h, SD_UNARY_RELU)); /* fuse = nn.ReLU() */
     }
     }
     return sd_ctx_fail(ctx, SD_ERR_INTERNAL, "taesd: bad layer kind");
 }
 
-static sd_tensor taesd_run(sd_ctx *ctx, const sd_taesd *m, const sd_taesd_layer *ls, int n, const char *name,
-                           sd_tensor x, size_t base)
+/* The layers in order; each output replaces everything in scope s (which holds x). */
+static sd_tensor taesd_run(sd_ctx *ctx, sd_scope *s, const sd_taesd *m, const sd_taesd_layer *ls, int n,
+                           const char *name, sd_tensor x)
 {
     for (int k = 0; k < n; k++) {
-        STEP(taesd_layer(ctx, m, &ls[k], x));
+        x = sd_step(s, taesd_layer(ctx, m, &ls[k], x));
         sd_hookf(ctx, x, "%s.layers.%d", name, k);
     }
     return x;
@@ -721,9 +727,9 @@ sd_tensor sd_taesd_encode(sd_ctx *ctx, const sd_taesd *m, sd_tensor img)
     sd_tensor empty = {0};
     if (!check_image(ctx, "taesd encode", img, m->cfg.in_channels, sd_taesd_downscale(&m->cfg), "image"))
         return empty;
-    size_t base = sd_mark(ctx);
-    sd_tensor x = sd_affine(ctx, img, 0.5f, 0.5f); /* (x + 1) / 2 */
-    x = taesd_run(ctx, m, m->enc, m->n_enc_layers, "encoder", x, base);
+    sd_scope s = sd_scope_begin(ctx);
+    sd_tensor x = sd_affine(ctx, img, 0.5f, 0.5f); /* (x + 1) / 2: [B,3,H,W] */
+    x = taesd_run(ctx, &s, m, m->enc, m->n_enc_layers, "encoder", x); /* [B,latent,H/8,W/8] */
     return sd_ok(ctx) ? x : empty;
 }
 
@@ -732,18 +738,17 @@ sd_tensor sd_taesd_decode(sd_ctx *ctx, const sd_taesd *m, sd_tensor z)
     sd_tensor empty = {0};
     if (!check_image(ctx, "taesd decode", z, m->cfg.latent_channels, 1, "latent"))
         return empty;
-    size_t base = sd_mark(ctx);
+    sd_scope s = sd_scope_begin(ctx);
     sd_tensor x = sd_unary(ctx, sd_affine(ctx, z, 1.0f / 3.0f, 0.0f), SD_UNARY_TANH);
-    STEP(sd_affine(ctx, x, 3.0f, 0.0f));
-    x = taesd_run(ctx, m, m->dec, m->n_dec_layers, "decoder", x, base);
-    STEP(sd_affine(ctx, x, 2.0f, -1.0f));
+    x = sd_step(&s, sd_affine(ctx, x, 3.0f, 0.0f)); /* 3 tanh(z / 3): [B,latent,h,w] */
+    x = taesd_run(ctx, &s, m, m->dec, m->n_dec_layers, "decoder", x); /* [B,3,8h,8w] in [0,1] */
+    x = sd_step(&s, sd_affine(ctx, x, 2.0f, -1.0f));                  /* to [-1,1] */
     return sd_ok(ctx) ? x : empty;
 }
 
 sd_tensor sd_taesd_scale_latents(sd_ctx *ctx, const sd_taesd *m, sd_tensor latents)
 {
-    size_t base = sd_mark(ctx);
+    sd_scope s = sd_scope_begin(ctx);
     sd_tensor x = sd_affine(ctx, latents, 1.0f / (2.0f * m->cfg.latent_magnitude), m->cfg.latent_shift);
-    STEP(sd_clamp(ctx, x, 0.0f, 1.0f));
-    return x;
+    return sd_scope_end(&s, sd_clamp(ctx, x, 0.0f, 1.0f)); /* [B,latent,h,w] in [0,1] */
 }
