@@ -326,7 +326,8 @@ TEST(config_unsupported_keys)
     static const struct {
         const char *kv, *key;
     } cases[] = {
-        {"\"addition_embed_type\": \"text_time\"", "addition_embed_type"},
+        {"\"addition_embed_type\": \"image\"", "addition_embed_type"},
+        {"\"addition_embed_type\": \"text\"", "addition_embed_type"},
         {"\"class_embed_type\": \"timestep\"", "class_embed_type"},
         {"\"num_class_embeds\": 10", "num_class_embeds"},
         {"\"encoder_hid_dim\": 32", "encoder_hid_dim"},
@@ -360,6 +361,27 @@ TEST(config_unsupported_keys)
                           "\"act_fn\": \"swish\", \"dropout\": 0.0",
                           &cfg),
                  SD_OK);
+    /* SDXL's text_time is accepted with its two dimensions, which must be consistent */
+    CHECK_STATUS(cfg_with(CFG_A, "\"addition_embed_type\": \"text_time\", \"addition_time_embed_dim\": 8, "
+                          "\"projection_class_embeddings_input_dim\": 68", &cfg),
+                 SD_OK);
+    CHECK(cfg.add_text_time && cfg.addition_time_embed_dim == 8 && cfg.projection_class_embeddings_input_dim == 68);
+    static const struct {
+        const char *kv, *key;
+    } bad_xl[] = {
+        {"\"addition_embed_type\": \"text_time\", \"projection_class_embeddings_input_dim\": 68",
+         "addition_time_embed_dim"},
+        {"\"addition_embed_type\": \"text_time\", \"addition_time_embed_dim\": 7, "
+         "\"projection_class_embeddings_input_dim\": 68", "addition_time_embed_dim"},
+        {"\"addition_embed_type\": \"text_time\", \"addition_time_embed_dim\": 8, "
+         "\"projection_class_embeddings_input_dim\": 48", "projection_class_embeddings_input_dim"},
+    };
+    for (size_t i = 0; i < SD_ARRAY_LEN(bad_xl); i++) {
+        sd_status s = cfg_with(CFG_A, bad_xl[i].kv, &cfg);
+        CHECK_MSG(s == SD_ERR_FORMAT, "%s -> %s (%s)", bad_xl[i].kv, sd_status_name(s), sd_last_error());
+        CHECK_MSG(strstr(sd_last_error(), bad_xl[i].key) != NULL, "error '%s' lacks '%s'", sd_last_error(),
+                  bad_xl[i].key);
+    }
     /* malformed values are format errors naming the key */
     static const struct {
         const char *kv, *key;
