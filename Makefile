@@ -4,7 +4,9 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps build run selfcheck test test-asan bench clean
+PREFIX     ?= /usr/local
+
+.PHONY: all deps test-deps build run selfcheck test test-asan bench install clean
 
 all: build
 
@@ -38,6 +40,10 @@ test-asan: deps
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir $(BUILD_ASAN) --output-on-failure -j $(JOBS) -LE slow $(CTEST_FLAGS)
+
+# streamdiff.h, libstreamdiff.so/.a, streamdiff.pc, bin/streamdiff under $(PREFIX) (cmake/install.cmake)
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 bench: build
 	./$(BUILD)/streamdiff bench ops
