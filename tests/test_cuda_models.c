@@ -276,9 +276,7 @@ TEST(listed_models)
 {
     if (!g_have_gpu)
         SKIP("no CUDA GPU (%s)", g_why);
-    const char *list = getenv("SD_GPU_MODELS");
-    if (!list || !*list)
-        SKIP("SD_GPU_MODELS is not set (colon-separated diffusers folders, e.g. from bench/bench_gen_arch)");
+    const char *list = getenv("SD_GPU_MODELS"); /* set: main runs this test only then */
     const char *sz = getenv("SD_GPU_SIZE");
     int size = sz ? atoi(sz) : 256;
     if (size < 64 || size % 64)
@@ -542,6 +540,9 @@ int main(void)
     RUN(stream_graph_replay);
     RUN(group_graph_replay);
     RUN(async_pipeline_on_gpu);
-    RUN(listed_models);
+    if (getenv("SD_GPU_MODELS") && *getenv("SD_GPU_MODELS"))
+        RUN(listed_models); /* opt-in extra models (bench/gpu.sh); not asked for is not a skip */
+    else
+        printf("(SD_GPU_MODELS is not set: no extra models listed)\n");
     return test_summary();
 }
