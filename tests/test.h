@@ -3,7 +3,7 @@
  *   int main(void) { RUN(name); ...; return test_summary(); }
  *
  * SKIP(reason) ends the current test as skipped. It is ONLY for what a machine
- * may lack: a GPU (or a CPU instruction set), the shared reference fixtures
+ * may lack: a GPU (or every bf16 level of the CPU), the shared reference fixtures
  * (../shared, $SD_FIXTURES), a browser, an optional library of the build.
  * Committed data (tests/data, fuzz/corpus) that is missing or does not load
  * is a failure: FAIL(reason) ends the current test as failed.

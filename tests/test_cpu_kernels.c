@@ -442,9 +442,8 @@ int main(void)
     for (size_t si = 0; si < SD_ARRAY_LEN(sets); si++) {
         g_isa = sets[si];
         sd_status st = sd_backend_cpu_create_isa(2, g_isa, &g_be);
-        if (st == SD_ERR_UNSUPPORTED) { /* this CPU lacks the instruction set: a skip */
-            printf("[ SKIP ] kernel set %s: %s\n", g_isa, sd_last_error());
-            t_skipped++;
+        if (st == SD_ERR_UNSUPPORTED) { /* this CPU lacks the instruction set: the sets it has are tested */
+            printf("[ N/A  ] kernel set %s: %s\n", g_isa, sd_last_error());
             continue;
         }
         if (st != SD_OK) {

@@ -71,9 +71,8 @@ void sd_check_set_f16_rel(double rel) { g_f16_rel = rel > 0 ? rel : 1e-2; }
 /* precision bf16 (CPU): bf16 inputs to every GEMM and attention product (8-bit significands, unit
  * roundoff 2^-9) through whole models; the bound relative to the output's largest magnitude, measured on
  * the fixture cases (BENCHMARKS.md, "bf16 on AMX") with a margin */
-static double g_bf16_rel = 5e-2;
+static const double g_bf16_rel = 5e-2;
 
-void sd_check_set_bf16_rel(double rel) { g_bf16_rel = rel > 0 ? rel : 5e-2; }
 double sd_check_bf16_rel(void) { return g_bf16_rel; }
 
 static int g_cuda_device;

@@ -46,8 +46,7 @@ float *sd_case_input_f32(sd_case *c, const char *name, size_t *n);
  * max(tolerance, rel * max(1, max |expected|)) instead (default 1e-2, the
  * fp16 bound); 0 or less restores the default. */
 void sd_check_set_f16_rel(double rel);
-/* relative tolerance for precision bf16 (default 5e-2 of the largest reference magnitude) */
-void sd_check_set_bf16_rel(double rel);
+/* relative tolerance for precision bf16 (5e-2 of the largest reference magnitude) */
 double sd_check_bf16_rel(void);
 /* The CUDA device the cases that load whole models (pipelines, streams) use
  * when the runner's backend is CUDA (default 0). */
