@@ -244,6 +244,8 @@ static sd_case_fn pick(sd_case *c, const char **kind)
             fn = sd_check_clip, *kind = "clip-text";
         else if (cls && (!strcmp(cls, "AutoencoderKL") || !strcmp(cls, "AutoencoderTiny")))
             fn = sd_check_vae, *kind = "vae";
+        else if (cls && !strcmp(cls, "ControlNetModel"))
+            fn = sd_check_controlnet, *kind = "controlnet";
     }
     sd_config_free(&mc);
     free(cfg);

@@ -14,6 +14,7 @@
  *     UNet2DConditionModel     -> check_unet.c
  *     CLIPTextModel[WithProjection] -> check_clip.c
  *     AutoencoderKL / AutoencoderTiny -> check_vae.c
+ *     ControlNetModel          -> check_controlnet.c
  */
 #ifndef SD_CHECK_H
 #define SD_CHECK_H
@@ -105,5 +106,6 @@ sd_status sd_check_clip(sd_case *c);
 sd_status sd_check_vae(sd_case *c);
 sd_status sd_check_pipe(sd_case *c);
 sd_status sd_check_stream(sd_case *c);
+sd_status sd_check_controlnet(sd_case *c);
 
 #endif

@@ -401,3 +401,82 @@ sd_tensor sd_transformer2d_forward(sd_ctx *ctx, const sd_transformer2d *t, sd_te
     hook(ctx, h, name, NULL);
     return sd_scope_end(&s, h);
 }
+
+/* ------------------------------------------------------------------ UNet down / mid blocks */
+
+void sd_down_block_load(sd_wload *l, sd_down_block *d, const char *p, const sd_level *lv, int *kvc)
+{
+    memset(d, 0, sizeof *d);
+    if (l->status != SD_OK)
+        return;
+    d->n = lv->n;
+    d->res = sd_calloc((size_t)d->n, sizeof *d->res);
+    d->attn = lv->cross ? sd_calloc((size_t)d->n, sizeof *d->attn) : NULL;
+    if (!d->res || (lv->cross && !d->attn)) {
+        l->status = SD_ERR_OUT_OF_MEMORY;
+        return;
+    }
+    char q[200];
+    for (int j = 0; j < d->n; j++) {
+        snprintf(q, sizeof q, "%s.resnets.%d", p, j);
+        sd_resnet_load(l, &d->res[j], q, j ? lv->cout : lv->cin, lv->cout, lv->temb_dim, lv->groups, lv->eps, 1.0f);
+        if (d->attn) {
+            snprintf(q, sizeof q, "%s.attentions.%d", p, j);
+            sd_transformer2d_load(l, &d->attn[j], q, lv->cout, lv->heads, lv->tlayers, lv->ctx_dim, lv->only_cross,
+                                  lv->linear_proj, lv->groups, kvc);
+        }
+    }
+    if (lv->has_down) {
+        d->has_down = true;
+        snprintf(q, sizeof q, "%s.downsamplers.0", p);
+        sd_downsample_load(l, &d->down, q, lv->cout, lv->down_pad);
+    }
+}
+
+void sd_down_block_free(sd_down_block *d)
+{
+    if (d->attn)
+        for (int j = 0; j < d->n; j++)
+            sd_transformer2d_free(&d->attn[j]);
+    free(d->attn);
+    free(d->res);
+    memset(d, 0, sizeof *d);
+}
+
+sd_tensor sd_down_layer_forward(sd_ctx *ctx, const sd_down_block *d, int index, int j, sd_tensor h,
+                                const sd_tensor *semb, sd_tensor context, const sd_kv_pair *kv)
+{
+    char name[160];
+    h = sd_resnet_forward(ctx, &d->res[j], h, semb); /* [B,cout,h,w] */
+    if (ctx->hook)
+        sd_hookf(ctx, h, "down_blocks.%d.resnets.%d", index, j);
+    if (d->attn) { /* [B,cout,h,w] -> [B,cout,h,w] */
+        if (ctx->hook)
+            snprintf(name, sizeof name, "down_blocks.%d.attentions.%d", index, j);
+        h = sd_transformer2d_forward(ctx, &d->attn[j], h, context, kv, ctx->hook ? name : NULL);
+    }
+    return h;
+}
+
+void sd_mid_block_load(sd_wload *l, sd_mid_block *m, const char *p, const sd_level *lv, float out_scale, int *kvc)
+{
+    memset(m, 0, sizeof *m);
+    char q[200];
+    snprintf(q, sizeof q, "%s.resnets.0", p);
+    sd_resnet_load(l, &m->res[0], q, lv->cout, lv->cout, lv->temb_dim, lv->groups, lv->eps, out_scale);
+    snprintf(q, sizeof q, "%s.attentions.0", p);
+    sd_transformer2d_load(l, &m->attn, q, lv->cout, lv->heads, lv->tlayers, lv->ctx_dim, false, lv->linear_proj,
+                          lv->groups, kvc);
+    snprintf(q, sizeof q, "%s.resnets.1", p);
+    sd_resnet_load(l, &m->res[1], q, lv->cout, lv->cout, lv->temb_dim, lv->groups, lv->eps, out_scale);
+}
+
+void sd_mid_block_free(sd_mid_block *m) { sd_transformer2d_free(&m->attn); }
+
+sd_tensor sd_mid_block_forward(sd_ctx *ctx, const sd_mid_block *m, sd_tensor h, const sd_tensor *semb,
+                               sd_tensor context, const sd_kv_pair *kv)
+{
+    h = sd_resnet_forward(ctx, &m->res[0], h, semb);
+    h = sd_transformer2d_forward(ctx, &m->attn, h, context, kv, ctx->hook ? "mid_block.attentions.0" : NULL);
+    return sd_resnet_forward(ctx, &m->res[1], h, semb);
+}

@@ -116,4 +116,51 @@ sd_tensor sd_transformer2d_forward(sd_ctx *ctx, const sd_transformer2d *t, sd_te
 /* K/V projections of one cross-attention (for filling a cache). */
 void sd_attn_project_kv(sd_ctx *ctx, const sd_attn *a, sd_tensor context, sd_tensor *k, sd_tensor *v);
 
+/* ------------------------------------------------------------------ UNet down / mid blocks
+ * CrossAttnDownBlock2D / DownBlock2D and UNetMidBlock2DCrossAttn, shared by UNet2DConditionModel
+ * (src/models/unet.c) and ControlNetModel (src/models/controlnet.c), which has the same down path. */
+
+/* The shape of down block i, from a UNet / ControlNet config (sd_unet_level in unet.h). */
+typedef struct sd_level {
+    int64_t cin, cout;  /* channels into the level's first resnet, and of the level */
+    int n;              /* resnets (layers_per_block) */
+    int64_t temb_dim;
+    bool cross;         /* CrossAttnDownBlock2D: a Transformer2DModel after every resnet */
+    int64_t heads, tlayers, ctx_dim;
+    bool only_cross, linear_proj;
+    bool has_down;      /* a Downsample2D at the end (every level but the last) */
+    int down_pad;
+    int groups;
+    float eps;
+} sd_level;
+
+typedef struct sd_down_block {
+    int n;
+    sd_resnet *res;
+    sd_transformer2d *attn; /* NULL for DownBlock2D */
+    bool has_down;
+    sd_resample down;
+} sd_down_block;
+
+/* prefix e.g. "down_blocks.1"; *kvc as sd_transformer2d_load. */
+void sd_down_block_load(sd_wload *l, sd_down_block *d, const char *prefix, const sd_level *lv, int *kvc);
+void sd_down_block_free(sd_down_block *d);
+/* Layer j of down block `index`: resnet j (+ transformer j): [B,cin or cout,h,w] -> [B,cout,h,w].
+ * Hooks "down_blocks.<index>.resnets.<j>" and the transformer's under ".attentions.<j>". */
+sd_tensor sd_down_layer_forward(sd_ctx *ctx, const sd_down_block *d, int index, int j, sd_tensor h,
+                                const sd_tensor *semb, sd_tensor context, const sd_kv_pair *kv);
+
+typedef struct sd_mid_block {
+    sd_resnet res[2];
+    sd_transformer2d attn;
+} sd_mid_block;
+
+/* UNetMidBlock2DCrossAttn at the last level's shape (lv: cout, heads, tlayers, ctx_dim, linear_proj). */
+void sd_mid_block_load(sd_wload *l, sd_mid_block *m, const char *prefix, const sd_level *lv, float out_scale,
+                       int *kvc);
+void sd_mid_block_free(sd_mid_block *m);
+/* [B,C,h,w] -> resnet, transformer ("mid_block.attentions.0"), resnet -> [B,C,h,w] */
+sd_tensor sd_mid_block_forward(sd_ctx *ctx, const sd_mid_block *m, sd_tensor h, const sd_tensor *semb,
+                               sd_tensor context, const sd_kv_pair *kv);
+
 #endif

@@ -125,12 +125,13 @@ static sd_status block_types(const sd_config *c, const char *key, const char *co
     return SD_OK;
 }
 
-sd_status sd_unet_config_from(const sd_config *c, sd_unet_config *cfg)
+/* encoder: a ControlNetModel config (no class check, no up blocks) */
+static sd_status config_parse(const sd_config *c, sd_unet_config *cfg, bool encoder)
 {
     memset(cfg, 0, sizeof *cfg);
     const char *cls;
     SD_TRY(sd_config_str(c, "_class_name", NULL, &cls));
-    if (cls && strcmp(cls, "UNet2DConditionModel"))
+    if (!encoder && cls && strcmp(cls, "UNet2DConditionModel"))
         return unsupported(c, "_class_name", "expected UNet2DConditionModel");
 
     /* features outside the SD1/SD2/turbo/LCM family */
@@ -155,7 +156,13 @@ sd_status sd_unet_config_from(const sd_config *c, sd_unet_config *cfg)
                                          "CrossAttnUpBlock2D"};
     int n, nu;
     SD_TRY(block_types(c, "down_block_types", def_down, 4, false, cfg->down_cross, &n));
-    SD_TRY(block_types(c, "up_block_types", def_up, 4, true, cfg->up_cross, &nu));
+    if (encoder) { /* the mirror image, as a UNet for it would have */
+        nu = n;
+        for (int i = 0; i < n; i++)
+            cfg->up_cross[i] = cfg->down_cross[n - 1 - i];
+    } else {
+        SD_TRY(block_types(c, "up_block_types", def_up, 4, true, cfg->up_cross, &nu));
+    }
     if (n < 1 || nu != n)
         return sd_fail(SD_ERR_FORMAT, "%s: 'down_block_types' (%d) and 'up_block_types' (%d) must have the same, "
                        "non-zero number of entries", c->path, n, nu);
@@ -171,6 +178,8 @@ sd_status sd_unet_config_from(const sd_config *c, sd_unet_config *cfg)
     } else {
         return unsupported(c, "mid_block_type", "only UNetMidBlock2DCrossAttn or null");
     }
+    if (encoder && !cfg->has_mid_block)
+        return unsupported(c, "mid_block_type", "a ControlNet needs its UNetMidBlock2DCrossAttn");
 
     if (sd_config_has(c, "block_out_channels")) {
         int nb;
@@ -290,6 +299,10 @@ sd_status sd_unet_config_from(const sd_config *c, sd_unet_config *cfg)
     return SD_OK;
 }
 
+sd_status sd_unet_config_from(const sd_config *c, sd_unet_config *cfg) { return config_parse(c, cfg, false); }
+
+sd_status sd_unet_config_from_encoder(const sd_config *c, sd_unet_config *cfg) { return config_parse(c, cfg, true); }
+
 sd_status sd_unet_config_load(const char *path, sd_unet_config *cfg)
 {
     sd_config c;
@@ -300,14 +313,6 @@ sd_status sd_unet_config_load(const char *path, sd_unet_config *cfg)
 }
 
 /* ================================================================== model */
-
-typedef struct unet_down {
-    int n;
-    sd_resnet *res;
-    sd_transformer2d *attn; /* NULL for DownBlock2D */
-    bool has_down;
-    sd_resample down;
-} unet_down;
 
 typedef struct unet_up {
     int n;
@@ -322,9 +327,8 @@ struct sd_unet {
     sd_backend *be;
     sd_tensor conv_in_w, conv_in_b, t1_w, t1_b, t2_w, t2_b, cond_w;
     sd_tensor a1_w, a1_b, a2_w, a2_b; /* add_embedding (SDXL text_time) */
-    unet_down down[SD_UNET_MAX_BLOCKS];
-    sd_resnet mid_res[2];
-    sd_transformer2d mid_attn;
+    sd_down_block down[SD_UNET_MAX_BLOCKS];
+    sd_mid_block mid;
     unet_up up[SD_UNET_MAX_BLOCKS];
     sd_tensor norm_out_w, norm_out_b, conv_out_w, conv_out_b;
     int n_skips;
@@ -343,24 +347,21 @@ struct sd_unet_kv {
 };
 
 const sd_unet_config *sd_unet_get_config(const sd_unet *u) { return &u->cfg; }
+int sd_unet_num_skips(const sd_unet *u) { return u ? u->n_skips : 0; }
 
 void sd_unet_free(sd_unet *u)
 {
     if (!u)
         return;
     for (int i = 0; i < SD_UNET_MAX_BLOCKS; i++) {
-        if (u->down[i].attn)
-            for (int j = 0; j < u->down[i].n; j++)
-                sd_transformer2d_free(&u->down[i].attn[j]);
-        free(u->down[i].attn);
-        free(u->down[i].res);
+        sd_down_block_free(&u->down[i]);
         if (u->up[i].attn)
             for (int j = 0; j < u->up[i].n; j++)
                 sd_transformer2d_free(&u->up[i].attn[j]);
         free(u->up[i].attn);
         free(u->up[i].res);
     }
-    sd_transformer2d_free(&u->mid_attn);
+    sd_mid_block_free(&u->mid);
     free(u->kv_attn);
     sd_wslots_free(u->slots, u->n_slots);
     free(u);
@@ -377,6 +378,25 @@ static void register_kv(sd_unet *u, const sd_transformer2d *t)
 }
 
 #define P(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
+
+void sd_unet_level(const sd_unet_config *c, int i, sd_level *lv)
+{
+    memset(lv, 0, sizeof *lv);
+    lv->cin = c->block_out_channels[i > 0 ? i - 1 : 0];
+    lv->cout = c->block_out_channels[i];
+    lv->n = (int)c->layers_per_block[i];
+    lv->temb_dim = c->time_embed_dim;
+    lv->cross = c->down_cross[i];
+    lv->heads = c->num_heads[i];
+    lv->tlayers = c->transformer_layers[i];
+    lv->ctx_dim = c->cross_attention_dim[i];
+    lv->only_cross = c->only_cross_attention[i];
+    lv->linear_proj = c->use_linear_projection;
+    lv->has_down = i < c->n_blocks - 1;
+    lv->down_pad = (int)c->downsample_padding;
+    lv->groups = (int)c->norm_num_groups;
+    lv->eps = (float)c->norm_eps;
+}
 
 static void build(sd_wload *l, sd_unet *u)
 {
@@ -406,46 +426,20 @@ static void build(sd_wload *l, sd_unet *u)
     }
 
     u->n_skips = 1;
-    int64_t out_ch = c0;
     for (int i = 0; i < n && l->status == SD_OK; i++) {
-        unet_down *d = &u->down[i];
-        int64_t in_ch = out_ch;
-        out_ch = c->block_out_channels[i];
-        d->n = (int)c->layers_per_block[i];
-        d->res = sd_calloc((size_t)d->n, sizeof *d->res);
-        d->attn = c->down_cross[i] ? sd_calloc((size_t)d->n, sizeof *d->attn) : NULL;
-        if (!d->res || (c->down_cross[i] && !d->attn)) {
-            l->status = SD_ERR_OUT_OF_MEMORY;
-            return;
-        }
-        for (int j = 0; j < d->n; j++) {
-            sd_resnet_load(l, &d->res[j], P(p, "down_blocks.%d.resnets.%d", i, j), j ? out_ch : in_ch, out_ch, ted,
-                           g, eps, 1.0f);
-            if (d->attn)
-                sd_transformer2d_load(l, &d->attn[j], P(p, "down_blocks.%d.attentions.%d", i, j), out_ch,
-                                      c->num_heads[i], c->transformer_layers[i], c->cross_attention_dim[i],
-                                      c->only_cross_attention[i], c->use_linear_projection, g, &kvc);
-        }
-        u->n_skips += d->n;
-        if (i < n - 1) {
-            d->has_down = true;
-            sd_downsample_load(l, &d->down, P(p, "down_blocks.%d.downsamplers.0", i), out_ch,
-                               (int)c->downsample_padding);
-            u->n_skips++;
-        }
+        sd_level lv;
+        sd_unet_level(c, i, &lv);
+        sd_down_block_load(l, &u->down[i], P(p, "down_blocks.%d", i), &lv, &kvc);
+        u->n_skips += lv.n + (lv.has_down ? 1 : 0);
     }
 
     if (c->has_mid_block) {
-        int64_t ch = c->block_out_channels[n - 1];
-        float osf = (float)c->mid_block_scale_factor;
-        sd_resnet_load(l, &u->mid_res[0], "mid_block.resnets.0", ch, ch, ted, g, eps, osf);
-        sd_transformer2d_load(l, &u->mid_attn, "mid_block.attentions.0", ch, c->num_heads[n - 1],
-                              c->transformer_layers[n - 1], c->cross_attention_dim[n - 1], false,
-                              c->use_linear_projection, g, &kvc);
-        sd_resnet_load(l, &u->mid_res[1], "mid_block.resnets.1", ch, ch, ted, g, eps, osf);
+        sd_level lv;
+        sd_unet_level(c, n - 1, &lv);
+        sd_mid_block_load(l, &u->mid, "mid_block", &lv, (float)c->mid_block_scale_factor, &kvc);
     }
 
-    out_ch = c->block_out_channels[n - 1];
+    int64_t out_ch = c->block_out_channels[n - 1];
     for (int i = 0; i < n && l->status == SD_OK; i++) {
         unet_up *up = &u->up[i];
         int r = n - 1 - i; /* the matching down block */
@@ -494,7 +488,7 @@ static void build(sd_wload *l, sd_unet *u)
         for (int j = 0; u->down[i].attn && j < u->down[i].n; j++)
             register_kv(u, &u->down[i].attn[j]);
     if (c->has_mid_block)
-        register_kv(u, &u->mid_attn);
+        register_kv(u, &u->mid.attn);
     for (int i = 0; i < n; i++)
         for (int j = 0; u->up[i].attn && j < u->up[i].n; j++)
             register_kv(u, &u->up[i].attn[j]);
@@ -770,6 +764,29 @@ static sd_tensor added_embedding(sd_ctx *ctx, const sd_unet *u, int64_t B, const
 sd_tensor sd_unet_forward_added(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_tensor timesteps, sd_tensor context,
                                 const sd_tensor *timestep_cond, const sd_unet_kv *kv, const sd_unet_added *added)
 {
+    return sd_unet_forward_ex(ctx, u, x, timesteps, context, timestep_cond, kv, added, NULL);
+}
+
+/* residual j must have skip j's shape and dtype exactly (no broadcasting) */
+static bool residual_fits(sd_ctx *ctx, sd_tensor r, sd_tensor sk, const char *what, int j)
+{
+    bool ok = r.ndim == sk.ndim && r.dtype == sk.dtype;
+    for (int d = 0; ok && d < r.ndim; d++)
+        ok = r.ne[d] == sk.ne[d];
+    if (!ok) {
+        char a[96], b[96];
+        sd_shape_str(&r, a, sizeof a);
+        sd_shape_str(&sk, b, sizeof b);
+        sd_ctx_fail(ctx, SD_ERR_SHAPE, "UNet: ControlNet %s %d is %s %s, the UNet's is %s %s (a ControlNet made for "
+                    "another base model?)", what, j, sd_dtype_name(r.dtype), a, sd_dtype_name(sk.dtype), b);
+    }
+    return ok;
+}
+
+sd_tensor sd_unet_forward_ex(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_tensor timesteps, sd_tensor context,
+                             const sd_tensor *timestep_cond, const sd_unet_kv *kv, const sd_unet_added *added,
+                             const sd_unet_residuals *res)
+{
     sd_tensor none = {0};
     if (!sd_ok(ctx))
         return none;
@@ -815,6 +832,9 @@ sd_tensor sd_unet_forward_added(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_t
     if (added && !c->add_text_time)
         return sd_ctx_fail(ctx, SD_ERR_INVALID_ARGUMENT, "UNet: text_embeds / time_ids given but the UNet has no "
                            "'text_time' added conditioning (not an SDXL UNet)");
+    if (res && (!c->has_mid_block || res->n_down != u->n_skips || !res->down))
+        return sd_ctx_fail(ctx, SD_ERR_SHAPE, "UNet: %d ControlNet down residuals given, the UNet has %d skip "
+                           "connections%s", res->n_down, u->n_skips, c->has_mid_block ? "" : " and no mid block");
     const sd_kv_pair *kvp = kv ? kv->pairs : NULL;
     /* the skip stack: a fixed array, no allocation per call (not in the model: forwards on one model
      * may run on several threads at once); the config rules bound the count (SD_UNET_MAX_SKIPS) */
@@ -851,17 +871,11 @@ sd_tensor sd_unet_forward_added(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_t
     /* down block i: [B,C(i-1),h,w] -> resnets (+ transformers) [B,Ci,h,w] -> downsample [B,Ci,h/2,w/2];
      * every output is a skip connection, each in its own scope, stacked in order on the arena */
     for (int i = 0; i < n && sd_ok(ctx); i++) {
-        const unet_down *d = &u->down[i];
+        const sd_down_block *d = &u->down[i];
         int k = 0;
         for (int j = 0; j < d->n; j++) {
             sk = sd_scope_begin(ctx);
-            h = sd_resnet_forward(ctx, &d->res[j], h, &semb);
-            if (ctx->hook)
-                sd_hookf(ctx, h, "down_blocks.%d.resnets.%d", i, j);
-            if (d->attn)
-                h = sd_transformer2d_forward(ctx, &d->attn[j], h, context, kvp,
-                                             nm(ctx, name, sizeof name, "down_blocks.%d.attentions.%d", i, j));
-            h = sd_step(&sk, h);
+            h = sd_step(&sk, sd_down_layer_forward(ctx, d, i, j, h, &semb, context, kvp));
             sd_hookf(ctx, h, "down_blocks.%d.res_samples.%d", i, k++);
             st[ns++] = (skip){h, sk};
         }
@@ -879,12 +893,25 @@ sd_tensor sd_unet_forward_added(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_t
     sd_scope hs = st[ns - 1].s; /* the scope that holds h */
     if (c->has_mid_block && sd_ok(ctx)) {
         hs = sd_scope_begin(ctx);
-        h = sd_resnet_forward(ctx, &u->mid_res[0], h, &semb);
-        h = sd_transformer2d_forward(ctx, &u->mid_attn, h, context, kvp, nm(ctx, name, sizeof name,
-                                                                             "mid_block.attentions.0"));
-        h = sd_resnet_forward(ctx, &u->mid_res[1], h, &semb);
-        h = sd_step(&hs, h);
+        h = sd_step(&hs, sd_mid_block_forward(ctx, &u->mid, h, &semb, context, kvp));
         sd_hook(ctx, "mid_block", h);
+    }
+
+    /* ControlNet residuals (diffusers down_block_additional_residuals / mid_block_additional_residual):
+     * after the down path and the mid block, skip j += down[j] in place (the up path reads the sums; the
+     * mid block read the plain last down output) and the mid output += mid */
+    if (res && sd_ok(ctx)) {
+        for (int j = 0; j < ns; j++)
+            if (!residual_fits(ctx, res->down[j], st[j].t, "down residual", j))
+                break;
+        if (sd_ok(ctx))
+            residual_fits(ctx, res->mid, h, "mid residual", 0);
+        for (int j = 0; j < ns && sd_ok(ctx); j++) {
+            sd_scope t = sd_scope_begin(ctx);
+            sd_copy_into(ctx, st[j].t, sd_add(ctx, st[j].t, res->down[j])); /* [B,Cj,hj,wj] */
+            sd_scope_drop(&t);
+        }
+        h = sd_step(&hs, sd_add(ctx, h, res->mid)); /* [B,Cn,h,w] */
     }
 
     /* up block i: per resnet, cat(h, popped skip) on channels -> resnet (+ transformer) [B,Ci,h,w], which

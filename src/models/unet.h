@@ -26,6 +26,7 @@
 
 #include "backend/ops.h"
 #include "io/config.h"
+#include "models/blocks.h"
 #include "models/weights.h"
 
 #define SD_UNET_MAX_BLOCKS 8
@@ -78,6 +79,11 @@ typedef struct sd_unet_config {
  * diffusers' defaults. Unsupported features -> SD_ERR_UNSUPPORTED naming the key. */
 sd_status sd_unet_config_load(const char *config_json_path, sd_unet_config *cfg);
 sd_status sd_unet_config_from(const sd_config *c, sd_unet_config *cfg);
+/* The UNet keys of a ControlNetModel config (src/models/controlnet.c): the same rules and defaults without
+ * the _class_name check and up_block_types (up_cross mirrors down_cross); the mid block is required. */
+sd_status sd_unet_config_from_encoder(const sd_config *c, sd_unet_config *cfg);
+/* The shape of down block i (0 <= i < n_blocks) for sd_down_block_load / sd_mid_block_load. */
+void sd_unet_level(const sd_unet_config *c, int i, sd_level *lv);
 
 typedef struct sd_unet sd_unet;
 
@@ -143,5 +149,23 @@ typedef struct sd_unet_added {
  * what is missing otherwise) and refused by every other UNet. sd_unet_forward = this with added NULL. */
 sd_tensor sd_unet_forward_added(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_tensor timesteps, sd_tensor context,
                                 const sd_tensor *timestep_cond, const sd_unet_kv *kv, const sd_unet_added *added);
+
+/* ControlNet residuals (diffusers down_block_additional_residuals / mid_block_additional_residual): down[j]
+ * has the shape of skip connection j (conv_in, every down resnet, every downsampler, in order; n_down =
+ * sd_unet_num_skips), mid that of the mid block output; act dtype. After the down path and the mid block,
+ * skip j += down[j] and the mid output += mid. */
+typedef struct sd_unet_residuals {
+    const sd_tensor *down;
+    int n_down;
+    sd_tensor mid;
+} sd_unet_residuals;
+
+int sd_unet_num_skips(const sd_unet *u);
+
+/* sd_unet_forward_added with ControlNet residuals (res may be NULL: then bit-identical to it). The UNet
+ * must have a mid block; shapes that differ from the skips are SD_ERR_SHAPE naming the residual. */
+sd_tensor sd_unet_forward_ex(sd_ctx *ctx, const sd_unet *u, sd_tensor x, sd_tensor timesteps, sd_tensor context,
+                             const sd_tensor *timestep_cond, const sd_unet_kv *kv, const sd_unet_added *added,
+                             const sd_unet_residuals *res);
 
 #endif
