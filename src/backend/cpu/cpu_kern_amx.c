@@ -36,7 +36,7 @@ static void bk_begin(void)
 static void bk_end(void) { _tile_release(); }
 
 static void bk_ukr(const uint16_t *A, const uint16_t *A1, const uint16_t *B, const uint16_t *B1, int64_t nkb,
-                   float *c)
+                   float *c, int64_t ldc)
 {
     _tile_zero(0);
     _tile_zero(1);
@@ -52,10 +52,10 @@ static void bk_ukr(const uint16_t *A, const uint16_t *A1, const uint16_t *B, con
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-    _tile_stored(0, c, 128);
-    _tile_stored(1, c + 16, 128);
-    _tile_stored(2, c + 16 * 32, 128);
-    _tile_stored(3, c + 16 * 32 + 16, 128);
+    _tile_stored(0, c, ldc * 4);
+    _tile_stored(1, c + 16, ldc * 4);
+    _tile_stored(2, c + 16 * ldc, ldc * 4);
+    _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
 }
 
 #include "backend/cpu/cpu_kern_bf16_impl.h"

@@ -2,8 +2,8 @@
  * cpu_kern_amx.c (AMX tiles: TDPBF16PS) and cpu_kern_avx512bf16.c (VDPBF16PS). The including file
  * defines, inside its target flags: BK_NAME, BK_FN(name), BK_GETTER, and the micro-kernel
  *   static void bk_ukr(const uint16_t *A0, const uint16_t *A1, const uint16_t *B0, const uint16_t *B1,
- *                      int64_t nkb, float *c)
- * which computes the 32x32 block c[32][32] = A B from two A tile rows (rows 0-15 at A0, 16-31 at A1)
+ *                      int64_t nkb, float *c, int64_t ldc)
+ * which computes the 32x32 block c[i*ldc + j] = (A B)[i][j] from two A tile rows (rows 0-15 at A0, 16-31 at A1)
  * and two B tile columns (columns 0-15 at B0, 16-31 at B1), each nkb consecutive tiles (depth blocks
  * of 32), plus
  *   static void bk_begin(void) / bk_end(void)  (per thread: AMX tile configuration and release).
@@ -23,6 +23,7 @@
 
 #define BKC 512 /* depth per packed block (multiple of 32) */
 #define BMC 128 /* rows per packed A block (multiple of 32) */
+#define BNCC 512 /* columns per C block of a convolution (multiple of BNC) */
 #define BNC 256 /* columns per packed B block (multiple of 32) */
 #define TILE 512 /* bf16 per tile */
 
@@ -36,6 +37,17 @@ static inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
 static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 static inline V vfnma(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
 #include "backend/cpu/cpu_kern_vexp512.h"
+
+/* exp(x) for x <= 0 to about 1e-4 relative (the result is rounded to bf16, 2^-9): 2^(x log2 e) with a
+ * cubic for 2^f on [-1/2, 1/2]; very negative x gives 0 */
+static inline V vexp_p(V x)
+{
+    V t = _mm512_max_ps(_mm512_mul_ps(x, vset1(1.44269504088896341f)), vset1(-126.0f));
+    V n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    V f = _mm512_sub_ps(t, n);
+    V p = vfma(vfma(vfma(vset1(5.5504109e-2f), f, vset1(2.4022651e-1f)), f, vset1(6.9314718e-1f)), f, vset1(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
 
 static inline int64_t bmin(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t bmax(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -79,22 +91,47 @@ static void pack_a(const sd_gemm *g, uint16_t *Ap, int64_t m0, int64_t mc, int64
 {
     int64_t nkb = up32(kc) / 32, mt = up32(mc) / 16;
     size_t es = sd_dtype_size(g->a_dt);
-    for (int64_t t = 0; t < mt; t++)
+    for (int64_t m = 0; m < mt * 16; m++) { /* along each source row: sequential reads */
+        uint16_t *dst = Ap + ((m / 16) * nkb) * TILE + (m % 16) * 32;
+        const uint8_t *src = (const uint8_t *)g->a + ((size_t)((m0 + bmin(m, mc - 1)) * g->lda + k0)) * es;
         for (int64_t kb = 0; kb < nkb; kb++) {
-            uint16_t *tile = Ap + (t * nkb + kb) * TILE;
-            int64_t n = kc - kb * 32;
-            for (int64_t r = 0; r < 16; r++) {
-                int64_t m = t * 16 + r;
-                __m512i v = _mm512_setzero_si512();
-                if (m < mc)
-                    v = ld_row_bf16((const uint8_t *)g->a + ((size_t)((m0 + m) * g->lda + k0 + kb * 32)) * es, g->a_dt,
-                                    n);
-                _mm512_storeu_si512(tile + r * 32, v);
-            }
+            __m512i v = m < mc ? ld_row_bf16(src + (size_t)(kb * 32) * es, g->a_dt, kc - kb * 32) : _mm512_setzero_si512();
+            _mm512_storeu_si512(dst + kb * TILE, v);
         }
+    }
 }
 
 /* ------------------------------------------------------------------ B packing */
+
+/* in-register transpose of 16 rows of 16 32-bit values */
+static inline void transpose16x16_epi32(__m512i r[16])
+{
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* r[4q + s] now holds, per 128-bit lane L, the 4 values of column 4L + c(s) of rows 4q..4q+3,
+     * with c(0..3) = 0, 1, 2, 3 */
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);       /* lanes 0, 2 of r[i], lanes 0, 2 of r[i+4] */
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xDD);   /* lanes 1, 3 */
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);       /* columns 0-3 */
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xDD);   /* columns 8-11 */
+        r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88); /* columns 4-7 */
+        r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xDD); /* columns 12-15 */
+    }
+}
 
 /* row k of B, columns [n0, n0+nc), as F32 into dst[0 .. up32(nc)) (zero past nc); k >= K gives zeros */
 static void b_row_f32(const sd_gemm *g, int64_t k, int64_t n0, int64_t nc, float *dst)
@@ -161,9 +198,13 @@ static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64
                                         g->b_dt, n);
                     _mm512_storeu_si512(tmp + j * 16, v);
                 }
-                for (int p = 0; p < 16; p++) /* tile[p][j] = pair p of column j */
-                    for (int j = 0; j < 16; j++)
-                        memcpy(tile + p * 32 + j * 2, &tmp[j * 16 + p], 4);
+                /* 16x16 transpose of 32-bit pairs: tile row p = pair p of the 16 columns */
+                __m512i r[16];
+                for (int j = 0; j < 16; j++)
+                    r[j] = _mm512_loadu_si512(tmp + j * 16);
+                transpose16x16_epi32(r);
+                for (int p = 0; p < 16; p++)
+                    _mm512_storeu_si512(tile + p * 32, r[p]);
             }
         return;
     }
@@ -183,7 +224,7 @@ static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64
 
 static size_t bk_ws_thread(void) /* bytes */
 {
-    return (size_t)(BKC / 32) * (BNC / 16) * TILE * 2 + (size_t)(BKC / 32) * (BMC / 16) * TILE * 2 +
+    return (size_t)(BKC / 32) * (BNCC / 16) * TILE * 2 + (size_t)(BKC / 32) * (BMC / 16) * TILE * 2 +
            2 * BNC * sizeof(float) + 32 * 32 * sizeof(float) + 256;
 }
 
@@ -208,11 +249,41 @@ static inline void write_back(float *C, int64_t ldc, const float *c, int64_t mr,
 static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
 {
     uint16_t *Bp = (uint16_t *)ws;
-    uint16_t *Ap = Bp + (size_t)(BKC / 32) * (BNC / 16) * TILE;
+    uint16_t *Ap = Bp + (size_t)(BKC / 32) * (BNCC / 16) * TILE;
     float *rows = (float *)(Ap + (size_t)(BKC / 32) * (BMC / 16) * TILE);
     float *cb = rows + 2 * BNC;
     int64_t K = g->K, ldc = g->ldc;
     bk_begin();
+    if (g->bkind != SD_GB_TRANS) {
+        /* convolutions: per column block of BNCC (its C block stays in L2 across the depth blocks), B (the
+         * image, implicit im2col) packed once per depth block, A (the weight) per row block, read along
+         * its rows */
+        for (int64_t jc = n0; jc < n1; jc += BNCC) {
+            int64_t ncc = bmin(BNCC, n1 - jc);
+            for (int64_t pc = 0; pc < K; pc += BKC) {
+                int64_t kc = bmin(BKC, K - pc), nkb = up32(kc) / 32;
+                int acc = g->accumulate || pc > 0;
+                for (int64_t jb = 0; jb < ncc; jb += BNC) /* pack the whole column block */
+                    pack_b(g, Bp + (jb / 16) * nkb * TILE, pc, kc, jc + jb, bmin(BNC, ncc - jb), rows);
+                int64_t nt = up32(ncc) / 16;
+                for (int64_t ic = m0; ic < m1; ic += BMC) {
+                    int64_t mc = bmin(BMC, m1 - ic), mt = up32(mc) / 16;
+                    pack_a(g, Ap, ic, mc, pc, kc);
+                    for (int64_t j = 0; j < nt; j += 2)
+                        for (int64_t i = 0; i < mt; i += 2) {
+                            bk_ukr(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
+                                   Bp + (j + 1) * nkb * TILE, nkb, cb, 32);
+                            write_back(g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb, bmin(32, mc - i * 16),
+                                       bmin(32, ncc - j * 16), acc);
+                        }
+                }
+            }
+        }
+        bk_end();
+        return;
+    }
+    /* linears: B (the weight, transposed) is packed once per column and depth block, A (activations)
+     * per row block */
     for (int64_t jc = n0; jc < n1; jc += BNC) {
         int64_t nc = bmin(BNC, n1 - jc), nt = up32(nc) / 16;
         for (int64_t pc = 0; pc < K; pc += BKC) {
@@ -225,7 +296,7 @@ static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, 
                 for (int64_t j = 0; j < nt; j += 2)
                     for (int64_t i = 0; i < mt; i += 2) {
                         bk_ukr(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
-                               Bp + (j + 1) * nkb * TILE, nkb, cb);
+                               Bp + (j + 1) * nkb * TILE, nkb, cb, 32);
                         write_back(g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb, bmin(32, mc - i * 16),
                                    bmin(32, nc - j * 16), acc);
                     }
@@ -345,17 +416,18 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
         int64_t kend = causal ? bmin(Nk, q0 + nq) : Nk;
         for (int64_t kb0 = 0; kb0 < kend; kb0 += ABK) {
             int64_t bk = bmin(ABK, kend - kb0), bkp = up32(bk);
+            int64_t nkbp = bkp / 32;
             for (int64_t j = 0; j < bkp; j += 32) {
                 int64_t t = (kb0 + j) / 16;
-                bk_ukr(Qa, Qa + nkbd * TILE, Kp + t * nkbd * TILE, Kp + (t + 1) * nkbd * TILE, nkbd, cb);
-                for (int64_t i = 0; i < 32; i++)
-                    memcpy(S + i * ABK + j, cb + i * 32, 32 * sizeof(float));
+                bk_ukr(Qa, Qa + nkbd * TILE, Kp + t * nkbd * TILE, Kp + (t + 1) * nkbd * TILE, nkbd, S + j, ABK);
             }
             for (int64_t i = 0; i < 32; i++) {
                 float *srow = S + i * ABK;
+                uint16_t *prow = Pa + (i / 16) * nkbp * TILE + (i % 16) * 32; /* row i of the P tiles */
                 int64_t lim = i >= nq ? 0 : causal ? bmax(0, bmin(bk, q0 + i + 1 - kb0)) : bk;
                 if (lim == 0) {
-                    memset(srow, 0, (size_t)bkp * sizeof(float));
+                    for (int64_t j = 0; j < bkp; j += 32)
+                        _mm512_storeu_si512(prow + (j / 32) * TILE, _mm512_setzero_si512());
                     continue;
                 }
                 __m512 mx = _mm512_set1_ps(-INFINITY);
@@ -369,21 +441,21 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
                         _mm512_storeu_ps(O + i * dp + c, _mm512_mul_ps(_mm512_loadu_ps(O + i * dp + c), _mm512_set1_ps(alpha)));
                     mrow[i] = mnew;
                 }
+                /* P = exp(S - max), zero past lim, summed in fp32 and written as bf16 A tiles */
                 __m512 sum = _mm512_setzero_ps(), mv = _mm512_set1_ps(mnew);
-                for (int64_t j = 0; j < bkp; j += 16) { /* zeros past lim */
-                    __m512 e = _mm512_maskz_mov_ps(bm16(lim - j), vexp(_mm512_sub_ps(_mm512_loadu_ps(srow + j), mv)));
-                    _mm512_storeu_ps(srow + j, e);
-                    sum = _mm512_add_ps(sum, e);
+                for (int64_t j = 0; j < bkp; j += 32) {
+                    __m512 e0 = _mm512_maskz_mov_ps(bm16(lim - j), vexp_p(_mm512_sub_ps(_mm512_loadu_ps(srow + j), mv)));
+                    __m512 e1 = _mm512_maskz_mov_ps(bm16(lim - j - 16),
+                                                    vexp_p(_mm512_sub_ps(_mm512_loadu_ps(srow + j + 16), mv)));
+                    sum = _mm512_add_ps(sum, _mm512_add_ps(e0, e1));
+                    _mm512_storeu_si512(prow + (j / 32) * TILE, to_bf16x32(e0, e1));
                 }
                 lrow[i] += _mm512_reduce_add_ps(sum);
             }
-            sd_gemm gp = {.a = S, .a_dt = SD_F32, .lda = ABK};
-            pack_a(&gp, Pa, 0, 32, 0, bk);
-            int64_t nkbp = bkp / 32;
             for (int64_t c0 = 0; c0 < dp; c0 += 32) {
                 int64_t t = c0 / 16;
                 const uint16_t *b0 = Vp + (t * nkbv + kb0 / 32) * TILE, *b1 = Vp + ((t + 1) * nkbv + kb0 / 32) * TILE;
-                bk_ukr(Pa, Pa + nkbp * TILE, b0, b1, nkbp, cb);
+                bk_ukr(Pa, Pa + nkbp * TILE, b0, b1, nkbp, cb, 32);
                 for (int64_t i = 0; i < 32; i++)
                     for (int64_t c = 0; c < 32; c += 16)
                         _mm512_storeu_ps(O + i * dp + c0 + c,
