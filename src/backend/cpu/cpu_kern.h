@@ -78,6 +78,9 @@ typedef struct sd_cpu_bf16_kern {
     size_t (*attn_ws)(int64_t Nq, int64_t Nk, int64_t d, int nthreads); /* floats; NULL: no bf16 attention */
     void (*attention)(float *y, const float *q, const float *k, const float *v, int64_t B, int64_t Nq, int64_t Nk,
                       int heads, int64_t d, float scale, bool causal, float *ws, int nthreads);
+    /* the instruction's peak on this core: `iters` rounds of the micro-kernel's products on registers
+     * only (no loads); returns the multiply-adds done (x2 = FLOPs) for the caller to time */
+    double (*peak)(int64_t iters);
 } sd_cpu_bf16_kern;
 
 /* The tables, unchecked: only sd_cpu_bf16_kern_select may hand them out (NULL when not compiled in). */

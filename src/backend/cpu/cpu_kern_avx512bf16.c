@@ -53,6 +53,26 @@ static void bk_ukr(const uint16_t *A, const uint16_t *A1, const uint16_t *B, con
     ukr8(A1, 8, B, B1, nkb, c + 24 * ldc, ldc);
 }
 
+/* the register-only peak: 16 independent VDPBF16PS per round (16 lanes x 2 multiply-adds each) */
+static double bk_peak(int64_t iters)
+{
+    __m512 acc[16];
+    for (int i = 0; i < 16; i++)
+        acc[i] = _mm512_setzero_ps();
+    __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = (__m512bh)_mm512_set1_epi32(0x3c003c00); /* 1.0 and 2^-7: no denormals */
+    for (int64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+        __asm__ volatile("" : "+v"(a), "+v"(b));
+    }
+    float s = 0;
+    for (int i = 0; i < 16; i++)
+        s += _mm512_reduce_add_ps(acc[i]);
+    __asm__ volatile("" ::"x"(s));
+    return (double)iters * 16 * 16 * 2;
+}
+
 #include "backend/cpu/cpu_kern_bf16_impl.h"
 
 #else

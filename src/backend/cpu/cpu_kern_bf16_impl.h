@@ -6,7 +6,8 @@
  * which computes the 32x32 block c[i*ldc + j] = (A B)[i][j] from two A tile rows (rows 0-15 at A0, 16-31 at A1)
  * and two B tile columns (columns 0-15 at B0, 16-31 at B1), each nkb consecutive tiles (depth blocks
  * of 32), plus
- *   static void bk_begin(void) / bk_end(void)  (per thread: AMX tile configuration and release).
+ *   static void bk_begin(void) / bk_end(void)  (per thread: AMX tile configuration and release),
+ *   static double bk_peak(int64_t iters)       (the instruction's register-only peak, see cpu_kern.h).
  *
  * Packed layouts (both exactly the AMX tile layouts, 1 KiB per tile):
  *   A tile (16 rows x 32 depth):      a[r*32 + k]            = A[m0 + r][k0 + k]
@@ -24,6 +25,7 @@
 #define BKC 512 /* depth per packed block (multiple of 32) */
 #define BMC 128 /* rows per packed A block (multiple of 32) */
 #define BNCC 512 /* columns per C block of a convolution (multiple of BNC) */
+#define BNCL 1024 /* columns per packed B block of a linear (the weight): A is converted once per BNCL */
 #define BNC 256 /* columns per packed B block (multiple of 32) */
 #define TILE 512 /* bf16 per tile */
 
@@ -178,6 +180,36 @@ static void b_row_f32(const sd_gemm *g, int64_t k, int64_t n0, int64_t nc, float
         dst[j] = 0.0f;
 }
 
+/* Implicit im2col: row k of B at columns [col0, col0 + 16) (output position oh, ow of col0), zero past n
+ * columns; ck = {c, kh, kw} of k, NULL for zeros. Sixteen columns in one output row at stride 1 are one
+ * masked load from the image row (the lanes outside it are not read); other cases gather. */
+static inline __m512 conv_col16(const sd_gemm *g, const int64_t *ck, int64_t oh, int64_t ow, int64_t n)
+{
+    if (!ck || n <= 0)
+        return _mm512_setzero_ps();
+    int64_t H = g->H, W = g->W, WO = g->WO, len = bmin(n, 16), kh = ck[1], kw = ck[2];
+    const float *xc = (const float *)g->b + ck[0] * H * W;
+    if (g->stride == 1 && ow + len <= WO) {
+        int64_t ih = oh - g->pad_t + kh;
+        if (ih < 0 || ih >= H)
+            return _mm512_setzero_ps();
+        int64_t iw0 = ow - g->pad_l + kw; /* input column of lane 0 */
+        int64_t lo = bmin(len, bmax(0, -iw0)), hi = bmax(lo, bmin(len, W - iw0));
+        return _mm512_maskz_loadu_ps((__mmask16)(bm16(hi) & ~bm16(lo)), xc + ih * W + iw0);
+    }
+    float tmp[16];
+    int s = g->stride;
+    for (int64_t j = 0; j < 16; j++, ow++) {
+        if (ow == WO) {
+            ow = 0;
+            oh++;
+        }
+        int64_t ih = oh * s - g->pad_t + kh, iw = ow * s - g->pad_l + kw;
+        tmp[j] = j < len && ih >= 0 && ih < H && iw >= 0 && iw < W ? xc[ih * W + iw] : 0.0f;
+    }
+    return _mm512_loadu_ps(tmp);
+}
+
 /* B block depth [k0, k0+kc) x columns [n0, n0+nc) into nt = up32(nc)/16 column tiles of nkb depth blocks.
  * `rows` holds 2 * BNC floats. */
 static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float *rows)
@@ -208,6 +240,30 @@ static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64
             }
         return;
     }
+    if (g->bkind == SD_GB_CONV) { /* implicit im2col, 16 columns at a time straight from the image */
+        int64_t toh[BNC / 16], tow[BNC / 16]; /* output position of each tile's first column */
+        for (int64_t t = 0; t < nt; t++) {
+            toh[t] = (n0 + t * 16) / g->WO;
+            tow[t] = (n0 + t * 16) % g->WO;
+        }
+        int64_t KHW = g->KH * g->KW, ck[2][3];
+        for (int64_t k = 0; k < up32(kc); k += 2) {
+            int64_t kb = k / 32, p = (k % 32) / 2;
+            for (int h = 0; h < 2; h++) {
+                int64_t kk = k0 + k + h, r = kk % KHW;
+                ck[h][0] = kk / KHW;
+                ck[h][1] = r / g->KW;
+                ck[h][2] = r % g->KW;
+            }
+            const int64_t *c0 = k < kc ? ck[0] : NULL, *c1 = k + 1 < kc ? ck[1] : NULL;
+            for (int64_t t = 0; t < nt; t++) {
+                __m512 v0 = conv_col16(g, c0, toh[t], tow[t], nc - t * 16);
+                __m512 v1 = conv_col16(g, c1, toh[t], tow[t], nc - t * 16);
+                _mm512_storeu_si512(Bp + (t * nkb + kb) * TILE + p * 32, pair_interleave(to_bf16x32(v0, v1)));
+            }
+        }
+        return;
+    }
     float *r0 = rows, *r1 = rows + BNC;
     for (int64_t k = 0; k < up32(kc); k += 2) {
         b_row_f32(g, k < kc ? k0 + k : g->K, n0, nc, r0);
@@ -224,7 +280,7 @@ static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64
 
 static size_t bk_ws_thread(void) /* bytes */
 {
-    return (size_t)(BKC / 32) * (BNCC / 16) * TILE * 2 + (size_t)(BKC / 32) * (BMC / 16) * TILE * 2 +
+    return (size_t)(BKC / 32) * (BNCL / 16) * TILE * 2 + (size_t)(BKC / 32) * (BMC / 16) * TILE * 2 +
            2 * BNC * sizeof(float) + 32 * 32 * sizeof(float) + 256;
 }
 
@@ -249,7 +305,7 @@ static inline void write_back(float *C, int64_t ldc, const float *c, int64_t mr,
 static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
 {
     uint16_t *Bp = (uint16_t *)ws;
-    uint16_t *Ap = Bp + (size_t)(BKC / 32) * (BNCC / 16) * TILE;
+    uint16_t *Ap = Bp + (size_t)(BKC / 32) * (BNCL / 16) * TILE;
     float *rows = (float *)(Ap + (size_t)(BKC / 32) * (BMC / 16) * TILE);
     float *cb = rows + 2 * BNC;
     int64_t K = g->K, ldc = g->ldc;
@@ -284,11 +340,11 @@ static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, 
     }
     /* linears: B (the weight, transposed) is packed once per column and depth block, A (activations)
      * per row block */
-    for (int64_t jc = n0; jc < n1; jc += BNC) {
-        int64_t nc = bmin(BNC, n1 - jc), nt = up32(nc) / 16;
+    for (int64_t jc = n0; jc < n1; jc += BNCL) {
+        int64_t nc = bmin(BNCL, n1 - jc), nt = up32(nc) / 16;
         for (int64_t pc = 0; pc < K; pc += BKC) {
             int64_t kc = bmin(BKC, K - pc), nkb = up32(kc) / 32;
-            pack_b(g, Bp, pc, kc, jc, nc, rows);
+            pack_b(g, Bp, pc, kc, jc, nc, rows); /* the transposed path needs no row buffer: any width */
             int acc = g->accumulate || pc > 0;
             for (int64_t ic = m0; ic < m1; ic += BMC) {
                 int64_t mc = bmin(BMC, m1 - ic), mt = up32(mc) / 16;
@@ -491,6 +547,7 @@ static const sd_cpu_bf16_kern bk_table = {
     .gemm = BK_FN(gemm),
     .attn_ws = BK_FN(attn_ws),
     .attention = BK_FN(attention),
+    .peak = bk_peak,
 };
 
 const sd_cpu_bf16_kern *BK_GETTER(void) { return &bk_table; }
