@@ -240,6 +240,48 @@ static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64
             }
         return;
     }
+    if (g->bkind == SD_GB_CONV_BF16P) { /* from the padded bf16 image: two 16-value loads per pair row */
+        int64_t toh[BNC / 16], tow[BNC / 16];
+        for (int64_t t = 0; t < nt; t++) {
+            toh[t] = (n0 + t * 16) / g->WO;
+            tow[t] = (n0 + t * 16) % g->WO;
+        }
+        const uint16_t *xp = g->b;
+        int64_t KHW = g->KH * g->KW, Hp = g->H, Wp = g->W, WO = g->WO, off[2];
+        for (int64_t k = 0; k < up32(kc); k += 2) {
+            int64_t kb = k / 32, p = (k % 32) / 2;
+            for (int h = 0; h < 2; h++) {
+                int64_t kk = k0 + k + h, r = kk % KHW;
+                off[h] = k + h < kc ? ((kk / KHW) * Hp + r / g->KW) * Wp + r % g->KW : -1;
+            }
+            for (int64_t t = 0; t < nt; t++) {
+                int64_t n = nc - t * 16;
+                __m256i a, b;
+                if (n >= 16 && tow[t] + 16 <= WO) {
+                    const uint16_t *s0 = xp + toh[t] * Wp + tow[t];
+                    a = off[0] >= 0 ? _mm256_loadu_si256((const __m256i *)(s0 + off[0])) : _mm256_setzero_si256();
+                    b = off[1] >= 0 ? _mm256_loadu_si256((const __m256i *)(s0 + off[1])) : _mm256_setzero_si256();
+                } else { /* a tile across output rows, or the last columns */
+                    uint16_t ta[16], tb[16];
+                    int64_t oh = toh[t], ow = tow[t];
+                    for (int64_t j = 0; j < 16; j++, ow++) {
+                        if (ow == WO) {
+                            ow = 0;
+                            oh++;
+                        }
+                        bool in = j < n;
+                        ta[j] = in && off[0] >= 0 ? xp[off[0] + oh * Wp + ow] : 0;
+                        tb[j] = in && off[1] >= 0 ? xp[off[1] + oh * Wp + ow] : 0;
+                    }
+                    a = _mm256_loadu_si256((const __m256i *)ta);
+                    b = _mm256_loadu_si256((const __m256i *)tb);
+                }
+                __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+                _mm512_storeu_si512(Bp + (t * nkb + kb) * TILE + p * 32, pair_interleave(v));
+            }
+        }
+        return;
+    }
     if (g->bkind == SD_GB_CONV) { /* implicit im2col, 16 columns at a time straight from the image */
         int64_t toh[BNC / 16], tow[BNC / 16]; /* output position of each tile's first column */
         for (int64_t t = 0; t < nt; t++) {
@@ -541,6 +583,27 @@ static void BK_FN(attention)(float *y, const float *q, const float *k, const flo
     BK_FN(attn_thread)(y, q, k, v, B, Nq, Nk, heads, d, scale, causal, ws, omp_get_thread_num(), omp_get_num_threads());
 }
 
+static void BK_FN(conv_pad)(uint16_t *dst, const float *x, int64_t C, int64_t H, int64_t W, const int pads[4],
+                            int nthreads)
+{
+    int64_t Hp = H + pads[0] + pads[2], Wp = W + pads[1] + pads[3];
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t cr = 0; cr < C * Hp; cr++) {
+        int64_t c = cr / Hp, r = cr % Hp - pads[0];
+        uint16_t *d = dst + cr * Wp;
+        if (r < 0 || r >= H) {
+            memset(d, 0, (size_t)Wp * 2);
+            continue;
+        }
+        memset(d, 0, (size_t)pads[1] * 2);
+        const float *xr = x + (c * H + r) * W;
+        uint16_t *dd = d + pads[1];
+        for (int64_t j = 0; j < W; j += 32)
+            _mm512_mask_storeu_epi16(dd + j, bm32(W - j), ld_row_bf16(xr + j, SD_F32, W - j));
+        memset(dd + W, 0, (size_t)pads[3] * 2);
+    }
+}
+
 static const sd_cpu_bf16_kern bk_table = {
     .name = BK_NAME,
     .gemm_ws = BK_FN(gemm_ws),
@@ -548,6 +611,7 @@ static const sd_cpu_bf16_kern bk_table = {
     .attn_ws = BK_FN(attn_ws),
     .attention = BK_FN(attention),
     .peak = bk_peak,
+    .conv_pad = BK_FN(conv_pad),
 };
 
 const sd_cpu_bf16_kern *BK_GETTER(void) { return &bk_table; }
