@@ -7,6 +7,8 @@
  *   clip     the text encoder on one 77-token prompt
  *   txt2img  a full 1-step text-to-image (CLIP + 1 UNet step (Euler, no CFG) +
  *            TAESD decode), through the public API sd_txt2img
+ *   bf16peak the bf16 kernels' instruction peak per core (AMX TDPBF16PS, AVX512 VDPBF16PS) on registers
+ *            only, best of 5 (what the bf16 GFLOP/s are compared with)
  *   sgemm    the machine's GEMM peak: a 2048^3 (--size) F32 product through
  *            OpenBLAS cblas_sgemm (kernels per OPENBLAS_CORETYPE) and through
  *            the backend's own GEMM (sd_linear); reports GFLOP/s of the best run
@@ -35,6 +37,7 @@
 #include "streamdiff.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,6 +245,24 @@ int main(int argc, char **argv)
         sd_ctx_free(&ctx);
         sd_backend_destroy(be);
         return sd_ok(&ctx) ? 0 : 1;
+    }
+    if (!strcmp(o.part, "bf16peak")) { /* the bf16 kernels' instruction peak, one core, registers only */
+        const char *lv[] = {"amx", "avx512bf16"};
+        for (int i = 0; i < 2; i++) {
+            const sd_cpu_bf16_kern *k = sd_cpu_bf16_kern_select(lv[i]);
+            if (!k) {
+                printf("{\"engine\": \"streamdiff\", \"part\": \"bf16peak\", \"isa\": \"%s\", \"available\": false}\n", lv[i]);
+                continue;
+            }
+            double best = 0;
+            for (int r = 0; r < 5; r++) {
+                double t0 = now_ms(), macs = k->peak(2000000), ms = now_ms() - t0;
+                best = fmax(best, 2.0 * macs / ms * 1e-6);
+            }
+            printf("{\"engine\": \"streamdiff\", \"part\": \"bf16peak\", \"isa\": \"%s\", \"gflops_per_core\": %.1f}\n", lv[i],
+                   best);
+        }
+        return 0;
     }
     if (!strcmp(o.part, "txt2img")) {
         if (!o.model || !o.taesd)

@@ -81,7 +81,8 @@ TEST(linear_bf16)
 {
     /* M, K, N */
     const int64_t cases[][3] = {{1, 1, 1},     {3, 31, 17},   {77, 768, 320}, {130, 1031, 300},
-                                {33, 33, 47},  {200, 65, 513}, {16, 32, 16},  {4096 / 16, 320, 64}};
+                                {33, 33, 47},  {200, 65, 513}, {16, 32, 16},  {4096 / 16, 320, 64},
+                                {5, 40, 1100}, {40, 1030, 2100}}; /* N > 1024: two weight blocks */
     const sd_dtype dts[] = {SD_BF16, SD_F32, SD_F16};
     for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++)
         for (size_t di = 0; di < SD_ARRAY_LEN(dts); di++) {
@@ -234,6 +235,27 @@ TEST(attention_bf16)
 
 TEST(levels)
 {
+    /* SD_CPU_ISA lowers the automatic choice: avx512 means no bf16 kernels, amx never exceeds the CPU */
+    const char *old = getenv("SD_CPU_ISA");
+    char *saved = old ? sd_strdup(old) : NULL;
+    sd_backend *lb = NULL;
+    setenv("SD_CPU_ISA", "avx512", 1);
+    if (sd_backend_cpu_create(1, &lb) == SD_OK) {
+        CHECK(sd_backend_cpu_bf16_isa(lb) == NULL);
+        sd_backend_destroy(lb);
+    }
+    setenv("SD_CPU_ISA", "avx512bf16", 1);
+    if (sd_backend_cpu_create(1, &lb) == SD_OK) {
+        const char *b = sd_backend_cpu_bf16_isa(lb);
+        CHECK(b == NULL || !strcmp(b, "avx512bf16"));
+        sd_backend_destroy(lb);
+    }
+    if (saved) {
+        setenv("SD_CPU_ISA", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("SD_CPU_ISA");
+    }
     sd_backend *be = NULL;
     CHECK_STATUS(sd_backend_cpu_create_isa(1, "no-such-set", &be), SD_ERR_INVALID_ARGUMENT);
     CHECK_ERR_CONTAINS("amx, avx512bf16, avx512, avx2 or blas");

@@ -122,7 +122,8 @@ struct sd_backend {
     const sd_backend_ops *ops;
     bool host_memory;   /* device memory is ordinary host memory (CPU): weights may be zero-copy views */
     /* Precision bf16 (CPU, sd_backend_cpu_set_bf16): the one weight-preparation rule is that model weights
-     * are converted once at load into BF16 in their own row-major layout (sd_model_weight_dtype), which
+     * of 2 and more dimensions are converted once at load into BF16 in their own row-major layout
+     * (sd_model_weight_dtype; biases and norm parameters stay F32), which
      * halves their memory (the F32 file pages are released after conversion) and is the layout the bf16
      * kernels read: a conv weight [O, C*kh*kw] is the GEMM's A operand (copied into 16x32 AMX tiles per
      * block), a linear weight [N, K] is B^T (its rows give the VNNI pairs directly). Linears,

@@ -141,10 +141,10 @@ static const uint8_t *entry_src(const sd_wsrc *e, size_t *numel)
 }
 
 /* The dtype a stored dtype is kept in (SD_DTYPE_COUNT: not a weight dtype). */
-static sd_dtype kept_dtype(const sd_weights *w, sd_dtype stored)
+static sd_dtype kept_dtype(const sd_weights *w, sd_dtype stored, int ndim)
 {
-    if (stored == SD_F32 || stored == SD_F16 || stored == SD_BF16)
-        return w->float_dtype;
+    if (stored == SD_F32 || stored == SD_F16 || stored == SD_BF16) /* bf16: only GEMM weights (backend.h) */
+        return w->float_dtype == SD_BF16 && ndim < 2 ? SD_F32 : w->float_dtype;
     if (stored == SD_I64 || stored == SD_I32)
         return SD_I32;
     return SD_DTYPE_COUNT;
@@ -277,7 +277,7 @@ static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *
     if (ndim > SD_MAX_DIMS)
         return sd_fail(SD_ERR_UNSUPPORTED, "%s: tensor '%s' has %d dimensions (max %d)", w->label, e->name, ndim,
                        SD_MAX_DIMS);
-    sd_dtype want_dt = kept_dtype(w, t->dtype);
+    sd_dtype want_dt = kept_dtype(w, t->dtype, ndim);
     if (want_dt == SD_DTYPE_COUNT || (model_weight && want_dt == SD_I32))
         return sd_fail(want_dt == SD_DTYPE_COUNT ? SD_ERR_UNSUPPORTED : SD_ERR_FORMAT,
                        "%s: tensor '%s' has dtype %s, not a weight dtype (F32, F16 or BF16)", w->label, e->name,
@@ -382,7 +382,7 @@ static sd_status modifiable(sd_weights *w, const char *name, const sd_tensor *t,
         return sd_fail(SD_ERR_INTERNAL, "%s: tensor '%s' is not loaded from these weights", w->label,
                        name ? name : "(null)");
     *src = entry_src(e, numel);
-    sd_dtype kd = kept_dtype(w, e->t->dtype);
+    sd_dtype kd = kept_dtype(w, e->t->dtype, t->ndim);
     if ((kd != SD_F32 && kd != SD_F16 && kd != SD_BF16) || t->dtype != kd || (size_t)sd_numel(t) != *numel)
         return sd_fail(SD_ERR_INTERNAL, "%s: tensor '%s' does not match its loaded form (dtype %s, %zu values)",
                        w->label, name, sd_dtype_name(t->dtype), *numel);

@@ -215,8 +215,19 @@ static int64_t conv_chunk_rows(const sd_tensor *x, const sd_tensor *w, const sd_
     return rows > y->ne[2] ? y->ne[2] : rows;
 }
 
+/* precision bf16: the zero-padded bf16 image of a stride-1 conv (its padded size is HO + KH - 1 by
+ * WO + KW - 1); 0 for pointwise convs */
+static size_t conv_pad_bytes(const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
+{
+    if (w->ne[2] == 1 && w->ne[3] == 1)
+        return 0;
+    return (size_t)(x->ne[1] * (y->ne[2] + w->ne[2] - 1) * (y->ne[3] + w->ne[3] - 1)) * 2 + 64;
+}
+
 static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
 {
+    if (bf16k(be))
+        return conv_pad_bytes(x, w, y);
     if (kern(be))
         return 0; /* implicit im2col: the GEMM packs straight from the image */
     if (w->ne[2] == 1 && w->ne[3] == 1 && x->ne[2] == y->ne[2] && x->ne[3] == y->ne[3])
@@ -241,6 +252,17 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
                 for (int64_t i = 0; i < HWO; i++)
                     yn[o * HWO + i] = bv;
             }
+        }
+        if (bf16k(be) && stride == 1 && !conv_is_pointwise(w, stride, pads) && scratch &&
+            conv_pad_bytes(x, w, y) >= (size_t)(C * (H + pads[0] + pads[2]) * (W + pads[1] + pads[3])) * 2) {
+            /* the image in bf16 with its padding, once, then the GEMM reads kernel taps without bounds */
+            bf16k(be)->conv_pad(scratch, xn, C, H, W, pads, nt);
+            sd_gemm g = {.M = O, .N = HWO, .K = CK, .a = w->data, .a_dt = w->dtype, .lda = CK, .b = scratch,
+                         .b_dt = SD_BF16, .bkind = SD_GB_CONV_BF16P, .C = C, .H = H + pads[0] + pads[2],
+                         .W = W + pads[1] + pads[3], .KH = KH, .KW = KW, .WO = WO, .stride = 1, .c = yn, .ldc = HWO,
+                         .accumulate = b != NULL};
+            run_gemm(be, &g);
+            continue;
         }
         if (kern(be)) {
             bool pw = conv_is_pointwise(w, stride, pads);

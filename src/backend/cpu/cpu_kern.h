@@ -21,7 +21,7 @@
 
 #include "backend/backend.h"
 
-typedef enum { SD_GB_ROWMAJOR, SD_GB_TRANS, SD_GB_CONV } sd_gemm_bkind;
+typedef enum { SD_GB_ROWMAJOR, SD_GB_TRANS, SD_GB_CONV, SD_GB_CONV_BF16P } sd_gemm_bkind;
 
 typedef struct sd_gemm {
     int64_t M, N, K;
@@ -35,7 +35,9 @@ typedef struct sd_gemm {
     /* SD_GB_ROWMAJOR: B[k][n] = b[k*ldb + n]
      * SD_GB_TRANS:    B[k][n] = b[n*ldb + k]
      * SD_GB_CONV:     b = one image [C][H][W] (F32); k = (c*KH + kh)*KW + kw, n = oh*WO + ow;
-     *                 B[k][n] = x[c][oh*stride - pad_t + kh][ow*stride - pad_l + kw], 0 outside */
+     *                 B[k][n] = x[c][oh*stride - pad_t + kh][ow*stride - pad_l + kw], 0 outside
+     * SD_GB_CONV_BF16P (bf16 kernels only): b = one zero-padded BF16 image [C][H][W] (conv_pad), stride 1,
+     *                 no padding left: B[k][n] = b[(c*H + oh + kh)*W + ow + kw] */
     int64_t C, H, W, KH, KW, WO;
     int stride, pad_t, pad_l;
     float *c; /* C[m][n] = c[m*ldc + n] */
@@ -78,6 +80,12 @@ typedef struct sd_cpu_bf16_kern {
     size_t (*attn_ws)(int64_t Nq, int64_t Nk, int64_t d, int nthreads); /* floats; NULL: no bf16 attention */
     void (*attention)(float *y, const float *q, const float *k, const float *v, int64_t B, int64_t Nq, int64_t Nk,
                       int heads, int64_t d, float scale, bool causal, float *ws, int nthreads);
+    /* the instruction's peak on this core: `iters` rounds of the micro-kernel's products on registers
+     * only (no loads); returns the multiply-adds done (x2 = FLOPs) for the caller to time */
+    double (*peak)(int64_t iters);
+    /* dst [C][H+pt+pb][W+pl+pr] BF16 = x [C][H][W] rounded, zeros around (the image of a stride-1 conv,
+     * converted once instead of once per kernel tap) */
+    void (*conv_pad)(uint16_t *dst, const float *x, int64_t C, int64_t H, int64_t W, const int pads[4], int nthreads);
 } sd_cpu_bf16_kern;
 
 /* The tables, unchecked: only sd_cpu_bf16_kern_select may hand them out (NULL when not compiled in). */

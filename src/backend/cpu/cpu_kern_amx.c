@@ -30,13 +30,16 @@ static void bk_begin(void)
         c.colsb[t] = 64;
         c.rows[t] = 16;
     }
+    /* GCC 12's _tile_loadconfig tells the compiler it reads only 8 bytes of the configuration, so the
+     * other stores could be dropped as dead: make all 64 bytes visible first */
+    __asm__ volatile("" : : "m"(c) : "memory");
     _tile_loadconfig(&c);
 }
 
 static void bk_end(void) { _tile_release(); }
 
 static void bk_ukr(const uint16_t *A, const uint16_t *A1, const uint16_t *B, const uint16_t *B1, int64_t nkb,
-                   float *c)
+                   float *c, int64_t ldc)
 {
     _tile_zero(0);
     _tile_zero(1);
@@ -52,10 +55,33 @@ static void bk_ukr(const uint16_t *A, const uint16_t *A1, const uint16_t *B, con
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-    _tile_stored(0, c, 128);
-    _tile_stored(1, c + 16, 128);
-    _tile_stored(2, c + 16 * 32, 128);
-    _tile_stored(3, c + 16 * 32 + 16, 128);
+    _tile_stored(0, c, ldc * 4);
+    _tile_stored(1, c + 16, ldc * 4);
+    _tile_stored(2, c + 16 * ldc, ldc * 4);
+    _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
+}
+
+/* the tile-only peak: 4 TDPBF16PS per round on resident tiles (16 x 16 x 32 multiply-adds each) */
+static double bk_peak(int64_t iters)
+{
+    static uint16_t z[2][512] __attribute__((aligned(64)));
+    bk_begin();
+    _tile_loadd(4, z[0], 64);
+    _tile_loadd(5, z[1], 64);
+    _tile_loadd(6, z[0], 64);
+    _tile_loadd(7, z[1], 64);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t i = 0; i < iters; i++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    bk_end();
+    return (double)iters * 4 * 16 * 16 * 32;
 }
 
 #include "backend/cpu/cpu_kern_bf16_impl.h"

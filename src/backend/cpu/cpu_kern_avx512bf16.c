@@ -17,7 +17,8 @@ static void bk_begin(void) {}
 static void bk_end(void) {}
 
 /* rows [r0, r0+8) of the 32x32 block: A tile a (16 rows), its rows from ro */
-static inline void ukr8(const uint16_t *a, int ro, const uint16_t *B, const uint16_t *B1, int64_t nkb, float *c)
+static inline void ukr8(const uint16_t *a, int ro, const uint16_t *B, const uint16_t *B1, int64_t nkb, float *c,
+                        int64_t ldc)
 {
     __m512 acc[8][2];
     for (int i = 0; i < 8; i++)
@@ -38,18 +39,38 @@ static inline void ukr8(const uint16_t *a, int ro, const uint16_t *B, const uint
         }
     }
     for (int i = 0; i < 8; i++) {
-        _mm512_storeu_ps(c + i * 32, acc[i][0]);
-        _mm512_storeu_ps(c + i * 32 + 16, acc[i][1]);
+        _mm512_storeu_ps(c + i * ldc, acc[i][0]);
+        _mm512_storeu_ps(c + i * ldc + 16, acc[i][1]);
     }
 }
 
 static void bk_ukr(const uint16_t *A, const uint16_t *A1, const uint16_t *B, const uint16_t *B1, int64_t nkb,
-                   float *c)
+                   float *c, int64_t ldc)
 {
-    ukr8(A, 0, B, B1, nkb, c);
-    ukr8(A, 8, B, B1, nkb, c + 8 * 32);
-    ukr8(A1, 0, B, B1, nkb, c + 16 * 32);
-    ukr8(A1, 8, B, B1, nkb, c + 24 * 32);
+    ukr8(A, 0, B, B1, nkb, c, ldc);
+    ukr8(A, 8, B, B1, nkb, c + 8 * ldc, ldc);
+    ukr8(A1, 0, B, B1, nkb, c + 16 * ldc, ldc);
+    ukr8(A1, 8, B, B1, nkb, c + 24 * ldc, ldc);
+}
+
+/* the register-only peak: 16 independent VDPBF16PS per round (16 lanes x 2 multiply-adds each) */
+static double bk_peak(int64_t iters)
+{
+    __m512 acc[16];
+    for (int i = 0; i < 16; i++)
+        acc[i] = _mm512_setzero_ps();
+    __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = (__m512bh)_mm512_set1_epi32(0x3c003c00); /* 1.0 and 2^-7: no denormals */
+    for (int64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+        __asm__ volatile("" : "+v"(a), "+v"(b));
+    }
+    float s = 0;
+    for (int i = 0; i < 16; i++)
+        s += _mm512_reduce_add_ps(acc[i]);
+    __asm__ volatile("" ::"x"(s));
+    return (double)iters * 16 * 16 * 2;
 }
 
 #include "backend/cpu/cpu_kern_bf16_impl.h"

@@ -2,11 +2,12 @@
  * cpu_kern_amx.c (AMX tiles: TDPBF16PS) and cpu_kern_avx512bf16.c (VDPBF16PS). The including file
  * defines, inside its target flags: BK_NAME, BK_FN(name), BK_GETTER, and the micro-kernel
  *   static void bk_ukr(const uint16_t *A0, const uint16_t *A1, const uint16_t *B0, const uint16_t *B1,
- *                      int64_t nkb, float *c)
- * which computes the 32x32 block c[32][32] = A B from two A tile rows (rows 0-15 at A0, 16-31 at A1)
+ *                      int64_t nkb, float *c, int64_t ldc)
+ * which computes the 32x32 block c[i*ldc + j] = (A B)[i][j] from two A tile rows (rows 0-15 at A0, 16-31 at A1)
  * and two B tile columns (columns 0-15 at B0, 16-31 at B1), each nkb consecutive tiles (depth blocks
  * of 32), plus
- *   static void bk_begin(void) / bk_end(void)  (per thread: AMX tile configuration and release).
+ *   static void bk_begin(void) / bk_end(void)  (per thread: AMX tile configuration and release),
+ *   static double bk_peak(int64_t iters)       (the instruction's register-only peak, see cpu_kern.h).
  *
  * Packed layouts (both exactly the AMX tile layouts, 1 KiB per tile):
  *   A tile (16 rows x 32 depth):      a[r*32 + k]            = A[m0 + r][k0 + k]
@@ -23,6 +24,8 @@
 
 #define BKC 512 /* depth per packed block (multiple of 32) */
 #define BMC 128 /* rows per packed A block (multiple of 32) */
+#define BNCC 512 /* columns per C block of a convolution (multiple of BNC) */
+#define BNCL 1024 /* columns per packed B block of a linear (the weight): A is converted once per BNCL */
 #define BNC 256 /* columns per packed B block (multiple of 32) */
 #define TILE 512 /* bf16 per tile */
 
@@ -36,6 +39,17 @@ static inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
 static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 static inline V vfnma(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
 #include "backend/cpu/cpu_kern_vexp512.h"
+
+/* exp(x) for x <= 0 to about 1e-4 relative (the result is rounded to bf16, 2^-9): 2^(x log2 e) with a
+ * cubic for 2^f on [-1/2, 1/2]; very negative x gives 0 */
+static inline V vexp_p(V x)
+{
+    V t = _mm512_max_ps(_mm512_mul_ps(x, vset1(1.44269504088896341f)), vset1(-126.0f));
+    V n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    V f = _mm512_sub_ps(t, n);
+    V p = vfma(vfma(vfma(vset1(5.5504109e-2f), f, vset1(2.4022651e-1f)), f, vset1(6.9314718e-1f)), f, vset1(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
 
 static inline int64_t bmin(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t bmax(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -79,22 +93,47 @@ static void pack_a(const sd_gemm *g, uint16_t *Ap, int64_t m0, int64_t mc, int64
 {
     int64_t nkb = up32(kc) / 32, mt = up32(mc) / 16;
     size_t es = sd_dtype_size(g->a_dt);
-    for (int64_t t = 0; t < mt; t++)
+    for (int64_t m = 0; m < mt * 16; m++) { /* along each source row: sequential reads */
+        uint16_t *dst = Ap + ((m / 16) * nkb) * TILE + (m % 16) * 32;
+        const uint8_t *src = (const uint8_t *)g->a + ((size_t)((m0 + bmin(m, mc - 1)) * g->lda + k0)) * es;
         for (int64_t kb = 0; kb < nkb; kb++) {
-            uint16_t *tile = Ap + (t * nkb + kb) * TILE;
-            int64_t n = kc - kb * 32;
-            for (int64_t r = 0; r < 16; r++) {
-                int64_t m = t * 16 + r;
-                __m512i v = _mm512_setzero_si512();
-                if (m < mc)
-                    v = ld_row_bf16((const uint8_t *)g->a + ((size_t)((m0 + m) * g->lda + k0 + kb * 32)) * es, g->a_dt,
-                                    n);
-                _mm512_storeu_si512(tile + r * 32, v);
-            }
+            __m512i v = m < mc ? ld_row_bf16(src + (size_t)(kb * 32) * es, g->a_dt, kc - kb * 32) : _mm512_setzero_si512();
+            _mm512_storeu_si512(dst + kb * TILE, v);
         }
+    }
 }
 
 /* ------------------------------------------------------------------ B packing */
+
+/* in-register transpose of 16 rows of 16 32-bit values */
+static inline void transpose16x16_epi32(__m512i r[16])
+{
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* r[4q + s] now holds, per 128-bit lane L, the 4 values of column 4L + c(s) of rows 4q..4q+3,
+     * with c(0..3) = 0, 1, 2, 3 */
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);       /* lanes 0, 2 of r[i], lanes 0, 2 of r[i+4] */
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xDD);   /* lanes 1, 3 */
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);       /* columns 0-3 */
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xDD);   /* columns 8-11 */
+        r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88); /* columns 4-7 */
+        r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xDD); /* columns 12-15 */
+    }
+}
 
 /* row k of B, columns [n0, n0+nc), as F32 into dst[0 .. up32(nc)) (zero past nc); k >= K gives zeros */
 static void b_row_f32(const sd_gemm *g, int64_t k, int64_t n0, int64_t nc, float *dst)
@@ -141,6 +180,36 @@ static void b_row_f32(const sd_gemm *g, int64_t k, int64_t n0, int64_t nc, float
         dst[j] = 0.0f;
 }
 
+/* Implicit im2col: row k of B at columns [col0, col0 + 16) (output position oh, ow of col0), zero past n
+ * columns; ck = {c, kh, kw} of k, NULL for zeros. Sixteen columns in one output row at stride 1 are one
+ * masked load from the image row (the lanes outside it are not read); other cases gather. */
+static inline __m512 conv_col16(const sd_gemm *g, const int64_t *ck, int64_t oh, int64_t ow, int64_t n)
+{
+    if (!ck || n <= 0)
+        return _mm512_setzero_ps();
+    int64_t H = g->H, W = g->W, WO = g->WO, len = bmin(n, 16), kh = ck[1], kw = ck[2];
+    const float *xc = (const float *)g->b + ck[0] * H * W;
+    if (g->stride == 1 && ow + len <= WO) {
+        int64_t ih = oh - g->pad_t + kh;
+        if (ih < 0 || ih >= H)
+            return _mm512_setzero_ps();
+        int64_t iw0 = ow - g->pad_l + kw; /* input column of lane 0 */
+        int64_t lo = bmin(len, bmax(0, -iw0)), hi = bmax(lo, bmin(len, W - iw0));
+        return _mm512_maskz_loadu_ps((__mmask16)(bm16(hi) & ~bm16(lo)), xc + ih * W + iw0);
+    }
+    float tmp[16];
+    int s = g->stride;
+    for (int64_t j = 0; j < 16; j++, ow++) {
+        if (ow == WO) {
+            ow = 0;
+            oh++;
+        }
+        int64_t ih = oh * s - g->pad_t + kh, iw = ow * s - g->pad_l + kw;
+        tmp[j] = j < len && ih >= 0 && ih < H && iw >= 0 && iw < W ? xc[ih * W + iw] : 0.0f;
+    }
+    return _mm512_loadu_ps(tmp);
+}
+
 /* B block depth [k0, k0+kc) x columns [n0, n0+nc) into nt = up32(nc)/16 column tiles of nkb depth blocks.
  * `rows` holds 2 * BNC floats. */
 static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float *rows)
@@ -161,10 +230,80 @@ static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64
                                         g->b_dt, n);
                     _mm512_storeu_si512(tmp + j * 16, v);
                 }
-                for (int p = 0; p < 16; p++) /* tile[p][j] = pair p of column j */
-                    for (int j = 0; j < 16; j++)
-                        memcpy(tile + p * 32 + j * 2, &tmp[j * 16 + p], 4);
+                /* 16x16 transpose of 32-bit pairs: tile row p = pair p of the 16 columns */
+                __m512i r[16];
+                for (int j = 0; j < 16; j++)
+                    r[j] = _mm512_loadu_si512(tmp + j * 16);
+                transpose16x16_epi32(r);
+                for (int p = 0; p < 16; p++)
+                    _mm512_storeu_si512(tile + p * 32, r[p]);
             }
+        return;
+    }
+    if (g->bkind == SD_GB_CONV_BF16P) { /* from the padded bf16 image: two 16-value loads per pair row */
+        int64_t toh[BNC / 16], tow[BNC / 16];
+        for (int64_t t = 0; t < nt; t++) {
+            toh[t] = (n0 + t * 16) / g->WO;
+            tow[t] = (n0 + t * 16) % g->WO;
+        }
+        const uint16_t *xp = g->b;
+        int64_t KHW = g->KH * g->KW, Hp = g->H, Wp = g->W, WO = g->WO, off[2];
+        for (int64_t k = 0; k < up32(kc); k += 2) {
+            int64_t kb = k / 32, p = (k % 32) / 2;
+            for (int h = 0; h < 2; h++) {
+                int64_t kk = k0 + k + h, r = kk % KHW;
+                off[h] = k + h < kc ? ((kk / KHW) * Hp + r / g->KW) * Wp + r % g->KW : -1;
+            }
+            for (int64_t t = 0; t < nt; t++) {
+                int64_t n = nc - t * 16;
+                __m256i a, b;
+                if (n >= 16 && tow[t] + 16 <= WO) {
+                    const uint16_t *s0 = xp + toh[t] * Wp + tow[t];
+                    a = off[0] >= 0 ? _mm256_loadu_si256((const __m256i *)(s0 + off[0])) : _mm256_setzero_si256();
+                    b = off[1] >= 0 ? _mm256_loadu_si256((const __m256i *)(s0 + off[1])) : _mm256_setzero_si256();
+                } else { /* a tile across output rows, or the last columns */
+                    uint16_t ta[16], tb[16];
+                    int64_t oh = toh[t], ow = tow[t];
+                    for (int64_t j = 0; j < 16; j++, ow++) {
+                        if (ow == WO) {
+                            ow = 0;
+                            oh++;
+                        }
+                        bool in = j < n;
+                        ta[j] = in && off[0] >= 0 ? xp[off[0] + oh * Wp + ow] : 0;
+                        tb[j] = in && off[1] >= 0 ? xp[off[1] + oh * Wp + ow] : 0;
+                    }
+                    a = _mm256_loadu_si256((const __m256i *)ta);
+                    b = _mm256_loadu_si256((const __m256i *)tb);
+                }
+                __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+                _mm512_storeu_si512(Bp + (t * nkb + kb) * TILE + p * 32, pair_interleave(v));
+            }
+        }
+        return;
+    }
+    if (g->bkind == SD_GB_CONV) { /* implicit im2col, 16 columns at a time straight from the image */
+        int64_t toh[BNC / 16], tow[BNC / 16]; /* output position of each tile's first column */
+        for (int64_t t = 0; t < nt; t++) {
+            toh[t] = (n0 + t * 16) / g->WO;
+            tow[t] = (n0 + t * 16) % g->WO;
+        }
+        int64_t KHW = g->KH * g->KW, ck[2][3];
+        for (int64_t k = 0; k < up32(kc); k += 2) {
+            int64_t kb = k / 32, p = (k % 32) / 2;
+            for (int h = 0; h < 2; h++) {
+                int64_t kk = k0 + k + h, r = kk % KHW;
+                ck[h][0] = kk / KHW;
+                ck[h][1] = r / g->KW;
+                ck[h][2] = r % g->KW;
+            }
+            const int64_t *c0 = k < kc ? ck[0] : NULL, *c1 = k + 1 < kc ? ck[1] : NULL;
+            for (int64_t t = 0; t < nt; t++) {
+                __m512 v0 = conv_col16(g, c0, toh[t], tow[t], nc - t * 16);
+                __m512 v1 = conv_col16(g, c1, toh[t], tow[t], nc - t * 16);
+                _mm512_storeu_si512(Bp + (t * nkb + kb) * TILE + p * 32, pair_interleave(to_bf16x32(v0, v1)));
+            }
+        }
         return;
     }
     float *r0 = rows, *r1 = rows + BNC;
@@ -183,7 +322,7 @@ static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64
 
 static size_t bk_ws_thread(void) /* bytes */
 {
-    return (size_t)(BKC / 32) * (BNC / 16) * TILE * 2 + (size_t)(BKC / 32) * (BMC / 16) * TILE * 2 +
+    return (size_t)(BKC / 32) * (BNCL / 16) * TILE * 2 + (size_t)(BKC / 32) * (BMC / 16) * TILE * 2 +
            2 * BNC * sizeof(float) + 32 * 32 * sizeof(float) + 256;
 }
 
@@ -208,16 +347,46 @@ static inline void write_back(float *C, int64_t ldc, const float *c, int64_t mr,
 static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
 {
     uint16_t *Bp = (uint16_t *)ws;
-    uint16_t *Ap = Bp + (size_t)(BKC / 32) * (BNC / 16) * TILE;
+    uint16_t *Ap = Bp + (size_t)(BKC / 32) * (BNCL / 16) * TILE;
     float *rows = (float *)(Ap + (size_t)(BKC / 32) * (BMC / 16) * TILE);
     float *cb = rows + 2 * BNC;
     int64_t K = g->K, ldc = g->ldc;
     bk_begin();
-    for (int64_t jc = n0; jc < n1; jc += BNC) {
-        int64_t nc = bmin(BNC, n1 - jc), nt = up32(nc) / 16;
+    if (g->bkind != SD_GB_TRANS) {
+        /* convolutions: per column block of BNCC (its C block stays in L2 across the depth blocks), B (the
+         * image, implicit im2col) packed once per depth block, A (the weight) per row block, read along
+         * its rows */
+        for (int64_t jc = n0; jc < n1; jc += BNCC) {
+            int64_t ncc = bmin(BNCC, n1 - jc);
+            for (int64_t pc = 0; pc < K; pc += BKC) {
+                int64_t kc = bmin(BKC, K - pc), nkb = up32(kc) / 32;
+                int acc = g->accumulate || pc > 0;
+                for (int64_t jb = 0; jb < ncc; jb += BNC) /* pack the whole column block */
+                    pack_b(g, Bp + (jb / 16) * nkb * TILE, pc, kc, jc + jb, bmin(BNC, ncc - jb), rows);
+                int64_t nt = up32(ncc) / 16;
+                for (int64_t ic = m0; ic < m1; ic += BMC) {
+                    int64_t mc = bmin(BMC, m1 - ic), mt = up32(mc) / 16;
+                    pack_a(g, Ap, ic, mc, pc, kc);
+                    for (int64_t j = 0; j < nt; j += 2)
+                        for (int64_t i = 0; i < mt; i += 2) {
+                            bk_ukr(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
+                                   Bp + (j + 1) * nkb * TILE, nkb, cb, 32);
+                            write_back(g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb, bmin(32, mc - i * 16),
+                                       bmin(32, ncc - j * 16), acc);
+                        }
+                }
+            }
+        }
+        bk_end();
+        return;
+    }
+    /* linears: B (the weight, transposed) is packed once per column and depth block, A (activations)
+     * per row block */
+    for (int64_t jc = n0; jc < n1; jc += BNCL) {
+        int64_t nc = bmin(BNCL, n1 - jc), nt = up32(nc) / 16;
         for (int64_t pc = 0; pc < K; pc += BKC) {
             int64_t kc = bmin(BKC, K - pc), nkb = up32(kc) / 32;
-            pack_b(g, Bp, pc, kc, jc, nc, rows);
+            pack_b(g, Bp, pc, kc, jc, nc, rows); /* the transposed path needs no row buffer: any width */
             int acc = g->accumulate || pc > 0;
             for (int64_t ic = m0; ic < m1; ic += BMC) {
                 int64_t mc = bmin(BMC, m1 - ic), mt = up32(mc) / 16;
@@ -225,7 +394,7 @@ static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, 
                 for (int64_t j = 0; j < nt; j += 2)
                     for (int64_t i = 0; i < mt; i += 2) {
                         bk_ukr(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
-                               Bp + (j + 1) * nkb * TILE, nkb, cb);
+                               Bp + (j + 1) * nkb * TILE, nkb, cb, 32);
                         write_back(g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb, bmin(32, mc - i * 16),
                                    bmin(32, nc - j * 16), acc);
                     }
@@ -345,17 +514,18 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
         int64_t kend = causal ? bmin(Nk, q0 + nq) : Nk;
         for (int64_t kb0 = 0; kb0 < kend; kb0 += ABK) {
             int64_t bk = bmin(ABK, kend - kb0), bkp = up32(bk);
+            int64_t nkbp = bkp / 32;
             for (int64_t j = 0; j < bkp; j += 32) {
                 int64_t t = (kb0 + j) / 16;
-                bk_ukr(Qa, Qa + nkbd * TILE, Kp + t * nkbd * TILE, Kp + (t + 1) * nkbd * TILE, nkbd, cb);
-                for (int64_t i = 0; i < 32; i++)
-                    memcpy(S + i * ABK + j, cb + i * 32, 32 * sizeof(float));
+                bk_ukr(Qa, Qa + nkbd * TILE, Kp + t * nkbd * TILE, Kp + (t + 1) * nkbd * TILE, nkbd, S + j, ABK);
             }
             for (int64_t i = 0; i < 32; i++) {
                 float *srow = S + i * ABK;
+                uint16_t *prow = Pa + (i / 16) * nkbp * TILE + (i % 16) * 32; /* row i of the P tiles */
                 int64_t lim = i >= nq ? 0 : causal ? bmax(0, bmin(bk, q0 + i + 1 - kb0)) : bk;
                 if (lim == 0) {
-                    memset(srow, 0, (size_t)bkp * sizeof(float));
+                    for (int64_t j = 0; j < bkp; j += 32)
+                        _mm512_storeu_si512(prow + (j / 32) * TILE, _mm512_setzero_si512());
                     continue;
                 }
                 __m512 mx = _mm512_set1_ps(-INFINITY);
@@ -369,21 +539,21 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
                         _mm512_storeu_ps(O + i * dp + c, _mm512_mul_ps(_mm512_loadu_ps(O + i * dp + c), _mm512_set1_ps(alpha)));
                     mrow[i] = mnew;
                 }
+                /* P = exp(S - max), zero past lim, summed in fp32 and written as bf16 A tiles */
                 __m512 sum = _mm512_setzero_ps(), mv = _mm512_set1_ps(mnew);
-                for (int64_t j = 0; j < bkp; j += 16) { /* zeros past lim */
-                    __m512 e = _mm512_maskz_mov_ps(bm16(lim - j), vexp(_mm512_sub_ps(_mm512_loadu_ps(srow + j), mv)));
-                    _mm512_storeu_ps(srow + j, e);
-                    sum = _mm512_add_ps(sum, e);
+                for (int64_t j = 0; j < bkp; j += 32) {
+                    __m512 e0 = _mm512_maskz_mov_ps(bm16(lim - j), vexp_p(_mm512_sub_ps(_mm512_loadu_ps(srow + j), mv)));
+                    __m512 e1 = _mm512_maskz_mov_ps(bm16(lim - j - 16),
+                                                    vexp_p(_mm512_sub_ps(_mm512_loadu_ps(srow + j + 16), mv)));
+                    sum = _mm512_add_ps(sum, _mm512_add_ps(e0, e1));
+                    _mm512_storeu_si512(prow + (j / 32) * TILE, to_bf16x32(e0, e1));
                 }
                 lrow[i] += _mm512_reduce_add_ps(sum);
             }
-            sd_gemm gp = {.a = S, .a_dt = SD_F32, .lda = ABK};
-            pack_a(&gp, Pa, 0, 32, 0, bk);
-            int64_t nkbp = bkp / 32;
             for (int64_t c0 = 0; c0 < dp; c0 += 32) {
                 int64_t t = c0 / 16;
                 const uint16_t *b0 = Vp + (t * nkbv + kb0 / 32) * TILE, *b1 = Vp + ((t + 1) * nkbv + kb0 / 32) * TILE;
-                bk_ukr(Pa, Pa + nkbp * TILE, b0, b1, nkbp, cb);
+                bk_ukr(Pa, Pa + nkbp * TILE, b0, b1, nkbp, cb, 32);
                 for (int64_t i = 0; i < 32; i++)
                     for (int64_t c = 0; c < 32; c += 16)
                         _mm512_storeu_ps(O + i * dp + c0 + c,
@@ -413,12 +583,35 @@ static void BK_FN(attention)(float *y, const float *q, const float *k, const flo
     BK_FN(attn_thread)(y, q, k, v, B, Nq, Nk, heads, d, scale, causal, ws, omp_get_thread_num(), omp_get_num_threads());
 }
 
+static void BK_FN(conv_pad)(uint16_t *dst, const float *x, int64_t C, int64_t H, int64_t W, const int pads[4],
+                            int nthreads)
+{
+    int64_t Hp = H + pads[0] + pads[2], Wp = W + pads[1] + pads[3];
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t cr = 0; cr < C * Hp; cr++) {
+        int64_t c = cr / Hp, r = cr % Hp - pads[0];
+        uint16_t *d = dst + cr * Wp;
+        if (r < 0 || r >= H) {
+            memset(d, 0, (size_t)Wp * 2);
+            continue;
+        }
+        memset(d, 0, (size_t)pads[1] * 2);
+        const float *xr = x + (c * H + r) * W;
+        uint16_t *dd = d + pads[1];
+        for (int64_t j = 0; j < W; j += 32)
+            _mm512_mask_storeu_epi16(dd + j, bm32(W - j), ld_row_bf16(xr + j, SD_F32, W - j));
+        memset(dd + W, 0, (size_t)pads[3] * 2);
+    }
+}
+
 static const sd_cpu_bf16_kern bk_table = {
     .name = BK_NAME,
     .gemm_ws = BK_FN(gemm_ws),
     .gemm = BK_FN(gemm),
     .attn_ws = BK_FN(attn_ws),
     .attention = BK_FN(attention),
+    .peak = bk_peak,
+    .conv_pad = BK_FN(conv_pad),
 };
 
 const sd_cpu_bf16_kern *BK_GETTER(void) { return &bk_table; }
