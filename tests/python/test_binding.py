@@ -72,6 +72,16 @@ def test_struct_mirrors_match_the_header_defaults():
     assert m.backend == _capi.SD_BACKEND_CPU and m.taesd is None and not m.keep_f16 and not m.check_finite
 
 
+def test_model_params_reach_the_library(data):
+    """sd_model_params fields set through the mirror arrive where the library reads them."""
+    with streamdiff.Model(data / "models" / "tiny-sd15", taesd=data / "models" / "taesd-tiny",
+                          prediction_type="v_prediction", check_finite=True, threads=1) as m:
+        i = m.info
+        assert i.has_taesd and i.prediction_type == "v_prediction"
+    with pytest.raises(streamdiff.StreamdiffError, match="prediction"):
+        streamdiff.Model(data / "models" / "tiny-sd15", prediction_type="x_prediction")
+
+
 def test_model_info(model, data):
     i = model.info
     assert i.arch == "sd1" and i.scheduler == "LCMScheduler" and i.prediction_type == "epsilon"
