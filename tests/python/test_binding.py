@@ -70,6 +70,7 @@ def test_struct_mirrors_match_the_header_defaults():
     m = _capi.padded(_capi.sd_model_params)
     lib.sd_model_default_params(ctypes.byref(m))
     assert m.backend == _capi.SD_BACKEND_CPU and m.taesd is None and not m.keep_f16 and not m.check_finite
+    assert m.precision == _capi.SD_PRECISION_FP32
 
 
 def test_model_params_reach_the_library(data):
@@ -80,6 +81,18 @@ def test_model_params_reach_the_library(data):
         assert i.has_taesd and i.prediction_type == "v_prediction"
     with pytest.raises(streamdiff.StreamdiffError, match="prediction"):
         streamdiff.Model(data / "models" / "tiny-sd15", prediction_type="x_prediction")
+
+
+def test_precision(model, data):
+    kw = dict(steps=2, width=32, height=32, seed=4, guidance_scale=1.0, output_type="np")
+    want = model.txt2img("a red fox", **kw)
+    with streamdiff.Model(data / "models" / "tiny-sd15", precision="fp32") as m:
+        assert np.array_equal(m.txt2img("a red fox", **kw), want)
+    with streamdiff.Model(data / "models" / "tiny-sd15", precision="bf16") as m:
+        got = m.txt2img("a red fox", **kw)
+        assert got.shape == want.shape and np.abs(got.astype(int) - want.astype(int)).mean() < 8
+    with pytest.raises(ValueError, match="bf16"):
+        streamdiff.Model(data / "models" / "tiny-sd15", precision="fp64")
 
 
 def test_model_info(model, data):
@@ -157,7 +170,7 @@ def test_model_sources_folder_single_file_and_hf_cache(model, data, tmp_path, mo
     (repo / "refs" / "main").write_text("0123abcd")
     (repo / "snapshots" / "0123abcd").symlink_to((data / "models" / "tiny-sd15").resolve())
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    with streamdiff.Model("tiny/sd15", precision="fp16") as hub:
+    with streamdiff.Model("tiny/sd15", keep_f16=True) as hub:
         got = hub.txt2img("a boat", steps=1, width=32, height=32, seed=3, guidance_scale=1.0, output_type="np")
         assert got.shape == want.shape
         assert np.abs(got.astype(int) - want.astype(int)).max() <= 2  # F16 weights kept as F16
@@ -255,7 +268,7 @@ def test_lora_live_scales_equal_cli_and_restore_the_base(model, cli, data, tmp_p
     base = model.txt2img("a red fox", **kw)
     try:
         model.load_lora(style, 0.8)
-        assert model.loras == {str(style): 0.8}
+        assert model.loras == {str(style): 0.8} and model.info.active_loras == 1
         styled = model.txt2img("a red fox", **kw)
         assert not np.array_equal(styled, base)
         out = tmp_path / "cli.png"
@@ -273,7 +286,7 @@ def test_lora_live_scales_equal_cli_and_restore_the_base(model, cli, data, tmp_p
         assert model.loras == {str(style): 0.8}  # a failed load keeps the active set
     finally:
         model.clear_loras()
-    assert model.loras == {}
+    assert model.loras == {} and model.info.active_loras == 0
     assert np.array_equal(model.txt2img("a red fox", **kw), base)  # bit for bit
 
 
