@@ -197,7 +197,8 @@ def test_stream_equals_cli_stream(tmodel, cli, data, tmp_path):
     for k, f in enumerate(imgs):
         Image.fromarray(f).save(src / f"f{k:03d}.png")
     run_cli(cli, "stream", "-m", tmodel.path, "--taesd", data / "models" / "taesd-tiny",
-            "-i", src, "-o", f"{dst}/", "-p", "a cat", *SIZE, "--t-index", "32,45", "-t", 2, "--stats-every", 0)
+            "-i", src, "-o", f"{dst}/", "-p", "a cat", *SIZE, "--t-index", "32,45", "-t", 2, "--stats-every", 0,
+            "--precision", "fp32")  # the Model's default (the stream CLI's default is auto)
     cli_frames = sorted(dst.glob("frame_*.png"))
     assert len(cli_frames) == len(imgs)
     py = stream_outputs(tmodel, imgs, t_index_list=[32, 45], width=64, height=64)
