@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the browser and WebSocket tests of `streamdiff serve` and the
-# portability test need, only what is missing (.ci/run calls it; safe to run repeatedly):
+# Installs what the browser and WebSocket tests of `streamdiff serve`, the portability test and the
+# Python binding's tests need, only what is missing (.ci/run calls it; safe to run repeatedly):
 #   - qemu-user (qemu-x86_64): tests/cli_portable.sh runs the binary on an emulated
 #     pre-AVX2 CPU (-cpu Nehalem); without it that test skips (exit 77)
 #   - Debian's Chromium (apt package 'chromium', /usr/bin/chromium), large (~300 MB)
 #   - ffmpeg (the command), the receiver of the live-output test (tests/cli_stream_live.sh)
 #   - Playwright from PyPI for the python3 on PATH (its driver; the browser is Debian's,
 #     Playwright's own browser download is not used)
+#   - Debian's python3-pytest, python3-numpy, python3-pil for the Python binding's tests
+#     (tests/python, CTest python_binding; they skip without them)
 # Without them tests/cli_server_e2e.sh skips (exit 77); the other server tests need only python3.
 set -euo pipefail
 SUDO=""
@@ -25,6 +27,9 @@ apt_install() { # apt_install PKG: installs a missing Debian package (root or su
         { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "$1"; }
 }
 apt_install qemu-user
+apt_install python3-pytest   # the Python binding's tests (tests/python, CTest python_binding)
+apt_install python3-numpy
+apt_install python3-pil
 if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
     if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
         echo "install-test-deps: need root to apt-get install chromium" >&2

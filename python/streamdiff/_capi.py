@@ -32,6 +32,7 @@ STATUS_NAMES = (
 SD_BACKEND_CPU, SD_BACKEND_CUDA = 0, 1
 SD_RNG_TYPE_TORCH, SD_RNG_TYPE_FAST = 0, 2
 SD_CFG_NONE, SD_CFG_FULL, SD_CFG_SELF, SD_CFG_INITIALIZE = 0, 1, 2, 3
+SD_PRECISION_FP32, SD_PRECISION_BF16, SD_PRECISION_INT8, SD_PRECISION_AUTO = 0, 1, 2, 3
 SD_STREAM_MAX_STEPS = 16
 
 c_enum = c_int  # C enums of the header are int-sized
@@ -53,6 +54,7 @@ class sd_model_params(ctypes.Structure):
         ("config_dir", c_char_p),
         ("prediction_type", c_char_p),
         ("check_finite", c_bool),
+        ("precision", c_enum),
     ]
 
 
@@ -69,6 +71,7 @@ class sd_model_info(ctypes.Structure):
         ("has_taesd", c_bool),
         ("lcm_guidance_embedding", c_bool),
         ("weight_bytes", c_size_t),
+        ("active_loras", c_int),
     ]
 
 
@@ -218,6 +221,8 @@ def _declare(h) -> None:
     _fn(h, "sd_image_free", None, P(sd_image))
     _fn(h, "sd_image_load", st, c_char_p, P(sd_image))
     _fn(h, "sd_image_save_png", st, c_char_p, P(sd_image), c_char_p)
+    _fn(h, "sd_precision_from_name", c_bool, c_char_p, P(c_enum))
+    _fn(h, "sd_precision_name", c_char_p, c_enum)
     _fn(h, "sd_model_default_params", None, P(sd_model_params))
     _fn(h, "sd_model_load", st, c_char_p, P(sd_model_params), P(c_void_p))
     _fn(h, "sd_model_free", None, c_void_p)
@@ -254,5 +259,6 @@ __all__ = [
     "lib", "library_path", "padded", "decode", "encode", "sd_image", "sd_model_params", "sd_model_info",
     "sd_lora_spec", "sd_lora_options", "sd_gen_params", "sd_stream_params", "sd_stream_stats", "PROGRESS_FN",
     "STATUS_NAMES", "SD_OK", "SD_BACKEND_CPU", "SD_BACKEND_CUDA", "SD_RNG_TYPE_TORCH", "SD_RNG_TYPE_FAST",
-    "SD_CFG_NONE", "SD_CFG_FULL", "SD_CFG_SELF", "SD_CFG_INITIALIZE", "SD_STREAM_MAX_STEPS",
+    "SD_CFG_NONE", "SD_CFG_FULL", "SD_CFG_SELF", "SD_CFG_INITIALIZE", "SD_STREAM_MAX_STEPS", "SD_PRECISION_FP32",
+    "SD_PRECISION_BF16", "SD_PRECISION_INT8", "SD_PRECISION_AUTO",
 ]

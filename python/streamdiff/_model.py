@@ -32,11 +32,11 @@ class ModelInfo:
     has_taesd: bool
     lcm_guidance_embedding: bool  #: the UNet takes LCM's guidance embedding (time_cond_proj_dim)
     weight_bytes: int
+    active_loras: int       #: LoRAs fused now (0: the base weights)
 
 
 _BACKENDS = {"cpu": _capi.SD_BACKEND_CPU, "cuda": _capi.SD_BACKEND_CUDA}
 _RNGS = {"torch": _capi.SD_RNG_TYPE_TORCH, "fast": _capi.SD_RNG_TYPE_FAST}
-_PRECISIONS = {None: False, "fp32": False, "float32": False, "fp16": True, "float16": True}
 
 
 def _rng(name: str) -> int:
@@ -62,8 +62,10 @@ class Model:
     Face model id present in the local HF cache (never downloads).
 
     Args:
-        precision: ``None``/``"fp32"`` (default: weights as float32 in memory) or ``"fp16"`` (keep F16
-            weights as F16: half the memory; the CPU converts per op).
+        precision: CPU compute precision, ``"fp32"`` (the library's default), ``"bf16"`` (bf16 weights and
+            matmul inputs with fp32 sums, on AMX / AVX512-BF16 when the CPU has them) or ``"auto"`` (bf16
+            where the CPU has those units); ``None`` = the library's default. See ``sd_precision``.
+        keep_f16: keep F16 weights as F16 in memory (half the memory; the CPU converts per op).
         backend: ``"cpu"`` or ``"cuda"``.
         threads: CPU threads, 0 = all cores.
         taesd: a TAESD (AutoencoderTiny) folder or HF id for fast encode/decode (streams use it by default).
@@ -79,7 +81,7 @@ class Model:
     """
 
     def __init__(self, path: PathLike, *, precision: Optional[str] = None, backend: str = "cpu", threads: int = 0,
-                 taesd: Optional[PathLike] = None, variant: Optional[str] = None,
+                 taesd: Optional[PathLike] = None, keep_f16: bool = False, variant: Optional[str] = None,
                  config_dir: Optional[PathLike] = None, prediction_type: Optional[str] = None,
                  revision: Optional[str] = None, check_finite: bool = False, cuda_device: int = 0):
         self._h: Optional[int] = None
@@ -89,15 +91,18 @@ class Model:
         self._lora_allow_unmatched = False
         if backend not in _BACKENDS:
             raise ValueError(f"backend must be 'cpu' or 'cuda', got {backend!r}")
-        if precision not in _PRECISIONS:
-            raise ValueError(f"precision must be None, 'fp32' or 'fp16', got {precision!r}")
         lib = _capi.lib()
         p = _capi.padded(_capi.sd_model_params)
         lib.sd_model_default_params(ctypes.byref(p))
         p.backend = _BACKENDS[backend]
         p.n_threads = int(threads)
         p.cuda_device = int(cuda_device)
-        p.keep_f16 = _PRECISIONS[precision]
+        p.keep_f16 = bool(keep_f16)
+        if precision is not None:
+            prec = ctypes.c_int()
+            if not lib.sd_precision_from_name(_capi.encode(precision), ctypes.byref(prec)):
+                raise ValueError(f"precision must be one of fp32, bf16, int8, auto (or None), got {precision!r}")
+            p.precision = prec.value
         p.check_finite = bool(check_finite)
         for field, value in (("taesd", taesd), ("variant", variant), ("config_dir", config_dir),
                              ("prediction_type", prediction_type), ("revision", revision)):
@@ -153,7 +158,7 @@ class Model:
         d = _capi.decode
         return ModelInfo(d(i.arch), d(i.source), d(i.scheduler), d(i.prediction_type), i.native_size, i.vae_scale,
                          i.latent_channels, i.context_dim, bool(i.has_taesd), bool(i.lcm_guidance_embedding),
-                         int(i.weight_bytes))
+                         int(i.weight_bytes), int(i.active_loras))
 
     # ------------------------------------------------------------------ generation
     def _gen_params(self, prompt: str, negative_prompt: Optional[str], steps: int, width: int, height: int,
