@@ -5,6 +5,7 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config git
       libopenblas-openmp-dev libcjson-dev libutf8proc-dev libpng-dev libjpeg62-turbo-dev
       libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev libwebsockets-dev
+      liblo-dev
       clang libclang-rt-14-dev libomp-dev python3)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -10,6 +10,9 @@
  *
  * Exit codes: 0 success, 1 a runtime failure, 2 a usage error. */
 #include "cli/cli.h"
+#ifdef SD_HAVE_OSC
+#include "cli/osc.h"
+#endif
 #include "io/video.h"
 
 #include <errno.h>
@@ -37,6 +40,8 @@ typedef struct {
     sd_lora_spec loras[CLI_MAX_LORAS]; /* --lora (paths malloc'd) */
     int n_loras;
     bool lora_allow_unmatched;
+    int osc_port;         /* 0: no OSC */
+    const char *osc_bind; /* NULL: 127.0.0.1 */
 } stream_opts;
 
 /* ------------------------------------------------------------ shared parsers (cli.h) */
@@ -183,6 +188,13 @@ static void usage(FILE *f)
             "      --precision P       CPU compute: auto (default: bf16 where the CPU has AMX or AVX512-BF16,\n"
             "                          else fp32), fp32 or bf16\n"
             "      --stats-every S     print statistics every S seconds, 0 = only at the end (default: 2)\n"
+            "      --osc-port N        listen for OSC control on UDP port N (TouchDesigner, Max, VJ tools):\n"
+            "                          /streamdiff/prompt s, /streamdiff/negative_prompt s, /streamdiff/guidance f,\n"
+            "                          /streamdiff/delta f, /streamdiff/seed i, /streamdiff/t_index i..,\n"
+            "                          /streamdiff/similarity f [i], /streamdiff/lora/N/scale f (N-th --lora from 0);\n"
+            "                          applied on the next frame (docs/osc.md)\n"
+            "      --osc-bind ADDR     the address OSC listens on (default: 127.0.0.1, this machine only;\n"
+            "                          0.0.0.0 takes messages from the network)\n"
             "  -h, --help              this help\n"
             "\nWhile it runs it prints frames in/out, skipped and dropped frames, output fps (EMA),\n"
             "push->pull latency and the time of one stream step; Ctrl-C stops reading and finishes the\n"
@@ -266,7 +278,7 @@ static int parse_args(int argc, char **argv, stream_opts *o)
                                            "--steps", "--cfg-type", "--guidance", "--delta", "-s", "--seed", "-W",
                                            "--width", "-H", "--height", "--similarity", "--max-skip", "--frames",
                                            "-t", "--threads", "--backend", "--precision", "--fps", "--queue", "--rng",
-                                           "--stats-every", "--probe", "--lora"};
+                                           "--stats-every", "--probe", "--lora", "--osc-port", "--osc-bind"};
         bool known = false;
         for (size_t k = 0; k < SD_ARRAY_LEN(with_value) && !known; k++)
             known = !strcmp(name, with_value[k]);
@@ -374,6 +386,11 @@ static int parse_args(int argc, char **argv, stream_opts *o)
             if (!cli_parse_lora(v, &o->loras[o->n_loras]))
                 return bad(name, v, "PATH or PATH:SCALE with SCALE a number from -100 to 100 (e.g. lcm.safetensors:1)");
             o->n_loras++;
+        } else if (FLAG(NULL, "--osc-port")) {
+            if (!parse_int(v, 1, 65535, &o->osc_port))
+                return bad(name, v, "a UDP port from 1 to 65535, e.g. 9000");
+        } else if (FLAG(NULL, "--osc-bind")) {
+            o->osc_bind = v;
         } else if (FLAG(NULL, "--stats-every")) {
             if (!parse_double(v, 0, 3600, &o->stats_every))
                 return bad(name, v, "seconds from 0 (only at the end) to 3600");
@@ -429,7 +446,23 @@ typedef struct {
     struct timespec mtime;
     off_t size;
     double last_check;
+#ifdef SD_HAVE_OSC
+    cli_osc *osc; /* live control: OSC updates applied between frames (NULL: none) */
+    cli_live live;
+    cli_osc_update upd;
+#endif
 } prompt_watch;
+
+/* Between frames: OSC updates that arrived since the last frame. */
+static void poll_osc(prompt_watch *pw, int64_t next_frame)
+{
+#ifdef SD_HAVE_OSC
+    if (pw->osc && cli_osc_take(pw->osc, &pw->upd))
+        cli_osc_apply(&pw->upd, &pw->live, next_frame);
+#else
+    (void)pw, (void)next_frame;
+#endif
+}
 
 /* Reads the file (trailing whitespace trimmed); *changed when it differs from last time. */
 static sd_status read_prompt_file(prompt_watch *w, char **text, bool *changed)
@@ -593,6 +626,7 @@ static int run_img2img(const stream_opts *o, sd_stream *s, sd_video_source *src,
                 free(text);
             }
         }
+        poll_osc(pw, last_id + 1);
         if (o->stats_every > 0 && now >= next_stats) {
             print_stats(s, "stream", now - t0, written);
             next_stats = now + o->stats_every;
@@ -650,6 +684,7 @@ static int run_txt2img(const stream_opts *o, sd_stream *s, sd_video_sink *sink, 
                 free(text);
             }
         }
+        poll_osc(pw, k);
         double ts = sd_time_now();
         if (sd_stream_txt2img(s, &out) != SD_OK) {
             fprintf(stderr, "streamdiff stream: %s\n", sd_last_error());
@@ -808,6 +843,28 @@ static int cli_stream_run(stream_opts *po)
         rc = 1;
         goto done;
     }
+    if (o.osc_port) {
+#ifdef SD_HAVE_OSC
+        cli_live *l = &pw.live;
+        l->s = s, l->m = m;
+        snprintf(l->prompt, sizeof l->prompt, "%s", prompt);
+        snprintf(l->negative, sizeof l->negative, "%s", o.negative ? o.negative : "");
+        l->guidance = o.sp.guidance_scale, l->delta = o.sp.delta;
+        l->similarity = o.sp.similarity_threshold, l->max_skip = o.sp.max_skip_frames;
+        l->loras = o.loras, l->n_loras = o.n_loras, l->lora_allow_unmatched = o.lora_allow_unmatched;
+        if (cli_osc_start(o.osc_bind, o.osc_port, o.n_loras, &pw.osc) != SD_OK) {
+            rc = 1;
+            goto done;
+        }
+        fprintf(stderr, "osc: listening on UDP %s:%d (/streamdiff/prompt, /streamdiff/guidance, ...; see --help)\n",
+                o.osc_bind ? o.osc_bind : "127.0.0.1", o.osc_port);
+#else
+        fprintf(stderr, "streamdiff stream: --osc-port: this streamdiff was built without OSC (liblo); "
+                        "apt-get install liblo-dev and rebuild\n");
+        rc = 2;
+        goto done;
+#endif
+    }
     double fps = o.fps > 0 ? o.fps : src && sd_video_source_fps(src) > 0 ? sd_video_source_fps(src) : 30.0;
     if (sd_video_sink_open(o.output, o.sp.width, o.sp.height, fps, &sink) != SD_OK) {
         fprintf(stderr, "streamdiff stream: %s\n", sd_last_error());
@@ -833,6 +890,14 @@ static int cli_stream_run(stream_opts *po)
     }
     rc = o.txt2img ? run_txt2img(&o, s, sink, &pw) : run_img2img(&o, s, src, sink, &pw);
 done:
+#ifdef SD_HAVE_OSC
+    if (pw.osc) {
+        int64_t acc, rej;
+        cli_osc_counts(pw.osc, &acc, &rej);
+        fprintf(stderr, "osc: %lld messages applied, %lld ignored\n", (long long)acc, (long long)rej);
+        cli_osc_stop(pw.osc);
+    }
+#endif
     if (sink && sd_video_sink_close(sink) != SD_OK) {
         fprintf(stderr, "streamdiff stream: %s\n", sd_last_error());
         rc = rc ? rc : 1;

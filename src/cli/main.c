@@ -37,7 +37,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-v")) {
         printf("streamdiff %s\n", sd_version());
         /* what this build has (a build with SD_FULL=OFF may lack video and serve) */
-        printf("features: cuda %s, video (FFmpeg) %s, serve (libwebsockets) %s\n",
+        printf("features: cuda %s, video (FFmpeg) %s, serve (libwebsockets) %s, osc %s\n",
 #ifdef SD_HAVE_CUDA
                "yes",
 #else
@@ -49,6 +49,11 @@ int main(int argc, char **argv)
                "no",
 #endif
 #ifdef SD_HAVE_SERVER
+               "yes",
+#else
+               "no",
+#endif
+#ifdef SD_HAVE_OSC
                "yes"
 #else
                "no"
