@@ -34,44 +34,80 @@ void sd_stream_default_params(sd_stream_params *p)
     p->use_graphs = true;
 }
 
-static sd_status validate(const sd_model *m, const sd_stream_params *p, bool *taesd)
+/* ---------------------------------------------------------------- parameters: one validator */
+
+/* A refused parameter: its name into *param (when asked), the message (naming it) into sd_last_error. */
+#define BAD_PARAM(name, ...) (param ? (void)(*param = (name)) : (void)0, sd_fail(SD_ERR_INVALID_ARGUMENT, __VA_ARGS__))
+
+static sd_status check_guidance(float guidance_scale, float delta, const char **param)
 {
+    if (!(guidance_scale >= 0 && guidance_scale <= 100))
+        return BAD_PARAM("guidance_scale", "guidance_scale %g is outside 0..100", guidance_scale);
+    if (!(fabsf(delta) <= 100))
+        return BAD_PARAM("delta", "delta %g is outside -100..100", delta);
+    return SD_OK;
+}
+
+static sd_status check_filter(float threshold, int max_skip_frames, const char **param)
+{
+    if (!(threshold >= 0 && threshold <= 1))
+        return BAD_PARAM("similarity_threshold", "similarity_threshold %g is outside 0..1 (0 = filter off)", threshold);
+    if (max_skip_frames < 0)
+        return BAD_PARAM("max_skip_frames", "max_skip_frames %d must be 0 or more", max_skip_frames);
+    return SD_OK;
+}
+
+sd_status sd_stream_params_validate(const sd_stream_params *p, const char **param)
+{
+    if (param)
+        *param = NULL;
+    if (!p)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_params_validate: NULL parameters");
     if (p->n_t_index < 1 || p->n_t_index > SD_STREAM_MAX_STEPS)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "t_index_list needs 1 to %d entries, got %d", SD_STREAM_MAX_STEPS,
-                       p->n_t_index);
+        return BAD_PARAM("t_index_list", "t_index_list needs 1 to %d entries, got %d", SD_STREAM_MAX_STEPS,
+                         p->n_t_index);
     if (p->num_inference_steps < 1 || p->num_inference_steps > 1000)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "num_inference_steps %d out of range (1..1000)", p->num_inference_steps);
+        return BAD_PARAM("num_inference_steps", "num_inference_steps %d is outside 1..1000", p->num_inference_steps);
     for (int i = 0; i < p->n_t_index; i++) {
         if (p->t_index_list[i] < 0 || p->t_index_list[i] >= p->num_inference_steps)
-            return sd_fail(SD_ERR_INVALID_ARGUMENT, "t_index_list[%d] = %d is outside 0..%d", i, p->t_index_list[i],
-                           p->num_inference_steps - 1);
+            return BAD_PARAM("t_index_list", "t_index_list[%d] = %d is outside 0..%d (num_inference_steps %d)", i,
+                             p->t_index_list[i], p->num_inference_steps - 1, p->num_inference_steps);
         if (i && p->t_index_list[i] <= p->t_index_list[i - 1])
-            return sd_fail(SD_ERR_INVALID_ARGUMENT, "t_index_list must ascend (indices nearer 0 change the image more), "
-                                                    "got %d after %d", p->t_index_list[i], p->t_index_list[i - 1]);
+            return BAD_PARAM("t_index_list",
+                             "t_index_list must ascend (indices nearer 0 change the image more), got %d after %d",
+                             p->t_index_list[i], p->t_index_list[i - 1]);
     }
     if (p->frame_buffer_size < 1 || p->frame_buffer_size > 16)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "frame_buffer_size %d out of range (1..16)", p->frame_buffer_size);
+        return BAD_PARAM("frame_buffer_size", "frame_buffer_size %d is outside 1..16", p->frame_buffer_size);
     if ((unsigned)p->cfg_type > SD_CFG_INITIALIZE)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown cfg_type %d", (int)p->cfg_type);
+        return BAD_PARAM("cfg_type", "unknown cfg_type %d (none, full, self or initialize)", (int)p->cfg_type);
     if (p->rng != SD_RNG_TYPE_TORCH && p->rng != SD_RNG_TYPE_FAST)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown rng type %d (SD_RNG_TYPE_TORCH or SD_RNG_TYPE_FAST)",
-                       (int)p->rng);
-    if (!(p->guidance_scale >= 0 && p->guidance_scale <= 100) || !(fabsf(p->delta) <= 100))
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "guidance_scale (%g) must be in 0..100 and delta (%g) in -100..100",
-                       p->guidance_scale, p->delta);
-    if (!(p->similarity_threshold >= 0 && p->similarity_threshold <= 1) || p->max_skip_frames < 0)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "similarity_threshold must be in 0..1 (0 = off) and max_skip_frames >= 0");
+        return BAD_PARAM("rng", "unknown rng type %d (SD_RNG_TYPE_TORCH or SD_RNG_TYPE_FAST)", (int)p->rng);
+    SD_TRY(check_guidance(p->guidance_scale, p->delta, param));
+    SD_TRY(check_filter(p->similarity_threshold, p->max_skip_frames, param));
     if (p->queue_size < 1 || p->queue_size > 64)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "queue_size %d out of range (1..64)", p->queue_size);
+        return BAD_PARAM("queue_size", "queue_size %d is outside 1..64", p->queue_size);
+    if (p->width < 8 || p->width > 2048 || p->width % 8)
+        return BAD_PARAM("width", "width %d: width and height must be multiples of 8 from 8 to 2048", p->width);
+    if (p->height < 8 || p->height > 2048 || p->height % 8)
+        return BAD_PARAM("height", "height %d: width and height must be multiples of 8 from 8 to 2048", p->height);
+    return SD_OK;
+}
+
+/* The parameters with the model: sd_stream_params_validate, then what needs the model (an autoencoder,
+ * the size's multiple). */
+static sd_status validate(const sd_model *m, const sd_stream_params *p, bool *taesd)
+{
+    SD_TRY(sd_stream_params_validate(p, NULL));
     *taesd = sd_model_use_taesd(m, p->use_taesd);
     if (!*taesd && !m->vae)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "the model has neither a VAE nor a TAESD to encode and decode frames");
     int sc = *taesd ? sd_taesd_downscale(&m->taesd_cfg) : sd_vae_downscale(&m->vae_cfg);
     int64_t div = (int64_t)sc << (m->unet_cfg.n_blocks - 1);
-    if (p->width < 8 || p->height < 8 || p->width > 2048 || p->height > 2048 || p->width % div || p->height % div ||
-        p->width % 8 || p->height % 8)
+    if (p->width % div || p->height % div)
         return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                       "stream size %dx%d: width and height must be multiples of %lld (and of 8) up to 2048",
+                       "stream size %dx%d: width and height must be multiples of %lld for this model (its autoencoder "
+                       "and UNet downsample by that much)",
                        p->width, p->height, (long long)div);
     return SD_OK;
 }
@@ -1041,9 +1077,7 @@ sd_status sd_stream_set_guidance(sd_stream *s, float guidance_scale, float delta
 {
     if (!s)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
-    if (!(guidance_scale >= 0 && guidance_scale <= 100) || !(fabsf(delta) <= 100))
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "guidance_scale (%g) must be in 0..100 and delta (%g) in -100..100",
-                       guidance_scale, delta);
+    SD_TRY(check_guidance(guidance_scale, delta, NULL));
     pthread_mutex_lock(&s->engine);
     s->p.guidance_scale = guidance_scale;
     s->guidance = s->p.cfg_type == SD_CFG_NONE ? 1.0f : guidance_scale;
@@ -1056,10 +1090,7 @@ sd_status sd_stream_set_similarity_filter(sd_stream *s, float threshold, int max
 {
     if (!s)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
-    if (!(threshold >= 0 && threshold <= 1) || max_skip_frames < 0)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                       "similarity threshold (%g) must be in 0..1 (0 = off) and max_skip_frames (%d) >= 0", threshold,
-                       max_skip_frames);
+    SD_TRY(check_filter(threshold, max_skip_frames, NULL));
     pthread_mutex_lock(&s->engine);
     __atomic_store(&s->p.similarity_threshold, &threshold, __ATOMIC_RELAXED); /* read by the async input thread */
     __atomic_store(&s->p.max_skip_frames, &max_skip_frames, __ATOMIC_RELAXED);
