@@ -116,21 +116,8 @@ static sd_status validate(const sd_model *m, const sd_stream_params *p, bool *ta
  * LCMScheduler.from_config(pipe.scheduler.config). */
 static sd_status lcm_coeffs(sd_stream *s)
 {
-    sd_sched_config c = s->m->sched_cfg;
-    if (c.kind != SD_SCHED_LCM) {
-        sd_sched_config d;
-        sd_sched_config_default(&d, SD_SCHED_LCM);
-        d.num_train_timesteps = c.num_train_timesteps;
-        d.beta_start = c.beta_start;
-        d.beta_end = c.beta_end;
-        d.beta_schedule = c.beta_schedule;
-        d.prediction_type = c.prediction_type;
-        d.steps_offset = c.steps_offset;
-        d.timestep_spacing = c.timestep_spacing;
-        d.set_alpha_to_one = c.set_alpha_to_one;
-        d.rescale_betas_zero_snr = c.rescale_betas_zero_snr;
-        c = d;
-    }
+    sd_sched_config c;
+    sd_sched_config_from_model(&s->m->sched_cfg, SD_SCHED_LCM, &c);
     sd_scheduler *sch;
     SD_TRY(sd_scheduler_create(&c, &sch));
     sd_status st = sd_scheduler_set_timesteps(sch, s->p.num_inference_steps, 1.0, NULL, 0);
@@ -318,7 +305,7 @@ static sd_tensor encode_frame(sd_stream *s, sd_ctx *ctx)
     }
     if (s->taesd) {
         z = sd_taesd_encode(ctx, s->m->taesd, img);
-    } else { /* latent_dist.sample(): mean + std * noise, drawn per frame */
+    } else { /* latent_dist.sample() (sd_vae_sample), its noise drawn per frame */
         sd_tensor logvar;
         sd_tensor mean = sd_vae_encode(ctx, s->m->vae, img, &logvar);
         sd_tensor nz = sd_new4(ctx, mean.ne[0], mean.ne[1], mean.ne[2], mean.ne[3]);
@@ -326,7 +313,7 @@ static sd_tensor encode_frame(sd_stream *s, sd_ctx *ctx)
             sd_rng_randn(&s->rng, s->host_noise, (size_t)sd_numel(&nz));
             sd_tensor_from_f32(ctx, &nz, s->host_noise);
         }
-        z = sd_add(ctx, mean, sd_mul(ctx, sd_unary(ctx, sd_affine(ctx, logvar, 0.5f, 0), SD_UNARY_EXP), nz));
+        z = sd_vae_sample(ctx, mean, logvar, nz);
     }
     z = sd_affine(ctx, z, s->vae_scale, 0);
     sd_tensor x = sd_add(ctx, sd_affine(ctx, z, s->alpha[0], 0),
@@ -529,18 +516,11 @@ const sd_unet_kv *sd_stream_kv(const sd_stream *s, uint64_t *version)
 
 /* ---------------------------------------------------------------- prompts */
 
-static void text_forward(sd_stream *s, sd_ctx *ctx, float *out)
-{
-    sd_ctx_reset(ctx);
-    sd_tensor h = sd_clip_forward(ctx, s->m->clip, s->ids, 1, s->S, 0, NULL, NULL);
-    sd_tensor_to_f32(ctx, &h, out);
-}
-
+/* The model's prompt encoder on the stream's own arena and token scratch. */
 static sd_status encode_text(sd_stream *s, const char *text, float *out)
 {
-    int nv, nt;
-    SD_TRY(sd_tokenizer_encode(s->m->tok, text ? text : "", s->m->tok_mode, s->ids, s->S, &nv, &nt));
-    text_forward(s, &s->text_ctx, out);
+    SD_TRY(sd_model_tokenize(s->m, NULL, text, s->ids, s->S, false));
+    sd_model_text_forward(s->m, &s->text_ctx, s->ids, s->S, 0, out);
     return s->text_ctx.status;
 }
 
@@ -623,7 +603,7 @@ static sd_status plan_contexts(sd_stream *s)
     peak = SD_MAX(peak, plan.peak);
     /* text encoder */
     sd_ctx_init_plan(&plan, s->m->be);
-    text_forward(s, &plan, s->host_embeds);
+    sd_model_text_forward(s->m, &plan, s->ids, s->S, 0, s->host_embeds);
     SD_TRY(plan.status);
     /* refuse up front what cannot fit (src/core/memlimit.h): everything the stream holds */
     size_t kvb = sd_unet_kv_bytes(s->m->unet, s->embeds.ne[0], s->S, s->m->be->act_dtype);
@@ -671,9 +651,7 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
     s->h = p.height / sc;
     s->w = p.width / sc;
     s->guidance = p.cfg_type == SD_CFG_NONE ? 1.0f : p.guidance_scale;
-    s->S = sd_tokenizer_max_length(m->tok);
-    if (s->S <= 0 || s->S > m->clip_cfg.max_position_embeddings)
-        s->S = m->clip_cfg.max_position_embeddings;
+    s->S = sd_model_prompt_tokens(m);
     s->D = m->clip_cfg.hidden_size;
     sd_rng_init(&s->rng, p.rng == SD_RNG_TYPE_FAST ? SD_RNG_FAST : SD_RNG_TORCH, p.seed);
     sd_rng_init(&s->ssf_rng, SD_RNG_FAST, p.seed ^ 0x5353465f636f696eULL); /* "SSF_coin" */
