@@ -299,7 +299,7 @@ SD_API sd_status sd_stream_flush(sd_stream *s);
 typedef struct sd_stream_stats {
     uint64_t frames_in, frames_out, frames_skipped, frames_dropped;
     double fps;            /* output frames per second (EMA) */
-    double latency_ms;     /* push -> pull latency (EMA) */
+    double latency_ms;     /* frame in -> output out (EMA): push -> pull, or one synchronous call */
     double inference_ms;   /* one stream step (EMA) */
 } sd_stream_stats;
 SD_API sd_status sd_stream_get_stats(const sd_stream *s, sd_stream_stats *st);
@@ -313,7 +313,8 @@ SD_API sd_status sd_stream_get_stats(const sd_stream *s, sd_stream_stats *st);
  * denoising batch with frame_buffer_size 1. A tick takes at most one frame per
  * stream and at most max_batch_frames frames, starting round robin; more
  * pending frames run in further ticks. A member stays usable on its own
- * (prompt / setters / sd_stream_img2img); async (pushed) members are refused.
+ * (prompt / setters / sd_stream_img2img); async (pushed) streams are refused,
+ * and a member refuses push / pull / flush.
  * sd_stream_free removes a stream from its group. Not for concurrent calls on
  * the same group from several threads (the group serializes them). */
 
