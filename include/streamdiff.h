@@ -256,6 +256,13 @@ typedef struct sd_stream_params {
 } sd_stream_params;
 
 SD_API void sd_stream_default_params(sd_stream_params *p);
+/* The rules of stream parameters (the one place they are written: sd_stream_create, the CLI and the
+ * server use it). SD_OK, or SD_ERR_INVALID_ARGUMENT with sd_last_error() naming the parameter, e.g.
+ * "t_index_list[1] = 50 is outside 0..49 (num_inference_steps 50)"; *param (may be NULL) gets the
+ * parameter's name as spelled in sd_stream_params ("t_index_list", "width", ...; NULL when OK).
+ * What needs the model (an autoencoder; width and height multiples of its downscale times the UNet's,
+ * e.g. 64 for SD 1.x with the full VAE) is checked by sd_stream_create. */
+SD_API sd_status sd_stream_params_validate(const sd_stream_params *p, const char **param);
 SD_API sd_status sd_stream_create(sd_model *m, const sd_stream_params *p, sd_stream **out);
 SD_API void sd_stream_free(sd_stream *s);
 /* Callable any time, also while frames flow; takes effect on the next frame. */
@@ -292,7 +299,7 @@ SD_API sd_status sd_stream_flush(sd_stream *s);
 typedef struct sd_stream_stats {
     uint64_t frames_in, frames_out, frames_skipped, frames_dropped;
     double fps;            /* output frames per second (EMA) */
-    double latency_ms;     /* push -> pull latency (EMA) */
+    double latency_ms;     /* frame in -> output out (EMA): push -> pull, or one synchronous call */
     double inference_ms;   /* one stream step (EMA) */
 } sd_stream_stats;
 SD_API sd_status sd_stream_get_stats(const sd_stream *s, sd_stream_stats *st);
@@ -306,7 +313,8 @@ SD_API sd_status sd_stream_get_stats(const sd_stream *s, sd_stream_stats *st);
  * denoising batch with frame_buffer_size 1. A tick takes at most one frame per
  * stream and at most max_batch_frames frames, starting round robin; more
  * pending frames run in further ticks. A member stays usable on its own
- * (prompt / setters / sd_stream_img2img); async (pushed) members are refused.
+ * (prompt / setters / sd_stream_img2img); async (pushed) streams are refused,
+ * and a member refuses push / pull / flush.
  * sd_stream_free removes a stream from its group. Not for concurrent calls on
  * the same group from several threads (the group serializes them). */
 

@@ -53,6 +53,15 @@ echo "not a video" > "$tmp/bad.mp4"
 [ $rc -eq 1 ] && grep -q "no video container" "$tmp/err" || fail "bad output extension: rc $rc, $(cat "$tmp/err")"
 "$BIN" stream "${TINY[@]}" -i "$tmp/in.mkv" -o "$tmp/x.mp4" --t-index 45,32 2>"$tmp/err"; rc=$?
 [ $rc -eq 2 ] && grep -q "must ascend" "$tmp/err" || fail "t-index order: rc $rc, $(cat "$tmp/err")"
+# the library's one rule (sd_stream_params_validate), named by the option; strict numbers (whole string)
+"$BIN" stream "${TINY[@]}" -i "$tmp/in.mkv" -o "$tmp/x.mp4" --t-index 32,50 2>"$tmp/err"; rc=$?
+[ $rc -eq 2 ] && grep -q -- "--t-index: t_index_list\[1\] = 50 is outside 0..49" "$tmp/err" || fail "t-index range: rc $rc, $(cat "$tmp/err")"
+"$BIN" stream "${TINY[@]}" -i "$tmp/in.mkv" -o "$tmp/x.mp4" --t-index " 32" 2>"$tmp/err"; rc=$?
+[ $rc -eq 2 ] && grep -q -- "--t-index needs" "$tmp/err" || fail "t-index blank: rc $rc, $(cat "$tmp/err")"
+"$BIN" stream "${TINY[@]}" -i "$tmp/in.mkv" -o "$tmp/x.mp4" --steps 10x 2>"$tmp/err"; rc=$?
+[ $rc -eq 2 ] && grep -q -- "--steps needs a whole number, got '10x'" "$tmp/err" || fail "steps: rc $rc, $(cat "$tmp/err")"
+"$BIN" check --threads "" "$M" 2>"$tmp/err"; rc=$?
+[ $rc -eq 2 ] && grep -q -- "--threads" "$tmp/err" || fail "check --threads '': rc $rc, $(cat "$tmp/err")"
 "$BIN" stream "${TINY[@]}" -i "$tmp/in.mkv" -o "$tmp/x.mp4" --cfg-type maybe 2>"$tmp/err"; rc=$?
 [ $rc -eq 2 ] && grep -q "none, full, self or initialize" "$tmp/err" || fail "cfg-type: rc $rc, $(cat "$tmp/err")"
 "$BIN" stream -m "$M/tiny-sd15" --taesd "$M/taesd-tiny" -W 72 -H 64 -i "$tmp/in.mkv" -o "$tmp/x.mp4" 2>"$tmp/err"; rc=$?

@@ -612,6 +612,24 @@ TEST(bad_params)
     CHECK_STATUS(sd_stream_create(model(), &p, &s), SD_ERR_INVALID_ARGUMENT);
     CHECK_ERR_CONTAINS("queue_size");
     CHECK(s == NULL);
+    /* the validator on its own names the parameter */
+    const char *param = "unset";
+    base_params(&p);
+    CHECK_STATUS(sd_stream_params_validate(&p, &param), SD_OK);
+    CHECK(param == NULL);
+    p.t_index_list[1] = 50;
+    CHECK_STATUS(sd_stream_params_validate(&p, &param), SD_ERR_INVALID_ARGUMENT);
+    CHECK(param && !strcmp(param, "t_index_list"));
+    CHECK_ERR_CONTAINS("t_index_list[1] = 50 is outside 0..49");
+    base_params(&p);
+    p.delta = -200;
+    CHECK_STATUS(sd_stream_params_validate(&p, &param), SD_ERR_INVALID_ARGUMENT);
+    CHECK(param && !strcmp(param, "delta"));
+    base_params(&p);
+    p.height = 20;
+    CHECK_STATUS(sd_stream_params_validate(&p, &param), SD_ERR_INVALID_ARGUMENT);
+    CHECK(param && !strcmp(param, "height"));
+    CHECK_STATUS(sd_stream_params_validate(NULL, NULL), SD_ERR_INVALID_ARGUMENT);
     /* API misuse */
     base_params(&p);
     CHECK_STATUS(sd_stream_create(model(), &p, &s), SD_OK);

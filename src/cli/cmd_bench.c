@@ -298,17 +298,6 @@ static void ops_usage(FILE *f)
                "QK^T and PV products); memory-bound ops report GB/s of input read + output written.\n");
 }
 
-static bool parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = (int)v;
-    return true;
-}
-
 static int bench_ops(int argc, char **argv)
 {
     const char *json_path = NULL, *filter = NULL;
@@ -325,17 +314,17 @@ static int bench_ops(int argc, char **argv)
         } else if (!strcmp(a, "--filter") && has_val) {
             filter = argv[++i];
         } else if (!strcmp(a, "--threads") && has_val) {
-            if (!parse_int(argv[++i], 1, 1024, &threads)) {
+            if (!cli_parse_int(argv[++i], 1, 1024, &threads)) {
                 fprintf(stderr, "bench ops: --threads needs an integer from 1 to 1024, got '%s'\n", argv[i]);
                 return 2;
             }
         } else if (!strcmp(a, "--reps") && has_val) {
-            if (!parse_int(argv[++i], 1, 1000, &reps)) {
+            if (!cli_parse_int(argv[++i], 1, 1000, &reps)) {
                 fprintf(stderr, "bench ops: --reps needs an integer from 1 to 1000, got '%s'\n", argv[i]);
                 return 2;
             }
         } else if (!strcmp(a, "--peak-n") && has_val) {
-            if (!parse_int(argv[++i], 64, 16384, &peak_n)) {
+            if (!cli_parse_int(argv[++i], 64, 16384, &peak_n)) {
                 fprintf(stderr, "bench ops: --peak-n needs an integer from 64 to 16384, got '%s'\n", argv[i]);
                 return 2;
             }

@@ -106,17 +106,6 @@ static int bad(const char *flag, const char *v, const char *what)
     return 2;
 }
 
-static bool to_int(const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = s && *s ? strtol(s, &end, 10) : 0;
-    if (!s || !*s || errno || *end || v < lo || v > hi)
-        return false;
-    *out = (int)v;
-    return true;
-}
-
 static int parse(int argc, char **argv, bopts *o)
 {
     for (int i = 1; i < argc; i++) {
@@ -159,7 +148,7 @@ static int parse(int argc, char **argv, bopts *o)
             char buf[256];
             snprintf(buf, sizeof buf, "%s", v);
             for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-                if (o->nsizes == MAX_SIZES || !to_int(t, 8, 2048, &o->sizes[o->nsizes]) || o->sizes[o->nsizes] % 8)
+                if (o->nsizes == MAX_SIZES || !cli_parse_int(t, 8, 2048, &o->sizes[o->nsizes]) || o->sizes[o->nsizes] % 8)
                     return bad(a, v, "up to 8 comma-separated sizes, multiples of 8 from 8 to 2048");
                 o->nsizes++;
             }
@@ -167,14 +156,14 @@ static int parse(int argc, char **argv, bopts *o)
                 return bad(a, v, "a size list such as 256,512");
         } else if (!strcmp(a, "-W") || !strcmp(a, "--width") || !strcmp(a, "-H") || !strcmp(a, "--height")) {
             int x;
-            if (!to_int(v, 8, 2048, &x) || x % 8)
+            if (!cli_parse_int(v, 8, 2048, &x) || x % 8)
                 return bad(a, v, "a multiple of 8 from 8 to 2048");
             *(a[1] == 'W' || a[2] == 'w' ? &o->width : &o->height) = x;
         } else if (!strcmp(a, "--frames")) {
-            if (!to_int(v, 1, 100000, &o->frames))
+            if (!cli_parse_int(v, 1, 100000, &o->frames))
                 return bad(a, v, "a number of frames from 1");
         } else if (!strcmp(a, "--warmup")) {
-            if (!to_int(v, 0, 100000, &o->warmup))
+            if (!cli_parse_int(v, 0, 100000, &o->warmup))
                 return bad(a, v, "a number of frames from 0");
         } else if (!strcmp(a, "--modes")) {
             o->mode_sync = false;
@@ -200,7 +189,7 @@ static int parse(int argc, char **argv, bopts *o)
             char buf[256];
             snprintf(buf, sizeof buf, "%s", v);
             for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-                if (o->ncounts == MAX_COUNTS || !to_int(t, 1, MAX_GROUP, &o->counts[o->ncounts]))
+                if (o->ncounts == MAX_COUNTS || !cli_parse_int(t, 1, MAX_GROUP, &o->counts[o->ncounts]))
                     return bad(a, v, "up to 8 comma-separated stream counts from 1 to 64");
                 o->ncounts++;
             }
@@ -213,9 +202,8 @@ static int parse(int argc, char **argv, bopts *o)
             if (!cli_parse_cfg_type(v, &o->sp.cfg_type))
                 return bad(a, v, "none, full, self or initialize");
         } else if (!strcmp(a, "--guidance")) {
-            char *end;
-            double g = strtod(v, &end);
-            if (*end || !(g >= 0 && g <= 100))
+            double g;
+            if (!cli_parse_double(v, 0, 100, &g))
                 return bad(a, v, "a number from 0 to 100");
             o->sp.guidance_scale = (float)g;
         } else if (!strcmp(a, "--backend")) {
@@ -226,7 +214,7 @@ static int parse(int argc, char **argv, bopts *o)
             else
                 return bad(a, v, "'cpu' or 'cuda'");
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (!to_int(v, 0, 1024, &o->threads))
+            if (!cli_parse_int(v, 0, 1024, &o->threads))
                 return bad(a, v, "a number of threads from 0");
         }
     }

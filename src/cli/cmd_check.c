@@ -58,7 +58,11 @@ int cli_check(int argc, char **argv)
         } else if (!strcmp(argv[i], "--root") && i + 1 < argc) {
             root = argv[++i];
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
-            threads = atoi(argv[++i]);
+            if (!cli_parse_int(argv[++i], 0, 1024, &threads)) {
+                fprintf(stderr, "streamdiff check: --threads must be 0..1024, not '%s'\n", argv[i]);
+                free(dirs);
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
             const char *b = argv[++i];
             if (strcmp(b, "cpu") && strcmp(b, "cuda")) {
@@ -68,14 +72,13 @@ int cli_check(int argc, char **argv)
             }
             cuda = !strcmp(b, "cuda");
         } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || v < 0 || v > 63) {
+            int v;
+            if (!cli_parse_int(argv[++i], 0, 63, &v)) {
                 fprintf(stderr, "streamdiff check: --device must be 0..63, not '%s'\n", argv[i]);
                 free(dirs);
                 return 2;
             }
-            device = (int)v;
+            device = v;
             sd_check_set_cuda_device(device);
         } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
             if (!sd_precision_from_name(argv[++i], &precision) || precision == SD_PRECISION_INT8) {
@@ -84,9 +87,8 @@ int cli_check(int argc, char **argv)
                 return 2;
             }
         } else if (!strcmp(argv[i], "--fp16-rel") && i + 1 < argc) {
-            char *end;
-            double v = strtod(argv[++i], &end);
-            if (*end || !(v > 0 && v < 1)) {
+            double v;
+            if (!cli_parse_double(argv[++i], 0, 1, &v) || v == 0 || v == 1) {
                 fprintf(stderr, "streamdiff check: --fp16-rel must be a number in (0, 1), not '%s'\n", argv[i]);
                 free(dirs);
                 return 2;

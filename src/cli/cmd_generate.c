@@ -222,27 +222,10 @@ static void usage(FILE *f, const gen_opts *o)
 
 /* ------------------------------------------------------------ value parsing */
 
-static bool parse_int(const char *s, long lo, long hi, int *out)
-{
-    if (!s || !*s || !(*s == '-' || *s == '+' || (*s >= '0' && *s <= '9')))
-        return false;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = (int)v;
-    return true;
-}
-
 static bool parse_float(const char *s, double lo, double hi, float *out)
 {
-    if (!s || !*s || !(*s == '-' || *s == '+' || *s == '.' || (*s >= '0' && *s <= '9')))
-        return false;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
+    double v;
+    if (!cli_parse_double(s, lo, hi, &v))
         return false;
     *out = (float)v;
     return true;
@@ -254,15 +237,9 @@ static bool parse_seed(const char *s, bool *random, uint64_t *out)
         *random = true;
         return true;
     }
-    if (!s || !(*s >= '0' && *s <= '9'))
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end)
+    if (!cli_parse_u64(s, out))
         return false;
     *random = false;
-    *out = (uint64_t)v;
     return true;
 }
 
@@ -359,7 +336,7 @@ static int bad_value(const gen_opts *o, const char *flag, const char *val, const
 static int size_value(const gen_opts *o, const char *flag, const char *val, int *out)
 {
     int v;
-    if (!parse_int(val, 1, GEN_MAX_SIZE, &v))
+    if (!cli_parse_int(val, 1, GEN_MAX_SIZE, &v))
         return bad_value(o, flag, val, "a whole number of pixels from 8 to 4096 (a multiple of 8)");
     if (v % 8) {
         int lo = v / 8 * 8, hi = lo + 8;
@@ -478,7 +455,7 @@ static int parse_args(int argc, char **argv, gen_opts *o)
         case O_WIDTH: rc = size_value(o, flag, v, &o->width); break;
         case O_HEIGHT: rc = size_value(o, flag, v, &o->height); break;
         case O_STEPS:
-            if (!parse_int(v, 1, GEN_MAX_STEPS, &o->steps))
+            if (!cli_parse_int(v, 1, GEN_MAX_STEPS, &o->steps))
                 rc = bad_value(o, flag, v, "a whole number of steps from 1 to 1000 (leave it out for the sampler's default)");
             o->steps_set = true;
             break;
@@ -511,11 +488,11 @@ static int parse_args(int argc, char **argv, gen_opts *o)
                 rc = bad_value(o, flag, v, "a whole number from 0 to 18446744073709551615, or -1 for a random seed");
             break;
         case O_BATCH_COUNT:
-            if (!parse_int(v, 1, GEN_MAX_BATCH_COUNT, &o->batch_count))
+            if (!cli_parse_int(v, 1, GEN_MAX_BATCH_COUNT, &o->batch_count))
                 rc = bad_value(o, flag, v, "a number of images from 1 to 10000");
             break;
         case O_BATCH_SIZE:
-            if (!parse_int(v, 1, GEN_MAX_BATCH_SIZE, &o->batch_size))
+            if (!cli_parse_int(v, 1, GEN_MAX_BATCH_SIZE, &o->batch_size))
                 rc = bad_value(o, flag, v, "a number of images per call from 1 to 64");
             break;
         case O_STRENGTH:
@@ -526,11 +503,11 @@ static int parse_args(int argc, char **argv, gen_opts *o)
         case O_OUTPUT: o->output = v; break;
         case O_TAESD: o->taesd = v; break;
         case O_THREADS:
-            if (!parse_int(v, 0, 1024, &o->threads))
+            if (!cli_parse_int(v, 0, 1024, &o->threads))
                 rc = bad_value(o, flag, v, "a number of threads from 0 (all cores) to 1024");
             break;
         case O_CLIP_SKIP:
-            if (!parse_int(v, 0, 30, &o->clip_skip))
+            if (!cli_parse_int(v, 0, 30, &o->clip_skip))
                 rc = bad_value(o, flag, v, "a number of layers from 0 to 30 (0 = use the last layer)");
             break;
         case O_RNG:

@@ -7,6 +7,7 @@
 #include "server/server.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,57 +81,6 @@ static void usage(FILE *f)
             d.limits.max_size, d.limits.max_steps, d.limits.max_fps);
 }
 
-static bool parse_ll(const char *s, long long lo, long long hi, long long *out)
-{
-    if (!s || !*s)
-        return false;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_d(const char *s, double lo, double hi, double *out)
-{
-    if (!s || !*s)
-        return false;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || !isfinite(v) || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_t_index(const char *s, srv_config *c)
-{
-    int n = 0, v[SD_STREAM_MAX_STEPS];
-    const char *p = s;
-    while (*p) {
-        char *end;
-        errno = 0;
-        long x = strtol(p, &end, 10);
-        if (end == p || errno || x < 0 || x >= SRV_NUM_INFERENCE_STEPS || n == SD_STREAM_MAX_STEPS ||
-            (n && x <= v[n - 1]))
-            return false;
-        v[n++] = (int)x;
-        p = end;
-        if (*p == ',')
-            p++;
-        else if (*p)
-            return false;
-    }
-    if (!n)
-        return false;
-    memcpy(c->t_index_list, v, sizeof(int) * (size_t)n);
-    c->n_t_index = n;
-    return true;
-}
-
 #define BAD(...)                                         \
     do {                                                 \
         fprintf(stderr, "streamdiff serve: " __VA_ARGS__); \
@@ -150,7 +100,8 @@ static int serve(int argc, char **argv, serve_loras *L)
     srv_options o;
     srv_options_default(&o);
     const char *model = NULL, *taesd = NULL, *config_dir = NULL, *prompt = NULL;
-    int width = 0, height = 0, threads = 0;
+    int width = 0, height = 0, threads = 0; /* 0: the model's native size */
+    bool size_set[2] = {false, false};
     sd_backend_kind backend = SD_BACKEND_CPU;
     sd_precision precision = SD_PRECISION_AUTO;
     bool force_tiny = false;
@@ -215,7 +166,7 @@ static int serve(int argc, char **argv, serve_loras *L)
             if (!sd_precision_from_name(v, &precision))
                 BAD("--precision must be fp32, bf16, int8 or auto, not '%s'", v);
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (!parse_ll(v, 0, 1024, &n))
+            if (!cli_parse_ll(v, 0, 1024, &n))
                 BAD("--threads must be 0..1024, not '%s'", v);
             threads = (int)n;
         } else if (!strcmp(a, "--host")) {
@@ -223,7 +174,7 @@ static int serve(int argc, char **argv, serve_loras *L)
                 BAD("--host needs an address like 127.0.0.1");
             o.host = v;
         } else if (!strcmp(a, "--port")) {
-            if (!parse_ll(v, 0, 65535, &n))
+            if (!cli_parse_ll(v, 0, 65535, &n))
                 BAD("--port must be 0..65535, not '%s'", v);
             o.port = (int)n;
         } else if (!strcmp(a, "--token")) {
@@ -235,17 +186,19 @@ static int serve(int argc, char **argv, serve_loras *L)
                     BAD("--token may hold only letters, digits and - _ . ~ (it travels in a URL)");
             o.token = v;
         } else if (!strcmp(a, "-W") || !strcmp(a, "--width") || !strcmp(a, "-H") || !strcmp(a, "--height")) {
-            if (!parse_ll(v, 8, 2048, &n) || n % 8)
-                BAD("%s must be a multiple of 8 in 8..2048, not '%s'", a, v);
-            *(a[1] == 'W' || a[2] == 'w' ? &width : &height) = (int)n;
+            if (!cli_parse_ll(v, INT_MIN, INT_MAX, &n)) /* the rule: sd_stream_params_validate, below */
+                BAD("%s must be a whole number of pixels (a multiple of 8), not '%s'", a, v);
+            bool w = a[1] == 'W' || a[2] == 'w';
+            *(w ? &width : &height) = (int)n;
+            size_set[!w] = true;
         } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
             if (strlen(v) > SRV_PROMPT_MAX)
                 BAD("--prompt is longer than %d bytes", SRV_PROMPT_MAX);
             prompt = v;
         } else if (!strcmp(a, "--t-index-list")) {
-            if (!parse_t_index(v, &def))
-                BAD("--t-index-list needs ascending numbers in 0..%d separated by commas, e.g. 32,45",
-                    SRV_NUM_INFERENCE_STEPS - 1);
+            if (!cli_parse_int_list(v, 0, 100000, SD_STREAM_MAX_STEPS, def.t_index_list, &def.n_t_index))
+                BAD("--t-index-list needs at most %d whole numbers separated by commas, e.g. 32,45, not '%s'",
+                    SD_STREAM_MAX_STEPS, v);
         } else if (!strcmp(a, "--cfg-type")) {
             int k = -1;
             for (int t = 0; t < 4; t++)
@@ -255,15 +208,15 @@ static int serve(int argc, char **argv, serve_loras *L)
                 BAD("--cfg-type must be none, full, self or initialize, not '%s'", v);
             def.cfg_type = (sd_cfg_type)k;
         } else if (!strcmp(a, "--guidance")) {
-            if (!parse_d(v, 0, 20, &x))
+            if (!cli_parse_double(v, 0, 20, &x))
                 BAD("--guidance must be in 0..20, not '%s'", v);
             def.guidance_scale = (float)x;
         } else if (!strcmp(a, "--delta")) {
-            if (!parse_d(v, 0, 10, &x))
+            if (!cli_parse_double(v, 0, 10, &x))
                 BAD("--delta must be in 0..10, not '%s'", v);
             def.delta = (float)x;
         } else if (!strcmp(a, "--seed")) {
-            if (!parse_ll(v, 0, 9007199254740991LL, &n))
+            if (!cli_parse_ll(v, 0, 9007199254740991LL, &n))
                 BAD("--seed must be 0..2^53-1, not '%s'", v);
             def.seed = (uint64_t)n;
         } else if (!strcmp(a, "--mode")) {
@@ -274,49 +227,49 @@ static int serve(int argc, char **argv, serve_loras *L)
             else
                 BAD("--mode must be img2img or txt2img, not '%s'", v);
         } else if (!strcmp(a, "--max-sessions")) {
-            if (!parse_ll(v, 1, 64, &n))
+            if (!cli_parse_ll(v, 1, 64, &n))
                 BAD("--max-sessions must be 1..64");
             o.max_sessions = (int)n;
         } else if (!strcmp(a, "--max-batch")) {
-            if (!parse_ll(v, 1, 64, &n))
+            if (!cli_parse_ll(v, 1, 64, &n))
                 BAD("--max-batch must be 1..64 (1 runs every frame alone)");
             o.max_batch = (int)n;
         } else if (!strcmp(a, "--max-clients")) {
-            if (!parse_ll(v, 1, 1024, &n))
+            if (!cli_parse_ll(v, 1, 1024, &n))
                 BAD("--max-clients must be 1..1024");
             o.max_clients = (int)n;
         } else if (!strcmp(a, "--max-frame-bytes")) {
-            if (!parse_ll(v, 1024, (long long)SRV_FRAME_MAX, &n))
+            if (!cli_parse_ll(v, 1024, (long long)SRV_FRAME_MAX, &n))
                 BAD("--max-frame-bytes must be 1024..%zu", SRV_FRAME_MAX);
             o.limits.max_frame_bytes = (size_t)n;
         } else if (!strcmp(a, "--max-text-bytes")) {
-            if (!parse_ll(v, 256, (long long)SRV_TEXT_MAX, &n))
+            if (!cli_parse_ll(v, 256, (long long)SRV_TEXT_MAX, &n))
                 BAD("--max-text-bytes must be 256..%zu", SRV_TEXT_MAX);
             o.limits.max_text_bytes = (size_t)n;
         } else if (!strcmp(a, "--max-prompt-bytes")) {
-            if (!parse_ll(v, 1, SRV_PROMPT_MAX, &n))
+            if (!cli_parse_ll(v, 1, SRV_PROMPT_MAX, &n))
                 BAD("--max-prompt-bytes must be 1..%d", SRV_PROMPT_MAX);
             o.limits.max_prompt_bytes = (size_t)n;
         } else if (!strcmp(a, "--max-frame-pixels")) {
-            if (!parse_ll(v, 64, (long long)16384 * 16384, &n))
+            if (!cli_parse_ll(v, 64, (long long)16384 * 16384, &n))
                 BAD("--max-frame-pixels must be 64..%lld", (long long)16384 * 16384);
             o.limits.max_frame_pixels = n;
         } else if (!strcmp(a, "--max-size")) {
-            if (!parse_ll(v, 8, 2048, &n))
+            if (!cli_parse_ll(v, 8, 2048, &n))
                 BAD("--max-size must be 8..2048");
             o.limits.max_size = (int)n;
         } else if (!strcmp(a, "--max-steps")) {
-            if (!parse_ll(v, 1, SD_STREAM_MAX_STEPS, &n))
+            if (!cli_parse_ll(v, 1, SD_STREAM_MAX_STEPS, &n))
                 BAD("--max-steps must be 1..%d", SD_STREAM_MAX_STEPS);
             o.limits.max_steps = (int)n;
         } else if (!strcmp(a, "--max-fps")) {
-            if (!parse_d(v, 0, 1000, &x))
+            if (!cli_parse_double(v, 0, 1000, &x))
                 BAD("--max-fps must be 0..1000");
             o.limits.max_fps = x;
         } else if (!strcmp(a, "--web-dir")) {
             o.web_dir = v;
         } else if (!strcmp(a, "--max-runtime")) {
-            if (!parse_d(v, 0, 1e7, &x))
+            if (!cli_parse_double(v, 0, 1e7, &x))
                 BAD("--max-runtime must be a number of seconds");
             o.max_runtime_s = x;
         } else {
@@ -327,6 +280,21 @@ static int serve(int argc, char **argv, serve_loras *L)
         BAD("-m MODEL is required");
     if (def.n_t_index > o.limits.max_steps)
         BAD("--t-index-list has %d entries but --max-steps is %d", def.n_t_index, o.limits.max_steps);
+    { /* the stream parameters these defaults make, by the library's rule (the size is checked against the
+       * model once it is loaded) */
+        static const cli_param_opt names[] = {{"t_index_list", "--t-index-list"}, {"guidance_scale", "--guidance"},
+                                              {"delta", "--delta"},               {"cfg_type", "--cfg-type"},
+                                              {"width", "--width"},               {"height", "--height"},
+                                              {NULL, NULL}};
+        srv_config chk = def;
+        chk.width = size_set[0] ? width : 512;
+        chk.height = size_set[1] ? height : 512;
+        sd_stream_params sp;
+        srv_config_stream_params(&chk, &sp);
+        int rc = cli_stream_params_check("serve", &sp, names);
+        if (rc)
+            return rc;
+    }
     if (o.web_dir && !sd_dir_exists(o.web_dir)) {
         fprintf(stderr, "streamdiff serve: --web-dir '%s' is not a folder\n", o.web_dir);
         return 2;

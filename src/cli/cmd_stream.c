@@ -16,6 +16,8 @@
 #include "io/video.h"
 
 #include <errno.h>
+#include <float.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -46,27 +48,10 @@ typedef struct {
 
 /* ------------------------------------------------------------ shared parsers (cli.h) */
 
+/* The list's syntax only (the one rule of a valid list: sd_stream_params_validate). */
 bool cli_parse_t_index(const char *s, sd_stream_params *p)
 {
-    int n = 0;
-    const char *q = s;
-    if (!s || !*s)
-        return false;
-    while (*q) {
-        char *end;
-        errno = 0;
-        long v = strtol(q, &end, 10);
-        if (end == q || errno || v < 0 || v > 999 || n >= SD_STREAM_MAX_STEPS)
-            return false;
-        p->t_index_list[n++] = (int)v;
-        q = end;
-        if (*q == ',')
-            q++;
-        else if (*q)
-            return false;
-    }
-    p->n_t_index = n;
-    return n > 0;
+    return cli_parse_int_list(s, 0, 100000, SD_STREAM_MAX_STEPS, p->t_index_list, &p->n_t_index);
 }
 
 bool cli_parse_cfg_type(const char *s, sd_cfg_type *out)
@@ -86,31 +71,13 @@ const char *cli_cfg_type_name(sd_cfg_type t)
     return (unsigned)t < 4 ? names[t] : "?";
 }
 
-static bool parse_int(const char *s, long lo, long hi, int *out)
-{
-    if (!s || !*s)
-        return false;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = (int)v;
-    return true;
-}
-
-static bool parse_double(const char *s, double lo, double hi, double *out)
-{
-    if (!s || !*s)
-        return false;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
+/* The options behind sd_stream_params fields (the validator's messages name the field). */
+static const cli_param_opt k_param_opts[] = {
+    {"t_index_list", "--t-index"},     {"num_inference_steps", "--steps"}, {"cfg_type", "--cfg-type"},
+    {"guidance_scale", "--guidance"},  {"delta", "--delta"},           {"width", "--width"},
+    {"height", "--height"},            {"similarity_threshold", "--similarity"},
+    {"max_skip_frames", "--max-skip"}, {"queue_size", "--queue"},      {"rng", "--rng"},
+    {NULL, NULL}};
 
 /* ------------------------------------------------------------ help */
 
@@ -221,13 +188,6 @@ static void usage(FILE *f)
 
 /* ------------------------------------------------------------ arguments */
 
-static int bad(const char *flag, const char *val, const char *what)
-{
-    fprintf(stderr, "streamdiff stream: %s needs %s, got '%s'\nRun 'streamdiff stream --help' for all options.\n", flag,
-            what, val);
-    return 2;
-}
-
 static bool flag_is(const char *name, const char *shrt, const char *lng)
 {
     return (shrt && !strcmp(name, shrt)) || !strcmp(name, lng);
@@ -318,73 +278,69 @@ static int parse_args(int argc, char **argv, stream_opts *o)
             o->negative = v;
         else if (FLAG(NULL, "--t-index")) {
             if (!cli_parse_t_index(v, &o->sp))
-                return bad(name, v, "comma-separated indices from 0 to 999, at most 16 (e.g. 32,45)");
+                return cli_bad_value("stream", name, v, "at most 16 comma-separated whole numbers (e.g. 32,45)");
         } else if (FLAG(NULL, "--steps")) {
-            if (!parse_int(v, 1, 1000, &o->sp.num_inference_steps))
-                return bad(name, v, "a whole number from 1 to 1000");
+            if (!cli_parse_int(v, INT_MIN, INT_MAX, &o->sp.num_inference_steps))
+                return cli_bad_value("stream", name, v, "a whole number");
         } else if (FLAG(NULL, "--cfg-type")) {
             if (!cli_parse_cfg_type(v, &o->sp.cfg_type))
-                return bad(name, v, "none, full, self or initialize");
+                return cli_bad_value("stream", name, v, "none, full, self or initialize");
         } else if (FLAG(NULL, "--guidance")) {
-            if (!parse_double(v, 0, 100, &dv))
-                return bad(name, v, "a number from 0 to 100");
+            if (!cli_parse_double(v, -FLT_MAX, FLT_MAX, &dv))
+                return cli_bad_value("stream", name, v, "a number");
             o->sp.guidance_scale = (float)dv;
         } else if (FLAG(NULL, "--delta")) {
-            if (!parse_double(v, -100, 100, &dv))
-                return bad(name, v, "a number from -100 to 100");
+            if (!cli_parse_double(v, -FLT_MAX, FLT_MAX, &dv))
+                return cli_bad_value("stream", name, v, "a number");
             o->sp.delta = (float)dv;
         } else if (FLAG("-s", "--seed")) {
-            char *end;
-            errno = 0;
-            unsigned long long sv = strtoull(v, &end, 10);
-            if (!*v || *v == '-' || errno || *end)
-                return bad(name, v, "a whole number from 0 to 18446744073709551615");
-            o->sp.seed = sv;
+            if (!cli_parse_u64(v, &o->sp.seed))
+                return cli_bad_value("stream", name, v, "a whole number from 0 to 18446744073709551615");
         } else if (FLAG("-W", "--width") || FLAG("-H", "--height")) {
-            if (!parse_int(v, 8, 2048, &iv) || iv % 8)
-                return bad(name, v, "a number of pixels from 8 to 2048, a multiple of 8 (64 for SD models)");
+            if (!cli_parse_int(v, INT_MIN, INT_MAX, &iv))
+                return cli_bad_value("stream", name, v, "a number of pixels, a multiple of 8 (64 for SD models)");
             *(FLAG("-W", "--width") ? &o->sp.width : &o->sp.height) = iv;
         } else if (FLAG(NULL, "--similarity")) {
-            if (!parse_double(v, 0, 1, &dv))
-                return bad(name, v, "a cosine-similarity threshold from 0 (off) to 1, e.g. 0.98");
+            if (!cli_parse_double(v, -FLT_MAX, FLT_MAX, &dv))
+                return cli_bad_value("stream", name, v, "a cosine-similarity threshold from 0 (off) to 1, e.g. 0.98");
             o->sp.similarity_threshold = (float)dv;
         } else if (FLAG(NULL, "--max-skip")) {
-            if (!parse_int(v, 0, 100000, &o->sp.max_skip_frames))
-                return bad(name, v, "a number of frames from 0 to 100000");
+            if (!cli_parse_int(v, INT_MIN, INT_MAX, &o->sp.max_skip_frames))
+                return cli_bad_value("stream", name, v, "a number of frames");
         } else if (FLAG(NULL, "--frames")) {
-            if (!parse_int(v, 1, 100000000, &o->frames))
-                return bad(name, v, "a number of frames from 1");
+            if (!cli_parse_int(v, 1, 100000000, &o->frames))
+                return cli_bad_value("stream", name, v, "a number of frames from 1");
         } else if (FLAG("-t", "--threads")) {
-            if (!parse_int(v, 0, 1024, &o->threads))
-                return bad(name, v, "a number of threads from 0 (all cores) to 1024");
+            if (!cli_parse_int(v, 0, 1024, &o->threads))
+                return cli_bad_value("stream", name, v, "a number of threads from 0 (all cores) to 1024");
         } else if (FLAG(NULL, "--precision")) {
             if (!sd_precision_from_name(v, &o->precision))
-                return bad(name, v, "fp32, bf16, int8 or auto");
+                return cli_bad_value("stream", name, v, "fp32, bf16, int8 or auto");
         } else if (FLAG(NULL, "--backend")) {
             if (!strcasecmp(v, "cpu"))
                 o->backend = SD_BACKEND_CPU;
             else if (!strcasecmp(v, "cuda"))
                 o->backend = SD_BACKEND_CUDA;
             else
-                return bad(name, v, "'cpu' or 'cuda'");
+                return cli_bad_value("stream", name, v, "'cpu' or 'cuda'");
         } else if (FLAG(NULL, "--fps")) {
-            if (!parse_double(v, 0.01, 1000, &o->fps))
-                return bad(name, v, "frames per second from 0.01 to 1000");
+            if (!cli_parse_double(v, 0.01, 1000, &o->fps))
+                return cli_bad_value("stream", name, v, "frames per second from 0.01 to 1000");
         } else if (FLAG(NULL, "--queue")) {
-            if (!parse_int(v, 1, 64, &o->sp.queue_size))
-                return bad(name, v, "a queue depth from 1 to 64");
+            if (!cli_parse_int(v, INT_MIN, INT_MAX, &o->sp.queue_size))
+                return cli_bad_value("stream", name, v, "a queue depth");
         } else if (FLAG(NULL, "--rng")) {
             if (!strcasecmp(v, "torch"))
                 o->sp.rng = SD_RNG_TYPE_TORCH;
             else if (!strcasecmp(v, "fast"))
                 o->sp.rng = SD_RNG_TYPE_FAST;
             else
-                return bad(name, v, "'torch' or 'fast'");
+                return cli_bad_value("stream", name, v, "'torch' or 'fast'");
         } else if (FLAG(NULL, "--lora")) {
             if (o->n_loras >= CLI_MAX_LORAS)
-                return bad(name, v, "at most 16 LoRAs");
+                return cli_bad_value("stream", name, v, "at most 16 LoRAs");
             if (!cli_parse_lora(v, &o->loras[o->n_loras]))
-                return bad(name, v, "PATH or PATH:SCALE with SCALE a number from -100 to 100 (e.g. lcm.safetensors:1)");
+                return cli_bad_value("stream", name, v, "PATH or PATH:SCALE with SCALE a number from -100 to 100 (e.g. lcm.safetensors:1)");
             o->n_loras++;
         } else if (FLAG(NULL, "--osc-port")) {
             if (!parse_int(v, 1, 65535, &o->osc_port))
@@ -392,8 +348,8 @@ static int parse_args(int argc, char **argv, stream_opts *o)
         } else if (FLAG(NULL, "--osc-bind")) {
             o->osc_bind = v;
         } else if (FLAG(NULL, "--stats-every")) {
-            if (!parse_double(v, 0, 3600, &o->stats_every))
-                return bad(name, v, "seconds from 0 (only at the end) to 3600");
+            if (!cli_parse_double(v, 0, 3600, &o->stats_every))
+                return cli_bad_value("stream", name, v, "seconds from 0 (only at the end) to 3600");
         }
 #undef FLAG
     }
@@ -429,14 +385,7 @@ static int check_args(const stream_opts *o)
         fprintf(stderr, "streamdiff stream: give either -p or --prompt-file, not both\n");
         return 2;
     }
-    for (int i = 0; i < o->sp.n_t_index; i++)
-        if (o->sp.t_index_list[i] >= o->sp.num_inference_steps || (i && o->sp.t_index_list[i] <= o->sp.t_index_list[i - 1])) {
-            fprintf(stderr,
-                    "streamdiff stream: --t-index must ascend and stay below --steps (%d); got %d at position %d\n",
-                    o->sp.num_inference_steps, o->sp.t_index_list[i], i + 1);
-            return 2;
-        }
-    return 0;
+    return cli_stream_params_check("stream", &o->sp, k_param_opts);
 }
 
 /* ------------------------------------------------------------ prompt file */

@@ -90,7 +90,8 @@ int sd_vae_downscale(const sd_vae_config *c);
 sd_tensor sd_vae_encode(sd_ctx *ctx, const sd_vae *m, sd_tensor img, sd_tensor *logvar);
 /* z [B, latent_channels, h, w] (unscaled) -> image [B, out_channels, h*f, w*f]. */
 sd_tensor sd_vae_decode(sd_ctx *ctx, const sd_vae *m, sd_tensor z);
-/* DiagonalGaussianDistribution.sample: mean + exp(0.5*logvar) * noise. */
+/* DiagonalGaussianDistribution.sample: mean + exp(0.5*logvar) * noise. The one latent sampler (img2img,
+ * the stream engine with the full VAE, the VAE checker). */
 sd_tensor sd_vae_sample(sd_ctx *ctx, sd_tensor mean, sd_tensor logvar, sd_tensor noise);
 
 /* ---------------------------------------------------------------- AutoencoderTiny */

@@ -34,20 +34,7 @@ static sd_status make_scheduler(const sd_model *m, const sd_gen_params *p, sd_sc
     if (p->sampler && *p->sampler) {
         sd_sched_kind kind;
         SD_TRY(sd_sched_kind_from_name(p->sampler, &kind));
-        if (kind != c.kind) {
-            sd_sched_config d;
-            sd_sched_config_default(&d, kind);
-            /* keep the model's noise schedule and parameterisation */
-            d.num_train_timesteps = c.num_train_timesteps;
-            d.beta_start = c.beta_start;
-            d.beta_end = c.beta_end;
-            d.beta_schedule = c.beta_schedule;
-            d.prediction_type = c.prediction_type;
-            d.rescale_betas_zero_snr = c.rescale_betas_zero_snr;
-            d.steps_offset = c.steps_offset;
-            d.timestep_spacing = c.timestep_spacing; /* as diffusers' from_config(model config) */
-            c = d;
-        }
+        sd_sched_config_from_model(&m->sched_cfg, kind, &c);
     }
     if (p->schedule && *p->schedule && strcmp(p->schedule, "default") != 0) {
         if (!strcmp(p->schedule, "karras")) {

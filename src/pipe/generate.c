@@ -64,23 +64,16 @@ typedef struct {
 static void text_stage(sd_ctx *ctx, void *user)
 {
     text_job *j = user;
-    sd_tensor h = sd_clip_forward(ctx, j->m->clip, j->ids, 1, j->seq, j->clip_skip, NULL, NULL);
-    sd_tensor_to_f32(ctx, &h, j->out);
+    sd_model_text_forward(j->m, ctx, j->ids, j->seq, j->clip_skip, j->out);
 }
 
 sd_status sd_pipe_encode_prompt(sd_model *m, const char *prompt, int clip_skip, float **embeds, int *seq_len, int *dim)
 {
-    int seq = sd_tokenizer_max_length(m->tok);
-    if (seq <= 0 || seq > m->clip_cfg.max_position_embeddings)
-        seq = m->clip_cfg.max_position_embeddings;
+    int seq = sd_model_prompt_tokens(m);
     int32_t *ids = sd_calloc((size_t)seq, sizeof *ids);
     if (!ids)
         return SD_ERR_OUT_OF_MEMORY;
-    int n_valid = 0, n_trunc = 0;
-    sd_status s = sd_tokenizer_encode(m->tok, prompt ? prompt : "", m->tok_mode, ids, seq, &n_valid, &n_trunc);
-    if (s == SD_OK && n_trunc > 0)
-        fprintf(stderr, "streamdiff: warning: the prompt is %d tokens too long; CLIP sees only the first %d tokens\n",
-                n_trunc, seq - 2);
+    sd_status s = sd_model_tokenize(m, NULL, prompt, ids, seq, true);
     int D = m->clip_cfg.hidden_size;
     float *out = s == SD_OK ? sd_malloc((size_t)seq * D * sizeof(float)) : NULL;
     if (s == SD_OK && !out)
@@ -153,7 +146,8 @@ typedef struct {
     int B;
     int64_t C, h, w;  /* input dims */
     const float *in;
-    float *out, *logvar;
+    float *out;
+    const float *noise; /* encode with the VAE: latent_dist.sample() with this noise (sd_vae_sample) */
 } vae_job;
 
 static void vae_stage(sd_ctx *ctx, void *user)
@@ -162,13 +156,19 @@ static void vae_stage(sd_ctx *ctx, void *user)
     sd_tensor x = sd_new4(ctx, j->B, j->C, j->h, j->w);
     sd_tensor_from_f32(ctx, &x, j->in);
     sd_tensor y, lv = {0};
-    if (j->taesd)
+    if (j->taesd) {
         y = j->encode ? sd_taesd_encode(ctx, j->m->taesd, x) : sd_taesd_decode(ctx, j->m->taesd, x);
-    else
-        y = j->encode ? sd_vae_encode(ctx, j->m->vae, x, &lv) : sd_vae_decode(ctx, j->m->vae, x);
+    } else if (j->encode) {
+        y = sd_vae_encode(ctx, j->m->vae, x, &lv);
+        if (j->noise) {
+            sd_tensor nz = sd_new(ctx, y.dtype, y.ndim, y.ne);
+            sd_tensor_from_f32(ctx, &nz, j->noise);
+            y = sd_vae_sample(ctx, y, lv, nz);
+        }
+    } else {
+        y = sd_vae_decode(ctx, j->m->vae, x);
+    }
     sd_tensor_to_f32(ctx, &y, j->out);
-    if (j->logvar)
-        sd_tensor_to_f32(ctx, &lv, j->logvar);
 }
 
 static int vae_scale(const sd_model *m, bool taesd)
@@ -309,23 +309,19 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
     /* 3. initial latents */
     if (a->image) {
         vae_job vj = {m, a->use_taesd, true, B, 3, a->height, a->width, a->image, x, NULL};
-        float *logvar = NULL;
-        if (!a->use_taesd && !(logvar = vj.logvar = sd_malloc(n * sizeof(float)))) {
-            s = SD_ERR_OUT_OF_MEMORY;
-            goto done;
+        if (!a->use_taesd) { /* latent_dist.sample(generator) (sd_vae_sample) * scaling_factor */
+            a->noise(a->noise_user, "vae.sample", noise, n);
+            vj.noise = noise;
         }
         snprintf(what, sizeof what, "the image encoder at %dx%d (batch %d)", a->width, a->height, B);
         s = run_stage(m->be, vae_stage, &vj, NULL, what);
-        if (s == SD_OK && !a->use_taesd) { /* latent_dist.sample(generator) * scaling_factor */
-            a->noise(a->noise_user, "vae.sample", noise, n);
-            for (size_t i = 0; i < n; i++)
-                x[i] = (x[i] + expf(0.5f * logvar[i]) * noise[i]) * (float)m->vae_cfg.scaling_factor;
-        }
-        if (s == SD_OK && a->on_latents)
-            a->on_latents(a->step_user, "init_latents", x, n);
-        free(logvar);
         if (s != SD_OK)
             goto done;
+        if (!a->use_taesd)
+            for (size_t i = 0; i < n; i++)
+                x[i] *= (float)m->vae_cfg.scaling_factor;
+        if (a->on_latents)
+            a->on_latents(a->step_user, "init_latents", x, n);
         a->noise(a->noise_user, "prepare_latents", noise, n);
         sd_scheduler_add_noise(a->sched, x, noise, sd_scheduler_timestep(a->sched, first), x, n);
         if (a->on_latents)

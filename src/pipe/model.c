@@ -568,3 +568,29 @@ sd_status sd_model_get_info(const sd_model *m, sd_model_info *info)
     info->active_loras = sd_lora_state_loras(m->lora);
     return SD_OK;
 }
+
+/* ---------------------------------------------------------------- prompt encoder */
+
+int sd_model_prompt_tokens(const sd_model *m)
+{
+    int S = sd_tokenizer_max_length(m->tok);
+    return S <= 0 || S > m->clip_cfg.max_position_embeddings ? m->clip_cfg.max_position_embeddings : S;
+}
+
+sd_status sd_model_tokenize(const sd_model *m, sd_tokenizer *tok, const char *prompt, int32_t *ids, int S,
+                            bool warn)
+{
+    int n_valid = 0, n_trunc = 0;
+    SD_TRY(sd_tokenizer_encode(tok ? tok : m->tok, prompt ? prompt : "", m->tok_mode, ids, S, &n_valid, &n_trunc));
+    if (warn && n_trunc > 0)
+        fprintf(stderr, "streamdiff: warning: the prompt is %d tokens too long; CLIP sees only the first %d tokens\n",
+                n_trunc, S - 2);
+    return SD_OK;
+}
+
+void sd_model_text_forward(const sd_model *m, sd_ctx *ctx, const int32_t *ids, int S, int clip_skip, float *out)
+{
+    sd_ctx_reset(ctx);
+    sd_tensor h = sd_clip_forward(ctx, m->clip, ids, 1, S, clip_skip, NULL, NULL);
+    sd_tensor_to_f32(ctx, &h, out);
+}

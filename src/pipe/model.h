@@ -66,6 +66,18 @@ void sd_sdxl_free(sd_model *m); /* the SDXL-only components */
 /* Weights of a diffusers/transformers component folder (`base`: "model" or "diffusion_pytorch_model") in the
  * model's weight dtype and variant, finalized. */
 sd_status sd_model_load_component(sd_model *m, sd_weights *w, const char *dir, const char *what, const char *base);
+/* The prompt encoder (the one place a prompt becomes CLIP hidden states; txt2img/img2img and the stream
+ * engine use it). Tokens per prompt: the tokenizer's max length within CLIP's positions. */
+int sd_model_prompt_tokens(const sd_model *m);
+/* The prompt's S token ids (tok: the model's tokenizer, or NULL for m->tok; the model's clean-up mode;
+ * padded). warn: say on stderr when CLIP sees only part of the prompt (txt2img/img2img; the stream engine,
+ * which re-encodes on every prompt change, does not). */
+sd_status sd_model_tokenize(const sd_model *m, sd_tokenizer *tok, const char *prompt, int32_t *ids, int S,
+                            bool warn);
+/* CLIP (clip_skip) on S token ids into out [S*D] host floats, on ctx (reset here; a planning ctx sizes
+ * the arena and computes nothing). Errors go to ctx. */
+void sd_model_text_forward(const sd_model *m, sd_ctx *ctx, const int32_t *ids, int S, int clip_skip, float *out);
+
 /* The float dtype weights are kept in for this backend and params. */
 sd_dtype sd_model_weight_dtype(const sd_backend *be, const sd_model_params *p);
 

@@ -215,16 +215,6 @@ static void xl_text_stage(sd_ctx *ctx, void *user)
     sd_tensor_to_f32(ctx, &pooled, j->pooled);
 }
 
-static sd_status tokenize(sd_model *m, sd_tokenizer *tok, const char *prompt, int seq, int32_t *ids)
-{
-    int n_valid = 0, n_trunc = 0;
-    SD_TRY(sd_tokenizer_encode(tok, prompt ? prompt : "", m->tok_mode, ids, seq, &n_valid, &n_trunc));
-    if (n_trunc > 0 && tok == m->tok)
-        fprintf(stderr, "streamdiff: warning: the prompt is %d tokens too long; CLIP sees only the first %d tokens\n",
-                n_trunc, seq - 2);
-    return SD_OK;
-}
-
 sd_status sd_sdxl_encode_prompt(sd_model *m, const char *prompt, int clip_skip, float **embeds, float **pooled,
                                 int *seq_len, int *dim, int *pooled_dim)
 {
@@ -247,9 +237,9 @@ sd_status sd_sdxl_encode_prompt(sd_model *m, const char *prompt, int clip_skip, 
     float *e = sd_malloc((size_t)seq * D * sizeof(float)), *p = sd_malloc((size_t)P * sizeof(float));
     sd_status s = ids && e && p ? SD_OK : SD_ERR_OUT_OF_MEMORY;
     if (s == SD_OK)
-        s = tokenize(m, m->tok, prompt, seq, ids);
+        s = sd_model_tokenize(m, m->tok, prompt, ids, seq, true); /* the model's prompt tokenizer (one warning) */
     if (s == SD_OK)
-        s = tokenize(m, m->tok2, prompt, seq, ids + seq);
+        s = sd_model_tokenize(m, m->tok2, prompt, ids + seq, seq, false);
     if (s == SD_OK) {
         xl_text_job j = {m, ids, ids + seq, seq, skip, e, p};
         s = sd_pipe_stage(m->be, xl_text_stage, &j, "the SDXL text encoders");

@@ -34,44 +34,80 @@ void sd_stream_default_params(sd_stream_params *p)
     p->use_graphs = true;
 }
 
-static sd_status validate(const sd_model *m, const sd_stream_params *p, bool *taesd)
+/* ---------------------------------------------------------------- parameters: one validator */
+
+/* A refused parameter: its name into *param (when asked), the message (naming it) into sd_last_error. */
+#define BAD_PARAM(name, ...) (param ? (void)(*param = (name)) : (void)0, sd_fail(SD_ERR_INVALID_ARGUMENT, __VA_ARGS__))
+
+static sd_status check_guidance(float guidance_scale, float delta, const char **param)
 {
+    if (!(guidance_scale >= 0 && guidance_scale <= 100))
+        return BAD_PARAM("guidance_scale", "guidance_scale %g is outside 0..100", guidance_scale);
+    if (!(fabsf(delta) <= 100))
+        return BAD_PARAM("delta", "delta %g is outside -100..100", delta);
+    return SD_OK;
+}
+
+static sd_status check_filter(float threshold, int max_skip_frames, const char **param)
+{
+    if (!(threshold >= 0 && threshold <= 1))
+        return BAD_PARAM("similarity_threshold", "similarity_threshold %g is outside 0..1 (0 = filter off)", threshold);
+    if (max_skip_frames < 0)
+        return BAD_PARAM("max_skip_frames", "max_skip_frames %d must be 0 or more", max_skip_frames);
+    return SD_OK;
+}
+
+sd_status sd_stream_params_validate(const sd_stream_params *p, const char **param)
+{
+    if (param)
+        *param = NULL;
+    if (!p)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_params_validate: NULL parameters");
     if (p->n_t_index < 1 || p->n_t_index > SD_STREAM_MAX_STEPS)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "t_index_list needs 1 to %d entries, got %d", SD_STREAM_MAX_STEPS,
-                       p->n_t_index);
+        return BAD_PARAM("t_index_list", "t_index_list needs 1 to %d entries, got %d", SD_STREAM_MAX_STEPS,
+                         p->n_t_index);
     if (p->num_inference_steps < 1 || p->num_inference_steps > 1000)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "num_inference_steps %d out of range (1..1000)", p->num_inference_steps);
+        return BAD_PARAM("num_inference_steps", "num_inference_steps %d is outside 1..1000", p->num_inference_steps);
     for (int i = 0; i < p->n_t_index; i++) {
         if (p->t_index_list[i] < 0 || p->t_index_list[i] >= p->num_inference_steps)
-            return sd_fail(SD_ERR_INVALID_ARGUMENT, "t_index_list[%d] = %d is outside 0..%d", i, p->t_index_list[i],
-                           p->num_inference_steps - 1);
+            return BAD_PARAM("t_index_list", "t_index_list[%d] = %d is outside 0..%d (num_inference_steps %d)", i,
+                             p->t_index_list[i], p->num_inference_steps - 1, p->num_inference_steps);
         if (i && p->t_index_list[i] <= p->t_index_list[i - 1])
-            return sd_fail(SD_ERR_INVALID_ARGUMENT, "t_index_list must ascend (indices nearer 0 change the image more), "
-                                                    "got %d after %d", p->t_index_list[i], p->t_index_list[i - 1]);
+            return BAD_PARAM("t_index_list",
+                             "t_index_list must ascend (indices nearer 0 change the image more), got %d after %d",
+                             p->t_index_list[i], p->t_index_list[i - 1]);
     }
     if (p->frame_buffer_size < 1 || p->frame_buffer_size > 16)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "frame_buffer_size %d out of range (1..16)", p->frame_buffer_size);
+        return BAD_PARAM("frame_buffer_size", "frame_buffer_size %d is outside 1..16", p->frame_buffer_size);
     if ((unsigned)p->cfg_type > SD_CFG_INITIALIZE)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown cfg_type %d", (int)p->cfg_type);
+        return BAD_PARAM("cfg_type", "unknown cfg_type %d (none, full, self or initialize)", (int)p->cfg_type);
     if (p->rng != SD_RNG_TYPE_TORCH && p->rng != SD_RNG_TYPE_FAST)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown rng type %d (SD_RNG_TYPE_TORCH or SD_RNG_TYPE_FAST)",
-                       (int)p->rng);
-    if (!(p->guidance_scale >= 0 && p->guidance_scale <= 100) || !(fabsf(p->delta) <= 100))
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "guidance_scale (%g) must be in 0..100 and delta (%g) in -100..100",
-                       p->guidance_scale, p->delta);
-    if (!(p->similarity_threshold >= 0 && p->similarity_threshold <= 1) || p->max_skip_frames < 0)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "similarity_threshold must be in 0..1 (0 = off) and max_skip_frames >= 0");
+        return BAD_PARAM("rng", "unknown rng type %d (SD_RNG_TYPE_TORCH or SD_RNG_TYPE_FAST)", (int)p->rng);
+    SD_TRY(check_guidance(p->guidance_scale, p->delta, param));
+    SD_TRY(check_filter(p->similarity_threshold, p->max_skip_frames, param));
     if (p->queue_size < 1 || p->queue_size > 64)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "queue_size %d out of range (1..64)", p->queue_size);
+        return BAD_PARAM("queue_size", "queue_size %d is outside 1..64", p->queue_size);
+    if (p->width < 8 || p->width > 2048 || p->width % 8)
+        return BAD_PARAM("width", "width %d: width and height must be multiples of 8 from 8 to 2048", p->width);
+    if (p->height < 8 || p->height > 2048 || p->height % 8)
+        return BAD_PARAM("height", "height %d: width and height must be multiples of 8 from 8 to 2048", p->height);
+    return SD_OK;
+}
+
+/* The parameters with the model: sd_stream_params_validate, then what needs the model (an autoencoder,
+ * the size's multiple). */
+static sd_status validate(const sd_model *m, const sd_stream_params *p, bool *taesd)
+{
+    SD_TRY(sd_stream_params_validate(p, NULL));
     *taesd = sd_model_use_taesd(m, p->use_taesd);
     if (!*taesd && !m->vae)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "the model has neither a VAE nor a TAESD to encode and decode frames");
     int sc = *taesd ? sd_taesd_downscale(&m->taesd_cfg) : sd_vae_downscale(&m->vae_cfg);
     int64_t div = (int64_t)sc << (m->unet_cfg.n_blocks - 1);
-    if (p->width < 8 || p->height < 8 || p->width > 2048 || p->height > 2048 || p->width % div || p->height % div ||
-        p->width % 8 || p->height % 8)
+    if (p->width % div || p->height % div)
         return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                       "stream size %dx%d: width and height must be multiples of %lld (and of 8) up to 2048",
+                       "stream size %dx%d: width and height must be multiples of %lld for this model (its autoencoder "
+                       "and UNet downsample by that much)",
                        p->width, p->height, (long long)div);
     return SD_OK;
 }
@@ -80,21 +116,8 @@ static sd_status validate(const sd_model *m, const sd_stream_params *p, bool *ta
  * LCMScheduler.from_config(pipe.scheduler.config). */
 static sd_status lcm_coeffs(sd_stream *s)
 {
-    sd_sched_config c = s->m->sched_cfg;
-    if (c.kind != SD_SCHED_LCM) {
-        sd_sched_config d;
-        sd_sched_config_default(&d, SD_SCHED_LCM);
-        d.num_train_timesteps = c.num_train_timesteps;
-        d.beta_start = c.beta_start;
-        d.beta_end = c.beta_end;
-        d.beta_schedule = c.beta_schedule;
-        d.prediction_type = c.prediction_type;
-        d.steps_offset = c.steps_offset;
-        d.timestep_spacing = c.timestep_spacing;
-        d.set_alpha_to_one = c.set_alpha_to_one;
-        d.rescale_betas_zero_snr = c.rescale_betas_zero_snr;
-        c = d;
-    }
+    sd_sched_config c;
+    sd_sched_config_from_model(&s->m->sched_cfg, SD_SCHED_LCM, &c);
     sd_scheduler *sch;
     SD_TRY(sd_scheduler_create(&c, &sch));
     sd_status st = sd_scheduler_set_timesteps(sch, s->p.num_inference_steps, 1.0, NULL, 0);
@@ -282,7 +305,7 @@ static sd_tensor encode_frame(sd_stream *s, sd_ctx *ctx)
     }
     if (s->taesd) {
         z = sd_taesd_encode(ctx, s->m->taesd, img);
-    } else { /* latent_dist.sample(): mean + std * noise, drawn per frame */
+    } else { /* latent_dist.sample() (sd_vae_sample), its noise drawn per frame */
         sd_tensor logvar;
         sd_tensor mean = sd_vae_encode(ctx, s->m->vae, img, &logvar);
         sd_tensor nz = sd_new4(ctx, mean.ne[0], mean.ne[1], mean.ne[2], mean.ne[3]);
@@ -290,7 +313,7 @@ static sd_tensor encode_frame(sd_stream *s, sd_ctx *ctx)
             sd_rng_randn(&s->rng, s->host_noise, (size_t)sd_numel(&nz));
             sd_tensor_from_f32(ctx, &nz, s->host_noise);
         }
-        z = sd_add(ctx, mean, sd_mul(ctx, sd_unary(ctx, sd_affine(ctx, logvar, 0.5f, 0), SD_UNARY_EXP), nz));
+        z = sd_vae_sample(ctx, mean, logvar, nz);
     }
     z = sd_affine(ctx, z, s->vae_scale, 0);
     sd_tensor x = sd_add(ctx, sd_affine(ctx, z, s->alpha[0], 0),
@@ -493,18 +516,11 @@ const sd_unet_kv *sd_stream_kv(const sd_stream *s, uint64_t *version)
 
 /* ---------------------------------------------------------------- prompts */
 
-static void text_forward(sd_stream *s, sd_ctx *ctx, float *out)
-{
-    sd_ctx_reset(ctx);
-    sd_tensor h = sd_clip_forward(ctx, s->m->clip, s->ids, 1, s->S, 0, NULL, NULL);
-    sd_tensor_to_f32(ctx, &h, out);
-}
-
+/* The model's prompt encoder on the stream's own arena and token scratch. */
 static sd_status encode_text(sd_stream *s, const char *text, float *out)
 {
-    int nv, nt;
-    SD_TRY(sd_tokenizer_encode(s->m->tok, text ? text : "", s->m->tok_mode, s->ids, s->S, &nv, &nt));
-    text_forward(s, &s->text_ctx, out);
+    SD_TRY(sd_model_tokenize(s->m, NULL, text, s->ids, s->S, false));
+    sd_model_text_forward(s->m, &s->text_ctx, s->ids, s->S, 0, out);
     return s->text_ctx.status;
 }
 
@@ -587,7 +603,7 @@ static sd_status plan_contexts(sd_stream *s)
     peak = SD_MAX(peak, plan.peak);
     /* text encoder */
     sd_ctx_init_plan(&plan, s->m->be);
-    text_forward(s, &plan, s->host_embeds);
+    sd_model_text_forward(s->m, &plan, s->ids, s->S, 0, s->host_embeds);
     SD_TRY(plan.status);
     /* refuse up front what cannot fit (src/core/memlimit.h): everything the stream holds */
     size_t kvb = sd_unet_kv_bytes(s->m->unet, s->embeds.ne[0], s->S, s->m->be->act_dtype);
@@ -635,9 +651,7 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
     s->h = p.height / sc;
     s->w = p.width / sc;
     s->guidance = p.cfg_type == SD_CFG_NONE ? 1.0f : p.guidance_scale;
-    s->S = sd_tokenizer_max_length(m->tok);
-    if (s->S <= 0 || s->S > m->clip_cfg.max_position_embeddings)
-        s->S = m->clip_cfg.max_position_embeddings;
+    s->S = sd_model_prompt_tokens(m);
     s->D = m->clip_cfg.hidden_size;
     sd_rng_init(&s->rng, p.rng == SD_RNG_TYPE_FAST ? SD_RNG_FAST : SD_RNG_TORCH, p.seed);
     sd_rng_init(&s->ssf_rng, SD_RNG_FAST, p.seed ^ 0x5353465f636f696eULL); /* "SSF_coin" */
@@ -1041,9 +1055,7 @@ sd_status sd_stream_set_guidance(sd_stream *s, float guidance_scale, float delta
 {
     if (!s)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
-    if (!(guidance_scale >= 0 && guidance_scale <= 100) || !(fabsf(delta) <= 100))
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "guidance_scale (%g) must be in 0..100 and delta (%g) in -100..100",
-                       guidance_scale, delta);
+    SD_TRY(check_guidance(guidance_scale, delta, NULL));
     pthread_mutex_lock(&s->engine);
     s->p.guidance_scale = guidance_scale;
     s->guidance = s->p.cfg_type == SD_CFG_NONE ? 1.0f : guidance_scale;
@@ -1056,10 +1068,7 @@ sd_status sd_stream_set_similarity_filter(sd_stream *s, float threshold, int max
 {
     if (!s)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
-    if (!(threshold >= 0 && threshold <= 1) || max_skip_frames < 0)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                       "similarity threshold (%g) must be in 0..1 (0 = off) and max_skip_frames (%d) >= 0", threshold,
-                       max_skip_frames);
+    SD_TRY(check_filter(threshold, max_skip_frames, NULL));
     pthread_mutex_lock(&s->engine);
     __atomic_store(&s->p.similarity_threshold, &threshold, __ATOMIC_RELAXED); /* read by the async input thread */
     __atomic_store(&s->p.max_skip_frames, &max_skip_frames, __ATOMIC_RELAXED);

@@ -652,29 +652,26 @@ static sd_status ensure_async(sd_stream *s, sd_stream_async **out, const char *f
     f->a = a;
     f->s = s;
     f->delay = d.denoising_batch ? d.n - 1 : 0;
-    if (st == SD_OK)
+    /* the threads first (they wait for frames), then the stream handed over (published to other callers) */
+    if (st == SD_OK && pthread_create(&a->th_in, NULL, input_main, a) == 0)
+        a->started[0] = true;
+    if (st == SD_OK && a->started[0] && pthread_create(&a->th_inf, NULL, infer_main, f) == 0)
+        a->started[1] = true;
+    if (st == SD_OK && a->started[1] && pthread_create(&a->th_out, NULL, output_main, a) == 0)
+        a->started[2] = true;
+    if (st == SD_OK && !a->started[2])
+        st = sd_fail(SD_ERR_INTERNAL, "could not start the stream threads: %s", strerror(errno));
+    if (st == SD_OK) /* the engine's mode rule: refused for a stream group's member */
         st = sd_stream_attach(s, SD_STREAM_ASYNC, a, async_detach, fn);
     if (st != SD_OK) {
+        stop_threads(a);
         async_destroy(a);
         pthread_mutex_unlock(&g_start);
         return st;
     }
-    /* attached: from here on sd_stream_free tears it down, also when a thread did not start */
-    if (pthread_create(&a->th_in, NULL, input_main, a) == 0)
-        a->started[0] = true;
-    if (a->started[0] && pthread_create(&a->th_inf, NULL, infer_main, f) == 0)
-        a->started[1] = true;
-    if (a->started[1] && pthread_create(&a->th_out, NULL, output_main, a) == 0)
-        a->started[2] = true;
-    if (!a->started[2]) {
-        st = sd_fail(SD_ERR_INTERNAL, "could not start the stream threads: %s", strerror(errno));
-        pthread_mutex_lock(&a->mu);
-        set_failed(a, st, fn);
-        pthread_mutex_unlock(&a->mu);
-    }
     pthread_mutex_unlock(&g_start);
     *out = a;
-    return st;
+    return SD_OK;
 }
 
 uint64_t sd_stream_async_slot_allocs(const sd_stream *s)

@@ -302,3 +302,24 @@ sd_status sd_sched_config_load_as(const char *scheduler_config_json, sd_sched_ki
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "scheduler config: invalid scheduler kind %d", (int)kind);
     return load_file(scheduler_config_json, (int)kind, c);
 }
+
+void sd_sched_config_from_model(const sd_sched_config *model, sd_sched_kind kind, sd_sched_config *out)
+{
+    if (kind == model->kind) {
+        *out = *model;
+        return;
+    }
+    sd_sched_config d;
+    sd_sched_config_default(&d, kind);
+    d.num_train_timesteps = model->num_train_timesteps;
+    d.beta_start = model->beta_start;
+    d.beta_end = model->beta_end;
+    d.beta_schedule = model->beta_schedule;
+    d.trained_betas = model->trained_betas;
+    d.prediction_type = model->prediction_type;
+    d.steps_offset = model->steps_offset;
+    d.timestep_spacing = model->timestep_spacing;
+    d.set_alpha_to_one = model->set_alpha_to_one;
+    d.rescale_betas_zero_snr = model->rescale_betas_zero_snr;
+    *out = d;
+}

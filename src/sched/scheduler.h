@@ -104,6 +104,14 @@ sd_status sd_sched_config_load_as(const char *scheduler_config_json, sd_sched_ki
 /* The same from an already parsed JSON object; kind < 0 means "from _class_name". */
 sd_status sd_sched_config_from_json(const sd_config *json, int kind, sd_sched_config *c);
 
+/* The config of a scheduler of `kind` built from a model's scheduler config, like diffusers
+ * `Kind.from_config(pipe.scheduler.config)`: the defaults of `kind` with the model's noise schedule and
+ * parameterisation (num_train_timesteps, beta_start/end, beta_schedule, prediction_type, steps_offset,
+ * timestep_spacing, set_alpha_to_one, rescale_betas_zero_snr; a key the model's file lacks holds its
+ * default there too). kind == model->kind: the model's config as it is. The one place a scheduler is
+ * derived from a model (txt2img/img2img --sampler, the stream's LCM schedule). */
+void sd_sched_config_from_model(const sd_sched_config *model, sd_sched_kind kind, sd_sched_config *out);
+
 /* "lcm", "dpm++2m" / "dpmpp_2m" / "dpmpp2m" / "dpm2m" / "dpm" / "dpmsolver" (the algorithm
  * and order come from the config: defaults dpmsolver++ order 2), "ddim", "euler",
  * "euler_a" / "euler_ancestral", "tcd" (case-insensitive) and the diffusers class names.

@@ -131,6 +131,32 @@ bool srv_utf8_valid(const uint8_t *s, size_t n)
 
 /* ---------------------------------------------------------------- fields */
 
+const char *srv_status_code(sd_status st)
+{
+    switch (st) {
+    case SD_OK:
+        return "ok";
+    case SD_ERR_INVALID_ARGUMENT:
+        return "bad_value";
+    case SD_ERR_OUT_OF_MEMORY:
+        return "too_large";
+    default:
+        return "engine";
+    }
+}
+
+bool srv_check_stream_params(const srv_config *c, srv_error *err)
+{
+    sd_stream_params p;
+    srv_config_stream_params(c, &p);
+    const char *param = NULL;
+    sd_status st = sd_stream_params_validate(&p, &param);
+    if (st == SD_OK)
+        return true;
+    srv_error_set(err, srv_status_code(st), "field '%s': %s", param ? param : "config", sd_last_error());
+    return false;
+}
+
 /* A finite number in [lo, hi]; integral when `integer`. */
 static bool get_number(const cJSON *it, const char *name, double lo, double hi, bool integer, double *out,
                        srv_error *err)
@@ -187,6 +213,8 @@ static bool get_enum(const cJSON *it, const char *name, const char *const *names
     return false;
 }
 
+/* An array of whole numbers, at most the server's --max-steps; what makes a valid list (range, order) is
+ * sd_stream_params_validate's rule, checked on the whole config (parse_object). */
 static bool get_t_index_list(const cJSON *it, const srv_limits *lim, srv_config *c, srv_error *err)
 {
     if (!cJSON_IsArray(it)) {
@@ -195,8 +223,8 @@ static bool get_t_index_list(const cJSON *it, const srv_limits *lim, srv_config 
     }
     int n = cJSON_GetArraySize(it);
     int maxn = SD_MIN(lim->max_steps, SD_STREAM_MAX_STEPS);
-    if (n < 1 || n > maxn) {
-        srv_error_set(err, "bad_value", "field 't_index_list' needs 1 to %d entries, got %d", maxn, n);
+    if (n > maxn) {
+        srv_error_set(err, "bad_value", "field 't_index_list' has %d entries; this server allows at most %d", n, maxn);
         return false;
     }
     int v[SD_STREAM_MAX_STEPS], i = 0;
@@ -204,15 +232,9 @@ static bool get_t_index_list(const cJSON *it, const srv_limits *lim, srv_config 
     cJSON_ArrayForEach(e, it)
     {
         double d;
-        if (!get_number(e, "t_index_list[]", 0, SRV_NUM_INFERENCE_STEPS - 1, true, &d, err))
+        if (!get_number(e, "t_index_list[]", -1e6, 1e6, true, &d, err))
             return false;
-        v[i] = (int)d;
-        if (i && v[i] <= v[i - 1]) {
-            srv_error_set(err, "bad_value",
-                          "field 't_index_list' must ascend strictly (e.g. [32, 45]), got %d after %d", v[i], v[i - 1]);
-            return false;
-        }
-        i++;
+        v[i++] = (int)d;
     }
     memset(c->t_index_list, 0, sizeof c->t_index_list);
     memcpy(c->t_index_list, v, sizeof(int) * (size_t)n);
@@ -272,12 +294,8 @@ static bool apply_field(int f, const cJSON *it, const srv_limits *lim, srv_confi
     case 10:
     case 11: {
         const char *name = f == 10 ? "width" : "height";
-        if (!get_number(it, name, 8, lim->max_size, true, &d, err))
+        if (!get_number(it, name, 8, lim->max_size, true, &d, err)) /* the server's limit; the rest: parse_object */
             return false;
-        if ((int)d % 8) {
-            srv_error_set(err, "bad_value", "field '%s' must be a multiple of 8, got %d", name, (int)d);
-            return false;
-        }
         *(f == 10 ? &c->width : &c->height) = (int)d;
         return true;
     }
@@ -534,6 +552,8 @@ static bool parse_object(const cJSON *root, const srv_limits *lim, const srv_lor
             break;
         }
     }
+    if (ok) /* the stream parameters it makes, by the library's rules (sd_stream_params_validate) */
+        ok = srv_check_stream_params(c, err);
     if (ok)
         *next = *c;
     free(c);

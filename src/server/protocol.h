@@ -103,6 +103,11 @@ typedef struct srv_error {
 } srv_error;
 
 void srv_error_set(srv_error *e, const char *code, const char *fmt, ...) SD_PRINTF(3, 4);
+/* The protocol's error code for a library status (SD_ERR_INVALID_ARGUMENT: "bad_value"). */
+const char *srv_status_code(sd_status st);
+/* The config's stream parameters checked by sd_stream_params_validate (the library's one rule); on
+ * failure err gets the mapped code and a message naming the field. */
+bool srv_check_stream_params(const srv_config *c, srv_error *err);
 
 /* Parses one text message of `len` bytes (not NUL-terminated necessarily).
  * "config": *next = *cur with the message's fields applied.
