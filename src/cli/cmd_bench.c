@@ -11,6 +11,7 @@
  * softmax and normalisation arithmetic are not counted. Memory-bound ops
  * (group norm, GEGLU) report effective bandwidth instead: bytes of the input
  * read once plus the output written once. */
+#include "backend/cpu/cpu_kern.h"
 #include "backend/ops.h"
 #include "cli/cli.h"
 
@@ -284,7 +285,8 @@ static const char *env_or(const char *name, const char *def)
 
 static void ops_usage(FILE *f)
 {
-    fprintf(f, "usage: streamdiff bench ops [--json FILE] [--threads N] [--reps N] [--filter TEXT] [--peak-n N]\n\n"
+    fprintf(f, "usage: streamdiff bench ops [--json FILE] [--threads N] [--reps N] [--filter TEXT] [--peak-n N]\n"
+               "                            [--precision fp32|bf16|auto]\n\n"
                "Measures the OpenBLAS sgemm peak (N x N x N, default 2048, best of the reps), then\n"
                "runs the conv / linear / attention / group-norm shapes of the SD 1.5 UNet at 512x512\n"
                "(latent 64x64, batch 1) through the CPU backend and prints GFLOP, time (best of the\n"
@@ -293,7 +295,8 @@ static void ops_usage(FILE *f)
                "  --threads N    threads for OpenMP and OpenBLAS (default: OMP_NUM_THREADS or all cores)\n"
                "  --reps N       timed repetitions per op (default 3)\n"
                "  --filter TEXT  only ops whose name contains TEXT\n"
-               "  --peak-n N     sgemm size for the peak (default 2048)\n\n"
+               "  --peak-n N     sgemm size for the peak (default 2048)\n"
+               "  --precision P  fp32 (default), bf16 (AMX / AVX512-BF16 kernels) or auto\n\n"
                "FLOPs count 2*M*N*K per matrix product (a conv counts its im2col GEMM, attention its\n"
                "QK^T and PV products); memory-bound ops report GB/s of input read + output written.\n");
 }
@@ -302,6 +305,7 @@ static int bench_ops(int argc, char **argv)
 {
     const char *json_path = NULL, *filter = NULL;
     int threads = omp_get_max_threads(), reps = 3, peak_n = 2048;
+    sd_precision precision = SD_PRECISION_FP32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -323,6 +327,11 @@ static int bench_ops(int argc, char **argv)
                 fprintf(stderr, "bench ops: --reps needs an integer from 1 to 1000, got '%s'\n", argv[i]);
                 return 2;
             }
+        } else if (!strcmp(a, "--precision") && has_val) {
+            if (!sd_precision_from_name(argv[++i], &precision) || precision == SD_PRECISION_INT8) {
+                fprintf(stderr, "bench ops: --precision needs fp32, bf16 or auto, got '%s'\n", argv[i]);
+                return 2;
+            }
         } else if (!strcmp(a, "--peak-n") && has_val) {
             if (!cli_parse_int(argv[++i], 64, 16384, &peak_n)) {
                 fprintf(stderr, "bench ops: --peak-n needs an integer from 64 to 16384, got '%s'\n", argv[i]);
@@ -330,7 +339,7 @@ static int bench_ops(int argc, char **argv)
             }
         } else {
             bool known = !strcmp(a, "--json") || !strcmp(a, "--filter") || !strcmp(a, "--threads") ||
-                         !strcmp(a, "--reps") || !strcmp(a, "--peak-n");
+                         !strcmp(a, "--reps") || !strcmp(a, "--peak-n") || !strcmp(a, "--precision");
             fprintf(stderr, "bench ops: %s '%s'\n\n", known ? "missing value for" : "unknown option", a);
             ops_usage(stderr);
             return 2;
@@ -343,6 +352,11 @@ static int bench_ops(int argc, char **argv)
     if (sd_backend_cpu_create(threads, &be) != SD_OK) {
         fprintf(stderr, "bench ops: %s\n", sd_last_error());
         return 1;
+    }
+    if (precision == SD_PRECISION_BF16 || (precision == SD_PRECISION_AUTO && sd_backend_cpu_bf16_isa(be))) {
+        sd_backend_cpu_set_bf16(be, true); /* conv / linear / attention through the bf16 kernels */
+        printf("precision bf16: %s kernels (the %% column stays relative to the fp32 sgemm peak)\n",
+               sd_backend_cpu_bf16_isa(be) ? sd_backend_cpu_bf16_isa(be) : "no bf16 kernels on this CPU: fp32");
     }
     char cpu[256];
     cpu_model(cpu, sizeof cpu);

@@ -460,7 +460,7 @@ static size_t bk_att_ws_thread(int64_t Nk, int64_t d) /* bytes */
 {
     int64_t nk = up32(Nk), dp = up32(d);
     return (size_t)(2 * nk * dp * 2 + 32 * d * 4 + 32 * dp * 2 + 32 * ABK * 4 + 32 * ABK * 2 + 32 * dp * 4 +
-                    32 * 32 * 4 + 64 * 4 + 6 * 64);
+                    32 * 32 * 4 + 64 * 4 + 8 * 64); /* + the 7 alignments */
 }
 
 static size_t BK_FN(attn_ws)(int64_t Nq, int64_t Nk, int64_t d, int nthreads)
