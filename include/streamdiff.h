@@ -187,6 +187,66 @@ SD_API sd_status sd_model_apply_loras(sd_model *m, const sd_lora_spec *loras, in
 /* The same with options (opt may be NULL). */
 SD_API sd_status sd_model_apply_loras_ex(sd_model *m, const sd_lora_spec *loras, int n, const sd_lora_options *opt);
 
+/* ---------------------------------------------------------------- ControlNet
+ * ControlNetModels steer a generation with a control image (edges, depth, pose, ...): each net runs
+ * beside the UNet at every step and adds its residuals to the UNet's skip connections and mid block;
+ * several at once (MultiControlNet) add up. Same numerics as diffusers' StableDiffusionControlNetPipeline. */
+
+typedef struct sd_controlnet sd_controlnet;
+
+/* Loads a ControlNet for model `m`'s UNet, onto m's backend in m's precision (and weight variant).
+ * `path`: a diffusers ControlNetModel folder (config.json + diffusion_pytorch_model[.variant].safetensors),
+ * a single-file .safetensors of the lllyasviel ControlNet v1.0/v1.1 kind (control_model.* keys, or the
+ * same keys without the prefix; its config is the model's UNet's plus what the tensors show), or a
+ * Hugging Face id in the local cache (never downloads). A ControlNet of another base model (e.g. an SD2.1
+ * net on SD1.5: cross_attention_dim, channels, levels or resnets per level differ) is SD_ERR_FORMAT naming
+ * the difference. Use it only with `m`, and free it before `m`. */
+SD_API sd_status sd_controlnet_load(sd_model *m, const char *path, sd_controlnet **out);
+SD_API void sd_controlnet_free(sd_controlnet *c);
+
+typedef struct sd_control {
+    const sd_controlnet *net;
+    const sd_image *image;          /* the control image (an edge map, depth map, ...: see sd_control_preprocess),
+                                       RGB; another size than the generation's is resized to it (bilinear) */
+    float scale;                    /* conditioning scale, 0..10: 1.0 */
+    float guidance_start, guidance_end; /* the fraction of the steps it acts on, 0 <= start < end <= 1: 0, 1 */
+} sd_control;
+
+/* scale 1, guidance 0..1, no net or image */
+SD_API void sd_control_default(sd_control *c);
+
+/* Control images made from an input image, without models. Output: RGB, the input's size.
+ *   CANNY     Canny edges as OpenCV's cv2.Canny(img, low, high) (the ControlNet canny annotator): Sobel 3x3
+ *             per channel (the channel with the largest gradient), L1 magnitude, non-maximum suppression,
+ *             hysteresis; white edges on black. Thresholds 0 <= low <= high <= 2040 (L1 gradient units).
+ *   SOFTEDGE  the Sobel gradient magnitude of the luminance, scaled so the largest is 255 (soft edges).
+ *   SCRIBBLE  soft edges thresholded at `threshold` (0..255 of the SOFTEDGE scale), lines 3 px wide: white
+ *             strokes on black, as the scribble nets expect.
+ *   INVERT    255 - value (a dark-on-light drawing -> the white-on-black lines the nets expect).
+ *   TILE      the image itself (tile / identity nets; resizing happens at generation). */
+typedef enum sd_preprocess {
+    SD_PREPROCESS_NONE = 0, /* identity, like TILE */
+    SD_PREPROCESS_CANNY,
+    SD_PREPROCESS_SOFTEDGE,
+    SD_PREPROCESS_SCRIBBLE,
+    SD_PREPROCESS_INVERT,
+    SD_PREPROCESS_TILE
+} sd_preprocess;
+
+typedef struct sd_preprocess_params {
+    sd_preprocess kind;
+    int canny_low, canny_high; /* 100, 200 */
+    int threshold;             /* SCRIBBLE: 64 */
+} sd_preprocess_params;
+
+SD_API void sd_preprocess_default_params(sd_preprocess_params *p);
+/* "none", "canny", "softedge" (also "sobel"), "scribble", "invert", "tile" (also "identity") -> *out; false else */
+SD_API bool sd_preprocess_from_name(const char *name, sd_preprocess *out);
+SD_API const char *sd_preprocess_name(sd_preprocess p);
+/* `out` receives a new image (sd_image_free). Unknown kinds and out-of-range thresholds are
+ * SD_ERR_INVALID_ARGUMENT naming them; an empty image SD_ERR_INVALID_ARGUMENT. */
+SD_API sd_status sd_control_preprocess(const sd_image *in, const sd_preprocess_params *p, sd_image *out);
+
 /* ---------------------------------------------------------------- generation */
 
 typedef enum sd_rng_type {
@@ -213,6 +273,8 @@ typedef struct sd_gen_params {
     sd_rng_type rng;
     sd_progress_fn progress;     /* called after every step; may be NULL */
     void *progress_user;
+    const sd_control *controls;  /* ControlNets (at most 8; their residuals add up), NULL = none */
+    int n_controls;
 } sd_gen_params;
 
 SD_API void sd_gen_default_params(sd_gen_params *p);

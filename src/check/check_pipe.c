@@ -2,8 +2,11 @@
  * LatentConsistencyModelPipeline / StableDiffusionXLPipeline / StableDiffusionXLImg2ImgPipeline replayed
  * with the recorded noise. Besides the final latents and image, whatever the case records of the run is
  * compared: per-step latents and UNet calls (step.NNN.unet_sample / unet_out), img2img's init/noisy
- * latents, SDXL's pooled embeddings, added conditioning and token ids (exact). */
+ * latents, SDXL's pooled embeddings, added conditioning and token ids (exact); with ControlNets
+ * (StableDiffusionControlNetPipeline, controlnet_dirs) the control images each net received and the summed
+ * residuals fed to the UNet. */
 #include "check/check.h"
+#include "pipe/control.h"
 #include "pipe/pipeline.h"
 
 #include <stdio.h>
@@ -137,6 +140,91 @@ static void on_step(void *user, int i, double t, const float *latents, const flo
         sd_case_compare(s->c, key, denoised, n);
 }
 
+/* call_kwargs value `key` as one number or a list of n (one per ControlNet); absent: def */
+static sd_status per_net(sd_case *c, const sd_config *kw, const char *key, int n, double def, float *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(kw->root, key);
+    for (int k = 0; k < n; k++)
+        out[k] = (float)def;
+    if (!v || cJSON_IsNull(v))
+        return SD_OK;
+    if (cJSON_IsNumber(v)) {
+        for (int k = 0; k < n; k++)
+            out[k] = (float)v->valuedouble;
+        return SD_OK;
+    }
+    int k = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v)
+    {
+        if (k >= n || !cJSON_IsNumber(e))
+            return sd_fail(SD_ERR_FORMAT, "%s: call_kwargs '%s' must be a number or %d numbers", c->name, key, n);
+        out[k++] = (float)e->valuedouble;
+    }
+    if (k != n)
+        return sd_fail(SD_ERR_FORMAT, "%s: call_kwargs '%s' has %d entries for %d ControlNets", c->name, key, k, n);
+    return SD_OK;
+}
+
+typedef struct {
+    sd_controlnet *net[SD_PIPE_MAX_CONTROLS];
+    float *img[SD_PIPE_MAX_CONTROLS];
+    sd_pipe_control pc[SD_PIPE_MAX_CONTROLS];
+    int n;
+} case_controls;
+
+static void controls_free(case_controls *cc)
+{
+    for (int k = 0; k < SD_PIPE_MAX_CONTROLS; k++) {
+        sd_controlnet_free(cc->net[k]);
+        free(cc->img[k]);
+    }
+}
+
+/* controlnet_dirs + the control image inputs (tensor_call_kwargs image: one name or a list) + scales */
+static sd_status load_controls(sd_case *c, sd_model *m, const sd_config *kw, int width, int height, bool img2img,
+                               case_controls *cc)
+{
+    /* the control image argument: `image` (txt2img), `control_image` (img2img, where `image` is the init image) */
+    const char *arg = img2img ? "control_image" : "image";
+    const cJSON *dirs = cJSON_GetObjectItemCaseSensitive(c->manifest.root, "controlnet_dirs");
+    const cJSON *tk = cJSON_GetObjectItemCaseSensitive(c->manifest.root, "tensor_call_kwargs");
+    const cJSON *imgs = tk ? cJSON_GetObjectItemCaseSensitive(tk, arg) : NULL;
+    if (!cJSON_IsArray(dirs) || !imgs)
+        return sd_fail(SD_ERR_FORMAT, "%s: a ControlNet case needs controlnet_dirs and tensor_call_kwargs.%s", c->name,
+                       arg);
+    cc->n = cJSON_GetArraySize(dirs);
+    if (cc->n < 1 || cc->n > SD_PIPE_MAX_CONTROLS)
+        return sd_fail(SD_ERR_FORMAT, "%s: %d controlnet_dirs", c->name, cc->n);
+    float scale[SD_PIPE_MAX_CONTROLS], start[SD_PIPE_MAX_CONTROLS], end[SD_PIPE_MAX_CONTROLS];
+    SD_TRY(per_net(c, kw, "controlnet_conditioning_scale", cc->n, 1.0, scale));
+    SD_TRY(per_net(c, kw, "control_guidance_start", cc->n, 0.0, start));
+    SD_TRY(per_net(c, kw, "control_guidance_end", cc->n, 1.0, end));
+    for (int k = 0; k < cc->n; k++) {
+        const cJSON *d = cJSON_GetArrayItem(dirs, k);
+        const cJSON *in = cJSON_IsArray(imgs) ? cJSON_GetArrayItem(imgs, k) : k == 0 ? imgs : NULL;
+        if (!cJSON_IsString(d) || !cJSON_IsString(in))
+            return sd_fail(SD_ERR_FORMAT, "%s: controlnet_dirs / tensor_call_kwargs.image entry %d is not a string",
+                           c->name, k);
+        char *dir = sd_path_join(c->root, d->valuestring);
+        if (!dir)
+            return SD_ERR_OUT_OF_MEMORY;
+        sd_status s = sd_controlnet_load(m, dir, &cc->net[k]);
+        free(dir);
+        SD_TRY(s);
+        const sd_st_tensor *t = sd_case_input(c, in->valuestring);
+        if (!t)
+            return SD_ERR_FORMAT;
+        if (t->ndim != 4 || t->shape[0] != 1 || t->shape[2] != height || t->shape[3] != width)
+            return sd_fail(SD_ERR_FORMAT, "%s: control image '%s' must be [1,C,%d,%d]", c->name, in->valuestring,
+                           height, width);
+        if (!(cc->img[k] = sd_case_input_f32(c, in->valuestring, NULL)))
+            return SD_ERR_OUT_OF_MEMORY;
+        cc->pc[k] = (sd_pipe_control){cc->net[k]->net, cc->img[k], scale[k], start[k], end[k]};
+    }
+    return SD_OK;
+}
+
 sd_status sd_check_pipe(sd_case *c)
 {
     const char *pipeline = NULL;
@@ -144,8 +232,10 @@ sd_status sd_check_pipe(sd_case *c)
     bool img2img = strstr(pipeline, "Img2Img") != NULL;
     bool lcm_pipe = !strcmp(pipeline, "LatentConsistencyModelPipeline");
     bool xl_pipe = !strcmp(pipeline, "StableDiffusionXLPipeline") || !strcmp(pipeline, "StableDiffusionXLImg2ImgPipeline");
+    bool cn_pipe = !strcmp(pipeline, "StableDiffusionControlNetPipeline") ||
+                   !strcmp(pipeline, "StableDiffusionControlNetImg2ImgPipeline");
     if (strcmp(pipeline, "StableDiffusionPipeline") && strcmp(pipeline, "StableDiffusionImg2ImgPipeline") && !lcm_pipe &&
-        !xl_pipe)
+        !xl_pipe && !cn_pipe)
         return sd_fail(SD_ERR_UNSUPPORTED, "%s: pipeline '%s' is not supported", c->name, pipeline);
     char *model_dir = sd_case_path(c, "model_dir");
     char *unet_dir = sd_config_has(&c->manifest, "unet_dir") ? sd_case_path(c, "unet_dir") : NULL;
@@ -161,6 +251,7 @@ sd_status sd_check_pipe(sd_case *c)
         return s;
 
     sd_config kw, sc;
+    case_controls cc = {0};
     sd_scheduler *sched = NULL;
     float *latents = NULL, *image = NULL;
     if ((s = sd_config_sub(&c->manifest, "call_kwargs", &kw)) != SD_OK ||
@@ -232,6 +323,12 @@ sd_status sd_check_pipe(sd_case *c)
         if (c->inputs && sd_st_find(c->inputs, "latents"))
             a.latents = latents = sd_case_input_f32(c, "latents", NULL);
     }
+    if (cn_pipe) {
+        if ((s = load_controls(c, m, &kw, a.width, a.height, img2img, &cc)) != SD_OK)
+            goto done;
+        a.controls = cc.pc;
+        a.n_controls = cc.n;
+    }
     sd_pipe_out o;
     if ((s = sd_pipe_run(m, &a, &o)) != SD_OK)
         goto done;
@@ -256,6 +353,9 @@ sd_status sd_check_pipe(sd_case *c)
         compare_ids(c, "input_ids.tokenizer_2", m->tok2, m->tok_mode, prompt);
         compare_ids(c, "negative_input_ids.tokenizer", m->tok, m->tok_mode, neg);
         compare_ids(c, "negative_input_ids.tokenizer_2", m->tok2, m->tok_mode, neg);
+    } else {
+        compare_ids(c, "input_ids.tokenizer", m->tok, m->tok_mode, prompt);
+        compare_ids(c, "negative_input_ids.tokenizer", m->tok, m->tok_mode, neg);
     }
     sd_case_compare(c, "final_latents", o.latents, o.latents_n);
     float ts[1024];
@@ -283,6 +383,7 @@ sd_status sd_check_pipe(sd_case *c)
 done:
     free(latents);
     free(image);
+    controls_free(&cc);
     sd_scheduler_free(sched);
     sd_model_free(m);
     return s;

@@ -140,4 +140,28 @@ cJSON *sd_ckpt_scheduler_config(const sd_safetensors *st, sd_arch arch);
  * (known may be NULL). */
 const char *sd_ckpt_prediction_type(const sd_safetensors *st, sd_arch arch, bool *known);
 
+/* ---- single-file ControlNets (checkpoint_controlnet.c): the lllyasviel ControlNet v1.0 / v1.1 layout,
+ * keys control_model.* or the same keys without that prefix (diffusers' convert_controlnet_checkpoint):
+ *   input_hint_block.0 -> controlnet_cond_embedding.conv_in, input_hint_block.2k (k >= 1, not the last) ->
+ *   controlnet_cond_embedding.blocks.(k-1), the last input_hint_block conv -> controlnet_cond_embedding.conv_out,
+ *   zero_convs.j.0 -> controlnet_down_blocks.j, middle_block_out.0 -> controlnet_mid_block,
+ *   label_emb.0.{0,2} -> add_embedding.linear_{1,2} (SDXL), time_embed / input_blocks / middle_block as the
+ *   UNet's (above). */
+bool sd_ckpt_is_controlnet(const sd_safetensors *st);
+
+/* What a single-file ControlNet's tensors tell about its config. */
+typedef struct sd_ckpt_cnet_layout {
+    int n_cond;                  /* levels of the conditioning embedding */
+    int64_t cond_channels[8];    /* conditioning_embedding_out_channels */
+    int64_t conditioning_channels;
+    int n_zero;                  /* zero_convs: one per UNet skip */
+    int64_t ctx_dim;             /* attn2.to_k input width (0: no cross-attention) */
+    int64_t model_ch, in_ch;     /* input_blocks.0.0: block_out_channels[0], in_channels */
+    bool sdxl;                   /* label_emb (SDXL text_time) */
+} sd_ckpt_cnet_layout;
+sd_status sd_ckpt_controlnet_layout(const sd_safetensors *st, sd_ckpt_cnet_layout *L);
+/* Adds the aliases to w (the file `st` must outlive it: adopt it); `layers_per_block` of the UNet it is for.
+ * *unknown (may be NULL): the first key that no rule maps (malloc'd) or NULL. */
+sd_status sd_ckpt_map_controlnet(const sd_safetensors *st, int layers_per_block, sd_weights *w, char **unknown);
+
 #endif

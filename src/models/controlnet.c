@@ -253,23 +253,41 @@ sd_status sd_cnet_list_tensors(const sd_cnet_config *cfg, sd_unet_tensor_fn fn, 
 
 /* ================================================================== forward */
 
+void sd_cnet_residual_shape(const sd_cnet *cn, int64_t B, int64_t h, int64_t w, int k, int64_t ne[4])
+{
+    const sd_unet_config *c = &cn->cfg.unet;
+    int64_t ch = c->block_out_channels[0];
+    int j = 0; /* j == 0: conv_in */
+    for (int i = 0; i < c->n_blocks && j < k; i++) {
+        ch = c->block_out_channels[i];
+        for (int r = 0; r < (int)c->layers_per_block[i] && j < k; r++)
+            j++; /* resnet (+ attention): the level's size */
+        if (i < c->n_blocks - 1 && j < k) {
+            h = (h + 1) / 2; /* downsampler: 3x3 stride 2 pad 1 */
+            w = (w + 1) / 2;
+            j++;
+        }
+    }
+    if (k >= cn->n_res) /* mid: the last level */
+        ch = c->block_out_channels[c->n_blocks - 1];
+    ne[0] = B;
+    ne[1] = ch;
+    ne[2] = h;
+    ne[3] = w;
+}
+
 void sd_cnet_residuals_new(sd_ctx *ctx, const sd_cnet *cn, int64_t B, int64_t h, int64_t w, sd_tensor *down,
                            sd_tensor *mid)
 {
-    const sd_unet_config *c = &cn->cfg.unet;
-    int j = 0;
-    down[j++] = sd_new4(ctx, B, c->block_out_channels[0], h, w); /* conv_in */
-    for (int i = 0; i < c->n_blocks; i++) {
-        int64_t ch = c->block_out_channels[i];
-        for (int r = 0; r < (int)c->layers_per_block[i]; r++)
-            down[j++] = sd_new4(ctx, B, ch, h, w); /* resnet (+ attention) */
-        if (i < c->n_blocks - 1) {
-            h = (h + 1) / 2; /* 3x3 stride 2 pad 1 */
-            w = (w + 1) / 2;
-            down[j++] = sd_new4(ctx, B, ch, h, w); /* downsampler */
-        }
+    int64_t ne[4];
+    for (int k = 0; k <= cn->n_res; k++) {
+        sd_cnet_residual_shape(cn, B, h, w, k, ne);
+        sd_tensor t = sd_new4(ctx, ne[0], ne[1], ne[2], ne[3]);
+        if (k < cn->n_res)
+            down[k] = t;
+        else
+            *mid = t;
     }
-    *mid = sd_new4(ctx, B, c->block_out_channels[c->n_blocks - 1], h, w);
 }
 
 /* SDXL: add_embedding(cat([text_embeds, add_time_proj(time_ids)])) [B,T], as the UNet's */

@@ -60,6 +60,8 @@ sd_status sd_cnet_list_tensors(const sd_cnet_config *cfg, sd_unet_tensor_fn fn, 
 /* Down residuals it produces (= the skip count of a UNet it fits). */
 int sd_cnet_num_residuals(const sd_cnet *cn);
 
+/* The shape of residual k for a sample [B,in_channels,h,w]: k < n = down residual k, k == n the mid one. */
+void sd_cnet_residual_shape(const sd_cnet *cn, int64_t B, int64_t h, int64_t w, int k, int64_t ne[4]);
 /* Allocates (uninitialised) residual tensors for a sample [B,in_channels,h,w] on ctx's arena: down[0..n)
  * (n = sd_cnet_num_residuals; the caller's array) and *mid. */
 void sd_cnet_residuals_new(sd_ctx *ctx, const sd_cnet *cn, int64_t B, int64_t h, int64_t w, sd_tensor *down,

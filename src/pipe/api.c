@@ -1,4 +1,5 @@
 /* Public generation API: sd_txt2img / sd_img2img on top of the pipeline core. */
+#include "pipe/control.h"
 #include "pipe/pipeline.h"
 
 #include "io/image.h"
@@ -62,6 +63,49 @@ static int default_steps(const sd_sched_config *c)
     return 20;
 }
 
+/* sd_control list -> pipeline controls: control images resized to the generation size (as diffusers'
+ * control image processor: a plain resize) and converted to NCHW [0,1]. imgs[k] is malloc'd. */
+static sd_status make_controls(const sd_model *m, const sd_gen_params *p, int W, int H, sd_pipe_control *pc,
+                               float **imgs)
+{
+    if (p->n_controls < 0 || p->n_controls > SD_PIPE_MAX_CONTROLS || (p->n_controls && !p->controls))
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "n_controls %d: 0..%d ControlNets, with a controls array",
+                       p->n_controls, SD_PIPE_MAX_CONTROLS);
+    if (p->n_controls && (W <= 0 || H <= 0 || W > SD_IMAGE_MAX_SIDE || H > SD_IMAGE_MAX_SIDE))
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "size %dx%d out of range", W, H);
+    for (int k = 0; k < p->n_controls; k++) {
+        const sd_control *c = &p->controls[k];
+        if (!c->net)
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "controls[%d]: no ControlNet (net is NULL)", k);
+        if (c->net->m != m)
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "controls[%d]: the ControlNet %s was loaded for another model "
+                           "(sd_controlnet_load with this model)", k, c->net->name);
+        if (!c->image || !c->image->data || c->image->width <= 0 || c->image->height <= 0 ||
+            c->image->width > SD_IMAGE_MAX_SIDE || c->image->height > SD_IMAGE_MAX_SIDE)
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "controls[%d]: the control image is missing or empty", k);
+        if (c->net->cfg.conditioning_channels != 3)
+            return sd_fail(SD_ERR_UNSUPPORTED, "controls[%d]: ControlNet %s takes %lld conditioning channels, not an "
+                           "RGB image", k, c->net->name, (long long)c->net->cfg.conditioning_channels);
+        sd_rgb fit = {0};
+        const sd_rgb *src = c->image;
+        if (src->width != W || src->height != H) {
+            SD_TRY(sd_rgb_resize(src, W, H, &fit));
+            src = &fit;
+        }
+        size_t hw = (size_t)W * H;
+        if (!(imgs[k] = sd_malloc(3 * hw * sizeof(float)))) {
+            sd_rgb_free(&fit);
+            return SD_ERR_OUT_OF_MEMORY;
+        }
+        for (size_t i = 0; i < hw; i++)
+            for (int ch = 0; ch < 3; ch++)
+                imgs[k][ch * hw + i] = src->data[3 * i + ch] / 255.0f;
+        sd_rgb_free(&fit);
+        pc[k] = (sd_pipe_control){c->net->net, imgs[k], c->scale, c->guidance_start, c->guidance_end};
+    }
+    return SD_OK;
+}
+
 static sd_status generate(sd_model *m, const sd_gen_params *p, const sd_image *init, sd_image *out)
 {
     if (!m || !p || !out)
@@ -94,10 +138,15 @@ static sd_status generate(sd_model *m, const sd_gen_params *p, const sd_image *i
     sd_rng_init(&rng, p->rng == SD_RNG_TYPE_FAST ? SD_RNG_FAST : SD_RNG_TORCH, p->seed);
     a.noise = rng_noise;
     a.noise_user = &rng;
-    float *img = NULL;
-    sd_status s = SD_OK;
-    if (init) {
+    float *img = NULL, *cimgs[SD_PIPE_MAX_CONTROLS] = {0};
+    sd_pipe_control pc[SD_PIPE_MAX_CONTROLS];
+    sd_status s = make_controls(m, p, a.width, a.height, pc, cimgs);
+    a.controls = pc;
+    a.n_controls = p->n_controls;
+    if (s == SD_OK && init) {
         if (!init->data || init->width <= 0 || init->height <= 0) {
+            for (int k = 0; k < SD_PIPE_MAX_CONTROLS; k++)
+                free(cimgs[k]);
             sd_scheduler_free(sched);
             return sd_fail(SD_ERR_INVALID_ARGUMENT, "img2img: the init image is empty");
         }
@@ -134,6 +183,8 @@ static sd_status generate(sd_model *m, const sd_gen_params *p, const sd_image *i
         sd_pipe_out_free(&po);
     }
     free(img);
+    for (int k = 0; k < SD_PIPE_MAX_CONTROLS; k++)
+        free(cimgs[k]);
     sd_scheduler_free(sched);
     return s;
 }
@@ -167,7 +218,7 @@ char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p, bool img
     snprintf(sampler, sizeof sampler, "%s%s", p->sampler && *p->sampler ? p->sampler : info.scheduler,
              p->schedule && !strcmp(p->schedule, "karras") ? " Karras" : "");
     size_t cap = strlen(p->prompt ? p->prompt : "") + strlen(p->negative_prompt ? p->negative_prompt : "") +
-                 strlen(model) + 512;
+                 strlen(model) + 512 + (size_t)(p->n_controls > 0 ? p->n_controls : 0) * 160;
     char *t = sd_malloc(cap);
     if (!t)
         return NULL;
@@ -182,6 +233,11 @@ char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p, bool img
         o += snprintf(t + o, cap - (size_t)o, ", Clip skip: %d", p->clip_skip + 1);
     if (sd_model_use_taesd(m, p->use_taesd))
         o += snprintf(t + o, cap - (size_t)o, ", VAE: TAESD");
+    for (int k = 0; p->controls && k < p->n_controls && k < SD_PIPE_MAX_CONTROLS && (size_t)o < cap; k++)
+        if (p->controls[k].net) /* A1111's ControlNet extension style */
+            o += snprintf(t + o, cap - (size_t)o, ", ControlNet %d: \"Model: %.60s, Weight: %g, Guidance Start: %g, "
+                          "Guidance End: %g\"", k, p->controls[k].net->name, p->controls[k].scale,
+                          p->controls[k].guidance_start, p->controls[k].guidance_end);
     snprintf(t + o, cap - (size_t)o, ", Version: streamdiff %s", sd_version());
     return t;
 }

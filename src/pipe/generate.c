@@ -107,6 +107,17 @@ typedef struct {
     float *out;
     const float *te, *ti; /* SDXL added conditioning [B,P2], [B,6]; NULL otherwise */
     int P2;
+    /* ControlNets: control images [B,C,H,W] per net, this step's scales (0: the net does not run; the
+     * planning pass runs every net), residual descriptors (n_res), and where to download the summed
+     * residuals (res_host[0..n_res) down, [n_res] mid; NULL: not wanted) */
+    int n_ctl;
+    const sd_pipe_control *ctl;
+    float *const *cond;
+    const float *scales;
+    int64_t ch, cw; /* control image size */
+    sd_tensor *res_down;
+    int n_res;
+    float **res_host;
 } unet_job;
 
 static void unet_stage(sd_ctx *ctx, void *user)
@@ -134,8 +145,33 @@ static void unet_stage(sd_ctx *ctx, void *user)
         if (!ctx->plan && sd_ok(ctx))
             ctx->be->ops->upload(ctx->be, add.time_ids.data, j->ti, (size_t)j->B * SD_UNET_TIME_IDS * sizeof(float));
     }
-    sd_tensor y = sd_unet_forward_added(ctx, j->m->unet, x, t, c, j->tcond ? &tc : NULL, NULL, j->te ? &add : NULL);
+    sd_unet_residuals res = {0}, *resp = NULL;
+    if (j->n_ctl) { /* ControlNets: their residuals summed in net order, into tensors below the UNet's */
+        res.down = j->res_down;
+        res.n_down = j->n_res;
+        sd_cnet_residuals_new(ctx, j->ctl[0].net, j->B, j->h, j->w, j->res_down, &res.mid);
+        for (int k = 0; k < j->n_ctl; k++) {
+            if (!ctx->plan && j->scales[k] == 0.0f)
+                continue;
+            size_t mark = sd_mark(ctx);
+            sd_tensor cond = sd_new4(ctx, j->B, sd_cnet_get_config(j->ctl[k].net)->conditioning_channels, j->ch, j->cw);
+            sd_tensor_from_f32(ctx, &cond, j->cond[k]);
+            sd_cnet_forward(ctx, j->ctl[k].net, x, t, c, cond, j->scales[k], j->te ? &add : NULL, &res, resp != NULL);
+            sd_release(ctx, mark);
+            resp = &res;
+        }
+    }
+    sd_tensor y = sd_unet_forward_ex(ctx, j->m->unet, x, t, c, j->tcond ? &tc : NULL, NULL, j->te ? &add : NULL, resp);
     sd_tensor_to_f32(ctx, &y, j->out);
+    if (j->res_host && !ctx->plan && sd_ok(ctx)) { /* the residuals the UNet got (exact zeros when no net ran) */
+        for (int k = 0; k <= j->n_res; k++) {
+            sd_tensor r = k < j->n_res ? res.down[k] : res.mid;
+            if (resp)
+                sd_tensor_to_f32(ctx, &r, j->res_host[k]);
+            else
+                memset(j->res_host[k], 0, (size_t)sd_numel(&r) * sizeof(float));
+        }
+    }
 }
 
 /* ---------------------------------------------------------------- vae */
@@ -201,7 +237,39 @@ static sd_status check_args(sd_model *m, const sd_pipe_args *a)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "guidance scale %g out of range (0..100)", a->guidance_scale);
     if (a->image && !(a->strength > 0 && a->strength <= 1))
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "strength %g out of range (0 < strength <= 1)", a->strength);
+    if (a->n_controls < 0 || a->n_controls > SD_PIPE_MAX_CONTROLS || (a->n_controls && !a->controls))
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "%d ControlNets: at most %d at once", a->n_controls,
+                       SD_PIPE_MAX_CONTROLS);
+    for (int k = 0; k < a->n_controls; k++) {
+        const sd_pipe_control *ct = &a->controls[k];
+        if (!ct->net || !ct->image)
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "ControlNet %d: no %s given", k + 1, ct->net ? "control image" : "net");
+        if (!(ct->scale >= 0 && ct->scale <= 10))
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "ControlNet %d: conditioning scale %g out of range (0..10)", k + 1,
+                           ct->scale);
+        if (!(ct->start >= 0 && ct->start < ct->end && ct->end <= 1))
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "ControlNet %d: guidance start %g / end %g must satisfy 0 <= "
+                           "start < end <= 1", k + 1, ct->start, ct->end);
+        const sd_cnet_config *cc = sd_cnet_get_config(ct->net);
+        char what[32];
+        snprintf(what, sizeof what, "%d", k + 1);
+        SD_TRY(sd_cnet_check_fit(cc, &m->unet_cfg, what));
+        int f = sd_cnet_cond_factor(cc);
+        if ((a->width / sc) * f != a->width || (a->height / sc) * f != a->height)
+            return sd_fail(SD_ERR_UNSUPPORTED, "ControlNet %d takes control images %d x the latent size, the model's "
+                           "image is %d x it (VAE): they do not fit together", k + 1, f, sc);
+    }
     return SD_OK;
+}
+
+/* diffusers: keep = 1 - float(i / N < start or (i + 1) / N > end). start / end arrive as floats (0.7f is
+ * below the decimal 0.7): compared with a margin far below 1/N, so i/N equal to the decimal value counts as
+ * equal, as it does for diffusers' Python floats. */
+static float control_scale(const sd_pipe_control *ct, int i, int n)
+{
+    const double eps = 1e-6;
+    bool off = (double)i / n < (double)ct->start - eps || (double)(i + 1) / n > (double)ct->end + eps;
+    return off ? 0.0f : ct->scale;
 }
 
 sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
@@ -217,6 +285,10 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
     float *cond = NULL, *uncond = NULL, *ctxbuf = NULL, *tcond = NULL, *x = NULL, *xin = NULL, *eps = NULL,
           *prev = NULL, *den = NULL, *noise = NULL, *tt = NULL;
     float *pooled = NULL, *npooled = NULL, *ate = NULL, *ati = NULL; /* SDXL */
+    float *cimg[SD_PIPE_MAX_CONTROLS] = {0}, **res_host = NULL;        /* ControlNets */
+    float scales[SD_PIPE_MAX_CONTROLS] = {0};
+    sd_tensor *res_down = NULL;
+    int n_res = a->n_controls ? sd_cnet_num_residuals(a->controls[0].net) : 0;
     int S = 0, D = 0, P2 = 0;
     double t0 = sd_time_now();
     char what[128];
@@ -274,6 +346,40 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
             /* diffusers: add_time_ids = cat([neg, pos]).repeat(batch, 1): with CFG the rows alternate neg, pos
              * while the embedding rows are [neg x B, pos x B] (kept as diffusers does it) */
             memcpy(ati + (size_t)b * SD_UNET_TIME_IDS, (cfg && b % 2 == 0) ? neg_ids : pos_ids, sizeof pos_ids);
+        }
+    }
+    for (int k = 0; k < a->n_controls; k++) { /* control images: one row per UNet row */
+        size_t one = (size_t)sd_cnet_get_config(a->controls[k].net)->conditioning_channels * a->height * a->width;
+        if (!(cimg[k] = sd_malloc((size_t)UB * one * sizeof(float)))) {
+            s = SD_ERR_OUT_OF_MEMORY;
+            goto done;
+        }
+        for (int b = 0; b < UB; b++)
+            memcpy(cimg[k] + (size_t)b * one, a->controls[k].image, one * sizeof(float));
+        if (a->on_latents) {
+            snprintf(what, sizeof what, "controlnet_cond.%03d", k);
+            a->on_latents(a->step_user, what, cimg[k], (size_t)UB * one);
+        }
+    }
+    if (a->n_controls) {
+        res_down = sd_calloc((size_t)n_res, sizeof *res_down);
+        if (!res_down) {
+            s = SD_ERR_OUT_OF_MEMORY;
+            goto done;
+        }
+    }
+    if (a->n_controls && a->on_latents) { /* the residuals of every step, for the caller */
+        if (!(res_host = sd_calloc((size_t)n_res + 1, sizeof *res_host))) {
+            s = SD_ERR_OUT_OF_MEMORY;
+            goto done;
+        }
+        for (int k = 0; k <= n_res; k++) {
+            int64_t ne[4];
+            sd_cnet_residual_shape(a->controls[0].net, UB, h, w, k, ne);
+            if (!(res_host[k] = sd_malloc((size_t)(ne[0] * ne[1] * ne[2] * ne[3]) * sizeof(float)))) {
+                s = SD_ERR_OUT_OF_MEMORY;
+                goto done;
+            }
         }
     }
     if (lcm_embed) {
@@ -346,7 +452,10 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
             memcpy(xin + n, xin, n * sizeof(float));
         for (int b = 0; b < UB; b++)
             tt[b] = (float)t;
-        unet_job uj = {m, UB, C, h, w, xin, tt, ctxbuf, S, D, tcond, eps, ate, ati, P2};
+        for (int k = 0; k < a->n_controls; k++)
+            scales[k] = control_scale(&a->controls[k], i - first, nt - first);
+        unet_job uj = {m, UB, C, h, w, xin, tt, ctxbuf, S, D, tcond, eps, ate, ati, P2,
+                       a->n_controls, a->controls, cimg, scales, a->height, a->width, res_down, n_res, res_host};
         if (!have_ctx) {
             snprintf(what, sizeof what, "the UNet at %dx%d (batch %d%s)", a->width, a->height, B,
                      cfg ? ", x2 for guidance" : "");
@@ -361,6 +470,15 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
         }
         if (a->on_unet)
             a->on_unet(a->step_user, i - first, t, xin, eps, (size_t)UB * C * h * w);
+        for (int k = 0; res_host && k <= n_res; k++) {
+            int64_t ne[4];
+            sd_cnet_residual_shape(a->controls[0].net, UB, h, w, k, ne);
+            if (k < n_res)
+                snprintf(what, sizeof what, "step.%03d.down_block_additional_residuals.%03d", i - first, k);
+            else
+                snprintf(what, sizeof what, "step.%03d.mid_block_additional_residual", i - first);
+            a->on_latents(a->step_user, what, res_host[k], (size_t)(ne[0] * ne[1] * ne[2] * ne[3]));
+        }
         if (cfg) {
             float g = a->guidance_scale;
             for (size_t k = 0; k < n; k++)
@@ -429,6 +547,12 @@ done:
     free(npooled);
     free(ate);
     free(ati);
+    for (int k = 0; k < SD_PIPE_MAX_CONTROLS; k++)
+        free(cimg[k]);
+    for (int k = 0; res_host && k <= n_res; k++)
+        free(res_host[k]);
+    free(res_host);
+    free(res_down);
     if (s != SD_OK)
         sd_pipe_out_free(out);
     return s;

@@ -6,6 +6,7 @@
 #ifndef SD_PIPE_PIPELINE_H
 #define SD_PIPE_PIPELINE_H
 
+#include "models/controlnet.h"
 #include "pipe/model.h"
 
 /* Draws n standard-normal values; `who` says which reference call draws them:
@@ -17,8 +18,10 @@ typedef void (*sd_step_fn)(void *user, int i, double t, const float *latents, co
 /* The raw UNet call of step i (after scale_model_input and the CFG duplication; before guidance): rows
  * of `sample` / `out` are the UNet batch, `n` values each. */
 typedef void (*sd_unet_call_fn)(void *user, int i, double t, const float *sample, const float *out, size_t n);
-/* Intermediate latents by name: "init_latents" (img2img: encoded and scaled), "noisy_latents" (img2img: the
- * start latents after add_noise). */
+/* Intermediate tensors by name: "init_latents" (img2img: encoded and scaled), "noisy_latents" (img2img: the
+ * start latents after add_noise); with ControlNets "controlnet_cond.NNN" (what net NNN receives: the control
+ * image, one row per UNet row) and per step i "step.III.down_block_additional_residuals.JJJ" /
+ * "step.III.mid_block_additional_residual" (the summed residuals fed to the UNet). */
 typedef void (*sd_latents_fn)(void *user, const char *what, const float *latents, size_t n);
 
 /* SDXL micro-conditioning (diffusers call arguments; 0 = default: original_size = target_size = (height,
@@ -27,6 +30,21 @@ typedef struct sd_sdxl_micro {
     int original_size[2], crops_top_left[2], target_size[2]; /* (height, width), (top, left) */
     int negative_original_size[2], negative_crops_top_left[2], negative_target_size[2];
 } sd_sdxl_micro;
+
+/* One ControlNet of a generation (diffusers StableDiffusionControlNetPipeline; several = MultiControlNetModel:
+ * the residuals of all nets are summed). Every net runs on the same UNet input rows, timestep and prompt
+ * embeddings, with its own control image. At step i of the N steps run, the net's scale is
+ * scale * keep, keep = 0 when i/N < start or (i+1)/N > end (control_guidance_start / _end), else 1; a net
+ * whose scale is 0 is not run (its residuals would be exactly 0). */
+typedef struct sd_pipe_control {
+    const sd_cnet *net;
+    const float *image; /* [1,C,H,W] NCHW in [0,1] (RGB), C = the net's conditioning_channels, H x W = the
+                           generation's height x width; the same for every batch row */
+    float scale;        /* controlnet_conditioning_scale */
+    float start, end;   /* control_guidance_start / _end, 0 <= start < end <= 1 */
+} sd_pipe_control;
+
+#define SD_PIPE_MAX_CONTROLS 8
 
 typedef struct sd_pipe_args {
     const char *prompt, *negative_prompt;
@@ -45,6 +63,8 @@ typedef struct sd_pipe_args {
     sd_sdxl_micro micro;       /* SDXL only */
     sd_unet_call_fn on_unet;   /* may be NULL */
     sd_latents_fn on_latents;  /* may be NULL; user: step_user */
+    const sd_pipe_control *controls; /* ControlNets (n_controls, at most SD_PIPE_MAX_CONTROLS), may be NULL */
+    int n_controls;
 } sd_pipe_args;
 
 typedef struct sd_pipe_out {
