@@ -421,7 +421,8 @@ def streamdiff_precisions(binary):
     u = p.stdout + p.stderr
     if '--precision' not in u:
         return ('fp32',)
-    got = [x for x in ('fp32', 'bf16', 'int8', 'auto') if x in u.split('--precision', 1)[1][:200]]
+    line = u.split('--precision', 1)[1].split('\n', 1)[0]  # e.g. " fp32|bf16|auto]"
+    got = [x for x in ('fp32', 'bf16', 'int8', 'auto') if x in line]
     return tuple(got) or ('fp32',)
 
 
@@ -563,18 +564,28 @@ def main():
                     have.add(key)
                     log(f'count {key[0]:12s} {p:6s} {s}: {c[0]:8.1f} GFLOP, weights {c[2]:7.1f} MiB (F32)')
 
-    if not a.no_peak:
+    def peaks():
+        """GEMM peaks, kept as the best seen over the run (measured at its start and its end: the host is noisy)"""
+        if a.no_peak:
+            return
+        got = {}
         r, _ = run_child(me + ['--child', 'peak', '--threads', str(a.threads)], env)
         if r:
-            out['peak'].update({k: v for k, v in r.items() if k != 'wall_s'})
+            got.update({k: v for k, v in r.items() if k != 'wall_s'})
         if 'streamdiff' in engines:
             r, _ = run_child([a.bin, '--part', 'sgemm', '--size', '2048', '--reps', '5', '--threads',
                               str(a.threads)], env)
             if r:
-                out['peak']['streamdiff_own_gemm_fp32'] = r['own_gflops']
-                out['peak']['openblas_sgemm_fp32'] = r['openblas_gflops']
-                out['peak']['streamdiff_isa'] = r['own_isa']
-        log('peaks (GFLOP/s): ' + ', '.join(f'{k} {v}' for k, v in out['peak'].items()))
+                got.update(streamdiff_own_gemm_fp32=r['own_gflops'], openblas_sgemm_fp32=r['openblas_gflops'],
+                           streamdiff_isa=r['own_isa'], openblas_core=r['openblas_core'])
+        for k, v in got.items():
+            old = out['peak'].get(k)
+            out['peak'][k] = max(old, v) if isinstance(v, (int, float)) and isinstance(old, (int, float)) else v
+        out['peak'].setdefault('measured', []).append({'time_utc': time.strftime('%H:%M:%S', time.gmtime()),
+                                                        **{k: v for k, v in got.items()
+                                                           if isinstance(v, (int, float))}})
+        log('peaks (GFLOP/s): ' + ', '.join(f'{k} {v}' for k, v in got.items()))
+    peaks()
 
     def rows_for(part):
         rows = []
@@ -672,6 +683,7 @@ def main():
                 out['runs'] += list(got.values())
                 if a.json:  # after every row group: a session that ends early keeps what it measured
                     write_json(a.json, out)
+    peaks()
     cond['time_utc_end'] = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())
     cond['load_after'] = os.getloadavg()
     if a.json:
@@ -691,6 +703,9 @@ def print_tables(out):
     counts = {(c['model'], c['part'], c['size']): c['gflop'] for c in out.get('counts', [])}
     pk = out.get('peak', {})
     fp32_peak = max([v for k, v in pk.items() if k.endswith('fp32') and isinstance(v, (int, float))] or [0])
+    if pk:
+        print('GEMM peaks (GFLOP/s, 2048^3, best seen in the run): ' + ', '.join(
+            f'{k} {v}' for k, v in pk.items() if k != 'measured') + '\n')
     peaks = {'fp32': fp32_peak, 'bf16': pk.get('torch_mm_bf16') or 0,
              'int8': pk.get('torch_int_mm_int8') or pk.get('torch_mm_bf16') or 0, 'auto': fp32_peak}
 
