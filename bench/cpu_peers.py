@@ -578,6 +578,12 @@ def main():
             if r:
                 got.update(streamdiff_own_gemm_fp32=r['own_gflops'], openblas_sgemm_fp32=r['openblas_gflops'],
                            streamdiff_isa=r['own_isa'], openblas_core=r['openblas_core'])
+            # the bf16 kernels' instruction peak (one core, registers only; bench_cpu --part bf16peak, if known)
+            r, so = run_child([a.bin, '--part', 'bf16peak'], env)
+            for line in (so or '').splitlines():
+                if line.startswith('{') and '"gflops_per_core"' in line:
+                    x = json.loads(line)
+                    got[f'streamdiff_{x["isa"]}_instruction_peak_x{a.threads}'] = round(x['gflops_per_core'] * a.threads)
         for k, v in got.items():
             old = out['peak'].get(k)
             out['peak'][k] = max(old, v) if isinstance(v, (int, float)) and isinstance(old, (int, float)) else v
