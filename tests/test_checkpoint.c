@@ -7,7 +7,9 @@
  * next to them), every tensor of the folders' unet/vae/text_encoder must be
  * reachable under its own name with identical bytes and shape, and the derived
  * configs must equal the folders' config.json in every derivable key. */
+#include "io/config.h"
 #include "models/checkpoint.h"
+#include "models/unet.h"
 #include "test.h"
 
 #include <stdarg.h>
@@ -102,6 +104,8 @@ static void add_attn(sd_st_writer *w, const char *p, int c, int ctx, bool linear
     addf(w, 1, c, 0, 0, 0, "%s.%s.ff.net.2.bias", p, tb);
 }
 
+static bool g_no_mid; /* add_unet leaves out the middle block (BK-SDM / SDXS / segmind tiny-sd style) */
+
 /* 2 levels (4, 8 channels), 1 resnet per level, attention on the outer level only. */
 static void add_unet(sd_st_writer *w, int ctx, bool linear)
 {
@@ -117,9 +121,11 @@ static void add_unet(sd_st_writer *w, int ctx, bool linear)
     addt(w, U "input_blocks.2.0.op.weight", 4, 4, 4, 3, 3);
     addt(w, U "input_blocks.2.0.op.bias", 1, 4);
     add_resnet(w, U "input_blocks.3.0", 4, 8, T);
-    add_resnet(w, U "middle_block.0", 8, 8, T);
-    add_attn(w, U "middle_block.1", 8, ctx, linear);
-    add_resnet(w, U "middle_block.2", 8, 8, T);
+    if (!g_no_mid) {
+        add_resnet(w, U "middle_block.0", 8, 8, T);
+        add_attn(w, U "middle_block.1", 8, ctx, linear);
+        add_resnet(w, U "middle_block.2", 8, 8, T);
+    }
     add_resnet(w, U "output_blocks.0.0", 16, 8, T);
     add_resnet(w, U "output_blocks.1.0", 12, 8, T);
     addt(w, U "output_blocks.1.1.conv.weight", 4, 8, 8, 3, 3);
@@ -261,7 +267,7 @@ static void add_extras(sd_st_writer *w)
     addt(w, "model_ema.diffusion_modelinput_blocks00weight", 4, 4, 4, 3, 3);
 }
 
-enum { F_SD1, F_SD2, F_SD2_SMALL, F_SDXL, F_SDXL_UNET, F_UNET1024, F_SD1_UNKNOWN };
+enum { F_SD1, F_SD2, F_SD2_SMALL, F_SDXL, F_SDXL_UNET, F_UNET1024, F_SD1_UNKNOWN, F_SD1_NOMID };
 
 /* Writes a fake checkpoint, returns its path (static buffer per kind). */
 static const char *make_fake(int kind, const char *meta_arch)
@@ -275,7 +281,10 @@ static const char *make_fake(int kind, const char *meta_arch)
     switch (kind) {
     case F_SD1:
     case F_SD1_UNKNOWN:
+    case F_SD1_NOMID:
+        g_no_mid = kind == F_SD1_NOMID;
         add_unet(w, 768, false);
+        g_no_mid = false;
         add_vae(w);
         add_clip(w, 2);
         add_extras(w);
@@ -680,6 +689,45 @@ TEST(sd1_configs)
         CHECK(json_int(s, "num_train_timesteps") == 1000 && json_int(s, "steps_offset") == 1);
         cJSON_Delete(s);
     }
+    sd_safetensors_close(st);
+}
+
+/* A distilled UNet without a middle block (BK-SDM, SDXS, segmind tiny-sd as single files): the derived config
+ * says mid_block_type null (not UNetMidBlock2D, which the UNet loader refuses), and every tensor maps. */
+TEST(unet_without_mid_block)
+{
+    sd_safetensors *st = open_fake(F_SD1_NOMID, NULL);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    cJSON *u = sd_ckpt_unet_config(st, SD_ARCH_UNKNOWN);
+    CHECK(u != NULL);
+    if (u) {
+        CHECK(cJSON_IsNull(cJSON_GetObjectItem(u, "mid_block_type")));
+        CHECK(json_int(u, "layers_per_block") == 1);
+        /* the fake's 4 / 8 channels need smaller groups and head counts (the weights cannot tell those) */
+        cJSON_ReplaceItemInObject(u, "norm_num_groups", cJSON_CreateNumber(4));
+        cJSON_ReplaceItemInObject(u, "attention_head_dim", cJSON_CreateNumber(1));
+        char *txt = cJSON_PrintUnformatted(u);
+        sd_config c;
+        sd_unet_config cfg;
+        CHECK_STATUS(sd_config_parse(txt, strlen(txt), "derived", &c), SD_OK);
+        if (!t_cur_failed) {
+            CHECK_STATUS(sd_unet_config_from(&c, &cfg), SD_OK);
+            CHECK(!cfg.has_mid_block && cfg.n_blocks == 2);
+            sd_config_free(&c);
+        }
+        free(txt);
+        cJSON_Delete(u);
+    }
+    sd_weights w;
+    sd_weights_init(&w, NULL, "unet", SD_F32);
+    sd_ckpt_info info;
+    CHECK_STATUS(sd_ckpt_map(st, SD_ARCH_UNKNOWN, &w, NULL, NULL, &info), SD_OK);
+    CHECK_MSG(info.n_unknown == 0, "%zu unknown, first %s", info.n_unknown, info.n_unknown ? info.unknown[0] : "");
+    CHECK(info.arch == SD_ARCH_SD1);
+    sd_ckpt_info_free(&info);
+    sd_weights_free(&w);
     sd_safetensors_close(st);
 }
 
@@ -1135,6 +1183,7 @@ int main(void)
     RUN(sdxl_is_unsupported);
     RUN(sd1_mapping);
     RUN(sd1_configs);
+    RUN(unet_without_mid_block);
     RUN(sd2_openclip_24_blocks);
     RUN(sd2_small_tower_keeps_all_blocks_and_metadata_hints);
     RUN(unknown_keys_reported);

@@ -109,7 +109,10 @@ cJSON *sd_ckpt_unet_config(const sd_safetensors *st, sd_arch arch)
     j_num(&b, "in_channels", L.in_ch);
     j_num(&b, "layers_per_block", L.lpb);
     j_num(&b, "mid_block_scale_factor", 1);
-    j_str(&b, "mid_block_type", L.mid_attn ? "UNetMidBlock2DCrossAttn" : "UNetMidBlock2D");
+    if (L.has_mid)
+        j_str(&b, "mid_block_type", L.mid_attn ? "UNetMidBlock2DCrossAttn" : "UNetMidBlock2D");
+    else /* BK-SDM / SDXS / segmind tiny-sd style: no mid block */
+        j_null(&b, "mid_block_type");
     j_num(&b, "norm_eps", 1e-5);
     j_num(&b, "norm_num_groups", 32);
     j_num(&b, "out_channels", L.out_ch);

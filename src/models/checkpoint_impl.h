@@ -106,7 +106,7 @@ typedef struct unet_layout {
     int ch[MAX_LEVELS];
     bool down_attn[MAX_LEVELS], up_attn[MAX_LEVELS];
     int tdepth[MAX_LEVELS]; /* transformer blocks per attention (0 for levels without) */
-    bool linear_proj, mid_attn;
+    bool linear_proj, mid_attn, has_mid; /* has_mid: any middle_block tensor (distilled UNets: none) */
     int n_output;
 } unet_layout;
 

@@ -55,8 +55,9 @@ sd_status ck_unet_layout_parse(const sd_safetensors *st, unet_layout *L)
                 max_out = a;
             if (b == 1 && !starts(p, "conv."))
                 attn_out[a] = true;
-        } else if (take(&p, "middle_block.1.")) {
-            L->mid_attn = true;
+        } else if (take(&p, "middle_block.")) {
+            L->has_mid = true;
+            L->mid_attn = L->mid_attn || take(&p, "1.");
         }
         if (L->ctx_dim <= 0 && ends(n, ".attn2.to_k.weight") && st->tensors[i].ndim == 2)
             L->ctx_dim = st->tensors[i].shape[1];

@@ -1,0 +1,801 @@
+#!/usr/bin/env python3
+"""cpu_peers.py - streamdiff next to OpenVINO and PyTorch on the CPU, fp32 / bf16 / int8, in one run.
+
+Parts (each row: one engine, one precision, one part, one model, one size, in its own process):
+    unet      one UNet step, batch 1 (no CFG), latent size/8, random context [1,77,D], t = 999
+    taesd     TAESD (AutoencoderTiny) decode of a random [1,4,size/8,size/8] latent
+    clip      the text encoder on one 77-token prompt
+    txt2img   a 1-step text-to-image: tokenize + text encoder + one Euler step (no CFG) + TAESD decode
+Engines and precisions:
+    streamdiff   build/bench/bench_cpu; fp32 always; bf16 / int8 / auto are passed as --precision when this
+                 build's bench_cpu knows the option (its usage text names it), else those rows are skipped
+    torch        diffusers / transformers modules; fp32, or bf16 = weights and inputs in bfloat16 with
+                 channels-last UNet / TAESD (oneDNN picks AMX on AMX CPUs)
+    openvino     IRs converted from the same diffusers modules (ov.convert_model, dynamic spatial shape,
+                 saved fp32) and reshaped static per size; fp32 = INFERENCE_PRECISION_HINT f32 (an AMX CPU
+                 defaults to bf16), bf16 = hint bf16, int8 = nncf.quantize of the fp32 IR (random
+                 calibration data at --int8-calib-size: a speed figure only), compiled with the default hint
+Models: random-weight full-size architectures of bench/arch (sd-turbo, sdxs-512, bk-sdm-tiny, bk-sdm-small,
+sd15), written once by build/bench/bench_gen_arch into the cache; every engine loads the same F16 files.
+TAESD: bench/arch/taesd, the decoder of txt2img for every model and engine.
+
+Per row it reports min and median of the timed runs (one warm-up, --reps timed runs per process, --rounds
+processes per row; the engines alternate, in a rotating order per round), the process CPU time, peak RSS
+(VmHWM of the process that loaded and ran the part; OpenVINO conversion and calibration run in separate
+processes), the kernels the engine ran (OpenVINO: the runtime model's primitive types; PyTorch: oneDNN and
+MKL verbose output of one extra run; streamdiff: the kernel set bench_cpu reports) and a 1024^3 sgemm probe
+(numpy) taken just before the process, to show how busy the host was.
+GFLOP per part are counted on PyTorch's meta device (cpu_vs_torch.count_part: convolutions, linears,
+attention products); GFLOP/s are set against peaks measured in the same run: fp32 sgemm (numpy, torch,
+streamdiff's own GEMM), bf16 matmul (torch), int8 matmul (torch._int_mm, when it runs on the CPU).
+
+Cache (--cache, default $STREAMDIFF_BENCH_CACHE or ~/.cache/streamdiff-bench): models/<arch>, models/taesd,
+ov/<arch>/<component>-fp32.xml, ov/<arch>/<component>-int8-c<calib>.xml. Reruns reuse them.
+
+Usage (repository root, after `make build` or a Release build in build/; Python with torch, diffusers,
+transformers, openvino, nncf, numpy):
+    python bench/cpu_peers.py --sizes 256 --reps 1 --parts unet          # smoke run
+    python bench/cpu_peers.py --sizes 256 --json peers.json              # every engine and precision at 256
+    python bench/cpu_peers.py --sizes 512 --precisions fp32,bf16 --parts unet,taesd --json peers.json --append
+    python bench/cpu_peers.py --table peers.json                         # markdown tables from a JSON
+Options: --models, --engines, --precisions, --parts, --sizes, --reps, --rounds, --threads, --int8-calib-size,
+--no-int8-calibrate, --no-kernels, --no-peak, --no-count, --bin. Weights are never written inside the repository.
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+PROMPT = 'a photograph of an astronaut riding a horse on the moon, highly detailed'
+ENGINE_PRECISIONS = {'streamdiff': ('fp32', 'bf16', 'int8', 'auto'), 'torch': ('fp32', 'bf16'),
+                     'openvino': ('fp32', 'bf16', 'int8')}
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def peak_rss_mib():
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return float(line.split()[1]) / 1024.0
+    return -1.0
+
+
+def cache_dir(a):
+    return os.path.expanduser(a.cache or os.environ.get('STREAMDIFF_BENCH_CACHE') or '~/.cache/streamdiff-bench')
+
+
+def text_dim(model_dir):
+    with open(os.path.join(model_dir, 'text_encoder', 'config.json')) as f:
+        return json.load(f)['hidden_size']
+
+
+def sigma_999():
+    """Euler sigma of t = 999 for SD's scaled_linear schedule (beta 0.00085 .. 0.012)."""
+    import numpy as np
+    b = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
+    ac = np.cumprod(1.0 - b)
+    return float(((1 - ac[999]) / ac[999]) ** 0.5)
+
+
+def timed(run, reps, sync=None):
+    times, cpu = [], []
+    for r in range(reps + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        run()
+        if r:
+            times.append((time.perf_counter() - t0) * 1e3)
+            cpu.append((time.process_time() - c0) * 1e3)
+    return times, cpu
+
+
+def result(a, engine, times, cpu, **extra):
+    r = {'engine': engine, 'part': a.part, 'size': a.size, 'precision': a.precision,
+         'ms_min': round(min(times), 2), 'ms_median': round(statistics.median(times), 2),
+         'ms': [round(x, 2) for x in times], 'cpu_ms': [round(x, 2) for x in cpu],
+         'peak_rss_mib': round(peak_rss_mib(), 1)}
+    r.update(extra)
+    print(json.dumps(r), flush=True)
+
+
+# ----------------------------------------------------------------------------- torch child
+
+def torch_modules(a, torch, dt):
+    """The part's callable on the torch side, in dtype dt (bf16: channels-last UNet / TAESD)."""
+    from diffusers import AutoencoderTiny, UNet2DConditionModel
+    h = a.size // 8
+    gen = torch.Generator().manual_seed(0)
+    cl = torch.channels_last if dt == torch.bfloat16 else torch.contiguous_format
+    if a.part == 'unet':
+        unet = UNet2DConditionModel.from_pretrained(os.path.join(a.model, 'unet'), torch_dtype=dt).eval()
+        unet = unet.to(memory_format=cl)
+        x = torch.randn(1, unet.config.in_channels, h, h, generator=gen).to(dt).to(memory_format=cl)
+        ctx = torch.randn(1, 77, unet.config.cross_attention_dim, generator=gen).to(dt)
+        t = torch.tensor([999.0])
+        return lambda: unet(x, t, encoder_hidden_states=ctx).sample
+    if a.part == 'taesd':
+        taesd = AutoencoderTiny.from_pretrained(a.taesd, torch_dtype=dt).eval().to(memory_format=cl)
+        z = torch.randn(1, 4, h, h, generator=gen).to(dt).to(memory_format=cl)
+        return lambda: taesd.decode(z).sample
+    if a.part == 'clip':
+        from transformers import CLIPTextModel
+        te = CLIPTextModel.from_pretrained(os.path.join(a.model, 'text_encoder'), dtype=dt).eval()
+        ids = torch.tensor([[49406] + [320 + i * 37 for i in range(1, 16)] + [49407] * 61])
+        return lambda: te(ids).last_hidden_state
+    if a.part == 'txt2img':
+        from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+        pipe = StableDiffusionPipeline.from_pretrained(a.model, torch_dtype=dt, safety_checker=None,
+                                                       requires_safety_checker=False)
+        pipe.vae = AutoencoderTiny.from_pretrained(a.taesd, torch_dtype=dt).to(memory_format=cl)
+        pipe.unet = pipe.unet.to(memory_format=cl)
+        pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        return lambda: pipe(PROMPT, num_inference_steps=1, guidance_scale=0.0, height=a.size, width=a.size,
+                            output_type='np', generator=torch.Generator().manual_seed(42)).images
+    raise SystemExit('unknown part ' + a.part)
+
+
+def child_torch(a):
+    import torch
+    torch.set_num_threads(a.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    dt = {'fp32': torch.float32, 'bf16': torch.bfloat16}[a.precision]
+    run = torch_modules(a, torch, dt)
+    with torch.inference_mode():
+        times, cpu = timed(run, a.reps)
+        rss = peak_rss_mib()
+        if a.kernels:  # one more run with oneDNN / MKL verbose on: the driver reads the lines from stdout
+            sys.stdout.flush()
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON), \
+                    torch.backends.mkl.verbose(torch.backends.mkl.VERBOSE_ON):
+                run()
+            sys.stdout.flush()
+    result(a, 'torch', times, cpu, peak_rss_mib_timed=round(rss, 1), torch=torch.__version__,
+           threads=torch.get_num_threads(), cpu_capability=torch.backends.cpu.get_cpu_capability())
+
+
+def parse_torch_kernels(stdout):
+    """oneDNN primitive implementations and MKL functions of the verbose run, with their counts."""
+    kinds, mkl, isa = {}, {}, None
+    for line in stdout.splitlines():
+        if line.startswith('onednn_verbose') and ',exec,' in line:
+            f = line.split(',')
+            i = f.index('exec')
+            if i + 3 < len(f) and f[i + 3]:
+                k = f'{f[i + 2]}:{f[i + 3]}'
+                kinds[k] = kinds.get(k, 0) + 1
+        elif line.startswith('onednn_verbose') and 'cpu,isa:' in line:
+            isa = line.split('isa:', 1)[1].strip()
+        elif re.match(r'MKL_VERBOSE [A-Za-z_0-9]+\(', line):
+            fn = line.split()[1].split('(')[0]
+            mkl[fn] = mkl.get(fn, 0) + 1
+        elif line.startswith('MKL_VERBOSE') and 'Intel' in line and not isa:
+            isa = line[len('MKL_VERBOSE '):].strip()
+    return {'onednn': kinds, 'mkl': mkl, 'isa': isa}
+
+
+# ----------------------------------------------------------------------------- OpenVINO
+
+def ov_paths(a, comp):
+    d = os.path.join(cache_dir(a), 'ov', a.arch if comp != 'taesd' else 'taesd')
+    return d, os.path.join(d, f'{comp}-fp32.xml'), os.path.join(d, f'{comp}-int8-c{a.int8_calib_size}.xml')
+
+
+def ov_components(part):
+    return {'unet': ['unet'], 'taesd': ['taesd'], 'clip': ['text_encoder'],
+            'txt2img': ['text_encoder', 'unet', 'taesd']}[part]
+
+
+def ov_inputs(comp, size, dim, seed=0):
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    h = size // 8
+    if comp == 'unet':
+        return [rng.standard_normal((1, 4, h, h), dtype=np.float32), np.array([999.0], dtype=np.float32),
+                rng.standard_normal((1, 77, dim), dtype=np.float32)]
+    if comp == 'taesd':
+        return [rng.standard_normal((1, 4, h, h), dtype=np.float32)]
+    return [np.array([[49406] + [int(x) for x in rng.integers(300, 49000, 15)] + [49407] * 61], dtype=np.int64)]
+
+
+def child_ov_prepare(a):
+    """Converts one component to an fp32 IR (and, for int8, quantizes it), into the cache."""
+    import numpy as np
+    import openvino as ov
+    comp = a.part
+    d, fp32, int8 = ov_paths(a, comp)
+    os.makedirs(d, exist_ok=True)
+    t0 = time.time()
+    did = []
+    if not os.path.exists(fp32):
+        import torch
+        torch.set_num_threads(a.threads)
+        from diffusers import AutoencoderTiny, UNet2DConditionModel
+        if comp == 'unet':
+            unet = UNet2DConditionModel.from_pretrained(os.path.join(a.model, 'unet'), torch_dtype=torch.float32).eval()
+
+            class W(torch.nn.Module):
+                def __init__(self, m):
+                    super().__init__()
+                    self.m = m
+
+                def forward(self, sample, timestep, encoder_hidden_states):
+                    return self.m(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+            mod, ex = W(unet), [torch.from_numpy(x) for x in ov_inputs('unet', 256, unet.config.cross_attention_dim)]
+            shapes = [ov.PartialShape([1, 4, -1, -1]), ov.PartialShape([1]),
+                      ov.PartialShape([1, 77, unet.config.cross_attention_dim])]
+        elif comp == 'taesd':
+            taesd = AutoencoderTiny.from_pretrained(a.taesd, torch_dtype=torch.float32).eval()
+
+            class W(torch.nn.Module):
+                def __init__(self, m):
+                    super().__init__()
+                    self.m = m
+
+                def forward(self, latent):
+                    return self.m.decode(latent, return_dict=False)[0]
+            mod, ex = W(taesd), [torch.from_numpy(x) for x in ov_inputs('taesd', 256, 0)]
+            shapes = [ov.PartialShape([1, 4, -1, -1])]
+        else:
+            from transformers import CLIPTextModel
+            te = CLIPTextModel.from_pretrained(os.path.join(a.model, 'text_encoder'), dtype=torch.float32).eval()
+
+            class W(torch.nn.Module):
+                def __init__(self, m):
+                    super().__init__()
+                    self.m = m
+
+                def forward(self, input_ids):
+                    return self.m(input_ids).last_hidden_state
+            mod, ex = W(te), [torch.from_numpy(x) for x in ov_inputs('text_encoder', 256, 0)]
+            shapes = [ov.PartialShape([1, 77])]
+        with torch.no_grad():
+            m = ov.convert_model(mod, example_input=tuple(ex), input=shapes)
+        ov.save_model(m, fp32, compress_to_fp16=False)  # the fp16 default also rounds non-weight constants
+        did.append('convert')
+        del m, mod
+    if a.precision == 'int8' and not os.path.exists(int8):
+        import nncf
+        core = ov.Core()
+        m = core.read_model(fp32)
+        dim = text_dim(a.model) if comp == 'unet' else 0
+        samples = [ov_inputs(comp, a.int8_calib_size, dim, seed=s) for s in range(3)]
+        q = nncf.quantize(m, nncf.Dataset(samples), subset_size=len(samples),
+                          model_type=nncf.ModelType.TRANSFORMER if comp != 'taesd' else None)
+        ov.save_model(q, int8, compress_to_fp16=False)
+        did.append(f'int8 (calibration at {a.int8_calib_size}^2, 3 random samples)')
+    print(json.dumps({'prepared': comp, 'did': did, 's': round(time.time() - t0, 1),
+                      'peak_rss_mib': round(peak_rss_mib(), 1)}), flush=True)
+
+
+def ov_compile(a, core, comp):
+    import openvino as ov
+    _, fp32, int8 = ov_paths(a, comp)
+    m = core.read_model(int8 if a.precision == 'int8' else fp32)
+    h = a.size // 8
+    if comp in ('unet', 'taesd'):  # the latent is input 0; the other inputs are static already
+        m.reshape({m.inputs[0]: ov.PartialShape([1, 4, h, h])})
+    cfg = {'INFERENCE_NUM_THREADS': a.threads, 'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': 1}
+    if a.precision in ('fp32', 'bf16'):
+        cfg['INFERENCE_PRECISION_HINT'] = {'fp32': 'f32', 'bf16': 'bf16'}[a.precision]
+    c = core.compile_model(m, 'CPU', cfg)
+    kern = {}
+    for op in c.get_runtime_model().get_ops():
+        rt = op.get_rt_info()
+        lt = str(rt['layerType'].astype(str)) if 'layerType' in rt else '?'
+        pt = str(rt['primitiveType'].astype(str)) if 'primitiveType' in rt else '?'
+        if lt in ('Convolution', 'FullyConnected', 'MatMul', 'ScaledAttn', 'ScaledDotProductAttention',
+                  'Deconvolution', 'GroupConvolution', 'Subgraph'):  # Subgraph: fused snippets (attention too)
+            k = f'{lt}:{pt}'
+            kern[k] = kern.get(k, 0) + 1
+    return c, str(c.get_property('INFERENCE_PRECISION_HINT')), kern
+
+
+def child_openvino(a):
+    import numpy as np
+    import openvino as ov
+    core = ov.Core()
+    comps = ov_components(a.part)
+    compiled, hints, kern = {}, {}, {}
+    for comp in comps:
+        compiled[comp], hints[comp], k = ov_compile(a, core, comp)
+        for n, v in k.items():
+            kern[n] = kern.get(n, 0) + v
+    req = {c: compiled[c].create_infer_request() for c in comps}
+    dim = text_dim(a.model) if a.model else 0
+    if a.part != 'txt2img':
+        comp = comps[0]
+        inp = ov_inputs(comp, a.size, dim)
+        r = req[comp]
+
+        def run():
+            return r.infer(inp)[0]
+    else:
+        from transformers import CLIPTokenizer
+        tok = CLIPTokenizer.from_pretrained(os.path.join(a.model, 'tokenizer'))
+        sigma = sigma_999()
+        h = a.size // 8
+
+        def run():
+            ids = tok(PROMPT, padding='max_length', max_length=77, truncation=True, return_tensors='np').input_ids
+            ctx = req['text_encoder'].infer([ids.astype(np.int64)])[0]
+            lat = np.random.default_rng(42).standard_normal((1, 4, h, h), dtype=np.float32) * \
+                np.float32((sigma ** 2 + 1) ** 0.5)
+            eps = req['unet'].infer([lat / np.float32((sigma ** 2 + 1) ** 0.5), np.array([999.0], np.float32),
+                                     ctx])[0]
+            x0 = lat - np.float32(sigma) * eps
+            img = req['taesd'].infer([x0])[0]
+            return (np.clip(img / 2 + 0.5, 0, 1) * 255).round().astype(np.uint8)
+    times, cpu = timed(run, a.reps)
+    caps = core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES')
+    result(a, 'openvino', times, cpu, openvino=ov.get_version(), inference_precision=hints,
+           kernels={'openvino': kern}, cpu_capabilities=list(caps))
+
+
+# ----------------------------------------------------------------------------- peaks (child)
+
+def child_peak(a):
+    import numpy as np
+    import torch
+    torch.set_num_threads(a.threads)
+    n = 2048
+    out = {}
+
+    def best(fn, reps=5):
+        fn()
+        t = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+        return 2.0 * n ** 3 / min(t) / 1e9
+    A, B = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
+    out['numpy_sgemm_fp32'] = round(best(lambda: A @ B), 1)
+    ta, tb = torch.from_numpy(A), torch.from_numpy(B)
+    out['torch_mm_fp32'] = round(best(lambda: ta @ tb), 1)
+    ha, hb = ta.bfloat16(), tb.bfloat16()
+    out['torch_mm_bf16'] = round(best(lambda: ha @ hb), 1)
+    try:
+        ia = torch.randint(-64, 64, (n, n), dtype=torch.int8)
+        ib = torch.randint(-64, 64, (n, n), dtype=torch.int8)
+        out['torch_int_mm_int8'] = round(best(lambda: torch._int_mm(ia, ib)), 1)
+    except Exception as e:  # noqa: BLE001 - not every build runs it on the CPU
+        out['torch_int_mm_int8'] = None
+        out['int8_note'] = str(e).splitlines()[0][:200]
+    print(json.dumps(out), flush=True)
+
+
+# ----------------------------------------------------------------------------- driver
+
+def probe_gflops(n=1024, reps=3):
+    """A short fp32 sgemm in the driver (numpy): how busy the host is just before a process."""
+    import numpy as np
+    A = np.ones((n, n), np.float32)
+    A @ A
+    t = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        A @ A
+        t.append(time.perf_counter() - t0)
+    return round(2.0 * n ** 3 / min(t) / 1e9, 1)
+
+
+def run_child(cmd, env, timeout=None):
+    t0 = time.time()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log(f'TIMEOUT after {timeout} s: {" ".join(cmd)}')
+        return None, ''
+    if p.returncode != 0:
+        log(f'FAILED ({p.returncode}): {" ".join(cmd)}\n{p.stderr[-3000:]}')
+        return None, p.stdout
+    lines = [l for l in p.stdout.splitlines() if l.startswith('{')]
+    if not lines:
+        log(f'no result line from: {" ".join(cmd)}\n{p.stderr[-2000:]}')
+        return None, p.stdout
+    r = json.loads(lines[-1])
+    r['wall_s'] = round(time.time() - t0, 1)
+    return r, p.stdout
+
+
+def streamdiff_precisions(binary):
+    """The --precision values this bench_cpu takes (its usage text), always including fp32."""
+    try:
+        p = subprocess.run([binary], capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        raise SystemExit(f'{binary}: {e} (build it: cmake --build build --target bench_cpu)')
+    u = p.stdout + p.stderr
+    if '--precision' not in u:
+        return ('fp32',)
+    line = u.split('--precision', 1)[1].split('\n', 1)[0]  # e.g. " fp32|bf16|auto]"
+    got = [x for x in ('fp32', 'bf16', 'int8', 'auto') if x in line]
+    return tuple(got) or ('fp32',)
+
+
+def ensure_models(a, archs):
+    """bench_gen_arch writes each architecture (and the TAESD) once into the cache."""
+    gen = os.path.join(os.path.dirname(a.bin), 'bench_gen_arch')
+    out = {}
+    for arch in list(archs) + ['taesd']:
+        dst = os.path.join(cache_dir(a), 'models', arch)
+        marker = os.path.join(dst, 'config.json' if arch == 'taesd' else 'model_index.json')
+        if not os.path.exists(marker):
+            src = os.path.join(HERE, 'arch', arch)
+            if not os.path.isdir(src):
+                raise SystemExit(f'no architecture {src} (see bench/arch/README.md)')
+            cmd = [gen, src, dst]
+            if arch != 'taesd':
+                big = json.load(open(os.path.join(src, 'text_encoder', 'config.json')))['hidden_size'] == 1024
+                cmd += ['--tokenizer', os.path.join(ROOT, 'tests', 'data', 'models',
+                                                    'tiny-sd2' if big else 'tiny-sd15', 'tokenizer')]
+            log(f'writing random-weight {arch} to {dst}')
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        out[arch] = dst
+    return out
+
+
+def mem_available_gib():
+    with open('/proc/meminfo') as f:
+        for line in f:
+            if line.startswith('MemAvailable:'):
+                return int(line.split()[1]) / 2 ** 20
+    return 0.0
+
+
+def kernel_summary(r):
+    """A short text of the kernels a row ran."""
+    if r['engine'] == 'streamdiff':
+        return f'{r.get("isa", "?")}' + (f' ({r["kernels"]})' if isinstance(r.get('kernels'), str) else '')
+    k = r.get('kernels') or {}
+    if r['engine'] == 'openvino':
+        ov_k = k.get('openvino', {})
+        by = {}
+        for name, n in ov_k.items():
+            lt, pt = name.split(':', 1)
+            by.setdefault(lt, {})[pt] = by.get(lt, {}).get(pt, 0) + n
+        return '; '.join(f'{lt} {max(v, key=v.get)}' for lt, v in sorted(by.items()))
+    parts = []
+    one = k.get('onednn', {})
+    by = {}
+    for name, n in one.items():
+        kind, impl = name.split(':', 1)
+        by.setdefault(kind, {})[impl] = by.get(kind, {}).get(impl, 0) + n
+    parts += [f'{kind} {max(v, key=v.get)}' for kind, v in sorted(by.items())]
+    if k.get('mkl'):
+        parts.append('MKL ' + ','.join(sorted(k['mkl'])))
+    return '; '.join(parts) or '?'
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--child', choices=['torch', 'openvino', 'ov-prepare', 'peak'])
+    ap.add_argument('--part', default='unet')
+    ap.add_argument('--precision', default='fp32')
+    ap.add_argument('--model')
+    ap.add_argument('--arch')
+    ap.add_argument('--size', type=int, default=512)
+    ap.add_argument('--kernels', type=int, default=1)
+    ap.add_argument('--models', default='sd-turbo,sdxs-512')
+    ap.add_argument('--sizes', default='256,512')
+    ap.add_argument('--parts', default='unet,taesd,txt2img')
+    ap.add_argument('--engines', default='streamdiff,torch,openvino')
+    ap.add_argument('--precisions', default='fp32,bf16,int8')
+    ap.add_argument('--reps', type=int, default=3)
+    ap.add_argument('--rounds', type=int, default=1, help='processes per row; the engine order rotates per round')
+    ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--cache')
+    ap.add_argument('--taesd')
+    ap.add_argument('--bin', default=os.path.join(ROOT, 'build', 'bench', 'bench_cpu'))
+    ap.add_argument('--int8-calib-size', type=int, default=256,
+                    help='image size of the random calibration data of the int8 models (SD-turbo UNet: 256: '
+                         '~9 GB, ~2-5 min; 512: ~11 GB, ~4 min on an idle host); the int8 IR serves every size')
+    ap.add_argument('--no-int8-calibrate', action='store_true', help='skip int8 rows whose model is not cached')
+    ap.add_argument('--no-kernels', action='store_true')
+    ap.add_argument('--no-peak', action='store_true')
+    ap.add_argument('--no-count', action='store_true')
+    ap.add_argument('--timeout', type=int, default=1800, help='seconds per process')
+    ap.add_argument('--json')
+    ap.add_argument('--append', action='store_true', help='add to the runs of an existing --json file')
+    ap.add_argument('--table', metavar='JSON', help='print the markdown tables of a JSON file and exit')
+    a = ap.parse_args()
+    if a.child == 'torch':
+        return child_torch(a)
+    if a.child == 'openvino':
+        return child_openvino(a)
+    if a.child == 'ov-prepare':
+        return child_ov_prepare(a)
+    if a.child == 'peak':
+        return child_peak(a)
+    if a.table:
+        with open(a.table) as f:
+            return print_tables(json.load(f))
+
+    os.environ.setdefault('OPENBLAS_NUM_THREADS', str(a.threads))  # the driver's probe (numpy), before import
+    archs = [m for m in a.models.split(',') if m]
+    sizes = [int(s) for s in a.sizes.split(',') if s]
+    parts = [p for p in a.parts.split(',') if p]
+    engines = [e for e in a.engines.split(',') if e]
+    precs = [p for p in a.precisions.split(',') if p]
+    for e in engines:
+        if e not in ENGINE_PRECISIONS:
+            raise SystemExit(f'unknown engine {e} (streamdiff, torch, openvino)')
+    sd_precs = streamdiff_precisions(a.bin) if 'streamdiff' in engines else ()
+    dirs = ensure_models(a, archs)
+    taesd = a.taesd or dirs['taesd']
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
+    me = [sys.executable, os.path.abspath(__file__)]
+
+    out = {'conditions': {}, 'counts': [], 'peak': {}, 'prepare': [], 'runs': [], 'skipped': []}
+    if a.append and a.json and os.path.exists(a.json):
+        with open(a.json) as f:
+            out = json.load(f)
+    cond = {'threads': a.threads, 'reps': a.reps, 'rounds': a.rounds, 'cpu': cpu_name(), 'cpu_flags': cpu_flags(),
+            'time_utc_start': time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime()), 'load_before': os.getloadavg(),
+            'streamdiff_precisions': list(sd_precs), 'int8_calib_size': a.int8_calib_size,
+            'versions': versions(), 'git': git_rev()}
+    out['conditions'].setdefault('invocations', []).append(cond)
+
+    if not a.no_count:
+        import cpu_vs_torch
+        have = {(c['model'], c['part'], c['size']) for c in out['counts']}
+        for arch in archs:
+            for s in sizes:
+                for p in ('unet', 'taesd', 'clip'):
+                    key = (arch if p != 'taesd' else '-', p, s if p != 'clip' else 0)
+                    if key in have or (p == 'clip' and 'clip' not in parts and 'txt2img' not in parts):
+                        continue
+                    c = cpu_vs_torch.count_part(dirs[arch], p, s, taesd)
+                    out['counts'].append({'model': key[0], 'part': p, 'size': key[2], 'gflop': round(c[0], 2),
+                                          'gb_moved': round(c[1], 3), 'weights_f32_mib': round(c[2], 1)})
+                    have.add(key)
+                    log(f'count {key[0]:12s} {p:6s} {s}: {c[0]:8.1f} GFLOP, weights {c[2]:7.1f} MiB (F32)')
+
+    def peaks():
+        """GEMM peaks, kept as the best seen over the run (measured at its start and its end: the host is noisy)"""
+        if a.no_peak:
+            return
+        got = {}
+        r, _ = run_child(me + ['--child', 'peak', '--threads', str(a.threads)], env)
+        if r:
+            got.update({k: v for k, v in r.items() if k != 'wall_s'})
+        if 'streamdiff' in engines:
+            r, _ = run_child([a.bin, '--part', 'sgemm', '--size', '2048', '--reps', '5', '--threads',
+                              str(a.threads)], env)
+            if r:
+                got.update(streamdiff_own_gemm_fp32=r['own_gflops'], openblas_sgemm_fp32=r['openblas_gflops'],
+                           streamdiff_isa=r['own_isa'], openblas_core=r['openblas_core'])
+            # the bf16 kernels' instruction peak (one core, registers only; bench_cpu --part bf16peak, if known)
+            r, so = run_child([a.bin, '--part', 'bf16peak'], env)
+            for line in (so or '').splitlines():
+                if line.startswith('{') and '"gflops_per_core"' in line:
+                    x = json.loads(line)
+                    got[f'streamdiff_{x["isa"]}_instruction_peak_x{a.threads}'] = round(x['gflops_per_core'] * a.threads)
+        for k, v in got.items():
+            old = out['peak'].get(k)
+            out['peak'][k] = max(old, v) if isinstance(v, (int, float)) and isinstance(old, (int, float)) else v
+        out['peak'].setdefault('measured', []).append({'time_utc': time.strftime('%H:%M:%S', time.gmtime()),
+                                                        **{k: v for k, v in got.items()
+                                                           if isinstance(v, (int, float))}})
+        log('peaks (GFLOP/s): ' + ', '.join(f'{k} {v}' for k, v in got.items()))
+    peaks()
+
+    def rows_for(part):
+        rows = []
+        for e in engines:
+            for p in precs:
+                if p not in ENGINE_PRECISIONS[e]:
+                    continue
+                if e == 'streamdiff' and p not in sd_precs:
+                    out['skipped'].append({'engine': e, 'precision': p, 'part': part,
+                                           'why': 'bench_cpu has no --precision ' + p})
+                    continue
+                rows.append((e, p))
+        return rows
+
+    for s in sizes:
+        for arch in archs:
+            for part in parts:
+                if part == 'taesd' and arch != archs[0]:
+                    continue  # one TAESD for every model
+                if part == 'clip' and s != sizes[0]:
+                    continue
+                mdir = dirs[arch]
+                rows = rows_for(part)
+                # OpenVINO models first (conversion / calibration are not timed, separate processes)
+                for e, p in rows:
+                    if e != 'openvino':
+                        continue
+                    for comp in ov_components(part):
+                        pa = argparse.Namespace(cache=a.cache, arch=arch, int8_calib_size=a.int8_calib_size)
+                        _, fp32, int8 = ov_paths(pa, comp)
+                        if os.path.exists(fp32) and (p != 'int8' or os.path.exists(int8)):
+                            continue
+                        if p == 'int8' and not os.path.exists(int8):
+                            need = 8.0 + 3.0 * (a.int8_calib_size / 512) ** 2 if comp == 'unet' else 4.0  # SD-turbo: 9 GiB at 256
+                            if a.no_int8_calibrate or mem_available_gib() < need:
+                                why = 'not cached and --no-int8-calibrate' if a.no_int8_calibrate else \
+                                    f'calibration needs ~{need:.0f} GiB, {mem_available_gib():.0f} available'
+                                out['skipped'].append({'engine': e, 'precision': p, 'part': part, 'model': arch,
+                                                       'why': why})
+                                continue
+                        log(f'openvino: preparing {arch} {comp} ({p}) ...')
+                        r, _ = run_child(me + ['--child', 'ov-prepare', '--part', comp, '--precision', p, '--arch',
+                                               arch, '--model', mdir, '--taesd', taesd, '--threads', str(a.threads),
+                                               '--int8-calib-size', str(a.int8_calib_size)]
+                                         + (['--cache', a.cache] if a.cache else []), env, a.timeout)
+                        if r:
+                            r.update(model=arch, precision=p)
+                            out['prepare'].append(r)
+                            log(f'  {r["did"]} in {r["s"]} s, peak RSS {r["peak_rss_mib"]:.0f} MiB')
+                got = {}
+                for rnd in range(a.rounds):
+                    order = rows[rnd % len(rows):] + rows[:rnd % len(rows)] if rows else []
+                    for e, p in order:
+                        if e == 'openvino':
+                            pa = argparse.Namespace(cache=a.cache, arch=arch, int8_calib_size=a.int8_calib_size)
+                            if not all(os.path.exists(ov_paths(pa, c)[2 if p == 'int8' else 1])
+                                       for c in ov_components(part)):
+                                continue
+                        if e == 'streamdiff':
+                            cmd = [a.bin, '--part', part, '--size', str(s), '--reps', str(a.reps), '--threads',
+                                   str(a.threads), '--model', mdir, '--taesd', taesd]
+                            if len(sd_precs) > 1:
+                                cmd += ['--precision', p]
+                        else:
+                            cmd = me + ['--child', e, '--part', part, '--size', str(s), '--reps', str(a.reps),
+                                        '--threads', str(a.threads), '--model', mdir, '--taesd', taesd,
+                                        '--precision', p, '--arch', arch, '--int8-calib-size',
+                                        str(a.int8_calib_size), '--kernels', '0' if a.no_kernels else '1'] + \
+                                (['--cache', a.cache] if a.cache else [])
+                        probe = probe_gflops()
+                        la = os.getloadavg()
+                        r, stdout = run_child(cmd, env, a.timeout)
+                        if not r:
+                            continue
+                        r.update(engine=e, precision=p, model=arch if part != 'taesd' else '-', size=s,
+                                 probe_gflops=probe, load_before=[round(x, 2) for x in la],
+                                 time_utc=time.strftime('%H:%M:%S', time.gmtime()))
+                        if e == 'torch' and not a.no_kernels:
+                            r['kernels'] = parse_torch_kernels(stdout)
+                        k = (e, p)
+                        if k in got:  # rounds: one row, every timed run
+                            g = got[k]
+                            g['ms'] += r['ms']
+                            g['cpu_ms'] += r['cpu_ms']
+                            g['probe_gflops'] = g['probe_gflops'] + [probe]
+                            g['peak_rss_mib'] = max(g['peak_rss_mib'], r['peak_rss_mib'])
+                            g['ms_min'] = round(min(g['ms']), 2)
+                            g['ms_median'] = round(statistics.median(g['ms']), 2)
+                        else:
+                            r['probe_gflops'] = [probe]
+                            got[k] = r
+                        log(f'{e:10s} {p:4s} {r["model"]:12s} {part:7s} {s}: min {r["ms_min"]:9.1f} ms  median '
+                            f'{r["ms_median"]:9.1f} ms  peak RSS {r["peak_rss_mib"]:7.0f} MiB  probe {probe} '
+                            f'GFLOP/s  load {la[0]:.1f}  [{kernel_summary(r)[:120]}]')
+                out['runs'] += list(got.values())
+                if a.json:  # after every row group: a session that ends early keeps what it measured
+                    write_json(a.json, out)
+    peaks()
+    cond['time_utc_end'] = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())
+    cond['load_after'] = os.getloadavg()
+    if a.json:
+        write_json(a.json, out)
+        log(f'wrote {a.json}')
+    return print_tables(out)
+
+
+def write_json(path, out):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(out, f, indent=1)
+    os.replace(tmp, path)
+
+
+def print_tables(out):
+    counts = {(c['model'], c['part'], c['size']): c['gflop'] for c in out.get('counts', [])}
+    pk = out.get('peak', {})
+    fp32_peak = max([v for k, v in pk.items() if k.endswith('fp32') and isinstance(v, (int, float))] or [0])
+    if pk:
+        print('GEMM peaks (GFLOP/s, 2048^3, best seen in the run): ' + ', '.join(
+            f'{k} {v}' for k, v in pk.items() if k != 'measured') + '\n')
+    peaks = {'fp32': fp32_peak, 'bf16': pk.get('torch_mm_bf16') or 0,
+             'int8': pk.get('torch_int_mm_int8') or pk.get('torch_mm_bf16') or 0, 'auto': fp32_peak}
+
+    def gflop(r):
+        m, p, s = r['model'], r['part'], r['size']
+        if p == 'txt2img':
+            parts = [counts.get((m, 'unet', s)), counts.get(('-', 'taesd', s)), counts.get((m, 'clip', 0))]
+            return sum(parts) if all(x is not None for x in parts) else None
+        return counts.get((m, p, s if p != 'clip' else 0))
+    runs = sorted(out.get('runs', []), key=lambda r: (r['size'], r['model'], r['part'], r['engine'], r['precision']))
+    print('| model | part | size | engine | precision | GFLOP | ms min | ms median | GFLOP/s | % of peak | '
+          'peak RSS MiB | probe GFLOP/s | kernels |')
+    print('|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|')
+    for r in runs:
+        g = gflop(r)
+        rate = g / r['ms_min'] * 1e3 if g else None
+        peak = peaks.get(r['precision']) or 0
+        pr = r.get('probe_gflops') or []
+        cells = [r['model'], r['part'], r['size'], r['engine'], r['precision'], f'{g:.1f}' if g else '-',
+                 f'{r["ms_min"]:.0f}', f'{r["ms_median"]:.0f}', f'{rate:.0f}' if rate else '-',
+                 f'{rate / peak * 100:.0f}%' if rate and peak else '-', f'{r["peak_rss_mib"]:.0f}',
+                 f'{min(pr):.0f}-{max(pr):.0f}' if pr else '-', kernel_summary(r)]
+        print('| ' + ' | '.join(str(c) for c in cells) + ' |')
+    # compact: one line per (model, part, size), min ms per engine / precision
+    cols = sorted({(r['engine'], r['precision']) for r in runs},
+                  key=lambda k: (['streamdiff', 'torch', 'openvino'].index(k[0]), k[1]))
+    if cols:
+        print('\n| model | part | size | ' + ' | '.join(f'{e} {p}' for e, p in cols) + ' |')
+        print('|---|---|---:|' + '---:|' * len(cols))
+        keys = sorted({(r['size'], r['model'], r['part']) for r in runs})
+        for s, m, p in keys:
+            cell = {(r['engine'], r['precision']): r for r in runs if (r['size'], r['model'], r['part']) == (s, m, p)}
+            print(f'| {m} | {p} | {s} | ' + ' | '.join(
+                f'{cell[c]["ms_min"]:.0f} ({cell[c]["ms_median"]:.0f})' if c in cell else '-' for c in cols) + ' |')
+        print(f'\nms: min (median) of the timed runs. Peaks used for "% of peak" (GFLOP/s): fp32 {peaks["fp32"]:.0f}, '
+              f'bf16 {peaks["bf16"]:.0f}, int8 {peaks["int8"]:.0f}.')
+    for sk in out.get('skipped', []):
+        print(f'- skipped: {sk}')
+    return 0
+
+
+def cpu_name():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return '?'
+
+
+def cpu_flags():
+    want = ('avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'amx_tile',
+            'amx_bf16', 'amx_int8', 'avx_vnni')
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    have = set(line.split(':', 1)[1].split())
+                    return [w for w in want if w in have]
+    except OSError:
+        pass
+    return []
+
+
+def versions():
+    v = {'python': sys.version.split()[0]}
+    from importlib import metadata
+    for pkg in ('torch', 'openvino', 'nncf', 'diffusers', 'transformers', 'numpy'):
+        try:
+            v[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            v[pkg] = None
+    return v
+
+
+def git_rev():
+    try:
+        return subprocess.run(['git', '-C', ROOT, 'describe', '--always', '--dirty'], capture_output=True,
+                              text=True).stdout.strip()
+    except OSError:
+        return None
+
+
+if __name__ == '__main__':
+    sys.exit(main())
