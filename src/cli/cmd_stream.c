@@ -343,8 +343,8 @@ static int parse_args(int argc, char **argv, stream_opts *o)
                 return cli_bad_value("stream", name, v, "PATH or PATH:SCALE with SCALE a number from -100 to 100 (e.g. lcm.safetensors:1)");
             o->n_loras++;
         } else if (FLAG(NULL, "--osc-port")) {
-            if (!parse_int(v, 1, 65535, &o->osc_port))
-                return bad(name, v, "a UDP port from 1 to 65535, e.g. 9000");
+            if (!cli_parse_int(v, 1, 65535, &o->osc_port))
+                return cli_bad_value("stream", name, v, "a UDP port from 1 to 65535, e.g. 9000");
         } else if (FLAG(NULL, "--osc-bind")) {
             o->osc_bind = v;
         } else if (FLAG(NULL, "--stats-every")) {
