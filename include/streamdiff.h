@@ -334,6 +334,13 @@ SD_API sd_status sd_stream_set_prompt(sd_stream *s, const char *prompt, const ch
  * (0 = filter off) and max_skip_frames. Out-of-range values are refused. */
 SD_API sd_status sd_stream_set_guidance(sd_stream *s, float guidance_scale, float delta);
 SD_API sd_status sd_stream_set_similarity_filter(sd_stream *s, float threshold, int max_skip_frames);
+/* Live denoising steps: a new t_index_list with the stream's number of entries (the stream batch keeps
+ * its size; another count needs a new stream), checked as sd_stream_params_validate does. Frames in
+ * flight finish on the new schedule. A refused list leaves the stream unchanged. */
+SD_API sd_status sd_stream_set_t_index(sd_stream *s, const int *t_index_list, int n);
+/* Live seed: the stream's noise is drawn again from `seed` and its buffers restart, as in a stream
+ * created with that seed (frames in flight are dropped from the denoising batch). */
+SD_API sd_status sd_stream_set_seed(sd_stream *s, uint64_t seed);
 /* Synchronous: one img2img frame in, the stream's output for it out. */
 SD_API sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out);
 /* Synchronous: one txt2img frame. */

@@ -80,7 +80,29 @@ cmp -s "$tmp/osc/$last" "$tmp/dog/$last" || fail "frame $((written - 1)) is not 
 [ "$from" -eq 0 ] || ! cmp -s "$tmp/osc/$first" "$tmp/dog/$first" || fail "frame 0 already had the new prompt"
 echo "cli_stream_osc: prompt applied from frame $from of $written; last frame equals the new prompt's"
 
-# 2. usage errors
+# 2. seed and t-index live (the library's setters: tests/test_stream.c live_t_index_and_seed checks the frames)
+"$BIN" stream "${TINY[@]}" --frames 1000000 -p "a cat" --osc-port $((port + 1)) -o "$tmp/osc2/" 2>"$tmp/osc2.log" &
+pid=$!
+wait_listening "$tmp/osc2.log"
+send $((port + 1)) /streamdiff/seed i:7
+send $((port + 1)) /streamdiff/t_index i:20 i:40
+send $((port + 1)) /streamdiff/t_index i:10          # another count: refused by the stream, with a message
+send $((port + 1)) /streamdiff/seed f:1.5            # not a whole number: ignored
+send $((port + 1)) /streamdiff/similarity f:0        # the last one
+for _ in $(seq 600); do
+    grep -q "osc: similarity filter 0," "$tmp/osc2.log" && break
+    sleep 0.1
+done
+kill -INT $pid
+wait $pid || { cat "$tmp/osc2.log"; fail "the second OSC-controlled stream failed"; }
+log=$(cat "$tmp/osc2.log")
+grep -q "osc: seed 7 (from frame" <<<"$log" || { echo "$log"; fail "seed not applied"; }
+grep -q "osc: t-index 20,40 (from frame" <<<"$log" || { echo "$log"; fail "t-index not applied"; }
+grep -q "osc: t-index 10 refused: t_index_list: a live change keeps the number of steps" <<<"$log" ||
+    { echo "$log"; fail "a t-index of another length was not refused with a message"; }
+grep -q "osc: ignored: /streamdiff/seed takes one whole number" <<<"$log" || { echo "$log"; fail "bad seed not reported"; }
+
+# 3. usage errors
 "$BIN" stream "${TINY[@]}" --frames 2 -p x --osc-port 0 -o "$tmp/x/" >"$tmp/err" 2>&1
 [ $? -eq 2 ] || fail "--osc-port 0 should be a usage error"
 grep -q -- "--osc-port" "$tmp/err" || fail "--osc-port 0: $(cat "$tmp/err")"

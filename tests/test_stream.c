@@ -575,6 +575,80 @@ TEST(async_lora_change_next_frame)
 
 /* ------------------------------------------------------------ errors */
 
+/* Live t_index_list and seed: set on a stream before its first frame, they give the frames of a stream
+ * created with them; set later, they change the frames from there on; a refused list changes nothing. */
+static void run_frames(sd_stream *s, sd_image *frames, int nf, sd_image *outs)
+{
+    for (int k = 0; k < nf; k++) {
+        outs[k] = (sd_image){0};
+        CHECK_STATUS(sd_stream_img2img(s, &frames[k], &outs[k]), SD_OK);
+    }
+}
+
+TEST(live_t_index_and_seed)
+{
+    if (!model())
+        FAIL("%s", g_why);
+    enum { N = 6 };
+    sd_image frames[N], ref[N], got[N];
+    for (int k = 0; k < N; k++)
+        make_frame(k, &frames[k]);
+    sd_stream_params p;
+    base_params(&p);
+    p.cfg_type = SD_CFG_NONE;
+    sd_stream_params q = p;
+    q.t_index_list[0] = 20, q.t_index_list[1] = 40, q.seed = 11;
+    sd_stream *a, *b;
+    CHECK_STATUS(sd_stream_create(model(), &q, &b), SD_OK);
+    CHECK_STATUS(sd_stream_set_prompt(b, "a photo of a red fox", ""), SD_OK);
+    run_frames(b, frames, N, ref);
+    sd_stream_free(b);
+
+    CHECK_STATUS(sd_stream_create(model(), &p, &a), SD_OK);
+    CHECK_STATUS(sd_stream_set_prompt(a, "a photo of a red fox", ""), SD_OK);
+    /* refused: another count, descending, out of range; the stream keeps its schedule */
+    CHECK_STATUS(sd_stream_set_t_index(a, (int[]){10, 20, 30}, 3), SD_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(sd_last_error(), "t_index_list") != NULL);
+    CHECK_STATUS(sd_stream_set_t_index(a, (int[]){40, 20}, 2), SD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(sd_stream_set_t_index(a, (int[]){20, 50}, 2), SD_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(sd_stream_set_t_index(a, (int[]){20, 40}, 2), SD_OK);
+    CHECK_STATUS(sd_stream_set_seed(a, 11), SD_OK);
+    run_frames(a, frames, N, got);
+    int same_n = 0;
+    for (int k = 0; k < N; k++)
+        same_n += same(&ref[k], &got[k]);
+    CHECK_MSG(same_n == N, "live t_index [20,40] + seed 11 before the first frame: %d of %d frames equal a stream "
+              "created with them", same_n, N);
+    for (int k = 0; k < N; k++)
+        sd_image_free(&got[k]);
+    /* changed mid-stream: the frames after the change differ from the unchanged stream's */
+    sd_stream *c;
+    CHECK_STATUS(sd_stream_create(model(), &p, &c), SD_OK);
+    CHECK_STATUS(sd_stream_set_prompt(c, "a photo of a red fox", ""), SD_OK);
+    run_frames(c, frames, N, got);
+    sd_stream_free(c);
+    CHECK_STATUS(sd_stream_create(model(), &p, &c), SD_OK);
+    CHECK_STATUS(sd_stream_set_prompt(c, "a photo of a red fox", ""), SD_OK);
+    sd_image mid[N];
+    for (int k = 0; k < N; k++) {
+        if (k == 3)
+            CHECK_STATUS(sd_stream_set_t_index(c, (int[]){10, 30}, 2), SD_OK);
+        mid[k] = (sd_image){0};
+        CHECK_STATUS(sd_stream_img2img(c, &frames[k], &mid[k]), SD_OK);
+    }
+    sd_stream_free(c);
+    for (int k = 0; k < N; k++)
+        CHECK_MSG(same(&mid[k], &got[k]) == (k < 3), "frame %d: the t_index change at frame 3 %s", k,
+                  k < 3 ? "changed an earlier frame" : "did not change it");
+    for (int k = 0; k < N; k++) {
+        sd_image_free(&frames[k]);
+        sd_image_free(&ref[k]);
+        sd_image_free(&got[k]);
+        sd_image_free(&mid[k]);
+    }
+    sd_stream_free(a);
+}
+
 TEST(bad_params)
 {
     if (!model())
@@ -683,6 +757,7 @@ int main(void)
     RUN(live_drops_oldest);
     RUN(free_while_busy);
     RUN(async_lora_change_next_frame);
+    RUN(live_t_index_and_seed);
     sd_model_free(g_model);
     return test_summary();
 }

@@ -382,14 +382,21 @@ void cli_osc_stop(cli_osc *o)
 
 static void cli_osc_apply_seed(cli_live *l, int64_t seed, int64_t frame)
 {
-    (void)l, (void)frame;
-    fprintf(stderr, "osc: /streamdiff/seed %lld refused: this stream cannot change its seed live yet (restart with --seed)\n", (long long)seed);
+    if (sd_stream_set_seed(l->s, (uint64_t)seed) == SD_OK)
+        fprintf(stderr, "osc: seed %lld (from frame %lld on)\n", (long long)seed, (long long)frame);
+    else
+        fprintf(stderr, "osc: seed refused: %s\n", sd_last_error());
 }
 
 static void cli_osc_apply_t_index(cli_live *l, const int *t, int n, int64_t frame)
 {
-    (void)l, (void)t, (void)n, (void)frame;
-    fprintf(stderr, "osc: /streamdiff/t_index refused: this stream cannot change its t-index live yet (restart with --t-index)\n");
+    char list[CLI_OSC_MAX_T * 5 + 1] = "";
+    for (int i = 0; i < n; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", i ? "," : "", t[i]);
+    if (sd_stream_set_t_index(l->s, t, n) == SD_OK)
+        fprintf(stderr, "osc: t-index %s (from frame %lld on)\n", list, (long long)frame);
+    else
+        fprintf(stderr, "osc: t-index %s refused: %s\n", list, sd_last_error());
 }
 
 void cli_osc_apply(const cli_osc_update *u, cli_live *l, int64_t frame)

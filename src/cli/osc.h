@@ -14,8 +14,8 @@
  *   /streamdiff/negative_prompt   s        the negative prompt
  *   /streamdiff/guidance          f        guidance scale (0..100)
  *   /streamdiff/delta             f        RCFG delta (0..10)
- *   /streamdiff/seed              i        the stream's noise seed (>= 0)
- *   /streamdiff/t_index           i [i..]  the denoising steps (same count as at start)
+ *   /streamdiff/seed              i        the stream's noise seed (>= 0): sd_stream_set_seed
+ *   /streamdiff/t_index           i [i..]  the denoising steps, as many as at the start: sd_stream_set_t_index
  *   /streamdiff/similarity        f [i]    similarity filter threshold (0 = off) [, max skipped frames]
  *   /streamdiff/lora/N/scale      f        strength of the N-th --lora (from 0), -10..10
  */

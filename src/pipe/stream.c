@@ -1064,6 +1064,53 @@ sd_status sd_stream_set_guidance(sd_stream *s, float guidance_scale, float delta
     return SD_OK;
 }
 
+sd_status sd_stream_set_t_index(sd_stream *s, const int *t_index_list, int n)
+{
+    if (!s || !t_index_list)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream or t_index_list");
+    if (n != s->n)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT,
+                       "t_index_list: a live change keeps the number of steps (%d), got %d entries; create a new "
+                       "stream for another count", s->n, n);
+    sd_stream_params p = s->p;
+    memcpy(p.t_index_list, t_index_list, sizeof(int) * (size_t)n);
+    SD_TRY(sd_stream_params_validate(&p, NULL));
+    pthread_mutex_lock(&s->engine);
+    int old[SD_STREAM_MAX_STEPS];
+    memcpy(old, s->p.t_index_list, sizeof old);
+    memcpy(s->p.t_index_list, t_index_list, sizeof(int) * (size_t)n);
+    sd_status st = lcm_coeffs(s);
+    if (st == SD_OK)
+        st = upload_constants(s);
+    if (st != SD_OK) { /* back to the old schedule */
+        memcpy(s->p.t_index_list, old, sizeof old);
+        if (lcm_coeffs(s) == SD_OK)
+            upload_constants(s);
+    }
+    graphs_free(s); /* captured steps bake the first step's noise coefficient in */
+    pthread_mutex_unlock(&s->engine);
+    return st;
+}
+
+sd_status sd_stream_set_seed(sd_stream *s, uint64_t seed)
+{
+    if (!s)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
+    size_t lat_n = (size_t)s->B * s->C * s->h * s->w;
+    float *noise = sd_malloc(lat_n * sizeof(float));
+    if (!noise)
+        return SD_ERR_OUT_OF_MEMORY;
+    pthread_mutex_lock(&s->engine);
+    s->p.seed = seed;
+    sd_rng_init(&s->rng, s->p.rng == SD_RNG_TYPE_FAST ? SD_RNG_FAST : SD_RNG_TORCH, seed);
+    sd_rng_init(&s->ssf_rng, SD_RNG_FAST, seed ^ 0x5353465f636f696eULL); /* as sd_stream_create */
+    sd_rng_randn(&s->rng, noise, lat_n);
+    sd_status st = sd_stream_set_init_noise(s, noise);
+    pthread_mutex_unlock(&s->engine);
+    free(noise);
+    return st;
+}
+
 sd_status sd_stream_set_similarity_filter(sd_stream *s, float threshold, int max_skip_frames)
 {
     if (!s)
