@@ -5,6 +5,9 @@
 #include "cli/cli.h"
 #ifdef SD_HAVE_SERVER
 #include "server/server.h"
+#ifdef SD_HAVE_OSC
+#include "cli/osc.h"
+#endif
 
 #include <errno.h>
 #include <limits.h>
@@ -67,6 +70,11 @@ static void usage(FILE *f)
             "      --max-size N           largest stream width/height a client may ask for (default: %d)\n"
             "      --max-steps N          longest t_index_list (default: %d)\n"
             "      --max-fps X            output frames per second and client, 0 = no cap (default: %g)\n"
+            "\nlive control:\n"
+            "      --osc-port N           listen for OSC on UDP port N (TouchDesigner, Max, VJ tools): the same\n"
+            "                             addresses as `streamdiff stream --osc-port` (docs/osc.md), applied to\n"
+            "                             every client (each is told) and to clients that connect later\n"
+            "      --osc-bind ADDR        the address OSC listens on (default: 127.0.0.1, this machine only)\n"
             "\nother:\n"
             "      --web-dir DIR          serve the page from DIR instead of the copy built into the binary\n"
             "      --max-runtime S        stop after S seconds (tests) (default: run until Ctrl-C)\n"
@@ -95,6 +103,31 @@ typedef struct serve_loras {
     bool allow_unmatched;
 } serve_loras;
 
+#ifdef SD_HAVE_OSC
+/* srv_options.control: the OSC updates since the last poll, as a server control update */
+static bool osc_control(void *user, srv_control *c)
+{
+    static cli_osc_update u; /* the engine worker is the only caller */
+    if (!cli_osc_take(user, &u))
+        return false;
+    memset(c, 0, sizeof *c);
+    c->set = (u.set & CLI_OSC_PROMPT ? SRV_CTL_PROMPT : 0) | (u.set & CLI_OSC_NEGATIVE ? SRV_CTL_NEGATIVE : 0) |
+             (u.set & CLI_OSC_GUIDANCE ? SRV_CTL_GUIDANCE : 0) | (u.set & CLI_OSC_DELTA ? SRV_CTL_DELTA : 0) |
+             (u.set & CLI_OSC_SEED ? SRV_CTL_SEED : 0) | (u.set & CLI_OSC_T_INDEX ? SRV_CTL_T_INDEX : 0) |
+             (u.set & CLI_OSC_SIMILARITY ? SRV_CTL_SIMILARITY : 0) | (u.set & CLI_OSC_LORA ? SRV_CTL_LORA : 0);
+    snprintf(c->prompt, sizeof c->prompt, "%s", u.prompt);
+    snprintf(c->negative_prompt, sizeof c->negative_prompt, "%s", u.negative);
+    c->guidance_scale = u.guidance, c->delta = u.delta, c->seed = (uint64_t)u.seed;
+    c->similarity_threshold = u.similarity, c->max_skip_frames = u.max_skip;
+    c->n_t_index = u.n_t_index < SD_STREAM_MAX_STEPS ? u.n_t_index : SD_STREAM_MAX_STEPS;
+    memcpy(c->t_index_list, u.t_index, sizeof(int) * (size_t)c->n_t_index);
+    c->lora_set = u.lora_set;
+    for (int i = 0; i < CLI_OSC_MAX_LORAS && i < SRV_MAX_LORAS; i++)
+        c->lora_scale[i] = u.lora_scale[i];
+    return true;
+}
+#endif
+
 static int serve(int argc, char **argv, serve_loras *L)
 {
     srv_options o;
@@ -105,6 +138,8 @@ static int serve(int argc, char **argv, serve_loras *L)
     sd_backend_kind backend = SD_BACKEND_CPU;
     sd_precision precision = SD_PRECISION_AUTO;
     bool force_tiny = false;
+    int osc_port = 0;
+    const char *osc_bind = NULL;
     srv_config def; /* stream defaults given on the command line (size applied after loading) */
     srv_config_default(&def, 0, 0);
     const char *env_token = getenv("STREAMDIFF_TOKEN");
@@ -268,6 +303,12 @@ static int serve(int argc, char **argv, serve_loras *L)
             o.limits.max_fps = x;
         } else if (!strcmp(a, "--web-dir")) {
             o.web_dir = v;
+        } else if (!strcmp(a, "--osc-port")) {
+            if (!cli_parse_ll(v, 1, 65535, &n))
+                BAD("--osc-port must be a UDP port 1..65535");
+            osc_port = (int)n;
+        } else if (!strcmp(a, "--osc-bind")) {
+            osc_bind = v;
         } else if (!strcmp(a, "--max-runtime")) {
             if (!cli_parse_double(v, 0, 1e7, &x))
                 BAD("--max-runtime must be a number of seconds");
@@ -357,7 +398,34 @@ static int serve(int argc, char **argv, serve_loras *L)
     if (!info.has_taesd)
         fprintf(stderr, "streamdiff serve: note: no --taesd given: frames use the full VAE (slower)\n");
 
+#ifdef SD_HAVE_OSC
+    cli_osc *osc = NULL;
+    if (osc_port) {
+        if (cli_osc_start(osc_bind, osc_port, L->n, &osc) != SD_OK) {
+            sd_model_free(m);
+            return 1;
+        }
+        fprintf(stderr, "streamdiff serve: osc: listening on UDP %s:%d\n", osc_bind ? osc_bind : "127.0.0.1", osc_port);
+        o.control = osc_control;
+        o.control_user = osc;
+    }
+#else
+    if (osc_port) {
+        fprintf(stderr, "streamdiff serve: --osc-port: this streamdiff was built without OSC (liblo); "
+                        "apt-get install liblo-dev and rebuild\n");
+        sd_model_free(m);
+        return 2;
+    }
+#endif
     int rc = srv_run(m, &o);
+#ifdef SD_HAVE_OSC
+    if (osc) {
+        int64_t acc, rej;
+        cli_osc_counts(osc, &acc, &rej);
+        fprintf(stderr, "streamdiff serve: osc: %lld messages applied, %lld ignored\n", (long long)acc, (long long)rej);
+        cli_osc_stop(osc);
+    }
+#endif
     sd_model_free(m);
     return rc;
 }

@@ -112,6 +112,7 @@ typedef struct server {
         int w, h;
     } grp[SRV_MAX_GROUPS];
     int n_grp;
+    srv_control ctl; /* worker only: the control update being applied */
 } server;
 
 static inline double now_s(void) { return srv_now(); }
@@ -126,6 +127,7 @@ char *srv_queued_json(server *S, client *c);
 void srv_promote_queued(server *S);
 void srv_gauges_fill(server *S, srv_gauges *g);
 void srv_apply_loras(server *S);
+void srv_apply_control(server *S, const srv_control *u);
 
 /* messages.c: JSON built from the server state */
 void srv_add_lora_scales(server *S, cJSON *o);

@@ -14,6 +14,31 @@
 
 #include "protocol.h"
 
+/* Live control of every session from outside the WebSocket protocol (OSC: `serve --osc-port`). What it
+ * sets applies to every client's settings, as if each had sent it in a "config" message (each is told with
+ * a "config" message, as for its own; a value its stream refuses is reported to it and not applied), to the
+ * settings of clients that connect later, and to the LoRA scales, as a "lora" message does. */
+enum {
+    SRV_CTL_PROMPT = 1 << 0,
+    SRV_CTL_NEGATIVE = 1 << 1,
+    SRV_CTL_GUIDANCE = 1 << 2,
+    SRV_CTL_DELTA = 1 << 3,
+    SRV_CTL_SEED = 1 << 4,
+    SRV_CTL_T_INDEX = 1 << 5,
+    SRV_CTL_SIMILARITY = 1 << 6,
+    SRV_CTL_LORA = 1 << 7,
+};
+typedef struct srv_control {
+    unsigned set; /* SRV_CTL_*: which fields hold values */
+    char prompt[SRV_PROMPT_MAX + 1], negative_prompt[SRV_PROMPT_MAX + 1];
+    float guidance_scale, delta, similarity_threshold;
+    int max_skip_frames; /* with SRV_CTL_SIMILARITY; -1: unchanged */
+    uint64_t seed;
+    int t_index_list[SD_STREAM_MAX_STEPS], n_t_index;
+    unsigned lora_set; /* bit i: lora_scale[i] is the i-th LoRA's new scale */
+    float lora_scale[SRV_MAX_LORAS];
+} srv_control;
+
 typedef struct srv_options {
     const char *host;         /* "127.0.0.1" */
     int port;                 /* 8080; 0 = any free port (printed) */
@@ -34,6 +59,10 @@ typedef struct srv_options {
     int n_loras;
     bool lora_allow_unmatched;/* the sd_lora_options the caller applied them with */
     int verbose;
+    /* Optional live control: polled by the engine worker between ticks (at least every 100 ms while it is
+     * set); returns true and fills *c when something arrived. */
+    bool (*control)(void *user, srv_control *c);
+    void *control_user;
 } srv_options;
 
 void srv_options_default(srv_options *o);

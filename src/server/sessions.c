@@ -186,3 +186,77 @@ void srv_apply_loras(server *S)
     }
     free(js);
 }
+
+/* A control update (srv_options.control) on one config: false (and *err) when its stream would refuse it. */
+static bool control_config(const srv_control *u, int max_steps, const srv_config *cur, srv_config *out,
+                           srv_error *err)
+{
+    *out = *cur;
+    if ((u->set & SRV_CTL_T_INDEX) && u->n_t_index > max_steps) {
+        srv_error_set(err, "bad_value", "field 't_index_list': %d entries, this server allows at most %d (--max-steps)",
+                      u->n_t_index, max_steps);
+        return false;
+    }
+    if (u->set & SRV_CTL_PROMPT)
+        memcpy(out->prompt, u->prompt, sizeof out->prompt);
+    if (u->set & SRV_CTL_NEGATIVE)
+        memcpy(out->negative_prompt, u->negative_prompt, sizeof out->negative_prompt);
+    if (u->set & SRV_CTL_GUIDANCE)
+        out->guidance_scale = u->guidance_scale;
+    if (u->set & SRV_CTL_DELTA)
+        out->delta = u->delta;
+    if (u->set & SRV_CTL_SEED)
+        out->seed = u->seed;
+    if (u->set & SRV_CTL_T_INDEX) {
+        memcpy(out->t_index_list, u->t_index_list, sizeof out->t_index_list);
+        out->n_t_index = u->n_t_index;
+    }
+    if (u->set & SRV_CTL_SIMILARITY) {
+        out->similarity_threshold = u->similarity_threshold;
+        if (u->max_skip_frames >= 0)
+            out->max_skip_frames = u->max_skip_frames;
+    }
+    return srv_check_stream_params(out, err);
+}
+
+/* Applies a control update to every client and to the defaults of later ones (hold mu). */
+void srv_apply_control(server *S, const srv_control *u)
+{
+    srv_error err;
+    if (u->set & ~(unsigned)SRV_CTL_LORA) {
+        srv_config next;
+        if (control_config(u, S->o.limits.max_steps, &S->o.defaults, &next, &err)) {
+            S->o.defaults = next;
+            fprintf(stderr, "streamdiff serve: control: settings applied to every client\n");
+        } else {
+            fprintf(stderr, "streamdiff serve: control: refused: %s\n", err.message);
+        }
+        for (client *c = S->clients; c; c = c->next) {
+            if (c->closed)
+                continue;
+            if (control_config(u, S->o.limits.max_steps, &c->cfg, &next, &err)) {
+                c->cfg = next;
+                c->cfg_gen++; /* the worker applies it and sends the client its "config" */
+            } else { /* not the client's message: no bad_messages count */
+                srv_txt_push_owned(S, c, srv_error_json(&err));
+            }
+        }
+    }
+    if ((u->set & SRV_CTL_LORA) && S->lora_req.n) {
+        bool ok = true;
+        for (int i = 0; i < S->lora_req.n; i++)
+            if ((u->lora_set & (1u << i)) && fabsf(u->lora_scale[i]) > SRV_LORA_SCALE_MAX)
+                ok = false;
+        if (!ok) {
+            fprintf(stderr, "streamdiff serve: control: LoRA scales refused: each must be within -%g..%g\n",
+                    SRV_LORA_SCALE_MAX, SRV_LORA_SCALE_MAX);
+        } else {
+            for (int i = 0; i < S->lora_req.n; i++)
+                if (u->lora_set & (1u << i))
+                    S->lora_req.scale[i] = u->lora_scale[i];
+            S->lora_by = 0; /* no client asked: a failure goes to the log */
+            S->lora_gen++;
+        }
+    }
+    pthread_cond_broadcast(&S->cv);
+}

@@ -349,6 +349,15 @@ void *srv_worker_main(void *arg)
             lws_cancel_service(S->ctx);
             break;
         }
+        if (S->o.control) { /* live control from outside the protocol (OSC), between ticks */
+            pthread_mutex_unlock(&S->mu);
+            bool got = S->o.control(S->o.control_user, &S->ctl);
+            pthread_mutex_lock(&S->mu);
+            if (got) {
+                srv_apply_control(S, &S->ctl);
+                lws_cancel_service(S->ctx); /* the event loop sends what it queued */
+            }
+        }
         if (S->lora_gen != S->lora_done) {
             srv_apply_loras(S);
             lws_cancel_service(S->ctx); /* the event loop sends the "lora" messages */
@@ -410,6 +419,8 @@ void *srv_worker_main(void *arg)
                 double end = S->start_t + S->o.max_runtime_s;
                 wake = wake == 0 || end < wake ? end : wake;
             }
+            if (S->o.control && (wake == 0 || wake > now + 0.1)) /* poll the control at least every 100 ms */
+                wake = now + 0.1;
             if (wake > 0) {
                 struct timespec ts;
                 clock_gettime(CLOCK_MONOTONIC, &ts);
