@@ -1900,6 +1900,31 @@ def gen_sdxl():
     e32 = run_unet(m, inp, DATA, torch.float32, hooks)
     e64 = run_unet(m, inp, DATA, torch.float64, hooks)
     write_case("own_sdxl_unet", m, inp, e32, net_tols(e32, e64))
+    # a distilled, asymmetric SDXL UNet as SSD-1B / Segmind Vega configure theirs: per-layer transformer depth with
+    # reverse_transformer_layers_per_block for the up path (diffusers "asymmetrical U-Net"), no mid block
+    torch.manual_seed(SEED_XL_UNET + 1)
+    ucfg = dict(XL_UNET_CFG, layers_per_block=2, transformer_layers_per_block=[1, [1, 2], [2, 1]],
+                reverse_transformer_layers_per_block=[[1, 2, 1], [2, 1, 1], 1], mid_block_type=None)
+    unet = UNet2DConditionModel(**ucfg)
+    perturb_(unet, SEED_XL_UNET + 1 + SEED_PERTURB)
+    shutil.rmtree(DATA / "models" / "unet-sdxl-asym", ignore_errors=True)
+    save_diffusers_model(unet, DATA / "models" / "unet-sdxl-asym", torch.float32)
+    m = {"name": "own_sdxl_unet_asymmetric", "description": "distilled SDXL-like UNet as SSD-1B / Vega configure "
+         "theirs: transformer_layers_per_block [1, [1, 2], [2, 1]] (per layer), reverse_transformer_layers_per_block "
+         "[[1, 2, 1], [2, 1, 1], 1] for the up path, layers_per_block 2, no mid block, text_time, F32",
+         "model_dir": "models/unet-sdxl-asym", "config": {k: v for k, v in ucfg.items()},
+         "call": "UNet2DConditionModel.forward(sample, timestep, encoder_hidden_states, added_cond_kwargs="
+                 "{'text_embeds', 'time_ids'}, return_dict=False)[0]",
+         "activation_semantics": UNET_ACT_SEMANTICS}
+    inp = {"sample": randn((1, 4, 8, 8), s + 5), "timestep": torch.tensor([601], dtype=torch.int64),
+           "encoder_hidden_states": randn((1, 77, 20), s + 6), "text_embeds": randn((1, 10), s + 7),
+           "time_ids": torch.tensor([[32.0, 32.0, 0.0, 0.0, 32.0, 32.0]])}
+    hooks = ["add_embedding", "down_blocks.1.attentions.1.transformer_blocks.1", "down_blocks.2.attentions.0"]
+    hooks += [f"down_blocks.{i}" for i in range(3)] + [f"up_blocks.{i}" for i in range(3)]
+    hooks += ["up_blocks.0.attentions.1.transformer_blocks.1", "up_blocks.1.attentions.0.transformer_blocks.1"]
+    e32 = run_unet(m, inp, DATA, torch.float32, hooks)
+    e64 = run_unet(m, inp, DATA, torch.float64, hooks)
+    write_case("own_sdxl_unet_asymmetric", m, inp, e32, net_tols(e32, e64))
     # the two text encoders, on their own tokenizers
     for name, sub, tsub, cls_name, cfg, desc in (
             ("own_sdxl_clip_te1", "text_encoder", "tokenizer", "CLIPTextModel", XL_TE1_CFG,
