@@ -238,15 +238,23 @@ TEST(bad_folders)
     d = make_folder("sd2_te2", "text_encoder_2", k_index); /* hidden 8 + 8 = 16, the UNet wants 20 */
     link_component(d, "text_encoder_2", "tiny-sd2", "text_encoder");
     expect_error(d, SD_ERR_FORMAT, "cross_attention_dim");
-    d = make_folder("taesd_as_vae", "vae", k_index);
-    link_component(d, "vae", "taesd-tiny", ".");
+    /* a VAE config that does not fit its weights (8 latent channels): named, with the component */
+    d = make_folder("vae_8ch", "vae", k_index);
+    char vdir[900];
+    snprintf(vdir, sizeof vdir, "%s/vae", d);
+    CHECK(mkdir(vdir, 0755) == 0);
+    link_component(vdir, "diffusion_pytorch_model.safetensors", "tiny-sdxl", "vae/diffusion_pytorch_model.safetensors");
+    write_text(vdir, "config.json",
+               "{\"_class_name\": \"AutoencoderKL\", \"block_out_channels\": [8, 16], \"down_block_types\": "
+               "[\"DownEncoderBlock2D\", \"DownEncoderBlock2D\"], \"up_block_types\": [\"UpDecoderBlock2D\", "
+               "\"UpDecoderBlock2D\"], \"layers_per_block\": 1, \"norm_num_groups\": 4, \"latent_channels\": 8, "
+               "\"scaling_factor\": 0.13025}");
     m = NULL;
     sd_status s = load(d, &m);
-    CHECK_MSG(s != SD_OK && strstr(sd_last_error(), "vae"), "an AutoencoderTiny as vae/: %s (%s)", sd_status_name(s),
-              sd_last_error());
+    CHECK_MSG(s == SD_ERR_SHAPE && strstr(sd_last_error(), "vae"), "a VAE config with 8 latent channels: %s (%s)",
+              sd_status_name(s), sd_last_error());
     sd_model_free(m);
     d = make_folder("latents_mean_vae", "vae", k_index);
-    char vdir[900];
     snprintf(vdir, sizeof vdir, "%s/vae", d);
     CHECK(mkdir(vdir, 0755) == 0);
     link_component(vdir, "diffusion_pytorch_model.safetensors", "tiny-sdxl", "vae/diffusion_pytorch_model.safetensors");

@@ -77,9 +77,9 @@ from diffusers import (  # noqa: E402
     LCMScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
-    TCDScheduler,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
+    TCDScheduler,
     UNet2DConditionModel,
 )
 from diffusers.models.attention_processor import AttnProcessor  # noqa: E402
