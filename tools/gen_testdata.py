@@ -1952,6 +1952,15 @@ def gen_sdxl():
                         "guidance_scale": 5.0, "height": 24, "width": 32, "original_size": [48, 40],
                         "crops_coords_top_left": [4, 2], "target_size": [24, 32], "negative_original_size": [16, 16],
                         "negative_target_size": [32, 32]}, s + 10, latents_shape=(1, 4, 12, 16))
+    gen_sdxl_pipe_case("own_sdxl_pipe_batch2_negsizes", "StableDiffusionXLPipeline + EulerDiscreteScheduler (SDXL "
+                       "base config, leading), 2 steps, num_images_per_prompt 2, CFG 4 with a negative prompt and "
+                       "negative sizes: the UNet's 4 rows take the embeddings as [neg, neg, pos, pos] but the time ids "
+                       "as cat([neg, pos]).repeat(2, 1) = [neg, pos, neg, pos] (diffusers' order, kept)",
+                       "StableDiffusionXLPipeline", SDXL_BASE_EULER,
+                       {"prompt": PROMPTS[1], "negative_prompt": NEG_PROMPT, "num_inference_steps": 2,
+                        "guidance_scale": 4.0, "height": 16, "width": 16, "num_images_per_prompt": 2,
+                        "negative_original_size": [8, 8], "negative_target_size": [64, 48]},
+                       s + 30, latents_shape=(2, 4, 8, 8))
     gen_sdxl_pipe_case("own_sdxl_pipe_img2img_turbo_zeros", "StableDiffusionXLImg2ImgPipeline + "
                        "EulerAncestralDiscreteScheduler (sdxl-turbo config, trailing), 4 steps, strength 0.5, CFG 2 "
                        "WITHOUT a negative prompt (force_zeros_for_empty_prompt: zero negatives), 32x24 image",

@@ -281,7 +281,9 @@ sd_status sd_check_pipe(sd_case *c)
     sd_pipe_args a = {0};
     a.prompt = prompt;
     a.negative_prompt = neg;
-    a.batch = 1;
+    int64_t nimg = 1;
+    sd_config_int(&kw, "num_images_per_prompt", 1, &nimg);
+    a.batch = (int)nimg;
     a.steps = (int)steps;
     a.guidance_scale = (float)g;
     a.strength = (float)strength;
