@@ -402,6 +402,8 @@ TEST(config_unsupported_keys)
         {"\"transformer_layers_per_block\": [[1], 1]", "reverse_transformer_layers_per_block"},
         {"\"reverse_transformer_layers_per_block\": [[1], [1]]", "reverse_transformer_layers_per_block"},
         {"\"transformer_layers_per_block\": [1, 0]", "transformer_layers_per_block"},
+        {"\"transformer_layers_per_block\": [1e300, 1.5]", "transformer_layers_per_block"},
+        {"\"reverse_transformer_layers_per_block\": [\"x\", 1]", "reverse_transformer_layers_per_block"},
     };
     for (size_t i = 0; i < SD_ARRAY_LEN(bad); i++) {
         sd_status s = cfg_with(CFG_A, bad[i].kv, &cfg);

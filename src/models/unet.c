@@ -125,6 +125,9 @@ static sd_status block_types(const sd_config *c, const char *key, const char *co
     return SD_OK;
 }
 
+/* a JSON number as a depth; anything outside 0..1e6 (or not integral) becomes -1, which the range check names */
+static int64_t depth_val(double d) { return d >= 0 && d <= 1e6 && d == (double)(int64_t)d ? (int64_t)d : -1; }
+
 /* One depth list: an int for every layer of every block, or a list of n entries, each an int (every layer of
  * that block) or a list of per[i] ints (one per layer). *nested: some entry was a list. */
 static sd_status depth_list(const sd_config *c, const char *key, int n, const int64_t *per,
@@ -135,7 +138,7 @@ static sd_status depth_list(const sd_config *c, const char *key, int n, const in
     if (cJSON_IsNumber(v)) {
         for (int i = 0; i < n; i++)
             for (int64_t j = 0; j < per[i]; j++)
-                out[i][j] = (int64_t)v->valuedouble;
+                out[i][j] = depth_val(v->valuedouble);
         return SD_OK;
     }
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != n)
@@ -145,7 +148,7 @@ static sd_status depth_list(const sd_config *c, const char *key, int n, const in
     for (const cJSON *e = v->child; e; e = e->next, i++) {
         if (cJSON_IsNumber(e)) {
             for (int64_t j = 0; j < per[i]; j++)
-                out[i][j] = (int64_t)e->valuedouble;
+                out[i][j] = depth_val(e->valuedouble);
             continue;
         }
         if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) != per[i])
@@ -156,7 +159,7 @@ static sd_status depth_list(const sd_config *c, const char *key, int n, const in
         for (const cJSON *f = e->child; f; f = f->next, j++) {
             if (!cJSON_IsNumber(f))
                 return sd_fail(SD_ERR_FORMAT, "%s: '%s' entry %d holds a non-number", c->path, key, i);
-            out[i][j] = (int64_t)f->valuedouble;
+            out[i][j] = depth_val(f->valuedouble);
         }
     }
     return SD_OK;
