@@ -282,6 +282,9 @@ typedef struct sd_gen_params {
      * model_index.json sets force_zeros_for_empty_prompt (the default) use zero negative embeddings. */
     int original_size[2], crops_coords_top_left[2], target_size[2];
     int negative_original_size[2], negative_crops_coords_top_left[2], negative_target_size[2];
+    /* SDXL: the prompts of the second text encoder (diffusers prompt_2 / negative_prompt_2); NULL or "" = the
+     * prompt / negative_prompt. Whether the negatives are zeros depends on negative_prompt alone (as diffusers). */
+    const char *prompt_2, *negative_prompt_2;
 } sd_gen_params;
 
 SD_API void sd_gen_default_params(sd_gen_params *p);

@@ -31,6 +31,8 @@ cmp -s "$tmp/turbo.png" "$tmp/turbo2.png" || fail "the same seed gave different 
 run crop txt2img "${COMMON[@]}" --sampler euler_a --steps 1 --cfg-scale 0 --crop 64,32 --original-size 96x64 \
     -o "$tmp/crop.png"
 cmp -s "$tmp/turbo.png" "$tmp/crop.png" && fail "--crop / --original-size changed nothing"
+run p2 txt2img "${COMMON[@]}" --sampler euler_a --steps 1 --cfg-scale 0 --prompt-2 "an oil painting" -o "$tmp/p2.png"
+cmp -s "$tmp/turbo.png" "$tmp/p2.png" && fail "--prompt-2 changed nothing"
 run i2i img2img "${COMMON[@]}" -i "$tmp/cfg.png" --strength 0.5 --steps 4 --cfg-scale 3 -o "$tmp/i2i.png"
 [ -s "$tmp/i2i.png" ] || fail "img2img wrote no image"
 

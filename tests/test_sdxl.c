@@ -134,6 +134,19 @@ TEST(txt2img_conditioning)
     p.original_size[1] = 32;
     gen(&p, NULL, &d);
     CHECK_MSG(max_diff(&a, &d) == 0, "original_size equal to the output size must be the default");
+    sd_image_free(&d);
+    p.original_size[0] = p.original_size[1] = 0;
+    p.prompt_2 = p.prompt; /* the same prompt for encoder 2: the default */
+    gen(&p, NULL, &d);
+    CHECK_MSG(max_diff(&a, &d) == 0, "prompt_2 = prompt must be the default");
+    sd_image_free(&d);
+    p.prompt_2 = "an oil painting";
+    gen(&p, NULL, &d);
+    CHECK_MSG(max_diff(&a, &d) > 0, "prompt_2 changed nothing");
+    char *t = sd_gen_parameters_text(g_m, &p, false);
+    CHECK_MSG(t && strstr(t, "Prompt 2: \"an oil painting\""), "parameters: %s", t ? t : "(null)");
+    free(t);
+    p.prompt_2 = NULL;
     sd_image_free(&a);
     sd_image_free(&b);
     sd_image_free(&c);

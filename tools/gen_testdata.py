@@ -1781,18 +1781,20 @@ def run_pipe_xl(m, inp, root, dt, record=False):
     cfg = kw.get("guidance_scale", 5.0) > 1.0
     res, steps, calls = {}, [], []
     with torch.no_grad():
-        pe, npe, ppe, nppe = pipe.encode_prompt(kw["prompt"], device="cpu", num_images_per_prompt=1,
-                                                do_classifier_free_guidance=cfg,
-                                                negative_prompt=kw.get("negative_prompt"))
+        pe, npe, ppe, nppe = pipe.encode_prompt(kw["prompt"], prompt_2=kw.get("prompt_2"), device="cpu",
+                                                num_images_per_prompt=1, do_classifier_free_guidance=cfg,
+                                                negative_prompt=kw.get("negative_prompt"),
+                                                negative_prompt_2=kw.get("negative_prompt_2"))
         res["prompt_embeds"], res["pooled_prompt_embeds"] = pe, ppe
         if cfg:
             res["negative_prompt_embeds"], res["negative_pooled_prompt_embeds"] = npe, nppe
         for tk, tok in (("tokenizer", pipe.tokenizer), ("tokenizer_2", pipe.tokenizer_2)):
             ids = lambda p: tok(p, padding="max_length", max_length=tok.model_max_length, truncation=True,
                                 return_tensors="pt").input_ids
-            res[f"input_ids.{tk}"] = ids(kw["prompt"])
+            two = tk == "tokenizer_2"
+            res[f"input_ids.{tk}"] = ids((two and kw.get("prompt_2")) or kw["prompt"])
             if cfg and kw.get("negative_prompt"):
-                res[f"negative_input_ids.{tk}"] = ids(kw["negative_prompt"])
+                res[f"negative_input_ids.{tk}"] = ids((two and kw.get("negative_prompt_2")) or kw["negative_prompt"])
         if "latents" in inp:
             kw["latents"] = inp["latents"].to(dt)
         if "image" in inp:
@@ -1945,11 +1947,13 @@ def gen_sdxl():
     # pipelines
     dpm = DPMSolverMultistepScheduler.from_config(SDXL_BASE_EULER, algorithm_type="dpmsolver++", solver_order=2)
     gen_sdxl_pipe_case("own_sdxl_pipe_dpmpp_cfg_microcond", "StableDiffusionXLPipeline + DPMSolverMultistepScheduler "
-                       "(dpmsolver++, SDXL base config), 3 steps, CFG 5 with a negative prompt, 24x32, non-default "
+                       "(dpmsolver++, SDXL base config), 3 steps, CFG 5 with a negative prompt, prompt_2 and "
+                       "negative_prompt_2 for text encoder 2, 24x32, non-default "
                        "micro-conditioning incl. negative sizes (own negative time ids)", "StableDiffusionXLPipeline",
                        sched_config_dict(dpm),
                        {"prompt": PROMPTS[0], "negative_prompt": NEG_PROMPT, "num_inference_steps": 3,
-                        "guidance_scale": 5.0, "height": 24, "width": 32, "original_size": [48, 40],
+                        "guidance_scale": 5.0, "height": 24, "width": 32, "prompt_2": "an oil painting, thick brush "
+                        "strokes", "negative_prompt_2": "photo, noise", "original_size": [48, 40],
                         "crops_coords_top_left": [4, 2], "target_size": [24, 32], "negative_original_size": [16, 16],
                         "negative_target_size": [32, 32]}, s + 10, latents_shape=(1, 4, 12, 16))
     gen_sdxl_pipe_case("own_sdxl_pipe_batch2_negsizes", "StableDiffusionXLPipeline + EulerDiscreteScheduler (SDXL "

@@ -111,6 +111,8 @@ class sd_gen_params(ctypes.Structure):
         ("negative_original_size", c_int * 2),
         ("negative_crops_coords_top_left", c_int * 2),
         ("negative_target_size", c_int * 2),
+        ("prompt_2", c_char_p),  # SDXL: the second text encoder's prompts; None = prompt / negative_prompt
+        ("negative_prompt_2", c_char_p),
     ]
 
 

@@ -35,7 +35,7 @@ typedef enum {
     O_MODEL, O_PROMPT, O_NEG, O_WIDTH, O_HEIGHT, O_STEPS, O_CFG, O_SAMPLER, O_SCHEDULE, O_SEED,
     O_BATCH_COUNT, O_BATCH_SIZE, O_STRENGTH, O_INIT, O_OUTPUT, O_TAESD, O_THREADS, O_CLIP_SKIP,
     O_RNG, O_BACKEND, O_ETA, O_KEEP_F16, O_PRECISION, O_CONFIG_DIR, O_PRED, O_CHECK_FINITE, O_LORA, O_LORA_ALLOW, O_VERBOSE, O_HELP,
-    O_ORIG_SIZE, O_TARGET_SIZE, O_CROP, O_NEG_ORIG_SIZE, O_NEG_TARGET_SIZE, O_NEG_CROP
+    O_ORIG_SIZE, O_TARGET_SIZE, O_CROP, O_NEG_ORIG_SIZE, O_NEG_TARGET_SIZE, O_NEG_CROP, O_PROMPT2, O_NEG2
 } opt_id;
 
 typedef struct {
@@ -73,6 +73,8 @@ static const opt_def k_opts[] = {
     {NULL, "--prediction-type", true, false, O_PRED},
     {NULL, "--lora", true, false, O_LORA},
     {NULL, "--lora-allow-unmatched", false, false, O_LORA_ALLOW},
+    {NULL, "--prompt-2", true, false, O_PROMPT2},
+    {NULL, "--negative-prompt-2", true, false, O_NEG2},
     {NULL, "--original-size", true, false, O_ORIG_SIZE},
     {NULL, "--target-size", true, false, O_TARGET_SIZE},
     {NULL, "--crop", true, false, O_CROP},
@@ -103,6 +105,7 @@ typedef struct {
     bool lora_allow_unmatched;
     /* SDXL micro-conditioning, {height, width} / {top, left}; 0 = default */
     int orig_size[2], target_size[2], crop[2], neg_orig_size[2], neg_target_size[2], neg_crop[2];
+    const char *prompt2, *negative2; /* SDXL: the second text encoder's prompts */
 } gen_opts;
 
 /* ------------------------------------------------------------ help */
@@ -157,7 +160,9 @@ static void usage(FILE *f, const gen_opts *o)
             "                            manual_seed (reproduces diffusers), fast = Philox (default: torch)\n"
             "      --clip-skip N         skip the last N CLIP text-encoder layers, 0..30 (diffusers\n"
             "                            clip_skip; A1111's \"Clip skip: 2\" is 1 here) (default: 0)\n"
-            "\nSDXL micro-conditioning (ignored by SD1.x/SD2.x models):\n"
+            "\nSDXL (ignored by SD1.x/SD2.x models):\n"
+            "      --prompt-2 TEXT       the second text encoder's prompt (default: the -p prompt)\n"
+            "      --negative-prompt-2 T its negative prompt (default: the -n prompt)\n"
             "      --original-size WxH   the size the model is told the training image had (default: the\n"
             "                            output size)\n"
             "      --target-size WxH     the size it is told to aim for (default: the output size)\n"
@@ -542,6 +547,8 @@ static int parse_args(int argc, char **argv, gen_opts *o)
                 rc = bad_value(o, flag, v, "a number greater than 0 and at most 1 (e.g. 0.5; 1 ignores the init image)");
             break;
         case O_INIT: o->init_img = v; break;
+        case O_PROMPT2: o->prompt2 = v; break;
+        case O_NEG2: o->negative2 = v; break;
         case O_ORIG_SIZE: rc = pair_value(o, flag, v, true, o->orig_size); break;
         case O_TARGET_SIZE: rc = pair_value(o, flag, v, true, o->target_size); break;
         case O_CROP: rc = pair_value(o, flag, v, false, o->crop); break;
@@ -914,6 +921,8 @@ static int run_generate(gen_opts *o, bool img2img)
         gp.negative_target_size[k] = o->neg_target_size[k];
         gp.negative_crops_coords_top_left[k] = o->neg_crop[k];
     }
+    gp.prompt_2 = o->prompt2;
+    gp.negative_prompt_2 = o->negative2;
     progress_state ps = {.tty = isatty(fileno(stderr)) != 0, .n_images = o->batch_count * o->batch_size,
                          .per_call = o->batch_size, .cmd = o->cmd};
     gp.progress = on_progress;

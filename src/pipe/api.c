@@ -136,6 +136,8 @@ static sd_status generate(sd_model *m, const sd_gen_params *p, const sd_image *i
     a.use_taesd = sd_model_use_taesd(m, p->use_taesd);
     a.progress = p->progress;
     a.progress_user = p->progress_user;
+    a.prompt_2 = p->prompt_2;
+    a.negative_prompt_2 = p->negative_prompt_2;
     for (int k = 0; k < 2; k++) {
         a.micro.original_size[k] = p->original_size[k];
         a.micro.crops_top_left[k] = p->crops_coords_top_left[k];
@@ -228,7 +230,8 @@ char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p, bool img
     snprintf(sampler, sizeof sampler, "%s%s", p->sampler && *p->sampler ? p->sampler : info.scheduler,
              p->schedule && !strcmp(p->schedule, "karras") ? " Karras" : "");
     size_t cap = strlen(p->prompt ? p->prompt : "") + strlen(p->negative_prompt ? p->negative_prompt : "") +
-                 strlen(model) + 512 + (size_t)(p->n_controls > 0 ? p->n_controls : 0) * 160;
+                 strlen(p->prompt_2 ? p->prompt_2 : "") + strlen(p->negative_prompt_2 ? p->negative_prompt_2 : "") +
+                 strlen(model) + 600 + (size_t)(p->n_controls > 0 ? p->n_controls : 0) * 160;
     char *t = sd_malloc(cap);
     if (!t)
         return NULL;
@@ -257,6 +260,10 @@ char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p, bool img
                           p->crops_coords_top_left[1]);
         if (p->target_size[0] > 0 && p->target_size[1] > 0)
             o += snprintf(t + o, cap - (size_t)o, ", Target size: %dx%d", p->target_size[1], p->target_size[0]);
+        if (p->prompt_2 && *p->prompt_2)
+            o += snprintf(t + o, cap - (size_t)o, ", Prompt 2: \"%s\"", p->prompt_2);
+        if (p->negative_prompt_2 && *p->negative_prompt_2)
+            o += snprintf(t + o, cap - (size_t)o, ", Negative prompt 2: \"%s\"", p->negative_prompt_2);
     }
     snprintf(t + o, cap - (size_t)o, ", Version: streamdiff %s", sd_version());
     return t;

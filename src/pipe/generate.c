@@ -309,7 +309,7 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
 
     /* 1. prompts */
     if (m->sdxl) { /* StableDiffusionXLPipeline.encode_prompt */
-        if ((s = sd_sdxl_encode_prompt(m, a->prompt, a->clip_skip, &cond, &pooled, &S, &D, &P2)) != SD_OK)
+        if ((s = sd_sdxl_encode_prompt(m, a->prompt, a->prompt_2, a->clip_skip, &cond, &pooled, &S, &D, &P2)) != SD_OK)
             goto done;
         bool no_negative = !a->negative_prompt || !*a->negative_prompt;
         if (cfg && no_negative && m->force_zeros_for_empty_prompt) { /* zeros; the encoders do not run */
@@ -319,8 +319,9 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
                 s = SD_ERR_OUT_OF_MEMORY;
                 goto done;
             }
-        } else if (cfg && (s = sd_sdxl_encode_prompt(m, a->negative_prompt ? a->negative_prompt : "", a->clip_skip,
-                                                     &uncond, &npooled, &S, &D, &P2)) != SD_OK) {
+        } else if (cfg && (s = sd_sdxl_encode_prompt(m, a->negative_prompt ? a->negative_prompt : "",
+                                                     a->negative_prompt_2, a->clip_skip, &uncond, &npooled, &S, &D,
+                                                     &P2)) != SD_OK) {
             goto done;
         }
     } else {
