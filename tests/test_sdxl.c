@@ -7,6 +7,8 @@
  * cases own_sdxl_* / sdxl_* (cli_check, test_unet, test_clip). */
 #include "test_util.h"
 
+#include "models/unet.h"
+
 #include <errno.h>
 
 static char g_tmp[512];
@@ -279,6 +281,75 @@ TEST(bad_folders)
     expect_error(d, SD_ERR_UNSUPPORTED, "latents_mean");
 }
 
+/* Full-size structure without weights: the UNet of SDXL base 1.0 (bench/arch/sdxl-base/unet: the published
+ * config, and tensors.txt = the state dict diffusers builds from it, 1680 tensors / 2567.5 M parameters) must
+ * ask for exactly those names and shapes. */
+typedef struct {
+    char **names;
+    int n, cap;
+} name_list;
+
+static void collect(void *user, const char *name, const int64_t *shape, int ndim)
+{
+    name_list *l = user;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 1024;
+        l->names = realloc(l->names, (size_t)l->cap * sizeof *l->names);
+    }
+    char buf[400];
+    int o = snprintf(buf, sizeof buf, "%s ", name);
+    for (int i = 0; i < ndim; i++)
+        o += snprintf(buf + o, sizeof buf - (size_t)o, "%s%lld", i ? "," : "", (long long)shape[i]);
+    l->names[l->n++] = strdup(buf);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+TEST(full_size_unet_structure)
+{
+    char dir[900], path[1000];
+    snprintf(dir, sizeof dir, "%s/../../bench/arch/sdxl-base/unet", getenv("SD_TEST_DATA"));
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    sd_unet_config cfg;
+    CHECK_STATUS(sd_unet_config_load(path, &cfg), SD_OK);
+    CHECK(cfg.add_text_time && cfg.addition_time_embed_dim == 256 && cfg.projection_class_embeddings_input_dim == 2816);
+    name_list got = {0}, want = {0};
+    CHECK_STATUS(sd_unet_list_tensors(&cfg, collect, &got), SD_OK);
+    snprintf(path, sizeof path, "%s/tensors.txt", dir);
+    FILE *f = fopen(path, "r");
+    CHECK_MSG(f != NULL, "%s is missing", path);
+    char line[512], nm[400], dt[16], shp[64];
+    while (f && fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || sscanf(line, "%399s %15s %63s", nm, dt, shp) != 3)
+            continue;
+        char buf[480];
+        snprintf(buf, sizeof buf, "%s %s", nm, strcmp(shp, "-") ? shp : "");
+        if (want.n == want.cap) {
+            want.cap = want.cap ? 2 * want.cap : 1024;
+            want.names = realloc(want.names, (size_t)want.cap * sizeof *want.names);
+        }
+        want.names[want.n++] = strdup(buf);
+    }
+    if (f)
+        fclose(f);
+    CHECK_MSG(got.n == 1680 && want.n == 1680, "%d tensors from the config, %d in the list (SDXL base: 1680)", got.n,
+              want.n);
+    qsort(got.names, (size_t)got.n, sizeof *got.names, cmp_str);
+    qsort(want.names, (size_t)want.n, sizeof *want.names, cmp_str);
+    int bad = 0;
+    for (int i = 0; i < got.n && i < want.n && bad < 3; i++)
+        if (strcmp(got.names[i], want.names[i])) {
+            CHECK_MSG(false, "tensor %d: ours '%s', diffusers '%s'", i, got.names[i], want.names[i]);
+            bad++;
+        }
+    for (int i = 0; i < got.n; i++)
+        free(got.names[i]);
+    for (int i = 0; i < want.n; i++)
+        free(want.names[i]);
+    free(got.names);
+    free(want.names);
+}
+
 int main(void)
 {
     const char *td = getenv("SD_TEST_DATA");
@@ -301,6 +372,7 @@ int main(void)
     RUN(img2img_and_parameters);
     RUN(unsupported_uses);
     RUN(bad_folders);
+    RUN(full_size_unet_structure);
     sd_model_free(g_m);
     test_rm_tree(g_tmp);
     return test_summary();
