@@ -118,18 +118,18 @@ static void usage(FILE *f, const gen_opts *o)
         fprintf(f, "streamdiff img2img — transform an init image guided by a text prompt\n\n"
                    "usage: streamdiff img2img -m MODEL -i INIT_IMAGE -p PROMPT [options]\n\n"
                    "The init image is encoded to latents, noised to --strength and denoised with the\n"
-                   "prompt (diffusers StableDiffusionImg2ImgPipeline): strength 0.3 keeps the picture,\n"
+                   "prompt (diffusers StableDiffusion[XL]Img2ImgPipeline): strength 0.3 keeps the picture,\n"
                    "1.0 ignores it. Only int(steps * strength) of the --steps denoising steps run.\n\n");
     else
         fprintf(f, "streamdiff txt2img — generate images from a text prompt\n\n"
                    "usage: streamdiff txt2img -m MODEL -p PROMPT [options]\n\n"
                    "Random latent noise (from --seed) is denoised in --steps steps guided by the prompt\n"
-                   "(diffusers StableDiffusionPipeline; LCM models use their guidance embedding).\n\n");
+                   "(diffusers StableDiffusion[XL]Pipeline; LCM models use their guidance embedding).\n\n");
     fprintf(f,
             "model and prompt:\n"
             "  -m, --model PATH|ID       the model (required): a diffusers folder (model_index.json; SD1.x,\n"
-            "                            SD2.x, SDXL base/turbo/distilled), a\n"
-            "                            single-file SD1.x/SD2.x .safetensors checkpoint, or a Hugging Face\n"
+            "                            SD2.x or SDXL base/turbo/distilled), a single-file SD1.x/SD2.x\n"
+            "                            .safetensors checkpoint, or a Hugging Face\n"
             "                            id (org/name) already in the local HF cache (see 'models' below)\n"
             "  -p, --prompt TEXT         what to draw (default: \"\")\n"
             "  -n, --negative-prompt T   what to avoid (default: \"\"; needs --cfg-scale > 1)\n");
