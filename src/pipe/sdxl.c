@@ -54,8 +54,11 @@ sd_status sd_sdxl_check_folder(const char *dir, const char *unet_dir, bool *is_s
     sd_config idx;
     sd_status s = sd_config_load(p, &idx);
     free(p);
-    if (s != SD_OK)
+    if (s != SD_OK) { /* SD1/SD2 folders never needed model_index.json: only an SDXL UNet makes it matter */
+        if (!text_time)
+            return SD_OK;
         return s;
+    }
     const char *cls = NULL;
     sd_config_str(&idx, "_class_name", NULL, &cls);
     bool xl_class = cls && !strncmp(cls, "StableDiffusionXL", 17);
