@@ -370,7 +370,7 @@ static int pair_value(const gen_opts *o, const char *flag, const char *val, bool
         memcpy(a, val, la);
         a[la] = 0;
         snprintf(b, sizeof b, "%s", sep + 1);
-        ok = parse_int(a, size ? 1 : 0, 65536, &x) && parse_int(b, size ? 1 : 0, 65536, &y);
+        ok = cli_parse_int(a, size ? 1 : 0, 65536, &x) && cli_parse_int(b, size ? 1 : 0, 65536, &y);
     }
     if (!ok)
         return bad_value(o, flag, val, size ? "WIDTHxHEIGHT in pixels, e.g. 1024x1024"
