@@ -1541,6 +1541,30 @@ def verify_folder_loads(model):
     return bad == 0
 
 
+def verify_sdxl_folder_loads():
+    """tiny-sdxl loads with diffusers' own StableDiffusionXLPipeline.from_pretrained (offline), every component
+    with the stored weights (text_encoder/ has no text_model. prefix, as transformers 5 saves it)."""
+    root = DATA / "models" / "tiny-sdxl"
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(root), local_files_only=True, torch_dtype=torch.float32,
+                                                     add_watermarker=False)
+    bad = 0
+    for comp, fn in (("unet", "diffusion_pytorch_model.safetensors"), ("vae", "diffusion_pytorch_model.safetensors"),
+                     ("text_encoder", "model.safetensors"), ("text_encoder_2", "model.safetensors")):
+        ref = st_load(root / comp / fn)
+        sd = getattr(pipe, comp).state_dict()
+        got = {}
+        for k, v in sd.items():  # compare without the text_model. prefix on both sides
+            got[k[len("text_model."):] if k.startswith("text_model.") else k] = v
+        for k, v in ref.items():
+            k2 = k[len("text_model."):] if k.startswith("text_model.") else k
+            if k2 not in got or not torch.equal(got[k2].float(), v.float()):
+                bad += 1
+    ok = bad == 0 and pipe.config.force_zeros_for_empty_prompt and type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"
+    log(f"  models/tiny-sdxl: StableDiffusionXLPipeline.from_pretrained OK ({type(pipe.scheduler).__name__}), "
+        f"{bad} weight differences")
+    return ok
+
+
 # ----------------------------------------------------------------------------------------------------------
 # independent tokenizer check: transformers 5's CLIPTokenizer (tokenizers backend) differs from the slow Python
 # tokenizer used for the fixtures on some exotic inputs, so every prompt used here is also tokenized with a
@@ -1630,6 +1654,7 @@ def verify_all(crosscheck=False):
     for mdl in ("tiny-sd15", "tiny-sd2"):
         ok &= verify_folder_loads(mdl)
         ok &= verify_single_file(mdl)
+    ok &= verify_sdxl_folder_loads()
     log("verify: StreamDiffusion re-implementation vs the fixture stream cases")
     r = validate_stream_on_fixtures()
     if r is not None:
