@@ -216,6 +216,37 @@ TEST(img2img_and_parameters)
     free(t);
 }
 
+/* The fp16-fix VAE (madebyollin/sdxl-vae-fp16-fix) is an AutoencoderKL config with force_upcast false: it
+ * loads as the SDXL VAE does and, in float32, decodes the same image. */
+TEST(fp16_fix_style_vae)
+{
+    const char *d = make_folder("fp16_fix_vae", "vae", k_index);
+    char vdir[900];
+    snprintf(vdir, sizeof vdir, "%s/vae", d);
+    CHECK(mkdir(vdir, 0755) == 0);
+    link_component(vdir, "diffusion_pytorch_model.safetensors", "tiny-sdxl", "vae/diffusion_pytorch_model.safetensors");
+    write_text(vdir, "config.json",
+               "{\"_class_name\": \"AutoencoderKL\", \"_diffusers_version\": \"0.18.0.dev0\", \"act_fn\": \"silu\", "
+               "\"block_out_channels\": [8, 16], \"down_block_types\": [\"DownEncoderBlock2D\", \"DownEncoderBlock2D\"], "
+               "\"force_upcast\": false, \"in_channels\": 3, \"latent_channels\": 4, \"layers_per_block\": 1, "
+               "\"norm_num_groups\": 4, \"out_channels\": 3, \"sample_size\": 32, \"scaling_factor\": 0.13025, "
+               "\"up_block_types\": [\"UpDecoderBlock2D\", \"UpDecoderBlock2D\"]}");
+    sd_model *m = NULL;
+    CHECK_STATUS(load(d, &m), SD_OK);
+    if (!m)
+        return;
+    sd_gen_params p;
+    base_params(&p);
+    p.guidance_scale = 0;
+    sd_image a, b = {0};
+    gen(&p, NULL, &a);
+    CHECK_STATUS(sd_txt2img(m, &p, &b), SD_OK);
+    CHECK_MSG(max_diff(&a, &b) == 0, "force_upcast false changed the float32 image");
+    sd_image_free(&a);
+    sd_image_free(&b);
+    sd_model_free(m);
+}
+
 TEST(unsupported_uses)
 {
     sd_stream *st = NULL;
@@ -370,6 +401,7 @@ int main(void)
     RUN(txt2img_conditioning);
     RUN(force_zeros_for_empty_prompt);
     RUN(img2img_and_parameters);
+    RUN(fp16_fix_style_vae);
     RUN(unsupported_uses);
     RUN(bad_folders);
     RUN(full_size_unet_structure);
