@@ -63,7 +63,7 @@ def main():
         comp = os.path.basename(os.path.normpath(d))
         if a.components and not a.check and comp not in a.components.split(','):
             continue
-        wfile = 'model.safetensors' if comp == 'text_encoder' else 'diffusion_pytorch_model.safetensors'
+        wfile = 'model.safetensors' if comp.startswith('text_encoder') else 'diffusion_pytorch_model.safetensors'
         tp = os.path.join(d, 'tensors.txt')
         if a.check:
             have = [l.split() for l in open(tp) if l.strip() and not l.startswith('#')]

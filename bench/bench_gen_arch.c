@@ -214,7 +214,7 @@ static sd_status gen_dir(const char *src, const char *dst, const char *comp, uin
             to = sd_path_join(dst, e->d_name);
             st = to ? gen_dir(from, to, e->d_name, seed) : SD_ERR_OUT_OF_MEMORY;
         } else if (!strcmp(e->d_name, "tensors.txt")) {
-            to = sd_path_join(dst, comp && !strcmp(comp, "text_encoder") ? "model.safetensors"
+            to = sd_path_join(dst, comp && !strncmp(comp, "text_encoder", 12) ? "model.safetensors"
                                                                          : "diffusion_pytorch_model.safetensors");
             st = to ? write_weights(from, to, hash_name(comp ? comp : "", seed)) : SD_ERR_OUT_OF_MEMORY;
         } else {

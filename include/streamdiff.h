@@ -134,7 +134,7 @@ SD_API sd_status sd_model_load(const char *path, const sd_model_params *p, sd_mo
 SD_API void sd_model_free(sd_model *m);
 
 typedef struct sd_model_info {
-    const char *arch;        /* "sd1", "sd2" */
+    const char *arch;        /* the model family: "sd1", "sd2" or "sdxl" */
     const char *source;      /* resolved path */
     const char *scheduler;   /* the model's scheduler class */
     const char *prediction_type;
@@ -275,6 +275,16 @@ typedef struct sd_gen_params {
     void *progress_user;
     const sd_control *controls;  /* ControlNets (at most 8; their residuals add up), NULL = none */
     int n_controls;
+    /* SDXL micro-conditioning (diffusers' call arguments; ignored by SD1/SD2). {height, width} pairs and
+     * {top, left}; 0 = the default: original_size = target_size = the output size, crop (0, 0). The negative
+     * ones (used with CFG) default to the positive ones; txt2img uses its own negative time ids only when
+     * both negative sizes are given (as diffusers). With CFG and no negative prompt, SDXL models whose
+     * model_index.json sets force_zeros_for_empty_prompt (the default) use zero negative embeddings. */
+    int original_size[2], crops_coords_top_left[2], target_size[2];
+    int negative_original_size[2], negative_crops_coords_top_left[2], negative_target_size[2];
+    /* SDXL: the prompts of the second text encoder (diffusers prompt_2 / negative_prompt_2); NULL or "" = the
+     * prompt / negative_prompt. Whether the negatives are zeros depends on negative_prompt alone (as diffusers). */
+    const char *prompt_2, *negative_prompt_2;
 } sd_gen_params;
 
 SD_API void sd_gen_default_params(sd_gen_params *p);

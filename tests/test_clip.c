@@ -21,14 +21,15 @@ static const char *tmp_path(const char *name) { return test_tmp_path(g_dir, name
 
 TEST(fixture_cases)
 {
-    static const char *const cases[] = {"clip_text_gelu", "clip_text_gelu_projection", "clip_text_quickgelu"};
-    test_fixture_cases(g_be, cases, SD_ARRAY_LEN(cases), "clip_text_*");
+    static const char *const cases[] = {"clip_text_gelu", "clip_text_gelu_projection", "clip_text_quickgelu",
+                                        "sdxl_clip_te1", "sdxl_clip_te2"};
+    test_fixture_cases(g_be, cases, SD_ARRAY_LEN(cases), "clip_text_* / sdxl_clip_*");
 }
 
 TEST(project_cases)
 {
-    static const char *const needles[] = {"clip_text", NULL}; /* clip_text_*, own_clip_text_* */
-    test_project_cases(g_be, needles, "*clip_text*");
+    static const char *const needles[] = {"clip_text", "sdxl_clip", NULL}; /* own_clip_text_*, own_sdxl_clip_* */
+    test_project_cases(g_be, needles, "*clip_text* / *sdxl_clip*");
 }
 
 /* ------------------------------------------------------------ tiny random model */

@@ -342,8 +342,6 @@ TEST(config_unsupported_keys)
         {"\"mid_block_type\": \"UNetMidBlock2DSimpleCrossAttn\"", "mid_block_type"},
         {"\"down_block_types\": [\"AttnDownBlock2D\", \"DownBlock2D\"]", "down_block_types"},
         {"\"up_block_types\": [\"UpBlock2D\", \"SimpleCrossAttnUpBlock2D\"]", "up_block_types"},
-        {"\"transformer_layers_per_block\": [[1, 2], 1]", "transformer_layers_per_block"},
-        {"\"reverse_transformer_layers_per_block\": [[1], [1]]", "reverse_transformer_layers_per_block"},
         {"\"norm_num_groups\": null", "norm_num_groups"},
         {"\"conv_in_kernel\": 4", "conv_in_kernel"},
         {"\"_class_name\": \"UNet2DModel\"", "_class_name"},
@@ -382,6 +380,14 @@ TEST(config_unsupported_keys)
         CHECK_MSG(strstr(sd_last_error(), bad_xl[i].key) != NULL, "error '%s' lacks '%s'", sd_last_error(),
                   bad_xl[i].key);
     }
+    /* asymmetric depth (SSD-1B style): per-layer lists, the up path from the reverse list, mid = last entry */
+    CHECK_STATUS(cfg_with(CFG_A, "\"layers_per_block\": 2, \"transformer_layers_per_block\": [[1, 2], 3], "
+                          "\"reverse_transformer_layers_per_block\": [[4, 5, 6], 1]", &cfg),
+                 SD_OK);
+    CHECK(cfg.per_layer_depth && cfg.down_depth[0][0] == 1 && cfg.down_depth[0][1] == 2 && cfg.down_depth[1][1] == 3);
+    CHECK(cfg.up_depth[0][0] == 4 && cfg.up_depth[0][2] == 6 && cfg.up_depth[1][2] == 1 && cfg.mid_depth == 3);
+    CHECK_STATUS(cfg_with(CFG_A, "\"transformer_layers_per_block\": [2, 3]", &cfg), SD_OK);
+    CHECK(!cfg.per_layer_depth && cfg.transformer_layers[0] == 2 && cfg.transformer_layers[1] == 3);
     /* malformed values are format errors naming the key */
     static const struct {
         const char *kv, *key;
@@ -392,6 +398,12 @@ TEST(config_unsupported_keys)
         {"\"only_cross_attention\": [true]", "only_cross_attention"},
         {"\"attention_head_dim\": 0", "attention_head_dim"},
         {"\"in_channels\": \"four\"", "in_channels"},
+        {"\"transformer_layers_per_block\": [[1, 2], 1]", "transformer_layers_per_block"},
+        {"\"transformer_layers_per_block\": [[1], 1]", "reverse_transformer_layers_per_block"},
+        {"\"reverse_transformer_layers_per_block\": [[1], [1]]", "reverse_transformer_layers_per_block"},
+        {"\"transformer_layers_per_block\": [1, 0]", "transformer_layers_per_block"},
+        {"\"transformer_layers_per_block\": [1e300, 1.5]", "transformer_layers_per_block"},
+        {"\"reverse_transformer_layers_per_block\": [\"x\", 1]", "reverse_transformer_layers_per_block"},
     };
     for (size_t i = 0; i < SD_ARRAY_LEN(bad); i++) {
         sd_status s = cfg_with(CFG_A, bad[i].kv, &cfg);

@@ -77,6 +77,8 @@ from diffusers import (  # noqa: E402
     LCMScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
     TCDScheduler,
     UNet2DConditionModel,
 )
@@ -581,6 +583,8 @@ def run_unet(m, inp, root, dt, hooks=None):
     kw = {}
     if "timestep_cond" in inp:
         kw["timestep_cond"] = inp["timestep_cond"].to(dt)
+    if "text_embeds" in inp:  # SDXL added conditioning
+        kw["added_cond_kwargs"] = {"text_embeds": inp["text_embeds"].to(dt), "time_ids": inp["time_ids"].to(dt)}
     with torch.no_grad():
         out = unet(inp["sample"].to(dt), inp["timestep"], encoder_hidden_states=inp["encoder_hidden_states"].to(dt),
                    return_dict=False, **kw)[0]
@@ -605,6 +609,7 @@ def run_clip(m, inp, root, dt):
             res["text_embeds"] = model(input_ids=ids).text_embeds
         res["pooler_output"] = o.pooler_output
         res["clip_skip_1"] = tm.final_layer_norm(o.hidden_states[-2])
+        res["penultimate_hidden_state"] = o.hidden_states[-2]  # SDXL: no final_layer_norm
     return res
 
 
@@ -716,6 +721,8 @@ def build_pipe(cls_name, model_dir, unet_dir, sched_cfg, dt):
 
 
 def run_pipe(m, inp, root, dt, record=False):
+    if m["pipeline"].startswith("StableDiffusionXL"):
+        return run_pipe_xl(m, inp, root, dt, record)
     pipe = build_pipe(m["pipeline"], root / m["model_dir"], root / m["unet_dir"] if "unet_dir" in m else None,
                       m["scheduler_config"], dt)
     kw = dict(m["call_kwargs"])
@@ -1534,6 +1541,30 @@ def verify_folder_loads(model):
     return bad == 0
 
 
+def verify_sdxl_folder_loads():
+    """tiny-sdxl loads with diffusers' own StableDiffusionXLPipeline.from_pretrained (offline), every component
+    with the stored weights (text_encoder/ has no text_model. prefix, as transformers 5 saves it)."""
+    root = DATA / "models" / "tiny-sdxl"
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(root), local_files_only=True, torch_dtype=torch.float32,
+                                                     add_watermarker=False)
+    bad = 0
+    for comp, fn in (("unet", "diffusion_pytorch_model.safetensors"), ("vae", "diffusion_pytorch_model.safetensors"),
+                     ("text_encoder", "model.safetensors"), ("text_encoder_2", "model.safetensors")):
+        ref = st_load(root / comp / fn)
+        sd = getattr(pipe, comp).state_dict()
+        got = {}
+        for k, v in sd.items():  # compare without the text_model. prefix on both sides
+            got[k[len("text_model."):] if k.startswith("text_model.") else k] = v
+        for k, v in ref.items():
+            k2 = k[len("text_model."):] if k.startswith("text_model.") else k
+            if k2 not in got or not torch.equal(got[k2].float(), v.float()):
+                bad += 1
+    ok = bad == 0 and pipe.config.force_zeros_for_empty_prompt and type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"
+    log(f"  models/tiny-sdxl: StableDiffusionXLPipeline.from_pretrained OK ({type(pipe.scheduler).__name__}), "
+        f"{bad} weight differences")
+    return ok
+
+
 # ----------------------------------------------------------------------------------------------------------
 # independent tokenizer check: transformers 5's CLIPTokenizer (tokenizers backend) differs from the slow Python
 # tokenizer used for the fixtures on some exotic inputs, so every prompt used here is also tokenized with a
@@ -1623,6 +1654,7 @@ def verify_all(crosscheck=False):
     for mdl in ("tiny-sd15", "tiny-sd2"):
         ok &= verify_folder_loads(mdl)
         ok &= verify_single_file(mdl)
+    ok &= verify_sdxl_folder_loads()
     log("verify: StreamDiffusion re-implementation vs the fixture stream cases")
     r = validate_stream_on_fixtures()
     if r is not None:
@@ -1661,8 +1693,318 @@ def crosscheck_fixtures():
     return ok
 
 
-def generate():
+
+# ---- SDXL (issue #17) -------------------------------------------------------------------------------------
+SEED_XL_UNET, SEED_XL_TE1, SEED_XL_TE2, SEED_XL_VAE = 7401, 7402, 7403, 7404
+SDXL_BASE_EULER = {  # stabilityai/stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json
+    "_class_name": "EulerDiscreteScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085, "clip_sample": False, "interpolation_type": "linear", "num_train_timesteps": 1000,
+    "prediction_type": "epsilon", "sample_max_value": 1.0, "set_alpha_to_one": False, "skip_prk_steps": True,
+    "steps_offset": 1, "timestep_spacing": "leading", "trained_betas": None, "use_karras_sigmas": False,
+}
+SDXL_TURBO_EULER_A = {  # stabilityai/sdxl-turbo scheduler/scheduler_config.json
+    "_class_name": "EulerAncestralDiscreteScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085, "clip_sample": False, "interpolation_type": "linear", "num_train_timesteps": 1000,
+    "prediction_type": "epsilon", "sample_max_value": 1.0, "set_alpha_to_one": False, "skip_prk_steps": True,
+    "steps_offset": 1, "timestep_spacing": "trailing", "trained_betas": None,
+}
+# shapes differ from the fixture's tiny-sdxl on purpose: 3 levels of 8/16/24 channels, 4 GroupNorm groups,
+# transformer depth [1, 3, 2] (not monotonic: the up path must use the reversed list), heads [1, 2, 4],
+# text widths 8 + 12 = 20, addition_time_embed_dim 4, pooled width 10 -> 10 + 6 * 4 = 34
+XL_UNET_CFG = dict(
+    sample_size=16, in_channels=4, out_channels=4, block_out_channels=[8, 16, 24], layers_per_block=1,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    transformer_layers_per_block=[1, 3, 2], attention_head_dim=[1, 2, 4], cross_attention_dim=20,
+    norm_num_groups=4, use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=4,
+    projection_class_embeddings_input_dim=34,
+)
+XL_TE1_CFG = dict(hidden_size=8, intermediate_size=16, num_attention_heads=2, num_hidden_layers=3, vocab_size=49408,
+                  max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5, bos_token_id=0,
+                  eos_token_id=2, pad_token_id=1, projection_dim=8)
+XL_TE2_CFG = dict(hidden_size=12, intermediate_size=24, num_attention_heads=3, num_hidden_layers=3, vocab_size=49408,
+                  max_position_embeddings=77, hidden_act="gelu", layer_norm_eps=1e-5, bos_token_id=0,
+                  eos_token_id=2, pad_token_id=1, projection_dim=10)
+XL_VAE_CFG = dict(VAE_CFG, scaling_factor=0.13025, force_upcast=True)
+XL_TIME_IDS = ("time ids per row: (original_height, original_width, crop_top, crop_left, target_height, "
+               "target_width)")
+
+
+def save_clip_flat(model, d, dtype, arch):
+    """As transformers 5 save_pretrained writes a CLIPTextModel: no `text_model.` prefix (the loader must map it)."""
+    save_clip(model, d, dtype, arch)
+    sd = {k: v.to(dtype) for k, v in model.state_dict().items() if not k.endswith("position_ids")}
+    sd = {k[len("text_model."):] if k.startswith("text_model.") else k: v for k, v in sd.items()}
+    st_save(Path(d) / "model.safetensors", sd)
+
+
+def build_sdxl_model():
+    root = DATA / "models" / "tiny-sdxl"
+    shutil.rmtree(root, ignore_errors=True)
+    torch.manual_seed(SEED_XL_UNET)
+    unet = UNet2DConditionModel(**XL_UNET_CFG)
+    perturb_(unet, SEED_XL_UNET + SEED_PERTURB)
+    fp16_round_(unet)
+    save_diffusers_model(unet, root / "unet", torch.float16)
+    for sub, cfg, seed, cls in (("text_encoder", XL_TE1_CFG, SEED_XL_TE1, CLIPTextModel),
+                                ("text_encoder_2", XL_TE2_CFG, SEED_XL_TE2, CLIPTextModelWithProjection)):
+        torch.manual_seed(seed)
+        te = cls._from_config(CLIPTextConfig(**cfg), attn_implementation="eager")
+        perturb_(te, seed + SEED_PERTURB)
+        fp16_round_(te)
+        (save_clip_flat if cls is CLIPTextModel else save_clip)(te, root / sub, torch.float16, cls.__name__)
+    torch.manual_seed(SEED_XL_VAE)
+    vae = AutoencoderKL(**XL_VAE_CFG)
+    perturb_(vae, SEED_XL_VAE + SEED_PERTURB)
+    save_diffusers_model(vae, root / "vae", torch.float32)
+    sched = EulerDiscreteScheduler.from_config(SDXL_BASE_EULER)
+    sched.save_config(str(root / "scheduler"))
+    scfg = read_json(root / "scheduler" / "scheduler_config.json")
+    write_json(root / "scheduler" / "scheduler_config.json", dict(sorted(scfg.items())))
+    # tokenizer/ as SD1.5's (pad <|endoftext|>), tokenizer_2/ as SD2's (pad "!"), from the project's own copies
+    for sub, src in (("tokenizer", "tiny-sd15"), ("tokenizer_2", "tiny-sd2")):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        for f in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
+            shutil.copyfile(DATA / "models" / src / "tokenizer" / f, root / sub / f)
+    write_json(root / "model_index.json", {
+        "_class_name": "StableDiffusionXLPipeline", "_diffusers_version": diffusers.__version__,
+        "feature_extractor": [None, None], "force_zeros_for_empty_prompt": True, "image_encoder": [None, None],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+    })
+    log("  models/tiny-sdxl: written")
+
+
+def build_pipe_xl(cls_name, model_dir, sched_cfg, dt):
+    cls = {"StableDiffusionXLPipeline": StableDiffusionXLPipeline,
+           "StableDiffusionXLImg2ImgPipeline": StableDiffusionXLImg2ImgPipeline}[cls_name]
+    comps = dict(vae=load_vae(model_dir / "vae", dt),
+                 text_encoder=load_clip(model_dir / "text_encoder", CLIPTextModel, dt),
+                 text_encoder_2=load_clip(model_dir / "text_encoder_2", CLIPTextModelWithProjection, dt),
+                 tokenizer=load_tokenizer(model_dir / "tokenizer"), tokenizer_2=load_tokenizer(model_dir / "tokenizer_2"),
+                 unet=load_unet(model_dir / "unet", dt), scheduler=make_scheduler(sched_cfg))
+    extra = {"requires_aesthetics_score": False} if cls is StableDiffusionXLImg2ImgPipeline else {}
+    pipe = cls(**comps, add_watermarker=False, force_zeros_for_empty_prompt=True, **extra)
+    pipe.set_progress_bar_config(disable=True)
+    if dt == torch.float64:  # else diffusers encodes img2img images in float32 (force_upcast) in the float64 run
+        pipe.vae.register_to_config(force_upcast=False)
+    return pipe
+
+
+XL_PAIRS = ("original_size", "crops_coords_top_left", "target_size", "negative_original_size",
+            "negative_crops_coords_top_left", "negative_target_size")
+
+
+def run_pipe_xl(m, inp, root, dt, record=False):
+    pipe = build_pipe_xl(m["pipeline"], root / m["model_dir"], m["scheduler_config"], dt)
+    kw = dict(m["call_kwargs"])
+    for k in XL_PAIRS:
+        if k in kw:
+            kw[k] = tuple(kw[k])
+    cfg = kw.get("guidance_scale", 5.0) > 1.0
+    res, steps, calls = {}, [], []
+    with torch.no_grad():
+        pe, npe, ppe, nppe = pipe.encode_prompt(kw["prompt"], prompt_2=kw.get("prompt_2"), device="cpu",
+                                                num_images_per_prompt=1, do_classifier_free_guidance=cfg,
+                                                negative_prompt=kw.get("negative_prompt"),
+                                                negative_prompt_2=kw.get("negative_prompt_2"))
+        res["prompt_embeds"], res["pooled_prompt_embeds"] = pe, ppe
+        if cfg:
+            res["negative_prompt_embeds"], res["negative_pooled_prompt_embeds"] = npe, nppe
+        for tk, tok in (("tokenizer", pipe.tokenizer), ("tokenizer_2", pipe.tokenizer_2)):
+            ids = lambda p: tok(p, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                                return_tensors="pt").input_ids
+            two = tk == "tokenizer_2"
+            res[f"input_ids.{tk}"] = ids((two and kw.get("prompt_2")) or kw["prompt"])
+            if cfg and kw.get("negative_prompt"):
+                res[f"negative_input_ids.{tk}"] = ids((two and kw.get("negative_prompt_2")) or kw["negative_prompt"])
+        if "latents" in inp:
+            kw["latents"] = inp["latents"].to(dt)
+        if "image" in inp:
+            kw["image"] = inp["image"].to(dt)
+
+        def unet_hook(mod, args, kwargs, out):
+            calls.append((args[0].clone(), args[1].clone() if torch.is_tensor(args[1]) else torch.tensor(args[1]),
+                          out[0].clone(), kwargs["added_cond_kwargs"]))
+        h = pipe.unet.register_forward_hook(unet_hook, with_kwargs=True)
+        add_noise = pipe.scheduler.add_noise
+
+        def rec_add_noise(original, noise, t):
+            r = add_noise(original, noise, t)
+            res["init_latents"], res["noisy_latents"] = original.clone(), r.clone()
+            return r
+        pipe.scheduler.add_noise = rec_add_noise
+
+        def cb(p, i, t, d):
+            res[f"step_latents.{i:03d}"] = d["latents"].clone()
+            steps.append({"i": i, "t": t.item(), "latents_after_step": f"step_latents.{i:03d}"})
+            return {}
+
+        TAP.start("record" if record else "replay", None if record else stored_noise(inp))
+        out = pipe(**kw, output_type="np", generator=gen(m.get("generator_seed", 0)), callback_on_step_end=cb,
+                   callback_on_step_end_tensor_inputs=["latents"])
+        nlog = TAP.stop()
+        h.remove()
+    for i, (x, t, o, add) in enumerate(calls):
+        res[f"step.{i:03d}.unet_sample"], res[f"step.{i:03d}.unet_timestep"] = x, t.reshape(1).float()
+        res[f"step.{i:03d}.unet_out"] = o
+    res["add_text_embeds"], res["add_time_ids"] = calls[0][3]["text_embeds"], calls[0][3]["time_ids"]
+    res["image_np"] = torch.from_numpy(out.images.copy())
+    res["final_latents"] = res[f"step_latents.{len(steps) - 1:03d}"]
+    res["timesteps"] = pipe.scheduler.timesteps.clone().float()
+    res["_steps"], res["_noise_log"] = steps, nlog
+    return res
+
+
+def gen_sdxl_pipe_case(name, desc, pipeline, sched_cfg, call_kwargs, seed, latents_shape=None, image=None):
+    m = {"name": name, "description": desc, "call_kwargs": call_kwargs, "generator_seed": seed,
+         "scheduler_config": sched_cfg, "pipeline": pipeline, "model_dir": "models/tiny-sdxl"}
+    inp = {}
+    if latents_shape:
+        inp["latents"] = randn(latents_shape, seed)
+    if image is not None:
+        inp["image"] = image
+    r32 = run_pipe_xl(m, inp, DATA, torch.float32, record=True)
+    nlog = r32.pop("_noise_log")
+    inp.update(noise_inputs(nlog))
+    r64 = run_pipe_xl(m, inp, DATA, torch.float64)
+    r64.pop("_noise_log")
+    r64.pop("_steps")
+    m["steps"] = r32.pop("_steps")
+    m["noise_draws"] = noise_manifest(nlog)
+    m["layouts"] = dict(LAYOUTS, add_time_ids=XL_TIME_IDS)
+    m["semantics"] = {
+        "prompt_embeds": "cat([text_encoder.hidden_states[-2], text_encoder_2.hidden_states[-2]], -1) (no "
+                         "final_layer_norm)",
+        "pooled_prompt_embeds": "text_encoder_2 text_embeds (text_projection of the final-layer-norm eos row)",
+        "negative_*": "with CFG: the negative prompt encoded the same way, or zeros without one "
+                      "(force_zeros_for_empty_prompt)",
+        "add_text_embeds / add_time_ids": "the UNet's added_cond_kwargs as fed (one row per UNet batch row)",
+        "step.i.unet_sample / unet_timestep / unet_out": "the UNet call of step i (after scale_model_input and the CFG "
+                                                         "duplication; raw output before guidance)",
+        "init_latents / noisy_latents": "img2img: vae.encode(2x-1).sample(noise.000) * 0.13025; add_noise of it",
+    }
+    order = ["image_np", "final_latents", "prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+             "negative_pooled_prompt_embeds", "add_text_embeds", "add_time_ids", "init_latents", "noisy_latents"]
+    keys = [k for k in order if k in r32] + sorted(k for k in r32 if k.startswith("input_ids") or
+                                                   k.startswith("negative_input_ids"))
+    keys += sorted(k for k in r32 if k.startswith("step")) + ["timesteps"]
+    e32 = {k: r32[k] for k in keys}
+    floors = {k: (2e-5 if "embeds" in k else 1e-4) for k in e32}
+    man = {k: m[k] for k in ("name", "description", "call_kwargs", "generator_seed", "scheduler_config", "steps",
+                             "noise_draws", "layouts", "semantics", "pipeline", "model_dir") if k in m}
+    tols = net_tols(e32, r64, floors=floors)
+    for k in list(tols):
+        if k.endswith("unet_timestep"):
+            del tols[k]  # exact
+    write_case(name, man, inp, e32, tols)
+
+
+def gen_sdxl():
+    build_sdxl_model()
+    s = SEED_CASES + 700
+    # UNet with added conditioning, batch 2, non-square, different time ids per row
+    m = {"name": "own_sdxl_unet", "description": "SDXL-like tiny UNet (text_time added conditioning, transformer depth "
+         "[1,3,2], heads [1,2,4], linear projection, F16 weights), one timestep per row, non-square",
+         "model_dir": "models/tiny-sdxl/unet",
+         "weights_file": "diffusion_pytorch_model.safetensors (F16); loaded with torch_dtype=float32",
+         "config": {k: v for k, v in XL_UNET_CFG.items()},
+         "call": "UNet2DConditionModel.forward(sample, timestep, encoder_hidden_states, added_cond_kwargs="
+                 "{'text_embeds', 'time_ids'}, return_dict=False)[0]",
+         "activation_semantics": dict(UNET_ACT_SEMANTICS, **{
+             "act.add_time_proj": "Timesteps(addition_time_embed_dim) of time_ids.flatten(): [B*6, D]",
+             "act.add_embedding": "add_embedding(cat([text_embeds, add_time_proj.reshape(B, 6*D)], -1))"})}
+    inp = {"sample": randn((2, 4, 8, 12), s + 1), "timestep": torch.tensor([999, 257], dtype=torch.int64),
+           "encoder_hidden_states": randn((2, 77, 20), s + 2), "text_embeds": randn((2, 10), s + 3),
+           "time_ids": torch.tensor([[64.0, 96.0, 0.0, 0.0, 64.0, 96.0], [1024.0, 768.0, 16.0, 8.0, 512.0, 640.0]])}
+    a = "down_blocks.1.attentions.0"
+    hooks = ["time_proj", "time_embedding", "add_time_proj", "add_embedding", "conv_in", "down_blocks.0.resnets.0",
+             f"{a}.norm", f"{a}.proj_in", f"{a}.transformer_blocks.0", f"{a}.transformer_blocks.2", f"{a}.proj_out", a]
+    hooks += [f"down_blocks.{i}" for i in range(3)] + ["mid_block"] + [f"up_blocks.{i}" for i in range(3)]
+    hooks += ["conv_norm_out", "conv_out"]
+    e32 = run_unet(m, inp, DATA, torch.float32, hooks)
+    e64 = run_unet(m, inp, DATA, torch.float64, hooks)
+    write_case("own_sdxl_unet", m, inp, e32, net_tols(e32, e64))
+    # a distilled, asymmetric SDXL UNet as SSD-1B / Segmind Vega configure theirs: per-layer transformer depth with
+    # reverse_transformer_layers_per_block for the up path (diffusers "asymmetrical U-Net"), no mid block
+    torch.manual_seed(SEED_XL_UNET + 1)
+    ucfg = dict(XL_UNET_CFG, layers_per_block=2, transformer_layers_per_block=[1, [1, 2], [2, 1]],
+                reverse_transformer_layers_per_block=[[1, 2, 1], [2, 1, 1], 1], mid_block_type=None)
+    unet = UNet2DConditionModel(**ucfg)
+    perturb_(unet, SEED_XL_UNET + 1 + SEED_PERTURB)
+    shutil.rmtree(DATA / "models" / "unet-sdxl-asym", ignore_errors=True)
+    save_diffusers_model(unet, DATA / "models" / "unet-sdxl-asym", torch.float32)
+    m = {"name": "own_sdxl_unet_asymmetric", "description": "distilled SDXL-like UNet as SSD-1B / Vega configure "
+         "theirs: transformer_layers_per_block [1, [1, 2], [2, 1]] (per layer), reverse_transformer_layers_per_block "
+         "[[1, 2, 1], [2, 1, 1], 1] for the up path, layers_per_block 2, no mid block, text_time, F32",
+         "model_dir": "models/unet-sdxl-asym", "config": {k: v for k, v in ucfg.items()},
+         "call": "UNet2DConditionModel.forward(sample, timestep, encoder_hidden_states, added_cond_kwargs="
+                 "{'text_embeds', 'time_ids'}, return_dict=False)[0]",
+         "activation_semantics": UNET_ACT_SEMANTICS}
+    inp = {"sample": randn((1, 4, 8, 8), s + 5), "timestep": torch.tensor([601], dtype=torch.int64),
+           "encoder_hidden_states": randn((1, 77, 20), s + 6), "text_embeds": randn((1, 10), s + 7),
+           "time_ids": torch.tensor([[32.0, 32.0, 0.0, 0.0, 32.0, 32.0]])}
+    hooks = ["add_embedding", "down_blocks.1.attentions.1.transformer_blocks.1", "down_blocks.2.attentions.0"]
+    hooks += [f"down_blocks.{i}" for i in range(3)] + [f"up_blocks.{i}" for i in range(3)]
+    hooks += ["up_blocks.0.attentions.1.transformer_blocks.1", "up_blocks.1.attentions.0.transformer_blocks.1"]
+    e32 = run_unet(m, inp, DATA, torch.float32, hooks)
+    e64 = run_unet(m, inp, DATA, torch.float64, hooks)
+    write_case("own_sdxl_unet_asymmetric", m, inp, e32, net_tols(e32, e64))
+    # the two text encoders, on their own tokenizers
+    for name, sub, tsub, cls_name, cfg, desc in (
+            ("own_sdxl_clip_te1", "text_encoder", "tokenizer", "CLIPTextModel", XL_TE1_CFG,
+             "SDXL text_encoder (CLIPTextModel, quick_gelu, hidden 8, 3 layers, F16, saved by transformers 5 WITHOUT "
+             "the text_model. prefix), ids from tokenizer/ (pad <|endoftext|>)"),
+            ("own_sdxl_clip_te2", "text_encoder_2", "tokenizer_2", "CLIPTextModelWithProjection", XL_TE2_CFG,
+             "SDXL text_encoder_2 (CLIPTextModelWithProjection, gelu, hidden 12, 3 layers, projection 10, F16), ids "
+             "from tokenizer_2/ (pad '!')")):
+        mc = {"name": name, "description": desc, "model_dir": f"models/tiny-sdxl/{sub}", "model_class": cls_name,
+              "tokenizer_dir": f"models/tiny-sdxl/{tsub}", "prompts": PROMPTS + [""],
+              "config": {"hidden": cfg["hidden_size"], "layers": cfg["num_hidden_layers"], "act": cfg["hidden_act"]},
+              "semantics": dict(CLIP_SEMANTICS, penultimate_hidden_state="hidden_states[-2] WITHOUT final_layer_norm "
+                                "(what the SDXL pipelines feed the UNet)")}
+        ci = {"input_ids": tokenize(DATA / "models" / "tiny-sdxl" / tsub, PROMPTS + [""])}
+        e32 = run_clip(mc, ci, DATA, torch.float32)
+        e64 = run_clip(mc, ci, DATA, torch.float64)
+        write_case(name, mc, ci, e32, net_tols(e32, e64))
+    # pipelines
+    dpm = DPMSolverMultistepScheduler.from_config(SDXL_BASE_EULER, algorithm_type="dpmsolver++", solver_order=2)
+    gen_sdxl_pipe_case("own_sdxl_pipe_dpmpp_cfg_microcond", "StableDiffusionXLPipeline + DPMSolverMultistepScheduler "
+                       "(dpmsolver++, SDXL base config), 3 steps, CFG 5 with a negative prompt, prompt_2 and "
+                       "negative_prompt_2 for text encoder 2, 24x32, non-default "
+                       "micro-conditioning incl. negative sizes (own negative time ids)", "StableDiffusionXLPipeline",
+                       sched_config_dict(dpm),
+                       {"prompt": PROMPTS[0], "negative_prompt": NEG_PROMPT, "num_inference_steps": 3,
+                        "guidance_scale": 5.0, "height": 24, "width": 32, "prompt_2": "an oil painting, thick brush "
+                        "strokes", "negative_prompt_2": "photo, noise", "original_size": [48, 40],
+                        "crops_coords_top_left": [4, 2], "target_size": [24, 32], "negative_original_size": [16, 16],
+                        "negative_target_size": [32, 32]}, s + 10, latents_shape=(1, 4, 12, 16))
+    gen_sdxl_pipe_case("own_sdxl_pipe_batch2_negsizes", "StableDiffusionXLPipeline + EulerDiscreteScheduler (SDXL "
+                       "base config, leading), 2 steps, num_images_per_prompt 2, CFG 4 with a negative prompt and "
+                       "negative sizes: the UNet's 4 rows take the embeddings as [neg, neg, pos, pos] but the time ids "
+                       "as cat([neg, pos]).repeat(2, 1) = [neg, pos, neg, pos] (diffusers' order, kept)",
+                       "StableDiffusionXLPipeline", SDXL_BASE_EULER,
+                       {"prompt": PROMPTS[1], "negative_prompt": NEG_PROMPT, "num_inference_steps": 2,
+                        "guidance_scale": 4.0, "height": 16, "width": 16, "num_images_per_prompt": 2,
+                        "negative_original_size": [8, 8], "negative_target_size": [64, 48]},
+                       s + 30, latents_shape=(2, 4, 8, 8))
+    gen_sdxl_pipe_case("own_sdxl_pipe_img2img_turbo_zeros", "StableDiffusionXLImg2ImgPipeline + "
+                       "EulerAncestralDiscreteScheduler (sdxl-turbo config, trailing), 4 steps, strength 0.5, CFG 2 "
+                       "WITHOUT a negative prompt (force_zeros_for_empty_prompt: zero negatives), 32x24 image",
+                       "StableDiffusionXLImg2ImgPipeline", SDXL_TURBO_EULER_A,
+                       {"prompt": PROMPTS[1], "num_inference_steps": 4, "strength": 0.5, "guidance_scale": 2.0},
+                       s + 20, image=synth_image(1, 32, 24, s + 21))
+
+
+def generate(sdxl_only=False):
     t0 = time.time()
+    if sdxl_only:
+        log("building the SDXL model and cases only ...")
+        gen_sdxl()
+        log(f"generation done in {time.time() - t0:.1f} s")
+        return
     log("validating the StreamDiffusion re-implementation on the fixture stream cases ...")
     r = validate_stream_on_fixtures()
     if r is None:
@@ -1694,6 +2036,7 @@ def generate():
     gen_sched_cases()
     gen_pipe_cases()
     gen_stream_case(note)
+    gen_sdxl()
     log("building single-file checkpoints ...")
     build_single_file("tiny-sd15")
     build_single_file("tiny-sd2")
@@ -1707,6 +2050,7 @@ def main():
     ap.add_argument("--no-verify", action="store_true", help="generate without the verification pass")
     ap.add_argument("--only", nargs="+", metavar="CASE",
                     help="regenerate only these scheduler / pipeline cases (the models must exist), then verify them")
+    ap.add_argument("--sdxl-only", action="store_true", help="(re)generate only the SDXL model and cases")
     a = ap.parse_args()
     if a.only:
         global ONLY
@@ -1725,7 +2069,7 @@ def main():
         log("VERIFY: " + ("all OK" if ok else "FAILURES (see above)"))
         return 0 if ok else 1
     if not a.verify:
-        generate()
+        generate(sdxl_only=a.sdxl_only)
         if a.no_verify:
             return 0
     ok = verify_all(crosscheck=a.crosscheck)

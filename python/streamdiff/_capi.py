@@ -105,6 +105,14 @@ class sd_gen_params(ctypes.Structure):
         ("rng", c_enum),
         ("progress", PROGRESS_FN),
         ("progress_user", c_void_p),
+        ("original_size", c_int * 2),  # SDXL micro-conditioning: (height, width), (top, left); 0 = default
+        ("crops_coords_top_left", c_int * 2),
+        ("target_size", c_int * 2),
+        ("negative_original_size", c_int * 2),
+        ("negative_crops_coords_top_left", c_int * 2),
+        ("negative_target_size", c_int * 2),
+        ("prompt_2", c_char_p),  # SDXL: the second text encoder's prompts; None = prompt / negative_prompt
+        ("negative_prompt_2", c_char_p),
     ]
 
 

@@ -21,7 +21,7 @@ ProgressFn = Callable[[int, int, float], None]
 class ModelInfo:
     """What the library tells about a loaded model (sd_model_info)."""
 
-    arch: str               #: "sd1" or "sd2"
+    arch: str               #: the model family: "sd1", "sd2" or "sdxl"
     source: str             #: the resolved path
     scheduler: str          #: the model's scheduler class, e.g. "LCMScheduler"
     prediction_type: str    #: "epsilon" or "v_prediction"

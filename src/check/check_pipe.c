@@ -281,7 +281,9 @@ sd_status sd_check_pipe(sd_case *c)
     sd_pipe_args a = {0};
     a.prompt = prompt;
     a.negative_prompt = neg;
-    a.batch = 1;
+    int64_t nimg = 1;
+    sd_config_int(&kw, "num_images_per_prompt", 1, &nimg);
+    a.batch = (int)nimg;
     a.steps = (int)steps;
     a.guidance_scale = (float)g;
     a.strength = (float)strength;
@@ -294,6 +296,11 @@ sd_status sd_check_pipe(sd_case *c)
     a.step_user = &sc2;
     a.on_unet = on_unet;
     a.on_latents = on_latents;
+    const char *prompt2 = NULL, *neg2 = NULL;
+    sd_config_str(&kw, "prompt_2", NULL, &prompt2);
+    sd_config_str(&kw, "negative_prompt_2", NULL, &neg2);
+    a.prompt_2 = prompt2;
+    a.negative_prompt_2 = neg2;
     int_pair(&kw, "original_size", a.micro.original_size);
     int_pair(&kw, "crops_coords_top_left", a.micro.crops_top_left);
     int_pair(&kw, "target_size", a.micro.target_size);
@@ -350,9 +357,9 @@ sd_status sd_check_pipe(sd_case *c)
         sd_case_compare(c, "add_text_embeds", o.add_text_embeds, (size_t)o.unet_rows * o.pooled_n);
         sd_case_compare(c, "add_time_ids", o.add_time_ids, (size_t)o.unet_rows * SD_UNET_TIME_IDS);
         compare_ids(c, "input_ids.tokenizer", m->tok, m->tok_mode, prompt);
-        compare_ids(c, "input_ids.tokenizer_2", m->tok2, m->tok_mode, prompt);
+        compare_ids(c, "input_ids.tokenizer_2", m->tok2, m->tok_mode, prompt2 && *prompt2 ? prompt2 : prompt);
         compare_ids(c, "negative_input_ids.tokenizer", m->tok, m->tok_mode, neg);
-        compare_ids(c, "negative_input_ids.tokenizer_2", m->tok2, m->tok_mode, neg);
+        compare_ids(c, "negative_input_ids.tokenizer_2", m->tok2, m->tok_mode, neg2 && *neg2 ? neg2 : neg);
     } else {
         compare_ids(c, "input_ids.tokenizer", m->tok, m->tok_mode, prompt);
         compare_ids(c, "negative_input_ids.tokenizer", m->tok, m->tok_mode, neg);

@@ -34,7 +34,8 @@
 typedef enum {
     O_MODEL, O_PROMPT, O_NEG, O_WIDTH, O_HEIGHT, O_STEPS, O_CFG, O_SAMPLER, O_SCHEDULE, O_SEED,
     O_BATCH_COUNT, O_BATCH_SIZE, O_STRENGTH, O_INIT, O_OUTPUT, O_TAESD, O_THREADS, O_CLIP_SKIP,
-    O_RNG, O_BACKEND, O_ETA, O_KEEP_F16, O_PRECISION, O_CONFIG_DIR, O_PRED, O_CHECK_FINITE, O_LORA, O_LORA_ALLOW, O_VERBOSE, O_HELP
+    O_RNG, O_BACKEND, O_ETA, O_KEEP_F16, O_PRECISION, O_CONFIG_DIR, O_PRED, O_CHECK_FINITE, O_LORA, O_LORA_ALLOW, O_VERBOSE, O_HELP,
+    O_ORIG_SIZE, O_TARGET_SIZE, O_CROP, O_NEG_ORIG_SIZE, O_NEG_TARGET_SIZE, O_NEG_CROP, O_PROMPT2, O_NEG2
 } opt_id;
 
 typedef struct {
@@ -72,6 +73,14 @@ static const opt_def k_opts[] = {
     {NULL, "--prediction-type", true, false, O_PRED},
     {NULL, "--lora", true, false, O_LORA},
     {NULL, "--lora-allow-unmatched", false, false, O_LORA_ALLOW},
+    {NULL, "--prompt-2", true, false, O_PROMPT2},
+    {NULL, "--negative-prompt-2", true, false, O_NEG2},
+    {NULL, "--original-size", true, false, O_ORIG_SIZE},
+    {NULL, "--target-size", true, false, O_TARGET_SIZE},
+    {NULL, "--crop", true, false, O_CROP},
+    {NULL, "--negative-original-size", true, false, O_NEG_ORIG_SIZE},
+    {NULL, "--negative-target-size", true, false, O_NEG_TARGET_SIZE},
+    {NULL, "--negative-crop", true, false, O_NEG_CROP},
     {"-v", "--verbose", false, false, O_VERBOSE},
     {"-h", "--help", false, false, O_HELP},
 };
@@ -94,6 +103,9 @@ typedef struct {
     sd_lora_spec loras[GEN_MAX_LORAS];
     int n_loras;
     bool lora_allow_unmatched;
+    /* SDXL micro-conditioning, {height, width} / {top, left}; 0 = default */
+    int orig_size[2], target_size[2], crop[2], neg_orig_size[2], neg_target_size[2], neg_crop[2];
+    const char *prompt2, *negative2; /* SDXL: the second text encoder's prompts */
 } gen_opts;
 
 /* ------------------------------------------------------------ help */
@@ -106,17 +118,18 @@ static void usage(FILE *f, const gen_opts *o)
         fprintf(f, "streamdiff img2img — transform an init image guided by a text prompt\n\n"
                    "usage: streamdiff img2img -m MODEL -i INIT_IMAGE -p PROMPT [options]\n\n"
                    "The init image is encoded to latents, noised to --strength and denoised with the\n"
-                   "prompt (diffusers StableDiffusionImg2ImgPipeline): strength 0.3 keeps the picture,\n"
+                   "prompt (diffusers StableDiffusion[XL]Img2ImgPipeline): strength 0.3 keeps the picture,\n"
                    "1.0 ignores it. Only int(steps * strength) of the --steps denoising steps run.\n\n");
     else
         fprintf(f, "streamdiff txt2img — generate images from a text prompt\n\n"
                    "usage: streamdiff txt2img -m MODEL -p PROMPT [options]\n\n"
                    "Random latent noise (from --seed) is denoised in --steps steps guided by the prompt\n"
-                   "(diffusers StableDiffusionPipeline; LCM models use their guidance embedding).\n\n");
+                   "(diffusers StableDiffusion[XL]Pipeline; LCM models use their guidance embedding).\n\n");
     fprintf(f,
             "model and prompt:\n"
-            "  -m, --model PATH|ID       the model (required): a diffusers folder (model_index.json), a\n"
-            "                            single-file SD1.x/SD2.x .safetensors checkpoint, or a Hugging Face\n"
+            "  -m, --model PATH|ID       the model (required): a diffusers folder (model_index.json; SD1.x,\n"
+            "                            SD2.x or SDXL base/turbo/distilled), a single-file SD1.x/SD2.x\n"
+            "                            .safetensors checkpoint, or a Hugging Face\n"
             "                            id (org/name) already in the local HF cache (see 'models' below)\n"
             "  -p, --prompt TEXT         what to draw (default: \"\")\n"
             "  -n, --negative-prompt T   what to avoid (default: \"\"; needs --cfg-scale > 1)\n");
@@ -147,6 +160,16 @@ static void usage(FILE *f, const gen_opts *o)
             "                            manual_seed (reproduces diffusers), fast = Philox (default: torch)\n"
             "      --clip-skip N         skip the last N CLIP text-encoder layers, 0..30 (diffusers\n"
             "                            clip_skip; A1111's \"Clip skip: 2\" is 1 here) (default: 0)\n"
+            "\nSDXL (ignored by SD1.x/SD2.x models):\n"
+            "      --prompt-2 TEXT       the second text encoder's prompt (default: the -p prompt)\n"
+            "      --negative-prompt-2 T its negative prompt (default: the -n prompt)\n"
+            "      --original-size WxH   the size the model is told the training image had (default: the\n"
+            "                            output size)\n"
+            "      --target-size WxH     the size it is told to aim for (default: the output size)\n"
+            "      --crop TOP,LEFT       the crop offset it is told of (default: 0,0)\n"
+            "      --negative-original-size WxH, --negative-target-size WxH, --negative-crop TOP,LEFT\n"
+            "                            the same for the negative (CFG) branch (default: as the positive;\n"
+            "                            txt2img uses them only when both negative sizes are given)\n"
             "\nLoRA:\n"
             "      --lora PATH[:SCALE]   fuse a LoRA / LoCon into the model with strength SCALE (default 1.0);\n"
             "                            repeat for several (up to %d), e.g. an LCM-LoRA plus a style LoRA.\n"
@@ -178,9 +201,9 @@ static void usage(FILE *f, const gen_opts *o)
             "  -v, --verbose             print the model and the settings used, and timings\n"
             "  -h, --help                this help\n",
             o->img2img ? "the init image's width, rounded down to a multiple of 8"
-                       : "the model's native size, 512 for SD1.5, 768 for SD2",
+                       : "the model's native size: 512 SD1.5, 768 SD2, 1024 SDXL",
             o->img2img ? "the init image's height, rounded down to a multiple of 8"
-                       : "the model's native size, 512 for SD1.5, 768 for SD2", GEN_MAX_STEPS,
+                       : "the model's native size: 512 SD1.5, 768 SD2, 1024 SDXL", GEN_MAX_STEPS,
             (double)d.guidance_scale, (double)d.eta, d.seed, GEN_MAX_LORAS, GEN_MAX_BATCH_SIZE);
     fprintf(f, "\nexamples:\n");
     if (o->img2img)
@@ -331,6 +354,30 @@ static int bad_value(const gen_opts *o, const char *flag, const char *val, const
     fprintf(stderr, "streamdiff %s: %s needs %s, got '%s'\n", o->cmd, flag, what, val);
     fprintf(stderr, "Run 'streamdiff %s --help' for all options and their defaults.\n", o->cmd);
     return 2;
+}
+
+/* "WxH" -> {H, W} (diffusers' (height, width) order); "TOP,LEFT" -> {TOP, LEFT} */
+static int pair_value(const gen_opts *o, const char *flag, const char *val, bool size, int out[2])
+{
+    char a[32], b[32];
+    const char *sep = strchr(val, size ? 'x' : ',');
+    if (!sep && size)
+        sep = strchr(val, 'X');
+    size_t la = sep ? (size_t)(sep - val) : 0;
+    int x = 0, y = 0;
+    bool ok = sep && la > 0 && la < sizeof a && strlen(sep + 1) < sizeof b;
+    if (ok) {
+        memcpy(a, val, la);
+        a[la] = 0;
+        snprintf(b, sizeof b, "%s", sep + 1);
+        ok = cli_parse_int(a, size ? 1 : 0, 65536, &x) && cli_parse_int(b, size ? 1 : 0, 65536, &y);
+    }
+    if (!ok)
+        return bad_value(o, flag, val, size ? "WIDTHxHEIGHT in pixels, e.g. 1024x1024"
+                                            : "TOP,LEFT in pixels, e.g. 0,0");
+    out[0] = size ? y : x;
+    out[1] = size ? x : y;
+    return 0;
 }
 
 static int size_value(const gen_opts *o, const char *flag, const char *val, int *out)
@@ -500,6 +547,14 @@ static int parse_args(int argc, char **argv, gen_opts *o)
                 rc = bad_value(o, flag, v, "a number greater than 0 and at most 1 (e.g. 0.5; 1 ignores the init image)");
             break;
         case O_INIT: o->init_img = v; break;
+        case O_PROMPT2: o->prompt2 = v; break;
+        case O_NEG2: o->negative2 = v; break;
+        case O_ORIG_SIZE: rc = pair_value(o, flag, v, true, o->orig_size); break;
+        case O_TARGET_SIZE: rc = pair_value(o, flag, v, true, o->target_size); break;
+        case O_CROP: rc = pair_value(o, flag, v, false, o->crop); break;
+        case O_NEG_ORIG_SIZE: rc = pair_value(o, flag, v, true, o->neg_orig_size); break;
+        case O_NEG_TARGET_SIZE: rc = pair_value(o, flag, v, true, o->neg_target_size); break;
+        case O_NEG_CROP: rc = pair_value(o, flag, v, false, o->neg_crop); break;
         case O_OUTPUT: o->output = v; break;
         case O_TAESD: o->taesd = v; break;
         case O_THREADS:
@@ -858,6 +913,16 @@ static int run_generate(gen_opts *o, bool img2img)
     gp.eta = o->eta;
     gp.use_taesd = o->taesd != NULL;
     gp.rng = o->rng;
+    for (int k = 0; k < 2; k++) {
+        gp.original_size[k] = o->orig_size[k];
+        gp.target_size[k] = o->target_size[k];
+        gp.crops_coords_top_left[k] = o->crop[k];
+        gp.negative_original_size[k] = o->neg_orig_size[k];
+        gp.negative_target_size[k] = o->neg_target_size[k];
+        gp.negative_crops_coords_top_left[k] = o->neg_crop[k];
+    }
+    gp.prompt_2 = o->prompt2;
+    gp.negative_prompt_2 = o->negative2;
     progress_state ps = {.tty = isatty(fileno(stderr)) != 0, .n_images = o->batch_count * o->batch_size,
                          .per_call = o->batch_size, .cmd = o->cmd};
     gp.progress = on_progress;

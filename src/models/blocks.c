@@ -422,7 +422,8 @@ void sd_down_block_load(sd_wload *l, sd_down_block *d, const char *p, const sd_l
         sd_resnet_load(l, &d->res[j], q, j ? lv->cout : lv->cin, lv->cout, lv->temb_dim, lv->groups, lv->eps, 1.0f);
         if (d->attn) {
             snprintf(q, sizeof q, "%s.attentions.%d", p, j);
-            sd_transformer2d_load(l, &d->attn[j], q, lv->cout, lv->heads, lv->tlayers, lv->ctx_dim, lv->only_cross,
+            int64_t depth = lv->tlayers_per ? lv->tlayers_per[j] : lv->tlayers;
+            sd_transformer2d_load(l, &d->attn[j], q, lv->cout, lv->heads, depth, lv->ctx_dim, lv->only_cross,
                                   lv->linear_proj, lv->groups, kvc);
         }
     }

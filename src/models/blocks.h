@@ -127,6 +127,7 @@ typedef struct sd_level {
     int64_t temb_dim;
     bool cross;         /* CrossAttnDownBlock2D: a Transformer2DModel after every resnet */
     int64_t heads, tlayers, ctx_dim;
+    const int64_t *tlayers_per; /* transformer depth per layer (n entries; asymmetric UNets), or NULL: tlayers */
     bool only_cross, linear_proj;
     bool has_down;      /* a Downsample2D at the end (every level but the last) */
     int down_pad;

@@ -125,6 +125,98 @@ static sd_status block_types(const sd_config *c, const char *key, const char *co
     return SD_OK;
 }
 
+/* a JSON number as a depth; anything outside 0..1e6 (or not integral) becomes -1, which the range check names */
+static int64_t depth_val(double d) { return d >= 0 && d <= 1e6 && d == (double)(int64_t)d ? (int64_t)d : -1; }
+
+/* One depth list: an int for every layer of every block, or a list of n entries, each an int (every layer of
+ * that block) or a list of per[i] ints (one per layer). *nested: some entry was a list. */
+static sd_status depth_list(const sd_config *c, const char *key, int n, const int64_t *per,
+                            int64_t out[][SD_UNET_MAX_LAYERS_PER_BLOCK + 1], bool *nested)
+{
+    const cJSON *v = raw(c, key);
+    *nested = false;
+    if (cJSON_IsNumber(v)) {
+        for (int i = 0; i < n; i++)
+            for (int64_t j = 0; j < per[i]; j++)
+                out[i][j] = depth_val(v->valuedouble);
+        return SD_OK;
+    }
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != n)
+        return sd_fail(SD_ERR_FORMAT, "%s: '%s' must be a number or a list of %d entries (one per block)", c->path,
+                       key, n);
+    int i = 0;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        if (cJSON_IsNumber(e)) {
+            for (int64_t j = 0; j < per[i]; j++)
+                out[i][j] = depth_val(e->valuedouble);
+            continue;
+        }
+        if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) != per[i])
+            return sd_fail(SD_ERR_FORMAT, "%s: '%s' entry %d must be a number or a list of %lld numbers (one per "
+                           "layer of that block)", c->path, key, i, (long long)per[i]);
+        *nested = true;
+        int j = 0;
+        for (const cJSON *f = e->child; f; f = f->next, j++) {
+            if (!cJSON_IsNumber(f))
+                return sd_fail(SD_ERR_FORMAT, "%s: '%s' entry %d holds a non-number", c->path, key, i);
+            out[i][j] = depth_val(f->valuedouble);
+        }
+    }
+    return SD_OK;
+}
+
+/* transformer_layers_per_block (+ reverse_transformer_layers_per_block), as UNet2DConditionModel reads them:
+ * down block i attention j: tl[i][j]; mid block: tl[-1] (its first entry when a list); up block i: reverse[i]
+ * when given, else reversed(tl)[i] (a nested tl needs the reverse list, as diffusers requires). */
+static sd_status transformer_depths(const sd_config *c, sd_unet_config *cfg)
+{
+    int n = cfg->n_blocks;
+    const char *key = "transformer_layers_per_block", *rkey = "reverse_transformer_layers_per_block";
+    const cJSON *v = raw(c, key), *rv = raw(c, rkey);
+    bool has_r = rv && !cJSON_IsNull(rv);
+    int64_t per[SD_UNET_MAX_BLOCKS], rper[SD_UNET_MAX_BLOCKS];
+    for (int i = 0; i < n; i++) {
+        if (cfg->layers_per_block[i] <= 0 || cfg->layers_per_block[i] > SD_UNET_MAX_LAYERS_PER_BLOCK)
+            return sd_fail(SD_ERR_FORMAT, "%s: 'layers_per_block' entry %d = %lld is out of range (1..%d)", c->path,
+                           i, (long long)cfg->layers_per_block[i], SD_UNET_MAX_LAYERS_PER_BLOCK);
+        per[i] = cfg->layers_per_block[i];
+        rper[i] = cfg->layers_per_block[n - 1 - i] + 1;
+    }
+    bool nested = false, rnested = false;
+    if (!v || cJSON_IsNull(v)) {
+        for (int i = 0; i < n; i++)
+            for (int64_t j = 0; j < per[i]; j++)
+                cfg->down_depth[i][j] = 1;
+    } else {
+        SD_TRY(depth_list(c, key, n, per, cfg->down_depth, &nested));
+    }
+    for (int i = 0; i < n; i++)
+        cfg->transformer_layers[i] = cfg->down_depth[i][0];
+    cfg->mid_depth = cfg->down_depth[n - 1][0];
+    if (nested && !has_r)
+        return sd_fail(SD_ERR_FORMAT, "%s: '%s' has per-layer lists (an asymmetric UNet) but '%s' is missing", c->path,
+                       key, rkey);
+    if (has_r) {
+        SD_TRY(depth_list(c, rkey, n, rper, cfg->up_depth, &rnested));
+    } else {
+        for (int i = 0; i < n; i++)
+            for (int64_t j = 0; j < rper[i]; j++)
+                cfg->up_depth[i][j] = cfg->down_depth[n - 1 - i][0];
+    }
+    cfg->per_layer_depth = nested || has_r;
+    for (int i = 0; i < n; i++) {
+        for (int64_t j = 0; j < per[i]; j++)
+            if (cfg->down_depth[i][j] < 1 || cfg->down_depth[i][j] > 64)
+                return sd_fail(SD_ERR_FORMAT, "%s: '%s' = %lld (block %d) is out of range (1..64)", c->path, key,
+                               (long long)cfg->down_depth[i][j], i);
+        for (int64_t j = 0; j < rper[i]; j++)
+            if (cfg->up_depth[i][j] < 1 || cfg->up_depth[i][j] > 64)
+                return sd_fail(SD_ERR_FORMAT, "%s: '%s' = %lld (up block %d) is out of range (1..64)", c->path,
+                               has_r ? rkey : key, (long long)cfg->up_depth[i][j], i);
+    }
+    return SD_OK;
+}
+
 /* encoder: a ControlNetModel config (no class check, no up blocks) */
 static sd_status config_parse(const sd_config *c, sd_unet_config *cfg, bool encoder)
 {
@@ -143,7 +235,6 @@ static sd_status config_parse(const sd_config *c, sd_unet_config *cfg, bool enco
     SD_TRY(need_null(c, "encoder_hid_dim_type", "encoder_hid_proj"));
     SD_TRY(need_null(c, "time_embedding_act_fn", "time_embed_act"));
     SD_TRY(need_null(c, "timestep_post_act", "TimestepEmbedding post_act"));
-    SD_TRY(need_null(c, "reverse_transformer_layers_per_block", "asymmetric transformer depth"));
     SD_TRY(need_false(c, "dual_cross_attention", "DualTransformer2DModel"));
     SD_TRY(need_str(c, "act_fn", "silu", "swish", "only silu activations"));
     SD_TRY(need_str(c, "resnet_time_scale_shift", "default", NULL, "only 'default' (additive time embedding)"));
@@ -238,7 +329,7 @@ static sd_status config_parse(const sd_config *c, sd_unet_config *cfg, bool enco
     }
 
     SD_TRY(block_ints(c, "layers_per_block", 2, n, cfg->layers_per_block, NULL));
-    SD_TRY(block_ints(c, "transformer_layers_per_block", 1, n, cfg->transformer_layers, NULL));
+    SD_TRY(transformer_depths(c, cfg));
     SD_TRY(block_ints(c, "cross_attention_dim", 1280, n, cfg->cross_attention_dim, NULL));
     SD_TRY(block_ints(c, "attention_head_dim", 8, n, cfg->attention_head_dim_raw, NULL));
     SD_TRY(block_ints(c, "num_attention_heads", 0, n, cfg->num_heads, &cfg->num_attention_heads_given));
@@ -379,6 +470,12 @@ static void register_kv(sd_unet *u, const sd_transformer2d *t)
 
 #define P(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
 
+/* transformer depth of attention j of up block i (down blocks and the mid block: sd_level) */
+static int64_t depth_up(const sd_unet_config *c, int i, int j)
+{
+    return c->per_layer_depth ? c->up_depth[i][j] : c->transformer_layers[c->n_blocks - 1 - i];
+}
+
 void sd_unet_level(const sd_unet_config *c, int i, sd_level *lv)
 {
     memset(lv, 0, sizeof *lv);
@@ -396,6 +493,7 @@ void sd_unet_level(const sd_unet_config *c, int i, sd_level *lv)
     lv->down_pad = (int)c->downsample_padding;
     lv->groups = (int)c->norm_num_groups;
     lv->eps = (float)c->norm_eps;
+    lv->tlayers_per = c->per_layer_depth ? c->down_depth[i] : NULL;
 }
 
 static void build(sd_wload *l, sd_unet *u)
@@ -460,7 +558,7 @@ static void build(sd_wload *l, sd_unet *u)
                            1.0f);
             if (up->attn)
                 sd_transformer2d_load(l, &up->attn[j], P(p, "up_blocks.%d.attentions.%d", i, j), out_ch,
-                                      c->num_heads[r], c->transformer_layers[r], c->cross_attention_dim[r],
+                                      c->num_heads[r], depth_up(c, i, j), c->cross_attention_dim[r],
                                       c->only_cross_attention[r], c->use_linear_projection, g, &kvc);
         }
         if (i < n - 1) {

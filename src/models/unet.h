@@ -69,6 +69,14 @@ typedef struct sd_unet_config {
     bool add_text_time;
     int64_t addition_time_embed_dim;               /* D (256 for SDXL) */
     int64_t projection_class_embeddings_input_dim; /* P + n_time_ids * D (2816 for SDXL) */
+    /* Asymmetric transformer depth (distilled SDXL UNets such as SSD-1B): transformer_layers_per_block with
+     * per-layer lists and/or reverse_transformer_layers_per_block for the up path. When per_layer_depth is
+     * set these give the depth of attention j of down block i / up block i and of the mid block (else
+     * transformer_layers[] applies: up block i uses level n_blocks-1-i, the mid block the last level). */
+    bool per_layer_depth;
+    int64_t down_depth[SD_UNET_MAX_BLOCKS][SD_UNET_MAX_LAYERS_PER_BLOCK + 1];
+    int64_t up_depth[SD_UNET_MAX_BLOCKS][SD_UNET_MAX_LAYERS_PER_BLOCK + 1];
+    int64_t mid_depth;
 } sd_unet_config;
 
 /* The number of SDXL micro-conditioning time ids: (original_h, original_w, crop_top, crop_left, target_h,

@@ -60,6 +60,8 @@ static int default_steps(const sd_sched_config *c)
         return 4;
     if (c->kind == SD_SCHED_EULER && c->timestep_spacing == SD_SPACING_TRAILING)
         return 1; /* sd-turbo */
+    if (c->kind == SD_SCHED_EULER_A && c->timestep_spacing == SD_SPACING_TRAILING)
+        return 1; /* sdxl-turbo */
     return 20;
 }
 
@@ -134,6 +136,16 @@ static sd_status generate(sd_model *m, const sd_gen_params *p, const sd_image *i
     a.use_taesd = sd_model_use_taesd(m, p->use_taesd);
     a.progress = p->progress;
     a.progress_user = p->progress_user;
+    a.prompt_2 = p->prompt_2;
+    a.negative_prompt_2 = p->negative_prompt_2;
+    for (int k = 0; k < 2; k++) {
+        a.micro.original_size[k] = p->original_size[k];
+        a.micro.crops_top_left[k] = p->crops_coords_top_left[k];
+        a.micro.target_size[k] = p->target_size[k];
+        a.micro.negative_original_size[k] = p->negative_original_size[k];
+        a.micro.negative_crops_top_left[k] = p->negative_crops_coords_top_left[k];
+        a.micro.negative_target_size[k] = p->negative_target_size[k];
+    }
     sd_rng rng;
     sd_rng_init(&rng, p->rng == SD_RNG_TYPE_FAST ? SD_RNG_FAST : SD_RNG_TORCH, p->seed);
     a.noise = rng_noise;
@@ -218,7 +230,8 @@ char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p, bool img
     snprintf(sampler, sizeof sampler, "%s%s", p->sampler && *p->sampler ? p->sampler : info.scheduler,
              p->schedule && !strcmp(p->schedule, "karras") ? " Karras" : "");
     size_t cap = strlen(p->prompt ? p->prompt : "") + strlen(p->negative_prompt ? p->negative_prompt : "") +
-                 strlen(model) + 512 + (size_t)(p->n_controls > 0 ? p->n_controls : 0) * 160;
+                 strlen(p->prompt_2 ? p->prompt_2 : "") + strlen(p->negative_prompt_2 ? p->negative_prompt_2 : "") +
+                 strlen(model) + 600 + (size_t)(p->n_controls > 0 ? p->n_controls : 0) * 160;
     char *t = sd_malloc(cap);
     if (!t)
         return NULL;
@@ -238,6 +251,20 @@ char *sd_gen_parameters_text(const sd_model *m, const sd_gen_params *p, bool img
             o += snprintf(t + o, cap - (size_t)o, ", ControlNet %d: \"Model: %.60s, Weight: %g, Guidance Start: %g, "
                           "Guidance End: %g\"", k, p->controls[k].net->name, p->controls[k].scale,
                           p->controls[k].guidance_start, p->controls[k].guidance_end);
+    o += snprintf(t + o, cap - (size_t)o, ", Model family: %s", info.arch ? info.arch : "?");
+    if (info.arch && !strcmp(info.arch, "sdxl")) { /* micro-conditioning that differs from the defaults */
+        if (p->original_size[0] > 0 && p->original_size[1] > 0)
+            o += snprintf(t + o, cap - (size_t)o, ", Original size: %dx%d", p->original_size[1], p->original_size[0]);
+        if (p->crops_coords_top_left[0] || p->crops_coords_top_left[1])
+            o += snprintf(t + o, cap - (size_t)o, ", Crop top-left: %d,%d", p->crops_coords_top_left[0],
+                          p->crops_coords_top_left[1]);
+        if (p->target_size[0] > 0 && p->target_size[1] > 0)
+            o += snprintf(t + o, cap - (size_t)o, ", Target size: %dx%d", p->target_size[1], p->target_size[0]);
+        if (p->prompt_2 && *p->prompt_2)
+            o += snprintf(t + o, cap - (size_t)o, ", Prompt 2: \"%s\"", p->prompt_2);
+        if (p->negative_prompt_2 && *p->negative_prompt_2)
+            o += snprintf(t + o, cap - (size_t)o, ", Negative prompt 2: \"%s\"", p->negative_prompt_2);
+    }
     snprintf(t + o, cap - (size_t)o, ", Version: streamdiff %s", sd_version());
     return t;
 }

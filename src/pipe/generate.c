@@ -240,6 +240,9 @@ static sd_status check_args(sd_model *m, const sd_pipe_args *a)
     if (a->n_controls < 0 || a->n_controls > SD_PIPE_MAX_CONTROLS || (a->n_controls && !a->controls))
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "%d ControlNets: at most %d at once", a->n_controls,
                        SD_PIPE_MAX_CONTROLS);
+    if (m->sdxl && a->n_controls)
+        return sd_fail(SD_ERR_UNSUPPORTED, "ControlNet on SDXL models is not supported yet (SD1.x/SD2.x ControlNets "
+                       "are)");
     for (int k = 0; k < a->n_controls; k++) {
         const sd_pipe_control *ct = &a->controls[k];
         if (!ct->net || !ct->image)
@@ -258,6 +261,17 @@ static sd_status check_args(sd_model *m, const sd_pipe_args *a)
         if ((a->width / sc) * f != a->width || (a->height / sc) * f != a->height)
             return sd_fail(SD_ERR_UNSUPPORTED, "ControlNet %d takes control images %d x the latent size, the model's "
                            "image is %d x it (VAE): they do not fit together", k + 1, f, sc);
+    }
+    if (m->sdxl) {
+        const sd_sdxl_micro *mc = &a->micro;
+        const int *v[6] = {mc->original_size, mc->crops_top_left, mc->target_size, mc->negative_original_size,
+                           mc->negative_crops_top_left, mc->negative_target_size};
+        static const char *const what[6] = {"original size", "crop top-left", "target size", "negative original size",
+                                            "negative crop top-left", "negative target size"};
+        for (int k = 0; k < 6; k++)
+            if (v[k][0] < 0 || v[k][1] < 0 || v[k][0] > 65536 || v[k][1] > 65536)
+                return sd_fail(SD_ERR_INVALID_ARGUMENT, "SDXL %s %d,%d out of range (0..65536; 0 = default)",
+                               what[k], v[k][0], v[k][1]);
     }
     return SD_OK;
 }
@@ -295,7 +309,7 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
 
     /* 1. prompts */
     if (m->sdxl) { /* StableDiffusionXLPipeline.encode_prompt */
-        if ((s = sd_sdxl_encode_prompt(m, a->prompt, a->clip_skip, &cond, &pooled, &S, &D, &P2)) != SD_OK)
+        if ((s = sd_sdxl_encode_prompt(m, a->prompt, a->prompt_2, a->clip_skip, &cond, &pooled, &S, &D, &P2)) != SD_OK)
             goto done;
         bool no_negative = !a->negative_prompt || !*a->negative_prompt;
         if (cfg && no_negative && m->force_zeros_for_empty_prompt) { /* zeros; the encoders do not run */
@@ -305,8 +319,9 @@ sd_status sd_pipe_run(sd_model *m, const sd_pipe_args *a, sd_pipe_out *out)
                 s = SD_ERR_OUT_OF_MEMORY;
                 goto done;
             }
-        } else if (cfg && (s = sd_sdxl_encode_prompt(m, a->negative_prompt ? a->negative_prompt : "", a->clip_skip,
-                                                     &uncond, &npooled, &S, &D, &P2)) != SD_OK) {
+        } else if (cfg && (s = sd_sdxl_encode_prompt(m, a->negative_prompt ? a->negative_prompt : "",
+                                                     a->negative_prompt_2, a->clip_skip, &uncond, &npooled, &S, &D,
+                                                     &P2)) != SD_OK) {
             goto done;
         }
     } else {

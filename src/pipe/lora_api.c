@@ -16,6 +16,8 @@ sd_status sd_model_apply_loras_ex(sd_model *m, const sd_lora_spec *loras, int n,
 {
     if (!m || !m->unet || !m->clip)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_model_apply_loras: no model given");
+    if (m->sdxl && n > 0) /* its second text encoder and kohya's SDXL names are not mapped */
+        return sd_fail(SD_ERR_UNSUPPORTED, "LoRA on SDXL models is not supported yet (SD1.x/SD2.x LoRAs are)");
     sd_lora_component comps[2] = {
         {"unet", "lora_unet_", NULL, &m->w_unet, unet_each, m->unet},
         {"text_encoder", "lora_te_", "text_model.", &m->w_text, clip_each, m->clip},

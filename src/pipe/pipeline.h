@@ -61,6 +61,7 @@ typedef struct sd_pipe_args {
     sd_progress_fn progress;
     void *progress_user;
     sd_sdxl_micro micro;       /* SDXL only */
+    const char *prompt_2, *negative_prompt_2; /* SDXL: text encoder 2's prompts; NULL or "" = prompt / negative */
     sd_unet_call_fn on_unet;   /* may be NULL */
     sd_latents_fn on_latents;  /* may be NULL; user: step_user */
     const sd_pipe_control *controls; /* ControlNets (n_controls, at most SD_PIPE_MAX_CONTROLS), may be NULL */
@@ -97,9 +98,10 @@ sd_status sd_pipe_encode_prompt(sd_model *m, const char *prompt, int clip_skip, 
 typedef void (*sd_stage_fn)(sd_ctx *ctx, void *user);
 sd_status sd_pipe_stage(sd_backend *be, sd_stage_fn fn, void *user, const char *what);
 
-/* SDXL (src/pipe/sdxl.c): both text encoders -> embeds [S, D1+D2] and pooled [P] host floats (malloc'd). */
-sd_status sd_sdxl_encode_prompt(sd_model *m, const char *prompt, int clip_skip, float **embeds, float **pooled,
-                                int *seq_len, int *dim, int *pooled_dim);
+/* SDXL (src/pipe/sdxl.c): both text encoders -> embeds [S, D1+D2] and pooled [P] host floats (malloc'd);
+ * text encoder 2 reads prompt_2 (NULL or "": prompt). */
+sd_status sd_sdxl_encode_prompt(sd_model *m, const char *prompt, const char *prompt_2, int clip_skip, float **embeds,
+                                float **pooled, int *seq_len, int *dim, int *pooled_dim);
 /* The positive and negative time ids of a generation (diffusers' _get_add_time_ids, txt2img or img2img
  * rules by a->image). */
 void sd_sdxl_time_ids(const sd_pipe_args *a, float pos[SD_UNET_TIME_IDS], float neg[SD_UNET_TIME_IDS]);

@@ -54,8 +54,11 @@ sd_status sd_sdxl_check_folder(const char *dir, const char *unet_dir, bool *is_s
     sd_config idx;
     sd_status s = sd_config_load(p, &idx);
     free(p);
-    if (s != SD_OK)
+    if (s != SD_OK) { /* SD1/SD2 folders never needed model_index.json: only an SDXL UNet makes it matter */
+        if (!text_time)
+            return SD_OK;
         return s;
+    }
     const char *cls = NULL;
     sd_config_str(&idx, "_class_name", NULL, &cls);
     bool xl_class = cls && !strncmp(cls, "StableDiffusionXL", 17);
@@ -215,9 +218,11 @@ static void xl_text_stage(sd_ctx *ctx, void *user)
     sd_tensor_to_f32(ctx, &pooled, j->pooled);
 }
 
-sd_status sd_sdxl_encode_prompt(sd_model *m, const char *prompt, int clip_skip, float **embeds, float **pooled,
-                                int *seq_len, int *dim, int *pooled_dim)
+sd_status sd_sdxl_encode_prompt(sd_model *m, const char *prompt, const char *prompt_2, int clip_skip, float **embeds,
+                                float **pooled, int *seq_len, int *dim, int *pooled_dim)
 {
+    if (!prompt_2 || !*prompt_2) /* diffusers: prompt_2 = prompt_2 or prompt */
+        prompt_2 = prompt;
     *embeds = *pooled = NULL;
     if (!m->sdxl || !m->clip2)
         return sd_fail(SD_ERR_INTERNAL, "sd_sdxl_encode_prompt: not an SDXL model");
@@ -239,7 +244,7 @@ sd_status sd_sdxl_encode_prompt(sd_model *m, const char *prompt, int clip_skip, 
     if (s == SD_OK)
         s = sd_model_tokenize(m, m->tok, prompt, ids, seq, true); /* the model's prompt tokenizer (one warning) */
     if (s == SD_OK)
-        s = sd_model_tokenize(m, m->tok2, prompt, ids + seq, seq, false);
+        s = sd_model_tokenize(m, m->tok2, prompt_2, ids + seq, seq, false);
     if (s == SD_OK) {
         xl_text_job j = {m, ids, ids + seq, seq, skip, e, p};
         s = sd_pipe_stage(m->be, xl_text_stage, &j, "the SDXL text encoders");

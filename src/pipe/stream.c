@@ -623,6 +623,9 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
     if (!m)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL model");
     sd_stream_params p;
+    if (m->sdxl)
+        return sd_fail(SD_ERR_UNSUPPORTED, "streaming (StreamDiffusion) does not run SDXL models yet; use txt2img / "
+                       "img2img, or an SD1.x/SD2.x model (e.g. sd-turbo) for streams");
     if (params)
         p = *params;
     else

@@ -113,6 +113,9 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
     *out = NULL;
     if (!m)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_create: NULL model");
+    if (m->sdxl)
+        return sd_fail(SD_ERR_UNSUPPORTED, "streaming (StreamDiffusion) does not run SDXL models yet; use txt2img / "
+                       "img2img, or an SD1.x/SD2.x model (e.g. sd-turbo) for streams");
     if (max_streams < 1 || max_streams > SD_GROUP_MAX_STREAMS)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_create: max_streams %d out of range (1..%d)",
                        max_streams, SD_GROUP_MAX_STREAMS);

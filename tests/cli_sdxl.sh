@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# SDXL through the CLI on the committed tiny SDXL folder (tests/data/models/tiny-sdxl):
+# txt2img with CFG and a negative prompt, sdxl-turbo style (Euler-a, no CFG),
+# img2img, the micro-conditioning options (they change the image; bad values are
+# usage errors), the PNG "parameters" naming the model family, and named
+# errors for a folder without text_encoder_2 and for an SDXL refiner.
+set -uo pipefail
+BIN="$1"
+DATA="${SD_TEST_DATA:-}"
+MODEL="$DATA/models/tiny-sdxl"
+if [ -z "$DATA" ] || [ ! -f "$MODEL/model_index.json" ]; then
+    echo "cli_sdxl: FAIL: the committed tiny SDXL model '$MODEL' is absent (ctest sets SD_TEST_DATA to tests/data)"
+    exit 1
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "cli_sdxl: FAIL: $*"; exit 1; }
+
+COMMON=(-m "$MODEL" -W 32 -H 24 --threads 2 -p "a red fox in the snow")
+
+run() { # run NAME args...: must succeed
+    local name="$1"
+    shift
+    "$BIN" "$@" >"$tmp/$name.log" 2>&1 || fail "$name: exit $? ($(tail -3 "$tmp/$name.log"))"
+}
+
+run cfg txt2img "${COMMON[@]}" --steps 2 --cfg-scale 5 -n "blurry" -o "$tmp/cfg.png"
+run turbo txt2img "${COMMON[@]}" --sampler euler_a --steps 1 --cfg-scale 0 -o "$tmp/turbo.png"
+run turbo2 txt2img "${COMMON[@]}" --sampler euler_a --steps 1 --cfg-scale 0 -o "$tmp/turbo2.png"
+cmp -s "$tmp/turbo.png" "$tmp/turbo2.png" || fail "the same seed gave different files"
+run crop txt2img "${COMMON[@]}" --sampler euler_a --steps 1 --cfg-scale 0 --crop 64,32 --original-size 96x64 \
+    -o "$tmp/crop.png"
+cmp -s "$tmp/turbo.png" "$tmp/crop.png" && fail "--crop / --original-size changed nothing"
+run p2 txt2img "${COMMON[@]}" --sampler euler_a --steps 1 --cfg-scale 0 --prompt-2 "an oil painting" -o "$tmp/p2.png"
+cmp -s "$tmp/turbo.png" "$tmp/p2.png" && fail "--prompt-2 changed nothing"
+run i2i img2img "${COMMON[@]}" -i "$tmp/cfg.png" --strength 0.5 --steps 4 --cfg-scale 3 -o "$tmp/i2i.png"
+[ -s "$tmp/i2i.png" ] || fail "img2img wrote no image"
+
+if command -v python3 >/dev/null 2>&1; then
+    params=$(python3 - "$tmp/crop.png" <<'EOF'
+import struct, sys, zlib
+b = open(sys.argv[1], 'rb').read()
+pos = 8
+while pos + 8 <= len(b):
+    n, typ = struct.unpack('>I4s', b[pos:pos + 8])
+    body = b[pos + 8:pos + 8 + n]
+    if typ == b'tEXt' and body.startswith(b'parameters\0'):
+        print(body.split(b'\0', 1)[1].decode('latin-1'))
+    elif typ == b'zTXt' and body.startswith(b'parameters\0'):
+        print(zlib.decompress(body.split(b'\0', 1)[1][1:]).decode('latin-1'))
+    pos += 12 + n
+EOF
+)
+    for want in "Model family: sdxl" "Crop top-left: 64,32" "Original size: 96x64"; do
+        echo "$params" | grep -q "$want" || fail "PNG parameters lack '$want': $params"
+    done
+fi
+
+# usage errors: exit 2, naming the option
+for bad in "--crop 5" "--original-size 0x64" "--target-size 64" "--negative-crop a,b"; do
+    # shellcheck disable=SC2086
+    "$BIN" txt2img "${COMMON[@]}" $bad -o "$tmp/x.png" >"$tmp/bad.log" 2>&1
+    rc=$?
+    [ "$rc" = 2 ] || fail "'$bad': exit $rc, want 2 ($(cat "$tmp/bad.log"))"
+    grep -q -- "${bad%% *}" "$tmp/bad.log" || fail "'$bad': the message does not name the option: $(cat "$tmp/bad.log")"
+done
+
+# bad folders: named errors (exit 1), no crash
+mkdir -p "$tmp/no_te2" "$tmp/refiner"
+for c in tokenizer tokenizer_2 text_encoder unet vae scheduler; do ln -s "$MODEL/$c" "$tmp/no_te2/$c"; done
+cp "$MODEL/model_index.json" "$tmp/no_te2/"
+"$BIN" txt2img -m "$tmp/no_te2" -p x -o "$tmp/x.png" >"$tmp/e1.log" 2>&1
+rc=$?
+[ "$rc" = 1 ] || fail "a folder without text_encoder_2: exit $rc, want 1"
+grep -q "text_encoder_2" "$tmp/e1.log" || fail "missing text_encoder_2 not named: $(cat "$tmp/e1.log")"
+for c in tokenizer_2 text_encoder_2 unet vae scheduler; do ln -s "$MODEL/$c" "$tmp/refiner/$c"; done
+printf '{"_class_name": "StableDiffusionXLImg2ImgPipeline", "requires_aesthetics_score": true, "text_encoder": [null, null]}' \
+    >"$tmp/refiner/model_index.json"
+"$BIN" img2img -m "$tmp/refiner" -i "$tmp/cfg.png" -p x -o "$tmp/x.png" >"$tmp/e2.log" 2>&1
+rc=$?
+[ "$rc" = 1 ] || fail "an SDXL refiner: exit $rc, want 1"
+grep -q "refiner" "$tmp/e2.log" || fail "the refiner is not named: $(cat "$tmp/e2.log")"
+"$BIN" stream -m "$MODEL" -i "$tmp/cfg.png" -o "$tmp/out" -p x >"$tmp/e3.log" 2>&1
+rc=$?
+[ "$rc" != 0 ] && [ "$rc" -lt 128 ] || fail "stream on SDXL: exit $rc, want a clean error"
+grep -q "SDXL" "$tmp/e3.log" || fail "stream on SDXL: the error does not say why: $(cat "$tmp/e3.log")"
+echo "cli_sdxl: OK"
