@@ -2,8 +2,8 @@
  * cpu_kern_amx.c (AMX tiles: TDPBF16PS) and cpu_kern_avx512bf16.c (VDPBF16PS). The including file
  * defines, inside its target flags: BK_NAME, BK_FN(name), BK_GETTER, and the micro-kernel
  *   static void bk_ukr(const uint16_t *A0, const uint16_t *A1, const uint16_t *B0, const uint16_t *B1,
- *                      int64_t nkb, float *c, int64_t ldc)
- * which computes the 32x32 block c[i*ldc + j] = (A B)[i][j] from two A tile rows (rows 0-15 at A0, 16-31 at A1)
+ *                      int64_t nkb, float *c, int64_t ldc, int acc)
+ * which computes the 32x32 block c[i*ldc + j] (+)= (A B)[i][j] (added to c when acc) from two A tile rows (rows 0-15 at A0, 16-31 at A1)
  * and two B tile columns (columns 0-15 at B0, 16-31 at B1), each nkb consecutive tiles (depth blocks
  * of 32), plus
  *   static void bk_begin(void) / bk_end(void)  (per thread: AMX tile configuration and release),
@@ -344,6 +344,19 @@ static inline void write_back(float *C, int64_t ldc, const float *c, int64_t mr,
     }
 }
 
+/* one 32x32 block of C (mr x nr of it inside the matrix): full blocks accumulate in C itself, edge
+ * blocks go through cb (32 x 32 floats) and are written back masked */
+static inline void micro(const uint16_t *A0, const uint16_t *A1, const uint16_t *B0, const uint16_t *B1, int64_t nkb,
+                         float *C, int64_t ldc, float *cb, int64_t mr, int64_t nr, int acc)
+{
+    if (mr >= 32 && nr >= 32) {
+        bk_ukr(A0, A1, B0, B1, nkb, C, ldc, acc);
+        return;
+    }
+    bk_ukr(A0, A1, B0, B1, nkb, cb, 32, 0);
+    write_back(C, ldc, cb, mr, nr, acc);
+}
+
 static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
 {
     uint16_t *Bp = (uint16_t *)ws;
@@ -369,10 +382,9 @@ static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, 
                     pack_a(g, Ap, ic, mc, pc, kc);
                     for (int64_t j = 0; j < nt; j += 2)
                         for (int64_t i = 0; i < mt; i += 2) {
-                            bk_ukr(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
-                                   Bp + (j + 1) * nkb * TILE, nkb, cb, 32);
-                            write_back(g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb, bmin(32, mc - i * 16),
-                                       bmin(32, ncc - j * 16), acc);
+                            micro(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
+                                  Bp + (j + 1) * nkb * TILE, nkb, g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb,
+                                  bmin(32, mc - i * 16), bmin(32, ncc - j * 16), acc);
                         }
                 }
             }
@@ -393,10 +405,9 @@ static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, 
                 pack_a(g, Ap, ic, mc, pc, kc);
                 for (int64_t j = 0; j < nt; j += 2)
                     for (int64_t i = 0; i < mt; i += 2) {
-                        bk_ukr(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
-                               Bp + (j + 1) * nkb * TILE, nkb, cb, 32);
-                        write_back(g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb, bmin(32, mc - i * 16),
-                                   bmin(32, nc - j * 16), acc);
+                        micro(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
+                              Bp + (j + 1) * nkb * TILE, nkb, g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb,
+                              bmin(32, mc - i * 16), bmin(32, nc - j * 16), acc);
                     }
             }
         }
@@ -517,7 +528,7 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
             int64_t nkbp = bkp / 32;
             for (int64_t j = 0; j < bkp; j += 32) {
                 int64_t t = (kb0 + j) / 16;
-                bk_ukr(Qa, Qa + nkbd * TILE, Kp + t * nkbd * TILE, Kp + (t + 1) * nkbd * TILE, nkbd, S + j, ABK);
+                bk_ukr(Qa, Qa + nkbd * TILE, Kp + t * nkbd * TILE, Kp + (t + 1) * nkbd * TILE, nkbd, S + j, ABK, 0);
             }
             for (int64_t i = 0; i < 32; i++) {
                 float *srow = S + i * ABK;
@@ -553,11 +564,7 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
             for (int64_t c0 = 0; c0 < dp; c0 += 32) {
                 int64_t t = c0 / 16;
                 const uint16_t *b0 = Vp + (t * nkbv + kb0 / 32) * TILE, *b1 = Vp + ((t + 1) * nkbv + kb0 / 32) * TILE;
-                bk_ukr(Pa, Pa + nkbp * TILE, b0, b1, nkbp, cb, 32);
-                for (int64_t i = 0; i < 32; i++)
-                    for (int64_t c = 0; c < 32; c += 16)
-                        _mm512_storeu_ps(O + i * dp + c0 + c,
-                                         _mm512_add_ps(_mm512_loadu_ps(O + i * dp + c0 + c), _mm512_loadu_ps(cb + i * 32 + c)));
+                bk_ukr(Pa, Pa + nkbp * TILE, b0, b1, nkbp, O + c0, dp, 1); /* O += P V in place */
             }
         }
         for (int64_t i = 0; i < nq; i++) {
