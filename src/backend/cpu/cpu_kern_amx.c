@@ -39,12 +39,19 @@ static void bk_begin(void)
 static void bk_end(void) { _tile_release(); }
 
 static void bk_ukr(const uint16_t *A, const uint16_t *A1, const uint16_t *B, const uint16_t *B1, int64_t nkb,
-                   float *c, int64_t ldc)
+                   float *c, int64_t ldc, int acc)
 {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    if (acc) { /* C += A B: the C block itself is the accumulator */
+        _tile_loadd(0, c, ldc * 4);
+        _tile_loadd(1, c + 16, ldc * 4);
+        _tile_loadd(2, c + 16 * ldc, ldc * 4);
+        _tile_loadd(3, c + 16 * ldc + 16, ldc * 4);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
     for (int64_t kb = 0; kb < nkb; kb++) {
         _tile_loadd(4, A + kb * 512, 64);
         _tile_loadd(6, B + kb * 512, 64);

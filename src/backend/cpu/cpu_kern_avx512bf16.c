@@ -18,11 +18,13 @@ static void bk_end(void) {}
 
 /* rows [r0, r0+8) of the 32x32 block: A tile a (16 rows), its rows from ro */
 static inline void ukr8(const uint16_t *a, int ro, const uint16_t *B, const uint16_t *B1, int64_t nkb, float *c,
-                        int64_t ldc)
+                        int64_t ldc, int accumulate)
 {
     __m512 acc[8][2];
-    for (int i = 0; i < 8; i++)
-        acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int i = 0; i < 8; i++) {
+        acc[i][0] = accumulate ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
+        acc[i][1] = accumulate ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
+    }
     for (int64_t kb = 0; kb < nkb; kb++) {
         const uint16_t *at = a + kb * 512 + ro * 32;
         const uint16_t *b0 = B + kb * 512, *b1 = B1 + kb * 512;
@@ -45,12 +47,12 @@ static inline void ukr8(const uint16_t *a, int ro, const uint16_t *B, const uint
 }
 
 static void bk_ukr(const uint16_t *A, const uint16_t *A1, const uint16_t *B, const uint16_t *B1, int64_t nkb,
-                   float *c, int64_t ldc)
+                   float *c, int64_t ldc, int acc)
 {
-    ukr8(A, 0, B, B1, nkb, c, ldc);
-    ukr8(A, 8, B, B1, nkb, c + 8 * ldc, ldc);
-    ukr8(A1, 0, B, B1, nkb, c + 16 * ldc, ldc);
-    ukr8(A1, 8, B, B1, nkb, c + 24 * ldc, ldc);
+    ukr8(A, 0, B, B1, nkb, c, ldc, acc);
+    ukr8(A, 8, B, B1, nkb, c + 8 * ldc, ldc, acc);
+    ukr8(A1, 0, B, B1, nkb, c + 16 * ldc, ldc, acc);
+    ukr8(A1, 8, B, B1, nkb, c + 24 * ldc, ldc, acc);
 }
 
 /* the register-only peak: 16 independent VDPBF16PS per round (16 lanes x 2 multiply-adds each) */

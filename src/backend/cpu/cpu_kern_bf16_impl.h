@@ -2,8 +2,8 @@
  * cpu_kern_amx.c (AMX tiles: TDPBF16PS) and cpu_kern_avx512bf16.c (VDPBF16PS). The including file
  * defines, inside its target flags: BK_NAME, BK_FN(name), BK_GETTER, and the micro-kernel
  *   static void bk_ukr(const uint16_t *A0, const uint16_t *A1, const uint16_t *B0, const uint16_t *B1,
- *                      int64_t nkb, float *c, int64_t ldc)
- * which computes the 32x32 block c[i*ldc + j] = (A B)[i][j] from two A tile rows (rows 0-15 at A0, 16-31 at A1)
+ *                      int64_t nkb, float *c, int64_t ldc, int acc)
+ * which computes the 32x32 block c[i*ldc + j] (+)= (A B)[i][j] (added to c when acc) from two A tile rows (rows 0-15 at A0, 16-31 at A1)
  * and two B tile columns (columns 0-15 at B0, 16-31 at B1), each nkb consecutive tiles (depth blocks
  * of 32), plus
  *   static void bk_begin(void) / bk_end(void)  (per thread: AMX tile configuration and release),
@@ -135,51 +135,6 @@ static inline void transpose16x16_epi32(__m512i r[16])
     }
 }
 
-/* row k of B, columns [n0, n0+nc), as F32 into dst[0 .. up32(nc)) (zero past nc); k >= K gives zeros */
-static void b_row_f32(const sd_gemm *g, int64_t k, int64_t n0, int64_t nc, float *dst)
-{
-    int64_t w = up32(nc);
-    if (k >= g->K) {
-        memset(dst, 0, (size_t)w * sizeof(float));
-        return;
-    }
-    if (g->bkind == SD_GB_ROWMAJOR) {
-        memcpy(dst, (const float *)g->b + k * g->ldb + n0, (size_t)nc * sizeof(float));
-    } else { /* SD_GB_CONV: implicit im2col, runs within one output row */
-        const float *x = g->b;
-        int64_t KHW = g->KH * g->KW, c = k / KHW, r = k % KHW, kh = r / g->KW, kw = r % g->KW;
-        int64_t H = g->H, W = g->W, WO = g->WO;
-        int s = g->stride;
-        const float *xc = x + c * H * W;
-        for (int64_t n = n0; n < n0 + nc;) {
-            int64_t oh = n / WO, ow = n % WO, len = bmin(n0 + nc - n, WO - ow);
-            float *d = dst + (n - n0);
-            int64_t ih = oh * s - g->pad_t + kh;
-            if (ih < 0 || ih >= H) {
-                memset(d, 0, (size_t)len * sizeof(float));
-            } else if (s == 1) {
-                int64_t iw0 = ow - g->pad_l + kw; /* input column of d[0] */
-                int64_t lo = bmin(len, bmax(0, -iw0)), hi = bmax(lo, bmin(len, W - iw0));
-                const float *row = xc + ih * W;
-                for (int64_t j = 0; j < lo; j++)
-                    d[j] = 0.0f;
-                if (hi > lo)
-                    memcpy(d + lo, row + iw0 + lo, (size_t)(hi - lo) * sizeof(float));
-                for (int64_t j = hi; j < len; j++)
-                    d[j] = 0.0f;
-            } else {
-                const float *row = xc + ih * W;
-                int64_t iw = ow * s - g->pad_l + kw;
-                for (int64_t j = 0; j < len; j++, iw += s)
-                    d[j] = (iw >= 0 && iw < W) ? row[iw] : 0.0f;
-            }
-            n += len;
-        }
-    }
-    for (int64_t j = nc; j < w; j++)
-        dst[j] = 0.0f;
-}
-
 /* Implicit im2col: row k of B at columns [col0, col0 + 16) (output position oh, ow of col0), zero past n
  * columns; ck = {c, kh, kw} of k, NULL for zeros. Sixteen columns in one output row at stride 1 are one
  * masked load from the image row (the lanes outside it are not read); other cases gather. */
@@ -211,8 +166,8 @@ static inline __m512 conv_col16(const sd_gemm *g, const int64_t *ck, int64_t oh,
 }
 
 /* B block depth [k0, k0+kc) x columns [n0, n0+nc) into nt = up32(nc)/16 column tiles of nkb depth blocks.
- * `rows` holds 2 * BNC floats. */
-static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float *rows)
+ * The convolution kinds take nc <= BNC. */
+static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64_t n0, int64_t nc)
 {
     int64_t nkb = up32(kc) / 32, nt = up32(nc) / 16;
     if (g->bkind == SD_GB_TRANS) { /* B[k][n] = b[n*ldb + k]: a row of b gives one column's pairs */
@@ -306,14 +261,17 @@ static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64
         }
         return;
     }
-    float *r0 = rows, *r1 = rows + BNC;
+    /* SD_GB_ROWMAJOR (F32): rows k and k+1, 16 columns per masked load */
+    const float *b = g->b;
     for (int64_t k = 0; k < up32(kc); k += 2) {
-        b_row_f32(g, k < kc ? k0 + k : g->K, n0, nc, r0);
-        b_row_f32(g, k + 1 < kc ? k0 + k + 1 : g->K, n0, nc, r1);
         int64_t kb = k / 32, p = (k % 32) / 2;
+        const float *r0 = k < kc ? b + (k0 + k) * g->ldb + n0 : NULL;
+        const float *r1 = k + 1 < kc ? b + (k0 + k + 1) * g->ldb + n0 : NULL;
         for (int64_t t = 0; t < nt; t++) {
-            __m512i v = pair_interleave(to_bf16x32(_mm512_loadu_ps(r0 + t * 16), _mm512_loadu_ps(r1 + t * 16)));
-            _mm512_storeu_si512(Bp + (t * nkb + kb) * TILE + p * 32, v);
+            __mmask16 m = bm16(nc - t * 16);
+            __m512 v0 = r0 ? _mm512_maskz_loadu_ps(m, r0 + t * 16) : _mm512_setzero_ps();
+            __m512 v1 = r1 ? _mm512_maskz_loadu_ps(m, r1 + t * 16) : _mm512_setzero_ps();
+            _mm512_storeu_si512(Bp + (t * nkb + kb) * TILE + p * 32, pair_interleave(to_bf16x32(v0, v1)));
         }
     }
 }
@@ -323,7 +281,7 @@ static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64
 static size_t bk_ws_thread(void) /* bytes */
 {
     return (size_t)(BKC / 32) * (BNCL / 16) * TILE * 2 + (size_t)(BKC / 32) * (BMC / 16) * TILE * 2 +
-           2 * BNC * sizeof(float) + 32 * 32 * sizeof(float) + 256;
+           32 * 32 * sizeof(float) + 256;
 }
 
 static size_t BK_FN(gemm_ws)(int nthreads) { return (size_t)(nthreads > 0 ? nthreads : 1) * bk_ws_thread() / sizeof(float); }
@@ -344,12 +302,24 @@ static inline void write_back(float *C, int64_t ldc, const float *c, int64_t mr,
     }
 }
 
+/* one 32x32 block of C (mr x nr of it inside the matrix): full blocks accumulate in C itself, edge
+ * blocks go through cb (32 x 32 floats) and are written back masked */
+static inline void micro(const uint16_t *A0, const uint16_t *A1, const uint16_t *B0, const uint16_t *B1, int64_t nkb,
+                         float *C, int64_t ldc, float *cb, int64_t mr, int64_t nr, int acc)
+{
+    if (mr >= 32 && nr >= 32) {
+        bk_ukr(A0, A1, B0, B1, nkb, C, ldc, acc);
+        return;
+    }
+    bk_ukr(A0, A1, B0, B1, nkb, cb, 32, 0);
+    write_back(C, ldc, cb, mr, nr, acc);
+}
+
 static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
 {
     uint16_t *Bp = (uint16_t *)ws;
     uint16_t *Ap = Bp + (size_t)(BKC / 32) * (BNCL / 16) * TILE;
-    float *rows = (float *)(Ap + (size_t)(BKC / 32) * (BMC / 16) * TILE);
-    float *cb = rows + 2 * BNC;
+    float *cb = (float *)(Ap + (size_t)(BKC / 32) * (BMC / 16) * TILE);
     int64_t K = g->K, ldc = g->ldc;
     bk_begin();
     if (g->bkind != SD_GB_TRANS) {
@@ -362,17 +332,16 @@ static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, 
                 int64_t kc = bmin(BKC, K - pc), nkb = up32(kc) / 32;
                 int acc = g->accumulate || pc > 0;
                 for (int64_t jb = 0; jb < ncc; jb += BNC) /* pack the whole column block */
-                    pack_b(g, Bp + (jb / 16) * nkb * TILE, pc, kc, jc + jb, bmin(BNC, ncc - jb), rows);
+                    pack_b(g, Bp + (jb / 16) * nkb * TILE, pc, kc, jc + jb, bmin(BNC, ncc - jb));
                 int64_t nt = up32(ncc) / 16;
                 for (int64_t ic = m0; ic < m1; ic += BMC) {
                     int64_t mc = bmin(BMC, m1 - ic), mt = up32(mc) / 16;
                     pack_a(g, Ap, ic, mc, pc, kc);
                     for (int64_t j = 0; j < nt; j += 2)
                         for (int64_t i = 0; i < mt; i += 2) {
-                            bk_ukr(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
-                                   Bp + (j + 1) * nkb * TILE, nkb, cb, 32);
-                            write_back(g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb, bmin(32, mc - i * 16),
-                                       bmin(32, ncc - j * 16), acc);
+                            micro(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
+                                  Bp + (j + 1) * nkb * TILE, nkb, g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb,
+                                  bmin(32, mc - i * 16), bmin(32, ncc - j * 16), acc);
                         }
                 }
             }
@@ -386,17 +355,16 @@ static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, 
         int64_t nc = bmin(BNCL, n1 - jc), nt = up32(nc) / 16;
         for (int64_t pc = 0; pc < K; pc += BKC) {
             int64_t kc = bmin(BKC, K - pc), nkb = up32(kc) / 32;
-            pack_b(g, Bp, pc, kc, jc, nc, rows); /* the transposed path needs no row buffer: any width */
+            pack_b(g, Bp, pc, kc, jc, nc); /* the transposed kind takes any width */
             int acc = g->accumulate || pc > 0;
             for (int64_t ic = m0; ic < m1; ic += BMC) {
                 int64_t mc = bmin(BMC, m1 - ic), mt = up32(mc) / 16;
                 pack_a(g, Ap, ic, mc, pc, kc);
                 for (int64_t j = 0; j < nt; j += 2)
                     for (int64_t i = 0; i < mt; i += 2) {
-                        bk_ukr(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
-                               Bp + (j + 1) * nkb * TILE, nkb, cb, 32);
-                        write_back(g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb, bmin(32, mc - i * 16),
-                                   bmin(32, nc - j * 16), acc);
+                        micro(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
+                              Bp + (j + 1) * nkb * TILE, nkb, g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb,
+                              bmin(32, mc - i * 16), bmin(32, nc - j * 16), acc);
                     }
             }
         }
@@ -494,10 +462,10 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
         if (bh != cached) {
             /* K as B of Q K^T: B[c][j] = k[j][c] (a row of k is a column of B); V as B of P V */
             sd_gemm gk = {.K = d, .N = Nk, .b = k + b * Nk * HD + h * d, .b_dt = SD_F32, .ldb = HD, .bkind = SD_GB_TRANS};
-            pack_b(&gk, Kp, 0, d, 0, Nk, NULL);
+            pack_b(&gk, Kp, 0, d, 0, Nk);
             sd_gemm gv = {.K = Nk, .N = d, .b = v + b * Nk * HD + h * d, .b_dt = SD_F32, .ldb = HD,
                           .bkind = SD_GB_ROWMAJOR};
-            pack_b(&gv, Vp, 0, Nk, 0, d, S); /* S: free here, 2 rows of up to 256 floats */
+            pack_b(&gv, Vp, 0, Nk, 0, d);
             cached = bh;
         }
         int64_t q0 = qb * 32, nq = bmin(32, Nq - q0);
@@ -517,7 +485,7 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
             int64_t nkbp = bkp / 32;
             for (int64_t j = 0; j < bkp; j += 32) {
                 int64_t t = (kb0 + j) / 16;
-                bk_ukr(Qa, Qa + nkbd * TILE, Kp + t * nkbd * TILE, Kp + (t + 1) * nkbd * TILE, nkbd, S + j, ABK);
+                bk_ukr(Qa, Qa + nkbd * TILE, Kp + t * nkbd * TILE, Kp + (t + 1) * nkbd * TILE, nkbd, S + j, ABK, 0);
             }
             for (int64_t i = 0; i < 32; i++) {
                 float *srow = S + i * ABK;
@@ -553,11 +521,7 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
             for (int64_t c0 = 0; c0 < dp; c0 += 32) {
                 int64_t t = c0 / 16;
                 const uint16_t *b0 = Vp + (t * nkbv + kb0 / 32) * TILE, *b1 = Vp + ((t + 1) * nkbv + kb0 / 32) * TILE;
-                bk_ukr(Pa, Pa + nkbp * TILE, b0, b1, nkbp, cb, 32);
-                for (int64_t i = 0; i < 32; i++)
-                    for (int64_t c = 0; c < 32; c += 16)
-                        _mm512_storeu_ps(O + i * dp + c0 + c,
-                                         _mm512_add_ps(_mm512_loadu_ps(O + i * dp + c0 + c), _mm512_loadu_ps(cb + i * 32 + c)));
+                bk_ukr(Pa, Pa + nkbp * TILE, b0, b1, nkbp, O + c0, dp, 1); /* O += P V in place */
             }
         }
         for (int64_t i = 0; i < nq; i++) {
