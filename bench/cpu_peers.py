@@ -753,8 +753,13 @@ def print_tables(out):
         print(f'\nms: min (median) of the timed runs. Peaks used for "% of peak" (GFLOP/s): fp32 {peaks["fp32"]:.0f} '
               f'(best fp32 GEMM), bf16 {peaks["bf16"]:.0f} (torch bf16 matmul), int8 {peaks["int8"]:.0f} (the better of '
               f'torch._int_mm and the bf16 matmul).')
+    seen = set()
     for sk in out.get('skipped', []):
-        print(f'- skipped: {sk}')
+        key = (sk.get('engine'), sk.get('precision'), sk.get('model', ''), sk.get('why'))
+        if key not in seen:
+            seen.add(key)
+            print(f'- skipped: {sk["engine"]} {sk["precision"]}{" " + sk["model"] if sk.get("model") else ""}: '
+                  f'{sk["why"]}')
     return 0
 
 
