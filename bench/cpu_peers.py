@@ -88,7 +88,7 @@ def sigma_999():
     return float(((1 - ac[999]) / ac[999]) ** 0.5)
 
 
-def timed(run, reps, sync=None):
+def timed(run, reps):
     times, cpu = [], []
     for r in range(reps + 1):
         t0, c0 = time.perf_counter(), time.process_time()
