@@ -38,13 +38,19 @@ static void why_set(char *why, size_t n, const char *fmt, const char *a)
         snprintf(why, n, fmt, a);
 }
 
+/* liblo's argument pointers point into the packet at 4-byte alignment: read through memcpy, not lo_arg's
+ * (8-byte aligned) members */
 static bool arg_number(char type, const lo_arg *a, double *v)
 {
+    int32_t i32;
+    int64_t i64;
+    float f;
+    double d;
     switch (type) {
-    case LO_INT32: *v = a->i; return true;
-    case LO_INT64: *v = (double)a->h; return true;
-    case LO_FLOAT: *v = a->f; return true;
-    case LO_DOUBLE: *v = a->d; return true;
+    case LO_INT32: memcpy(&i32, a, sizeof i32); *v = i32; return true;
+    case LO_INT64: memcpy(&i64, a, sizeof i64); *v = (double)i64; return true;
+    case LO_FLOAT: memcpy(&f, a, sizeof f); *v = f; return true;
+    case LO_DOUBLE: memcpy(&d, a, sizeof d); *v = d; return true;
     case LO_TRUE: *v = 1; return true;
     case LO_FALSE: *v = 0; return true;
     default: return false;
@@ -81,7 +87,7 @@ static bool apply_message(const char *path, lo_message m, int n_loras, cli_osc_u
             why_set(why, why_len, "%s takes one string", path);
             return false;
         }
-        const char *s = &argv[0]->s;
+        const char *s = (const char *)argv[0]; /* the string starts at the argument */
         if (strlen(s) >= CLI_OSC_MAX_TEXT) {
             why_set(why, why_len, "%s: longer than 1023 bytes", path);
             return false;
