@@ -102,7 +102,7 @@ static sd_status force_zeros(const char *dir, bool *out)
 
 /* a VAE that normalises latents with latents_mean / latents_std (Playground v2.5) needs a pipeline step this
  * one does not have: refused instead of decoding wrong colours */
-static sd_status vae_plain(const char *dir)
+static sd_status vae_plain(const char *dir, const sd_backend *be)
 {
     char *p = sd_path_join(dir, "vae/config.json");
     if (!p)
@@ -113,6 +113,12 @@ static sd_status vae_plain(const char *dir)
         if (sd_config_has(&c, "latents_mean") || sd_config_has(&c, "latents_std"))
             s = sd_fail(SD_ERR_UNSUPPORTED, "%s: 'latents_mean' / 'latents_std' (latent normalisation, e.g. "
                         "Playground v2.5) are not supported", p);
+        bool upcast = false;
+        sd_config_bool(&c, "force_upcast", false, &upcast);
+        if (s == SD_OK && upcast && be && be->act_dtype == SD_F16) /* diffusers runs such a VAE in float32 */
+            fprintf(stderr, "streamdiff: warning: %s: this VAE asks for float32 (force_upcast) but runs with the "
+                            "backend's fp16 activations; the SDXL VAE can overflow there (black or NaN images): use "
+                            "a VAE made for fp16 (e.g. madebyollin/sdxl-vae-fp16-fix) or a TAESD\n", p);
         sd_config_free(&c);
     }
     free(p);
@@ -166,7 +172,7 @@ sd_status sd_sdxl_load_folder(sd_model *m, const char *dir)
         s = sd_fail(SD_ERR_NOT_FOUND, "%s: no tokenizer_2/ folder: an SDXL model folder needs the second "
                     "tokenizer (vocab.json + merges.txt, pads with \"!\")", dir);
     if (s == SD_OK)
-        s = vae_plain(dir);
+        s = vae_plain(dir, m->be);
     if (s == SD_OK)
         s = sd_tokenizer_load(tok2, &m->tok2);
     if (s == SD_OK)
