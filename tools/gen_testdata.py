@@ -1012,14 +1012,17 @@ def run_controlnet(m, inp, root, dt, hooks=None):
     hs = _hook_outputs(cn, hooks, "act.", acts)
     x, t, ehs = inp["sample"].to(dt), inp["timestep"], inp["encoder_hidden_states"].to(dt)
     scale = float(inp["conditioning_scale"].reshape(-1)[0])
+    kw = {}
+    if "text_embeds" in inp:  # SDXL added_cond_kwargs, to the ControlNet and the UNet
+        kw["added_cond_kwargs"] = {"text_embeds": inp["text_embeds"].to(dt), "time_ids": inp["time_ids"].to(dt)}
     with torch.no_grad():
         down, mid = cn(x, t, encoder_hidden_states=ehs, controlnet_cond=inp["controlnet_cond"].to(dt),
-                       conditioning_scale=scale, guess_mode=False, return_dict=False)
+                       conditioning_scale=scale, guess_mode=False, return_dict=False, **kw)
         for h in hs:
             h.remove()
         out = unet(x, t, encoder_hidden_states=ehs, down_block_additional_residuals=down,
-                   mid_block_additional_residual=mid, return_dict=False)[0]
-        out0 = unet(x, t, encoder_hidden_states=ehs, return_dict=False)[0]
+                   mid_block_additional_residual=mid, return_dict=False, **kw)[0]
+        out0 = unet(x, t, encoder_hidden_states=ehs, return_dict=False, **kw)[0]
     res = {f"down_block_res_samples.{j:03d}": r for j, r in enumerate(down)}
     res.update({"mid_block_res_sample": mid, "unet_out_sample": out, "unet_out_sample_without_control": out0})
     res.update(acts)
@@ -1365,7 +1368,17 @@ CONTROLNETS = {
     "controlnet-tiny-sd15-bgr": ("tiny-sd15", 2, dict(conditioning_embedding_out_channels=(8, 8),
                                                       controlnet_conditioning_channel_order="bgr")),
     "controlnet-tiny-sd2": ("tiny-sd2", 3, dict(conditioning_embedding_out_channels=(4, 8))),
+    "controlnet-tiny-sdxl": ("tiny-sdxl-unet", 4, dict(conditioning_embedding_out_channels=(4, 8, 8))),
 }
+# a tiny SDXL-style UNet ("text_time" added conditioning, per-level transformer depth, linear projection, no
+# attention at full resolution) for the SDXL ControlNet case; only the UNet (no SDXL pipeline folder here)
+UNET_XL_CFG = dict(
+    sample_size=16, in_channels=4, out_channels=4, block_out_channels=[16, 32], layers_per_block=1,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"], up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+    cross_attention_dim=24, attention_head_dim=[2, 4], norm_num_groups=8, transformer_layers_per_block=[1, 2],
+    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=12 + 6 * 8,
+)
 CN_ACT_SEMANTICS = {
     "act.time_embedding": "the ControlNet's own TimestepEmbedding output",
     "act.conv_in": "conv_in(sample), before the conditioning embedding is added",
@@ -1377,7 +1390,15 @@ CN_ACT_SEMANTICS = {
 
 def build_controlnets():
     """ControlNetModel.from_unet of the tiny UNets (weights copied from the UNet), the zero-initialised convs given
-    PyTorch's default conv init (so the residuals are not 0), then the N(0, 0.02^2) perturbation; F32."""
+    PyTorch's default conv init (so the residuals are not 0), then the N(0, 0.02^2) perturbation; F32 (the SDXL
+    one F16)."""
+    torch.manual_seed(SEED_CONTROLNET)
+    xl = UNet2DConditionModel(**UNET_XL_CFG)
+    perturb_(xl, SEED_CONTROLNET + SEED_PERTURB)
+    fp16_round_(xl)
+    shutil.rmtree(DATA / "models" / "tiny-sdxl-unet", ignore_errors=True)
+    save_diffusers_model(xl, DATA / "models" / "tiny-sdxl-unet" / "unet", torch.float16)
+    log("  models/tiny-sdxl-unet/unet: written")
     for name, (base, off, kw) in CONTROLNETS.items():
         unet = load_unet(DATA / "models" / base / "unet", torch.float32)
         seed = SEED_CONTROLNET + off
@@ -1387,8 +1408,11 @@ def build_controlnets():
             for mod in [*cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out]:
                 mod.reset_parameters()
         perturb_(cn, seed + SEED_PERTURB)
+        f16 = name.endswith("sdxl")  # stored F16 (rounded first: the references use the rounded weights)
+        if f16:
+            fp16_round_(cn)
         shutil.rmtree(DATA / "models" / name, ignore_errors=True)
-        save_diffusers_model(cn, DATA / "models" / name, torch.float32)
+        save_diffusers_model(cn, DATA / "models" / name, torch.float16 if f16 else torch.float32)
         log(f"  models/{name}: written")
 
 
@@ -1461,7 +1485,7 @@ def edge_image(b, h, w, seed):
     return out.clamp(0, 1)
 
 
-def gen_controlnet_case(name, desc, net, base, sample_shape, timesteps, scale, seed):
+def gen_controlnet_case(name, desc, net, base, sample_shape, timesteps, scale, seed, time_ids=None):
     if not wanted(name):
         return
     cfg = read_json(DATA / "models" / net / "config.json")
@@ -1483,6 +1507,11 @@ def gen_controlnet_case(name, desc, net, base, sample_shape, timesteps, scale, s
            "encoder_hidden_states": randn((B, 77, ucfg["cross_attention_dim"]), seed + 1),
            "controlnet_cond": edge_image(B, h * f, w * f, seed + 2),
            "conditioning_scale": torch.tensor([scale], dtype=torch.float32)}
+    if time_ids is not None:  # SDXL: pooled text embedding + micro-conditioning time ids
+        P = ucfg["projection_class_embeddings_input_dim"] - 6 * ucfg["addition_time_embed_dim"]
+        inp["text_embeds"] = randn((B, P), seed + 3)
+        inp["time_ids"] = torch.tensor(time_ids, dtype=torch.float32)
+        m["call"] += " (SDXL: added_cond_kwargs={text_embeds, time_ids} to both)"
     nb = len(cfg["block_out_channels"])
     hooks = ["time_embedding", "conv_in", "controlnet_cond_embedding"] + [f"down_blocks.{i}" for i in range(nb)] + \
         ["mid_block"]
@@ -1552,6 +1581,11 @@ def gen_controlnet_cases():
     gen_controlnet_case("own_controlnet_sd2", "ControlNetModel.from_unet(tiny-sd2 UNet: linear projection, upcast "
                         "attention, 3 levels, heads [1,2,2]), batch 3, timesteps [999, 400, 1], scale 1.3",
                         "controlnet-tiny-sd2", "tiny-sd2", (3, 4, 8, 16), [999, 400, 1], 1.3, s + 3)
+    gen_controlnet_case("own_controlnet_sdxl", "SDXL ControlNetModel.from_unet(tiny SDXL-style UNet: text_time added "
+                        "conditioning, transformer depth [1, 2], linear projection), conditioning embedding [4, 8, 8] "
+                        "(4x the latent), batch 2 with text_embeds and time ids, scale 0.75", "controlnet-tiny-sdxl",
+                        "tiny-sdxl-unet", (2, 4, 8, 6), [700, 20], 0.75, s + 4,
+                        time_ids=[[32, 24, 0, 0, 32, 24], [64, 48, 4, 2, 32, 24]])
     lcm_cfg = read_json(DATA / "models/tiny-sd15/scheduler/scheduler_config.json")
     gen_controlnet_pipe_case("own_pipe_controlnet_txt2img_lcm", "StableDiffusionControlNetPipeline (tiny-sd15 + "
                              "controlnet-tiny-sd15) + LCMScheduler, 2 steps, guidance 1.0 (no CFG), scale 0.8, "
