@@ -319,6 +319,41 @@ TEST(api_generation)
     CHECK_STATUS(gen(m, &c, 1, &ci, &i_ctl), SD_OK);
     if (i_plain.data && i_ctl.data)
         CHECK(!img_eq(&i_plain, &i_ctl));
+    /* a Hugging Face id from the local cache ($HF_HUB_CACHE/models--org--name/{refs/main, snapshots/<hash>/}) */
+    {
+        char hub[400], q[600];
+        snprintf(hub, sizeof hub, "%s/hub", g_tmp);
+        CHECK(sd_make_dir(hub) == SD_OK);
+        snprintf(q, sizeof q, "%s/models--tiny--controlnet-sd15", hub);
+        CHECK(sd_make_dir(q) == SD_OK);
+        snprintf(q, sizeof q, "%s/models--tiny--controlnet-sd15/snapshots", hub);
+        CHECK(sd_make_dir(q) == SD_OK);
+        snprintf(q, sizeof q, "%s/models--tiny--controlnet-sd15/snapshots/0123abcd", hub);
+        CHECK(symlink(data_path(p, sizeof p, "models/controlnet-tiny-sd15"), q) == 0);
+        snprintf(q, sizeof q, "%s/models--tiny--controlnet-sd15/refs", hub);
+        CHECK(sd_make_dir(q) == SD_OK);
+        snprintf(q, sizeof q, "%s/models--tiny--controlnet-sd15/refs/main", hub);
+        FILE *f = fopen(q, "w");
+        if (f) {
+            fputs("0123abcd", f);
+            fclose(f);
+        }
+        setenv("HF_HUB_CACHE", hub, 1);
+        sd_controlnet *hf = NULL;
+        sd_image o_hf = {0};
+        CHECK_STATUS(sd_controlnet_load(m, "tiny/controlnet-sd15", &hf), SD_OK);
+        c.net = hf;
+        if (hf)
+            CHECK_STATUS(gen(m, &c, 1, NULL, &o_hf), SD_OK);
+        if (o_hf.data && o_folder.data)
+            CHECK_MSG(img_eq(&o_hf, &o_folder), "the ControlNet from the HF cache differs from the folder");
+        sd_controlnet *none = NULL;
+        CHECK_STATUS(sd_controlnet_load(m, "tiny/not-cached", &none), SD_ERR_NOT_FOUND);
+        c.net = folder;
+        sd_image_free(&o_hf);
+        sd_controlnet_free(hf);
+        unsetenv("HF_HUB_CACHE");
+    }
     /* the parameters text names the nets */
     sd_gen_params gp;
     sd_gen_default_params(&gp);
