@@ -515,6 +515,193 @@ TEST(bad_input)
     sd_model_free(m3);
 }
 
+/* ---------------------------------------------------------------- streams */
+
+enum { SF = 32, NF = 5 }; /* stream frames: 32x32, five of them */
+
+static void stream_frame(int k, sd_image *img)
+{
+    sd_rgb_alloc(img, SF, SF);
+    unsigned long long r = 500 + (unsigned long long)k * 7919;
+    for (int y = 0; y < SF; y++)
+        for (int x = 0; x < SF; x++)
+            for (int c = 0; c < 3; c++) {
+                float v = 127.5f + 70.0f * sinf(0.2f * (float)(x * (c + 1) + 3 * k) + 0.13f * (float)(y - 2 * k)) +
+                          30.0f * test_rand(&r);
+                img->data[((size_t)y * SF + x) * 3 + c] = (uint8_t)fminf(255.0f, fmaxf(0.0f, v));
+            }
+}
+
+/* Runs NF frames through a 2-step stream (cfg none: no state across frames but the latents) with the given
+ * controls; out[t] = the output of call t. */
+static sd_status run_stream(sd_model *m, const sd_control *c, int n, const sd_image *frames, sd_image *out)
+{
+    sd_stream_params p;
+    sd_stream_default_params(&p);
+    p.width = p.height = SF;
+    p.t_index_list[0] = 20;
+    p.t_index_list[1] = 40;
+    p.n_t_index = 2;
+    p.cfg_type = SD_CFG_NONE;
+    p.use_taesd = false; /* the tiny VAE downsamples by 2, as the tiny ControlNets' embeddings (taesd-tiny: 8) */
+    p.seed = 11;
+    p.controls = c;
+    p.n_controls = n;
+    sd_stream *s = NULL;
+    SD_TRY(sd_stream_create(m, &p, &s));
+    sd_status st = SD_OK;
+    for (int t = 0; t < NF && st == SD_OK; t++)
+        st = sd_stream_img2img(s, &frames[t], &out[t]);
+    sd_stream_free(s);
+    return st;
+}
+
+TEST(stream_rows_take_their_frames_controls)
+{
+    char p[1200], tp[1200];
+    sd_model_params mp;
+    sd_model_default_params(&mp);
+    mp.n_threads = 2;
+    mp.taesd = data_path(tp, sizeof tp, "models/taesd-tiny");
+    sd_model *m = NULL;
+    if (sd_model_load(data_path(p, sizeof p, "models/tiny-sd15"), &mp, &m) != SD_OK)
+        FAIL("tiny-sd15 + taesd-tiny do not load (committed test data): %s", sd_last_error());
+    sd_controlnet *cn = load_cn(m, "models/controlnet-tiny-sd15");
+    sd_image frames[NF] = {{0}}, plain[NF] = {{0}}, zero[NF] = {{0}}, ctl[NF] = {{0}}, fixed[NF] = {{0}};
+    for (int t = 0; t < NF; t++)
+        stream_frame(t, &frames[t]);
+    if (!cn) {
+        CHECK(cn != NULL);
+        goto done;
+    }
+    sd_control c;
+    sd_control_default(&c);
+    c.net = cn;
+    /* no net, and a net at scale 0: the same frames, bit for bit */
+    CHECK_STATUS(run_stream(m, NULL, 0, frames, plain), SD_OK);
+    c.scale = 0.0f;
+    CHECK_STATUS(run_stream(m, &c, 1, frames, zero), SD_OK);
+    for (int t = 0; t < NF; t++)
+        CHECK_MSG(plain[t].data && zero[t].data && img_eq(&plain[t], &zero[t]), "frame %d: scale 0 changed it", t);
+    c.scale = 1.0f;
+    CHECK_STATUS(run_stream(m, &c, 1, frames, ctl), SD_OK);
+    CHECK_MSG(ctl[NF - 1].data && !img_eq(&plain[NF - 1], &ctl[NF - 1]), "the ControlNet changed nothing");
+    /* the asynchronous path (the control images made from the frames' activations) equals the synchronous
+     * one; its outputs start one call later (the 2-step pipeline's warm-up output is not returned) */
+    {
+        sd_stream_params sp;
+        sd_stream_default_params(&sp);
+        sp.width = sp.height = SF;
+        sp.t_index_list[0] = 20;
+        sp.t_index_list[1] = 40;
+        sp.n_t_index = 2;
+        sp.cfg_type = SD_CFG_NONE;
+        sp.use_taesd = false;
+        sp.seed = 11;
+        sp.controls = &c;
+        sp.n_controls = 1;
+        sp.drop_old_frames = false;
+        sp.queue_size = 2 * NF;
+        sd_stream *s = NULL;
+        CHECK_STATUS(sd_stream_create(m, &sp, &s), SD_OK);
+        for (int t = 0; s && t < NF; t++)
+            CHECK_STATUS(sd_stream_push_frame(s, &frames[t]), SD_OK);
+        if (s)
+            CHECK_STATUS(sd_stream_flush(s), SD_OK);
+        int equal = 0;
+        for (int k = 0; s && k < NF; k++) {
+            sd_image o = {0};
+            int64_t id = -1;
+            CHECK_STATUS(sd_stream_pull_frame(s, &o, &id, 60000), SD_OK);
+            CHECK(id == k);
+            if (k + 1 < NF)
+                equal += o.data && ctl[k + 1].data && img_eq(&o, &ctl[k + 1]);
+            sd_image_free(&o);
+        }
+        CHECK_MSG(equal == NF - 1, "async: %d of %d outputs equal the synchronous ones", equal, NF - 1);
+        sd_stream_free(s);
+    }
+    for (int t = 0; t < NF; t++)
+        sd_image_free(&ctl[t]);
+    /* Row alignment. With a guidance window that covers one of the two steps only, the output of call t
+     * (the frame of call t-1, finished) saw a control image once: at step 0 in call t-1 (window 0..0.5) or
+     * at step 1 in call t (0.5..1), and in both cases it must be frame t-1's. A stream whose control is
+     * that frame as a fixed image gives the same output at call t, bit for bit; the rows' other steps were
+     * outside the window, and cfg none keeps no other state. */
+    for (int w = 0; w < 2; w++) {
+        c.guidance_start = w ? 0.5f : 0.0f;
+        c.guidance_end = w ? 1.0f : 0.5f;
+        c.image = NULL; /* from each frame (preprocess none: the frame itself) */
+        CHECK_STATUS(run_stream(m, &c, 1, frames, ctl), SD_OK);
+        for (int t = 2; t < NF; t++) {
+            sd_control f = c;
+            f.image = &frames[t - 1];
+            CHECK_STATUS(run_stream(m, &f, 1, frames, fixed), SD_OK);
+            CHECK_MSG(ctl[t].data && fixed[t].data && img_eq(&ctl[t], &fixed[t]),
+                      "window %d: the output of call %d did not take frame %d's control image", w, t, t - 1);
+            f.image = &frames[t]; /* the wrong frame's control: a different output (the test can fail) */
+            for (int k = 0; k < NF; k++)
+                sd_image_free(&fixed[k]);
+            CHECK_STATUS(run_stream(m, &f, 1, frames, fixed), SD_OK);
+            CHECK_MSG(fixed[t].data && !img_eq(&ctl[t], &fixed[t]), "window %d, call %d: frames t and t-1 give the "
+                      "same output", w, t);
+            for (int k = 0; k < NF; k++)
+                sd_image_free(&fixed[k]);
+        }
+        for (int t = 0; t < NF; t++)
+            sd_image_free(&ctl[t]);
+    }
+    /* txt2img frames need a fixed control image; groups refuse streams with nets; bad parameters named */
+    {
+        sd_stream_params sp;
+        sd_stream_default_params(&sp);
+        sp.width = sp.height = SF;
+        sp.use_taesd = false;
+        sd_control_default(&c);
+        c.net = cn;
+        sp.controls = &c;
+        sp.n_controls = 1;
+        sd_stream *s = NULL;
+        CHECK_STATUS(sd_stream_create(m, &sp, &s), SD_OK);
+        sd_image o = {0};
+        if (s) {
+            CHECK_STATUS(sd_stream_txt2img(s, &o), SD_ERR_INVALID_ARGUMENT);
+            CHECK_ERR_CONTAINS("fixed control image");
+            sd_stream_group *g = NULL;
+            CHECK_STATUS(sd_stream_group_create(m, 2, 2, &g), SD_OK);
+            if (g)
+                CHECK_STATUS(sd_stream_group_add(g, s), SD_ERR_UNSUPPORTED);
+            sd_stream_group_free(g);
+            sd_stream_free(s);
+        }
+        c.image = &frames[0];
+        s = NULL;
+        CHECK_STATUS(sd_stream_create(m, &sp, &s), SD_OK);
+        if (s)
+            CHECK_STATUS(sd_stream_txt2img(s, &o), SD_OK);
+        sd_image_free(&o);
+        sd_stream_free(s);
+        c.scale = 11.0f;
+        s = NULL;
+        CHECK_STATUS(sd_stream_create(m, &sp, &s), SD_ERR_INVALID_ARGUMENT);
+        CHECK_ERR_CONTAINS("scale");
+        c.scale = 1.0f;
+        sp.n_controls = 9;
+        CHECK_STATUS(sd_stream_create(m, &sp, &s), SD_ERR_INVALID_ARGUMENT);
+        CHECK(s == NULL);
+    }
+done:
+    for (int t = 0; t < NF; t++) {
+        sd_image_free(&frames[t]);
+        sd_image_free(&plain[t]);
+        sd_image_free(&zero[t]);
+        sd_image_free(&ctl[t]);
+        sd_image_free(&fixed[t]);
+    }
+    sd_controlnet_free(cn);
+    sd_model_free(m);
+}
+
 /* ---------------------------------------------------------------- preprocessors */
 
 TEST(canny_matches_opencv)
@@ -735,6 +922,7 @@ int main(void)
     RUN(unet_residuals);
     RUN(api_generation);
     RUN(bad_input);
+    RUN(stream_rows_take_their_frames_controls);
     RUN(canny_matches_opencv);
     RUN(canny_known_edges);
     RUN(other_preprocessors);
