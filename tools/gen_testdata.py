@@ -81,6 +81,7 @@ from diffusers import (  # noqa: E402
     StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLControlNetPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
     TCDScheduler,
@@ -1368,17 +1369,8 @@ CONTROLNETS = {
     "controlnet-tiny-sd15-bgr": ("tiny-sd15", 2, dict(conditioning_embedding_out_channels=(8, 8),
                                                       controlnet_conditioning_channel_order="bgr")),
     "controlnet-tiny-sd2": ("tiny-sd2", 3, dict(conditioning_embedding_out_channels=(4, 8))),
-    "controlnet-tiny-sdxl": ("tiny-sdxl-unet", 4, dict(conditioning_embedding_out_channels=(4, 8, 8))),
+    "controlnet-tiny-sdxl": ("tiny-sdxl", 4, dict(conditioning_embedding_out_channels=(4, 8))),
 }
-# a tiny SDXL-style UNet ("text_time" added conditioning, per-level transformer depth, linear projection, no
-# attention at full resolution) for the SDXL ControlNet case; only the UNet (no SDXL pipeline folder here)
-UNET_XL_CFG = dict(
-    sample_size=16, in_channels=4, out_channels=4, block_out_channels=[16, 32], layers_per_block=1,
-    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"], up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
-    cross_attention_dim=24, attention_head_dim=[2, 4], norm_num_groups=8, transformer_layers_per_block=[1, 2],
-    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-    projection_class_embeddings_input_dim=12 + 6 * 8,
-)
 CN_ACT_SEMANTICS = {
     "act.time_embedding": "the ControlNet's own TimestepEmbedding output",
     "act.conv_in": "conv_in(sample), before the conditioning embedding is added",
@@ -1392,13 +1384,6 @@ def build_controlnets():
     """ControlNetModel.from_unet of the tiny UNets (weights copied from the UNet), the zero-initialised convs given
     PyTorch's default conv init (so the residuals are not 0), then the N(0, 0.02^2) perturbation; F32 (the SDXL
     one F16)."""
-    torch.manual_seed(SEED_CONTROLNET)
-    xl = UNet2DConditionModel(**UNET_XL_CFG)
-    perturb_(xl, SEED_CONTROLNET + SEED_PERTURB)
-    fp16_round_(xl)
-    shutil.rmtree(DATA / "models" / "tiny-sdxl-unet", ignore_errors=True)
-    save_diffusers_model(xl, DATA / "models" / "tiny-sdxl-unet" / "unet", torch.float16)
-    log("  models/tiny-sdxl-unet/unet: written")
     for name, (base, off, kw) in CONTROLNETS.items():
         unet = load_unet(DATA / "models" / base / "unet", torch.float32)
         seed = SEED_CONTROLNET + off
@@ -1581,11 +1566,11 @@ def gen_controlnet_cases():
     gen_controlnet_case("own_controlnet_sd2", "ControlNetModel.from_unet(tiny-sd2 UNet: linear projection, upcast "
                         "attention, 3 levels, heads [1,2,2]), batch 3, timesteps [999, 400, 1], scale 1.3",
                         "controlnet-tiny-sd2", "tiny-sd2", (3, 4, 8, 16), [999, 400, 1], 1.3, s + 3)
-    gen_controlnet_case("own_controlnet_sdxl", "SDXL ControlNetModel.from_unet(tiny SDXL-style UNet: text_time added "
-                        "conditioning, transformer depth [1, 2], linear projection), conditioning embedding [4, 8, 8] "
-                        "(4x the latent), batch 2 with text_embeds and time ids, scale 0.75", "controlnet-tiny-sdxl",
-                        "tiny-sdxl-unet", (2, 4, 8, 6), [700, 20], 0.75, s + 4,
-                        time_ids=[[32, 24, 0, 0, 32, 24], [64, 48, 4, 2, 32, 24]])
+    gen_controlnet_case("own_controlnet_sdxl", "SDXL ControlNetModel.from_unet(tiny-sdxl's UNet: text_time added "
+                        "conditioning, transformer depth [1, 3, 2], linear projection, 3 levels), conditioning "
+                        "embedding [4, 8], batch 2 with text_embeds and time ids, scale 0.75", "controlnet-tiny-sdxl",
+                        "tiny-sdxl", (2, 4, 8, 12), [700, 20], 0.75, s + 4,
+                        time_ids=[[16, 24, 0, 0, 16, 24], [64, 48, 4, 2, 16, 24]])
     lcm_cfg = read_json(DATA / "models/tiny-sd15/scheduler/scheduler_config.json")
     gen_controlnet_pipe_case("own_pipe_controlnet_txt2img_lcm", "StableDiffusionControlNetPipeline (tiny-sd15 + "
                              "controlnet-tiny-sd15) + LCMScheduler, 2 steps, guidance 1.0 (no CFG), scale 0.8, "
@@ -1605,6 +1590,15 @@ def gen_controlnet_cases():
                               "control_guidance_start": [0.0, 0.34], "control_guidance_end": [0.67, 1.0],
                               "height": 32, "width": 24},
                              s + 20, image=synth_image(1, 32, 24, s + 21), control_seed=s + 22)
+    if wanted("own_sdxl_pipe_controlnet_cfg"):
+        gen_sdxl_pipe_case("own_sdxl_pipe_controlnet_cfg", "StableDiffusionXLControlNetPipeline (tiny-sdxl + "
+                           "controlnet-tiny-sdxl) + EulerDiscreteScheduler (SDXL base config), 3 steps, CFG 3.0 with "
+                           "negative prompt, scale 0.8, control_guidance_end 0.7 (off at the last step), 16x24",
+                           "StableDiffusionXLControlNetPipeline", SDXL_BASE_EULER,
+                           {"prompt": PROMPTS[0], "negative_prompt": NEG_PROMPT, "num_inference_steps": 3,
+                            "guidance_scale": 3.0, "controlnet_conditioning_scale": 0.8, "control_guidance_end": 0.7,
+                            "height": 16, "width": 24}, s + 40, latents_shape=(1, 4, 8, 12),
+                           controlnets=["controlnet-tiny-sdxl"], control_image=edge_image(1, 16, 24, s + 41))
     eul_cfg = read_json(DATA / "models/tiny-sd2/scheduler/scheduler_config.json")
     gen_controlnet_pipe_case("own_pipe_controlnet_sd2_euler", "StableDiffusionControlNetPipeline (tiny-sd2 + "
                              "controlnet-tiny-sd2) + EulerDiscreteScheduler (sd-turbo config), 2 steps, guidance 0, "
@@ -2122,15 +2116,19 @@ def build_sdxl_model():
     log("  models/tiny-sdxl: written")
 
 
-def build_pipe_xl(cls_name, model_dir, sched_cfg, dt):
+def build_pipe_xl(cls_name, model_dir, sched_cfg, dt, controlnet_dirs=None):
     cls = {"StableDiffusionXLPipeline": StableDiffusionXLPipeline,
-           "StableDiffusionXLImg2ImgPipeline": StableDiffusionXLImg2ImgPipeline}[cls_name]
+           "StableDiffusionXLImg2ImgPipeline": StableDiffusionXLImg2ImgPipeline,
+           "StableDiffusionXLControlNetPipeline": StableDiffusionXLControlNetPipeline}[cls_name]
     comps = dict(vae=load_vae(model_dir / "vae", dt),
                  text_encoder=load_clip(model_dir / "text_encoder", CLIPTextModel, dt),
                  text_encoder_2=load_clip(model_dir / "text_encoder_2", CLIPTextModelWithProjection, dt),
                  tokenizer=load_tokenizer(model_dir / "tokenizer"), tokenizer_2=load_tokenizer(model_dir / "tokenizer_2"),
                  unet=load_unet(model_dir / "unet", dt), scheduler=make_scheduler(sched_cfg))
     extra = {"requires_aesthetics_score": False} if cls is StableDiffusionXLImg2ImgPipeline else {}
+    if controlnet_dirs:
+        nets = [load_controlnet(d, dt) for d in controlnet_dirs]
+        extra["controlnet"] = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
     pipe = cls(**comps, add_watermarker=False, force_zeros_for_empty_prompt=True, **extra)
     pipe.set_progress_bar_config(disable=True)
     if dt == torch.float64:  # else diffusers encodes img2img images in float32 (force_upcast) in the float64 run
@@ -2143,7 +2141,8 @@ XL_PAIRS = ("original_size", "crops_coords_top_left", "target_size", "negative_o
 
 
 def run_pipe_xl(m, inp, root, dt, record=False):
-    pipe = build_pipe_xl(m["pipeline"], root / m["model_dir"], m["scheduler_config"], dt)
+    pipe = build_pipe_xl(m["pipeline"], root / m["model_dir"], m["scheduler_config"], dt,
+                         [root / d for d in m.get("controlnet_dirs", [])])
     kw = dict(m["call_kwargs"])
     for k in XL_PAIRS:
         if k in kw:
@@ -2165,10 +2164,15 @@ def run_pipe_xl(m, inp, root, dt, record=False):
             res[f"input_ids.{tk}"] = ids((two and kw.get("prompt_2")) or kw["prompt"])
             if cfg and kw.get("negative_prompt"):
                 res[f"negative_input_ids.{tk}"] = ids((two and kw.get("negative_prompt_2")) or kw["negative_prompt"])
-        if "latents" in inp:
-            kw["latents"] = inp["latents"].to(dt)
-        if "image" in inp:
-            kw["image"] = inp["image"].to(dt)
+        if "tensor_call_kwargs" in m:  # call argument -> input name (or list of names)
+            for arg, names in m["tensor_call_kwargs"].items():
+                kw[arg] = [inp[n].to(dt) for n in names] if isinstance(names, list) else inp[names].to(dt)
+        else:
+            if "latents" in inp:
+                kw["latents"] = inp["latents"].to(dt)
+            if "image" in inp:
+                kw["image"] = inp["image"].to(dt)
+        taps = _controlnet_taps(pipe, res) if "controlnet_dirs" in m else []
 
         def unet_hook(mod, args, kwargs, out):
             calls.append((args[0].clone(), args[1].clone() if torch.is_tensor(args[1]) else torch.tensor(args[1]),
@@ -2192,6 +2196,8 @@ def run_pipe_xl(m, inp, root, dt, record=False):
                    callback_on_step_end_tensor_inputs=["latents"])
         nlog = TAP.stop()
         h.remove()
+        for th in taps:
+            th.remove()
     for i, (x, t, o, add) in enumerate(calls):
         res[f"step.{i:03d}.unet_sample"], res[f"step.{i:03d}.unet_timestep"] = x, t.reshape(1).float()
         res[f"step.{i:03d}.unet_out"] = o
@@ -2203,7 +2209,8 @@ def run_pipe_xl(m, inp, root, dt, record=False):
     return res
 
 
-def gen_sdxl_pipe_case(name, desc, pipeline, sched_cfg, call_kwargs, seed, latents_shape=None, image=None):
+def gen_sdxl_pipe_case(name, desc, pipeline, sched_cfg, call_kwargs, seed, latents_shape=None, image=None,
+                       controlnets=None, control_image=None):
     m = {"name": name, "description": desc, "call_kwargs": call_kwargs, "generator_seed": seed,
          "scheduler_config": sched_cfg, "pipeline": pipeline, "model_dir": "models/tiny-sdxl"}
     inp = {}
@@ -2211,6 +2218,12 @@ def gen_sdxl_pipe_case(name, desc, pipeline, sched_cfg, call_kwargs, seed, laten
         inp["latents"] = randn(latents_shape, seed)
     if image is not None:
         inp["image"] = image
+    if controlnets:  # the control image is the `image` argument of StableDiffusionXLControlNetPipeline
+        m["controlnet_dirs"] = [f"models/{n}" for n in controlnets]
+        inp["control_image.000"] = control_image
+        m["tensor_call_kwargs"] = {"image": "control_image.000"}
+        if latents_shape:
+            m["tensor_call_kwargs"]["latents"] = "latents"
     r32 = run_pipe_xl(m, inp, DATA, torch.float32, record=True)
     nlog = r32.pop("_noise_log")
     inp.update(noise_inputs(nlog))
@@ -2235,11 +2248,18 @@ def gen_sdxl_pipe_case(name, desc, pipeline, sched_cfg, call_kwargs, seed, laten
              "negative_pooled_prompt_embeds", "add_text_embeds", "add_time_ids", "init_latents", "noisy_latents"]
     keys = [k for k in order if k in r32] + sorted(k for k in r32 if k.startswith("input_ids") or
                                                    k.startswith("negative_input_ids"))
-    keys += sorted(k for k in r32 if k.startswith("step")) + ["timesteps"]
+    keys += sorted(k for k in r32 if k.startswith("step")) + sorted(k for k in r32 if k.startswith("controlnet_cond"))
+    keys += ["timesteps"]
     e32 = {k: r32[k] for k in keys}
-    floors = {k: (2e-5 if "embeds" in k else 1e-4) for k in e32}
+    floors = {k: (2e-5 if "embeds" in k or k.startswith("controlnet_cond") else 1e-4) for k in e32}
+    if controlnets:
+        m["semantics"]["controlnet"] = ("StableDiffusionXLControlNetPipeline: the nets get the UNet's input rows, "
+                                        "prompt embeddings and added_cond_kwargs; per step scale x keep (guidance "
+                                        "window), residuals summed (step.000.*additional_residual*), "
+                                        "controlnet_cond.NNN = what net NNN received (CFG: cat([img, img]))")
     man = {k: m[k] for k in ("name", "description", "call_kwargs", "generator_seed", "scheduler_config", "steps",
-                             "noise_draws", "layouts", "semantics", "pipeline", "model_dir") if k in m}
+                             "noise_draws", "layouts", "semantics", "pipeline", "model_dir", "controlnet_dirs",
+                             "tensor_call_kwargs") if k in m}
     tols = net_tols(e32, r64, floors=floors)
     for k in list(tols):
         if k.endswith("unet_timestep"):
