@@ -88,4 +88,28 @@ printf 'not an image' >"$tmp/broken.png"
 runtime "broken.png" --control "$CN:$tmp/broken.png"
 runtime "no-such-net" --control "$tmp/no-such-net:$EDGES"
 runtime "not a ControlNet" --control "$DATA/models/tiny-sd15-single.safetensors:$EDGES"
+
+# 6. streamdiff stream --control: from each input frame (canny) or a fixed image; usage and runtime errors
+features=$("$BIN" --version 2>&1 || true)
+if [[ "$features" != *"video (FFmpeg) yes"* ]]; then
+    echo "cli_controlnet: SKIP (after the rest passed): built without FFmpeg, the 'streamdiff stream --control' part did not run"
+    exit 77
+fi
+mkdir -p "$tmp/frames" "$tmp/plain" "$tmp/ctl" "$tmp/fixed"
+for k in 0 1 2; do cp "$PHOTO" "$tmp/frames/f$k.png"; done
+SCOMMON=(-m "$MODEL" -i "$tmp/frames" -W 32 -H 32 -p "a house" --threads 2)
+"$BIN" stream "${SCOMMON[@]}" -o "$tmp/plain/" >/dev/null 2>&1 || fail "stream without ControlNet failed"
+"$BIN" stream "${SCOMMON[@]}" -o "$tmp/ctl/" --control "$CN:input:0.9" --control-preprocess canny >/dev/null \
+    2>"$tmp/err" || fail "stream --control NET:input failed: $(cat "$tmp/err")"
+"$BIN" stream "${SCOMMON[@]}" -o "$tmp/fixed/" --control "$CN1:$EDGES" >/dev/null 2>"$tmp/err" ||
+    fail "stream --control NET:IMAGE failed: $(cat "$tmp/err")"
+grep -q "resized to 32x32" "$tmp/err" || fail "stream: the resized control image is not reported"
+cmp -s "$tmp/plain/frame_000002.png" "$tmp/ctl/frame_000002.png" && fail "stream: the ControlNet changed nothing"
+"$BIN" stream "${SCOMMON[@]}" -o "$tmp/x/" --control "$CN:input" --control "$CN:input" --control-preprocess canny \
+    --control-preprocess none >/dev/null 2>"$tmp/err"
+rc=$?; [ $rc -eq 2 ] || fail "stream with two different --control-preprocess: exit $rc, want 2"
+"$BIN" stream -m "$MODEL" --txt2img --frames 1 -W 32 -H 32 -o "$tmp/x/" --control "$CN:input" >/dev/null 2>"$tmp/err"
+rc=$?; [ $rc -eq 2 ] || fail "stream --txt2img --control NET:input: exit $rc, want 2"
+"$BIN" stream "${SCOMMON[@]}" -o "$tmp/x/" --control "$CN2:input" >/dev/null 2>"$tmp/err"
+rc=$?; [ $rc -eq 1 ] && grep -q "another base model" "$tmp/err" || fail "stream with an SD2 net on SD1.5: exit $rc ($(cat "$tmp/err"))"
 echo "cli_controlnet: OK"

@@ -68,4 +68,7 @@ int cli_controls_load_images(cli_controls *cs, const char *cmd);
 int cli_controls_prepare(cli_controls *cs, const char *cmd, sd_model *m, const sd_image *init, int W, int H,
                          bool verbose);
 void cli_controls_free(cli_controls *cs); /* (nets before their model) */
+/* `streamdiff stream`: loads the nets for m and fills sp->controls (IMAGE "input": made from each input frame
+ * with sp->control_preprocess; one --control-preprocess for all) (0, 1, or 2 for a usage error). */
+int cli_controls_for_stream(cli_controls *cs, const char *cmd, sd_model *m, sd_stream_params *sp);
 #endif

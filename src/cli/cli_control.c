@@ -243,3 +243,38 @@ int cli_controls_prepare(cli_controls *cs, const char *cmd, sd_model *m, const s
     }
     return 0;
 }
+
+int cli_controls_for_stream(cli_controls *cs, const char *cmd, sd_model *m, sd_stream_params *sp)
+{
+    if (!cs->n)
+        return 0;
+    for (int k = 1; k < cs->n_pre; k++)
+        if (cs->pre[k] != cs->pre[0]) {
+            fprintf(stderr, "streamdiff %s: a stream makes every control image from the frame the same way: give one "
+                    "--control-preprocess\n", cmd);
+            return 2;
+        }
+    for (int k = 0; k < cs->n; k++) {
+        sd_status s = sd_controlnet_load(m, cs->net[k], &cs->cn[k]);
+        if (s != SD_OK) {
+            fprintf(stderr, "streamdiff %s: cannot load the ControlNet '%s' (%s): %s\n", cmd, cs->net[k],
+                    sd_status_name(s), sd_last_error());
+            return 1;
+        }
+        bool frame = !strcmp(cs->image[k], "input");
+        if (!frame && (cs->raw[k].width != sp->width || cs->raw[k].height != sp->height))
+            fprintf(stderr, "streamdiff %s: note: control image '%s' is %dx%d; resized to %dx%d\n", cmd, cs->image[k],
+                    cs->raw[k].width, cs->raw[k].height, sp->width, sp->height);
+        sd_control_default(&cs->ctl[k]);
+        cs->ctl[k].net = cs->cn[k];
+        cs->ctl[k].image = frame ? NULL : &cs->raw[k];
+        cs->ctl[k].scale = cs->scale[k];
+        cs->ctl[k].guidance_start = cs->start[k];
+        cs->ctl[k].guidance_end = cs->end[k];
+    }
+    sp->controls = cs->ctl;
+    sp->n_controls = cs->n;
+    sp->control_preprocess = cs->pp;
+    sp->control_preprocess.kind = cs->n_pre ? cs->pre[0] : SD_PREPROCESS_NONE;
+    return 0;
+}
