@@ -686,15 +686,19 @@ static sd_status refresh_prompt(sd_stream *s)
 /* RGB bytes of fbs frames ([fbs,H,W,3]) -> the nets' control images (the frame through ctl_pp) in cond_new. */
 static sd_status control_frames(sd_stream *s, const uint8_t *frames)
 {
+    bool any = false;
+    for (int k = 0; k < s->n_ctl; k++)
+        any |= s->ctl[k].from_frame;
+    if (!any) /* fixed control images only */
+        return SD_OK;
     size_t hw = (size_t)s->H * s->W;
     for (int f = 0; f < s->fbs; f++) {
-        sd_image in = {s->W, s->H, (uint8_t *)frames + (size_t)f * hw * 3}, out = {0};
-        SD_TRY(sd_control_preprocess(&in, &s->ctl_pp, &out));
+        sd_image in = {s->W, s->H, (uint8_t *)frames + (size_t)f * hw * 3};
+        SD_TRY(sd_control_preprocess_into(&in, &s->ctl_pp, &s->ctl_work, &s->ctl_img));
         float *dst = s->ctl_host + (size_t)f * 3 * hw;
         for (size_t i = 0; i < hw; i++)
             for (int ch = 0; ch < 3; ch++)
-                dst[ch * hw + i] = out.data[3 * i + ch] / 255.0f;
-        sd_image_free(&out);
+                dst[ch * hw + i] = s->ctl_img.data[3 * i + ch] / 255.0f;
     }
     for (int k = 0; k < s->n_ctl; k++)
         if (s->ctl[k].from_frame)
@@ -826,6 +830,16 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
         s->ctl_bytes = sd_malloc(img_n);
         s->ctl_host = sd_malloc(img_n * sizeof(float));
         st = s->res_down && s->ctl_bytes && s->ctl_host ? SD_OK : SD_ERR_OUT_OF_MEMORY;
+        bool from_frame = false;
+        for (int k = 0; k < s->n_ctl; k++)
+            from_frame |= s->ctl[k].from_frame;
+        if (st == SD_OK && from_frame) { /* the preprocessor's rules now, its buffers once */
+            st = sd_preprocess_check(&s->ctl_pp);
+            if (st == SD_OK)
+                st = sd_preprocess_work_init(&s->ctl_work, s->W, s->H);
+            if (st == SD_OK)
+                st = sd_rgb_alloc(&s->ctl_img, s->W, s->H);
+        }
     }
     if (st == SD_OK)
         st = lcm_coeffs(s);
@@ -903,6 +917,8 @@ void sd_stream_free(sd_stream *s)
     free(s->res_down);
     free(s->ctl_bytes);
     free(s->ctl_host);
+    sd_preprocess_work_free(&s->ctl_work);
+    sd_rgb_free(&s->ctl_img);
     pthread_mutex_destroy(&s->stats_mu);
     pthread_mutex_destroy(&s->engine);
     free(s);

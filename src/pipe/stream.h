@@ -7,6 +7,7 @@
 #ifndef SD_PIPE_STREAM_H
 #define SD_PIPE_STREAM_H
 
+#include "io/image.h"
 #include "pipe/stream_layer.h"
 #include "sched/rng.h"
 
@@ -100,6 +101,8 @@ struct sd_stream {
     int n_res;
     uint8_t *ctl_bytes;            /* [fbs*H*W*3] scratch: a frame as bytes (activation input) */
     float *ctl_host;               /* [fbs*3*H*W] scratch: the frame's control image */
+    sd_preprocess_work ctl_work;   /* preprocessing buffers and output ([H,W,3]): no allocation per frame */
+    sd_image ctl_img;
 };
 
 
