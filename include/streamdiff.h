@@ -325,6 +325,14 @@ typedef struct sd_stream_params {
     bool use_graphs;                      /* true: on a backend with graphs (CUDA) the per-frame step is
                                            * captured once and replayed (re-captured after a guidance, delta
                                            * or LoRA change; a prompt change needs none); no effect on the CPU */
+    /* ControlNets (NULL = none; at most 8; read at sd_stream_create, the nets must outlive the stream; not in
+     * stream groups, no graphs): every row of the stream batch takes the control image of its own frame.
+     * controls[k].image: a fixed control image (resized to the stream size), or NULL: made from each input
+     * frame with control_preprocess (img2img frames only). guidance_start / end act per denoising step:
+     * step k of n counts as the fraction k/n .. (k+1)/n. */
+    const sd_control *controls;
+    int n_controls;
+    sd_preprocess_params control_preprocess; /* for controls without an image (default: none = the frame) */
 } sd_stream_params;
 
 SD_API void sd_stream_default_params(sd_stream_params *p);

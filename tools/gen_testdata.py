@@ -69,14 +69,19 @@ import transformers  # noqa: E402
 from diffusers import (  # noqa: E402
     AutoencoderKL,
     AutoencoderTiny,
+    ControlNetModel,
     DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     LatentConsistencyModelPipeline,
     LCMScheduler,
+    MultiControlNetModel,
+    StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLControlNetPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
     TCDScheduler,
@@ -115,6 +120,7 @@ SEED_TE15, SEED_TE2 = 7201, 7202
 SEED_VAE15, SEED_VAE2, SEED_TAESD = 7301, 7302, 7303
 SEED_PERTURB = 100  # added to the model seed for the N(0, 0.02^2) perturbation
 SEED_CASES = 8000
+SEED_CONTROLNET = 7400
 
 # ----------------------------------------------------------------------------------------------------------
 # model configurations
@@ -429,6 +435,14 @@ def load_unet(d, dt, weights="diffusion_pytorch_model.safetensors"):
     return m
 
 
+def load_controlnet(d, dt):
+    d = Path(d)
+    m = ControlNetModel.from_config(read_json(d / "config.json"))
+    _load_weights(m, d / "diffusion_pytorch_model.safetensors", dt)
+    m.set_attn_processor(AttnProcessor())
+    return m
+
+
 def load_vae(d, dt):
     d = Path(d)
     cfg = read_json(d / "config.json")
@@ -706,28 +720,68 @@ def run_sched(m, inp, root, dt, make_output=None):
     return res
 
 
-def build_pipe(cls_name, model_dir, unet_dir, sched_cfg, dt):
+def build_pipe(cls_name, model_dir, unet_dir, sched_cfg, dt, controlnet_dirs=None):
     te_cls = CLIPTextModel
     pipe_cls = {"StableDiffusionPipeline": StableDiffusionPipeline,
                 "StableDiffusionImg2ImgPipeline": StableDiffusionImg2ImgPipeline,
-                "LatentConsistencyModelPipeline": LatentConsistencyModelPipeline}[cls_name]
+                "LatentConsistencyModelPipeline": LatentConsistencyModelPipeline,
+                "StableDiffusionControlNetPipeline": StableDiffusionControlNetPipeline,
+                "StableDiffusionControlNetImg2ImgPipeline": StableDiffusionControlNetImg2ImgPipeline}[cls_name]
     comps = dict(vae=load_vae(model_dir / "vae", dt), text_encoder=load_clip(model_dir / "text_encoder", te_cls, dt),
                  tokenizer=load_tokenizer(model_dir / "tokenizer"),
                  unet=load_unet(unet_dir or (model_dir / "unet"), dt), scheduler=make_scheduler(sched_cfg),
                  safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    if controlnet_dirs:
+        nets = [load_controlnet(d, dt) for d in controlnet_dirs]
+        comps["controlnet"] = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
     pipe = pipe_cls(**comps)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _controlnet_taps(pipe, res):
+    """ControlNet pipelines: records per UNet call step.III.unet_sample / unet_timestep / unet_out, the residuals fed
+    to the UNet at step 0 (step.000.down_block_additional_residuals.JJJ / mid_block_additional_residual) and what
+    each net received first (controlnet_cond.NNN)."""
+    calls = [0]
+    handles = []
+
+    def pre(mod, args, kwargs):
+        i = calls[0]
+        x = args[0] if args else kwargs["sample"]
+        t = args[1] if len(args) > 1 else kwargs["timestep"]
+        res[f"step.{i:03d}.unet_sample"] = x.clone()
+        res[f"step.{i:03d}.unet_timestep"] = torch.as_tensor(t).reshape(1).clone()
+        if i == 0:
+            for j, r in enumerate(kwargs["down_block_additional_residuals"]):
+                res[f"step.000.down_block_additional_residuals.{j:03d}"] = r.clone()
+            res["step.000.mid_block_additional_residual"] = kwargs["mid_block_additional_residual"].clone()
+
+    def post(mod, args, kwargs, out):
+        res[f"step.{calls[0]:03d}.unet_out"] = (out[0] if isinstance(out, tuple) else out.sample).clone()
+        calls[0] += 1
+
+    handles.append(pipe.unet.register_forward_pre_hook(pre, with_kwargs=True))
+    handles.append(pipe.unet.register_forward_hook(post, with_kwargs=True))
+    nets = pipe.controlnet.nets if isinstance(pipe.controlnet, MultiControlNetModel) else [pipe.controlnet]
+    for j, net in enumerate(nets):
+        def cpre(mod, args, kwargs, j=j):
+            key = f"controlnet_cond.{j:03d}"
+            if key not in res:
+                res[key] = (args[3] if len(args) > 3 else kwargs["controlnet_cond"]).clone()
+        handles.append(net.register_forward_pre_hook(cpre, with_kwargs=True))
+    return handles
 
 
 def run_pipe(m, inp, root, dt, record=False):
     if m["pipeline"].startswith("StableDiffusionXL"):
         return run_pipe_xl(m, inp, root, dt, record)
     pipe = build_pipe(m["pipeline"], root / m["model_dir"], root / m["unet_dir"] if "unet_dir" in m else None,
-                      m["scheduler_config"], dt)
+                      m["scheduler_config"], dt, [root / d for d in m.get("controlnet_dirs", [])])
     kw = dict(m["call_kwargs"])
     res = {}
     steps = []
+    taps = _controlnet_taps(pipe, res) if "controlnet_dirs" in m else []
     with torch.no_grad():
         if m["pipeline"] == "LatentConsistencyModelPipeline":
             pe = pipe.encode_prompt(kw["prompt"], "cpu", 1, False)[0]
@@ -737,10 +791,14 @@ def run_pipe(m, inp, root, dt, record=False):
         res["prompt_embeds"] = pe
         if kw.get("guidance_scale", 1.0) > 1.0 and m["pipeline"] != "LatentConsistencyModelPipeline":
             res["negative_prompt_embeds"] = ne
-        if "latents" in inp:
-            kw["latents"] = inp["latents"].to(dt)
-        if "image" in inp:
-            kw["image"] = inp["image"].to(dt)
+        if "tensor_call_kwargs" in m:  # call argument -> input name (or list of names)
+            for arg, names in m["tensor_call_kwargs"].items():
+                kw[arg] = [inp[n].to(dt) for n in names] if isinstance(names, list) else inp[names].to(dt)
+        else:
+            if "latents" in inp:
+                kw["latents"] = inp["latents"].to(dt)
+            if "image" in inp:
+                kw["image"] = inp["image"].to(dt)
         want_denoised = any(k.startswith("step_denoised") for k in m.get("files", {}).get("expected.safetensors", {}))
         tensor_inputs = ["latents", "denoised"] if want_denoised else ["latents"]
 
@@ -755,6 +813,8 @@ def run_pipe(m, inp, root, dt, record=False):
         out = pipe(**kw, output_type="np", generator=gen(m.get("generator_seed", 0)), callback_on_step_end=cb,
                    callback_on_step_end_tensor_inputs=tensor_inputs)
         nlog = TAP.stop()
+    for h in taps:
+        h.remove()
     res["image_np"] = torch.from_numpy(out.images.copy())
     res["final_latents"] = res[f"step_latents.{len(steps) - 1:03d}"]
     res["timesteps"] = pipe.scheduler.timesteps.clone()  # the full schedule (img2img runs only its tail)
@@ -936,11 +996,42 @@ def model_kind(m, root):
         return "clip"
     if cls in ("AutoencoderKL", "AutoencoderTiny"):
         return "vae"
+    if cls == "ControlNetModel":
+        return "controlnet"
     return None
 
 
+def run_controlnet(m, inp, root, dt, hooks=None):
+    """down, mid = ControlNetModel(sample, t, ehs, controlnet_cond, conditioning_scale); the UNet of unet_dir with
+    and without those residuals; act.* = forward hooks on the ControlNet."""
+    cn = load_controlnet(root / m["model_dir"], dt)
+    unet = load_unet(root / m["unet_dir"], dt)
+    if hooks is None:
+        hooks = sorted({k[4:].split(".res_samples")[0] for k in m["files"]["expected.safetensors"]
+                        if k.startswith("act.")})
+    acts = {}
+    hs = _hook_outputs(cn, hooks, "act.", acts)
+    x, t, ehs = inp["sample"].to(dt), inp["timestep"], inp["encoder_hidden_states"].to(dt)
+    scale = float(inp["conditioning_scale"].reshape(-1)[0])
+    kw = {}
+    if "text_embeds" in inp:  # SDXL added_cond_kwargs, to the ControlNet and the UNet
+        kw["added_cond_kwargs"] = {"text_embeds": inp["text_embeds"].to(dt), "time_ids": inp["time_ids"].to(dt)}
+    with torch.no_grad():
+        down, mid = cn(x, t, encoder_hidden_states=ehs, controlnet_cond=inp["controlnet_cond"].to(dt),
+                       conditioning_scale=scale, guess_mode=False, return_dict=False, **kw)
+        for h in hs:
+            h.remove()
+        out = unet(x, t, encoder_hidden_states=ehs, down_block_additional_residuals=down,
+                   mid_block_additional_residual=mid, return_dict=False, **kw)[0]
+        out0 = unet(x, t, encoder_hidden_states=ehs, return_dict=False, **kw)[0]
+    res = {f"down_block_res_samples.{j:03d}": r for j, r in enumerate(down)}
+    res.update({"mid_block_res_sample": mid, "unet_out_sample": out, "unet_out_sample_without_control": out0})
+    res.update(acts)
+    return res
+
+
 RUNNERS = {"unet": run_unet, "clip": run_clip, "vae": run_vae, "sched": run_sched, "pipe": run_pipe,
-           "stream": run_stream}
+           "stream": run_stream, "controlnet": run_controlnet}
 
 
 def replay_case(case_dir, root, dt=torch.float32):
@@ -1269,6 +1360,253 @@ def gen_pipe_cases():
                   sched_config_dict(tcd),
                   {"prompt": PROMPTS[1], "num_inference_steps": 4, "strength": 0.6, "guidance_scale": 1.0,
                    "eta": 0.3}, s + 5, image=synth_image(1, 32, 24, s + 6))
+
+
+# ---- ControlNet (models/controlnet-*, cases own_controlnet_* / own_pipe_controlnet_*) ---------------------------
+# name: (base model folder, seed offset, ControlNetModel.from_unet arguments)
+CONTROLNETS = {
+    "controlnet-tiny-sd15": ("tiny-sd15", 1, dict(conditioning_embedding_out_channels=(4, 8))),
+    "controlnet-tiny-sd15-bgr": ("tiny-sd15", 2, dict(conditioning_embedding_out_channels=(8, 8),
+                                                      controlnet_conditioning_channel_order="bgr")),
+    "controlnet-tiny-sd2": ("tiny-sd2", 3, dict(conditioning_embedding_out_channels=(4, 8))),
+    "controlnet-tiny-sdxl": ("tiny-sdxl", 4, dict(conditioning_embedding_out_channels=(4, 8))),
+}
+CN_ACT_SEMANTICS = {
+    "act.time_embedding": "the ControlNet's own TimestepEmbedding output",
+    "act.conv_in": "conv_in(sample), before the conditioning embedding is added",
+    "act.controlnet_cond_embedding": "ControlNetConditioningEmbedding(controlnet_cond) (bgr nets: channels flipped first)",
+    "act.down_blocks.i": "down block i output; .res_samples.j its j-th skip tensor (before controlnet_down_blocks)",
+    "act.mid_block": "mid block output (before controlnet_mid_block)",
+}
+
+
+def build_controlnets():
+    """ControlNetModel.from_unet of the tiny UNets (weights copied from the UNet), the zero-initialised convs given
+    PyTorch's default conv init (so the residuals are not 0), then the N(0, 0.02^2) perturbation; F32 (the SDXL
+    one F16)."""
+    for name, (base, off, kw) in CONTROLNETS.items():
+        unet = load_unet(DATA / "models" / base / "unet", torch.float32)
+        seed = SEED_CONTROLNET + off
+        torch.manual_seed(seed)
+        cn = ControlNetModel.from_unet(unet, **kw)
+        with torch.no_grad():
+            for mod in [*cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out]:
+                mod.reset_parameters()
+        perturb_(cn, seed + SEED_PERTURB)
+        f16 = name.endswith("sdxl")  # stored F16 (rounded first: the references use the rounded weights)
+        if f16:
+            fp16_round_(cn)
+        shutil.rmtree(DATA / "models" / name, ignore_errors=True)
+        save_diffusers_model(cn, DATA / "models" / name, torch.float16 if f16 else torch.float32)
+        log(f"  models/{name}: written")
+
+
+def controlnet_key_to_ldm(k, cfg):
+    """diffusers ControlNetModel key -> lllyasviel ControlNet v1.x (cldm) key without control_model."""
+    n = len(cfg["conditioning_embedding_out_channels"])
+    r = re.fullmatch(r"controlnet_cond_embedding\.conv_in\.(.+)", k)
+    if r:
+        return f"input_hint_block.0.{r[1]}"
+    r = re.fullmatch(r"controlnet_cond_embedding\.blocks\.(\d+)\.(.+)", k)
+    if r:
+        return f"input_hint_block.{2 * (int(r[1]) + 1)}.{r[2]}"
+    r = re.fullmatch(r"controlnet_cond_embedding\.conv_out\.(.+)", k)
+    if r:
+        return f"input_hint_block.{2 * (2 * (n - 1) + 1)}.{r[1]}"
+    r = re.fullmatch(r"controlnet_down_blocks\.(\d+)\.(.+)", k)
+    if r:
+        return f"zero_convs.{r[1]}.0.{r[2]}"
+    r = re.fullmatch(r"controlnet_mid_block\.(.+)", k)
+    if r:
+        return f"middle_block_out.0.{r[1]}"
+    return unet_key_to_ldm(k, cfg)
+
+
+def build_controlnet_single_file(name="controlnet-tiny-sd15"):
+    root = DATA / "models" / name
+    cfg = read_json(root / "config.json")
+    sd = st_load(root / "diffusion_pytorch_model.safetensors")
+    out = {"control_model." + controlnet_key_to_ldm(k, cfg): v for k, v in sd.items()}
+    if len(out) != len(sd):
+        raise RuntimeError(f"{name}: single-file key collision")
+    path = DATA / "models" / f"{name}-single.safetensors"
+    st_save(path, out)
+    log(f"  models/{path.name}: {len(out)} tensors")
+
+
+def verify_controlnet_single_file(name="controlnet-tiny-sd15"):
+    """diffusers' own ControlNetModel.from_single_file(path, config=<the folder>) must give the folder's weights."""
+    path = DATA / "models" / f"{name}-single.safetensors"
+    try:
+        cn = ControlNetModel.from_single_file(str(path), config=str(DATA / "models" / name), local_files_only=True)
+    except Exception as e:  # noqa: BLE001
+        log(f"  {path.name}: diffusers from_single_file FAILED: {type(e).__name__}: {e}")
+        return False
+    ref = st_load(DATA / "models" / name / "diffusion_pytorch_model.safetensors")
+    got = cn.state_dict()
+    bad = [k for k in ref if k not in got or not torch.equal(got[k].float(), ref[k].float())]
+    # diffusers' convert_controlnet_checkpoint hard-codes conv_out = input_hint_block.14 (the 4-level embedding of
+    # the real nets); this 2-level net has it at input_hint_block.6, which diffusers leaves unloaded
+    known = {"controlnet_cond_embedding.conv_out.weight", "controlnet_cond_embedding.conv_out.bias"}
+    log(f"  {path.name}: diffusers from_single_file: {len(ref) - len(bad)}/{len(ref)} tensors equal the folder's"
+        + (" (all but conv_out: diffusers reads it only from input_hint_block.14, the 4-level layout)"
+           if set(bad) == known else ""))
+    return not bad or set(bad) == known
+
+
+def edge_image(b, h, w, seed):
+    """A synthetic control image in [0,1] (NCHW): thin bright lines (a rectangle outline and a diagonal) on a dark
+    background with a little colour noise, like an edge map."""
+    g = gen(seed)
+    out = 0.05 * torch.rand(b, 3, h, w, generator=g)
+    for i in range(b):
+        y0, x0 = h // 4 + i, w // 5
+        out[i, :, y0, x0:w - x0] = 1.0
+        out[i, :, h - y0, x0:w - x0] = 1.0
+        out[i, :, y0:h - y0 + 1, x0] = 1.0
+        out[i, :, y0:h - y0 + 1, w - x0 - 1] = 1.0
+        for k in range(min(h, w)):
+            out[i, k % 3, k, (k * w) // h] = 0.9
+    return out.clamp(0, 1)
+
+
+def gen_controlnet_case(name, desc, net, base, sample_shape, timesteps, scale, seed, time_ids=None):
+    if not wanted(name):
+        return
+    cfg = read_json(DATA / "models" / net / "config.json")
+    ucfg = read_json(DATA / "models" / base / "unet" / "config.json")
+    f = 2 ** (len(cfg["conditioning_embedding_out_channels"]) - 1)
+    B, _, h, w = sample_shape
+    m = {"name": name, "description": desc, "model_dir": f"models/{net}", "unet_dir": f"models/{base}/unet",
+         "call": "down, mid = ControlNetModel.forward(sample, timestep (int64 [B]), encoder_hidden_states, "
+                 "controlnet_cond, conditioning_scale, guess_mode=False, return_dict=False); unet_out_sample = "
+                 "UNet2DConditionModel(unet_dir).forward(sample, timestep, encoder_hidden_states, "
+                 "down_block_additional_residuals=down, mid_block_additional_residual=mid)",
+         "conditioning_scale": scale,
+         "config": {k: cfg[k] for k in ("block_out_channels", "layers_per_block", "down_block_types",
+                                         "cross_attention_dim", "attention_head_dim", "norm_num_groups",
+                                         "use_linear_projection", "conditioning_embedding_out_channels",
+                                         "controlnet_conditioning_channel_order") if k in cfg},
+         "activation_semantics": CN_ACT_SEMANTICS}
+    inp = {"sample": randn(sample_shape, seed), "timestep": torch.tensor(timesteps, dtype=torch.int64),
+           "encoder_hidden_states": randn((B, 77, ucfg["cross_attention_dim"]), seed + 1),
+           "controlnet_cond": edge_image(B, h * f, w * f, seed + 2),
+           "conditioning_scale": torch.tensor([scale], dtype=torch.float32)}
+    if time_ids is not None:  # SDXL: pooled text embedding + micro-conditioning time ids
+        P = ucfg["projection_class_embeddings_input_dim"] - 6 * ucfg["addition_time_embed_dim"]
+        inp["text_embeds"] = randn((B, P), seed + 3)
+        inp["time_ids"] = torch.tensor(time_ids, dtype=torch.float32)
+        m["call"] += " (SDXL: added_cond_kwargs={text_embeds, time_ids} to both)"
+    nb = len(cfg["block_out_channels"])
+    hooks = ["time_embedding", "conv_in", "controlnet_cond_embedding"] + [f"down_blocks.{i}" for i in range(nb)] + \
+        ["mid_block"]
+    e32 = run_controlnet(m, inp, DATA, torch.float32, hooks)
+    e64 = run_controlnet(m, inp, DATA, torch.float64, hooks)
+    write_case(name, m, inp, e32, net_tols(e32, e64))
+
+
+def gen_controlnet_pipe_case(name, desc, pipeline, model, nets, sched_cfg, call_kwargs, seed, latents_shape=None,
+                             image=None, control_seed=0):
+    if not wanted(name):
+        return
+    H, W = call_kwargs["height"], call_kwargs["width"]
+    m = {"name": name, "description": desc, "pipeline": pipeline, "model_dir": f"models/{model}",
+         "controlnet_dirs": [f"models/{n}" for n in nets], "call_kwargs": call_kwargs, "generator_seed": seed,
+         "scheduler_config": sched_cfg}
+    inp, tk = {}, {}
+    if latents_shape:
+        inp["latents"] = randn(latents_shape, seed)
+        tk["latents"] = "latents"
+    if image is not None:
+        inp["image"] = image
+        tk["image"] = "image"
+    names = [f"control_image.{j:03d}" for j in range(len(nets))]
+    for j, n in enumerate(names):
+        inp[n] = edge_image(1, H, W, control_seed + j) if j % 2 == 0 else synth_image(1, H, W, control_seed + j)
+    arg = "control_image" if "Img2Img" in pipeline else "image"
+    tk[arg] = names if len(nets) > 1 else names[0]
+    m["tensor_call_kwargs"] = tk
+    r32 = run_pipe(m, inp, DATA, torch.float32, record=True)
+    nlog = r32.pop("_noise_log")
+    inp.update(noise_inputs(nlog))
+    r64 = run_pipe(m, inp, DATA, torch.float64)
+    r64.pop("_noise_log")
+    r64.pop("_steps")
+    m["steps"] = r32.pop("_steps")
+    m["noise_draws"] = noise_manifest(nlog)
+    m["layouts"] = dict(LAYOUTS, **{"control_image*": "NCHW float32 in [0,1], passed unchanged (same size) = "
+                                                     "controlnet_cond.NNN (CFG: cat([img, img]))"})
+    order = ["image_np", "final_latents", "prompt_embeds", "negative_prompt_embeds"]
+    keys = [k for k in order if k in r32] + sorted(k for k in r32 if k.startswith("step")) + \
+        sorted(k for k in r32 if k.startswith("controlnet_cond")) + ["timesteps"]
+    e32 = {k: r32[k] for k in keys}
+    floors = {k: (2e-5 if k.endswith("prompt_embeds") or k.startswith("controlnet_cond") else 1e-4) for k in e32}
+    m["semantics"] = {
+        "controlnet": "per step i of N (steps run) and net j: scale_j = controlnet_conditioning_scale_j * keep_j(i), "
+                      "keep = 1 - float(i/N < control_guidance_start_j or (i+1)/N > control_guidance_end_j); the "
+                      "residuals of all nets are summed (step.000.*additional_residual* = the sums fed to the UNet at "
+                      "step 0) and added to the UNet skips / mid output",
+        "step.i.unet_sample / unet_timestep / unet_out": "the UNet call of step i (CFG-duplicated, scaled input; raw "
+                                                         "output before guidance)"}
+    man = {k: m[k] for k in ("name", "description", "pipeline", "model_dir", "controlnet_dirs", "call_kwargs",
+                             "tensor_call_kwargs", "generator_seed", "scheduler_config", "steps", "noise_draws",
+                             "layouts", "semantics") if k in m}
+    write_case(name, man, inp, e32, net_tols(e32, r64, floors=floors))
+
+
+def gen_controlnet_cases():
+    s = SEED_CASES + 700
+    gen_controlnet_case("own_controlnet_sd15", "ControlNetModel.from_unet(tiny-sd15 UNet), conditioning embedding "
+                        "[4, 8], batch 2 with timesteps [901, 37], non-square 8x12 latents (16x24 control image), "
+                        "conditioning_scale 0.5; residuals and the UNet with them", "controlnet-tiny-sd15", "tiny-sd15",
+                        (2, 4, 8, 12), [901, 37], 0.5, s + 1)
+    gen_controlnet_case("own_controlnet_sd15_bgr", "ControlNetModel (tiny-sd15), controlnet_conditioning_channel_order"
+                        " 'bgr' (control image channels flipped), conditioning embedding [8, 8], batch 1, scale 1.0",
+                        "controlnet-tiny-sd15-bgr", "tiny-sd15", (1, 4, 12, 8), [500], 1.0, s + 2)
+    gen_controlnet_case("own_controlnet_sd2", "ControlNetModel.from_unet(tiny-sd2 UNet: linear projection, upcast "
+                        "attention, 3 levels, heads [1,2,2]), batch 3, timesteps [999, 400, 1], scale 1.3",
+                        "controlnet-tiny-sd2", "tiny-sd2", (3, 4, 8, 16), [999, 400, 1], 1.3, s + 3)
+    gen_controlnet_case("own_controlnet_sdxl", "SDXL ControlNetModel.from_unet(tiny-sdxl's UNet: text_time added "
+                        "conditioning, transformer depth [1, 3, 2], linear projection, 3 levels), conditioning "
+                        "embedding [4, 8], batch 2 with text_embeds and time ids, scale 0.75", "controlnet-tiny-sdxl",
+                        "tiny-sdxl", (2, 4, 8, 12), [700, 20], 0.75, s + 4,
+                        time_ids=[[16, 24, 0, 0, 16, 24], [64, 48, 4, 2, 16, 24]])
+    lcm_cfg = read_json(DATA / "models/tiny-sd15/scheduler/scheduler_config.json")
+    gen_controlnet_pipe_case("own_pipe_controlnet_txt2img_lcm", "StableDiffusionControlNetPipeline (tiny-sd15 + "
+                             "controlnet-tiny-sd15) + LCMScheduler, 2 steps, guidance 1.0 (no CFG), scale 0.8, "
+                             "24x32", "StableDiffusionControlNetPipeline", "tiny-sd15", ["controlnet-tiny-sd15"],
+                             lcm_cfg, {"prompt": PROMPTS[0], "num_inference_steps": 2, "guidance_scale": 1.0,
+                                       "controlnet_conditioning_scale": 0.8, "height": 24, "width": 32},
+                             s + 10, latents_shape=(1, 4, 12, 16), control_seed=s + 11)
+    ddim = DDIMScheduler.from_config(SD15_PNDM_SCHEDULER)
+    gen_controlnet_pipe_case("own_pipe_controlnet_img2img_multi", "StableDiffusionControlNetImg2ImgPipeline (tiny-sd15"
+                             " + MultiControlNetModel [controlnet-tiny-sd15, controlnet-tiny-sd15-bgr]) + DDIMScheduler"
+                             " (eta 0), num_inference_steps 4, strength 0.75 (3 steps run), CFG 4.0 with negative "
+                             "prompt, scales [0.9, 0.6], guidance start [0.0, 0.34], end [0.67, 1.0], 32x24",
+                             "StableDiffusionControlNetImg2ImgPipeline", "tiny-sd15",
+                             ["controlnet-tiny-sd15", "controlnet-tiny-sd15-bgr"], sched_config_dict(ddim),
+                             {"prompt": PROMPTS[1], "negative_prompt": NEG_PROMPT, "num_inference_steps": 4,
+                              "strength": 0.75, "guidance_scale": 4.0, "controlnet_conditioning_scale": [0.9, 0.6],
+                              "control_guidance_start": [0.0, 0.34], "control_guidance_end": [0.67, 1.0],
+                              "height": 32, "width": 24},
+                             s + 20, image=synth_image(1, 32, 24, s + 21), control_seed=s + 22)
+    if wanted("own_sdxl_pipe_controlnet_cfg"):
+        gen_sdxl_pipe_case("own_sdxl_pipe_controlnet_cfg", "StableDiffusionXLControlNetPipeline (tiny-sdxl + "
+                           "controlnet-tiny-sdxl) + EulerDiscreteScheduler (SDXL base config), 3 steps, CFG 3.0 with "
+                           "negative prompt, scale 0.8, control_guidance_end 0.7 (off at the last step), 16x24",
+                           "StableDiffusionXLControlNetPipeline", SDXL_BASE_EULER,
+                           {"prompt": PROMPTS[0], "negative_prompt": NEG_PROMPT, "num_inference_steps": 3,
+                            "guidance_scale": 3.0, "controlnet_conditioning_scale": 0.8, "control_guidance_end": 0.7,
+                            "height": 16, "width": 24}, s + 40, latents_shape=(1, 4, 8, 12),
+                           controlnets=["controlnet-tiny-sdxl"], control_image=edge_image(1, 16, 24, s + 41))
+    eul_cfg = read_json(DATA / "models/tiny-sd2/scheduler/scheduler_config.json")
+    gen_controlnet_pipe_case("own_pipe_controlnet_sd2_euler", "StableDiffusionControlNetPipeline (tiny-sd2 + "
+                             "controlnet-tiny-sd2) + EulerDiscreteScheduler (sd-turbo config), 2 steps, guidance 0, "
+                             "scale 1.1, 16x32", "StableDiffusionControlNetPipeline", "tiny-sd2",
+                             ["controlnet-tiny-sd2"], eul_cfg,
+                             {"prompt": PROMPTS[1], "num_inference_steps": 2, "guidance_scale": 0.0,
+                              "controlnet_conditioning_scale": 1.1, "height": 16, "width": 32},
+                             s + 30, latents_shape=(1, 4, 8, 16), control_seed=s + 31)
 
 
 def gen_stream_case(validated_note):
@@ -1655,6 +1993,7 @@ def verify_all(crosscheck=False):
         ok &= verify_folder_loads(mdl)
         ok &= verify_single_file(mdl)
     ok &= verify_sdxl_folder_loads()
+    ok &= verify_controlnet_single_file()
     log("verify: StreamDiffusion re-implementation vs the fixture stream cases")
     r = validate_stream_on_fixtures()
     if r is not None:
@@ -1777,15 +2116,19 @@ def build_sdxl_model():
     log("  models/tiny-sdxl: written")
 
 
-def build_pipe_xl(cls_name, model_dir, sched_cfg, dt):
+def build_pipe_xl(cls_name, model_dir, sched_cfg, dt, controlnet_dirs=None):
     cls = {"StableDiffusionXLPipeline": StableDiffusionXLPipeline,
-           "StableDiffusionXLImg2ImgPipeline": StableDiffusionXLImg2ImgPipeline}[cls_name]
+           "StableDiffusionXLImg2ImgPipeline": StableDiffusionXLImg2ImgPipeline,
+           "StableDiffusionXLControlNetPipeline": StableDiffusionXLControlNetPipeline}[cls_name]
     comps = dict(vae=load_vae(model_dir / "vae", dt),
                  text_encoder=load_clip(model_dir / "text_encoder", CLIPTextModel, dt),
                  text_encoder_2=load_clip(model_dir / "text_encoder_2", CLIPTextModelWithProjection, dt),
                  tokenizer=load_tokenizer(model_dir / "tokenizer"), tokenizer_2=load_tokenizer(model_dir / "tokenizer_2"),
                  unet=load_unet(model_dir / "unet", dt), scheduler=make_scheduler(sched_cfg))
     extra = {"requires_aesthetics_score": False} if cls is StableDiffusionXLImg2ImgPipeline else {}
+    if controlnet_dirs:
+        nets = [load_controlnet(d, dt) for d in controlnet_dirs]
+        extra["controlnet"] = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
     pipe = cls(**comps, add_watermarker=False, force_zeros_for_empty_prompt=True, **extra)
     pipe.set_progress_bar_config(disable=True)
     if dt == torch.float64:  # else diffusers encodes img2img images in float32 (force_upcast) in the float64 run
@@ -1798,7 +2141,8 @@ XL_PAIRS = ("original_size", "crops_coords_top_left", "target_size", "negative_o
 
 
 def run_pipe_xl(m, inp, root, dt, record=False):
-    pipe = build_pipe_xl(m["pipeline"], root / m["model_dir"], m["scheduler_config"], dt)
+    pipe = build_pipe_xl(m["pipeline"], root / m["model_dir"], m["scheduler_config"], dt,
+                         [root / d for d in m.get("controlnet_dirs", [])])
     kw = dict(m["call_kwargs"])
     for k in XL_PAIRS:
         if k in kw:
@@ -1820,10 +2164,15 @@ def run_pipe_xl(m, inp, root, dt, record=False):
             res[f"input_ids.{tk}"] = ids((two and kw.get("prompt_2")) or kw["prompt"])
             if cfg and kw.get("negative_prompt"):
                 res[f"negative_input_ids.{tk}"] = ids((two and kw.get("negative_prompt_2")) or kw["negative_prompt"])
-        if "latents" in inp:
-            kw["latents"] = inp["latents"].to(dt)
-        if "image" in inp:
-            kw["image"] = inp["image"].to(dt)
+        if "tensor_call_kwargs" in m:  # call argument -> input name (or list of names)
+            for arg, names in m["tensor_call_kwargs"].items():
+                kw[arg] = [inp[n].to(dt) for n in names] if isinstance(names, list) else inp[names].to(dt)
+        else:
+            if "latents" in inp:
+                kw["latents"] = inp["latents"].to(dt)
+            if "image" in inp:
+                kw["image"] = inp["image"].to(dt)
+        taps = _controlnet_taps(pipe, res) if "controlnet_dirs" in m else []
 
         def unet_hook(mod, args, kwargs, out):
             calls.append((args[0].clone(), args[1].clone() if torch.is_tensor(args[1]) else torch.tensor(args[1]),
@@ -1847,6 +2196,8 @@ def run_pipe_xl(m, inp, root, dt, record=False):
                    callback_on_step_end_tensor_inputs=["latents"])
         nlog = TAP.stop()
         h.remove()
+        for th in taps:
+            th.remove()
     for i, (x, t, o, add) in enumerate(calls):
         res[f"step.{i:03d}.unet_sample"], res[f"step.{i:03d}.unet_timestep"] = x, t.reshape(1).float()
         res[f"step.{i:03d}.unet_out"] = o
@@ -1858,7 +2209,8 @@ def run_pipe_xl(m, inp, root, dt, record=False):
     return res
 
 
-def gen_sdxl_pipe_case(name, desc, pipeline, sched_cfg, call_kwargs, seed, latents_shape=None, image=None):
+def gen_sdxl_pipe_case(name, desc, pipeline, sched_cfg, call_kwargs, seed, latents_shape=None, image=None,
+                       controlnets=None, control_image=None):
     m = {"name": name, "description": desc, "call_kwargs": call_kwargs, "generator_seed": seed,
          "scheduler_config": sched_cfg, "pipeline": pipeline, "model_dir": "models/tiny-sdxl"}
     inp = {}
@@ -1866,6 +2218,12 @@ def gen_sdxl_pipe_case(name, desc, pipeline, sched_cfg, call_kwargs, seed, laten
         inp["latents"] = randn(latents_shape, seed)
     if image is not None:
         inp["image"] = image
+    if controlnets:  # the control image is the `image` argument of StableDiffusionXLControlNetPipeline
+        m["controlnet_dirs"] = [f"models/{n}" for n in controlnets]
+        inp["control_image.000"] = control_image
+        m["tensor_call_kwargs"] = {"image": "control_image.000"}
+        if latents_shape:
+            m["tensor_call_kwargs"]["latents"] = "latents"
     r32 = run_pipe_xl(m, inp, DATA, torch.float32, record=True)
     nlog = r32.pop("_noise_log")
     inp.update(noise_inputs(nlog))
@@ -1890,11 +2248,18 @@ def gen_sdxl_pipe_case(name, desc, pipeline, sched_cfg, call_kwargs, seed, laten
              "negative_pooled_prompt_embeds", "add_text_embeds", "add_time_ids", "init_latents", "noisy_latents"]
     keys = [k for k in order if k in r32] + sorted(k for k in r32 if k.startswith("input_ids") or
                                                    k.startswith("negative_input_ids"))
-    keys += sorted(k for k in r32 if k.startswith("step")) + ["timesteps"]
+    keys += sorted(k for k in r32 if k.startswith("step")) + sorted(k for k in r32 if k.startswith("controlnet_cond"))
+    keys += ["timesteps"]
     e32 = {k: r32[k] for k in keys}
-    floors = {k: (2e-5 if "embeds" in k else 1e-4) for k in e32}
+    floors = {k: (2e-5 if "embeds" in k or k.startswith("controlnet_cond") else 1e-4) for k in e32}
+    if controlnets:
+        m["semantics"]["controlnet"] = ("StableDiffusionXLControlNetPipeline: the nets get the UNet's input rows, "
+                                        "prompt embeddings and added_cond_kwargs; per step scale x keep (guidance "
+                                        "window), residuals summed (step.000.*additional_residual*), "
+                                        "controlnet_cond.NNN = what net NNN received (CFG: cat([img, img]))")
     man = {k: m[k] for k in ("name", "description", "call_kwargs", "generator_seed", "scheduler_config", "steps",
-                             "noise_draws", "layouts", "semantics", "pipeline", "model_dir") if k in m}
+                             "noise_draws", "layouts", "semantics", "pipeline", "model_dir", "controlnet_dirs",
+                             "tensor_call_kwargs") if k in m}
     tols = net_tols(e32, r64, floors=floors)
     for k in list(tols):
         if k.endswith("unet_timestep"):
@@ -1998,6 +2363,15 @@ def gen_sdxl():
                        s + 20, image=synth_image(1, 32, 24, s + 21))
 
 
+def generate_controlnet():
+    """The ControlNet models (built on the stored tiny UNets), their single file and cases."""
+    log("building ControlNets ...")
+    build_controlnets()
+    build_controlnet_single_file()
+    log("building ControlNet cases ...")
+    gen_controlnet_cases()
+
+
 def generate(sdxl_only=False):
     t0 = time.time()
     if sdxl_only:
@@ -2037,6 +2411,7 @@ def generate(sdxl_only=False):
     gen_pipe_cases()
     gen_stream_case(note)
     gen_sdxl()
+    generate_controlnet()
     log("building single-file checkpoints ...")
     build_single_file("tiny-sd15")
     build_single_file("tiny-sd2")
@@ -2048,6 +2423,9 @@ def main():
     ap.add_argument("--verify", action="store_true", help="only verify the stored data (no writing)")
     ap.add_argument("--crosscheck", action="store_true", help="also replay the supported fixture cases")
     ap.add_argument("--no-verify", action="store_true", help="generate without the verification pass")
+    ap.add_argument("--controlnet", action="store_true",
+                    help="(re)generate only the ControlNet models, single file and cases (the tiny models must exist), "
+                         "then verify everything")
     ap.add_argument("--only", nargs="+", metavar="CASE",
                     help="regenerate only these scheduler / pipeline cases (the models must exist), then verify them")
     ap.add_argument("--sdxl-only", action="store_true", help="(re)generate only the SDXL model and cases")
@@ -2057,6 +2435,7 @@ def main():
         ONLY = set(a.only)
         gen_sched_cases()
         gen_pipe_cases()
+        gen_controlnet_cases()
         unknown = ONLY - set(SEEN)
         if unknown:
             log(f"--only: no such scheduler / pipeline case: {', '.join(sorted(unknown))} (known: {', '.join(SEEN)})")
@@ -2068,7 +2447,9 @@ def main():
             log(f"  {name:40s} {kind:6s} {n:4d} tensors  {bad} failed  worst err/tol {w:.3g}")
         log("VERIFY: " + ("all OK" if ok else "FAILURES (see above)"))
         return 0 if ok else 1
-    if not a.verify:
+    if a.controlnet:
+        generate_controlnet()
+    elif not a.verify:
         generate(sdxl_only=a.sdxl_only)
         if a.no_verify:
             return 0

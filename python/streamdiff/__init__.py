@@ -18,6 +18,7 @@ carrying the library's message. The library is found next to this package (``pip
 from __future__ import annotations
 
 from . import _capi
+from ._control import Control, ControlNet, control_preprocess
 from ._errors import ClosedError, InvalidArgumentError, NotFoundError, StreamdiffError, UnsupportedError
 from ._model import Model, ModelInfo, load_image, save_png
 from ._stream import Stream, StreamStats
@@ -49,5 +50,6 @@ def library_path() -> str:
 __all__ = [
     "Model", "ModelInfo", "Stream", "StreamStats", "StreamdiffError", "InvalidArgumentError", "NotFoundError",
     "UnsupportedError", "ClosedError", "load_image", "save_png", "library_version", "library_path", "SAMPLERS",
+    "Control", "ControlNet", "control_preprocess",
     "__version__",
 ]

@@ -86,6 +86,25 @@ class sd_lora_options(ctypes.Structure):
 PROGRESS_FN = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_int, c_double)
 
 
+class sd_control(ctypes.Structure):
+    _fields_ = [
+        ("net", c_void_p),  # sd_controlnet *
+        ("image", POINTER(sd_image)),
+        ("scale", c_float),
+        ("guidance_start", c_float),
+        ("guidance_end", c_float),
+    ]
+
+
+# sd_preprocess
+SD_PREPROCESS_NONE, SD_PREPROCESS_CANNY, SD_PREPROCESS_SOFTEDGE, SD_PREPROCESS_SCRIBBLE = 0, 1, 2, 3
+SD_PREPROCESS_INVERT, SD_PREPROCESS_TILE = 4, 5
+
+
+class sd_preprocess_params(ctypes.Structure):
+    _fields_ = [("kind", c_enum), ("canny_low", c_int), ("canny_high", c_int), ("threshold", c_int)]
+
+
 class sd_gen_params(ctypes.Structure):
     _fields_ = [
         ("prompt", c_char_p),
@@ -105,6 +124,8 @@ class sd_gen_params(ctypes.Structure):
         ("rng", c_enum),
         ("progress", PROGRESS_FN),
         ("progress_user", c_void_p),
+        ("controls", POINTER(sd_control)),  # ControlNets; NULL = none
+        ("n_controls", c_int),
         ("original_size", c_int * 2),  # SDXL micro-conditioning: (height, width), (top, left); 0 = default
         ("crops_coords_top_left", c_int * 2),
         ("target_size", c_int * 2),
@@ -137,6 +158,9 @@ class sd_stream_params(ctypes.Structure):
         ("queue_size", c_int),
         ("drop_old_frames", c_bool),
         ("use_graphs", c_bool),
+        ("controls", POINTER(sd_control)),
+        ("n_controls", c_int),
+        ("control_preprocess", sd_preprocess_params),
     ]
 
 
@@ -248,6 +272,12 @@ def _declare(h) -> None:
     _fn(h, "sd_stream_img2img", st, c_void_p, P(sd_image), P(sd_image))
     _fn(h, "sd_stream_txt2img", st, c_void_p, P(sd_image))
     _fn(h, "sd_stream_get_stats", st, c_void_p, P(sd_stream_stats))
+    _fn(h, "sd_controlnet_load", st, c_void_p, c_char_p, P(c_void_p))
+    _fn(h, "sd_controlnet_free", None, c_void_p)
+    _fn(h, "sd_control_default", None, P(sd_control))
+    _fn(h, "sd_preprocess_default_params", None, P(sd_preprocess_params))
+    _fn(h, "sd_preprocess_from_name", c_bool, c_char_p, P(c_enum))
+    _fn(h, "sd_control_preprocess", st, P(sd_image), P(sd_preprocess_params), P(sd_image))
 
 
 def decode(b: Optional[bytes]) -> str:
@@ -268,5 +298,5 @@ __all__ = [
     "sd_lora_spec", "sd_lora_options", "sd_gen_params", "sd_stream_params", "sd_stream_stats", "PROGRESS_FN",
     "STATUS_NAMES", "SD_OK", "SD_BACKEND_CPU", "SD_BACKEND_CUDA", "SD_RNG_TYPE_TORCH", "SD_RNG_TYPE_FAST",
     "SD_CFG_NONE", "SD_CFG_FULL", "SD_CFG_SELF", "SD_CFG_INITIALIZE", "SD_STREAM_MAX_STEPS", "SD_PRECISION_FP32",
-    "SD_PRECISION_BF16", "SD_PRECISION_INT8", "SD_PRECISION_AUTO",
+    "SD_PRECISION_BF16", "SD_PRECISION_INT8", "SD_PRECISION_AUTO", "sd_control", "sd_preprocess_params",
 ]

@@ -87,6 +87,7 @@ class Model:
         self._h: Optional[int] = None
         self._lock = threading.RLock()
         self._streams: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._controlnets: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._loras: Dict[str, float] = {}
         self._lora_allow_unmatched = False
         if backend not in _BACKENDS:
@@ -118,6 +119,8 @@ class Model:
         """Frees the model (and closes the streams made from it). Later calls raise ClosedError."""
         for s in list(self._streams):  # (stream locks before the model lock, as a frame takes them)
             s.close()
+        for c in list(self._controlnets):  # the nets' weights live on the model's backend
+            c.close()
         with self._lock:
             if self._h is not None:
                 _capi.lib().sd_model_free(self._h)
@@ -187,7 +190,16 @@ class Model:
             p.progress = cb
         return p, cb
 
-    def _run(self, p, cb, init: Optional[_capi.sd_image], like_pil: bool):
+    def load_controlnet(self, path: PathLike):
+        """Loads a ControlNet for this model (see :class:`streamdiff.ControlNet`)."""
+        from ._control import ControlNet
+        return ControlNet(self, path)
+
+    def _run(self, p, cb, init: Optional[_capi.sd_image], like_pil: bool, controls=None):
+        from ._control import control_array
+        arr, n_ctl, keep = control_array(controls, need_image=True)
+        if n_ctl:
+            p.controls, p.n_controls = arr, n_ctl
         n = max(1, int(p.batch_size))
         outs = (_capi.sd_image * n)()
         lib = _capi.lib()
@@ -197,7 +209,7 @@ class Model:
                 st = lib.sd_txt2img(h, ctypes.byref(p), outs)
             else:
                 st = lib.sd_img2img(h, ctypes.byref(p), ctypes.byref(init), outs)
-        del cb
+        del cb, keep
         check(st)
         images = [output_like(take_sd_image(outs[k]), like_pil) for k in range(n)]
         return images[0] if n == 1 else images
@@ -206,7 +218,7 @@ class Model:
                 height: int = 0, guidance_scale: float = 7.5, sampler: Optional[str] = None,
                 schedule: Optional[str] = None, seed: Optional[int] = 42, eta: float = 0.0, clip_skip: int = 0,
                 batch_size: int = 1, use_taesd: bool = False, rng: str = "torch", output_type: str = "pil",
-                progress: Optional[ProgressFn] = None):
+                progress: Optional[ProgressFn] = None, controls: Optional[Sequence[Any]] = None):
         """Generates an image from `prompt` (the CLI's ``streamdiff txt2img`` with the same settings gives the
         same pixels; ``rng="torch"`` reproduces diffusers with ``torch.Generator("cpu").manual_seed(seed)``).
 
@@ -222,17 +234,19 @@ class Model:
             batch_size: images per call (one batched UNet pass); > 1 returns a list.
             output_type: ``"pil"`` (PIL.Image) or ``"np"`` (numpy (H, W, 3) uint8).
             progress: called as ``progress(step, total, elapsed_seconds)`` after every step.
+            controls: ControlNets, a list of :class:`streamdiff.Control` (their effects add up).
         """
         like_pil = parse_output_type(output_type)
         p, cb = self._gen_params(prompt, negative_prompt, steps, width, height, guidance_scale, sampler, schedule,
                                  seed, batch_size, clip_skip, 0.8, eta, use_taesd, rng, progress)
-        return self._run(p, cb, None, like_pil)
+        return self._run(p, cb, None, like_pil, controls)
 
     def img2img(self, image: ImageLike, prompt: str, *, strength: float = 0.8,
                 negative_prompt: Optional[str] = None, steps: int = 0, width: int = 0, height: int = 0,
                 guidance_scale: float = 7.5, sampler: Optional[str] = None, schedule: Optional[str] = None,
                 seed: Optional[int] = 42, eta: float = 0.0, clip_skip: int = 0, batch_size: int = 1,
-                use_taesd: bool = False, rng: str = "torch", progress: Optional[ProgressFn] = None):
+                use_taesd: bool = False, rng: str = "torch", progress: Optional[ProgressFn] = None,
+                controls: Optional[Sequence[Any]] = None):
         """Changes `image` (PIL.Image or numpy (H, W, 3) uint8) towards `prompt`; returns the same type.
 
         `strength` (0 < s <= 1) is how much to change it: diffusers runs the last int(steps*strength) steps.
@@ -243,7 +257,7 @@ class Model:
         init = to_sd_image(arr)
         p, cb = self._gen_params(prompt, negative_prompt, steps, width, height, guidance_scale, sampler, schedule,
                                  seed, batch_size, clip_skip, strength, eta, use_taesd, rng, progress)
-        out = self._run(p, cb, init, like_pil)
+        out = self._run(p, cb, init, like_pil, controls)
         del arr
         return out
 
@@ -304,18 +318,23 @@ class Model:
                cfg_type: str = "self", guidance_scale: float = 1.2, delta: float = 1.0, seed: int = 2,
                num_inference_steps: int = 50, frame_buffer_size: int = 1, use_denoising_batch: bool = True,
                do_add_noise: bool = True, similarity_threshold: float = 0.0, max_skip_frames: int = 10,
-               use_taesd: Optional[bool] = None, rng: str = "torch", use_graphs: bool = True):
+               use_taesd: Optional[bool] = None, rng: str = "torch", use_graphs: bool = True,
+               controls: Optional[Sequence[Any]] = None, control_preprocess: str = "none", canny_low: int = 100,
+               canny_high: int = 200, scribble_threshold: int = 64):
         """A StreamDiffusion stream on this model (see :class:`streamdiff.Stream`); the arguments are
         StreamDiffusion's: ``t_index_list`` indexes the ``num_inference_steps``-step LCM schedule,
         ``cfg_type`` is ``"none"``, ``"full"``, ``"self"`` or ``"initialize"`` (residual CFG),
         ``similarity_threshold`` > 0 turns the similar-image filter on. ``use_taesd=None`` uses the model's
-        TAESD when it has one."""
+        TAESD when it has one. ``controls``: ControlNets (:class:`streamdiff.Control`; image None = made from
+        each input frame with ``control_preprocess``); every stream-batch row takes its own frame's."""
         from ._stream import Stream
         return Stream(self, t_index_list=t_index_list, width=width, height=height, cfg_type=cfg_type,
                       guidance_scale=guidance_scale, delta=delta, seed=seed, num_inference_steps=num_inference_steps,
                       frame_buffer_size=frame_buffer_size, use_denoising_batch=use_denoising_batch,
                       do_add_noise=do_add_noise, similarity_threshold=similarity_threshold,
-                      max_skip_frames=max_skip_frames, use_taesd=use_taesd, rng=rng, use_graphs=use_graphs)
+                      max_skip_frames=max_skip_frames, use_taesd=use_taesd, rng=rng, use_graphs=use_graphs,
+                      controls=controls, control_preprocess=(control_preprocess, canny_low, canny_high,
+                                                             scribble_threshold))
 
 
 def load_image(path: PathLike, output_type: str = "pil"):

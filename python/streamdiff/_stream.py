@@ -52,7 +52,8 @@ class Stream:
     def __init__(self, model: "Model", *, t_index_list: Sequence[int], width: int, height: int, cfg_type: str,
                  guidance_scale: float, delta: float, seed: int, num_inference_steps: int, frame_buffer_size: int,
                  use_denoising_batch: bool, do_add_noise: bool, similarity_threshold: float, max_skip_frames: int,
-                 use_taesd: Optional[bool], rng: str, use_graphs: bool):
+                 use_taesd: Optional[bool], rng: str, use_graphs: bool, controls=None,
+                 control_preprocess=("none", 100, 200, 64)):
         if cfg_type not in _CFG:
             raise ValueError(f"cfg_type must be one of none, full, self, initialize; got {cfg_type!r}")
         if rng not in _RNGS:
@@ -68,7 +69,8 @@ class Stream:
             num_inference_steps=int(num_inference_steps), frame_buffer_size=int(frame_buffer_size),
             use_denoising_batch=bool(use_denoising_batch), do_add_noise=bool(do_add_noise),
             similarity_threshold=float(similarity_threshold), max_skip_frames=int(max_skip_frames),
-            use_taesd=use_taesd, rng=rng, use_graphs=bool(use_graphs))
+            use_taesd=use_taesd, rng=rng, use_graphs=bool(use_graphs), controls=list(controls or []),
+            control_preprocess=tuple(control_preprocess))
         self._h = self._create(self._cfg)
         model._streams.add(self)
 
@@ -101,7 +103,12 @@ class Stream:
         return p
 
     def _create(self, c: Dict[str, Any]) -> int:
+        from ._control import control_array, preprocess_params
         p = self._params(c)
+        arr, n_ctl, keep = control_array(c["controls"], need_image=False)  # read by sd_stream_create only
+        if n_ctl:
+            p.controls, p.n_controls = arr, n_ctl
+            p.control_preprocess = preprocess_params(*c["control_preprocess"])
         h = ctypes.c_void_p()
         with self._model._lock:
             check(_capi.lib().sd_stream_create(self._model._handle(), ctypes.byref(p), ctypes.byref(h)))

@@ -1,7 +1,7 @@
 /* ControlNetModel cases: down, mid = ControlNet(sample, timestep, encoder_hidden_states, controlnet_cond,
  * conditioning_scale) compared with down_block_res_samples.NNN / mid_block_res_sample and the act.*
  * activations of the ControlNet; then the UNet of unet_dir with those residuals (unet_out_sample) and
- * without (unet_out_sample_without_control). */
+ * without (unet_out_sample_without_control). SDXL cases add text_embeds / time_ids (to both). */
 #include "backend/ops.h"
 #include "check/check.h"
 #include "models/controlnet.h"
@@ -11,9 +11,10 @@
 #include <string.h>
 
 typedef struct cn_inputs {
-    float *x, *t, *c, *cond;
-    int64_t xs[4], cs[3], conds[4];
+    float *x, *t, *c, *cond, *te, *ti;
+    int64_t xs[4], cs[3], conds[4], tes[2], tis[2];
     float scale;
+    bool has_added; /* SDXL text_embeds + time_ids */
 } cn_inputs;
 
 typedef struct cn_job {
@@ -46,14 +47,20 @@ static void run(sd_ctx *ctx, cn_job *j)
     sd_tensor t = upload(ctx, SD_F32, in->t, 1, &B);
     sd_tensor cx = upload(ctx, act, in->c, 3, in->cs);
     sd_tensor cond = upload(ctx, act, in->cond, 4, in->conds);
+    sd_unet_added add = {0};
+    if (in->has_added) {
+        add.text_embeds = upload(ctx, act, in->te, 2, in->tes);
+        add.time_ids = upload(ctx, SD_F32, in->ti, 2, in->tis);
+    }
+    const sd_unet_added *ap = in->has_added ? &add : NULL;
     sd_cnet_residuals_new(ctx, j->cn, B, in->xs[2], in->xs[3], j->down, &j->mid);
     sd_unet_residuals res = {j->down, sd_cnet_num_residuals(j->cn), j->mid};
     ctx->hook = sd_case_hook; /* the ControlNet's activations only (the UNet has the same module names) */
     ctx->hook_user = j->c;
-    sd_cnet_forward(ctx, j->cn, x, t, cx, cond, in->scale, NULL, &res, false);
+    sd_cnet_forward(ctx, j->cn, x, t, cx, cond, in->scale, ap, &res, false);
     ctx->hook = NULL;
-    j->y = sd_unet_forward_ex(ctx, j->u, x, t, cx, NULL, NULL, NULL, &res);
-    j->y0 = sd_unet_forward(ctx, j->u, x, t, cx, NULL, NULL);
+    j->y = sd_unet_forward_ex(ctx, j->u, x, t, cx, NULL, NULL, ap, &res);
+    j->y0 = sd_unet_forward_added(ctx, j->u, x, t, cx, NULL, NULL, ap);
 }
 
 static sd_status get_input(sd_case *c, const char *name, int ndim, float **out, int64_t *shape)
@@ -118,6 +125,12 @@ sd_status sd_check_controlnet(sd_case *c)
         s = get_input(c, "encoder_hidden_states", 3, &in.c, in.cs);
     if (s == SD_OK)
         s = get_input(c, "controlnet_cond", 4, &in.cond, in.conds);
+    if (s == SD_OK && c->inputs && sd_st_find(c->inputs, "text_embeds")) { /* SDXL added_cond_kwargs */
+        in.has_added = true;
+        s = get_input(c, "text_embeds", 2, &in.te, in.tes);
+        if (s == SD_OK)
+            s = get_input(c, "time_ids", 2, &in.ti, in.tis);
+    }
     if (s == SD_OK) {
         double scale = 1.0;
         float *sc = NULL;
@@ -199,6 +212,8 @@ sd_status sd_check_controlnet(sd_case *c)
     free(in.t);
     free(in.c);
     free(in.cond);
+    free(in.te);
+    free(in.ti);
     free(ccfg);
     free(ucfg);
     free(udir);

@@ -231,9 +231,12 @@ sd_status sd_check_pipe(sd_case *c)
     SD_TRY(sd_config_str(&c->manifest, "pipeline", NULL, &pipeline));
     bool img2img = strstr(pipeline, "Img2Img") != NULL;
     bool lcm_pipe = !strcmp(pipeline, "LatentConsistencyModelPipeline");
-    bool xl_pipe = !strcmp(pipeline, "StableDiffusionXLPipeline") || !strcmp(pipeline, "StableDiffusionXLImg2ImgPipeline");
     bool cn_pipe = !strcmp(pipeline, "StableDiffusionControlNetPipeline") ||
-                   !strcmp(pipeline, "StableDiffusionControlNetImg2ImgPipeline");
+                   !strcmp(pipeline, "StableDiffusionControlNetImg2ImgPipeline") ||
+                   !strcmp(pipeline, "StableDiffusionXLControlNetPipeline") ||
+                   !strcmp(pipeline, "StableDiffusionXLControlNetImg2ImgPipeline");
+    bool xl_pipe = !strcmp(pipeline, "StableDiffusionXLPipeline") || !strcmp(pipeline, "StableDiffusionXLImg2ImgPipeline") ||
+                   !strncmp(pipeline, "StableDiffusionXLControlNet", 27);
     if (strcmp(pipeline, "StableDiffusionPipeline") && strcmp(pipeline, "StableDiffusionImg2ImgPipeline") && !lcm_pipe &&
         !xl_pipe && !cn_pipe)
         return sd_fail(SD_ERR_UNSUPPORTED, "%s: pipeline '%s' is not supported", c->name, pipeline);

@@ -35,4 +35,40 @@ int cli_serve(int argc, char **argv);
  * scale when it starts like a number (-100..100, default 1). out->path is malloc'd (free it). */
 #define CLI_MAX_LORAS 16
 bool cli_parse_lora(const char *v, sd_lora_spec *out);
+
+/* ControlNet options of txt2img / img2img (cli_control.c):
+ *   --control NET:IMAGE[:SCALE[:START:END]]   repeatable (CLI_MAX_CONTROLS); IMAGE "input" = the init image
+ *   --control-preprocess NAME                 once (every control image) or once per --control, in order
+ *   --canny-low N, --canny-high N, --scribble-threshold N, --control-save FILE */
+#define CLI_MAX_CONTROLS 8
+typedef struct cli_controls {
+    int n;
+    char *net[CLI_MAX_CONTROLS], *image[CLI_MAX_CONTROLS]; /* malloc'd */
+    float scale[CLI_MAX_CONTROLS], start[CLI_MAX_CONTROLS], end[CLI_MAX_CONTROLS];
+    int n_pre;
+    sd_preprocess pre[CLI_MAX_CONTROLS];
+    sd_preprocess_params pp; /* thresholds (kind unused) */
+    bool pp_set;             /* a threshold option was given */
+    const char *save;        /* --control-save: where the control images as used are written */
+    /* prepared (cli_controls_prepare) */
+    sd_image raw[CLI_MAX_CONTROLS], img[CLI_MAX_CONTROLS];
+    sd_controlnet *cn[CLI_MAX_CONTROLS];
+    sd_control ctl[CLI_MAX_CONTROLS];
+} cli_controls;
+void cli_controls_init(cli_controls *cs);
+/* Option handlers: 0, or 2 after a usage message naming `flag` and the value. */
+int cli_controls_add(cli_controls *cs, const char *cmd, const char *flag, const char *v);
+int cli_controls_preprocess(cli_controls *cs, const char *cmd, const char *flag, const char *v);
+int cli_controls_threshold(cli_controls *cs, const char *cmd, const char *flag, const char *v);
+/* Checks that need no files (0 or 2); then reads the control image files (0 or 1): before the model load. */
+int cli_controls_check(cli_controls *cs, const char *cmd, bool img2img);
+int cli_controls_load_images(cli_controls *cs, const char *cmd);
+/* Loads the nets for m and makes each control image at W x H (a file of another size is resized, and said so;
+ * "input" = the init image fitted as img2img fits it), preprocessed; cs->ctl is then ready (0 or 1). */
+int cli_controls_prepare(cli_controls *cs, const char *cmd, sd_model *m, const sd_image *init, int W, int H,
+                         bool verbose);
+void cli_controls_free(cli_controls *cs); /* (nets before their model) */
+/* `streamdiff stream`: loads the nets for m and fills sp->controls (IMAGE "input": made from each input frame
+ * with sp->control_preprocess; one --control-preprocess for all) (0, 1, or 2 for a usage error). */
+int cli_controls_for_stream(cli_controls *cs, const char *cmd, sd_model *m, sd_stream_params *sp);
 #endif

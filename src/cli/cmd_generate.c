@@ -35,7 +35,8 @@ typedef enum {
     O_MODEL, O_PROMPT, O_NEG, O_WIDTH, O_HEIGHT, O_STEPS, O_CFG, O_SAMPLER, O_SCHEDULE, O_SEED,
     O_BATCH_COUNT, O_BATCH_SIZE, O_STRENGTH, O_INIT, O_OUTPUT, O_TAESD, O_THREADS, O_CLIP_SKIP,
     O_RNG, O_BACKEND, O_ETA, O_KEEP_F16, O_PRECISION, O_CONFIG_DIR, O_PRED, O_CHECK_FINITE, O_LORA, O_LORA_ALLOW, O_VERBOSE, O_HELP,
-    O_ORIG_SIZE, O_TARGET_SIZE, O_CROP, O_NEG_ORIG_SIZE, O_NEG_TARGET_SIZE, O_NEG_CROP, O_PROMPT2, O_NEG2
+    O_ORIG_SIZE, O_TARGET_SIZE, O_CROP, O_NEG_ORIG_SIZE, O_NEG_TARGET_SIZE, O_NEG_CROP, O_PROMPT2, O_NEG2,
+    O_CONTROL, O_CONTROL_PRE, O_CANNY_LOW, O_CANNY_HIGH, O_SCRIBBLE, O_CONTROL_SAVE
 } opt_id;
 
 typedef struct {
@@ -81,6 +82,12 @@ static const opt_def k_opts[] = {
     {NULL, "--negative-original-size", true, false, O_NEG_ORIG_SIZE},
     {NULL, "--negative-target-size", true, false, O_NEG_TARGET_SIZE},
     {NULL, "--negative-crop", true, false, O_NEG_CROP},
+    {NULL, "--control", true, false, O_CONTROL},
+    {NULL, "--control-preprocess", true, false, O_CONTROL_PRE},
+    {NULL, "--canny-low", true, false, O_CANNY_LOW},
+    {NULL, "--canny-high", true, false, O_CANNY_HIGH},
+    {NULL, "--scribble-threshold", true, false, O_SCRIBBLE},
+    {NULL, "--control-save", true, false, O_CONTROL_SAVE},
     {"-v", "--verbose", false, false, O_VERBOSE},
     {"-h", "--help", false, false, O_HELP},
 };
@@ -106,6 +113,7 @@ typedef struct {
     /* SDXL micro-conditioning, {height, width} / {top, left}; 0 = default */
     int orig_size[2], target_size[2], crop[2], neg_orig_size[2], neg_target_size[2], neg_crop[2];
     const char *prompt2, *negative2; /* SDXL: the second text encoder's prompts */
+    cli_controls ctl; /* --control ... (cli_control.c) */
 } gen_opts;
 
 /* ------------------------------------------------------------ help */
@@ -177,6 +185,20 @@ static void usage(FILE *f, const gen_opts *o)
             "                            or a PEFT adapter folder. LoHa/LoKr/(IA)^3/DoRA are not supported.\n"
             "      --lora-allow-unmatched  warn about LoRA tensors that match no layer of the model instead of\n"
             "                            failing (e.g. an SDXL LoRA's second text encoder)\n"
+            "\nControlNet:\n"
+            "      --control NET:IMAGE[:SCALE[:START:END]]\n"
+            "                            steer with a ControlNet: NET a diffusers ControlNetModel folder, a\n"
+            "                            single-file v1.x .safetensors (control_v11p_sd15_canny...) or an HF id;\n"
+            "                            IMAGE the control image (PNG/JPEG; resized to -W x -H when it differs),\n"
+            "                            or 'input' (img2img: the init image); SCALE 0..10 (default 1); it acts\n"
+            "                            from fraction START to END of the steps (default 0:1). Repeat for\n"
+            "                            several nets (up to %d; their effects add up)\n"
+            "      --control-preprocess P  make the control image from IMAGE first: none | canny | softedge |\n"
+            "                            scribble | invert | tile (default: none, IMAGE is the control image).\n"
+            "                            Once for every --control, or once per --control in the same order\n"
+            "      --canny-low N, --canny-high N  Canny thresholds as OpenCV's (default 100, 200)\n"
+            "      --scribble-threshold N  soft-edge level that becomes a stroke, 1..255 (default 64)\n"
+            "      --control-save FILE   also write the control image(s) as used (PNG; FILE_1.png, ... or %%d)\n"
             "\noutput:\n"
             "  -o, --output FILE         PNG file to write (default: output.png). With several images:\n"
             "                            output.png, output_1.png, output_2.png, ... or a pattern with\n"
@@ -204,7 +226,7 @@ static void usage(FILE *f, const gen_opts *o)
                        : "the model's native size: 512 SD1.5, 768 SD2, 1024 SDXL",
             o->img2img ? "the init image's height, rounded down to a multiple of 8"
                        : "the model's native size: 512 SD1.5, 768 SD2, 1024 SDXL", GEN_MAX_STEPS,
-            (double)d.guidance_scale, (double)d.eta, d.seed, GEN_MAX_LORAS, GEN_MAX_BATCH_SIZE);
+            (double)d.guidance_scale, (double)d.eta, d.seed, GEN_MAX_LORAS, CLI_MAX_CONTROLS, GEN_MAX_BATCH_SIZE);
     fprintf(f, "\nexamples:\n");
     if (o->img2img)
         fprintf(f,
@@ -600,6 +622,12 @@ static int parse_args(int argc, char **argv, gen_opts *o)
             break;
         case O_LORA: rc = lora_value(o, flag, v); break;
         case O_LORA_ALLOW: o->lora_allow_unmatched = true; break;
+        case O_CONTROL: rc = cli_controls_add(&o->ctl, o->cmd, flag, v); break;
+        case O_CONTROL_PRE: rc = cli_controls_preprocess(&o->ctl, o->cmd, flag, v); break;
+        case O_CANNY_LOW:
+        case O_CANNY_HIGH:
+        case O_SCRIBBLE: rc = cli_controls_threshold(&o->ctl, o->cmd, flag, v); break;
+        case O_CONTROL_SAVE: o->ctl.save = v; break;
         case O_VERBOSE: o->verbose = true; break;
         case O_HELP: usage(stdout, o); return 0;
         }
@@ -800,6 +828,8 @@ static int run_generate(gen_opts *o, bool img2img)
     bool has_index = false;
     if ((rc = check_args(o, &has_index)) != 0)
         return rc;
+    if ((rc = cli_controls_check(&o->ctl, o->cmd, img2img)) != 0)
+        return rc;
 
     /* the init image first: a bad file fails before the slow model load */
     sd_image init = {0};
@@ -825,6 +855,10 @@ static int run_generate(gen_opts *o, bool img2img)
         }
         if ((o->width != init.width || o->height != init.height) && o->verbose)
             fprintf(stderr, "init image %dx%d is resized to %dx%d\n", init.width, init.height, o->width, o->height);
+    }
+    if (cli_controls_load_images(&o->ctl, o->cmd)) { /* a bad control image fails before the model load too */
+        sd_image_free(&init);
+        return 1;
     }
     if (o->random_seed)
         o->seed = clock_seed();
@@ -874,6 +908,7 @@ static int run_generate(gen_opts *o, bool img2img)
         sd_status ls = sd_model_apply_loras_ex(m, o->loras, o->n_loras, &lo);
         if (ls != SD_OK) {
             run_error(o, "cannot apply the LoRA(s)", ls);
+            cli_controls_free(&o->ctl);
             sd_model_free(m);
             sd_image_free(&init);
             return 1;
@@ -891,6 +926,12 @@ static int run_generate(gen_opts *o, bool img2img)
             o->width = info.native_size;
         if (!o->height)
             o->height = info.native_size;
+    }
+    if (o->ctl.n && cli_controls_prepare(&o->ctl, o->cmd, m, &init, o->width, o->height, o->verbose)) {
+        cli_controls_free(&o->ctl); /* the nets before their model */
+        sd_model_free(m);
+        sd_image_free(&init);
+        return 1;
     }
     if (o->negative && *o->negative && (o->cfg <= 1.0f || (have_info && info.lcm_guidance_embedding)))
         fprintf(stderr,
@@ -927,6 +968,8 @@ static int run_generate(gen_opts *o, bool img2img)
                          .per_call = o->batch_size, .cmd = o->cmd};
     gp.progress = on_progress;
     gp.progress_user = &ps;
+    gp.controls = o->ctl.n ? o->ctl.ctl : NULL;
+    gp.n_controls = o->ctl.n;
 
     if (o->random_seed)
         fprintf(stderr, "seed: %" PRIu64 " (random)\n", o->seed);
@@ -949,6 +992,7 @@ static int run_generate(gen_opts *o, bool img2img)
         fprintf(stderr, "streamdiff %s: out of memory\n", o->cmd);
         free(imgs);
         free(name);
+        cli_controls_free(&o->ctl);
         sd_model_free(m);
         sd_image_free(&init);
         return 1;
@@ -993,6 +1037,7 @@ static int run_generate(gen_opts *o, bool img2img)
         fprintf(stderr, "%d image(s) in %.2f s (model load %.2f s)\n", total, now_s() - t_all, t_load);
     free(imgs);
     free(name);
+    cli_controls_free(&o->ctl);
     sd_model_free(m);
     sd_image_free(&init);
     return rc;
@@ -1018,10 +1063,12 @@ static int generate(int argc, char **argv, bool img2img)
         .rng = defs.rng,
         .backend = SD_BACKEND_CPU,
     };
+    cli_controls_init(&o.ctl);
     int rc = parse_args(argc, argv, &o);
     if (rc < 0)
         rc = run_generate(&o, img2img);
     free_loras(&o);
+    cli_controls_free(&o.ctl);
     return rc;
 }
 

@@ -44,6 +44,7 @@ typedef struct {
     bool lora_allow_unmatched;
     int osc_port;         /* 0: no OSC */
     const char *osc_bind; /* NULL: 127.0.0.1 */
+    cli_controls *ctl;    /* --control ... (cli_control.c; owned by cli_stream) */
 } stream_opts;
 
 /* ------------------------------------------------------------ shared parsers (cli.h) */
@@ -128,6 +129,12 @@ static void usage(FILE *f)
             "      --lora PATH[:SCALE] fuse a LoRA / LoCon with strength SCALE (default 1) before streaming;\n"
             "                          repeatable, e.g. an LCM-LoRA plus a style LoRA (see txt2img --help)\n"
             "      --lora-allow-unmatched  only warn about LoRA tensors that match no layer of the model\n"
+            "      --control NET:IMAGE[:SCALE[:START:END]]  a ControlNet (folder, v1.x .safetensors or HF id) steers\n"
+            "                          every frame: IMAGE a fixed control image, or 'input' = made from each input\n"
+            "                          frame (each stream-batch row takes its own frame's); START:END = the part of\n"
+            "                          the steps it acts on; repeat for several (up to 8)\n"
+            "      --control-preprocess P  how 'input' control images are made: none | canny | softedge | scribble |\n"
+            "                          invert | tile (one for all); --canny-low/--canny-high N, --scribble-threshold N\n"
             "\nStreamDiffusion:\n"
             "      --t-index LIST      ascending indices into the 50-step LCM schedule, one per denoising\n"
             "                          step; smaller = more noise = more change (default: 32,45)\n"
@@ -238,7 +245,9 @@ static int parse_args(int argc, char **argv, stream_opts *o)
                                            "--steps", "--cfg-type", "--guidance", "--delta", "-s", "--seed", "-W",
                                            "--width", "-H", "--height", "--similarity", "--max-skip", "--frames",
                                            "-t", "--threads", "--backend", "--precision", "--fps", "--queue", "--rng",
-                                           "--stats-every", "--probe", "--lora", "--osc-port", "--osc-bind"};
+                                           "--stats-every", "--probe", "--lora", "--osc-port", "--osc-bind",
+                                           "--control", "--control-preprocess", "--canny-low", "--canny-high",
+                                           "--scribble-threshold"};
         bool known = false;
         for (size_t k = 0; k < SD_ARRAY_LEN(with_value) && !known; k++)
             known = !strcmp(name, with_value[k]);
@@ -342,6 +351,18 @@ static int parse_args(int argc, char **argv, stream_opts *o)
             if (!cli_parse_lora(v, &o->loras[o->n_loras]))
                 return cli_bad_value("stream", name, v, "PATH or PATH:SCALE with SCALE a number from -100 to 100 (e.g. lcm.safetensors:1)");
             o->n_loras++;
+        } else if (FLAG(NULL, "--control")) {
+            int rc = cli_controls_add(o->ctl, "stream", name, v);
+            if (rc)
+                return rc;
+        } else if (FLAG(NULL, "--control-preprocess")) {
+            int rc = cli_controls_preprocess(o->ctl, "stream", name, v);
+            if (rc)
+                return rc;
+        } else if (FLAG(NULL, "--canny-low") || FLAG(NULL, "--canny-high") || FLAG(NULL, "--scribble-threshold")) {
+            int rc = cli_controls_threshold(o->ctl, "stream", name, v);
+            if (rc)
+                return rc;
         } else if (FLAG(NULL, "--osc-port")) {
             if (!cli_parse_int(v, 1, 65535, &o->osc_port))
                 return cli_bad_value("stream", name, v, "a UDP port from 1 to 65535, e.g. 9000");
@@ -709,7 +730,9 @@ static int cli_stream_run(stream_opts *po);
 
 int cli_stream(int argc, char **argv)
 {
-    stream_opts o = {.backend = SD_BACKEND_CPU, .precision = SD_PRECISION_AUTO, .stats_every = 2.0};
+    cli_controls ctl;
+    cli_controls_init(&ctl);
+    stream_opts o = {.backend = SD_BACKEND_CPU, .precision = SD_PRECISION_AUTO, .stats_every = 2.0, .ctl = &ctl};
     sd_stream_default_params(&o.sp);
     o.sp.n_t_index = 0;
     int rc = parse_args(argc, argv, &o);
@@ -717,6 +740,7 @@ int cli_stream(int argc, char **argv)
         rc = cli_stream_run(&o);
     for (int i = 0; i < o.n_loras; i++)
         free((char *)o.loras[i].path);
+    cli_controls_free(&ctl);
     return rc;
 }
 
@@ -732,8 +756,10 @@ static int cli_stream_run(stream_opts *po)
         memcpy(o.sp.t_index_list, d.t_index_list, sizeof d.t_index_list);
         o.sp.n_t_index = d.n_t_index;
     }
-    if ((rc = check_args(&o)))
+    if ((rc = check_args(&o)) || (rc = cli_controls_check(o.ctl, "stream", !o.txt2img)))
         return rc;
+    if (cli_controls_load_images(o.ctl, "stream")) /* fixed control images: fail before the model load */
+        return 1;
 
     /* the prompt file and the input first: fail before the slow model load */
     prompt_watch pw = {.path = o.prompt_file};
@@ -780,6 +806,8 @@ static int cli_stream_run(stream_opts *po)
     sd_model_info info;
     sd_model_get_info(m, &info);
     o.sp.use_taesd = info.has_taesd;
+    if ((rc = cli_controls_for_stream(o.ctl, "stream", m, &o.sp)))
+        goto done;
     sd_status cst = sd_stream_create(m, &o.sp, &s);
     if (cst != SD_OK) {
         fprintf(stderr, "streamdiff stream: %s\n", sd_last_error());
@@ -852,6 +880,7 @@ done:
         rc = rc ? rc : 1;
     }
     sd_stream_free(s);
+    cli_controls_free(o.ctl); /* the nets before their model */
     sd_model_free(m);
     sd_video_source_close(src);
     free(file_prompt);

@@ -36,4 +36,20 @@ void sd_rgb_fit_into(const sd_rgb *src, sd_rgb *dst);
 void sd_rgb_to_chw(const sd_rgb *img, float *chw);
 void sd_chw_to_rgb(const float *chw, sd_rgb *img);
 
+/* ControlNet control images (src/io/preprocess.c; public: sd_control_preprocess): the same on caller-owned
+ * buffers, for the per-frame path (no allocation): work buffers for one image size, an output image of that
+ * size. */
+typedef struct sd_preprocess_work {
+    int width, height;
+    float *f;      /* [3*W*H] */
+    int *gx, *gy, *mag;
+    uint8_t *map;
+    size_t *stack;
+} sd_preprocess_work;
+sd_status sd_preprocess_work_init(sd_preprocess_work *w, int width, int height);
+void sd_preprocess_work_free(sd_preprocess_work *w);
+sd_status sd_preprocess_check(const sd_preprocess_params *p);
+sd_status sd_control_preprocess_into(const sd_image *in, const sd_preprocess_params *p, sd_preprocess_work *w,
+                                     sd_image *out);
+
 #endif

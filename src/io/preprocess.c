@@ -57,16 +57,45 @@ static void sobel(const sd_rgb *im, const float *plane, int x, int y, float *dx,
 /* cv2.Canny(img, low, high) (L1 gradient, aperture 3) on an RGB image: per pixel the channel with the largest
  * |dx| + |dy|; non-maximum suppression in four directions with OpenCV's tan(22.5)/tan(67.5) sectors and its
  * tie rules; candidates m > low, seeds m > high, hysteresis over 8-neighbours. */
-static sd_status canny(const sd_rgb *in, int low, int high, sd_rgb *out)
+sd_status sd_preprocess_work_init(sd_preprocess_work *w, int width, int height)
+{
+    memset(w, 0, sizeof *w);
+    size_t n = (size_t)width * height;
+    w->width = width;
+    w->height = height;
+    w->f = sd_malloc(3 * n * sizeof(float));
+    w->gx = sd_malloc(n * sizeof(int));
+    w->gy = sd_malloc(n * sizeof(int));
+    w->mag = sd_malloc(n * sizeof(int));
+    w->map = sd_malloc(n);
+    w->stack = sd_malloc(n * sizeof(size_t));
+    if (w->f && w->gx && w->gy && w->mag && w->map && w->stack)
+        return SD_OK;
+    sd_preprocess_work_free(w);
+    return SD_ERR_OUT_OF_MEMORY;
+}
+
+void sd_preprocess_work_free(sd_preprocess_work *w)
+{
+    free(w->f);
+    free(w->gx);
+    free(w->gy);
+    free(w->mag);
+    free(w->map);
+    free(w->stack);
+    memset(w, 0, sizeof *w);
+}
+
+static void canny(const sd_rgb *in, int low, int high, sd_preprocess_work *wk, sd_rgb *out)
 {
     int W = in->width, H = in->height;
     size_t n = (size_t)W * H;
-    float *pl = sd_malloc(3 * n * sizeof(float));
-    int *gx = sd_malloc(n * sizeof(int)), *gy = sd_malloc(n * sizeof(int)), *mag = sd_malloc(n * sizeof(int));
-    uint8_t *map = sd_calloc(n, 1);     /* 0 not an edge, 1 candidate, 2 edge */
-    size_t *stack = sd_malloc(n * sizeof(size_t));
-    sd_status s = pl && gx && gy && mag && map && stack ? SD_OK : SD_ERR_OUT_OF_MEMORY;
-    if (s == SD_OK) {
+    float *pl = wk->f;
+    int *gx = wk->gx, *gy = wk->gy, *mag = wk->mag;
+    uint8_t *map = wk->map; /* 0 not an edge, 1 candidate, 2 edge */
+    size_t *stack = wk->stack;
+    memset(map, 0, n);
+    {
         for (size_t i = 0; i < n; i++)
             for (int c = 0; c < 3; c++)
                 pl[c * n + i] = in->data[3 * i + c];
@@ -129,29 +158,19 @@ static sd_status canny(const sd_rgb *in, int low, int high, sd_rgb *out)
                     }
                 }
         }
-        s = sd_rgb_alloc(out, W, H);
-        if (s == SD_OK)
-            for (size_t i = 0; i < n; i++)
-                memset(out->data + 3 * i, map[i] == 2 ? 255 : 0, 3);
+        for (size_t i = 0; i < n; i++)
+            memset(out->data + 3 * i, map[i] == 2 ? 255 : 0, 3);
     }
-    free(pl);
-    free(gx);
-    free(gy);
-    free(mag);
-    free(map);
-    free(stack);
-    return s;
 }
 
 /* Sobel magnitude of the luminance (0.299 R + 0.587 G + 0.114 B), scaled to a maximum of 255; with
  * threshold >= 0 thresholded (>= threshold on that scale) and dilated 3x3 (scribble strokes) */
-static sd_status soft_edges(const sd_rgb *in, int threshold, sd_rgb *out)
+static void soft_edges(const sd_rgb *in, int threshold, sd_preprocess_work *wk, sd_rgb *out)
 {
     int W = in->width, H = in->height;
     size_t n = (size_t)W * H;
-    float *lum = sd_malloc(n * sizeof(float)), *m = sd_malloc(n * sizeof(float));
-    sd_status s = lum && m ? sd_rgb_alloc(out, W, H) : SD_ERR_OUT_OF_MEMORY;
-    if (s == SD_OK) {
+    float *lum = wk->f, *m = wk->f + n;
+    {
         for (size_t i = 0; i < n; i++)
             lum[i] = 0.299f * in->data[3 * i] + 0.587f * in->data[3 * i + 1] + 0.114f * in->data[3 * i + 2];
         float mx = 0;
@@ -184,9 +203,58 @@ static sd_status soft_edges(const sd_rgb *in, int threshold, sd_rgb *out)
                 memset(out->data + 3 * ((size_t)y * W + x), v, 3);
             }
     }
-    free(lum);
-    free(m);
-    return s;
+}
+
+/* the parameter rules (named errors) */
+static sd_status check_params(const sd_preprocess_params *p)
+{
+    switch (p->kind) {
+    case SD_PREPROCESS_CANNY:
+        if (p->canny_low < 0 || p->canny_high > 2040 || p->canny_low > p->canny_high)
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "canny thresholds low %d / high %d: need 0 <= low <= high <= 2040 "
+                           "(L1 Sobel gradient units, as OpenCV; the usual pair is 100 / 200)", p->canny_low,
+                           p->canny_high);
+        return SD_OK;
+    case SD_PREPROCESS_SCRIBBLE:
+        if (p->threshold < 1 || p->threshold > 255)
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "scribble threshold %d out of range (1..255 of the soft-edge "
+                           "scale)", p->threshold);
+        return SD_OK;
+    case SD_PREPROCESS_SOFTEDGE:
+    case SD_PREPROCESS_INVERT:
+    case SD_PREPROCESS_NONE:
+    case SD_PREPROCESS_TILE:
+        return SD_OK;
+    }
+    return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown control preprocessor %d (none, canny, softedge, scribble, "
+                   "invert, tile)", (int)p->kind);
+}
+
+sd_status sd_preprocess_check(const sd_preprocess_params *p) { return check_params(p); }
+
+sd_status sd_control_preprocess_into(const sd_image *in, const sd_preprocess_params *p, sd_preprocess_work *w,
+                                     sd_image *out)
+{
+    if (!in || !p || !w || !out || !in->data || !out->data || in->width != w->width || in->height != w->height ||
+        out->width != in->width || out->height != in->height)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "control preprocessing: image, work buffers and output must have one "
+                       "size");
+    SD_TRY(check_params(p));
+    switch (p->kind) {
+    case SD_PREPROCESS_CANNY:
+        canny(in, p->canny_low, p->canny_high, w, out);
+        break;
+    case SD_PREPROCESS_SOFTEDGE:
+    case SD_PREPROCESS_SCRIBBLE:
+        soft_edges(in, p->kind == SD_PREPROCESS_SCRIBBLE ? p->threshold : -1, w, out);
+        break;
+    default: {
+        size_t nb = (size_t)in->width * in->height * 3;
+        for (size_t i = 0; i < nb; i++)
+            out->data[i] = p->kind == SD_PREPROCESS_INVERT ? (uint8_t)(255 - in->data[i]) : in->data[i];
+    }
+    }
+    return SD_OK;
 }
 
 sd_status sd_control_preprocess(const sd_image *in, const sd_preprocess_params *p, sd_image *out)
@@ -199,30 +267,14 @@ sd_status sd_control_preprocess(const sd_image *in, const sd_preprocess_params *
         in->height > SD_IMAGE_MAX_SIDE)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "control preprocessing: the input image is empty or larger than %d "
                        "pixels a side", SD_IMAGE_MAX_SIDE);
-    switch (p->kind) {
-    case SD_PREPROCESS_CANNY:
-        if (p->canny_low < 0 || p->canny_high > 2040 || p->canny_low > p->canny_high)
-            return sd_fail(SD_ERR_INVALID_ARGUMENT, "canny thresholds low %d / high %d: need 0 <= low <= high <= 2040 "
-                           "(L1 Sobel gradient units, as OpenCV; the usual pair is 100 / 200)", p->canny_low,
-                           p->canny_high);
-        return canny(in, p->canny_low, p->canny_high, out);
-    case SD_PREPROCESS_SOFTEDGE:
-        return soft_edges(in, -1, out);
-    case SD_PREPROCESS_SCRIBBLE:
-        if (p->threshold < 1 || p->threshold > 255)
-            return sd_fail(SD_ERR_INVALID_ARGUMENT, "scribble threshold %d out of range (1..255 of the soft-edge "
-                           "scale)", p->threshold);
-        return soft_edges(in, p->threshold, out);
-    case SD_PREPROCESS_INVERT:
-    case SD_PREPROCESS_NONE:
-    case SD_PREPROCESS_TILE: {
-        SD_TRY(sd_rgb_alloc(out, in->width, in->height));
-        size_t nb = (size_t)in->width * in->height * 3;
-        for (size_t i = 0; i < nb; i++)
-            out->data[i] = p->kind == SD_PREPROCESS_INVERT ? (uint8_t)(255 - in->data[i]) : in->data[i];
-        return SD_OK;
-    }
-    }
-    return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown control preprocessor %d (none, canny, softedge, scribble, "
-                   "invert, tile)", (int)p->kind);
+    SD_TRY(check_params(p));
+    sd_preprocess_work w;
+    SD_TRY(sd_preprocess_work_init(&w, in->width, in->height));
+    sd_status s = sd_rgb_alloc(out, in->width, in->height);
+    if (s == SD_OK)
+        s = sd_control_preprocess_into(in, p, &w, out);
+    if (s != SD_OK)
+        sd_rgb_free(out);
+    sd_preprocess_work_free(&w);
+    return s;
 }

@@ -313,19 +313,44 @@ static sd_tensor added_embedding(sd_ctx *ctx, const sd_cnet *cn, int64_t B, cons
 
 /* residual j (or the mid one: zw/zb = controlnet_mid_block) from its skip h: conv1x1(h) * scale, stored
  * into (or added to) dst; the temporaries are freed */
-static void emit(sd_ctx *ctx, sd_tensor h, sd_tensor zw, sd_tensor zb, float scale, sd_tensor dst, bool accumulate)
+static void emit(sd_ctx *ctx, sd_tensor h, sd_tensor zw, sd_tensor zb, float scale, const sd_tensor *row_scale,
+                 sd_tensor dst, bool accumulate)
 {
     sd_scope e = sd_scope_begin(ctx);
-    sd_tensor r = sd_affine(ctx, sd_conv2d(ctx, h, zw, &zb, 1, 0), scale, 0.0f); /* [B,Cj,hj,wj] */
+    sd_tensor r = sd_conv2d(ctx, h, zw, &zb, 1, 0); /* [B,Cj,hj,wj] */
+    r = row_scale ? sd_mul(ctx, r, *row_scale) : sd_affine(ctx, r, scale, 0.0f);
     if (accumulate)
         r = sd_add(ctx, dst, r);
     sd_copy_into(ctx, dst, r);
     sd_scope_drop(&e);
 }
 
+static void forward(sd_ctx *ctx, const sd_cnet *cn, sd_tensor x, sd_tensor timesteps, sd_tensor context,
+                    sd_tensor cond, float scale, const sd_tensor *row_scale, const sd_unet_added *added,
+                    const sd_unet_residuals *out, bool accumulate);
+
 void sd_cnet_forward(sd_ctx *ctx, const sd_cnet *cn, sd_tensor x, sd_tensor timesteps, sd_tensor context,
                      sd_tensor cond, float scale, const sd_unet_added *added, const sd_unet_residuals *out,
                      bool accumulate)
+{
+    forward(ctx, cn, x, timesteps, context, cond, scale, NULL, added, out, accumulate);
+}
+
+void sd_cnet_forward_rows(sd_ctx *ctx, const sd_cnet *cn, sd_tensor x, sd_tensor timesteps, sd_tensor context,
+                          sd_tensor cond, sd_tensor row_scale, const sd_unet_added *added, const sd_unet_residuals *out,
+                          bool accumulate)
+{
+    if (sd_ok(ctx) && (row_scale.ndim != 4 || row_scale.ne[0] != x.ne[0] || row_scale.ne[1] != 1 ||
+                       row_scale.ne[2] != 1 || row_scale.ne[3] != 1)) {
+        sd_ctx_fail(ctx, SD_ERR_SHAPE, "ControlNet: per-row scales must be [%lld,1,1,1]", (long long)x.ne[0]);
+        return;
+    }
+    forward(ctx, cn, x, timesteps, context, cond, 0.0f, &row_scale, added, out, accumulate);
+}
+
+static void forward(sd_ctx *ctx, const sd_cnet *cn, sd_tensor x, sd_tensor timesteps, sd_tensor context,
+                    sd_tensor cond, float scale, const sd_tensor *row_scale, const sd_unet_added *added,
+                    const sd_unet_residuals *out, bool accumulate)
 {
     if (!sd_ok(ctx))
         return;
@@ -405,7 +430,7 @@ void sd_cnet_forward(sd_ctx *ctx, const sd_cnet *cn, sd_tensor x, sd_tensor time
     sd_hook(ctx, "controlnet_cond_embedding", e);
     h = sd_step(&s1, sd_add(ctx, h, e));
     int k = 0;
-    emit(ctx, h, cn->zc_w[k], cn->zc_b[k], scale, out->down[k], accumulate);
+    emit(ctx, h, cn->zc_w[k], cn->zc_b[k], scale, row_scale, out->down[k], accumulate);
     k++;
 
     /* down block i: resnets (+ transformers) [B,Ci,h,w], downsample [B,Ci,h/2,w/2]; every output -> a residual */
@@ -415,13 +440,13 @@ void sd_cnet_forward(sd_ctx *ctx, const sd_cnet *cn, sd_tensor x, sd_tensor time
         for (int j = 0; j < d->n; j++) {
             h = sd_step(&s1, sd_down_layer_forward(ctx, d, i, j, h, &semb, context, NULL));
             sd_hookf(ctx, h, "down_blocks.%d.res_samples.%d", i, r++);
-            emit(ctx, h, cn->zc_w[k], cn->zc_b[k], scale, out->down[k], accumulate);
+            emit(ctx, h, cn->zc_w[k], cn->zc_b[k], scale, row_scale, out->down[k], accumulate);
             k++;
         }
         if (d->has_down) {
             h = sd_step(&s1, sd_downsample_forward(ctx, &d->down, h));
             sd_hookf(ctx, h, "down_blocks.%d.res_samples.%d", i, r++);
-            emit(ctx, h, cn->zc_w[k], cn->zc_b[k], scale, out->down[k], accumulate);
+            emit(ctx, h, cn->zc_w[k], cn->zc_b[k], scale, row_scale, out->down[k], accumulate);
             k++;
         }
         sd_hookf(ctx, h, "down_blocks.%d", i);
@@ -430,7 +455,7 @@ void sd_cnet_forward(sd_ctx *ctx, const sd_cnet *cn, sd_tensor x, sd_tensor time
     /* mid: [B,Cn,h,w] -> resnet, transformer, resnet -> [B,Cn,h,w] -> the mid residual */
     h = sd_step(&s1, sd_mid_block_forward(ctx, &cn->mid, h, &semb, context, NULL));
     sd_hook(ctx, "mid_block", h);
-    emit(ctx, h, cn->zm_w, cn->zm_b, scale, out->mid, accumulate);
+    emit(ctx, h, cn->zm_w, cn->zm_b, scale, row_scale, out->mid, accumulate);
     sd_scope_drop(&s1);
     sd_scope_drop(&s0);
 }

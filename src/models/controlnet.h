@@ -77,5 +77,10 @@ void sd_cnet_residuals_new(sd_ctx *ctx, const sd_cnet *cn, int64_t B, int64_t h,
 void sd_cnet_forward(sd_ctx *ctx, const sd_cnet *cn, sd_tensor x, sd_tensor timesteps, sd_tensor context,
                      sd_tensor cond, float scale, const sd_unet_added *added, const sd_unet_residuals *out,
                      bool accumulate);
+/* The same with one scale per batch row: row_scale [B,1,1,1] (act dtype) multiplies every residual (a stream
+ * batch whose rows are at different steps of their guidance windows). */
+void sd_cnet_forward_rows(sd_ctx *ctx, const sd_cnet *cn, sd_tensor x, sd_tensor timesteps, sd_tensor context,
+                          sd_tensor cond, sd_tensor row_scale, const sd_unet_added *added, const sd_unet_residuals *out,
+                          bool accumulate);
 
 #endif

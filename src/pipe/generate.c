@@ -240,9 +240,6 @@ static sd_status check_args(sd_model *m, const sd_pipe_args *a)
     if (a->n_controls < 0 || a->n_controls > SD_PIPE_MAX_CONTROLS || (a->n_controls && !a->controls))
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "%d ControlNets: at most %d at once", a->n_controls,
                        SD_PIPE_MAX_CONTROLS);
-    if (m->sdxl && a->n_controls)
-        return sd_fail(SD_ERR_UNSUPPORTED, "ControlNet on SDXL models is not supported yet (SD1.x/SD2.x ControlNets "
-                       "are)");
     for (int k = 0; k < a->n_controls; k++) {
         const sd_pipe_control *ct = &a->controls[k];
         if (!ct->net || !ct->image)

@@ -1,6 +1,7 @@
 /* The StreamDiffusion engine: creation, prompt changes, and one stream step.
  * See stream.h and ARCHITECTURE.md for the data flow of one frame. */
 #include "pipe/stream.h"
+#include "pipe/control.h"
 
 #include "core/memlimit.h"
 #include "io/image.h"
@@ -32,6 +33,7 @@ void sd_stream_default_params(sd_stream_params *p)
     p->queue_size = 4;
     p->drop_old_frames = true;
     p->use_graphs = true;
+    sd_preprocess_default_params(&p->control_preprocess);
 }
 
 /* ---------------------------------------------------------------- parameters: one validator */
@@ -91,6 +93,24 @@ sd_status sd_stream_params_validate(const sd_stream_params *p, const char **para
         return BAD_PARAM("width", "width %d: width and height must be multiples of 8 from 8 to 2048", p->width);
     if (p->height < 8 || p->height > 2048 || p->height % 8)
         return BAD_PARAM("height", "height %d: width and height must be multiples of 8 from 8 to 2048", p->height);
+    if (p->n_controls < 0 || p->n_controls > SD_STREAM_MAX_CONTROLS || (p->n_controls && !p->controls))
+        return BAD_PARAM("controls", "%d ControlNets: 0..%d, with a controls array", p->n_controls,
+                         SD_STREAM_MAX_CONTROLS);
+    for (int k = 0; k < p->n_controls; k++) {
+        const sd_control *c = &p->controls[k];
+        if (!c->net)
+            return BAD_PARAM("controls", "controls[%d]: no ControlNet (net is NULL)", k);
+        if (!(c->scale >= 0 && c->scale <= 10))
+            return BAD_PARAM("controls", "controls[%d]: conditioning scale %g out of range (0..10)", k, c->scale);
+        if (!(c->guidance_start >= 0 && c->guidance_start < c->guidance_end && c->guidance_end <= 1))
+            return BAD_PARAM("controls", "controls[%d]: guidance start %g / end %g must satisfy 0 <= start < end <= 1",
+                             k, c->guidance_start, c->guidance_end);
+        if (c->image && (!c->image->data || c->image->width <= 0 || c->image->height <= 0 ||
+                         c->image->width > SD_IMAGE_MAX_SIDE || c->image->height > SD_IMAGE_MAX_SIDE))
+            return BAD_PARAM("controls", "controls[%d]: the control image is empty", k);
+    }
+    if (p->n_controls && (unsigned)p->control_preprocess.kind > SD_PREPROCESS_TILE)
+        return BAD_PARAM("control_preprocess", "unknown control preprocessor %d", (int)p->control_preprocess.kind);
     return SD_OK;
 }
 
@@ -109,6 +129,21 @@ static sd_status validate(const sd_model *m, const sd_stream_params *p, bool *ta
                        "stream size %dx%d: width and height must be multiples of %lld for this model (its autoencoder "
                        "and UNet downsample by that much)",
                        p->width, p->height, (long long)div);
+    for (int k = 0; k < p->n_controls; k++) { /* the nets fit this model and its image scale */
+        const sd_controlnet *c = p->controls[k].net;
+        char what[32];
+        snprintf(what, sizeof what, "%d", k + 1);
+        if (c->m != m)
+            return sd_fail(SD_ERR_INVALID_ARGUMENT, "controls[%d]: the ControlNet %s was loaded for another model", k,
+                           c->name);
+        SD_TRY(sd_cnet_check_fit(&c->cfg, &m->unet_cfg, what));
+        if (c->cfg.conditioning_channels != 3 || sd_cnet_cond_factor(&c->cfg) != sc)
+            return sd_fail(SD_ERR_UNSUPPORTED, "controls[%d]: ControlNet %s takes %lld-channel control images %d x the "
+                           "latent size; this stream's images are RGB, %d x it", k, c->name,
+                           (long long)c->cfg.conditioning_channels, sd_cnet_cond_factor(&c->cfg), sc);
+    }
+    if (m->unet_cfg.add_text_time && p->n_controls)
+        return sd_fail(SD_ERR_UNSUPPORTED, "ControlNets in an SDXL stream are not supported");
     return SD_OK;
 }
 
@@ -154,6 +189,11 @@ static void alloc_state(sd_stream *s, sd_ctx *st)
     s->img_out8 = sd_new(st, SD_U8, 4, (int64_t[]){fbs, s->H, s->W, 3});
     int64_t kvb = s->p.cfg_type == SD_CFG_FULL ? 2 * B : s->p.cfg_type == SD_CFG_INITIALIZE ? fbs + B : 1;
     s->embeds = sd_new4(st, kvb, s->S, s->D, 0);
+    for (int k = 0; k < s->n_ctl; k++) {
+        s->ctl[k].cond_new = sd_new4(st, fbs, 3, s->H, s->W);
+        s->ctl[k].cond_rows = sd_new4(st, B, 3, s->H, s->W);
+        s->ctl[k].k_scale = sd_new4(st, (int64_t)s->n * s->UB, 1, 1, 1);
+    }
 }
 
 static sd_status upload_f32(sd_stream *s, sd_tensor *t, const float *host) { return sd_tensor_from_f32(&s->state, t, host); }
@@ -204,6 +244,30 @@ static sd_status upload_constants(sd_stream *s)
     }
     if (st == SD_OK)
         st = s->state.be->ops->upload(s->state.be, s->t_unet.data, tt, sizeof(float) * (size_t)n * s->UB);
+    /* ControlNet scales of the UNet rows, in t_unet's layout: the guidance window of the row's step k of n
+     * (as the pipeline's keep: off when k/n < start or (k+1)/n > end; margins as there) */
+    for (int c = 0; c < s->n_ctl && st == SD_OK; c++) {
+        struct sd_stream_ctl *ct = &s->ctl[c];
+        for (int idx = 0; idx < n; idx++) {
+            float *row = tt + (size_t)idx * s->UB;
+            int u = 0;
+            float kr[SD_STREAM_MAX_STEPS * 16];
+            for (int r = 0; r < B; r++) {
+                int k = s->p.use_denoising_batch ? r / fbs : idx;
+                bool off = (double)k / n < (double)ct->start - 1e-6 || (double)(k + 1) / n > (double)ct->end + 1e-6;
+                kr[r] = off ? 0.0f : ct->scale;
+            }
+            if (s->p.cfg_type == SD_CFG_INITIALIZE)
+                for (int r = 0; r < fbs; r++)
+                    row[u++] = kr[r];
+            if (s->p.cfg_type == SD_CFG_FULL)
+                for (int r = 0; r < B; r++)
+                    row[u++] = kr[r];
+            for (int r = 0; r < B; r++)
+                row[u++] = kr[r];
+        }
+        st = upload_f32(s, &ct->k_scale, tt);
+    }
     free(v);
     return st;
 }
@@ -278,11 +342,36 @@ static sd_tensor guided_out(sd_stream *s, sd_ctx *ctx, int B, sd_tensor eps)
 }
 
 /* The UNet on the stream batch X with guidance; returns model_pred [B,...]. */
+/* The UNet on its input rows Xin (step-index list idx), with the ControlNets' residuals when the stream has
+ * nets: their control images per UNet row are the batch's rows (denoising batch: cond_rows, shifted with the
+ * latents; sequential: the new frame's), duplicated as guided_in duplicates the latents. */
+static sd_tensor unet_call(sd_stream *s, sd_ctx *ctx, sd_tensor Xin, sd_tensor t, int idx)
+{
+    if (!s->n_ctl)
+        return sd_unet_forward(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv);
+    const int fbs = s->fbs;
+    sd_unet_residuals res = {s->res_down, s->n_res, {0}};
+    sd_cnet_residuals_new(ctx, s->ctl[0].net, Xin.ne[0], s->h, s->w, s->res_down, &res.mid);
+    for (int k = 0; k < s->n_ctl; k++) {
+        size_t mark = sd_mark(ctx);
+        sd_tensor base = s->p.use_denoising_batch ? s->ctl[k].cond_rows : s->ctl[k].cond_new; /* [B,3,H,W] */
+        sd_tensor cond = base;
+        if (s->p.cfg_type == SD_CFG_INITIALIZE)
+            cond = sd_concat(ctx, rows(ctx, base, 0, fbs), base, 0);
+        else if (s->p.cfg_type == SD_CFG_FULL)
+            cond = sd_concat(ctx, base, base, 0);
+        sd_tensor ks = rows(ctx, s->ctl[k].k_scale, (int64_t)idx * s->UB, Xin.ne[0]); /* [UB,1,1,1] */
+        sd_cnet_forward_rows(ctx, s->ctl[k].net, Xin, t, s->embeds, cond, ks, NULL, &res, k > 0);
+        sd_release(ctx, mark);
+    }
+    return sd_unet_forward_ex(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv, NULL, &res);
+}
+
 static sd_tensor unet_guided(sd_stream *s, sd_ctx *ctx, sd_tensor X, int idx)
 {
     sd_tensor t;
     sd_tensor Xin = guided_in(s, ctx, X, idx, &t);
-    sd_tensor eps = sd_unet_forward(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv);
+    sd_tensor eps = unet_call(s, ctx, Xin, t, idx);
     return guided_out(s, ctx, (int)X.ne[0], eps);
 }
 
@@ -344,6 +433,13 @@ static sd_tensor batch_pre(sd_stream *s, sd_ctx *ctx, sd_tensor xn, sd_tensor *X
     }
     HOOK("unet_x_t_latent", X);
     HOOK("stock_noise_before", s->stock);
+    for (int k = 0; k < s->n_ctl; k++) { /* the control images move with their latents: the new frame's first */
+        sd_tensor c = s->ctl[k].cond_rows;
+        if (B > fbs)
+            sd_copy_into(ctx, c, sd_concat(ctx, s->ctl[k].cond_new, rows(ctx, c, 0, B - fbs), 0));
+        else
+            sd_copy_into(ctx, c, s->ctl[k].cond_new);
+    }
     *Xin = guided_in(s, ctx, X, 0, t);
     return X;
 }
@@ -382,7 +478,7 @@ static void step_batch(sd_stream *s, sd_ctx *ctx, sd_tensor xn)
 {
     sd_tensor Xin, t;
     sd_tensor X = batch_pre(s, ctx, xn, &Xin, &t);
-    sd_tensor eps = sd_unet_forward(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv);
+    sd_tensor eps = unet_call(s, ctx, Xin, t, 0);
     batch_post(s, ctx, X, eps);
 }
 
@@ -585,6 +681,57 @@ static sd_status refresh_prompt(sd_stream *s)
     return apply_prompt(s, s->prompt, s->negative_prompt);
 }
 
+/* ---------------------------------------------------------------- ControlNet control images */
+
+/* RGB bytes of fbs frames ([fbs,H,W,3]) -> the nets' control images (the frame through ctl_pp) in cond_new. */
+static sd_status control_frames(sd_stream *s, const uint8_t *frames)
+{
+    bool any = false;
+    for (int k = 0; k < s->n_ctl; k++)
+        any |= s->ctl[k].from_frame;
+    if (!any) /* fixed control images only */
+        return SD_OK;
+    size_t hw = (size_t)s->H * s->W;
+    for (int f = 0; f < s->fbs; f++) {
+        sd_image in = {s->W, s->H, (uint8_t *)frames + (size_t)f * hw * 3};
+        SD_TRY(sd_control_preprocess_into(&in, &s->ctl_pp, &s->ctl_work, &s->ctl_img));
+        float *dst = s->ctl_host + (size_t)f * 3 * hw;
+        for (size_t i = 0; i < hw; i++)
+            for (int ch = 0; ch < 3; ch++)
+                dst[ch * hw + i] = s->ctl_img.data[3 * i + ch] / 255.0f;
+    }
+    for (int k = 0; k < s->n_ctl; k++)
+        if (s->ctl[k].from_frame)
+            SD_TRY(upload_f32(s, &s->ctl[k].cond_new, s->ctl_host));
+    return SD_OK;
+}
+
+/* Net k's rows at creation: a fixed image (resized to the stream size) in every row, or zeros until frames
+ * come (the warm-up rows carry no frame yet). */
+static sd_status control_init(sd_stream *s, int k, const sd_image *fixed)
+{
+    size_t hw = (size_t)s->H * s->W;
+    sd_image sized = {0};
+    if (fixed && (fixed->width != s->W || fixed->height != s->H)) {
+        SD_TRY(sd_rgb_resize(fixed, s->W, s->H, &sized));
+        fixed = &sized;
+    }
+    for (size_t i = 0; i < hw; i++)
+        for (int ch = 0; ch < 3; ch++)
+            s->ctl_host[ch * hw + i] = fixed ? fixed->data[3 * i + ch] / 255.0f : 0.0f;
+    sd_rgb_free(&sized);
+    sd_status st = SD_OK;
+    for (int r = 0; r < s->B && st == SD_OK; r++) {
+        sd_tensor row = sd_view_rows(&s->state, s->ctl[k].cond_rows, r, 1);
+        st = upload_f32(s, &row, s->ctl_host);
+    }
+    for (int f = 0; f < s->fbs && st == SD_OK; f++) {
+        sd_tensor row = sd_view_rows(&s->state, s->ctl[k].cond_new, f, 1);
+        st = upload_f32(s, &row, s->ctl_host);
+    }
+    return st;
+}
+
 /* ---------------------------------------------------------------- create */
 
 static sd_status plan_contexts(sd_stream *s)
@@ -656,6 +803,19 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
     s->guidance = p.cfg_type == SD_CFG_NONE ? 1.0f : p.guidance_scale;
     s->S = sd_model_prompt_tokens(m);
     s->D = m->clip_cfg.hidden_size;
+    s->n_ctl = p.n_controls;
+    s->ctl_pp = p.control_preprocess;
+    for (int k = 0; k < s->n_ctl; k++) {
+        const sd_control *c = &p.controls[k];
+        s->ctl[k] = (struct sd_stream_ctl){.net = c->net->net, .from_frame = !c->image, .scale = c->scale,
+                                           .start = c->guidance_start, .end = c->guidance_end};
+    }
+    s->p.controls = NULL; /* not kept: the caller's array */
+    s->p.n_controls = 0;
+    if (s->n_ctl) {
+        s->graphs_off = true; /* the nets' host-side inputs (frame control images) are not graph-friendly yet */
+        s->n_res = sd_cnet_num_residuals(s->ctl[0].net);
+    }
     sd_rng_init(&s->rng, p.rng == SD_RNG_TYPE_FAST ? SD_RNG_FAST : SD_RNG_TORCH, p.seed);
     sd_rng_init(&s->ssf_rng, SD_RNG_FAST, p.seed ^ 0x5353465f636f696eULL); /* "SSF_coin" */
     size_t img_n = (size_t)s->fbs * 3 * s->H * s->W, lat_n = (size_t)s->B * s->C * s->h * s->w;
@@ -665,6 +825,22 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
     s->host_noise = sd_malloc(SD_MAX(img_n, lat_n) * sizeof(float));
     s->ssf_prev = sd_malloc(img_n * sizeof(float));
     sd_status st = (s->ids && s->host_embeds && s->host_in && s->host_noise && s->ssf_prev) ? SD_OK : SD_ERR_OUT_OF_MEMORY;
+    if (st == SD_OK && s->n_ctl) {
+        s->res_down = sd_calloc((size_t)s->n_res, sizeof *s->res_down);
+        s->ctl_bytes = sd_malloc(img_n);
+        s->ctl_host = sd_malloc(img_n * sizeof(float));
+        st = s->res_down && s->ctl_bytes && s->ctl_host ? SD_OK : SD_ERR_OUT_OF_MEMORY;
+        bool from_frame = false;
+        for (int k = 0; k < s->n_ctl; k++)
+            from_frame |= s->ctl[k].from_frame;
+        if (st == SD_OK && from_frame) { /* the preprocessor's rules now, its buffers once */
+            st = sd_preprocess_check(&s->ctl_pp);
+            if (st == SD_OK)
+                st = sd_preprocess_work_init(&s->ctl_work, s->W, s->H);
+            if (st == SD_OK)
+                st = sd_rgb_alloc(&s->ctl_img, s->W, s->H);
+        }
+    }
     if (st == SD_OK)
         st = lcm_coeffs(s);
     if (st == SD_OK) {
@@ -697,6 +873,8 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
             free(noise);
         }
     }
+    for (int k = 0; k < s->n_ctl && st == SD_OK; k++) /* fixed control images, and zeros for the frames' */
+        st = control_init(s, k, p.n_controls ? params->controls[k].image : NULL);
     if (st == SD_OK)
         st = plan_contexts(s);
     if (st == SD_OK)
@@ -736,6 +914,11 @@ void sd_stream_free(sd_stream *s)
     free(s->ssf_prev);
     free(s->prompt);
     free(s->negative_prompt);
+    free(s->res_down);
+    free(s->ctl_bytes);
+    free(s->ctl_host);
+    sd_preprocess_work_free(&s->ctl_work);
+    sd_rgb_free(&s->ctl_img);
     pthread_mutex_destroy(&s->stats_mu);
     pthread_mutex_destroy(&s->engine);
     free(s);
@@ -748,7 +931,7 @@ void sd_stream_describe(const sd_stream *s, sd_stream_desc *d)
     *d = (sd_stream_desc){.m = s->m, .W = s->W, .H = s->H, .C = s->C, .h = s->h, .w = s->w, .n = s->n,
                           .fbs = s->fbs, .UB = s->UB, .S = s->S, .denoising_batch = s->p.use_denoising_batch,
                           .use_graphs = s->p.use_graphs, .drop_old_frames = s->p.drop_old_frames,
-                          .queue_size = s->p.queue_size, .act = s->img_in.dtype};
+                          .queue_size = s->p.queue_size, .act = s->img_in.dtype, .n_controls = s->n_ctl};
 }
 
 /* The one rule of which mode allows what: may frames be driven as `want` by `owner` while the stream is
@@ -947,6 +1130,10 @@ sd_status sd_stream_frame_in(sd_stream *s, const sd_stream_in *in, bool *skipped
     *skipped = false;
     s->in_latent = in->kind == SD_IN_LATENT;
     if (in->kind == SD_IN_LATENT) { /* the frame's latent noise, from the stream's generator */
+        for (int k = 0; k < s->n_ctl; k++)
+            if (s->ctl[k].from_frame)
+                return sd_fail(SD_ERR_INVALID_ARGUMENT, "ControlNet %d makes its control image from the input frame, "
+                               "which a txt2img frame does not have: give it a fixed control image", k + 1);
         sd_rng_randn(&s->rng, s->host_noise, (size_t)sd_numel(&s->x_in));
         SD_TRY(refresh_prompt(s));
         return sd_tensor_from_f32(&s->state, &s->x_in, s->host_noise);
@@ -956,6 +1143,17 @@ sd_status sd_stream_frame_in(sd_stream *s, const sd_stream_in *in, bool *skipped
         s->in_u8 = false;
         if (!in->act) /* padding: the frame already in img_in again */
             return SD_OK;
+        if (s->n_ctl) { /* the control images from the frames' activations ([-1,1] -> bytes) */
+            size_t n = (size_t)sd_numel(&s->img_in), hw = (size_t)s->H * s->W;
+            for (size_t i = 0; i < n; i++) {
+                float v = s->img_in.dtype == SD_F16 ? sd_f16_to_f32(((const uint16_t *)in->act)[i])
+                                                   : ((const float *)in->act)[i];
+                size_t f = i / (3 * hw), ch = i / hw % 3, px = i % hw;
+                float b = (v + 1.0f) * 127.5f;
+                s->ctl_bytes[(f * hw + px) * 3 + ch] = (uint8_t)(b <= 0 ? 0 : b >= 255 ? 255 : b + 0.5f);
+            }
+            SD_TRY(control_frames(s, s->ctl_bytes));
+        }
         size_t bytes = (size_t)sd_numel(&s->img_in) * sd_dtype_size(s->img_in.dtype);
         return in->queued ? be->ops->upload_async(be, s->img_in.data, in->act, bytes)
                           : be->ops->upload(be, s->img_in.data, in->act, bytes);
@@ -971,6 +1169,8 @@ sd_status sd_stream_frame_in(sd_stream *s, const sd_stream_in *in, bool *skipped
         if ((*skipped = ssf_skip(s, s->host_in, n)))
             return SD_OK;
     }
+    if (s->n_ctl)
+        SD_TRY(control_frames(s, s->frame8));
     s->in_u8 = true; /* the bytes as they are: the step converts them on the device */
     return be->ops->upload(be, s->img_in8.data, s->frame8, n);
 }

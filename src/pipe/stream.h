@@ -7,10 +7,13 @@
 #ifndef SD_PIPE_STREAM_H
 #define SD_PIPE_STREAM_H
 
+#include "io/image.h"
 #include "pipe/stream_layer.h"
 #include "sched/rng.h"
 
 #include <pthread.h>
+
+#define SD_STREAM_MAX_CONTROLS 8
 
 struct sd_stream {
     sd_model *m;
@@ -81,6 +84,25 @@ struct sd_stream {
         uint64_t weights_version;
     } graph[3];
     bool graphs_off;               /* a capture failed once: eager from then on */
+    /* ControlNets (sd_stream_params.controls): per net the control images of the stream batch's rows (row
+     * block k = the frame that entered k steps ago), the new frame's, and one scale per UNet row (per
+     * step-index list, as t_unet: the guidance window of the row's step) */
+    int n_ctl;
+    struct sd_stream_ctl {
+        const struct sd_cnet *net;
+        bool from_frame;           /* made from each input frame; else the fixed image, uploaded once */
+        sd_tensor cond_new;        /* [fbs,3,H,W] */
+        sd_tensor cond_rows;       /* [B,3,H,W] */
+        sd_tensor k_scale;         /* [n*UB,1,1,1] */
+        float scale, start, end;
+    } ctl[SD_STREAM_MAX_CONTROLS];
+    sd_preprocess_params ctl_pp;
+    sd_tensor *res_down;           /* residual descriptors (n_res) */
+    int n_res;
+    uint8_t *ctl_bytes;            /* [fbs*H*W*3] scratch: a frame as bytes (activation input) */
+    float *ctl_host;               /* [fbs*3*H*W] scratch: the frame's control image */
+    sd_preprocess_work ctl_work;   /* preprocessing buffers and output ([H,W,3]): no allocation per frame */
+    sd_image ctl_img;
 };
 
 

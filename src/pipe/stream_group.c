@@ -469,6 +469,9 @@ sd_status sd_stream_group_add(sd_stream_group *g, sd_stream *s)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: the stream uses another model than the group; "
                                                 "streams of different models cannot share a UNet call (use one group "
                                                 "per model)");
+    if (d.n_controls)
+        return sd_fail(SD_ERR_UNSUPPORTED, "sd_stream_group_add: a stream with ControlNets cannot join a group (its "
+                                           "ControlNet residuals are made in its own step); run it on its own");
     if (!d.denoising_batch || d.fbs != 1)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: group members need use_denoising_batch and "
                                                 "frame_buffer_size 1 (this stream: %s, %d)",

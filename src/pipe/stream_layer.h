@@ -42,6 +42,7 @@ typedef struct sd_stream_desc {
     bool denoising_batch, use_graphs, drop_old_frames;
     int queue_size;
     sd_dtype act;           /* dtype of the frame activations (img_in / img_out) */
+    int n_controls;         /* ControlNets (their residuals are made inside the stream's own step) */
 } sd_stream_desc;
 void sd_stream_describe(const sd_stream *s, sd_stream_desc *d);
 

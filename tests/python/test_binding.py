@@ -382,3 +382,63 @@ def test_numpy_in_place_and_zero_copy_views():
     assert ctypes.addressof(img.data.contents) == a.ctypes.data and (img.width, img.height) == (16, 8)
     v = a[:, ::2]  # not contiguous: one copy
     assert _images.as_rgb_array(v) is not v
+
+
+# ---------------------------------------------------------------- ControlNet
+
+def test_controlnet_txt2img_img2img_equal_cli(model, cli, data, tmp_path):
+    net = model.load_controlnet(data / "models" / "controlnet-tiny-sd15")
+    edges_path = data / "preprocess" / "canny_100_200.png"
+    edges = Image.open(edges_path).convert("RGB")
+    kw = dict(steps=2, width=48, height=40, seed=3, guidance_scale=1.0)
+    plain = model.txt2img("a house on a hill", **kw)
+    img = model.txt2img("a house on a hill", controls=[streamdiff.Control(net, edges, scale=0.9)], **kw)
+    assert not np.array_equal(np.asarray(plain), np.asarray(img))
+    out = tmp_path / "cli.png"
+    run_cli(cli, "txt2img", "-m", model.path, "-p", "a house on a hill", "--steps", 2, "-W", 48, "-H", 40, "-s", 3,
+            "--cfg-scale", 1, "-t", 2, "--control", f"{net.path}:{edges_path}:0.9", "-o", out)
+    assert np.array_equal(np.asarray(img), pixels(out))
+    # scale 0 is the plain image; a guidance window and img2img run; two nets at once
+    zero = model.txt2img("a house on a hill", controls=[streamdiff.Control(net, edges, scale=0.0)], **kw)
+    assert np.array_equal(np.asarray(zero), np.asarray(plain))
+    two = model.txt2img("a house on a hill", controls=[streamdiff.Control(net, edges, 0.8, 0.0, 0.5),
+                                                       streamdiff.Control(net, np.asarray(edges), 0.5)], **kw)
+    assert two.size == (48, 40)
+    init = frames(1, 48, 40)[0]
+    i2i = model.img2img(init, "a house", strength=0.9, controls=[streamdiff.Control(net, edges)], **kw)
+    assert isinstance(i2i, np.ndarray) and i2i.shape == (40, 48, 3)
+    net.close()
+    with pytest.raises(streamdiff.ClosedError):
+        model.txt2img("x", controls=[streamdiff.Control(net, edges)], **kw)
+
+
+def test_control_preprocess_equals_opencv_reference(data):
+    photo = Image.open(data / "preprocess" / "input.png").convert("RGB")
+    ref = np.asarray(Image.open(data / "preprocess" / "canny_50_120.png").convert("RGB"))
+    got = streamdiff.control_preprocess(photo, "canny", low=50, high=120)
+    assert isinstance(got, Image.Image) and np.array_equal(np.asarray(got), ref)
+    soft = streamdiff.control_preprocess(np.asarray(photo), "softedge")
+    assert isinstance(soft, np.ndarray) and soft.shape == ref.shape and soft.max() == 255
+    with pytest.raises(ValueError):
+        streamdiff.control_preprocess(photo, "depth")
+    with pytest.raises(streamdiff.InvalidArgumentError, match="canny thresholds"):
+        streamdiff.control_preprocess(photo, "canny", low=300, high=200)
+
+
+def test_controlnet_stream_and_errors(data):
+    with streamdiff.Model(data / "models" / "tiny-sd15", threads=2) as m:
+        net = m.load_controlnet(data / "models" / "controlnet-tiny-sd15-single.safetensors")
+        with pytest.raises(streamdiff.StreamdiffError, match="another base model"):
+            m.load_controlnet(data / "models" / "controlnet-tiny-sd2")
+        fr = frames(3, 32, 32)
+        s0 = m.stream(width=32, height=32, use_taesd=False, cfg_type="none")
+        s1 = m.stream(width=32, height=32, use_taesd=False, cfg_type="none",
+                      controls=[streamdiff.Control(net, None, scale=1.0)], control_preprocess="canny")
+        s0.prepare("a house")
+        s1.prepare("a house")
+        outs0 = [np.asarray(s0(f)) for f in fr]
+        outs1 = [np.asarray(s1(f)) for f in fr]
+        assert not np.array_equal(outs0[-1], outs1[-1])
+        with pytest.raises(streamdiff.InvalidArgumentError):
+            s1.txt2img()  # control images made from frames: a txt2img frame has none
+    assert net.closed  # closed with its model
