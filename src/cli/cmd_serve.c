@@ -410,6 +410,7 @@ static int serve(int argc, char **argv, serve_loras *L)
         o.control_user = osc;
     }
 #else
+    (void)osc_bind;
     if (osc_port) {
         fprintf(stderr, "streamdiff serve: --osc-port: this streamdiff was built without OSC (liblo); "
                         "apt-get install liblo-dev and rebuild\n");
