@@ -36,6 +36,17 @@ int cli_serve(int argc, char **argv);
 #define CLI_MAX_LORAS 16
 bool cli_parse_lora(const char *v, sd_lora_spec *out);
 
+/* The progress line of long runs (cli_progress.c): cli_progress is an sd_gen_params.progress callback with a
+ * cli_progress_state as its user pointer; cli_progress_end closes a line left open. */
+typedef struct cli_progress_state {
+    bool tty;
+    bool line_open;
+    int image, n_images, per_call;
+    const char *cmd;
+} cli_progress_state;
+void cli_progress(void *user, int step, int total, double elapsed_s);
+void cli_progress_end(cli_progress_state *ps);
+
 /* ControlNet options of txt2img / img2img (cli_control.c):
  *   --control NET:IMAGE[:SCALE[:START:END]]   repeatable (CLI_MAX_CONTROLS); IMAGE "input" = the init image
  *   --control-preprocess NAME                 once (every control image) or once per --control, in order

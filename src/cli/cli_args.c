@@ -110,3 +110,29 @@ int cli_stream_params_check(const char *cmd, const sd_stream_params *p, const cl
     fprintf(stderr, "Run 'streamdiff %s --help' for all options and their defaults.\n", cmd);
     return 2;
 }
+
+/* --lora PATH[:SCALE] (every command that takes LoRAs) */
+bool cli_parse_lora(const char *v, sd_lora_spec *out)
+{
+    float scale = 1.0f;
+    size_t n = strlen(v);
+    const char *colon = strrchr(v, ':');
+    out->path = NULL;
+    if (colon && colon[1] && strchr("+-.0123456789", colon[1])) {
+        double d;
+        if (!cli_parse_double(colon + 1, -100.0, 100.0, &d))
+            return false;
+        scale = (float)d;
+        n = (size_t)(colon - v);
+    }
+    if (!n)
+        return false;
+    char *p = malloc(n + 1);
+    if (!p)
+        return false;
+    memcpy(p, v, n);
+    p[n] = 0;
+    out->path = p;
+    out->scale = scale;
+    return true;
+}

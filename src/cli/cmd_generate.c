@@ -419,29 +419,6 @@ static int size_value(const gen_opts *o, const char *flag, const char *val, int 
     return 0;
 }
 
-bool cli_parse_lora(const char *v, sd_lora_spec *out)
-{
-    float scale = 1.0f;
-    size_t n = strlen(v);
-    const char *colon = strrchr(v, ':');
-    out->path = NULL;
-    if (colon && colon[1] && strchr("+-.0123456789", colon[1])) {
-        if (!parse_float(colon + 1, -100.0, 100.0, &scale))
-            return false;
-        n = (size_t)(colon - v);
-    }
-    if (!n)
-        return false;
-    char *p = malloc(n + 1);
-    if (!p)
-        return false;
-    memcpy(p, v, n);
-    p[n] = 0;
-    out->path = p;
-    out->scale = scale;
-    return true;
-}
-
 static int lora_value(gen_opts *o, const char *flag, const char *v)
 {
     if (o->n_loras >= GEN_MAX_LORAS) {
@@ -712,67 +689,6 @@ static int check_args(gen_opts *o, bool *has_index)
     return 0;
 }
 
-/* ------------------------------------------------------------ progress */
-
-typedef struct {
-    bool tty;
-    bool line_open;
-    int image, n_images, per_call;
-    const char *cmd;
-} progress_state;
-
-static void fmt_duration(double s, char *buf, size_t n)
-{
-    if (!(s >= 0) || s > 1e7)
-        s = 0;
-    if (s < 59.95) {
-        snprintf(buf, n, "%.1fs", s);
-        return;
-    }
-    long t = (long)(s + 0.5);
-    if (t >= 3600)
-        snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else
-        snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
-}
-
-static void on_progress(void *user, int step, int total, double elapsed_s)
-{
-    progress_state *ps = user;
-    if (total <= 0)
-        return;
-    if (step < 0)
-        step = 0;
-    if (step > total)
-        step = total;
-    double per = step > 0 ? elapsed_s / step : 0;
-    char eta[32], el[32], img[48] = "";
-    fmt_duration(per * (total - step), eta, sizeof eta);
-    fmt_duration(elapsed_s, el, sizeof el);
-    if (ps->per_call > 1)
-        snprintf(img, sizeof img, "images %d-%d/%d  ", ps->image + 1, ps->image + ps->per_call, ps->n_images);
-    else if (ps->n_images > 1)
-        snprintf(img, sizeof img, "image %d/%d  ", ps->image + 1, ps->n_images);
-    char rate[48];
-    if (per > 0 && per < 1.0)
-        snprintf(rate, sizeof rate, "%.2f s/it (%.2f it/s)", per, 1.0 / per);
-    else
-        snprintf(rate, sizeof rate, "%.2f s/it", per);
-    fprintf(stderr, "%s%sstep %d/%d  %s  elapsed %s  ETA %s%s", ps->tty ? "\r" : "", img, step, total, rate, el,
-            eta, ps->tty ? "\033[K" : "\n");
-    ps->line_open = ps->tty && step < total;
-    if (ps->tty && step >= total)
-        fputc('\n', stderr);
-    fflush(stderr);
-}
-
-static void progress_end(progress_state *ps)
-{
-    if (ps->line_open)
-        fputc('\n', stderr);
-    ps->line_open = false;
-}
-
 /* ------------------------------------------------------------ the command */
 
 static uint64_t clock_seed(void)
@@ -964,9 +880,9 @@ static int run_generate(gen_opts *o, bool img2img)
     }
     gp.prompt_2 = o->prompt2;
     gp.negative_prompt_2 = o->negative2;
-    progress_state ps = {.tty = isatty(fileno(stderr)) != 0, .n_images = o->batch_count * o->batch_size,
+    cli_progress_state ps = {.tty = isatty(fileno(stderr)) != 0, .n_images = o->batch_count * o->batch_size,
                          .per_call = o->batch_size, .cmd = o->cmd};
-    gp.progress = on_progress;
+    gp.progress = cli_progress;
     gp.progress_user = &ps;
     gp.controls = o->ctl.n ? o->ctl.ctl : NULL;
     gp.n_controls = o->ctl.n;
@@ -1005,7 +921,7 @@ static int run_generate(gen_opts *o, bool img2img)
         ps.image = b * o->batch_size;
         double tg = now_s();
         sd_status st = img2img ? sd_img2img(m, &gp, &init, imgs) : sd_txt2img(m, &gp, imgs);
-        progress_end(&ps);
+        cli_progress_end(&ps);
         if (st != SD_OK) {
             rc = run_error(o, "generation failed", st);
             break;

@@ -1,5 +1,6 @@
-/* The StreamDiffusion engine: creation, prompt changes, and one stream step.
- * See stream.h and ARCHITECTURE.md for the data flow of one frame. */
+/* The StreamDiffusion engine: the struct and its state (creation, prompts, ControlNet images, modes,
+ * stats, frames in and out, live settings); the step itself is stream_step.c. See stream.h and
+ * ARCHITECTURE.md for the data flow of one frame. */
 #include "pipe/stream.h"
 #include "pipe/control.h"
 
@@ -10,109 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-void sd_stream_default_params(sd_stream_params *p)
-{
-    memset(p, 0, sizeof *p);
-    p->width = p->height = 512;
-    p->t_index_list[0] = 32;
-    p->t_index_list[1] = 45;
-    p->n_t_index = 2;
-    p->num_inference_steps = 50;
-    p->frame_buffer_size = 1;
-    p->use_denoising_batch = true;
-    p->do_add_noise = true;
-    p->cfg_type = SD_CFG_SELF;
-    p->guidance_scale = 1.2f;
-    p->delta = 1.0f;
-    p->seed = 2;
-    p->similarity_threshold = 0.0f;
-    p->max_skip_frames = 10;
-    p->use_taesd = true;
-    p->rng = SD_RNG_TYPE_TORCH;
-    p->queue_size = 4;
-    p->drop_old_frames = true;
-    p->use_graphs = true;
-    sd_preprocess_default_params(&p->control_preprocess);
-}
-
-/* ---------------------------------------------------------------- parameters: one validator */
-
-/* A refused parameter: its name into *param (when asked), the message (naming it) into sd_last_error. */
-#define BAD_PARAM(name, ...) (param ? (void)(*param = (name)) : (void)0, sd_fail(SD_ERR_INVALID_ARGUMENT, __VA_ARGS__))
-
-static sd_status check_guidance(float guidance_scale, float delta, const char **param)
-{
-    if (!(guidance_scale >= 0 && guidance_scale <= 100))
-        return BAD_PARAM("guidance_scale", "guidance_scale %g is outside 0..100", guidance_scale);
-    if (!(fabsf(delta) <= 100))
-        return BAD_PARAM("delta", "delta %g is outside -100..100", delta);
-    return SD_OK;
-}
-
-static sd_status check_filter(float threshold, int max_skip_frames, const char **param)
-{
-    if (!(threshold >= 0 && threshold <= 1))
-        return BAD_PARAM("similarity_threshold", "similarity_threshold %g is outside 0..1 (0 = filter off)", threshold);
-    if (max_skip_frames < 0)
-        return BAD_PARAM("max_skip_frames", "max_skip_frames %d must be 0 or more", max_skip_frames);
-    return SD_OK;
-}
-
-sd_status sd_stream_params_validate(const sd_stream_params *p, const char **param)
-{
-    if (param)
-        *param = NULL;
-    if (!p)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_params_validate: NULL parameters");
-    if (p->n_t_index < 1 || p->n_t_index > SD_STREAM_MAX_STEPS)
-        return BAD_PARAM("t_index_list", "t_index_list needs 1 to %d entries, got %d", SD_STREAM_MAX_STEPS,
-                         p->n_t_index);
-    if (p->num_inference_steps < 1 || p->num_inference_steps > 1000)
-        return BAD_PARAM("num_inference_steps", "num_inference_steps %d is outside 1..1000", p->num_inference_steps);
-    for (int i = 0; i < p->n_t_index; i++) {
-        if (p->t_index_list[i] < 0 || p->t_index_list[i] >= p->num_inference_steps)
-            return BAD_PARAM("t_index_list", "t_index_list[%d] = %d is outside 0..%d (num_inference_steps %d)", i,
-                             p->t_index_list[i], p->num_inference_steps - 1, p->num_inference_steps);
-        if (i && p->t_index_list[i] <= p->t_index_list[i - 1])
-            return BAD_PARAM("t_index_list",
-                             "t_index_list must ascend (indices nearer 0 change the image more), got %d after %d",
-                             p->t_index_list[i], p->t_index_list[i - 1]);
-    }
-    if (p->frame_buffer_size < 1 || p->frame_buffer_size > 16)
-        return BAD_PARAM("frame_buffer_size", "frame_buffer_size %d is outside 1..16", p->frame_buffer_size);
-    if ((unsigned)p->cfg_type > SD_CFG_INITIALIZE)
-        return BAD_PARAM("cfg_type", "unknown cfg_type %d (none, full, self or initialize)", (int)p->cfg_type);
-    if (p->rng != SD_RNG_TYPE_TORCH && p->rng != SD_RNG_TYPE_FAST)
-        return BAD_PARAM("rng", "unknown rng type %d (SD_RNG_TYPE_TORCH or SD_RNG_TYPE_FAST)", (int)p->rng);
-    SD_TRY(check_guidance(p->guidance_scale, p->delta, param));
-    SD_TRY(check_filter(p->similarity_threshold, p->max_skip_frames, param));
-    if (p->queue_size < 1 || p->queue_size > 64)
-        return BAD_PARAM("queue_size", "queue_size %d is outside 1..64", p->queue_size);
-    if (p->width < 8 || p->width > 2048 || p->width % 8)
-        return BAD_PARAM("width", "width %d: width and height must be multiples of 8 from 8 to 2048", p->width);
-    if (p->height < 8 || p->height > 2048 || p->height % 8)
-        return BAD_PARAM("height", "height %d: width and height must be multiples of 8 from 8 to 2048", p->height);
-    if (p->n_controls < 0 || p->n_controls > SD_STREAM_MAX_CONTROLS || (p->n_controls && !p->controls))
-        return BAD_PARAM("controls", "%d ControlNets: 0..%d, with a controls array", p->n_controls,
-                         SD_STREAM_MAX_CONTROLS);
-    for (int k = 0; k < p->n_controls; k++) {
-        const sd_control *c = &p->controls[k];
-        if (!c->net)
-            return BAD_PARAM("controls", "controls[%d]: no ControlNet (net is NULL)", k);
-        if (!(c->scale >= 0 && c->scale <= 10))
-            return BAD_PARAM("controls", "controls[%d]: conditioning scale %g out of range (0..10)", k, c->scale);
-        if (!(c->guidance_start >= 0 && c->guidance_start < c->guidance_end && c->guidance_end <= 1))
-            return BAD_PARAM("controls", "controls[%d]: guidance start %g / end %g must satisfy 0 <= start < end <= 1",
-                             k, c->guidance_start, c->guidance_end);
-        if (c->image && (!c->image->data || c->image->width <= 0 || c->image->height <= 0 ||
-                         c->image->width > SD_IMAGE_MAX_SIDE || c->image->height > SD_IMAGE_MAX_SIDE))
-            return BAD_PARAM("controls", "controls[%d]: the control image is empty", k);
-    }
-    if (p->n_controls && (unsigned)p->control_preprocess.kind > SD_PREPROCESS_TILE)
-        return BAD_PARAM("control_preprocess", "unknown control preprocessor %d", (int)p->control_preprocess.kind);
-    return SD_OK;
-}
 
 /* The parameters with the model: sd_stream_params_validate, then what needs the model (an autoencoder,
  * the size's multiple). */
@@ -296,318 +194,6 @@ sd_status sd_stream_set_init_noise(sd_stream *s, const float *host)
         st = upload_f32(s, &s->buffer, zero);
     free(zero);
     return st;
-}
-
-/* ---------------------------------------------------------------- step */
-
-#define HOOK(name, t) sd_hook(ctx, (name), (t))
-
-static sd_tensor rows(sd_ctx *ctx, sd_tensor t, int64_t r0, int64_t n) { return sd_view_rows(ctx, t, r0, n); }
-
-/* The UNet input rows for the stream batch X (uncond rows first for
- * initialize / full) and their timesteps (step-index list `idx`). */
-static sd_tensor guided_in(sd_stream *s, sd_ctx *ctx, sd_tensor X, int idx, sd_tensor *t)
-{
-    const int fbs = s->fbs;
-    sd_cfg_type cfg = s->p.cfg_type;
-    sd_tensor Xin = X;
-    if (cfg == SD_CFG_INITIALIZE)
-        Xin = sd_concat(ctx, rows(ctx, X, 0, fbs), X, 0);
-    else if (cfg == SD_CFG_FULL)
-        Xin = sd_concat(ctx, X, X, 0);
-    HOOK("unet_call_sample", Xin);
-    *t = rows(ctx, s->t_unet, (int64_t)idx * s->UB, Xin.ne[0]);
-    HOOK("unet_call_timestep", *t);
-    return Xin;
-}
-
-/* Guidance on the UNet output eps of guided_in's rows; returns model_pred [B,...]. */
-static sd_tensor guided_out(sd_stream *s, sd_ctx *ctx, int B, sd_tensor eps)
-{
-    const int fbs = s->fbs;
-    sd_cfg_type cfg = s->p.cfg_type;
-    HOOK("unet_call_out", eps);
-    sd_tensor text = eps;
-    if (cfg == SD_CFG_INITIALIZE) {
-        text = rows(ctx, eps, fbs, B);
-        sd_copy_into(ctx, rows(ctx, s->stock, 0, fbs), rows(ctx, eps, 0, fbs));
-    } else if (cfg == SD_CFG_FULL) {
-        text = rows(ctx, eps, B, B);
-    }
-    if (s->guidance > 1.0f && cfg != SD_CFG_NONE) {
-        sd_tensor uncond = cfg == SD_CFG_FULL ? rows(ctx, eps, 0, B) : sd_affine(ctx, rows(ctx, s->stock, 0, B), s->p.delta, 0);
-        return sd_add(ctx, uncond, sd_affine(ctx, sd_sub(ctx, text, uncond), s->guidance, 0));
-    }
-    return text;
-}
-
-/* The UNet on the stream batch X with guidance; returns model_pred [B,...]. */
-/* The UNet on its input rows Xin (step-index list idx), with the ControlNets' residuals when the stream has
- * nets: their control images per UNet row are the batch's rows (denoising batch: cond_rows, shifted with the
- * latents; sequential: the new frame's), duplicated as guided_in duplicates the latents. */
-static sd_tensor unet_call(sd_stream *s, sd_ctx *ctx, sd_tensor Xin, sd_tensor t, int idx)
-{
-    if (!s->n_ctl)
-        return sd_unet_forward(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv);
-    const int fbs = s->fbs;
-    sd_unet_residuals res = {s->res_down, s->n_res, {0}};
-    sd_cnet_residuals_new(ctx, s->ctl[0].net, Xin.ne[0], s->h, s->w, s->res_down, &res.mid);
-    for (int k = 0; k < s->n_ctl; k++) {
-        size_t mark = sd_mark(ctx);
-        sd_tensor base = s->p.use_denoising_batch ? s->ctl[k].cond_rows : s->ctl[k].cond_new; /* [B,3,H,W] */
-        sd_tensor cond = base;
-        if (s->p.cfg_type == SD_CFG_INITIALIZE)
-            cond = sd_concat(ctx, rows(ctx, base, 0, fbs), base, 0);
-        else if (s->p.cfg_type == SD_CFG_FULL)
-            cond = sd_concat(ctx, base, base, 0);
-        sd_tensor ks = rows(ctx, s->ctl[k].k_scale, (int64_t)idx * s->UB, Xin.ne[0]); /* [UB,1,1,1] */
-        sd_cnet_forward_rows(ctx, s->ctl[k].net, Xin, t, s->embeds, cond, ks, NULL, &res, k > 0);
-        sd_release(ctx, mark);
-    }
-    return sd_unet_forward_ex(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv, NULL, &res);
-}
-
-static sd_tensor unet_guided(sd_stream *s, sd_ctx *ctx, sd_tensor X, int idx)
-{
-    sd_tensor t;
-    sd_tensor Xin = guided_in(s, ctx, X, idx, &t);
-    sd_tensor eps = unet_call(s, ctx, Xin, t, idx);
-    return guided_out(s, ctx, (int)X.ne[0], eps);
-}
-
-/* F = (x - beta*eps)/alpha; c_out*F + c_skip*x, with per-row coefficient tensors. */
-static sd_tensor consistency(sd_ctx *ctx, sd_tensor x, sd_tensor eps, sd_tensor k_beta, sd_tensor k_inv_alpha,
-                             sd_tensor k_c_out, sd_tensor k_c_skip)
-{
-    sd_tensor F = sd_mul(ctx, sd_sub(ctx, x, sd_mul(ctx, eps, k_beta)), k_inv_alpha);
-    return sd_add(ctx, sd_mul(ctx, F, k_c_out), sd_mul(ctx, x, k_c_skip));
-}
-
-/* The image -> x_t of the first step. */
-static sd_tensor encode_frame(sd_stream *s, sd_ctx *ctx)
-{
-    sd_tensor z, img = s->img_in;
-    if (ctx->plan || s->in_u8) { /* bytes -> [-1, 1] on the device (plans count it either way) */
-        sd_tensor f = sd_rgb8_to_chw(ctx, s->img_in8);
-        if (s->in_u8)
-            img = f;
-    }
-    if (s->taesd) {
-        z = sd_taesd_encode(ctx, s->m->taesd, img);
-    } else { /* latent_dist.sample() (sd_vae_sample), its noise drawn per frame */
-        sd_tensor logvar;
-        sd_tensor mean = sd_vae_encode(ctx, s->m->vae, img, &logvar);
-        sd_tensor nz = sd_new4(ctx, mean.ne[0], mean.ne[1], mean.ne[2], mean.ne[3]);
-        if (!ctx->plan && sd_ok(ctx)) {
-            sd_rng_randn(&s->rng, s->host_noise, (size_t)sd_numel(&nz));
-            sd_tensor_from_f32(ctx, &nz, s->host_noise);
-        }
-        z = sd_vae_sample(ctx, mean, logvar, nz);
-    }
-    z = sd_affine(ctx, z, s->vae_scale, 0);
-    sd_tensor x = sd_add(ctx, sd_affine(ctx, z, s->alpha[0], 0),
-                         sd_affine(ctx, rows(ctx, s->init_noise, 0, s->fbs), s->beta[0], 0));
-    HOOK("x_t_latent_new", x);
-    return x;
-}
-
-static void decode_out(sd_stream *s, sd_ctx *ctx, sd_tensor x0)
-{
-    sd_tensor z = sd_affine(ctx, x0, 1.0f / s->vae_scale, 0);
-    sd_tensor img = s->taesd ? sd_taesd_decode(ctx, s->m->taesd, z) : sd_vae_decode(ctx, s->m->vae, z);
-    HOOK("output", img);
-    sd_copy_into(ctx, s->img_out, img);
-    sd_copy_into(ctx, s->img_out8, sd_chw_to_rgb8(ctx, img)); /* the output image's bytes, made on the device */
-}
-
-/* Stream batch, first half: X = cat(x_new, buffer), the stock noise shift
- * and the UNet input rows. */
-static sd_tensor batch_pre(sd_stream *s, sd_ctx *ctx, sd_tensor xn, sd_tensor *Xin, sd_tensor *t)
-{
-    const int B = s->B, fbs = s->fbs;
-    sd_tensor X = xn;
-    if (B > fbs) {
-        X = sd_concat(ctx, xn, s->buffer, 0);
-        sd_tensor st = sd_concat(ctx, rows(ctx, s->init_noise, 0, fbs), rows(ctx, s->stock, 0, B - fbs), 0);
-        sd_copy_into(ctx, s->stock, st);
-    }
-    HOOK("unet_x_t_latent", X);
-    HOOK("stock_noise_before", s->stock);
-    for (int k = 0; k < s->n_ctl; k++) { /* the control images move with their latents: the new frame's first */
-        sd_tensor c = s->ctl[k].cond_rows;
-        if (B > fbs)
-            sd_copy_into(ctx, c, sd_concat(ctx, s->ctl[k].cond_new, rows(ctx, c, 0, B - fbs), 0));
-        else
-            sd_copy_into(ctx, c, s->ctl[k].cond_new);
-    }
-    *Xin = guided_in(s, ctx, X, 0, t);
-    return X;
-}
-
-/* Stream batch, second half: guidance, consistency, RCFG stock update,
- * buffer update and decode, from the UNet output eps of batch_pre's rows. */
-static void batch_post(sd_stream *s, sd_ctx *ctx, sd_tensor X, sd_tensor eps)
-{
-    const int B = s->B, fbs = s->fbs;
-    bool rcfg = s->p.cfg_type == SD_CFG_SELF || s->p.cfg_type == SD_CFG_INITIALIZE;
-    sd_tensor mp = guided_out(s, ctx, B, eps);
-    HOOK("model_pred", mp);
-    sd_tensor x0 = consistency(ctx, X, mp, s->k_beta, s->k_inv_alpha, s->k_c_out, s->k_c_skip);
-    HOOK("x_0_pred_batch", x0);
-    if (rcfg) {
-        sd_tensor sn = sd_mul(ctx, s->stock, s->k_beta);
-        sd_tensor dx = consistency(ctx, sn, mp, s->k_beta, s->k_inv_alpha, s->k_c_out, s->k_c_skip);
-        /* consistency() computed c_out*((sn - beta*mp)/alpha) + c_skip*sn */
-        dx = sd_mul(ctx, dx, s->k_next);
-        sd_copy_into(ctx, s->stock, sd_add(ctx, s->init_noise_rolled, dx));
-    }
-    HOOK("stock_noise_after", s->stock);
-    sd_tensor out = B > fbs ? rows(ctx, x0, B - fbs, fbs) : x0;
-    HOOK("x_0_pred_out", out);
-    if (B > fbs) {
-        sd_tensor buf = sd_mul(ctx, rows(ctx, x0, 0, B - fbs), s->k_alpha_buf);
-        if (s->p.do_add_noise)
-            buf = sd_add(ctx, buf, sd_mul(ctx, rows(ctx, s->init_noise, fbs, B - fbs), s->k_beta_buf));
-        sd_copy_into(ctx, s->buffer, buf);
-        HOOK("x_t_latent_buffer_after", s->buffer);
-    }
-    decode_out(s, ctx, out);
-}
-
-static void step_batch(sd_stream *s, sd_ctx *ctx, sd_tensor xn)
-{
-    sd_tensor Xin, t;
-    sd_tensor X = batch_pre(s, ctx, xn, &Xin, &t);
-    sd_tensor eps = unet_call(s, ctx, Xin, t, 0);
-    batch_post(s, ctx, X, eps);
-}
-
-/* use_denoising_batch = false: the steps run one after another (reference:
- * init_noise is replaced by the incoming x_t and fresh noise re-noises
- * between steps). */
-static void step_sequential(sd_stream *s, sd_ctx *ctx, sd_tensor xn)
-{
-    sd_copy_into(ctx, s->init_noise, xn);
-    sd_tensor x = xn, x0 = xn;
-    for (int idx = 0; idx < s->n; idx++) {
-        HOOK("unet_x_t_latent", x);
-        sd_tensor mp = unet_guided(s, ctx, x, idx);
-        HOOK("model_pred", mp);
-        sd_tensor F = sd_affine(ctx, sd_sub(ctx, x, sd_affine(ctx, mp, s->beta[idx], 0)), 1.0f / s->alpha[idx], 0);
-        x0 = sd_add(ctx, sd_affine(ctx, F, s->c_out[idx], 0), sd_affine(ctx, x, s->c_skip[idx], 0));
-        HOOK("x_0_pred_batch", x0);
-        if (idx + 1 < s->n) {
-            sd_tensor nz = sd_new4(ctx, x0.ne[0], x0.ne[1], x0.ne[2], x0.ne[3]);
-            if (!ctx->plan && sd_ok(ctx)) {
-                sd_rng_randn(&s->rng, s->host_noise, (size_t)sd_numel(&nz));
-                sd_tensor_from_f32(ctx, &nz, s->host_noise);
-            }
-            x = sd_affine(ctx, x0, s->alpha[idx + 1], 0);
-            if (s->p.do_add_noise)
-                x = sd_add(ctx, x, sd_affine(ctx, nz, s->beta[idx + 1], 0));
-        }
-    }
-    HOOK("x_0_pred_out", x0);
-    decode_out(s, ctx, x0);
-}
-
-/* ---------------------------------------------------------------- graphs */
-
-static bool graph_matches(const sd_stream *s, const struct sd_stream_graph *g)
-{
-    return g->exec && g->guidance == s->guidance && g->delta == s->p.delta &&
-           g->weights_version == s->m->weights_version;
-}
-
-static void graphs_free(sd_stream *s)
-{
-    for (int i = 0; i < 3; i++)
-        if (s->graph[i].exec) {
-            s->m->be->ops->graph_free(s->m->be, s->graph[i].exec);
-            s->graph[i].exec = NULL;
-        }
-}
-
-typedef struct step_rec {
-    sd_stream *s;
-    bool use_latent;
-} step_rec;
-
-static void record_step(sd_ctx *ctx, void *user)
-{
-    step_rec *r = user;
-    step_batch(r->s, ctx, r->use_latent ? r->s->x_in : encode_frame(r->s, ctx));
-}
-
-/* The step as a replayed graph: captured on first use (and again when guidance, delta or the weights
- * changed; the prompt K/V are updated in place, so a prompt change needs no capture). Only for the
- * stream batch with TAESD or a latent input: those steps have no host work between their ops. Returns
- * SD_ERR_UNSUPPORTED (graphs_off set) when the capture failed: the caller runs the step eagerly. */
-static sd_status step_graph(sd_stream *s, bool use_latent)
-{
-    sd_backend *be = s->m->be;
-    struct sd_stream_graph *g = &s->graph[use_latent ? 2 : s->in_u8 ? 1 : 0];
-    if (g->exec && !graph_matches(s, g)) {
-        be->ops->graph_free(be, g->exec);
-        g->exec = NULL;
-    }
-    if (!g->exec) {
-        sd_ctx_reset(&s->ctx);
-        void *exec;
-        if (sd_ctx_capture(&s->ctx, record_step, &(step_rec){s, use_latent}, &exec) != SD_OK) {
-            fprintf(stderr, "streamdiff: stream step graph not used (%s); running the ops one by one\n",
-                    sd_last_error());
-            s->graphs_off = true;
-            return SD_ERR_UNSUPPORTED;
-        }
-        *g = (struct sd_stream_graph){exec, s->guidance, s->p.delta, s->m->weights_version};
-    }
-    return be->ops->graph_launch(be, g->exec);
-}
-
-sd_status sd_stream_step(sd_stream *s, bool use_latent, void (*hook)(void *, const char *, sd_tensor), void *user)
-{
-    sd_ctx *ctx = &s->ctx;
-    if (!ctx->plan && !hook && s->p.use_graphs && !s->graphs_off && s->m->be->ops->capture_begin &&
-        s->p.use_denoising_batch && (use_latent || s->taesd)) {
-        sd_status st = step_graph(s, use_latent);
-        if (st != SD_ERR_UNSUPPORTED) {
-            s->calls += st == SD_OK;
-            return st;
-        }
-    }
-    if (!ctx->plan)
-        sd_ctx_reset(ctx);
-    ctx->hook = hook;
-    ctx->hook_user = user;
-    sd_tensor xn = use_latent ? s->x_in : encode_frame(s, ctx);
-    if (s->p.use_denoising_batch)
-        step_batch(s, ctx, xn);
-    else
-        step_sequential(s, ctx, xn);
-    ctx->hook = NULL;
-    s->calls += !ctx->plan;
-    return ctx->status;
-}
-
-/* The stream batch split around its UNet call, for the stream group
- * (stream_group.c: many streams' rows in one UNet call). */
-sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, sd_tensor *Xin, sd_tensor *t)
-{
-    sd_tensor xn = !ctx->plan && s->in_latent ? s->x_in : encode_frame(s, ctx);
-    return batch_pre(s, ctx, xn, Xin, t);
-}
-
-void sd_stream_batch_post(sd_stream *s, sd_ctx *ctx, sd_tensor X, sd_tensor eps)
-{
-    batch_post(s, ctx, X, eps);
-    s->calls += !ctx->plan;
-}
-
-const sd_unet_kv *sd_stream_kv(const sd_stream *s, uint64_t *version)
-{
-    *version = s->kv_version;
-    return s->kv;
 }
 
 /* ---------------------------------------------------------------- prompts */
@@ -900,7 +486,7 @@ void sd_stream_free(sd_stream *s)
     if (detach)
         detach(owner, s);
     sd_stream_detach(s, owner);
-    graphs_free(s);
+    sd_stream_graphs_free(s);
     sd_unet_kv_free(s->kv);
     if (s->kv_mem)
         s->m->be->ops->free(s->m->be, s->kv_mem);
@@ -1258,7 +844,7 @@ sd_status sd_stream_set_guidance(sd_stream *s, float guidance_scale, float delta
 {
     if (!s)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
-    SD_TRY(check_guidance(guidance_scale, delta, NULL));
+    SD_TRY(sd_stream_check_guidance(guidance_scale, delta, NULL));
     pthread_mutex_lock(&s->engine);
     s->p.guidance_scale = guidance_scale;
     s->guidance = s->p.cfg_type == SD_CFG_NONE ? 1.0f : guidance_scale;
@@ -1290,7 +876,7 @@ sd_status sd_stream_set_t_index(sd_stream *s, const int *t_index_list, int n)
         if (lcm_coeffs(s) == SD_OK)
             upload_constants(s);
     }
-    graphs_free(s); /* captured steps bake the first step's noise coefficient in */
+    sd_stream_graphs_free(s); /* captured steps bake the first step's noise coefficient in */
     pthread_mutex_unlock(&s->engine);
     return st;
 }
@@ -1318,7 +904,7 @@ sd_status sd_stream_set_similarity_filter(sd_stream *s, float threshold, int max
 {
     if (!s)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
-    SD_TRY(check_filter(threshold, max_skip_frames, NULL));
+    SD_TRY(sd_stream_check_filter(threshold, max_skip_frames, NULL));
     pthread_mutex_lock(&s->engine);
     __atomic_store(&s->p.similarity_threshold, &threshold, __ATOMIC_RELAXED); /* read by the async input thread */
     __atomic_store(&s->p.max_skip_frames, &max_skip_frames, __ATOMIC_RELAXED);

@@ -114,6 +114,13 @@ struct sd_stream {
  * x_0_pred_batch, stock_noise_after, x_0_pred_out, x_t_latent_buffer_after,
  * output). Caller holds s->engine. */
 sd_status sd_stream_step(sd_stream *s, bool use_latent, void (*hook)(void *, const char *, sd_tensor), void *user);
+/* The rules for the live settings (stream_params.c; sd_stream_params_validate uses them too): the
+ * parameter's name into *param (may be NULL) when refused. */
+sd_status sd_stream_check_guidance(float guidance_scale, float delta, const char **param);
+sd_status sd_stream_check_filter(float threshold, int max_skip_frames, const char **param);
+/* Frees the captured CUDA graphs of the stream step (stream_step.c): the next step captures again. Caller
+ * holds s->engine (or owns the stream alone). */
+void sd_stream_graphs_free(sd_stream *s);
 /* Replaces init_noise (host floats [B,C,h,w]), like StreamDiffusion's update_noise(noise). */
 sd_status sd_stream_set_init_noise(sd_stream *s, const float *host);
 /* Test hook (stream_async.c): how many frame-slot buffers the async pipeline
