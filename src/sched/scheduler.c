@@ -282,6 +282,26 @@ int sd_scheduler_step_needs_noise(const sd_scheduler *s, int i)
 
 static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
+/* x0 and eps from the model output `m` at sample `x` (sa = sqrt(alpha_t), sb = sqrt(1 - alpha_t)) for each
+ * prediction type; TCD and DDIM share it. */
+static inline void pred_x0_eps(int prediction_type, float x, float m, float sa, float sb, float *x0, float *eps)
+{
+    switch (prediction_type) {
+    case SD_PRED_EPSILON:
+        *x0 = (x - sb * m) / sa;
+        *eps = m;
+        break;
+    case SD_PRED_SAMPLE:
+        *x0 = m;
+        *eps = (x - sa * m) / sb;
+        break;
+    default: /* v */
+        *x0 = sa * x - sb * m;
+        *eps = sa * m + sb * x;
+        break;
+    }
+}
+
 /* ---------------------------------------------------------------- LCM */
 
 void sd_lcm_scalings(double timestep_scaling, int64_t t, float *c_skip, float *c_out)
@@ -375,20 +395,7 @@ static sd_status tcd_step(sd_scheduler *s, int i, const float *mo, const float *
     float c_keep = sqrtf(ratio), c_noise = sqrtf(1.0f - ratio);
     for (size_t k = 0; k < n; k++) {
         float x0, eps;
-        switch (c->prediction_type) {
-        case SD_PRED_EPSILON:
-            x0 = (x[k] - sb * mo[k]) / sa;
-            eps = mo[k];
-            break;
-        case SD_PRED_SAMPLE:
-            x0 = mo[k];
-            eps = (x[k] - sa * x0) / sb;
-            break;
-        default: /* v */
-            x0 = sa * x[k] - sb * mo[k];
-            eps = sa * mo[k] + sb * x[k];
-            break;
-        }
+        pred_x0_eps(c->prediction_type, x[k], mo[k], sa, sb, &x0, &eps);
         float pns = sas * x0 + sbs * eps;
         if (pns_out)
             pns_out[k] = pns;
@@ -417,20 +424,7 @@ static sd_status ddim_step(sd_scheduler *s, int i, const float *mo, const float 
     float lo = (float)-c->clip_sample_range, hi = (float)c->clip_sample_range;
     for (size_t k = 0; k < n; k++) {
         float x0, eps;
-        switch (c->prediction_type) {
-        case SD_PRED_EPSILON:
-            x0 = (x[k] - sb * mo[k]) / sa;
-            eps = mo[k];
-            break;
-        case SD_PRED_SAMPLE:
-            x0 = mo[k];
-            eps = (x[k] - sa * x0) / sb;
-            break;
-        default:
-            x0 = sa * x[k] - sb * mo[k];
-            eps = sa * mo[k] + sb * x[k];
-            break;
-        }
+        pred_x0_eps(c->prediction_type, x[k], mo[k], sa, sb, &x0, &eps);
         if (c->clip_sample)
             x0 = clampf(x0, lo, hi);
         float p = sap * x0 + dir_coef * eps;
