@@ -48,6 +48,19 @@ float *sd_case_input_f32(sd_case *c, const char *name, size_t *n)
     return f;
 }
 
+sd_status sd_case_input_nd(sd_case *c, const char *name, int ndim, float **out, int64_t *shape)
+{
+    const sd_st_tensor *t = sd_case_input(c, name);
+    if (!t)
+        return SD_ERR_NOT_FOUND;
+    if (t->ndim != ndim)
+        return sd_fail(SD_ERR_FORMAT, "%s: input '%s' must have %d dimensions, has %d", c->name, name, ndim, t->ndim);
+    for (int i = 0; i < ndim; i++)
+        shape[i] = t->shape[i];
+    *out = sd_case_input_f32(c, name, NULL);
+    return *out ? SD_OK : SD_ERR_OUT_OF_MEMORY;
+}
+
 double sd_case_tolerance(sd_case *c, const char *name)
 {
     sd_config tols, one;

@@ -43,6 +43,9 @@ const sd_st_tensor *sd_case_input(sd_case *c, const char *name);       /* NULL +
 const sd_st_tensor *sd_case_expected(sd_case *c, const char *name);    /* NULL + error if absent */
 /* Input tensor as a freshly malloc'd float32 array (caller frees). */
 float *sd_case_input_f32(sd_case *c, const char *name, size_t *n);
+/* Input tensor that must have `ndim` dimensions: its shape into shape[0..ndim), its values as a malloc'd
+ * float32 array into *out (caller frees). SD_ERR_NOT_FOUND / SD_ERR_FORMAT name the input. */
+sd_status sd_case_input_nd(sd_case *c, const char *name, int ndim, float **out, int64_t *shape);
 /* Backends with F16 activations (CUDA) are held to
  * max(tolerance, rel * max(1, max |expected|)) instead (default 1e-2, the
  * fp16 bound); 0 or less restores the default. */

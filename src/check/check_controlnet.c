@@ -63,19 +63,6 @@ static void run(sd_ctx *ctx, cn_job *j)
     j->y0 = sd_unet_forward_added(ctx, j->u, x, t, cx, NULL, NULL, ap);
 }
 
-static sd_status get_input(sd_case *c, const char *name, int ndim, float **out, int64_t *shape)
-{
-    const sd_st_tensor *t = sd_case_input(c, name);
-    if (!t)
-        return SD_ERR_NOT_FOUND;
-    if (t->ndim != ndim)
-        return sd_fail(SD_ERR_FORMAT, "%s: input '%s' must have %d dimensions, has %d", c->name, name, ndim, t->ndim);
-    for (int i = 0; i < ndim; i++)
-        shape[i] = t->shape[i];
-    *out = sd_case_input_f32(c, name, NULL);
-    return *out ? SD_OK : SD_ERR_OUT_OF_MEMORY;
-}
-
 static sd_status load_weights(sd_case *c, sd_weights *w, const char *dir, const char *what)
 {
     char *p = sd_path_join(dir, "diffusion_pytorch_model.safetensors");
@@ -113,23 +100,23 @@ sd_status sd_check_controlnet(sd_case *c)
     if (s == SD_OK)
         s = sd_cnet_check_fit(&cfg, &ucf, dir);
     if (s == SD_OK)
-        s = get_input(c, "sample", 4, &in.x, in.xs);
+        s = sd_case_input_nd(c, "sample", 4, &in.x, in.xs);
     if (s == SD_OK) {
         int64_t tb = 0;
-        s = get_input(c, "timestep", 1, &in.t, &tb);
+        s = sd_case_input_nd(c, "timestep", 1, &in.t, &tb);
         if (s == SD_OK && tb != in.xs[0])
             s = sd_fail(SD_ERR_FORMAT, "%s: 'timestep' has %lld entries for a batch of %lld", c->name, (long long)tb,
                         (long long)in.xs[0]);
     }
     if (s == SD_OK)
-        s = get_input(c, "encoder_hidden_states", 3, &in.c, in.cs);
+        s = sd_case_input_nd(c, "encoder_hidden_states", 3, &in.c, in.cs);
     if (s == SD_OK)
-        s = get_input(c, "controlnet_cond", 4, &in.cond, in.conds);
+        s = sd_case_input_nd(c, "controlnet_cond", 4, &in.cond, in.conds);
     if (s == SD_OK && c->inputs && sd_st_find(c->inputs, "text_embeds")) { /* SDXL added_cond_kwargs */
         in.has_added = true;
-        s = get_input(c, "text_embeds", 2, &in.te, in.tes);
+        s = sd_case_input_nd(c, "text_embeds", 2, &in.te, in.tes);
         if (s == SD_OK)
-            s = get_input(c, "time_ids", 2, &in.ti, in.tis);
+            s = sd_case_input_nd(c, "time_ids", 2, &in.ti, in.tis);
     }
     if (s == SD_OK) {
         double scale = 1.0;

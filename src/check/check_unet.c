@@ -29,19 +29,6 @@ static void free_inputs(unet_inputs *in)
     free(in->ti);
 }
 
-static sd_status get_input(sd_case *c, const char *name, int ndim, float **out, int64_t *shape)
-{
-    const sd_st_tensor *t = sd_case_input(c, name);
-    if (!t)
-        return SD_ERR_NOT_FOUND;
-    if (t->ndim != ndim)
-        return sd_fail(SD_ERR_FORMAT, "%s: input '%s' must have %d dimensions, has %d", c->name, name, ndim, t->ndim);
-    for (int i = 0; i < ndim; i++)
-        shape[i] = t->shape[i];
-    *out = sd_case_input_f32(c, name, NULL);
-    return *out ? SD_OK : SD_ERR_OUT_OF_MEMORY;
-}
-
 static sd_tensor upload(sd_ctx *ctx, sd_dtype dt, const float *host, int ndim, const int64_t *ne)
 {
     sd_tensor t = sd_new(ctx, dt, ndim, ne);
@@ -229,25 +216,25 @@ sd_status sd_check_unet(sd_case *c)
     if (s == SD_OK)
         s = sd_unet_config_load(cpath, &cfg);
     if (s == SD_OK)
-        s = get_input(c, "sample", 4, &in.x, in.xs);
+        s = sd_case_input_nd(c, "sample", 4, &in.x, in.xs);
     if (s == SD_OK) {
         int64_t tb = 0;
-        s = get_input(c, "timestep", 1, &in.t, &tb);
+        s = sd_case_input_nd(c, "timestep", 1, &in.t, &tb);
         if (s == SD_OK && tb != in.xs[0])
             s = sd_fail(SD_ERR_FORMAT, "%s: 'timestep' has %lld entries for a batch of %lld", c->name,
                         (long long)tb, (long long)in.xs[0]);
     }
     if (s == SD_OK)
-        s = get_input(c, "encoder_hidden_states", 3, &in.c, in.cs);
+        s = sd_case_input_nd(c, "encoder_hidden_states", 3, &in.c, in.cs);
     if (s == SD_OK && c->inputs && sd_st_find(c->inputs, "timestep_cond")) {
         in.has_tc = true;
-        s = get_input(c, "timestep_cond", 2, &in.tc, in.tcs);
+        s = sd_case_input_nd(c, "timestep_cond", 2, &in.tc, in.tcs);
     }
     if (s == SD_OK && c->inputs && sd_st_find(c->inputs, "text_embeds")) { /* SDXL added_cond_kwargs */
         in.has_added = true;
-        s = get_input(c, "text_embeds", 2, &in.te, in.tes);
+        s = sd_case_input_nd(c, "text_embeds", 2, &in.te, in.tes);
         if (s == SD_OK)
-            s = get_input(c, "time_ids", 2, &in.ti, in.tis);
+            s = sd_case_input_nd(c, "time_ids", 2, &in.ti, in.tis);
     }
     bool f16_file = false;
     if (s == SD_OK) {

@@ -66,18 +66,6 @@ sd_status sd_ckpt_controlnet_layout(const sd_safetensors *st, sd_ckpt_cnet_layou
     return SD_OK;
 }
 
-static int named(alias_out *o, const char *fmt, ...) SD_PRINTF(2, 3);
-static int named(alias_out *o, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(o->name, sizeof o->name, fmt, ap);
-    va_end(ap);
-    o->row0 = 0;
-    o->rows = -1;
-    return (n < 0 || (size_t)n >= sizeof o->name) ? K_UNKNOWN : 1;
-}
-
 /* key without the prefix -> diffusers name */
 static int map_key(const unet_layout *U, int hint_last_idx, const char *p, alias_out *o)
 {
@@ -87,23 +75,23 @@ static int map_key(const unet_layout *U, int hint_last_idx, const char *p, alias
         if (a % 2)
             return K_UNKNOWN;
         if (a == 0)
-            return named(o, "controlnet_cond_embedding.conv_in.%s", q);
+            return ck_out1(o, "controlnet_cond_embedding.conv_in.%s", q);
         if (a == hint_last_idx)
-            return named(o, "controlnet_cond_embedding.conv_out.%s", q);
-        return named(o, "controlnet_cond_embedding.blocks.%d.%s", a / 2 - 1, q);
+            return ck_out1(o, "controlnet_cond_embedding.conv_out.%s", q);
+        return ck_out1(o, "controlnet_cond_embedding.blocks.%d.%s", a / 2 - 1, q);
     }
     q = p;
     if (take(&q, "zero_convs.") && take_index(&q, &a) && take(&q, "0.") && is_wb(q))
-        return named(o, "controlnet_down_blocks.%d.%s", a, q);
+        return ck_out1(o, "controlnet_down_blocks.%d.%s", a, q);
     q = p;
     if (take(&q, "middle_block_out.0.") && is_wb(q))
-        return named(o, "controlnet_mid_block.%s", q);
+        return ck_out1(o, "controlnet_mid_block.%s", q);
     q = p;
     if (take(&q, "label_emb.0.")) { /* SDXL: label_emb.0.{0,2} -> add_embedding.linear_{1,2} */
         if (take(&q, "0.") && is_wb(q))
-            return named(o, "add_embedding.linear_1.%s", q);
+            return ck_out1(o, "add_embedding.linear_1.%s", q);
         if (take(&q, "2.") && is_wb(q))
-            return named(o, "add_embedding.linear_2.%s", q);
+            return ck_out1(o, "add_embedding.linear_2.%s", q);
         return K_UNKNOWN;
     }
     /* the UNet's down path, mid block and time embedding: the UNet table */

@@ -118,6 +118,8 @@ typedef struct alias_out {
 } alias_out;
 
 enum { K_UNKNOWN = -1, K_IGNORED = 0 };
+/* o->name = the formatted diffusers name, the whole tensor (row0 0, rows -1): 1, or K_UNKNOWN when it does not fit. */
+int ck_out1(alias_out *o, const char *fmt, ...) SD_PRINTF(2, 3);
 
 typedef enum comp { C_UNET, C_VAE, C_TEXT } comp;
 

@@ -133,8 +133,7 @@ sd_status ck_unet_layout_parse(const sd_safetensors *st, unet_layout *L)
 
 /* ------------------------------------------------------------------ key classification */
 
-static int out1(alias_out *o, const char *fmt, ...) SD_PRINTF(2, 3);
-static int out1(alias_out *o, const char *fmt, ...)
+int ck_out1(alias_out *o, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -193,7 +192,7 @@ int ck_map_unet_key(const unet_layout *L, const char *key, alias_out *o)
     for (size_t i = 0; i < SD_ARRAY_LEN(fixed); i++) {
         size_t n = strlen(fixed[i][0]);
         if (!strncmp(p, fixed[i][0], n))
-            return is_wb(p + n) ? out1(o, "%s%s", fixed[i][1], p + n) : K_UNKNOWN;
+            return is_wb(p + n) ? ck_out1(o, "%s%s", fixed[i][1], p + n) : K_UNKNOWN;
     }
     char tb[64];
     int a, b;
@@ -203,20 +202,20 @@ int ck_map_unet_key(const unet_layout *L, const char *key, alias_out *o)
             return K_UNKNOWN;
         int blk = (a - 1) / (L->lpb + 1), lay = (a - 1) % (L->lpb + 1);
         if (b == 0 && take(&p, "op."))
-            return is_wb(p) ? out1(o, "down_blocks.%d.downsamplers.0.conv.%s", blk, p) : K_UNKNOWN;
+            return is_wb(p) ? ck_out1(o, "down_blocks.%d.downsamplers.0.conv.%s", blk, p) : K_UNKNOWN;
         if (b == 0 && (t = unet_resnet_tail(p, tb, sizeof tb)))
-            return out1(o, "down_blocks.%d.resnets.%d.%s", blk, lay, t);
+            return ck_out1(o, "down_blocks.%d.resnets.%d.%s", blk, lay, t);
         if (b == 1 && unet_attn_tail_ok(p))
-            return out1(o, "down_blocks.%d.attentions.%d.%s", blk, lay, p);
+            return ck_out1(o, "down_blocks.%d.attentions.%d.%s", blk, lay, p);
         return K_UNKNOWN;
     }
     if (take(&p, "middle_block.")) {
         if (!take_index(&p, &a))
             return K_UNKNOWN;
         if ((a == 0 || a == 2) && (t = unet_resnet_tail(p, tb, sizeof tb)))
-            return out1(o, "mid_block.resnets.%d.%s", a / 2, t);
+            return ck_out1(o, "mid_block.resnets.%d.%s", a / 2, t);
         if (a == 1 && unet_attn_tail_ok(p))
-            return out1(o, "mid_block.attentions.0.%s", p);
+            return ck_out1(o, "mid_block.attentions.0.%s", p);
         return K_UNKNOWN;
     }
     if (take(&p, "output_blocks.")) {
@@ -224,11 +223,11 @@ int ck_map_unet_key(const unet_layout *L, const char *key, alias_out *o)
             return K_UNKNOWN;
         int blk = a / (L->lpb + 1), lay = a % (L->lpb + 1);
         if ((b == 1 || b == 2) && take(&p, "conv."))
-            return is_wb(p) ? out1(o, "up_blocks.%d.upsamplers.0.conv.%s", blk, p) : K_UNKNOWN;
+            return is_wb(p) ? ck_out1(o, "up_blocks.%d.upsamplers.0.conv.%s", blk, p) : K_UNKNOWN;
         if (b == 0 && (t = unet_resnet_tail(p, tb, sizeof tb)))
-            return out1(o, "up_blocks.%d.resnets.%d.%s", blk, lay, t);
+            return ck_out1(o, "up_blocks.%d.resnets.%d.%s", blk, lay, t);
         if (b == 1 && unet_attn_tail_ok(p))
-            return out1(o, "up_blocks.%d.attentions.%d.%s", blk, lay, p);
+            return ck_out1(o, "up_blocks.%d.attentions.%d.%s", blk, lay, p);
         return K_UNKNOWN;
     }
     return K_UNKNOWN;
@@ -259,7 +258,7 @@ static int map_vae_mid(const char *coder, const char *p, alias_out *o)
     if (take(&p, "block_")) {
         if (!take_index(&p, &a) || (a != 1 && a != 2) || !(t = vae_resnet_tail(p, tb, sizeof tb)))
             return K_UNKNOWN;
-        return out1(o, "%s.mid_block.resnets.%d.%s", coder, a - 1, t);
+        return ck_out1(o, "%s.mid_block.resnets.%d.%s", coder, a - 1, t);
     }
     if (take(&p, "attn_1.")) {
         static const char *const m[][2] = {
@@ -268,7 +267,7 @@ static int map_vae_mid(const char *coder, const char *p, alias_out *o)
         for (size_t i = 0; i < SD_ARRAY_LEN(m); i++) {
             size_t n = strlen(m[i][0]);
             if (!strncmp(p, m[i][0], n) && is_wb(p + n))
-                return out1(o, "%s.mid_block.attentions.0.%s%s", coder, m[i][1], p + n);
+                return ck_out1(o, "%s.mid_block.attentions.0.%s%s", coder, m[i][1], p + n);
         }
     }
     return K_UNKNOWN;
@@ -288,7 +287,7 @@ int ck_map_vae_key(int n_up, const char *key, alias_out *o)
     for (size_t i = 0; i < SD_ARRAY_LEN(fixed); i++) {
         size_t n = strlen(fixed[i][0]);
         if (!strncmp(p, fixed[i][0], n))
-            return is_wb(p + n) ? out1(o, "%s%s", fixed[i][1], p + n) : K_UNKNOWN;
+            return is_wb(p + n) ? ck_out1(o, "%s%s", fixed[i][1], p + n) : K_UNKNOWN;
     }
     char tb[64];
     const char *t;
@@ -299,9 +298,9 @@ int ck_map_vae_key(int n_up, const char *key, alias_out *o)
         if (!take(&p, "down.") || !take_index(&p, &a))
             return K_UNKNOWN;
         if (take(&p, "downsample.conv."))
-            return is_wb(p) ? out1(o, "encoder.down_blocks.%d.downsamplers.0.conv.%s", a, p) : K_UNKNOWN;
+            return is_wb(p) ? ck_out1(o, "encoder.down_blocks.%d.downsamplers.0.conv.%s", a, p) : K_UNKNOWN;
         if (take(&p, "block.") && take_index(&p, &b) && (t = vae_resnet_tail(p, tb, sizeof tb)))
-            return out1(o, "encoder.down_blocks.%d.resnets.%d.%s", a, b, t);
+            return ck_out1(o, "encoder.down_blocks.%d.resnets.%d.%s", a, b, t);
         return K_UNKNOWN;
     }
     if (take(&p, "decoder.")) {
@@ -311,9 +310,9 @@ int ck_map_vae_key(int n_up, const char *key, alias_out *o)
             return K_UNKNOWN;
         int blk = n_up - 1 - a;
         if (take(&p, "upsample.conv."))
-            return is_wb(p) ? out1(o, "decoder.up_blocks.%d.upsamplers.0.conv.%s", blk, p) : K_UNKNOWN;
+            return is_wb(p) ? ck_out1(o, "decoder.up_blocks.%d.upsamplers.0.conv.%s", blk, p) : K_UNKNOWN;
         if (take(&p, "block.") && take_index(&p, &b) && (t = vae_resnet_tail(p, tb, sizeof tb)))
-            return out1(o, "decoder.up_blocks.%d.resnets.%d.%s", blk, b, t);
+            return ck_out1(o, "decoder.up_blocks.%d.resnets.%d.%s", blk, b, t);
         return K_UNKNOWN;
     }
     return K_UNKNOWN;
@@ -368,7 +367,7 @@ int ck_map_clip_key(const char *key, alias_out *o)
         return K_IGNORED; /* a buffer (0..76), not a weight; broken in some files */
     if (!clip_tail_ok(p))
         return K_UNKNOWN;
-    return out1(o, "text_model.%s", p);
+    return ck_out1(o, "text_model.%s", p);
 }
 
 /* Number of text encoder blocks in the file (max index + 1). */
@@ -398,11 +397,11 @@ int ck_map_oclip_key(int dropped, const char *key, const sd_st_tensor *t, alias_
     if (!strcmp(p, "text_projection") || !strcmp(p, "logit_scale") || !strcmp(p, "attn_mask"))
         return K_IGNORED;
     if (!strcmp(p, "positional_embedding"))
-        return out1(o, "text_model.embeddings.position_embedding.weight");
+        return ck_out1(o, "text_model.embeddings.position_embedding.weight");
     if (!strcmp(p, "token_embedding.weight"))
-        return out1(o, "text_model.embeddings.token_embedding.weight");
+        return ck_out1(o, "text_model.embeddings.token_embedding.weight");
     if (take(&p, "ln_final."))
-        return is_wb(p) ? out1(o, "text_model.final_layer_norm.%s", p) : K_UNKNOWN;
+        return is_wb(p) ? ck_out1(o, "text_model.final_layer_norm.%s", p) : K_UNKNOWN;
     int k;
     if (!take(&p, "transformer.resblocks.") || !take_index(&p, &k))
         return K_UNKNOWN;
@@ -415,7 +414,7 @@ int ck_map_oclip_key(int dropped, const char *key, const sd_st_tensor *t, alias_
     for (size_t i = 0; i < SD_ARRAY_LEN(m); i++) {
         size_t n = strlen(m[i][0]);
         if (!strncmp(p, m[i][0], n) && is_wb(p + n)) {
-            r = out1(o, "text_model.encoder.layers.%d.%s%s", k, m[i][1], p + n);
+            r = ck_out1(o, "text_model.encoder.layers.%d.%s%s", k, m[i][1], p + n);
             break;
         }
     }
@@ -426,7 +425,7 @@ int ck_map_oclip_key(int dropped, const char *key, const sd_st_tensor *t, alias_
         int64_t d = t->shape[0] / 3;
         static const char qkv[3] = {'q', 'k', 'v'};
         for (int j = 0; j < 3; j++) {
-            if (out1(&o[j], "text_model.encoder.layers.%d.self_attn.%c_proj.%s", k, qkv[j], w ? "weight" : "bias") !=
+            if (ck_out1(&o[j], "text_model.encoder.layers.%d.self_attn.%c_proj.%s", k, qkv[j], w ? "weight" : "bias") !=
                 1)
                 return K_UNKNOWN;
             o[j].row0 = j * d;
