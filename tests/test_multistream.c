@@ -5,7 +5,9 @@
  * with batches smaller than the group (round robin), a prompt change and the
  * similarity filter. Plus the membership rules and errors.
  * Uses the tiny random-weight models in $SD_TEST_DATA/models (tiny-sd15 +
- * taesd-tiny) at 32x32 (latent 4x4). */
+ * taesd-tiny) at 32x32 (latent 4x4); SD_TEST_STREAM_MODEL names another
+ * model folder there (CTest test_multistream_sdxl: tiny-sdxl, whose UNet rows
+ * carry SDXL's added conditions through the batched call). */
 #include "test.h"
 
 #include "pipe/stream.h"
@@ -39,7 +41,8 @@ static sd_model *model(void)
     if (g_model || g_why[0])
         return g_model;
     const char *d = getenv("SD_TEST_DATA");
-    snprintf(g_mp, sizeof g_mp, "%s/models/tiny-sd15", d ? d : "tests/data");
+    const char *mn = getenv("SD_TEST_STREAM_MODEL");
+    snprintf(g_mp, sizeof g_mp, "%s/models/%s", d ? d : "tests/data", mn && *mn ? mn : "tiny-sd15");
     snprintf(g_tp, sizeof g_tp, "%s/models/taesd-tiny", d ? d : "tests/data");
     if (access(g_mp, R_OK) || access(g_tp, R_OK)) {
         snprintf(g_why, sizeof g_why, "tiny models not found under %s/models", d ? d : "tests/data");

@@ -573,8 +573,10 @@ sd_status sd_model_get_info(const sd_model *m, sd_model_info *info)
 
 int sd_model_prompt_tokens(const sd_model *m)
 {
-    int S = sd_tokenizer_max_length(m->tok);
-    return S <= 0 || S > m->clip_cfg.max_position_embeddings ? m->clip_cfg.max_position_embeddings : S;
+    int S = sd_tokenizer_max_length(m->tok), mp = m->clip_cfg.max_position_embeddings;
+    if (m->sdxl && m->clip2_cfg.max_position_embeddings < mp) /* SDXL: both encoders read S tokens */
+        mp = m->clip2_cfg.max_position_embeddings;
+    return S <= 0 || S > mp ? mp : S;
 }
 
 sd_status sd_model_tokenize(const sd_model *m, sd_tokenizer *tok, const char *prompt, int32_t *ids, int S,

@@ -102,6 +102,11 @@ sd_status sd_pipe_stage(sd_backend *be, sd_stage_fn fn, void *user, const char *
  * text encoder 2 reads prompt_2 (NULL or "": prompt). */
 sd_status sd_sdxl_encode_prompt(sd_model *m, const char *prompt, const char *prompt_2, int clip_skip, float **embeds,
                                 float **pooled, int *seq_len, int *dim, int *pooled_dim);
+/* Both text encoders on S token ids each (ids1: tokenizer/, ids2: tokenizer_2/) on ctx (reset here; a planning
+ * ctx sizes the arena and computes nothing): embeds [S, D1+D2] and pooled [P] host floats.
+ * Errors go to ctx. The one SDXL prompt forward (sd_sdxl_encode_prompt and the stream engine). */
+void sd_sdxl_text_forward(const sd_model *m, sd_ctx *ctx, const int32_t *ids1, const int32_t *ids2, int S, int clip_skip,
+                          float *embeds, float *pooled);
 /* The positive and negative time ids of a generation (diffusers' _get_add_time_ids, txt2img or img2img
  * rules by a->image). */
 void sd_sdxl_time_ids(const sd_pipe_args *a, float pos[SD_UNET_TIME_IDS], float neg[SD_UNET_TIME_IDS]);

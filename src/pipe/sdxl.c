@@ -206,22 +206,30 @@ void sd_sdxl_free(sd_model *m)
 
 /* ---------------------------------------------------------------- prompts */
 
+void sd_sdxl_text_forward(const sd_model *m, sd_ctx *ctx, const int32_t *ids1, const int32_t *ids2, int S, int clip_skip,
+                          float *embeds, float *pooled)
+{
+    sd_ctx_reset(ctx);
+    int skip = 1 + clip_skip; /* hidden_states[-(clip_skip + 2)] */
+    sd_tensor h1 = sd_clip_forward_hidden(ctx, m->clip, ids1, 1, S, skip, false, NULL, NULL);
+    sd_tensor p;
+    sd_tensor h2 = sd_clip_forward_hidden(ctx, m->clip2, ids2, 1, S, skip, false, NULL, &p);
+    sd_tensor e = sd_concat(ctx, h1, h2, 2);
+    sd_tensor_to_f32(ctx, &e, embeds);
+    sd_tensor_to_f32(ctx, &p, pooled);
+}
+
 typedef struct {
     sd_model *m;
     const int32_t *ids1, *ids2;
-    int seq, skip;
+    int seq, clip_skip;
     float *embeds, *pooled;
 } xl_text_job;
 
 static void xl_text_stage(sd_ctx *ctx, void *user)
 {
     xl_text_job *j = user;
-    sd_tensor h1 = sd_clip_forward_hidden(ctx, j->m->clip, j->ids1, 1, j->seq, j->skip, false, NULL, NULL);
-    sd_tensor pooled;
-    sd_tensor h2 = sd_clip_forward_hidden(ctx, j->m->clip2, j->ids2, 1, j->seq, j->skip, false, NULL, &pooled);
-    sd_tensor e = sd_concat(ctx, h1, h2, 2);
-    sd_tensor_to_f32(ctx, &e, j->embeds);
-    sd_tensor_to_f32(ctx, &pooled, j->pooled);
+    sd_sdxl_text_forward(j->m, ctx, j->ids1, j->ids2, j->seq, j->clip_skip, j->embeds, j->pooled);
 }
 
 sd_status sd_sdxl_encode_prompt(sd_model *m, const char *prompt, const char *prompt_2, int clip_skip, float **embeds,
@@ -232,12 +240,7 @@ sd_status sd_sdxl_encode_prompt(sd_model *m, const char *prompt, const char *pro
     *embeds = *pooled = NULL;
     if (!m->sdxl || !m->clip2)
         return sd_fail(SD_ERR_INTERNAL, "sd_sdxl_encode_prompt: not an SDXL model");
-    int seq = sd_tokenizer_max_length(m->tok);
-    int mp = m->clip_cfg.max_position_embeddings < m->clip2_cfg.max_position_embeddings
-                 ? m->clip_cfg.max_position_embeddings
-                 : m->clip2_cfg.max_position_embeddings;
-    if (seq <= 0 || seq > mp)
-        seq = mp;
+    int seq = sd_model_prompt_tokens(m);
     int skip = 1 + clip_skip; /* hidden_states[-(clip_skip + 2)] */
     if (clip_skip < 0 || skip > m->clip_cfg.num_hidden_layers || skip > m->clip2_cfg.num_hidden_layers)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "clip skip %d is out of range for SDXL's text encoders (%d and %d "
@@ -252,7 +255,7 @@ sd_status sd_sdxl_encode_prompt(sd_model *m, const char *prompt, const char *pro
     if (s == SD_OK)
         s = sd_model_tokenize(m, m->tok2, prompt_2, ids + seq, seq, false);
     if (s == SD_OK) {
-        xl_text_job j = {m, ids, ids + seq, seq, skip, e, p};
+        xl_text_job j = {m, ids, ids + seq, seq, clip_skip, e, p};
         s = sd_pipe_stage(m->be, xl_text_stage, &j, "the SDXL text encoders");
     }
     free(ids);

@@ -3,6 +3,7 @@
  * ARCHITECTURE.md for the data flow of one frame. */
 #include "pipe/stream.h"
 #include "pipe/control.h"
+#include "pipe/pipeline.h"
 
 #include "core/memlimit.h"
 #include "io/image.h"
@@ -40,8 +41,6 @@ static sd_status validate(const sd_model *m, const sd_stream_params *p, bool *ta
                            "latent size; this stream's images are RGB, %d x it", k, c->name,
                            (long long)c->cfg.conditioning_channels, sd_cnet_cond_factor(&c->cfg), sc);
     }
-    if (m->unet_cfg.add_text_time && p->n_controls)
-        return sd_fail(SD_ERR_UNSUPPORTED, "ControlNets in an SDXL stream are not supported");
     return SD_OK;
 }
 
@@ -87,6 +86,10 @@ static void alloc_state(sd_stream *s, sd_ctx *st)
     s->img_out8 = sd_new(st, SD_U8, 4, (int64_t[]){fbs, s->H, s->W, 3});
     int64_t kvb = s->p.cfg_type == SD_CFG_FULL ? 2 * B : s->p.cfg_type == SD_CFG_INITIALIZE ? fbs + B : 1;
     s->embeds = sd_new4(st, kvb, s->S, s->D, 0);
+    if (s->P) {
+        s->add_te = sd_new4(st, s->UB, s->P, 0, 0);
+        s->add_ids = sd_new(st, SD_F32, 2, (int64_t[]){s->UB, SD_UNET_TIME_IDS});
+    }
     for (int k = 0; k < s->n_ctl; k++) {
         s->ctl[k].cond_new = sd_new4(st, fbs, 3, s->H, s->W);
         s->ctl[k].cond_rows = sd_new4(st, B, 3, s->H, s->W);
@@ -198,12 +201,34 @@ sd_status sd_stream_set_init_noise(sd_stream *s, const float *host)
 
 /* ---------------------------------------------------------------- prompts */
 
-/* The model's prompt encoder on the stream's own arena and token scratch. */
-static sd_status encode_text(sd_stream *s, const char *text, float *out)
+/* The model's prompt encoder on the stream's own arena and token scratch (SDXL: both encoders, and the
+ * pooled embedding into `pooled`). */
+static sd_status encode_text(sd_stream *s, const char *text, float *out, float *pooled)
 {
     SD_TRY(sd_model_tokenize(s->m, NULL, text, s->ids, s->S, false));
-    sd_model_text_forward(s->m, &s->text_ctx, s->ids, s->S, 0, out);
+    if (s->P) {
+        SD_TRY(sd_model_tokenize(s->m, s->m->tok2, text, s->ids2, s->S, false));
+        sd_sdxl_text_forward(s->m, &s->text_ctx, s->ids, s->ids2, s->S, 0, out, pooled);
+    } else {
+        sd_model_text_forward(s->m, &s->text_ctx, s->ids, s->S, 0, out);
+    }
     return s->text_ctx.status;
+}
+
+/* SDXL: the added conditions of the UNet rows (the first `u` rows uncond), as StableDiffusionXLPipeline's
+ * defaults at the stream's size (original = target = (H, W), crop (0, 0)). */
+static sd_status upload_added(sd_stream *s, int64_t u)
+{
+    float ids[SD_UNET_TIME_IDS], neg[SD_UNET_TIME_IDS];
+    sd_sdxl_time_ids(&(sd_pipe_args){.width = s->W, .height = s->H}, ids, neg);
+    sd_status st = SD_OK;
+    for (int64_t r = 0; r < s->UB && st == SD_OK; r++) {
+        sd_tensor te = sd_view_rows(&s->state, s->add_te, r, 1), ti = sd_view_rows(&s->state, s->add_ids, r, 1);
+        st = upload_f32(s, &te, r < u ? s->host_pooled + s->P : s->host_pooled);
+        if (st == SD_OK)
+            st = upload_f32(s, &ti, ids);
+    }
+    return st;
 }
 
 /* Encodes the prompts, uploads the embedding rows and recomputes the
@@ -212,16 +237,18 @@ static sd_status apply_prompt(sd_stream *s, const char *prompt, const char *nega
 {
     size_t SD_ = (size_t)s->S * s->D;
     float *cond = s->host_embeds, *uncond = s->host_embeds + SD_;
-    sd_status st = encode_text(s, prompt, cond);
+    sd_status st = encode_text(s, prompt, cond, s->host_pooled);
     bool need_uncond = s->p.cfg_type == SD_CFG_FULL || s->p.cfg_type == SD_CFG_INITIALIZE;
     if (st == SD_OK && need_uncond)
-        st = encode_text(s, negative_prompt ? negative_prompt : "", uncond);
+        st = encode_text(s, negative_prompt ? negative_prompt : "", uncond, s->host_pooled + s->P);
     if (st == SD_OK) { /* rows: [uncond x U, cond x B] (U = B for full, fbs for initialize), or one cond row */
         int64_t rows_n = s->embeds.ne[0], u = rows_n - (need_uncond ? s->B : 1);
         for (int64_t r = 0; r < rows_n && st == SD_OK; r++) {
             sd_tensor row = sd_view_rows(&s->state, s->embeds, r, 1);
             st = sd_tensor_from_f32(&s->state, &row, r < u ? uncond : cond);
         }
+        if (st == SD_OK && s->P)
+            st = upload_added(s, need_uncond ? s->UB - s->B : 0);
     }
     if (st == SD_OK) {
         sd_ctx_reset(&s->ctx);
@@ -336,7 +363,10 @@ static sd_status plan_contexts(sd_stream *s)
     peak = SD_MAX(peak, plan.peak);
     /* text encoder */
     sd_ctx_init_plan(&plan, s->m->be);
-    sd_model_text_forward(s->m, &plan, s->ids, s->S, 0, s->host_embeds);
+    if (s->P)
+        sd_sdxl_text_forward(s->m, &plan, s->ids, s->ids2, s->S, 0, s->host_embeds, s->host_pooled);
+    else
+        sd_model_text_forward(s->m, &plan, s->ids, s->S, 0, s->host_embeds);
     SD_TRY(plan.status);
     /* refuse up front what cannot fit (src/core/memlimit.h): everything the stream holds */
     size_t kvb = sd_unet_kv_bytes(s->m->unet, s->embeds.ne[0], s->S, s->m->be->act_dtype);
@@ -356,9 +386,6 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
     if (!m)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL model");
     sd_stream_params p;
-    if (m->sdxl)
-        return sd_fail(SD_ERR_UNSUPPORTED, "streaming (StreamDiffusion) does not run SDXL models yet; use txt2img / "
-                       "img2img, or an SD1.x/SD2.x model (e.g. sd-turbo) for streams");
     if (params)
         p = *params;
     else
@@ -388,7 +415,8 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
     s->w = p.width / sc;
     s->guidance = p.cfg_type == SD_CFG_NONE ? 1.0f : p.guidance_scale;
     s->S = sd_model_prompt_tokens(m);
-    s->D = m->clip_cfg.hidden_size;
+    s->D = m->clip_cfg.hidden_size + (m->sdxl ? m->clip2_cfg.hidden_size : 0);
+    s->P = m->sdxl ? m->clip2_cfg.projection_dim : 0;
     s->n_ctl = p.n_controls;
     s->ctl_pp = p.control_preprocess;
     for (int k = 0; k < s->n_ctl; k++) {
@@ -410,7 +438,11 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
     s->host_in = sd_malloc(SD_MAX(img_n, lat_n) * sizeof(float));
     s->host_noise = sd_malloc(SD_MAX(img_n, lat_n) * sizeof(float));
     s->ssf_prev = sd_malloc(img_n * sizeof(float));
-    sd_status st = (s->ids && s->host_embeds && s->host_in && s->host_noise && s->ssf_prev) ? SD_OK : SD_ERR_OUT_OF_MEMORY;
+    s->ids2 = sd_calloc((size_t)s->S, sizeof *s->ids2);
+    s->host_pooled = sd_malloc((2 * (size_t)s->P + 1) * sizeof(float));
+    sd_status st = (s->ids && s->host_embeds && s->host_in && s->host_noise && s->ssf_prev && s->ids2 && s->host_pooled)
+                       ? SD_OK
+                       : SD_ERR_OUT_OF_MEMORY;
     if (st == SD_OK && s->n_ctl) {
         s->res_down = sd_calloc((size_t)s->n_res, sizeof *s->res_down);
         s->ctl_bytes = sd_malloc(img_n);
@@ -494,6 +526,8 @@ void sd_stream_free(sd_stream *s)
     sd_ctx_free(&s->text_ctx);
     sd_ctx_free(&s->state);
     free(s->ids);
+    free(s->ids2);
+    free(s->host_pooled);
     free(s->host_embeds);
     free(s->host_in);
     free(s->host_noise);

@@ -39,6 +39,14 @@ struct sd_stream {
     sd_tensor img_in, x_in;        /* [fbs,3,H,W] frame input, [fbs,C,h,w] latent input (txt2img / replay) */
     sd_tensor img_out;             /* [fbs,3,H,W] last output */
     sd_tensor embeds;              /* [UB or 1, S, D] prompt embeddings */
+    /* SDXL (P > 0): the UNet's added conditions per UNet row, rows as the UNet input (uncond rows first):
+     * text_embeds = the pooled embedding of text encoder 2 (negative prompt's on uncond rows), time_ids =
+     * (H, W, 0, 0, H, W) (original size = target size = the stream's, no crop); written on prompt changes */
+    int P;
+    sd_tensor add_te;              /* [UB, P] act dtype */
+    sd_tensor add_ids;             /* F32 [UB, 6] */
+    int32_t *ids2;                 /* tokenizer_2 ids scratch [S] */
+    float *host_pooled;            /* [2, P] scratch (cond, uncond) */
     void *kv_mem;
     sd_unet_kv *kv;
     /* per-frame compute arena, planned at creation */

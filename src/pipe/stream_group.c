@@ -77,6 +77,7 @@ struct sd_stream_group {
     sd_tensor *X;
     sd_tensor *Xin;
     sd_tensor *t;
+    sd_unet_added *add; /* SDXL: the streams' added conditions */
     /* scratch [max_streams], by member index */
     bool *pending;
     bool *has;            /* the member has a frame in this call */
@@ -113,9 +114,6 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
     *out = NULL;
     if (!m)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_create: NULL model");
-    if (m->sdxl)
-        return sd_fail(SD_ERR_UNSUPPORTED, "streaming (StreamDiffusion) does not run SDXL models yet; use txt2img / "
-                       "img2img, or an SD1.x/SD2.x model (e.g. sd-turbo) for streams");
     if (max_streams < 1 || max_streams > SD_GROUP_MAX_STREAMS)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_create: max_streams %d out of range (1..%d)",
                        max_streams, SD_GROUP_MAX_STREAMS);
@@ -151,8 +149,9 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
     g->X = sd_calloc(mb, sizeof *g->X);
     g->Xin = sd_calloc(mb, sizeof *g->Xin);
     g->t = sd_calloc(mb, sizeof *g->t);
+    g->add = sd_calloc(mb, sizeof *g->add);
     if (!g->s || !g->mstats || !g->pending || !g->has || !g->fin || !g->fout || !g->md || !g->seld || !g->kv_src || !g->kv_ver || !g->plan_sel || !g->sel || !g->sel_idx ||
-        !g->rows || !g->srcs || !g->X || !g->Xin || !g->t) {
+        !g->rows || !g->srcs || !g->X || !g->Xin || !g->t || !g->add) {
         sd_stream_group_free(g);
         return SD_ERR_OUT_OF_MEMORY;
     }
@@ -200,6 +199,7 @@ void sd_stream_group_free(sd_stream_group *g)
     free(g->X);
     free(g->Xin);
     free(g->t);
+    free(g->add);
     pthread_mutex_destroy(&g->mu);
     free(g);
 }
@@ -219,16 +219,17 @@ int sd_stream_group_count(const sd_stream_group *g)
 
 /* First half of a tick of the k streams in g->sel on ctx / uctx (both planning or both real): each
  * stream's first half (encode or, for a txt2img frame, the stream's latent; stock shift), then the UNet input at the bottom of uctx, rows rows
- * (>= the streams' total; the rest is padding), the streams' rows and timesteps copied in, and the K/V
- * cache filled (gather: from the members' caches) and set to rows rows. Returns the total. */
+ * (>= the streams' total; the rest is padding), the streams' rows, timesteps and (SDXL) added conditions
+ * copied in (*add: empty tensors for other models), and the K/V cache filled (gather: from the members'
+ * caches) and set to rows rows. Returns the total. */
 static int64_t tick_pre(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, bool gather,
-                        int64_t rows, sd_tensor *xin, sd_tensor *tt)
+                        int64_t rows, sd_tensor *xin, sd_tensor *tt, sd_unet_added *add)
 {
     int64_t total = 0;
     for (int i = 0; i < k && sd_ok(ctx); i++) {
         sd_stream *s = g->sel[i];
         uint64_t ver;
-        g->X[i] = sd_stream_batch_pre(s, ctx, &g->Xin[i], &g->t[i]);
+        g->X[i] = sd_stream_batch_pre(s, ctx, &g->Xin[i], &g->t[i], &g->add[i]);
         g->rows[i] = g->Xin[i].ne[0];
         g->srcs[i] = sd_stream_kv(s, &ver);
         total += g->rows[i];
@@ -241,6 +242,11 @@ static int64_t tick_pre(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, bo
         sd_ctx_reset(uctx);
     *xin = sd_new4(uctx, rows, d0->C, d0->h, d0->w);
     *tt = sd_new(uctx, SD_F32, 1, &rows);
+    *add = (sd_unet_added){0};
+    if (g->add[0].text_embeds.ndim) {
+        add->text_embeds = sd_new4(uctx, rows, g->add[0].text_embeds.ne[1], 0, 0);
+        add->time_ids = sd_new(uctx, SD_F32, 2, (int64_t[]){rows, SD_UNET_TIME_IDS});
+    }
     if (!sd_ok(uctx)) {
         sd_ctx_fail(ctx, uctx->status, "stream group: %s", sd_last_error());
         return 0;
@@ -249,6 +255,10 @@ static int64_t tick_pre(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, bo
     for (int i = 0; i < k; i++) {
         sd_copy_into(ctx, sd_view_rows(ctx, *xin, r, g->rows[i]), g->Xin[i]);
         sd_copy_into(ctx, sd_view_rows(ctx, *tt, r, g->rows[i]), g->t[i]);
+        if (add->text_embeds.ndim) {
+            sd_copy_into(ctx, sd_view_rows(ctx, add->text_embeds, r, g->rows[i]), g->add[i].text_embeds);
+            sd_copy_into(ctx, sd_view_rows(ctx, add->time_ids, r, g->rows[i]), g->add[i].time_ids);
+        }
         r += g->rows[i];
     }
     if (gather)
@@ -274,15 +284,24 @@ static void tick_post(sd_stream_group *g, sd_ctx *ctx, int k, sd_tensor eps)
 typedef struct unet_rec {
     sd_stream_group *g;
     sd_tensor xin, tt, out;
+    const sd_unet_added *add;
 } unet_rec;
+
+/* The batched UNet call (SDXL: with the rows' added conditions). */
+static sd_tensor group_unet(sd_stream_group *g, sd_ctx *uctx, sd_tensor xin, sd_tensor tt, const sd_unet_added *add)
+{
+    return sd_unet_forward_added(uctx, g->m->unet, xin, tt, (sd_tensor){0}, NULL, g->kv,
+                                 add->text_embeds.ndim ? add : NULL);
+}
 
 static void record_unet(sd_ctx *uctx, void *user)
 {
     unet_rec *r = user;
-    r->out = sd_unet_forward(uctx, r->g->m->unet, r->xin, r->tt, (sd_tensor){0}, NULL, r->g->kv);
+    r->out = group_unet(r->g, uctx, r->xin, r->tt, r->add);
 }
 
-static sd_status unet_graph_run(sd_stream_group *g, sd_tensor xin, sd_tensor tt, sd_tensor *eps)
+static sd_status unet_graph_run(sd_stream_group *g, sd_tensor xin, sd_tensor tt, const sd_unet_added *add,
+                                sd_tensor *eps)
 {
     sd_backend *be = g->m->be;
     int64_t rows = xin.ne[0];
@@ -300,7 +319,7 @@ static sd_status unet_graph_run(sd_stream_group *g, sd_tensor xin, sd_tensor tt,
             be->ops->graph_free(be, e->exec);
             e->exec = NULL;
         }
-        unet_rec r = {g, xin, tt, {0}};
+        unet_rec r = {g, xin, tt, {0}, add};
         void *exec;
         if (sd_ctx_capture(&g->uctx, record_unet, &r, &exec) != SD_OK) {
             fprintf(stderr, "streamdiff: stream group UNet graph not used (%s); running the ops one by one\n",
@@ -321,12 +340,13 @@ static void run_tick(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, bool 
                      int64_t rows, bool graph)
 {
     sd_tensor xin, tt, eps = {0};
-    tick_pre(g, ctx, uctx, k, gather, rows, &xin, &tt);
+    sd_unet_added add;
+    tick_pre(g, ctx, uctx, k, gather, rows, &xin, &tt, &add);
     if (!sd_ok(ctx))
         return;
-    sd_status st = graph ? unet_graph_run(g, xin, tt, &eps) : SD_ERR_UNSUPPORTED;
+    sd_status st = graph ? unet_graph_run(g, xin, tt, &add, &eps) : SD_ERR_UNSUPPORTED;
     if (st == SD_ERR_UNSUPPORTED) {
-        eps = sd_unet_forward(uctx, g->m->unet, xin, tt, (sd_tensor){0}, NULL, g->kv);
+        eps = group_unet(g, uctx, xin, tt, &add);
         st = uctx->status;
     }
     if (st != SD_OK) {

@@ -107,10 +107,11 @@ bool sd_stream_similarity_skip(sd_stream *s, const float *chw, size_t n);
  * on a planning ctx: an image frame), shifts the stock noise and returns the
  * stream batch X, the UNet input rows *Xin ([UB,C,h,w]) and their timesteps
  * *t (F32 [UB]); the stream's K/V cache (sd_stream_kv) holds their
- * conditioning (batch 1 or UB). post: from the UNet output eps for those
+ * conditioning (batch 1 or UB), and *add the rows' SDXL added conditions
+ * (text_embeds [UB,P], time_ids [UB,6]; empty tensors for other models). post: from the UNet output eps for those
  * rows, finishes the step exactly as a whole step would. Denoising-batch
  * streams only. Errors go to ctx. Between enter and leave. */
-sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, sd_tensor *Xin, sd_tensor *t);
+sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, sd_tensor *Xin, sd_tensor *t, sd_unet_added *add);
 void sd_stream_batch_post(sd_stream *s, sd_ctx *ctx, sd_tensor X, sd_tensor eps);
 /* The stream's prompt K/V cache and its version (bumped whenever it is recomputed). Between enter and
  * leave. */

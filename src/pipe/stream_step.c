@@ -58,8 +58,10 @@ static sd_tensor guided_out(sd_stream *s, sd_ctx *ctx, int B, sd_tensor eps)
  * latents; sequential: the new frame's), duplicated as guided_in duplicates the latents. */
 static sd_tensor unet_call(sd_stream *s, sd_ctx *ctx, sd_tensor Xin, sd_tensor t, int idx)
 {
+    sd_unet_added add = {s->add_te, s->add_ids}; /* SDXL: the rows' added conditions (Xin has UB rows) */
+    const sd_unet_added *ap = s->P ? &add : NULL;
     if (!s->n_ctl)
-        return sd_unet_forward(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv);
+        return sd_unet_forward_added(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv, ap);
     const int fbs = s->fbs;
     sd_unet_residuals res = {s->res_down, s->n_res, {0}};
     sd_cnet_residuals_new(ctx, s->ctl[0].net, Xin.ne[0], s->h, s->w, s->res_down, &res.mid);
@@ -72,10 +74,10 @@ static sd_tensor unet_call(sd_stream *s, sd_ctx *ctx, sd_tensor Xin, sd_tensor t
         else if (s->p.cfg_type == SD_CFG_FULL)
             cond = sd_concat(ctx, base, base, 0);
         sd_tensor ks = rows(ctx, s->ctl[k].k_scale, (int64_t)idx * s->UB, Xin.ne[0]); /* [UB,1,1,1] */
-        sd_cnet_forward_rows(ctx, s->ctl[k].net, Xin, t, s->embeds, cond, ks, NULL, &res, k > 0);
+        sd_cnet_forward_rows(ctx, s->ctl[k].net, Xin, t, s->embeds, cond, ks, ap, &res, k > 0);
         sd_release(ctx, mark);
     }
-    return sd_unet_forward_ex(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv, NULL, &res);
+    return sd_unet_forward_ex(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv, ap, &res);
 }
 
 static sd_tensor unet_guided(sd_stream *s, sd_ctx *ctx, sd_tensor X, int idx)
@@ -303,8 +305,9 @@ sd_status sd_stream_step(sd_stream *s, bool use_latent, void (*hook)(void *, con
 
 /* The stream batch split around its UNet call, for the stream group
  * (stream_group.c: many streams' rows in one UNet call). */
-sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, sd_tensor *Xin, sd_tensor *t)
+sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, sd_tensor *Xin, sd_tensor *t, sd_unet_added *add)
 {
+    *add = (sd_unet_added){s->add_te, s->add_ids};
     sd_tensor xn = !ctx->plan && s->in_latent ? s->x_in : encode_frame(s, ctx);
     return batch_pre(s, ctx, xn, Xin, t);
 }
