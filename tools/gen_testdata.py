@@ -827,17 +827,33 @@ class StreamRef:
     """Python re-implementation of StreamDiffusion's stream step (cumulo-autumn/StreamDiffusion @ b623251,
     src/streamdiffusion/pipeline.py: prepare / __call__ / txt2img / predict_x0_batch / unet_step /
     scheduler_step_batch / encode_image / decode_image) for use_denoising_batch=True, frame_buffer_size=1,
-    using the diffusers UNet, AutoencoderTiny, LCMScheduler and StableDiffusionPipeline.encode_prompt."""
+    using the diffusers UNet, AutoencoderTiny, LCMScheduler and StableDiffusionPipeline.encode_prompt.
+
+    SDXL (a pipe_dir with text_encoder_2/), as StreamDiffusion's SDXL forks do it (e.g. the Daydream fork's
+    prepare / unet_step): StableDiffusionXLPipeline.encode_prompt (prompt_2 = prompt, the negative prompt
+    encoded as given), added_cond_kwargs text_embeds = the pooled embedding per UNet row (the negative's on
+    the uncond rows, in the order of the prompt embedding rows: [uncond x U, cond x n]) and time_ids =
+    (H, W, 0, 0, H, W) (original size = target size = the stream's, no crop) on every row. (That fork
+    tiles [neg, pos] for cfg 'full', which misaligns with its own prompt rows when n > 1; not copied.)"""
 
     def __init__(self, pipe_dir, vae_dir, t_index_list, width, height, cfg_type, dt, do_add_noise=True):
         self.dt = dt
         te = load_clip(pipe_dir / "text_encoder", CLIPTextModel, dt)
         self.unet = load_unet(pipe_dir / "unet", dt)
         self.vae = load_vae(vae_dir, dt)
-        self.pipe = StableDiffusionPipeline(vae=self.vae, text_encoder=te, tokenizer=load_tokenizer(pipe_dir / "tokenizer"),
-                                            unet=self.unet, scheduler=LCMScheduler.from_config(
-                                                read_json(pipe_dir / "scheduler" / "scheduler_config.json")),
-                                            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        sched = LCMScheduler.from_config(read_json(pipe_dir / "scheduler" / "scheduler_config.json"))
+        self.sdxl = (pipe_dir / "text_encoder_2").is_dir()
+        if self.sdxl:
+            te2 = load_clip(pipe_dir / "text_encoder_2", CLIPTextModelWithProjection, dt)
+            self.pipe = StableDiffusionXLPipeline(vae=self.vae, text_encoder=te, text_encoder_2=te2,
+                                                  tokenizer=load_tokenizer(pipe_dir / "tokenizer"),
+                                                  tokenizer_2=load_tokenizer(pipe_dir / "tokenizer_2"),
+                                                  unet=self.unet, scheduler=sched)
+        else:
+            self.pipe = StableDiffusionPipeline(vae=self.vae, text_encoder=te, tokenizer=load_tokenizer(pipe_dir / "tokenizer"),
+                                                unet=self.unet, scheduler=sched, safety_checker=None,
+                                                feature_extractor=None, requires_safety_checker=False)
+        self.width, self.height = width, height
         self.scheduler = LCMScheduler.from_config(self.pipe.scheduler.config)
         self.t_list = list(t_index_list)
         self.n = len(self.t_list)
@@ -856,12 +872,22 @@ class StreamRef:
                                           do_classifier_free_guidance=do_cfg, negative_prompt=negative_prompt)
         self.prompt_embeds = enc[0].repeat(n, 1, 1)
         uncond = None
+        u = 0
         if self.cfg_type == "full":
             uncond = enc[1].repeat(n, 1, 1) if enc[1] is not None else None
+            u = n
         elif self.cfg_type == "initialize":
             uncond = enc[1].repeat(1, 1, 1) if enc[1] is not None else None
+            u = 1
         if self.guidance_scale > 1.0 and self.cfg_type in ("initialize", "full"):
             self.prompt_embeds = torch.cat([uncond, self.prompt_embeds], dim=0)
+        else:
+            u = 0
+        self.added = None
+        if self.sdxl:  # enc = (prompt_embeds, negative_prompt_embeds, pooled, negative_pooled)
+            te = torch.cat([enc[3].repeat(u, 1), enc[2].repeat(n, 1)], 0) if u else enc[2].repeat(n, 1)
+            ids = torch.tensor([[self.height, self.width, 0, 0, self.height, self.width]], dtype=dt).repeat(u + n, 1)
+            self.added = {"text_embeds": te, "time_ids": ids}
         self.scheduler.set_timesteps(50, "cpu")
         self.timesteps = self.scheduler.timesteps
         self.sub_timesteps = [self.timesteps[t] for t in self.t_list]
@@ -874,10 +900,13 @@ class StreamRef:
         ac = self.scheduler.alphas_cumprod
         self.alpha_prod_t_sqrt = torch.stack([ac[t].sqrt() for t in self.sub_timesteps]).view(n, 1, 1, 1).to(dt)
         self.beta_prod_t_sqrt = torch.stack([(1 - ac[t]).sqrt() for t in self.sub_timesteps]).view(n, 1, 1, 1).to(dt)
-        return {"init_noise": self.init_noise, "prompt_embeds": self.prompt_embeds, "c_skip": self.c_skip,
-                "c_out": self.c_out, "alpha_prod_t_sqrt": self.alpha_prod_t_sqrt,
-                "beta_prod_t_sqrt": self.beta_prod_t_sqrt, "sub_timesteps_tensor": self.sub_timesteps_tensor,
-                "timesteps_50": self.timesteps.clone()}
+        res = {"init_noise": self.init_noise, "prompt_embeds": self.prompt_embeds, "c_skip": self.c_skip,
+               "c_out": self.c_out, "alpha_prod_t_sqrt": self.alpha_prod_t_sqrt,
+               "beta_prod_t_sqrt": self.beta_prod_t_sqrt, "sub_timesteps_tensor": self.sub_timesteps_tensor,
+               "timesteps_50": self.timesteps.clone()}
+        if self.added:
+            res["add_text_embeds"], res["add_time_ids"] = self.added["text_embeds"], self.added["time_ids"]
+        return res
 
     def _step_batch(self, model_pred, x):
         F = (x - self.beta_prod_t_sqrt * model_pred) / self.alpha_prod_t_sqrt
@@ -897,7 +926,8 @@ class StreamRef:
         else:
             xin, tin = x_t_latent, t_list
         rec["unet_call_sample"], rec["unet_call_timestep"] = xin, tin
-        out = self.unet(xin, tin, encoder_hidden_states=self.prompt_embeds, return_dict=False)[0]
+        out = self.unet(xin, tin, encoder_hidden_states=self.prompt_embeds, added_cond_kwargs=self.added,
+                        return_dict=False)[0]
         rec["unet_call_out"] = out
         if g > 1.0 and self.cfg_type == "initialize":
             text = out[1:]
@@ -946,7 +976,7 @@ CALL_KEYS = ["x_t_latent_new", "unet_x_t_latent", "unet_t_list", "stock_noise_be
              "unet_call_timestep", "unet_call_out", "x_0_pred_batch", "model_pred", "stock_noise_after",
              "x_0_pred_out", "output", "x_t_latent_buffer_after"]
 STREAM_PREP_KEYS = ["init_noise", "prompt_embeds", "c_skip", "c_out", "alpha_prod_t_sqrt", "beta_prod_t_sqrt",
-                    "sub_timesteps_tensor", "timesteps_50"]
+                    "sub_timesteps_tensor", "timesteps_50", "add_text_embeds", "add_time_ids"]
 
 
 def _component_dir(root, s):
@@ -1609,28 +1639,42 @@ def gen_controlnet_cases():
                              s + 30, latents_shape=(1, 4, 8, 16), control_seed=s + 31)
 
 
-def gen_stream_case(validated_note):
-    name = "own_stream_img2img_self"
-    t_index_list, cfg_type, guidance, delta, seed, n_calls, W, H = [20, 40], "self", 1.2, 0.8, SEED_CASES + 601, 6, 32, 32
+def gen_stream_case(validated_note, name="own_stream_img2img_self", model="tiny-sd15", t_index_list=(20, 40),
+                    cfg_type="self", guidance=1.2, delta=0.8, seed=SEED_CASES + 601, n_calls=6, W=32, H=32,
+                    mode="img2img", prompt="a watercolor painting of a lighthouse", negative="ugly, blurry"):
+    t_index_list = list(t_index_list)
     sc = {"t_index_list": t_index_list, "use_denoising_batch": True, "frame_buffer_size": 1, "cfg_type": cfg_type,
           "width": W, "height": H, "torch_dtype": "float32", "do_add_noise": True}
-    pk = {"prompt": "a watercolor painting of a lighthouse", "negative_prompt": "ugly, blurry",
+    pk = {"prompt": prompt, "negative_prompt": negative,
           "num_inference_steps": 50, "guidance_scale": guidance, "delta": delta, "seed": seed,
           "generator": "torch.Generator() (seeded by prepare via seed=)"}
     n = len(t_index_list)
-    m = {"name": name, "description": f"StreamDiffusion img2img, t_index_list {t_index_list}, cfg_type '{cfg_type}', "
-                                      f"guidance {guidance}, delta {delta}, {W}x{H} (4x4 latents), tiny-sd15 + taesd-tiny",
+    ub = n + (n if cfg_type == "full" else 1 if cfg_type == "initialize" else 0) if guidance > 1 else n
+    sdxl = model == "tiny-sdxl"
+    m = {"name": name, "description": f"StreamDiffusion {mode}, t_index_list {t_index_list}, cfg_type '{cfg_type}', "
+                                      f"guidance {guidance}, delta {delta}, {W}x{H} ({W // 8}x{H // 8} latents), "
+                                      f"{model} + taesd-tiny"
+                                      + (" (SDXL: added_cond_kwargs per UNet row, StreamRef's docstring)" if sdxl else ""),
          "stream_constructor": sc, "prepare_kwargs": pk, "effective_guidance_scale": guidance, "batch_size": n,
-         "unet_batch_size": n, "mode": "img2img", "n_calls": n_calls, "pipeline_latency_calls": n - 1,
+         "unet_batch_size": ub, "mode": mode, "n_calls": n_calls, "pipeline_latency_calls": n - 1,
          "calls": [{"call": c, **{k: f"call.{c:03d}.{k}" for k in CALL_KEYS}} for c in range(n_calls)],
          "noise_draws": [{"key": "noise.000", "shape": [n, 4, H // 8, W // 8], "drawn_by": "streamdiffusion.pipeline.prepare",
                           "via": "torch.randn"}],
-         "components": {"pipe_dir": "models/tiny-sd15 (text_encoder, tokenizer, unet)",
+         "components": {"pipe_dir": f"models/{model} (text_encoder{', text_encoder_2' if sdxl else ''}, tokenizer"
+                                    f"{', tokenizer_2' if sdxl else ''}, unet)",
                         "vae": "models/taesd-tiny (AutoencoderTiny, TAESD architecture with 8 channels, random F16 weights)",
                         "scheduler": "LCMScheduler.from_config(pipe.scheduler.config); set_timesteps(50)"},
          "_generator_extra": {"stream_reference": validated_note}}
-    inp = {f"frame.{c:03d}": synth_image(1, H, W, SEED_CASES + 602, phase=0.35 * c) for c in range(n_calls)}
+    inp = {}
+    if mode == "img2img":
+        inp = {f"frame.{c:03d}": synth_image(1, H, W, seed + 1, phase=0.35 * c) for c in range(n_calls)}
     inp["noise.000"] = torch.randn((n, 4, H // 8, W // 8), generator=gen(seed))
+    if mode == "txt2img":  # the latent noise of each call (StreamDiffusion.txt2img: torch.randn per call)
+        for c in range(n_calls):
+            inp[f"noise.{c + 1:03d}"] = torch.randn((1, 4, H // 8, W // 8), generator=gen(seed + 10 + c))
+        m["noise_draws"] += [{"key": f"noise.{c + 1:03d}", "shape": [1, 4, H // 8, W // 8],
+                              "drawn_by": "streamdiffusion.pipeline.txt2img", "via": "torch.randn"}
+                             for c in range(n_calls)]
     e32 = run_stream(m, inp, DATA, torch.float32)
     e64 = run_stream(m, inp, DATA, torch.float64)
     floors = {k: (2e-5 if k in STREAM_PREP_KEYS else 1e-4) for k in e32}
@@ -2355,12 +2399,26 @@ def gen_sdxl():
                         "guidance_scale": 4.0, "height": 16, "width": 16, "num_images_per_prompt": 2,
                         "negative_original_size": [8, 8], "negative_target_size": [64, 48]},
                        s + 30, latents_shape=(2, 4, 8, 8))
+    gen_sdxl_stream_cases()
     gen_sdxl_pipe_case("own_sdxl_pipe_img2img_turbo_zeros", "StableDiffusionXLImg2ImgPipeline + "
                        "EulerAncestralDiscreteScheduler (sdxl-turbo config, trailing), 4 steps, strength 0.5, CFG 2 "
                        "WITHOUT a negative prompt (force_zeros_for_empty_prompt: zero negatives), 32x24 image",
                        "StableDiffusionXLImg2ImgPipeline", SDXL_TURBO_EULER_A,
                        {"prompt": PROMPTS[1], "num_inference_steps": 4, "strength": 0.5, "guidance_scale": 2.0},
                        s + 20, image=synth_image(1, 32, 24, s + 21))
+
+
+def gen_sdxl_stream_cases():
+    """StreamDiffusion on tiny-sdxl (StreamRef's SDXL semantics): img2img with cfg 'full' and a negative prompt
+    (uncond rows carry the negative pooled embedding), non-square (time ids (H, W, 0, 0, H, W)); txt2img with
+    cfg 'initialize'."""
+    note = "StreamRef (tools/gen_testdata.py) with SDXL added conditions; the SD1 path validated on the fixtures"
+    gen_stream_case(note, name="own_sdxl_stream_img2img_full", model="tiny-sdxl", t_index_list=(18, 36),
+                    cfg_type="full", guidance=1.8, delta=1.0, seed=SEED_CASES + 720, n_calls=4, W=64, H=32,
+                    prompt="a neon city at night, rain", negative="blurry, washed out")
+    gen_stream_case(note, name="own_sdxl_stream_txt2img_initialize", model="tiny-sdxl", t_index_list=(10, 25, 40),
+                    cfg_type="initialize", guidance=1.5, delta=0.7, seed=SEED_CASES + 730, n_calls=4, W=32, H=32,
+                    mode="txt2img", prompt="a red fox in the snow", negative="")
 
 
 def generate_controlnet():

@@ -147,6 +147,17 @@ sd_status sd_check_stream(sd_case *c)
             c->n_checked++;
         }
     }
+    if (st->P) { /* SDXL: the added conditions of the UNet rows */
+        sd_tensor add[2] = {st->add_te, st->add_ids};
+        static const char *const names[2] = {"add_text_embeds", "add_time_ids"};
+        for (int k = 0; k < 2; k++) {
+            size_t an = (size_t)sd_numel(&add[k]);
+            float *h = sd_malloc(an * sizeof(float));
+            if (h && sd_tensor_to_f32(&st->state, &add[k], h) == SD_OK)
+                sd_case_compare(c, names[k], h, an);
+            free(h);
+        }
+    }
     int64_t n_calls = 0;
     sd_config_int(&c->manifest, "n_calls", 0, &n_calls);
     bool txt = !strcmp(mode, "txt2img");
