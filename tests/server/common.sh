@@ -1,12 +1,16 @@
 # Shared by tests/cli_server_*.sh: start `streamdiff serve` on the tiny test
 # model on 127.0.0.1 with a kernel-chosen free port, and stop it cleanly.
 # Usage: source this file after setting BIN, NAME and tmp.
+# SD_SERVE_TEST_MODEL names another folder of tests/data/models (CTest
+# cli_server_batch_sdxl: tiny-sdxl); SD_SERVE_TEST_TAESD=none serves it with
+# its own VAE (no --taesd).
 
-MODEL="${SD_TEST_DATA:-}/models/tiny-sd15"
+MODEL="${SD_TEST_DATA:-}/models/${SD_SERVE_TEST_MODEL:-tiny-sd15}"
 TAESD="${SD_TEST_DATA:-}/models/taesd-tiny"
+[ "${SD_SERVE_TEST_TAESD:-}" = none ] && TAESD=""
 
 require_basics() {
-    if [ -z "${SD_TEST_DATA:-}" ] || [ ! -f "$MODEL/model_index.json" ] || [ ! -f "$TAESD/config.json" ]; then
+    if [ -z "${SD_TEST_DATA:-}" ] || [ ! -f "$MODEL/model_index.json" ] || { [ -n "$TAESD" ] && [ ! -f "$TAESD/config.json" ]; }; then
         echo "$NAME: FAIL: the committed tiny test models are absent (ctest sets SD_TEST_DATA to tests/data)"
         exit 1
     fi
@@ -26,7 +30,7 @@ require_basics() {
 start_server() {
     local log="$1"
     shift
-    "$BIN" serve -m "$MODEL" --taesd "$TAESD" --host 127.0.0.1 --port 0 --threads 2 \
+    "$BIN" serve -m "$MODEL" ${TAESD:+--taesd "$TAESD"} --host 127.0.0.1 --port 0 --threads 2 \
         --max-runtime 600 "$@" >"$log" 2>&1 &
     SERVER_PID=$!
     PORT=""
