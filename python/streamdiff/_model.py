@@ -195,6 +195,27 @@ class Model:
         from ._control import ControlNet
         return ControlNet(self, path)
 
+    _SDXL_SIZES = ("original_size", "crops_coords_top_left", "target_size", "negative_original_size",
+                   "negative_crops_coords_top_left", "negative_target_size")
+
+    @staticmethod
+    def _sdxl_options(p, sdxl: Mapping[str, Any]):
+        """SDXL's keyword arguments (ignored by SD1/SD2 models) into the parameters; returns what must stay alive."""
+        keep = []
+        for k, v in sdxl.items():
+            if k in ("prompt_2", "negative_prompt_2"):
+                if v is not None:
+                    keep.append(_capi.encode(v))
+                    setattr(p, k, keep[-1])
+            elif k in Model._SDXL_SIZES:
+                if v is not None:
+                    a, b = (int(x) for x in v)
+                    getattr(p, k)[0], getattr(p, k)[1] = a, b
+            else:
+                raise TypeError(f"unexpected keyword argument {k!r} (SDXL options: prompt_2, negative_prompt_2, "
+                                f"{', '.join(Model._SDXL_SIZES)})")
+        return keep
+
     def _run(self, p, cb, init: Optional[_capi.sd_image], like_pil: bool, controls=None):
         from ._control import control_array
         arr, n_ctl, keep = control_array(controls, need_image=True)
@@ -218,7 +239,7 @@ class Model:
                 height: int = 0, guidance_scale: float = 7.5, sampler: Optional[str] = None,
                 schedule: Optional[str] = None, seed: Optional[int] = 42, eta: float = 0.0, clip_skip: int = 0,
                 batch_size: int = 1, use_taesd: bool = False, rng: str = "torch", output_type: str = "pil",
-                progress: Optional[ProgressFn] = None, controls: Optional[Sequence[Any]] = None):
+                progress: Optional[ProgressFn] = None, controls: Optional[Sequence[Any]] = None, **sdxl):
         """Generates an image from `prompt` (the CLI's ``streamdiff txt2img`` with the same settings gives the
         same pixels; ``rng="torch"`` reproduces diffusers with ``torch.Generator("cpu").manual_seed(seed)``).
 
@@ -235,30 +256,40 @@ class Model:
             output_type: ``"pil"`` (PIL.Image) or ``"np"`` (numpy (H, W, 3) uint8).
             progress: called as ``progress(step, total, elapsed_seconds)`` after every step.
             controls: ControlNets, a list of :class:`streamdiff.Control` (their effects add up).
+            **sdxl: SDXL models (diffusers' names): ``prompt_2`` / ``negative_prompt_2`` (the second text
+                encoder's prompts; None = prompt / negative_prompt) and the micro-conditioning
+                ``original_size``, ``crops_coords_top_left``, ``target_size``, ``negative_original_size``,
+                ``negative_crops_coords_top_left``, ``negative_target_size`` as (height, width) / (top, left)
+                pairs (None = the default: the output size, crop (0, 0)).
         """
         like_pil = parse_output_type(output_type)
         p, cb = self._gen_params(prompt, negative_prompt, steps, width, height, guidance_scale, sampler, schedule,
                                  seed, batch_size, clip_skip, 0.8, eta, use_taesd, rng, progress)
-        return self._run(p, cb, None, like_pil, controls)
+        keep = self._sdxl_options(p, sdxl)
+        out = self._run(p, cb, None, like_pil, controls)
+        del keep
+        return out
 
     def img2img(self, image: ImageLike, prompt: str, *, strength: float = 0.8,
                 negative_prompt: Optional[str] = None, steps: int = 0, width: int = 0, height: int = 0,
                 guidance_scale: float = 7.5, sampler: Optional[str] = None, schedule: Optional[str] = None,
                 seed: Optional[int] = 42, eta: float = 0.0, clip_skip: int = 0, batch_size: int = 1,
                 use_taesd: bool = False, rng: str = "torch", progress: Optional[ProgressFn] = None,
-                controls: Optional[Sequence[Any]] = None):
+                controls: Optional[Sequence[Any]] = None, **sdxl):
         """Changes `image` (PIL.Image or numpy (H, W, 3) uint8) towards `prompt`; returns the same type.
 
         `strength` (0 < s <= 1) is how much to change it: diffusers runs the last int(steps*strength) steps.
-        Width/height 0 = the image's size (rounded down to a multiple of 8). Other arguments as :meth:`txt2img`.
+        Width/height 0 = the image's size (rounded down to a multiple of 8). Other arguments (and the SDXL
+        options) as :meth:`txt2img`.
         """
         like_pil = is_pil(image)
         arr = as_rgb_array(image)
         init = to_sd_image(arr)
         p, cb = self._gen_params(prompt, negative_prompt, steps, width, height, guidance_scale, sampler, schedule,
                                  seed, batch_size, clip_skip, strength, eta, use_taesd, rng, progress)
+        keep = self._sdxl_options(p, sdxl)
         out = self._run(p, cb, init, like_pil, controls)
-        del arr
+        del arr, keep
         return out
 
     # ------------------------------------------------------------------ LoRA

@@ -442,3 +442,39 @@ def test_controlnet_stream_and_errors(data):
         with pytest.raises(streamdiff.InvalidArgumentError):
             s1.txt2img()  # control images made from frames: a txt2img frame has none
     assert net.closed  # closed with its model
+
+
+def test_sdxl_txt2img_options_and_stream_equal_cli(cli, data, tmp_path):
+    """SDXL (tiny-sdxl): txt2img with prompt_2 and micro-conditioning equals the CLI's; an SDXL stream (with the
+    tiny TAESD, laid out as TAESDXL) equals `streamdiff stream` frame by frame; a bad SDXL option is a TypeError."""
+    xl = data / "models" / "tiny-sdxl"
+    with streamdiff.Model(xl, taesd=data / "models" / "taesd-tiny", threads=2) as m:
+        assert m.info.arch == "sdxl"
+        kw = dict(steps=1, width=32, height=32, seed=5, guidance_scale=0.0, sampler="euler_a")
+        img = m.txt2img("a red fox", prompt_2="an oil painting", original_size=(96, 64),
+                        crops_coords_top_left=(16, 8), **kw)
+        out = tmp_path / "xl.png"
+        run_cli(cli, "txt2img", "-m", xl, "-p", "a red fox", "--prompt-2", "an oil painting", "--original-size",
+                "64x96", "--crop", "16,8", "--steps", 1, "-W", 32, "-H", 32, "-s", 5, "--cfg-scale", 0, "--sampler",
+                "euler_a", "-t", 2, "-o", out)
+        assert np.array_equal(np.asarray(img), pixels(out))
+        assert not np.array_equal(np.asarray(img), np.asarray(m.txt2img("a red fox", **kw)))
+        with pytest.raises(TypeError):
+            m.txt2img("a red fox", original_sise=(64, 64), **kw)
+        imgs = frames(3, w=64, h=32)
+        src, dst = tmp_path / "in", tmp_path / "out"
+        src.mkdir()
+        dst.mkdir()
+        for k, f in enumerate(imgs):
+            Image.fromarray(f).save(src / f"f{k:03d}.png")
+        run_cli(cli, "stream", "-m", xl, "--taesd", data / "models" / "taesd-tiny", "-i", src, "-o", f"{dst}/",
+                "-p", "a cat", "-W", 64, "-H", 32, "--t-index", "20,40", "--cfg-type", "full", "--guidance", 1.5,
+                "-n", "blurry", "-t", 2, "--stats-every", 0, "--precision", "fp32")
+        cli_frames = sorted(dst.glob("frame_*.png"))
+        assert len(cli_frames) == len(imgs)
+        s = m.stream(t_index_list=[20, 40], width=64, height=32, cfg_type="full", guidance_scale=1.5)
+        s.prepare("a cat", negative_prompt="blurry")
+        outs = [s(f) for f in imgs + [imgs[-1]]][1:]
+        s.close()
+        for k, (a, p) in enumerate(zip(outs, cli_frames)):
+            assert np.array_equal(a, pixels(p)), f"SDXL stream frame {k} differs from the CLI stream"
