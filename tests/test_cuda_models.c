@@ -7,6 +7,9 @@
  * CUDA arena is poisoned with 0xFF bytes (NaN in fp16) before every run, so
  * an element no kernel wrote shows up as NaN.
  *
+ * SDXL: the UNet runs with its added conditions (text_embeds + time_ids, two rows with different ids) and
+ * text encoder 2 is compared too (tiny-sdxl, always; the stream engine on SDXL as well).
+ *
  * Models: the tiny test models of tests/data (always), plus the diffusers
  * folders in SD_GPU_MODELS (colon-separated, e.g. full-size random-weight
  * SD-turbo / SD1.5 written by bench/bench_gen_arch; bench/gpu.sh does it)
@@ -32,14 +35,16 @@ static char g_why[600];
 static bool g_have_gpu;
 static double g_tol = 1e-2;
 
-typedef enum { PART_UNET, PART_CLIP, PART_VAE_ENC, PART_VAE_DEC, PART_TAESD_ENC, PART_TAESD_DEC } part;
+typedef enum { PART_UNET, PART_CLIP, PART_VAE_ENC, PART_VAE_DEC, PART_TAESD_ENC, PART_TAESD_DEC, PART_CLIP2 } part;
 static const char *const k_part_names[] = {"unet", "clip", "vae-encode", "vae-decode", "taesd-encode",
-                                           "taesd-decode"};
+                                           "taesd-decode", "clip2"};
 
 typedef struct {
     part p;
     int size; /* pixels */
     float *x, *ctxt; /* host inputs (fp16-rounded) */
+    float *te;       /* SDXL UNet: text_embeds [2,P] (fp16-rounded), time ids [2,6] */
+    float ids6[12];
     float t[2];
     int32_t ids[2 * 77];
 } job;
@@ -62,9 +67,20 @@ static sd_tensor forward(sd_ctx *ctx, sd_model *m, const job *j)
             sd_tensor_from_f32(ctx, &t, j->t);
             sd_tensor_from_f32(ctx, &cx, j->ctxt);
         }
-        return sd_unet_forward(ctx, m->unet, x, t, cx, NULL, NULL);
+        sd_unet_added add = {0};
+        if (c->add_text_time) {
+            int64_t P = c->projection_class_embeddings_input_dim - SD_UNET_TIME_IDS * c->addition_time_embed_dim;
+            add.text_embeds = sd_new(ctx, act, 2, (int64_t[]){2, P});
+            add.time_ids = sd_new(ctx, SD_F32, 2, (int64_t[]){2, SD_UNET_TIME_IDS});
+            if (!ctx->plan && sd_ok(ctx)) {
+                sd_tensor_from_f32(ctx, &add.text_embeds, j->te);
+                sd_tensor_from_f32(ctx, &add.time_ids, j->ids6);
+            }
+        }
+        return sd_unet_forward_added(ctx, m->unet, x, t, cx, NULL, NULL, c->add_text_time ? &add : NULL);
     }
     case PART_CLIP: return sd_clip_forward(ctx, m->clip, j->ids, 2, 77, 0, NULL, NULL);
+    case PART_CLIP2: return sd_clip_forward(ctx, m->clip2, j->ids, 2, 77, 0, NULL, NULL);
     case PART_VAE_ENC:
     case PART_TAESD_ENC: {
         sd_tensor img = sd_new4(ctx, 1, 3, j->size, j->size);
@@ -129,13 +145,18 @@ static void make_job(job *j, part p, int size, const sd_model *m)
     j->size = size;
     unsigned long long seed = 1234 + (unsigned long long)p;
     int64_t h = size / 8;
-    size_t nx = 0, nc = 0;
+    size_t nx = 0, nc = 0, nt = 0;
     if (p == PART_UNET) {
         const sd_unet_config *c = sd_unet_get_config(m->unet);
         nx = (size_t)2 * c->in_channels * h * h;
         nc = (size_t)2 * 77 * c->cross_attention_dim[0];
         j->t[0] = 951.0f;
         j->t[1] = 261.0f;
+        if (c->add_text_time) { /* SDXL: pooled embeddings, and (1024,1024,0,0,1024,1024) / a cropped 768x512 */
+            nt = (size_t)2 * (c->projection_class_embeddings_input_dim - SD_UNET_TIME_IDS * c->addition_time_embed_dim);
+            const float ids[12] = {1024, 1024, 0, 0, 1024, 1024, 768, 512, 64, 32, 512, 512};
+            memcpy(j->ids6, ids, sizeof ids);
+        }
     } else if (p == PART_VAE_ENC || p == PART_TAESD_ENC) {
         nx = (size_t)3 * size * size;
     } else if (p == PART_VAE_DEC || p == PART_TAESD_DEC) {
@@ -147,6 +168,9 @@ static void make_job(job *j, part p, int size, const sd_model *m)
     }
     j->x = nx ? malloc(nx * sizeof(float)) : NULL;
     j->ctxt = nc ? malloc(nc * sizeof(float)) : NULL;
+    j->te = nt ? malloc(nt * sizeof(float)) : NULL;
+    for (size_t i = 0; i < nt; i++)
+        j->te[i] = r16(test_rand(&seed));
     for (size_t i = 0; i < nx; i++) /* images in [-1, 1], latents and noise about N(0, 1)-sized */
         j->x[i] = r16(p == PART_VAE_ENC || p == PART_TAESD_ENC ? test_rand(&seed) : 1.7f * test_rand(&seed));
     for (size_t i = 0; i < nc; i++)
@@ -158,6 +182,7 @@ static bool compare_part(sd_model *cpu, sd_model *gpu, part p, int size, const c
 {
     bool have = p == PART_UNET ? cpu->unet != NULL
                 : p == PART_CLIP ? cpu->clip != NULL
+                : p == PART_CLIP2 ? cpu->clip2 != NULL
                 : p == PART_VAE_ENC || p == PART_VAE_DEC ? cpu->vae != NULL
                                                            : cpu->taesd != NULL;
     if (!have)
@@ -193,6 +218,7 @@ static bool compare_part(sd_model *cpu, sd_model *gpu, part p, int size, const c
     free(b);
     free(j.x);
     free(j.ctxt);
+    free(j.te);
     return ok;
 }
 
@@ -210,7 +236,7 @@ static void compare_model(const char *dir, const char *taesd, int size, const ch
         p.backend = SD_BACKEND_CUDA;
     CHECK_STATUS(sd_model_load(dir, &p, &gpu), SD_OK);
     if (cpu && gpu)
-        for (int k = PART_UNET; k <= PART_TAESD_DEC; k++)
+        for (int k = PART_UNET; k <= PART_CLIP2; k++)
             compare_part(cpu, gpu, (part)k, size, label);
     sd_model_free(cpu);
     sd_model_free(gpu);
@@ -243,13 +269,15 @@ static sd_model *tiny_gpu_model(void)
     return m;
 }
 
-static bool tiny_paths(char *mp, char *tp, size_t n)
+static bool tiny_model_paths(const char *name, char *mp, char *tp, size_t n)
 {
     const char *d = getenv("SD_TEST_DATA");
-    snprintf(mp, n, "%s/models/tiny-sd15", d ? d : "tests/data");
+    snprintf(mp, n, "%s/models/%s", d ? d : "tests/data", name);
     snprintf(tp, n, "%s/models/taesd-tiny", d ? d : "tests/data");
     return !access(mp, R_OK) && !access(tp, R_OK);
 }
+
+static bool tiny_paths(char *mp, char *tp, size_t n) { return tiny_model_paths("tiny-sd15", mp, tp, n); }
 
 /* The harness itself, without a GPU: the same comparisons between the CPU
  * backend with F32 weights and with F16 weights (keep_f16), which must also
@@ -260,6 +288,9 @@ TEST(harness_on_cpu_f16_weights)
     if (!tiny_paths(mp, tp, sizeof mp))
         FAIL("tiny models not found under $SD_TEST_DATA/models (committed test data)");
     compare_model(mp, tp, 64, "tiny-f16w", true);
+    if (!tiny_model_paths("tiny-sdxl", mp, tp, sizeof mp))
+        FAIL("tiny-sdxl not found under $SD_TEST_DATA/models (committed test data)");
+    compare_model(mp, tp, 64, "sdxl-f16w", true);
 }
 
 TEST(tiny_models)
@@ -270,6 +301,9 @@ TEST(tiny_models)
     if (!tiny_paths(mp, tp, sizeof mp))
         FAIL("tiny models not found under $SD_TEST_DATA/models (committed test data)");
     compare_model(mp, tp, 64, "tiny-sd15", false);
+    if (!tiny_model_paths("tiny-sdxl", mp, tp, sizeof mp))
+        FAIL("tiny-sdxl not found under $SD_TEST_DATA/models (committed test data)");
+    compare_model(mp, tp, 64, "tiny-sdxl", false); /* the UNet with added conditions, both text encoders */
 }
 
 TEST(listed_models)
@@ -343,13 +377,13 @@ static sd_stream *mk_stream(sd_model *m, sd_cfg_type cfg, int t0, uint64_t seed,
 /* A stream whose step is a replayed CUDA graph gives exactly the frames of the same stream run op by op
  * (same kernels, same order), through a prompt change (K/V updated in place, no re-capture), a guidance
  * change (re-capture) and txt2img; and the CUDA frames stay close to the CPU's. */
-TEST(stream_graph_replay)
+static void stream_graph_replay_of(const char *model)
 {
     if (!g_have_gpu)
         SKIP("no CUDA GPU (%s)", g_why);
     char mp[1024], tp[1024];
-    if (!tiny_paths(mp, tp, sizeof mp))
-        FAIL("tiny models not found under $SD_TEST_DATA/models (committed test data)");
+    if (!tiny_model_paths(model, mp, tp, sizeof mp))
+        FAIL("%s / taesd-tiny not found under $SD_TEST_DATA/models (committed test data)", model);
     sd_model_params p;
     sd_model_default_params(&p);
     p.taesd = tp;
@@ -390,7 +424,7 @@ TEST(stream_graph_replay)
         sd_image_free(&o2);
         sd_image_free(&o3);
     }
-    printf("  stream graph replay vs eager: %s; CUDA vs CPU frames max rel %.3g\n",
+    printf("  %s stream graph replay vs eager: %s; CUDA vs CPU frames max rel %.3g\n", model,
            identical ? "bit-identical" : "DIFFERENT", worst_cpu);
     CHECK(!sg || !sg->graphs_off);
     CHECK(worst_cpu <= 3 * g_tol);
@@ -400,6 +434,10 @@ TEST(stream_graph_replay)
     sd_model_free(cpu);
     sd_model_free(gpu);
 }
+
+TEST(stream_graph_replay) { stream_graph_replay_of("tiny-sd15"); }
+/* SDXL streams: the added conditions live in the stream's state (updated in place on prompt changes) */
+TEST(sdxl_stream_graph_replay) { stream_graph_replay_of("tiny-sdxl"); }
 
 /* Stream groups on the GPU: the batched UNet as a replayed graph (one per padded row count) with the
  * streams' own steps around it gives each stream's frames alone (bit-identical, or within fp16 where the
@@ -538,6 +576,7 @@ int main(void)
     RUN(harness_on_cpu_f16_weights);
     RUN(tiny_models);
     RUN(stream_graph_replay);
+    RUN(sdxl_stream_graph_replay);
     RUN(group_graph_replay);
     RUN(async_pipeline_on_gpu);
     if (getenv("SD_GPU_MODELS") && *getenv("SD_GPU_MODELS"))
