@@ -97,4 +97,19 @@ static inline float test_rand(unsigned long long *s)
     return (float)((*s >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
 }
 
+/* A synthetic RGB frame (w x h x 3 bytes, malloc'd into *data): smooth waves that move with k, plus noise from
+ * seed; distinct for every k. */
+static inline unsigned char *test_wave_frame(int w, int h, int k, unsigned long long seed)
+{
+    unsigned char *d = (unsigned char *)malloc((size_t)w * h * 3);
+    for (int y = 0; d && y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < 3; c++) {
+                float v = 127.5f + 60.0f * sinf(0.13f * (float)(x * (c + 1) + k * 5) + 0.09f * (float)y) +
+                          30.0f * test_rand(&seed);
+                d[((size_t)y * w + x) * 3 + c] = (unsigned char)(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v);
+            }
+    return d;
+}
+
 #endif

@@ -19,15 +19,7 @@ static char g_dir[1024], g_taesd[1024];
 
 static void make_frame(int k, sd_image *img)
 {
-    sd_rgb_alloc(img, S, S);
-    unsigned long long r = 77 + (unsigned long long)k * 7919;
-    for (int y = 0; y < S; y++)
-        for (int x = 0; x < S; x++)
-            for (int c = 0; c < 3; c++) {
-                float v = 127.5f + 60.0f * sinf(0.13f * (float)(x * (c + 1) + k * 5) + 0.09f * (float)y) +
-                          30.0f * test_rand(&r);
-                img->data[((size_t)y * S + x) * 3 + c] = (uint8_t)fminf(255.0f, fmaxf(0.0f, v));
-            }
+    *img = (sd_image){S, S, test_wave_frame(S, S, k, 77 + (unsigned long long)k * 7919)};
 }
 
 static bool same(const sd_image *a, const sd_image *b)
@@ -215,12 +207,9 @@ TEST(controlnet_in_sdxl_stream)
     for (int k = 0; k < NF; k++)
         CHECK_MSG(same(&plain[k], &zero[k]), "frame %d: a ControlNet at scale 0 changed it", k);
     CHECK_MSG(plain[NF - 1].data && !same(&plain[NF - 1], &ctl[NF - 1]), "the ControlNet changed nothing");
-    for (int k = 0; k < NF; k++) {
-        sd_image_free(&frames[k]);
-        sd_image_free(&plain[k]);
-        sd_image_free(&zero[k]);
-        sd_image_free(&ctl[k]);
-    }
+    for (sd_image **set = (sd_image *[]){frames, plain, zero, ctl, NULL}; *set; set++)
+        for (int k = 0; k < NF; k++)
+            sd_image_free(&(*set)[k]);
     sd_controlnet_free(cn);
 }
 
