@@ -84,4 +84,24 @@ grep -q "refiner" "$tmp/e2.log" || fail "the refiner is not named: $(cat "$tmp/e
 rc=$?
 [ "$rc" != 0 ] && [ "$rc" -lt 128 ] || fail "stream on SDXL: exit $rc, want a clean error"
 grep -q "SDXL" "$tmp/e3.log" || fail "stream on SDXL: the error does not say why: $(cat "$tmp/e3.log")"
+
+# single-file SDXL checkpoints (SGM layout, tools/gen_testdata.py): the same pixels as the folder they were made
+# from, with the folder as --config-dir (the tiny models' head counts are not in the weights); the distilled
+# (SSD-1B / Vega-like) UNet too, against a folder view of tiny-sdxl with that UNet
+idat() { od -An -tx1 -v "$1" | tr -d ' \n' | sed 's/.*49444154//'; }
+M="$DATA/models"
+run f1 txt2img "${COMMON[@]}" --steps 2 --cfg-scale 5 -n "blurry" -o "$tmp/f1.png"
+run s1 txt2img "${COMMON[@]/#$MODEL/$M/tiny-sdxl-single.safetensors}" --config-dir "$MODEL" --steps 2 --cfg-scale 5 \
+    -n "blurry" -o "$tmp/s1.png"
+[ "$(idat "$tmp/f1.png")" = "$(idat "$tmp/s1.png")" ] || fail "the SDXL single file's image differs from the folder's"
+mkdir -p "$tmp/asym"
+for c in "$MODEL"/*; do
+    n=$(basename "$c")
+    if [ "$n" = unet ]; then ln -s "$M/unet-sdxl-asym" "$tmp/asym/unet"; else ln -s "$c" "$tmp/asym/$n"; fi
+done
+run f2 txt2img "${COMMON[@]/#$MODEL/$tmp/asym}" --sampler euler_a --steps 1 --cfg-scale 0 -o "$tmp/f2.png"
+run s2 txt2img "${COMMON[@]/#$MODEL/$M/tiny-sdxl-asym-single.safetensors}" --config-dir "$tmp/asym" \
+    --sampler euler_a --steps 1 --cfg-scale 0 -o "$tmp/s2.png"
+[ "$(idat "$tmp/f2.png")" = "$(idat "$tmp/s2.png")" ] || fail "the distilled SDXL single file's image differs"
+[ "$(idat "$tmp/f2.png")" = "$(idat "$tmp/turbo.png")" ] && fail "the distilled UNet gave tiny-sdxl's image"
 echo "cli_sdxl: OK"

@@ -143,8 +143,10 @@ static sd_status map_component(const sd_safetensors *st, sd_arch arch, comp c, s
         return sd_fail(SD_ERR_NOT_FOUND, "%s: the checkpoint has no %s (no %s* tensors)", lab, comp_name(c), prefix);
     unet_layout L;
     int n_up = 0, dropped = -1;
-    if (c == C_UNET)
+    if (c == C_UNET) {
         SD_TRY(ck_unet_layout_parse(st, &L));
+        L.text_time = arch == SD_ARCH_SDXL;
+    }
     else if (c == C_VAE)
         n_up = ck_vae_up_levels(st);
     else if (ck_is_oclip(c, arch))

@@ -108,6 +108,7 @@ sd_status sd_ckpt_map_controlnet(const sd_safetensors *st, int layers_per_block,
     unet_layout U;
     memset(&U, 0, sizeof U);
     U.lpb = layers_per_block;
+    U.text_time = true; /* an SDXL ControlNet's label_emb; the model's UNet config decides whether it is used */
     int last = hint_last(st, pre);
     size_t pl = strlen(pre);
     for (size_t i = 0; i < st->n_tensors; i++) {

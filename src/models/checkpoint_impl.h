@@ -117,6 +117,7 @@ typedef struct unet_layout {
     bool linear_proj, mid_attn, has_mid; /* has_mid: any middle_block tensor (distilled UNets: none) */
     int n_output;
     int64_t add_in, add_dim; /* label_emb.0.0 (SDXL text_time): input width, time embedding width (0: none) */
+    bool text_time;          /* label_emb.* maps to add_embedding (SDXL files, ControlNets); else unknown */
 } unet_layout;
 
 /* ------------------------------------------------------------------ key classification (checkpoint_keys.c) */

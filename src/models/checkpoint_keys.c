@@ -224,6 +224,8 @@ static bool unet_attn_tail_ok(const char *t)
 int ck_map_unet_key(const unet_layout *L, const char *key, alias_out *o)
 {
     const char *p = key + strlen(P_UNET);
+    if (!L->text_time && starts(p, "label_emb."))
+        return K_UNKNOWN;
     static const char *const fixed[][2] = {
         {"time_embed.0.", "time_embedding.linear_1."}, {"time_embed.2.", "time_embedding.linear_2."},
         {"input_blocks.0.0.", "conv_in."},              {"out.0.", "conv_norm_out."},
