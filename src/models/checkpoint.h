@@ -157,6 +157,12 @@ cJSON *sd_ckpt_scheduler_config(const sd_safetensors *st, sd_arch arch);
  * (known may be NULL). */
 const char *sd_ckpt_prediction_type(const sd_safetensors *st, sd_arch arch, bool *known);
 
+/* A kohya LoRA module name of the LDM / SGM UNet without its "lora_unet_" prefix
+ * ("input_blocks_4_1_transformer_blocks_0_attn1_to_q", as kohya's SDXL LoRAs name them) -> the diffusers
+ * module ("down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q") through the UNet table above, for a
+ * UNet of `layers_per_block` resnets per level. False when it names no UNet weight. */
+bool sd_ckpt_unet_ldm_module(const char *name, int layers_per_block, char *out, size_t cap);
+
 /* ---- single-file ControlNets (checkpoint_controlnet.c): the lllyasviel ControlNet v1.0 / v1.1 layout,
  * keys control_model.* or the same keys without that prefix (diffusers' convert_controlnet_checkpoint):
  *   input_hint_block.0 -> controlnet_cond_embedding.conv_in, input_hint_block.2k (k >= 1, not the last) ->

@@ -492,3 +492,52 @@ int ck_map_oclip_key(int dropped, bool projection, const char *p, const sd_st_te
         return K_IGNORED;
     return r;
 }
+
+/* ------------------------------------------------------------------ kohya LoRA names of the LDM UNet */
+
+bool sd_ckpt_unet_ldm_module(const char *name, int layers_per_block, char *out, size_t cap)
+{
+    /* the LDM words with underscores; every other '_' separates two path segments */
+    static const char *const words[] = {"input_blocks", "middle_block", "output_blocks", "time_embed", "label_emb",
+                                        "in_layers", "out_layers", "emb_layers", "skip_connection",
+                                        "transformer_blocks", "proj_in", "proj_out", "to_q", "to_k", "to_v",
+                                        "to_out"};
+    char dotted[NAME_CAP];
+    size_t o = (size_t)snprintf(dotted, sizeof dotted, P_UNET);
+    const char *p = name;
+    while (*p) {
+        size_t n = 0;
+        for (size_t i = 0; i < SD_ARRAY_LEN(words) && !n; i++) {
+            size_t l = strlen(words[i]);
+            if (!strncmp(p, words[i], l) && (p[l] == '_' || !p[l]))
+                n = l;
+        }
+        if (!n)
+            while (p[n] && p[n] != '_')
+                n++;
+        if (!n || o + n + 2 >= sizeof dotted)
+            return false;
+        memcpy(dotted + o, p, n);
+        o += n;
+        p += n;
+        if (*p == '_')
+            p++;
+        dotted[o++] = *p ? '.' : 0;
+    }
+    if (o + sizeof "weight" >= sizeof dotted)
+        return false;
+    memcpy(dotted + o - 1, ".weight", sizeof ".weight");
+    unet_layout L;
+    memset(&L, 0, sizeof L);
+    L.lpb = layers_per_block;
+    L.text_time = true;
+    alias_out a;
+    if (layers_per_block < 1 || ck_map_unet_key(&L, dotted, &a) != 1 || !ends(a.name, ".weight"))
+        return false;
+    size_t n = strlen(a.name) - strlen(".weight");
+    if (n >= cap)
+        return false;
+    memcpy(out, a.name, n);
+    out[n] = 0;
+    return true;
+}
