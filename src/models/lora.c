@@ -712,10 +712,10 @@ static sd_status parse_file(lora_file *f, const comp_table *tabs, int nt, const 
     const char *fam = (cs != SD_OK || n_unmatched) ? sd_lora_family(f->st, why_fam, sizeof why_fam) : NULL;
     const char *model_fam = tabs[0].c->family;
     if (fam && model_fam && strcmp(fam, model_fam)) {
-        snprintf(fam_note, sizeof fam_note, "an %s LoRA (%s) on an %s model; use a LoRA made for %s", fam, why_fam,
-                 model_fam, model_fam);
+        snprintf(fam_note, sizeof fam_note, "an %s LoRA (%s) on an %s model, %zu of its %zu tensors match no layer "
+                 "of it; use a LoRA made for %s", fam, why_fam, model_fam, n_unmatched, f->st->n_tensors, model_fam);
         if (cs != SD_OK)
-            return sd_fail_context(cs, "%s", fam_note);
+            return sd_fail_context(cs, "%s: %s", f->label, fam_note);
     }
     SD_TRY(cs);
     if (n_unmatched) {
