@@ -1,6 +1,7 @@
 #include "models/lora.h"
 
 #include "models/checkpoint.h"
+#include "models/hfcache.h"
 
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -495,17 +496,33 @@ static sd_status load_json_file(const char *path, cJSON **out)
     return SD_OK;
 }
 
-/* Opens the file (or PEFT folder) and reads its PEFT configuration. */
+/* Opens the file (or PEFT / diffusers folder, or Hugging Face id of one in the local cache, e.g.
+ * latent-consistency/lcm-lora-sdxl) and reads its PEFT configuration. */
+static sd_status file_open_at(lora_file *f, const sd_lora_spec *spec, const char *path, const comp_table *tabs,
+                              int nt);
+
 static sd_status file_open(lora_file *f, const sd_lora_spec *spec, const comp_table *tabs, int nt)
 {
     memset(f, 0, sizeof *f);
+    char *snap = NULL;
+    if (!sd_dir_exists(spec->path) && !sd_file_exists(spec->path) && sd_looks_like_hf_id(spec->path) &&
+        !ends_with(spec->path, ".safetensors"))
+        SD_TRY(sd_hf_resolve(spec->path, NULL, &snap));
+    sd_status s = file_open_at(f, spec, snap ? snap : spec->path, tabs, nt);
+    free(snap);
+    return s;
+}
+
+static sd_status file_open_at(lora_file *f, const sd_lora_spec *spec, const char *path, const comp_table *tabs,
+                              int nt)
+{
     f->label = spec->path;
     f->scale = spec->scale;
     char *cfg_path = NULL;
-    if (sd_dir_exists(spec->path)) {
+    if (sd_dir_exists(path)) {
         static const char *const names[] = {"adapter_model.safetensors", "pytorch_lora_weights.safetensors"};
         for (size_t i = 0; i < SD_ARRAY_LEN(names) && !f->path; i++) {
-            char *p = sd_path_join(spec->path, names[i]);
+            char *p = sd_path_join(path, names[i]);
             if (!p)
                 return SD_ERR_OUT_OF_MEMORY;
             if (sd_file_exists(p))
@@ -516,7 +533,7 @@ static sd_status file_open(lora_file *f, const sd_lora_spec *spec, const comp_ta
         if (!f->path)
             return sd_fail(SD_ERR_NOT_FOUND, "%s: a folder without adapter_model.safetensors or "
                            "pytorch_lora_weights.safetensors; pass the LoRA .safetensors file", spec->path);
-        cfg_path = sd_path_join(spec->path, "adapter_config.json");
+        cfg_path = sd_path_join(path, "adapter_config.json");
     } else {
         f->path = sd_strdup(spec->path);
         if (!f->path)
