@@ -95,4 +95,78 @@ else
     probe=$("$BIN" stream --probe "$tmp/xl_out")
     echo "$probe" | grep -q "^frames 4 size 32x32" || fail "stream img2img on SDXL: $probe"
 fi
+
+# single-file SDXL checkpoints (SGM layout, tools/gen_testdata.py): the same pixels as the folder they were made
+# from, with the folder as --config-dir (the tiny models' head counts are not in the weights); the distilled
+# (SSD-1B / Vega-like) UNet too, against a folder view of tiny-sdxl with that UNet
+idat() { od -An -tx1 -v "$1" | tr -d ' \n' | sed 's/.*49444154//'; }
+M="$DATA/models"
+run f1 txt2img "${COMMON[@]}" --steps 2 --cfg-scale 5 -n "blurry" -o "$tmp/f1.png"
+run s1 txt2img "${COMMON[@]/#$MODEL/$M/tiny-sdxl-single.safetensors}" --config-dir "$MODEL" --steps 2 --cfg-scale 5 \
+    -n "blurry" -o "$tmp/s1.png"
+[ "$(idat "$tmp/f1.png")" = "$(idat "$tmp/s1.png")" ] || fail "the SDXL single file's image differs from the folder's"
+mkdir -p "$tmp/asym"
+for c in "$MODEL"/*; do
+    n=$(basename "$c")
+    if [ "$n" = unet ]; then ln -s "$M/unet-sdxl-asym" "$tmp/asym/unet"; else ln -s "$c" "$tmp/asym/$n"; fi
+done
+run f2 txt2img "${COMMON[@]/#$MODEL/$tmp/asym}" --sampler euler_a --steps 1 --cfg-scale 0 -o "$tmp/f2.png"
+run s2 txt2img "${COMMON[@]/#$MODEL/$M/tiny-sdxl-asym-single.safetensors}" --config-dir "$tmp/asym" \
+    --sampler euler_a --steps 1 --cfg-scale 0 -o "$tmp/s2.png"
+[ "$(idat "$tmp/f2.png")" = "$(idat "$tmp/s2.png")" ] || fail "the distilled SDXL single file's image differs"
+[ "$(idat "$tmp/f2.png")" = "$(idat "$tmp/turbo.png")" ] && fail "the distilled UNet gave tiny-sdxl's image"
+
+# Hugging Face cache ids (a fake cache: models--org--name/refs/main + snapshots/<hash>/) resolve like SD1's
+hub="$tmp/hub"
+fake_repo() { # fake_repo ORG/NAME FOLDER
+    local d="$hub/models--${1%%/*}--${1##*/}" h=0123456789abcdef0123456789abcdef01234567
+    mkdir -p "$d/refs" "$d/snapshots"
+    printf '%s' "$h" >"$d/refs/main"
+    ln -s "$2" "$d/snapshots/$h"
+}
+mkdir -p "$tmp/lcm"
+ln -s "$DATA/lora/xl_lcm_peft.safetensors" "$tmp/lcm/pytorch_lora_weights.safetensors"
+fake_repo stabilityai/sdxl-turbo "$MODEL"
+fake_repo stabilityai/stable-diffusion-xl-base-1.0 "$MODEL"
+fake_repo segmind/SSD-1B "$tmp/asym"
+fake_repo madebyollin/taesdxl "$M/taesd-tiny"
+fake_repo latent-consistency/lcm-lora-sdxl "$tmp/lcm"
+for id in stabilityai/sdxl-turbo stabilityai/stable-diffusion-xl-base-1.0; do
+    HF_HUB_CACHE="$hub" run "hf_${id##*/}" txt2img "${COMMON[@]/#$MODEL/$id}" --steps 2 --cfg-scale 5 -n "blurry" \
+        -o "$tmp/hf.png"
+    [ "$(idat "$tmp/f1.png")" = "$(idat "$tmp/hf.png")" ] || fail "$id from the HF cache differs from the folder"
+done
+HF_HUB_CACHE="$hub" run hf_ssd txt2img "${COMMON[@]/#$MODEL/segmind/SSD-1B}" --sampler euler_a --steps 1 \
+    --cfg-scale 0 -o "$tmp/hf.png"
+[ "$(idat "$tmp/f2.png")" = "$(idat "$tmp/hf.png")" ] || fail "segmind/SSD-1B from the HF cache differs"
+HF_HUB_CACHE="$hub" run hf_taesd txt2img -m "$MODEL" -W 64 -H 64 --threads 2 -p x --taesd madebyollin/taesdxl \
+    --steps 1 -o "$tmp/hf.png"
+run lcm_file txt2img "${COMMON[@]}" --sampler lcm --steps 2 --cfg-scale 1 \
+    --lora "$DATA/lora/xl_lcm_peft.safetensors" --lora "$DATA/lora/xl_style_kohya.safetensors:0.8" -o "$tmp/l1.png"
+HF_HUB_CACHE="$hub" run lcm_id txt2img "${COMMON[@]}" --sampler lcm --steps 2 --cfg-scale 1 \
+    --lora latent-consistency/lcm-lora-sdxl --lora "$DATA/lora/xl_style_kohya.safetensors:0.8" -o "$tmp/l2.png"
+[ "$(idat "$tmp/l1.png")" = "$(idat "$tmp/l2.png")" ] || fail "the LoRA by HF id differs from the file"
+[ "$(idat "$tmp/l1.png")" = "$(idat "$tmp/turbo.png")" ] && fail "the LoRAs changed nothing"
+HF_HUB_CACHE="$hub" "$BIN" txt2img -m "$M/tiny-sd15" -p x -W 16 -H 16 --steps 1 \
+    --lora latent-consistency/lcm-lora-sdxl -o "$tmp/x.png" >"$tmp/e4.log" 2>&1
+rc=$?
+[ "$rc" = 1 ] || fail "an SDXL LoRA on SD1.5: exit $rc, want 1"
+grep -q "an sdxl LoRA" "$tmp/e4.log" || fail "an SDXL LoRA on SD1.5 is not named: $(cat "$tmp/e4.log")"
+
+# a VAE of the other family: named, both ways
+mkdir -p "$tmp/sd15_xlvae" "$tmp/xl_sdvae"
+for c in "$M/tiny-sd15"/*; do
+    n=$(basename "$c")
+    if [ "$n" = vae ]; then ln -s "$MODEL/vae" "$tmp/sd15_xlvae/vae"; else ln -s "$c" "$tmp/sd15_xlvae/$n"; fi
+done
+for c in "$MODEL"/*; do
+    n=$(basename "$c")
+    if [ "$n" = vae ]; then ln -s "$M/tiny-sd15/vae" "$tmp/xl_sdvae/vae"; else ln -s "$c" "$tmp/xl_sdvae/$n"; fi
+done
+for d in sd15_xlvae:"an SDXL VAE" xl_sdvae:"an SD1/SD2 VAE"; do
+    "$BIN" txt2img -m "$tmp/${d%%:*}" -p x -W 16 -H 16 --steps 1 -o "$tmp/x.png" >"$tmp/e5.log" 2>&1
+    rc=$?
+    [ "$rc" = 1 ] || fail "${d%%:*}: exit $rc, want 1"
+    grep -q "${d#*:}" "$tmp/e5.log" || fail "${d%%:*}: the VAE family is not named: $(cat "$tmp/e5.log")"
+done
 echo "cli_sdxl: OK"

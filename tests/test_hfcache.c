@@ -90,6 +90,29 @@ TEST(resolve_main_branch_and_hash)
     free(dir);
 }
 
+/* the SDXL family's ids (models, TAESDXL, LCM-LoRA-SDXL) resolve like SD1's (loading them: tests/cli_sdxl.sh) */
+TEST(sdxl_family_ids)
+{
+    char root[512], want[1024];
+    snprintf(root, sizeof root, "%s/hubXL", g_tmp);
+    static const char *const ids[][2] = {{"stabilityai", "sdxl-turbo"},
+                                         {"stabilityai", "stable-diffusion-xl-base-1.0"},
+                                         {"segmind", "SSD-1B"},
+                                         {"madebyollin", "taesdxl"},
+                                         {"latent-consistency", "lcm-lora-sdxl"}};
+    for (size_t i = 0; i < SD_ARRAY_LEN(ids); i++)
+        make_repo(root, ids[i][0], ids[i][1]);
+    clear_env();
+    setenv("HF_HUB_CACHE", root, 1);
+    for (size_t i = 0; i < SD_ARRAY_LEN(ids); i++) {
+        char id[128];
+        snprintf(id, sizeof id, "%s/%s", ids[i][0], ids[i][1]);
+        CHECK(sd_looks_like_hf_id(id));
+        snprintf(want, sizeof want, "%s/models--%s--%s/snapshots/" H1, root, ids[i][0], ids[i][1]);
+        CHECK(resolves_to(id, NULL, want));
+    }
+}
+
 TEST(env_precedence)
 {
     char a[512], b[512], c[512], d[512], e[512], want[1024];
@@ -242,6 +265,7 @@ int main(void)
         return 1;
     }
     RUN(resolve_main_branch_and_hash);
+    RUN(sdxl_family_ids);
     RUN(env_precedence);
     RUN(missing_model_or_revision);
     RUN(hostile_ids_rejected);

@@ -51,6 +51,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -1710,7 +1711,8 @@ def unet_key_to_ldm(k, cfg):
     """diffusers UNet2DConditionModel key -> original LDM openaimodel key (without model.diffusion_model.)."""
     L = cfg["layers_per_block"]
     simple = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-              "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+              "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+              "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
     mod, p = k.rsplit(".", 1)
     if mod in simple:
         return f"{simple[mod]}.{p}"
@@ -1903,6 +1905,89 @@ def verify_single_file(model):
     return bad == 0
 
 
+def sdxl_asym_folder(tmp):
+    """A diffusers folder view of tiny-sdxl with the distilled (SSD-1B / Vega-like) unet-sdxl-asym as its UNet."""
+    root = DATA / "models" / "tiny-sdxl"
+    for e in root.iterdir():
+        (tmp / e.name).symlink_to(DATA / "models" / "unet-sdxl-asym" if e.name == "unet" else e)
+    return tmp
+
+
+def build_sdxl_single_file(model="tiny-sdxl", root=None):
+    """The SDXL single file of the original SGM layout (sd_xl_base_1.0.safetensors): conditioner.embedders.0.transformer.
+    text_model.* (CLIP ViT-L, transformers names), conditioner.embedders.1.model.* (OpenCLIP ViT-bigG: fused in_proj,
+    text_projection [D,P]), model.diffusion_model.* (label_emb.0.{0,2} = add_embedding), first_stage_model.*."""
+    root = root or DATA / "models" / model
+    ucfg = read_json(root / "unet/config.json")
+    vcfg = read_json(root / "vae/config.json")
+    t2cfg = read_json(root / "text_encoder_2/config.json")
+    out = {}
+    usd = st_load(root / "unet/diffusion_pytorch_model.safetensors")
+    for k, v in usd.items():
+        out["model.diffusion_model." + unet_key_to_ldm(k, ucfg)] = v
+    vsd = st_load(root / "vae/diffusion_pytorch_model.safetensors")
+    for k, v in vsd.items():
+        lk, conv = vae_key_to_ldm(k, vcfg)
+        out["first_stage_model." + lk] = v[:, :, None, None] if conv else v
+    t1 = st_load(root / "text_encoder/model.safetensors")  # flat (transformers 5): the file gets text_model.
+    t1 = {("" if k.startswith("text_model.") else "text_model.") + k: v for k, v in t1.items()}
+    t1["text_model.embeddings.position_ids"] = torch.arange(t1["text_model.embeddings.position_embedding.weight"]
+                                                            .shape[0]).unsqueeze(0)  # a buffer real files carry
+    for k, v in t1.items():
+        out["conditioner.embedders.0.transformer." + k] = v
+    t2 = st_load(root / "text_encoder_2/model.safetensors")
+    t2o = clip_to_openclip(t2, t2cfg["num_hidden_layers"])
+    t2o["logit_scale"] = torch.tensor(4.6052)  # OpenCLIP's, unused by SDXL
+    for k, v in t2o.items():
+        out["conditioner.embedders.1.model." + k] = v
+    if len(out) != len(usd) + len(vsd) + len(t1) + len(t2o):
+        raise RuntimeError(f"{model}: single-file key collision ({len(out)} keys)")
+    path = DATA / "models" / f"{model}-single.safetensors"
+    st_save(path, out)
+    log(f"  models/{path.name}: {len(out)} tensors")
+
+
+def verify_sdxl_single_file(model="tiny-sdxl", root=None):
+    """diffusers' own StableDiffusionXLPipeline.from_single_file(config=<the folder>, offline) gives every weight of
+    the folder (so the file has the real SGM key layout, text_projection transposed included)."""
+    root = root or DATA / "models" / model
+    path = DATA / "models" / f"{model}-single.safetensors"
+    pipe = StableDiffusionXLPipeline.from_single_file(str(path), config=str(root), local_files_only=True,
+                                                      torch_dtype=torch.float32, add_watermarker=False)
+    n = bad = 0
+    for comp in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        fn = "model.safetensors" if comp.startswith("text") else "diffusion_pytorch_model.safetensors"
+        ref = {k[len("text_model."):] if k.startswith("text_model.") else k: v
+               for k, v in st_load(root / comp / fn).items()}
+        got = {k[len("text_model."):] if k.startswith("text_model.") else k: v
+               for k, v in getattr(pipe, comp).state_dict().items() if not k.endswith("position_ids")}
+        for k, v in ref.items():
+            n += 1
+            if k not in got or tuple(got[k].shape) != tuple(v.shape) or not torch.equal(got[k].float(), v.float()):
+                bad += 1
+                if bad < 5:
+                    log(f"    {model}-single: {comp}.{k} differs")
+        extra = set(got) - set(ref)
+        if extra:
+            bad += len(extra)
+            log(f"    {model}-single: {comp} has unexpected {sorted(extra)[:3]}")
+    log(f"  {path.name}: StableDiffusionXLPipeline.from_single_file(config={root.name}): "
+        f"{n} tensors compared, {bad} differ")
+    return bad == 0
+
+
+def build_verify_sdxl_single_files(build=True):
+    """tiny-sdxl-single (tiny-sdxl) and tiny-sdxl-asym-single (tiny-sdxl with the distilled unet-sdxl-asym)."""
+    ok = True
+    with tempfile.TemporaryDirectory() as td:
+        asym = sdxl_asym_folder(Path(td))
+        for model, root in (("tiny-sdxl", None), ("tiny-sdxl-asym", asym)):
+            if build:
+                build_sdxl_single_file(model, root)
+            ok &= verify_sdxl_single_file(model, root)
+    return ok
+
+
 def verify_folder_loads(model):
     """The diffusers folder loads with diffusers' own from_pretrained (offline) and gives the same weights."""
     root = DATA / "models" / model
@@ -2037,6 +2122,7 @@ def verify_all(crosscheck=False):
         ok &= verify_folder_loads(mdl)
         ok &= verify_single_file(mdl)
     ok &= verify_sdxl_folder_loads()
+    ok &= build_verify_sdxl_single_files(build=False)
     ok &= verify_controlnet_single_file()
     log("verify: StreamDiffusion re-implementation vs the fixture stream cases")
     r = validate_stream_on_fixtures()
@@ -2406,6 +2492,7 @@ def gen_sdxl():
                        "StableDiffusionXLImg2ImgPipeline", SDXL_TURBO_EULER_A,
                        {"prompt": PROMPTS[1], "num_inference_steps": 4, "strength": 0.5, "guidance_scale": 2.0},
                        s + 20, image=synth_image(1, 32, 24, s + 21))
+    build_verify_sdxl_single_files()
 
 
 def gen_sdxl_stream_cases():
@@ -2487,6 +2574,8 @@ def main():
     ap.add_argument("--only", nargs="+", metavar="CASE",
                     help="regenerate only these scheduler / pipeline cases (the models must exist), then verify them")
     ap.add_argument("--sdxl-only", action="store_true", help="(re)generate only the SDXL model and cases")
+    ap.add_argument("--sdxl-single", action="store_true",
+                    help="(re)write only the SDXL single-file checkpoint from models/tiny-sdxl and verify it")
     a = ap.parse_args()
     if a.only:
         global ONLY
@@ -2503,6 +2592,10 @@ def main():
             kind, n, bad, w = compare_case(DATA / "cases" / name, DATA)
             ok &= bad == 0
             log(f"  {name:40s} {kind:6s} {n:4d} tensors  {bad} failed  worst err/tol {w:.3g}")
+        log("VERIFY: " + ("all OK" if ok else "FAILURES (see above)"))
+        return 0 if ok else 1
+    if a.sdxl_single:
+        ok = build_verify_sdxl_single_files()
         log("VERIFY: " + ("all OK" if ok else "FAILURES (see above)"))
         return 0 if ok else 1
     if a.controlnet:

@@ -181,10 +181,10 @@ static void usage(FILE *f, const gen_opts *o)
             "\nLoRA:\n"
             "      --lora PATH[:SCALE]   fuse a LoRA / LoCon into the model with strength SCALE (default 1.0);\n"
             "                            repeat for several (up to %d), e.g. an LCM-LoRA plus a style LoRA.\n"
-            "                            kohya/A1111 .safetensors (lora_unet_*, lora_te_*), diffusers/PEFT files\n"
-            "                            or a PEFT adapter folder. LoHa/LoKr/(IA)^3/DoRA are not supported.\n"
+            "                            kohya/A1111 (lora_unet_*, lora_te_*, SDXL's lora_te1_/te2_ and LDM names),\n"
+            "                            diffusers/PEFT files, a PEFT folder or an HF id; no LoHa/LoKr/(IA)^3/DoRA.\n"
             "      --lora-allow-unmatched  warn about LoRA tensors that match no layer of the model instead of\n"
-            "                            failing (e.g. an SDXL LoRA's second text encoder)\n"
+            "                            failing (a LoRA of another model family fails anyway where it differs)\n"
             "\nControlNet:\n"
             "      --control NET:IMAGE[:SCALE[:START:END]]\n"
             "                            steer with a ControlNet: NET a diffusers ControlNetModel folder, a\n"
@@ -257,10 +257,10 @@ static void usage(FILE *f, const gen_opts *o)
     fprintf(f,
             "\nmodels:\n"
             "  -m (and --taesd) take a path first: a folder with model_index.json (or unet/, vae/, ...),\n"
-            "  or a .safetensors file. Otherwise an id like org/name is looked up in the local Hugging Face\n"
-            "  hub cache, the first that is set of: $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub,\n"
-            "  $XDG_CACHE_HOME/huggingface/hub, $HOME/.cache/huggingface/hub%s%s%s.\n"
-            "  Nothing is downloaded; fetch a model with e.g. 'huggingface-cli download stabilityai/sd-turbo'.\n",
+            "  or a single-file .safetensors (SD1.x/SD2.x/SDXL; --config-dir gives configs and tokenizers).\n"
+            "  Otherwise an id like org/name is looked up in the local Hugging Face hub cache, the first that\n"
+            "  is set of: $HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, $XDG_CACHE_HOME/huggingface/hub,\n"
+            "  $HOME/.cache/huggingface/hub%s%s%s. Nothing is downloaded (fetch: 'huggingface-cli download ID').\n",
             cache ? " (here: " : "", cache ? cache : "", cache ? ")" : "");
     free(cache);
 }

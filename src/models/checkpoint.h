@@ -63,7 +63,8 @@ typedef enum sd_arch {
     SD_ARCH_SD1,  /* CLIP ViT-L text encoder, context 768 (SD1.x, LCM/turbo fine-tunes of it) */
     SD_ARCH_SD2,  /* OpenCLIP ViT-H text encoder, context 1024; v-prediction or epsilon: see
                      sd_ckpt_prediction_type() */
-    SD_ARCH_SDXL  /* detected only, to give a clear "unsupported" error */
+    SD_ARCH_SDXL  /* CLIP ViT-L (conditioner.embedders.0.transformer.*) + OpenCLIP ViT-bigG with projection
+                     (conditioner.embedders.1.model.*), text_time UNet (label_emb); refiners are refused */
 } sd_arch;
 
 const char *sd_arch_name(sd_arch a); /* "SD1", "SD2", "SDXL", "unknown" */
@@ -79,7 +80,7 @@ sd_status sd_ckpt_detect(const sd_safetensors *st, sd_arch *arch);
 
 typedef struct sd_ckpt_info {
     sd_arch arch;
-    size_t n_unet, n_vae, n_text; /* aliases added per component */
+    size_t n_unet, n_vae, n_text, n_text2; /* aliases added per component */
     size_t n_ignored;             /* keys deliberately not mapped (EMA, SD2 last block, ...) */
     int text_blocks_in_file;      /* text encoder layers present in the file */
     int text_layers;              /* layers exposed (SD2 ViT-H: 24 in the file -> 23) */
@@ -107,6 +108,17 @@ sd_status sd_ckpt_map(const sd_safetensors *st, sd_arch arch, sd_weights *unet, 
  * must still be freed by the caller (as always after sd_weights_init). */
 sd_status sd_ckpt_load(const char *path, sd_weights *unet, sd_weights *vae, sd_weights *text, sd_ckpt_info *info);
 
+/* The same for every component: w[] = {unet, vae, text encoder, second text encoder (SDXL)}, NULL entries
+ * skipped (a second text encoder asked of an SD1/SD2 file: SD_ERR_INVALID_ARGUMENT). */
+#define SD_CKPT_COMPONENTS 4
+sd_status sd_ckpt_map_all(const sd_safetensors *st, sd_arch arch, sd_weights *const w[SD_CKPT_COMPONENTS],
+                          sd_ckpt_info *info);
+sd_status sd_ckpt_load_all(const char *path, sd_weights *const w[SD_CKPT_COMPONENTS], sd_ckpt_info *info);
+
+/* An SDXL file that is a refiner (the OpenCLIP encoder without the CLIP one, or a UNet whose added conditioning
+ * is 2560 wide: the aesthetic score) -> SD_ERR_UNSUPPORTED naming it; else SD_OK. */
+sd_status sd_ckpt_sdxl_check(const sd_safetensors *st);
+
 /* Keys under the UNet/VAE/text prefixes that the mapping does not cover,
  * for all three components (`*names` owned by the caller: free each and the
  * array; count in *n). */
@@ -128,6 +140,11 @@ sd_status sd_ckpt_unknown_keys(const sd_safetensors *st, sd_arch arch, char ***n
 cJSON *sd_ckpt_unet_config(const sd_safetensors *st, sd_arch arch);
 cJSON *sd_ckpt_vae_config(const sd_safetensors *st, sd_arch arch);
 cJSON *sd_ckpt_text_config(const sd_safetensors *st, sd_arch arch);
+/* SDXL's second text encoder (CLIPTextModelWithProjection: gelu, projection_dim from text_projection). SDXL
+ * defaults: UNet attention_head_dim channels/64 per level, text_time added conditioning
+ * (addition_time_embed_dim from label_emb), sample_size 128 (1024 px); VAE scaling_factor 0.13025;
+ * scheduler EulerDiscreteScheduler of stable-diffusion-xl-base-1.0. */
+cJSON *sd_ckpt_text2_config(const sd_safetensors *st, sd_arch arch);
 /* SD1: PNDMScheduler of stable-diffusion-v1-5 (epsilon). SD2: DDIMScheduler
  * of stable-diffusion-2-1 with sd_ckpt_prediction_type(). */
 cJSON *sd_ckpt_scheduler_config(const sd_safetensors *st, sd_arch arch);
@@ -139,6 +156,12 @@ cJSON *sd_ckpt_scheduler_config(const sd_safetensors *st, sd_arch arch);
  * v_prediction (diffusers' default for SD2 single files) and *known = false
  * (known may be NULL). */
 const char *sd_ckpt_prediction_type(const sd_safetensors *st, sd_arch arch, bool *known);
+
+/* A kohya LoRA module name of the LDM / SGM UNet without its "lora_unet_" prefix
+ * ("input_blocks_4_1_transformer_blocks_0_attn1_to_q", as kohya's SDXL LoRAs name them) -> the diffusers
+ * module ("down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q") through the UNet table above, for a
+ * UNet of `layers_per_block` resnets per level. False when it names no UNet weight. */
+bool sd_ckpt_unet_ldm_module(const char *name, int layers_per_block, char *out, size_t cap);
 
 /* ---- single-file ControlNets (checkpoint_controlnet.c): the lllyasviel ControlNet v1.0 / v1.1 layout,
  * keys control_model.* or the same keys without that prefix (diffusers' convert_controlnet_checkpoint):

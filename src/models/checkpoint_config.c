@@ -1,6 +1,7 @@
 /* Single-file checkpoints: diffusers configs derived from the tensors (UNet, VAE, text encoder,
  * scheduler), with the standard SD1.5 / SD2.1 values for what the tensors do not tell. */
 #include "models/checkpoint_impl.h"
+#include "models/unet.h"
 
 /* ------------------------------------------------------------------ configs */
 
@@ -44,7 +45,18 @@ static int image_size(const sd_safetensors *st, sd_arch arch)
         if (end != r && w >= 64 && w <= 8192)
             return (int)w;
     }
-    return arch == SD_ARCH_SD2 ? 768 : 512;
+    return arch == SD_ARCH_SDXL ? 1024 : arch == SD_ARCH_SD2 ? 768 : 512;
+}
+
+/* The nested transformer_layers_per_block / reverse_transformer_layers_per_block of an asymmetric UNet. */
+static void j_depths(jb *b, const char *k, const int (*d)[MAX_LPB + 1], int levels, int per)
+{
+    cJSON *a = cJSON_CreateArray();
+    b->ok &= a != NULL && cJSON_AddItemToObject(b->o, k, a);
+    for (int i = 0; b->ok && i < levels; i++) {
+        cJSON *e = cJSON_CreateIntArray(d[i], per);
+        b->ok &= e != NULL && cJSON_AddItemToArray(a, e);
+    }
 }
 
 static sd_status config_arch(const sd_safetensors *st, sd_arch *arch)
@@ -69,7 +81,12 @@ cJSON *sd_ckpt_unet_config(const sd_safetensors *st, sd_arch arch)
                 st_label(st));
         return NULL;
     }
-    bool sd2 = arch == SD_ARCH_SD2;
+    bool sd2 = arch == SD_ARCH_SD2, xl = arch == SD_ARCH_SDXL;
+    if (xl && (L.add_in <= 0 || L.add_dim != L.time_dim)) {
+        sd_fail(SD_ERR_FORMAT, "%s: an SDXL UNet needs label_emb.0.0.weight [%lld, *] (its text_time added "
+                "conditioning)", st_label(st), (long long)L.time_dim);
+        return NULL;
+    }
     const char *down[MAX_LEVELS], *up[MAX_LEVELS];
     int heads[MAX_LEVELS], depth = 0;
     bool depth_uniform = true;
@@ -95,7 +112,22 @@ cJSON *sd_ckpt_unet_config(const sd_safetensors *st, sd_arch arch)
     }
     j_str(&b, "_class_name", "UNet2DConditionModel");
     j_str(&b, "act_fn", "silu");
-    if (sd2)
+    if (xl) {
+        /* pooled width P (text_projection [D,P]) + 6 time ids x D_t; without the encoder SDXL's 1280 */
+        const sd_st_tensor *tp = sd_st_find(st, P_XL_OCLIP "text_projection");
+        int64_t pooled = tp && tp->ndim == 2 ? tp->shape[1] : 1280;
+        int64_t tdim = (L.add_in - pooled) / SD_UNET_TIME_IDS;
+        if (tdim <= 0 || pooled + SD_UNET_TIME_IDS * tdim != L.add_in) {
+            cJSON_Delete(b.o);
+            sd_fail(SD_ERR_FORMAT, "%s: the UNet's added conditioning takes %lld values, which is not the pooled "
+                    "text embedding (%lld) + 6 time ids", st_label(st), (long long)L.add_in, (long long)pooled);
+            return NULL;
+        }
+        j_str(&b, "addition_embed_type", "text_time");
+        j_num(&b, "addition_time_embed_dim", (double)tdim);
+        j_num(&b, "projection_class_embeddings_input_dim", (double)L.add_in);
+    }
+    if (sd2 || xl)
         j_ints(&b, "attention_head_dim", heads, L.levels);
     else
         j_num(&b, "attention_head_dim", 8);
@@ -121,7 +153,15 @@ cJSON *sd_ckpt_unet_config(const sd_safetensors *st, sd_arch arch)
         j_num(&b, "time_embedding_dim", (double)L.time_dim);
     else
         j_null(&b, "time_embedding_dim");
-    if (depth_uniform)
+    if (!L.uniform_depth) { /* distilled SDXL UNets (SSD-1B, Vega): a depth per attention */
+        int dd[MAX_LEVELS][MAX_LPB + 1];
+        for (int i = 0; i < L.levels; i++)
+            for (int l = 0; l < L.lpb; l++)
+                dd[i][l] = L.down_depth[i][l];
+        j_depths(&b, "reverse_transformer_layers_per_block", (const int(*)[MAX_LPB + 1])L.up_depth, L.levels,
+                 L.lpb + 1);
+        j_depths(&b, "transformer_layers_per_block", (const int(*)[MAX_LPB + 1])dd, L.levels, L.lpb);
+    } else if (depth_uniform)
         j_num(&b, "transformer_layers_per_block", depth ? depth : 1);
     else
         j_ints(&b, "transformer_layers_per_block", depths, L.levels);
@@ -185,50 +225,59 @@ cJSON *sd_ckpt_vae_config(const sd_safetensors *st, sd_arch arch)
     j_num(&b, "norm_num_groups", 32);
     j_num(&b, "out_channels", (double)dout->shape[0]);
     j_num(&b, "sample_size", image_size(st, arch));
-    j_num(&b, "scaling_factor", 0.18215);
+    j_num(&b, "scaling_factor", arch == SD_ARCH_SDXL ? 0.13025 : 0.18215);
     j_strs(&b, "up_block_types", up, levels);
     j_bool(&b, "use_post_quant_conv", sd_st_find(st, P_VAE "post_quant_conv.weight") != NULL);
     j_bool(&b, "use_quant_conv", sd_st_find(st, P_VAE "quant_conv.weight") != NULL);
     return j_finish(&b);
 }
 
-cJSON *sd_ckpt_text_config(const sd_safetensors *st, sd_arch arch)
+static cJSON *text_config(const sd_safetensors *st, sd_arch arch, comp c)
 {
     if (config_arch(st, &arch) != SD_OK)
         return NULL;
-    const char *lab = st_label(st);
-    bool sd2 = arch == SD_ARCH_SD2;
-    const sd_st_tensor *tok, *pos, *fc1;
-    if (sd2) {
-        tok = sd_st_find(st, P_OCLIP "token_embedding.weight");
-        pos = sd_st_find(st, P_OCLIP "positional_embedding");
-        fc1 = sd_st_find(st, P_OCLIP "transformer.resblocks.0.mlp.c_fc.weight");
+    const char *lab = st_label(st), *pre = ck_comp_prefix(c, arch);
+    if (!pre) {
+        sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: an %s checkpoint has no second text encoder", lab, sd_arch_name(arch));
+        return NULL;
+    }
+    bool oclip = ck_is_oclip(c, arch);
+    const sd_st_tensor *tok, *pos, *fc1, *proj = NULL;
+    if (oclip) {
+        tok = findf(st, "%stoken_embedding.weight", pre);
+        pos = findf(st, "%spositional_embedding", pre);
+        fc1 = findf(st, "%stransformer.resblocks.0.mlp.c_fc.weight", pre);
+        if (c == C_TEXT2 && (!(proj = findf(st, "%stext_projection", pre)) || proj->ndim != 2))
+            proj = NULL, tok = NULL; /* SDXL's pooled embedding needs it */
     } else {
-        const char *tm = sd_st_find(st, P_CLIP "text_model.embeddings.token_embedding.weight") ? "text_model." : "";
-        tok = findf(st, P_CLIP "%sembeddings.token_embedding.weight", tm);
-        pos = findf(st, P_CLIP "%sembeddings.position_embedding.weight", tm);
-        fc1 = findf(st, P_CLIP "%sencoder.layers.0.mlp.fc1.weight", tm);
+        char tl[NAME_CAP];
+        snprintf(tl, sizeof tl, "%stext_model.embeddings.token_embedding.weight", pre);
+        const char *tm = sd_st_find(st, tl) ? "text_model." : "";
+        tok = findf(st, "%s%sembeddings.token_embedding.weight", pre, tm);
+        pos = findf(st, "%s%sembeddings.position_embedding.weight", pre, tm);
+        fc1 = findf(st, "%s%sencoder.layers.0.mlp.fc1.weight", pre, tm);
     }
     if (!tok || tok->ndim != 2 || !pos || pos->ndim != 2 || !fc1 || fc1->ndim != 2) {
-        sd_fail(has_prefix_key(st, ck_comp_prefix(C_TEXT, arch)) ? SD_ERR_FORMAT : SD_ERR_NOT_FOUND,
-                "%s: the checkpoint has no complete %s text encoder (token/position embeddings and layer 0 MLP)", lab,
-                sd2 ? "OpenCLIP (SD2)" : "CLIP (SD1)");
+        sd_fail(has_prefix_key(st, pre) ? SD_ERR_FORMAT : SD_ERR_NOT_FOUND,
+                "%s: the checkpoint has no complete %s text encoder (%s*: token/position embeddings and layer 0 "
+                "MLP%s)", lab, c == C_TEXT2 ? "second (OpenCLIP ViT-bigG)" : oclip ? "OpenCLIP (SD2)" : "CLIP", pre,
+                c == C_TEXT2 ? ", text_projection" : "");
         return NULL;
     }
     int64_t hidden = tok->shape[1];
     sd_ckpt_info info;
-    ck_info_fill_text(st, arch, &info);
+    ck_info_fill_text(st, c, arch, &info);
     jb b = {cJSON_CreateObject(), true};
     if (!b.o) {
         sd_fail(SD_ERR_OUT_OF_MEMORY, "out of memory");
         return NULL;
     }
-    const char *archs[1] = {"CLIPTextModel"};
+    const char *archs[1] = {proj ? "CLIPTextModelWithProjection" : "CLIPTextModel"};
     j_strs(&b, "architectures", archs, 1);
     j_num(&b, "attention_dropout", 0.0);
     j_num(&b, "bos_token_id", 0);
     j_num(&b, "eos_token_id", 2);
-    j_str(&b, "hidden_act", sd2 ? "gelu" : "quick_gelu");
+    j_str(&b, "hidden_act", oclip ? "gelu" : "quick_gelu");
     j_num(&b, "hidden_size", (double)hidden);
     j_num(&b, "initializer_factor", 1.0);
     j_num(&b, "initializer_range", 0.02);
@@ -239,11 +288,15 @@ cJSON *sd_ckpt_text_config(const sd_safetensors *st, sd_arch arch)
     j_num(&b, "num_attention_heads", hidden % 64 == 0 ? (double)(hidden / 64) : 1.0);
     j_num(&b, "num_hidden_layers", info.text_layers);
     j_num(&b, "pad_token_id", 1);
-    j_num(&b, "projection_dim", sd2 ? 512 : 768);
+    j_num(&b, "projection_dim", proj ? (double)proj->shape[1] : oclip ? 512 : 768);
     j_str(&b, "torch_dtype", "float32");
     j_num(&b, "vocab_size", (double)tok->shape[0]);
     return j_finish(&b);
 }
+
+cJSON *sd_ckpt_text_config(const sd_safetensors *st, sd_arch arch) { return text_config(st, arch, C_TEXT); }
+
+cJSON *sd_ckpt_text2_config(const sd_safetensors *st, sd_arch arch) { return text_config(st, arch, C_TEXT2); }
 
 const char *sd_ckpt_prediction_type(const sd_safetensors *st, sd_arch arch, bool *known)
 {
@@ -274,13 +327,17 @@ cJSON *sd_ckpt_scheduler_config(const sd_safetensors *st, sd_arch arch)
 {
     if (config_arch(st, &arch) != SD_OK)
         return NULL;
-    bool sd2 = arch == SD_ARCH_SD2;
+    bool sd2 = arch == SD_ARCH_SD2, xl = arch == SD_ARCH_SDXL;
     jb b = {cJSON_CreateObject(), true};
     if (!b.o) {
         sd_fail(SD_ERR_OUT_OF_MEMORY, "out of memory");
         return NULL;
     }
-    j_str(&b, "_class_name", sd2 ? "DDIMScheduler" : "PNDMScheduler");
+    j_str(&b, "_class_name", xl ? "EulerDiscreteScheduler" : sd2 ? "DDIMScheduler" : "PNDMScheduler");
+    if (xl) { /* stable-diffusion-xl-base-1.0's */
+        j_str(&b, "interpolation_type", "linear");
+        j_bool(&b, "use_karras_sigmas", false);
+    }
     j_num(&b, "beta_end", 0.012);
     j_str(&b, "beta_schedule", "scaled_linear");
     j_num(&b, "beta_start", 0.00085);

@@ -86,16 +86,9 @@ static int map_key(const unet_layout *U, int hint_last_idx, const char *p, alias
     q = p;
     if (take(&q, "middle_block_out.0.") && is_wb(q))
         return ck_out1(o, "controlnet_mid_block.%s", q);
-    q = p;
-    if (take(&q, "label_emb.0.")) { /* SDXL: label_emb.0.{0,2} -> add_embedding.linear_{1,2} */
-        if (take(&q, "0.") && is_wb(q))
-            return ck_out1(o, "add_embedding.linear_1.%s", q);
-        if (take(&q, "2.") && is_wb(q))
-            return ck_out1(o, "add_embedding.linear_2.%s", q);
-        return K_UNKNOWN;
-    }
-    /* the UNet's down path, mid block and time embedding: the UNet table */
-    if (!starts(p, "time_embed.") && !starts(p, "input_blocks.") && !starts(p, "middle_block."))
+    /* the UNet's down path, mid block, time embedding and SDXL added embedding: the UNet table */
+    if (!starts(p, "time_embed.") && !starts(p, "input_blocks.") && !starts(p, "middle_block.") &&
+        !starts(p, "label_emb."))
         return K_UNKNOWN;
     char full[NAME_CAP];
     if ((size_t)snprintf(full, sizeof full, P_UNET "%s", p) >= sizeof full)
@@ -115,6 +108,7 @@ sd_status sd_ckpt_map_controlnet(const sd_safetensors *st, int layers_per_block,
     unet_layout U;
     memset(&U, 0, sizeof U);
     U.lpb = layers_per_block;
+    U.text_time = true; /* an SDXL ControlNet's label_emb; the model's UNet config decides whether it is used */
     int last = hint_last(st, pre);
     size_t pl = strlen(pre);
     for (size_t i = 0; i < st->n_tensors; i++) {

@@ -19,10 +19,13 @@
 #define P_CLIP "cond_stage_model.transformer."
 #define P_OCLIP "cond_stage_model.model."
 #define P_SDXL "conditioner.embedders."
+#define P_XL_CLIP "conditioner.embedders.0.transformer." /* SDXL text encoder 1: transformers CLIP ViT-L */
+#define P_XL_OCLIP "conditioner.embedders.1.model."      /* SDXL text encoder 2: OpenCLIP ViT-bigG */
 
 #define MAX_LEVELS 8
 #define MAX_BLOCK_INDEX 128 /* input/output block indices considered (SD uses 0..11) */
 #define NAME_CAP 512
+#define MAX_LPB 16 /* resnets per UNet level considered */
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -105,9 +108,16 @@ typedef struct unet_layout {
     int levels, lpb;
     int ch[MAX_LEVELS];
     bool down_attn[MAX_LEVELS], up_attn[MAX_LEVELS];
-    int tdepth[MAX_LEVELS]; /* transformer blocks per attention (0 for levels without) */
+    int tdepth[MAX_LEVELS]; /* transformer blocks of the level's first down attention (0 for levels without) */
+    /* transformer blocks of every attention: down level i attention j, up level i (diffusers' up block order)
+     * attention j, the mid block; uniform_depth: every level's down and up attentions and the mid block
+     * have the depth of tdepth[] (a plain transformer_layers_per_block list says it all) */
+    int down_depth[MAX_LEVELS][MAX_LPB], up_depth[MAX_LEVELS][MAX_LPB + 1], mid_depth;
+    bool uniform_depth;
     bool linear_proj, mid_attn, has_mid; /* has_mid: any middle_block tensor (distilled UNets: none) */
     int n_output;
+    int64_t add_in, add_dim; /* label_emb.0.0 (SDXL text_time): input width, time embedding width (0: none) */
+    bool text_time;          /* label_emb.* maps to add_embedding (SDXL files, ControlNets); else unknown */
 } unet_layout;
 
 /* ------------------------------------------------------------------ key classification (checkpoint_keys.c) */
@@ -115,13 +125,15 @@ typedef struct unet_layout {
 typedef struct alias_out {
     char name[NAME_CAP];
     int64_t row0, rows; /* rows < 0: the whole tensor */
+    bool transpose;     /* the 2-d tensor's transpose (OpenCLIP's text_projection) */
 } alias_out;
 
 enum { K_UNKNOWN = -1, K_IGNORED = 0 };
 /* o->name = the formatted diffusers name, the whole tensor (row0 0, rows -1): 1, or K_UNKNOWN when it does not fit. */
 int ck_out1(alias_out *o, const char *fmt, ...) SD_PRINTF(2, 3);
 
-typedef enum comp { C_UNET, C_VAE, C_TEXT } comp;
+/* C_TEXT: SD1 CLIP, SD2 OpenCLIP ViT-H, SDXL CLIP ViT-L; C_TEXT2: SDXL OpenCLIP ViT-bigG (with projection) */
+typedef enum comp { C_UNET, C_VAE, C_TEXT, C_TEXT2, C_COUNT } comp;
 
 /* checkpoint_keys.c */
 sd_status ck_unet_layout_parse(const sd_safetensors *st, unet_layout *L);
@@ -129,14 +141,17 @@ int ck_map_unet_key(const unet_layout *L, const char *key, alias_out *o);
 int ck_map_vae_key(int n_up, const char *key, alias_out *o);
 int ck_vae_up_levels(const sd_safetensors *st);
 int ck_vae_down_levels(const sd_safetensors *st);
-int ck_map_clip_key(const char *key, alias_out *o);
-int ck_text_blocks(const sd_safetensors *st, sd_arch arch);
-int ck_oclip_dropped_block(int n_blocks);
-int ck_map_oclip_key(int dropped, const char *key, const sd_st_tensor *t, alias_out *o);
+/* the text encoder maps take the key without its component prefix (ck_comp_prefix) */
+int ck_map_clip_key(const char *p, alias_out *o);
+/* whether component c of arch is an OpenCLIP tower (SD2's text encoder, SDXL's second) */
+bool ck_is_oclip(comp c, sd_arch arch);
+int ck_text_blocks(const sd_safetensors *st, comp c, sd_arch arch);
+int ck_oclip_dropped_block(sd_arch arch, int n_blocks);
+int ck_map_oclip_key(int dropped, bool projection, const char *p, const sd_st_tensor *t, alias_out *o);
 
 /* checkpoint.c */
 const char *ck_comp_prefix(comp c, sd_arch arch);
 sd_status ck_resolve_arch(const sd_safetensors *st, sd_arch *arch);
-void ck_info_fill_text(const sd_safetensors *st, sd_arch arch, sd_ckpt_info *info);
+void ck_info_fill_text(const sd_safetensors *st, comp c, sd_arch arch, sd_ckpt_info *info);
 
 #endif

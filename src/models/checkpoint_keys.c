@@ -4,6 +4,16 @@
 
 /* ------------------------------------------------------------------ UNet layout */
 
+/* transformer blocks of the attention in <kind>.<i>.1 (middle_block.1 when i < 0) */
+static int block_depth(const sd_safetensors *st, const char *kind, int i)
+{
+    int d = 0;
+    while (d < 64 && (i < 0 ? findf(st, P_UNET "%s.1.transformer_blocks.%d.norm1.weight", kind, d)
+                            : findf(st, P_UNET "%s.%d.1.transformer_blocks.%d.norm1.weight", kind, i, d)))
+        d++;
+    return d;
+}
+
 sd_status ck_unet_layout_parse(const sd_safetensors *st, unet_layout *L)
 {
     memset(L, 0, sizeof *L);
@@ -98,13 +108,13 @@ sd_status ck_unet_layout_parse(const sd_safetensors *st, unet_layout *L)
                            "attention)",
                            lab, i);
         }
+        if (count >= MAX_LPB)
+            return sd_fail(SD_ERR_UNSUPPORTED, "%s: UNet level %d has more than %d resnets", lab, level, MAX_LPB);
         if (attn) {
-            int depth = 0;
-            while (depth < 64 && findf(st, P_UNET "input_blocks.%d.1.transformer_blocks.%d.norm1.weight", i, depth))
-                depth++;
-            if (L->tdepth[level] && L->tdepth[level] != depth)
-                return sd_fail(SD_ERR_UNSUPPORTED, "%s: UNet attentions of one level differ in depth", lab);
-            L->tdepth[level] = depth;
+            int depth = block_depth(st, "input_blocks", i);
+            if (count == 0)
+                L->tdepth[level] = depth;
+            L->down_depth[level][count] = depth;
         }
         count++;
     }
@@ -128,6 +138,35 @@ sd_status ck_unet_layout_parse(const sd_safetensors *st, unet_layout *L)
                                b);
         L->up_attn[b] = a0;
     }
+    /* per-attention depths (distilled UNets such as SSD-1B / Vega differ per attention) and the rule
+     * of a plain list: every attention of a level as deep as the level's first, the up path mirrored, the mid
+     * block as the last level */
+    L->uniform_depth = true;
+    for (int b = 0; b < L->levels; b++) {
+        int want = L->tdepth[b] ? L->tdepth[b] : 1, up_want = L->tdepth[L->levels - 1 - b];
+        up_want = up_want ? up_want : 1;
+        for (int l = 0; l < L->lpb; l++) {
+            if (!L->down_attn[b])
+                L->down_depth[b][l] = 1;
+            L->uniform_depth &= L->down_depth[b][l] == want;
+        }
+        for (int l = 0; l <= L->lpb; l++) {
+            L->up_depth[b][l] = L->up_attn[b] ? block_depth(st, "output_blocks", b * (L->lpb + 1) + l) : 1;
+            L->uniform_depth &= !L->up_attn[b] || L->up_depth[b][l] == up_want;
+        }
+    }
+    L->mid_depth = L->mid_attn ? block_depth(st, "middle_block", -1) : 1;
+    int last = L->tdepth[L->levels - 1] ? L->tdepth[L->levels - 1] : 1;
+    L->uniform_depth &= !L->mid_attn || L->mid_depth == last;
+    if (L->mid_attn && L->mid_depth != L->down_depth[L->levels - 1][0])
+        return sd_fail(SD_ERR_UNSUPPORTED, "%s: the UNet's mid block has %d transformer blocks and its last level's "
+                       "first attention %d: diffusers' UNet2DConditionModel cannot represent that", lab, L->mid_depth,
+                       L->down_depth[L->levels - 1][0]);
+    const sd_st_tensor *le = sd_st_find(st, P_UNET "label_emb.0.0.weight");
+    if (le && le->ndim == 2) {
+        L->add_in = le->shape[1];
+        L->add_dim = le->shape[0];
+    }
     return SD_OK;
 }
 
@@ -141,6 +180,7 @@ int ck_out1(alias_out *o, const char *fmt, ...)
     va_end(ap);
     o->row0 = 0;
     o->rows = -1;
+    o->transpose = false;
     return (n < 0 || (size_t)n >= sizeof o->name) ? K_UNKNOWN : 1;
 }
 
@@ -184,10 +224,13 @@ static bool unet_attn_tail_ok(const char *t)
 int ck_map_unet_key(const unet_layout *L, const char *key, alias_out *o)
 {
     const char *p = key + strlen(P_UNET);
+    if (!L->text_time && starts(p, "label_emb."))
+        return K_UNKNOWN;
     static const char *const fixed[][2] = {
         {"time_embed.0.", "time_embedding.linear_1."}, {"time_embed.2.", "time_embedding.linear_2."},
         {"input_blocks.0.0.", "conv_in."},              {"out.0.", "conv_norm_out."},
-        {"out.2.", "conv_out."},
+        {"out.2.", "conv_out."},                        {"label_emb.0.0.", "add_embedding.linear_1."},
+        {"label_emb.0.2.", "add_embedding.linear_2."},
     };
     for (size_t i = 0; i < SD_ARRAY_LEN(fixed); i++) {
         size_t n = strlen(fixed[i][0]);
@@ -359,9 +402,8 @@ static bool clip_tail_ok(const char *t)
            is_wb(t);
 }
 
-int ck_map_clip_key(const char *key, alias_out *o)
+int ck_map_clip_key(const char *p, alias_out *o)
 {
-    const char *p = key + strlen(P_CLIP);
     take(&p, "text_model."); /* legacy files without the text_model. level get it added */
     if (!strcmp(p, "embeddings.position_ids"))
         return K_IGNORED; /* a buffer (0..76), not a weight; broken in some files */
@@ -370,30 +412,42 @@ int ck_map_clip_key(const char *key, alias_out *o)
     return ck_out1(o, "text_model.%s", p);
 }
 
-/* Number of text encoder blocks in the file (max index + 1). */
-int ck_text_blocks(const sd_safetensors *st, sd_arch arch)
+bool ck_is_oclip(comp c, sd_arch arch) { return (c == C_TEXT && arch == SD_ARCH_SD2) || c == C_TEXT2; }
+
+/* Number of text encoder blocks of component c in the file (max index + 1). */
+int ck_text_blocks(const sd_safetensors *st, comp c, sd_arch arch)
 {
+    const char *pre = ck_comp_prefix(c, arch);
+    bool oclip = ck_is_oclip(c, arch);
     int n = 0;
     for (size_t i = 0; i < st->n_tensors; i++) {
         const char *p = st->tensors[i].name;
         int a;
         bool ok;
-        if (arch == SD_ARCH_SD2)
-            ok = take(&p, P_OCLIP "transformer.resblocks.");
+        if (!take(&p, pre))
+            continue;
+        if (oclip)
+            ok = take(&p, "transformer.resblocks.");
         else
-            ok = take(&p, P_CLIP) && (take(&p, "text_model.encoder.layers.") || take(&p, "encoder.layers."));
+            ok = take(&p, "text_model.encoder.layers.") || take(&p, "encoder.layers.");
         if (ok && take_index(&p, &a) && a + 1 > n)
             n = a + 1;
     }
     return n;
 }
 
-/* The SD2 OpenCLIP block that is dropped (-1: none). */
-int ck_oclip_dropped_block(int n_blocks) { return n_blocks == 24 ? 23 : -1; }
+/* The OpenCLIP block that is dropped (-1: none): SD2 pipelines read the penultimate layer of ViT-H as the last
+ * hidden state; SDXL reads hidden_states[-2] of the whole tower. */
+int ck_oclip_dropped_block(sd_arch arch, int n_blocks) { return arch == SD_ARCH_SD2 && n_blocks == 24 ? 23 : -1; }
 
-int ck_map_oclip_key(int dropped, const char *key, const sd_st_tensor *t, alias_out *o)
+int ck_map_oclip_key(int dropped, bool projection, const char *p, const sd_st_tensor *t, alias_out *o)
 {
-    const char *p = key + strlen(P_OCLIP);
+    if (projection && !strcmp(p, "text_projection")) { /* [D,P], used as x @ P: the Linear weight is its transpose */
+        if (t->ndim != 2 || ck_out1(o, "text_projection.weight") != 1)
+            return K_UNKNOWN;
+        o->transpose = true;
+        return 1;
+    }
     if (!strcmp(p, "text_projection") || !strcmp(p, "logit_scale") || !strcmp(p, "attn_mask"))
         return K_IGNORED;
     if (!strcmp(p, "positional_embedding"))
@@ -430,10 +484,60 @@ int ck_map_oclip_key(int dropped, const char *key, const sd_st_tensor *t, alias_
                 return K_UNKNOWN;
             o[j].row0 = j * d;
             o[j].rows = d;
+            o[j].transpose = false;
         }
         r = 3;
     }
     if (r > 0 && k == dropped)
         return K_IGNORED;
     return r;
+}
+
+/* ------------------------------------------------------------------ kohya LoRA names of the LDM UNet */
+
+bool sd_ckpt_unet_ldm_module(const char *name, int layers_per_block, char *out, size_t cap)
+{
+    /* the LDM words with underscores; every other '_' separates two path segments */
+    static const char *const words[] = {"input_blocks", "middle_block", "output_blocks", "time_embed", "label_emb",
+                                        "in_layers", "out_layers", "emb_layers", "skip_connection",
+                                        "transformer_blocks", "proj_in", "proj_out", "to_q", "to_k", "to_v",
+                                        "to_out"};
+    char dotted[NAME_CAP];
+    size_t o = (size_t)snprintf(dotted, sizeof dotted, P_UNET);
+    const char *p = name;
+    while (*p) {
+        size_t n = 0;
+        for (size_t i = 0; i < SD_ARRAY_LEN(words) && !n; i++) {
+            size_t l = strlen(words[i]);
+            if (!strncmp(p, words[i], l) && (p[l] == '_' || !p[l]))
+                n = l;
+        }
+        if (!n)
+            while (p[n] && p[n] != '_')
+                n++;
+        if (!n || o + n + 2 >= sizeof dotted)
+            return false;
+        memcpy(dotted + o, p, n);
+        o += n;
+        p += n;
+        if (*p == '_')
+            p++;
+        dotted[o++] = *p ? '.' : 0;
+    }
+    if (o + sizeof "weight" >= sizeof dotted)
+        return false;
+    memcpy(dotted + o - 1, ".weight", sizeof ".weight");
+    unet_layout L;
+    memset(&L, 0, sizeof L);
+    L.lpb = layers_per_block;
+    L.text_time = true;
+    alias_out a;
+    if (layers_per_block < 1 || ck_map_unet_key(&L, dotted, &a) != 1 || !ends(a.name, ".weight"))
+        return false;
+    size_t n = strlen(a.name) - strlen(".weight");
+    if (n >= cap)
+        return false;
+    memcpy(out, a.name, n);
+    out[n] = 0;
+    return true;
 }

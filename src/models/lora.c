@@ -1,5 +1,8 @@
 #include "models/lora.h"
 
+#include "models/checkpoint.h"
+#include "models/hfcache.h"
+
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <limits.h>
@@ -348,6 +351,11 @@ static bool resolve(const comp_table *tabs, int nt, const char *module, bool pro
             if (!starts_with(m, tabs[c].c->kohya_prefix))
                 continue;
             int s = find_kohya(&tabs[c], m);
+            char ldm[600];
+            size_t pl = strlen(tabs[c].c->kohya_prefix);
+            if (s == -1 && tabs[c].c->ldm_layers_per_block > 0 && /* kohya's SDXL LoRAs: LDM names */
+                sd_ckpt_unet_ldm_module(m + pl, tabs[c].c->ldm_layers_per_block, ldm, sizeof ldm))
+                s = table_find(tabs[c].mods, tabs[c].n_names, ldm);
             if (s == -2) {
                 *why = "is ambiguous (two layers of this model have this kohya name)";
                 return false;
@@ -488,17 +496,33 @@ static sd_status load_json_file(const char *path, cJSON **out)
     return SD_OK;
 }
 
-/* Opens the file (or PEFT folder) and reads its PEFT configuration. */
+/* Opens the file (or PEFT / diffusers folder, or Hugging Face id of one in the local cache, e.g.
+ * latent-consistency/lcm-lora-sdxl) and reads its PEFT configuration. */
+static sd_status file_open_at(lora_file *f, const sd_lora_spec *spec, const char *path, const comp_table *tabs,
+                              int nt);
+
 static sd_status file_open(lora_file *f, const sd_lora_spec *spec, const comp_table *tabs, int nt)
 {
     memset(f, 0, sizeof *f);
+    char *snap = NULL;
+    if (!sd_dir_exists(spec->path) && !sd_file_exists(spec->path) && sd_looks_like_hf_id(spec->path) &&
+        !ends_with(spec->path, ".safetensors"))
+        SD_TRY(sd_hf_resolve(spec->path, NULL, &snap));
+    sd_status s = file_open_at(f, spec, snap ? snap : spec->path, tabs, nt);
+    free(snap);
+    return s;
+}
+
+static sd_status file_open_at(lora_file *f, const sd_lora_spec *spec, const char *path, const comp_table *tabs,
+                              int nt)
+{
     f->label = spec->path;
     f->scale = spec->scale;
     char *cfg_path = NULL;
-    if (sd_dir_exists(spec->path)) {
+    if (sd_dir_exists(path)) {
         static const char *const names[] = {"adapter_model.safetensors", "pytorch_lora_weights.safetensors"};
         for (size_t i = 0; i < SD_ARRAY_LEN(names) && !f->path; i++) {
-            char *p = sd_path_join(spec->path, names[i]);
+            char *p = sd_path_join(path, names[i]);
             if (!p)
                 return SD_ERR_OUT_OF_MEMORY;
             if (sd_file_exists(p))
@@ -509,7 +533,7 @@ static sd_status file_open(lora_file *f, const sd_lora_spec *spec, const comp_ta
         if (!f->path)
             return sd_fail(SD_ERR_NOT_FOUND, "%s: a folder without adapter_model.safetensors or "
                            "pytorch_lora_weights.safetensors; pass the LoRA .safetensors file", spec->path);
-        cfg_path = sd_path_join(spec->path, "adapter_config.json");
+        cfg_path = sd_path_join(path, "adapter_config.json");
     } else {
         f->path = sd_strdup(spec->path);
         if (!f->path)
@@ -697,8 +721,20 @@ static sd_status parse_file(lora_file *f, const comp_table *tabs, int nt, const 
                            tabs[comp].slots[sl].name);
         *dst = t;
     }
-    for (size_t i = 0; i < f->n_layers; i++)
-        SD_TRY(check_layer(f, tabs, &f->layers[i]));
+    sd_status cs = SD_OK;
+    for (size_t i = 0; cs == SD_OK && i < f->n_layers; i++)
+        cs = check_layer(f, tabs, &f->layers[i]);
+    /* a LoRA of another family: said first, before what does not fit */
+    char why_fam[600], fam_note[900] = "";
+    const char *fam = (cs != SD_OK || n_unmatched) ? sd_lora_family(f->st, why_fam, sizeof why_fam) : NULL;
+    const char *model_fam = tabs[0].c->family;
+    if (fam && model_fam && strcmp(fam, model_fam)) {
+        snprintf(fam_note, sizeof fam_note, "an %s LoRA (%s) on an %s model, %zu of its %zu tensors match no layer "
+                 "of it; use a LoRA made for %s", fam, why_fam, model_fam, n_unmatched, f->st->n_tensors, model_fam);
+        if (cs != SD_OK)
+            return sd_fail_context(cs, "%s: %s", f->label, fam_note);
+    }
+    SD_TRY(cs);
     if (n_unmatched) {
         char list[2048];
         size_t o = 0;
@@ -710,9 +746,9 @@ static sd_status parse_file(lora_file *f, const comp_table *tabs, int nt, const 
             snprintf(more, sizeof more, " and %zu more", n_unmatched - UNMATCHED_SHOWN);
         if (!opt || !opt->allow_unmatched)
             return sd_fail(SD_ERR_NOT_FOUND,
-                           "%s: %zu LoRA tensor(s) match no layer of this model: %s%s (the first %s; a LoRA for "
+                           "%s: %s%s%zu LoRA tensor(s) match no layer of this model: %s%s (the first %s; a LoRA for "
                            "another architecture? allow_unmatched (sd_lora_options) skips them)",
-                           f->label, n_unmatched, list, more, why_first);
+                           f->label, fam_note, *fam_note ? ": " : "", n_unmatched, list, more, why_first);
         fprintf(stderr, "streamdiff: warning: %s: %zu LoRA tensor(s) match no layer and are ignored: %s%s%s\n",
                 f->label, n_unmatched, list, more, f->n_layers ? "" : " (nothing of this LoRA is used)");
     }

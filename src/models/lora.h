@@ -6,7 +6,9 @@
  * loaded weight names (never by guessing): for each weight "<module>.weight"
  * of a component (ndim >= 2, embeddings excluded)
  *   kohya name:     <kohya_prefix><module with '.' replaced by '_'>
- *                   ("lora_unet_down_blocks_0_attentions_0_proj_in"; lora_te1_ = lora_te_)
+ *                   ("lora_unet_down_blocks_0_attentions_0_proj_in"; lora_te1_ = lora_te_), or for a UNet
+ *                   with ldm_layers_per_block its LDM / SGM name as kohya's SDXL LoRAs write it
+ *                   ("lora_unet_input_blocks_4_1_proj_in": sd_ckpt_unet_ldm_module, checkpoint.h)
  *   diffusers name: [base_model.model.][<component>.]<module>, where
  *                   ".processor" segments are dropped and the attention-processor
  *                   spellings to_q/to_k/to_v/to_out (of "to_q_lora.down.weight")
@@ -23,6 +25,8 @@
  * means rank), else from the PEFT config (adapter_config.json next to a PEFT
  * adapter, or the safetensors metadata "lora_adapter_metadata" diffusers
  * writes: "<component>.lora_alpha" / ".alpha_pattern"), else alpha = rank.
+ *
+ * SDXL models have three components: unet, text_encoder (lora_te1_ / lora_te_), text_encoder_2 (lora_te2_).
  */
 #ifndef SD_LORA_H
 #define SD_LORA_H
@@ -40,7 +44,16 @@ typedef struct sd_lora_component {
     sd_weights *w;            /* the weights its handles were loaded from */
     sd_status (*for_each)(void *model, sd_weight_visit_fn fn, void *user);
     void *model;
+    int ldm_layers_per_block; /* a UNet: its resnets per level (LDM kohya names); 0 = none */
+    const char *family;       /* the model family for messages ("sd1", "sd2", "sdxl"); NULL = not told */
 } sd_lora_component;
+
+/* The model family a LoRA file is for, from its tensors (NULL = cannot tell): "sdxl" when it has SDXL's second
+ * text encoder (lora_te2_, text_encoder_2.) or added embedding (add_embedding, label_emb), else by the width of
+ * a cross-attention key/value down matrix (768 "sd1", 1024 "sd2", 2048 "sdxl"). `why` (cap bytes) says what
+ * told it. A LoRA of another family than the model's is refused by name (with the count of tensors that
+ * match no layer), even with allow_unmatched. */
+const char *sd_lora_family(const sd_safetensors *st, char *why, size_t cap);
 
 typedef struct sd_lora_state sd_lora_state;
 

@@ -27,6 +27,9 @@ void sd_weights_free(sd_weights *w)
     for (int i = 0; i < w->n_files; i++)
         sd_safetensors_close(w->files[i]);
     free(w->files);
+    for (size_t i = 0; i < w->n_owned; i++)
+        free(w->owned[i]);
+    free(w->owned);
     free(w->label);
     memset(w, 0, sizeof *w);
 }
@@ -65,6 +68,34 @@ sd_status sd_weights_add_alias(sd_weights *w, const char *name, const sd_st_tens
     e->used = false;
     w->n_idx++;
     return SD_OK;
+}
+
+sd_status sd_weights_add_transposed(sd_weights *w, const char *name, const sd_st_tensor *t)
+{
+    if (t->ndim != 2)
+        return sd_fail(SD_ERR_FORMAT, "%s: tensor '%s' has %d dimensions; its transpose needs 2", w->label, name,
+                       t->ndim);
+    size_t es = sd_dtype_size(t->dtype), r = (size_t)t->shape[0], c = (size_t)t->shape[1];
+    sd_st_tensor **no = realloc(w->owned, (w->n_owned + 1) * sizeof *no);
+    if (!no)
+        return sd_fail(SD_ERR_OUT_OF_MEMORY, "out of memory");
+    w->owned = no;
+    /* one block: the tensor record, then its data (aligned for any element type) */
+    size_t head = (sizeof(sd_st_tensor) + 15) & ~(size_t)15;
+    sd_st_tensor *n = sd_malloc(head + t->nbytes + 1);
+    if (!n)
+        return SD_ERR_OUT_OF_MEMORY;
+    *n = *t;
+    n->shape[0] = (int64_t)c;
+    n->shape[1] = (int64_t)r;
+    uint8_t *d = (uint8_t *)n + head;
+    const uint8_t *src = t->data;
+    for (size_t i = 0; i < r; i++)
+        for (size_t j = 0; j < c; j++)
+            memcpy(d + (j * r + i) * es, src + (i * c + j) * es, es);
+    n->data = d;
+    w->owned[w->n_owned++] = n;
+    return sd_weights_add_alias(w, name, n, 0, (int64_t)c);
 }
 
 sd_status sd_weights_add_file(sd_weights *w, const char *path, const char *strip_prefix, bool only_prefixed)

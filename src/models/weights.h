@@ -37,6 +37,8 @@ typedef struct sd_weights {
     void **cow;                 /* copy-on-write buffers of modified views (backend memory owned) */
     size_t n_cow, cap_cow;
     bool check_finite;          /* fail loading a float tensor that holds NaN/Inf (SD_ERR_FORMAT) */
+    sd_st_tensor **owned;       /* host copies made at mapping time (sd_weights_add_transposed) */
+    size_t n_owned;
 } sd_weights;
 
 void sd_weights_init(sd_weights *w, sd_backend *be, const char *label, sd_dtype float_dtype);
@@ -47,6 +49,9 @@ sd_status sd_weights_add_file(sd_weights *w, const char *path, const char *strip
 /* Takes ownership of an open file without indexing it (for alias mapping). */
 sd_status sd_weights_adopt_file(sd_weights *w, sd_safetensors *st);
 sd_status sd_weights_add_alias(sd_weights *w, const char *name, const sd_st_tensor *t, int64_t row0, int64_t rows);
+/* Indexes the transpose of a 2-d tensor `t` under `name`: a host copy owned by w (OpenCLIP's text_projection
+ * [D,P], used as x @ P, is transformers' text_projection.weight [P,D]). */
+sd_status sd_weights_add_transposed(sd_weights *w, const char *name, const sd_st_tensor *t);
 sd_status sd_weights_finalize(sd_weights *w);
 void sd_weights_free(sd_weights *w);
 

@@ -16,13 +16,13 @@ sd_status sd_model_apply_loras_ex(sd_model *m, const sd_lora_spec *loras, int n,
 {
     if (!m || !m->unet || !m->clip)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_model_apply_loras: no model given");
-    if (m->sdxl && n > 0) /* its second text encoder and kohya's SDXL names are not mapped */
-        return sd_fail(SD_ERR_UNSUPPORTED, "LoRA on SDXL models is not supported yet (SD1.x/SD2.x LoRAs are)");
-    sd_lora_component comps[2] = {
-        {"unet", "lora_unet_", NULL, &m->w_unet, unet_each, m->unet},
-        {"text_encoder", "lora_te_", "text_model.", &m->w_text, clip_each, m->clip},
+    int lpb = (int)m->unet_cfg.layers_per_block[0];
+    sd_lora_component comps[3] = {
+        {"unet", "lora_unet_", NULL, &m->w_unet, unet_each, m->unet, lpb, m->arch},
+        {"text_encoder", "lora_te_", "text_model.", &m->w_text, clip_each, m->clip, 0, m->arch},
+        {"text_encoder_2", "lora_te2_", "text_model.", &m->w_text2, clip_each, m->clip2, 0, m->arch},
     };
-    sd_status s = sd_lora_apply(&m->lora, comps, 2, loras, n, opt);
+    sd_status s = sd_lora_apply(&m->lora, comps, m->sdxl && m->clip2 ? 3 : 2, loras, n, opt);
     m->weights_version++; /* also after a failure: the weights may have gone back to the base */
     return s;
 }

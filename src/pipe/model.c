@@ -316,25 +316,30 @@ static sd_status resolve_dir(const char *path, const char *revision, char **dir)
     return sd_fail(SD_ERR_NOT_FOUND, "'%s' is not a folder nor a Hugging Face model id in the local cache", path);
 }
 
-/* The CLIP BPE files for a single-file checkpoint: the config folder's, else a
- * known repository in the local HF cache. */
-static sd_status find_tokenizer(const char *config_dir, sd_tokenizer **tok)
+/* The CLIP BPE files for a single-file checkpoint: the config folder's <sub>/ ("tokenizer", or SDXL's
+ * "tokenizer_2" that pads with "!"), else a known repository in the local HF cache. */
+static sd_status find_tokenizer(const char *config_dir, bool sdxl, const char *sub_dir, sd_tokenizer **tok)
 {
     if (config_dir) {
-        char *t = sd_path_join(config_dir, "tokenizer");
+        char *t = sd_path_join(config_dir, sub_dir);
         sd_status s = t ? sd_tokenizer_load(t, tok) : SD_ERR_OUT_OF_MEMORY;
         free(t);
         return s;
     }
-    static const char *const ids[] = {"openai/clip-vit-large-patch14", "stable-diffusion-v1-5/stable-diffusion-v1-5",
-                                      "runwayml/stable-diffusion-v1-5", "stabilityai/sd-turbo",
-                                      "stabilityai/stable-diffusion-2-1", "SimianLuo/LCM_Dreamshaper_v7"};
-    for (size_t i = 0; i < SD_ARRAY_LEN(ids); i++) {
+    static const char *const sd_ids[] = {"openai/clip-vit-large-patch14",
+                                         "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                                         "runwayml/stable-diffusion-v1-5", "stabilityai/sd-turbo",
+                                         "stabilityai/stable-diffusion-2-1", "SimianLuo/LCM_Dreamshaper_v7"};
+    static const char *const xl_ids[] = {"stabilityai/sdxl-turbo", "stabilityai/stable-diffusion-xl-base-1.0",
+                                         "segmind/SSD-1B", "segmind/Segmind-Vega"};
+    const char *const *ids = sdxl ? xl_ids : sd_ids;
+    size_t n_ids = sdxl ? SD_ARRAY_LEN(xl_ids) : SD_ARRAY_LEN(sd_ids);
+    for (size_t i = 0; i < n_ids; i++) {
         char *snap = NULL;
         if (sd_hf_resolve(ids[i], NULL, &snap) != SD_OK)
             continue;
-        for (int sub = 0; sub < 2; sub++) {
-            char *t = sub ? sd_path_join(snap, "tokenizer") : sd_strdup(snap);
+        for (int sub = sdxl ? 1 : 0; sub < 2; sub++) { /* an SDXL repository: only its <sub_dir>/ */
+            char *t = sub ? sd_path_join(snap, sub_dir) : sd_strdup(snap);
             char *v = t ? sd_path_join(t, "vocab.json") : NULL;
             sd_status s = (v && sd_file_exists(v)) ? sd_tokenizer_load(t, tok) : SD_ERR_NOT_FOUND;
             free(v);
@@ -346,6 +351,11 @@ static sd_status find_tokenizer(const char *config_dir, sd_tokenizer **tok)
         }
         free(snap);
     }
+    if (sdxl)
+        return sd_fail(SD_ERR_NOT_FOUND,
+                       "an SDXL single-file checkpoint has no tokenizers: set config_dir (sd_model_params) to an SDXL "
+                       "diffusers folder (its tokenizer/ and tokenizer_2/ are used), or have stabilityai/sdxl-turbo "
+                       "or stabilityai/stable-diffusion-xl-base-1.0 in your HF cache (%s/ was looked for)", sub_dir);
     return sd_fail(SD_ERR_NOT_FOUND,
                    "a single-file checkpoint has no tokenizer: set config_dir (sd_model_params) to a diffusers folder of "
                    "the same architecture (its tokenizer/ is used), or have openai/clip-vit-large-patch14 in your HF "
@@ -394,17 +404,20 @@ sd_status sd_model_load_single_file(const char *path, const sd_model_params *p, 
     sd_arch arch;
     if ((s = sd_ckpt_detect(st, &arch)) != SD_OK)
         goto done;
-    if (arch == SD_ARCH_SDXL) {
-        s = sd_fail(SD_ERR_UNSUPPORTED, "%s: SDXL checkpoints are not supported yet (SD1.x and SD2.x are)", path);
+    bool xl = arch == SD_ARCH_SDXL;
+    if (xl && (s = sd_ckpt_sdxl_check(st)) != SD_OK) /* a refiner, by name */
         goto done;
-    }
-    m->arch = arch == SD_ARCH_SD2 ? "sd2" : "sd1";
+    m->arch = xl ? "sdxl" : arch == SD_ARCH_SD2 ? "sd2" : "sd1";
     if (m->params.config_dir && (s = resolve_dir(m->params.config_dir, m->params.revision, &cfgdir)) != SD_OK)
         goto done;
     /* configs */
     if (cfgdir) {
         sub = sd_path_join(cfgdir, "text_encoder");
         LOAD_CONFIG(sd_clip_config_load, sub, &m->clip_cfg);
+        free(sub);
+        sub = xl ? sd_path_join(cfgdir, "text_encoder_2") : NULL;
+        if (s == SD_OK && xl)
+            LOAD_CONFIG(sd_clip_config_load, sub, &m->clip2_cfg);
         free(sub);
         sub = sd_path_join(cfgdir, "unet");
         if (s == SD_OK)
@@ -421,6 +434,10 @@ sd_status sd_model_load_single_file(const char *path, const sd_model_params *p, 
         sd_config c;
         if ((s = config_from_json(sd_ckpt_text_config(st, arch), path, &c)) == SD_OK) {
             s = sd_clip_config_from(&c, &m->clip_cfg);
+            sd_config_free(&c);
+        }
+        if (s == SD_OK && xl && (s = config_from_json(sd_ckpt_text2_config(st, arch), path, &c)) == SD_OK) {
+            s = sd_clip_config_from(&c, &m->clip2_cfg);
             sd_config_free(&c);
         }
         if (s == SD_OK && (s = config_from_json(sd_ckpt_unet_config(st, arch), path, &c)) == SD_OK) {
@@ -447,6 +464,7 @@ sd_status sd_model_load_single_file(const char *path, const sd_model_params *p, 
         goto done;
     /* SD pipelines use last_hidden_state only; single files' OpenCLIP projection is not mapped (as diffusers) */
     m->clip_cfg.with_projection = false;
+    m->clip2_cfg.with_projection = xl; /* SDXL's pooled embedding is text_projection's output */
     /* weights */
     sd_dtype wdt = sd_model_weight_dtype(m->be, &m->params);
     char label[600];
@@ -456,19 +474,31 @@ sd_status sd_model_load_single_file(const char *path, const sd_model_params *p, 
     sd_weights_init(&m->w_vae, m->be, label, wdt);
     snprintf(label, sizeof label, "text_encoder (%s)", path);
     sd_weights_init(&m->w_text, m->be, label, wdt);
+    snprintf(label, sizeof label, "text_encoder_2 (%s)", path);
+    sd_weights_init(&m->w_text2, m->be, label, wdt);
     m->w_unet.check_finite = m->w_vae.check_finite = m->w_text.check_finite = m->params.check_finite;
-    if ((s = sd_ckpt_load(path, &m->w_unet, &m->w_vae, &m->w_text, &info)) != SD_OK)
+    m->w_text2.check_finite = m->params.check_finite;
+    sd_weights *const ws[SD_CKPT_COMPONENTS] = {&m->w_unet, &m->w_vae, &m->w_text, xl ? &m->w_text2 : NULL};
+    if ((s = sd_ckpt_load_all(path, ws, &info)) != SD_OK)
         goto done;
     if (info.n_unknown) {
         fprintf(stderr, "streamdiff: warning: %s: %zu tensor(s) match no layer and are ignored, e.g. '%s'\n", path,
                 info.n_unknown, info.unknown[0]);
     }
     if ((s = sd_clip_load(&m->w_text, &m->clip_cfg, &m->clip)) != SD_OK ||
+        (xl && (s = sd_clip_load(&m->w_text2, &m->clip2_cfg, &m->clip2)) != SD_OK) ||
         (s = sd_unet_load(&m->w_unet, &m->unet_cfg, &m->unet)) != SD_OK ||
         (s = sd_vae_load(&m->w_vae, &m->vae_cfg, &m->vae)) != SD_OK)
         goto done;
-    if ((s = find_tokenizer(cfgdir, &m->tok)) != SD_OK)
+    if ((s = find_tokenizer(cfgdir, xl, "tokenizer", &m->tok)) != SD_OK ||
+        (xl && (s = find_tokenizer(cfgdir, xl, "tokenizer_2", &m->tok2)) != SD_OK))
         goto done;
+    if (xl) {
+        m->sdxl = true;
+        m->force_zeros_for_empty_prompt = true; /* StableDiffusionXLPipeline.from_single_file's default */
+        if ((s = sd_model_check_fit(m)) != SD_OK)
+            goto done;
+    }
     if (!cfgdir) {
         bool known = false;
         const char *pt = sd_ckpt_prediction_type(st, arch, &known);

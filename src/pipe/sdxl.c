@@ -9,6 +9,7 @@
  * te1 reads ids of tokenizer/ (pad <|endoftext|>), te2 ids of tokenizer_2/ (pad "!"). */
 #include "pipe/pipeline.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,15 @@ sd_status sd_model_check_fit(const sd_model *m)
         return sd_fail(SD_ERR_FORMAT, "%s: the VAE has %d latent channels but the UNet takes %lld input channels: "
                        "vae/ and unet/ are from different models", m->source, m->vae_cfg.latent_channels,
                        (long long)u->in_channels);
+    /* SD1/SD2 and SDXL VAEs share one architecture; their latent scales tell them apart (0.18215 / 0.13025) */
+    if (m->vae) {
+        double sf = m->vae_cfg.scaling_factor;
+        bool sd1_vae = fabs(sf - 0.18215) < 1e-6, xl_vae = fabs(sf - 0.13025) < 1e-6;
+        if ((m->sdxl && sd1_vae) || (!m->sdxl && xl_vae))
+            return sd_fail(SD_ERR_FORMAT, "%s: an %s VAE (scaling_factor %g) in an %s model: vae/ is from another "
+                           "model family (its latents would decode to wrong colours); use the model's own VAE",
+                           m->source, sd1_vae ? "SD1/SD2" : "SDXL", sf, m->sdxl ? "SDXL" : "SD1/SD2");
+    }
     int64_t width = m->clip_cfg.hidden_size + (m->sdxl ? m->clip2_cfg.hidden_size : 0);
     for (int i = 0; i < u->n_blocks; i++)
         if (u->cross_attention_dim[i] != width) {
