@@ -385,6 +385,9 @@ typedef struct sd_seed_weight {
     uint64_t seed;
     float weight;
 } sd_seed_weight;
+/* The weight rule above (the one place it is written; the setters, the CLI and the server use it): SD_OK, or
+ * SD_ERR_INVALID_ARGUMENT with sd_last_error() naming the problem, prefixed with `what` ("prompts", "seeds"). */
+SD_API sd_status sd_blend_check(const float *weights, int n, const char *what);
 /* "linear" / "slerp" -> *out; false for other names */
 SD_API bool sd_blend_mode_from_name(const char *name, sd_blend_mode *out);
 SD_API const char *sd_blend_mode_name(sd_blend_mode m);

@@ -23,8 +23,9 @@ bool sd_blend_mode_from_name(const char *name, sd_blend_mode *out)
 
 const char *sd_blend_mode_name(sd_blend_mode m) { return m == SD_BLEND_SLERP ? "slerp" : "linear"; }
 
-sd_status sd_blend_weights(const float *w, int n, bool normalize, const char *what, float *eff)
+sd_status sd_blend_check(const float *w, int n, const char *what)
 {
+    what = what ? what : "weights";
     if (n < 1 || !w)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: the list is empty (give at least one entry)", what);
     if (n > SD_STREAM_MAX_BLEND)
@@ -42,6 +43,15 @@ sd_status sd_blend_weights(const float *w, int n, bool normalize, const char *wh
     if (!(sum > 0.0f) || !isfinite(sum))
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: the weights sum to %g (they must sum to a positive number)",
                        what, (double)sum);
+    return SD_OK;
+}
+
+sd_status sd_blend_weights(const float *w, int n, bool normalize, const char *what, float *eff)
+{
+    SD_TRY(sd_blend_check(w, n, what));
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++)
+        sum += w[i];
     for (int i = 0; i < n; i++) /* torch: weights_tensor / weights_tensor.sum() in float32 */
         eff[i] = normalize ? w[i] / sum : w[i];
     return SD_OK;

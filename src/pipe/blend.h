@@ -9,9 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The weight rule (the one place it is written): n in 1..SD_STREAM_MAX_BLEND, every weight finite and >= 0,
- * a positive sum. `what` names the list in the message ("prompts", "seeds"). On SD_OK, eff[i] = the effective
- * weights (w_i / sum(w) when normalize, else w_i). */
+/* sd_blend_check (the weight rule: n in 1..SD_STREAM_MAX_BLEND, every weight finite and >= 0, a positive sum),
+ * then eff[i] = the effective weights (w_i / sum(w) when normalize, else w_i). */
 sd_status sd_blend_weights(const float *w, int n, bool normalize, const char *what, float *eff);
 
 /* out[len] = the blend of v[0..n-1] (each len floats) with effective weights eff (sd_blend_weights).
