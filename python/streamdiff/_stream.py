@@ -296,23 +296,24 @@ class Stream:
 
     def update_prompt_weights(self, prompt_weights: Sequence[float], interpolation_method: Optional[str] = None) -> None:
         """New weights for the current prompt list (no prompt is encoded again), as the forks' method."""
-        with self._lock:
-            if self._prompt_list is None or len(prompt_weights) != len(self._prompt_list):
-                raise ValueError(f"update_prompt_weights: {len(prompt_weights)} weights for a prompt list of "
-                                 f"{len(self._prompt_list or [])}")
-            self.update_stream_params(prompt_list=[(t, w) for (t, _), w in zip(self._prompt_list, prompt_weights)],
-                                      interpolation_method=interpolation_method or self._prompt_blend[0],
-                                      normalize_prompt_weights=self._prompt_blend[1])
+        self._reweight("prompt", prompt_weights, interpolation_method)
 
     def update_seed_weights(self, seed_weights: Sequence[float], interpolation_method: Optional[str] = None) -> None:
         """New weights for the current seed list (no noise drawn again)."""
+        self._reweight("seed", seed_weights, interpolation_method)
+
+    def _reweight(self, kind: str, weights: Sequence[float], method: Optional[str]) -> None:
         with self._lock:
-            if self._seed_list is None or len(seed_weights) != len(self._seed_list):
-                raise ValueError(f"update_seed_weights: {len(seed_weights)} weights for a seed list of "
-                                 f"{len(self._seed_list or [])}")
-            self.update_stream_params(seed_list=[(s, w) for (s, _), w in zip(self._seed_list, seed_weights)],
-                                      seed_interpolation_method=interpolation_method or self._seed_blend[0],
-                                      normalize_seed_weights=self._seed_blend[1])
+            cur, (m, norm) = getattr(self, f"_{kind}_list"), getattr(self, f"_{kind}_blend")
+            if cur is None or len(weights) != len(cur):
+                raise ValueError(f"update_{kind}_weights: {len(weights)} weights for a {kind} list of {len(cur or [])}")
+            new = [(x, w) for (x, _), w in zip(cur, weights)]
+            if kind == "prompt":
+                self.update_stream_params(prompt_list=new, interpolation_method=method or m,
+                                          normalize_prompt_weights=norm)
+            else:
+                self.update_stream_params(seed_list=new, seed_interpolation_method=method or m,
+                                          normalize_seed_weights=norm)
 
     def enable_similar_image_filter(self, threshold: float = 0.98, max_skip_frame: int = 10) -> None:
         """StreamDiffusion's stochastic similar-image filter: a frame whose cosine similarity to the last

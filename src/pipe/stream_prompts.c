@@ -91,17 +91,23 @@ static sd_status apply_prompts(sd_stream *s, const struct sd_stream_prompts *pl)
     return st;
 }
 
-sd_status sd_stream_set_prompts(sd_stream *s, const sd_prompt_weight *prompts, int n, const char *negative_prompt,
-                                sd_blend_mode mode, bool normalize)
+/* The arguments of a set call: the stream, the mode, the weights (sd_blend_check). */
+static sd_status check_call(const sd_stream *s, const float *w, int n, sd_blend_mode mode, const char *what)
 {
     if (!s)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
     if (mode != SD_BLEND_LINEAR && mode != SD_BLEND_SLERP)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "prompts: unknown blend mode %d (linear or slerp)", (int)mode);
-    float w[SD_STREAM_MAX_BLEND], eff[SD_STREAM_MAX_BLEND];
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "%s: unknown blend mode %d (linear or slerp)", what, (int)mode);
+    return sd_blend_check(w, n, what);
+}
+
+sd_status sd_stream_set_prompts(sd_stream *s, const sd_prompt_weight *prompts, int n, const char *negative_prompt,
+                                sd_blend_mode mode, bool normalize)
+{
+    float w[SD_STREAM_MAX_BLEND];
     for (int i = 0; i < n && i < SD_STREAM_MAX_BLEND && prompts; i++)
         w[i] = prompts[i].weight;
-    SD_TRY(sd_blend_weights(prompts ? w : NULL, n, normalize, "prompts", eff));
+    SD_TRY(check_call(s, prompts ? w : NULL, n, mode, "prompts"));
     struct sd_stream_prompts pl = {.n = n, .mode = mode, .normalize = normalize};
     bool ok = (pl.negative = sd_strdup(negative_prompt ? negative_prompt : "")) != NULL;
     for (int i = 0; i < n; i++) {
@@ -141,14 +147,11 @@ sd_status sd_stream_refresh_prompt(sd_stream *s)
 
 sd_status sd_stream_set_seeds(sd_stream *s, const sd_seed_weight *seeds, int n, sd_blend_mode mode, bool normalize)
 {
-    if (!s)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
-    if (mode != SD_BLEND_LINEAR && mode != SD_BLEND_SLERP)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "seeds: unknown blend mode %d (linear or slerp)", (int)mode);
     float w[SD_STREAM_MAX_BLEND], eff[SD_STREAM_MAX_BLEND];
     for (int i = 0; i < n && i < SD_STREAM_MAX_BLEND && seeds; i++)
         w[i] = seeds[i].weight;
-    SD_TRY(sd_blend_weights(seeds ? w : NULL, n, normalize, "seeds", eff));
+    SD_TRY(check_call(s, seeds ? w : NULL, n, mode, "seeds"));
+    sd_blend_weights(w, n, normalize, "seeds", eff);
     sd_blend_cache *c = &s->noise_cache;
     float *noise = sd_malloc(c->len * sizeof(float));
     if (!noise)
