@@ -2,7 +2,7 @@
  * "weight": W}, ...], [] = off), "prompt_blend" ("linear" | "slerp"), "seeds" ([{"seed": N, "weight": W}, ...],
  * [] = off), "seed_blend", "raw_weights" (true: weights as given); their JSON, what they change and how a
  * stream gets them (sd_stream_set_prompts / sd_stream_set_seeds, whose weight rule sd_blend_check is). */
-#include "protocol.h"
+#include "server.h"
 
 #include <math.h>
 #include <string.h>
@@ -162,4 +162,44 @@ sd_status srv_blend_set_seeds(sd_stream *s, const srv_config *c)
     for (int i = 0; i < b->n_seeds; i++)
         sw[i] = (sd_seed_weight){b->seeds[i], b->seed_weights[i]};
     return sd_stream_set_seeds(s, sw, b->n_seeds, b->seed_blend, !b->raw_weights);
+}
+
+/* ---------------------------------------------------------------- live control (OSC) */
+
+bool srv_blend_control(const srv_control *u, srv_config *out, srv_error *err)
+{
+    srv_blend *b = &out->blend;
+    const srv_blend *n = &u->blend;
+    if (u->set & SRV_CTL_PROMPT) /* one prompt replaces the list */
+        b->n_prompts = 0;
+    if (u->set & SRV_CTL_SEED)
+        b->n_seeds = 0;
+    for (int k = 0; k < 2; k++) {
+        bool seeds = k == 1;
+        unsigned list = seeds ? SRV_CTL_SEEDS : SRV_CTL_PROMPTS, wts = seeds ? SRV_CTL_SEED_WEIGHTS : SRV_CTL_PROMPT_WEIGHTS;
+        const char *what = seeds ? "seeds" : "prompts";
+        int cnt = seeds ? n->n_seeds : n->n_prompts, *have = seeds ? &b->n_seeds : &b->n_prompts;
+        const float *w = seeds ? n->seed_weights : n->prompt_weights;
+        if (!(u->set & (list | wts)))
+            continue;
+        if ((u->set & wts) && !(u->set & list) && cnt != *have) {
+            srv_error_set(err, "bad_value", "%s weights: %d for a list of %d", what, cnt, *have);
+            return false;
+        }
+        if (sd_blend_check(w, cnt, what) != SD_OK) {
+            srv_error_set(err, "bad_value", "%s", sd_last_error());
+            return false;
+        }
+        if ((u->set & list) && seeds)
+            memcpy(b->seeds, n->seeds, sizeof b->seeds);
+        if ((u->set & list) && !seeds)
+            memcpy(b->prompts, n->prompts, sizeof b->prompts);
+        memcpy(seeds ? b->seed_weights : b->prompt_weights, w, sizeof(float) * (size_t)cnt);
+        *have = cnt;
+    }
+    if (u->set & SRV_CTL_PROMPT_BLEND)
+        b->prompt_blend = n->prompt_blend;
+    if (u->set & SRV_CTL_SEED_BLEND)
+        b->seed_blend = n->seed_blend;
+    return true;
 }
