@@ -359,6 +359,42 @@ SD_API sd_status sd_stream_set_t_index(sd_stream *s, const int *t_index_list, in
 /* Live seed: the stream's noise is drawn again from `seed` and its buffers restart, as in a stream
  * created with that seed (frames in flight are dropped from the denoising batch). */
 SD_API sd_status sd_stream_set_seed(sd_stream *s, uint64_t seed);
+/* Prompt and seed blending (StreamDiffusion forks' update_stream_params prompt_list / seed_list), live like the
+ * setters above; blending happens at the call, never per frame. With weights w_i (finite, >= 0, at least one
+ * > 0; negative weights are refused) the effective weights are a_i = w_i / sum(w) when `normalize`, else w_i.
+ *   LINEAR  out = sum_i a_i * x_i                        (any number of entries)
+ *   SLERP   two entries: t = a_1; t <= 0 -> x_0, t >= 1 -> x_1; else, over the flattened tensors,
+ *           theta = acos(clamp(<x_0/|x_0|, x_1/|x_1|>, -1, 1)),
+ *           out = sin((1-t) theta)/sin(theta) * x_0 + sin(t theta)/sin(theta) * x_1
+ *           (theta < 1e-6: (1-t) x_0 + t x_1); one or more than two entries: LINEAR, as the forks do.
+ * Prompts: x_i = the prompt's text-encoder output [S, D] (each encoded once and cached by its text: a new
+ * weight re-blends without encoding, a changed prompt encodes only itself); negative_prompt (NULL = "") is
+ * the unconditional prompt as in sd_stream_set_prompt (which equals one prompt of weight 1).
+ * Seeds: x_i = the stream's initial noise drawn from seed_i (cached by seed); the stream restarts on the
+ * blend as sd_stream_set_seed does, whose generator (for later txt2img frames) continues from seeds[0]'s;
+ * sd_stream_set_seed(s, x) equals one seed of weight 1.
+ * At most SD_STREAM_MAX_BLEND entries. An empty list, too many entries, a NaN / infinite / negative weight or
+ * weights summing to zero are SD_ERR_INVALID_ARGUMENT naming them; a refused call leaves the stream as it was. */
+#define SD_STREAM_MAX_BLEND 8
+typedef enum sd_blend_mode { SD_BLEND_LINEAR = 0, SD_BLEND_SLERP = 1 } sd_blend_mode;
+typedef struct sd_prompt_weight {
+    const char *prompt;
+    float weight;
+} sd_prompt_weight;
+typedef struct sd_seed_weight {
+    uint64_t seed;
+    float weight;
+} sd_seed_weight;
+/* The weight rule above (the one place it is written; the setters, the CLI and the server use it): SD_OK, or
+ * SD_ERR_INVALID_ARGUMENT with sd_last_error() naming the problem, prefixed with `what` ("prompts", "seeds"). */
+SD_API sd_status sd_blend_check(const float *weights, int n, const char *what);
+/* "linear" / "slerp" -> *out; false for other names */
+SD_API bool sd_blend_mode_from_name(const char *name, sd_blend_mode *out);
+SD_API const char *sd_blend_mode_name(sd_blend_mode m);
+SD_API sd_status sd_stream_set_prompts(sd_stream *s, const sd_prompt_weight *prompts, int n,
+                                       const char *negative_prompt, sd_blend_mode mode, bool normalize);
+SD_API sd_status sd_stream_set_seeds(sd_stream *s, const sd_seed_weight *seeds, int n, sd_blend_mode mode,
+                                     bool normalize);
 /* Synchronous: one img2img frame in, the stream's output for it out. */
 SD_API sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out);
 /* Synchronous: one txt2img frame. */

@@ -247,17 +247,6 @@ TEST(fp16_fix_style_vae)
     sd_model_free(m);
 }
 
-TEST(unsupported_uses)
-{
-    sd_stream *st = NULL;
-    CHECK_STATUS(sd_stream_create(g_m, NULL, &st), SD_ERR_UNSUPPORTED);
-    CHECK(strstr(sd_last_error(), "SDXL") != NULL);
-    CHECK(st == NULL);
-    sd_lora_spec l = {.path = "/nonexistent.safetensors", .scale = 1.0f};
-    CHECK_STATUS(sd_model_apply_loras(g_m, &l, 1), SD_ERR_UNSUPPORTED);
-    CHECK(strstr(sd_last_error(), "SDXL") != NULL);
-}
-
 TEST(bad_folders)
 {
     /* loads as a folder without model_index.json too: the UNet tells it is SDXL */
@@ -402,7 +391,6 @@ int main(void)
     RUN(force_zeros_for_empty_prompt);
     RUN(img2img_and_parameters);
     RUN(fp16_fix_style_vae);
-    RUN(unsupported_uses);
     RUN(bad_folders);
     RUN(full_size_unet_structure);
     sd_model_free(g_m);

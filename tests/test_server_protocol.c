@@ -719,6 +719,79 @@ TEST(metrics_render)
     CHECK(srv_rss_bytes() > 0);
 }
 
+/* Prompt and seed blending fields (src/server/blend.c): lists, modes, what they change, the JSON back, and bad
+ * lists named (the weight rule is the library's sd_blend_check). */
+TEST(blend_fields)
+{
+    setup();
+    srv_config n;
+    CHECK(parse("{\"type\":\"config\",\"prompts\":[{\"prompt\":\"a fox\",\"weight\":0.7},{\"prompt\":\"a castle\","
+                "\"weight\":0.3}],\"prompt_blend\":\"linear\",\"seeds\":[{\"seed\":1,\"weight\":1},{\"seed\":123456789012,"
+                "\"weight\":2}],\"seed_blend\":\"slerp\",\"raw_weights\":true}", NULL, &n, NULL));
+    CHECK(n.blend.n_prompts == 2 && !strcmp(n.blend.prompts[1], "a castle") && n.blend.prompt_weights[0] == 0.7f);
+    CHECK(n.blend.n_seeds == 2 && n.blend.seeds[1] == 123456789012ULL && n.blend.seed_weights[1] == 2.0f);
+    CHECK(n.blend.prompt_blend == SD_BLEND_LINEAR && n.blend.seed_blend == SD_BLEND_SLERP && n.blend.raw_weights);
+    CHECK(C0.blend.n_prompts == 0 && C0.blend.prompt_blend == SD_BLEND_SLERP && C0.blend.seed_blend == SD_BLEND_LINEAR);
+    unsigned d = srv_config_diff(&C0, &n);
+    CHECK((d & SRV_CHANGE_PROMPT) && (d & SRV_CHANGE_SEEDS) && !(d & SRV_CHANGE_STREAM)); /* live, no new stream */
+    srv_config w = n;
+    w.blend.prompt_weights[1] = 0.5f; /* a weight alone: a prompt change, no seeds */
+    CHECK(srv_config_diff(&n, &w) == SRV_CHANGE_PROMPT);
+    w = n;
+    w.blend.seed_weights[0] = 3.0f;
+    CHECK(srv_config_diff(&n, &w) == SRV_CHANGE_SEEDS);
+    /* the JSON back parses to the same config */
+    cJSON *o = srv_config_json(&n);
+    cJSON_AddStringToObject(o, "type", "config");
+    char *txt = srv_json_print(o);
+    srv_config b;
+    srv_msg m;
+    srv_error e;
+    CHECK(txt && srv_parse_message(txt, strlen(txt), &L, &C0, &m, &b, &e));
+    CHECK_MSG(srv_config_diff(&n, &b) == 0, "diff %u: %s", srv_config_diff(&n, &b), txt);
+    CHECK(txt && strstr(txt, "\"prompts\":[{\"prompt\":\"a fox\",\"weight\":0.7}"));
+    free(txt);
+    CHECK(parse("{\"type\":\"config\",\"prompts\":[]}", NULL, &n, NULL) && n.blend.n_prompts == 0); /* off */
+    const struct {
+        const char *text, *code, *msg;
+    } bad[] = {
+        {"{\"type\":\"config\",\"prompts\":[{\"prompt\":\"a\",\"weight\":0},{\"prompt\":\"b\",\"weight\":0}]}", "bad_value",
+         "prompts: the weights sum to 0"},
+        {"{\"type\":\"config\",\"prompts\":[{\"prompt\":\"a\",\"weight\":-1}]}", "bad_value", "weight[0] = -1 is negative"},
+        {"{\"type\":\"config\",\"seeds\":[{\"seed\":1,\"weight\":1e300}]}", "bad_value", "not a finite number"},
+        {"{\"type\":\"config\",\"prompts\":[{\"prompt\":\"a\",\"weight\":\"1\"}]}", "bad_type", "prompts[0] must be"},
+        {"{\"type\":\"config\",\"prompts\":[{\"prompt\":\"a\"}]}", "bad_type", "prompts[0] must be"},
+        {"{\"type\":\"config\",\"prompts\":[{\"prompt\":\"a\",\"weight\":1,\"x\":1}]}", "bad_type", "prompts[0] must be"},
+        {"{\"type\":\"config\",\"prompts\":[\"a\"]}", "bad_type", "prompts[0] must be"},
+        {"{\"type\":\"config\",\"prompts\":{\"prompt\":\"a\",\"weight\":1}}", "bad_type", "must be an array"},
+        {"{\"type\":\"config\",\"prompts\":[{\"prompt\":7,\"weight\":1}]}", "bad_type", "UTF-8 text"},
+        {"{\"type\":\"config\",\"seeds\":[{\"seed\":-1,\"weight\":1}]}", "bad_value", "whole number"},
+        {"{\"type\":\"config\",\"seeds\":[{\"seed\":1.5,\"weight\":1}]}", "bad_value", "whole number"},
+        {"{\"type\":\"config\",\"seeds\":[{\"seed\":\"1\",\"weight\":1}]}", "bad_value", "whole number"},
+        {"{\"type\":\"config\",\"seeds\":[{\"seed\":1,\"weight\":1},{\"seed\":2,\"weight\":1},{\"seed\":3,\"weight\":1},"
+         "{\"seed\":4,\"weight\":1},{\"seed\":5,\"weight\":1},{\"seed\":6,\"weight\":1},{\"seed\":7,\"weight\":1},"
+         "{\"seed\":8,\"weight\":1},{\"seed\":9,\"weight\":1}]}", "bad_value", "at most 8"},
+        {"{\"type\":\"config\",\"prompt_blend\":\"cubic\"}", "bad_value", "\"linear\" or \"slerp\""},
+        {"{\"type\":\"config\",\"seed_blend\":1}", "bad_type", "\"linear\" or \"slerp\""},
+        {"{\"type\":\"config\",\"raw_weights\":1}", "bad_type", "true or false"},
+        {"{\"type\":\"config\",\"seeds\":[],\"seeds\":[]}", "duplicate_field", "twice"},
+    };
+    for (size_t i = 0; i < SD_ARRAY_LEN(bad); i++) {
+        srv_error er = {0};
+        srv_config x = C0;
+        CHECK_MSG(!srv_parse_message(bad[i].text, strlen(bad[i].text), &L, &C0, &m, &x, &er), "accepted: %s", bad[i].text);
+        CHECK_MSG(er.code && !strcmp(er.code, bad[i].code) && strstr(er.message, bad[i].msg), "'%s': %s %s",
+                  bad[i].text, er.code ? er.code : "-", er.message);
+    }
+    char big[1200]; /* a blended prompt longer than its cap */
+    int k = snprintf(big, sizeof big, "{\"type\":\"config\",\"prompts\":[{\"prompt\":\"");
+    memset(big + k, 'a', 1001);
+    snprintf(big + k + 1001, sizeof big - (size_t)k - 1001, "\",\"weight\":1}]}");
+    L.max_text_bytes = 1 << 16;
+    L.max_prompt_bytes = 4000;
+    parse(big, "bad_value", &n, NULL);
+}
+
 int main(void)
 {
     RUN(defaults_match_stream_defaults);
@@ -740,5 +813,6 @@ int main(void)
     RUN(lora_message);
     RUN(mutation_fuzz);
     RUN(metrics_render);
+    RUN(blend_fields);
     return test_summary();
 }

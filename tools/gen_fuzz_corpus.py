@@ -270,6 +270,10 @@ def gen_server():
         "bad_field": {"type": "config", "promt": "typo"},
         "bad_value": {"type": "config", "t_index_list": [45, 28]},
         "unicode": {"type": "config", "prompt": "日本語 🙂 \u0000 end"},
+        "blend": {"type": "config", "prompts": [{"prompt": "a fox", "weight": 0.7}, {"prompt": "a castle", "weight": 0.3}],
+                  "prompt_blend": "slerp", "seeds": [{"seed": 1, "weight": 1}, {"seed": 2, "weight": 3}],
+                  "seed_blend": "linear", "raw_weights": False},
+        "blend_zero": {"type": "config", "prompts": [{"prompt": "a", "weight": 0}, {"prompt": "b", "weight": 0}]},
     }
     for k, v in msgs.items():
         write(t, k, json.dumps(v, ensure_ascii=False))

@@ -97,6 +97,7 @@ function applyConfigToUI(cfg, all) {
     setSlider('delta', cfg.delta);
     setSlider('similarity', cfg.similarity_threshold);
     $('seed').value = cfg.seed;
+    applyBlendToUI(cfg);
     $('cfg-type').value = cfg.cfg_type;
     document.querySelector(`input[name=mode][value=${cfg.mode}]`).checked = true;
     updateModeView();
@@ -424,6 +425,40 @@ $('dice').addEventListener('click', () => {
   $('seed').value = Math.floor(Math.random() * 2 ** 31);
   $('seed').dispatchEvent(new Event('change'));
 });
+
+// Blending (docs/protocol.md "prompts", "seeds"): a second prompt and a second seed, each mixed with the main one
+// by a slider (weights 1-t, t). The server encodes each prompt once, so moving a slider only re-blends.
+function blendPrompts() {
+  const other = $('blend-prompt').value, t = Number($('blend-t').value);
+  if (!other) return { prompts: [] };
+  return { prompts: [{ prompt: $('prompt').value, weight: 1 - t }, { prompt: other, weight: t }],
+    prompt_blend: $('blend-mode').value };
+}
+function blendSeeds() {
+  const other = $('blend-seed').value, t = Number($('seed-t').value);
+  if (other === '') return { seeds: [] };
+  return { seeds: [{ seed: Math.max(0, Math.floor(Number($('seed').value) || 0)), weight: 1 - t },
+    { seed: Math.max(0, Math.floor(Number(other) || 0)), weight: t }], seed_blend: 'slerp' };
+}
+const sendBlendPrompts = throttle(() => sendConfig(blendPrompts()), 100);
+const sendBlendSeeds = throttle(() => sendConfig(blendSeeds()), 100);
+for (const id of ['blend-t', 'seed-t']) $(id).addEventListener('input', () => { $(`${id}-v`).textContent = fmt($(id).value); });
+$('blend-t').addEventListener('input', sendBlendPrompts);
+$('blend-mode').addEventListener('change', sendBlendPrompts);
+$('blend-prompt').addEventListener('input', debounce(sendBlendPrompts, 150));
+$('prompt').addEventListener('input', debounce(() => { if ($('blend-prompt').value) sendBlendPrompts(); }, 150));
+$('seed-t').addEventListener('input', sendBlendSeeds);
+$('blend-seed').addEventListener('change', sendBlendSeeds);
+$('seed').addEventListener('change', () => { if ($('blend-seed').value !== '') sendBlendSeeds(); });
+function applyBlendToUI(cfg) {
+  const p = cfg.prompts || [], sd = cfg.seeds || [];
+  $('blend-prompt').value = p.length === 2 ? p[1].prompt : '';
+  if (p.length === 2) $('blend-t').value = p[1].weight / (p[0].weight + p[1].weight);
+  if (cfg.prompt_blend) $('blend-mode').value = cfg.prompt_blend;
+  $('blend-seed').value = sd.length === 2 ? sd[1].seed : '';
+  if (sd.length === 2) $('seed-t').value = sd[1].weight / (sd[0].weight + sd[1].weight);
+  for (const id of ['blend-t', 'seed-t']) $(`${id}-v`).textContent = fmt($(id).value);
+}
 
 // LoRAs: one slider per LoRA the server loaded (serve --lora). The model is
 // shared, so the scales are the server's: a slider sends every scale

@@ -34,6 +34,8 @@ SD_RNG_TYPE_TORCH, SD_RNG_TYPE_FAST = 0, 2
 SD_CFG_NONE, SD_CFG_FULL, SD_CFG_SELF, SD_CFG_INITIALIZE = 0, 1, 2, 3
 SD_PRECISION_FP32, SD_PRECISION_BF16, SD_PRECISION_INT8, SD_PRECISION_AUTO = 0, 1, 2, 3
 SD_STREAM_MAX_STEPS = 16
+SD_STREAM_MAX_BLEND = 8
+SD_BLEND_LINEAR, SD_BLEND_SLERP = 0, 1
 
 c_enum = c_int  # C enums of the header are int-sized
 
@@ -77,6 +79,14 @@ class sd_model_info(ctypes.Structure):
 
 class sd_lora_spec(ctypes.Structure):
     _fields_ = [("path", c_char_p), ("scale", c_float)]
+
+
+class sd_prompt_weight(ctypes.Structure):
+    _fields_ = [("prompt", c_char_p), ("weight", c_float)]
+
+
+class sd_seed_weight(ctypes.Structure):
+    _fields_ = [("seed", c_uint64), ("weight", c_float)]
 
 
 class sd_lora_options(ctypes.Structure):
@@ -268,6 +278,8 @@ def _declare(h) -> None:
     _fn(h, "sd_stream_free", None, c_void_p)
     _fn(h, "sd_stream_set_prompt", st, c_void_p, c_char_p, c_char_p)
     _fn(h, "sd_stream_set_guidance", st, c_void_p, c_float, c_float)
+    _fn(h, "sd_stream_set_prompts", st, c_void_p, P(sd_prompt_weight), c_int, c_char_p, c_enum, c_bool)
+    _fn(h, "sd_stream_set_seeds", st, c_void_p, P(sd_seed_weight), c_int, c_enum, c_bool)
     _fn(h, "sd_stream_set_similarity_filter", st, c_void_p, c_float, c_int)
     _fn(h, "sd_stream_img2img", st, c_void_p, P(sd_image), P(sd_image))
     _fn(h, "sd_stream_txt2img", st, c_void_p, P(sd_image))
@@ -299,4 +311,5 @@ __all__ = [
     "STATUS_NAMES", "SD_OK", "SD_BACKEND_CPU", "SD_BACKEND_CUDA", "SD_RNG_TYPE_TORCH", "SD_RNG_TYPE_FAST",
     "SD_CFG_NONE", "SD_CFG_FULL", "SD_CFG_SELF", "SD_CFG_INITIALIZE", "SD_STREAM_MAX_STEPS", "SD_PRECISION_FP32",
     "SD_PRECISION_BF16", "SD_PRECISION_INT8", "SD_PRECISION_AUTO", "sd_control", "sd_preprocess_params",
+    "sd_prompt_weight", "sd_seed_weight", "SD_STREAM_MAX_BLEND", "SD_BLEND_LINEAR", "SD_BLEND_SLERP",
 ]

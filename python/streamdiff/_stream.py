@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 _CFG = {"none": _capi.SD_CFG_NONE, "full": _capi.SD_CFG_FULL, "self": _capi.SD_CFG_SELF,
         "initialize": _capi.SD_CFG_INITIALIZE}
 _RNGS = {"torch": _capi.SD_RNG_TYPE_TORCH, "fast": _capi.SD_RNG_TYPE_FAST}
+_BLEND = {"linear": _capi.SD_BLEND_LINEAR, "slerp": _capi.SD_BLEND_SLERP}
+
+
+def _blend_mode(name: str) -> int:
+    if name not in _BLEND:
+        raise ValueError(f"interpolation method must be 'linear' or 'slerp', got {name!r}")
+    return _BLEND[name]
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,10 @@ class Stream:
         self._lock = threading.RLock()
         self._prompt: Optional[str] = None
         self._negative = ""
+        self._prompt_list: Optional[list] = None  # [(text, weight)], method, normalize: blending (or None)
+        self._prompt_blend = ("slerp", True)
+        self._seed_list: Optional[list] = None
+        self._seed_blend = ("linear", True)
         self._cfg: Dict[str, Any] = dict(
             t_index_list=[int(t) for t in t_index_list], width=int(width), height=int(height), cfg_type=cfg_type,
             guidance_scale=float(guidance_scale), delta=float(delta), seed=int(seed),
@@ -120,9 +131,30 @@ class Stream:
         return self._h
 
     def _refresh_prompt(self) -> None:
-        """Re-encodes the prompt (after a LoRA change of the text encoder)."""
-        if self._h is not None and self._prompt is not None:
+        """Gives a new C stream the prompt (or the blended prompts) and the seed list."""
+        if self._h is None:
+            return
+        if self._prompt_list is not None:
+            self._set_prompts(self._prompt_list, self._negative, *self._prompt_blend)
+        elif self._prompt is not None:
             check(_capi.lib().sd_stream_set_prompt(self._h, _capi.encode(self._prompt), _capi.encode(self._negative)))
+        if self._seed_list is not None:
+            self._set_seeds(self._seed_list, *self._seed_blend)
+
+    def _set_prompts(self, items, negative: str, method: str, normalize: bool) -> None:
+        items = [(str(t), float(w)) for t, w in items]
+        arr = (_capi.sd_prompt_weight * max(1, len(items)))(
+            *[_capi.sd_prompt_weight(_capi.encode(t), w) for t, w in items])
+        check(_capi.lib().sd_stream_set_prompts(self._handle(), arr, len(items), _capi.encode(negative),
+                                                _blend_mode(method), bool(normalize)))
+
+    def _set_seeds(self, items, method: str, normalize: bool) -> None:
+        items = [(int(s), float(w)) for s, w in items]
+        for s, _ in items:
+            if not 0 <= s < 2**64:
+                raise ValueError(f"seed must be in [0, 2^64), got {s}")
+        arr = (_capi.sd_seed_weight * max(1, len(items)))(*[_capi.sd_seed_weight(s, w) for s, w in items])
+        check(_capi.lib().sd_stream_set_seeds(self._handle(), arr, len(items), _blend_mode(method), bool(normalize)))
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
@@ -195,6 +227,8 @@ class Stream:
             rebuild["seed"] = int(seed)
         with self._lock:
             if rebuild:
+                if "seed" in rebuild:  # a single seed replaces a seed list
+                    self._seed_list = None
                 self._rebuild(rebuild)
             self.update(prompt=prompt, negative_prompt=negative_prompt, guidance=guidance_scale, delta=delta)
 
@@ -220,7 +254,11 @@ class Stream:
             if prompt is not None or negative_prompt is not None:
                 new_prompt = prompt if prompt is not None else (self._prompt or "")
                 new_neg = negative_prompt if negative_prompt is not None else self._negative
-                check(lib.sd_stream_set_prompt(h, _capi.encode(new_prompt), _capi.encode(new_neg)))
+                if self._prompt_list is not None and prompt is None:  # a new negative for the blended prompts
+                    self._set_prompts(self._prompt_list, new_neg, *self._prompt_blend)
+                else:
+                    check(lib.sd_stream_set_prompt(h, _capi.encode(new_prompt), _capi.encode(new_neg)))
+                    self._prompt_list = None
                 self._prompt, self._negative = new_prompt, new_neg
             if guidance is not None or delta is not None:
                 g = float(guidance) if guidance is not None else self._cfg["guidance_scale"]
@@ -229,6 +267,53 @@ class Stream:
                 self._cfg["guidance_scale"], self._cfg["delta"] = g, d
             if similarity_threshold is not None or max_skip_frames is not None:
                 self._set_filter(similarity_threshold, max_skip_frames)
+
+    def update_stream_params(self, *, prompt_list: Optional[Sequence] = None, negative_prompt: Optional[str] = None,
+                             interpolation_method: str = "slerp", seed_list: Optional[Sequence] = None,
+                             seed_interpolation_method: str = "linear", normalize_prompt_weights: bool = True,
+                             normalize_seed_weights: bool = True, guidance_scale: Optional[float] = None,
+                             delta: Optional[float] = None, t_index_list: Optional[Sequence[int]] = None) -> None:
+        """The StreamDiffusion forks' ``update_stream_params`` blending: ``prompt_list`` = [(prompt, weight), ...]
+        blended into one embedding (``interpolation_method`` "slerp" for two prompts, else "linear": the weighted
+        sum), ``seed_list`` = [(seed, weight), ...] blended into the initial noise. Weights >= 0 with a positive
+        sum, divided by their sum unless ``normalize_*_weights`` is False; at most 8 entries. Each prompt is
+        encoded once (a weight change only re-blends); formulas in docs/blending.md. Live from the next frame."""
+        with self._lock:
+            self.update(guidance=guidance_scale, delta=delta, t_index_list=t_index_list)
+            if prompt_list is not None:
+                items = [(str(t), float(w)) for t, w in prompt_list]
+                neg = self._negative if negative_prompt is None else negative_prompt
+                self._set_prompts(items, neg, interpolation_method, normalize_prompt_weights)
+                self._prompt_list, self._negative = items, neg
+                self._prompt_blend = (interpolation_method, bool(normalize_prompt_weights))
+            elif negative_prompt is not None:
+                self.update(negative_prompt=negative_prompt)
+            if seed_list is not None:
+                items = [(int(s), float(w)) for s, w in seed_list]
+                self._set_seeds(items, seed_interpolation_method, normalize_seed_weights)
+                self._seed_list = items
+                self._seed_blend = (seed_interpolation_method, bool(normalize_seed_weights))
+
+    def update_prompt_weights(self, prompt_weights: Sequence[float], interpolation_method: Optional[str] = None) -> None:
+        """New weights for the current prompt list (no prompt is encoded again), as the forks' method."""
+        self._reweight("prompt", prompt_weights, interpolation_method)
+
+    def update_seed_weights(self, seed_weights: Sequence[float], interpolation_method: Optional[str] = None) -> None:
+        """New weights for the current seed list (no noise drawn again)."""
+        self._reweight("seed", seed_weights, interpolation_method)
+
+    def _reweight(self, kind: str, weights: Sequence[float], method: Optional[str]) -> None:
+        with self._lock:
+            cur, (m, norm) = getattr(self, f"_{kind}_list"), getattr(self, f"_{kind}_blend")
+            if cur is None or len(weights) != len(cur):
+                raise ValueError(f"update_{kind}_weights: {len(weights)} weights for a {kind} list of {len(cur or [])}")
+            new = [(x, w) for (x, _), w in zip(cur, weights)]
+            if kind == "prompt":
+                self.update_stream_params(prompt_list=new, interpolation_method=method or m,
+                                          normalize_prompt_weights=norm)
+            else:
+                self.update_stream_params(seed_list=new, seed_interpolation_method=method or m,
+                                          normalize_seed_weights=norm)
 
     def enable_similar_image_filter(self, threshold: float = 0.98, max_skip_frame: int = 10) -> None:
         """StreamDiffusion's stochastic similar-image filter: a frame whose cosine similarity to the last

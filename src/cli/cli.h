@@ -35,6 +35,14 @@ int cli_serve(int argc, char **argv);
  * scale when it starts like a number (-100..100, default 1). out->path is malloc'd (free it). */
 #define CLI_MAX_LORAS 16
 bool cli_parse_lora(const char *v, sd_lora_spec *out);
+/* "NAME[:NUMBER]": the part after the last ':' is the number (in lo..hi) when it starts like one; *name_len
+ * = the bytes before it (the whole string when there is none; *w then stays as it was). False on a bad number. */
+bool cli_split_weight(const char *v, double lo, double hi, size_t *name_len, double *w);
+/* Blending options (cli_blend.c; the list type is osc.h's cli_blend_list): --blend-prompt TEXT[:W] appends one
+ * prompt (weight 0..1e6, default 1); --seeds S[:W],S[:W].. sets the seed list. False on a bad value or a full list. */
+struct cli_blend_list;
+bool cli_parse_blend_prompt(const char *v, struct cli_blend_list *l);
+bool cli_parse_seed_list(const char *v, struct cli_blend_list *l);
 
 /* The progress line of long runs (cli_progress.c): cli_progress is an sd_gen_params.progress callback with a
  * cli_progress_state as its user pointer; cli_progress_end closes a line left open. */

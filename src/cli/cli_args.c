@@ -112,20 +112,25 @@ int cli_stream_params_check(const char *cmd, const sd_stream_params *p, const cl
 }
 
 /* --lora PATH[:SCALE] (every command that takes LoRAs) */
-bool cli_parse_lora(const char *v, sd_lora_spec *out)
+bool cli_split_weight(const char *v, double lo, double hi, size_t *name_len, double *w)
 {
-    float scale = 1.0f;
     size_t n = strlen(v);
     const char *colon = strrchr(v, ':');
-    out->path = NULL;
     if (colon && colon[1] && strchr("+-.0123456789", colon[1])) {
-        double d;
-        if (!cli_parse_double(colon + 1, -100.0, 100.0, &d))
+        if (!cli_parse_double(colon + 1, lo, hi, w))
             return false;
-        scale = (float)d;
         n = (size_t)(colon - v);
     }
-    if (!n)
+    *name_len = n;
+    return true;
+}
+
+bool cli_parse_lora(const char *v, sd_lora_spec *out)
+{
+    double scale = 1.0;
+    size_t n;
+    out->path = NULL;
+    if (!cli_split_weight(v, -100.0, 100.0, &n, &scale) || !n)
         return false;
     char *p = malloc(n + 1);
     if (!p)
@@ -133,6 +138,6 @@ bool cli_parse_lora(const char *v, sd_lora_spec *out)
     memcpy(p, v, n);
     p[n] = 0;
     out->path = p;
-    out->scale = scale;
+    out->scale = (float)scale;
     return true;
 }

@@ -104,6 +104,37 @@ typedef struct serve_loras {
 } serve_loras;
 
 #ifdef SD_HAVE_OSC
+/* The blending part of an OSC update (docs/osc.md) as a server control update; a prompt longer than the
+ * server's blended-prompt cap drops the list with a message. */
+static void osc_blend_control(const cli_osc_update *u, srv_control *c)
+{
+    static const unsigned map[][2] = {{CLI_OSC_PROMPTS, SRV_CTL_PROMPTS}, {CLI_OSC_PROMPT_WEIGHTS, SRV_CTL_PROMPT_WEIGHTS},
+                                      {CLI_OSC_PROMPT_BLEND, SRV_CTL_PROMPT_BLEND}, {CLI_OSC_SEEDS, SRV_CTL_SEEDS},
+                                      {CLI_OSC_SEED_WEIGHTS, SRV_CTL_SEED_WEIGHTS}, {CLI_OSC_SEED_BLEND, SRV_CTL_SEED_BLEND}};
+    for (size_t i = 0; i < SD_ARRAY_LEN(map); i++)
+        c->set |= u->set & map[i][0] ? map[i][1] : 0;
+    srv_blend *b = &c->blend;
+    b->prompt_blend = u->prompt_blend, b->seed_blend = u->seed_blend;
+    const cli_blend_list *pl = u->set & CLI_OSC_PROMPTS ? &u->prompts : NULL, *sl = u->set & CLI_OSC_SEEDS ? &u->seeds : NULL;
+    b->n_prompts = pl ? pl->n : u->n_prompt_weights;
+    b->n_seeds = sl ? sl->n : u->n_seed_weights;
+    for (int i = 0; i < b->n_prompts; i++) {
+        if (pl && strlen(pl->text[i]) > SRV_BLEND_PROMPT_MAX) {
+            fprintf(stderr, "streamdiff serve: osc: /streamdiff/prompts refused: prompt %d is longer than %d bytes\n", i,
+                    SRV_BLEND_PROMPT_MAX);
+            c->set &= ~(unsigned)(SRV_CTL_PROMPTS | SRV_CTL_PROMPT_WEIGHTS);
+            break;
+        }
+        if (pl)
+            snprintf(b->prompts[i], sizeof b->prompts[i], "%s", pl->text[i]);
+        b->prompt_weights[i] = pl ? pl->weight[i] : u->prompt_weights[i];
+    }
+    for (int i = 0; i < b->n_seeds; i++) {
+        b->seeds[i] = sl ? sl->seed[i] : 0;
+        b->seed_weights[i] = sl ? sl->weight[i] : u->seed_weights[i];
+    }
+}
+
 /* srv_options.control: the OSC updates since the last poll, as a server control update */
 static bool osc_control(void *user, srv_control *c)
 {
@@ -124,6 +155,7 @@ static bool osc_control(void *user, srv_control *c)
     c->lora_set = u.lora_set;
     for (int i = 0; i < CLI_OSC_MAX_LORAS && i < SRV_MAX_LORAS; i++)
         c->lora_scale[i] = u.lora_scale[i];
+    osc_blend_control(&u, c);
     return true;
 }
 #endif

@@ -10,9 +10,7 @@
  *
  * Exit codes: 0 success, 1 a runtime failure, 2 a usage error. */
 #include "cli/cli.h"
-#ifdef SD_HAVE_OSC
-#include "cli/osc.h"
-#endif
+#include "cli/osc.h" /* cli_live (blending), and OSC where liblo is built in */
 #include "io/video.h"
 
 #include <errno.h>
@@ -45,6 +43,9 @@ typedef struct {
     int osc_port;         /* 0: no OSC */
     const char *osc_bind; /* NULL: 127.0.0.1 */
     cli_controls *ctl;    /* --control ... (cli_control.c; owned by cli_stream) */
+    cli_blend_list prompts, seeds; /* --blend-prompt, --seeds (cli_blend.c) */
+    sd_blend_mode prompt_blend, seed_blend;
+    bool raw_weights, seed_set;
 } stream_opts;
 
 /* ------------------------------------------------------------ shared parsers (cli.h) */
@@ -127,6 +128,13 @@ static void usage(FILE *f)
             "                          modification time); a new prompt takes effect on the next frame.\n"
             "                          Edit the file while streaming to steer the video.\n"
             "  -n, --negative-prompt T the negative prompt (used by --cfg-type full and initialize)\n"
+            "      --blend-prompt TEXT[:W]  blend weighted prompts instead of -p (repeat, up to 8; W >= 0, default 1;\n"
+            "                          each encoded once, live weights over OSC /streamdiff/prompt_weights)\n"
+            "      --prompt-blend M    linear | slerp (default: slerp; slerp takes two prompts, else linear)\n"
+            "      --seeds S[:W],..    blend the initial noises of several seeds instead of -s (up to 8)\n"
+            "      --seed-blend M      linear | slerp (default: linear)\n"
+            "      --raw-weights       use blend weights as given (default: divided by their sum;\n"
+            "                          docs/blending.md has the formulas)\n"
             "      --lora PATH[:SCALE] fuse a LoRA / LoCon with strength SCALE (default 1) before streaming;\n"
             "                          repeatable, e.g. an LCM-LoRA plus a style LoRA (see txt2img --help)\n"
             "      --lora-allow-unmatched  only warn about LoRA tensors that match no layer of the model\n"
@@ -235,6 +243,8 @@ static int parse_args(int argc, char **argv, stream_opts *o)
             o->sp.use_denoising_batch = false;
         else if (FLAG(NULL, "--lora-allow-unmatched"))
             o->lora_allow_unmatched = true;
+        else if (FLAG(NULL, "--raw-weights"))
+            o->raw_weights = true;
         else
             noval = false;
         if (noval) {
@@ -251,7 +261,8 @@ static int parse_args(int argc, char **argv, stream_opts *o)
                                            "-t", "--threads", "--backend", "--precision", "--fps", "--queue", "--rng",
                                            "--stats-every", "--probe", "--lora", "--osc-port", "--osc-bind",
                                            "--control", "--control-preprocess", "--canny-low", "--canny-high",
-                                           "--scribble-threshold"};
+                                           "--scribble-threshold", "--blend-prompt", "--prompt-blend", "--seeds",
+                                           "--seed-blend"};
         bool known = false;
         for (size_t k = 0; k < SD_ARRAY_LEN(with_value) && !known; k++)
             known = !strcmp(name, with_value[k]);
@@ -283,7 +294,16 @@ static int parse_args(int argc, char **argv, stream_opts *o)
             o->output = v;
         else if (FLAG("-p", "--prompt"))
             o->prompt = v;
-        else if (FLAG(NULL, "--probe"))
+        else if (FLAG(NULL, "--blend-prompt")) {
+            if (!cli_parse_blend_prompt(v, &o->prompts))
+                return cli_bad_value("stream", name, v, "TEXT or TEXT:WEIGHT (weight 0..1e6; at most 8 prompts)");
+        } else if (FLAG(NULL, "--seeds")) {
+            if (!cli_parse_seed_list(v, &o->seeds))
+                return cli_bad_value("stream", name, v, "SEED[:WEIGHT],... (1..8 seeds, weights 0..1e6)");
+        } else if (FLAG(NULL, "--prompt-blend") || FLAG(NULL, "--seed-blend")) {
+            if (!sd_blend_mode_from_name(v, name[2] == 'p' ? &o->prompt_blend : &o->seed_blend))
+                return cli_bad_value("stream", name, v, "linear or slerp");
+        } else if (FLAG(NULL, "--probe"))
             o->probe = v;
         else if (FLAG(NULL, "--prompt-file"))
             o->prompt_file = v;
@@ -307,6 +327,7 @@ static int parse_args(int argc, char **argv, stream_opts *o)
                 return cli_bad_value("stream", name, v, "a number");
             o->sp.delta = (float)dv;
         } else if (FLAG("-s", "--seed")) {
+            o->seed_set = true;
             if (!cli_parse_u64(v, &o->sp.seed))
                 return cli_bad_value("stream", name, v, "a whole number from 0 to 18446744073709551615");
         } else if (FLAG("-W", "--width") || FLAG("-H", "--height")) {
@@ -410,6 +431,18 @@ static int check_args(const stream_opts *o)
         fprintf(stderr, "streamdiff stream: give either -p or --prompt-file, not both\n");
         return 2;
     }
+    if ((o->prompts.n && (o->prompt || o->prompt_file)) || (o->seeds.n && o->seed_set)) {
+        fprintf(stderr, "streamdiff stream: %s\n", o->seeds.n && o->seed_set ? "give either -s or --seeds, not both"
+                                                     : "give either --blend-prompt or -p / --prompt-file, not both");
+        return 2;
+    }
+    for (int k = 0; k < 2; k++) { /* the library's weight rule, before the model loads */
+        const cli_blend_list *b = k ? &o->seeds : &o->prompts;
+        if (b->n && sd_blend_check(b->weight, b->n, k ? "--seeds" : "--blend-prompt") != SD_OK) {
+            fprintf(stderr, "streamdiff stream: %s\n", sd_last_error());
+            return 2;
+        }
+    }
     return cli_stream_params_check("stream", &o->sp, k_param_opts);
 }
 
@@ -420,9 +453,9 @@ typedef struct {
     struct timespec mtime;
     off_t size;
     double last_check;
+    cli_live live; /* the prompt(s), seeds and settings the stream runs with */
 #ifdef SD_HAVE_OSC
     cli_osc *osc; /* live control: OSC updates applied between frames (NULL: none) */
-    cli_live live;
     cli_osc_update upd;
 #endif
 } prompt_watch;
@@ -736,7 +769,9 @@ int cli_stream(int argc, char **argv)
 {
     cli_controls ctl;
     cli_controls_init(&ctl);
-    stream_opts o = {.backend = SD_BACKEND_CPU, .precision = SD_PRECISION_AUTO, .stats_every = 2.0, .ctl = &ctl};
+    static stream_opts o; /* large (the blend lists); one per process */
+    o = (stream_opts){.backend = SD_BACKEND_CPU, .precision = SD_PRECISION_AUTO, .stats_every = 2.0, .ctl = &ctl,
+                      .prompt_blend = SD_BLEND_SLERP, .seed_blend = SD_BLEND_LINEAR};
     sd_stream_default_params(&o.sp);
     o.sp.n_t_index = 0;
     int rc = parse_args(argc, argv, &o);
@@ -819,17 +854,19 @@ static int cli_stream_run(stream_opts *po)
         goto done;
     }
     const char *prompt = file_prompt ? file_prompt : o.prompt ? o.prompt : "";
-    if (sd_stream_set_prompt(s, prompt, o.negative) != SD_OK) {
+    cli_live *l = &pw.live;
+    l->s = s, l->m = m;
+    snprintf(l->prompt, sizeof l->prompt, "%s", prompt);
+    snprintf(l->negative, sizeof l->negative, "%s", o.negative ? o.negative : "");
+    l->prompts = o.prompts, l->seeds = o.seeds, l->prompt_blend = o.prompt_blend, l->seed_blend = o.seed_blend;
+    l->normalize = !o.raw_weights;
+    if (cli_live_set_prompts(l) != SD_OK || (l->seeds.n && cli_live_set_seeds(l) != SD_OK)) {
         fprintf(stderr, "streamdiff stream: %s\n", sd_last_error());
         rc = 1;
         goto done;
     }
     if (o.osc_port) {
 #ifdef SD_HAVE_OSC
-        cli_live *l = &pw.live;
-        l->s = s, l->m = m;
-        snprintf(l->prompt, sizeof l->prompt, "%s", prompt);
-        snprintf(l->negative, sizeof l->negative, "%s", o.negative ? o.negative : "");
         l->guidance = o.sp.guidance_scale, l->delta = o.sp.delta;
         l->similarity = o.sp.similarity_threshold, l->max_skip = o.sp.max_skip_frames;
         l->loras = o.loras, l->n_loras = o.n_loras, l->lora_allow_unmatched = o.lora_allow_unmatched;

@@ -57,6 +57,68 @@ static bool arg_number(char type, const lo_arg *a, double *v)
     }
 }
 
+/* the blending addresses (osc.h): lists of (text | seed, weight) pairs, weights alone, or a mode name */
+static bool blend_message(const char *path, const char *leaf, int argc, const char *types, lo_arg **argv,
+                          cli_osc_update *u, char *why, size_t why_len)
+{
+    bool seeds = leaf[0] == 's';
+    if (strstr(leaf, "_blend")) {
+        sd_blend_mode m;
+        if (argc != 1 || (types[0] != LO_STRING && types[0] != LO_SYMBOL) ||
+            !sd_blend_mode_from_name((const char *)argv[0], &m)) {
+            why_set(why, why_len, "%s takes one string: linear or slerp", path);
+            return false;
+        }
+        *(seeds ? &u->seed_blend : &u->prompt_blend) = m;
+        u->set |= seeds ? CLI_OSC_SEED_BLEND : CLI_OSC_PROMPT_BLEND;
+        return true;
+    }
+    if (strstr(leaf, "_weights")) {
+        float *w = seeds ? u->seed_weights : u->prompt_weights;
+        double d;
+        if (argc < 1 || argc > SD_STREAM_MAX_BLEND) {
+            why_set(why, why_len, "%s takes 1..8 weights", path);
+            return false;
+        }
+        for (int i = 0; i < argc; i++)
+            if (!arg_number(types[i], argv[i], &d) || !isfinite(d) || d < 0) {
+                why_set(why, why_len, "%s: weights are numbers >= 0", path);
+                return false;
+            } else
+                w[i] = (float)d;
+        *(seeds ? &u->n_seed_weights : &u->n_prompt_weights) = argc;
+        u->set |= seeds ? CLI_OSC_SEED_WEIGHTS : CLI_OSC_PROMPT_WEIGHTS;
+        return true;
+    }
+    cli_blend_list *l = seeds ? &u->seeds : &u->prompts;
+    if (argc < 2 || argc % 2 || argc / 2 > SD_STREAM_MAX_BLEND) {
+        why_set(why, why_len, seeds ? "%s takes 1..8 (seed, weight) pairs" : "%s takes 1..8 (prompt, weight) pairs",
+                path);
+        return false;
+    }
+    for (int i = 0; i < argc / 2; i++) {
+        double v = 0, w = 0;
+        const char *t = (const char *)argv[2 * i];
+        bool key_ok = seeds ? arg_number(types[2 * i], argv[2 * i], &v) && v >= 0 && v <= 9007199254740991.0 &&
+                                  v == floor(v)
+                            : (types[2 * i] == LO_STRING || types[2 * i] == LO_SYMBOL) && strlen(t) < CLI_OSC_MAX_TEXT;
+        if (!key_ok || !arg_number(types[2 * i + 1], argv[2 * i + 1], &w) || !isfinite(w) || w < 0) {
+            why_set(why, why_len, seeds ? "%s: pairs of a whole number >= 0 and a weight >= 0"
+                                        : "%s: pairs of a string (< 1024 bytes) and a weight >= 0", path);
+            return false;
+        }
+        if (seeds)
+            l->seed[i] = (uint64_t)v;
+        else
+            snprintf(l->text[i], CLI_OSC_MAX_TEXT, "%s", t);
+        l->weight[i] = (float)w;
+    }
+    l->n = argc / 2;
+    u->set |= seeds ? CLI_OSC_SEEDS : CLI_OSC_PROMPTS;
+    u->set &= seeds ? ~(unsigned)(CLI_OSC_SEED | CLI_OSC_SEED_WEIGHTS) : ~(unsigned)(CLI_OSC_PROMPT | CLI_OSC_PROMPT_WEIGHTS);
+    return true;
+}
+
 /* one message: true when its address and arguments were understood */
 static bool apply_message(const char *path, lo_message m, int n_loras, cli_osc_update *u, char *why, size_t why_len)
 {
@@ -94,6 +156,8 @@ static bool apply_message(const char *path, lo_message m, int n_loras, cli_osc_u
         }
         snprintf(neg ? u->negative : u->prompt, CLI_OSC_MAX_TEXT, "%s", s);
         u->set |= neg ? CLI_OSC_NEGATIVE : CLI_OSC_PROMPT;
+        if (!neg)
+            u->set &= ~(unsigned)(CLI_OSC_PROMPTS | CLI_OSC_PROMPT_WEIGHTS);
         return true;
     }
     if (!strcmp(leaf, "guidance") || !strcmp(leaf, "delta")) {
@@ -115,6 +179,7 @@ static bool apply_message(const char *path, lo_message m, int n_loras, cli_osc_u
         }
         u->seed = (int64_t)num[0];
         u->set |= CLI_OSC_SEED;
+        u->set &= ~(unsigned)(CLI_OSC_SEEDS | CLI_OSC_SEED_WEIGHTS);
         return true;
     }
     if (!strcmp(leaf, "t_index")) {
@@ -144,6 +209,9 @@ static bool apply_message(const char *path, lo_message m, int n_loras, cli_osc_u
         u->set |= CLI_OSC_SIMILARITY;
         return true;
     }
+    if (!strcmp(leaf, "prompts") || !strcmp(leaf, "seeds") || !strcmp(leaf, "prompt_weights") ||
+        !strcmp(leaf, "seed_weights") || !strcmp(leaf, "prompt_blend") || !strcmp(leaf, "seed_blend"))
+        return blend_message(path, leaf, argc, types, argv, u, why, why_len);
     if (!strncmp(leaf, "lora/", 5)) {
         char *end;
         long i = strtol(leaf + 5, &end, 10);
@@ -268,6 +336,29 @@ static void merge(cli_osc_update *dst, const cli_osc_update *src)
         if (src->lora_set & (1u << i))
             dst->lora_scale[i] = src->lora_scale[i];
     dst->lora_set |= src->lora_set;
+    /* blending: a list replaces a pending single prompt / seed and its weights, and the other way round */
+    for (int k = 0; k < 2; k++) {
+        unsigned one = k ? CLI_OSC_SEED : CLI_OSC_PROMPT, list = k ? CLI_OSC_SEEDS : CLI_OSC_PROMPTS,
+                 weights = k ? CLI_OSC_SEED_WEIGHTS : CLI_OSC_PROMPT_WEIGHTS;
+        if (src->set & (one | list))
+            dst->set &= ~(one | list | weights);
+    }
+    if (src->set & CLI_OSC_PROMPTS)
+        dst->prompts = src->prompts;
+    if (src->set & CLI_OSC_SEEDS)
+        dst->seeds = src->seeds;
+    if (src->set & CLI_OSC_PROMPT_WEIGHTS) {
+        memcpy(dst->prompt_weights, src->prompt_weights, sizeof dst->prompt_weights);
+        dst->n_prompt_weights = src->n_prompt_weights;
+    }
+    if (src->set & CLI_OSC_SEED_WEIGHTS) {
+        memcpy(dst->seed_weights, src->seed_weights, sizeof dst->seed_weights);
+        dst->n_seed_weights = src->n_seed_weights;
+    }
+    if (src->set & CLI_OSC_PROMPT_BLEND)
+        dst->prompt_blend = src->prompt_blend;
+    if (src->set & CLI_OSC_SEED_BLEND)
+        dst->seed_blend = src->seed_blend;
     dst->set |= src->set;
 }
 
@@ -386,14 +477,6 @@ void cli_osc_stop(cli_osc *o)
     free(o);
 }
 
-static void cli_osc_apply_seed(cli_live *l, int64_t seed, int64_t frame)
-{
-    if (sd_stream_set_seed(l->s, (uint64_t)seed) == SD_OK)
-        fprintf(stderr, "osc: seed %lld (from frame %lld on)\n", (long long)seed, (long long)frame);
-    else
-        fprintf(stderr, "osc: seed refused: %s\n", sd_last_error());
-}
-
 static void cli_osc_apply_t_index(cli_live *l, const int *t, int n, int64_t frame)
 {
     char list[CLI_OSC_MAX_T * 5 + 1] = "";
@@ -407,20 +490,7 @@ static void cli_osc_apply_t_index(cli_live *l, const int *t, int n, int64_t fram
 
 void cli_osc_apply(const cli_osc_update *u, cli_live *l, int64_t frame)
 {
-    if (u->set & (CLI_OSC_PROMPT | CLI_OSC_NEGATIVE)) {
-        const char *p = u->set & CLI_OSC_PROMPT ? u->prompt : l->prompt;
-        const char *n = u->set & CLI_OSC_NEGATIVE ? u->negative : l->negative;
-        if (sd_stream_set_prompt(l->s, p, n[0] ? n : NULL) == SD_OK) {
-            if (p != l->prompt)
-                snprintf(l->prompt, sizeof l->prompt, "%s", p);
-            if (n != l->negative)
-                snprintf(l->negative, sizeof l->negative, "%s", n);
-            fprintf(stderr, "osc: prompt \"%s\"%s%s%s (from frame %lld on)\n", l->prompt,
-                    l->negative[0] ? ", negative \"" : "", l->negative, l->negative[0] ? "\"" : "", (long long)frame);
-        } else {
-            fprintf(stderr, "osc: prompt refused: %s\n", sd_last_error());
-        }
-    }
+    cli_osc_apply_blend(u, l, frame); /* prompts, negative prompt, seeds */
     if (u->set & (CLI_OSC_GUIDANCE | CLI_OSC_DELTA)) {
         float g = u->set & CLI_OSC_GUIDANCE ? u->guidance : l->guidance;
         float d = u->set & CLI_OSC_DELTA ? u->delta : l->delta;
@@ -449,8 +519,7 @@ void cli_osc_apply(const cli_osc_update *u, cli_live *l, int64_t frame)
         }
         sd_lora_options lo = {.allow_unmatched = l->lora_allow_unmatched};
         /* the stream re-encodes its prompt with the new text-encoder weights */
-        if (sd_model_apply_loras_ex(l->m, l->loras, l->n_loras, &lo) == SD_OK &&
-            sd_stream_set_prompt(l->s, l->prompt, l->negative[0] ? l->negative : NULL) == SD_OK) {
+        if (sd_model_apply_loras_ex(l->m, l->loras, l->n_loras, &lo) == SD_OK && cli_live_set_prompts(l) == SD_OK) {
             for (int i = 0; i < l->n_loras && i < CLI_OSC_MAX_LORAS; i++)
                 if (u->lora_set & (1u << i))
                     fprintf(stderr, "osc: LoRA %d (%s) strength %g\n", i, l->loras[i].path, (double)l->loras[i].scale);
@@ -460,8 +529,6 @@ void cli_osc_apply(const cli_osc_update *u, cli_live *l, int64_t frame)
                 l->loras[i].scale = old[i];
         }
     }
-    if (u->set & CLI_OSC_SEED)
-        cli_osc_apply_seed(l, u->seed, frame);
     if (u->set & CLI_OSC_T_INDEX)
         cli_osc_apply_t_index(l, u->t_index, u->n_t_index, frame);
 }

@@ -18,6 +18,14 @@
  *   /streamdiff/t_index           i [i..]  the denoising steps, as many as at the start: sd_stream_set_t_index
  *   /streamdiff/similarity        f [i]    similarity filter threshold (0 = off) [, max skipped frames]
  *   /streamdiff/lora/N/scale      f        strength of the N-th --lora (from 0), -10..10
+ * Blending (docs/blending.md; lists of 1..SD_STREAM_MAX_BLEND entries, weights >= 0 with a positive sum):
+ *   /streamdiff/prompts           s f [s f..]  weighted prompts, blended (each encoded once): sd_stream_set_prompts
+ *   /streamdiff/prompt_weights    f [f..]  new weights for the current prompt list (no encoding)
+ *   /streamdiff/prompt_blend      s        "linear" or "slerp"
+ *   /streamdiff/seeds             i f [i f..]  weighted seeds, their noises blended: sd_stream_set_seeds
+ *   /streamdiff/seed_weights      f [f..]  new weights for the current seed list
+ *   /streamdiff/seed_blend        s        "linear" or "slerp"
+ * /streamdiff/prompt and /streamdiff/seed replace a list with one entry.
  */
 #ifndef SD_CLI_OSC_H
 #define SD_CLI_OSC_H
@@ -40,7 +48,21 @@ enum {
     CLI_OSC_T_INDEX = 1 << 5,
     CLI_OSC_SIMILARITY = 1 << 6,
     CLI_OSC_LORA = 1 << 7,
+    CLI_OSC_PROMPTS = 1 << 8,
+    CLI_OSC_PROMPT_WEIGHTS = 1 << 9,
+    CLI_OSC_PROMPT_BLEND = 1 << 10,
+    CLI_OSC_SEEDS = 1 << 11,
+    CLI_OSC_SEED_WEIGHTS = 1 << 12,
+    CLI_OSC_SEED_BLEND = 1 << 13,
 };
+
+/* A weighted prompt or seed list (blending): texts for prompts, seeds for seeds. */
+typedef struct cli_blend_list {
+    int n;
+    char text[SD_STREAM_MAX_BLEND][CLI_OSC_MAX_TEXT];
+    uint64_t seed[SD_STREAM_MAX_BLEND];
+    float weight[SD_STREAM_MAX_BLEND];
+} cli_blend_list;
 
 /* What arrived since the last take; `set` says which fields hold values. */
 typedef struct cli_osc_update {
@@ -53,6 +75,10 @@ typedef struct cli_osc_update {
     int max_skip; /* -1: unchanged */
     unsigned lora_set; /* bit i: lora_scale[i] holds a new value */
     float lora_scale[CLI_OSC_MAX_LORAS];
+    cli_blend_list prompts, seeds;   /* CLI_OSC_PROMPTS / CLI_OSC_SEEDS */
+    float prompt_weights[SD_STREAM_MAX_BLEND], seed_weights[SD_STREAM_MAX_BLEND];
+    int n_prompt_weights, n_seed_weights;
+    sd_blend_mode prompt_blend, seed_blend;
 } cli_osc_update;
 
 typedef struct cli_osc cli_osc;
@@ -77,7 +103,17 @@ typedef struct cli_live {
     sd_lora_spec *loras; /* the --lora list (scales changed in place) */
     int n_loras;
     bool lora_allow_unmatched;
+    /* blending (cli_blend.c): prompts.n > 0: the prompt list replaces `prompt`; seeds.n > 0: the seed list */
+    cli_blend_list prompts, seeds;
+    sd_blend_mode prompt_blend, seed_blend;
+    bool normalize;
 } cli_live;
+/* The live prompt (or prompt list) and negative prompt onto the stream (cli_blend.c). */
+sd_status cli_live_set_prompts(const cli_live *l);
+/* The live seed list onto the stream (seeds.n > 0; cli_blend.c). */
+sd_status cli_live_set_seeds(const cli_live *l);
+/* The blending part of an OSC update (cli_blend.c): applied to *l (kept when the stream refuses). */
+void cli_osc_apply_blend(const cli_osc_update *u, cli_live *l, int64_t frame);
 /* Applies an update to the stream through the public API, printing one line per change (or why a change
  * was refused: the stream keeps its previous value). `frame` names the first frame it affects. */
 void cli_osc_apply(const cli_osc_update *u, cli_live *l, int64_t frame);

@@ -199,101 +199,6 @@ sd_status sd_stream_set_init_noise(sd_stream *s, const float *host)
     return st;
 }
 
-/* ---------------------------------------------------------------- prompts */
-
-/* The model's prompt encoder on the stream's own arena and token scratch (SDXL: both encoders, and the
- * pooled embedding into `pooled`). */
-static sd_status encode_text(sd_stream *s, const char *text, float *out, float *pooled)
-{
-    SD_TRY(sd_model_tokenize(s->m, NULL, text, s->ids, s->S, false));
-    if (s->P) {
-        SD_TRY(sd_model_tokenize(s->m, s->m->tok2, text, s->ids2, s->S, false));
-        sd_sdxl_text_forward(s->m, &s->text_ctx, s->ids, s->ids2, s->S, 0, out, pooled);
-    } else {
-        sd_model_text_forward(s->m, &s->text_ctx, s->ids, s->S, 0, out);
-    }
-    return s->text_ctx.status;
-}
-
-/* SDXL: the added conditions of the UNet rows (the first `u` rows uncond), as StableDiffusionXLPipeline's
- * defaults at the stream's size (original = target = (H, W), crop (0, 0)). */
-static sd_status upload_added(sd_stream *s, int64_t u)
-{
-    float ids[SD_UNET_TIME_IDS], neg[SD_UNET_TIME_IDS];
-    sd_sdxl_time_ids(&(sd_pipe_args){.width = s->W, .height = s->H}, ids, neg);
-    sd_status st = SD_OK;
-    for (int64_t r = 0; r < s->UB && st == SD_OK; r++) {
-        sd_tensor te = sd_view_rows(&s->state, s->add_te, r, 1), ti = sd_view_rows(&s->state, s->add_ids, r, 1);
-        st = upload_f32(s, &te, r < u ? s->host_pooled + s->P : s->host_pooled);
-        if (st == SD_OK)
-            st = upload_f32(s, &ti, ids);
-    }
-    return st;
-}
-
-/* Encodes the prompts, uploads the embedding rows and recomputes the
- * cross-attention K/V in place. Caller holds s->engine. */
-static sd_status apply_prompt(sd_stream *s, const char *prompt, const char *negative_prompt)
-{
-    size_t SD_ = (size_t)s->S * s->D;
-    float *cond = s->host_embeds, *uncond = s->host_embeds + SD_;
-    sd_status st = encode_text(s, prompt, cond, s->host_pooled);
-    bool need_uncond = s->p.cfg_type == SD_CFG_FULL || s->p.cfg_type == SD_CFG_INITIALIZE;
-    if (st == SD_OK && need_uncond)
-        st = encode_text(s, negative_prompt ? negative_prompt : "", uncond, s->host_pooled + s->P);
-    if (st == SD_OK) { /* rows: [uncond x U, cond x B] (U = B for full, fbs for initialize), or one cond row */
-        int64_t rows_n = s->embeds.ne[0], u = rows_n - (need_uncond ? s->B : 1);
-        for (int64_t r = 0; r < rows_n && st == SD_OK; r++) {
-            sd_tensor row = sd_view_rows(&s->state, s->embeds, r, 1);
-            st = sd_tensor_from_f32(&s->state, &row, r < u ? uncond : cond);
-        }
-        if (st == SD_OK && s->P)
-            st = upload_added(s, need_uncond ? s->UB - s->B : 0);
-    }
-    if (st == SD_OK) {
-        sd_ctx_reset(&s->ctx);
-        sd_unet_kv_compute(&s->ctx, s->m->unet, s->embeds, s->kv);
-        st = s->ctx.status;
-    }
-    if (st == SD_OK)
-        s->weights_version = s->m->weights_version;
-    s->kv_version++; /* the cache changed (or may have, on an error) */
-    return st;
-}
-
-sd_status sd_stream_set_prompt(sd_stream *s, const char *prompt, const char *negative_prompt)
-{
-    if (!s)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
-    char *p = sd_strdup(prompt ? prompt : ""), *n = sd_strdup(negative_prompt ? negative_prompt : "");
-    if (!p || !n) {
-        free(p);
-        free(n);
-        return SD_ERR_OUT_OF_MEMORY;
-    }
-    pthread_mutex_lock(&s->engine);
-    sd_status st = apply_prompt(s, p, n);
-    if (st == SD_OK) { /* kept to re-encode after the model's weights change (LoRA) */
-        free(s->prompt);
-        free(s->negative_prompt);
-        s->prompt = p;
-        s->negative_prompt = n;
-    } else {
-        free(p);
-        free(n);
-    }
-    pthread_mutex_unlock(&s->engine);
-    return st;
-}
-
-/* Re-encodes the prompt when a LoRA changed the text encoder or UNet since. Caller holds s->engine. */
-static sd_status refresh_prompt(sd_stream *s)
-{
-    if (s->weights_version == s->m->weights_version || !s->prompt)
-        return SD_OK;
-    return apply_prompt(s, s->prompt, s->negative_prompt);
-}
-
 /* ---------------------------------------------------------------- ControlNet control images */
 
 /* RGB bytes of fbs frames ([fbs,H,W,3]) -> the nets' control images (the frame through ctl_pp) in cond_new. */
@@ -430,9 +335,9 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
         s->graphs_off = true; /* the nets' host-side inputs (frame control images) are not graph-friendly yet */
         s->n_res = sd_cnet_num_residuals(s->ctl[0].net);
     }
-    sd_rng_init(&s->rng, p.rng == SD_RNG_TYPE_FAST ? SD_RNG_FAST : SD_RNG_TORCH, p.seed);
-    sd_rng_init(&s->ssf_rng, SD_RNG_FAST, p.seed ^ 0x5353465f636f696eULL); /* "SSF_coin" */
     size_t img_n = (size_t)s->fbs * 3 * s->H * s->W, lat_n = (size_t)s->B * s->C * s->h * s->w;
+    sd_blend_cache_init(&s->text_cache, (size_t)s->S * s->D + (size_t)s->P); /* SDXL: + the pooled embedding */
+    sd_blend_cache_init(&s->noise_cache, lat_n);
     s->ids = sd_calloc((size_t)s->S, sizeof *s->ids);
     s->host_embeds = sd_malloc(2 * (size_t)s->S * s->D * sizeof(float));
     s->host_in = sd_malloc(SD_MAX(img_n, lat_n) * sizeof(float));
@@ -481,16 +386,8 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
     }
     if (st == SD_OK)
         st = upload_constants(s);
-    if (st == SD_OK) { /* init_noise ~ N(0, I) from the seeded generator, drawn once */
-        float *noise = sd_malloc(lat_n * sizeof(float));
-        if (!noise)
-            st = SD_ERR_OUT_OF_MEMORY;
-        else {
-            sd_rng_randn(&s->rng, noise, lat_n);
-            st = sd_stream_set_init_noise(s, noise);
-            free(noise);
-        }
-    }
+    if (st == SD_OK) /* init_noise ~ N(0, I) from the seeded generator (and the SSF coin's) */
+        st = sd_stream_set_seed(s, p.seed);
     for (int k = 0; k < s->n_ctl && st == SD_OK; k++) /* fixed control images, and zeros for the frames' */
         st = control_init(s, k, p.n_controls ? params->controls[k].image : NULL);
     if (st == SD_OK)
@@ -532,8 +429,7 @@ void sd_stream_free(sd_stream *s)
     free(s->host_in);
     free(s->host_noise);
     free(s->ssf_prev);
-    free(s->prompt);
-    free(s->negative_prompt);
+    sd_stream_prompts_free(s);
     free(s->res_down);
     free(s->ctl_bytes);
     free(s->ctl_host);
@@ -755,11 +651,11 @@ sd_status sd_stream_frame_in(sd_stream *s, const sd_stream_in *in, bool *skipped
                 return sd_fail(SD_ERR_INVALID_ARGUMENT, "ControlNet %d makes its control image from the input frame, "
                                "which a txt2img frame does not have: give it a fixed control image", k + 1);
         sd_rng_randn(&s->rng, s->host_noise, (size_t)sd_numel(&s->x_in));
-        SD_TRY(refresh_prompt(s));
+        SD_TRY(sd_stream_refresh_prompt(s));
         return sd_tensor_from_f32(&s->state, &s->x_in, s->host_noise);
     }
     if (in->kind == SD_IN_ACT) { /* filtered by the async input thread already */
-        SD_TRY(refresh_prompt(s));
+        SD_TRY(sd_stream_refresh_prompt(s));
         s->in_u8 = false;
         if (!in->act) /* padding: the frame already in img_in again */
             return SD_OK;
@@ -780,7 +676,7 @@ sd_status sd_stream_frame_in(sd_stream *s, const sd_stream_in *in, bool *skipped
     }
     sd_stream_note(s, SD_EV_IN, 0);
     SD_TRY(take_frame(s, in->image, in->scratch));
-    SD_TRY(refresh_prompt(s));
+    SD_TRY(sd_stream_refresh_prompt(s));
     size_t n = (size_t)3 * s->H * s->W;
     float thr;
     __atomic_load(&s->p.similarity_threshold, &thr, __ATOMIC_RELAXED);
@@ -912,25 +808,6 @@ sd_status sd_stream_set_t_index(sd_stream *s, const int *t_index_list, int n)
     }
     sd_stream_graphs_free(s); /* captured steps bake the first step's noise coefficient in */
     pthread_mutex_unlock(&s->engine);
-    return st;
-}
-
-sd_status sd_stream_set_seed(sd_stream *s, uint64_t seed)
-{
-    if (!s)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "NULL stream");
-    size_t lat_n = (size_t)s->B * s->C * s->h * s->w;
-    float *noise = sd_malloc(lat_n * sizeof(float));
-    if (!noise)
-        return SD_ERR_OUT_OF_MEMORY;
-    pthread_mutex_lock(&s->engine);
-    s->p.seed = seed;
-    sd_rng_init(&s->rng, s->p.rng == SD_RNG_TYPE_FAST ? SD_RNG_FAST : SD_RNG_TORCH, seed);
-    sd_rng_init(&s->ssf_rng, SD_RNG_FAST, seed ^ 0x5353465f636f696eULL); /* as sd_stream_create */
-    sd_rng_randn(&s->rng, noise, lat_n);
-    sd_status st = sd_stream_set_init_noise(s, noise);
-    pthread_mutex_unlock(&s->engine);
-    free(noise);
     return st;
 }
 

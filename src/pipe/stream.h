@@ -8,6 +8,7 @@
 #define SD_PIPE_STREAM_H
 
 #include "io/image.h"
+#include "pipe/blend.h"
 #include "pipe/stream_layer.h"
 #include "sched/rng.h"
 
@@ -71,7 +72,19 @@ struct sd_stream {
     sd_stream_mode mode;
     void *owner;                   /* the attached layer's object (async pipeline, stream group) */
     sd_stream_detach_fn detach;    /* its teardown hook, called by sd_stream_free */
-    char *prompt, *negative_prompt;/* the active prompts (re-encoded after a LoRA change) */
+    /* prompts and seeds (stream_prompts.c): the active prompt list (re-encoded after a LoRA change), the
+     * encodings of recent texts [S,D] and noises of recent seeds [B,C,h,w] with the generator after each draw */
+    struct sd_stream_prompts {
+        int n;
+        char *text[SD_STREAM_MAX_BLEND];
+        float weight[SD_STREAM_MAX_BLEND];
+        char *negative;
+        sd_blend_mode mode;
+        bool normalize;
+    } prompts;
+    sd_blend_cache text_cache, noise_cache;
+    uint64_t text_cache_version;   /* m->weights_version of the cached encodings */
+    sd_rng noise_rng[SD_BLEND_CACHE_SLOTS];
     uint64_t weights_version;      /* m->weights_version the prompt K/V were computed with */
     pthread_mutex_t stats_mu;      /* guards stats (sd_stream_note, sd_stream_get_stats) */
     sd_stream_stats stats;
@@ -129,6 +142,10 @@ sd_status sd_stream_check_filter(float threshold, int max_skip_frames, const cha
 /* Frees the captured CUDA graphs of the stream step (stream_step.c): the next step captures again. Caller
  * holds s->engine (or owns the stream alone). */
 void sd_stream_graphs_free(sd_stream *s);
+/* Prompts (stream_prompts.c): re-encodes the active prompts when a LoRA changed the weights since (caller
+ * holds s->engine); frees the lists and caches. */
+sd_status sd_stream_refresh_prompt(sd_stream *s);
+void sd_stream_prompts_free(sd_stream *s);
 /* Replaces init_noise (host floats [B,C,h,w]), like StreamDiffusion's update_noise(noise). */
 sd_status sd_stream_set_init_noise(sd_stream *s, const float *host);
 /* Test hook (stream_async.c): how many frame-slot buffers the async pipeline

@@ -40,6 +40,8 @@ void srv_config_default(srv_config *c, int width, int height)
     c->height = height;
     c->cfg_type = p.cfg_type;
     c->jpeg_quality = 85;
+    c->blend.prompt_blend = SD_BLEND_SLERP;
+    c->blend.seed_blend = SD_BLEND_LINEAR;
 }
 
 unsigned srv_config_diff(const srv_config *a, const srv_config *b)
@@ -56,7 +58,7 @@ unsigned srv_config_diff(const srv_config *a, const srv_config *b)
         d |= SRV_CHANGE_STREAM;
     if (a->mode != b->mode || a->jpeg_quality != b->jpeg_quality || a->max_fps != b->max_fps)
         d |= SRV_CHANGE_OTHER;
-    return d;
+    return d | srv_blend_diff(a, b);
 }
 
 void srv_config_stream_params(const srv_config *c, sd_stream_params *p)
@@ -527,7 +529,7 @@ static bool parse_object(const cJSON *root, const srv_limits *lim, const srv_lor
         return false;
     }
     *c = *cur;
-    unsigned seen = 0;
+    unsigned seen = 0, seen_blend = 0;
     bool ok = true;
     cJSON_ArrayForEach(it, root)
     {
@@ -535,6 +537,14 @@ static bool parse_object(const cJSON *root, const srv_limits *lim, const srv_lor
         for (int i = 0; it->string && i < (int)SD_ARRAY_LEN(k_fields); i++)
             if (!strcmp(it->string, k_fields[i]))
                 f = i;
+        int bf = f < 0 && it->string ? srv_blend_field(it->string, it, lim, c, &seen_blend, err) : -1;
+        if (bf >= 0) { /* prompt / seed blending (blend.c) */
+            if (!bf) {
+                ok = false;
+                break;
+            }
+            continue;
+        }
         if (f < 0) {
             srv_error_set(err, "unknown_field", "unknown field '%.40s' in \"config\" (see docs/protocol.md)",
                           it->string ? it->string : "");
@@ -711,6 +721,7 @@ cJSON *srv_config_json(const srv_config *c)
     cJSON_AddStringToObject(o, "cfg_type", srv_cfg_type_name(c->cfg_type));
     cJSON_AddNumberToObject(o, "jpeg_quality", c->jpeg_quality);
     cJSON_AddNumberToObject(o, "max_fps", c->max_fps);
+    srv_blend_json(c, o);
     return o;
 }
 

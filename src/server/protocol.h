@@ -34,6 +34,20 @@ typedef struct srv_limits {
 
 void srv_limits_default(srv_limits *l);
 
+/* Prompt and seed blending (docs/protocol.md "prompts", "seeds"; src/server/blend.c): n_prompts > 0: the
+ * weighted prompts replace "prompt"; n_seeds > 0: the weighted seeds replace "seed". */
+#define SRV_BLEND_PROMPT_MAX 1000 /* bytes of one blended prompt (also at most max_prompt_bytes) */
+typedef struct srv_blend {
+    int n_prompts;
+    char prompts[SD_STREAM_MAX_BLEND][SRV_BLEND_PROMPT_MAX + 1];
+    float prompt_weights[SD_STREAM_MAX_BLEND];
+    int n_seeds;
+    uint64_t seeds[SD_STREAM_MAX_BLEND];
+    float seed_weights[SD_STREAM_MAX_BLEND];
+    sd_blend_mode prompt_blend, seed_blend; /* slerp, linear (the forks' defaults) */
+    bool raw_weights;                       /* false: weights divided by their sum */
+} srv_blend;
+
 /* One client's generation settings. */
 typedef struct srv_config {
     srv_mode mode;
@@ -48,6 +62,7 @@ typedef struct srv_config {
     sd_cfg_type cfg_type;
     int jpeg_quality;
     float max_fps; /* this client's output frame-rate cap, 0 = the server's (--max-fps); the lower one wins */
+    srv_blend blend;
 } srv_config;
 
 /* Defaults from sd_stream_default_params(), size width x height. */
@@ -58,7 +73,8 @@ enum {
     SRV_CHANGE_PROMPT = 1, /* prompt / negative prompt: re-encoded live */
     SRV_CHANGE_LIVE = 2,   /* guidance, delta, similarity filter: applied live */
     SRV_CHANGE_STREAM = 4, /* t_index_list, size, cfg type, seed: a new stream */
-    SRV_CHANGE_OTHER = 8   /* mode, JPEG quality, max_fps: no engine work */
+    SRV_CHANGE_OTHER = 8,  /* mode, JPEG quality, max_fps: no engine work */
+    SRV_CHANGE_SEEDS = 16  /* the seed list (blending): applied live */
 };
 unsigned srv_config_diff(const srv_config *a, const srv_config *b);
 
@@ -101,6 +117,16 @@ typedef struct srv_error {
                          duplicate_field, bad_value, bad_frame, busy, engine */
     char message[320];
 } srv_error;
+
+/* Blending (blend.c): a "config" field of the blend section: -1 when `name` is none of them, else true/false
+ * as the field was good (*seen: the fields met so far, for duplicates); what the lists change (SRV_CHANGE_*);
+ * the fields into a config's JSON; the config's prompt (or prompt list) and seeds onto a stream. */
+int srv_blend_field(const char *name, const cJSON *it, const srv_limits *lim, srv_config *c, unsigned *seen,
+                    srv_error *err);
+unsigned srv_blend_diff(const srv_config *a, const srv_config *b);
+void srv_blend_json(const srv_config *c, cJSON *o);
+sd_status srv_blend_set_prompts(sd_stream *s, const srv_config *c);
+sd_status srv_blend_set_seeds(sd_stream *s, const srv_config *c);
 
 void srv_error_set(srv_error *e, const char *code, const char *fmt, ...) SD_PRINTF(3, 4);
 /* The protocol's error code for a library status (SD_ERR_INVALID_ARGUMENT: "bad_value"). */

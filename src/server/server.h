@@ -27,6 +27,14 @@ enum {
     SRV_CTL_T_INDEX = 1 << 5,
     SRV_CTL_SIMILARITY = 1 << 6,
     SRV_CTL_LORA = 1 << 7,
+    /* blending (blend.c): lists replace the prompt / seed (and a single one replaces a list); weights alone
+     * apply to the list in force when their count matches */
+    SRV_CTL_PROMPTS = 1 << 8,
+    SRV_CTL_PROMPT_WEIGHTS = 1 << 9,
+    SRV_CTL_PROMPT_BLEND = 1 << 10,
+    SRV_CTL_SEEDS = 1 << 11,
+    SRV_CTL_SEED_WEIGHTS = 1 << 12,
+    SRV_CTL_SEED_BLEND = 1 << 13,
 };
 typedef struct srv_control {
     unsigned set; /* SRV_CTL_*: which fields hold values */
@@ -37,7 +45,11 @@ typedef struct srv_control {
     int t_index_list[SD_STREAM_MAX_STEPS], n_t_index;
     unsigned lora_set; /* bit i: lora_scale[i] is the i-th LoRA's new scale */
     float lora_scale[SRV_MAX_LORAS];
+    srv_blend blend; /* SRV_CTL_PROMPTS / SEEDS: the lists; *_WEIGHTS: the weights (n_* their count); modes */
 } srv_control;
+
+/* The blending part of a control update onto a config (blend.c): false (and *err) when refused. */
+bool srv_blend_control(const srv_control *u, srv_config *out, srv_error *err);
 
 typedef struct srv_options {
     const char *host;         /* "127.0.0.1" */

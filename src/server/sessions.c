@@ -216,7 +216,7 @@ static bool control_config(const srv_control *u, int max_steps, const srv_config
         if (u->max_skip_frames >= 0)
             out->max_skip_frames = u->max_skip_frames;
     }
-    return srv_check_stream_params(out, err);
+    return srv_blend_control(u, out, err) && srv_check_stream_params(out, err);
 }
 
 /* Applies a control update to every client and to the defaults of later ones (hold mu). */

@@ -95,9 +95,13 @@ static void prepare(server *S, client *c, job *j, result *r)
             }
             r->created = true;
         }
-        if (recreate || (diff & SRV_CHANGE_PROMPT)) {
-            if (sd_stream_set_prompt(c->stream, want->prompt, want->negative_prompt) != SD_OK)
+        if (recreate || (diff & SRV_CHANGE_PROMPT)) { /* the prompt, or the blended prompts (blend.c) */
+            if (srv_blend_set_prompts(c->stream, want) != SD_OK)
                 res_error(r, "engine", "the prompt could not be applied: %s", sd_last_error());
+        }
+        if ((recreate && want->blend.n_seeds) || (!recreate && (diff & SRV_CHANGE_SEEDS))) {
+            if (srv_blend_set_seeds(c->stream, want) != SD_OK)
+                res_error(r, "engine", "the seeds could not be applied: %s", sd_last_error());
         }
         if (!recreate && (diff & SRV_CHANGE_LIVE))
             set_live(c->stream, want);

@@ -261,6 +261,67 @@ def test_stream_txt2img_frames_are_reproducible(tmodel):
     assert not np.array_equal(a[-1], c[-1])
 
 
+def test_stream_prompt_and_seed_blending(tmodel, cli, data, tmp_path):
+    """update_stream_params (the forks' prompt_list / seed_list): ends of a slerp equal the single prompt, a
+    weight change re-blends, a rebuild keeps the lists, the CLI's --blend-prompt / --seeds give the same frames,
+    bad lists raise with the library's message."""
+    def run(setup, n=3):
+        with tmodel.stream(t_index_list=[35], width=32, height=32, seed=7, cfg_type="none") as s:
+            setup(s)
+            return [s.txt2img(output_type="np") for _ in range(n)]
+    fox = run(lambda s: s.prepare("a red fox"))
+    castle = run(lambda s: s.prepare("a castle"))
+    at0 = run(lambda s: s.update_stream_params(prompt_list=[("a red fox", 1), ("a castle", 0)]))
+    at1 = run(lambda s: s.update_stream_params(prompt_list=[("a red fox", 0), ("a castle", 3)]))
+    half = run(lambda s: s.update_stream_params(prompt_list=[("a red fox", 1), ("a castle", 1)]))
+    assert all(np.array_equal(x, y) for x, y in zip(at0, fox)) and all(np.array_equal(x, y) for x, y in zip(at1, castle))
+    assert not np.array_equal(half[-1], fox[-1]) and not np.array_equal(half[-1], castle[-1])
+
+    def reweight(s):
+        s.update_stream_params(prompt_list=[("a red fox", 1), ("a castle", 0)])
+        s.update_prompt_weights([1, 1])
+    assert all(np.array_equal(x, y) for x, y in zip(run(reweight), half))
+    # seeds: one seed of any weight = that seed; a blend differs
+    s8 = run(lambda s: (s.prepare("a red fox"), s.update_stream_params(seed_list=[(8, 0.3)])))
+    with tmodel.stream(t_index_list=[35], width=32, height=32, seed=8, cfg_type="none") as s:
+        s.prepare("a red fox")
+        ref8 = [s.txt2img(output_type="np") for _ in range(3)]
+    assert all(np.array_equal(x, y) for x, y in zip(s8, ref8))
+    def run_img(setup):  # the initial noise acts on img2img frames (txt2img frames draw their own latents)
+        with tmodel.stream(t_index_list=[35], width=32, height=32, seed=7, cfg_type="none") as s:
+            s.prepare("a red fox")
+            setup(s)
+            return [s(f) for f in frames(3, 32, 32)]
+    plain = run_img(lambda s: None)
+    same7 = run_img(lambda s: s.update_stream_params(seed_list=[(7, 1), (8, 0)], seed_interpolation_method="slerp"))
+    mix = run_img(lambda s: s.update_stream_params(seed_list=[(7, 1), (8, 1)], seed_interpolation_method="slerp"))
+    assert all(np.array_equal(x, y) for x, y in zip(same7, plain))
+    assert not np.array_equal(mix[-1], plain[-1])
+    # the CLI with the same lists gives the same frames
+    out = tmp_path / "cli"
+    run_cli(cli, "stream", "-m", tmodel.path, "--taesd", data / "models" / "taesd-tiny", "--txt2img", "--frames", 3,
+            "-W", 32, "-H", 32, "--t-index", 35, "--cfg-type", "none", "--blend-prompt", "a red fox:1",
+            "--blend-prompt", "a castle:1", "--seeds", "7", "-t", 2, "--stats-every", 0, "--precision", "fp32",
+            "-o", f"{out}/")
+    for k, p in enumerate(sorted(out.glob("frame_*.png"))):
+        assert np.array_equal(pixels(p), half[k]), f"CLI blend frame {k} differs"
+    # a rebuild (new t_index_list) keeps the blend
+    with tmodel.stream(t_index_list=[35], width=32, height=32, seed=7, cfg_type="none") as s:
+        s.update_stream_params(prompt_list=[("a red fox", 0), ("a castle", 1)])
+        s.update(t_index_list=[20, 40])
+        assert s._prompt_list is not None
+        with pytest.raises(streamdiff.StreamdiffError, match="weights sum to 0"):
+            s.update_stream_params(prompt_list=[("a", 0), ("b", 0)])
+        with pytest.raises(streamdiff.StreamdiffError, match="negative"):
+            s.update_stream_params(seed_list=[(1, -1)])
+        with pytest.raises(streamdiff.StreamdiffError, match="at most 8"):
+            s.update_stream_params(prompt_list=[("p", 1)] * 9)
+        with pytest.raises(ValueError, match="linear' or 'slerp"):
+            s.update_stream_params(prompt_list=[("p", 1)], interpolation_method="cubic")
+        with pytest.raises(ValueError, match="2 weights for a seed list of 0"):
+            s.update_seed_weights([1, 1])
+
+
 # ---------------------------------------------------------------- LoRA
 
 def test_lora_live_scales_equal_cli_and_restore_the_base(model, cli, data, tmp_path):

@@ -82,6 +82,22 @@ def main():
     osc(a.osc_port, '/streamdiff/lora/0/scale', 'f:0.25')
     lm = wait_type(A, 'lora')
     check(abs(lm['loras'][0]['scale'] - 0.25) < 1e-6, 'LoRA 0 at 0.25 over OSC: %s' % lm['loras'])
+
+    # blending over OSC (docs/osc.md): a prompt list, then weights alone; a zero-sum list is refused
+    osc(a.osc_port, '--bundle', '/streamdiff/prompts', 's:a dog', 'f:1', 's:a castle', 'f:0', '--',
+        '/streamdiff/seeds', 'i:5', 'f:1', 'i:6', 'f:1')
+    m = wait_type(A, 'config', lambda m: len(m['config'].get('prompts', [])) == 2)
+    check([p['prompt'] for p in m['config']['prompts']] == ['a dog', 'a castle'] and len(m['config']['seeds']) == 2,
+          'the OSC prompt and seed lists reached the client: %s %s' % (m['config']['prompts'], m['config']['seeds']))
+    osc(a.osc_port, '/streamdiff/prompt_weights', 'f:0.25', 'f:0.75')
+    m = wait_type(A, 'config', lambda m: m['config']['prompts'] and m['config']['prompts'][1]['weight'] == 0.75)
+    check(m['config']['prompts'][0]['weight'] == 0.25, 'OSC prompt weights alone re-weight the list')
+    osc(a.osc_port, '/streamdiff/prompt_weights', 'f:0', 'f:0')
+    e = wait_type(A, 'error')
+    check('weights sum to 0' in e.get('message', ''), 'zero-sum OSC weights: error %s' % e)
+    osc(a.osc_port, '/streamdiff/prompt', 's:a dog')
+    m = wait_type(A, 'config', lambda m: m['config'].get('prompts') == [])
+    check(m['config']['prompt'] == 'a dog', 'an OSC prompt replaces the list')
     A.close()
     B.close()
     if failures:
