@@ -372,6 +372,9 @@ typedef struct sd_stream_control {
     bool from_frame;                    /* get: the net makes its control image from the frames; false: it has a
                                          * fixed image and preprocess has no effect. Ignored by set. */
 } sd_stream_control;
+/* The rule of live ControlNet settings (set uses it; so do the server protocol and OSC): SD_OK, or
+ * SD_ERR_INVALID_ARGUMENT naming the value (scale, guidance window, preprocessor kind, thresholds). */
+SD_API sd_status sd_stream_control_validate(const sd_stream_control *c);
 SD_API int sd_stream_control_count(const sd_stream *s);
 SD_API sd_status sd_stream_get_control(const sd_stream *s, int k, sd_stream_control *out);
 SD_API sd_status sd_stream_set_control(sd_stream *s, int k, const sd_stream_control *c);

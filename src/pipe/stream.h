@@ -127,7 +127,7 @@ sd_status sd_stream_step(sd_stream *s, bool use_latent, void (*hook)(void *, con
  * parameter's name into *param (may be NULL) when refused. */
 sd_status sd_stream_check_guidance(float guidance_scale, float delta, const char **param);
 sd_status sd_stream_check_filter(float threshold, int max_skip_frames, const char **param);
-/* A ControlNet's conditioning scale (0..10) and guidance window (0 <= start < end <= 1); k names it. */
+/* A ControlNet's conditioning scale (0..10) and guidance window (0 <= start < end <= 1); k >= 0 names it. */
 sd_status sd_control_check(float scale, float guidance_start, float guidance_end, int k, const char **param);
 /* Frees the captured CUDA graphs of the stream step (stream_step.c): the next step captures again. Caller
  * holds s->engine (or owns the stream alone). */

@@ -99,6 +99,16 @@ sd_status sd_stream_control_scales(sd_stream *s, int c, float *host)
 
 int sd_stream_control_count(const sd_stream *s) { return s ? s->n_ctl : 0; }
 
+sd_status sd_stream_control_validate(const sd_stream_control *c)
+{
+    if (!c)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_control_validate: NULL settings");
+    SD_TRY(sd_control_check(c->scale, c->guidance_start, c->guidance_end, -1, NULL));
+    if ((unsigned)c->preprocess.kind > SD_PREPROCESS_TILE)
+        return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown preprocessor %d", (int)c->preprocess.kind);
+    return sd_preprocess_check(&c->preprocess);
+}
+
 static sd_status check_index(const sd_stream *s, int k, const char *fn)
 {
     if (!s)
@@ -128,14 +138,9 @@ sd_status sd_stream_set_control(sd_stream *s, int k, const sd_stream_control *c)
     SD_TRY(check_index(s, k, "sd_stream_set_control"));
     if (!c)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_set_control: NULL settings");
-    SD_TRY(sd_control_check(c->scale, c->guidance_start, c->guidance_end, k, NULL));
-    if ((unsigned)c->preprocess.kind > SD_PREPROCESS_TILE)
-        return sd_fail(SD_ERR_INVALID_ARGUMENT, "ControlNet %d: unknown preprocessor %d", k, (int)c->preprocess.kind);
-    if (s->ctl[k].from_frame) {
-        sd_status st = sd_preprocess_check(&c->preprocess);
-        if (st != SD_OK)
-            return sd_fail_context(st, "ControlNet %d", k);
-    }
+    sd_status v = sd_stream_control_validate(c);
+    if (v != SD_OK)
+        return sd_fail_context(v, "sd_stream_set_control: ControlNet %d", k);
     pthread_mutex_lock(&s->engine);
     struct sd_stream_ctl *ct = &s->ctl[k];
     float old[3] = {ct->scale, ct->start, ct->end};

@@ -5,6 +5,7 @@
 #include "pipe/control.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 void sd_stream_default_params(sd_stream_params *p)
@@ -57,10 +58,13 @@ sd_status sd_stream_check_filter(float threshold, int max_skip_frames, const cha
 
 sd_status sd_control_check(float scale, float guidance_start, float guidance_end, int k, const char **param)
 {
+    char who[32] = ""; /* k < 0: no index to name */
+    if (k >= 0)
+        snprintf(who, sizeof who, "controls[%d]: ", k);
     if (!(scale >= 0 && scale <= 10))
-        return BAD_PARAM("controls", "controls[%d]: conditioning scale %g out of range (0..10)", k, scale);
+        return BAD_PARAM("controls", "%sconditioning scale %g out of range (0..10)", who, scale);
     if (!(guidance_start >= 0 && guidance_start < guidance_end && guidance_end <= 1))
-        return BAD_PARAM("controls", "controls[%d]: guidance start %g / end %g must satisfy 0 <= start < end <= 1", k,
+        return BAD_PARAM("controls", "%sguidance start %g / end %g must satisfy 0 <= start < end <= 1", who,
                          guidance_start, guidance_end);
     return SD_OK;
 }
