@@ -4,7 +4,8 @@
 # (full VAE: the tiny ControlNet's conditioning embedding downsamples as the tiny VAE): scale 0 gives
 # exactly the frames of a server without the net, the start settings give the first frames back, the
 # preprocessor changes them; bad messages named; two clients batched (stream group) get what each gets
-# alone; txt2img leaves the frame-made net out. Also the --control usage errors. Loopback only.
+# alone; txt2img leaves the frame-made net out. Also the --control usage errors and, with Chromium and
+# Playwright, the page's ControlNet controls (tests/server/controlnet_page.py). Loopback only.
 set -uo pipefail
 BIN="$1"
 NAME=cli_server_controlnet
@@ -55,8 +56,27 @@ if [ $rc -ne 0 ]; then
     echo "$NAME: FAIL"
     exit 1
 fi
+page_skipped=0
+if { [ -n "${SD_CHROMIUM:-}" ] || [ -x /usr/bin/chromium ] || [ -x /usr/bin/chromium-browser ]; } &&
+    python3 -c 'import playwright.sync_api' 2>/dev/null; then
+    timeout 120 python3 "$HERE/server/controlnet_page.py" --url "http://127.0.0.1:$PORT_A/" --name controlnet-tiny-sd15
+    rc=$?
+    [ $rc -ne 77 ] || page_skipped=1
+    if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
+        tail -20 "$tmp/a.log"
+        echo "$NAME: FAIL (page)"
+        exit 1
+    fi
+else
+    echo "$NAME: no Chromium or Playwright: the page's ControlNet controls are not checked"
+    page_skipped=1
+fi
 stop_server "$tmp/b.log"
 PID_B=""
 SERVER_PID=$PID_A
 stop_server "$tmp/a.log"
+if [ $page_skipped -eq 1 ]; then
+    echo "$NAME: SKIP (after the rest passed): the browser part did not run"
+    exit 77
+fi
 echo "$NAME: OK"
