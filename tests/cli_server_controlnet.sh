@@ -57,20 +57,7 @@ if [ $rc -ne 0 ]; then
     exit 1
 fi
 page_skipped=0
-if { [ -n "${SD_CHROMIUM:-}" ] || [ -x /usr/bin/chromium ] || [ -x /usr/bin/chromium-browser ]; } &&
-    python3 -c 'import playwright.sync_api' 2>/dev/null; then
-    timeout 120 python3 "$HERE/server/controlnet_page.py" --url "http://127.0.0.1:$PORT_A/" --name controlnet-tiny-sd15
-    rc=$?
-    [ $rc -ne 77 ] || page_skipped=1
-    if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
-        tail -20 "$tmp/a.log"
-        echo "$NAME: FAIL (page)"
-        exit 1
-    fi
-else
-    echo "$NAME: no Chromium or Playwright: the page's ControlNet controls are not checked"
-    page_skipped=1
-fi
+run_page_test "$tmp/a.log" "$HERE/server/controlnet_page.py" --url "http://127.0.0.1:$PORT_A/" --name controlnet-tiny-sd15
 stop_server "$tmp/b.log"
 PID_B=""
 SERVER_PID=$PID_A

@@ -10,7 +10,8 @@ import argparse
 import os
 import sys
 
-CHROMIUM_CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser']
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pagetest  # noqa: E402
 
 
 def main():
@@ -19,15 +20,10 @@ def main():
     ap.add_argument('--name', required=True)
     ap.add_argument('--timeout', type=float, default=30)
     a = ap.parse_args()
-    chromium = os.environ.get('SD_CHROMIUM') or next((c for c in CHROMIUM_CANDIDATES if os.path.exists(c)), None)
-    if not chromium:
-        print('controlnet_page: SKIP: no Chromium')
+    found = pagetest.find('controlnet_page')
+    if not found:
         return 77
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        print('controlnet_page: SKIP: no Playwright')
-        return 77
+    chromium, sync_playwright = found
     fails = []
     errors = []
     ms = int(a.timeout * 1000)
@@ -38,13 +34,7 @@ def main():
             fails.append(what)
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True,
-                                    args=['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'])
-        ctx = browser.new_context(viewport={'width': 1280, 'height': 900}, bypass_csp=True)
-        page = ctx.new_page()
-        page.on('pageerror', lambda e: errors.append(str(e)))
-        page.on('console', lambda m: errors.append(m.text) if m.type == 'error' else None)
-        page.goto(a.url + '?source=pattern', wait_until='load')
+        browser, page = pagetest.open_page(p, chromium, a.url, errors)
         page.wait_for_function('window.streamdiff && window.streamdiff.controlnets.length === 1', timeout=ms)
         check(page.is_visible('#controlnets'), 'the ControlNet group is shown')
         legend = page.text_content('#controlnets legend')
