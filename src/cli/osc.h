@@ -18,6 +18,12 @@
  *   /streamdiff/t_index           i [i..]  the denoising steps, as many as at the start: sd_stream_set_t_index
  *   /streamdiff/similarity        f [i]    similarity filter threshold (0 = off) [, max skipped frames]
  *   /streamdiff/lora/N/scale      f        strength of the N-th --lora (from 0), -10..10
+ *   /streamdiff/controlnet/N/scale       f    conditioning scale of the N-th --control (from 0), 0..10
+ *   /streamdiff/controlnet/N/guidance    f f  its guidance window start, end (0 <= start < end <= 1)
+ *   /streamdiff/controlnet/N/preprocess  s    how frames become its control image: none, canny, softedge, ...
+ *   /streamdiff/controlnet/N/canny       i i  canny thresholds low, high (0..2040)
+ *   /streamdiff/controlnet/N/threshold   i    scribble threshold (0..255)
+ * (ControlNet values are checked as a whole by sd_stream_set_control when applied.)
  */
 #ifndef SD_CLI_OSC_H
 #define SD_CLI_OSC_H
@@ -30,6 +36,7 @@
 #define CLI_OSC_MAX_TEXT 1024
 #define CLI_OSC_MAX_T 16
 #define CLI_OSC_MAX_LORAS 16
+#define CLI_OSC_MAX_CONTROLS 8
 
 enum {
     CLI_OSC_PROMPT = 1 << 0,
@@ -40,7 +47,16 @@ enum {
     CLI_OSC_T_INDEX = 1 << 5,
     CLI_OSC_SIMILARITY = 1 << 6,
     CLI_OSC_LORA = 1 << 7,
+    CLI_OSC_CONTROLNET = 1 << 8,
 };
+/* What an update sets of one ControlNet (cli_osc_update.cnet[N].set). */
+enum { CLI_OSC_CN_SCALE = 1, CLI_OSC_CN_WINDOW = 2, CLI_OSC_CN_PREPROCESS = 4, CLI_OSC_CN_CANNY = 8, CLI_OSC_CN_THRESHOLD = 16 };
+typedef struct cli_osc_cnet {
+    unsigned set; /* CLI_OSC_CN_* */
+    float scale, start, end;
+    sd_preprocess kind;
+    int canny_low, canny_high, threshold;
+} cli_osc_cnet;
 
 /* What arrived since the last take; `set` says which fields hold values. */
 typedef struct cli_osc_update {
@@ -53,6 +69,7 @@ typedef struct cli_osc_update {
     int max_skip; /* -1: unchanged */
     unsigned lora_set; /* bit i: lora_scale[i] holds a new value */
     float lora_scale[CLI_OSC_MAX_LORAS];
+    cli_osc_cnet cnet[CLI_OSC_MAX_CONTROLS]; /* with CLI_OSC_CONTROLNET */
 } cli_osc_update;
 
 typedef struct cli_osc cli_osc;
@@ -81,6 +98,8 @@ typedef struct cli_live {
 /* Applies an update to the stream through the public API, printing one line per change (or why a change
  * was refused: the stream keeps its previous value). `frame` names the first frame it affects. */
 void cli_osc_apply(const cli_osc_update *u, cli_live *l, int64_t frame);
+/* A ControlNet update onto settings `c`: the values it sets replace those (stream and serve). */
+void cli_osc_cnet_merge(const cli_osc_cnet *u, sd_stream_control *c);
 
 /* Decodes one datagram into *u (merging), as the listener does; returns the number of messages accepted,
  * -1 when the packet is malformed; *rejected counts messages with an unknown address or bad arguments, and
