@@ -167,6 +167,9 @@ static bool osc_control(void *user, srv_control *c)
     static cli_osc_update u; /* the engine worker is the only caller */
     if (!cli_osc_take(user, &u))
         return false;
+    if (u.set & CLI_OSC_CONTROLNET) /* each client has its own ControlNet settings */
+        fprintf(stderr, "streamdiff serve: osc: /streamdiff/controlnet/... is for `streamdiff stream`; serve clients "
+                        "set their ControlNets with the \"controlnet\" message (docs/protocol.md): ignored\n");
     memset(c, 0, sizeof *c);
     c->set = (u.set & CLI_OSC_PROMPT ? SRV_CTL_PROMPT : 0) | (u.set & CLI_OSC_NEGATIVE ? SRV_CTL_NEGATIVE : 0) |
              (u.set & CLI_OSC_GUIDANCE ? SRV_CTL_GUIDANCE : 0) | (u.set & CLI_OSC_DELTA ? SRV_CTL_DELTA : 0) |
