@@ -180,6 +180,33 @@ TEST(live_settings_refuse_bad_values)
     CHECK(sd_stream_control_count(NULL) == 0);
 }
 
+/* A fixed control image of another size than the stream's is resized (bilinear, sd_rgb_resize): the same
+ * frames as with the image resized beforehand. */
+TEST(fixed_image_of_another_size_is_resized)
+{
+    sd_image big = {0}, sized = {0};
+    CHECK_STATUS(sd_rgb_alloc(&big, 48, 40), SD_OK);
+    for (size_t i = 0; big.data && i < (size_t)48 * 40 * 3; i++)
+        big.data[i] = (uint8_t)(i * 37 % 251);
+    CHECK_STATUS(sd_rgb_resize(&big, SF, SF, &sized), SD_OK);
+    sd_control c;
+    sd_control_default(&c);
+    c.net = g_cn;
+    c.image = &big;
+    sd_stream_params p;
+    params(&p, &c, 1, SD_CFG_NONE, 9);
+    sd_image a[NF] = {{0}}, b[NF] = {{0}};
+    CHECK_STATUS(run(g_m, &p, NULL, g_in, a), SD_OK);
+    c.image = &sized;
+    CHECK_STATUS(run(g_m, &p, NULL, g_in, b), SD_OK);
+    for (int t = 0; t < NF; t++)
+        CHECK_MSG(img_eq(&a[t], &b[t]), "frame %d: the 48x40 control image was not resized as sd_rgb_resize does", t);
+    free_all(a, NF);
+    free_all(b, NF);
+    sd_image_free(&big);
+    sd_image_free(&sized);
+}
+
 /* Three streams (two with the net at different scales and preprocessors, one without) in one group: each
  * member's outputs equal its outputs alone, bit for bit. */
 TEST(group_members_with_controlnets_equal_alone)
@@ -267,6 +294,7 @@ int main(void)
         frame(t, &g_in[t]);
     RUN(live_settings_equal_created_ones);
     RUN(live_settings_refuse_bad_values);
+    RUN(fixed_image_of_another_size_is_resized);
     RUN(group_members_with_controlnets_equal_alone);
     free_all(g_in, NF);
     sd_controlnet_free(g_cn);
