@@ -439,11 +439,26 @@ static inline int sd_fuzz_server_message(const uint8_t *data, size_t len)
     srv_limits_default(&lim);
     srv_config cur, next;
     srv_config_default(&cur, 512, 512);
+    cur.n_cnet = 2; /* two ControlNets, so that "controlnet" messages reach their parser */
+    for (int k = 0; k < cur.n_cnet; k++) {
+        cur.cnet[k] = (srv_cnet){1.0f, 0.0f, 1.0f, {0}};
+        sd_preprocess_default_params(&cur.cnet[k].pp);
+    }
     memset(&next, 0x5a, sizeof next);
     srv_msg msg;
     srv_error err;
     memset(&err, 0, sizeof err);
     if (srv_parse_message((const char *)data, len, &lim, &cur, &msg, &next, &err)) {
+        if (msg.type == SRV_MSG_CONTROLNET) { /* an accepted one holds settings the library takes */
+            for (int k = 0; k < next.n_cnet; k++) {
+                sd_stream_control sc;
+                srv_cnet_to_stream(&next.cnet[k], &sc);
+                if (next.n_cnet != cur.n_cnet || sd_stream_control_validate(&sc) != SD_OK)
+                    abort();
+            }
+            char *js = srv_json_print(srv_config_json(&next));
+            free(js);
+        }
         if (msg.type == SRV_MSG_CONFIG) { /* what the server does with an accepted config */
             (void)srv_config_diff(&cur, &next);
             sd_stream_params sp;

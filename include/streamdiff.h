@@ -325,14 +325,15 @@ typedef struct sd_stream_params {
     bool use_graphs;                      /* true: on a backend with graphs (CUDA) the per-frame step is
                                            * captured once and replayed (re-captured after a guidance, delta
                                            * or LoRA change; a prompt change needs none); no effect on the CPU */
-    /* ControlNets (NULL = none; at most 8; read at sd_stream_create, the nets must outlive the stream; not in
-     * stream groups, no graphs): every row of the stream batch takes the control image of its own frame.
+    /* ControlNets (NULL = none; at most 8; read at sd_stream_create, the nets must outlive the stream; no CUDA
+     * graphs; in stream groups too): every row of the stream batch takes the control image of its own frame.
      * controls[k].image: a fixed control image (resized to the stream size), or NULL: made from each input
      * frame with control_preprocess (img2img frames only). guidance_start / end act per denoising step:
      * step k of n counts as the fraction k/n .. (k+1)/n. */
     const sd_control *controls;
     int n_controls;
-    sd_preprocess_params control_preprocess; /* for controls without an image (default: none = the frame) */
+    sd_preprocess_params control_preprocess; /* for controls without an image (default: none = the frame); each
+                                              * net's can change live (sd_stream_set_control) */
 } sd_stream_params;
 
 SD_API void sd_stream_default_params(sd_stream_params *p);
@@ -395,6 +396,24 @@ SD_API sd_status sd_stream_set_prompts(sd_stream *s, const sd_prompt_weight *pro
                                        const char *negative_prompt, sd_blend_mode mode, bool normalize);
 SD_API sd_status sd_stream_set_seeds(sd_stream *s, const sd_seed_weight *seeds, int n, sd_blend_mode mode,
                                      bool normalize);
+/* Live ControlNet settings of a stream: net k (0-based) of sd_stream_params.controls. set takes effect on the
+ * next frame (frames in the stream batch keep their control images; the new scale acts on every row), without
+ * allocation; out-of-range values (sd_stream_params_validate's rule, sd_control_preprocess's thresholds) and
+ * an unknown k are SD_ERR_INVALID_ARGUMENT naming them, and change nothing. */
+typedef struct sd_stream_control {
+    float scale;                        /* conditioning scale, 0..10 */
+    float guidance_start, guidance_end; /* 0 <= start < end <= 1 */
+    sd_preprocess_params preprocess;    /* how this net's control image is made from each input frame (each net
+                                         * has its own; sd_stream_params.control_preprocess at creation) */
+    bool from_frame;                    /* get: the net makes its control image from the frames; false: it has a
+                                         * fixed image and preprocess has no effect. Ignored by set. */
+} sd_stream_control;
+/* The rule of live ControlNet settings (set uses it; so do the server protocol and OSC): SD_OK, or
+ * SD_ERR_INVALID_ARGUMENT naming the value (scale, guidance window, preprocessor kind, thresholds). */
+SD_API sd_status sd_stream_control_validate(const sd_stream_control *c);
+SD_API int sd_stream_control_count(const sd_stream *s);
+SD_API sd_status sd_stream_get_control(const sd_stream *s, int k, sd_stream_control *out);
+SD_API sd_status sd_stream_set_control(sd_stream *s, int k, const sd_stream_control *c);
 /* Synchronous: one img2img frame in, the stream's output for it out. */
 SD_API sd_status sd_stream_img2img(sd_stream *s, const sd_image *in, sd_image *out);
 /* Synchronous: one txt2img frame. */

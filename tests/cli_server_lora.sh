@@ -47,21 +47,8 @@ PID_A=$SERVER_PID
 start_server "$tmp/b.log" -W 64 -H 64 --max-fps 0 --max-sessions 2
 PORT_B=$PORT
 PID_B=$SERVER_PID
-if { [ -n "${SD_CHROMIUM:-}" ] || [ -x /usr/bin/chromium ] || [ -x /usr/bin/chromium-browser ]; } &&
-    python3 -c 'import playwright.sync_api' 2>/dev/null; then
-    timeout 120 python3 "$HERE/server/lora_page.py" --url "http://127.0.0.1:$PORT_A/" --port "$PORT_A" \
-        --names style_kohya.safetensors,lcm_peft.safetensors --scales 0.8,1
-    rc=$?
-    [ $rc -ne 77 ] || page_skipped=1
-    if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
-        tail -20 "$tmp/a.log"
-        echo "$NAME: FAIL (page)"
-        exit 1
-    fi
-else
-    echo "$NAME: no Chromium or Playwright: the page's LoRA sliders are not checked"
-    page_skipped=1
-fi
+run_page_test "$tmp/a.log" "$HERE/server/lora_page.py" --url "http://127.0.0.1:$PORT_A/" --port "$PORT_A" \
+    --names style_kohya.safetensors,lcm_peft.safetensors --scales 0.8,1
 timeout 120 python3 "$HERE/server/lora.py" --port-a "$PORT_A" --port-b "$PORT_B" \
     --names style_kohya.safetensors,lcm_peft.safetensors --scales 0.8,1 --vanish "$tmp/style_kohya.safetensors"
 rc=$?

@@ -2,7 +2,7 @@
 # OSC control of `streamdiff stream` (--osc-port) with a local OSC sender (tests/osc_send.py):
 # a prompt sent while the stream runs takes effect (the last frame equals a run with that
 # prompt from the start), guidance/delta in one bundle, a LoRA strength, the similarity
-# filter; unknown addresses, wrong argument types and malformed packets are ignored with a
+# filter, ControlNet settings; unknown addresses, wrong argument types and malformed packets are ignored with a
 # message and the stream runs to its end; bad --osc-port / --osc-bind values are usage errors.
 set -uo pipefail
 BIN="$1"
@@ -102,7 +102,41 @@ grep -q "osc: t-index 10 refused: t_index_list: a live change keeps the number o
     { echo "$log"; fail "a t-index of another length was not refused with a message"; }
 grep -q "osc: ignored: /streamdiff/seed takes one whole number" <<<"$log" || { echo "$log"; fail "bad seed not reported"; }
 
-# 3. usage errors
+# 3. ControlNet settings live (a fixed control image: txt2img frames; the full VAE, as the tiny ControlNet's
+#    embedding downsamples by 2): scale 0 from frame F on gives exactly the frames of a stream without the net
+CN=(-m "$M/tiny-sd15" -W 64 -H 64 --stats-every 0 --txt2img --precision fp32 "${ONE[@]}" -p "a cat")
+CTL=(--control "$M/controlnet-tiny-sd15:${SD_TEST_DATA:-tests/data}/preprocess/input.png:1")
+"$BIN" stream "${CN[@]}" "${CTL[@]}" --frames 1000000 --osc-port $((port + 2)) -o "$tmp/osc3/" 2>"$tmp/osc3.log" &
+pid=$!
+wait_listening "$tmp/osc3.log"
+send $((port + 2)) /streamdiff/controlnet/0/preprocess s:canny   # no effect on a fixed image, but applied
+send $((port + 2)) /streamdiff/controlnet/0/canny i:300 i:100     # low above high: ignored
+send $((port + 2)) /streamdiff/controlnet/0/guidance f:0.5 f:0.2  # start after end: ignored
+send $((port + 2)) /streamdiff/controlnet/3/scale f:1             # no such net: refused by the stream
+send $((port + 2)) /streamdiff/controlnet/0/scale f:0             # the last one
+for _ in $(seq 600); do
+    grep -q "osc: ControlNet 0: scale 0," "$tmp/osc3.log" && break
+    sleep 0.1
+done
+sleep 0.5
+kill -INT $pid
+wait $pid || { cat "$tmp/osc3.log"; fail "the ControlNet stream failed"; }
+log=$(cat "$tmp/osc3.log")
+grep -q "osc: ControlNet 0: scale 1, guidance 0..1, canny" <<<"$log" || { echo "$log"; fail "preprocess not applied"; }
+grep -q "osc: ignored: /streamdiff/controlnet/0/canny" <<<"$log" || { echo "$log"; fail "bad canny not reported"; }
+grep -q "osc: 3 messages applied, 2 ignored" <<<"$log" || { echo "$log"; fail "bad canny / window not ignored"; }
+grep -q "osc: ControlNet 3 refused: .*index 3 out of range" <<<"$log" || { echo "$log"; fail "net 3 not refused"; }
+written=$(sed -nE 's/^wrote ([0-9]+) txt2img frames.*/\1/p' <<<"$log")
+from=$(sed -nE 's/^osc: ControlNet 0: scale 0, .*\(from frame ([0-9]+) on\)/\1/p' <<<"$log")
+[ -n "$written" ] && [ -n "$from" ] && [ "$written" -gt "$from" ] ||
+    { echo "$log"; fail "expected frames after the scale change (wrote '$written', change at '$from')"; }
+"$BIN" stream "${CN[@]}" --frames "$written" -o "$tmp/nonet/" 2>"$tmp/ref3.log" || { cat "$tmp/ref3.log"; fail "reference"; }
+last=$(printf 'frame_%06d.png' $((written - 1)))
+cmp -s "$tmp/osc3/$last" "$tmp/nonet/$last" || fail "frame $((written - 1)) (scale 0) differs from the stream without the net"
+cmp -s "$tmp/osc3/frame_000000.png" "$tmp/nonet/frame_000000.png" && fail "frame 0 (scale 1) equals the stream without the net"
+echo "cli_stream_osc: ControlNet scale 0 from frame $from of $written: the frames of a stream without the net"
+
+# 4. usage errors
 "$BIN" stream "${TINY[@]}" --frames 2 -p x --osc-port 0 -o "$tmp/x/" >"$tmp/err" 2>&1
 [ $? -eq 2 ] || fail "--osc-port 0 should be a usage error"
 grep -q -- "--osc-port" "$tmp/err" || fail "--osc-port 0: $(cat "$tmp/err")"

@@ -651,7 +651,7 @@ TEST(stream_rows_take_their_frames_controls)
         for (int t = 0; t < NF; t++)
             sd_image_free(&ctl[t]);
     }
-    /* txt2img frames need a fixed control image; groups refuse streams with nets; bad parameters named */
+    /* txt2img frames need a fixed control image; groups take streams with nets; bad parameters named */
     {
         sd_stream_params sp;
         sd_stream_default_params(&sp);
@@ -667,10 +667,10 @@ TEST(stream_rows_take_their_frames_controls)
         if (s) {
             CHECK_STATUS(sd_stream_txt2img(s, &o), SD_ERR_INVALID_ARGUMENT);
             CHECK_ERR_CONTAINS("fixed control image");
-            sd_stream_group *g = NULL;
+            sd_stream_group *g = NULL; /* groups take them (tests/test_controlnet_live.c: outputs as alone) */
             CHECK_STATUS(sd_stream_group_create(m, 2, 2, &g), SD_OK);
             if (g)
-                CHECK_STATUS(sd_stream_group_add(g, s), SD_ERR_UNSUPPORTED);
+                CHECK_STATUS(sd_stream_group_add(g, s), SD_OK);
             sd_stream_group_free(g);
             sd_stream_free(s);
         }

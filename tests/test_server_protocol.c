@@ -620,6 +620,64 @@ TEST(lora_message)
 
 /* Random mutations of good messages: never a crash (ASan/UBSan runs this too),
  * and a rejected message never changes the config. */
+/* "controlnet": one net's live settings (protocol_cnet.c), all-or-nothing, by the library's rule. */
+TEST(controlnet_message)
+{
+    setup();
+    srv_config cur = C0, next;
+    srv_msg m;
+    srv_error err = {0};
+#define CN(text) srv_parse_message(text, strlen(text), &L, &cur, &m, &next, &err)
+    CHECK(!CN("{\"type\":\"controlnet\",\"scale\":0.5}") && !strcmp(err.code, "bad_value")); /* no nets */
+    CHECK(strstr(err.message, "--control") != NULL);
+    cur.n_cnet = 2;
+    for (int k = 0; k < 2; k++) {
+        cur.cnet[k] = (srv_cnet){1.0f, 0.0f, 1.0f, {0}};
+        sd_preprocess_default_params(&cur.cnet[k].pp);
+    }
+    CHECK(CN("{\"type\":\"controlnet\",\"net\":1,\"scale\":0.25,\"preprocess\":\"canny\",\"canny_low\":50,"
+             "\"canny_high\":150,\"guidance_start\":0.2,\"guidance_end\":0.8}"));
+    CHECK(m.type == SRV_MSG_CONTROLNET && next.cnet[1].scale == 0.25f && next.cnet[1].pp.kind == SD_PREPROCESS_CANNY &&
+          next.cnet[1].pp.canny_low == 50 && next.cnet[1].pp.canny_high == 150 &&
+          fabsf(next.cnet[1].guidance_start - 0.2f) < 1e-7f && next.cnet[0].scale == 1.0f);
+    CHECK(srv_config_diff(&cur, &next) == SRV_CHANGE_CONTROL);
+    CHECK(CN("{\"type\":\"controlnet\",\"net\":0,\"preprocess\":\"scribble\",\"threshold\":30}"));
+    CHECK(next.cnet[0].pp.kind == SD_PREPROCESS_SCRIBBLE && next.cnet[0].pp.threshold == 30 && next.cnet[0].scale == 1);
+    char *js = srv_json_print(srv_config_json(&next));
+    CHECK(js && strstr(js, "\"controlnets\":[{\"scale\":1,") && strstr(js, "\"preprocess\":\"scribble\""));
+    free(js);
+    const struct {
+        const char *text, *code;
+    } bad[] = {
+        {"{\"type\":\"controlnet\",\"scale\":0.5}", "bad_value"}, /* two nets: "net" is needed */
+        {"{\"type\":\"controlnet\",\"net\":2}", "bad_value"},
+        {"{\"type\":\"controlnet\",\"net\":-1}", "bad_value"},
+        {"{\"type\":\"controlnet\",\"net\":0.5}", "bad_value"},
+        {"{\"type\":\"controlnet\",\"net\":\"0\"}", "bad_type"},
+        {"{\"type\":\"controlnet\",\"net\":0,\"scale\":10.01}", "bad_value"},
+        {"{\"type\":\"controlnet\",\"net\":0,\"scale\":-0.1}", "bad_value"},
+        {"{\"type\":\"controlnet\",\"net\":0,\"scale\":1e999}", "bad_value"},
+        {"{\"type\":\"controlnet\",\"net\":0,\"guidance_start\":1}", "bad_value"}, /* start < end = 1 */
+        {"{\"type\":\"controlnet\",\"net\":0,\"preprocess\":\"depth\"}", "bad_value"},
+        {"{\"type\":\"controlnet\",\"net\":0,\"preprocess\":3}", "bad_type"},
+        {"{\"type\":\"controlnet\",\"net\":0,\"preprocess\":\"canny\",\"canny_low\":250}", "bad_value"}, /* > high */
+        {"{\"type\":\"controlnet\",\"net\":0,\"canny_high\":2041}", "bad_value"},
+        {"{\"type\":\"controlnet\",\"net\":0,\"threshold\":256}", "bad_value"},
+        {"{\"type\":\"controlnet\",\"net\":0,\"threshold\":1.5}", "bad_value"},
+        {"{\"type\":\"controlnet\",\"net\":0,\"scale\":1,\"scale\":2}", "duplicate_field"},
+        {"{\"type\":\"controlnet\",\"net\":0,\"strength\":1}", "unknown_field"},
+    };
+    for (size_t i = 0; i < SD_ARRAY_LEN(bad); i++) {
+        next = cur;
+        next.cnet[0].scale = 7.0f; /* sentinel: a rejected message leaves next alone */
+        bool ok = CN(bad[i].text);
+        CHECK_MSG(!ok && err.code && !strcmp(err.code, bad[i].code) && next.cnet[0].scale == 7.0f,
+                  "'%s': %s, code %s (want %s): %s", bad[i].text, ok ? "accepted" : "rejected", err.code, bad[i].code,
+                  err.message);
+    }
+#undef CN
+}
+
 TEST(mutation_fuzz)
 {
     setup();
@@ -811,6 +869,7 @@ int main(void)
     RUN(json_out_round_trip);
     RUN(lora_names);
     RUN(lora_message);
+    RUN(controlnet_message);
     RUN(mutation_fuzz);
     RUN(metrics_render);
     RUN(blend_fields);

@@ -1,6 +1,7 @@
 // The streamdiff demo page: camera (or test pattern) -> JPEG frames -> server
 // -> output frames, with live controls. No build step: plain ES modules.
 import { StreamClient, strengthToTIndex, tIndexToStrength, fnv1a } from './protocol.js';
+import { setupControlNets } from './controlnet.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -514,6 +515,9 @@ function showLoras(list) {
     label.querySelector('output').textContent = fmt(list[i].scale);
   });
 }
+
+// ControlNets: this client's own scale / preprocessor per net the server loaded (web/controlnet.js).
+setupControlNets($('controlnets'), client, state, throttle);
 
 function updateModeView() {
   const txt = currentMode() === 'txt2img';

@@ -174,6 +174,16 @@ class sd_stream_params(ctypes.Structure):
     ]
 
 
+class sd_stream_control(ctypes.Structure):
+    _fields_ = [
+        ("scale", c_float),
+        ("guidance_start", c_float),
+        ("guidance_end", c_float),
+        ("preprocess", sd_preprocess_params),
+        ("from_frame", c_bool),
+    ]
+
+
 class sd_stream_stats(ctypes.Structure):
     _fields_ = [
         ("frames_in", c_uint64),
@@ -290,6 +300,10 @@ def _declare(h) -> None:
     _fn(h, "sd_preprocess_default_params", None, P(sd_preprocess_params))
     _fn(h, "sd_preprocess_from_name", c_bool, c_char_p, P(c_enum))
     _fn(h, "sd_control_preprocess", st, P(sd_image), P(sd_preprocess_params), P(sd_image))
+    _fn(h, "sd_preprocess_name", c_char_p, c_enum)
+    _fn(h, "sd_stream_control_count", c_int, c_void_p)
+    _fn(h, "sd_stream_get_control", st, c_void_p, c_int, P(sd_stream_control))
+    _fn(h, "sd_stream_set_control", st, c_void_p, c_int, P(sd_stream_control))
 
 
 def decode(b: Optional[bytes]) -> str:
@@ -312,4 +326,5 @@ __all__ = [
     "SD_CFG_NONE", "SD_CFG_FULL", "SD_CFG_SELF", "SD_CFG_INITIALIZE", "SD_STREAM_MAX_STEPS", "SD_PRECISION_FP32",
     "SD_PRECISION_BF16", "SD_PRECISION_INT8", "SD_PRECISION_AUTO", "sd_control", "sd_preprocess_params",
     "sd_prompt_weight", "sd_seed_weight", "SD_STREAM_MAX_BLEND", "SD_BLEND_LINEAR", "SD_BLEND_SLERP",
+    "sd_stream_control",
 ]

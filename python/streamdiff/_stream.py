@@ -123,7 +123,54 @@ class Stream:
         h = ctypes.c_void_p()
         with self._model._lock:
             check(_capi.lib().sd_stream_create(self._model._handle(), ctypes.byref(p), ctypes.byref(h)))
+        for k, live in c.get("control_live", {}).items():  # live ControlNet settings survive a rebuild
+            st = _capi.lib().sd_stream_set_control(h.value, k, ctypes.byref(live))
+            if st != _capi.SD_OK:
+                _capi.lib().sd_stream_free(h.value)
+                check(st)
         return h.value
+
+    # ------------------------------------------------------------------ ControlNets, live
+    def get_control(self, index: int = 0) -> Dict[str, Any]:
+        """The settings of ControlNet `index` (the order of ``controls``) now: scale, start, end (its guidance
+        window), preprocess, low, high (canny thresholds), threshold (scribble) and from_frame (whether its
+        control image is made from each input frame; else a fixed image, and preprocess has no effect)."""
+        lib = _capi.lib()
+        c = _capi.padded(_capi.sd_stream_control)
+        with self._lock:
+            check(lib.sd_stream_get_control(self._handle(), int(index), ctypes.byref(c)))
+        return dict(scale=c.scale, start=c.guidance_start, end=c.guidance_end,
+                    preprocess=_capi.decode(lib.sd_preprocess_name(c.preprocess.kind)),
+                    low=c.preprocess.canny_low, high=c.preprocess.canny_high, threshold=c.preprocess.threshold,
+                    from_frame=bool(c.from_frame))
+
+    def set_control(self, index: int = 0, *, scale: Optional[float] = None, start: Optional[float] = None,
+                    end: Optional[float] = None, preprocess: Optional[str] = None, low: Optional[int] = None,
+                    high: Optional[int] = None, threshold: Optional[int] = None) -> None:
+        """Live settings of ControlNet `index` from the next frame on (what is not given stays): conditioning
+        `scale` (0..10), guidance window `start` < `end` (0..1), and how its control image is made from each
+        frame: `preprocess` (none, canny, softedge, scribble, invert, tile) with canny `low` / `high` or the
+        scribble `threshold`. No allocation in the library; bad values raise InvalidArgumentError and change
+        nothing. Kept when the stream is rebuilt (a new t_index_list, ...)."""
+        from ._control import preprocess_params
+        lib = _capi.lib()
+        with self._lock:
+            h = self._handle()
+            c = _capi.padded(_capi.sd_stream_control)
+            check(lib.sd_stream_get_control(h, int(index), ctypes.byref(c)))
+            if scale is not None:
+                c.scale = float(scale)
+            if start is not None:
+                c.guidance_start = float(start)
+            if end is not None:
+                c.guidance_end = float(end)
+            pp = c.preprocess
+            kind = preprocess if preprocess is not None else _capi.decode(lib.sd_preprocess_name(pp.kind))
+            c.preprocess = preprocess_params(kind, pp.canny_low if low is None else low,
+                                             pp.canny_high if high is None else high,
+                                             pp.threshold if threshold is None else threshold)
+            check(lib.sd_stream_set_control(h, int(index), ctypes.byref(c)))
+            self._cfg.setdefault("control_live", {})[int(index)] = c
 
     def _handle(self) -> int:
         if self._h is None:

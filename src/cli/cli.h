@@ -90,4 +90,9 @@ void cli_controls_free(cli_controls *cs); /* (nets before their model) */
 /* `streamdiff stream`: loads the nets for m and fills sp->controls (IMAGE "input": made from each input frame
  * with sp->control_preprocess; one --control-preprocess for all) (0, 1, or 2 for a usage error). */
 int cli_controls_for_stream(cli_controls *cs, const char *cmd, sd_model *m, sd_stream_params *sp);
+/* Loads the nets for m and fills cs->ctl (IMAGE "input": image NULL; a file of another size than W x H is said
+ * to be resized) (0 or 1); `streamdiff serve` and cli_controls_for_stream. */
+int cli_controls_load_nets(cli_controls *cs, const char *cmd, sd_model *m, int W, int H);
+/* Control k's preprocessor: its --control-preprocess (or the one for all) with the thresholds. */
+sd_preprocess_params cli_controls_pp(const cli_controls *cs, int k);
 #endif

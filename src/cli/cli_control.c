@@ -244,6 +244,36 @@ int cli_controls_prepare(cli_controls *cs, const char *cmd, sd_model *m, const s
     return 0;
 }
 
+int cli_controls_load_nets(cli_controls *cs, const char *cmd, sd_model *m, int W, int H)
+{
+    for (int k = 0; k < cs->n; k++) {
+        sd_status s = sd_controlnet_load(m, cs->net[k], &cs->cn[k]);
+        if (s != SD_OK) {
+            fprintf(stderr, "streamdiff %s: cannot load the ControlNet '%s' (%s): %s\n", cmd, cs->net[k],
+                    sd_status_name(s), sd_last_error());
+            return 1;
+        }
+        bool frame = !strcmp(cs->image[k], "input");
+        if (!frame && (cs->raw[k].width != W || cs->raw[k].height != H))
+            fprintf(stderr, "streamdiff %s: note: control image '%s' is %dx%d; resized to %dx%d\n", cmd, cs->image[k],
+                    cs->raw[k].width, cs->raw[k].height, W, H);
+        sd_control_default(&cs->ctl[k]);
+        cs->ctl[k].net = cs->cn[k];
+        cs->ctl[k].image = frame ? NULL : &cs->raw[k];
+        cs->ctl[k].scale = cs->scale[k];
+        cs->ctl[k].guidance_start = cs->start[k];
+        cs->ctl[k].guidance_end = cs->end[k];
+    }
+    return 0;
+}
+
+sd_preprocess_params cli_controls_pp(const cli_controls *cs, int k)
+{
+    sd_preprocess_params pp = cs->pp;
+    pp.kind = pre_of(cs, k);
+    return pp;
+}
+
 int cli_controls_for_stream(cli_controls *cs, const char *cmd, sd_model *m, sd_stream_params *sp)
 {
     if (!cs->n)
@@ -254,27 +284,11 @@ int cli_controls_for_stream(cli_controls *cs, const char *cmd, sd_model *m, sd_s
                     "--control-preprocess\n", cmd);
             return 2;
         }
-    for (int k = 0; k < cs->n; k++) {
-        sd_status s = sd_controlnet_load(m, cs->net[k], &cs->cn[k]);
-        if (s != SD_OK) {
-            fprintf(stderr, "streamdiff %s: cannot load the ControlNet '%s' (%s): %s\n", cmd, cs->net[k],
-                    sd_status_name(s), sd_last_error());
-            return 1;
-        }
-        bool frame = !strcmp(cs->image[k], "input");
-        if (!frame && (cs->raw[k].width != sp->width || cs->raw[k].height != sp->height))
-            fprintf(stderr, "streamdiff %s: note: control image '%s' is %dx%d; resized to %dx%d\n", cmd, cs->image[k],
-                    cs->raw[k].width, cs->raw[k].height, sp->width, sp->height);
-        sd_control_default(&cs->ctl[k]);
-        cs->ctl[k].net = cs->cn[k];
-        cs->ctl[k].image = frame ? NULL : &cs->raw[k];
-        cs->ctl[k].scale = cs->scale[k];
-        cs->ctl[k].guidance_start = cs->start[k];
-        cs->ctl[k].guidance_end = cs->end[k];
-    }
+    int rc = cli_controls_load_nets(cs, cmd, m, sp->width, sp->height);
+    if (rc)
+        return rc;
     sp->controls = cs->ctl;
     sp->n_controls = cs->n;
-    sp->control_preprocess = cs->pp;
-    sp->control_preprocess.kind = cs->n_pre ? cs->pre[0] : SD_PREPROCESS_NONE;
+    sp->control_preprocess = cli_controls_pp(cs, 0);
     return 0;
 }

@@ -41,6 +41,15 @@ static void usage(FILE *f)
             "                             change the scales live (\"lora\" message, a slider each on the page);\n"
             "                             they apply to every client\n"
             "      --lora-allow-unmatched only warn about LoRA tensors that match no layer of the model\n"
+            "      --control NET:IMAGE[:SCALE[:START:END]]\n"
+            "                             a ControlNet (folder, .safetensors or HF id) for every client's stream;\n"
+            "                             IMAGE 'input' = made from each client frame (img2img; a txt2img stream\n"
+            "                             leaves it out), or a PNG/JPEG file (resized to the stream size). Each client\n"
+            "                             sets its own scale, guidance window and preprocessor live (\"controlnet\"\n"
+            "                             message; sliders on the page). Repeatable (up to %d)\n"
+            "      --control-preprocess P none | canny | softedge | scribble | invert | tile: how frames become\n"
+            "                             control images at start (once for all, or once per --control)\n"
+            "      --canny-low N, --canny-high N, --scribble-threshold N   their start thresholds\n"
             "\nnetwork:\n"
             "      --host ADDR            address to bind (default: %s; anything else without --token warns)\n"
             "      --port N               TCP port, 0 = any free port (printed) (default: %d)\n"
@@ -83,7 +92,7 @@ static void usage(FILE *f)
             "  -h, --help                 this help\n\n"
             "example:\n"
             "  streamdiff serve -m stabilityai/sd-turbo --taesd madebyollin/taesd -W 512 -H 512\n",
-            SRV_LORA_SCALE_MAX, SRV_LORA_SCALE_MAX, SRV_MAX_LORAS, d.host, d.port, (double)d.defaults.guidance_scale, (double)d.defaults.delta,
+            SRV_LORA_SCALE_MAX, SRV_LORA_SCALE_MAX, SRV_MAX_LORAS, SRV_MAX_CONTROLS, d.host, d.port, (double)d.defaults.guidance_scale, (double)d.defaults.delta,
             (unsigned long long)d.defaults.seed, d.max_sessions, d.max_clients, d.limits.max_frame_bytes,
             d.limits.max_text_bytes, d.limits.max_prompt_bytes, SRV_PROMPT_MAX, (long long)d.limits.max_frame_pixels,
             d.limits.max_size, d.limits.max_steps, d.limits.max_fps);
@@ -96,12 +105,60 @@ static void usage(FILE *f)
         return 2;                                        \
     } while (0)
 
-/* --lora values (paths malloc'd by cli_parse_lora; cli_serve frees them on every way out) */
+/* --lora values (paths malloc'd by cli_parse_lora; cli_serve frees them on every way out) and the ControlNets
+ * (--control; the nets are freed before the model: free_model) */
 typedef struct serve_loras {
     sd_lora_spec v[SRV_MAX_LORAS];
     int n;
     bool allow_unmatched;
+    cli_controls ctl;
+    char names[SRV_MAX_CONTROLS][64];
+    const char *name_ptr[SRV_MAX_CONTROLS];
 } serve_loras;
+
+static void free_model(serve_loras *L, sd_model *m)
+{
+    cli_controls_free(&L->ctl);
+    sd_model_free(m);
+}
+
+/* The page's name of a ControlNet: the last component of its path or id, printable ASCII ('?' else). */
+static void control_name(const char *path, char *out, size_t cap)
+{
+    size_t end = strlen(path);
+    while (end > 1 && path[end - 1] == '/')
+        end--;
+    size_t start = end;
+    while (start > 0 && path[start - 1] != '/')
+        start--;
+    size_t o = 0;
+    for (size_t i = start; i < end && o + 1 < cap; i++)
+        out[o++] = path[i] >= 0x20 && path[i] < 0x7f ? path[i] : '?';
+    out[o] = 0;
+}
+
+/* The ControlNets for the server: loaded for m, and each one's start settings in the client defaults. */
+static int serve_controls(serve_loras *L, sd_model *m, srv_options *o, srv_config *def)
+{
+    cli_controls *cs = &L->ctl;
+    if (!cs->n)
+        return 0;
+    int rc = cli_controls_load_nets(cs, "serve", m, def->width, def->height);
+    if (rc)
+        return rc;
+    def->n_cnet = cs->n;
+    for (int k = 0; k < cs->n; k++) {
+        def->cnet[k] = (srv_cnet){cs->scale[k], cs->start[k], cs->end[k], cli_controls_pp(cs, k)};
+        control_name(cs->net[k], L->names[k], sizeof L->names[k]);
+        L->name_ptr[k] = L->names[k];
+        fprintf(stderr, "streamdiff serve: ControlNet %d: %s, %s, scale %g\n", k, cs->net[k],
+                cs->ctl[k].image ? cs->image[k] : "from each client frame", (double)cs->scale[k]);
+    }
+    o->controls = cs->ctl;
+    o->control_names = L->name_ptr;
+    o->n_controls = cs->n;
+    return 0;
+}
 
 #ifdef SD_HAVE_OSC
 /* The blending part of an OSC update (docs/osc.md) as a server control update; a prompt longer than the
@@ -141,6 +198,9 @@ static bool osc_control(void *user, srv_control *c)
     static cli_osc_update u; /* the engine worker is the only caller */
     if (!cli_osc_take(user, &u))
         return false;
+    if (u.set & CLI_OSC_CONTROLNET) /* each client has its own ControlNet settings */
+        fprintf(stderr, "streamdiff serve: osc: /streamdiff/controlnet/... is for `streamdiff stream`; serve clients "
+                        "set their ControlNets with the \"controlnet\" message (docs/protocol.md): ignored\n");
     memset(c, 0, sizeof *c);
     c->set = (u.set & CLI_OSC_PROMPT ? SRV_CTL_PROMPT : 0) | (u.set & CLI_OSC_NEGATIVE ? SRV_CTL_NEGATIVE : 0) |
              (u.set & CLI_OSC_GUIDANCE ? SRV_CTL_GUIDANCE : 0) | (u.set & CLI_OSC_DELTA ? SRV_CTL_DELTA : 0) |
@@ -206,6 +266,19 @@ static int serve(int argc, char **argv, serve_loras *L)
         const char *v = argv[++i];
         long long n;
         double x;
+        int crc = -1; /* ControlNet options (cli_control.c) */
+        if (!strcmp(a, "--control"))
+            crc = L->ctl.n >= SRV_MAX_CONTROLS ? (fprintf(stderr, "streamdiff serve: at most %d --control\n",
+                                                         SRV_MAX_CONTROLS), 2)
+                                               : cli_controls_add(&L->ctl, "serve", a, v);
+        else if (!strcmp(a, "--control-preprocess"))
+            crc = cli_controls_preprocess(&L->ctl, "serve", a, v);
+        else if (!strcmp(a, "--canny-low") || !strcmp(a, "--canny-high") || !strcmp(a, "--scribble-threshold"))
+            crc = cli_controls_threshold(&L->ctl, "serve", a, v);
+        if (crc > 0)
+            return crc;
+        if (crc == 0)
+            continue;
         if (!strcmp(a, "-m") || !strcmp(a, "--model"))
             model = v;
         else if (!strcmp(a, "--taesd"))
@@ -368,6 +441,9 @@ static int serve(int argc, char **argv, serve_loras *L)
         if (rc)
             return rc;
     }
+    int crc = cli_controls_check(&L->ctl, "serve", true);
+    if (crc || (crc = cli_controls_load_images(&L->ctl, "serve")))
+        return crc;
     if (o.web_dir && !sd_dir_exists(o.web_dir)) {
         fprintf(stderr, "streamdiff serve: --web-dir '%s' is not a folder\n", o.web_dir);
         return 2;
@@ -392,7 +468,7 @@ static int serve(int argc, char **argv, serve_loras *L)
         sd_lora_options lo = {.allow_unmatched = L->allow_unmatched};
         if (sd_model_apply_loras_ex(m, L->v, L->n, &lo) != SD_OK) {
             fprintf(stderr, "streamdiff serve: cannot apply the LoRA(s): %s\n", sd_last_error());
-            sd_model_free(m);
+            free_model(L, m);
             return 1;
         }
         for (int i = 0; i < L->n; i++)
@@ -408,22 +484,31 @@ static int serve(int argc, char **argv, serve_loras *L)
         o.limits.max_size = SD_MAX(def.width, def.height);
     if (prompt)
         snprintf(def.prompt, sizeof def.prompt, "%s", prompt);
-    o.defaults = def;
     o.model_name = model;
     /* the bundled test models have a few MB of random weights */
     o.tiny_model = force_tiny || info.weight_bytes < ((size_t)32 << 20);
     o.loras = L->v;
     o.n_loras = L->n;
     o.lora_allow_unmatched = L->allow_unmatched;
+    crc = serve_controls(L, m, &o, &def);
+    if (crc) {
+        free_model(L, m);
+        return crc;
+    }
+    o.defaults = def;
 
     /* the defaults must make a working stream: check once before listening */
     sd_stream_params sp;
     srv_config_stream_params(&def, &sp);
     sp.use_taesd = info.has_taesd;
+    sp.controls = o.controls;
+    sp.n_controls = o.n_controls;
+    if (o.n_controls)
+        sp.control_preprocess = def.cnet[0].pp;
     sd_stream *s = NULL;
     if (sd_stream_create(m, &sp, &s) != SD_OK) {
         fprintf(stderr, "streamdiff serve: the stream settings do not work with this model: %s\n", sd_last_error());
-        sd_model_free(m);
+        free_model(L, m);
         return 2;
     }
     sd_stream_free(s);
@@ -434,7 +519,7 @@ static int serve(int argc, char **argv, serve_loras *L)
     cli_osc *osc = NULL;
     if (osc_port) {
         if (cli_osc_start(osc_bind, osc_port, L->n, &osc) != SD_OK) {
-            sd_model_free(m);
+            free_model(L, m);
             return 1;
         }
         fprintf(stderr, "streamdiff serve: osc: listening on UDP %s:%d\n", osc_bind ? osc_bind : "127.0.0.1", osc_port);
@@ -446,7 +531,7 @@ static int serve(int argc, char **argv, serve_loras *L)
     if (osc_port) {
         fprintf(stderr, "streamdiff serve: --osc-port: this streamdiff was built without OSC (liblo); "
                         "apt-get install liblo-dev and rebuild\n");
-        sd_model_free(m);
+        free_model(L, m);
         return 2;
     }
 #endif
@@ -459,7 +544,7 @@ static int serve(int argc, char **argv, serve_loras *L)
         cli_osc_stop(osc);
     }
 #endif
-    sd_model_free(m);
+    free_model(L, m);
     return rc;
 }
 
@@ -467,7 +552,9 @@ int cli_serve(int argc, char **argv)
 {
     serve_loras L;
     memset(&L, 0, sizeof L);
+    cli_controls_init(&L.ctl);
     int rc = serve(argc, argv, &L);
+    cli_controls_free(&L.ctl);
     for (int i = 0; i < L.n; i++)
         free((char *)L.v[i].path);
     return rc;

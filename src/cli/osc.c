@@ -119,6 +119,43 @@ static bool blend_message(const char *path, const char *leaf, int argc, const ch
     return true;
 }
 
+/* /streamdiff/controlnet/N/...: true when understood (ranges per value here; the whole by the library) */
+static bool controlnet_message(const char *path, const char *leaf, int argc, const char *types, lo_arg **argv,
+                               const double *num, bool all_numbers, cli_osc_update *u, char *why, size_t why_len)
+{
+    char *end;
+    long k = strtol(leaf, &end, 10);
+    if (end == leaf || *end != '/' || k < 0 || k >= CLI_OSC_MAX_CONTROLS) {
+        why_set(why, why_len, "%s: ControlNets are /streamdiff/controlnet/N/... with N from 0 (the --control order)",
+                path);
+        return false;
+    }
+    const char *what = end + 1;
+    cli_osc_cnet *c = &u->cnet[k];
+    bool whole = all_numbers;
+    for (int i = 0; i < argc && whole; i++)
+        whole = num[i] == floor(num[i]);
+    if (!strcmp(what, "scale") && argc == 1 && all_numbers && num[0] >= 0 && num[0] <= 10) {
+        c->scale = (float)num[0], c->set |= CLI_OSC_CN_SCALE;
+    } else if (!strcmp(what, "guidance") && argc == 2 && all_numbers && num[0] >= 0 && num[1] <= 1 && num[0] < num[1]) {
+        c->start = (float)num[0], c->end = (float)num[1], c->set |= CLI_OSC_CN_WINDOW;
+    } else if (!strcmp(what, "preprocess") && argc == 1 && (types[0] == LO_STRING || types[0] == LO_SYMBOL) &&
+               sd_preprocess_from_name((const char *)argv[0], &c->kind)) {
+        c->set |= CLI_OSC_CN_PREPROCESS;
+    } else if (!strcmp(what, "canny") && argc == 2 && whole && num[0] >= 0 && num[0] <= num[1] && num[1] <= 2040) {
+        c->canny_low = (int)num[0], c->canny_high = (int)num[1], c->set |= CLI_OSC_CN_CANNY;
+    } else if (!strcmp(what, "threshold") && argc == 1 && whole && num[0] >= 0 && num[0] <= 255) {
+        c->threshold = (int)num[0], c->set |= CLI_OSC_CN_THRESHOLD;
+    } else {
+        why_set(why, why_len, "%s: takes scale f (0..10), guidance f f (0 <= start < end <= 1), preprocess s (none, "
+                "canny, softedge, scribble, invert, tile), canny i i (0 <= low <= high <= 2040) or threshold i "
+                "(0..255)", path);
+        return false;
+    }
+    u->set |= CLI_OSC_CONTROLNET;
+    return true;
+}
+
 /* one message: true when its address and arguments were understood */
 static bool apply_message(const char *path, lo_message m, int n_loras, cli_osc_update *u, char *why, size_t why_len)
 {
@@ -232,6 +269,8 @@ static bool apply_message(const char *path, lo_message m, int n_loras, cli_osc_u
         u->set |= CLI_OSC_LORA;
         return true;
     }
+    if (!strncmp(leaf, "controlnet/", 11))
+        return controlnet_message(path, leaf + 11, argc, types, argv, num, all_numbers, u, why, why_len);
     why_set(why, why_len, "unknown address %s", path);
     return false;
 }
@@ -359,6 +398,21 @@ static void merge(cli_osc_update *dst, const cli_osc_update *src)
         dst->prompt_blend = src->prompt_blend;
     if (src->set & CLI_OSC_SEED_BLEND)
         dst->seed_blend = src->seed_blend;
+    for (int k = 0; k < CLI_OSC_MAX_CONTROLS; k++) { /* per net, per value: the newest */
+        const cli_osc_cnet *s = &src->cnet[k];
+        cli_osc_cnet *d = &dst->cnet[k];
+        if (s->set & CLI_OSC_CN_SCALE)
+            d->scale = s->scale;
+        if (s->set & CLI_OSC_CN_WINDOW)
+            d->start = s->start, d->end = s->end;
+        if (s->set & CLI_OSC_CN_PREPROCESS)
+            d->kind = s->kind;
+        if (s->set & CLI_OSC_CN_CANNY)
+            d->canny_low = s->canny_low, d->canny_high = s->canny_high;
+        if (s->set & CLI_OSC_CN_THRESHOLD)
+            d->threshold = s->threshold;
+        d->set |= s->set;
+    }
     dst->set |= src->set;
 }
 
@@ -488,6 +542,42 @@ static void cli_osc_apply_t_index(cli_live *l, const int *t, int n, int64_t fram
         fprintf(stderr, "osc: t-index %s refused: %s\n", list, sd_last_error());
 }
 
+/* A ControlNet update onto settings `c` (the stream's now): what it sets replaces those values. */
+void cli_osc_cnet_merge(const cli_osc_cnet *u, sd_stream_control *c)
+{
+    if (u->set & CLI_OSC_CN_SCALE)
+        c->scale = u->scale;
+    if (u->set & CLI_OSC_CN_WINDOW)
+        c->guidance_start = u->start, c->guidance_end = u->end;
+    if (u->set & CLI_OSC_CN_PREPROCESS)
+        c->preprocess.kind = u->kind;
+    if (u->set & CLI_OSC_CN_CANNY)
+        c->preprocess.canny_low = u->canny_low, c->preprocess.canny_high = u->canny_high;
+    if (u->set & CLI_OSC_CN_THRESHOLD)
+        c->preprocess.threshold = u->threshold;
+}
+
+static void cli_osc_apply_controlnets(const cli_osc_update *u, cli_live *l, int64_t frame)
+{
+    for (int k = 0; k < CLI_OSC_MAX_CONTROLS; k++) {
+        if (!u->cnet[k].set)
+            continue;
+        sd_stream_control c;
+        sd_status st = sd_stream_get_control(l->s, k, &c);
+        if (st == SD_OK) {
+            cli_osc_cnet_merge(&u->cnet[k], &c);
+            st = sd_stream_set_control(l->s, k, &c);
+        }
+        if (st == SD_OK)
+            fprintf(stderr, "osc: ControlNet %d: scale %g, guidance %g..%g, %s (canny %d..%d, threshold %d) (from frame "
+                    "%lld on)\n", k, (double)c.scale, (double)c.guidance_start, (double)c.guidance_end,
+                    sd_preprocess_name(c.preprocess.kind), c.preprocess.canny_low, c.preprocess.canny_high,
+                    c.preprocess.threshold, (long long)frame);
+        else
+            fprintf(stderr, "osc: ControlNet %d refused: %s\n", k, sd_last_error());
+    }
+}
+
 void cli_osc_apply(const cli_osc_update *u, cli_live *l, int64_t frame)
 {
     cli_osc_apply_blend(u, l, frame); /* prompts, negative prompt, seeds */
@@ -531,4 +621,6 @@ void cli_osc_apply(const cli_osc_update *u, cli_live *l, int64_t frame)
     }
     if (u->set & CLI_OSC_T_INDEX)
         cli_osc_apply_t_index(l, u->t_index, u->n_t_index, frame);
+    if (u->set & CLI_OSC_CONTROLNET)
+        cli_osc_apply_controlnets(u, l, frame);
 }

@@ -26,6 +26,12 @@
  *   /streamdiff/seed_weights      f [f..]  new weights for the current seed list
  *   /streamdiff/seed_blend        s        "linear" or "slerp"
  * /streamdiff/prompt and /streamdiff/seed replace a list with one entry.
+ *   /streamdiff/controlnet/N/scale       f    conditioning scale of the N-th --control (from 0), 0..10
+ *   /streamdiff/controlnet/N/guidance    f f  its guidance window start, end (0 <= start < end <= 1)
+ *   /streamdiff/controlnet/N/preprocess  s    how frames become its control image: none, canny, softedge, ...
+ *   /streamdiff/controlnet/N/canny       i i  canny thresholds low, high (0..2040)
+ *   /streamdiff/controlnet/N/threshold   i    scribble threshold (0..255)
+ * (ControlNet values are checked as a whole by sd_stream_set_control when applied.)
  */
 #ifndef SD_CLI_OSC_H
 #define SD_CLI_OSC_H
@@ -38,6 +44,7 @@
 #define CLI_OSC_MAX_TEXT 1024
 #define CLI_OSC_MAX_T 16
 #define CLI_OSC_MAX_LORAS 16
+#define CLI_OSC_MAX_CONTROLS 8
 
 enum {
     CLI_OSC_PROMPT = 1 << 0,
@@ -54,7 +61,16 @@ enum {
     CLI_OSC_SEEDS = 1 << 11,
     CLI_OSC_SEED_WEIGHTS = 1 << 12,
     CLI_OSC_SEED_BLEND = 1 << 13,
+    CLI_OSC_CONTROLNET = 1 << 14,
 };
+/* What an update sets of one ControlNet (cli_osc_update.cnet[N].set). */
+enum { CLI_OSC_CN_SCALE = 1, CLI_OSC_CN_WINDOW = 2, CLI_OSC_CN_PREPROCESS = 4, CLI_OSC_CN_CANNY = 8, CLI_OSC_CN_THRESHOLD = 16 };
+typedef struct cli_osc_cnet {
+    unsigned set; /* CLI_OSC_CN_* */
+    float scale, start, end;
+    sd_preprocess kind;
+    int canny_low, canny_high, threshold;
+} cli_osc_cnet;
 
 /* A weighted prompt or seed list (blending): texts for prompts, seeds for seeds. */
 typedef struct cli_blend_list {
@@ -79,6 +95,7 @@ typedef struct cli_osc_update {
     float prompt_weights[SD_STREAM_MAX_BLEND], seed_weights[SD_STREAM_MAX_BLEND];
     int n_prompt_weights, n_seed_weights;
     sd_blend_mode prompt_blend, seed_blend;
+    cli_osc_cnet cnet[CLI_OSC_MAX_CONTROLS]; /* with CLI_OSC_CONTROLNET */
 } cli_osc_update;
 
 typedef struct cli_osc cli_osc;
@@ -117,6 +134,8 @@ void cli_osc_apply_blend(const cli_osc_update *u, cli_live *l, int64_t frame);
 /* Applies an update to the stream through the public API, printing one line per change (or why a change
  * was refused: the stream keeps its previous value). `frame` names the first frame it affects. */
 void cli_osc_apply(const cli_osc_update *u, cli_live *l, int64_t frame);
+/* A ControlNet update onto settings `c`: the values it sets replace those (stream and serve). */
+void cli_osc_cnet_merge(const cli_osc_cnet *u, sd_stream_control *c);
 
 /* Decodes one datagram into *u (merging), as the listener does; returns the number of messages accepted,
  * -1 when the packet is malformed; *rejected counts messages with an unknown address or bad arguments, and

@@ -145,30 +145,8 @@ static sd_status upload_constants(sd_stream *s)
     }
     if (st == SD_OK)
         st = s->state.be->ops->upload(s->state.be, s->t_unet.data, tt, sizeof(float) * (size_t)n * s->UB);
-    /* ControlNet scales of the UNet rows, in t_unet's layout: the guidance window of the row's step k of n
-     * (as the pipeline's keep: off when k/n < start or (k+1)/n > end; margins as there) */
-    for (int c = 0; c < s->n_ctl && st == SD_OK; c++) {
-        struct sd_stream_ctl *ct = &s->ctl[c];
-        for (int idx = 0; idx < n; idx++) {
-            float *row = tt + (size_t)idx * s->UB;
-            int u = 0;
-            float kr[SD_STREAM_MAX_STEPS * 16];
-            for (int r = 0; r < B; r++) {
-                int k = s->p.use_denoising_batch ? r / fbs : idx;
-                bool off = (double)k / n < (double)ct->start - 1e-6 || (double)(k + 1) / n > (double)ct->end + 1e-6;
-                kr[r] = off ? 0.0f : ct->scale;
-            }
-            if (s->p.cfg_type == SD_CFG_INITIALIZE)
-                for (int r = 0; r < fbs; r++)
-                    row[u++] = kr[r];
-            if (s->p.cfg_type == SD_CFG_FULL)
-                for (int r = 0; r < B; r++)
-                    row[u++] = kr[r];
-            for (int r = 0; r < B; r++)
-                row[u++] = kr[r];
-        }
-        st = upload_f32(s, &ct->k_scale, tt);
-    }
+    for (int c = 0; c < s->n_ctl && st == SD_OK; c++) /* ControlNet scales of the UNet rows (stream_control.c) */
+        st = sd_stream_control_scales(s, c, tt);
     free(v);
     return st;
 }
@@ -196,57 +174,6 @@ sd_status sd_stream_set_init_noise(sd_stream *s, const float *host)
     if (st == SD_OK && s->B > s->fbs)
         st = upload_f32(s, &s->buffer, zero);
     free(zero);
-    return st;
-}
-
-/* ---------------------------------------------------------------- ControlNet control images */
-
-/* RGB bytes of fbs frames ([fbs,H,W,3]) -> the nets' control images (the frame through ctl_pp) in cond_new. */
-static sd_status control_frames(sd_stream *s, const uint8_t *frames)
-{
-    bool any = false;
-    for (int k = 0; k < s->n_ctl; k++)
-        any |= s->ctl[k].from_frame;
-    if (!any) /* fixed control images only */
-        return SD_OK;
-    size_t hw = (size_t)s->H * s->W;
-    for (int f = 0; f < s->fbs; f++) {
-        sd_image in = {s->W, s->H, (uint8_t *)frames + (size_t)f * hw * 3};
-        SD_TRY(sd_control_preprocess_into(&in, &s->ctl_pp, &s->ctl_work, &s->ctl_img));
-        float *dst = s->ctl_host + (size_t)f * 3 * hw;
-        for (size_t i = 0; i < hw; i++)
-            for (int ch = 0; ch < 3; ch++)
-                dst[ch * hw + i] = s->ctl_img.data[3 * i + ch] / 255.0f;
-    }
-    for (int k = 0; k < s->n_ctl; k++)
-        if (s->ctl[k].from_frame)
-            SD_TRY(upload_f32(s, &s->ctl[k].cond_new, s->ctl_host));
-    return SD_OK;
-}
-
-/* Net k's rows at creation: a fixed image (resized to the stream size) in every row, or zeros until frames
- * come (the warm-up rows carry no frame yet). */
-static sd_status control_init(sd_stream *s, int k, const sd_image *fixed)
-{
-    size_t hw = (size_t)s->H * s->W;
-    sd_image sized = {0};
-    if (fixed && (fixed->width != s->W || fixed->height != s->H)) {
-        SD_TRY(sd_rgb_resize(fixed, s->W, s->H, &sized));
-        fixed = &sized;
-    }
-    for (size_t i = 0; i < hw; i++)
-        for (int ch = 0; ch < 3; ch++)
-            s->ctl_host[ch * hw + i] = fixed ? fixed->data[3 * i + ch] / 255.0f : 0.0f;
-    sd_rgb_free(&sized);
-    sd_status st = SD_OK;
-    for (int r = 0; r < s->B && st == SD_OK; r++) {
-        sd_tensor row = sd_view_rows(&s->state, s->ctl[k].cond_rows, r, 1);
-        st = upload_f32(s, &row, s->ctl_host);
-    }
-    for (int f = 0; f < s->fbs && st == SD_OK; f++) {
-        sd_tensor row = sd_view_rows(&s->state, s->ctl[k].cond_new, f, 1);
-        st = upload_f32(s, &row, s->ctl_host);
-    }
     return st;
 }
 
@@ -323,11 +250,11 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
     s->D = m->clip_cfg.hidden_size + (m->sdxl ? m->clip2_cfg.hidden_size : 0);
     s->P = m->sdxl ? m->clip2_cfg.projection_dim : 0;
     s->n_ctl = p.n_controls;
-    s->ctl_pp = p.control_preprocess;
     for (int k = 0; k < s->n_ctl; k++) {
         const sd_control *c = &p.controls[k];
         s->ctl[k] = (struct sd_stream_ctl){.net = c->net->net, .from_frame = !c->image, .scale = c->scale,
-                                           .start = c->guidance_start, .end = c->guidance_end};
+                                           .start = c->guidance_start, .end = c->guidance_end,
+                                           .pp = p.control_preprocess};
     }
     s->p.controls = NULL; /* not kept: the caller's array */
     s->p.n_controls = 0;
@@ -352,12 +279,13 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
         s->res_down = sd_calloc((size_t)s->n_res, sizeof *s->res_down);
         s->ctl_bytes = sd_malloc(img_n);
         s->ctl_host = sd_malloc(img_n * sizeof(float));
-        st = s->res_down && s->ctl_bytes && s->ctl_host ? SD_OK : SD_ERR_OUT_OF_MEMORY;
+        s->ctl_scales = sd_malloc((size_t)s->n * s->UB * sizeof(float));
+        st = s->res_down && s->ctl_bytes && s->ctl_host && s->ctl_scales ? SD_OK : SD_ERR_OUT_OF_MEMORY;
         bool from_frame = false;
         for (int k = 0; k < s->n_ctl; k++)
             from_frame |= s->ctl[k].from_frame;
         if (st == SD_OK && from_frame) { /* the preprocessor's rules now, its buffers once */
-            st = sd_preprocess_check(&s->ctl_pp);
+            st = sd_preprocess_check(&p.control_preprocess);
             if (st == SD_OK)
                 st = sd_preprocess_work_init(&s->ctl_work, s->W, s->H);
             if (st == SD_OK)
@@ -389,7 +317,7 @@ sd_status sd_stream_create(sd_model *m, const sd_stream_params *params, sd_strea
     if (st == SD_OK) /* init_noise ~ N(0, I) from the seeded generator (and the SSF coin's) */
         st = sd_stream_set_seed(s, p.seed);
     for (int k = 0; k < s->n_ctl && st == SD_OK; k++) /* fixed control images, and zeros for the frames' */
-        st = control_init(s, k, p.n_controls ? params->controls[k].image : NULL);
+        st = sd_stream_control_image(s, k, p.n_controls ? params->controls[k].image : NULL);
     if (st == SD_OK)
         st = plan_contexts(s);
     if (st == SD_OK)
@@ -433,6 +361,7 @@ void sd_stream_free(sd_stream *s)
     free(s->res_down);
     free(s->ctl_bytes);
     free(s->ctl_host);
+    free(s->ctl_scales);
     sd_preprocess_work_free(&s->ctl_work);
     sd_rgb_free(&s->ctl_img);
     pthread_mutex_destroy(&s->stats_mu);
@@ -668,7 +597,7 @@ sd_status sd_stream_frame_in(sd_stream *s, const sd_stream_in *in, bool *skipped
                 float b = (v + 1.0f) * 127.5f;
                 s->ctl_bytes[(f * hw + px) * 3 + ch] = (uint8_t)(b <= 0 ? 0 : b >= 255 ? 255 : b + 0.5f);
             }
-            SD_TRY(control_frames(s, s->ctl_bytes));
+            SD_TRY(sd_stream_control_frames(s, s->ctl_bytes));
         }
         size_t bytes = (size_t)sd_numel(&s->img_in) * sd_dtype_size(s->img_in.dtype);
         return in->queued ? be->ops->upload_async(be, s->img_in.data, in->act, bytes)
@@ -686,7 +615,7 @@ sd_status sd_stream_frame_in(sd_stream *s, const sd_stream_in *in, bool *skipped
             return SD_OK;
     }
     if (s->n_ctl)
-        SD_TRY(control_frames(s, s->frame8));
+        SD_TRY(sd_stream_control_frames(s, s->frame8));
     s->in_u8 = true; /* the bytes as they are: the step converts them on the device */
     return be->ops->upload(be, s->img_in8.data, s->frame8, n);
 }

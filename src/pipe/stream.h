@@ -115,13 +115,14 @@ struct sd_stream {
         sd_tensor cond_new;        /* [fbs,3,H,W] */
         sd_tensor cond_rows;       /* [B,3,H,W] */
         sd_tensor k_scale;         /* [n*UB,1,1,1] */
-        float scale, start, end;
+        float scale, start, end;   /* live (sd_stream_set_control) */
+        sd_preprocess_params pp;   /* from_frame: how the frame becomes its control image (live) */
     } ctl[SD_STREAM_MAX_CONTROLS];
-    sd_preprocess_params ctl_pp;
     sd_tensor *res_down;           /* residual descriptors (n_res) */
     int n_res;
     uint8_t *ctl_bytes;            /* [fbs*H*W*3] scratch: a frame as bytes (activation input) */
     float *ctl_host;               /* [fbs*3*H*W] scratch: the frame's control image */
+    float *ctl_scales;             /* [n*UB] scratch: one net's row scales (sd_stream_control_scales) */
     sd_preprocess_work ctl_work;   /* preprocessing buffers and output ([H,W,3]): no allocation per frame */
     sd_image ctl_img;
 };
@@ -139,6 +140,8 @@ sd_status sd_stream_step(sd_stream *s, bool use_latent, void (*hook)(void *, con
  * parameter's name into *param (may be NULL) when refused. */
 sd_status sd_stream_check_guidance(float guidance_scale, float delta, const char **param);
 sd_status sd_stream_check_filter(float threshold, int max_skip_frames, const char **param);
+/* A ControlNet's conditioning scale (0..10) and guidance window (0 <= start < end <= 1); k >= 0 names it. */
+sd_status sd_control_check(float scale, float guidance_start, float guidance_end, int k, const char **param);
 /* Frees the captured CUDA graphs of the stream step (stream_step.c): the next step captures again. Caller
  * holds s->engine (or owns the stream alone). */
 void sd_stream_graphs_free(sd_stream *s);
@@ -146,6 +149,14 @@ void sd_stream_graphs_free(sd_stream *s);
  * holds s->engine); frees the lists and caches. */
 sd_status sd_stream_refresh_prompt(sd_stream *s);
 void sd_stream_prompts_free(sd_stream *s);
+/* ControlNets of the stream (stream_control.c). Caller holds s->engine (or owns the stream alone).
+ * frames: RGB bytes of fbs frames ([fbs,H,W,3]) -> each frame-made net's control image (through its own
+ * preprocessor) in cond_new. image: net k's rows at creation: a fixed image (resized to the stream size) in
+ * every row, or zeros until frames come. scales: net k's scale per UNet row, in t_unet's layout, uploaded
+ * (host: n*UB floats of scratch). */
+sd_status sd_stream_control_frames(sd_stream *s, const uint8_t *frames);
+sd_status sd_stream_control_image(sd_stream *s, int k, const sd_image *fixed);
+sd_status sd_stream_control_scales(sd_stream *s, int k, float *host);
 /* Replaces init_noise (host floats [B,C,h,w]), like StreamDiffusion's update_noise(noise). */
 sd_status sd_stream_set_init_noise(sd_stream *s, const float *host);
 /* Test hook (stream_async.c): how many frame-slot buffers the async pipeline

@@ -78,6 +78,10 @@ struct sd_stream_group {
     sd_tensor *Xin;
     sd_tensor *t;
     sd_unet_added *add; /* SDXL: the streams' added conditions */
+    sd_unet_residuals *res; /* their ControlNet residuals (n_down 0: none) */
+    /* a tick of streams with ControlNets: the residuals of all its UNet rows (uctx), each stream's copied in */
+    sd_tensor res_down[SD_UNET_MAX_SKIPS];
+    sd_unet_residuals gres;
     /* scratch [max_streams], by member index */
     bool *pending;
     bool *has;            /* the member has a frame in this call */
@@ -150,7 +154,8 @@ sd_status sd_stream_group_create(sd_model *m, int max_streams, int max_batch_fra
     g->Xin = sd_calloc(mb, sizeof *g->Xin);
     g->t = sd_calloc(mb, sizeof *g->t);
     g->add = sd_calloc(mb, sizeof *g->add);
-    if (!g->s || !g->mstats || !g->pending || !g->has || !g->fin || !g->fout || !g->md || !g->seld || !g->kv_src || !g->kv_ver || !g->plan_sel || !g->sel || !g->sel_idx ||
+    g->res = sd_calloc(mb, sizeof *g->res);
+    if (!g->res || !g->s || !g->mstats || !g->pending || !g->has || !g->fin || !g->fout || !g->md || !g->seld || !g->kv_src || !g->kv_ver || !g->plan_sel || !g->sel || !g->sel_idx ||
         !g->rows || !g->srcs || !g->X || !g->Xin || !g->t || !g->add) {
         sd_stream_group_free(g);
         return SD_ERR_OUT_OF_MEMORY;
@@ -200,6 +205,7 @@ void sd_stream_group_free(sd_stream_group *g)
     free(g->Xin);
     free(g->t);
     free(g->add);
+    free(g->res);
     pthread_mutex_destroy(&g->mu);
     free(g);
 }
@@ -217,6 +223,34 @@ int sd_stream_group_count(const sd_stream_group *g)
 
 /* ---------------------------------------------------------------- one tick */
 
+/* The residuals of a tick's `rows` UNet rows on uctx (g->gres), each stream's rows copied from its own
+ * (sd_stream_batch_pre); rows past the streams' (padding) stay as they are: their outputs are not read. */
+static void group_residuals(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, int64_t rows)
+{
+    const sd_unet_residuals *r0 = &g->res[0];
+    for (int i = 1; i < k && !r0->n_down; i++)
+        r0 = &g->res[i];
+    for (int j = 0; j <= r0->n_down; j++) {
+        sd_tensor src = j < r0->n_down ? r0->down[j] : r0->mid;
+        sd_tensor dst = sd_new4(uctx, rows, src.ne[1], src.ne[2], src.ne[3]);
+        if (j < r0->n_down)
+            g->res_down[j] = dst;
+        else
+            g->gres.mid = dst;
+        int64_t r = 0;
+        for (int i = 0; i < k; i++) {
+            const sd_unet_residuals *ri = &g->res[i];
+            if (ri->n_down) /* (a dry run may mix streams without nets: their rows stay as they are) */
+                sd_copy_into(ctx, sd_view_rows(ctx, dst, r, g->rows[i]), j < ri->n_down ? ri->down[j] : ri->mid);
+            r += g->rows[i];
+        }
+    }
+    g->gres.down = g->res_down;
+    g->gres.n_down = r0->n_down;
+    if (!sd_ok(uctx))
+        sd_ctx_fail(ctx, uctx->status, "stream group: %s", sd_last_error());
+}
+
 /* First half of a tick of the k streams in g->sel on ctx / uctx (both planning or both real): each
  * stream's first half (encode or, for a txt2img frame, the stream's latent; stock shift), then the UNet input at the bottom of uctx, rows rows
  * (>= the streams' total; the rest is padding), the streams' rows, timesteps and (SDXL) added conditions
@@ -229,7 +263,7 @@ static int64_t tick_pre(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, bo
     for (int i = 0; i < k && sd_ok(ctx); i++) {
         sd_stream *s = g->sel[i];
         uint64_t ver;
-        g->X[i] = sd_stream_batch_pre(s, ctx, &g->Xin[i], &g->t[i], &g->add[i]);
+        g->X[i] = sd_stream_batch_pre(s, ctx, &g->Xin[i], &g->t[i], &g->add[i], &g->res[i]);
         g->rows[i] = g->Xin[i].ne[0];
         g->srcs[i] = sd_stream_kv(s, &ver);
         total += g->rows[i];
@@ -261,6 +295,12 @@ static int64_t tick_pre(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, bo
         }
         r += g->rows[i];
     }
+    g->gres = (sd_unet_residuals){0};
+    bool nets = false;
+    for (int i = 0; i < k; i++)
+        nets |= g->res[i].n_down > 0;
+    if (nets) /* ControlNet streams (a tick holds only such, or none): their residuals, row by row */
+        group_residuals(g, ctx, uctx, k, rows);
     if (gather)
         sd_unet_kv_gather(ctx, g->kv, g->srcs, g->rows, k);
     if (sd_ok(ctx) && sd_unet_kv_set_batch(g->kv, rows) != SD_OK)
@@ -287,11 +327,11 @@ typedef struct unet_rec {
     const sd_unet_added *add;
 } unet_rec;
 
-/* The batched UNet call (SDXL: with the rows' added conditions). */
+/* The batched UNet call (SDXL: with the rows' added conditions; a ControlNet tick: with g->gres). */
 static sd_tensor group_unet(sd_stream_group *g, sd_ctx *uctx, sd_tensor xin, sd_tensor tt, const sd_unet_added *add)
 {
-    return sd_unet_forward_added(uctx, g->m->unet, xin, tt, (sd_tensor){0}, NULL, g->kv,
-                                 add->text_embeds.ndim ? add : NULL);
+    return sd_unet_forward_ex(uctx, g->m->unet, xin, tt, (sd_tensor){0}, NULL, g->kv,
+                              add->text_embeds.ndim ? add : NULL, g->gres.n_down ? &g->gres : NULL);
 }
 
 static void record_unet(sd_ctx *uctx, void *user)
@@ -344,7 +384,7 @@ static void run_tick(sd_stream_group *g, sd_ctx *ctx, sd_ctx *uctx, int k, bool 
     tick_pre(g, ctx, uctx, k, gather, rows, &xin, &tt, &add);
     if (!sd_ok(ctx))
         return;
-    sd_status st = graph ? unet_graph_run(g, xin, tt, &add, &eps) : SD_ERR_UNSUPPORTED;
+    sd_status st = graph && !g->gres.n_down ? unet_graph_run(g, xin, tt, &add, &eps) : SD_ERR_UNSUPPORTED;
     if (st == SD_ERR_UNSUPPORTED) {
         eps = group_unet(g, uctx, xin, tt, &add);
         st = uctx->status;
@@ -489,9 +529,6 @@ sd_status sd_stream_group_add(sd_stream_group *g, sd_stream *s)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: the stream uses another model than the group; "
                                                 "streams of different models cannot share a UNet call (use one group "
                                                 "per model)");
-    if (d.n_controls)
-        return sd_fail(SD_ERR_UNSUPPORTED, "sd_stream_group_add: a stream with ControlNets cannot join a group (its "
-                                           "ControlNet residuals are made in its own step); run it on its own");
     if (!d.denoising_batch || d.fbs != 1)
         return sd_fail(SD_ERR_INVALID_ARGUMENT, "sd_stream_group_add: group members need use_denoising_batch and "
                                                 "frame_buffer_size 1 (this stream: %s, %d)",
@@ -590,8 +627,8 @@ static sd_status tick(sd_stream_group *g, int k, double t_call)
     for (int i = 0; i < k; i++)
         total += g->seld[i]->UB;
     bool graph = use_graphs(g);
-    for (int i = 0; i < k && graph; i++)
-        graph = g->seld[i]->use_graphs;
+    for (int i = 0; i < k && graph; i++) /* ControlNet streams run eagerly (their inputs are host-made) */
+        graph = g->seld[i]->use_graphs && !g->seld[i]->n_controls;
     int64_t padded = graph || g->pad ? padded_rows(g, total) : total;
     sd_ctx_reset(&g->ctx);
     g->kv_n = 0;
@@ -671,7 +708,8 @@ static sd_status run_frames(sd_stream_group *g, const char *fn)
         int k = 0;
         for (int step = 0; step < n && k < g->max_batch; step++) {
             int i = (cur + step) % n;
-            if (g->pending[i]) {
+            /* one tick holds streams with ControlNets (their residuals join the UNet call) or streams without */
+            if (g->pending[i] && (k == 0 || !g->md[i].n_controls == !g->seld[0]->n_controls)) {
                 g->sel[k] = g->s[i];
                 g->seld[k] = &g->md[i];
                 g->sel_idx[k++] = i;

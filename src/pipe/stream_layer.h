@@ -42,7 +42,7 @@ typedef struct sd_stream_desc {
     bool denoising_batch, use_graphs, drop_old_frames;
     int queue_size;
     sd_dtype act;           /* dtype of the frame activations (img_in / img_out) */
-    int n_controls;         /* ControlNets (their residuals are made inside the stream's own step) */
+    int n_controls;         /* ControlNets (their residuals come from sd_stream_batch_pre) */
 } sd_stream_desc;
 void sd_stream_describe(const sd_stream *s, sd_stream_desc *d);
 
@@ -107,11 +107,14 @@ bool sd_stream_similarity_skip(sd_stream *s, const float *chw, size_t n);
  * on a planning ctx: an image frame), shifts the stock noise and returns the
  * stream batch X, the UNet input rows *Xin ([UB,C,h,w]) and their timesteps
  * *t (F32 [UB]); the stream's K/V cache (sd_stream_kv) holds their
- * conditioning (batch 1 or UB), and *add the rows' SDXL added conditions
- * (text_embeds [UB,P], time_ids [UB,6]; empty tensors for other models). post: from the UNet output eps for those
+ * conditioning (batch 1 or UB), *add the rows' SDXL added conditions
+ * (text_embeds [UB,P], time_ids [UB,6]; empty tensors for other models), and
+ * *res a stream with ControlNets gets their residuals for those rows (on ctx;
+ * res->n_down 0 without nets). post: from the UNet output eps for those
  * rows, finishes the step exactly as a whole step would. Denoising-batch
  * streams only. Errors go to ctx. Between enter and leave. */
-sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, sd_tensor *Xin, sd_tensor *t, sd_unet_added *add);
+sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, sd_tensor *Xin, sd_tensor *t, sd_unet_added *add,
+                              sd_unet_residuals *res);
 void sd_stream_batch_post(sd_stream *s, sd_ctx *ctx, sd_tensor X, sd_tensor eps);
 /* The stream's prompt K/V cache and its version (bumped whenever it is recomputed). Between enter and
  * leave. */

@@ -5,6 +5,7 @@
 #include "pipe/control.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 void sd_stream_default_params(sd_stream_params *p)
@@ -55,6 +56,19 @@ sd_status sd_stream_check_filter(float threshold, int max_skip_frames, const cha
     return SD_OK;
 }
 
+sd_status sd_control_check(float scale, float guidance_start, float guidance_end, int k, const char **param)
+{
+    char who[32] = ""; /* k < 0: no index to name */
+    if (k >= 0)
+        snprintf(who, sizeof who, "controls[%d]: ", k);
+    if (!(scale >= 0 && scale <= 10))
+        return BAD_PARAM("controls", "%sconditioning scale %g out of range (0..10)", who, scale);
+    if (!(guidance_start >= 0 && guidance_start < guidance_end && guidance_end <= 1))
+        return BAD_PARAM("controls", "%sguidance start %g / end %g must satisfy 0 <= start < end <= 1", who,
+                         guidance_start, guidance_end);
+    return SD_OK;
+}
+
 sd_status sd_stream_params_validate(const sd_stream_params *p, const char **param)
 {
     if (param)
@@ -96,11 +110,7 @@ sd_status sd_stream_params_validate(const sd_stream_params *p, const char **para
         const sd_control *c = &p->controls[k];
         if (!c->net)
             return BAD_PARAM("controls", "controls[%d]: no ControlNet (net is NULL)", k);
-        if (!(c->scale >= 0 && c->scale <= 10))
-            return BAD_PARAM("controls", "controls[%d]: conditioning scale %g out of range (0..10)", k, c->scale);
-        if (!(c->guidance_start >= 0 && c->guidance_start < c->guidance_end && c->guidance_end <= 1))
-            return BAD_PARAM("controls", "controls[%d]: guidance start %g / end %g must satisfy 0 <= start < end <= 1",
-                             k, c->guidance_start, c->guidance_end);
+        SD_TRY(sd_control_check(c->scale, c->guidance_start, c->guidance_end, k, param));
         if (c->image && (!c->image->data || c->image->width <= 0 || c->image->height <= 0 ||
                          c->image->width > SD_IMAGE_MAX_SIDE || c->image->height > SD_IMAGE_MAX_SIDE))
             return BAD_PARAM("controls", "controls[%d]: the control image is empty", k);

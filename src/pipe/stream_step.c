@@ -52,19 +52,16 @@ static sd_tensor guided_out(sd_stream *s, sd_ctx *ctx, int B, sd_tensor eps)
     return text;
 }
 
-/* The UNet on the stream batch X with guidance; returns model_pred [B,...]. */
-/* The UNet on its input rows Xin (step-index list idx), with the ControlNets' residuals when the stream has
- * nets: their control images per UNet row are the batch's rows (denoising batch: cond_rows, shifted with the
- * latents; sequential: the new frame's), duplicated as guided_in duplicates the latents. */
-static sd_tensor unet_call(sd_stream *s, sd_ctx *ctx, sd_tensor Xin, sd_tensor t, int idx)
+/* The ControlNets' residuals for the UNet input rows Xin (step-index list idx) into *res (allocated on ctx,
+ * descriptors in s->res_down): their control images per UNet row are the batch's rows (denoising batch:
+ * cond_rows, shifted with the latents; sequential: the new frame's), duplicated as guided_in duplicates the
+ * latents; ap: SDXL's added conditions of the rows (NULL for other models). */
+static void control_residuals(sd_stream *s, sd_ctx *ctx, sd_tensor Xin, sd_tensor t, int idx, const sd_unet_added *ap,
+                              sd_unet_residuals *res)
 {
-    sd_unet_added add = {s->add_te, s->add_ids}; /* SDXL: the rows' added conditions (Xin has UB rows) */
-    const sd_unet_added *ap = s->P ? &add : NULL;
-    if (!s->n_ctl)
-        return sd_unet_forward_added(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv, ap);
     const int fbs = s->fbs;
-    sd_unet_residuals res = {s->res_down, s->n_res, {0}};
-    sd_cnet_residuals_new(ctx, s->ctl[0].net, Xin.ne[0], s->h, s->w, s->res_down, &res.mid);
+    *res = (sd_unet_residuals){s->res_down, s->n_res, {0}};
+    sd_cnet_residuals_new(ctx, s->ctl[0].net, Xin.ne[0], s->h, s->w, s->res_down, &res->mid);
     for (int k = 0; k < s->n_ctl; k++) {
         size_t mark = sd_mark(ctx);
         sd_tensor base = s->p.use_denoising_batch ? s->ctl[k].cond_rows : s->ctl[k].cond_new; /* [B,3,H,W] */
@@ -74,9 +71,21 @@ static sd_tensor unet_call(sd_stream *s, sd_ctx *ctx, sd_tensor Xin, sd_tensor t
         else if (s->p.cfg_type == SD_CFG_FULL)
             cond = sd_concat(ctx, base, base, 0);
         sd_tensor ks = rows(ctx, s->ctl[k].k_scale, (int64_t)idx * s->UB, Xin.ne[0]); /* [UB,1,1,1] */
-        sd_cnet_forward_rows(ctx, s->ctl[k].net, Xin, t, s->embeds, cond, ks, ap, &res, k > 0);
+        sd_cnet_forward_rows(ctx, s->ctl[k].net, Xin, t, s->embeds, cond, ks, ap, res, k > 0);
         sd_release(ctx, mark);
     }
+}
+
+/* The UNet on its input rows Xin (step-index list idx), with the ControlNets' residuals when the stream has
+ * nets. */
+static sd_tensor unet_call(sd_stream *s, sd_ctx *ctx, sd_tensor Xin, sd_tensor t, int idx)
+{
+    sd_unet_added add = {s->add_te, s->add_ids}; /* SDXL: the rows' added conditions (Xin has UB rows) */
+    const sd_unet_added *ap = s->P ? &add : NULL;
+    if (!s->n_ctl)
+        return sd_unet_forward_added(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv, ap);
+    sd_unet_residuals res;
+    control_residuals(s, ctx, Xin, t, idx, ap, &res);
     return sd_unet_forward_ex(ctx, s->m->unet, Xin, t, (sd_tensor){0}, NULL, s->kv, ap, &res);
 }
 
@@ -305,11 +314,16 @@ sd_status sd_stream_step(sd_stream *s, bool use_latent, void (*hook)(void *, con
 
 /* The stream batch split around its UNet call, for the stream group
  * (stream_group.c: many streams' rows in one UNet call). */
-sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, sd_tensor *Xin, sd_tensor *t, sd_unet_added *add)
+sd_tensor sd_stream_batch_pre(sd_stream *s, sd_ctx *ctx, sd_tensor *Xin, sd_tensor *t, sd_unet_added *add,
+                              sd_unet_residuals *res)
 {
     *add = (sd_unet_added){s->add_te, s->add_ids};
     sd_tensor xn = !ctx->plan && s->in_latent ? s->x_in : encode_frame(s, ctx);
-    return batch_pre(s, ctx, xn, Xin, t);
+    sd_tensor X = batch_pre(s, ctx, xn, Xin, t);
+    *res = (sd_unet_residuals){0};
+    if (s->n_ctl)
+        control_residuals(s, ctx, *Xin, *t, 0, s->P ? add : NULL, res);
+    return X;
 }
 
 void sd_stream_batch_post(sd_stream *s, sd_ctx *ctx, sd_tensor X, sd_tensor eps)

@@ -131,6 +131,7 @@ void srv_apply_control(server *S, const srv_control *u);
 
 /* messages.c: JSON built from the server state */
 void srv_add_lora_scales(server *S, cJSON *o);
+void srv_add_controlnets(server *S, cJSON *o);
 char *srv_stats_json(server *S, client *c, double now);
 char *srv_hello_json(server *S, client *c);
 

@@ -12,6 +12,20 @@ void srv_add_lora_scales(server *S, cJSON *o)
         cJSON_AddItemToArray(a, cJSON_CreateNumber(round((double)S->lora_on.scale[i] * 1e4) / 1e4));
 }
 
+/* "controlnets": [{"name":..,"from_frame":..}] (the server's nets; a client's settings are in its config). */
+void srv_add_controlnets(server *S, cJSON *o)
+{
+    cJSON *a = cJSON_AddArrayToObject(o, "controlnets");
+    for (int k = 0; a && k < S->o.n_controls; k++) {
+        cJSON *n = cJSON_CreateObject();
+        if (!n)
+            break;
+        cJSON_AddStringToObject(n, "name", S->o.control_names && S->o.control_names[k] ? S->o.control_names[k] : "");
+        cJSON_AddBoolToObject(n, "from_frame", S->o.controls[k].image == NULL);
+        cJSON_AddItemToArray(a, n);
+    }
+}
+
 char *srv_stats_json(server *S, client *c, double now)
 {
     double dt = now - c->stats_t;
@@ -72,6 +86,7 @@ char *srv_hello_json(server *S, client *c)
     cJSON_AddItemToObject(o, "limits", srv_limits_json(&S->o.limits));
     cJSON_AddItemToObject(o, "config", srv_config_json(&c->cfg));
     cJSON_AddItemToObject(o, "loras", srv_loras_json(&S->lora_on));
+    srv_add_controlnets(S, o);
     cJSON_AddStringToObject(o, "state", c->active ? "active" : "queued");
     cJSON_AddNumberToObject(o, "max_sessions", S->o.max_sessions);
     cJSON_AddNumberToObject(o, "max_batch", S->o.max_batch);

@@ -58,6 +58,8 @@ unsigned srv_config_diff(const srv_config *a, const srv_config *b)
         d |= SRV_CHANGE_STREAM;
     if (a->mode != b->mode || a->jpeg_quality != b->jpeg_quality || a->max_fps != b->max_fps)
         d |= SRV_CHANGE_OTHER;
+    if (a->n_cnet != b->n_cnet || memcmp(a->cnet, b->cnet, sizeof(srv_cnet) * (size_t)SD_MAX(a->n_cnet, 0)))
+        d |= SRV_CHANGE_CONTROL;
     return d | srv_blend_diff(a, b);
 }
 
@@ -213,6 +215,16 @@ static bool get_enum(const cJSON *it, const char *name, const char *const *names
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s\"%s\"", i ? ", " : "", names[i]);
     srv_error_set(err, cJSON_IsString(it) ? "bad_value" : "bad_type", "field '%s' must be one of %s", name, list);
     return false;
+}
+
+bool srv_get_number(const cJSON *it, const char *name, double lo, double hi, bool integer, double *out, srv_error *err)
+{
+    return get_number(it, name, lo, hi, integer, out, err);
+}
+
+bool srv_get_enum(const cJSON *it, const char *name, const char *const *names, int count, int *out, srv_error *err)
+{
+    return get_enum(it, name, names, count, out, err);
 }
 
 /* An array of whole numbers, at most the server's --max-steps; what makes a valid list (range, order) is
@@ -516,8 +528,11 @@ static bool parse_object(const cJSON *root, const srv_limits *lim, const srv_lor
     }
     if (!strcmp(type->valuestring, "lora"))
         return parse_lora(root, loras, msg, err);
+    if (!strcmp(type->valuestring, "controlnet"))
+        return srv_parse_controlnet(root, cur, msg, next, err);
     if (strcmp(type->valuestring, "config")) {
-        srv_error_set(err, "unknown_type", "unknown message type '%.40s' (use \"config\", \"ping\" or \"lora\")",
+        srv_error_set(err, "unknown_type",
+                      "unknown message type '%.40s' (use \"config\", \"ping\", \"lora\" or \"controlnet\")",
                       type->valuestring);
         return false;
     }
@@ -722,6 +737,8 @@ cJSON *srv_config_json(const srv_config *c)
     cJSON_AddNumberToObject(o, "jpeg_quality", c->jpeg_quality);
     cJSON_AddNumberToObject(o, "max_fps", c->max_fps);
     srv_blend_json(c, o);
+    if (c->n_cnet > 0)
+        cJSON_AddItemToObject(o, "controlnets", srv_cnet_json(c));
     return o;
 }
 

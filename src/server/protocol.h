@@ -47,6 +47,12 @@ typedef struct srv_blend {
     sd_blend_mode prompt_blend, seed_blend; /* slerp, linear (the forks' defaults) */
     bool raw_weights;                       /* false: weights divided by their sum */
 } srv_blend;
+/* One ControlNet's live settings of a client (the server's nets: serve --control; protocol_cnet.c). */
+#define SRV_MAX_CONTROLS 8
+typedef struct srv_cnet {
+    float scale, guidance_start, guidance_end;
+    sd_preprocess_params pp; /* how the client's frames become the net's control image */
+} srv_cnet;
 
 /* One client's generation settings. */
 typedef struct srv_config {
@@ -63,6 +69,8 @@ typedef struct srv_config {
     int jpeg_quality;
     float max_fps; /* this client's output frame-rate cap, 0 = the server's (--max-fps); the lower one wins */
     srv_blend blend;
+    int n_cnet;    /* the server's ControlNets (0 = none), each with this client's settings */
+    srv_cnet cnet[SRV_MAX_CONTROLS];
 } srv_config;
 
 /* Defaults from sd_stream_default_params(), size width x height. */
@@ -74,7 +82,8 @@ enum {
     SRV_CHANGE_LIVE = 2,   /* guidance, delta, similarity filter: applied live */
     SRV_CHANGE_STREAM = 4, /* t_index_list, size, cfg type, seed: a new stream */
     SRV_CHANGE_OTHER = 8,  /* mode, JPEG quality, max_fps: no engine work */
-    SRV_CHANGE_SEEDS = 16  /* the seed list (blending): applied live */
+    SRV_CHANGE_SEEDS = 16, /* the seed list (blending): applied live */
+    SRV_CHANGE_CONTROL = 32 /* ControlNet scales, windows, preprocessors: applied live */
 };
 unsigned srv_config_diff(const srv_config *a, const srv_config *b);
 
@@ -101,7 +110,7 @@ bool srv_loras_add(srv_loras *l, const char *path, float scale);
 /* [{"name":..,"scale":..}, ...] (cJSON array, free with cJSON_Delete). */
 cJSON *srv_loras_json(const srv_loras *l);
 
-typedef enum srv_msg_type { SRV_MSG_CONFIG = 0, SRV_MSG_PING = 1, SRV_MSG_LORA = 2 } srv_msg_type;
+typedef enum srv_msg_type { SRV_MSG_CONFIG = 0, SRV_MSG_PING = 1, SRV_MSG_LORA = 2, SRV_MSG_CONTROLNET = 3 } srv_msg_type;
 
 typedef struct srv_msg {
     srv_msg_type type;
@@ -154,6 +163,21 @@ bool srv_utf8_valid(const uint8_t *s, size_t n);
  * dimensions from its header against the limits (so a tiny file cannot ask
  * for a huge decode). */
 bool srv_check_frame(const uint8_t *b, size_t n, const srv_limits *lim, int *width, int *height, srv_error *err);
+
+/* Field readers of the parsers (protocol.c): a finite number in [lo, hi] (integral when `integer`), one of
+ * `names`; false with *err naming the field. */
+bool srv_get_number(const cJSON *it, const char *name, double lo, double hi, bool integer, double *out, srv_error *err);
+bool srv_get_enum(const cJSON *it, const char *name, const char *const *names, int count, int *out, srv_error *err);
+
+/* ControlNets (protocol_cnet.c). "controlnet": *next = *cur with net k's settings changed (every field
+ * optional but one: "net", the index, may be left out when the server has one net), checked by the library's
+ * rule (sd_stream_control_validate). */
+bool srv_parse_controlnet(const cJSON *root, const srv_config *cur, srv_msg *msg, srv_config *next, srv_error *err);
+/* [{"scale":..,"guidance_start":..,"guidance_end":..,"preprocess":..,"canny_low":..,"canny_high":..,
+ * "threshold":..}, ...] of a config (cJSON array). */
+cJSON *srv_cnet_json(const srv_config *c);
+/* Net k's settings as the library's sd_stream_control. */
+void srv_cnet_to_stream(const srv_cnet *n, sd_stream_control *out);
 
 /* JSON builders (cJSON objects, free with cJSON_Delete). */
 cJSON *srv_config_json(const srv_config *c);

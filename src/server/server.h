@@ -70,6 +70,13 @@ typedef struct srv_options {
                                  within SRV_LORA_SCALE_MAX); clients may change their scales ("lora") */
     int n_loras;
     bool lora_allow_unmatched;/* the sd_lora_options the caller applied them with */
+    /* ControlNets (serve --control), loaded by the caller for the model, at most SRV_MAX_CONTROLS: every client's
+     * stream gets them; controls[k].image NULL = made from each client frame (img2img only: a txt2img stream
+     * leaves those out), else the fixed image. Each client sets its own scale, window and preprocessor
+     * ("controlnet"); defaults.cnet holds the start values. control_names[k]: shown on the page. */
+    const sd_control *controls;
+    const char *const *control_names;
+    int n_controls;
     int verbose;
     /* Optional live control: polled by the engine worker between ticks (at least every 100 ms while it is
      * set); returns true and fills *c when something arrived. */

@@ -12,12 +12,69 @@ static void set_live(sd_stream *s, const srv_config *c)
     sd_stream_set_similarity_filter(s, c->similarity_threshold, c->max_skip_frames);
 }
 
+/* ---------------------------------------------------------------- ControlNets */
+
+/* The server's nets a stream of config c has: every one in img2img; in txt2img those with a fixed image (the
+ * others need frames). map[j] = the server's index of the stream's net j. */
+static int stream_nets(const server *S, const srv_config *c, int *map)
+{
+    int n = 0;
+    for (int k = 0; k < S->o.n_controls && k < c->n_cnet; k++)
+        if (c->mode == SRV_MODE_IMG2IMG || S->o.controls[k].image)
+            map[n++] = k;
+    return n;
+}
+
+/* Whether a mode change changes the stream's nets (a new stream then). */
+static bool nets_follow_mode(const server *S)
+{
+    for (int k = 0; k < S->o.n_controls; k++)
+        if (!S->o.controls[k].image)
+            return true;
+    return false;
+}
+
+/* The client's ControlNet settings on its stream (live: sd_stream_set_control). */
+static sd_status set_nets(server *S, sd_stream *s, const srv_config *c)
+{
+    int map[SRV_MAX_CONTROLS];
+    int n = stream_nets(S, c, map);
+    for (int j = 0; j < n; j++) {
+        sd_stream_control sc;
+        srv_cnet_to_stream(&c->cnet[map[j]], &sc);
+        sd_status st = sd_stream_set_control(s, j, &sc);
+        if (st != SD_OK)
+            return st;
+    }
+    return SD_OK;
+}
+
 static sd_status make_stream(server *S, const srv_config *c, sd_stream **out)
 {
     sd_stream_params p;
     srv_config_stream_params(c, &p);
     p.use_taesd = S->info.has_taesd;
-    return sd_stream_create(S->m, &p, out);
+    sd_control ctl[SRV_MAX_CONTROLS];
+    int map[SRV_MAX_CONTROLS];
+    p.n_controls = stream_nets(S, c, map);
+    for (int j = 0; j < p.n_controls; j++) {
+        const srv_cnet *n = &c->cnet[map[j]];
+        ctl[j] = S->o.controls[map[j]];
+        ctl[j].scale = n->scale;
+        ctl[j].guidance_start = n->guidance_start;
+        ctl[j].guidance_end = n->guidance_end;
+    }
+    p.controls = p.n_controls ? ctl : NULL;
+    if (p.n_controls)
+        p.control_preprocess = c->cnet[map[0]].pp;
+    sd_status st = sd_stream_create(S->m, &p, out);
+    if (st == SD_OK)
+        st = set_nets(S, *out, c); /* each net's own preprocessor */
+    if (st != SD_OK && *out) {
+        sd_stream_free(*out);
+        *out = NULL;
+    }
+    return st;
 }
 
 static void copy_stream_fields(srv_config *dst, const srv_config *src)
@@ -73,7 +130,8 @@ static void prepare(server *S, client *c, job *j, result *r)
     if (!c->stream || j->gen != c->applied_gen) {
         double t = now_s();
         unsigned diff = c->stream ? srv_config_diff(&c->scfg, want) : ~0u;
-        bool recreate = !c->stream || (diff & SRV_CHANGE_STREAM);
+        bool recreate = !c->stream || (diff & SRV_CHANGE_STREAM) ||
+                        (want->mode != c->scfg.mode && nets_follow_mode(S)); /* the stream's nets change */
         sd_status st = SD_OK;
         if (recreate) {
             sd_stream_free(c->stream); /* leaves its stream group */
@@ -105,6 +163,8 @@ static void prepare(server *S, client *c, job *j, result *r)
         }
         if (!recreate && (diff & SRV_CHANGE_LIVE))
             set_live(c->stream, want);
+        if (!recreate && (diff & SRV_CHANGE_CONTROL) && set_nets(S, c->stream, want) != SD_OK)
+            res_error(r, "engine", "the ControlNet settings could not be applied: %s", sd_last_error());
         c->scfg = *want;
         c->have_scfg = true;
         c->applied_gen = j->gen;

@@ -539,3 +539,34 @@ def test_sdxl_txt2img_options_and_stream_equal_cli(cli, data, tmp_path):
         s.close()
         for k, (a, p) in enumerate(zip(outs, cli_frames)):
             assert np.array_equal(a, pixels(p)), f"SDXL stream frame {k} differs from the CLI stream"
+
+
+def test_controlnet_stream_live_settings(data):
+    """Stream.set_control: a live scale / preprocessor equals a stream created with it; bad values raise and
+    change nothing; the settings survive a rebuild (a new t_index_list)."""
+    with streamdiff.Model(data / "models" / "tiny-sd15", threads=2) as m:
+        net = m.load_controlnet(data / "models" / "controlnet-tiny-sd15")
+        fr = frames(3, 32, 32)
+        kw = dict(width=32, height=32, use_taesd=False, cfg_type="none", t_index_list=[20, 40])
+
+        def run(s):
+            s.prepare("a house")
+            return [np.asarray(s(f)) for f in fr]
+        ref = run(m.stream(controls=[streamdiff.Control(net, None, scale=0.3)], control_preprocess="canny", **kw))
+        s = m.stream(controls=[streamdiff.Control(net, None, scale=1.0)], **kw)
+        assert s.get_control(0) == dict(scale=1.0, start=0.0, end=1.0, preprocess="none", low=100, high=200,
+                                        threshold=64, from_frame=True)
+        s.set_control(0, scale=0.3, preprocess="canny")
+        got = run(s)
+        assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+        with pytest.raises(streamdiff.InvalidArgumentError, match="scale"):
+            s.set_control(0, scale=11)
+        with pytest.raises(streamdiff.InvalidArgumentError, match="index 1"):
+            s.set_control(1, scale=0.5)
+        with pytest.raises(streamdiff.InvalidArgumentError):
+            s.set_control(0, low=300, high=200)
+        with pytest.raises(ValueError, match="unknown control preprocessor"):
+            s.set_control(0, preprocess="depth")
+        assert s.get_control(0)["scale"] == pytest.approx(0.3) and s.get_control(0)["preprocess"] == "canny"
+        s.update(t_index_list=[25, 45])  # rebuilt: the live settings stay
+        assert s.get_control(0)["scale"] == pytest.approx(0.3) and s.get_control(0)["preprocess"] == "canny"

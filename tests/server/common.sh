@@ -88,3 +88,25 @@ cleanup_server() {
         kill -9 "$SERVER_PID" 2>/dev/null
     fi
 }
+
+# run_page_test LOG SCRIPT [args...]: a page test in headless Chromium (tests/server/*_page.py); sets
+# page_skipped=1 when Chromium or Playwright is missing (the test then ends with SKIP after the rest passed);
+# a failure prints the server log's end and exits 1.
+run_page_test() {
+    local log="$1" script="$2" rc
+    shift 2
+    if { [ -n "${SD_CHROMIUM:-}" ] || [ -x /usr/bin/chromium ] || [ -x /usr/bin/chromium-browser ]; } &&
+        python3 -c 'import playwright.sync_api' 2>/dev/null; then
+        timeout 120 python3 "$script" "$@"
+        rc=$?
+        [ $rc -ne 77 ] || page_skipped=1
+        if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
+            tail -20 "$log"
+            echo "$NAME: FAIL (page)"
+            exit 1
+        fi
+    else
+        echo "$NAME: no Chromium or Playwright: $(basename "$script") did not run"
+        page_skipped=1
+    fi
+}

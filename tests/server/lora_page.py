@@ -11,10 +11,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pagetest  # noqa: E402
 import wsclient  # noqa: E402
-
-CHROMIUM_CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser']
-
 
 def main():
     ap = argparse.ArgumentParser()
@@ -26,15 +24,10 @@ def main():
     a = ap.parse_args()
     names = a.names.split(',')
     start = [float(x) for x in a.scales.split(',')]
-    chromium = os.environ.get('SD_CHROMIUM') or next((c for c in CHROMIUM_CANDIDATES if os.path.exists(c)), None)
-    if not chromium:
-        print('lora_page: SKIP: no Chromium')
+    found = pagetest.find('lora_page')
+    if not found:
         return 77
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        print('lora_page: SKIP: no Playwright')
-        return 77
+    chromium, sync_playwright = found
     fails = []
     errors = []
     ms = int(a.timeout * 1000)
@@ -47,13 +40,7 @@ def main():
     watcher = wsclient.WS('127.0.0.1', a.port, timeout=20)
     watcher.recv_json(want='hello', timeout=20)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True,
-                                    args=['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'])
-        ctx = browser.new_context(viewport={'width': 1280, 'height': 900}, bypass_csp=True)
-        page = ctx.new_page()
-        page.on('pageerror', lambda e: errors.append(str(e)))
-        page.on('console', lambda m: errors.append(m.text) if m.type == 'error' else None)
-        page.goto(a.url + '?source=pattern', wait_until='load')
+        browser, page = pagetest.open_page(p, chromium, a.url, errors)
         page.wait_for_function('window.streamdiff && window.streamdiff.loras.length === %d' % len(names), timeout=ms)
         check(page.is_visible('#loras'), 'the LoRA group is shown')
         labels = page.eval_on_selector_all('#loras label', 'ls => ls.map(l => l.textContent)')
