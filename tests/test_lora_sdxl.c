@@ -128,7 +128,8 @@ static void check_latents(sd_model *m, const char *tag)
 static sd_status apply(sd_model *m, const char *a, float sa, const char *b, float sb)
 {
     char pa[1200], pb[1200];
-    sd_lora_spec s[2] = {{a ? test_data_file(pa, sizeof pa, a) : NULL, sa}, {b ? test_data_file(pb, sizeof pb, b) : NULL, sb}};
+    sd_lora_spec s[2] = {{a ? test_data_file(pa, sizeof pa, a) : NULL, sa},
+                         {b ? test_data_file(pb, sizeof pb, b) : NULL, sb}};
     return sd_model_apply_loras(m, a ? s : s + 1, (a != NULL) + (b != NULL));
 }
 
