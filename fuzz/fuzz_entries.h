@@ -320,19 +320,22 @@ static inline int sd_fuzz_checkpoint(const uint8_t *data, size_t len)
                 free(names[i]);
             free(names);
         }
-        sd_weights wu, wv, wt;
+        sd_weights wu, wv, wt, wt2;
         /* F16 kept as F16: zero-copy views of the (zero) data instead of per-element conversion, so the
          * executions go to the mapping and the shape checks */
         sd_weights_init(&wu, sd_fuzz_be, "unet", SD_F16);
         sd_weights_init(&wv, sd_fuzz_be, "vae", SD_F16);
         sd_weights_init(&wt, sd_fuzz_be, "text", SD_F16);
+        sd_weights_init(&wt2, sd_fuzz_be, "text2", SD_F16);
         sd_ckpt_info info;
         memset(&info, 0, sizeof info);
-        /* each component on its own, so a missing one does not hide the others */
-        sd_weights *ws[3] = {&wu, &wv, &wt};
-        bool mapped[3];
-        for (int k = 0; k < 3; k++) {
-            s = FZ(sd_ckpt_map(st, arch, k == 0 ? &wu : NULL, k == 1 ? &wv : NULL, k == 2 ? &wt : NULL, &info));
+        /* each component on its own, so a missing one does not hide the others (text2: SDXL's second encoder) */
+        sd_weights *ws[SD_CKPT_COMPONENTS] = {&wu, &wv, &wt, &wt2};
+        bool mapped[SD_CKPT_COMPONENTS];
+        for (int k = 0; k < SD_CKPT_COMPONENTS; k++) {
+            sd_weights *one[SD_CKPT_COMPONENTS] = {NULL, NULL, NULL, NULL};
+            one[k] = ws[k];
+            s = FZ(sd_ckpt_map_all(st, arch, one, &info));
             sd_ckpt_info_free(&info);
             mapped[k] = s == SD_OK && FZ(sd_weights_finalize(ws[k])) == SD_OK;
         }
@@ -351,10 +354,13 @@ static inline int sd_fuzz_checkpoint(const uint8_t *data, size_t len)
                 sd_vae_free(vae);
             sd_config_free(&c);
         }
-        if (sd_fuzz_cfg_wrap(sd_ckpt_text_config(st, arch), &c) == SD_OK) {
+        for (int k = 2; k < SD_CKPT_COMPONENTS; k++) {
+            if (sd_fuzz_cfg_wrap(k == 2 ? sd_ckpt_text_config(st, arch) : sd_ckpt_text2_config(st, arch), &c) != SD_OK)
+                continue;
             sd_clip_config ccfg;
             sd_clip *clip = NULL;
-            if (FZ(sd_clip_config_from(&c, &ccfg)) == SD_OK && mapped[2] && FZ(sd_clip_load(&wt, &ccfg, &clip)) == SD_OK)
+            if (FZ(sd_clip_config_from(&c, &ccfg)) == SD_OK && mapped[k] &&
+                FZ(sd_clip_load(ws[k], &ccfg, &clip)) == SD_OK)
                 sd_clip_free(clip);
             sd_config_free(&c);
         }
@@ -366,6 +372,7 @@ static inline int sd_fuzz_checkpoint(const uint8_t *data, size_t len)
         sd_weights_free(&wu);
         sd_weights_free(&wv);
         sd_weights_free(&wt);
+        sd_weights_free(&wt2);
     }
     sd_safetensors_close(st);
     free(buf);

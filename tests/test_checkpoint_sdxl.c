@@ -17,12 +17,6 @@
 
 #include <unistd.h>
 
-static const char *data_dir(void)
-{
-    const char *d = getenv("SD_TEST_DATA");
-    return d ? d : "";
-}
-
 /* derived UNet config vs the folder's, as UNet2DConditionModel reads them (nested depth lists compare by meaning) */
 static void compare_unet(cJSON *derived, const char *config_path)
 {
@@ -68,18 +62,17 @@ static void compare_unet(cJSON *derived, const char *config_path)
 static void check_file(const char *single, const char *unet_folder)
 {
     char sp[1024], fp[1024], up[1024], p[1200];
-    snprintf(sp, sizeof sp, "%s/models/%s", data_dir(), single);
-    snprintf(fp, sizeof fp, "%s/models/tiny-sdxl", data_dir());
-    snprintf(up, sizeof up, "%s/models/%s", data_dir(), unet_folder);
-    if (!sd_file_exists(sp) || !sd_dir_exists(fp) || !sd_dir_exists(up))
-        FAIL("%s, %s or %s is absent (committed test data)", sp, fp, up);
-    sd_safetensors *st;
-    CHECK_STATUS(sd_safetensors_open(sp, &st), SD_OK);
-    if (t_cur_failed)
-        return;
-    sd_arch arch;
-    CHECK_STATUS(sd_ckpt_detect(st, &arch), SD_OK);
-    CHECK(arch == SD_ARCH_SDXL);
+    const char *paths[3] = {models_path(sp, sizeof sp, single), models_path(fp, sizeof fp, "tiny-sdxl"),
+                            models_path(up, sizeof up, unet_folder)};
+    for (int i = 0; i < 3; i++)
+        if (!sd_file_exists(paths[i]) && !sd_dir_exists(paths[i]))
+            FAIL("%s is absent (committed test data)", paths[i]);
+    sd_safetensors *st = NULL;
+    sd_arch arch = SD_ARCH_UNKNOWN;
+    if (sd_safetensors_open(sp, &st) != SD_OK || sd_ckpt_detect(st, &arch) != SD_OK || arch != SD_ARCH_SDXL) {
+        sd_safetensors_close(st);
+        FAIL("%s: not an SDXL checkpoint (%s)", sp, sd_last_error());
+    }
     sd_weights w[SD_CKPT_COMPONENTS];
     static const char *const names[SD_CKPT_COMPONENTS] = {"unet", "vae", "text_encoder", "text_encoder_2"};
     for (int c = 0; c < SD_CKPT_COMPONENTS; c++)
@@ -209,7 +202,7 @@ TEST(refiners_are_refused_by_name)
 TEST(sd1_file_has_no_second_text_encoder)
 {
     char sp[1024];
-    snprintf(sp, sizeof sp, "%s/models/tiny-sd15-single.safetensors", data_dir());
+    models_path(sp, sizeof sp, "tiny-sd15-single.safetensors");
     if (!sd_file_exists(sp))
         FAIL("%s is absent (committed test data)", sp);
     sd_safetensors *st;
@@ -229,8 +222,8 @@ TEST(sd1_file_has_no_second_text_encoder)
 TEST(model_loads_from_the_single_file)
 {
     char sp[1024], fp[1024];
-    snprintf(sp, sizeof sp, "%s/models/tiny-sdxl-single.safetensors", data_dir());
-    snprintf(fp, sizeof fp, "%s/models/tiny-sdxl", data_dir());
+    models_path(sp, sizeof sp, "tiny-sdxl-single.safetensors");
+    models_path(fp, sizeof fp, "tiny-sdxl");
     sd_model_params p;
     sd_model_default_params(&p);
     p.n_threads = 2;
@@ -244,7 +237,7 @@ TEST(model_loads_from_the_single_file)
         sd_model_free(m);
     }
     /* an SD1.5 folder's configs do not fit an SDXL file: a named error, no crash */
-    snprintf(fp, sizeof fp, "%s/models/tiny-sd15", data_dir());
+    models_path(fp, sizeof fp, "tiny-sd15");
     m = NULL;
     CHECK(sd_model_load(sp, &p, &m) != SD_OK && m == NULL);
     CHECK_ERR_CONTAINS("text_encoder_2");

@@ -83,8 +83,8 @@ static inline cJSON *load_json(const char *path)
 }
 
 /* derived[k] must equal folder[k] for each key (absent/null in folder counts as null). */
-static inline void compare_config(const cJSON *derived, const char *config_path, const char *const *keys, size_t nk,
-                           const char *what)
+static inline void compare_config(const cJSON *derived, const char *config_path, const char *const *keys,
+                                  size_t nk, const char *what)
 {
     cJSON *ref = load_json(config_path);
     CHECK_MSG(ref != NULL, "%s: cannot read %s", what, config_path);
@@ -109,6 +109,14 @@ static inline void compare_config(const cJSON *derived, const char *config_path,
     }
     printf("  %s config: %zu/%zu keys equal\n", what, ok, nk);
     cJSON_Delete(ref);
+}
+
+/* $SD_TEST_DATA/models/<rel> into buf (committed test data; ctest sets SD_TEST_DATA) */
+static inline const char *models_path(char *buf, size_t cap, const char *rel)
+{
+    const char *d = getenv("SD_TEST_DATA");
+    snprintf(buf, cap, "%s/models/%s", d ? d : "tests/data", rel);
+    return buf;
 }
 
 #endif

@@ -19,17 +19,7 @@ static const char *data_path(char *buf, size_t n, const char *rel)
     return buf;
 }
 
-static sd_model *load_model(const char *rel)
-{
-    char p[1200];
-    sd_model_params mp;
-    sd_model_default_params(&mp);
-    mp.n_threads = 2;
-    sd_model *m = NULL;
-    if (sd_model_load(data_path(p, sizeof p, rel), &mp, &m) != SD_OK)
-        fprintf(stderr, "  load %s: %s\n", rel, sd_last_error());
-    return m;
-}
+static sd_model *load_model(const char *rel) { return test_load_model(rel); }
 
 static sd_controlnet *load_cn(sd_model *m, const char *rel)
 {

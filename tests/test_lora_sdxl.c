@@ -10,55 +10,26 @@
 #include "models/lora.h"
 #include "pipe/pipeline.h"
 
-static char g_data[1024], g_tmp[512];
+static char g_tmp[512];
 static sd_safetensors *g_exp;
-
-static const char *data_path(char *buf, size_t n, const char *rel)
-{
-    snprintf(buf, n, "%s/%s", g_data, rel);
-    return buf;
-}
 
 static sd_model *load(const char *rel)
 {
-    char p[1200];
-    sd_model_params mp;
-    sd_model_default_params(&mp);
-    mp.n_threads = 2;
-    sd_model *m = NULL;
-    if (sd_model_load(data_path(p, sizeof p, rel), &mp, &m) != SD_OK)
-        fprintf(stderr, "  load %s: %s\n", rel, sd_last_error());
+    sd_model *m = test_load_model(rel);
+    CHECK_MSG(m != NULL, "%s does not load", rel);
     return m;
-}
-
-typedef struct {
-    const char *want;
-    sd_tensor *found;
-} find_ctx;
-
-static sd_status find_visit(void *user, const char *name, sd_tensor *t)
-{
-    find_ctx *f = user;
-    if (!strcmp(name, f->want))
-        f->found = t;
-    return SD_OK;
 }
 
 /* "unet.<name>", "text_encoder.<name>" or "text_encoder_2.<name>" */
 static sd_tensor *weight(sd_model *m, const char *key)
 {
-    find_ctx f = {NULL, NULL};
-    if (!strncmp(key, "unet.", 5)) {
-        f.want = key + 5;
-        sd_unet_for_each_weight(m->unet, find_visit, &f);
-    } else if (!strncmp(key, "text_encoder_2.", 15)) {
-        f.want = key + 15;
-        sd_clip_for_each_weight(m->clip2, find_visit, &f);
-    } else if (!strncmp(key, "text_encoder.", 13)) {
-        f.want = key + 13;
-        sd_clip_for_each_weight(m->clip, find_visit, &f);
+    static const char *const comps[] = {"text_encoder_2", "text_encoder", "unet"};
+    for (size_t i = 0; i < SD_ARRAY_LEN(comps); i++) {
+        size_t n = strlen(comps[i]);
+        if (!strncmp(key, comps[i], n) && key[n] == '.')
+            return test_model_weight(m, comps[i], key + n + 1);
     }
-    return f.found;
+    return NULL;
 }
 
 /* max |got - exp| / max(1, max|exp|) of an expected tensor; -1 when absent or of another size */
@@ -79,19 +50,15 @@ static double rel_err(const char *key, const float *got, size_t n)
 /* every "<tag>.w.<component>.<name>" reference against the model's handle; returns how many */
 static int check_weights(sd_model *m, const char *tag)
 {
-    char pre[64];
-    snprintf(pre, sizeof pre, "%s.w.", tag);
+    size_t tl = strlen(tag);
     int n = 0;
     for (size_t i = 0; i < g_exp->n_tensors; i++) {
-        const char *k = g_exp->tensors[i].name;
-        if (strncmp(k, pre, strlen(pre)))
+        const char *k = g_exp->tensors[i].name, *name = k + tl + 3;
+        if (strncmp(k, tag, tl) || strncmp(k + tl, ".w.", 3))
             continue;
-        sd_tensor *t = weight(m, k + strlen(pre));
-        CHECK_MSG(t && t->dtype == SD_F32, "%s: no F32 weight '%s'", tag, k + strlen(pre));
-        if (!t || t->dtype != SD_F32)
-            continue;
-        double r = rel_err(k, t->data, (size_t)sd_numel(t));
-        CHECK_MSG(r >= 0 && r <= 1e-4, "%s: fused '%s' differs from diffusers (rel %g)", tag, k + strlen(pre), r);
+        sd_tensor *t = weight(m, name);
+        double r = t && t->dtype == SD_F32 ? rel_err(k, t->data, (size_t)sd_numel(t)) : -1;
+        CHECK_MSG(r >= 0 && r <= 1e-4, "%s: fused '%s' is missing or differs from diffusers (rel %g)", tag, name, r);
         n++;
     }
     return n;
@@ -161,7 +128,8 @@ static void check_latents(sd_model *m, const char *tag)
 static sd_status apply(sd_model *m, const char *a, float sa, const char *b, float sb)
 {
     char pa[1200], pb[1200];
-    sd_lora_spec s[2] = {{a ? data_path(pa, sizeof pa, a) : NULL, sa}, {b ? data_path(pb, sizeof pb, b) : NULL, sb}};
+    sd_lora_spec s[2] = {{a ? test_data_file(pa, sizeof pa, a) : NULL, sa},
+                         {b ? test_data_file(pb, sizeof pb, b) : NULL, sb}};
     return sd_model_apply_loras(m, a ? s : s + 1, (a != NULL) + (b != NULL));
 }
 
@@ -238,7 +206,7 @@ TEST(other_family_is_named)
         CHECK(sd15->lora == NULL);
         /* even when unmatched keys are allowed */
         char p[1200];
-        sd_lora_spec s = {data_path(p, sizeof p, LCM), 1.0f};
+        sd_lora_spec s = {test_data_file(p, sizeof p, LCM), 1.0f};
         sd_lora_options opt = {.allow_unmatched = true};
         CHECK(sd_model_apply_loras_ex(sd15, &s, 1, &opt) != SD_OK);
         CHECK_ERR_CONTAINS("an sdxl LoRA");
@@ -306,15 +274,10 @@ TEST(family_from_tensors)
 
 int main(void)
 {
-    const char *d = getenv("SD_TEST_DATA");
-    snprintf(g_data, sizeof g_data, "%s", d ? d : "tests/data");
     char p[1200];
-    if (sd_safetensors_open(data_path(p, sizeof p, "lora/xl_expected.safetensors"), &g_exp) != SD_OK) {
-        fprintf(stderr, "FAIL: committed test data %s does not open (%s)\n", p, sd_last_error());
-        return 1;
-    }
-    if (!test_make_tmpdir(g_tmp, sizeof g_tmp, "sd_test_lora_xl")) {
-        printf("cannot create a temporary folder\n");
+    test_data_file(p, sizeof p, "lora/xl_expected.safetensors");
+    if (sd_safetensors_open(p, &g_exp) != SD_OK || !test_make_tmpdir(g_tmp, sizeof g_tmp, "sd_test_lora_xl")) {
+        fprintf(stderr, "FAIL: the committed %s or a temporary folder: %s\n", p, sd_last_error());
         return 1;
     }
     RUN(diffusers_scenarios);

@@ -11,6 +11,7 @@
 #include "check/check.h"
 #include "core/core.h"
 #include "models/weights.h"
+#include "pipe/model.h"
 
 #include <dirent.h>
 #include <stdbool.h>
@@ -131,6 +132,51 @@ static inline void test_weights_open(sd_weights *w, sd_backend *be, const char *
     sd_weights_init(w, be, label, SD_F32);
     CHECK_STATUS(sd_weights_add_file(w, path, NULL, false), SD_OK);
     CHECK_STATUS(sd_weights_finalize(w), SD_OK);
+}
+
+/* $SD_TEST_DATA/<rel> (ctest sets SD_TEST_DATA to tests/data) into buf */
+static inline const char *test_data_file(char *buf, size_t cap, const char *rel)
+{
+    const char *d = getenv("SD_TEST_DATA");
+    snprintf(buf, cap, "%s/%s", d ? d : "tests/data", rel);
+    return buf;
+}
+
+/* A model from $SD_TEST_DATA/<rel> on 2 CPU threads; NULL (and the error said) when it does not load. */
+static inline sd_model *test_load_model(const char *rel)
+{
+    char p[1200];
+    sd_model_params mp;
+    sd_model_default_params(&mp);
+    mp.n_threads = 2;
+    sd_model *m = NULL;
+    if (sd_model_load(test_data_file(p, sizeof p, rel), &mp, &m) != SD_OK)
+        fprintf(stderr, "  load %s: %s\n", rel, sd_last_error());
+    return m;
+}
+
+typedef struct test_find_ctx {
+    const char *want;
+    sd_tensor *found;
+} test_find_ctx;
+
+static inline sd_status test_find_visit(void *user, const char *name, sd_tensor *t)
+{
+    test_find_ctx *f = user;
+    if (!strcmp(name, f->want))
+        f->found = t;
+    return SD_OK;
+}
+
+/* A model's loaded weight handle by component ("unet", "text_encoder", "text_encoder_2") and state-dict name. */
+static inline sd_tensor *test_model_weight(sd_model *m, const char *comp, const char *name)
+{
+    test_find_ctx f = {name, NULL};
+    if (!strcmp(comp, "unet"))
+        sd_unet_for_each_weight(m->unet, test_find_visit, &f);
+    else if (!strcmp(comp, "text_encoder") || (!strcmp(comp, "text_encoder_2") && m->clip2))
+        sd_clip_for_each_weight(!strcmp(comp, "text_encoder") ? m->clip : m->clip2, test_find_visit, &f);
+    return f.found;
 }
 
 #endif

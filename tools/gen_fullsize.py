@@ -420,16 +420,7 @@ def verify_single_file(out, name):
         ref = load_file(str(root / comp / fn))
         mod = getattr(pipe, comp)
         got = G.clip_state_dict_hub(mod) if comp == "text_encoder" else mod.state_dict()
-        for k, v in ref.items():
-            n += 1
-            if k not in got or tuple(got[k].shape) != tuple(v.shape) or not torch.equal(got[k].float(), v.float()):
-                bad += 1
-                if bad < 5:
-                    log(f"    {name}.safetensors: {comp}.{k} differs")
-        extra = set(got) - set(ref)
-        if extra:
-            bad += len(extra)
-            log(f"    {name}.safetensors: {comp} has unexpected {sorted(extra)[:3]}")
+        n, bad = G.compare_state(f"{name}.safetensors: {comp}", ref, got, n, bad)
         del ref
     del pipe
     free()

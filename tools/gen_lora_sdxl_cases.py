@@ -30,31 +30,23 @@ Deterministic (fixed seeds, one thread, PYTHONHASHSEED=0, canonical safetensors 
 """
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
-if os.environ.get("PYTHONHASHSEED") != "0":
-    os.environ["PYTHONHASHSEED"] = "0"
-    os.execv(sys.executable, [sys.executable] + sys.argv)
-
-import torch
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# first: it re-executes this script with PYTHONHASHSEED=0 (PEFT's target set order) and runs torch on one thread;
+# its ROOT, OUT, PROMPT, weights(), rand(), randomize_lora(), canonical_header() serve here too
+import gen_lora_cases as L  # noqa: E402
 import gen_testdata as G  # noqa: E402
-import gen_lora_cases as L  # noqa: E402  (weights(), rand(), randomize_lora(), canonical_header())
-
+import torch  # noqa: E402
+from diffusers import StableDiffusionXLPipeline  # noqa: E402
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
-from diffusers import StableDiffusionXLPipeline  # noqa: E402
 
-torch.set_num_threads(1)
+ROOT, OUT, PROMPT = L.ROOT, L.OUT, L.PROMPT
 MODEL = ROOT / "tests/data/models/tiny-sdxl"
-OUT = ROOT / "tests/data/lora"
-PROMPT = "a watercolor fox in a forest"
 SEED_LATENTS, SEED_STYLE, SEED_LCM = 9201, 9203, 9204
 COMPS = ("unet", "text_encoder", "text_encoder_2")
 
@@ -87,10 +79,6 @@ CHECK = {
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
                 "conv2", "conv_shortcut", "time_emb_proj", "linear_1", "linear_2"]
 TE_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
-
-
-def log(*a):
-    print(*a, flush=True)
 
 
 def build_pipe():
@@ -174,7 +162,7 @@ def check_fused(tag, pipe, base, layers_scaled):
             if torch.equal(got[k], base[comp][k]):
                 raise RuntimeError(f"{tag}: {comp}.{k} is a LoRA layer but diffusers left it unchanged")
         n += len(touched)
-    log(f"  {tag}: diffusers' fused weights == independent float64 formula (< 1e-5), {n} layers changed")
+    L.log(f"  {tag}: diffusers' fused weights == independent float64 formula (< 1e-5), {n} layers changed")
 
 
 def main():
@@ -199,7 +187,7 @@ def main():
                 w = L.weights(getattr(pipe, comp))
                 for n in CHECK[comp]:
                     exp[f"{tag}.w.{comp}.{n}"] = w[n]
-        log(f"  {tag}: final latents max |x| {out.images.abs().max().item():.4f}")
+        L.log(f"  {tag}: final latents max |x| {out.images.abs().max().item():.4f}")
 
     record("base", with_weights=False)
     pipe.load_lora_weights(str(OUT / "xl_style_kohya.safetensors"), adapter_name="style")
@@ -210,15 +198,15 @@ def main():
         check_fused(tag, pipe, base, [(style if a == "style" else lcm, s) for a, s in scales.items()])
         record(tag)
         pipe.unfuse_lora(components=list(COMPS))
-    save_file({k: v.float().contiguous() for k, v in exp.items()}, str(OUT / "xl_expected.safetensors"),
-              metadata={"prompt": PROMPT, "steps": "2", "guidance_scale": "1.0", "width": "16", "height": "16",
-                        "model": "models/tiny-sdxl", "generator": "tools/gen_lora_sdxl_cases.py",
-                        "diffusers": G.diffusers.__version__, "peft": __import__("peft").__version__,
-                        "torch": torch.__version__})
-    for f in OUT.glob("xl_*.safetensors"):
+    run_meta = dict(prompt=PROMPT, steps="2", guidance_scale="1.0", width="16", height="16", model="models/tiny-sdxl",
+                    generator="tools/gen_lora_sdxl_cases.py", diffusers=G.diffusers.__version__,
+                    peft=__import__("peft").__version__, torch=torch.__version__)
+    save_file({k: v.float().contiguous() for k, v in exp.items()}, str(OUT / "xl_expected.safetensors"), run_meta)
+    written = sorted(OUT.glob("xl_*.safetensors"))
+    for f in written:  # reproducible bytes, readable by all
         L.canonical_header(f)
-        os.chmod(f, 0o644)
-    log(f"wrote {', '.join(sorted(f.name for f in OUT.glob('xl_*')))}")
+        f.chmod(0o644)
+    L.log(f"wrote {', '.join(f.name for f in written)}")
 
 
 if __name__ == "__main__":

@@ -1817,11 +1817,11 @@ def clip_to_openclip(sd, n_layers):
     return out
 
 
-def build_single_file(model):
-    root = DATA / "models" / model
+def ldm_unet_vae(root):
+    """A diffusers folder's unet/ and vae/ under their single-file names (model.diffusion_model.*,
+    first_stage_model.*) and the two tensor counts."""
     ucfg = read_json(root / "unet/config.json")
     vcfg = read_json(root / "vae/config.json")
-    tcfg = read_json(root / "text_encoder/config.json")
     out = {}
     usd = st_load(root / "unet/diffusion_pytorch_model.safetensors")
     for k, v in usd.items():
@@ -1830,17 +1830,39 @@ def build_single_file(model):
     for k, v in vsd.items():
         lk, conv = vae_key_to_ldm(k, vcfg)
         out["first_stage_model." + lk] = v[:, :, None, None] if conv else v
+    return out, len(usd), len(vsd)
+
+
+def build_single_file(model):
+    root = DATA / "models" / model
+    tcfg = read_json(root / "text_encoder/config.json")
+    out, n_unet, n_vae = ldm_unet_vae(root)
     tsd = st_load(root / "text_encoder/model.safetensors")
     if model == "tiny-sd15":
         tout = {"cond_stage_model.transformer." + k: v for k, v in tsd.items()}
     else:
         tout = {"cond_stage_model.model." + k: v for k, v in clip_to_openclip(tsd, tcfg["num_hidden_layers"]).items()}
     out.update(tout)
-    if len(out) != len(usd) + len(vsd) + len(tout):
+    if len(out) != n_unet + n_vae + len(tout):
         raise RuntimeError(f"{model}: single-file key collision ({len(out)} keys)")
     path = DATA / "models" / f"{model}-single.safetensors"
     st_save(path, out)
     log(f"  models/{path.name}: {len(out)} tensors")
+
+
+def compare_state(label, ref, got, n, bad):
+    """Every tensor of ref equal in got (name, shape, values) and nothing more in got: the running counts."""
+    for k, v in ref.items():
+        n += 1
+        if k not in got or tuple(got[k].shape) != tuple(v.shape) or not torch.equal(got[k].float(), v.float()):
+            bad += 1
+            if bad < 5:
+                log(f"    {label}.{k} differs")
+    extra = set(got) - set(ref)
+    if extra:
+        bad += len(extra)
+        log(f"    {label} has unexpected {sorted(extra)[:3]}")
+    return n, bad
 
 
 def verify_single_file(model):
@@ -1857,18 +1879,9 @@ def verify_single_file(model):
                      ("text_encoder", "model.safetensors")):
         ref = st_load(root / comp / fn)
         got = clip_state_dict_hub(getattr(pipe, comp)) if comp == "text_encoder" else getattr(pipe, comp).state_dict()
-        for k, v in ref.items():
-            if k == "text_projection.weight" and k not in got:
-                continue
-            n += 1
-            if k not in got or tuple(got[k].shape) != tuple(v.shape) or not torch.equal(got[k].float(), v.float()):
-                bad += 1
-                if bad < 5:
-                    log(f"    {model}-single: {comp}.{k} differs")
-        extra = set(got) - set(ref)
-        if extra:
-            bad += len(extra)
-            log(f"    {model}-single: {comp} has unexpected {sorted(extra)[:3]}")
+        if "text_projection.weight" not in got:
+            ref.pop("text_projection.weight", None)
+        n, bad = compare_state(f"{model}-single: {comp}", ref, got, n, bad)
     # negative control: the weights really come from the single file (not from the config folder's files)
     ck = st_load(path)
     probe = {"unet": ("model.diffusion_model.out.2.bias", "conv_out.bias"),
@@ -1918,17 +1931,8 @@ def build_sdxl_single_file(model="tiny-sdxl", root=None):
     text_model.* (CLIP ViT-L, transformers names), conditioner.embedders.1.model.* (OpenCLIP ViT-bigG: fused in_proj,
     text_projection [D,P]), model.diffusion_model.* (label_emb.0.{0,2} = add_embedding), first_stage_model.*."""
     root = root or DATA / "models" / model
-    ucfg = read_json(root / "unet/config.json")
-    vcfg = read_json(root / "vae/config.json")
     t2cfg = read_json(root / "text_encoder_2/config.json")
-    out = {}
-    usd = st_load(root / "unet/diffusion_pytorch_model.safetensors")
-    for k, v in usd.items():
-        out["model.diffusion_model." + unet_key_to_ldm(k, ucfg)] = v
-    vsd = st_load(root / "vae/diffusion_pytorch_model.safetensors")
-    for k, v in vsd.items():
-        lk, conv = vae_key_to_ldm(k, vcfg)
-        out["first_stage_model." + lk] = v[:, :, None, None] if conv else v
+    out, n_unet, n_vae = ldm_unet_vae(root)
     t1 = st_load(root / "text_encoder/model.safetensors")  # flat (transformers 5): the file gets text_model.
     t1 = {("" if k.startswith("text_model.") else "text_model.") + k: v for k, v in t1.items()}
     t1["text_model.embeddings.position_ids"] = torch.arange(t1["text_model.embeddings.position_embedding.weight"]
@@ -1940,7 +1944,7 @@ def build_sdxl_single_file(model="tiny-sdxl", root=None):
     t2o["logit_scale"] = torch.tensor(4.6052)  # OpenCLIP's, unused by SDXL
     for k, v in t2o.items():
         out["conditioner.embedders.1.model." + k] = v
-    if len(out) != len(usd) + len(vsd) + len(t1) + len(t2o):
+    if len(out) != n_unet + n_vae + len(t1) + len(t2o):
         raise RuntimeError(f"{model}: single-file key collision ({len(out)} keys)")
     path = DATA / "models" / f"{model}-single.safetensors"
     st_save(path, out)
@@ -1961,16 +1965,7 @@ def verify_sdxl_single_file(model="tiny-sdxl", root=None):
                for k, v in st_load(root / comp / fn).items()}
         got = {k[len("text_model."):] if k.startswith("text_model.") else k: v
                for k, v in getattr(pipe, comp).state_dict().items() if not k.endswith("position_ids")}
-        for k, v in ref.items():
-            n += 1
-            if k not in got or tuple(got[k].shape) != tuple(v.shape) or not torch.equal(got[k].float(), v.float()):
-                bad += 1
-                if bad < 5:
-                    log(f"    {model}-single: {comp}.{k} differs")
-        extra = set(got) - set(ref)
-        if extra:
-            bad += len(extra)
-            log(f"    {model}-single: {comp} has unexpected {sorted(extra)[:3]}")
+        n, bad = compare_state(f"{model}-single: {comp}", ref, got, n, bad)
     log(f"  {path.name}: StableDiffusionXLPipeline.from_single_file(config={root.name}): "
         f"{n} tensors compared, {bad} differ")
     return bad == 0

@@ -146,11 +146,11 @@ static sd_status map_component(const sd_safetensors *st, sd_arch arch, comp c, s
     if (c == C_UNET) {
         SD_TRY(ck_unet_layout_parse(st, &L));
         L.text_time = arch == SD_ARCH_SDXL;
-    }
-    else if (c == C_VAE)
+    } else if (c == C_VAE) {
         n_up = ck_vae_up_levels(st);
-    else if (ck_is_oclip(c, arch))
+    } else if (ck_is_oclip(c, arch)) {
         dropped = ck_oclip_dropped_block(arch, ck_text_blocks(st, c, arch));
+    }
     size_t pl = strlen(prefix);
     alias_out o[3];
     for (size_t i = 0; i < st->n_tensors; i++) {

@@ -1,4 +1,4 @@
-/* Single-file ("original", LDM/CompVis layout) Stable Diffusion checkpoints.
+/* Single-file ("original", LDM/CompVis/SGM layout) Stable Diffusion checkpoints.
  *
  * A .safetensors file such as v1-5-pruned-emaonly.safetensors or
  * v2-1_768-ema-pruned.safetensors holds the UNet (model.diffusion_model.*),
@@ -47,6 +47,13 @@
  *          keeps all blocks, as diffusers would. text_projection ([D,P] in OpenCLIP, transposed
  *          w.r.t. CLIPTextModelWithProjection's [P,D]) and logit_scale are not used by SD2 pipelines
  *          and are ignored, as in diffusers.
+ *   SDXL (the SGM layout of sd_xl_base_1.0.safetensors): conditioner.embedders.0.transformer.X -> text encoder
+ *          1 as SD1's CLIP; conditioner.embedders.1.model.* -> text encoder 2 as SD2's OpenCLIP with every block
+ *          kept (SDXL reads hidden_states[-2] of the whole tower) and text_projection [D,P] -> text_projection.weight
+ *          [P,D] (a transposed host copy, sd_weights_add_transposed); UNet label_emb.0.{0,2} ->
+ *          add_embedding.linear_{1,2}; transformer depths are read per attention (distilled SSD-1B / Vega-style
+ *          UNets: nested transformer_layers_per_block + reverse_transformer_layers_per_block). A refiner (only
+ *          embedders.1, or a 2560-wide label_emb) is refused by name.
  * Keys of EMA copies (model_ema.*) and top-level schedule buffers (betas, alphas_cumprod, ...)
  * are ignored. Keys under the three component prefixes that fit none of the rules are reported
  * (sd_ckpt_info.unknown), never silently dropped.
@@ -94,8 +101,9 @@ void sd_ckpt_info_free(sd_ckpt_info *info);
  * sd_weights_init'ed; sd_weights_finalize is left to the caller). The aliases
  * point into `st`, which must outlive the weights: this call does not take
  * ownership (see sd_ckpt_load for the owning variant). `arch` may be
- * SD_ARCH_UNKNOWN to detect. SDXL and unknown -> SD_ERR_UNSUPPORTED /
- * SD_ERR_FORMAT. A requested component absent from the file -> SD_ERR_NOT_FOUND.
+ * SD_ARCH_UNKNOWN to detect. An SDXL refiner and unknown -> SD_ERR_UNSUPPORTED /
+ * SD_ERR_FORMAT. SDXL's second text encoder: sd_ckpt_map_all. A requested
+ * component absent from the file -> SD_ERR_NOT_FOUND.
  * `info` (may be NULL) receives counts and the unknown keys of the requested
  * components; free it with sd_ckpt_info_free. */
 sd_status sd_ckpt_map(const sd_safetensors *st, sd_arch arch, sd_weights *unet, sd_weights *vae, sd_weights *text,
