@@ -74,6 +74,16 @@ echo "not a video" > "$tmp/bad.mp4"
 [ $rc -eq 2 ] && grep -q "unknown option '--bogus'" "$tmp/err" || fail "unknown option: rc $rc"
 set -e
 
+# 3b. precision: the default is auto (bf16 where the CPU has bf16 kernels: `--version` says), fp32 when asked
+auto=$("$BIN" --version | sed -n 's/.*precision auto = \([a-z0-9]*\).*/\1/p')
+[ -n "$auto" ] || fail "--version does not say what precision auto is: $("$BIN" --version)"
+for p in default auto fp32; do
+  extra=(); [ $p = default ] || extra=(--precision $p)
+  "$BIN" stream "${TINY[@]}" --txt2img --frames 1 -o "$tmp/p_$p/" "${extra[@]}" 2>"$tmp/log" || { cat "$tmp/log"; fail "precision $p"; }
+  want=$auto; [ $p = fp32 ] && want=fp32
+  grep -q "precision $want on" "$tmp/log" || { cat "$tmp/log"; fail "precision $p: want $want"; }
+done
+
 # 4. bench stream: a tiny run with JSON
 "$BIN" bench stream -m "$M/tiny-sd15" --taesd "$M/taesd-tiny" --size 32,64 --frames 3 --warmup 1 -t 2 \
   --json "$tmp/b.json" >"$tmp/bench.out" 2>&1 || { cat "$tmp/bench.out"; fail "bench stream"; }
