@@ -540,17 +540,31 @@ sd_tensor sd_unary(sd_ctx *ctx, sd_tensor x, sd_unary_op op)
 
 sd_tensor sd_silu(sd_ctx *ctx, sd_tensor x) { return sd_unary(ctx, x, SD_UNARY_SILU); }
 
+sd_tensor sd_unary_inplace(sd_ctx *ctx, sd_tensor x, sd_unary_op op)
+{
+    if (!check(ctx, x.dtype == ctx->be->act_dtype, "unary (in place)", &x, NULL, "needs an activation tensor"))
+        return x;
+    if (LIVE(ctx) && RUN(ctx))
+        BE_CALL(SD_OPT_UNARY, 0, ctx->be->ops->unary(ctx->be, &x, &x, op));
+    return x;
+}
+
+static bool broadcasts(sd_ctx *ctx, const sd_tensor *a, const sd_tensor *b)
+{
+    bool ok = b->ndim <= a->ndim;
+    for (int i = 0; ok && i < b->ndim; i++) {
+        int64_t da = a->ne[a->ndim - 1 - i], db = b->ne[b->ndim - 1 - i];
+        ok = db == da || db == 1;
+    }
+    return check(ctx, ok, "binary op", a, b, "b does not broadcast to a");
+}
+
 static sd_tensor binary(sd_ctx *ctx, sd_tensor a, sd_tensor b, sd_binary_op op)
 {
     sd_tensor y = {0};
     if (!LIVE(ctx))
         return y;
-    bool ok = b.ndim <= a.ndim;
-    for (int i = 0; ok && i < b.ndim; i++) {
-        int64_t da = a.ne[a.ndim - 1 - i], db = b.ne[b.ndim - 1 - i];
-        ok = db == da || db == 1;
-    }
-    if (!check(ctx, ok, "binary op", &a, &b, "b does not broadcast to a"))
+    if (!broadcasts(ctx, &a, &b))
         return y;
     /* backends compute on activations: an operand in another dtype (a weight kept in F16 on the CPU, such as
      * CLIP's position table with keep_f16) is converted into arena scratch first */
@@ -566,6 +580,21 @@ static sd_tensor binary(sd_ctx *ctx, sd_tensor a, sd_tensor b, sd_binary_op op)
 }
 
 sd_tensor sd_add(sd_ctx *ctx, sd_tensor a, sd_tensor b) { return binary(ctx, a, b, SD_BINARY_ADD); }
+
+sd_tensor sd_add_inplace(sd_ctx *ctx, sd_tensor a, sd_tensor b)
+{
+    if (!LIVE(ctx) || !broadcasts(ctx, &a, &b))
+        return a;
+    if (!check(ctx, a.dtype == ctx->be->act_dtype, "add (in place)", &a, &b, "a must be an activation tensor"))
+        return a;
+    size_t m = sd_mark(ctx);
+    if (b.dtype != ctx->be->act_dtype) /* as binary(): an operand in another dtype is converted first */
+        b = sd_cast(ctx, b, ctx->be->act_dtype);
+    if (LIVE(ctx) && RUN(ctx))
+        BE_CALL(SD_OPT_ADD, 0, ctx->be->ops->binary(ctx->be, &a, &a, &b, SD_BINARY_ADD));
+    sd_release(ctx, m);
+    return a;
+}
 sd_tensor sd_sub(sd_ctx *ctx, sd_tensor a, sd_tensor b) { return binary(ctx, a, b, SD_BINARY_SUB); }
 sd_tensor sd_mul(sd_ctx *ctx, sd_tensor a, sd_tensor b) { return binary(ctx, a, b, SD_BINARY_MUL); }
 
