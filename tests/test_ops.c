@@ -774,11 +774,13 @@ TEST(permute)
 {
     const int perms[][4] = {{0, 1, 2, 3}, {0, 2, 1, 3}, {0, 2, 3, 1}, {0, 3, 1, 2}, {3, 2, 1, 0}, {1, 0, 3, 2},
                             {2, 0, 3, 1}};
-    const int64_t xe[4] = {2, 3, 5, 7};
-    size_t n = 2 * 3 * 5 * 7;
-    for (size_t pi = 0; pi < SD_ARRAY_LEN(perms); pi++) {
+    /* then NCHW <-> NHWC again on a shape across the CPU's 32 x 32 transpose blocks (C 37, H*W 77) */
+    for (size_t pi = 0; pi < SD_ARRAY_LEN(perms) + 2; pi++) {
         begin();
-        const int *p = perms[pi];
+        bool big = pi >= SD_ARRAY_LEN(perms);
+        const int *p = big ? perms[2 + pi - SD_ARRAY_LEN(perms)] : perms[pi];
+        const int64_t xe[4] = {2, big ? 37 : 3, big ? 7 : 5, big ? 11 : 7};
+        size_t n = (size_t)(xe[0] * xe[1] * xe[2] * xe[3]);
         float *x = rnd(n, 1, 0);
         sd_tensor t = sd_permute(&g_ctx, up(SD_F32, 4, xe, x), p[0], p[1], p[2], p[3]);
         int64_t ye[4] = {xe[p[0]], xe[p[1]], xe[p[2]], xe[p[3]]};

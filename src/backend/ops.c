@@ -13,7 +13,7 @@
 #define BE_CALL(kind, madds, call)                                                                            \
     do {                                                                                                      \
         if (sd_optime_on) {                                                                                   \
-            double t0_ = sd_time_now();                                                                       \
+            sd_optime_t0 t0_ = sd_optime_begin();                                                             \
             call;                                                                                             \
             sd_optime_add(kind, t0_, madds);                                                                  \
         } else {                                                                                              \

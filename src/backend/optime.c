@@ -6,10 +6,11 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 bool sd_optime_on;
 
-static atomic_llong g_ns[SD_OPT_N], g_calls[SD_OPT_N], g_kmadds[SD_OPT_N]; /* kmadds: thousands */
+static atomic_llong g_ns[SD_OPT_N], g_cpu_ns[SD_OPT_N], g_calls[SD_OPT_N], g_kmadds[SD_OPT_N]; /* kmadds: 1e3 */
 static atomic_int g_init;
 
 static const char *const k_names[SD_OPT_N] = {
@@ -36,9 +37,19 @@ void sd_optime_init(void)
     }
 }
 
-void sd_optime_add(sd_opt_kind k, double t0, double madds)
+static long long cpu_now_ns(void) /* CPU time of the whole process (all threads) */
 {
-    atomic_fetch_add_explicit(&g_ns[k], (long long)((sd_time_now() - t0) * 1e9), memory_order_relaxed);
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+sd_optime_t0 sd_optime_begin(void) { return (sd_optime_t0){sd_time_now(), cpu_now_ns()}; }
+
+void sd_optime_add(sd_opt_kind k, sd_optime_t0 t0, double madds)
+{
+    atomic_fetch_add_explicit(&g_ns[k], (long long)((sd_time_now() - t0.wall) * 1e9), memory_order_relaxed);
+    atomic_fetch_add_explicit(&g_cpu_ns[k], cpu_now_ns() - t0.cpu_ns, memory_order_relaxed);
     atomic_fetch_add_explicit(&g_calls[k], 1, memory_order_relaxed);
     if (madds > 0)
         atomic_fetch_add_explicit(&g_kmadds[k], (long long)(madds * 1e-3), memory_order_relaxed);
@@ -48,6 +59,7 @@ void sd_optime_reset(void)
 {
     for (int k = 0; k < SD_OPT_N; k++) {
         atomic_store(&g_ns[k], 0);
+        atomic_store(&g_cpu_ns[k], 0);
         atomic_store(&g_calls[k], 0);
         atomic_store(&g_kmadds[k], 0);
     }
@@ -75,8 +87,10 @@ void sd_optime_print(FILE *f, int runs)
         }
     if (runs < 1)
         runs = 1;
+    long long cpu_total = 0;
     fprintf(f, "op times (SD_OP_TIMES, wall clock of the backend calls%s):\n", runs > 1 ? "" : ", all runs");
-    fprintf(f, "  %-16s %8s %10s %10s %6s %9s\n", "kind", "calls", "ms", runs > 1 ? "ms/run" : "", "%", "GFLOP/s");
+    fprintf(f, "  %-16s %8s %10s %10s %6s %9s %12s\n", "kind", "calls", "ms", runs > 1 ? "ms/run" : "", "%", "GFLOP/s",
+            runs > 1 ? "cpu ms/run" : "cpu ms");
     for (int i = 0; i < SD_OPT_N; i++) {
         int k = order[i];
         long long calls = atomic_load(&g_calls[k]), kmadds = atomic_load(&g_kmadds[k]);
@@ -88,11 +102,14 @@ void sd_optime_print(FILE *f, int runs)
         char per[32] = "";
         if (runs > 1)
             snprintf(per, sizeof per, "%.2f", (double)ns[k] * 1e-6 / runs);
-        fprintf(f, "  %-16s %8lld %10.2f %10s %6.1f %9s\n", k_names[k], calls, (double)ns[k] * 1e-6, per,
-                total ? 100.0 * (double)ns[k] / (double)total : 0.0, gf);
+        fprintf(f, "  %-16s %8lld %10.2f %10s %6.1f %9s %12.2f\n", k_names[k], calls, (double)ns[k] * 1e-6, per,
+                total ? 100.0 * (double)ns[k] / (double)total : 0.0, gf,
+                (double)atomic_load(&g_cpu_ns[k]) * 1e-6 / runs);
+        cpu_total += atomic_load(&g_cpu_ns[k]);
     }
     char per[32] = "";
     if (runs > 1)
         snprintf(per, sizeof per, "%.2f", (double)total * 1e-6 / runs);
-    fprintf(f, "  %-16s %8s %10.2f %10s\n", "total", "", (double)total * 1e-6, per);
+    fprintf(f, "  %-16s %8s %10.2f %10s %6s %9s %12.2f\n", "total", "", (double)total * 1e-6, per, "", "",
+            (double)cpu_total * 1e-6 / runs);
 }

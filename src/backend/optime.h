@@ -1,11 +1,12 @@
 /* Per-op-kind timers of the op wrappers (a profiling aid, off by default).
  *
  * With the environment variable SD_OP_TIMES set (to anything but "0") when the first activation arena
- * is created, every backend call the op wrappers (ops.c) make is timed by wall clock and added to its
- * kind (linear, conv 3x3, group norm + SiLU, self-attention, add, ...), with the multiply-adds of the
- * GEMM-like kinds; at process exit the table goes to stderr (sd_optime_print). Off, each wrapper pays
- * one test of a global flag. The times are the host's: exact on the CPU backend (its ops are
- * synchronous), only launch times on CUDA. Forwards on several threads add into the same counters. */
+ * is created, every backend call the op wrappers (ops.c) make is timed by wall clock and by the process's
+ * CPU time (all threads: steadier than wall time on a busy machine) and added to its kind (linear, conv
+ * 3x3, group norm + SiLU, self-attention, add, ...), with the multiply-adds of the GEMM-like kinds; at
+ * process exit the table goes to stderr (sd_optime_print). Off, each wrapper pays one test of a global
+ * flag. The times are the host's: exact on the CPU backend (its ops are synchronous), only launch times
+ * on CUDA. Forwards on several threads add into the same counters (CPU time then mixes them). */
 #ifndef SD_OPTIME_H
 #define SD_OPTIME_H
 
@@ -46,8 +47,13 @@ typedef enum sd_opt_kind {
 extern bool sd_optime_on;
 /* reads SD_OP_TIMES once (the first call) and, when it is set, registers the print at exit */
 void sd_optime_init(void);
-/* adds the time since t0 (sd_time_now seconds) and `madds` multiply-adds to kind k */
-void sd_optime_add(sd_opt_kind k, double t0, double madds);
+typedef struct sd_optime_t0 {
+    double wall;       /* sd_time_now() */
+    long long cpu_ns;  /* process CPU time */
+} sd_optime_t0;
+sd_optime_t0 sd_optime_begin(void);
+/* adds the time since t0 and `madds` multiply-adds to kind k */
+void sd_optime_add(sd_opt_kind k, sd_optime_t0 t0, double madds);
 /* clears the counters (e.g. after warm-up runs) */
 void sd_optime_reset(void);
 /* the table: per kind calls, ms, share of the timed total, GFLOP/s for the GEMM-like kinds; `runs` > 1
