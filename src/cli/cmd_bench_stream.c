@@ -63,6 +63,7 @@ typedef struct {
     int frames;
     double fps, mean, p50, p90, p99, min, max;
     double step_ms; /* engine's inference EMA */
+    double cpu_ms;  /* process CPU time (all threads) per timed frame: steadier than wall time on a busy host */
     int streams;    /* streams mode: concurrent streams */
     double alone_fps; /* streams mode: total fps of the same streams run one after another */
 } bresult;
@@ -79,7 +80,9 @@ static void usage(FILE *f)
             "  txt2img        synchronous sd_stream_txt2img\n"
             "  streams        N concurrent img2img streams (own prompts and seeds) batched into one UNet call\n"
             "                 per tick (stream group); latency = one tick, total fps = N / tick; also the same\n"
-            "                 streams run one after another (unbatched) for comparison; N from --streams\n\n"
+            "                 streams run one after another (unbatched) for comparison; N from --streams\n"
+            "Every row also gives the process CPU time per frame (all threads): steadier than wall time when\n"
+            "the machine is busy.\n\n"
             "options:\n"
             "  -m, --model PATH|ID     model (required): diffusers folder, .safetensors file or cached HF id\n"
             "      --taesd DIR|ID      TAESD for encode/decode (as StreamDiffusion uses; else the full VAE)\n"
@@ -247,6 +250,13 @@ static int parse(int argc, char **argv, bopts *o)
 
 /* ------------------------------------------------------------ measurement */
 
+static double cpu_now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -294,12 +304,16 @@ static sd_status bench_sync(sd_model *m, const bopts *o, const sd_stream_params 
     double *lat = malloc(sizeof(double) * (size_t)o->frames);
     if (!lat || !f[0].data || !f[1].data)
         st = SD_ERR_OUT_OF_MEMORY;
+    double c0 = 0;
     for (int k = 0; st == SD_OK && k < o->warmup + o->frames; k++) {
+        if (k == o->warmup)
+            c0 = cpu_now_ms();
         double t0 = sd_time_now();
         st = txt ? sd_stream_txt2img(s, &out) : sd_stream_img2img(s, &f[k % 2], &out);
         if (k >= o->warmup)
             lat[k - o->warmup] = (sd_time_now() - t0) * 1e3;
     }
+    r->cpu_ms = (cpu_now_ms() - c0) / o->frames;
     if (st == SD_OK) {
         summarize(r, lat, o->frames);
         r->fps = 1000.0 / r->mean;
@@ -359,8 +373,10 @@ static sd_status bench_async(sd_model *m, const bopts *o, const sd_stream_params
         if (st != SD_OK)
             break;
         double now = sd_time_now();
-        if (got == o->warmup)
+        if (got == o->warmup) {
             t_first = now;
+            r->cpu_ms = cpu_now_ms();
+        }
         if (got >= o->warmup && got - o->warmup < o->frames && id >= 0 && id < n)
             lat[got - o->warmup] = (now - t_push[id]) * 1e3;
         t_last = now;
@@ -374,6 +390,7 @@ static sd_status bench_async(sd_model *m, const bopts *o, const sd_stream_params
         summarize(r, lat, o->frames);
         /* throughput: the frames after the first timed one over the time they took */
         r->fps = o->frames > 1 && t_last > t_first ? (o->frames - 1) / (t_last - t_first) : 1000.0 / r->mean;
+        r->cpu_ms = o->frames > 1 ? (cpu_now_ms() - r->cpu_ms) / (o->frames - 1) : 0;
         sd_stream_stats ss;
         sd_stream_get_stats(s, &ss);
         r->step_ms = ss.inference_ms;
@@ -416,8 +433,10 @@ static sd_status bench_multi(sd_model *m, const bopts *o, const sd_stream_params
             st = sd_stream_group_add(g, ss[j]);
         pout[j] = &out[j];
     }
-    double t_total = 0;
+    double t_total = 0, c0 = 0;
     for (int k = 0; st == SD_OK && k < o->warmup + o->frames; k++) {
+        if (k == o->warmup)
+            c0 = cpu_now_ms();
         for (int j = 0; j < n; j++)
             pin[j] = &f[(k + j) % 2];
         double t0 = sd_time_now();
@@ -431,6 +450,7 @@ static sd_status bench_multi(sd_model *m, const bopts *o, const sd_stream_params
     if (st == SD_OK) {
         summarize(r, lat, o->frames);
         r->fps = n * o->frames / t_total;
+        r->cpu_ms = (cpu_now_ms() - c0) / (n * o->frames);
         r->streams = n;
         sd_stream_stats s0;
         sd_stream_get_stats(ss[0], &s0);
@@ -515,6 +535,7 @@ static void write_json(const bopts *o, const sd_model_info *info, const bresult 
         cJSON_AddNumberToObject(r, "latency_ms_min", res[i].min);
         cJSON_AddNumberToObject(r, "latency_ms_max", res[i].max);
         cJSON_AddNumberToObject(r, "step_ms_ema", res[i].step_ms);
+        cJSON_AddNumberToObject(r, "cpu_ms_per_frame", res[i].cpu_ms);
         cJSON_AddItemToArray(arr, r);
     }
     char *txt = cJSON_Print(root);
@@ -603,8 +624,8 @@ int cli_bench_stream(int argc, char **argv)
             printf("graphs: %s\n\n",
                    o.sp.use_graphs ? "on (the step is captured once and replayed)" : "off (--no-graphs)");
         if (o.mode_sync || o.mode_async || o.mode_txt)
-            printf("%-10s %-9s %-14s %7s %9s %30s %10s\n", "size", "precision", "mode", "frames", "fps",
-                   "latency ms mean/p50/p90/min", "step ms");
+            printf("%-10s %-9s %-14s %7s %9s %30s %10s %12s\n", "size", "precision", "mode", "frames", "fps",
+                   "latency ms mean/p50/p90/min", "step ms", "cpu ms/frame");
         int nsz = o.width ? 1 : o.nsizes;
         for (int si = 0; si < nsz && rc <= 0; si++) {
             sd_stream_params sp = o.sp;
@@ -626,8 +647,8 @@ int cli_bench_stream(int argc, char **argv)
                 char sz[32], lat[96];
                 snprintf(sz, sizeof sz, "%dx%d", r.w, r.h);
                 snprintf(lat, sizeof lat, "%.1f / %.1f / %.1f / %.1f", r.mean, r.p50, r.p90, r.min);
-                printf("%-10s %-9s %-14s %7d %9.2f %30s %10.1f\n", sz, r.precision, r.mode, r.frames, r.fps, lat,
-                       r.step_ms);
+                printf("%-10s %-9s %-14s %7d %9.2f %30s %10.1f %12.1f\n", sz, r.precision, r.mode, r.frames, r.fps,
+                       lat, r.step_ms, r.cpu_ms);
                 fflush(stdout);
                 res[nres++] = r;
             }
