@@ -25,9 +25,11 @@
  * --f16 keeps the F16 weights as F16 in memory (converted while packing each GEMM).
  * --precision bf16 (or auto: bf16 where the CPU has AMX / AVX512-BF16) keeps weights in BF16 and runs the
  * linears, convolutions and attention through the bf16 kernels; "isa" then names both kernel sets.
- * The CPU kernel set follows SD_CPU_ISA (avx512, avx2, blas; default: the best). */
+ * The CPU kernel set follows SD_CPU_ISA (avx512, avx2, blas; default: the best).
+ * SD_OP_TIMES=1 adds the time per op kind of the timed runs (backend/optime.h) on stderr. */
 #include "backend/cpu/cpu_kern.h"
 #include "backend/ops.h"
+#include "backend/optime.h"
 #include "core/core.h"
 #include "models/clip.h"
 #include "models/unet.h"
@@ -295,6 +297,8 @@ int main(int argc, char **argv)
         for (int r = 0; r <= o.reps && s == SD_OK; r++) {
             sd_image img = {0};
             double t0 = now_ms(), c0 = cpu_ms();
+            if (r == 1)
+                sd_optime_reset(); /* the op times of the timed runs only */
             s = sd_txt2img(m, &gp, &img);
             if (r) {
                 times[r - 1] = now_ms() - t0;
@@ -359,6 +363,8 @@ int main(int argc, char **argv)
             sd_ctx_reset(&ctx);
             g_rng = 0x243f6a8885a308d3ULL;
             g_fill = r == 0;
+            if (r == 1)
+                sd_optime_reset();
             double t0 = now_ms(), c0 = cpu_ms();
             sd_tensor y = run_part(&ctx, &ps);
             if (sd_ok(&ctx)) {
@@ -387,6 +393,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_cpu: %s: %s\n", o.part, sd_last_error());
         return 1;
     }
+    sd_optime_print(stderr, o.reps);
+    sd_optime_reset();
     double sorted[1000];
     memcpy(sorted, times, (size_t)o.reps * sizeof(double));
     qsort(sorted, (size_t)o.reps, sizeof(double), cmp_d);

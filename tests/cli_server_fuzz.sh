@@ -43,6 +43,9 @@ kill "$busy_pid" 2>/dev/null
 # the fuzzer against a server with small limits
 start_server "$tmp/server.log" -W 64 -H 64 --max-sessions 2 --max-clients 6 --max-frame-bytes 1048576 \
     --max-text-bytes 16384
+# no --precision: the default is auto (what `--version` says auto is on this CPU)
+auto=$("$BIN" --version | sed -n 's/.*precision auto = \([a-z0-9]*\).*/\1/p')
+grep -q "precision $auto on" "$tmp/server.log" || fail "serve's default precision is not auto ($auto): $(head -3 "$tmp/server.log")"
 timeout 300 python3 "$HERE/server/fuzz.py" --port "$PORT" --max-frame-bytes 1048576 --max-text-bytes 16384 \
     --max-clients 6 || { tail -30 "$tmp/server.log"; fail "fuzz.py"; }
 stop_server "$tmp/server.log"

@@ -74,11 +74,28 @@ echo "not a video" > "$tmp/bad.mp4"
 [ $rc -eq 2 ] && grep -q "unknown option '--bogus'" "$tmp/err" || fail "unknown option: rc $rc"
 set -e
 
+# 3b. precision: the default is auto (bf16 where the CPU has bf16 kernels: `--version` says), fp32 when asked
+auto=$("$BIN" --version | sed -n 's/.*precision auto = \([a-z0-9]*\).*/\1/p')
+[ -n "$auto" ] || fail "--version does not say what precision auto is: $("$BIN" --version)"
+for p in default auto fp32; do
+  extra=(); [ $p = default ] || extra=(--precision $p)
+  "$BIN" stream "${TINY[@]}" --txt2img --frames 1 -o "$tmp/p_$p/" "${extra[@]}" 2>"$tmp/log" || { cat "$tmp/log"; fail "precision $p"; }
+  want=$auto; [ $p = fp32 ] && want=fp32
+  grep -q "precision $want on" "$tmp/log" || { cat "$tmp/log"; fail "precision $p: want $want"; }
+done
+
 # 4. bench stream: a tiny run with JSON
 "$BIN" bench stream -m "$M/tiny-sd15" --taesd "$M/taesd-tiny" --size 32,64 --frames 3 --warmup 1 -t 2 \
-  --json "$tmp/b.json" >"$tmp/bench.out" 2>&1 || { cat "$tmp/bench.out"; fail "bench stream"; }
-grep -q "64x64 *img2img-async" "$tmp/bench.out" || { cat "$tmp/bench.out"; fail "bench table"; }
+  --precision fp32,auto --json "$tmp/b.json" >"$tmp/bench.out" 2>&1 || { cat "$tmp/bench.out"; fail "bench stream"; }
+grep -q "64x64 *fp32 *img2img-async" "$tmp/bench.out" || { cat "$tmp/bench.out"; fail "bench table"; }
+grep -q "64x64 *$auto *img2img-async" "$tmp/bench.out" || { cat "$tmp/bench.out"; fail "bench table at auto ($auto)"; }
 grep -q '"mode":[[:space:]]*"txt2img"' "$tmp/b.json" || fail "bench JSON lacks txt2img"
 grep -q '"latency_ms_p50"' "$tmp/b.json" || fail "bench JSON lacks latency"
-[ "$(grep -c '"fps"' "$tmp/b.json")" -eq 6 ] || fail "bench JSON should have 6 results"
+[ "$(grep -c '"fps"' "$tmp/b.json")" -eq 12 ] || fail "bench JSON should have 12 results (2 precisions x 2 sizes x 3 modes)"
+[ "$(grep -c '"precision":[[:space:]]*"fp32"' "$tmp/b.json")" -ge 6 ] || fail "bench JSON: fp32 results"
+[ "$(grep -c "\"precision\":[[:space:]]*\"$auto\"" "$tmp/b.json")" -ge 6 ] || fail "bench JSON: $auto results"
+set +e
+"$BIN" bench stream -m "$M/tiny-sd15" --precision fp8 2>"$tmp/err"; rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q "fp32, bf16, int8, auto" "$tmp/err" || fail "bench stream --precision fp8: rc $rc, $(cat "$tmp/err")"
 echo "cli_stream: ok"

@@ -4,6 +4,7 @@
  *
  * Error measure: max |y - ref| / max |ref| over the output, limit 1e-5. */
 #include "backend/ops.h"
+#include "backend/optime.h"
 #include "io/image.h"
 #include "test.h"
 
@@ -773,11 +774,13 @@ TEST(permute)
 {
     const int perms[][4] = {{0, 1, 2, 3}, {0, 2, 1, 3}, {0, 2, 3, 1}, {0, 3, 1, 2}, {3, 2, 1, 0}, {1, 0, 3, 2},
                             {2, 0, 3, 1}};
-    const int64_t xe[4] = {2, 3, 5, 7};
-    size_t n = 2 * 3 * 5 * 7;
-    for (size_t pi = 0; pi < SD_ARRAY_LEN(perms); pi++) {
+    /* then NCHW <-> NHWC again on a shape across the CPU's 32 x 32 transpose blocks (C 37, H*W 77) */
+    for (size_t pi = 0; pi < SD_ARRAY_LEN(perms) + 2; pi++) {
         begin();
-        const int *p = perms[pi];
+        bool big = pi >= SD_ARRAY_LEN(perms);
+        const int *p = big ? perms[2 + pi - SD_ARRAY_LEN(perms)] : perms[pi];
+        const int64_t xe[4] = {2, big ? 37 : 3, big ? 7 : 5, big ? 11 : 7};
+        size_t n = (size_t)(xe[0] * xe[1] * xe[2] * xe[3]);
         float *x = rnd(n, 1, 0);
         sd_tensor t = sd_permute(&g_ctx, up(SD_F32, 4, xe, x), p[0], p[1], p[2], p[3]);
         int64_t ye[4] = {xe[p[0]], xe[p[1]], xe[p[2]], xe[p[3]]};
@@ -1234,6 +1237,56 @@ TEST(arena_exhaustion)
     sd_ctx_free(&small);
 }
 
+/* SD_OP_TIMES: the timed calls land in their kinds (with GFLOP/s for GEMM-like ones); off, nothing is counted */
+TEST(op_timers)
+{
+    begin();
+    bool was = sd_optime_on;
+    int64_t xe[2] = {64, 32}, we[2] = {48, 32}, ge[1] = {32};
+    float *x = rnd(64 * 32, 1, 0), *w = rnd(48 * 32, 1, 0), *g = rnd(32, 1, 1);
+    sd_tensor tx = up(SD_F32, 2, xe, x), tw = up(SD_F32, 2, we, w), tg = up(SD_F32, 1, ge, g);
+    sd_optime_reset();
+    sd_optime_on = false;
+    sd_linear(&g_ctx, tx, tw, NULL); /* off: not counted */
+    sd_optime_on = true;
+    sd_linear(&g_ctx, tx, tw, NULL);
+    sd_linear(&g_ctx, tx, tw, NULL);
+    sd_layer_norm(&g_ctx, tx, tg, tg, 1e-5f);
+    sd_add(&g_ctx, tx, tx);
+    sd_optime_on = was;
+    char buf[4096] = "";
+    FILE *f = tmpfile();
+    CHECK(f != NULL);
+    if (f) {
+        sd_optime_on = true;
+        sd_optime_print(f, 2);
+        sd_optime_on = was;
+        rewind(f);
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = 0;
+        fclose(f);
+    }
+    long long calls = -1;
+    const char *l = strstr(buf, "  linear ");
+    CHECK_MSG(l && sscanf(l, "  linear %lld", &calls) == 1 && calls == 2, "linear calls: %lld in\n%s", calls, buf);
+    l = strstr(buf, "  layer norm ");
+    CHECK_MSG(l && sscanf(l, "  layer norm %lld", &calls) == 1 && calls == 1, "layer norm calls in\n%s", buf);
+    CHECK_MSG(strstr(buf, "  add ") && !strstr(buf, "  conv 3x3"), "kinds in\n%s", buf);
+    CHECK_MSG(strstr(buf, "ms/run") != NULL, "per-run column in\n%s", buf);
+    sd_optime_reset();
+    f = tmpfile();
+    if (f) { /* nothing counted since the reset: no table */
+        sd_optime_on = true;
+        sd_optime_print(f, 1);
+        sd_optime_on = was;
+        CHECK(ftell(f) == 0);
+        fclose(f);
+    }
+    free(x);
+    free(w);
+    free(g);
+}
+
 int main(void)
 {
     if (sd_backend_cpu_create(0, &g_be) != SD_OK || sd_ctx_init(&g_ctx, g_be, (size_t)96 << 20) != SD_OK) {
@@ -1263,6 +1316,7 @@ int main(void)
     RUN(sticky_errors);
     RUN(shape_errors);
     RUN(arena_exhaustion);
+    RUN(op_timers);
     printf("worst relative error per op (limit %.0e):\n", TOL);
     for (int i = 0; i < g_nstats; i++)
         printf("  %-20s %3d cases  %.2e\n", g_stats[i].op, g_stats[i].cases, g_stats[i].worst);

@@ -4,6 +4,7 @@
  * taesd-tiny) at 32x32 (latent 4x4). */
 #include "test.h"
 
+#include "backend/cpu/cpu_kern.h"
 #include "pipe/stream.h"
 
 #include <pthread.h>
@@ -747,6 +748,83 @@ TEST(free_while_busy)
     sd_image_free(&f);
 }
 
+/* precision auto (the default of `stream` and `serve`) is bf16 exactly where the CPU has bf16 kernels
+ * (AMX or AVX512-BF16), else fp32; SD_CPU_ISA lowering the kernels lowers it too; the model says which */
+static void load_precision(sd_precision pr, sd_model_info *info, sd_model **out)
+{
+    const char *d = getenv("SD_TEST_DATA");
+    char mp[1024], tp[1024];
+    snprintf(mp, sizeof mp, "%s/models/tiny-sd15", d ? d : "tests/data");
+    snprintf(tp, sizeof tp, "%s/models/taesd-tiny", d ? d : "tests/data");
+    sd_model_params p;
+    sd_model_default_params(&p);
+    p.taesd = tp;
+    p.n_threads = 2;
+    p.precision = pr;
+    *out = NULL;
+    memset(info, 0, sizeof *info);
+    CHECK_STATUS(sd_model_load(mp, &p, out), SD_OK);
+    if (*out)
+        sd_model_get_info(*out, info);
+}
+
+TEST(precision_auto)
+{
+    if (!model()) {
+        SKIP("%s", g_why);
+        return;
+    }
+    sd_backend *probe = NULL;
+    CHECK_STATUS(sd_backend_cpu_create(1, &probe), SD_OK);
+    const char *bk = probe ? sd_backend_cpu_bf16_isa(probe) : NULL, *fk = probe ? sd_backend_cpu_isa(probe) : "?";
+    sd_backend_destroy(probe);
+    printf("  this CPU: fp32 kernels %s, bf16 kernels %s\n", fk, bk ? bk : "none");
+    sd_model *m;
+    sd_model_info in;
+    load_precision(SD_PRECISION_FP32, &in, &m);
+    CHECK(in.precision && !strcmp(in.precision, "fp32") && in.kernels && !strcmp(in.kernels, fk));
+    sd_model_free(m);
+    load_precision(SD_PRECISION_AUTO, &in, &m);
+    CHECK_MSG(in.precision && !strcmp(in.precision, bk ? "bf16" : "fp32"), "auto gave %s", in.precision);
+    CHECK_MSG(in.kernels && !strcmp(in.kernels, bk ? bk : fk), "auto ran the %s kernels", in.kernels);
+    if (m) { /* and a stream at that precision runs */
+        sd_stream_params sp;
+        sd_stream_default_params(&sp);
+        sp.width = sp.height = S;
+        sp.use_taesd = true;
+        sd_stream *s = NULL;
+        sd_image f, out = {0};
+        make_frame(0, &f);
+        CHECK_STATUS(sd_stream_create(m, &sp, &s), SD_OK);
+        if (s)
+            CHECK_STATUS(sd_stream_img2img(s, &f, &out), SD_OK);
+        CHECK(out.width == S && out.height == S);
+        sd_stream_free(s);
+        sd_image_free(&f);
+        sd_image_free(&out);
+    }
+    sd_model_free(m);
+    /* bf16 asked for: bf16 weights; bf16 compute where the kernels exist, else the fp32 kernels */
+    load_precision(SD_PRECISION_BF16, &in, &m);
+    CHECK(in.precision && !strcmp(in.precision, "bf16") && in.kernels && !strcmp(in.kernels, bk ? bk : fk));
+    sd_model_free(m);
+    /* SD_CPU_ISA=avx512 (no bf16 kernels): auto falls back to fp32 */
+    if (!strcmp(fk, "avx512")) {
+        const char *old = getenv("SD_CPU_ISA");
+        char keep[64];
+        snprintf(keep, sizeof keep, "%s", old ? old : "");
+        setenv("SD_CPU_ISA", "avx512", 1);
+        load_precision(SD_PRECISION_AUTO, &in, &m);
+        CHECK_MSG(in.precision && !strcmp(in.precision, "fp32") && in.kernels && !strcmp(in.kernels, "avx512"),
+                  "SD_CPU_ISA=avx512, auto: %s / %s", in.precision, in.kernels);
+        sd_model_free(m);
+        if (old)
+            setenv("SD_CPU_ISA", keep, 1);
+        else
+            unsetenv("SD_CPU_ISA");
+    }
+}
+
 int main(void)
 {
     RUN(bad_params);
@@ -758,6 +836,7 @@ int main(void)
     RUN(free_while_busy);
     RUN(async_lora_change_next_frame);
     RUN(live_t_index_and_seed);
+    RUN(precision_auto);
     sd_model_free(g_model);
     return test_summary();
 }

@@ -74,6 +74,8 @@ class sd_model_info(ctypes.Structure):
         ("lcm_guidance_embedding", c_bool),
         ("weight_bytes", c_size_t),
         ("active_loras", c_int),
+        ("precision", c_char_p),
+        ("kernels", c_char_p),
     ]
 
 

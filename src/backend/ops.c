@@ -1,11 +1,25 @@
 #include "backend/ops.h"
 
+#include "backend/optime.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SD_ARENA_ALIGN 64
+
+/* one backend call, timed into its op kind when SD_OP_TIMES is on (optime.h); madds: its multiply-adds */
+#define BE_CALL(kind, madds, call)                                                                            \
+    do {                                                                                                      \
+        if (sd_optime_on) {                                                                                   \
+            sd_optime_t0 t0_ = sd_optime_begin();                                                             \
+            call;                                                                                             \
+            sd_optime_add(kind, t0_, madds);                                                                  \
+        } else {                                                                                              \
+            call;                                                                                             \
+        }                                                                                                     \
+    } while (0)
 
 /* ------------------------------------------------------------ tensors */
 
@@ -68,6 +82,7 @@ sd_status sd_ctx_init(sd_ctx *ctx, sd_backend *be, size_t bytes)
     memset(ctx, 0, sizeof *ctx);
     ctx->be = be;
     ctx->cap = bytes;
+    sd_optime_init();
     if (bytes) {
         ctx->base = be->ops->alloc(be, bytes);
         if (!ctx->base)
@@ -212,7 +227,7 @@ sd_tensor sd_keep(sd_ctx *ctx, size_t mark, sd_tensor t)
     if ((uint8_t *)t.data < dst) /* already below the mark: nothing to move */
         return sd_release(ctx, mark), t;
     if ((uint8_t *)t.data != dst)
-        ctx->be->ops->move(ctx->be, dst, t.data, bytes);
+        BE_CALL(SD_OPT_MOVE, 0, ctx->be->ops->move(ctx->be, dst, t.data, bytes));
     ctx->off = mark;
     t.data = arena_alloc(ctx, bytes);
     return t;
@@ -369,7 +384,7 @@ sd_tensor sd_cast(sd_ctx *ctx, sd_tensor x, sd_dtype dt)
 {
     sd_tensor y = sd_new(ctx, dt, x.ndim, x.ne);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->cast(ctx->be, &y, &x);
+        BE_CALL(SD_OPT_CAST, 0, ctx->be->ops->cast(ctx->be, &y, &x));
     return y;
 }
 
@@ -389,7 +404,8 @@ sd_tensor sd_linear(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b)
     size_t m = sd_mark(ctx);
     sd_tensor wc = weight_for(ctx, w);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->linear(ctx->be, &y, &x, &wc, b);
+        BE_CALL(SD_OPT_LINEAR, (double)sd_numel(&y) * (double)w.ne[1],
+                ctx->be->ops->linear(ctx->be, &y, &x, &wc, b));
     sd_release(ctx, m);
     return y;
 }
@@ -407,7 +423,8 @@ sd_tensor sd_matmul(sd_ctx *ctx, sd_tensor a, sd_tensor b, bool trans_a, bool tr
         return y;
     y = sd_new4(ctx, a.ne[0], M, N, 0);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->matmul(ctx->be, &y, &a, &b, trans_a, trans_b, alpha);
+        BE_CALL(SD_OPT_MATMUL, (double)sd_numel(&y) * (double)Ka,
+                ctx->be->ops->matmul(ctx->be, &y, &a, &b, trans_a, trans_b, alpha));
     return y;
 }
 
@@ -438,7 +455,11 @@ sd_tensor sd_conv2d_pads(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor 
     size_t sb = ctx->be->ops->conv2d_scratch ? ctx->be->ops->conv2d_scratch(ctx->be, &x, &wc, &y) : 0;
     void *scratch = sb ? arena_alloc(ctx, sb) : NULL;
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->conv2d(ctx->be, &y, &x, &wc, b, stride, pads, scratch);
+        BE_CALL(w.ne[2] == 3 && w.ne[3] == 3   ? SD_OPT_CONV3
+                : w.ne[2] == 1 && w.ne[3] == 1 ? SD_OPT_CONV1
+                                               : SD_OPT_CONVX,
+                (double)sd_numel(&y) * (double)(w.ne[1] * w.ne[2] * w.ne[3]),
+                ctx->be->ops->conv2d(ctx->be, &y, &x, &wc, b, stride, pads, scratch));
     sd_release(ctx, m);
     return y;
 }
@@ -462,7 +483,8 @@ sd_tensor sd_group_norm(sd_ctx *ctx, sd_tensor x, sd_tensor gamma, sd_tensor bet
         return y;
     y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->group_norm(ctx->be, &y, &x, &gamma, &beta, groups, eps, silu);
+        BE_CALL(silu ? SD_OPT_GN_SILU : SD_OPT_GN, 0,
+                ctx->be->ops->group_norm(ctx->be, &y, &x, &gamma, &beta, groups, eps, silu));
     return y;
 }
 
@@ -476,7 +498,7 @@ sd_tensor sd_layer_norm(sd_ctx *ctx, sd_tensor x, sd_tensor gamma, sd_tensor bet
         return y;
     y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->layer_norm(ctx->be, &y, &x, &gamma, &beta, eps);
+        BE_CALL(SD_OPT_LN, 0, ctx->be->ops->layer_norm(ctx->be, &y, &x, &gamma, &beta, eps));
     return y;
 }
 
@@ -484,7 +506,7 @@ sd_tensor sd_softmax(sd_ctx *ctx, sd_tensor x, float scale)
 {
     sd_tensor y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->softmax(ctx->be, &y, &x, scale);
+        BE_CALL(SD_OPT_SOFTMAX, 0, ctx->be->ops->softmax(ctx->be, &y, &x, scale));
     return y;
 }
 
@@ -502,7 +524,8 @@ sd_tensor sd_attention(sd_ctx *ctx, sd_tensor q, sd_tensor k, sd_tensor v, int h
     size_t sb = ctx->be->ops->attention_scratch ? ctx->be->ops->attention_scratch(ctx->be, &q, &k, heads) : 0;
     void *scratch = sb ? arena_alloc(ctx, sb) : NULL;
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->attention(ctx->be, &y, &q, &k, &v, heads, scale, causal, scratch);
+        BE_CALL(q.ne[1] == k.ne[1] ? SD_OPT_ATT_SELF : SD_OPT_ATT_CROSS, 2.0 * (double)sd_numel(&q) * (double)k.ne[1],
+                ctx->be->ops->attention(ctx->be, &y, &q, &k, &v, heads, scale, causal, scratch));
     sd_release(ctx, m);
     return y;
 }
@@ -511,23 +534,37 @@ sd_tensor sd_unary(sd_ctx *ctx, sd_tensor x, sd_unary_op op)
 {
     sd_tensor y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->unary(ctx->be, &y, &x, op);
+        BE_CALL(SD_OPT_UNARY, 0, ctx->be->ops->unary(ctx->be, &y, &x, op));
     return y;
 }
 
 sd_tensor sd_silu(sd_ctx *ctx, sd_tensor x) { return sd_unary(ctx, x, SD_UNARY_SILU); }
+
+sd_tensor sd_unary_inplace(sd_ctx *ctx, sd_tensor x, sd_unary_op op)
+{
+    if (!check(ctx, x.dtype == ctx->be->act_dtype, "unary (in place)", &x, NULL, "needs an activation tensor"))
+        return x;
+    if (LIVE(ctx) && RUN(ctx))
+        BE_CALL(SD_OPT_UNARY, 0, ctx->be->ops->unary(ctx->be, &x, &x, op));
+    return x;
+}
+
+static bool broadcasts(sd_ctx *ctx, const sd_tensor *a, const sd_tensor *b)
+{
+    bool ok = b->ndim <= a->ndim;
+    for (int i = 0; ok && i < b->ndim; i++) {
+        int64_t da = a->ne[a->ndim - 1 - i], db = b->ne[b->ndim - 1 - i];
+        ok = db == da || db == 1;
+    }
+    return check(ctx, ok, "binary op", a, b, "b does not broadcast to a");
+}
 
 static sd_tensor binary(sd_ctx *ctx, sd_tensor a, sd_tensor b, sd_binary_op op)
 {
     sd_tensor y = {0};
     if (!LIVE(ctx))
         return y;
-    bool ok = b.ndim <= a.ndim;
-    for (int i = 0; ok && i < b.ndim; i++) {
-        int64_t da = a.ne[a.ndim - 1 - i], db = b.ne[b.ndim - 1 - i];
-        ok = db == da || db == 1;
-    }
-    if (!check(ctx, ok, "binary op", &a, &b, "b does not broadcast to a"))
+    if (!broadcasts(ctx, &a, &b))
         return y;
     /* backends compute on activations: an operand in another dtype (a weight kept in F16 on the CPU, such as
      * CLIP's position table with keep_f16) is converted into arena scratch first */
@@ -537,11 +574,27 @@ static sd_tensor binary(sd_ctx *ctx, sd_tensor a, sd_tensor b, sd_binary_op op)
         b = sd_cast(ctx, b, ctx->be->act_dtype);
     y = sd_new(ctx, ctx->be->act_dtype, a.ndim, a.ne);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->binary(ctx->be, &y, &a, &b, op);
+        BE_CALL(op == SD_BINARY_ADD ? SD_OPT_ADD : op == SD_BINARY_SUB ? SD_OPT_SUB : SD_OPT_MUL, 0,
+                ctx->be->ops->binary(ctx->be, &y, &a, &b, op));
     return y;
 }
 
 sd_tensor sd_add(sd_ctx *ctx, sd_tensor a, sd_tensor b) { return binary(ctx, a, b, SD_BINARY_ADD); }
+
+sd_tensor sd_add_inplace(sd_ctx *ctx, sd_tensor a, sd_tensor b)
+{
+    if (!LIVE(ctx) || !broadcasts(ctx, &a, &b))
+        return a;
+    if (!check(ctx, a.dtype == ctx->be->act_dtype, "add (in place)", &a, &b, "a must be an activation tensor"))
+        return a;
+    size_t m = sd_mark(ctx);
+    if (b.dtype != ctx->be->act_dtype) /* as binary(): an operand in another dtype is converted first */
+        b = sd_cast(ctx, b, ctx->be->act_dtype);
+    if (LIVE(ctx) && RUN(ctx))
+        BE_CALL(SD_OPT_ADD, 0, ctx->be->ops->binary(ctx->be, &a, &a, &b, SD_BINARY_ADD));
+    sd_release(ctx, m);
+    return a;
+}
 sd_tensor sd_sub(sd_ctx *ctx, sd_tensor a, sd_tensor b) { return binary(ctx, a, b, SD_BINARY_SUB); }
 sd_tensor sd_mul(sd_ctx *ctx, sd_tensor a, sd_tensor b) { return binary(ctx, a, b, SD_BINARY_MUL); }
 
@@ -549,7 +602,7 @@ sd_tensor sd_affine(sd_ctx *ctx, sd_tensor x, float alpha, float beta)
 {
     sd_tensor y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->affine(ctx->be, &y, &x, alpha, beta);
+        BE_CALL(SD_OPT_AFFINE, 0, ctx->be->ops->affine(ctx->be, &y, &x, alpha, beta));
     return y;
 }
 
@@ -557,7 +610,7 @@ sd_tensor sd_clamp(sd_ctx *ctx, sd_tensor x, float lo, float hi)
 {
     sd_tensor y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->clamp(ctx->be, &y, &x, lo, hi);
+        BE_CALL(SD_OPT_AFFINE, 0, ctx->be->ops->clamp(ctx->be, &y, &x, lo, hi));
     return y;
 }
 
@@ -573,7 +626,7 @@ sd_tensor sd_geglu(sd_ctx *ctx, sd_tensor x)
     ne[x.ndim - 1] /= 2;
     y = sd_new(ctx, ctx->be->act_dtype, x.ndim, ne);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->geglu(ctx->be, &y, &x);
+        BE_CALL(SD_OPT_GEGLU, 0, ctx->be->ops->geglu(ctx->be, &y, &x));
     return y;
 }
 
@@ -586,7 +639,7 @@ sd_tensor sd_upsample2x(sd_ctx *ctx, sd_tensor x)
         return y;
     y = sd_new4(ctx, x.ne[0], x.ne[1], 2 * x.ne[2], 2 * x.ne[3]);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->upsample2x(ctx->be, &y, &x);
+        BE_CALL(SD_OPT_UPSAMPLE, 0, ctx->be->ops->upsample2x(ctx->be, &y, &x));
     return y;
 }
 
@@ -600,7 +653,7 @@ sd_tensor sd_rgb8_to_chw(sd_ctx *ctx, sd_tensor x)
         return y;
     y = sd_new4(ctx, x.ne[0], 3, x.ne[1], x.ne[2]);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->rgb8_to_chw(ctx->be, &y, &x);
+        BE_CALL(SD_OPT_IMAGE, 0, ctx->be->ops->rgb8_to_chw(ctx->be, &y, &x));
     return y;
 }
 
@@ -614,7 +667,7 @@ sd_tensor sd_chw_to_rgb8(sd_ctx *ctx, sd_tensor x)
         return y;
     y = sd_new(ctx, SD_U8, 4, (int64_t[]){x.ne[0], x.ne[2], x.ne[3], 3});
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->chw_to_rgb8(ctx->be, &y, &x);
+        BE_CALL(SD_OPT_IMAGE, 0, ctx->be->ops->chw_to_rgb8(ctx->be, &y, &x));
     return y;
 }
 
@@ -633,7 +686,7 @@ sd_tensor sd_concat(sd_ctx *ctx, sd_tensor a, sd_tensor b, int axis)
     ne[axis] += b.ne[axis];
     y = sd_new(ctx, a.dtype, a.ndim, ne);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->concat(ctx->be, &y, &a, &b, axis);
+        BE_CALL(SD_OPT_CONCAT, 0, ctx->be->ops->concat(ctx->be, &y, &a, &b, axis));
     return y;
 }
 
@@ -650,7 +703,7 @@ sd_tensor sd_slice(sd_ctx *ctx, sd_tensor x, int axis, int64_t start, int64_t le
     ne[axis] = len;
     y = sd_new(ctx, x.dtype, x.ndim, ne);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->slice(ctx->be, &y, &x, axis, start);
+        BE_CALL(SD_OPT_SLICE, 0, ctx->be->ops->slice(ctx->be, &y, &x, axis, start));
     return y;
 }
 
@@ -669,7 +722,7 @@ sd_tensor sd_permute(sd_ctx *ctx, sd_tensor x, int p0, int p1, int p2, int p3)
     y = sd_new4(ctx, x.ne[p0], x.ne[p1], x.ne[p2], x.ne[p3]);
     y.ndim = 4;
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->permute(ctx->be, &y, &x, perm);
+        BE_CALL(SD_OPT_PERMUTE, 0, ctx->be->ops->permute(ctx->be, &y, &x, perm));
     return y;
 }
 
@@ -683,7 +736,8 @@ sd_tensor sd_timestep_embedding(sd_ctx *ctx, sd_tensor t, int dim, bool flip_sin
         return y;
     y = sd_new4(ctx, t.ne[0], dim, 0, 0);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->timestep_embedding(ctx->be, &y, &t, dim, flip_sin_to_cos, shift, 10000.0f);
+        BE_CALL(SD_OPT_OTHER, 0,
+                ctx->be->ops->timestep_embedding(ctx->be, &y, &t, dim, flip_sin_to_cos, shift, 10000.0f));
     return y;
 }
 
@@ -697,7 +751,7 @@ sd_tensor sd_embedding(sd_ctx *ctx, sd_tensor table, sd_tensor ids)
         return y;
     y = sd_new4(ctx, ids.ne[0], table.ne[1], 0, 0);
     if (LIVE(ctx) && RUN(ctx))
-        ctx->be->ops->embedding(ctx->be, &y, &table, &ids);
+        BE_CALL(SD_OPT_OTHER, 0, ctx->be->ops->embedding(ctx->be, &y, &table, &ids));
     return y;
 }
 
@@ -708,5 +762,5 @@ void sd_copy_into(sd_ctx *ctx, sd_tensor dst, sd_tensor src)
     if (!check(ctx, sd_same_shape(&dst, &src) && dst.dtype == src.dtype, "copy", &dst, &src, "shapes differ"))
         return;
     if (RUN(ctx) && dst.data != src.data)
-        ctx->be->ops->move(ctx->be, dst.data, src.data, sd_nbytes(&src));
+        BE_CALL(SD_OPT_MOVE, 0, ctx->be->ops->move(ctx->be, dst.data, src.data, sd_nbytes(&src)));
 }

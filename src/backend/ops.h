@@ -103,6 +103,12 @@ sd_tensor sd_attention(sd_ctx *ctx, sd_tensor q, sd_tensor k, sd_tensor v, int h
 sd_tensor sd_unary(sd_ctx *ctx, sd_tensor x, sd_unary_op op);
 sd_tensor sd_silu(sd_ctx *ctx, sd_tensor x);
 sd_tensor sd_add(sd_ctx *ctx, sd_tensor a, sd_tensor b);
+/* In place: x = op(x), a = a + b (b broadcast to a); they return x / a and allocate nothing, so a scope
+ * that steps onto the result moves nothing when it already sits at the scope's start. x and a must be
+ * temporaries of the caller's (never a weight or an input another op still reads). Same values as
+ * sd_unary / sd_add (a + b and b + a are the same float sum). */
+sd_tensor sd_unary_inplace(sd_ctx *ctx, sd_tensor x, sd_unary_op op);
+sd_tensor sd_add_inplace(sd_ctx *ctx, sd_tensor a, sd_tensor b);
 sd_tensor sd_sub(sd_ctx *ctx, sd_tensor a, sd_tensor b);
 sd_tensor sd_mul(sd_ctx *ctx, sd_tensor a, sd_tensor b);
 sd_tensor sd_affine(sd_ctx *ctx, sd_tensor x, float alpha, float beta);

@@ -19,8 +19,11 @@
  *                  give the unbatched baseline. N from --streams.
  *
  * Input frames are synthetic (two alternating patterns), the similarity
- * filter is off, so every frame runs the UNet. Results go to a table and,
- * with --json, to a JSON file. */
+ * filter is off, so every frame runs the UNet. --precision takes a list
+ * (fp32,bf16,int8,auto; default auto, as `stream`): the model is loaded once
+ * per precision and every size and mode runs at each. Results go to a table
+ * and, with --json, to a JSON file (each result names its precision and
+ * kernels). */
 #include "cli/cli.h"
 
 #include <cjson/cJSON.h>
@@ -38,6 +41,7 @@
 #define MAX_SIZES 8
 #define MAX_COUNTS 8
 #define MAX_GROUP 64
+#define MAX_PRECISIONS 4
 
 typedef struct {
     const char *model, *taesd, *json;
@@ -47,14 +51,19 @@ typedef struct {
     sd_stream_params sp;
     bool mode_sync, mode_async, mode_txt, mode_multi;
     int counts[MAX_COUNTS], ncounts; /* --streams */
+    sd_precision precisions[MAX_PRECISIONS];
+    int nprecisions; /* --precision */
 } bopts;
 
 typedef struct {
     int w, h;
     const char *mode;
+    const char *precision, *kernels; /* what the model computed in (sd_model_info) */
+    double weight_bytes;             /* the model's weights at that precision */
     int frames;
     double fps, mean, p50, p90, p99, min, max;
     double step_ms; /* engine's inference EMA */
+    double cpu_ms;  /* process CPU time (all threads) per timed frame: steadier than wall time on a busy host */
     int streams;    /* streams mode: concurrent streams */
     double alone_fps; /* streams mode: total fps of the same streams run one after another */
 } bresult;
@@ -71,7 +80,9 @@ static void usage(FILE *f)
             "  txt2img        synchronous sd_stream_txt2img\n"
             "  streams        N concurrent img2img streams (own prompts and seeds) batched into one UNet call\n"
             "                 per tick (stream group); latency = one tick, total fps = N / tick; also the same\n"
-            "                 streams run one after another (unbatched) for comparison; N from --streams\n\n"
+            "                 streams run one after another (unbatched) for comparison; N from --streams\n"
+            "Every row also gives the process CPU time per frame (all threads): steadier than wall time when\n"
+            "the machine is busy.\n\n"
             "options:\n"
             "  -m, --model PATH|ID     model (required): diffusers folder, .safetensors file or cached HF id\n"
             "      --taesd DIR|ID      TAESD for encode/decode (as StreamDiffusion uses; else the full VAE)\n"
@@ -89,11 +100,16 @@ static void usage(FILE *f)
             "      --no-graphs         run the ops one by one instead of replaying a captured graph (CUDA)\n"
             "      --backend cpu|cuda  default cpu\n"
             "  -t, --threads N         CPU threads, 0 = all cores (default: 0)\n"
+            "      --precision LIST    CPU compute, one run per entry: fp32, bf16, int8, auto (default: auto =\n"
+            "                          bf16 where the CPU has AMX or AVX512-BF16, else fp32; as `stream`),\n"
+            "                          e.g. fp32,bf16 compares them in one run\n"
             "      --json FILE         also write the results as JSON\n"
             "  -h, --help              this help\n\n"
             "examples:\n"
             "  streamdiff bench stream -m stabilityai/sd-turbo --taesd madebyollin/taesd --size 256,512 \\\n"
             "      --t-index 32,45 --json stream.json\n"
+            "  streamdiff bench stream -m stabilityai/sd-turbo --taesd madebyollin/taesd --size 256 \\\n"
+            "      --t-index 45 --cfg-type none --modes img2img --precision fp32,bf16\n"
             "  streamdiff bench stream -m tests/data/models/tiny-sd15 --taesd tests/data/models/taesd-tiny \\\n"
             "      --size 64 --frames 50\n"
             "  streamdiff bench stream -m stabilityai/sd-turbo --taesd madebyollin/taesd --backend cuda \\\n"
@@ -124,7 +140,7 @@ static int parse(int argc, char **argv, bopts *o)
         }
         static const char *vals[] = {"-m", "--model", "--taesd", "--size", "-W", "--width", "-H", "--height",
                                      "--frames", "--warmup", "--modes", "--t-index", "--cfg-type", "--guidance",
-                                     "--backend", "-t", "--threads", "--json", "--streams"};
+                                     "--backend", "-t", "--threads", "--json", "--streams", "--precision"};
         bool known = false;
         for (size_t k = 0; k < SD_ARRAY_LEN(vals) && !known; k++)
             known = !strcmp(a, vals[k]);
@@ -195,6 +211,17 @@ static int parse(int argc, char **argv, bopts *o)
             }
             if (!o->ncounts)
                 return bad(a, v, "a list of stream counts such as 1,2,4,8");
+        } else if (!strcmp(a, "--precision")) {
+            o->nprecisions = 0;
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                if (o->nprecisions == MAX_PRECISIONS || !sd_precision_from_name(t, &o->precisions[o->nprecisions]))
+                    return bad(a, v, "up to 4 comma-separated precisions: fp32, bf16, int8, auto");
+                o->nprecisions++;
+            }
+            if (!o->nprecisions)
+                return bad(a, v, "a precision list such as fp32,bf16");
         } else if (!strcmp(a, "--t-index")) {
             if (!cli_parse_t_index(v, &o->sp))
                 return bad(a, v, "comma-separated ascending indices, e.g. 32,45");
@@ -222,6 +249,13 @@ static int parse(int argc, char **argv, bopts *o)
 }
 
 /* ------------------------------------------------------------ measurement */
+
+static double cpu_now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
 
 static int cmp_d(const void *a, const void *b)
 {
@@ -270,12 +304,16 @@ static sd_status bench_sync(sd_model *m, const bopts *o, const sd_stream_params 
     double *lat = malloc(sizeof(double) * (size_t)o->frames);
     if (!lat || !f[0].data || !f[1].data)
         st = SD_ERR_OUT_OF_MEMORY;
+    double c0 = 0;
     for (int k = 0; st == SD_OK && k < o->warmup + o->frames; k++) {
+        if (k == o->warmup)
+            c0 = cpu_now_ms();
         double t0 = sd_time_now();
         st = txt ? sd_stream_txt2img(s, &out) : sd_stream_img2img(s, &f[k % 2], &out);
         if (k >= o->warmup)
             lat[k - o->warmup] = (sd_time_now() - t0) * 1e3;
     }
+    r->cpu_ms = (cpu_now_ms() - c0) / o->frames;
     if (st == SD_OK) {
         summarize(r, lat, o->frames);
         r->fps = 1000.0 / r->mean;
@@ -335,8 +373,10 @@ static sd_status bench_async(sd_model *m, const bopts *o, const sd_stream_params
         if (st != SD_OK)
             break;
         double now = sd_time_now();
-        if (got == o->warmup)
+        if (got == o->warmup) {
             t_first = now;
+            r->cpu_ms = cpu_now_ms();
+        }
         if (got >= o->warmup && got - o->warmup < o->frames && id >= 0 && id < n)
             lat[got - o->warmup] = (now - t_push[id]) * 1e3;
         t_last = now;
@@ -350,6 +390,7 @@ static sd_status bench_async(sd_model *m, const bopts *o, const sd_stream_params
         summarize(r, lat, o->frames);
         /* throughput: the frames after the first timed one over the time they took */
         r->fps = o->frames > 1 && t_last > t_first ? (o->frames - 1) / (t_last - t_first) : 1000.0 / r->mean;
+        r->cpu_ms = o->frames > 1 ? (cpu_now_ms() - r->cpu_ms) / (o->frames - 1) : 0;
         sd_stream_stats ss;
         sd_stream_get_stats(s, &ss);
         r->step_ms = ss.inference_ms;
@@ -392,8 +433,10 @@ static sd_status bench_multi(sd_model *m, const bopts *o, const sd_stream_params
             st = sd_stream_group_add(g, ss[j]);
         pout[j] = &out[j];
     }
-    double t_total = 0;
+    double t_total = 0, c0 = 0;
     for (int k = 0; st == SD_OK && k < o->warmup + o->frames; k++) {
+        if (k == o->warmup)
+            c0 = cpu_now_ms();
         for (int j = 0; j < n; j++)
             pin[j] = &f[(k + j) % 2];
         double t0 = sd_time_now();
@@ -407,6 +450,7 @@ static sd_status bench_multi(sd_model *m, const bopts *o, const sd_stream_params
     if (st == SD_OK) {
         summarize(r, lat, o->frames);
         r->fps = n * o->frames / t_total;
+        r->cpu_ms = (cpu_now_ms() - c0) / (n * o->frames);
         r->streams = n;
         sd_stream_stats s0;
         sd_stream_get_stats(ss[0], &s0);
@@ -439,7 +483,7 @@ static sd_status bench_multi(sd_model *m, const bopts *o, const sd_stream_params
 
 /* ------------------------------------------------------------ output */
 
-static void write_json(const bopts *o, const sd_model_info *info, const bresult *res, int nres, double load_s)
+static void write_json(const bopts *o, const sd_model_info *info, const bresult *res, int nres, const double *load_s)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "benchmark", "stream");
@@ -451,9 +495,10 @@ static void write_json(const bopts *o, const sd_model_info *info, const bresult 
     cJSON *mo = cJSON_AddObjectToObject(root, "model");
     cJSON_AddStringToObject(mo, "path", info->source);
     cJSON_AddStringToObject(mo, "arch", info->arch);
-    cJSON_AddNumberToObject(mo, "weight_bytes", (double)info->weight_bytes);
     cJSON_AddBoolToObject(mo, "taesd", info->has_taesd);
-    cJSON_AddNumberToObject(mo, "load_seconds", load_s);
+    cJSON *ls = cJSON_AddArrayToObject(mo, "load_seconds"); /* one per --precision entry */
+    for (int i = 0; i < o->nprecisions; i++)
+        cJSON_AddItemToArray(ls, cJSON_CreateNumber(load_s[i]));
     cJSON *cf = cJSON_AddObjectToObject(root, "config");
     cJSON_AddStringToObject(cf, "backend", o->backend == SD_BACKEND_CUDA ? "cuda" : "cpu");
     cJSON_AddNumberToObject(cf, "threads", o->threads);
@@ -473,6 +518,9 @@ static void write_json(const bopts *o, const sd_model_info *info, const bresult 
         cJSON_AddNumberToObject(r, "width", res[i].w);
         cJSON_AddNumberToObject(r, "height", res[i].h);
         cJSON_AddStringToObject(r, "mode", res[i].mode);
+        cJSON_AddStringToObject(r, "precision", res[i].precision);
+        cJSON_AddStringToObject(r, "kernels", res[i].kernels);
+        cJSON_AddNumberToObject(r, "weight_bytes", res[i].weight_bytes);
         cJSON_AddNumberToObject(r, "frames", res[i].frames);
         cJSON_AddNumberToObject(r, "fps", res[i].fps);
         cJSON_AddNumberToObject(r, "latency_ms_mean", res[i].mean);
@@ -487,6 +535,7 @@ static void write_json(const bopts *o, const sd_model_info *info, const bresult 
         cJSON_AddNumberToObject(r, "latency_ms_min", res[i].min);
         cJSON_AddNumberToObject(r, "latency_ms_max", res[i].max);
         cJSON_AddNumberToObject(r, "step_ms_ema", res[i].step_ms);
+        cJSON_AddNumberToObject(r, "cpu_ms_per_frame", res[i].cpu_ms);
         cJSON_AddItemToArray(arr, r);
     }
     char *txt = cJSON_Print(root);
@@ -500,7 +549,8 @@ static void write_json(const bopts *o, const sd_model_info *info, const bresult 
 
 int cli_bench_stream(int argc, char **argv)
 {
-    bopts o = {.frames = 20, .warmup = 3, .mode_sync = true, .mode_async = true, .mode_txt = true};
+    bopts o = {.frames = 20, .warmup = 3, .mode_sync = true, .mode_async = true, .mode_txt = true,
+               .precisions = {SD_PRECISION_AUTO}, .nprecisions = 1};
     sd_stream_default_params(&o.sp);
     o.sizes[0] = 512;
     o.nsizes = 1;
@@ -527,84 +577,107 @@ int cli_bench_stream(int argc, char **argv)
         fprintf(stderr, "streamdiff bench stream: --modes selected nothing\n");
         return 2;
     }
-    sd_model_params mp;
-    sd_model_default_params(&mp);
-    mp.backend = o.backend;
-    mp.n_threads = o.threads;
-    mp.taesd = o.taesd;
-    sd_model *m;
-    double t0 = sd_time_now();
-    if (sd_model_load(o.model, &mp, &m) != SD_OK) {
-        fprintf(stderr, "streamdiff bench stream: %s\n", sd_last_error());
-        return 1;
-    }
-    double load_s = sd_time_now() - t0;
-    sd_model_info info;
-    sd_model_get_info(m, &info);
-    o.sp.use_taesd = info.has_taesd;
-    char tl[128] = "";
-    for (int i = 0; i < o.sp.n_t_index; i++)
-        snprintf(tl + strlen(tl), sizeof tl - strlen(tl), "%s%d", i ? "," : "", o.sp.t_index_list[i]);
-    printf("model %s (%s, %.1f MB weights, %s), loaded in %.1f s\n", info.source, info.arch,
-           (double)info.weight_bytes / 1e6, info.has_taesd ? "TAESD" : "full VAE", load_s);
-    printf("backend %s, threads %d (%ld CPUs online), t-index [%s], cfg %s, guidance %g, %s, %d timed frames after %d "
-           "warm-up\n\n",
-           o.backend == SD_BACKEND_CUDA ? "cuda" : "cpu", o.threads, sysconf(_SC_NPROCESSORS_ONLN), tl,
-           cli_cfg_type_name(o.sp.cfg_type), (double)o.sp.guidance_scale,
-           o.sp.use_denoising_batch ? "stream batch" : "sequential", o.frames, o.warmup);
-    if (o.backend == SD_BACKEND_CUDA)
-        printf("graphs: %s\n\n", o.sp.use_graphs ? "on (the step is captured once and replayed)" : "off (--no-graphs)");
-    if (o.mode_sync || o.mode_async || o.mode_txt)
-        printf("%-10s %-14s %7s %9s %30s %10s\n", "size", "mode", "frames", "fps", "latency ms mean/p50/p90/min",
-               "step ms");
-    bresult res[MAX_SIZES * (3 + MAX_COUNTS)];
+    static bresult res[MAX_PRECISIONS * MAX_SIZES * (3 + MAX_COUNTS)];
     int nres = 0;
-    int nsz = o.width ? 1 : o.nsizes;
-    for (int si = 0; si < nsz && rc <= 0; si++) {
-        sd_stream_params sp = o.sp;
-        sp.width = o.width ? o.width : o.sizes[si];
-        sp.height = o.height ? o.height : o.sizes[si];
-        for (int mode = 0; mode < 3; mode++) {
-            if ((mode == 0 && !o.mode_sync) || (mode == 1 && !o.mode_async) || (mode == 2 && !o.mode_txt))
-                continue;
-            bresult r = {.w = sp.width, .h = sp.height,
-                         .mode = mode == 0 ? "img2img" : mode == 1 ? "img2img-async" : "txt2img"};
-            sd_status st = mode == 1 ? bench_async(m, &o, &sp, &r) : bench_sync(m, &o, &sp, mode == 2, &r);
-            if (st != SD_OK) {
-                fprintf(stderr, "streamdiff bench stream: %dx%d %s: %s\n", sp.width, sp.height, r.mode, sd_last_error());
-                rc = st == SD_ERR_INVALID_ARGUMENT ? 2 : 1;
-                break;
-            }
-            char sz[32], lat[96];
-            snprintf(sz, sizeof sz, "%dx%d", r.w, r.h);
-            snprintf(lat, sizeof lat, "%.1f / %.1f / %.1f / %.1f", r.mean, r.p50, r.p90, r.min);
-            printf("%-10s %-14s %7d %9.2f %30s %10.1f\n", sz, r.mode, r.frames, r.fps, lat, r.step_ms);
-            fflush(stdout);
-            res[nres++] = r;
+    double load_s[MAX_PRECISIONS] = {0};
+    sd_model_info info0 = {0}; /* the first model's, for the JSON header (its strings copied) */
+    char src[1024] = "", arch[32] = "";
+    for (int pi = 0; pi < o.nprecisions && rc <= 0; pi++) {
+        sd_model_params mp;
+        sd_model_default_params(&mp);
+        mp.backend = o.backend;
+        mp.n_threads = o.threads;
+        mp.taesd = o.taesd;
+        mp.precision = o.precisions[pi];
+        sd_model *m;
+        double t0 = sd_time_now();
+        if (sd_model_load(o.model, &mp, &m) != SD_OK) {
+            fprintf(stderr, "streamdiff bench stream: precision %s: %s\n", sd_precision_name(mp.precision),
+                    sd_last_error());
+            rc = 1;
+            break;
         }
-        for (int ci = 0; o.mode_multi && rc <= 0 && ci < o.ncounts; ci++) {
-            if (ci == 0)
-                printf("\n%-10s %7s %10s %10s %12s %30s %12s\n", "size", "streams", "total fps", "fps/stream",
-                       "unbatched", "tick ms mean/p50/p90/p99", "batch gain");
-            bresult r = {.w = sp.width, .h = sp.height, .mode = "streams"};
-            sd_status st = bench_multi(m, &o, &sp, o.counts[ci], &r);
-            if (st != SD_OK) {
-                fprintf(stderr, "streamdiff bench stream: %dx%d, %d streams: %s\n", sp.width, sp.height,
-                        o.counts[ci], sd_last_error());
-                rc = st == SD_ERR_INVALID_ARGUMENT ? 2 : 1;
-                break;
-            }
-            char sz[32], lat[96];
-            snprintf(sz, sizeof sz, "%dx%d", r.w, r.h);
-            snprintf(lat, sizeof lat, "%.1f / %.1f / %.1f / %.1f", r.mean, r.p50, r.p90, r.p99);
-            printf("%-10s %7d %10.2f %10.2f %12.2f %30s %11.2fx\n", sz, r.streams, r.fps, r.fps / r.streams,
-                   r.alone_fps, lat, r.alone_fps > 0 ? r.fps / r.alone_fps : 0);
-            fflush(stdout);
-            res[nres++] = r;
+        load_s[pi] = sd_time_now() - t0;
+        sd_model_info info;
+        sd_model_get_info(m, &info);
+        if (pi == 0) {
+            info0 = info;
+            snprintf(src, sizeof src, "%s", info.source);
+            snprintf(arch, sizeof arch, "%s", info.arch);
+            info0.source = src;
+            info0.arch = arch;
         }
+        o.sp.use_taesd = info.has_taesd;
+        char tl[128] = "";
+        for (int i = 0; i < o.sp.n_t_index; i++)
+            snprintf(tl + strlen(tl), sizeof tl - strlen(tl), "%s%d", i ? "," : "", o.sp.t_index_list[i]);
+        printf("%smodel %s (%s, %.1f MB weights, %s), precision %s (asked: %s) on %s kernels, loaded in %.1f s\n",
+               pi ? "\n" : "", info.source, info.arch, (double)info.weight_bytes / 1e6,
+               info.has_taesd ? "TAESD" : "full VAE", info.precision, sd_precision_name(mp.precision), info.kernels,
+               load_s[pi]);
+        printf("backend %s, threads %d (%ld CPUs online), t-index [%s], cfg %s, guidance %g, %s, %d timed frames after "
+               "%d warm-up\n\n",
+               o.backend == SD_BACKEND_CUDA ? "cuda" : "cpu", o.threads, sysconf(_SC_NPROCESSORS_ONLN), tl,
+               cli_cfg_type_name(o.sp.cfg_type), (double)o.sp.guidance_scale,
+               o.sp.use_denoising_batch ? "stream batch" : "sequential", o.frames, o.warmup);
+        if (o.backend == SD_BACKEND_CUDA)
+            printf("graphs: %s\n\n",
+                   o.sp.use_graphs ? "on (the step is captured once and replayed)" : "off (--no-graphs)");
+        if (o.mode_sync || o.mode_async || o.mode_txt)
+            printf("%-10s %-9s %-14s %7s %9s %30s %10s %12s\n", "size", "precision", "mode", "frames", "fps",
+                   "latency ms mean/p50/p90/min", "step ms", "cpu ms/frame");
+        int nsz = o.width ? 1 : o.nsizes;
+        for (int si = 0; si < nsz && rc <= 0; si++) {
+            sd_stream_params sp = o.sp;
+            sp.width = o.width ? o.width : o.sizes[si];
+            sp.height = o.height ? o.height : o.sizes[si];
+            for (int mode = 0; mode < 3; mode++) {
+                if ((mode == 0 && !o.mode_sync) || (mode == 1 && !o.mode_async) || (mode == 2 && !o.mode_txt))
+                    continue;
+                bresult r = {.w = sp.width, .h = sp.height, .precision = info.precision, .kernels = info.kernels,
+                             .weight_bytes = (double)info.weight_bytes,
+                             .mode = mode == 0 ? "img2img" : mode == 1 ? "img2img-async" : "txt2img"};
+                sd_status st = mode == 1 ? bench_async(m, &o, &sp, &r) : bench_sync(m, &o, &sp, mode == 2, &r);
+                if (st != SD_OK) {
+                    fprintf(stderr, "streamdiff bench stream: %dx%d %s: %s\n", sp.width, sp.height, r.mode,
+                            sd_last_error());
+                    rc = st == SD_ERR_INVALID_ARGUMENT ? 2 : 1;
+                    break;
+                }
+                char sz[32], lat[96];
+                snprintf(sz, sizeof sz, "%dx%d", r.w, r.h);
+                snprintf(lat, sizeof lat, "%.1f / %.1f / %.1f / %.1f", r.mean, r.p50, r.p90, r.min);
+                printf("%-10s %-9s %-14s %7d %9.2f %30s %10.1f %12.1f\n", sz, r.precision, r.mode, r.frames, r.fps,
+                       lat, r.step_ms, r.cpu_ms);
+                fflush(stdout);
+                res[nres++] = r;
+            }
+            for (int ci = 0; o.mode_multi && rc <= 0 && ci < o.ncounts; ci++) {
+                if (ci == 0)
+                    printf("\n%-10s %-9s %7s %10s %10s %12s %30s %12s\n", "size", "precision", "streams", "total fps",
+                           "fps/stream", "unbatched", "tick ms mean/p50/p90/p99", "batch gain");
+                bresult r = {.w = sp.width, .h = sp.height, .precision = info.precision, .kernels = info.kernels,
+                             .weight_bytes = (double)info.weight_bytes,
+                             .mode = "streams"};
+                sd_status st = bench_multi(m, &o, &sp, o.counts[ci], &r);
+                if (st != SD_OK) {
+                    fprintf(stderr, "streamdiff bench stream: %dx%d, %d streams: %s\n", sp.width, sp.height,
+                            o.counts[ci], sd_last_error());
+                    rc = st == SD_ERR_INVALID_ARGUMENT ? 2 : 1;
+                    break;
+                }
+                char sz[32], lat[96];
+                snprintf(sz, sizeof sz, "%dx%d", r.w, r.h);
+                snprintf(lat, sizeof lat, "%.1f / %.1f / %.1f / %.1f", r.mean, r.p50, r.p90, r.p99);
+                printf("%-10s %-9s %7d %10.2f %10.2f %12.2f %30s %11.2fx\n", sz, r.precision, r.streams, r.fps,
+                       r.fps / r.streams, r.alone_fps, lat, r.alone_fps > 0 ? r.fps / r.alone_fps : 0);
+                fflush(stdout);
+                res[nres++] = r;
+            }
+        }
+        sd_model_free(m);
     }
     if (o.json && nres)
-        write_json(&o, &info, res, nres, load_s);
-    sd_model_free(m);
+        write_json(&o, &info0, res, nres, load_s);
     return rc > 0 ? rc : 0;
 }

@@ -896,9 +896,10 @@ static int cli_stream_run(stream_opts *po)
         for (int i = 0; i < o.sp.n_t_index; i++)
             snprintf(tl + strlen(tl), sizeof tl - strlen(tl), "%s%d", i ? "," : "", o.sp.t_index_list[i]);
         fprintf(stderr,
-                "model %s (%s, %s) loaded in %.1f s; %dx%d, t-index [%s] of %d, cfg %s (guidance %g, delta %g), %s, "
-                "%s%s, %s input -> %s (%s, %.2f fps)\n",
-                info.source, info.arch, info.has_taesd ? "TAESD" : "full VAE", sd_time_now() - t_load, o.sp.width,
+                "model %s (%s, %s, precision %s on %s kernels) loaded in %.1f s; %dx%d, t-index [%s] of %d, cfg %s "
+                "(guidance %g, delta %g), %s, %s%s, %s input -> %s (%s, %.2f fps)\n",
+                info.source, info.arch, info.has_taesd ? "TAESD" : "full VAE", info.precision, info.kernels,
+                sd_time_now() - t_load, o.sp.width,
                 o.sp.height, tl, o.sp.num_inference_steps, cli_cfg_type_name(o.sp.cfg_type), (double)o.sp.guidance_scale,
                 (double)o.sp.delta, o.sp.use_denoising_batch ? "stream batch" : "sequential steps",
                 o.sp.similarity_threshold > 0 ? "similarity filter on" : "no similarity filter",

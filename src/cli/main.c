@@ -1,6 +1,8 @@
 /* streamdiff command line: dispatches sub-commands. */
 #include "cli/cli.h"
 
+#include "backend/cpu/cpu_kern.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -59,6 +61,14 @@ int main(int argc, char **argv)
                "no"
 #endif
         );
+        /* the CPU kernels this machine gets (SD_CPU_ISA may lower them) and what precision auto means here */
+        sd_backend *be = NULL;
+        if (sd_backend_cpu_create(1, &be) == SD_OK) {
+            const char *bk = sd_backend_cpu_bf16_isa(be);
+            printf("cpu: fp32 kernels %s, bf16 kernels %s; precision auto = %s\n", sd_backend_cpu_isa(be),
+                   bk ? bk : "none", bk ? "bf16" : "fp32");
+            sd_backend_destroy(be);
+        }
         return 0;
     }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {

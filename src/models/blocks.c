@@ -126,12 +126,12 @@ sd_tensor sd_resnet_forward(sd_ctx *ctx, const sd_resnet *r, sd_tensor x, const 
     if (r->has_temb && semb) {
         sd_tensor tp = sd_linear(ctx, *semb, r->temb_w, &r->temb_b); /* [B,Cout] */
         tp = sd_reshape4(ctx, tp, tp.ne[0], tp.ne[1], 1, 1);        /* [B,Cout,1,1]: one value per channel */
-        h = sd_step(&s, sd_add(ctx, h, tp));
+        h = sd_step(&s, sd_add_inplace(ctx, h, tp)); /* h is the scope's: no copy */
     }
     h = sd_group_norm(ctx, h, r->norm2_w, r->norm2_b, r->groups, r->eps, true);
     h = sd_step(&s, sd_conv2d(ctx, h, r->conv2_w, &r->conv2_b, 1, 1)); /* [B,Cout,H,W] */
     sd_tensor sc = r->has_shortcut ? sd_conv2d(ctx, x, r->short_w, &r->short_b, 1, 0) : x; /* 1x1: [B,Cout,H,W] */
-    sd_tensor out = sd_add(ctx, sc, h);
+    sd_tensor out = sd_add_inplace(ctx, h, sc); /* h (the scope's first tensor) += sc: returned without a copy */
     if (r->out_scale != 1.0f)
         out = sd_affine(ctx, out, 1.0f / r->out_scale, 0.0f);
     return sd_scope_end(&s, out);
@@ -343,19 +343,19 @@ static sd_tensor tblock_forward(sd_ctx *ctx, sd_scope *s, const sd_tblock *b, sd
     hook(ctx, n, name, "norm1");
     sd_tensor a = attn_forward(ctx, &b->attn1, n, context, kv); /* self-attention (or cross: only_cross) */
     hook(ctx, a, name, "attn1");
-    h = sd_step(s, sd_add(ctx, a, h));
+    h = sd_step(s, sd_add_inplace(ctx, h, a)); /* h is the scope's only tensor: added in place, no copy */
 
     n = sd_layer_norm(ctx, h, b->n2_w, b->n2_b, 1e-5f);
     hook(ctx, n, name, "norm2");
     a = attn_forward(ctx, &b->attn2, n, context, kv); /* cross-attention on the prompt */
     hook(ctx, a, name, "attn2");
-    h = sd_step(s, sd_add(ctx, a, h));
+    h = sd_step(s, sd_add_inplace(ctx, h, a));
 
     n = sd_layer_norm(ctx, h, b->n3_w, b->n3_b, 1e-5f);
     hook(ctx, n, name, "norm3");
     sd_tensor f = feed_forward(ctx, b, n);
     hook(ctx, f, name, "ff");
-    h = sd_step(s, sd_add(ctx, f, h));
+    h = sd_step(s, sd_add_inplace(ctx, h, f));
     hook(ctx, h, name, NULL);
     return h;
 }

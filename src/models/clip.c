@@ -268,9 +268,9 @@ static sd_tensor encoder_layer(sd_ctx *ctx, const sd_clip *m, const sd_clip_laye
     sd_tensor x1 = sd_step(&s, sd_add(ctx, x, o));
     h = sd_layer_norm(ctx, x1, l->ln2_w, l->ln2_b, eps);
     sd_tensor f = sd_linear(ctx, h, l->fc1_w, &l->fc1_b); /* [B,S,intermediate] */
-    f = sd_unary(ctx, f, c->hidden_act);
+    f = sd_unary_inplace(ctx, f, c->hidden_act);
     f = sd_linear(ctx, f, l->fc2_w, &l->fc2_b); /* [B,S,D] */
-    return sd_scope_end(&s, sd_add(ctx, x1, f));
+    return sd_scope_end(&s, sd_add_inplace(ctx, x1, f)); /* x1 is the scope's first tensor: no copy */
 }
 
 sd_tensor sd_clip_forward_hidden(sd_ctx *ctx, const sd_clip *m, const int32_t *host_ids, int batch, int seq_len,

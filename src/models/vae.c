@@ -329,7 +329,7 @@ static sd_tensor resnet(sd_ctx *ctx, const sd_vae_config *c, const sd_vae_resnet
     sd_tensor h2 = sd_group_norm(ctx, h, r->n2_w, r->n2_b, g, KL_EPS, true);
     h = sd_step(&s, sd_conv2d(ctx, h2, r->c2_w, &r->c2_b, 1, 1));
     sd_tensor sc = r->has_shortcut ? sd_conv2d(ctx, x, r->sc_w, &r->sc_b, 1, 0) : x; /* 1x1: [B,Cout,H,W] */
-    return sd_scope_end(&s, sd_add(ctx, sc, h));
+    return sd_scope_end(&s, sd_add_inplace(ctx, h, sc)); /* h is the scope's first tensor: no copy */
 }
 
 /* Single-head spatial self-attention with GroupNorm first and a residual: x [B,C,H,W] -> tokens
@@ -692,20 +692,20 @@ static sd_tensor taesd_layer(sd_ctx *ctx, const sd_taesd *m, const sd_taesd_laye
     switch (l->kind) {
     case SD_TAESD_CONV:
         return sd_conv2d(ctx, x, l->w, l->b.ndim ? &l->b : NULL, l->stride, 1);
-    case SD_TAESD_ACT:
-        return sd_unary(ctx, x, m->cfg.act);
+    case SD_TAESD_ACT: /* x is the previous layer's output, owned by taesd_run's scope: in place */
+        return sd_unary_inplace(ctx, x, m->cfg.act);
     case SD_TAESD_UPSAMPLE:
         return sd_upsample2x(ctx, x);
     case SD_TAESD_BLOCK: {
+        /* activations and the residual sum in place on the scope's own tensor: one copy per conv */
         sd_scope s = sd_scope_begin(ctx);
-        sd_tensor h = sd_conv2d(ctx, x, l->cw[0], &l->cb[0], 1, 1);
-        h = sd_step(&s, sd_unary(ctx, h, m->cfg.act));
+        sd_tensor h = sd_unary_inplace(ctx, sd_conv2d(ctx, x, l->cw[0], &l->cb[0], 1, 1), m->cfg.act);
         h = sd_step(&s, sd_conv2d(ctx, h, l->cw[1], &l->cb[1], 1, 1));
-        h = sd_step(&s, sd_unary(ctx, h, m->cfg.act));
+        h = sd_unary_inplace(ctx, h, m->cfg.act);
         h = sd_step(&s, sd_conv2d(ctx, h, l->cw[2], &l->cb[2], 1, 1));
         sd_tensor sk = l->has_skip ? sd_conv2d(ctx, x, l->skip_w, NULL, 1, 0) : x; /* 1x1 when C != C' */
-        h = sd_step(&s, sd_add(ctx, h, sk));
-        return sd_scope_end(&s, sd_unary(ctx, h, SD_UNARY_RELU)); /* fuse = nn.ReLU() */
+        h = sd_add_inplace(ctx, h, sk);
+        return sd_scope_end(&s, sd_unary_inplace(ctx, h, SD_UNARY_RELU)); /* fuse = nn.ReLU() */
     }
     }
     return sd_ctx_fail(ctx, SD_ERR_INTERNAL, "taesd: bad layer kind");

@@ -74,6 +74,7 @@ char *srv_hello_json(server *S, client *c)
         cJSON_AddStringToObject(m, "arch", S->info.arch ? S->info.arch : "");
         cJSON_AddNumberToObject(m, "native_size", S->info.native_size);
         cJSON_AddBoolToObject(m, "taesd", S->info.has_taesd);
+        cJSON_AddStringToObject(m, "precision", S->info.precision ? S->info.precision : "");
         cJSON_AddBoolToObject(m, "tiny", S->o.tiny_model);
     }
     if (S->o.tiny_model)

@@ -179,8 +179,10 @@ int srv_run(sd_model *m, const srv_options *o)
                 "127.0.0.1.\n",
                 S->o.host);
     const char *shown = !strcmp(S->o.host, "0.0.0.0") ? "127.0.0.1" : S->o.host;
-    printf("streamdiff serve: model %s (%s%s), streams %dx%d, up to %d clients served at once, %s\n",
+    printf("streamdiff serve: model %s (%s, precision %s on %s kernels%s), streams %dx%d, up to %d clients served "
+           "at once, %s\n",
            S->o.model_name ? S->o.model_name : "?", S->info.arch ? S->info.arch : "?",
+           S->info.precision ? S->info.precision : "?", S->info.kernels ? S->info.kernels : "?",
            S->o.tiny_model ? ", tiny test model: output is noise" : "", S->o.defaults.width, S->o.defaults.height,
            S->o.max_sessions, S->o.max_batch > 1 ? "their frames batched" : "each frame alone");
     printf("streamdiff serve: open http://%s%s%s:%d/%s%s in a browser (Ctrl-C stops)\n",

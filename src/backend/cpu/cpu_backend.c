@@ -726,8 +726,42 @@ static void cpu_slice(sd_backend *be, sd_tensor *y, const sd_tensor *x, int axis
                (size_t)iy * es);
 }
 
+/* y[b] = x[b]^T for nb matrices x[b] of R x C elements (esz bytes): 32 x 32 blocks, so that both the
+ * reads and the writes run along cache lines (a strided gather reads one value per line) */
+#define TR_BLOCK 32
+static void transpose_batched(sd_backend *be, uint8_t *y, const uint8_t *x, int64_t nb, int64_t R, int64_t C,
+                              size_t esz)
+{
+    int64_t rb = (R + TR_BLOCK - 1) / TR_BLOCK, cb = (C + TR_BLOCK - 1) / TR_BLOCK;
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t t = 0; t < nb * rb * cb; t++) {
+        int64_t b = t / (rb * cb), r0 = (t / cb) % rb * TR_BLOCK, c0 = t % cb * TR_BLOCK;
+        int64_t r1 = r0 + TR_BLOCK < R ? r0 + TR_BLOCK : R, c1 = c0 + TR_BLOCK < C ? c0 + TR_BLOCK : C;
+        const uint8_t *xb = x + (size_t)(b * R * C) * esz;
+        uint8_t *yb = y + (size_t)(b * R * C) * esz;
+        if (esz == 4) {
+            for (int64_t c = c0; c < c1; c++)
+                for (int64_t r = r0; r < r1; r++)
+                    ((float *)yb)[c * R + r] = ((const float *)xb)[r * C + c];
+        } else {
+            for (int64_t c = c0; c < c1; c++)
+                for (int64_t r = r0; r < r1; r++)
+                    memcpy(yb + (size_t)(c * R + r) * esz, xb + (size_t)(r * C + c) * esz, esz);
+        }
+    }
+}
+
 static void cpu_permute(sd_backend *be, sd_tensor *y, const sd_tensor *x, const int perm[4])
 {
+    /* NCHW <-> NHWC (the transformers' token layout): per batch, a [C, H*W] <-> [H*W, C] transpose */
+    bool nhwc = perm[1] == 2 && perm[2] == 3 && perm[3] == 1, nchw = perm[1] == 3 && perm[2] == 1 && perm[3] == 2;
+    if (perm[0] == 0 && (nhwc || nchw)) {
+        bool to_nhwc = nhwc;
+        int64_t C = to_nhwc ? x->ne[1] : x->ne[3], HW = to_nhwc ? x->ne[2] * x->ne[3] : x->ne[1] * x->ne[2];
+        transpose_batched(be, y->data, x->data, x->ne[0], to_nhwc ? C : HW, to_nhwc ? HW : C,
+                          sd_dtype_size(x->dtype));
+        return;
+    }
     int64_t xs[4];
     xs[3] = 1;
     for (int i = 2; i >= 0; i--)

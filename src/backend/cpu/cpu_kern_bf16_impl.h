@@ -40,15 +40,16 @@ static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 static inline V vfnma(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
 #include "backend/cpu/cpu_kern_vexp512.h"
 
-/* exp(x) for x <= 0 to about 1e-4 relative (the result is rounded to bf16, 2^-9): 2^(x log2 e) with a
- * cubic for 2^f on [-1/2, 1/2]; very negative x gives 0 */
-static inline V vexp_p(V x)
+/* 2^x for finite x <= 0 to 7.5e-5 relative (the result is rounded to bf16, 2^-9): f = x - floor(x) in
+ * [0, 1) in one VREDUCEPS, a cubic for 2^f (relative minimax on [0, 1)), then VSCALEFPS multiplies by
+ * 2^floor(x) (0 for very negative x). Four instructions fewer than exp(x) through a rounding to nearest:
+ * the attention's softmax is what bounds it at head size 64. */
+static inline V vexp2_p(V x)
 {
-    V t = _mm512_max_ps(_mm512_mul_ps(x, vset1(1.44269504088896341f)), vset1(-126.0f));
-    V n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    V f = _mm512_sub_ps(t, n);
-    V p = vfma(vfma(vfma(vset1(5.5504109e-2f), f, vset1(2.4022651e-1f)), f, vset1(6.9314718e-1f)), f, vset1(1.0f));
-    return _mm512_scalef_ps(p, n);
+    V f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    V p = vfma(vfma(vfma(vset1(7.802403e-2f), f, vset1(2.2606707e-1f)), f, vset1(6.9583398e-1f)), f,
+               vset1(9.9992514e-1f));
+    return _mm512_scalef_ps(p, x);
 }
 
 static inline int64_t bmin(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -419,8 +420,9 @@ static void BK_FN(gemm)(const sd_gemm *g, float *ws, int nthreads)
 /* ------------------------------------------------------------------ attention
  * Per task (batch, head, 32 query rows): Q pre-scaled and packed as A tiles; the head's K packed once as
  * B tiles of S = Q K^T (key columns) and V as B tiles of O = P V (key depth). Per key block of ABK keys:
- * S (fp32) from the tiles, online softmax in fp32 (running max and sum per row), P = exp(S - max) packed
- * as bf16 A tiles, O += P V in fp32; y = O / sum. Heads of d > 256 use the fp32 kernel (cpu_backend.c). */
+ * S (fp32) from the tiles, online softmax in fp32 (running max and sum per row), P = exp(S - max) =
+ * 2^(S log2 e - max log2 e) (one FMA, then vexp2_p) packed as bf16 A tiles, O += P V in fp32; y = O / sum.
+ * Heads of d > 256 use the fp32 kernel (cpu_backend.c). */
 
 #define ABK 256
 
@@ -507,12 +509,14 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
                         _mm512_storeu_ps(O + i * dp + c, _mm512_mul_ps(_mm512_loadu_ps(O + i * dp + c), _mm512_set1_ps(alpha)));
                     mrow[i] = mnew;
                 }
-                /* P = exp(S - max), zero past lim, summed in fp32 and written as bf16 A tiles */
-                __m512 sum = _mm512_setzero_ps(), mv = _mm512_set1_ps(mnew);
+                /* P = exp(S - max) = 2^(S L - max L), zero past lim, summed in fp32 and written as bf16 A
+                 * tiles */
+                const __m512 L = _mm512_set1_ps(1.44269504088896341f);
+                __m512 sum = _mm512_setzero_ps(), mv = _mm512_set1_ps(mnew * 1.44269504088896341f);
                 for (int64_t j = 0; j < bkp; j += 32) {
-                    __m512 e0 = _mm512_maskz_mov_ps(bm16(lim - j), vexp_p(_mm512_sub_ps(_mm512_loadu_ps(srow + j), mv)));
+                    __m512 e0 = _mm512_maskz_mov_ps(bm16(lim - j), vexp2_p(_mm512_fmsub_ps(_mm512_loadu_ps(srow + j), L, mv)));
                     __m512 e1 = _mm512_maskz_mov_ps(bm16(lim - j - 16),
-                                                    vexp_p(_mm512_sub_ps(_mm512_loadu_ps(srow + j + 16), mv)));
+                                                    vexp2_p(_mm512_fmsub_ps(_mm512_loadu_ps(srow + j + 16), L, mv)));
                     sum = _mm512_add_ps(sum, _mm512_add_ps(e0, e1));
                     _mm512_storeu_si512(prow + (j / 32) * TILE, to_bf16x32(e0, e1));
                 }
