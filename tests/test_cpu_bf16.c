@@ -127,6 +127,16 @@ TEST(conv_bf16)
         {1, 3, 40, 40, 8, 5, 1, {2, 2, 2, 2}},    /* 5x5, K 75 */
         {1, 4, 16, 16, 320, 3, 1, {1, 1, 1, 1}},  /* conv_in-like: K 36 */
         {1, 64, 32, 32, 3, 3, 1, {1, 1, 1, 1}},   /* TAESD output conv: M 3 */
+        /* >= 1024 output pixels: the direct convolution (channels-last image, weight in B tiles) */
+        {2, 37, 100, 11, 45, 3, 1, {1, 1, 1, 1}}, /* W < 16, C and O odd, two images */
+        {1, 19, 67, 71, 33, 3, 2, {0, 0, 1, 1}},  /* stride 2, asymmetric pad, odd sizes */
+        {1, 33, 70, 70, 20, 3, 2, {1, 1, 1, 1}},  /* stride 2 */
+        {1, 70, 33, 35, 17, 1, 1, {0, 0, 0, 0}},  /* pointwise, C 70 */
+        {1, 5, 31, 40, 7, 3, 1, {2, 0, 1, 3}},    /* all-different pads */
+        {1, 6, 70, 66, 40, 5, 2, {2, 2, 2, 2}},   /* 5x5 stride 2 */
+        {1, 3, 40, 40, 64, 3, 1, {1, 1, 1, 1}},   /* C 3 (channels padded to 32) */
+        {1, 64, 64, 64, 3, 3, 1, {1, 1, 1, 1}},   /* TAESD output conv */
+        {1, 130, 33, 32, 70, 3, 1, {1, 1, 1, 1}}, /* C > 128, O 70 */
     };
     for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++) {
         sd_ctx_reset(&g_ctx);

@@ -224,10 +224,30 @@ static size_t conv_pad_bytes(const sd_tensor *x, const sd_tensor *w, const sd_te
     return (size_t)(x->ne[1] * (y->ne[2] + w->ne[2] - 1) * (y->ne[3] + w->ne[3] - 1)) * 2 + 64;
 }
 
+/* precision bf16, direct convolution: whether it runs (stride 1 or 2, and an image large enough that packing
+ * the weight per call costs little next to the products), and its scratch: the image copy, the packed weight
+ * and the bias in F32, each 64-byte aligned */
+#define DCONV_MIN_PIXELS 1024
+static bool dconv_use(const sd_backend *be, const sd_tensor *w, const sd_tensor *y, int stride)
+{
+    return bf16k(be) && bf16k(be)->dconv && (stride == 1 || stride == 2) &&
+           w->ne[2] * w->ne[3] <= SD_DCONV_MAX_TAPS && y->ne[0] * y->ne[2] * y->ne[3] >= DCONV_MIN_PIXELS;
+}
+
+static size_t dconv_bytes(const sd_dconv *d) { return (d->x_elems + d->w_elems) * 2 + (size_t)d->O * 4 + 192; }
+
 static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
 {
-    if (bf16k(be))
-        return conv_pad_bytes(x, w, y);
+    if (bf16k(be)) { /* the stride is not known here: enough for either */
+        size_t n = conv_pad_bytes(x, w, y);
+        for (int s = 1; s <= 2; s++) {
+            sd_dconv d;
+            sd_dconv_geom(&d, x->ne[1], x->ne[2], x->ne[3], w->ne[0], w->ne[2], w->ne[3], y->ne[2], y->ne[3], s, 0, 0);
+            if (dconv_use(be, w, y, s) && dconv_bytes(&d) > n)
+                n = dconv_bytes(&d);
+        }
+        return n;
+    }
     if (kern(be))
         return 0; /* implicit im2col: the GEMM packs straight from the image */
     if (w->ne[2] == 1 && w->ne[3] == 1 && x->ne[2] == y->ne[2] && x->ne[3] == y->ne[3])
@@ -242,6 +262,21 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
     int64_t O = w->ne[0], KH = w->ne[2], KW = w->ne[3], HO = y->ne[2], WO = y->ne[3];
     int64_t HWO = HO * WO, CK = C * KH * KW;
     int nt = nthreads(be);
+    if (scratch && dconv_use(be, w, y, stride)) {
+        /* the weight in B tiles and the bias once, then per image its channels-last copy and the products */
+        sd_dconv d;
+        sd_dconv_geom(&d, C, H, W, O, KH, KW, HO, WO, stride, pads[0], pads[1]);
+        uint16_t *xp = scratch, *wp = xp + (d.x_elems + 31) / 32 * 32;
+        float *bias = (float *)(wp + (d.w_elems + 31) / 32 * 32);
+        bf16k(be)->dconv_weight(wp, w->data, w->dtype, &d, nt);
+        for (int64_t o = 0; b && o < O; o++)
+            bias[o] = ldp(b, o);
+        for (int64_t n = 0; n < N; n++) {
+            bf16k(be)->dconv_image(xp, CF(x) + n * C * H * W, &d, nt);
+            bf16k(be)->dconv(F(y) + n * O * HWO, xp, wp, b ? bias : NULL, &d, nt);
+        }
+        return;
+    }
     for (int64_t n = 0; n < N; n++) {
         const float *xn = CF(x) + n * C * H * W;
         float *yn = F(y) + n * O * HWO;
