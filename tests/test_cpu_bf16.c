@@ -137,6 +137,7 @@ TEST(conv_bf16)
         {1, 3, 40, 40, 64, 3, 1, {1, 1, 1, 1}},   /* C 3 (channels padded to 32) */
         {1, 64, 64, 64, 3, 3, 1, {1, 1, 1, 1}},   /* TAESD output conv */
         {1, 130, 33, 32, 70, 3, 1, {1, 1, 1, 1}}, /* C > 128, O 70 */
+        {1, 7, 11, 10, 9, 3, 3, {1, 1, 1, 1}},    /* stride 3 (a prepared weight: the reference loop) */
     };
     for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++) {
         sd_ctx_reset(&g_ctx);
@@ -148,8 +149,22 @@ TEST(conv_bf16)
         float *x = rnd((size_t)(N * C * H * W), 1), *w = rnd((size_t)(O * C * K * K), 0.3f), *b = rnd((size_t)O, 1);
         for (int64_t i = 0; i < O * C * K * K; i++)
             w[i] = bf(w[i]);
-        sd_tensor tb = up(SD_F32, 1, &O, b);
-        sd_tensor y = sd_conv2d_pads(&g_ctx, up(SD_F32, 4, xe, x), up(SD_BF16, 4, we, w), ci % 3 ? &tb : NULL, s, pd);
+        sd_tensor tb = up(SD_F32, 1, &O, b), tx = up(SD_F32, 4, xe, x), tw = up(SD_BF16, 4, we, w);
+        sd_tensor y = sd_conv2d_pads(&g_ctx, tx, tw, ci % 3 ? &tb : NULL, s, pd);
+        /* the weight prepared as at load (backend weight_layout / weight_prepare), where the level does */
+        size_t pbytes = 0;
+        sd_layout lay = g_be->ops->weight_layout && sd_ok(&g_ctx)
+                            ? g_be->ops->weight_layout(g_be, &tw, true, &pbytes) : SD_LAYOUT_ROWMAJOR;
+        sd_tensor yp = {0};
+        if (lay != SD_LAYOUT_ROWMAJOR) {
+            sd_tensor buf = sd_new(&g_ctx, SD_BF16, 1, (const int64_t[]){(int64_t)(pbytes + 1) / 2});
+            sd_tensor twp = tw;
+            twp.data = buf.data;
+            twp.layout = (uint8_t)lay;
+            if (sd_ok(&g_ctx))
+                g_be->ops->weight_prepare(g_be, twp.data, &tw, lay);
+            yp = sd_conv2d_pads(&g_ctx, tx, twp, ci % 3 ? &tb : NULL, s, pd);
+        }
         size_t ny = (size_t)(N * O * HO * WO);
         double *ref = malloc(ny * sizeof(double));
         for (int64_t n = 0; n < N; n++)
@@ -168,6 +183,8 @@ TEST(conv_bf16)
                         ref[((n * O + o) * HO + oh) * WO + ow] = acc;
                     }
         EXPECT_ERR("conv2d", y, ref, ny, "case %zu", ci);
+        if (lay != SD_LAYOUT_ROWMAJOR)
+            EXPECT_ERR("conv2d (prepared weight)", yp, ref, ny, "case %zu", ci);
         free(x);
         free(w);
         free(b);

@@ -224,27 +224,35 @@ static size_t conv_pad_bytes(const sd_tensor *x, const sd_tensor *w, const sd_te
     return (size_t)(x->ne[1] * (y->ne[2] + w->ne[2] - 1) * (y->ne[3] + w->ne[3] - 1)) * 2 + 64;
 }
 
-/* precision bf16, direct convolution: whether it runs (stride 1 or 2, and an image large enough that packing
- * the weight per call costs little next to the products), and its scratch: the image copy, the packed weight
- * and the bias in F32, each 64-byte aligned */
+/* precision bf16, direct convolution (sd_dconv): it runs for a weight prepared at load
+ * (SD_LAYOUT_CPU_BF16_CONV: the B tiles are ready) and for a row-major BF16/F16/F32 weight when the image is
+ * large enough that packing the weight per call costs little next to the products; stride 1 or 2 */
 #define DCONV_MIN_PIXELS 1024
 static bool dconv_use(const sd_backend *be, const sd_tensor *w, const sd_tensor *y, int stride)
 {
-    return bf16k(be) && bf16k(be)->dconv && (stride == 1 || stride == 2) &&
-           w->ne[2] * w->ne[3] <= SD_DCONV_MAX_TAPS && y->ne[0] * y->ne[2] * y->ne[3] >= DCONV_MIN_PIXELS;
+    const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
+    bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
+    return bk && bk->dconv && (packed || (bf16k(be) && y->ne[0] * y->ne[2] * y->ne[3] >= DCONV_MIN_PIXELS)) &&
+           (stride == 1 || stride == 2) && w->ne[2] * w->ne[3] <= SD_DCONV_MAX_TAPS;
 }
 
-static size_t dconv_bytes(const sd_dconv *d) { return (d->x_elems + d->w_elems) * 2 + (size_t)d->O * 4 + 192; }
+/* its scratch: the image copy, the packed weight (unless prepared) and the bias in F32, each 64-byte aligned */
+static size_t dconv_bytes(const sd_dconv *d, bool packed)
+{
+    return (d->x_elems + (packed ? 0 : d->w_elems)) * 2 + (size_t)d->O * 4 + 192;
+}
 
 static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
 {
-    if (bf16k(be)) { /* the stride is not known here: enough for either */
-        size_t n = conv_pad_bytes(x, w, y);
-        for (int s = 1; s <= 2; s++) {
+    bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
+    if (bf16k(be) || packed) { /* the stride is not known here: 2 only when the output is smaller than the input */
+        size_t n = packed ? 0 : conv_pad_bytes(x, w, y);
+        int smax = y->ne[2] < x->ne[2] || y->ne[3] < x->ne[3] ? 2 : 1;
+        for (int s = 1; s <= smax; s++) {
             sd_dconv d;
             sd_dconv_geom(&d, x->ne[1], x->ne[2], x->ne[3], w->ne[0], w->ne[2], w->ne[3], y->ne[2], y->ne[3], s, 0, 0);
-            if (dconv_use(be, w, y, s) && dconv_bytes(&d) > n)
-                n = dconv_bytes(&d);
+            if (dconv_use(be, w, y, s) && dconv_bytes(&d, packed) > n)
+                n = dconv_bytes(&d, packed);
         }
         return n;
     }
@@ -255,6 +263,52 @@ static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_te
     return (size_t)(x->ne[1] * w->ne[2] * w->ne[3] * y->ne[3] * conv_chunk_rows(x, w, y)) * sizeof(float);
 }
 
+/* y = conv(x) with a prepared weight (its values read from the B tiles, fp32 sums): any stride */
+static void conv_packed_ref(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                            const sd_dconv *d)
+{
+    const uint16_t *wp = w->data;
+    int64_t taps = d->KH * d->KW, ncb = d->Cp / 32, s = d->stride, C = d->C, H = d->H, W = d->W;
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t no = 0; no < x->ne[0] * d->O; no++) {
+        int64_t n = no / d->O, o = no % d->O;
+        for (int64_t oh = 0; oh < d->HO; oh++)
+            for (int64_t ow = 0; ow < d->WO; ow++) {
+                float acc = b ? ldp(b, o) : 0.0f;
+                for (int64_t c = 0; c < C; c++)
+                    for (int64_t t = 0; t < taps; t++) {
+                        int64_t ih = oh * s - d->pad_t + t / d->KW, iw = ow * s - d->pad_l + t % d->KW, k = c % 32;
+                        if (ih < 0 || ih >= H || iw < 0 || iw >= W)
+                            continue;
+                        uint16_t wv = wp[(((o / 16) * taps + t) * ncb + c / 32) * 512 + (k / 2) * 32 + (o % 16) * 2 + k % 2];
+                        acc += sd_bf16_to_f32(sd_f32_to_bf16(CF(x)[((n * C + c) * H + ih) * W + iw])) * sd_bf16_to_f32(wv);
+                    }
+                F(y)[((n * d->O + o) * d->HO + oh) * d->WO + ow] = acc;
+            }
+    }
+}
+
+/* backend ops weight_layout / weight_prepare: with bf16 kernels, conv weights become the direct
+ * convolution's B tiles */
+static sd_layout cpu_weight_layout(sd_backend *be, const sd_tensor *t, bool conv, size_t *bytes)
+{
+    if (!conv || !bf16k(be) || !bf16k(be)->dconv || t->ndim != 4 || t->dtype != SD_BF16 ||
+        t->ne[2] * t->ne[3] > SD_DCONV_MAX_TAPS)
+        return SD_LAYOUT_ROWMAJOR;
+    sd_dconv d;
+    sd_dconv_geom(&d, t->ne[1], 1, 1, t->ne[0], t->ne[2], t->ne[3], 1, 1, 1, 0, 0);
+    *bytes = d.w_elems * 2;
+    return SD_LAYOUT_CPU_BF16_CONV;
+}
+
+static void cpu_weight_prepare(sd_backend *be, void *dst, const sd_tensor *t, sd_layout layout)
+{
+    (void)layout; /* the one prepared layout of this backend */
+    sd_dconv d;
+    sd_dconv_geom(&d, t->ne[1], 1, 1, t->ne[0], t->ne[2], t->ne[3], 1, 1, 1, 0, 0);
+    ((const cpu_impl *)be->impl)->bk->dconv_weight(dst, t->data, t->dtype, &d, nthreads(be));
+}
+
 static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
                        int stride, const int pads[4], void *scratch)
 {
@@ -262,20 +316,32 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
     int64_t O = w->ne[0], KH = w->ne[2], KW = w->ne[3], HO = y->ne[2], WO = y->ne[3];
     int64_t HWO = HO * WO, CK = C * KH * KW;
     int nt = nthreads(be);
-    if (scratch && dconv_use(be, w, y, stride)) {
-        /* the weight in B tiles and the bias once, then per image its channels-last copy and the products */
+    if (dconv_use(be, w, y, stride) || w->layout == SD_LAYOUT_CPU_BF16_CONV) {
+        const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
+        bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
         sd_dconv d;
         sd_dconv_geom(&d, C, H, W, O, KH, KW, HO, WO, stride, pads[0], pads[1]);
-        uint16_t *xp = scratch, *wp = xp + (d.x_elems + 31) / 32 * 32;
-        float *bias = (float *)(wp + (d.w_elems + 31) / 32 * 32);
-        bf16k(be)->dconv_weight(wp, w->data, w->dtype, &d, nt);
-        for (int64_t o = 0; b && o < O; o++)
-            bias[o] = ldp(b, o);
-        for (int64_t n = 0; n < N; n++) {
-            bf16k(be)->dconv_image(xp, CF(x) + n * C * H * W, &d, nt);
-            bf16k(be)->dconv(F(y) + n * O * HWO, xp, wp, b ? bias : NULL, &d, nt);
+        if (scratch && dconv_use(be, w, y, stride) && dconv_bytes(&d, packed) <= cpu_conv2d_scratch(be, x, w, y)) {
+            /* the weight in B tiles (unless prepared at load) and the bias once, then per image its
+             * channels-last copy and the products */
+            uint16_t *xp = scratch, *wp = xp + (d.x_elems + 31) / 32 * 32;
+            float *bias = (float *)(wp + (packed ? 0 : (d.w_elems + 31) / 32 * 32));
+            if (packed)
+                wp = w->data;
+            else
+                bk->dconv_weight(wp, w->data, w->dtype, &d, nt);
+            for (int64_t o = 0; b && o < O; o++)
+                bias[o] = ldp(b, o);
+            for (int64_t n = 0; n < N; n++) {
+                bk->dconv_image(xp, CF(x) + n * C * H * W, &d, nt);
+                bk->dconv(F(y) + n * O * HWO, xp, wp, b ? bias : NULL, &d, nt);
+            }
+            return;
         }
-        return;
+        if (packed) { /* a prepared weight at a stride the direct convolution does not take (no model has one) */
+            conv_packed_ref(be, y, x, w, b, &d);
+            return;
+        }
     }
     for (int64_t n = 0; n < N; n++) {
         const float *xn = CF(x) + n * C * H * W;
@@ -843,6 +909,8 @@ static const sd_backend_ops k_cpu_ops = {
     .linear = cpu_linear,
     .matmul = cpu_matmul,
     .conv2d = cpu_conv2d,
+    .weight_layout = cpu_weight_layout,
+    .weight_prepare = cpu_weight_prepare,
     .group_norm = cpu_group_norm,
     .layer_norm = cpu_layer_norm,
     .softmax = cpu_softmax,
