@@ -8,7 +8,11 @@
  *
  * On a host-memory backend, tensors whose stored dtype equals the wanted dtype
  * are zero-copy views into the mapped file (the files stay open while the
- * weights live). Otherwise they are converted once and uploaded.
+ * weights live). Otherwise they are converted once and uploaded. A model weight
+ * the backend wants in a layout of its own (backend ops weight_layout /
+ * weight_prepare: at bf16 on the CPU, conv weights as the direct convolution's
+ * tiles) is converted into that layout once here (sd_tensor.layout), and again
+ * by sd_weights_write_f32 / sd_weights_restore.
  */
 #ifndef SD_WEIGHTS_H
 #define SD_WEIGHTS_H
