@@ -77,6 +77,24 @@ static double err_of(sd_tensor t, const double *ref, size_t n)
         }                                                                                                    \
     } while (0)
 
+/* w prepared as at load (backend weight_layout / weight_prepare) in arena memory; w itself (row-major) where
+ * the level keeps it so */
+static sd_tensor prepared(sd_tensor w, sd_weight_use use)
+{
+    size_t bytes = 0;
+    sd_layout lay = g_be->ops->weight_layout && sd_ok(&g_ctx) ? g_be->ops->weight_layout(g_be, &w, use, &bytes)
+                                                               : SD_LAYOUT_ROWMAJOR;
+    if (lay == SD_LAYOUT_ROWMAJOR)
+        return w;
+    sd_tensor buf = sd_new(&g_ctx, SD_BF16, 1, (const int64_t[]){(int64_t)(bytes + 1) / 2});
+    sd_tensor p = w;
+    p.data = buf.data;
+    p.layout = (uint8_t)lay;
+    if (sd_ok(&g_ctx))
+        g_be->ops->weight_prepare(g_be, p.data, &w, lay);
+    return p;
+}
+
 TEST(linear_bf16)
 {
     /* M, K, N */
@@ -92,8 +110,10 @@ TEST(linear_bf16)
             for (int64_t i = 0; i < N * K; i++) /* the weight as the backend stores it */
                 w[i] = dts[di] == SD_F16 ? sd_f16_to_f32(sd_f32_to_f16(w[i])) : bf(w[i]);
             int64_t xe[2] = {M, K}, we[2] = {N, K};
-            sd_tensor tb = up(SD_F32, 1, &N, b);
-            sd_tensor y = sd_linear(&g_ctx, up(SD_F32, 2, xe, x), up(dts[di], 2, we, w), ci % 2 ? &tb : NULL);
+            sd_tensor tb = up(SD_F32, 1, &N, b), tx = up(SD_F32, 2, xe, x), tw = up(dts[di], 2, we, w);
+            sd_tensor y = sd_linear(&g_ctx, tx, tw, ci % 2 ? &tb : NULL);
+            sd_tensor twp = prepared(tw, SD_WEIGHT_LINEAR); /* a BF16 weight prepared as at load */
+            sd_tensor yp = twp.layout != SD_LAYOUT_ROWMAJOR ? sd_linear(&g_ctx, tx, twp, ci % 2 ? &tb : NULL) : y;
             double *ref = malloc((size_t)(M * N) * sizeof(double));
             for (int64_t m = 0; m < M; m++)
                 for (int64_t n = 0; n < N; n++) {
@@ -104,6 +124,8 @@ TEST(linear_bf16)
                 }
             EXPECT_ERR("linear", y, ref, M * N, "M %lld K %lld N %lld w %s", (long long)M, (long long)K, (long long)N,
                        sd_dtype_name(dts[di]));
+            EXPECT_ERR("linear (prepared weight)", yp, ref, M * N, "M %lld K %lld N %lld", (long long)M, (long long)K,
+                       (long long)N);
             free(x);
             free(w);
             free(b);
@@ -151,20 +173,11 @@ TEST(conv_bf16)
             w[i] = bf(w[i]);
         sd_tensor tb = up(SD_F32, 1, &O, b), tx = up(SD_F32, 4, xe, x), tw = up(SD_BF16, 4, we, w);
         sd_tensor y = sd_conv2d_pads(&g_ctx, tx, tw, ci % 3 ? &tb : NULL, s, pd);
-        /* the weight prepared as at load (backend weight_layout / weight_prepare), where the level does */
-        size_t pbytes = 0;
-        sd_layout lay = g_be->ops->weight_layout && sd_ok(&g_ctx)
-                            ? g_be->ops->weight_layout(g_be, &tw, true, &pbytes) : SD_LAYOUT_ROWMAJOR;
-        sd_tensor yp = {0};
-        if (lay != SD_LAYOUT_ROWMAJOR) {
-            sd_tensor buf = sd_new(&g_ctx, SD_BF16, 1, (const int64_t[]){(int64_t)(pbytes + 1) / 2});
-            sd_tensor twp = tw;
-            twp.data = buf.data;
-            twp.layout = (uint8_t)lay;
-            if (sd_ok(&g_ctx))
-                g_be->ops->weight_prepare(g_be, twp.data, &tw, lay);
+        /* the weight prepared as at load, where the level does */
+        sd_tensor twp = prepared(tw, SD_WEIGHT_CONV), yp = {0};
+        sd_layout lay = (sd_layout)twp.layout;
+        if (lay != SD_LAYOUT_ROWMAJOR)
             yp = sd_conv2d_pads(&g_ctx, tx, twp, ci % 3 ? &tb : NULL, s, pd);
-        }
         size_t ny = (size_t)(N * O * HO * WO);
         double *ref = malloc(ny * sizeof(double));
         for (int64_t n = 0; n < N; n++)

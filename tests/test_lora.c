@@ -614,8 +614,8 @@ TEST(keep_f16_views)
     sd_model_free(fresh);
 }
 
-/* precision bf16: fusing rewrites a weight the backend prepared at load (a conv weight as the bf16 direct
- * convolution's tiles, where the CPU has bf16 kernels) through weight_prepare; it then computes as the
+/* precision bf16: fusing rewrites a weight the backend prepared at load (conv and linear weights as the bf16
+ * kernels' tiles, where the CPU has bf16 kernels) through weight_prepare; it then computes as the
  * expected fused weight rounded to bf16, and unfusing gives back the loaded bytes */
 TEST(bf16_prepared_weights)
 {
@@ -654,11 +654,13 @@ TEST(bf16_prepared_weights)
             }
             continue;
         }
-        /* a prepared conv weight: the conv with it = the conv with the expected weight, row-major */
+        /* a prepared weight: the conv (linear) with it = the one with the expected weight, row-major */
         prepared++;
         sd_ctx_reset(&ctx);
-        int64_t C = t->ne[1], pad = t->ne[2] / 2, xe[4] = {1, C, 5, 7};
-        sd_tensor x = sd_new(&ctx, SD_F32, 4, xe), wr = sd_new(&ctx, SD_F32, 4, t->ne);
+        bool conv = t->ndim == 4;
+        int64_t C = t->ne[1], pad = conv ? t->ne[2] / 2 : 0, xe[4] = {1, C, 5, 7}, xl[2] = {35, C};
+        sd_tensor x = conv ? sd_new(&ctx, SD_F32, 4, xe) : sd_new(&ctx, SD_F32, 2, xl);
+        sd_tensor wr = sd_new(&ctx, SD_F32, t->ndim, t->ne);
         float *xv = malloc((size_t)(C * 35) * sizeof(float)), *wv = malloc((size_t)sd_numel(t) * sizeof(float));
         for (int64_t j = 0; j < C * 35; j++)
             xv[j] = (float)((j * 37) % 23) / 11.0f - 1.0f;
@@ -666,7 +668,8 @@ TEST(bf16_prepared_weights)
             wv[j] = (float)sd_st_get(et, (size_t)j);
         sd_tensor_from_f32(&ctx, &x, xv);
         sd_tensor_from_f32(&ctx, &wr, wv);
-        sd_tensor y1 = sd_conv2d(&ctx, x, *t, NULL, 1, (int)pad), y2 = sd_conv2d(&ctx, x, wr, NULL, 1, (int)pad);
+        sd_tensor y1 = conv ? sd_conv2d(&ctx, x, *t, NULL, 1, (int)pad) : sd_linear(&ctx, x, *t, NULL);
+        sd_tensor y2 = conv ? sd_conv2d(&ctx, x, wr, NULL, 1, (int)pad) : sd_linear(&ctx, x, wr, NULL);
         CHECK(sd_ok(&ctx));
         if (sd_ok(&ctx)) {
             size_t ny = (size_t)sd_numel(&y1);
@@ -687,8 +690,8 @@ TEST(bf16_prepared_weights)
     }
     sd_ctx_free(&ctx);
     CHECK(n == 9 && bad == 0);
-    if (sd_backend_cpu_bf16_isa(m->be)) /* bf16 kernels: the conv weights were prepared */
-        CHECK(prepared == 3);
+    if (sd_backend_cpu_bf16_isa(m->be)) /* bf16 kernels: the conv and linear weights were prepared */
+        CHECK(prepared == 9);
     CHECK_STATUS(sd_model_apply_loras(m, NULL, 0), SD_OK);
     CHECK(count_diff(m, fresh, NULL) == 0);
     sd_model_free(m);

@@ -24,9 +24,15 @@
  * read it, and the shape stays the logical one). */
 typedef enum sd_layout {
     SD_LAYOUT_ROWMAJOR = 0,
-    SD_LAYOUT_CPU_BF16_CONV, /* CPU, precision bf16: a conv weight [O,C,kh,kw] as the direct convolution's B
-                              * tiles (sd_dconv, backend/cpu/cpu_kern.h) */
+    SD_LAYOUT_CPU_BF16_CONV,   /* CPU, precision bf16: a conv weight [O,C,kh,kw] as the direct convolution's
+                                * B tiles (sd_dconv, backend/cpu/cpu_kern.h) */
+    SD_LAYOUT_CPU_BF16_LINEAR, /* CPU, precision bf16: a linear weight [N,K] as the bf16 GEMM's B tiles
+                                * (SD_GB_PACKED, backend/cpu/cpu_kern.h) */
 } sd_layout;
+
+/* What a model weight is for (weight_layout): a convolution's, a linear's, or anything else (tables read by
+ * row, e.g. embeddings: always row-major) */
+typedef enum sd_weight_use { SD_WEIGHT_CONV, SD_WEIGHT_LINEAR, SD_WEIGHT_OTHER } sd_weight_use;
 
 typedef struct sd_tensor {
     void *data; /* backend memory (NULL while planning) */
@@ -111,10 +117,10 @@ typedef struct sd_backend_ops {
     /* Prepared weights (optional: NULL keeps every weight row-major). The one place a model weight is put
      * into the layout a backend's kernels read, once at load (src/models/weights.c calls these for every
      * weight it loads, and again when LoRA fusing rewrites or restores one). weight_layout: the layout for
-     * weight t (its shape and kept dtype; conv: a convolution's weight) and its bytes, or
+     * weight t (its shape and kept dtype, used as `use`) and its bytes, or
      * SD_LAYOUT_ROWMAJOR to keep it as it is. weight_prepare: dst (those bytes, backend memory) = the
      * row-major values of t (host memory) in `layout`. */
-    sd_layout (*weight_layout)(sd_backend *be, const sd_tensor *t, bool conv, size_t *bytes);
+    sd_layout (*weight_layout)(sd_backend *be, const sd_tensor *t, sd_weight_use use, size_t *bytes);
     void (*weight_prepare)(sd_backend *be, void *dst, const sd_tensor *t, sd_layout layout);
 
     /* Page-locked host memory and queued copies (optional: NULL on the CPU, where plain memory and the
@@ -143,9 +149,9 @@ struct sd_backend {
     /* Precision bf16 (CPU, sd_backend_cpu_set_bf16): the one weight-preparation rule is that model weights
      * of 2 and more dimensions are converted once at load into BF16 (sd_model_weight_dtype; biases and
      * norm parameters stay F32), which halves their memory (the F32 file pages are released after
-     * conversion): a conv weight is then prepared in the direct convolution's B tiles
-     * (SD_LAYOUT_CPU_BF16_CONV, weight_prepare) when the CPU has bf16 kernels, a linear weight [N, K] stays
-     * row-major as B^T (its rows give the VNNI pairs directly). Linears,
+     * conversion), then, when the CPU has bf16 kernels, prepared (weight_prepare) in the tiles the kernels
+     * read: a conv weight as the direct convolution's B tiles (SD_LAYOUT_CPU_BF16_CONV), a linear weight
+     * [N, K] as the GEMM's B tiles (SD_LAYOUT_CPU_BF16_LINEAR). Linears,
      * convolutions and attention then round activations to bf16 as they pack them and sum in fp32;
      * norms, softmax and elementwise ops stay fp32 on F32 activations. */
     bool bf16;

@@ -303,7 +303,7 @@ static size_t first_nonfinite(sd_dtype dt, const uint8_t *p, size_t n, const cha
     return i;
 }
 
-static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *shape, int ndim)
+static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *shape, int ndim, bool table)
 {
     const sd_st_tensor *t = e->t;
     const bool model_weight = shape != NULL; /* sd_weights_get: a layer's parameter, always floating point */
@@ -350,7 +350,9 @@ static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *
     *out = sd_tensor_make(NULL, want_dt, ndim ? ndim : 1, ndim ? shape : (const int64_t[]){1});
     size_t oes = sd_dtype_size(want_dt), bytes = numel * oes;
     if (model_weight && w->be->ops->weight_layout) /* the backend's prepared layout (backend.h) */
-        out->layout = (uint8_t)w->be->ops->weight_layout(w->be, out, ndim == 4, &bytes);
+        out->layout = (uint8_t)w->be->ops->weight_layout(
+            w->be, out, table ? SD_WEIGHT_OTHER : ndim == 4 ? SD_WEIGHT_CONV : ndim == 2 ? SD_WEIGHT_LINEAR : SD_WEIGHT_OTHER,
+            &bytes);
 
     if (out->layout == SD_LAYOUT_ROWMAJOR && w->be->host_memory && want_dt == t->dtype && ((uintptr_t)src % es) == 0) {
         out->data = (void *)src; /* zero-copy view into the mapped file */
@@ -383,20 +385,36 @@ static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *
     return SD_OK;
 }
 
-sd_status sd_weights_get(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...)
+static sd_status get(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, bool table, const char *fmt,
+                     va_list ap)
 {
     char name[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
     sd_wsrc *e = find(w, name);
     if (!e) {
         char want[128];
         shape_to_str(shape, ndim, want, sizeof want);
         return sd_fail(SD_ERR_NOT_FOUND, "%s: tensor '%s' %s is missing from the weights", w->label, name, want);
     }
-    return load(w, e, out, shape, ndim);
+    return load(w, e, out, shape, ndim, table);
+}
+
+sd_status sd_weights_get(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sd_status s = get(w, out, shape, ndim, false, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+sd_status sd_weights_get_table(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sd_status s = get(w, out, shape, ndim, true, fmt, ap);
+    va_end(ap);
+    return s;
 }
 
 size_t sd_weights_unused(const sd_weights *w, const char **names, size_t max)

@@ -64,6 +64,10 @@ bool sd_weights_has(const sd_weights *w, const char *fmt, ...) SD_PRINTF(2, 3);
  * ignored on both sides, so a conv [O,C,1,1] serves a linear [O,C]). */
 sd_status sd_weights_get(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...)
     SD_PRINTF(5, 6);
+/* As sd_weights_get, for a table read by rows (an embedding): always row-major, never in a backend's
+ * prepared layout (sd_weights_get gives 4-D weights the convolution's and 2-D ones the linear's). */
+sd_status sd_weights_get_table(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...)
+    SD_PRINTF(5, 6);
 /* Names of indexed tensors no model loaded; returns the count and writes up
  * to `max` names (owned by w) into `names`. */
 size_t sd_weights_unused(const sd_weights *w, const char **names, size_t max);

@@ -124,7 +124,8 @@ static void run_gemm(sd_backend *be, const sd_gemm *g)
 {
     cpu_impl *im = be->impl;
     /* precision bf16: the bf16 kernels round A and B to bf16 as they pack them */
-    void (*gemm)(const sd_gemm *, float *, int) = bf16k(be) ? im->bk->gemm : im->k->gemm;
+    void (*gemm)(const sd_gemm *, float *, int) =
+        bf16k(be) || g->bkind == SD_GB_PACKED ? im->bk->gemm : im->k->gemm; /* prepared B: the bf16 kernels' */
     if (pthread_mutex_trylock(&im->ws_lock) == 0) {
         gemm(g, im->ws, nthreads(be));
         pthread_mutex_unlock(&im->ws_lock);
@@ -178,8 +179,10 @@ static void cpu_linear(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
             memcpy(Y + i * N, Y, (size_t)N * sizeof(float));
     }
     if (kern(be)) {
+        bool prep = w->layout == SD_LAYOUT_CPU_BF16_LINEAR; /* B tiles prepared at load */
         sd_gemm g = {.M = M, .N = N, .K = K, .a = x->data, .a_dt = SD_F32, .lda = K, .b = w->data,
-                     .b_dt = w->dtype, .ldb = K, .bkind = SD_GB_TRANS, .c = Y, .ldc = N, .accumulate = b != NULL};
+                     .b_dt = w->dtype, .ldb = K, .bkind = prep ? SD_GB_PACKED : SD_GB_TRANS, .c = Y, .ldc = N,
+                     .accumulate = b != NULL};
         run_gemm(be, &g);
         return;
     }
@@ -288,25 +291,36 @@ static void conv_packed_ref(sd_backend *be, sd_tensor *y, const sd_tensor *x, co
     }
 }
 
-/* backend ops weight_layout / weight_prepare: with bf16 kernels, conv weights become the direct
- * convolution's B tiles */
-static sd_layout cpu_weight_layout(sd_backend *be, const sd_tensor *t, bool conv, size_t *bytes)
+/* backend ops weight_layout / weight_prepare: with bf16 kernels, BF16 conv weights become the direct
+ * convolution's B tiles and BF16 linear weights the GEMM's (SD_GB_PACKED) */
+static sd_layout cpu_weight_layout(sd_backend *be, const sd_tensor *t, sd_weight_use use, size_t *bytes)
 {
-    if (!conv || !bf16k(be) || !bf16k(be)->dconv || t->ndim != 4 || t->dtype != SD_BF16 ||
-        t->ne[2] * t->ne[3] > SD_DCONV_MAX_TAPS)
+    const sd_cpu_bf16_kern *bk = bf16k(be);
+    if (!bk || t->dtype != SD_BF16)
         return SD_LAYOUT_ROWMAJOR;
-    sd_dconv d;
-    sd_dconv_geom(&d, t->ne[1], 1, 1, t->ne[0], t->ne[2], t->ne[3], 1, 1, 1, 0, 0);
-    *bytes = d.w_elems * 2;
-    return SD_LAYOUT_CPU_BF16_CONV;
+    if (use == SD_WEIGHT_CONV && bk->dconv && t->ndim == 4 && t->ne[2] * t->ne[3] <= SD_DCONV_MAX_TAPS) {
+        sd_dconv d;
+        sd_dconv_geom(&d, t->ne[1], 1, 1, t->ne[0], t->ne[2], t->ne[3], 1, 1, 1, 0, 0);
+        *bytes = d.w_elems * 2;
+        return SD_LAYOUT_CPU_BF16_CONV;
+    }
+    if (use == SD_WEIGHT_LINEAR && bk->linear_pack && t->ndim == 2) {
+        *bytes = (size_t)((t->ne[0] + 31) / 32 * 32 * ((t->ne[1] + 31) / 32 * 32)) * 2;
+        return SD_LAYOUT_CPU_BF16_LINEAR;
+    }
+    return SD_LAYOUT_ROWMAJOR;
 }
 
 static void cpu_weight_prepare(sd_backend *be, void *dst, const sd_tensor *t, sd_layout layout)
 {
-    (void)layout; /* the one prepared layout of this backend */
+    const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
+    if (layout == SD_LAYOUT_CPU_BF16_LINEAR) {
+        bk->linear_pack(dst, t->data, t->dtype, t->ne[0], t->ne[1]);
+        return;
+    }
     sd_dconv d;
     sd_dconv_geom(&d, t->ne[1], 1, 1, t->ne[0], t->ne[2], t->ne[3], 1, 1, 1, 0, 0);
-    ((const cpu_impl *)be->impl)->bk->dconv_weight(dst, t->data, t->dtype, &d, nthreads(be));
+    bk->dconv_weight(dst, t->data, t->dtype, &d, nthreads(be));
 }
 
 static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,

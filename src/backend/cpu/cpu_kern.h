@@ -21,7 +21,7 @@
 
 #include "backend/backend.h"
 
-typedef enum { SD_GB_ROWMAJOR, SD_GB_TRANS, SD_GB_CONV, SD_GB_CONV_BF16P } sd_gemm_bkind;
+typedef enum { SD_GB_ROWMAJOR, SD_GB_TRANS, SD_GB_CONV, SD_GB_CONV_BF16P, SD_GB_PACKED } sd_gemm_bkind;
 
 typedef struct sd_gemm {
     int64_t M, N, K;
@@ -37,7 +37,9 @@ typedef struct sd_gemm {
      * SD_GB_CONV:     b = one image [C][H][W] (F32); k = (c*KH + kh)*KW + kw, n = oh*WO + ow;
      *                 B[k][n] = x[c][oh*stride - pad_t + kh][ow*stride - pad_l + kw], 0 outside
      * SD_GB_CONV_BF16P (bf16 kernels only): b = one zero-padded BF16 image [C][H][W] (conv_pad), stride 1,
-     *                 no padding left: B[k][n] = b[(c*H + oh + kh)*W + ow + kw] */
+     *                 no padding left: B[k][n] = b[(c*H + oh + kh)*W + ow + kw]
+     * SD_GB_PACKED (bf16 kernels only): b = B already in B tiles (linear_pack, a linear weight prepared at
+     *                 load): the tile of columns [16t, 16t+16) and depth [32d, 32d+32) at (t*up32(K)/32 + d)*512 */
     int64_t C, H, W, KH, KW, WO;
     int stride, pad_t, pad_l;
     float *c; /* C[m][n] = c[m*ldc + n] */
@@ -129,6 +131,8 @@ typedef struct sd_cpu_bf16_kern {
     void (*dconv_weight)(uint16_t *wp, const void *w, sd_dtype dt, const sd_dconv *d, int nthreads);
     void (*dconv)(float *y, const uint16_t *xp, const uint16_t *wp, const float *bias, const sd_dconv *d,
                   int nthreads);
+    /* a linear weight w [N][K] (F32, F16 or BF16) as B tiles for SD_GB_PACKED: up32(N) * up32(K) bf16 */
+    void (*linear_pack)(uint16_t *dst, const void *w, sd_dtype dt, int64_t N, int64_t K);
 } sd_cpu_bf16_kern;
 
 /* The tables, unchecked: only sd_cpu_bf16_kern_select may hand them out (NULL when not compiled in). */

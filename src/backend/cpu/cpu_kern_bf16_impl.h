@@ -333,7 +333,7 @@ static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, 
     float *cb = (float *)(Ap + (size_t)(BKC / 32) * (BMC / 16) * TILE);
     int64_t K = g->K, ldc = g->ldc;
     bk_begin();
-    if (g->bkind != SD_GB_TRANS) {
+    if (g->bkind != SD_GB_TRANS && g->bkind != SD_GB_PACKED) {
         /* convolutions: per column block of BNCC (its C block stays in L2 across the depth blocks), B (the
          * image, implicit im2col) packed once per depth block, A (the weight) per row block, read along
          * its rows */
@@ -360,22 +360,27 @@ static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, 
         bk_end();
         return;
     }
-    /* linears: B (the weight, transposed) is packed once per column and depth block, A (activations)
-     * per row block */
+    /* linears: B (the weight, transposed) is packed once per column and depth block (or was prepared at
+     * load: SD_GB_PACKED), A (activations) per row block */
+    bool prep = g->bkind == SD_GB_PACKED;
+    int64_t nkbt = up32(K) / 32;
     for (int64_t jc = n0; jc < n1; jc += BNCL) {
         int64_t nc = bmin(BNCL, n1 - jc), nt = up32(nc) / 16;
         for (int64_t pc = 0; pc < K; pc += BKC) {
-            int64_t kc = bmin(BKC, K - pc), nkb = up32(kc) / 32;
-            pack_b(g, Bp, pc, kc, jc, nc); /* the transposed kind takes any width */
+            int64_t kc = bmin(BKC, K - pc), nkb = up32(kc) / 32, bs = (prep ? nkbt : nkb) * TILE;
+            if (prep)
+                Bp = (uint16_t *)g->b + ((jc / 16) * nkbt + pc / 32) * TILE;
+            else
+                pack_b(g, Bp, pc, kc, jc, nc); /* the transposed kind takes any width */
             int acc = g->accumulate || pc > 0;
             for (int64_t ic = m0; ic < m1; ic += BMC) {
                 int64_t mc = bmin(BMC, m1 - ic), mt = up32(mc) / 16;
                 pack_a(g, Ap, ic, mc, pc, kc);
                 for (int64_t j = 0; j < nt; j += 2)
                     for (int64_t i = 0; i < mt; i += 2) {
-                        micro(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
-                              Bp + (j + 1) * nkb * TILE, nkb, g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb,
-                              bmin(32, mc - i * 16), bmin(32, nc - j * 16), acc);
+                        micro(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * bs, Bp + (j + 1) * bs, nkb,
+                              g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb, bmin(32, mc - i * 16),
+                              bmin(32, nc - j * 16), acc);
                     }
             }
         }
@@ -721,6 +726,12 @@ static void BK_FN(dconv)(float *y, const uint16_t *xp, const uint16_t *wp, const
     BK_FN(dconv_thread)(y, xp, wp, bias, d, omp_get_thread_num(), omp_get_num_threads());
 }
 
+static void BK_FN(linear_pack)(uint16_t *dst, const void *w, sd_dtype dt, int64_t N, int64_t K)
+{
+    sd_gemm g = {.K = K, .N = N, .b = w, .b_dt = dt, .ldb = K, .bkind = SD_GB_TRANS};
+    pack_b(&g, dst, 0, K, 0, N);
+}
+
 static const sd_cpu_bf16_kern bk_table = {
     .name = BK_NAME,
     .gemm_ws = BK_FN(gemm_ws),
@@ -732,6 +743,7 @@ static const sd_cpu_bf16_kern bk_table = {
     .dconv_image = BK_FN(dconv_image),
     .dconv_weight = BK_FN(dconv_weight),
     .dconv = BK_FN(dconv),
+    .linear_pack = BK_FN(linear_pack),
 };
 
 const sd_cpu_bf16_kern *BK_GETTER(void) { return &bk_table; }
