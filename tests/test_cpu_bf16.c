@@ -77,6 +77,24 @@ static double err_of(sd_tensor t, const double *ref, size_t n)
         }                                                                                                    \
     } while (0)
 
+/* w prepared as at load (backend weight_layout / weight_prepare) in arena memory; w itself (row-major) where
+ * the level keeps it so */
+static sd_tensor prepared(sd_tensor w, sd_weight_use use)
+{
+    size_t bytes = 0;
+    sd_layout lay = g_be->ops->weight_layout && sd_ok(&g_ctx) ? g_be->ops->weight_layout(g_be, &w, use, &bytes)
+                                                               : SD_LAYOUT_ROWMAJOR;
+    if (lay == SD_LAYOUT_ROWMAJOR)
+        return w;
+    sd_tensor buf = sd_new(&g_ctx, SD_BF16, 1, (const int64_t[]){(int64_t)(bytes + 1) / 2});
+    sd_tensor p = w;
+    p.data = buf.data;
+    p.layout = (uint8_t)lay;
+    if (sd_ok(&g_ctx))
+        g_be->ops->weight_prepare(g_be, p.data, &w, lay);
+    return p;
+}
+
 TEST(linear_bf16)
 {
     /* M, K, N */
@@ -92,8 +110,10 @@ TEST(linear_bf16)
             for (int64_t i = 0; i < N * K; i++) /* the weight as the backend stores it */
                 w[i] = dts[di] == SD_F16 ? sd_f16_to_f32(sd_f32_to_f16(w[i])) : bf(w[i]);
             int64_t xe[2] = {M, K}, we[2] = {N, K};
-            sd_tensor tb = up(SD_F32, 1, &N, b);
-            sd_tensor y = sd_linear(&g_ctx, up(SD_F32, 2, xe, x), up(dts[di], 2, we, w), ci % 2 ? &tb : NULL);
+            sd_tensor tb = up(SD_F32, 1, &N, b), tx = up(SD_F32, 2, xe, x), tw = up(dts[di], 2, we, w);
+            sd_tensor y = sd_linear(&g_ctx, tx, tw, ci % 2 ? &tb : NULL);
+            sd_tensor twp = prepared(tw, SD_WEIGHT_LINEAR); /* a BF16 weight prepared as at load */
+            sd_tensor yp = twp.layout != SD_LAYOUT_ROWMAJOR ? sd_linear(&g_ctx, tx, twp, ci % 2 ? &tb : NULL) : y;
             double *ref = malloc((size_t)(M * N) * sizeof(double));
             for (int64_t m = 0; m < M; m++)
                 for (int64_t n = 0; n < N; n++) {
@@ -104,6 +124,8 @@ TEST(linear_bf16)
                 }
             EXPECT_ERR("linear", y, ref, M * N, "M %lld K %lld N %lld w %s", (long long)M, (long long)K, (long long)N,
                        sd_dtype_name(dts[di]));
+            EXPECT_ERR("linear (prepared weight)", yp, ref, M * N, "M %lld K %lld N %lld", (long long)M, (long long)K,
+                       (long long)N);
             free(x);
             free(w);
             free(b);
@@ -127,6 +149,17 @@ TEST(conv_bf16)
         {1, 3, 40, 40, 8, 5, 1, {2, 2, 2, 2}},    /* 5x5, K 75 */
         {1, 4, 16, 16, 320, 3, 1, {1, 1, 1, 1}},  /* conv_in-like: K 36 */
         {1, 64, 32, 32, 3, 3, 1, {1, 1, 1, 1}},   /* TAESD output conv: M 3 */
+        /* >= 1024 output pixels: the direct convolution (channels-last image, weight in B tiles) */
+        {2, 37, 100, 11, 45, 3, 1, {1, 1, 1, 1}}, /* W < 16, C and O odd, two images */
+        {1, 19, 67, 71, 33, 3, 2, {0, 0, 1, 1}},  /* stride 2, asymmetric pad, odd sizes */
+        {1, 33, 70, 70, 20, 3, 2, {1, 1, 1, 1}},  /* stride 2 */
+        {1, 70, 33, 35, 17, 1, 1, {0, 0, 0, 0}},  /* pointwise, C 70 */
+        {1, 5, 31, 40, 7, 3, 1, {2, 0, 1, 3}},    /* all-different pads */
+        {1, 6, 70, 66, 40, 5, 2, {2, 2, 2, 2}},   /* 5x5 stride 2 */
+        {1, 3, 40, 40, 64, 3, 1, {1, 1, 1, 1}},   /* C 3 (channels padded to 32) */
+        {1, 64, 64, 64, 3, 3, 1, {1, 1, 1, 1}},   /* TAESD output conv */
+        {1, 130, 33, 32, 70, 3, 1, {1, 1, 1, 1}}, /* C > 128, O 70 */
+        {1, 7, 11, 10, 9, 3, 3, {1, 1, 1, 1}},    /* stride 3 (a prepared weight: the reference loop) */
     };
     for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++) {
         sd_ctx_reset(&g_ctx);
@@ -138,8 +171,13 @@ TEST(conv_bf16)
         float *x = rnd((size_t)(N * C * H * W), 1), *w = rnd((size_t)(O * C * K * K), 0.3f), *b = rnd((size_t)O, 1);
         for (int64_t i = 0; i < O * C * K * K; i++)
             w[i] = bf(w[i]);
-        sd_tensor tb = up(SD_F32, 1, &O, b);
-        sd_tensor y = sd_conv2d_pads(&g_ctx, up(SD_F32, 4, xe, x), up(SD_BF16, 4, we, w), ci % 3 ? &tb : NULL, s, pd);
+        sd_tensor tb = up(SD_F32, 1, &O, b), tx = up(SD_F32, 4, xe, x), tw = up(SD_BF16, 4, we, w);
+        sd_tensor y = sd_conv2d_pads(&g_ctx, tx, tw, ci % 3 ? &tb : NULL, s, pd);
+        /* the weight prepared as at load, where the level does */
+        sd_tensor twp = prepared(tw, SD_WEIGHT_CONV), yp = {0};
+        sd_layout lay = (sd_layout)twp.layout;
+        if (lay != SD_LAYOUT_ROWMAJOR)
+            yp = sd_conv2d_pads(&g_ctx, tx, twp, ci % 3 ? &tb : NULL, s, pd);
         size_t ny = (size_t)(N * O * HO * WO);
         double *ref = malloc(ny * sizeof(double));
         for (int64_t n = 0; n < N; n++)
@@ -158,6 +196,8 @@ TEST(conv_bf16)
                         ref[((n * O + o) * HO + oh) * WO + ow] = acc;
                     }
         EXPECT_ERR("conv2d", y, ref, ny, "case %zu", ci);
+        if (lay != SD_LAYOUT_ROWMAJOR)
+            EXPECT_ERR("conv2d (prepared weight)", yp, ref, ny, "case %zu", ci);
         free(x);
         free(w);
         free(b);

@@ -4,6 +4,7 @@
 #include "test.h"
 #include "test_util.h"
 
+#include "backend/cpu/cpu_kern.h"
 #include "models/lora.h"
 #include "pipe/pipeline.h"
 
@@ -613,6 +614,90 @@ TEST(keep_f16_views)
     sd_model_free(fresh);
 }
 
+/* precision bf16: fusing rewrites a weight the backend prepared at load (conv and linear weights as the bf16
+ * kernels' tiles, where the CPU has bf16 kernels) through weight_prepare; it then computes as the
+ * expected fused weight rounded to bf16, and unfusing gives back the loaded bytes */
+TEST(bf16_prepared_weights)
+{
+    char p[1200];
+    sd_model_params mp;
+    sd_model_default_params(&mp);
+    mp.n_threads = 2;
+    mp.precision = SD_PRECISION_BF16;
+    sd_model *m = NULL, *fresh = NULL;
+    CHECK_STATUS(sd_model_load(data_path(p, sizeof p, "models/tiny-sd15"), &mp, &m), SD_OK);
+    CHECK_STATUS(sd_model_load(p, &mp, &fresh), SD_OK);
+    if (!m || !fresh) {
+        sd_model_free(m);
+        sd_model_free(fresh);
+        return;
+    }
+    CHECK_STATUS(apply2(m, STYLE, 0.6f, LCM, 1.0f), SD_OK);
+    sd_ctx ctx;
+    CHECK_STATUS(sd_ctx_init(&ctx, m->be, (size_t)8 << 20), SD_OK);
+    int n = 0, bad = 0, prepared = 0;
+    for (size_t i = 0; i < g_exp->n_tensors; i++) {
+        const char *k = g_exp->tensors[i].name;
+        if (strncmp(k, "both.w.", 7))
+            continue;
+        const sd_st_tensor *et = &g_exp->tensors[i];
+        sd_tensor *t = weight(m, k + 7);
+        CHECK(t && t->dtype == SD_BF16);
+        if (!t || t->dtype != SD_BF16)
+            continue;
+        n++;
+        if (t->layout == SD_LAYOUT_ROWMAJOR) { /* the fused values rounded to bf16 (one ulp for the F32 sums) */
+            for (int64_t j = 0; j < sd_numel(t); j++) {
+                float want = sd_bf16_to_f32(sd_f32_to_bf16((float)sd_st_get(et, (size_t)j)));
+                float got = sd_bf16_to_f32(((const uint16_t *)t->data)[j]);
+                bad += fabsf(got - want) > fabsf(want) * 0x1p-7f + 0x1p-30f;
+            }
+            continue;
+        }
+        /* a prepared weight: the conv (linear) with it = the one with the expected weight, row-major */
+        prepared++;
+        sd_ctx_reset(&ctx);
+        bool conv = t->ndim == 4;
+        int64_t C = t->ne[1], pad = conv ? t->ne[2] / 2 : 0, xe[4] = {1, C, 5, 7}, xl[2] = {35, C};
+        sd_tensor x = conv ? sd_new(&ctx, SD_F32, 4, xe) : sd_new(&ctx, SD_F32, 2, xl);
+        sd_tensor wr = sd_new(&ctx, SD_F32, t->ndim, t->ne);
+        float *xv = malloc((size_t)(C * 35) * sizeof(float)), *wv = malloc((size_t)sd_numel(t) * sizeof(float));
+        for (int64_t j = 0; j < C * 35; j++)
+            xv[j] = (float)((j * 37) % 23) / 11.0f - 1.0f;
+        for (int64_t j = 0; j < sd_numel(t); j++)
+            wv[j] = (float)sd_st_get(et, (size_t)j);
+        sd_tensor_from_f32(&ctx, &x, xv);
+        sd_tensor_from_f32(&ctx, &wr, wv);
+        sd_tensor y1 = conv ? sd_conv2d(&ctx, x, *t, NULL, 1, (int)pad) : sd_linear(&ctx, x, *t, NULL);
+        sd_tensor y2 = conv ? sd_conv2d(&ctx, x, wr, NULL, 1, (int)pad) : sd_linear(&ctx, x, wr, NULL);
+        CHECK(sd_ok(&ctx));
+        if (sd_ok(&ctx)) {
+            size_t ny = (size_t)sd_numel(&y1);
+            float *a = malloc(ny * sizeof(float)), *b = malloc(ny * sizeof(float));
+            sd_tensor_to_f32(&ctx, &y1, a);
+            sd_tensor_to_f32(&ctx, &y2, b);
+            double md = 0, mr = 0;
+            for (size_t j = 0; j < ny; j++) {
+                md = fmax(md, fabs((double)a[j] - b[j]));
+                mr = fmax(mr, fabs((double)b[j]));
+            }
+            bad += !(md <= 1e-2 * (mr > 0 ? mr : 1));
+            free(a);
+            free(b);
+        }
+        free(xv);
+        free(wv);
+    }
+    sd_ctx_free(&ctx);
+    CHECK(n == 9 && bad == 0);
+    if (sd_backend_cpu_bf16_isa(m->be)) /* bf16 kernels: the conv and linear weights were prepared */
+        CHECK(prepared == 9);
+    CHECK_STATUS(sd_model_apply_loras(m, NULL, 0), SD_OK);
+    CHECK(count_diff(m, fresh, NULL) == 0);
+    sd_model_free(m);
+    sd_model_free(fresh);
+}
+
 /* ---------------------------------------------------------------- errors */
 
 typedef struct {
@@ -886,6 +971,7 @@ int main(void)
     RUN(format_variants);
     RUN(zero_copy_copy_on_write);
     RUN(keep_f16_views);
+    RUN(bf16_prepared_weights);
     RUN(errors);
     RUN(formula);
     RUN(single_file_checkpoints);

@@ -19,11 +19,27 @@
 
 #define SD_MAX_DIMS 4
 
+/* How a tensor's values lie in its memory: row-major (every activation and most weights), or a layout a
+ * backend prepared a model weight in at load (weight_layout / weight_prepare below; only that backend's ops
+ * read it, and the shape stays the logical one). */
+typedef enum sd_layout {
+    SD_LAYOUT_ROWMAJOR = 0,
+    SD_LAYOUT_CPU_BF16_CONV,   /* CPU, precision bf16: a conv weight [O,C,kh,kw] as the direct convolution's
+                                * B tiles (sd_dconv, backend/cpu/cpu_kern.h) */
+    SD_LAYOUT_CPU_BF16_LINEAR, /* CPU, precision bf16: a linear weight [N,K] as the bf16 GEMM's B tiles
+                                * (SD_GB_PACKED, backend/cpu/cpu_kern.h) */
+} sd_layout;
+
+/* What a model weight is for (weight_layout): a convolution's, a linear's, or anything else (tables read by
+ * row, e.g. embeddings: always row-major) */
+typedef enum sd_weight_use { SD_WEIGHT_CONV, SD_WEIGHT_LINEAR, SD_WEIGHT_OTHER } sd_weight_use;
+
 typedef struct sd_tensor {
     void *data; /* backend memory (NULL while planning) */
     sd_dtype dtype;
     int ndim;
     int64_t ne[SD_MAX_DIMS]; /* shape, row-major: ne[ndim-1] is contiguous */
+    uint8_t layout;          /* sd_layout: SD_LAYOUT_ROWMAJOR unless a backend prepared this weight */
 } sd_tensor;
 
 typedef enum sd_unary_op {
@@ -98,6 +114,15 @@ typedef struct sd_backend_ops {
     void (*embedding)(sd_backend *be, sd_tensor *y, const sd_tensor *table, const sd_tensor *ids);
     void (*destroy)(sd_backend *be);
 
+    /* Prepared weights (optional: NULL keeps every weight row-major). The one place a model weight is put
+     * into the layout a backend's kernels read, once at load (src/models/weights.c calls these for every
+     * weight it loads, and again when LoRA fusing rewrites or restores one). weight_layout: the layout for
+     * weight t (its shape and kept dtype, used as `use`) and its bytes, or
+     * SD_LAYOUT_ROWMAJOR to keep it as it is. weight_prepare: dst (those bytes, backend memory) = the
+     * row-major values of t (host memory) in `layout`. */
+    sd_layout (*weight_layout)(sd_backend *be, const sd_tensor *t, sd_weight_use use, size_t *bytes);
+    void (*weight_prepare)(sd_backend *be, void *dst, const sd_tensor *t, sd_layout layout);
+
     /* Page-locked host memory and queued copies (optional: NULL on the CPU, where plain memory and the
      * synchronous upload/download serve). host_alloc'd memory makes copies DMA straight from/to it;
      * upload_async/download_async queue a copy in order with the ops and return at once: the host memory
@@ -122,11 +147,11 @@ struct sd_backend {
     const sd_backend_ops *ops;
     bool host_memory;   /* device memory is ordinary host memory (CPU): weights may be zero-copy views */
     /* Precision bf16 (CPU, sd_backend_cpu_set_bf16): the one weight-preparation rule is that model weights
-     * of 2 and more dimensions are converted once at load into BF16 in their own row-major layout
-     * (sd_model_weight_dtype; biases and norm parameters stay F32), which
-     * halves their memory (the F32 file pages are released after conversion) and is the layout the bf16
-     * kernels read: a conv weight [O, C*kh*kw] is the GEMM's A operand (copied into 16x32 AMX tiles per
-     * block), a linear weight [N, K] is B^T (its rows give the VNNI pairs directly). Linears,
+     * of 2 and more dimensions are converted once at load into BF16 (sd_model_weight_dtype; biases and
+     * norm parameters stay F32), which halves their memory (the F32 file pages are released after
+     * conversion), then, when the CPU has bf16 kernels, prepared (weight_prepare) in the tiles the kernels
+     * read: a conv weight as the direct convolution's B tiles (SD_LAYOUT_CPU_BF16_CONV), a linear weight
+     * [N, K] as the GEMM's B tiles (SD_LAYOUT_CPU_BF16_LINEAR). Linears,
      * convolutions and attention then round activations to bf16 as they pack them and sum in fp32;
      * norms, softmax and elementwise ops stay fp32 on F32 activations. */
     bool bf16;

@@ -341,7 +341,9 @@ sd_tensor sd_reshape(sd_ctx *ctx, sd_tensor x, int ndim, const int64_t *ne)
     if (ndim < 1 || ndim > SD_MAX_DIMS)
         return sd_ctx_fail(ctx, SD_ERR_SHAPE, "reshape: rank %d not supported (1..%d)", ndim, SD_MAX_DIMS);
     sd_tensor y = sd_tensor_make(x.data, x.dtype, ndim, ne);
-    if (!check(ctx, sd_numel(&y) == sd_numel(&x), "reshape", &x, &y, "element counts differ"))
+    if (!check(ctx, sd_numel(&y) == sd_numel(&x), "reshape", &x, &y, "element counts differ") ||
+        !check(ctx, x.layout == SD_LAYOUT_ROWMAJOR, "reshape", &x, &y, "a weight in a backend's prepared layout "
+               "keeps its shape"))
         return empty;
     return y;
 }
@@ -368,7 +370,9 @@ sd_tensor sd_view_rows(sd_ctx *ctx, sd_tensor x, int64_t start, int64_t n)
     if (!LIVE(ctx))
         return empty;
     if (!check(ctx, x.ndim >= 1 && start >= 0 && n >= 0 && start + n <= x.ne[0], "view_rows", &x, NULL,
-               "row range out of bounds"))
+               "row range out of bounds") ||
+        !check(ctx, x.layout == SD_LAYOUT_ROWMAJOR, "view_rows", &x, NULL, "a weight in a backend's prepared layout "
+               "has no rows (load it with sd_weights_get_table)"))
         return empty;
     sd_tensor y = x;
     size_t row = sd_nbytes(&x) / (size_t)(x.ne[0] ? x.ne[0] : 1);
@@ -747,7 +751,9 @@ sd_tensor sd_embedding(sd_ctx *ctx, sd_tensor table, sd_tensor ids)
     if (!LIVE(ctx))
         return y;
     if (!check(ctx, table.ndim == 2 && ids.ndim == 1 && ids.dtype == SD_I32, "embedding", &table, &ids,
-               "need table[V,D] and I32 ids[N]"))
+               "need table[V,D] and I32 ids[N]") ||
+        !check(ctx, table.layout == SD_LAYOUT_ROWMAJOR, "embedding", &table, &ids, "the table is in a backend's "
+               "prepared layout (load it with sd_weights_get_table)"))
         return y;
     y = sd_new4(ctx, ids.ne[0], table.ne[1], 0, 0);
     if (LIVE(ctx) && RUN(ctx))

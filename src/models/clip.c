@@ -156,10 +156,11 @@ sd_status sd_clip_load(sd_weights *w, const sd_clip_config *c, sd_clip **out)
         return SD_ERR_OUT_OF_MEMORY;
     }
     int64_t D = c->hidden_size;
-    sd_status s = sd_weights_get(w, &m->tok_emb, SD_SHAPE(c->vocab_size, D), P "embeddings.token_embedding.weight");
+    /* tables read by rows: row-major whatever the backend prepares for linears */
+    sd_status s = sd_weights_get_table(w, &m->tok_emb, SD_SHAPE(c->vocab_size, D), P "embeddings.token_embedding.weight");
     if (s == SD_OK)
-        s = sd_weights_get(w, &m->pos_emb, SD_SHAPE(c->max_position_embeddings, D),
-                           P "embeddings.position_embedding.weight");
+        s = sd_weights_get_table(w, &m->pos_emb, SD_SHAPE(c->max_position_embeddings, D),
+                                 P "embeddings.position_embedding.weight");
     for (int i = 0; s == SD_OK && i < c->num_hidden_layers; i++)
         s = load_layer(w, c, i, &m->layers[i]);
     if (s == SD_OK)

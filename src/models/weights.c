@@ -253,6 +253,29 @@ static sd_status upload_entry(sd_weights *w, const sd_wsrc *e, sd_dtype want_dt,
     return s;
 }
 
+/* The load conversion of an entry into t's memory dev, in t's layout: row-major straight (upload_entry),
+ * a backend's prepared layout (SD_LAYOUT_*: weight_prepare) from the row-major values in host memory.
+ * Shared by load() and sd_weights_restore(), so that a restore is bit-exact. */
+static sd_status fill_entry(sd_weights *w, const sd_wsrc *e, const sd_tensor *t, void *dev)
+{
+    if (t->layout == SD_LAYOUT_ROWMAJOR)
+        return upload_entry(w, e, t->dtype, dev);
+    sd_tensor plain = *t;
+    plain.layout = SD_LAYOUT_ROWMAJOR;
+    plain.data = sd_malloc(sd_nbytes(t) + 1);
+    if (!plain.data)
+        return SD_ERR_OUT_OF_MEMORY;
+    sd_status s = upload_entry(w, e, t->dtype, plain.data); /* host memory only: weight_layout is a CPU op */
+    if (s == SD_OK) {
+        w->be->ops->weight_prepare(w->be, dev, &plain, (sd_layout)t->layout);
+        size_t numel;
+        const uint8_t *src = entry_src(e, &numel);
+        sd_release_range(src, numel * sd_dtype_size(e->t->dtype)); /* a copy that was not a conversion too */
+    }
+    free(plain.data);
+    return s;
+}
+
 /* Index of the first NaN/Inf of n raw elements of a float dtype, n when all are finite. */
 static size_t first_nonfinite(sd_dtype dt, const uint8_t *p, size_t n, const char **what)
 {
@@ -280,7 +303,7 @@ static size_t first_nonfinite(sd_dtype dt, const uint8_t *p, size_t n, const cha
     return i;
 }
 
-static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *shape, int ndim)
+static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *shape, int ndim, bool table)
 {
     const sd_st_tensor *t = e->t;
     const bool model_weight = shape != NULL; /* sd_weights_get: a layer's parameter, always floating point */
@@ -325,18 +348,22 @@ static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *
                            w->label, e->name, bad, at);
     }
     *out = sd_tensor_make(NULL, want_dt, ndim ? ndim : 1, ndim ? shape : (const int64_t[]){1});
+    size_t oes = sd_dtype_size(want_dt), bytes = numel * oes;
+    if (model_weight && w->be->ops->weight_layout) /* the backend's prepared layout (backend.h) */
+        out->layout = (uint8_t)w->be->ops->weight_layout(
+            w->be, out, table ? SD_WEIGHT_OTHER : ndim == 4 ? SD_WEIGHT_CONV : ndim == 2 ? SD_WEIGHT_LINEAR : SD_WEIGHT_OTHER,
+            &bytes);
 
-    if (w->be->host_memory && want_dt == t->dtype && ((uintptr_t)src % es) == 0) {
+    if (out->layout == SD_LAYOUT_ROWMAJOR && w->be->host_memory && want_dt == t->dtype && ((uintptr_t)src % es) == 0) {
         out->data = (void *)src; /* zero-copy view into the mapped file */
         w->bytes_mapped += numel * es;
         e->used = true;
         return SD_OK;
     }
-    size_t oes = sd_dtype_size(want_dt);
-    void *dev = w->be->ops->alloc(w->be, numel * oes);
+    void *dev = w->be->ops->alloc(w->be, bytes);
     if (!dev)
         return sd_fail_context(SD_ERR_OUT_OF_MEMORY, "%s: loading '%s'", w->label, e->name);
-    sd_status s = upload_entry(w, e, want_dt, dev);
+    sd_status s = fill_entry(w, e, out, dev);
     if (s == SD_OK && w->n_allocs == w->cap_allocs) {
         size_t nc = w->cap_allocs ? 2 * w->cap_allocs : 256;
         void **na = realloc(w->allocs, nc * sizeof *na);
@@ -352,26 +379,42 @@ static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *
         return s;
     }
     w->allocs[w->n_allocs++] = dev;
-    w->bytes_device += numel * oes;
+    w->bytes_device += bytes;
     out->data = dev;
     e->used = true;
     return SD_OK;
 }
 
-sd_status sd_weights_get(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...)
+static sd_status get(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, bool table, const char *fmt,
+                     va_list ap)
 {
     char name[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
     sd_wsrc *e = find(w, name);
     if (!e) {
         char want[128];
         shape_to_str(shape, ndim, want, sizeof want);
         return sd_fail(SD_ERR_NOT_FOUND, "%s: tensor '%s' %s is missing from the weights", w->label, name, want);
     }
-    return load(w, e, out, shape, ndim);
+    return load(w, e, out, shape, ndim, table);
+}
+
+sd_status sd_weights_get(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sd_status s = get(w, out, shape, ndim, false, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+sd_status sd_weights_get_table(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sd_status s = get(w, out, shape, ndim, true, fmt, ap);
+    va_end(ap);
+    return s;
 }
 
 size_t sd_weights_unused(const sd_weights *w, const char **names, size_t max)
@@ -456,6 +499,14 @@ sd_status sd_weights_write_f32(sd_weights *w, const char *name, sd_tensor *t, co
         up = h;
     }
     void *dst = t->data;
+    if (t->layout != SD_LAYOUT_ROWMAJOR) { /* a prepared weight (never a view): prepared again */
+        sd_tensor plain = *t;
+        plain.layout = SD_LAYOUT_ROWMAJOR;
+        plain.data = (void *)up;
+        w->be->ops->weight_prepare(w->be, dst, &plain, (sd_layout)t->layout);
+        free(host);
+        return SD_OK;
+    }
     if (view) { /* copy-on-write: never write into the mapped file */
         if (w->n_cow == w->cap_cow) {
             size_t nc = w->cap_cow ? 2 * w->cap_cow : 64;
@@ -505,7 +556,7 @@ sd_status sd_weights_restore(sd_weights *w, const char *name, sd_tensor *t)
         return SD_OK; /* an untouched view */
     if (!owns_alloc(w, t->data))
         return sd_fail(SD_ERR_INTERNAL, "%s: tensor '%s' is not memory of these weights", w->label, name);
-    return upload_entry(w, e, t->dtype, t->data);
+    return fill_entry(w, e, t, t->data);
 }
 
 #include "io/config.h"

@@ -8,7 +8,11 @@
  *
  * On a host-memory backend, tensors whose stored dtype equals the wanted dtype
  * are zero-copy views into the mapped file (the files stay open while the
- * weights live). Otherwise they are converted once and uploaded.
+ * weights live). Otherwise they are converted once and uploaded. A model weight
+ * the backend wants in a layout of its own (backend ops weight_layout /
+ * weight_prepare: at bf16 on the CPU, conv weights as the direct convolution's
+ * tiles) is converted into that layout once here (sd_tensor.layout), and again
+ * by sd_weights_write_f32 / sd_weights_restore.
  */
 #ifndef SD_WEIGHTS_H
 #define SD_WEIGHTS_H
@@ -59,6 +63,10 @@ bool sd_weights_has(const sd_weights *w, const char *fmt, ...) SD_PRINTF(2, 3);
 /* Loads the named tensor, which must have `shape` (trailing 1-dims are
  * ignored on both sides, so a conv [O,C,1,1] serves a linear [O,C]). */
 sd_status sd_weights_get(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...)
+    SD_PRINTF(5, 6);
+/* As sd_weights_get, for a table read by rows (an embedding): always row-major, never in a backend's
+ * prepared layout (sd_weights_get gives 4-D weights the convolution's and 2-D ones the linear's). */
+sd_status sd_weights_get_table(sd_weights *w, sd_tensor *out, const int64_t *shape, int ndim, const char *fmt, ...)
     SD_PRINTF(5, 6);
 /* Names of indexed tensors no model loaded; returns the count and writes up
  * to `max` names (owned by w) into `names`. */

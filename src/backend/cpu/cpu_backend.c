@@ -124,7 +124,8 @@ static void run_gemm(sd_backend *be, const sd_gemm *g)
 {
     cpu_impl *im = be->impl;
     /* precision bf16: the bf16 kernels round A and B to bf16 as they pack them */
-    void (*gemm)(const sd_gemm *, float *, int) = bf16k(be) ? im->bk->gemm : im->k->gemm;
+    void (*gemm)(const sd_gemm *, float *, int) =
+        bf16k(be) || g->bkind == SD_GB_PACKED ? im->bk->gemm : im->k->gemm; /* prepared B: the bf16 kernels' */
     if (pthread_mutex_trylock(&im->ws_lock) == 0) {
         gemm(g, im->ws, nthreads(be));
         pthread_mutex_unlock(&im->ws_lock);
@@ -178,8 +179,10 @@ static void cpu_linear(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
             memcpy(Y + i * N, Y, (size_t)N * sizeof(float));
     }
     if (kern(be)) {
+        bool prep = w->layout == SD_LAYOUT_CPU_BF16_LINEAR; /* B tiles prepared at load */
         sd_gemm g = {.M = M, .N = N, .K = K, .a = x->data, .a_dt = SD_F32, .lda = K, .b = w->data,
-                     .b_dt = w->dtype, .ldb = K, .bkind = SD_GB_TRANS, .c = Y, .ldc = N, .accumulate = b != NULL};
+                     .b_dt = w->dtype, .ldb = K, .bkind = prep ? SD_GB_PACKED : SD_GB_TRANS, .c = Y, .ldc = N,
+                     .accumulate = b != NULL};
         run_gemm(be, &g);
         return;
     }
@@ -224,15 +227,100 @@ static size_t conv_pad_bytes(const sd_tensor *x, const sd_tensor *w, const sd_te
     return (size_t)(x->ne[1] * (y->ne[2] + w->ne[2] - 1) * (y->ne[3] + w->ne[3] - 1)) * 2 + 64;
 }
 
+/* precision bf16, direct convolution (sd_dconv): it runs for a weight prepared at load
+ * (SD_LAYOUT_CPU_BF16_CONV: the B tiles are ready) and for a row-major BF16/F16/F32 weight when the image is
+ * large enough that packing the weight per call costs little next to the products; stride 1 or 2 */
+#define DCONV_MIN_PIXELS 1024
+static bool dconv_use(const sd_backend *be, const sd_tensor *w, const sd_tensor *y, int stride)
+{
+    const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
+    bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
+    return bk && bk->dconv && (packed || (bf16k(be) && y->ne[0] * y->ne[2] * y->ne[3] >= DCONV_MIN_PIXELS)) &&
+           (stride == 1 || stride == 2) && w->ne[2] * w->ne[3] <= SD_DCONV_MAX_TAPS;
+}
+
+/* its scratch: the image copy, the packed weight (unless prepared) and the bias in F32, each 64-byte aligned */
+static size_t dconv_bytes(const sd_dconv *d, bool packed)
+{
+    return (d->x_elems + (packed ? 0 : d->w_elems)) * 2 + (size_t)d->O * 4 + 192;
+}
+
 static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
 {
-    if (bf16k(be))
-        return conv_pad_bytes(x, w, y);
+    bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
+    if (bf16k(be) || packed) { /* the stride is not known here: 2 only when the output is smaller than the input */
+        size_t n = packed ? 0 : conv_pad_bytes(x, w, y);
+        int smax = y->ne[2] < x->ne[2] || y->ne[3] < x->ne[3] ? 2 : 1;
+        for (int s = 1; s <= smax; s++) {
+            sd_dconv d;
+            sd_dconv_geom(&d, x->ne[1], x->ne[2], x->ne[3], w->ne[0], w->ne[2], w->ne[3], y->ne[2], y->ne[3], s, 0, 0);
+            if (dconv_use(be, w, y, s) && dconv_bytes(&d, packed) > n)
+                n = dconv_bytes(&d, packed);
+        }
+        return n;
+    }
     if (kern(be))
         return 0; /* implicit im2col: the GEMM packs straight from the image */
     if (w->ne[2] == 1 && w->ne[3] == 1 && x->ne[2] == y->ne[2] && x->ne[3] == y->ne[3])
         return 0; /* pointwise: no im2col (pads are zero when sizes match for 1x1) */
     return (size_t)(x->ne[1] * w->ne[2] * w->ne[3] * y->ne[3] * conv_chunk_rows(x, w, y)) * sizeof(float);
+}
+
+/* y = conv(x) with a prepared weight (its values read from the B tiles, fp32 sums): any stride */
+static void conv_packed_ref(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                            const sd_dconv *d)
+{
+    const uint16_t *wp = w->data;
+    int64_t taps = d->KH * d->KW, ncb = d->Cp / 32, s = d->stride, C = d->C, H = d->H, W = d->W;
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t no = 0; no < x->ne[0] * d->O; no++) {
+        int64_t n = no / d->O, o = no % d->O;
+        for (int64_t oh = 0; oh < d->HO; oh++)
+            for (int64_t ow = 0; ow < d->WO; ow++) {
+                float acc = b ? ldp(b, o) : 0.0f;
+                for (int64_t c = 0; c < C; c++)
+                    for (int64_t t = 0; t < taps; t++) {
+                        int64_t ih = oh * s - d->pad_t + t / d->KW, iw = ow * s - d->pad_l + t % d->KW, k = c % 32;
+                        if (ih < 0 || ih >= H || iw < 0 || iw >= W)
+                            continue;
+                        uint16_t wv = wp[(((o / 16) * taps + t) * ncb + c / 32) * 512 + (k / 2) * 32 + (o % 16) * 2 + k % 2];
+                        acc += sd_bf16_to_f32(sd_f32_to_bf16(CF(x)[((n * C + c) * H + ih) * W + iw])) * sd_bf16_to_f32(wv);
+                    }
+                F(y)[((n * d->O + o) * d->HO + oh) * d->WO + ow] = acc;
+            }
+    }
+}
+
+/* backend ops weight_layout / weight_prepare: with bf16 kernels, BF16 conv weights become the direct
+ * convolution's B tiles and BF16 linear weights the GEMM's (SD_GB_PACKED) */
+static sd_layout cpu_weight_layout(sd_backend *be, const sd_tensor *t, sd_weight_use use, size_t *bytes)
+{
+    const sd_cpu_bf16_kern *bk = bf16k(be);
+    if (!bk || t->dtype != SD_BF16)
+        return SD_LAYOUT_ROWMAJOR;
+    if (use == SD_WEIGHT_CONV && bk->dconv && t->ndim == 4 && t->ne[2] * t->ne[3] <= SD_DCONV_MAX_TAPS) {
+        sd_dconv d;
+        sd_dconv_geom(&d, t->ne[1], 1, 1, t->ne[0], t->ne[2], t->ne[3], 1, 1, 1, 0, 0);
+        *bytes = d.w_elems * 2;
+        return SD_LAYOUT_CPU_BF16_CONV;
+    }
+    if (use == SD_WEIGHT_LINEAR && bk->linear_pack && t->ndim == 2) {
+        *bytes = (size_t)((t->ne[0] + 31) / 32 * 32 * ((t->ne[1] + 31) / 32 * 32)) * 2;
+        return SD_LAYOUT_CPU_BF16_LINEAR;
+    }
+    return SD_LAYOUT_ROWMAJOR;
+}
+
+static void cpu_weight_prepare(sd_backend *be, void *dst, const sd_tensor *t, sd_layout layout)
+{
+    const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
+    if (layout == SD_LAYOUT_CPU_BF16_LINEAR) {
+        bk->linear_pack(dst, t->data, t->dtype, t->ne[0], t->ne[1]);
+        return;
+    }
+    sd_dconv d;
+    sd_dconv_geom(&d, t->ne[1], 1, 1, t->ne[0], t->ne[2], t->ne[3], 1, 1, 1, 0, 0);
+    bk->dconv_weight(dst, t->data, t->dtype, &d, nthreads(be));
 }
 
 static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
@@ -242,6 +330,33 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
     int64_t O = w->ne[0], KH = w->ne[2], KW = w->ne[3], HO = y->ne[2], WO = y->ne[3];
     int64_t HWO = HO * WO, CK = C * KH * KW;
     int nt = nthreads(be);
+    if (dconv_use(be, w, y, stride) || w->layout == SD_LAYOUT_CPU_BF16_CONV) {
+        const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
+        bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
+        sd_dconv d;
+        sd_dconv_geom(&d, C, H, W, O, KH, KW, HO, WO, stride, pads[0], pads[1]);
+        if (scratch && dconv_use(be, w, y, stride) && dconv_bytes(&d, packed) <= cpu_conv2d_scratch(be, x, w, y)) {
+            /* the weight in B tiles (unless prepared at load) and the bias once, then per image its
+             * channels-last copy and the products */
+            uint16_t *xp = scratch, *wp = xp + (d.x_elems + 31) / 32 * 32;
+            float *bias = (float *)(wp + (packed ? 0 : (d.w_elems + 31) / 32 * 32));
+            if (packed)
+                wp = w->data;
+            else
+                bk->dconv_weight(wp, w->data, w->dtype, &d, nt);
+            for (int64_t o = 0; b && o < O; o++)
+                bias[o] = ldp(b, o);
+            for (int64_t n = 0; n < N; n++) {
+                bk->dconv_image(xp, CF(x) + n * C * H * W, &d, nt);
+                bk->dconv(F(y) + n * O * HWO, xp, wp, b ? bias : NULL, &d, nt);
+            }
+            return;
+        }
+        if (packed) { /* a prepared weight at a stride the direct convolution does not take (no model has one) */
+            conv_packed_ref(be, y, x, w, b, &d);
+            return;
+        }
+    }
     for (int64_t n = 0; n < N; n++) {
         const float *xn = CF(x) + n * C * H * W;
         float *yn = F(y) + n * O * HWO;
@@ -842,6 +957,8 @@ static const sd_backend_ops k_cpu_ops = {
     .linear = cpu_linear,
     .matmul = cpu_matmul,
     .conv2d = cpu_conv2d,
+    .weight_layout = cpu_weight_layout,
+    .weight_prepare = cpu_weight_prepare,
     .group_norm = cpu_group_norm,
     .layer_norm = cpu_layer_norm,
     .softmax = cpu_softmax,

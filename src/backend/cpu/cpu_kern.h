@@ -21,7 +21,7 @@
 
 #include "backend/backend.h"
 
-typedef enum { SD_GB_ROWMAJOR, SD_GB_TRANS, SD_GB_CONV, SD_GB_CONV_BF16P } sd_gemm_bkind;
+typedef enum { SD_GB_ROWMAJOR, SD_GB_TRANS, SD_GB_CONV, SD_GB_CONV_BF16P, SD_GB_PACKED } sd_gemm_bkind;
 
 typedef struct sd_gemm {
     int64_t M, N, K;
@@ -37,7 +37,9 @@ typedef struct sd_gemm {
      * SD_GB_CONV:     b = one image [C][H][W] (F32); k = (c*KH + kh)*KW + kw, n = oh*WO + ow;
      *                 B[k][n] = x[c][oh*stride - pad_t + kh][ow*stride - pad_l + kw], 0 outside
      * SD_GB_CONV_BF16P (bf16 kernels only): b = one zero-padded BF16 image [C][H][W] (conv_pad), stride 1,
-     *                 no padding left: B[k][n] = b[(c*H + oh + kh)*W + ow + kw] */
+     *                 no padding left: B[k][n] = b[(c*H + oh + kh)*W + ow + kw]
+     * SD_GB_PACKED (bf16 kernels only): b = B already in B tiles (linear_pack, a linear weight prepared at
+     *                 load): the tile of columns [16t, 16t+16) and depth [32d, 32d+32) at (t*up32(K)/32 + d)*512 */
     int64_t C, H, W, KH, KW, WO;
     int stride, pad_t, pad_l;
     float *c; /* C[m][n] = c[m*ldc + n] */
@@ -70,6 +72,42 @@ typedef struct sd_cpu_kern {
                      const float *b);
 } sd_cpu_kern;
 
+/* A direct bf16 convolution (precision bf16; cpu_kern_bf16_impl.h): the image converted once per conv into
+ * a zero-padded channels-last bf16 copy, its channels padded to Cp (a multiple of 32) and, for stride s > 1,
+ * split into s*s phase planes (padded pixel (r, c) in plane (r % s, c % s) at (r / s, c / s)), so every
+ * kernel tap reads the planes at stride 1: output pixel q = oh * Wps + ow (ow < WO; the columns past WO of
+ * each plane row are computed and dropped) reads, for tap (kh, kw), pixel q + (kh / s) * Wps + kw / s of
+ * plane (kh % s, kw % s). The A tiles (16 output pixels x 32 input channels) are strided tile loads from that
+ * copy (no im2col); the weight is B tiles [up32(O) / 16][KH * KW][Cp / 32] (VNNI pairs, 1 KiB each). */
+typedef struct sd_dconv {
+    int64_t C, H, W, O, KH, KW, HO, WO;
+    int stride, pad_t, pad_l;
+    int64_t Cp, Hps, Wps; /* channels padded to 32; one phase plane: Hps x Wps pixels */
+    int64_t Q, nq;        /* computed output pixels HO * Wps, in nq blocks of 32 */
+    size_t x_elems;       /* bf16 values of the image copy, with the tail the last pixel block reads */
+    size_t w_elems;       /* bf16 values of the packed weight */
+} sd_dconv;
+
+/* the largest kernel (KH * KW) of the direct convolution */
+#define SD_DCONV_MAX_TAPS 64
+
+static inline void sd_dconv_geom(sd_dconv *d, int64_t C, int64_t H, int64_t W, int64_t O, int64_t KH, int64_t KW,
+                                 int64_t HO, int64_t WO, int stride, int pad_t, int pad_l)
+{
+    int64_t s = stride;
+    *d = (sd_dconv){.C = C, .H = H, .W = W, .O = O, .KH = KH, .KW = KW, .HO = HO, .WO = WO, .stride = stride,
+                    .pad_t = pad_t, .pad_l = pad_l};
+    d->Cp = (C + 31) / 32 * 32;
+    d->Hps = HO + (KH - 1) / s;
+    d->Wps = WO + (KW - 1) / s;
+    d->Q = HO * d->Wps;
+    d->nq = (d->Q + 31) / 32;
+    int64_t plane = d->Hps * d->Wps, pix = s * s * plane;
+    int64_t last = (s * s - 1) * plane + ((KH - 1) / s) * d->Wps + (KW - 1) / s + d->nq * 32; /* tail reads */
+    d->x_elems = (size_t)((last > pix ? last : pix) * d->Cp);
+    d->w_elems = (size_t)((O + 31) / 32 * 32 * KH * KW * d->Cp);
+}
+
 /* bf16 compute (precision bf16): the same sd_gemm problems with A and B rounded to bf16 as they are
  * packed and fp32 sums (cpu_kern_bf16_impl.h), and attention with QK^T and PV in bf16 and the online
  * softmax in fp32. One table per instruction set: "amx" (AMX-BF16 tiles) and "avx512bf16" (VDPBF16PS). */
@@ -86,6 +124,15 @@ typedef struct sd_cpu_bf16_kern {
     /* dst [C][H+pt+pb][W+pl+pr] BF16 = x [C][H][W] rounded, zeros around (the image of a stride-1 conv,
      * converted once instead of once per kernel tap) */
     void (*conv_pad)(uint16_t *dst, const float *x, int64_t C, int64_t H, int64_t W, const int pads[4], int nthreads);
+    /* the direct convolution (sd_dconv; NULL: none): the image [C][H][W] F32 into its channels-last copy xp
+     * (d->x_elems); the weight [O][C][KH][KW] (F32, F16 or BF16) into B tiles wp (d->w_elems); then
+     * y [O][HO][WO] F32 = conv + bias (NULL: none) */
+    void (*dconv_image)(uint16_t *xp, const float *x, const sd_dconv *d, int nthreads);
+    void (*dconv_weight)(uint16_t *wp, const void *w, sd_dtype dt, const sd_dconv *d, int nthreads);
+    void (*dconv)(float *y, const uint16_t *xp, const uint16_t *wp, const float *bias, const sd_dconv *d,
+                  int nthreads);
+    /* a linear weight w [N][K] (F32, F16 or BF16) as B tiles for SD_GB_PACKED: up32(N) * up32(K) bf16 */
+    void (*linear_pack)(uint16_t *dst, const void *w, sd_dtype dt, int64_t N, int64_t K);
 } sd_cpu_bf16_kern;
 
 /* The tables, unchecked: only sd_cpu_bf16_kern_select may hand them out (NULL when not compiled in). */

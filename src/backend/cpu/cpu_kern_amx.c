@@ -1,4 +1,5 @@
-/* bf16 kernels on Intel AMX tiles (TDPBF16PS): cpu_kern_bf16_impl.h with a 2x2-tile micro-kernel.
+/* bf16 kernels on Intel AMX tiles (TDPBF16PS): cpu_kern_bf16_impl.h with a 2x2-tile micro-kernel
+ * (A tiles loaded with their row stride: packed tiles or straight from a channels-last image).
  * This file alone is compiled with -mamx-tile -mamx-bf16 -mavx512* (CMakeLists.txt); nothing here
  * runs unless sd_cpu_bf16_kern_select() (cpu_backend.c, plain x86-64 code) found AMX-BF16 in CPUID,
  * the OS enabled the tile state (XCR0) and Linux granted this process the tile data
@@ -38,8 +39,9 @@ static void bk_begin(void)
 
 static void bk_end(void) { _tile_release(); }
 
-static void bk_ukr(const uint16_t *A, const uint16_t *A1, const uint16_t *B, const uint16_t *B1, int64_t nkb,
-                   float *c, int64_t ldc, int acc)
+/* see cpu_kern_bf16_impl.h: A rows lda bf16 apart, depth block (t, cb) of A at toff[t] + cb * astep */
+static void bk_ukr_x(const uint16_t *A, const uint16_t *A1, int64_t lda, const int64_t *toff, int64_t ntap,
+                     int64_t ncb, int64_t astep, const uint16_t *B, const uint16_t *B1, float *c, int64_t ldc, int acc)
 {
     if (acc) { /* C += A B: the C block itself is the accumulator */
         _tile_loadd(0, c, ldc * 4);
@@ -52,16 +54,18 @@ static void bk_ukr(const uint16_t *A, const uint16_t *A1, const uint16_t *B, con
         _tile_zero(2);
         _tile_zero(3);
     }
-    for (int64_t kb = 0; kb < nkb; kb++) {
-        _tile_loadd(4, A + kb * 512, 64);
-        _tile_loadd(6, B + kb * 512, 64);
-        _tile_loadd(5, A1 + kb * 512, 64);
-        _tile_loadd(7, B1 + kb * 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-    }
+    for (int64_t t = 0; t < ntap; t++)
+        for (int64_t cb = 0; cb < ncb; cb++, B += 512, B1 += 512) {
+            int64_t ao = toff[t] + cb * astep;
+            _tile_loadd(4, A + ao, lda * 2);
+            _tile_loadd(6, B, 64);
+            _tile_loadd(5, A1 + ao, lda * 2);
+            _tile_loadd(7, B1, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
     _tile_stored(0, c, ldc * 4);
     _tile_stored(1, c + 16, ldc * 4);
     _tile_stored(2, c + 16 * ldc, ldc * 4);

@@ -16,43 +16,44 @@
 static void bk_begin(void) {}
 static void bk_end(void) {}
 
-/* rows [r0, r0+8) of the 32x32 block: A tile a (16 rows), its rows from ro */
-static inline void ukr8(const uint16_t *a, int ro, const uint16_t *B, const uint16_t *B1, int64_t nkb, float *c,
-                        int64_t ldc, int accumulate)
+/* rows [ro, ro+8) of the 32x32 block from the 16 A rows at a (see bk_ukr_x) */
+static inline void ukr8(const uint16_t *a, int ro, int64_t lda, const int64_t *toff, int64_t ntap, int64_t ncb,
+                        int64_t astep, const uint16_t *B, const uint16_t *B1, float *c, int64_t ldc, int accumulate)
 {
     __m512 acc[8][2];
     for (int i = 0; i < 8; i++) {
         acc[i][0] = accumulate ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
         acc[i][1] = accumulate ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
     }
-    for (int64_t kb = 0; kb < nkb; kb++) {
-        const uint16_t *at = a + kb * 512 + ro * 32;
-        const uint16_t *b0 = B + kb * 512, *b1 = B1 + kb * 512;
-        for (int p = 0; p < 16; p++) {
-            __m512bh v0 = (__m512bh)_mm512_loadu_si512(b0 + p * 32), v1 = (__m512bh)_mm512_loadu_si512(b1 + p * 32);
+    for (int64_t t = 0; t < ntap; t++)
+        for (int64_t cb = 0; cb < ncb; cb++, B += 512, B1 += 512) {
+            const uint16_t *at = a + toff[t] + cb * astep + ro * lda;
+            for (int p = 0; p < 16; p++) {
+                __m512bh v0 = (__m512bh)_mm512_loadu_si512(B + p * 32), v1 = (__m512bh)_mm512_loadu_si512(B1 + p * 32);
 #pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) {
-                int pair;
-                memcpy(&pair, at + i * 32 + 2 * p, sizeof pair);
-                __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
-                acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, v0);
-                acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, v1);
+                for (int i = 0; i < 8; i++) {
+                    int pair;
+                    memcpy(&pair, at + i * lda + 2 * p, sizeof pair);
+                    __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+                    acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, v0);
+                    acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, v1);
+                }
             }
         }
-    }
     for (int i = 0; i < 8; i++) {
         _mm512_storeu_ps(c + i * ldc, acc[i][0]);
         _mm512_storeu_ps(c + i * ldc + 16, acc[i][1]);
     }
 }
 
-static void bk_ukr(const uint16_t *A, const uint16_t *A1, const uint16_t *B, const uint16_t *B1, int64_t nkb,
-                   float *c, int64_t ldc, int acc)
+/* see cpu_kern_bf16_impl.h: A rows lda bf16 apart, depth block (t, cb) of A at toff[t] + cb * astep */
+static void bk_ukr_x(const uint16_t *A, const uint16_t *A1, int64_t lda, const int64_t *toff, int64_t ntap,
+                     int64_t ncb, int64_t astep, const uint16_t *B, const uint16_t *B1, float *c, int64_t ldc, int acc)
 {
-    ukr8(A, 0, B, B1, nkb, c, ldc, acc);
-    ukr8(A, 8, B, B1, nkb, c + 8 * ldc, ldc, acc);
-    ukr8(A1, 0, B, B1, nkb, c + 16 * ldc, ldc, acc);
-    ukr8(A1, 8, B, B1, nkb, c + 24 * ldc, ldc, acc);
+    ukr8(A, 0, lda, toff, ntap, ncb, astep, B, B1, c, ldc, acc);
+    ukr8(A, 8, lda, toff, ntap, ncb, astep, B, B1, c + 8 * ldc, ldc, acc);
+    ukr8(A1, 0, lda, toff, ntap, ncb, astep, B, B1, c + 16 * ldc, ldc, acc);
+    ukr8(A1, 8, lda, toff, ntap, ncb, astep, B, B1, c + 24 * ldc, ldc, acc);
 }
 
 /* the register-only peak: 16 independent VDPBF16PS per round (16 lanes x 2 multiply-adds each) */

@@ -1,13 +1,16 @@
 /* The bf16 GEMM (and attention) of the CPU backend, written once and compiled per instruction set:
  * cpu_kern_amx.c (AMX tiles: TDPBF16PS) and cpu_kern_avx512bf16.c (VDPBF16PS). The including file
  * defines, inside its target flags: BK_NAME, BK_FN(name), BK_GETTER, and the micro-kernel
- *   static void bk_ukr(const uint16_t *A0, const uint16_t *A1, const uint16_t *B0, const uint16_t *B1,
- *                      int64_t nkb, float *c, int64_t ldc, int acc)
- * which computes the 32x32 block c[i*ldc + j] (+)= (A B)[i][j] (added to c when acc) from two A tile rows (rows 0-15 at A0, 16-31 at A1)
- * and two B tile columns (columns 0-15 at B0, 16-31 at B1), each nkb consecutive tiles (depth blocks
- * of 32), plus
+ *   static void bk_ukr_x(const uint16_t *A0, const uint16_t *A1, int64_t lda, const int64_t *toff, int64_t ntap,
+ *                        int64_t ncb, int64_t astep, const uint16_t *B0, const uint16_t *B1, float *c,
+ *                        int64_t ldc, int acc)
+ * which computes the 32x32 block c[i*ldc + j] (+)= (A B)[i][j] (added to c when acc) over ntap x ncb depth
+ * blocks of 32: A rows 0-15 from A0, 16-31 from A1, row r of depth block (t, cb) at A + toff[t] + cb*astep +
+ * r*lda (32 consecutive bf16: packed A tiles have lda 32 and astep 512, a channels-last image has lda = its
+ * pixel stride); B columns 0-15 from B0, 16-31 from B1, ntap*ncb consecutive tiles; plus
  *   static void bk_begin(void) / bk_end(void)  (per thread: AMX tile configuration and release),
  *   static double bk_peak(int64_t iters)       (the instruction's register-only peak, see cpu_kern.h).
+ * bk_ukr below is the packed-tile case (nkb depth blocks).
  *
  * Packed layouts (both exactly the AMX tile layouts, 1 KiB per tile):
  *   A tile (16 rows x 32 depth):      a[r*32 + k]            = A[m0 + r][k0 + k]
@@ -50,6 +53,14 @@ static inline V vexp2_p(V x)
     V p = vfma(vfma(vfma(vset1(7.802403e-2f), f, vset1(2.2606707e-1f)), f, vset1(6.9583398e-1f)), f,
                vset1(9.9992514e-1f));
     return _mm512_scalef_ps(p, x);
+}
+
+/* the micro-kernel on packed A tiles: nkb consecutive depth blocks */
+static inline void bk_ukr(const uint16_t *A0, const uint16_t *A1, const uint16_t *B0, const uint16_t *B1, int64_t nkb,
+                          float *c, int64_t ldc, int acc)
+{
+    static const int64_t zero = 0;
+    bk_ukr_x(A0, A1, 32, &zero, 1, nkb, TILE, B0, B1, c, ldc, acc);
 }
 
 static inline int64_t bmin(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -323,7 +334,7 @@ static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, 
     float *cb = (float *)(Ap + (size_t)(BKC / 32) * (BMC / 16) * TILE);
     int64_t K = g->K, ldc = g->ldc;
     bk_begin();
-    if (g->bkind != SD_GB_TRANS) {
+    if (g->bkind != SD_GB_TRANS && g->bkind != SD_GB_PACKED) {
         /* convolutions: per column block of BNCC (its C block stays in L2 across the depth blocks), B (the
          * image, implicit im2col) packed once per depth block, A (the weight) per row block, read along
          * its rows */
@@ -350,22 +361,27 @@ static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, 
         bk_end();
         return;
     }
-    /* linears: B (the weight, transposed) is packed once per column and depth block, A (activations)
-     * per row block */
+    /* linears: B (the weight, transposed) is packed once per column and depth block (or was prepared at
+     * load: SD_GB_PACKED), A (activations) per row block */
+    bool prep = g->bkind == SD_GB_PACKED;
+    int64_t nkbt = up32(K) / 32;
     for (int64_t jc = n0; jc < n1; jc += BNCL) {
         int64_t nc = bmin(BNCL, n1 - jc), nt = up32(nc) / 16;
         for (int64_t pc = 0; pc < K; pc += BKC) {
-            int64_t kc = bmin(BKC, K - pc), nkb = up32(kc) / 32;
-            pack_b(g, Bp, pc, kc, jc, nc); /* the transposed kind takes any width */
+            int64_t kc = bmin(BKC, K - pc), nkb = up32(kc) / 32, bs = (prep ? nkbt : nkb) * TILE;
+            if (prep)
+                Bp = (uint16_t *)g->b + ((jc / 16) * nkbt + pc / 32) * TILE;
+            else
+                pack_b(g, Bp, pc, kc, jc, nc); /* the transposed kind takes any width */
             int acc = g->accumulate || pc > 0;
             for (int64_t ic = m0; ic < m1; ic += BMC) {
                 int64_t mc = bmin(BMC, m1 - ic), mt = up32(mc) / 16;
                 pack_a(g, Ap, ic, mc, pc, kc);
                 for (int64_t j = 0; j < nt; j += 2)
                     for (int64_t i = 0; i < mt; i += 2) {
-                        micro(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * nkb * TILE,
-                              Bp + (j + 1) * nkb * TILE, nkb, g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb,
-                              bmin(32, mc - i * 16), bmin(32, nc - j * 16), acc);
+                        micro(Ap + i * nkb * TILE, Ap + (i + 1) * nkb * TILE, Bp + j * bs, Bp + (j + 1) * bs, nkb,
+                              g->c + (ic + i * 16) * ldc + jc + j * 16, ldc, cb, bmin(32, mc - i * 16),
+                              bmin(32, nc - j * 16), acc);
                     }
             }
         }
@@ -572,6 +588,154 @@ static void BK_FN(conv_pad)(uint16_t *dst, const float *x, int64_t C, int64_t H,
     }
 }
 
+/* ------------------------------------------------------------------ direct convolution (sd_dconv, cpu_kern.h)
+ * The image once into its channels-last bf16 copy, the weight into B tiles, then per task (32 output pixels
+ * x 32 output channels) one micro-kernel call over every tap and channel block, its 32x32 fp32 block
+ * transposed into NCHW rows with the bias added. */
+
+/* 16 values of input row xr (one channel) at plane columns j0.. of phase column pw: iw = j * s + pw - pad_l */
+static inline __m512 dc_ld16(const float *xr, const sd_dconv *d, int64_t j0, int64_t pw)
+{
+    int64_t s = d->stride, iw0 = j0 * s + pw - d->pad_l, W = d->W;
+    if (s == 1) {
+        int64_t lo = bmin(16, bmax(0, -iw0)), hi = bmax(lo, bmin(16, W - iw0));
+        return _mm512_maskz_loadu_ps((__mmask16)(bm16(hi) & ~bm16(lo)), xr + iw0);
+    }
+    float tmp[16];
+    for (int64_t j = 0; j < 16; j++) {
+        int64_t iw = iw0 + j * s;
+        tmp[j] = iw >= 0 && iw < W ? xr[iw] : 0.0f;
+    }
+    return _mm512_loadu_ps(tmp);
+}
+
+static void BK_FN(dconv_image)(uint16_t *xp, const float *x, const sd_dconv *d, int nthreads)
+{
+    int64_t s = d->stride, Cp = d->Cp, ncb = Cp / 32, Wps = d->Wps, rows = s * s * d->Hps;
+    size_t used = (size_t)(rows * Wps * Cp);
+    memset(xp + used, 0, (d->x_elems - used) * 2); /* the tail the last pixel blocks read */
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t pr = 0; pr < rows; pr++) {
+        int64_t plane = pr / d->Hps, ph = plane / s, pw = plane % s, ih = (pr % d->Hps) * s + ph - d->pad_t;
+        uint16_t *dst = xp + pr * Wps * Cp;
+        if (ih < 0 || ih >= d->H) {
+            memset(dst, 0, (size_t)(Wps * Cp) * 2);
+            continue;
+        }
+        for (int64_t cb = 0; cb < ncb; cb++)
+            for (int64_t j0 = 0; j0 < Wps; j0 += 16) {
+                __m512i r[16];
+                for (int64_t p = 0; p < 16; p++) { /* row p: channels 2p, 2p+1 of the 16 pixels as pairs */
+                    int64_t c = cb * 32 + 2 * p;
+                    __m512 v0 = c < d->C ? dc_ld16(x + (c * d->H + ih) * d->W, d, j0, pw) : _mm512_setzero_ps();
+                    __m512 v1 = c + 1 < d->C ? dc_ld16(x + ((c + 1) * d->H + ih) * d->W, d, j0, pw) : _mm512_setzero_ps();
+                    r[p] = pair_interleave(to_bf16x32(v0, v1));
+                }
+                transpose16x16_epi32(r); /* r[j]: the 32 channels of pixel j0 + j */
+                for (int64_t j = 0; j < bmin(16, Wps - j0); j++)
+                    _mm512_storeu_si512(dst + (j0 + j) * Cp + cb * 32, r[j]);
+            }
+    }
+}
+
+static void BK_FN(dconv_weight)(uint16_t *wp, const void *w, sd_dtype dt, const sd_dconv *d, int nthreads)
+{
+    int64_t taps = d->KH * d->KW, ncb = d->Cp / 32, nob = (d->O + 31) / 32 * 2, C = d->C;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t ob = 0; ob < nob; ob++) {
+        uint16_t *blk = wp + ob * taps * ncb * TILE;
+        memset(blk, 0, (size_t)(taps * ncb * TILE) * 2);
+        for (int64_t n = 0; n < 16 && ob * 16 + n < d->O; n++) {
+            int64_t o = ob * 16 + n;
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t t = 0; t < taps; t++) {
+                    size_t i = (size_t)((o * C + c) * taps + t);
+                    uint16_t v = dt == SD_BF16 ? ((const uint16_t *)w)[i]
+                                 : dt == SD_F16 ? sd_f32_to_bf16(sd_f16_to_f32(((const uint16_t *)w)[i]))
+                                                : sd_f32_to_bf16(((const float *)w)[i]);
+                    int64_t k = c % 32;
+                    blk[(t * ncb + c / 32) * TILE + (k / 2) * 32 + n * 2 + k % 2] = v;
+                }
+        }
+    }
+}
+
+/* the 16x16 block cb (rows: output pixels q0.., columns: output channels o0..) into y with the bias */
+static inline void dc_write(float *y, const float *cb, const float *bias, const sd_dconv *d, int64_t q0, int64_t o0)
+{
+    int64_t seg_j[16], seg_n[16], seg_off[16], ns = 0, Wps = d->Wps, WO = d->WO;
+    for (int64_t j = 0; j < 16 && q0 + j < d->Q;) { /* runs of pixels inside one output row */
+        int64_t q = q0 + j, oh = q / Wps, ow = q % Wps, len = bmin(16 - j, Wps - ow);
+        if (ow < WO) {
+            seg_j[ns] = j;
+            seg_n[ns] = bmin(len, WO - ow);
+            seg_off[ns++] = oh * WO + ow;
+        }
+        j += len;
+    }
+    if (!ns)
+        return;
+    __m512i r[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = _mm512_loadu_si512(cb + i * 32);
+    transpose16x16_epi32(r); /* r[n]: output channel o0 + n at the 16 pixels */
+    int64_t HWO = d->HO * WO;
+    for (int64_t n = 0; n < 16 && o0 + n < d->O; n++) {
+        __m512 v = _mm512_add_ps(_mm512_castsi512_ps(r[n]), _mm512_set1_ps(bias ? bias[o0 + n] : 0.0f));
+        float *yo = y + (o0 + n) * HWO;
+        for (int64_t k = 0; k < ns; k++) {
+            if (seg_j[k] == 0 && seg_n[k] == 16)
+                _mm512_storeu_ps(yo + seg_off[k], v);
+            else
+                _mm512_mask_storeu_ps(yo + seg_off[k], bm16(seg_n[k]),
+                                      _mm512_maskz_compress_ps((__mmask16)(bm16(seg_j[k] + seg_n[k]) & ~bm16(seg_j[k])), v));
+        }
+    }
+}
+
+static void BK_FN(dconv_thread)(float *y, const uint16_t *xp, const uint16_t *wp, const float *bias,
+                                const sd_dconv *d, int tid, int nt)
+{
+    int64_t s = d->stride, Cp = d->Cp, taps = d->KH * d->KW, ncb = Cp / 32, no = (d->O + 31) / 32;
+    int64_t plane = d->Hps * d->Wps, toff[SD_DCONV_MAX_TAPS];
+    for (int64_t kh = 0; kh < d->KH; kh++)
+        for (int64_t kw = 0; kw < d->KW; kw++)
+            toff[kh * d->KW + kw] = (((kh % s) * s + kw % s) * plane + (kh / s) * d->Wps + kw / s) * Cp;
+    /* the operand read from memory once goes outside: the image when it is the larger */
+    bool qmajor = (double)d->x_elems > (double)d->w_elems;
+    int64_t tasks = d->nq * no, t0 = tasks * tid / nt, t1 = tasks * (tid + 1) / nt;
+    float cbuf[32 * 32] __attribute__((aligned(64)));
+    bk_begin();
+    for (int64_t task = t0; task < t1; task++) {
+        int64_t qb = qmajor ? task / no : task % d->nq, ob = qmajor ? task % no : task / d->nq;
+        const uint16_t *A0 = xp + qb * 32 * Cp, *B0 = wp + ob * 2 * taps * ncb * TILE;
+        bk_ukr_x(A0, A0 + 16 * Cp, Cp, toff, taps, ncb, 32, B0, B0 + taps * ncb * TILE, cbuf, 32, 0);
+        for (int h = 0; h < 2; h++)
+            for (int g = 0; g < 2; g++)
+                dc_write(y, cbuf + h * 16 * 32 + g * 16, bias, d, qb * 32 + h * 16, ob * 32 + g * 16);
+    }
+    bk_end();
+}
+
+static void BK_FN(dconv)(float *y, const uint16_t *xp, const uint16_t *wp, const float *bias, const sd_dconv *d,
+                         int nthreads)
+{
+    int64_t tasks = d->nq * ((d->O + 31) / 32);
+    int nt = nthreads > 1 && tasks > 1 ? (int)bmin(nthreads, tasks) : 1;
+    if (nt == 1) {
+        BK_FN(dconv_thread)(y, xp, wp, bias, d, 0, 1);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    BK_FN(dconv_thread)(y, xp, wp, bias, d, omp_get_thread_num(), omp_get_num_threads());
+}
+
+static void BK_FN(linear_pack)(uint16_t *dst, const void *w, sd_dtype dt, int64_t N, int64_t K)
+{
+    sd_gemm g = {.K = K, .N = N, .b = w, .b_dt = dt, .ldb = K, .bkind = SD_GB_TRANS};
+    pack_b(&g, dst, 0, K, 0, N);
+}
+
 static const sd_cpu_bf16_kern bk_table = {
     .name = BK_NAME,
     .gemm_ws = BK_FN(gemm_ws),
@@ -580,6 +744,10 @@ static const sd_cpu_bf16_kern bk_table = {
     .attention = BK_FN(attention),
     .peak = bk_peak,
     .conv_pad = BK_FN(conv_pad),
+    .dconv_image = BK_FN(dconv_image),
+    .dconv_weight = BK_FN(dconv_weight),
+    .dconv = BK_FN(dconv),
+    .linear_pack = BK_FN(linear_pack),
 };
 
 const sd_cpu_bf16_kern *BK_GETTER(void) { return &bk_table; }
