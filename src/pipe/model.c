@@ -44,6 +44,7 @@ const char *sd_precision_name(sd_precision p)
 }
 
 /* The precision on the backend: bf16 on the CPU (its bf16 kernels, or bf16 storage with fp32 compute
+ * where it has none), int8 (its int8 kernels for linears and convolutions, the rest as bf16; bf16
  * where it has none), auto = bf16 where the CPU has bf16 kernels. */
 static sd_status apply_precision(const sd_model_params *p, sd_backend *be)
 {
@@ -60,8 +61,15 @@ static sd_status apply_precision(const sd_model_params *p, sd_backend *be)
                                                "precision fp32 or auto with CUDA");
         sd_backend_cpu_set_bf16(be, true);
         return SD_OK;
-    case SD_PRECISION_INT8:
-        return sd_fail(SD_ERR_UNSUPPORTED, "precision int8 is not implemented yet: use fp32, bf16 or auto");
+    case SD_PRECISION_INT8: /* experimental: W8A8 linears and convolutions, the rest as bf16 */
+        if (cuda)
+            return sd_fail(SD_ERR_UNSUPPORTED, "precision int8 is for the CPU backend: use precision fp32 or auto "
+                                               "with CUDA");
+        sd_backend_cpu_set_int8(be, true);
+        if (!sd_backend_cpu_int8_isa(be))
+            fprintf(stderr, "streamdiff: warning: precision int8 needs AMX-INT8 or AVX512-VNNI, which this CPU "
+                            "(or SD_CPU_ISA=%s) lacks: running as precision bf16\n", sd_backend_cpu_isa(be));
+        return SD_OK;
     }
     return sd_fail(SD_ERR_INVALID_ARGUMENT, "unknown precision %d (use fp32, bf16, int8 or auto)", (int)p->precision);
 }

@@ -9,6 +9,7 @@
  *    loops; used on CPUs without AVX2 or when SD_CPU_ISA=blas.
  * Biases, norm parameters and embedding tables are read in any float dtype. */
 #include "backend/backend.h"
+#include "backend/cpu/cpu_int8.h"
 #include "backend/cpu/cpu_kern.h"
 
 #include <cblas.h>
@@ -23,6 +24,8 @@ typedef struct cpu_impl {
     const sd_cpu_kern *k; /* NULL: the OpenBLAS/scalar path */
     const sd_cpu_bf16_kern *bk; /* bf16 kernels of this CPU (NULL: none) */
     bool bf16;                  /* precision bf16: GEMMs and attention through bk when there is one */
+    const sd_cpu_int8_kern *ik; /* int8 kernels of this CPU (NULL: none) */
+    sd_i8_cache *i8;            /* precision int8 (with ik): the quantised weights; NULL: off */
     pthread_mutex_t ws_lock;
     float *ws; /* GEMM workspace, k->gemm_ws floats; a concurrent caller gets its own */
     size_t ws_floats;
@@ -34,6 +37,13 @@ static const sd_cpu_bf16_kern *bf16k(const sd_backend *be)
 {
     const cpu_impl *im = be->impl;
     return im->bf16 ? im->bk : NULL;
+}
+
+/* precision int8: w quantised for the int8 kernels, NULL where the op takes the bf16 path */
+static const sd_i8w *int8w(const sd_backend *be, const sd_tensor *w, bool as_b)
+{
+    const cpu_impl *im = be->impl;
+    return im->i8 ? sd_i8_cache_get(im->i8, w, as_b) : NULL;
 }
 
 #define F(t) ((float *)(t)->data)
@@ -118,29 +128,38 @@ static bool cpu_accepts(sd_backend *be, sd_dtype t)
     return t == SD_F32 || (kern(be) && (t == SD_F16 || t == SD_BF16));
 }
 
-/* Runs one GEMM on the SIMD path with the backend's workspace (no allocation unless another
- * host thread holds it at the same moment). */
-static void run_gemm(sd_backend *be, const sd_gemm *g)
+/* one GEMM: g8 on the int8 kernels, else g (precision bf16: the bf16 kernels round A and B to bf16
+ * as they pack them; a prepared B: the bf16 kernels') */
+static void gemm_on(sd_backend *be, const sd_gemm *g, const sd_gemm_i8 *g8, float *ws)
 {
     cpu_impl *im = be->impl;
-    /* precision bf16: the bf16 kernels round A and B to bf16 as they pack them */
-    void (*gemm)(const sd_gemm *, float *, int) =
-        bf16k(be) || g->bkind == SD_GB_PACKED ? im->bk->gemm : im->k->gemm; /* prepared B: the bf16 kernels' */
+    if (g8)
+        im->ik->gemm(g8, ws, nthreads(be));
+    else
+        (bf16k(be) || g->bkind == SD_GB_PACKED ? im->bk->gemm : im->k->gemm)(g, ws, nthreads(be));
+}
+
+/* Runs one GEMM on the SIMD path with the backend's workspace (no allocation unless another
+ * host thread holds it at the same moment). */
+static void run_gemm2(sd_backend *be, const sd_gemm *g, const sd_gemm_i8 *g8)
+{
+    cpu_impl *im = be->impl;
     if (pthread_mutex_trylock(&im->ws_lock) == 0) {
-        gemm(g, im->ws, nthreads(be));
+        gemm_on(be, g, g8, im->ws);
         pthread_mutex_unlock(&im->ws_lock);
         return;
     }
     float *ws = sd_aligned_alloc(im->ws_floats * sizeof(float));
     if (ws) {
-        gemm(g, ws, nthreads(be));
+        gemm_on(be, g, g8, ws);
         sd_aligned_free(ws);
         return;
     }
     pthread_mutex_lock(&im->ws_lock); /* out of memory: wait for the shared one */
-    gemm(g, im->ws, nthreads(be));
+    gemm_on(be, g, g8, im->ws);
     pthread_mutex_unlock(&im->ws_lock);
 }
+static void run_gemm(sd_backend *be, const sd_gemm *g) { run_gemm2(be, g, NULL); }
 
 static void cpu_cast(sd_backend *be, sd_tensor *y, const sd_tensor *x)
 {
@@ -177,6 +196,12 @@ static void cpu_linear(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
 #pragma omp parallel for num_threads(nthreads(be)) schedule(static)
         for (int64_t i = 1; i < M; i++)
             memcpy(Y + i * N, Y, (size_t)N * sizeof(float));
+    }
+    const sd_i8w *qw = M > 0 && !w->layout ? int8w(be, w, true) : NULL;
+    if (qw) { /* precision int8: activations quantised per row */
+        sd_gemm_i8 g8 = {.M = M, .N = N, .K = K, .w = qw, .x = CF(x), .c = Y, .ldc = N, .accumulate = b != NULL};
+        run_gemm2(be, NULL, &g8);
+        return;
     }
     if (kern(be)) {
         bool prep = w->layout == SD_LAYOUT_CPU_BF16_LINEAR; /* B tiles prepared at load */
@@ -248,8 +273,9 @@ static size_t dconv_bytes(const sd_dconv *d, bool packed)
 static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
 {
     bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
+    size_t px = ((const cpu_impl *)be->impl)->i8 ? (size_t)(x->ne[2] * x->ne[3]) * sizeof(float) + 64 : 0; /* int8 */
     if (bf16k(be) || packed) { /* the stride is not known here: 2 only when the output is smaller than the input */
-        size_t n = packed ? 0 : conv_pad_bytes(x, w, y);
+        size_t n = packed ? 0 : conv_pad_bytes(x, w, y) > px ? conv_pad_bytes(x, w, y) : px;
         int smax = y->ne[2] < x->ne[2] || y->ne[3] < x->ne[3] ? 2 : 1;
         for (int s = 1; s <= smax; s++) {
             sd_dconv d;
@@ -259,6 +285,8 @@ static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_te
         }
         return n;
     }
+    if (px) /* precision int8 without bf16 kernels: the pixel maxima */
+        return px;
     if (kern(be))
         return 0; /* implicit im2col: the GEMM packs straight from the image */
     if (w->ne[2] == 1 && w->ne[3] == 1 && x->ne[2] == y->ne[2] && x->ne[3] == y->ne[3])
@@ -296,7 +324,7 @@ static void conv_packed_ref(sd_backend *be, sd_tensor *y, const sd_tensor *x, co
 static sd_layout cpu_weight_layout(sd_backend *be, const sd_tensor *t, sd_weight_use use, size_t *bytes)
 {
     const sd_cpu_bf16_kern *bk = bf16k(be);
-    if (!bk || t->dtype != SD_BF16)
+    if (!bk || t->dtype != SD_BF16 || ((const cpu_impl *)be->impl)->i8) /* int8: quantised on first use */
         return SD_LAYOUT_ROWMAJOR;
     if (use == SD_WEIGHT_CONV && bk->dconv && t->ndim == 4 && t->ne[2] * t->ne[3] <= SD_DCONV_MAX_TAPS) {
         sd_dconv d;
@@ -330,7 +358,8 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
     int64_t O = w->ne[0], KH = w->ne[2], KW = w->ne[3], HO = y->ne[2], WO = y->ne[3];
     int64_t HWO = HO * WO, CK = C * KH * KW;
     int nt = nthreads(be);
-    if (dconv_use(be, w, y, stride) || w->layout == SD_LAYOUT_CPU_BF16_CONV) {
+    const sd_i8w *qw = N > 0 && HWO > 0 && scratch && !w->layout ? int8w(be, w, false) : NULL; /* precision int8 */
+    if (!qw && (dconv_use(be, w, y, stride) || w->layout == SD_LAYOUT_CPU_BF16_CONV)) {
         const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
         bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
         sd_dconv d;
@@ -367,6 +396,14 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
                 for (int64_t i = 0; i < HWO; i++)
                     yn[o * HWO + i] = bv;
             }
+        }
+        if (qw) { /* precision int8: the image quantised per output pixel over its receptive field */
+            sd_i8_pixmax(scratch, xn, C, H * W, nt);
+            sd_gemm_i8 g8 = {.M = O, .N = HWO, .K = CK, .w = qw, .x = xn, .C = C, .H = H, .W = W, .KH = KH,
+                             .KW = KW, .WO = WO, .stride = stride, .pad_t = pads[0], .pad_l = pads[1],
+                             .pixmax = scratch, .c = yn, .ldc = HWO, .accumulate = b != NULL};
+            run_gemm2(be, NULL, &g8);
+            continue;
         }
         if (bf16k(be) && stride == 1 && !conv_is_pointwise(w, stride, pads) && scratch &&
             conv_pad_bytes(x, w, y) >= (size_t)(C * (H + pads[0] + pads[2]) * (W + pads[1] + pads[3])) * 2) {
@@ -936,6 +973,7 @@ static void cpu_destroy(sd_backend *be)
     cpu_impl *im = be->impl;
     if (im) {
         pthread_mutex_destroy(&im->ws_lock);
+        sd_i8_cache_free(im->i8);
         sd_aligned_free(im->ws);
         free(im);
     }
@@ -980,62 +1018,12 @@ static const sd_backend_ops k_cpu_ops = {
 };
 
 /* ---------------------------------------------------------------- kernel levels
- * amx > avx512bf16 > avx512 > avx2 > blas: each level is the fp32 kernel set plus, for the top two, a
- * bf16 kernel set. SD_CPU_ISA (or the isa argument) picks a level the CPU has. */
+ * amx > avx512bf16 > avx512vnni > avx512 > avx2 > blas: each level is the fp32 kernel set plus, for
+ * the top three, int8 kernels and, for the top two, a bf16 kernel set (cpu_isa.c checks the CPU).
+ * SD_CPU_ISA (or the isa argument) picks a level the CPU has. */
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-static uint64_t xcr0(void)
-{
-    uint32_t lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0)); /* only called when CPUID.OSXSAVE is set */
-    return ((uint64_t)hi << 32) | lo;
-}
-
-static bool cpu_has_avx512bf16(void)
-{
-    unsigned a, b, c, d;
-    if (!__get_cpuid_count(1, 0, &a, &b, &c, &d) || !(c & (1u << 27))) /* OSXSAVE */
-        return false;
-    if ((xcr0() & 0xE6) != 0xE6) /* SSE, AVX, opmask and ZMM state enabled by the OS */
-        return false;
-    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5))) /* AVX512_BF16 */
-        return false;
-    return sd_cpu_kern_avx512() != NULL;
-}
-
-static bool cpu_has_amx_bf16(void)
-{
-    unsigned a, b, c, d;
-    if (!cpu_has_avx512bf16() || !__get_cpuid_count(7, 0, &a, &b, &c, &d))
-        return false;
-    if (!(d & (1u << 24)) || !(d & (1u << 22))) /* AMX-TILE, AMX-BF16 */
-        return false;
-    if ((xcr0() & 0x60000) != 0x60000) /* XTILECFG + XTILEDATA enabled by the OS */
-        return false;
-    /* Linux: the tile data state is off until the process asks (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA);
-     * asking again is harmless */
-    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
-}
-#else
-static bool cpu_has_avx512bf16(void) { return false; }
-static bool cpu_has_amx_bf16(void) { return false; }
-#endif
-
-const sd_cpu_bf16_kern *sd_cpu_bf16_kern_select(const char *level)
-{
-    if (!strcmp(level, "amx"))
-        return sd_cpu_bf16_kern_amx() && cpu_has_amx_bf16() ? sd_cpu_bf16_kern_amx() : NULL;
-    if (!strcmp(level, "avx512bf16"))
-        return sd_cpu_bf16_kern_avx512bf16() && cpu_has_avx512bf16() ? sd_cpu_bf16_kern_avx512bf16() : NULL;
-    return NULL;
-}
-
-static const char *const k_levels[] = {"blas", "avx2", "avx512", "avx512bf16", "amx"};
-enum { N_LEVELS = 5 };
+static const char *const k_levels[] = {"blas", "avx2", "avx512", "avx512vnni", "avx512bf16", "amx"};
+enum { N_LEVELS = 6 };
 
 static int level_index(const char *isa)
 {
@@ -1046,11 +1034,12 @@ static int level_index(const char *isa)
 }
 
 /* the kernels of level i when this CPU has them (false: it lacks that level) */
-static bool level_kernels(int i, const sd_cpu_kern **k, const sd_cpu_bf16_kern **bk)
+static bool level_kernels(int i, const sd_cpu_kern **k, const sd_cpu_bf16_kern **bk, const sd_cpu_int8_kern **ik)
 {
     *k = i >= 2 ? sd_cpu_kern_avx512() : i == 1 ? sd_cpu_kern_avx2() : NULL;
-    *bk = i >= 3 ? sd_cpu_bf16_kern_select(k_levels[i]) : NULL;
-    return i == 0 || (*k && (i < 3 || *bk));
+    *bk = i >= 4 ? sd_cpu_bf16_kern_select(k_levels[i]) : NULL;
+    *ik = i >= 3 ? sd_cpu_int8_kern_select(k_levels[i]) : NULL;
+    return i == 0 || (*k && (i < 3 || (i == 3 ? *ik != NULL : *bk != NULL)));
 }
 
 sd_status sd_backend_cpu_create_isa(int n_threads, const char *isa, sd_backend **out)
@@ -1058,29 +1047,30 @@ sd_status sd_backend_cpu_create_isa(int n_threads, const char *isa, sd_backend *
     *out = NULL;
     const sd_cpu_kern *k = NULL;
     const sd_cpu_bf16_kern *bk = NULL;
+    const sd_cpu_int8_kern *ik = NULL;
     if (isa && strcmp(isa, "auto")) {
         int li = level_index(isa);
         if (li < 0)
             return sd_fail(SD_ERR_INVALID_ARGUMENT,
-                           "cpu backend: unknown kernel set '%s' (use amx, avx512bf16, avx512, avx2 or blas)", isa);
-        if (!level_kernels(li, &k, &bk))
+                           "cpu backend: unknown kernel set '%s' (use amx, avx512bf16, avx512vnni, avx512, avx2 or blas)", isa);
+        if (!level_kernels(li, &k, &bk, &ik))
             return sd_fail(SD_ERR_UNSUPPORTED, "cpu backend: this CPU does not support the %s kernels", isa);
     } else {
         int best = N_LEVELS - 1;
-        while (best > 0 && !level_kernels(best, &k, &bk))
+        while (best > 0 && !level_kernels(best, &k, &bk, &ik))
             best--;
         /* SD_CPU_ISA may lower the choice (benchmarks, tests); it never raises it past the CPU */
         const char *env = getenv("SD_CPU_ISA");
         if (env && *env && strcmp(env, "auto")) {
             int e = level_index(env);
             if (e < 0)
-                fprintf(stderr, "streamdiff: warning: SD_CPU_ISA=%s is not amx, avx512bf16, avx512, avx2, blas or "
-                                "auto; ignored\n", env);
+                fprintf(stderr, "streamdiff: warning: SD_CPU_ISA=%s is not amx, avx512bf16, avx512vnni, avx512, avx2, "
+                                "blas or auto; ignored\n", env);
             else if (e < best)
-                for (best = e; best > 0 && !level_kernels(best, &k, &bk);)
+                for (best = e; best > 0 && !level_kernels(best, &k, &bk, &ik);)
                     best--;
         }
-        level_kernels(best, &k, &bk);
+        level_kernels(best, &k, &bk, &ik);
     }
     sd_backend *be = sd_calloc(1, sizeof *be);
     cpu_impl *im = sd_calloc(1, sizeof *im);
@@ -1097,10 +1087,13 @@ sd_status sd_backend_cpu_create_isa(int n_threads, const char *isa, sd_backend *
     pthread_mutex_init(&im->ws_lock, NULL);
     im->k = k;
     im->bk = bk;
+    im->ik = ik;
     if (k) {
         im->ws_floats = k->gemm_ws(be->n_threads);
         if (bk && bk->gemm_ws(be->n_threads) > im->ws_floats)
             im->ws_floats = bk->gemm_ws(be->n_threads);
+        if (ik && (ik->ws(be->n_threads) + 3) / 4 > im->ws_floats)
+            im->ws_floats = (ik->ws(be->n_threads) + 3) / 4;
         im->ws = sd_aligned_alloc(im->ws_floats * sizeof(float));
         if (!im->ws) {
             cpu_destroy(be);
@@ -1131,5 +1124,25 @@ void sd_backend_cpu_set_bf16(sd_backend *be, bool on)
     if (be && be->ops == &k_cpu_ops) {
         ((cpu_impl *)be->impl)->bf16 = on;
         be->bf16 = on;
+    }
+}
+
+const char *sd_backend_cpu_int8_isa(const sd_backend *be)
+{
+    const cpu_impl *im = be && be->ops == &k_cpu_ops ? be->impl : NULL;
+    return im && im->ik ? im->ik->name : NULL;
+}
+
+void sd_backend_cpu_set_int8(sd_backend *be, bool on)
+{
+    if (!be || be->ops != &k_cpu_ops)
+        return;
+    cpu_impl *im = be->impl;
+    sd_backend_cpu_set_bf16(be, on);
+    if (!on || !im->ik) {
+        sd_i8_cache_free(im->i8);
+        im->i8 = NULL;
+    } else if (!im->i8) {
+        im->i8 = sd_i8_cache_new(); /* out of memory: stays bf16 */
     }
 }

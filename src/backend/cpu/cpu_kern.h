@@ -162,4 +162,60 @@ const char *sd_backend_cpu_bf16_isa(const sd_backend *be);
  * some) or off (fp32: exactly the fp32 kernels). Not thread-safe against running ops. */
 void sd_backend_cpu_set_bf16(sd_backend *be, bool on);
 
+/* int8 compute (precision int8, W8A8): weights quantised once (symmetric, one scale per output channel)
+ * and packed in 1 KiB tiles (16 rows x 64 bytes, AMX-INT8 / VNNI layout), activations quantised
+ * dynamically (linears: one scale per token row of A; convolutions: one scale per output pixel, the
+ * max |x| over its receptive field), int32 sums, dequantised in the epilogue: c = acc * sa * sw.
+ * Written once (cpu_kern_int8_impl.h) for AMX-INT8 (cpu_kern_amxint8.c: TDPBSSD) and AVX512-VNNI
+ * (cpu_kern_vnni.c: VPDPBUSD on activations shifted to u8, minus 128 * the column sums of B). */
+#define SD_I8_KMAX 16384 /* deepest K the int8 kernels take (deeper: the bf16 path) */
+typedef struct sd_i8w {
+    int64_t O, K, Kp;  /* output channels, depth, depth rounded up to 64 */
+    bool as_b;         /* linear weight [O,K]: packed as B tiles (16 columns x 16 depth quads, column n's
+                        * 4 bytes together); conv weight [O,C*KH*KW]: as A tiles (16 rows x 64 depth) */
+    int8_t *q;         /* up32(O)/16 tile rows (or columns) of Kp/64 tiles each, zeros past O and K */
+    float *scale;      /* [up32(O)] max |w| / 127 per output channel (0 past O) */
+    int32_t *colsum;   /* linear: 128 * sum over k of column n (the VNNI correction), [up32(O)] */
+} sd_i8w;
+
+typedef struct sd_gemm_i8 {
+    int64_t M, N, K;
+    const sd_i8w *w;    /* linear: B (N = O); conv: A (M = O) */
+    const float *x;     /* linear: A[m][k] = x[m*K + k]; conv: one image [C][H][W] (SD_GB_CONV's B) */
+    int64_t C, H, W, KH, KW, WO;
+    int stride, pad_t, pad_l;
+    const float *pixmax; /* conv: [H][W] max over channels of |x| (the column scales come from it) */
+    float *c;           /* C[m][n] = c[m*ldc + n] */
+    int64_t ldc;
+    bool accumulate;
+} sd_gemm_i8;
+
+typedef struct sd_cpu_int8_kern {
+    const char *name;
+    bool shift; /* VNNI: the A operand is stored as u8 (q + 128) */
+    size_t (*ws)(int nthreads); /* bytes of workspace gemm() needs */
+    void (*gemm)(const sd_gemm_i8 *g, void *ws, int nthreads);
+    double (*peak)(int64_t iters); /* as sd_cpu_bf16_kern.peak */
+} sd_cpu_int8_kern;
+
+const sd_cpu_int8_kern *sd_cpu_int8_kern_amx(void);
+const sd_cpu_int8_kern *sd_cpu_int8_kern_vnni(void);
+/* The int8 kernels of a level when this CPU and OS can run them: "amx" (AMX-INT8 tiles, else VNNI),
+ * "avx512bf16" and "avx512vnni" (AVX512-VNNI); NULL for other levels or a CPU without them. */
+const sd_cpu_int8_kern *sd_cpu_int8_kern_select(const char *level);
+/* CPUID/XCR0 checks (cpu_isa.c, plain x86-64 code); AMX ones also request Linux's tile permission */
+bool sd_cpu_has_avx512bf16(void);
+bool sd_cpu_has_avx512vnni(void);
+bool sd_cpu_has_amx_bf16(void);
+bool sd_cpu_has_amx_int8(void);
+/* weights: quantise w ([O, K...] F32/F16/BF16) into out (allocated; sd_i8w_free) */
+sd_status sd_i8w_make(const sd_tensor *w, bool as_b, sd_i8w *out);
+void sd_i8w_free(sd_i8w *w);
+
+/* The int8 kernel set a CPU backend has, NULL when none (precision int8 then runs as bf16). */
+const char *sd_backend_cpu_int8_isa(const sd_backend *be);
+/* precision int8 on: linears and convolutions through the int8 kernels (weights quantised on their
+ * first use and kept), attention as precision bf16; also turns bf16 on. Off: back to fp32. */
+void sd_backend_cpu_set_int8(sd_backend *be, bool on);
+
 #endif

@@ -1,0 +1,147 @@
+/* Precision int8 on the CPU: weights quantised (symmetric, one scale per output channel) into the
+ * packed tiles of the int8 kernels (cpu_kern_int8_impl.h), once per weight and kept in a per-backend
+ * cache keyed by the weight's memory (the first forward pass fills it; later ones allocate nothing),
+ * and the per-pixel activation maxima the convolutions' column scales come from. Plain C. */
+#include "backend/cpu/cpu_int8.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+static float wval(const sd_tensor *w, int64_t i)
+{
+    if (w->dtype == SD_F16)
+        return sd_f16_to_f32(((const uint16_t *)w->data)[i]);
+    if (w->dtype == SD_BF16)
+        return sd_bf16_to_f32(((const uint16_t *)w->data)[i]);
+    return ((const float *)w->data)[i];
+}
+
+void sd_i8w_free(sd_i8w *w)
+{
+    if (!w)
+        return;
+    sd_aligned_free(w->q);
+    free(w->scale);
+    free(w->colsum);
+    memset(w, 0, sizeof *w);
+}
+
+sd_status sd_i8w_make(const sd_tensor *w, bool as_b, sd_i8w *out)
+{
+    memset(out, 0, sizeof *out);
+    if (w->dtype != SD_F32 && w->dtype != SD_F16 && w->dtype != SD_BF16)
+        return sd_fail(SD_ERR_UNSUPPORTED, "precision int8: weight dtype %d cannot be quantised", (int)w->dtype);
+    int64_t O = w->ne[0], K = O > 0 ? sd_numel(w) / O : 0, Op = (O + 31) / 32 * 32, Kp = (K + 63) / 64 * 64;
+    out->O = O;
+    out->K = K;
+    out->Kp = Kp;
+    out->as_b = as_b;
+    out->q = sd_aligned_alloc((size_t)(Op * Kp) + 64);
+    out->scale = calloc((size_t)Op, sizeof(float));
+    out->colsum = calloc((size_t)Op, sizeof(int32_t));
+    if (!out->q || !out->scale || !out->colsum) {
+        sd_i8w_free(out);
+        return sd_fail(SD_ERR_OUT_OF_MEMORY, "precision int8: no memory for a %lldx%lld weight", (long long)O,
+                       (long long)K);
+    }
+    memset(out->q, 0, (size_t)(Op * Kp));
+    int64_t nkb = Kp / 64;
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < O; o++) {
+        float amax = 0.0f;
+        for (int64_t k = 0; k < K; k++)
+            amax = fmaxf(amax, fabsf(wval(w, o * K + k)));
+        float inv = amax > 0.0f && isfinite(amax) ? 127.0f / amax : 0.0f;
+        out->scale[o] = inv > 0.0f ? amax / 127.0f : 0.0f;
+        int32_t sum = 0;
+        int8_t *tiles = out->q + (o / 16) * nkb * 1024;
+        for (int64_t k = 0; k < K; k++) {
+            float r = nearbyintf(wval(w, o * K + k) * inv);
+            int8_t v = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : r);
+            sum += v;
+            int8_t *tile = tiles + (k / 64) * 1024;
+            if (as_b) /* B tile: depth quad rows, the 4 bytes of column o%16 together */
+                tile[(k % 64) / 4 * 64 + (o % 16) * 4 + k % 4] = v;
+            else /* A tile: row o%16, 64 depth bytes */
+                tile[(o % 16) * 64 + k % 64] = v;
+        }
+        out->colsum[o] = 128 * sum;
+    }
+    return SD_OK;
+}
+
+typedef struct {
+    const void *data;
+    int64_t O, K;
+    sd_i8w *w; /* its own allocation: stays put when the table grows */
+} i8_entry;
+
+struct sd_i8_cache {
+    pthread_mutex_t lock;
+    i8_entry *e;
+    size_t n, cap;
+};
+
+sd_i8_cache *sd_i8_cache_new(void)
+{
+    sd_i8_cache *c = calloc(1, sizeof *c);
+    if (c)
+        pthread_mutex_init(&c->lock, NULL);
+    return c;
+}
+
+void sd_i8_cache_free(sd_i8_cache *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n; i++) {
+        sd_i8w_free(c->e[i].w);
+        free(c->e[i].w);
+    }
+    free(c->e);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+const sd_i8w *sd_i8_cache_get(sd_i8_cache *c, const sd_tensor *w, bool as_b)
+{
+    int64_t O = w->ne[0], K = O > 0 ? sd_numel(w) / O : 0;
+    if (!c || K <= 0 || K > SD_I8_KMAX)
+        return NULL;
+    const sd_i8w *r = NULL;
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < c->n && !r; i++)
+        if (c->e[i].data == w->data && c->e[i].O == O && c->e[i].K == K && c->e[i].w->as_b == as_b)
+            r = c->e[i].w;
+    if (!r && c->n == c->cap) {
+        i8_entry *grown = realloc(c->e, (c->cap * 2 + 64) * sizeof *grown);
+        if (grown) {
+            c->e = grown;
+            c->cap = c->cap * 2 + 64;
+        }
+    }
+    sd_i8w *q = !r && c->n < c->cap ? calloc(1, sizeof *q) : NULL;
+    if (q && sd_i8w_make(w, as_b, q) == SD_OK) {
+        c->e[c->n++] = (i8_entry){.data = w->data, .O = O, .K = K, .w = q};
+        r = q;
+    } else {
+        free(q);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+void sd_i8_pixmax(float *dst, const float *x, int64_t C, int64_t HW, int nthreads)
+{
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t p0 = 0; p0 < HW; p0 += 256) {
+        int64_t p1 = p0 + 256 < HW ? p0 + 256 : HW;
+        for (int64_t p = p0; p < p1; p++)
+            dst[p] = 0.0f;
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t p = p0; p < p1; p++)
+                dst[p] = fmaxf(dst[p], fabsf(x[c * HW + p]));
+    }
+}

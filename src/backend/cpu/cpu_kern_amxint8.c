@@ -1,0 +1,90 @@
+/* int8 kernels on Intel AMX tiles (TDPBSSD, s8 x s8 -> s32): cpu_kern_int8_impl.h with a 2x2-tile
+ * micro-kernel. This file alone is compiled with -mamx-tile -mamx-int8 -mavx512* (CMakeLists.txt);
+ * nothing here runs unless sd_cpu_int8_kern_select() found AMX-INT8 (cpu_isa.c: CPUID, XCR0 tile
+ * state, Linux's tile permission). */
+#include "backend/cpu/cpu_kern.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__AMX_INT8__) && defined(__AVX512BW__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#define IK_NAME "amx"
+#define IK_FN(n) kamxi8_##n
+#define IK_GETTER sd_cpu_int8_kern_amx
+#define IK_SHIFT 0
+
+/* palette 1: tmm0-3 C (16 x 16 int32), tmm4-5 A (16 x 64 s8), tmm6-7 B (16 quad rows x 16 columns) */
+typedef struct __attribute__((packed, aligned(64))) {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg;
+
+static void ik_begin(void)
+{
+    tilecfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        c.colsb[t] = 64;
+        c.rows[t] = 16;
+    }
+    __asm__ volatile("" : : "m"(c) : "memory"); /* all 64 bytes visible (see cpu_kern_amx.c) */
+    _tile_loadconfig(&c);
+}
+
+static void ik_end(void) { _tile_release(); }
+
+static void ik_ukr(const int8_t *A, const int8_t *A1, const int8_t *B, const int8_t *B1, int64_t nkb, int32_t *c)
+{
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t kb = 0; kb < nkb; kb++) {
+        _tile_loadd(4, A + kb * 1024, 64);
+        _tile_loadd(6, B + kb * 1024, 64);
+        _tile_loadd(5, A1 + kb * 1024, 64);
+        _tile_loadd(7, B1 + kb * 1024, 64);
+        _tile_dpbssd(0, 4, 6);
+        _tile_dpbssd(1, 4, 7);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+    }
+    _tile_stored(0, c, 128);
+    _tile_stored(1, c + 16, 128);
+    _tile_stored(2, c + 16 * 32, 128);
+    _tile_stored(3, c + 16 * 32 + 16, 128);
+}
+
+/* the tile-only peak: 4 TDPBSSD per round on resident tiles (16 x 16 x 64 multiply-adds each) */
+static double ik_peak(int64_t iters)
+{
+    static int8_t z[2][1024] __attribute__((aligned(64)));
+    ik_begin();
+    _tile_loadd(4, z[0], 64);
+    _tile_loadd(5, z[1], 64);
+    _tile_loadd(6, z[0], 64);
+    _tile_loadd(7, z[1], 64);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t i = 0; i < iters; i++) {
+        _tile_dpbssd(0, 4, 6);
+        _tile_dpbssd(1, 4, 7);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+    }
+    ik_end();
+    return (double)iters * 4 * 16 * 16 * 64;
+}
+
+#include "backend/cpu/cpu_kern_int8_impl.h"
+
+#else
+
+const sd_cpu_int8_kern *sd_cpu_int8_kern_amx(void) { return NULL; }
+
+#endif

@@ -1,0 +1,264 @@
+/* The int8 GEMM (precision int8, W8A8) of the CPU backend, written once and compiled per instruction
+ * set: cpu_kern_amxint8.c (AMX tiles: TDPBSSD) and cpu_kern_vnni.c (VPDPBUSD). The including file
+ * defines, inside its target flags: IK_NAME, IK_FN(name), IK_GETTER, IK_SHIFT (1: A is stored as u8 =
+ * q + 128 and the epilogue subtracts 128 * the column sums of B) and
+ *   static void ik_ukr(const int8_t *A0, const int8_t *A1, const int8_t *B0, const int8_t *B1,
+ *                      int64_t nkb, int32_t *c)
+ * which sets the 32x32 block c[i*32 + j] = (A B)[i][j] in int32 from two A tile rows and two B tile
+ * columns, nkb consecutive 1 KiB tiles (depth blocks of 64) each, plus ik_begin / ik_end (per thread)
+ * and ik_peak (the register-only peak, see cpu_kern.h).
+ *
+ * Tiles (the AMX-INT8 layouts): A (16 rows x 64 depth) a[r*64 + k] = A[m0 + r][k0 + k]; B (64 depth x
+ * 16 columns) b[(k/4)*64 + n*4 + k%4] = B[k0 + k][n0 + n]. Zeros past M, N and K (u8 128 in a
+ * shifted A's depth tail meets B's zeros), so the micro-kernel never sees a tail.
+ *
+ * Linears: B is the weight, packed at quantisation (sd_i8w_make); per IMC rows of A, each row gets
+ * its scale (max |a| / 127 over the whole row) and is quantised into A tiles over the whole depth,
+ * then every pair of column tiles. Convolutions: A is the weight; per INC output pixels the image is
+ * read through implicit im2col, each column quantised with its own scale (the max |x| over its
+ * receptive field, from pixmax), then every pair of row tiles. Epilogue: c (+)= (acc - corr[n]) *
+ * sa * sw, where a row scale of A and a column scale of B meet. */
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#define IMC 64  /* rows of A quantised at a time (linears) */
+#define INC 64  /* columns of B quantised at a time (convolutions) */
+#define ITILE 1024
+
+static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t iup(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+static inline __mmask16 im16(int64_t n) { return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u); }
+
+/* 16 floats times inv, rounded to nearest even and saturated to [-127, 127] as int32 lanes */
+static inline __m512i q16(__m512 v, __m512 inv)
+{
+    __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(v, inv));
+    return _mm512_max_epi32(_mm512_min_epi32(r, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+}
+
+/* per thread: A tiles of IMC rows over SD_I8_KMAX depth, or B tiles of INC columns, plus the int32
+ * block, row/column scales, column corrections */
+static size_t ik_ws_thread(void)
+{
+    size_t a = (size_t)IMC * SD_I8_KMAX, b = (size_t)INC * SD_I8_KMAX;
+    return (a > b ? a : b) + 32 * 32 * 4 + 3 * 64 * 4 + 256;
+}
+
+static size_t IK_FN(ws)(int nthreads) { return (size_t)(nthreads > 0 ? nthreads : 1) * ik_ws_thread(); }
+
+/* rows [m0, m0+mc) of A (F32 [M][K]) quantised per row into tiles (mt = up32(mc)/16 tile rows of
+ * Kp/64 tiles), scales into sa */
+static void pack_a_rows(const sd_gemm_i8 *g, int8_t *Ap, float *sa, int64_t m0, int64_t mc)
+{
+    int64_t K = g->K, nkb = g->w->Kp / 64, mt = iup(mc, 32) / 16;
+    for (int64_t m = 0; m < mt * 16; m++) {
+        int8_t *dst = Ap + (m / 16) * nkb * ITILE + (m % 16) * 64;
+        if (m >= mc) {
+            for (int64_t kb = 0; kb < nkb; kb++)
+                memset(dst + kb * ITILE, IK_SHIFT ? 0x80 : 0, 64);
+            sa[m] = 0.0f;
+            continue;
+        }
+        const float *src = g->x + (m0 + m) * K;
+        __m512 mx = _mm512_setzero_ps();
+        for (int64_t k = 0; k < K; k += 16)
+            mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(im16(K - k), src + k)));
+        float amax = _mm512_reduce_max_ps(mx);
+        sa[m] = amax > 0.0f && isfinite(amax) ? amax / 127.0f : 0.0f;
+        __m512 inv = _mm512_set1_ps(sa[m] > 0.0f ? 127.0f / amax : 0.0f);
+        for (int64_t kb = 0; kb < nkb; kb++) {
+            __m128i b[4];
+            for (int j = 0; j < 4; j++) {
+                int64_t k = kb * 64 + j * 16;
+                b[j] = _mm512_cvtsepi32_epi8(q16(_mm512_maskz_loadu_ps(im16(K - k), src + k), inv));
+            }
+            __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(b[1], b[0])),
+                                           _mm256_set_m128i(b[3], b[2]), 1);
+            if (IK_SHIFT) /* q + 128 as u8; the depth tail too (it meets B's zeros) */
+                v = _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+            _mm512_storeu_si512(dst + kb * ITILE, v);
+        }
+    }
+}
+
+/* the image value of depth k at 16 output columns from (oh, ow) on, zero outside the image and past
+ * n columns (implicit im2col, as SD_GB_CONV) */
+static inline __m512 conv_vals(const sd_gemm_i8 *g, int64_t k, int64_t oh, int64_t ow, int64_t n)
+{
+    if (k >= g->K || n <= 0)
+        return _mm512_setzero_ps();
+    int64_t KHW = g->KH * g->KW, c = k / KHW, kh = k % KHW / g->KW, kw = k % g->KW;
+    int64_t H = g->H, W = g->W, WO = g->WO, len = imin(n, 16);
+    const float *img = g->x + c * H * W;
+    if (g->stride == 1 && ow + len <= WO) { /* one output row: a masked load of the image row */
+        int64_t ih = oh - g->pad_t + kh, iw0 = ow - g->pad_l + kw;
+        if (ih < 0 || ih >= H)
+            return _mm512_setzero_ps();
+        int64_t lo = imin(len, imax(0, -iw0)), hi = imax(lo, imin(len, W - iw0));
+        return _mm512_maskz_loadu_ps((__mmask16)(im16(hi) & ~im16(lo)), img + ih * W + iw0);
+    }
+    float t[16];
+    for (int64_t j = 0; j < 16; j++, ow++) {
+        if (ow == WO) {
+            ow = 0;
+            oh++;
+        }
+        int64_t ih = oh * g->stride - g->pad_t + kh, iw = ow * g->stride - g->pad_l + kw;
+        t[j] = j < len && ih >= 0 && ih < H && iw >= 0 && iw < W ? img[ih * W + iw] : 0.0f;
+    }
+    return _mm512_loadu_ps(t);
+}
+
+/* columns [n0, n0+nc) (nc <= INC) of the convolution's B quantised per column (scales into sb,
+ * 128 * column sums into corr when shifting) into nt = up32(nc)/16 tile columns of Kp/64 tiles */
+static void pack_b_conv(const sd_gemm_i8 *g, int8_t *Bp, float *sb, int32_t *corr, int64_t n0, int64_t nc)
+{
+    int64_t nkb = g->w->Kp / 64, nt = iup(nc, 32) / 16, WO = g->WO;
+    float inv[INC];
+    for (int64_t j = 0; j < nt * 16; j++) { /* column scale: max of pixmax over the receptive field */
+        float m = 0.0f;
+        if (j < nc) {
+            int64_t oh = (n0 + j) / WO, ow = (n0 + j) % WO;
+            for (int64_t kh = 0; kh < g->KH; kh++) {
+                int64_t ih = oh * g->stride - g->pad_t + kh;
+                if (ih < 0 || ih >= g->H)
+                    continue;
+                for (int64_t kw = 0; kw < g->KW; kw++) {
+                    int64_t iw = ow * g->stride - g->pad_l + kw;
+                    if (iw >= 0 && iw < g->W && g->pixmax[ih * g->W + iw] > m)
+                        m = g->pixmax[ih * g->W + iw];
+                }
+            }
+        }
+        bool ok = m > 0.0f && isfinite(m);
+        sb[j] = ok ? m / 127.0f : 0.0f;
+        inv[j] = ok ? 127.0f / m : 0.0f;
+    }
+    for (int64_t t = 0; t < nt; t++) {
+        int64_t oh = (n0 + t * 16) / WO, ow = (n0 + t * 16) % WO, n = nc - t * 16;
+        __m512 iv = _mm512_loadu_ps(inv + t * 16);
+        __m512i sum = _mm512_setzero_si512(), lo8 = _mm512_set1_epi32(0xFF);
+        int8_t *tile = Bp + t * nkb * ITILE;
+        for (int64_t k = 0; k < nkb * 64; k += 4) {
+            __m512i r0 = q16(conv_vals(g, k, oh, ow, n), iv), r1 = q16(conv_vals(g, k + 1, oh, ow, n), iv);
+            __m512i r2 = q16(conv_vals(g, k + 2, oh, ow, n), iv), r3 = q16(conv_vals(g, k + 3, oh, ow, n), iv);
+            if (IK_SHIFT)
+                sum = _mm512_add_epi32(sum, _mm512_add_epi32(_mm512_add_epi32(r0, r1), _mm512_add_epi32(r2, r3)));
+            __m512i v = _mm512_or_si512(_mm512_and_si512(r0, lo8), _mm512_slli_epi32(_mm512_and_si512(r1, lo8), 8));
+            v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(r2, lo8), 16));
+            v = _mm512_or_si512(v, _mm512_slli_epi32(r3, 24));
+            _mm512_storeu_si512(tile + (k / 64) * ITILE + (k % 64) / 4 * 64, v);
+        }
+        _mm512_storeu_si512(corr + t * 16, _mm512_slli_epi32(sum, 7));
+    }
+}
+
+/* c rows [0, mr) x columns [0, nr) (+)= (acc - corr) * sa[i] * sb[j] */
+static inline void epilogue(float *C, int64_t ldc, const int32_t *acc, const int32_t *corr, const float *sa,
+                            const float *sb, int64_t mr, int64_t nr, bool add)
+{
+    __mmask16 k0 = im16(nr), k1 = im16(nr - 16);
+    __m512i c0 = _mm512_loadu_si512(corr), c1 = _mm512_loadu_si512(corr + 16);
+    __m512 s0 = _mm512_loadu_ps(sb), s1 = _mm512_loadu_ps(sb + 16);
+    for (int64_t i = 0; i < mr; i++) {
+        float *cp = C + i * ldc;
+        __m512 a = _mm512_set1_ps(sa[i]);
+        __m512 v0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512(acc + i * 32), c0)),
+                                  _mm512_mul_ps(a, s0));
+        __m512 v1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512(acc + i * 32 + 16), c1)),
+                                  _mm512_mul_ps(a, s1));
+        if (add) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, cp));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, cp + 16));
+        }
+        _mm512_mask_storeu_ps(cp, k0, v0);
+        _mm512_mask_storeu_ps(cp + 16, k1, v1);
+    }
+}
+
+static inline uint8_t *ial64(uint8_t *p) { return (uint8_t *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+static void ik_rect(const sd_gemm_i8 *g, uint8_t *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+{
+    const sd_i8w *w = g->w;
+    int64_t nkb = w->Kp / 64;
+    int8_t *P = (int8_t *)ial64(ws);
+    int32_t *acc = (int32_t *)ial64((uint8_t *)P + (ik_ws_thread() - 32 * 32 * 4 - 3 * 64 * 4 - 256));
+    float *s = (float *)(acc + 32 * 32);
+    int32_t *corr = (int32_t *)(s + 64);
+    static const int32_t zero32[INC] = {0};
+    ik_begin();
+    if (w->as_b) { /* linear: A = activations quantised per row, B = the packed weight */
+        for (int64_t ic = m0; ic < m1; ic += IMC) {
+            int64_t mc = imin(IMC, m1 - ic);
+            pack_a_rows(g, P, s, ic, mc);
+            for (int64_t j = n0; j < n1; j += 32) {
+                const int8_t *B0 = w->q + (j / 16) * nkb * ITILE;
+                const int32_t *cr = IK_SHIFT ? w->colsum + j : zero32;
+                for (int64_t i = 0; i < mc; i += 32) {
+                    const int8_t *A0 = P + (i / 16) * nkb * ITILE;
+                    ik_ukr(A0, A0 + nkb * ITILE, B0, B0 + nkb * ITILE, nkb, acc);
+                    epilogue(g->c + (ic + i) * g->ldc + j, g->ldc, acc, cr, s + i, w->scale + j, imin(32, mc - i),
+                             imin(32, n1 - j), g->accumulate);
+                }
+            }
+        }
+    } else { /* convolution: A = the packed weight, B = the image quantised per output pixel */
+        float *sb = s + 64 + 64; /* after corr's 64 */
+        for (int64_t jc = n0; jc < n1; jc += INC) {
+            int64_t nc = imin(INC, n1 - jc);
+            pack_b_conv(g, P, sb, corr, jc, nc);
+            for (int64_t i = m0; i < m1; i += 32) {
+                const int8_t *A0 = w->q + (i / 16) * nkb * ITILE;
+                for (int64_t j = 0; j < nc; j += 32) {
+                    const int8_t *B0 = P + (j / 16) * nkb * ITILE;
+                    ik_ukr(A0, A0 + nkb * ITILE, B0, B0 + nkb * ITILE, nkb, acc);
+                    epilogue(g->c + i * g->ldc + jc + j, g->ldc, acc, IK_SHIFT ? corr + j : zero32, w->scale + i,
+                             sb + j, imin(32, m1 - i), imin(32, nc - j), g->accumulate);
+                }
+            }
+        }
+    }
+    ik_end();
+}
+
+/* threads take row ranges or column ranges (32 at a time), whichever operand is cheaper to repeat */
+static void IK_FN(thread)(const sd_gemm_i8 *g, uint8_t *ws, int tid, int nt)
+{
+    ws += (size_t)tid * ik_ws_thread();
+    bool rows = g->N < 32 * nt ? true : g->M < 32 * nt ? false : g->w->as_b ? g->M >= g->N : g->M > g->N;
+    if (rows) {
+        int64_t mb = (g->M + 31) / 32, m0 = mb * tid / nt * 32, m1 = imin(g->M, mb * (tid + 1) / nt * 32);
+        if (m0 < m1)
+            ik_rect(g, ws, m0, m1, 0, g->N);
+    } else {
+        int64_t nb = (g->N + 31) / 32, n0 = nb * tid / nt * 32, n1 = imin(g->N, nb * (tid + 1) / nt * 32);
+        if (n0 < n1)
+            ik_rect(g, ws, 0, g->M, n0, n1);
+    }
+}
+
+static void IK_FN(gemm)(const sd_gemm_i8 *g, void *ws, int nthreads)
+{
+    if (g->M <= 0 || g->N <= 0)
+        return;
+    int nt = nthreads > 1 && (double)g->M * g->N * g->K >= 4e6 ? nthreads : 1;
+    if (nt == 1) {
+        IK_FN(thread)(g, ws, 0, 1);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    IK_FN(thread)(g, ws, omp_get_thread_num(), omp_get_num_threads());
+}
+
+static const sd_cpu_int8_kern ik_table = {
+    .name = IK_NAME,
+    .shift = IK_SHIFT,
+    .ws = IK_FN(ws),
+    .gemm = IK_FN(gemm),
+    .peak = ik_peak,
+};
+
+const sd_cpu_int8_kern *IK_GETTER(void) { return &ik_table; }
