@@ -298,7 +298,7 @@ TEST(levels)
     }
     sd_backend *be = NULL;
     CHECK_STATUS(sd_backend_cpu_create_isa(1, "no-such-set", &be), SD_ERR_INVALID_ARGUMENT);
-    CHECK_ERR_CONTAINS("amx, avx512bf16, avx512, avx2 or blas");
+    CHECK_ERR_CONTAINS("amx, avx512bf16, avx512vnni, avx512, avx2 or blas");
     CHECK_STATUS(sd_backend_cpu_create(0, &be), SD_OK);
     printf("  default: fp32 kernels %s, bf16 kernels %s\n", be ? sd_backend_cpu_isa(be) : "?",
            be && sd_backend_cpu_bf16_isa(be) ? sd_backend_cpu_bf16_isa(be) : "none");

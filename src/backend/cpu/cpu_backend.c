@@ -1143,6 +1143,6 @@ void sd_backend_cpu_set_int8(sd_backend *be, bool on)
         sd_i8_cache_free(im->i8);
         im->i8 = NULL;
     } else if (!im->i8) {
-        im->i8 = sd_i8_cache_new(); /* out of memory: stays bf16 */
+        im->i8 = sd_i8_cache_new(im->ik->shift); /* out of memory: stays bf16 */
     }
 }

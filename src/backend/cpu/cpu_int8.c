@@ -28,7 +28,7 @@ void sd_i8w_free(sd_i8w *w)
     memset(w, 0, sizeof *w);
 }
 
-sd_status sd_i8w_make(const sd_tensor *w, bool as_b, sd_i8w *out)
+sd_status sd_i8w_make(const sd_tensor *w, bool as_b, bool shift, sd_i8w *out)
 {
     memset(out, 0, sizeof *out);
     if (w->dtype != SD_F32 && w->dtype != SD_F16 && w->dtype != SD_BF16)
@@ -64,8 +64,8 @@ sd_status sd_i8w_make(const sd_tensor *w, bool as_b, sd_i8w *out)
             int8_t *tile = tiles + (k / 64) * 1024;
             if (as_b) /* B tile: depth quad rows, the 4 bytes of column o%16 together */
                 tile[(k % 64) / 4 * 64 + (o % 16) * 4 + k % 4] = v;
-            else /* A tile: row o%16, 64 depth bytes */
-                tile[(o % 16) * 64 + k % 64] = v;
+            else /* A tile: row o%16, 64 depth bytes (VNNI: as u8, q + 128) */
+                tile[(o % 16) * 64 + k % 64] = (int8_t)(shift ? (uint8_t)(v + 128) : (uint8_t)v);
         }
         out->colsum[o] = 128 * sum;
     }
@@ -74,22 +74,41 @@ sd_status sd_i8w_make(const sd_tensor *w, bool as_b, sd_i8w *out)
 
 typedef struct {
     const void *data;
+    uint64_t print;
     int64_t O, K;
     sd_i8w *w; /* its own allocation: stays put when the table grows */
 } i8_entry;
 
 struct sd_i8_cache {
+    bool shift; /* the kernels take A as u8 (VNNI) */
     pthread_mutex_t lock;
     i8_entry *e;
     size_t n, cap;
 };
 
-sd_i8_cache *sd_i8_cache_new(void)
+sd_i8_cache *sd_i8_cache_new(bool shift)
 {
     sd_i8_cache *c = calloc(1, sizeof *c);
-    if (c)
+    if (c) {
+        c->shift = shift;
         pthread_mutex_init(&c->lock, NULL);
+    }
     return c;
+}
+
+/* a fingerprint of a weight's values: 64 elements spread over it, and its dtype (a weight rewritten in
+ * place, e.g. by a LoRA, or new weights at the memory of freed ones, are quantised anew) */
+static uint64_t fingerprint(const sd_tensor *w)
+{
+    int64_t n = sd_numel(w);
+    size_t es = sd_dtype_size(w->dtype);
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)w->dtype;
+    for (int64_t i = 0; i < 64 && n > 0; i++) {
+        const uint8_t *p = (const uint8_t *)w->data + (size_t)(i * (n - 1) / 63) * es;
+        for (size_t b = 0; b < es; b++)
+            h = (h ^ p[b]) * 1099511628211ULL;
+    }
+    return h;
 }
 
 void sd_i8_cache_free(sd_i8_cache *c)
@@ -111,10 +130,28 @@ const sd_i8w *sd_i8_cache_get(sd_i8_cache *c, const sd_tensor *w, bool as_b)
     if (!c || K <= 0 || K > SD_I8_KMAX)
         return NULL;
     const sd_i8w *r = NULL;
+    uint64_t print = fingerprint(w);
     pthread_mutex_lock(&c->lock);
-    for (size_t i = 0; i < c->n && !r; i++)
-        if (c->e[i].data == w->data && c->e[i].O == O && c->e[i].K == K && c->e[i].w->as_b == as_b)
-            r = c->e[i].w;
+    for (size_t i = 0; i < c->n && !r; i++) {
+        i8_entry *e = &c->e[i];
+        if (e->data != w->data || e->O != O || e->K != K || e->w->as_b != as_b)
+            continue;
+        if (e->print == print) {
+            r = e->w;
+            continue;
+        }
+        sd_i8w fresh; /* same memory, other values */
+        bool ok = sd_i8w_make(w, as_b, c->shift, &fresh) == SD_OK;
+        sd_i8w_free(e->w);
+        if (ok) {
+            *e->w = fresh;
+            e->print = print;
+            r = e->w;
+        } else { /* out of memory: dropped */
+            free(e->w);
+            c->e[i--] = c->e[--c->n];
+        }
+    }
     if (!r && c->n == c->cap) {
         i8_entry *grown = realloc(c->e, (c->cap * 2 + 64) * sizeof *grown);
         if (grown) {
@@ -123,8 +160,8 @@ const sd_i8w *sd_i8_cache_get(sd_i8_cache *c, const sd_tensor *w, bool as_b)
         }
     }
     sd_i8w *q = !r && c->n < c->cap ? calloc(1, sizeof *q) : NULL;
-    if (q && sd_i8w_make(w, as_b, q) == SD_OK) {
-        c->e[c->n++] = (i8_entry){.data = w->data, .O = O, .K = K, .w = q};
+    if (q && sd_i8w_make(w, as_b, c->shift, q) == SD_OK) {
+        c->e[c->n++] = (i8_entry){.data = w->data, .print = print, .O = O, .K = K, .w = q};
         r = q;
     } else {
         free(q);

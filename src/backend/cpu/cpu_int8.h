@@ -5,10 +5,10 @@
 #include "backend/cpu/cpu_kern.h"
 
 typedef struct sd_i8_cache sd_i8_cache;
-sd_i8_cache *sd_i8_cache_new(void); /* NULL: out of memory */
+sd_i8_cache *sd_i8_cache_new(bool shift); /* shift: the kernels take A as u8 (VNNI); NULL: out of memory */
 void sd_i8_cache_free(sd_i8_cache *c);
 /* w quantised (as B for a linear, as A for a convolution), made on the first call for this weight
- * memory and shape and kept; NULL when it cannot be (depth past SD_I8_KMAX, a non-float dtype, out of
+ * memory, shape and values (a fingerprint of 64 of them) and kept; NULL when it cannot be (depth past SD_I8_KMAX, a non-float dtype, out of
  * memory): the caller then uses the bf16 path. Thread-safe. */
 const sd_i8w *sd_i8_cache_get(sd_i8_cache *c, const sd_tensor *w, bool as_b);
 /* dst[p] = max over c of |x[c*HW + p]| */

@@ -173,7 +173,8 @@ typedef struct sd_i8w {
     int64_t O, K, Kp;  /* output channels, depth, depth rounded up to 64 */
     bool as_b;         /* linear weight [O,K]: packed as B tiles (16 columns x 16 depth quads, column n's
                         * 4 bytes together); conv weight [O,C*KH*KW]: as A tiles (16 rows x 64 depth) */
-    int8_t *q;         /* up32(O)/16 tile rows (or columns) of Kp/64 tiles each, zeros past O and K */
+    int8_t *q;         /* up32(O)/16 tile rows (or columns) of Kp/64 tiles each, zeros past O and K
+                        * (VNNI's A tiles: q + 128 as u8; their depth tail meets B's zeros) */
     float *scale;      /* [up32(O)] max |w| / 127 per output channel (0 past O) */
     int32_t *colsum;   /* linear: 128 * sum over k of column n (the VNNI correction), [up32(O)] */
 } sd_i8w;
@@ -208,8 +209,9 @@ bool sd_cpu_has_avx512bf16(void);
 bool sd_cpu_has_avx512vnni(void);
 bool sd_cpu_has_amx_bf16(void);
 bool sd_cpu_has_amx_int8(void);
-/* weights: quantise w ([O, K...] F32/F16/BF16) into out (allocated; sd_i8w_free) */
-sd_status sd_i8w_make(const sd_tensor *w, bool as_b, sd_i8w *out);
+/* weights: quantise w ([O, K...] F32/F16/BF16) into out (allocated; sd_i8w_free); shift: A tiles as
+ * u8 (q + 128, for VNNI) */
+sd_status sd_i8w_make(const sd_tensor *w, bool as_b, bool shift, sd_i8w *out);
 void sd_i8w_free(sd_i8w *w);
 
 /* The int8 kernel set a CPU backend has, NULL when none (precision int8 then runs as bf16). */
