@@ -155,6 +155,8 @@ struct sd_backend {
      * convolutions and attention then round activations to bf16 as they pack them and sum in fp32;
      * norms, softmax and elementwise ops stay fp32 on F32 activations. */
     bool bf16;
+    bool int8; /* precision int8 (CPU, sd_backend_cpu_set_int8; bf16 is on too): linears and convolutions
+                * W8A8 on int8 kernels where the CPU has some (cpu_kern.h), the rest as bf16 */
     sd_dtype act_dtype;
     int n_threads;
     void *impl;

@@ -86,7 +86,16 @@ void sd_check_set_f16_rel(double rel) { g_f16_rel = rel > 0 ? rel : 1e-2; }
  * the fixture cases (BENCHMARKS.md, "bf16 on AMX") with a margin */
 static const double g_bf16_rel = 5e-2;
 
-double sd_check_bf16_rel(void) { return g_bf16_rel; }
+/* precision int8 (CPU, experimental): W8A8 linears and convolutions (weights per output channel,
+ * activations per token row / per output pixel's receptive field, 7-bit magnitudes: unit roundoff
+ * 2^-8 of each row's largest value) on top of bf16 attention; the bound relative to the output's
+ * largest magnitude, measured on the fixture cases (docs/precision.md) with a margin */
+static const double g_int8_rel = 1.5e-1;
+
+double sd_check_precision_rel(const sd_backend *be)
+{
+    return !be ? 0.0 : be->int8 ? g_int8_rel : be->bf16 ? g_bf16_rel : 0.0;
+}
 
 static int g_cuda_device;
 
@@ -99,7 +108,8 @@ void sd_case_model_params(const sd_case *c, sd_model_params *mp)
     mp->backend = cuda ? SD_BACKEND_CUDA : SD_BACKEND_CPU;
     mp->cuda_device = g_cuda_device;
     mp->n_threads = c->be && !cuda ? c->be->n_threads : 0;
-    mp->precision = c->be && c->be->bf16 ? SD_PRECISION_BF16 : SD_PRECISION_FP32;
+    mp->precision = !c->be ? SD_PRECISION_FP32 : c->be->int8 ? SD_PRECISION_INT8 : c->be->bf16 ? SD_PRECISION_BF16
+                                                                                               : SD_PRECISION_FP32;
 }
 
 void sd_case_compare(sd_case *c, const char *name, const float *got, size_t n)
@@ -130,8 +140,8 @@ void sd_case_compare(sd_case *c, const char *name, const float *got, size_t n)
         tol = 1e-4 * fmax(1.0, max_ref);
     if (c->be && c->be->act_dtype == SD_F16) /* fp16 activations: the fp16 bound */
         tol = fmax(tol, g_f16_rel * fmax(1.0, max_ref));
-    if (c->be && c->be->bf16) /* precision bf16: the bf16 bound */
-        tol = fmax(tol, g_bf16_rel * fmax(1.0, max_ref));
+    if (sd_check_precision_rel(c->be) > 0) /* precision bf16 or int8: its bound */
+        tol = fmax(tol, sd_check_precision_rel(c->be) * fmax(1.0, max_ref));
     bool pass = !nan && max_abs <= tol;
     double ratio = max_abs / (tol > 0 ? tol : 1e-30);
     if (ratio > c->worst_ratio)

@@ -50,8 +50,9 @@ sd_status sd_case_input_nd(sd_case *c, const char *name, int ndim, float **out, 
  * max(tolerance, rel * max(1, max |expected|)) instead (default 1e-2, the
  * fp16 bound); 0 or less restores the default. */
 void sd_check_set_f16_rel(double rel);
-/* relative tolerance for precision bf16 (5e-2 of the largest reference magnitude) */
-double sd_check_bf16_rel(void);
+/* relative tolerance for the backend's precision: bf16 5e-2, int8 1.5e-1 of the largest reference
+ * magnitude; 0 for fp32 (the fixtures' own tolerances) */
+double sd_check_precision_rel(const sd_backend *be);
 /* The CUDA device the cases that load whole models (pipelines, streams) use
  * when the runner's backend is CUDA (default 0). */
 void sd_check_set_cuda_device(int device);

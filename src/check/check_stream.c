@@ -134,7 +134,7 @@ sd_status sd_check_stream(sd_case *c)
             sd_case_compare(c, "prompt_embeds", buf, emb_n);
         } else { /* the reference repeats the cond row: compare our single row against each */
             size_t row = emb_n;
-            double rt = c->be && c->be->bf16 ? sd_check_bf16_rel() : 1e-4; /* precision bf16: its bound */
+            double rt = sd_check_precision_rel(c->be) > 0 ? sd_check_precision_rel(c->be) : 1e-4; /* bf16/int8 */
             for (size_t r = 0; row && r * row < pe->numel; r++) {
                 bool ok = true;
                 for (size_t i = 0; i < row && ok; i++)

@@ -31,7 +31,8 @@ static void usage(FILE *f)
             "                reported PENDING and does not fail the run; one that passes fails the run\n"
             "                until it is removed from F (default: $SD_CHECK_PENDING, else none)\n"
             "  --precision P fp32 (default) or bf16 (CPU: bf16 GEMMs and attention; tolerances widened to\n"
-            "                5e-2 of each output's largest magnitude) or auto\n\n"
+            "                5e-2 of each output's largest magnitude), int8 (CPU, experimental: W8A8 linears and\n"
+            "                convolutions, the rest bf16; tolerances widened to 1.5e-1) or auto\n\n"
             "examples: streamdiff check ../shared/fixtures/cases/unet_sd15\n"
             "          streamdiff check --backend cuda tests/data/cases\n");
 }
@@ -81,8 +82,8 @@ int cli_check(int argc, char **argv)
             device = v;
             sd_check_set_cuda_device(device);
         } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
-            if (!sd_precision_from_name(argv[++i], &precision) || precision == SD_PRECISION_INT8) {
-                fprintf(stderr, "streamdiff check: --precision must be fp32, bf16 or auto, not '%s'\n", argv[i]);
+            if (!sd_precision_from_name(argv[++i], &precision)) {
+                fprintf(stderr, "streamdiff check: --precision must be fp32, bf16, int8 or auto, not '%s'\n", argv[i]);
                 free(dirs);
                 return 2;
             }
@@ -121,12 +122,17 @@ int cli_check(int argc, char **argv)
         free(dirs);
         return 1;
     }
-    if (!cuda && (precision == SD_PRECISION_BF16 || (precision == SD_PRECISION_AUTO && sd_backend_cpu_bf16_isa(be)))) {
+    if (!cuda && precision == SD_PRECISION_INT8) {
+        sd_backend_cpu_set_int8(be, true);
+        printf("precision int8 (%s kernels), tolerance: the int8 bound\n",
+               sd_backend_cpu_int8_isa(be) ? sd_backend_cpu_int8_isa(be) : "no int8 kernels on this CPU: bf16");
+    } else if (!cuda && (precision == SD_PRECISION_BF16 || (precision == SD_PRECISION_AUTO && sd_backend_cpu_bf16_isa(be)))) {
         sd_backend_cpu_set_bf16(be, true);
         printf("precision bf16 (%s kernels), tolerance: the bf16 bound\n",
                sd_backend_cpu_bf16_isa(be) ? sd_backend_cpu_bf16_isa(be) : "no bf16 kernels on this CPU: fp32");
-    } else if (cuda && precision == SD_PRECISION_BF16) {
-        fprintf(stderr, "streamdiff check: --precision bf16 is for the CPU backend (CUDA computes in fp16)\n");
+    } else if (cuda && (precision == SD_PRECISION_BF16 || precision == SD_PRECISION_INT8)) {
+        fprintf(stderr, "streamdiff check: --precision %s is for the CPU backend (CUDA computes in fp16)\n",
+                sd_precision_name(precision));
         sd_backend_destroy(be);
         free(dirs);
         return 2;

@@ -1139,6 +1139,7 @@ void sd_backend_cpu_set_int8(sd_backend *be, bool on)
         return;
     cpu_impl *im = be->impl;
     sd_backend_cpu_set_bf16(be, on);
+    be->int8 = on;
     if (!on || !im->ik) {
         sd_i8_cache_free(im->i8);
         im->i8 = NULL;
