@@ -25,6 +25,11 @@
  * --f16 keeps the F16 weights as F16 in memory (converted while packing each GEMM).
  * --precision bf16 (or auto: bf16 where the CPU has AMX / AVX512-BF16) keeps weights in BF16 and runs the
  * linears, convolutions and attention through the bf16 kernels; "isa" then names both kernel sets.
+ * --precision int8 (experimental) runs linears and convolutions W8A8 on the int8 kernels (weights
+ * quantised in the untimed warm-up run), the rest as bf16; "isa" names the int8 kernel set.
+ *   int8peak  the int8 kernels' instruction peak per core (AMX TDPBSSD, AVX512 VPDPBUSD), as bf16peak
+ * --save FILE (unet, taesd, taesd-encode, clip) writes the last run's output as raw float32 (the
+ * inputs are the same random values every run and precision: outputs of two precisions compare).
  * The CPU kernel set follows SD_CPU_ISA (avx512, avx2, blas; default: the best).
  * SD_OP_TIMES=1 adds the time per op kind of the timed runs (backend/optime.h) on stderr. */
 #include "backend/cpu/cpu_kern.h"
@@ -115,8 +120,33 @@ static sd_tensor rand_tensor(sd_ctx *ctx, sd_dtype dt, int nd, const int64_t *ne
     return t;
 }
 
+/* the kernel set a CPU backend computes with: int8's, bf16's, else the fp32 one */
+static const char *part_isa(const sd_backend *be)
+{
+    if (be->int8 && sd_backend_cpu_int8_isa(be))
+        return sd_backend_cpu_int8_isa(be);
+    return be->bf16 && sd_backend_cpu_bf16_isa(be) ? sd_backend_cpu_bf16_isa(be) : sd_backend_cpu_isa(be);
+}
+
+/* y as raw float32 into path */
+static sd_status save_f32(sd_ctx *ctx, sd_tensor y, const char *path)
+{
+    size_t n = (size_t)sd_numel(&y);
+    float *h = malloc(n * sizeof(float));
+    if (!h)
+        return sd_fail(SD_ERR_OUT_OF_MEMORY, "bench_cpu: out of memory");
+    sd_status s = sd_tensor_to_f32(ctx, &y, h);
+    FILE *f = s == SD_OK ? fopen(path, "wb") : NULL;
+    if (s == SD_OK && (!f || fwrite(h, sizeof(float), n, f) != n))
+        s = sd_fail(SD_ERR_IO, "bench_cpu: cannot write %s", path);
+    if (f && fclose(f) != 0 && s == SD_OK)
+        s = sd_fail(SD_ERR_IO, "bench_cpu: cannot write %s", path);
+    free(h);
+    return s;
+}
+
 typedef struct {
-    const char *part, *model, *taesd, *json;
+    const char *part, *model, *taesd, *json, *save;
     int size, reps, threads, batch;
     bool f16, cuda;
     sd_precision precision; /* --precision fp32|bf16|auto */
@@ -164,7 +194,8 @@ static int usage(void)
 {
     fprintf(stderr, "usage: bench_cpu --part unet|taesd|taesd-encode|clip|txt2img|sgemm [--model DIR] [--taesd DIR] "
                     "[--size N] [--reps N] [--threads N] [--f16] [--backend cpu|cuda] [--batch N]\n"
-                    "                 [--precision fp32|bf16|auto]\n"
+                    "                 [--precision fp32|bf16|int8|auto] [--save FILE]\n"
+                    "  --part bf16peak|int8peak: the bf16 / int8 kernels' instruction peak per core\n"
                     "  --backend cuda: the CUDA backend (fp16; unet/taesd/taesd-encode/clip/txt2img)\n"
                     "  --batch N: batch rows for unet / taesd / taesd-encode (1..64, default 1)\n");
     return 2;
@@ -192,10 +223,12 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--threads"))
             o.threads = atoi(v), i++;
         else if (!strcmp(a, "--precision")) {
-            if (!sd_precision_from_name(v, &o.precision) || o.precision == SD_PRECISION_INT8)
+            if (!sd_precision_from_name(v, &o.precision))
                 return usage();
             i++;
-        } else if (!strcmp(a, "--batch"))
+        } else if (!strcmp(a, "--save"))
+            o.save = v, i++;
+        else if (!strcmp(a, "--batch"))
             o.batch = atoi(v), i++;
         else if (!strcmp(a, "--backend") && (!strcmp(v, "cpu") || !strcmp(v, "cuda")))
             o.cuda = !strcmp(v, "cuda"), i++;
@@ -248,21 +281,24 @@ int main(int argc, char **argv)
         sd_backend_destroy(be);
         return sd_ok(&ctx) ? 0 : 1;
     }
-    if (!strcmp(o.part, "bf16peak")) { /* the bf16 kernels' instruction peak, one core, registers only */
-        const char *lv[] = {"amx", "avx512bf16"};
+    bool i8peak = !strcmp(o.part, "int8peak");
+    if (i8peak || !strcmp(o.part, "bf16peak")) { /* the kernels' instruction peak, one core, registers only */
+        const char *lv[] = {"amx", i8peak ? "avx512vnni" : "avx512bf16"};
         for (int i = 0; i < 2; i++) {
-            const sd_cpu_bf16_kern *k = sd_cpu_bf16_kern_select(lv[i]);
-            if (!k) {
-                printf("{\"engine\": \"streamdiff\", \"part\": \"bf16peak\", \"isa\": \"%s\", \"available\": false}\n", lv[i]);
+            const sd_cpu_bf16_kern *k = i8peak ? NULL : sd_cpu_bf16_kern_select(lv[i]);
+            const sd_cpu_int8_kern *k8 = i8peak ? sd_cpu_int8_kern_select(lv[i]) : NULL;
+            if ((!k && !k8) || (k8 && strcmp(k8->name, lv[i]))) {
+                printf("{\"engine\": \"streamdiff\", \"part\": \"%s\", \"isa\": \"%s\", \"available\": false}\n",
+                       o.part, lv[i]);
                 continue;
             }
             double best = 0;
             for (int r = 0; r < 5; r++) {
-                double t0 = now_ms(), macs = k->peak(2000000), ms = now_ms() - t0;
+                double t0 = now_ms(), macs = k8 ? k8->peak(2000000) : k->peak(2000000), ms = now_ms() - t0;
                 best = fmax(best, 2.0 * macs / ms * 1e-6);
             }
-            printf("{\"engine\": \"streamdiff\", \"part\": \"bf16peak\", \"isa\": \"%s\", \"gflops_per_core\": %.1f}\n", lv[i],
-                   best);
+            printf("{\"engine\": \"streamdiff\", \"part\": \"%s\", \"isa\": \"%s\", \"%s_per_core\": %.1f}\n", o.part,
+                   lv[i], i8peak ? "gops" : "gflops", best);
         }
         return 0;
     }
@@ -285,7 +321,7 @@ int main(int argc, char **argv)
         sd_model_info info;
         sd_model_get_info(m, &info);
         weights_mib = info.weight_bytes / 1048576.0;
-        isa = o.cuda ? "cuda" : m->be->bf16 && sd_backend_cpu_bf16_isa(m->be) ? sd_backend_cpu_bf16_isa(m->be) : sd_backend_cpu_isa(m->be);
+        isa = o.cuda ? "cuda" : part_isa(m->be);
         sd_gen_params gp;
         sd_gen_default_params(&gp);
         gp.prompt = "a photograph of an astronaut riding a horse on the moon, highly detailed";
@@ -312,11 +348,13 @@ int main(int argc, char **argv)
         sd_weights w;
         bool have_w = false;
         s = o.cuda ? sd_backend_cuda_create(0, &ps.be) : sd_backend_cpu_create(o.threads, &ps.be);
-        if (s == SD_OK && !o.cuda &&
+        if (s == SD_OK && !o.cuda && o.precision == SD_PRECISION_INT8)
+            sd_backend_cpu_set_int8(ps.be, true);
+        else if (s == SD_OK && !o.cuda &&
             (o.precision == SD_PRECISION_BF16 || (o.precision == SD_PRECISION_AUTO && sd_backend_cpu_bf16_isa(ps.be))))
             sd_backend_cpu_set_bf16(ps.be, true);
         if (s == SD_OK) {
-            isa = o.cuda ? "cuda" : ps.be->bf16 && sd_backend_cpu_bf16_isa(ps.be) ? sd_backend_cpu_bf16_isa(ps.be) : sd_backend_cpu_isa(ps.be);
+            isa = o.cuda ? "cuda" : part_isa(ps.be);
             if (!strcmp(o.part, "unet") && o.model) {
                 char dir[4096], cfgp[4200], wp[4200];
                 snprintf(dir, sizeof dir, "%s/unet", o.model);
@@ -379,6 +417,8 @@ int main(int argc, char **argv)
                 cpu[r - 1] = cpu_ms() - c0;
             }
             s = ctx.status;
+            if (s == SD_OK && r == o.reps && o.save)
+                s = save_f32(&ctx, y, o.save);
         }
         if (ps.be && ctx.base)
             sd_ctx_free(&ctx);
