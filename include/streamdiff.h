@@ -97,8 +97,11 @@ typedef struct sd_model sd_model;
 /* Compute precision of the CPU backend. FP32 (default): float32 everywhere. BF16: weights kept in
  * bf16 (half the memory), linears, convolutions and attention with bf16 inputs and fp32 sums on AMX or
  * AVX512-BF16 when the CPU has them (else bf16 storage with fp32 compute); norms and softmax in fp32.
- * AUTO: BF16 where the CPU has AMX or AVX512-BF16, else FP32 (on CUDA: its fp16). INT8 is not
- * implemented yet (SD_ERR_UNSUPPORTED). */
+ * AUTO: BF16 where the CPU has AMX or AVX512-BF16, else FP32 (on CUDA: its fp16). INT8 (CPU,
+ * experimental): as BF16, but linears and convolutions W8A8 on AMX-INT8 or AVX512-VNNI: weights
+ * quantised once per output channel (on their first use), activations per token row / per output
+ * pixel, int32 sums; a CPU without those units runs INT8 as BF16 (with a warning on stderr). Error
+ * bounds: docs/precision.md. CUDA: SD_ERR_UNSUPPORTED. */
 typedef enum sd_precision { SD_PRECISION_FP32 = 0, SD_PRECISION_BF16, SD_PRECISION_INT8, SD_PRECISION_AUTO } sd_precision;
 /* "fp32", "bf16", "int8", "auto" -> *out; false for anything else */
 SD_API bool sd_precision_from_name(const char *name, sd_precision *out);
@@ -123,7 +126,7 @@ typedef struct sd_model_params {
      * the weights, off by default): a non-finite value fails the load with
      * SD_ERR_FORMAT naming the tensor, instead of black or noise images later. */
     bool check_finite;
-    sd_precision precision; /* SD_PRECISION_FP32 (default), BF16, AUTO; see sd_precision */
+    sd_precision precision; /* SD_PRECISION_FP32 (default), BF16, INT8, AUTO; see sd_precision */
 } sd_model_params;
 
 SD_API void sd_model_default_params(sd_model_params *p);

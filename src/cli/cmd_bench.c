@@ -286,7 +286,7 @@ static const char *env_or(const char *name, const char *def)
 static void ops_usage(FILE *f)
 {
     fprintf(f, "usage: streamdiff bench ops [--json FILE] [--threads N] [--reps N] [--filter TEXT] [--peak-n N]\n"
-               "                            [--precision fp32|bf16|auto]\n\n"
+               "                            [--precision fp32|bf16|int8|auto]\n\n"
                "Measures the OpenBLAS sgemm peak (N x N x N, default 2048, best of the reps), then\n"
                "runs the conv / linear / attention / group-norm shapes of the SD 1.5 UNet at 512x512\n"
                "(latent 64x64, batch 1) through the CPU backend and prints GFLOP, time (best of the\n"
@@ -296,7 +296,8 @@ static void ops_usage(FILE *f)
                "  --reps N       timed repetitions per op (default 3)\n"
                "  --filter TEXT  only ops whose name contains TEXT\n"
                "  --peak-n N     sgemm size for the peak (default 2048)\n"
-               "  --precision P  fp32 (default), bf16 (AMX / AVX512-BF16 kernels) or auto\n\n"
+               "  --precision P  fp32 (default), bf16 (AMX / AVX512-BF16 kernels), int8 (experimental: W8A8\n"
+               "                 linears/convs on AMX-INT8 / AVX512-VNNI; weights quantised in the warm-up) or auto\n\n"
                "FLOPs count 2*M*N*K per matrix product (a conv counts its im2col GEMM, attention its\n"
                "QK^T and PV products); memory-bound ops report GB/s of input read + output written.\n");
 }
@@ -328,8 +329,8 @@ static int bench_ops(int argc, char **argv)
                 return 2;
             }
         } else if (!strcmp(a, "--precision") && has_val) {
-            if (!sd_precision_from_name(argv[++i], &precision) || precision == SD_PRECISION_INT8) {
-                fprintf(stderr, "bench ops: --precision needs fp32, bf16 or auto, got '%s'\n", argv[i]);
+            if (!sd_precision_from_name(argv[++i], &precision)) {
+                fprintf(stderr, "bench ops: --precision needs fp32, bf16, int8 or auto, got '%s'\n", argv[i]);
                 return 2;
             }
         } else if (!strcmp(a, "--peak-n") && has_val) {
@@ -353,7 +354,11 @@ static int bench_ops(int argc, char **argv)
         fprintf(stderr, "bench ops: %s\n", sd_last_error());
         return 1;
     }
-    if (precision == SD_PRECISION_BF16 || (precision == SD_PRECISION_AUTO && sd_backend_cpu_bf16_isa(be))) {
+    if (precision == SD_PRECISION_INT8) {
+        sd_backend_cpu_set_int8(be, true); /* conv / linear W8A8, attention bf16 */
+        printf("precision int8: %s kernels (the %% column stays relative to the fp32 sgemm peak)\n",
+               sd_backend_cpu_int8_isa(be) ? sd_backend_cpu_int8_isa(be) : "no int8 kernels on this CPU: bf16");
+    } else if (precision == SD_PRECISION_BF16 || (precision == SD_PRECISION_AUTO && sd_backend_cpu_bf16_isa(be))) {
         sd_backend_cpu_set_bf16(be, true); /* conv / linear / attention through the bf16 kernels */
         printf("precision bf16: %s kernels (the %% column stays relative to the fp32 sgemm peak)\n",
                sd_backend_cpu_bf16_isa(be) ? sd_backend_cpu_bf16_isa(be) : "no bf16 kernels on this CPU: fp32");
