@@ -399,8 +399,9 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
         }
         if (qw) { /* precision int8: the image quantised per output pixel over its receptive field */
             sd_i8_pixmax(scratch, xn, C, H * W, nt);
-            sd_gemm_i8 g8 = {.M = O, .N = HWO, .K = CK, .w = qw, .x = xn, .C = C, .H = H, .W = W, .KH = KH,
-                             .KW = KW, .WO = WO, .stride = stride, .pad_t = pads[0], .pad_l = pads[1],
+            bool pw = conv_is_pointwise(w, stride, pads); /* pointwise: one long image row */
+            sd_gemm_i8 g8 = {.M = O, .N = HWO, .K = CK, .w = qw, .x = xn, .C = C, .H = pw ? 1 : H, .W = pw ? H * W : W,
+                             .KH = KH, .KW = KW, .WO = pw ? HWO : WO, .stride = stride, .pad_t = pads[0], .pad_l = pads[1],
                              .pixmax = scratch, .c = yn, .ldc = HWO, .accumulate = b != NULL};
             run_gemm2(be, NULL, &g8);
             continue;
@@ -1143,7 +1144,6 @@ void sd_backend_cpu_set_int8(sd_backend *be, bool on)
     if (!on || !im->ik) {
         sd_i8_cache_free(im->i8);
         im->i8 = NULL;
-    } else if (!im->i8) {
+    } else if (!im->i8)
         im->i8 = sd_i8_cache_new(im->ik->shift); /* out of memory: stays bf16 */
-    }
 }

@@ -83,15 +83,31 @@ static void pack_a_rows(const sd_gemm_i8 *g, int8_t *Ap, float *sa, int64_t m0, 
     }
 }
 
-/* the image value of depth k at 16 output columns from (oh, ow) on, zero outside the image and past
- * n columns (implicit im2col, as SD_GB_CONV) */
-static inline __m512 conv_vals(const sd_gemm_i8 *g, int64_t k, int64_t oh, int64_t ow, int64_t n)
+/* a depth index k of the implicit im2col as (channel, kernel row, kernel column), advanced one at a
+ * time (no divisions in the packing loop); c == C past the depth */
+typedef struct {
+    int64_t c, kh, kw;
+} kcur;
+
+static inline void kcur_next(const sd_gemm_i8 *g, kcur *k)
 {
-    if (k >= g->K || n <= 0)
+    if (++k->kw == g->KW) {
+        k->kw = 0;
+        if (++k->kh == g->KH) {
+            k->kh = 0;
+            k->c++;
+        }
+    }
+}
+
+/* the image value at depth k for 16 output columns from (oh, ow) on, zero outside the image, past the
+ * depth and past n columns (implicit im2col, as SD_GB_CONV) */
+static inline __m512 conv_vals(const sd_gemm_i8 *g, const kcur *k, int64_t oh, int64_t ow, int64_t n)
+{
+    if (k->c >= g->C || n <= 0)
         return _mm512_setzero_ps();
-    int64_t KHW = g->KH * g->KW, c = k / KHW, kh = k % KHW / g->KW, kw = k % g->KW;
-    int64_t H = g->H, W = g->W, WO = g->WO, len = imin(n, 16);
-    const float *img = g->x + c * H * W;
+    int64_t H = g->H, W = g->W, WO = g->WO, len = imin(n, 16), kh = k->kh, kw = k->kw;
+    const float *img = g->x + k->c * H * W;
     if (g->stride == 1 && ow + len <= WO) { /* one output row: a masked load of the image row */
         int64_t ih = oh - g->pad_t + kh, iw0 = ow - g->pad_l + kw;
         if (ih < 0 || ih >= H)
@@ -141,9 +157,12 @@ static void pack_b_conv(const sd_gemm_i8 *g, int8_t *Bp, float *sb, int32_t *cor
         __m512 iv = _mm512_loadu_ps(inv + t * 16);
         __m512i sum = _mm512_setzero_si512(), lo8 = _mm512_set1_epi32(0xFF);
         int8_t *tile = Bp + t * nkb * ITILE;
+        kcur kc = {0, 0, 0};
         for (int64_t k = 0; k < nkb * 64; k += 4) {
-            __m512i r0 = q16(conv_vals(g, k, oh, ow, n), iv), r1 = q16(conv_vals(g, k + 1, oh, ow, n), iv);
-            __m512i r2 = q16(conv_vals(g, k + 2, oh, ow, n), iv), r3 = q16(conv_vals(g, k + 3, oh, ow, n), iv);
+            __m512i r[4];
+            for (int j = 0; j < 4; j++, kcur_next(g, &kc))
+                r[j] = q16(conv_vals(g, &kc, oh, ow, n), iv);
+            __m512i r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
             if (IK_SHIFT)
                 sum = _mm512_add_epi32(sum, _mm512_add_epi32(_mm512_add_epi32(r0, r1), _mm512_add_epi32(r2, r3)));
             __m512i v = _mm512_or_si512(_mm512_and_si512(r0, lo8), _mm512_slli_epi32(_mm512_and_si512(r1, lo8), 8));
