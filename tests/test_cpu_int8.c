@@ -9,7 +9,8 @@
  * left is the fp32 epilogue (int32 to float, two scale products, the bias): bound 1e-5 of max |ref|.
  * A second bound checks the method itself against the unquantised double result: 3e-2 of max |ref|
  * on these random operands (the fixture and full-size UNet figures are in docs/precision.md).
- * Shapes cross the blocks (M > 64 rows of A, N > 64 columns of B, several depth tiles) and leave every
+ * Shapes cross the blocks (more rows of A or columns of B than one block of quantised tiles holds:
+ * 256, or fewer for deep K; several depth tiles) and leave every
  * tail: M, N, K not multiples of 16, 32 or 64, K = 1; rows of zeros, tiny (1e-20) and big (1e20)
  * rows. The fallback level ("avx512": int8 asked, no int8 kernels: bf16 weights, fp32 compute) is
  * checked against the bf16-rounded weights. Levels the CPU lacks are skipped and said so; no int8
@@ -102,7 +103,9 @@ TEST(linear_int8)
 {
     /* M, K, N */
     const int64_t cases[][3] = {{1, 1, 1},    {3, 31, 17},    {77, 768, 320}, {130, 1031, 300}, {33, 33, 47},
-                                {200, 65, 97}, {16, 64, 16},  {5, 40, 1100},  {64, 130, 64},    {65, 1, 33}};
+                                {200, 65, 97}, {16, 64, 16},  {5, 40, 1100},  {64, 130, 64},    {65, 1, 33},
+                                {300, 100, 40}, /* two row blocks of 256 */
+                                {200, 9000, 20}}; /* deep: row blocks of 96 (1 MiB of tiles) */
     const sd_dtype dts[] = {SD_BF16, SD_F32, SD_F16};
     for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++)
         for (size_t di = 0; di < SD_ARRAY_LEN(dts); di++) {
@@ -166,6 +169,7 @@ TEST(conv_int8)
         {1, 4, 16, 16, 320, 3, 1, {1, 1, 1, 1}},  /* conv_in-like: K 36 */
         {1, 64, 32, 32, 3, 3, 1, {1, 1, 1, 1}},   /* TAESD output conv: M 3 */
         {1, 1, 5, 5, 1, 1, 1, {0, 0, 0, 0}},      /* K 1 */
+        {1, 1100, 12, 12, 8, 3, 1, {1, 1, 1, 1}}, /* K 9900: column blocks of 96 (1 MiB of tiles) */
     };
     for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++) {
         sd_ctx_reset(&g_ctx);

@@ -12,9 +12,9 @@
  * 16 columns) b[(k/4)*64 + n*4 + k%4] = B[k0 + k][n0 + n]. Zeros past M, N and K (u8 128 in a
  * shifted A's depth tail meets B's zeros), so the micro-kernel never sees a tail.
  *
- * Linears: B is the weight, packed at quantisation (sd_i8w_make); per IMC rows of A, each row gets
+ * Linears: B is the weight, packed at quantisation (sd_i8w_make); per block of rows of A, each row gets
  * its scale (max |a| / 127 over the whole row) and is quantised into A tiles over the whole depth,
- * then every pair of column tiles. Convolutions: A is the weight; per INC output pixels the image is
+ * then every pair of column tiles. Convolutions: A is the weight; per block of output pixels the image is
  * read through implicit im2col, each column quantised with its own scale (the max |x| over its
  * receptive field, from pixmax), then every pair of row tiles. Epilogue: c (+)= (acc - corr[n]) *
  * sa * sw, where a row scale of A and a column scale of B meet. */
@@ -22,8 +22,9 @@
 #include <omp.h>
 #include <string.h>
 
-#define IMC 64  /* rows of A quantised at a time (linears) */
-#define INC 64  /* columns of B quantised at a time (convolutions) */
+#define IBLK 256 /* at most this many rows of A (linears) or columns of B (convolutions) quantised at a
+                  * time: as many as fit IWS bytes of packed tiles, so the weight streams fewer times */
+#define IWS ((size_t)64 * SD_I8_KMAX)
 #define ITILE 1024
 
 static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -38,13 +39,11 @@ static inline __m512i q16(__m512 v, __m512 inv)
     return _mm512_max_epi32(_mm512_min_epi32(r, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
 }
 
-/* per thread: A tiles of IMC rows over SD_I8_KMAX depth, or B tiles of INC columns, plus the int32
- * block, row/column scales, column corrections */
-static size_t ik_ws_thread(void)
-{
-    size_t a = (size_t)IMC * SD_I8_KMAX, b = (size_t)INC * SD_I8_KMAX;
-    return (a > b ? a : b) + 32 * 32 * 4 + 3 * 64 * 4 + 256;
-}
+/* per thread: IWS bytes of A or B tiles, the int32 block, row/column scales, column corrections */
+static size_t ik_ws_thread(void) { return IWS + 32 * 32 * 4 + 3 * IBLK * 4 + 256; }
+
+/* rows (or columns) quantised per block for depth K: a multiple of 32 in [32, IBLK] */
+static inline int64_t ik_block(int64_t Kp) { return imin(IBLK, imax(32, (int64_t)(IWS / (size_t)Kp) & ~(int64_t)31)); }
 
 static size_t IK_FN(ws)(int nthreads) { return (size_t)(nthreads > 0 ? nthreads : 1) * ik_ws_thread(); }
 
@@ -127,12 +126,12 @@ static inline __m512 conv_vals(const sd_gemm_i8 *g, const kcur *k, int64_t oh, i
     return _mm512_loadu_ps(t);
 }
 
-/* columns [n0, n0+nc) (nc <= INC) of the convolution's B quantised per column (scales into sb,
+/* columns [n0, n0+nc) (nc <= IBLK) of the convolution's B quantised per column (scales into sb,
  * 128 * column sums into corr when shifting) into nt = up32(nc)/16 tile columns of Kp/64 tiles */
 static void pack_b_conv(const sd_gemm_i8 *g, int8_t *Bp, float *sb, int32_t *corr, int64_t n0, int64_t nc)
 {
     int64_t nkb = g->w->Kp / 64, nt = iup(nc, 32) / 16, WO = g->WO;
-    float inv[INC];
+    float inv[IBLK];
     for (int64_t j = 0; j < nt * 16; j++) { /* column scale: max of pixmax over the receptive field */
         float m = 0.0f;
         if (j < nc) {
@@ -204,14 +203,15 @@ static void ik_rect(const sd_gemm_i8 *g, uint8_t *ws, int64_t m0, int64_t m1, in
     const sd_i8w *w = g->w;
     int64_t nkb = w->Kp / 64;
     int8_t *P = (int8_t *)ial64(ws);
-    int32_t *acc = (int32_t *)ial64((uint8_t *)P + (ik_ws_thread() - 32 * 32 * 4 - 3 * 64 * 4 - 256));
+    int32_t *acc = (int32_t *)ial64((uint8_t *)P + IWS);
     float *s = (float *)(acc + 32 * 32);
-    int32_t *corr = (int32_t *)(s + 64);
-    static const int32_t zero32[INC] = {0};
+    int32_t *corr = (int32_t *)(s + IBLK);
+    static const int32_t zero32[32] = {0};
+    int64_t blk = ik_block(w->Kp);
     ik_begin();
     if (w->as_b) { /* linear: A = activations quantised per row, B = the packed weight */
-        for (int64_t ic = m0; ic < m1; ic += IMC) {
-            int64_t mc = imin(IMC, m1 - ic);
+        for (int64_t ic = m0; ic < m1; ic += blk) {
+            int64_t mc = imin(blk, m1 - ic);
             pack_a_rows(g, P, s, ic, mc);
             for (int64_t j = n0; j < n1; j += 32) {
                 const int8_t *B0 = w->q + (j / 16) * nkb * ITILE;
@@ -225,9 +225,9 @@ static void ik_rect(const sd_gemm_i8 *g, uint8_t *ws, int64_t m0, int64_t m1, in
             }
         }
     } else { /* convolution: A = the packed weight, B = the image quantised per output pixel */
-        float *sb = s + 64 + 64; /* after corr's 64 */
-        for (int64_t jc = n0; jc < n1; jc += INC) {
-            int64_t nc = imin(INC, n1 - jc);
+        float *sb = s + 2 * IBLK; /* after corr */
+        for (int64_t jc = n0; jc < n1; jc += blk) {
+            int64_t nc = imin(blk, n1 - jc);
             pack_b_conv(g, P, sb, corr, jc, nc);
             for (int64_t i = m0; i < m1; i += 32) {
                 const int8_t *A0 = w->q + (i / 16) * nkb * ITILE;
