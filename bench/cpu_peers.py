@@ -1,23 +1,33 @@
 #!/usr/bin/env python3
 """cpu_peers.py - streamdiff next to OpenVINO and PyTorch on the CPU, fp32 / bf16 / int8, in one run.
 
-Parts (each row: one engine, one precision, one part, one model, one size, in its own process):
-    unet      one UNet step, batch 1 (no CFG), latent size/8, random context [1,77,D], t = 999
-    taesd     TAESD (AutoencoderTiny) decode of a random [1,4,size/8,size/8] latent
+Parts (each row: one engine, one precision, one part, one model, one size, in its own process; the modules and
+inputs of each part: bench/peers_models.py):
+    unet      one UNet step, batch 1 (no CFG), latent size/8, random context [1,77,D], t = 999; SDXL: with a
+              random pooled text embedding and the time ids (size, size, 0, 0, size, size)
+    cnet1     the UNet step with 1 ControlNet (random control image, scale 1); cnet2: with 2 (each loaded
+    cnet2     separately, residuals summed as MultiControlNet). Models with a ControlNet architecture in
+              CONTROLNET_FOR (sd15: bench/arch/controlnet-sd15); streamdiff and PyTorch only
+    taesd     TAESD (AutoencoderTiny) decode of a random [1,4,size/8,size/8] latent (SDXL models: TAESDXL)
     clip      the text encoder on one 77-token prompt
-    txt2img   a 1-step text-to-image: tokenize + text encoder + one Euler step (no CFG) + TAESD decode
+    txt2img   a 1-step text-to-image: tokenize + text encoder(s) + one Euler step (no CFG) + TAESD decode;
+              SDXL: both text encoders (penultimate states concatenated, pooled projection) and TAESDXL
 Engines and precisions:
     streamdiff   build/bench/bench_cpu; fp32 always; bf16 / int8 / auto are passed as --precision when this
                  build's bench_cpu knows the option (its usage text names it), else those rows are skipped
     torch        diffusers / transformers modules; fp32, or bf16 = weights and inputs in bfloat16 with
                  channels-last UNet / TAESD (oneDNN picks AMX on AMX CPUs)
     openvino     IRs converted from the same diffusers modules (ov.convert_model, dynamic spatial shape,
-                 saved fp32) and reshaped static per size; fp32 = INFERENCE_PRECISION_HINT f32 (an AMX CPU
+                 saved fp32; a component whose F16 file exceeds 2 GB (the SDXL UNet) is converted from its
+                 F16 weights instead, which hold every weight exactly, so that the conversion fits in memory)
+                 and reshaped static per size; fp32 = INFERENCE_PRECISION_HINT f32 (an AMX CPU
                  defaults to bf16), bf16 = hint bf16, int8 = nncf.quantize of the fp32 IR (random
-                 calibration data at --int8-calib-size: a speed figure only), compiled with the default hint
+                 calibration data at --int8-calib-size: a speed figure only; skipped when MemAvailable is
+                 below ~2.3x the component's fp32 weights: the SDXL UNet needs ~25 GB), default hint
 Models: random-weight full-size architectures of bench/arch (sd-turbo, sdxs-512, bk-sdm-tiny, bk-sdm-small,
-sd15), written once by build/bench/bench_gen_arch into the cache; every engine loads the same F16 files.
-TAESD: bench/arch/taesd, the decoder of txt2img for every model and engine.
+sd15, sdxl-base), written once by build/bench/bench_gen_arch into the cache; every engine loads the same F16
+files. TAESD: bench/arch/taesd (SDXL: bench/arch/taesdxl), the decoder of txt2img for every engine.
+--quick: a rehearsal of every path on the tiny models of tests/data at 64^2 (ctest bench_peers_quick).
 
 Per row it reports min and median of the timed runs (one warm-up, --reps timed runs per process, --rounds
 processes per row; the engines alternate, in a rotating order per round), the process CPU time, peak RSS
@@ -25,12 +35,12 @@ processes per row; the engines alternate, in a rotating order per round), the pr
 processes), the kernels the engine ran (OpenVINO: the runtime model's primitive types; PyTorch: oneDNN and
 MKL verbose output of one extra run; streamdiff: the kernel set bench_cpu reports) and a 1024^3 sgemm probe
 (numpy) taken just before the process, to show how busy the host was.
-GFLOP per part are counted on PyTorch's meta device (cpu_vs_torch.count_part: convolutions, linears,
+GFLOP per part are counted on PyTorch's meta device (peers_models.count: convolutions, linears,
 attention products); GFLOP/s are set against peaks measured in the same run: fp32 sgemm (numpy, torch,
 streamdiff's own GEMM), bf16 matmul (torch), int8 matmul (torch._int_mm, when it runs on the CPU).
 
 Cache (--cache, default $STREAMDIFF_BENCH_CACHE or ~/.cache/streamdiff-bench): models/<arch>, models/taesd,
-ov/<arch>/<component>-fp32.xml, ov/<arch>/<component>-int8-c<calib>.xml. Reruns reuse them.
+ov/<arch>/<component>-fp32.xml (or -f16.xml), ov/<arch>/<component>-int8-c<calib>.xml. Reruns reuse them.
 
 Usage (repository root, after `make build` or a Release build in build/; Python with torch, diffusers,
 transformers, openvino, nncf, numpy):
@@ -38,7 +48,12 @@ transformers, openvino, nncf, numpy):
     python bench/cpu_peers.py --sizes 256 --json peers.json              # every engine and precision at 256
     python bench/cpu_peers.py --sizes 512 --precisions fp32,bf16 --parts unet,taesd --json peers.json --append
     python bench/cpu_peers.py --table peers.json                         # markdown tables from a JSON
-Options: --models, --engines, --precisions, --parts, --sizes, --reps, --rounds, --threads, --int8-calib-size,
+    python bench/cpu_peers.py --quick                                    # rehearsal on tiny models (minutes)
+    python bench/cpu_peers.py --models sdxl-base --sizes 512,1024 --parts unet --precisions fp32,bf16 \
+        --exclude openvino:fp32 --json xl.json                           # SDXL UNet step (see BENCHMARKS.md)
+    python bench/cpu_peers.py --models sd15 --sizes 256,512 --parts unet,cnet1,cnet2 --engines streamdiff,torch \
+        --precisions fp32,bf16 --json cn.json                            # ControlNet: 0, 1, 2 nets
+Options: --models, --engines, --precisions, --exclude, --parts, --sizes, --reps, --rounds, --threads, --int8-calib-size,
 --no-int8-calibrate, --no-kernels, --no-peak, --no-count, --bin. Weights are never written inside the repository.
 """
 import argparse
@@ -421,6 +436,7 @@ def main():
     ap.add_argument('--parts', default='unet,taesd,txt2img')
     ap.add_argument('--engines', default='streamdiff,torch,openvino')
     ap.add_argument('--precisions', default='fp32,bf16,int8')
+    ap.add_argument('--exclude', default='', help='ENGINE:PRECISION pairs not to run, e.g. openvino:fp32 (memory)')
     ap.add_argument('--reps', type=int, default=3)
     ap.add_argument('--rounds', type=int, default=1, help='processes per row; the engine order rotates per round')
     ap.add_argument('--threads', type=int, default=2)
@@ -535,11 +551,13 @@ def main():
         log('peaks (GFLOP/s): ' + ', '.join(f'{k} {v}' for k, v in got.items()))
     peaks()
 
+    excluded = {tuple(x.split(':', 1)) for x in a.exclude.split(',') if x}
+
     def rows_for(part):
         rows = []
         for e in engines:
             for p in precs:
-                if p not in ENGINE_PRECISIONS[e]:
+                if p not in ENGINE_PRECISIONS[e] or (e, p) in excluded:
                     continue
                 if e == 'streamdiff' and p not in sd_precs:
                     out['skipped'].append({'engine': e, 'precision': p, 'part': part,
