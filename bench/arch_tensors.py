@@ -23,7 +23,7 @@ def state_dict_shapes(cfg_path):
     cfg = json.load(open(cfg_path))
     cls = cfg.get('_class_name') or (cfg.get('architectures') or [None])[0]
     with torch.device('meta'):
-        if cls in ('UNet2DConditionModel', 'AutoencoderKL', 'AutoencoderTiny'):
+        if cls in ('UNet2DConditionModel', 'AutoencoderKL', 'AutoencoderTiny', 'ControlNetModel'):
             import diffusers
             m = getattr(diffusers, cls).from_config(getattr(diffusers, cls).load_config(os.path.dirname(cfg_path)))
         elif cls in ('CLIPTextModel', 'CLIPTextModelWithProjection'):

@@ -2,7 +2,11 @@
  *
  * Measures ONE part per process, so that the peak RSS it reports belongs to
  * that part alone (the driver runs one process per row):
- *   unet     one UNet step, batch 1, latent size/8, random context [1,77,D]
+ *   unet     one UNet step, batch 1, latent size/8, random context [1,77,D]; an SDXL ("text_time") UNet also
+ *            gets a random pooled text embedding and the time ids (size, size, 0, 0, size, size)
+ *   controlnet  one UNet step with --nets N ControlNets (0..4; N copies of --controlnet DIR, each loaded
+ *            separately, as N different nets would be) on a random control image of the size the net takes:
+ *            every net's residuals (scale 1, summed as MultiControlNet) added to the UNet's skips
  *   taesd    TAESD (AutoencoderTiny) decode of a random [1,4,size/8,size/8] latent
  *   clip     the text encoder on one 77-token prompt
  *   txt2img  a full 1-step text-to-image (CLIP + 1 UNet step (Euler, no CFG) +
@@ -22,6 +26,7 @@
  *   bench_cpu --part unet --model DIR --backend cuda --batch 4    (the CUDA backend, fp16; bench/gpu.sh)
  *   bench_cpu --part taesd --taesd DIR ...      bench_cpu --part clip --model DIR ...
  *   bench_cpu --part txt2img --model DIR --taesd DIR ...
+ *   bench_cpu --part controlnet --model DIR --controlnet DIR --nets 2 ...
  * --f16 keeps the F16 weights as F16 in memory (converted while packing each GEMM).
  * --precision bf16 (or auto: bf16 where the CPU has AMX / AVX512-BF16) keeps weights in BF16 and runs the
  * linears, convolutions and attention through the bf16 kernels; "isa" then names both kernel sets.
@@ -37,6 +42,7 @@
 #include "backend/optime.h"
 #include "core/core.h"
 #include "models/clip.h"
+#include "models/controlnet.h"
 #include "models/unet.h"
 #include "models/vae.h"
 #include "models/weights.h"
@@ -146,17 +152,19 @@ static sd_status save_f32(sd_ctx *ctx, sd_tensor y, const char *path)
 }
 
 typedef struct {
-    const char *part, *model, *taesd, *json, *save;
-    int size, reps, threads, batch;
+    const char *part, *model, *taesd, *json, *save, *controlnet;
+    int size, reps, threads, batch, nets;
     bool f16, cuda;
     sd_precision precision; /* --precision fp32|bf16|auto */
 } opts;
 
 /* the part's forward, for both the planning and the real context */
+#define MAX_NETS 4
 typedef struct {
     const opts *o;
     sd_backend *be;
     sd_unet *unet;
+    sd_cnet *cnet[MAX_NETS];
     sd_clip *clip;
     sd_taesd *taesd;
     int32_t ids[77];
@@ -177,7 +185,34 @@ static sd_tensor run_part(sd_ctx *ctx, part_state *ps)
             sd_tensor_from_f32(ctx, &t, tt);
         }
         sd_tensor cx = rand_tensor(ctx, act, 3, (int64_t[]){B, 77, c->cross_attention_dim[0]});
-        return sd_unet_forward(ctx, ps->unet, x, t, cx, NULL, NULL);
+        sd_unet_added add, *addp = NULL;
+        if (c->add_text_time) { /* SDXL: pooled text embedding [B,P] and the 6 time ids */
+            int64_t P = c->projection_class_embeddings_input_dim - SD_UNET_TIME_IDS * c->addition_time_embed_dim;
+            add.text_embeds = rand_tensor(ctx, act, 2, (int64_t[]){B, P});
+            add.time_ids = sd_new(ctx, SD_F32, 2, (int64_t[]){B, SD_UNET_TIME_IDS});
+            if (sd_ok(ctx) && !ctx->plan && g_fill) {
+                float ids[64 * SD_UNET_TIME_IDS], s = (float)ps->o->size;
+                for (int64_t i = 0; i < B; i++)
+                    memcpy(ids + i * SD_UNET_TIME_IDS, (float[]){s, s, 0, 0, s, s}, sizeof(float) * SD_UNET_TIME_IDS);
+                sd_tensor_from_f32(ctx, &add.time_ids, ids);
+            }
+            addp = &add;
+        }
+        sd_unet_residuals res = {0}, *resp = NULL;
+        sd_tensor down[SD_UNET_MAX_SKIPS];
+        for (int k = 0; k < ps->o->nets && sd_ok(ctx); k++) { /* MultiControlNet: residuals summed in net order */
+            const sd_cnet *cn = ps->cnet[k];
+            int64_t f = sd_cnet_cond_factor(sd_cnet_get_config(cn));
+            if (!k) {
+                sd_cnet_residuals_new(ctx, cn, B, h, h, down, &res.mid);
+                res.down = down;
+                res.n_down = sd_cnet_num_residuals(cn);
+                resp = &res;
+            }
+            sd_tensor cond = rand_tensor(ctx, act, 4, (int64_t[]){B, 3, f * h, f * h}); /* kept: filled once */
+            sd_cnet_forward(ctx, cn, x, t, cx, cond, 1.0f, addp, &res, k > 0);
+        }
+        return sd_unet_forward_ex(ctx, ps->unet, x, t, cx, NULL, NULL, addp, resp);
     }
     if (ps->taesd) {
         if (!strcmp(ps->o->part, "taesd-encode")) {
@@ -190,14 +225,26 @@ static sd_tensor run_part(sd_ctx *ctx, part_state *ps)
     return sd_clip_forward(ctx, ps->clip, ps->ids, 1, 77, 0, NULL, NULL);
 }
 
+/* The weights of one folder (DIR/diffusion_pytorch_model.safetensors) at the precision the backend computes in:
+ * BF16 for the bf16 kernels, F16 with --f16 or CUDA, else F32. Initialised even when it fails (free it). */
+static sd_status load_weights(const part_state *ps, const char *dir, const char *label, sd_weights *w)
+{
+    char wp[4200];
+    snprintf(wp, sizeof wp, "%s/diffusion_pytorch_model.safetensors", dir);
+    sd_weights_init(w, ps->be, label, ps->be->bf16 ? SD_BF16 : ps->o->f16 || ps->o->cuda ? SD_F16 : SD_F32);
+    sd_status s = sd_weights_add_file(w, wp, NULL, false);
+    return s == SD_OK ? sd_weights_finalize(w) : s;
+}
+
 static int usage(void)
 {
-    fprintf(stderr, "usage: bench_cpu --part unet|taesd|taesd-encode|clip|txt2img|sgemm [--model DIR] [--taesd DIR] "
-                    "[--size N] [--reps N] [--threads N] [--f16] [--backend cpu|cuda] [--batch N]\n"
-                    "                 [--precision fp32|bf16|int8|auto] [--save FILE]\n"
+    fprintf(stderr, "usage: bench_cpu --part unet|controlnet|taesd|taesd-encode|clip|txt2img|sgemm [--model DIR] "
+                    "[--taesd DIR] [--size N] [--reps N] [--threads N] [--f16] [--backend cpu|cuda] [--batch N]\n"
+                    "                 [--precision fp32|bf16|int8|auto] [--save FILE] [--controlnet DIR --nets N]\n"
                     "  --part bf16peak|int8peak: the bf16 / int8 kernels' instruction peak per core\n"
+                    "  --part controlnet: one UNet step of --model with N (0..%d) copies of the ControlNet DIR\n"
                     "  --backend cuda: the CUDA backend (fp16; unet/taesd/taesd-encode/clip/txt2img)\n"
-                    "  --batch N: batch rows for unet / taesd / taesd-encode (1..64, default 1)\n");
+                    "  --batch N: batch rows for unet / taesd / taesd-encode (1..64, default 1)\n", MAX_NETS);
     return 2;
 }
 
@@ -216,6 +263,10 @@ int main(int argc, char **argv)
             o.model = v, i++;
         else if (!strcmp(a, "--taesd"))
             o.taesd = v, i++;
+        else if (!strcmp(a, "--controlnet"))
+            o.controlnet = v, i++;
+        else if (!strcmp(a, "--nets"))
+            o.nets = atoi(v), i++;
         else if (!strcmp(a, "--size"))
             o.size = atoi(v), i++;
         else if (!strcmp(a, "--reps"))
@@ -236,7 +287,8 @@ int main(int argc, char **argv)
             return usage();
     }
     if (!o.part || o.size < 64 || o.size % 64 || o.size > 8192 || o.reps < 1 || o.reps > 1000 || o.batch < 1 ||
-        o.batch > 64 || (o.cuda && !strcmp(o.part, "sgemm")))
+        o.batch > 64 || (o.cuda && !strcmp(o.part, "sgemm")) || o.nets < 0 || o.nets > MAX_NETS ||
+        (o.nets && (!o.controlnet || strcmp(o.part, "controlnet"))))
         return usage();
     double times[1000], cpu[1000];
     double arena_mib = 0, weights_mib = 0;
@@ -246,7 +298,7 @@ int main(int argc, char **argv)
     if (!strcmp(o.part, "sgemm")) {
         int64_t n = o.size;
         sd_backend *be = NULL;
-        sd_ctx ctx;
+        sd_ctx ctx = {0}; /* freed below only when initialised */
         s = sd_backend_cpu_create(o.threads, &be);
         if (s == SD_OK)
             s = sd_ctx_init(&ctx, be, (size_t)(3 * n * n) * sizeof(float) + 4096);
@@ -345,8 +397,8 @@ int main(int argc, char **argv)
         sd_model_free(m);
     } else {
         part_state ps = {.o = &o};
-        sd_weights w;
-        bool have_w = false;
+        sd_weights w[1 + MAX_NETS];
+        int n_w = 0;
         s = o.cuda ? sd_backend_cuda_create(0, &ps.be) : sd_backend_cpu_create(o.threads, &ps.be);
         if (s == SD_OK && !o.cuda && o.precision == SD_PRECISION_INT8)
             sd_backend_cpu_set_int8(ps.be, true);
@@ -355,25 +407,27 @@ int main(int argc, char **argv)
             sd_backend_cpu_set_bf16(ps.be, true);
         if (s == SD_OK) {
             isa = o.cuda ? "cuda" : part_isa(ps.be);
-            if (!strcmp(o.part, "unet") && o.model) {
-                char dir[4096], cfgp[4200], wp[4200];
+            if ((!strcmp(o.part, "unet") || !strcmp(o.part, "controlnet")) && o.model) {
+                char dir[4096], cp[4200];
                 snprintf(dir, sizeof dir, "%s/unet", o.model);
-                snprintf(cfgp, sizeof cfgp, "%s/config.json", dir);
-                snprintf(wp, sizeof wp, "%s/diffusion_pytorch_model.safetensors", dir);
+                snprintf(cp, sizeof cp, "%s/config.json", dir);
                 sd_unet_config cfg;
-                s = sd_unet_config_load(cfgp, &cfg);
-                if (s == SD_OK) {
-                    sd_weights_init(&w, ps.be, "unet",
-                                    ps.be->bf16 ? SD_BF16 : o.f16 || o.cuda ? SD_F16 : SD_F32);
-                    have_w = true;
-                    s = sd_weights_add_file(&w, wp, NULL, false);
+                sd_cnet_config cc;
+                s = sd_unet_config_load(cp, &cfg);
+                if (s == SD_OK)
+                    s = load_weights(&ps, dir, "unet", &w[n_w++]);
+                if (s == SD_OK)
+                    s = sd_unet_load(&w[0], &cfg, &ps.unet);
+                snprintf(cp, sizeof cp, "%s/config.json", o.controlnet ? o.controlnet : ".");
+                if (s == SD_OK && o.nets && (s = sd_cnet_config_load(cp, &cc)) == SD_OK)
+                    s = sd_cnet_check_fit(&cc, &cfg, o.controlnet);
+                for (int k = 0; k < o.nets && s == SD_OK; k++) { /* each net its own weights, as distinct nets */
+                    s = load_weights(&ps, o.controlnet, "controlnet", &w[n_w++]);
+                    if (s == SD_OK)
+                        s = sd_cnet_load(&w[n_w - 1], &cc, &ps.cnet[k]);
                 }
-                if (s == SD_OK)
-                    s = sd_weights_finalize(&w);
-                if (s == SD_OK)
-                    s = sd_unet_load(&w, &cfg, &ps.unet);
-                if (s == SD_OK)
-                    weights_mib = (w.bytes_device + w.bytes_mapped) / 1048576.0;
+                for (int k = 0; k < n_w && s == SD_OK; k++)
+                    weights_mib += (w[k].bytes_device + w[k].bytes_mapped) / 1048576.0;
             } else if ((!strcmp(o.part, "taesd") || !strcmp(o.part, "taesd-encode")) && o.taesd) {
                 s = sd_taesd_load_dir(ps.be, o.taesd, &ps.taesd);
             } else if (!strcmp(o.part, "clip") && o.model) {
@@ -387,7 +441,7 @@ int main(int argc, char **argv)
                 return usage();
             }
         }
-        sd_ctx ctx;
+        sd_ctx ctx = {0}; /* freed below only when initialised */
         if (s == SD_OK) {
             sd_ctx_init_plan(&ctx, ps.be);
             run_part(&ctx, &ps);
@@ -425,8 +479,10 @@ int main(int argc, char **argv)
         sd_unet_free(ps.unet);
         sd_clip_free(ps.clip);
         sd_taesd_free(ps.taesd);
-        if (have_w)
-            sd_weights_free(&w);
+        for (int k = 0; k < o.nets; k++)
+            sd_cnet_free(ps.cnet[k]);
+        for (int k = 0; k < n_w; k++)
+            sd_weights_free(&w[k]);
         sd_backend_destroy(ps.be);
     }
     if (s != SD_OK) {

@@ -1,23 +1,33 @@
 #!/usr/bin/env python3
 """cpu_peers.py - streamdiff next to OpenVINO and PyTorch on the CPU, fp32 / bf16 / int8, in one run.
 
-Parts (each row: one engine, one precision, one part, one model, one size, in its own process):
-    unet      one UNet step, batch 1 (no CFG), latent size/8, random context [1,77,D], t = 999
-    taesd     TAESD (AutoencoderTiny) decode of a random [1,4,size/8,size/8] latent
+Parts (each row: one engine, one precision, one part, one model, one size, in its own process; the modules and
+inputs of each part: bench/peers_models.py):
+    unet      one UNet step, batch 1 (no CFG), latent size/8, random context [1,77,D], t = 999; SDXL: with a
+              random pooled text embedding and the time ids (size, size, 0, 0, size, size)
+    cnet1     the UNet step with 1 ControlNet (random control image, scale 1); cnet2: with 2 (each loaded
+    cnet2     separately, residuals summed as MultiControlNet). Models with a ControlNet architecture in
+              CONTROLNET_FOR (sd15: bench/arch/controlnet-sd15); streamdiff and PyTorch only
+    taesd     TAESD (AutoencoderTiny) decode of a random [1,4,size/8,size/8] latent (SDXL models: TAESDXL)
     clip      the text encoder on one 77-token prompt
-    txt2img   a 1-step text-to-image: tokenize + text encoder + one Euler step (no CFG) + TAESD decode
+    txt2img   a 1-step text-to-image: tokenize + text encoder(s) + one Euler step (no CFG) + TAESD decode;
+              SDXL: both text encoders (penultimate states concatenated, pooled projection) and TAESDXL
 Engines and precisions:
     streamdiff   build/bench/bench_cpu; fp32 always; bf16 / int8 / auto are passed as --precision when this
                  build's bench_cpu knows the option (its usage text names it), else those rows are skipped
     torch        diffusers / transformers modules; fp32, or bf16 = weights and inputs in bfloat16 with
                  channels-last UNet / TAESD (oneDNN picks AMX on AMX CPUs)
     openvino     IRs converted from the same diffusers modules (ov.convert_model, dynamic spatial shape,
-                 saved fp32) and reshaped static per size; fp32 = INFERENCE_PRECISION_HINT f32 (an AMX CPU
+                 saved fp32; a component whose F16 file exceeds 2 GB (the SDXL UNet) is converted from its
+                 F16 weights instead, which hold every weight exactly, so that the conversion fits in memory)
+                 and reshaped static per size; fp32 = INFERENCE_PRECISION_HINT f32 (an AMX CPU
                  defaults to bf16), bf16 = hint bf16, int8 = nncf.quantize of the fp32 IR (random
-                 calibration data at --int8-calib-size: a speed figure only), compiled with the default hint
+                 calibration data at --int8-calib-size: a speed figure only; skipped when MemAvailable is
+                 below ~2.3x the component's fp32 weights: the SDXL UNet needs ~25 GB), default hint
 Models: random-weight full-size architectures of bench/arch (sd-turbo, sdxs-512, bk-sdm-tiny, bk-sdm-small,
-sd15), written once by build/bench/bench_gen_arch into the cache; every engine loads the same F16 files.
-TAESD: bench/arch/taesd, the decoder of txt2img for every model and engine.
+sd15, sdxl-base), written once by build/bench/bench_gen_arch into the cache; every engine loads the same F16
+files. TAESD: bench/arch/taesd (SDXL: bench/arch/taesdxl), the decoder of txt2img for every engine.
+--quick: a rehearsal of every path on the tiny models of tests/data at 64^2 (ctest bench_peers_quick).
 
 Per row it reports min and median of the timed runs (one warm-up, --reps timed runs per process, --rounds
 processes per row; the engines alternate, in a rotating order per round), the process CPU time, peak RSS
@@ -25,12 +35,12 @@ processes per row; the engines alternate, in a rotating order per round), the pr
 processes), the kernels the engine ran (OpenVINO: the runtime model's primitive types; PyTorch: oneDNN and
 MKL verbose output of one extra run; streamdiff: the kernel set bench_cpu reports) and a 1024^3 sgemm probe
 (numpy) taken just before the process, to show how busy the host was.
-GFLOP per part are counted on PyTorch's meta device (cpu_vs_torch.count_part: convolutions, linears,
+GFLOP per part are counted on PyTorch's meta device (peers_models.count: convolutions, linears,
 attention products); GFLOP/s are set against peaks measured in the same run: fp32 sgemm (numpy, torch,
 streamdiff's own GEMM), bf16 matmul (torch), int8 matmul (torch._int_mm, when it runs on the CPU).
 
 Cache (--cache, default $STREAMDIFF_BENCH_CACHE or ~/.cache/streamdiff-bench): models/<arch>, models/taesd,
-ov/<arch>/<component>-fp32.xml, ov/<arch>/<component>-int8-c<calib>.xml. Reruns reuse them.
+ov/<arch>/<component>-fp32.xml (or -f16.xml), ov/<arch>/<component>-int8-c<calib>.xml. Reruns reuse them.
 
 Usage (repository root, after `make build` or a Release build in build/; Python with torch, diffusers,
 transformers, openvino, nncf, numpy):
@@ -38,13 +48,19 @@ transformers, openvino, nncf, numpy):
     python bench/cpu_peers.py --sizes 256 --json peers.json              # every engine and precision at 256
     python bench/cpu_peers.py --sizes 512 --precisions fp32,bf16 --parts unet,taesd --json peers.json --append
     python bench/cpu_peers.py --table peers.json                         # markdown tables from a JSON
-Options: --models, --engines, --precisions, --parts, --sizes, --reps, --rounds, --threads, --int8-calib-size,
+    python bench/cpu_peers.py --quick                                    # rehearsal on tiny models (minutes)
+    python bench/cpu_peers.py --models sdxl-base --sizes 512,1024 --parts unet --precisions fp32,bf16 \
+        --exclude openvino:fp32 --json xl.json                           # SDXL UNet step (see BENCHMARKS.md)
+    python bench/cpu_peers.py --models sd15 --sizes 256,512 --parts unet,cnet1,cnet2 --engines streamdiff,torch \
+        --precisions fp32,bf16 --json cn.json                            # ControlNet: 0, 1, 2 nets
+Options: --models, --engines, --precisions, --exclude, --parts, --sizes, --reps, --rounds, --threads, --int8-calib-size,
 --no-int8-calibrate, --no-kernels, --no-peak, --no-count, --bin. Weights are never written inside the repository.
 """
 import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,6 +69,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import peers_models  # noqa: E402 (bench/ on the path first)
 
 PROMPT = 'a photograph of an astronaut riding a horse on the moon, highly detailed'
 ENGINE_PRECISIONS = {'streamdiff': ('fp32', 'bf16', 'int8', 'auto'), 'torch': ('fp32', 'bf16'),
@@ -74,10 +91,6 @@ def peak_rss_mib():
 def cache_dir(a):
     return os.path.expanduser(a.cache or os.environ.get('STREAMDIFF_BENCH_CACHE') or '~/.cache/streamdiff-bench')
 
-
-def text_dim(model_dir):
-    with open(os.path.join(model_dir, 'text_encoder', 'config.json')) as f:
-        return json.load(f)['hidden_size']
 
 
 def sigma_999():
@@ -110,41 +123,6 @@ def result(a, engine, times, cpu, **extra):
 
 # ----------------------------------------------------------------------------- torch child
 
-def torch_modules(a, torch, dt):
-    """The part's callable on the torch side, in dtype dt (bf16: channels-last UNet / TAESD)."""
-    from diffusers import AutoencoderTiny, UNet2DConditionModel
-    h = a.size // 8
-    gen = torch.Generator().manual_seed(0)
-    cl = torch.channels_last if dt == torch.bfloat16 else torch.contiguous_format
-    if a.part == 'unet':
-        unet = UNet2DConditionModel.from_pretrained(os.path.join(a.model, 'unet'), torch_dtype=dt).eval()
-        unet = unet.to(memory_format=cl)
-        x = torch.randn(1, unet.config.in_channels, h, h, generator=gen).to(dt).to(memory_format=cl)
-        ctx = torch.randn(1, 77, unet.config.cross_attention_dim, generator=gen).to(dt)
-        t = torch.tensor([999.0])
-        return lambda: unet(x, t, encoder_hidden_states=ctx).sample
-    if a.part == 'taesd':
-        taesd = AutoencoderTiny.from_pretrained(a.taesd, torch_dtype=dt).eval().to(memory_format=cl)
-        z = torch.randn(1, 4, h, h, generator=gen).to(dt).to(memory_format=cl)
-        return lambda: taesd.decode(z).sample
-    if a.part == 'clip':
-        from transformers import CLIPTextModel
-        te = CLIPTextModel.from_pretrained(os.path.join(a.model, 'text_encoder'), dtype=dt).eval()
-        ids = torch.tensor([[49406] + [320 + i * 37 for i in range(1, 16)] + [49407] * 61])
-        return lambda: te(ids).last_hidden_state
-    if a.part == 'txt2img':
-        from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
-        pipe = StableDiffusionPipeline.from_pretrained(a.model, torch_dtype=dt, safety_checker=None,
-                                                       requires_safety_checker=False)
-        pipe.vae = AutoencoderTiny.from_pretrained(a.taesd, torch_dtype=dt).to(memory_format=cl)
-        pipe.unet = pipe.unet.to(memory_format=cl)
-        pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
-        pipe.set_progress_bar_config(disable=True)
-        return lambda: pipe(PROMPT, num_inference_steps=1, guidance_scale=0.0, height=a.size, width=a.size,
-                            output_type='np', generator=torch.Generator().manual_seed(42)).images
-    raise SystemExit('unknown part ' + a.part)
-
-
 def child_torch(a):
     import torch
     torch.set_num_threads(a.threads)
@@ -153,7 +131,10 @@ def child_torch(a):
     except RuntimeError:
         pass
     dt = {'fp32': torch.float32, 'bf16': torch.bfloat16}[a.precision]
-    run = torch_modules(a, torch, dt)
+    if a.part == 'txt2img':
+        run = peers_models.torch_txt2img(torch, a.model, a.taesd, a.size, dt, PROMPT)
+    else:
+        run = peers_models.torch_part(torch, a.part, a.model, a.taesd, a.size, dt, a.controlnet)[0]
     with torch.inference_mode():
         times, cpu = timed(run, a.reps)
         rss = peak_rss_mib()
@@ -190,89 +171,38 @@ def parse_torch_kernels(stdout):
 # ----------------------------------------------------------------------------- OpenVINO
 
 def ov_paths(a, comp):
-    d = os.path.join(cache_dir(a), 'ov', a.arch if comp != 'taesd' else 'taesd')
-    return d, os.path.join(d, f'{comp}-fp32.xml'), os.path.join(d, f'{comp}-int8-c{a.int8_calib_size}.xml')
-
-
-def ov_components(part):
-    return {'unet': ['unet'], 'taesd': ['taesd'], 'clip': ['text_encoder'],
-            'txt2img': ['text_encoder', 'unet', 'taesd']}[part]
-
-
-def ov_inputs(comp, size, dim, seed=0):
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    h = size // 8
-    if comp == 'unet':
-        return [rng.standard_normal((1, 4, h, h), dtype=np.float32), np.array([999.0], dtype=np.float32),
-                rng.standard_normal((1, 77, dim), dtype=np.float32)]
-    if comp == 'taesd':
-        return [rng.standard_normal((1, 4, h, h), dtype=np.float32)]
-    return [np.array([[49406] + [int(x) for x in rng.integers(300, 49000, 15)] + [49407] * 61], dtype=np.int64)]
+    """The IR folder, the full-precision IR (converted from fp32, or from the F16 weights of a large component:
+    peers_models.ov_source) and the int8 IR of one component."""
+    d = os.path.join(cache_dir(a), 'ov', a.arch if comp != 'taesd' else os.path.basename(os.path.normpath(a.taesd)))
+    src = peers_models.ov_source(comp, a.model, a.taesd)
+    return d, os.path.join(d, f'{comp}-{src}.xml'), os.path.join(d, f'{comp}-int8-c{a.int8_calib_size}.xml')
 
 
 def child_ov_prepare(a):
-    """Converts one component to an fp32 IR (and, for int8, quantizes it), into the cache."""
-    import numpy as np
+    """Converts one component to an IR (and, for int8, quantizes it), into the cache."""
     import openvino as ov
     comp = a.part
-    d, fp32, int8 = ov_paths(a, comp)
+    d, full, int8 = ov_paths(a, comp)
     os.makedirs(d, exist_ok=True)
     t0 = time.time()
     did = []
-    if not os.path.exists(fp32):
+    if not os.path.exists(full):
         import torch
         torch.set_num_threads(a.threads)
-        from diffusers import AutoencoderTiny, UNet2DConditionModel
-        if comp == 'unet':
-            unet = UNet2DConditionModel.from_pretrained(os.path.join(a.model, 'unet'), torch_dtype=torch.float32).eval()
-
-            class W(torch.nn.Module):
-                def __init__(self, m):
-                    super().__init__()
-                    self.m = m
-
-                def forward(self, sample, timestep, encoder_hidden_states):
-                    return self.m(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
-            mod, ex = W(unet), [torch.from_numpy(x) for x in ov_inputs('unet', 256, unet.config.cross_attention_dim)]
-            shapes = [ov.PartialShape([1, 4, -1, -1]), ov.PartialShape([1]),
-                      ov.PartialShape([1, 77, unet.config.cross_attention_dim])]
-        elif comp == 'taesd':
-            taesd = AutoencoderTiny.from_pretrained(a.taesd, torch_dtype=torch.float32).eval()
-
-            class W(torch.nn.Module):
-                def __init__(self, m):
-                    super().__init__()
-                    self.m = m
-
-                def forward(self, latent):
-                    return self.m.decode(latent, return_dict=False)[0]
-            mod, ex = W(taesd), [torch.from_numpy(x) for x in ov_inputs('taesd', 256, 0)]
-            shapes = [ov.PartialShape([1, 4, -1, -1])]
-        else:
-            from transformers import CLIPTextModel
-            te = CLIPTextModel.from_pretrained(os.path.join(a.model, 'text_encoder'), dtype=torch.float32).eval()
-
-            class W(torch.nn.Module):
-                def __init__(self, m):
-                    super().__init__()
-                    self.m = m
-
-                def forward(self, input_ids):
-                    return self.m(input_ids).last_hidden_state
-            mod, ex = W(te), [torch.from_numpy(x) for x in ov_inputs('text_encoder', 256, 0)]
-            shapes = [ov.PartialShape([1, 77])]
+        src = peers_models.ov_source(comp, a.model, a.taesd)
+        mod, ex, shapes = peers_models.ov_module(torch, ov, comp, a.model, a.taesd,
+                                                 torch.float16 if src == 'f16' else torch.float32)
         with torch.no_grad():
             m = ov.convert_model(mod, example_input=tuple(ex), input=shapes)
-        ov.save_model(m, fp32, compress_to_fp16=False)  # the fp16 default also rounds non-weight constants
-        did.append('convert')
-        del m, mod
+        del mod
+        ov.save_model(m, full, compress_to_fp16=False)  # the fp16 default also rounds non-weight constants
+        did.append(f'convert (from {src} weights)')
+        del m
     if a.precision == 'int8' and not os.path.exists(int8):
         import nncf
         core = ov.Core()
-        m = core.read_model(fp32)
-        dim = text_dim(a.model) if comp == 'unet' else 0
-        samples = [ov_inputs(comp, a.int8_calib_size, dim, seed=s) for s in range(3)]
+        m = core.read_model(full)
+        samples = [peers_models.ov_inputs(comp, a.int8_calib_size, a.model, seed=s) for s in range(3)]
         q = nncf.quantize(m, nncf.Dataset(samples), subset_size=len(samples),
                           model_type=nncf.ModelType.TRANSFORMER if comp != 'taesd' else None)
         ov.save_model(q, int8, compress_to_fp16=False)
@@ -283,8 +213,8 @@ def child_ov_prepare(a):
 
 def ov_compile(a, core, comp):
     import openvino as ov
-    _, fp32, int8 = ov_paths(a, comp)
-    m = core.read_model(int8 if a.precision == 'int8' else fp32)
+    _, full, int8 = ov_paths(a, comp)
+    m = core.read_model(int8 if a.precision == 'int8' else full)
     h = a.size // 8
     if comp in ('unet', 'taesd'):  # the latent is input 0; the other inputs are static already
         m.reshape({m.inputs[0]: ov.PartialShape([1, 4, h, h])})
@@ -308,37 +238,20 @@ def child_openvino(a):
     import numpy as np
     import openvino as ov
     core = ov.Core()
-    comps = ov_components(a.part)
+    comps = peers_models.ov_components(a.part, peers_models.is_xl(a.model))
     compiled, hints, kern = {}, {}, {}
     for comp in comps:
         compiled[comp], hints[comp], k = ov_compile(a, core, comp)
         for n, v in k.items():
             kern[n] = kern.get(n, 0) + v
     req = {c: compiled[c].create_infer_request() for c in comps}
-    dim = text_dim(a.model) if a.model else 0
     if a.part != 'txt2img':
-        comp = comps[0]
-        inp = ov_inputs(comp, a.size, dim)
-        r = req[comp]
+        inp, r = peers_models.ov_inputs(comps[0], a.size, a.model), req[comps[0]]
 
         def run():
             return r.infer(inp)[0]
     else:
-        from transformers import CLIPTokenizer
-        tok = CLIPTokenizer.from_pretrained(os.path.join(a.model, 'tokenizer'))
-        sigma = sigma_999()
-        h = a.size // 8
-
-        def run():
-            ids = tok(PROMPT, padding='max_length', max_length=77, truncation=True, return_tensors='np').input_ids
-            ctx = req['text_encoder'].infer([ids.astype(np.int64)])[0]
-            lat = np.random.default_rng(42).standard_normal((1, 4, h, h), dtype=np.float32) * \
-                np.float32((sigma ** 2 + 1) ** 0.5)
-            eps = req['unet'].infer([lat / np.float32((sigma ** 2 + 1) ** 0.5), np.array([999.0], np.float32),
-                                     ctx])[0]
-            x0 = lat - np.float32(sigma) * eps
-            img = req['taesd'].infer([x0])[0]
-            return (np.clip(img / 2 + 0.5, 0, 1) * 255).round().astype(np.uint8)
+        run = peers_models.ov_txt2img(np, req, a.model, a.size, sigma_999(), PROMPT)
     times, cpu = timed(run, a.reps)
     caps = core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES')
     result(a, 'openvino', times, cpu, openvino=ov.get_version(), inference_precision=hints,
@@ -426,25 +339,54 @@ def streamdiff_precisions(binary):
     return tuple(got) or ('fp32',)
 
 
+# the ControlNet architecture (bench/arch) of a model architecture, for the cnet1 / cnet2 parts
+CONTROLNET_FOR = {'sd15': 'controlnet-sd15'}
+# --quick: tiny models of tests/data instead of full-size architectures (name: (model, ControlNet, TAESD))
+QUICK_MODELS = {'tiny-sd15': ('tiny-sd15', 'controlnet-tiny-sd15', 'taesd-tiny'),
+                'tiny-sdxl': ('tiny-sdxl', None, 'taesd-tiny')}
+
+
+def taesd_label(taesd_dir):
+    """The model column of TAESD rows: '-' for the SD TAESD (as in earlier JSON files), else its folder name."""
+    b = os.path.basename(os.path.normpath(taesd_dir))
+    return '-' if b == 'taesd' else b
+
+
 def ensure_models(a, archs):
-    """bench_gen_arch writes each architecture (and the TAESD) once into the cache."""
+    """{arch: {'model', 'taesd', 'controlnet'}}: bench_gen_arch writes each architecture, its TAESD (TAESDXL for
+    SDXL) and its ControlNet once into the cache. --quick: the tiny models of tests/data."""
+    if a.quick:
+        data = os.path.join(ROOT, 'tests', 'data', 'models')
+        return {m: {'model': os.path.join(data, QUICK_MODELS[m][0]), 'taesd': os.path.join(data, QUICK_MODELS[m][2]),
+                    'controlnet': QUICK_MODELS[m][1] and os.path.join(data, QUICK_MODELS[m][1])} for m in archs}
     gen = os.path.join(os.path.dirname(a.bin), 'bench_gen_arch')
-    out = {}
-    for arch in list(archs) + ['taesd']:
+    tok = os.path.join(ROOT, 'tests', 'data', 'models')
+
+    def made(arch):
         dst = os.path.join(cache_dir(a), 'models', arch)
-        marker = os.path.join(dst, 'config.json' if arch == 'taesd' else 'model_index.json')
+        src = os.path.join(HERE, 'arch', arch)
+        if not os.path.isdir(src):
+            raise SystemExit(f'no architecture {src} (see bench/arch/README.md)')
+        pipe = os.path.exists(os.path.join(src, 'model_index.json'))
+        xl = pipe and peers_models.is_xl(src)
+        marker = os.path.join(dst, 'tokenizer_2/vocab.json' if xl else 'model_index.json' if pipe else 'config.json')
         if not os.path.exists(marker):
-            src = os.path.join(HERE, 'arch', arch)
-            if not os.path.isdir(src):
-                raise SystemExit(f'no architecture {src} (see bench/arch/README.md)')
             cmd = [gen, src, dst]
-            if arch != 'taesd':
+            if pipe:
                 big = json.load(open(os.path.join(src, 'text_encoder', 'config.json')))['hidden_size'] == 1024
-                cmd += ['--tokenizer', os.path.join(ROOT, 'tests', 'data', 'models',
-                                                    'tiny-sd2' if big else 'tiny-sd15', 'tokenizer')]
+                cmd += ['--tokenizer', os.path.join(tok, 'tiny-sdxl' if xl else 'tiny-sd2' if big else 'tiny-sd15',
+                                                    'tokenizer')]
             log(f'writing random-weight {arch} to {dst}')
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        out[arch] = dst
+            if xl:  # the second tokenizer (pads with "!") of SDXL
+                shutil.copytree(os.path.join(tok, 'tiny-sdxl', 'tokenizer_2'), os.path.join(dst, 'tokenizer_2'),
+                                dirs_exist_ok=True)
+        return dst
+    out = {}
+    for arch in archs:
+        m = made(arch)
+        out[arch] = {'model': m, 'taesd': a.taesd or made('taesdxl' if peers_models.is_xl(m) else 'taesd'),
+                     'controlnet': made(CONTROLNET_FOR[arch]) if arch in CONTROLNET_FOR and a.need_cnet else None}
     return out
 
 
@@ -494,6 +436,7 @@ def main():
     ap.add_argument('--parts', default='unet,taesd,txt2img')
     ap.add_argument('--engines', default='streamdiff,torch,openvino')
     ap.add_argument('--precisions', default='fp32,bf16,int8')
+    ap.add_argument('--exclude', default='', help='ENGINE:PRECISION pairs not to run, e.g. openvino:fp32 (memory)')
     ap.add_argument('--reps', type=int, default=3)
     ap.add_argument('--rounds', type=int, default=1, help='processes per row; the engine order rotates per round')
     ap.add_argument('--threads', type=int, default=2)
@@ -511,6 +454,11 @@ def main():
     ap.add_argument('--json')
     ap.add_argument('--append', action='store_true', help='add to the runs of an existing --json file')
     ap.add_argument('--table', metavar='JSON', help='print the markdown tables of a JSON file and exit')
+    ap.add_argument('--controlnet', help=argparse.SUPPRESS)  # children: the ControlNet folder of cnet1 / cnet2
+    ap.add_argument('--quick', action='store_true',
+                    help='rehearsal: the tiny models of tests/data (tiny-sd15 with a ControlNet, tiny-sdxl; TAESD '
+                         'taesd-tiny) at 64^2, every part, 1 timed run, int8 calibrated at 64^2, no peaks; the '
+                         'OpenVINO IRs in <cache>/quick')
     a = ap.parse_args()
     if a.child == 'torch':
         return child_torch(a)
@@ -525,6 +473,10 @@ def main():
             return print_tables(json.load(f))
 
     os.environ.setdefault('OPENBLAS_NUM_THREADS', str(a.threads))  # the driver's probe (numpy), before import
+    if a.quick:
+        a.models, a.sizes, a.parts = ','.join(QUICK_MODELS), '64', 'unet,cnet1,cnet2,taesd,txt2img'
+        a.reps, a.rounds, a.int8_calib_size, a.no_peak = 1, 1, 64, True
+        a.cache = os.path.join(cache_dir(a), 'quick')
     archs = [m for m in a.models.split(',') if m]
     sizes = [int(s) for s in a.sizes.split(',') if s]
     parts = [p for p in a.parts.split(',') if p]
@@ -533,9 +485,12 @@ def main():
     for e in engines:
         if e not in ENGINE_PRECISIONS:
             raise SystemExit(f'unknown engine {e} (streamdiff, torch, openvino)')
+    for p in parts:
+        if p not in ('unet', 'taesd', 'clip', 'txt2img') + tuple(peers_models.CNET_PARTS):
+            raise SystemExit(f'unknown part {p} (unet, cnet1, cnet2, taesd, clip, txt2img)')
+    a.need_cnet = any(p in peers_models.CNET_PARTS for p in parts)
     sd_precs = streamdiff_precisions(a.bin) if 'streamdiff' in engines else ()
     dirs = ensure_models(a, archs)
-    taesd = a.taesd or dirs['taesd']
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     me = [sys.executable, os.path.abspath(__file__)]
 
@@ -550,15 +505,18 @@ def main():
     out['conditions'].setdefault('invocations', []).append(cond)
 
     if not a.no_count:
-        import cpu_vs_torch
         have = {(c['model'], c['part'], c['size']) for c in out['counts']}
         for arch in archs:
+            d = dirs[arch]
+            text = 'clip' in parts or 'txt2img' in parts
             for s in sizes:
-                for p in ('unet', 'taesd', 'clip'):
-                    key = (arch if p != 'taesd' else '-', p, s if p != 'clip' else 0)
-                    if key in have or (p == 'clip' and 'clip' not in parts and 'txt2img' not in parts):
+                for p in ('unet', 'taesd', 'clip', 'clip2') + tuple(peers_models.CNET_PARTS):
+                    key = (arch if p != 'taesd' else taesd_label(d['taesd']), p, s if p[:4] != 'clip' else 0)
+                    if key in have or (p[:4] == 'clip' and not text) or (p == 'clip2' and not
+                                                                          peers_models.is_xl(d['model'])) or \
+                            (p in peers_models.CNET_PARTS and (p not in parts or not d['controlnet'])):
                         continue
-                    c = cpu_vs_torch.count_part(dirs[arch], p, s, taesd)
+                    c = peers_models.count(p, d['model'], d['taesd'], s, d['controlnet'])
                     out['counts'].append({'model': key[0], 'part': p, 'size': key[2], 'gflop': round(c[0], 2),
                                           'gb_moved': round(c[1], 3), 'weights_f32_mib': round(c[2], 1)})
                     have.add(key)
@@ -593,11 +551,13 @@ def main():
         log('peaks (GFLOP/s): ' + ', '.join(f'{k} {v}' for k, v in got.items()))
     peaks()
 
+    excluded = {tuple(x.split(':', 1)) for x in a.exclude.split(',') if x}
+
     def rows_for(part):
         rows = []
         for e in engines:
             for p in precs:
-                if p not in ENGINE_PRECISIONS[e]:
+                if p not in ENGINE_PRECISIONS[e] or (e, p) in excluded:
                     continue
                 if e == 'streamdiff' and p not in sd_precs:
                     out['skipped'].append({'engine': e, 'precision': p, 'part': part,
@@ -609,23 +569,37 @@ def main():
     for s in sizes:
         for arch in archs:
             for part in parts:
-                if part == 'taesd' and arch != archs[0]:
-                    continue  # one TAESD for every model
+                mdir, taesd, cnet = dirs[arch]['model'], dirs[arch]['taesd'], dirs[arch]['controlnet']
+                if part == 'taesd' and any(dirs[x]['taesd'] == taesd for x in archs[:archs.index(arch)]):
+                    continue  # one row per TAESD (TAESD, TAESDXL) for every model that uses it
                 if part == 'clip' and s != sizes[0]:
                     continue
-                mdir = dirs[arch]
+                n_nets = peers_models.CNET_PARTS.get(part, 0)
+                if n_nets and not cnet:
+                    out['skipped'].append({'engine': 'all', 'precision': 'all', 'part': part, 'model': arch,
+                                           'why': 'no ControlNet architecture for this model (CONTROLNET_FOR)'})
+                    continue
+                xl = peers_models.is_xl(mdir)
                 rows = rows_for(part)
+                if n_nets and any(e == 'openvino' for e, _ in rows):
+                    out['skipped'].append({'engine': 'openvino', 'precision': 'all', 'part': part, 'model': arch,
+                                           'why': 'ControlNet rows compare streamdiff with PyTorch only'})
+                    rows = [(e, p) for e, p in rows if e != 'openvino']
+                pa = argparse.Namespace(cache=a.cache, arch=arch, int8_calib_size=a.int8_calib_size, model=mdir,
+                                        taesd=taesd)
                 # OpenVINO models first (conversion / calibration are not timed, separate processes)
                 for e, p in rows:
                     if e != 'openvino':
                         continue
-                    for comp in ov_components(part):
-                        pa = argparse.Namespace(cache=a.cache, arch=arch, int8_calib_size=a.int8_calib_size)
-                        _, fp32, int8 = ov_paths(pa, comp)
-                        if os.path.exists(fp32) and (p != 'int8' or os.path.exists(int8)):
+                    for comp in peers_models.ov_components(part, xl):
+                        _, full, int8 = ov_paths(pa, comp)
+                        if os.path.exists(full) and (p != 'int8' or os.path.exists(int8)):
                             continue
                         if p == 'int8' and not os.path.exists(int8):
-                            need = 8.0 + 3.0 * (a.int8_calib_size / 512) ** 2 if comp == 'unet' else 4.0  # SD-turbo: 9 GiB at 256
+                            # nncf holds ~2.3x the fp32 weights (SD-turbo UNet: 9 GiB at 256; SDXL UNet: ~25 GiB)
+                            w_gib = 2 * os.path.getsize(peers_models.ov_weights_file(comp, mdir, taesd)) / 2 ** 30
+                            need = max(4.0, 2.3 * w_gib + (3.0 * (a.int8_calib_size / 512) ** 2 if comp == 'unet'
+                                                           else 0))
                             if a.no_int8_calibrate or mem_available_gib() < need:
                                 why = 'not cached and --no-int8-calibrate' if a.no_int8_calibrate else \
                                     f'calibration needs ~{need:.0f} GiB, {mem_available_gib():.0f} available'
@@ -646,13 +620,14 @@ def main():
                     order = rows[rnd % len(rows):] + rows[:rnd % len(rows)] if rows else []
                     for e, p in order:
                         if e == 'openvino':
-                            pa = argparse.Namespace(cache=a.cache, arch=arch, int8_calib_size=a.int8_calib_size)
                             if not all(os.path.exists(ov_paths(pa, c)[2 if p == 'int8' else 1])
-                                       for c in ov_components(part)):
+                                       for c in peers_models.ov_components(part, xl)):
                                 continue
                         if e == 'streamdiff':
-                            cmd = [a.bin, '--part', part, '--size', str(s), '--reps', str(a.reps), '--threads',
-                                   str(a.threads), '--model', mdir, '--taesd', taesd]
+                            cmd = [a.bin, '--part', 'controlnet' if n_nets else part, '--size', str(s), '--reps',
+                                   str(a.reps), '--threads', str(a.threads), '--model', mdir, '--taesd', taesd]
+                            if n_nets:
+                                cmd += ['--controlnet', cnet, '--nets', str(n_nets)]
                             if len(sd_precs) > 1:
                                 cmd += ['--precision', p]
                         else:
@@ -660,13 +635,14 @@ def main():
                                         '--threads', str(a.threads), '--model', mdir, '--taesd', taesd,
                                         '--precision', p, '--arch', arch, '--int8-calib-size',
                                         str(a.int8_calib_size), '--kernels', '0' if a.no_kernels else '1'] + \
-                                (['--cache', a.cache] if a.cache else [])
+                                (['--cache', a.cache] if a.cache else []) + (['--controlnet', cnet] if n_nets else [])
                         probe = probe_gflops()
                         la = os.getloadavg()
                         r, stdout = run_child(cmd, env, a.timeout)
                         if not r:
                             continue
-                        r.update(engine=e, precision=p, model=arch if part != 'taesd' else '-', size=s,
+                        r.update(engine=e, precision=p, model=arch if part != 'taesd' else taesd_label(taesd), size=s,
+                                 part=part, taesd_model=taesd_label(taesd),
                                  probe_gflops=probe, load_before=[round(x, 2) for x in la],
                                  time_utc=time.strftime('%H:%M:%S', time.gmtime()))
                         if e == 'torch' and not a.no_kernels:
@@ -718,9 +694,10 @@ def print_tables(out):
 
     def gflop(r):
         m, p, s = r['model'], r['part'], r['size']
-        if p == 'txt2img':
-            parts = [counts.get((m, 'unet', s)), counts.get(('-', 'taesd', s)), counts.get((m, 'clip', 0))]
-            return sum(parts) if all(x is not None for x in parts) else None
+        if p == 'txt2img':  # SDXL: both text encoders (clip2 is counted for SDXL models only)
+            parts = [counts.get((m, 'unet', s)), counts.get((r.get('taesd_model', '-'), 'taesd', s)),
+                     counts.get((m, 'clip', 0))]
+            return sum(parts) + counts.get((m, 'clip2', 0), 0) if all(x is not None for x in parts) else None
         return counts.get((m, p, s if p != 'clip' else 0))
     runs = sorted(out.get('runs', []), key=lambda r: (r['size'], r['model'], r['part'], r['engine'], r['precision']))
     print('| model | part | size | engine | precision | GFLOP | ms min | ms median | GFLOP/s | % of peak | '

@@ -119,13 +119,11 @@ def child_torch(a):
 
 # ----------------------------------------------------------------------------- counting (meta device)
 
-def count_part(model_dir, part, size, taesd_dir):
-    """(GFLOP, GB moved by aten ops, weight MB in F32) of one part, on the meta device."""
+def count_call(fn, modules):
+    """(GFLOP, GB moved by aten ops, weight MiB in F32) of fn() over modules built on the meta device."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import FlopCounterMode
-    from diffusers import AutoencoderTiny, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     class Bytes(TorchDispatchMode):
         def __init__(self):
@@ -146,6 +144,23 @@ def count_part(model_dir, part, size, taesd_dir):
                 self.bytes += tb(args) + tb(kwargs or {}) + tb(out)
             return out
 
+    wbytes = sum(p.numel() * 4 for m in modules for p in m.parameters())
+    with torch.device('meta'), torch.inference_mode():
+        fc = FlopCounterMode(display=False)
+        with fc:
+            fn()
+        bm = Bytes()
+        with bm:
+            fn()
+    return fc.get_total_flops() / 1e9, bm.bytes / 1e9, wbytes / 2**20
+
+
+def count_part(model_dir, part, size, taesd_dir):
+    """(GFLOP, GB moved by aten ops, weight MB in F32) of one part, on the meta device."""
+    import torch
+    from diffusers import AutoencoderTiny, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
     h = size // 8
     with torch.device('meta'):
         if part == 'unet':
@@ -164,15 +179,7 @@ def count_part(model_dir, part, size, taesd_dir):
             fn = lambda: m(ids)
         else:
             return None
-        wbytes = sum(p.numel() * 4 for p in m.parameters())
-        with torch.inference_mode():
-            fc = FlopCounterMode(display=False)
-            with fc:
-                fn()
-            bm = Bytes()
-            with bm:
-                fn()
-    return fc.get_total_flops() / 1e9, bm.bytes / 1e9, wbytes / 2**20
+    return count_call(fn, [m])
 
 
 # ----------------------------------------------------------------------------- driver
