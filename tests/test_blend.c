@@ -2,7 +2,8 @@
  * of tools/gen_blend_cases.py (tests/data/blend: tiny-sd15 encodings, torch noise, the forks' blend formulas);
  * the caches (a weight change encodes nothing, a changed prompt encodes only itself, frames never encode);
  * the one-entry calls equal sd_stream_set_prompt / sd_stream_set_seed; bad lists are named errors and leave the
- * stream as it was. Tiny models at 32x32 (latent 4x4, two steps: noise [2,4,4,4]). */
+ * stream as it was. Tiny models at 32x32 (latent 4x4, two steps: noise [2,4,4,4]); SDXL streams blend the pooled
+ * embedding too. */
 #include "test.h"
 
 #include "io/safetensors.h"
@@ -13,28 +14,31 @@
 
 #define SZ 32
 
-static sd_model *g_model;
+static sd_model *g_model, *g_sdxl;
 static char g_dir[1024];
 
-static sd_model *model(void)
+/* tiny-sd15 (or tiny-sdxl) with taesd-tiny, loaded once */
+static sd_model *load(const char *name, sd_model **slot)
 {
-    if (g_model)
-        return g_model;
+    if (*slot)
+        return *slot;
     const char *d = getenv("SD_TEST_DATA");
     snprintf(g_dir, sizeof g_dir, "%s", d ? d : "tests/data");
     char mp[1100], tp[1100];
-    snprintf(mp, sizeof mp, "%s/models/tiny-sd15", g_dir);
+    snprintf(mp, sizeof mp, "%s/models/%s", g_dir, name);
     snprintf(tp, sizeof tp, "%s/models/taesd-tiny", g_dir);
     sd_model_params p;
     sd_model_default_params(&p);
     p.taesd = tp;
     p.n_threads = 2;
-    if (sd_model_load(mp, &p, &g_model) != SD_OK)
-        g_model = NULL;
-    return g_model;
+    if (sd_model_load(mp, &p, slot) != SD_OK)
+        *slot = NULL;
+    return *slot;
 }
 
-static sd_stream *stream(sd_cfg_type cfg)
+static sd_model *model(void) { return load("tiny-sd15", &g_model); }
+
+static sd_stream *stream_on(sd_model *m, sd_cfg_type cfg)
 {
     sd_stream_params p;
     sd_stream_default_params(&p);
@@ -43,21 +47,26 @@ static sd_stream *stream(sd_cfg_type cfg)
     p.t_index_list[1] = 40;
     p.cfg_type = cfg;
     sd_stream *s = NULL;
-    if (model() && sd_stream_create(model(), &p, &s) != SD_OK)
+    if (m && sd_stream_create(m, &p, &s) != SD_OK)
         s = NULL;
     return s;
 }
 
-/* The conditional embedding row the stream blended (the last row of s->embeds) / its initial noise. */
-static float *cond_row(sd_stream *s)
+static sd_stream *stream(sd_cfg_type cfg) { return stream_on(model(), cfg); }
+
+/* The last row of a stream tensor: the conditional embedding the stream blended (s->embeds), SDXL's pooled one
+ * (s->add_te) */
+static float *last_row(sd_stream *s, const sd_tensor *t)
 {
-    size_t n = (size_t)sd_numel(&s->embeds), row = (size_t)s->S * s->D;
+    size_t n = (size_t)sd_numel(t), row = n / (size_t)t->ne[0];
     float *all = malloc(n * sizeof(float)), *out = malloc(row * sizeof(float));
-    sd_tensor_to_f32(&s->state, &s->embeds, all);
+    sd_tensor_to_f32(&s->state, t, all);
     memcpy(out, all + n - row, row * sizeof(float));
     free(all);
     return out;
 }
+
+static float *cond_row(sd_stream *s) { return last_row(s, &s->embeds); }
 
 static float *init_noise(sd_stream *s)
 {
@@ -96,11 +105,16 @@ TEST(reference_cases)
     cJSON *root = cJSON_Parse(text);
     free(text);
     cJSON *cases = cJSON_GetObjectItem(root, "cases");
-    sd_stream *s = stream(SD_CFG_SELF);
-    CHECK(s && cJSON_GetArraySize(cases) >= 10);
+    sd_stream *s15 = stream(SD_CFG_SELF), *sxl = stream_on(load("tiny-sdxl", &g_sdxl), SD_CFG_SELF);
+    CHECK(s15 && sxl && cJSON_GetArraySize(cases) >= 14);
     int n_cases = 0;
-    for (cJSON *c = cases ? cases->child : NULL; c && s; c = c->next) {
+    for (cJSON *c = cases ? cases->child : NULL; c && s15 && sxl; c = c->next) {
         const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
+        bool xl = strstr(cJSON_GetObjectItem(c, "model")->valuestring, "sdxl") != NULL;
+        sd_stream *s = xl ? sxl : s15;
+        const cJSON *wp = cJSON_GetObjectItem(c, "expected_pooled");
+        const sd_st_tensor *want_pooled = wp ? sd_st_find(st, wp->valuestring) : NULL;
+        CHECK(xl == (want_pooled != NULL));
         bool prompts = !strcmp(cJSON_GetObjectItem(c, "kind")->valuestring, "prompts");
         sd_blend_mode mode;
         CHECK(sd_blend_mode_from_name(cJSON_GetObjectItem(c, "mode")->valuestring, &mode));
@@ -135,10 +149,19 @@ TEST(reference_cases)
         CHECK_MSG(e <= tol, "%s: max abs err %.3g > %.3g", name, e, tol);
         printf("  %-32s max abs err %.3g (tol %.3g)\n", name, e, tol);
         free(got);
+        if (want_pooled) { /* SDXL: the pooled embedding, blended as its own tensor */
+            got = last_row(s, &s->add_te);
+            CHECK(want_pooled->numel == (size_t)s->P);
+            e = max_err(got, want_pooled, &scale);
+            CHECK_MSG(e <= 2e-5 * scale, "%s pooled: max abs err %.3g", name, e);
+            printf("  %-32s pooled max abs err %.3g\n", name, e);
+            free(got);
+        }
         n_cases++;
     }
     CHECK(n_cases == cJSON_GetArraySize(cases));
-    sd_stream_free(s);
+    sd_stream_free(s15);
+    sd_stream_free(sxl);
     cJSON_Delete(root);
     sd_safetensors_close(st);
 }
@@ -283,5 +306,6 @@ int main(void)
     RUN(one_entry_equals_single_setters);
     RUN(bad_lists);
     sd_model_free(g_model);
+    sd_model_free(g_sdxl);
     return test_summary();
 }

@@ -5,7 +5,10 @@ Writes tests/data/blend/: blend.json (the cases: the weighted prompts or seeds, 
 normalised, the name of the expected tensor) and blend.safetensors (F32): `embed.<i>` = each prompt's text
 encoding [77, 32] by tiny-sd15's CLIPTextModel (transformers, as diffusers' encode_prompt: padded to 77, last
 hidden state), `noise.<seed>` = torch.randn((2, 4, 4, 4), generator=torch.Generator().manual_seed(seed)) (a 32x32
-stream with two denoising steps: batch 2, latent 4x4), and `expected.<case>` = the blend.
+stream with two denoising steps: batch 2, latent 4x4), and `expected.<case>` = the blend. SDXL cases (`sdxl_*`):
+`sdxl.embed.<i>` / `sdxl.pooled.<i>` = tiny-sdxl's prompt embeddings [77, 20] and pooled embeddings [10] from
+diffusers' StableDiffusionXLPipeline.encode_prompt (float32), `expected.<case>` / `expected_pooled.<case>` = their
+blends (the pooled embeddings blended as their own tensor with the same weights and method).
 
 The blends follow StreamDiffusion forks' StreamParameterUpdater (daydreamlive/StreamDiffusion,
 stream_parameter_updater.py; formulas restated in docs/blending.md), written out here in torch float32:
@@ -15,7 +18,8 @@ stream_parameter_updater.py; formulas restated in docs/blending.md), written out
            flattened tensors, cos = clamp(dot(normalize(x_0), normalize(x_1)), -1, 1), theta = acos(cos),
            |theta| < 1e-6 -> (1-t) x_0 + t x_1, else sin((1-t) theta)/sin(theta) x_0 + sin(t theta)/sin(theta) x_1
 
-Requirements: pip install torch transformers safetensors (written with torch 2.15, transformers 5.25).
+Requirements: pip install torch transformers diffusers safetensors (written with torch 2.15, transformers 5.25,
+diffusers 0.42.1).
 Developer-run, from the repository root: python3 tools/gen_blend_cases.py
 """
 import json
@@ -47,7 +51,22 @@ CASES = [
     ("seeds_slerp_norm2", "seeds", [(0, 0.3), (1, 0.7)], "slerp", True),
     ("seeds_linear_raw3", "seeds", [(0, 0.5), (1, 0.5), (2, 0.5)], "linear", False),
     ("seeds_slerp_raw2", "seeds", [(2, 0.2), (0, 0.9)], "slerp", False),
+    ("sdxl_prompts_slerp_norm2", "sdxl", [(0, 1.0), (1, 3.0)], "slerp", True),
+    ("sdxl_prompts_linear_norm3", "sdxl", [(0, 2.0), (1, 1.0), (2, 1.0)], "linear", True),
+    ("sdxl_prompts_slerp_raw2", "sdxl", [(1, 0.4), (2, 0.35)], "slerp", False),
 ]
+SDXL = ROOT / "tests" / "data" / "models" / "tiny-sdxl"
+
+
+def sdxl_encodings():
+    from diffusers import StableDiffusionXLPipeline
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(SDXL), torch_dtype=torch.float32)
+    out = []
+    for p in PROMPTS:
+        e, _, pooled, _ = pipe.encode_prompt(p, device="cpu", num_images_per_prompt=1,
+                                             do_classifier_free_guidance=False)
+        out.append((e[0].contiguous(), pooled[0].contiguous()))
+    return out
 
 
 def weights(ws, normalize):
@@ -109,8 +128,19 @@ def main():
         noises[s] = torch.randn(NOISE_SHAPE, generator=torch.Generator().manual_seed(s), dtype=torch.float32)
     tensors = {f"embed.{i}": e for i, e in enumerate(embeds)}
     tensors.update({f"noise.{s}": n for s, n in noises.items()})
+    sdxl = sdxl_encodings()
+    for i, (e, p) in enumerate(sdxl):
+        tensors[f"sdxl.embed.{i}"], tensors[f"sdxl.pooled.{i}"] = e, p
     cases = []
     for name, kind, entries, mode, normalize in CASES:
+        ws = [w for _, w in entries]
+        if kind == "sdxl":
+            tensors[f"expected.{name}"] = blend([sdxl[i][0] for i, _ in entries], ws, mode, normalize).clone()
+            tensors[f"expected_pooled.{name}"] = blend([sdxl[i][1] for i, _ in entries], ws, mode, normalize).clone()
+            cases.append({"name": name, "kind": "prompts", "model": "models/tiny-sdxl",
+                          "entries": [[PROMPTS[i], w] for i, w in entries], "mode": mode, "normalize": normalize,
+                          "expected": f"expected.{name}", "expected_pooled": f"expected_pooled.{name}"})
+            continue
         if kind == "prompts":
             xs = [embeds[i] for i, _ in entries]
             items = [[PROMPTS[i], w] for i, w in entries]
@@ -118,11 +148,11 @@ def main():
             xs = [noises[SEEDS[i]] for i, _ in entries]
             items = [[SEEDS[i], w] for i, w in entries]
         tensors[f"expected.{name}"] = blend(xs, [w for _, w in entries], mode, normalize).clone().contiguous()
-        cases.append({"name": name, "kind": kind, "entries": items, "mode": mode, "normalize": normalize,
-                      "expected": f"expected.{name}"})
+        cases.append({"name": name, "kind": kind, "model": "models/tiny-sd15", "entries": items, "mode": mode,
+                      "normalize": normalize, "expected": f"expected.{name}"})
     OUT.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(OUT / "blend.safetensors"))
-    meta = {"description": "prompt / seed blends (tools/gen_blend_cases.py): tiny-sd15 text encodings [77, 32], "
+    meta = {"description": "prompt / seed blends (tools/gen_blend_cases.py): tiny-sd15 text encodings [77, 32] (tiny-sdxl: [77, 20] + pooled [10]), "
             "torch CPU noise (2, 4, 4, 4) per seed, blended as StreamDiffusion forks' StreamParameterUpdater",
             "model": "models/tiny-sd15", "stream": {"width": 32, "height": 32, "t_index_list": [20, 40]},
             "prompts": PROMPTS, "seeds": SEEDS, "noise_shape": list(NOISE_SHAPE), "cases": cases,
