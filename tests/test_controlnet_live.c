@@ -1,7 +1,8 @@
 /* ControlNets in running streams: the live settings (sd_stream_set_control / get_control: scale, guidance
  * window, each net's preprocessor) give what a stream created with them gives; bad live values are named and
  * change nothing; streams with ControlNets in a stream group give, bit for bit, what each gives alone (each
- * UNet row with the residuals of its own frame), mixed with a stream without nets. Tiny random-weight models
+ * UNet row with the residuals of its own frame), mixed with a stream without nets, and on SDXL; a fixed control
+ * image of another size is resized. Tiny random-weight models
  * from tests/data. */
 #include "test.h"
 #include "test_util.h"
@@ -269,6 +270,62 @@ TEST(group_members_with_controlnets_equal_alone)
         free_all(alone[i], NF);
 }
 
+/* SDXL: two SDXL streams with the tiny SDXL ControlNet (added conditions and residuals per row) in one group
+ * give what each gives alone. */
+TEST(sdxl_group_members_with_controlnets_equal_alone)
+{
+    char p[1200];
+    sd_model_params mp;
+    sd_model_default_params(&mp);
+    mp.n_threads = 2;
+    sd_model *m = NULL;
+    sd_controlnet *cn = NULL;
+    if (sd_model_load(data_path(p, sizeof p, "models/tiny-sdxl"), &mp, &m) != SD_OK ||
+        sd_controlnet_load(m, data_path(p, sizeof p, "models/controlnet-tiny-sdxl"), &cn) != SD_OK) {
+        CHECK_MSG(false, "tiny-sdxl / controlnet-tiny-sdxl do not load (committed test data): %s", sd_last_error());
+        sd_model_free(m);
+        return;
+    }
+    sd_control c[2];
+    sd_control_default(&c[0]);
+    sd_control_default(&c[1]);
+    c[0].net = c[1].net = cn;
+    c[1].scale = 0.5f;
+    sd_stream_params sp[2];
+    params(&sp[0], &c[0], 1, SD_CFG_SELF, 31);
+    params(&sp[1], &c[1], 1, SD_CFG_FULL, 32);
+    sd_image alone[2][NF], grouped[2][NF];
+    memset(alone, 0, sizeof alone);
+    memset(grouped, 0, sizeof grouped);
+    for (int i = 0; i < 2; i++)
+        CHECK_STATUS(run(m, &sp[i], NULL, g_in, alone[i]), SD_OK);
+    sd_stream_group *g = NULL;
+    sd_stream *s[2] = {NULL, NULL};
+    CHECK_STATUS(sd_stream_group_create(m, 2, 2, &g), SD_OK);
+    for (int i = 0; i < 2; i++) {
+        CHECK_STATUS(sd_stream_create(m, &sp[i], &s[i]), SD_OK);
+        if (g && s[i])
+            CHECK_STATUS(sd_stream_group_add(g, s[i]), SD_OK);
+    }
+    for (int t = 0; g && s[0] && s[1] && t < NF; t++) {
+        const sd_image *in[2] = {&g_in[t], &g_in[t]};
+        sd_image *out[2] = {&grouped[0][t], &grouped[1][t]};
+        CHECK_STATUS(sd_stream_group_img2img(g, in, out, 2), SD_OK);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int t = 0; t < NF; t++)
+            CHECK_MSG(img_eq(&alone[i][t], &grouped[i][t]), "SDXL member %d, frame %d differs from alone", i, t);
+    CHECK(!img_eq(&alone[0][NF - 1], &alone[1][NF - 1]));
+    sd_stream_group_free(g);
+    for (int i = 0; i < 2; i++) {
+        sd_stream_free(s[i]);
+        free_all(alone[i], NF);
+        free_all(grouped[i], NF);
+    }
+    sd_controlnet_free(cn);
+    sd_model_free(m);
+}
+
 int main(void)
 {
     const char *d = getenv("SD_TEST_DATA");
@@ -296,6 +353,7 @@ int main(void)
     RUN(live_settings_refuse_bad_values);
     RUN(fixed_image_of_another_size_is_resized);
     RUN(group_members_with_controlnets_equal_alone);
+    RUN(sdxl_group_members_with_controlnets_equal_alone);
     free_all(g_in, NF);
     sd_controlnet_free(g_cn);
     sd_model_free(g_m);
