@@ -208,6 +208,34 @@ TEST(fixed_image_of_another_size_is_resized)
     sd_image_free(&sized);
 }
 
+/* n streams of sp[] (n <= 3) in one group of model m, the NF frames to every member: out[i][t] = member i's
+ * output of frame t; *g and s[] are left to the caller (to free). Each member's outputs are checked against
+ * alone[i] (its outputs on its own), bit for bit; `what` names the case. */
+static void run_group(sd_model *m, const sd_stream_params *sp, int n, sd_stream_group **g, sd_stream **s,
+                      sd_image (*alone)[NF], const char *what)
+{
+    sd_image out[3][NF];
+    memset(out, 0, sizeof out);
+    *g = NULL;
+    CHECK_STATUS(sd_stream_group_create(m, n, n, g), SD_OK);
+    bool ok = *g != NULL;
+    for (int i = 0; i < n; i++) {
+        s[i] = NULL;
+        CHECK_STATUS(sd_stream_create(m, &sp[i], &s[i]), SD_OK);
+        ok = ok && s[i] && sd_stream_group_add(*g, s[i]) == SD_OK;
+    }
+    for (int t = 0; ok && t < NF; t++) {
+        const sd_image *in[3] = {&g_in[t], &g_in[t], &g_in[t]};
+        sd_image *o[3] = {&out[0][t], &out[1][t], &out[2][t]};
+        CHECK_STATUS(sd_stream_group_img2img(*g, in, o, n), SD_OK);
+    }
+    for (int i = 0; i < n; i++) {
+        for (int t = 0; t < NF; t++)
+            CHECK_MSG(img_eq(&alone[i][t], &out[i][t]), "%s: member %d, frame %d differs from alone", what, i, t);
+        free_all(out[i], NF);
+    }
+}
+
 /* Three streams (two with the net at different scales and preprocessors, one without) in one group: each
  * member's outputs equal its outputs alone, bit for bit. */
 TEST(group_members_with_controlnets_equal_alone)
@@ -222,30 +250,15 @@ TEST(group_members_with_controlnets_equal_alone)
     params(&p[1], &c[1], 1, SD_CFG_NONE, 22);
     p[1].control_preprocess.kind = SD_PREPROCESS_SOFTEDGE;
     params(&p[2], NULL, 0, SD_CFG_SELF, 23);
-    sd_image alone[3][NF], grouped[3][NF];
+    sd_image alone[3][NF];
     memset(alone, 0, sizeof alone);
-    memset(grouped, 0, sizeof grouped);
     for (int i = 0; i < 3; i++)
         CHECK_STATUS(run(g_m, &p[i], NULL, g_in, alone[i]), SD_OK);
     for (int pad = 0; pad < 2; pad++) { /* pad: the group's UNet rows padded to a power of two (as with graphs) */
         setenv("SD_GROUP_PAD_ROWS", pad ? "1" : "0", 1);
-        sd_stream_group *g = NULL;
-        sd_stream *s[3] = {NULL, NULL, NULL};
-        CHECK_STATUS(sd_stream_group_create(g_m, 3, 3, &g), SD_OK);
-        for (int i = 0; i < 3; i++) {
-            CHECK_STATUS(sd_stream_create(g_m, &p[i], &s[i]), SD_OK);
-            if (g && s[i])
-                CHECK_STATUS(sd_stream_group_add(g, s[i]), SD_OK);
-        }
-        for (int t = 0; g && s[0] && s[1] && s[2] && t < NF; t++) {
-            const sd_image *in[3] = {&g_in[t], &g_in[t], &g_in[t]};
-            sd_image *out[3] = {&grouped[0][t], &grouped[1][t], &grouped[2][t]};
-            CHECK_STATUS(sd_stream_group_img2img(g, in, out, 3), SD_OK);
-        }
-        for (int i = 0; i < 3; i++)
-            for (int t = 0; t < NF; t++)
-                CHECK_MSG(img_eq(&alone[i][t], &grouped[i][t]), "pad %d: member %d, frame %d differs from alone", pad,
-                          i, t);
+        sd_stream_group *g;
+        sd_stream *s[3];
+        run_group(g_m, p, 3, &g, s, alone, pad ? "padded rows" : "exact rows");
         if (g && s[0]) { /* a live change reaches a grouped member on its next frame */
             sd_stream_control v;
             CHECK_STATUS(sd_stream_get_control(s[0], 0, &v), SD_OK);
@@ -258,10 +271,8 @@ TEST(group_members_with_controlnets_equal_alone)
             sd_image_free(&o);
         }
         sd_stream_group_free(g);
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < 3; i++)
             sd_stream_free(s[i]);
-            free_all(grouped[i], NF);
-        }
     }
     unsetenv("SD_GROUP_PAD_ROWS");
     /* the members differ from each other (the test can fail) */
@@ -294,33 +305,18 @@ TEST(sdxl_group_members_with_controlnets_equal_alone)
     sd_stream_params sp[2];
     params(&sp[0], &c[0], 1, SD_CFG_SELF, 31);
     params(&sp[1], &c[1], 1, SD_CFG_FULL, 32);
-    sd_image alone[2][NF], grouped[2][NF];
+    sd_image alone[2][NF];
     memset(alone, 0, sizeof alone);
-    memset(grouped, 0, sizeof grouped);
     for (int i = 0; i < 2; i++)
         CHECK_STATUS(run(m, &sp[i], NULL, g_in, alone[i]), SD_OK);
-    sd_stream_group *g = NULL;
-    sd_stream *s[2] = {NULL, NULL};
-    CHECK_STATUS(sd_stream_group_create(m, 2, 2, &g), SD_OK);
-    for (int i = 0; i < 2; i++) {
-        CHECK_STATUS(sd_stream_create(m, &sp[i], &s[i]), SD_OK);
-        if (g && s[i])
-            CHECK_STATUS(sd_stream_group_add(g, s[i]), SD_OK);
-    }
-    for (int t = 0; g && s[0] && s[1] && t < NF; t++) {
-        const sd_image *in[2] = {&g_in[t], &g_in[t]};
-        sd_image *out[2] = {&grouped[0][t], &grouped[1][t]};
-        CHECK_STATUS(sd_stream_group_img2img(g, in, out, 2), SD_OK);
-    }
-    for (int i = 0; i < 2; i++)
-        for (int t = 0; t < NF; t++)
-            CHECK_MSG(img_eq(&alone[i][t], &grouped[i][t]), "SDXL member %d, frame %d differs from alone", i, t);
+    sd_stream_group *g;
+    sd_stream *s[2];
+    run_group(m, sp, 2, &g, s, alone, "SDXL");
     CHECK(!img_eq(&alone[0][NF - 1], &alone[1][NF - 1]));
     sd_stream_group_free(g);
     for (int i = 0; i < 2; i++) {
         sd_stream_free(s[i]);
         free_all(alone[i], NF);
-        free_all(grouped[i], NF);
     }
     sd_controlnet_free(cn);
     sd_model_free(m);
