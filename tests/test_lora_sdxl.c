@@ -9,6 +9,7 @@
 
 #include "models/lora.h"
 #include "pipe/pipeline.h"
+#include "pipe/stream.h"
 
 static char g_tmp[512];
 static sd_safetensors *g_exp;
@@ -237,6 +238,86 @@ TEST(other_family_is_named)
     sd_model_free(xl);
 }
 
+/* A LoRA changed while an SDXL stream runs takes effect from the next frame, as on SD1 (test_stream.c): the
+ * stream re-encodes its prompt with the new weights. The LoRA here touches only text encoder 2 (the lora_te2_
+ * layers of xl_style_kohya), so the outputs can change only through that re-encoding; unfused, the base comes
+ * back bit for bit. */
+#define NS 6
+#define LORA_AT 3
+TEST(live_change_in_a_stream)
+{
+    char src[1200], te2[700];
+    test_data_file(src, sizeof src, STYLE);
+    snprintf(te2, sizeof te2, "%s/te2_only.safetensors", g_tmp);
+    sd_safetensors *st = NULL;
+    sd_st_writer *w = sd_st_writer_new();
+    int n = 0;
+    CHECK_STATUS(sd_safetensors_open(src, &st), SD_OK);
+    for (size_t i = 0; st && i < st->n_tensors; i++) {
+        const sd_st_tensor *t = &st->tensors[i];
+        if (strncmp(t->name, "lora_te2_", 9))
+            continue;
+        CHECK_STATUS(sd_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data), SD_OK);
+        n++;
+    }
+    CHECK(n == 6); /* two layers: down, up, alpha */
+    CHECK_STATUS(sd_st_writer_save(w, te2), SD_OK);
+    sd_st_writer_free(w);
+    sd_safetensors_close(st);
+    char taesd[1200];
+    sd_model_params mp;
+    sd_model_default_params(&mp);
+    mp.n_threads = 2;
+    mp.taesd = test_data_file(taesd, sizeof taesd, "models/taesd-tiny");
+    char dir[1200];
+    sd_model *m = NULL;
+    CHECK_STATUS(sd_model_load(test_data_file(dir, sizeof dir, "models/tiny-sdxl"), &mp, &m), SD_OK);
+    if (!m)
+        return;
+    sd_stream_params p;
+    sd_stream_default_params(&p);
+    p.width = p.height = 32;
+    p.seed = 5;
+    sd_image frames[NS], out[3][NS];
+    memset(out, 0, sizeof out);
+    for (int k = 0; k < NS; k++)
+        frames[k] = (sd_image){32, 32, test_wave_frame(32, 32, k, 99 + (unsigned long long)k)};
+    sd_lora_spec l = {te2, 1.0f};
+    for (int run = 0; run < 3; run++) { /* 0: no LoRA, 1: the LoRA from frame LORA_AT, 2: unfused again */
+        sd_stream *s = NULL;
+        CHECK_STATUS(sd_stream_create(m, &p, &s), SD_OK);
+        if (!s)
+            break;
+        CHECK_STATUS(sd_stream_set_prompt(s, "a red fox", ""), SD_OK);
+        for (int k = 0; k < NS; k++) {
+            if (run == 1 && k == LORA_AT)
+                CHECK_STATUS(sd_model_apply_loras(m, &l, 1), SD_OK);
+            CHECK_STATUS(sd_stream_img2img(s, &frames[k], &out[run][k]), SD_OK);
+        }
+        sd_stream_free(s);
+        if (run == 1)
+            CHECK_STATUS(sd_model_apply_loras(m, NULL, 0), SD_OK);
+    }
+    int before = 0, after = 0, back = 0;
+    for (int k = 0; k < NS; k++) {
+        size_t nb = (size_t)32 * 32 * 3;
+        bool same01 = out[0][k].data && out[1][k].data && !memcmp(out[0][k].data, out[1][k].data, nb);
+        before += k < LORA_AT && same01;
+        after += k >= LORA_AT && !same01;
+        back += out[0][k].data && out[2][k].data && !memcmp(out[0][k].data, out[2][k].data, nb);
+    }
+    CHECK_MSG(before == LORA_AT, "%d of the %d frames before the LoRA changed", LORA_AT - before, LORA_AT);
+    CHECK_MSG(after == NS - LORA_AT, "only %d of the %d frames after the LoRA changed", after, NS - LORA_AT);
+    CHECK_MSG(back == NS, "unfused: %d of %d frames as before the LoRA", back, NS);
+    for (int r = 0; r < 3; r++)
+        for (int k = 0; k < NS; k++)
+            sd_image_free(&out[r][k]);
+    for (int k = 0; k < NS; k++)
+        free(frames[k].data);
+    unlink(te2);
+    sd_model_free(m);
+}
+
 /* family detection on full-size shapes: cross-attention widths 768 / 1024 / 2048 and SDXL-only keys */
 TEST(family_from_tensors)
 {
@@ -282,6 +363,7 @@ int main(void)
     }
     RUN(diffusers_scenarios);
     RUN(other_family_is_named);
+    RUN(live_change_in_a_stream);
     RUN(family_from_tensors);
     test_rm_tree(g_tmp);
     sd_safetensors_close(g_exp);
