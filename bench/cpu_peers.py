@@ -517,7 +517,7 @@ def main():
                             (p in peers_models.CNET_PARTS and (p not in parts or not d['controlnet'])):
                         continue
                     c = peers_models.count(p, d['model'], d['taesd'], s, d['controlnet'])
-                    out['counts'].append({'model': key[0], 'part': p, 'size': key[2], 'gflop': round(c[0], 2),
+                    out['counts'].append({'model': key[0], 'part': p, 'size': key[2], 'gflop': round(c[0], 4),
                                           'gb_moved': round(c[1], 3), 'weights_f32_mib': round(c[2], 1)})
                     have.add(key)
                     log(f'count {key[0]:12s} {p:6s} {s}: {c[0]:8.1f} GFLOP, weights {c[2]:7.1f} MiB (F32)')

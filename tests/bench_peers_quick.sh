@@ -41,7 +41,7 @@ assert not any(r['engine'] == 'openvino' and r['part'].startswith('cnet') for r 
 g = {(c['model'], c['part'], c['size']): c['gflop'] for c in out['counts']}
 u, c1, c2 = g[('tiny-sd15', 'unet', 64)], g[('tiny-sd15', 'cnet1', 64)], g[('tiny-sd15', 'cnet2', 64)]
 assert 0 < u < c1 < c2, f'ControlNet FLOPs should add up: unet {u}, +1 net {c1}, +2 nets {c2}'
-assert abs((c2 - u) - 2 * (c1 - u)) < 1e-3 * c2, 'two nets should cost twice one'
+assert abs((c2 - u) - 2 * (c1 - u)) < 1e-3 * c2 + 2e-4, 'two nets should cost twice one'  # counts: 4 decimals
 assert g.get(('tiny-sdxl', 'clip2', 0), 0) > 0, 'SDXL txt2img needs the second text encoder counted'
 table = open(sys.argv[2]).read()
 for s in ('| tiny-sdxl | txt2img | 64 |', '| tiny-sd15 | cnet2 | 64 |', 'streamdiff fp32', 'openvino int8'):
