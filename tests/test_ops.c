@@ -1237,6 +1237,35 @@ TEST(arena_exhaustion)
     sd_ctx_free(&small);
 }
 
+/* sd_conv2d_into: the same values as sd_conv2d, in the given tensor; a wrong shape or an overlap with the
+ * input is a named error */
+TEST(conv2d_into)
+{
+    begin();
+    int64_t xe[4] = {2, 3, 9, 7}, we[4] = {5, 3, 3, 3}, be[1] = {5};
+    float *x = rnd(2 * 3 * 9 * 7, 1, 0), *w = rnd(5 * 27, 1, 0), *b = rnd(5, 1, 0);
+    sd_tensor tx = up(SD_F32, 4, xe, x), tw = up(SD_F32, 4, we, w), tb = up(SD_F32, 1, be, b);
+    sd_tensor ref = sd_conv2d(&g_ctx, tx, tw, &tb, 1, 1);
+    sd_tensor dst = sd_new4(&g_ctx, 2, 5, 9, 7);
+    sd_tensor y = sd_conv2d_into(&g_ctx, dst, tx, tw, &tb, 1, 1);
+    CHECK(sd_ok(&g_ctx) && y.data == dst.data);
+    CHECK(sd_ok(&g_ctx) && !memcmp(y.data, ref.data, sd_nbytes(&ref)));
+    sd_tensor small = sd_new4(&g_ctx, 2, 5, 9, 6);
+    sd_conv2d_into(&g_ctx, small, tx, tw, &tb, 1, 1);
+    CHECK(g_ctx.status == SD_ERR_SHAPE);
+    CHECK_ERR_CONTAINS("the destination must be the output's shape");
+    begin();
+    int64_t ye[4] = {2, 3, 9, 7}, w3e[4] = {3, 3, 3, 3};
+    sd_tensor tx2 = up(SD_F32, 4, ye, x), tw3 = up(SD_F32, 4, w3e, w);
+    sd_conv2d_into(&g_ctx, tx2, tx2, tw3, NULL, 1, 1);
+    CHECK(g_ctx.status == SD_ERR_SHAPE);
+    CHECK_ERR_CONTAINS("overlaps the input");
+    begin();
+    free(x);
+    free(w);
+    free(b);
+}
+
 /* SD_OP_TIMES: the timed calls land in their kinds (with GFLOP/s for GEMM-like ones); off, nothing is counted */
 TEST(op_timers)
 {
@@ -1317,6 +1346,7 @@ int main(void)
     RUN(shape_errors);
     RUN(arena_exhaustion);
     RUN(op_timers);
+    RUN(conv2d_into);
     printf("worst relative error per op (limit %.0e):\n", TOL);
     for (int i = 0; i < g_nstats; i++)
         printf("  %-20s %3d cases  %.2e\n", g_stats[i].op, g_stats[i].cases, g_stats[i].worst);

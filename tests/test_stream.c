@@ -17,10 +17,9 @@
 static sd_model *g_model;
 static char g_why[2600];
 
-static sd_model *model(void)
+/* tiny-sd15 + taesd-tiny at a precision; NULL with the reason in g_why */
+static sd_model *load_tiny(sd_precision precision)
 {
-    if (g_model || g_why[0])
-        return g_model;
     const char *d = getenv("SD_TEST_DATA");
     char mp[1024], tp[1024];
     snprintf(mp, sizeof mp, "%s/models/tiny-sd15", d ? d : "tests/data");
@@ -32,12 +31,21 @@ static sd_model *model(void)
     sd_model_params p;
     sd_model_default_params(&p);
     p.taesd = tp;
+    p.precision = precision;
     const char *nt = getenv("SD_TEST_THREADS"); /* e.g. 1 under ThreadSanitizer (libgomp is not instrumented) */
     p.n_threads = nt ? atoi(nt) : 2;
-    if (sd_model_load(mp, &p, &g_model) != SD_OK) {
+    sd_model *m = NULL;
+    if (sd_model_load(mp, &p, &m) != SD_OK) {
         snprintf(g_why, sizeof g_why, "loading %s failed: %s", mp, sd_last_error());
-        g_model = NULL;
+        m = NULL;
     }
+    return m;
+}
+
+static sd_model *model(void)
+{
+    if (!g_model && !g_why[0])
+        g_model = load_tiny(SD_PRECISION_FP32);
     return g_model;
 }
 
@@ -752,18 +760,9 @@ TEST(free_while_busy)
  * (AMX or AVX512-BF16), else fp32; SD_CPU_ISA lowering the kernels lowers it too; the model says which */
 static void load_precision(sd_precision pr, sd_model_info *info, sd_model **out)
 {
-    const char *d = getenv("SD_TEST_DATA");
-    char mp[1024], tp[1024];
-    snprintf(mp, sizeof mp, "%s/models/tiny-sd15", d ? d : "tests/data");
-    snprintf(tp, sizeof tp, "%s/models/taesd-tiny", d ? d : "tests/data");
-    sd_model_params p;
-    sd_model_default_params(&p);
-    p.taesd = tp;
-    p.n_threads = 2;
-    p.precision = pr;
-    *out = NULL;
     memset(info, 0, sizeof *info);
-    CHECK_STATUS(sd_model_load(mp, &p, out), SD_OK);
+    *out = load_tiny(pr);
+    CHECK_MSG(*out != NULL, "%s", g_why);
     if (*out)
         sd_model_get_info(*out, info);
 }

@@ -432,7 +432,9 @@ sd_tensor sd_matmul(sd_ctx *ctx, sd_tensor a, sd_tensor b, bool trans_a, bool tr
     return y;
 }
 
-sd_tensor sd_conv2d_pads(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, const int pads[4])
+/* into a new tensor, or into *dst (its shape checked, not overlapping x) */
+static sd_tensor conv2d(sd_ctx *ctx, const sd_tensor *dst, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride,
+                        const int pads[4])
 {
     sd_tensor y = {0};
     if (!LIVE(ctx))
@@ -453,7 +455,18 @@ sd_tensor sd_conv2d_pads(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor 
     int64_t wo = (x.ne[3] + pads[1] + pads[3] - w.ne[3]) / stride + 1;
     if (!check(ctx, ho > 0 && wo > 0, "conv2d", &x, &w, "input smaller than kernel"))
         return y;
-    y = sd_new4(ctx, x.ne[0], w.ne[0], ho, wo);
+    if (dst) {
+        int64_t ye[4] = {x.ne[0], w.ne[0], ho, wo};
+        const uint8_t *d0 = dst->data, *x0 = x.data;
+        bool apart = !d0 || !x0 || d0 + sd_nbytes(dst) <= x0 || x0 + sd_nbytes(&x) <= d0;
+        if (!check(ctx, dst->ndim == 4 && !memcmp(dst->ne, ye, sizeof ye) && dst->dtype == ctx->be->act_dtype,
+                   "conv2d (into)", dst, &w, "the destination must be the output's shape") ||
+            !check(ctx, apart, "conv2d (into)", dst, &x, "the destination overlaps the input"))
+            return y;
+        y = *dst;
+    } else {
+        y = sd_new4(ctx, x.ne[0], w.ne[0], ho, wo);
+    }
     size_t m = sd_mark(ctx);
     sd_tensor wc = weight_for(ctx, w);
     size_t sb = ctx->be->ops->conv2d_scratch ? ctx->be->ops->conv2d_scratch(ctx->be, &x, &wc, &y) : 0;
@@ -468,10 +481,21 @@ sd_tensor sd_conv2d_pads(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor 
     return y;
 }
 
+sd_tensor sd_conv2d_pads(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, const int pads[4])
+{
+    return conv2d(ctx, NULL, x, w, b, stride, pads);
+}
+
 sd_tensor sd_conv2d(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, int pad)
 {
     int pads[4] = {pad, pad, pad, pad};
-    return sd_conv2d_pads(ctx, x, w, b, stride, pads);
+    return conv2d(ctx, NULL, x, w, b, stride, pads);
+}
+
+sd_tensor sd_conv2d_into(sd_ctx *ctx, sd_tensor dst, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, int pad)
+{
+    int pads[4] = {pad, pad, pad, pad};
+    return conv2d(ctx, &dst, x, w, b, stride, pads);
 }
 
 sd_tensor sd_group_norm(sd_ctx *ctx, sd_tensor x, sd_tensor gamma, sd_tensor beta, int groups, float eps, bool silu)

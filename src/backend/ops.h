@@ -96,6 +96,9 @@ sd_tensor sd_linear(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b);
 sd_tensor sd_matmul(sd_ctx *ctx, sd_tensor a, sd_tensor b, bool trans_a, bool trans_b, float alpha);
 sd_tensor sd_conv2d(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, int pad);
 sd_tensor sd_conv2d_pads(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, const int pads[4]);
+/* sd_conv2d writing into dst (the output's shape, not overlapping x; e.g. a dead temporary at a scope's
+ * start, so that no step has to copy the result down); returns dst */
+sd_tensor sd_conv2d_into(sd_ctx *ctx, sd_tensor dst, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, int pad);
 sd_tensor sd_group_norm(sd_ctx *ctx, sd_tensor x, sd_tensor gamma, sd_tensor beta, int groups, float eps, bool silu);
 sd_tensor sd_layer_norm(sd_ctx *ctx, sd_tensor x, sd_tensor gamma, sd_tensor beta, float eps);
 sd_tensor sd_softmax(sd_ctx *ctx, sd_tensor x, float scale);

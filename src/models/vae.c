@@ -697,12 +697,12 @@ static sd_tensor taesd_layer(sd_ctx *ctx, const sd_taesd *m, const sd_taesd_laye
     case SD_TAESD_UPSAMPLE:
         return sd_upsample2x(ctx, x);
     case SD_TAESD_BLOCK: {
-        /* activations and the residual sum in place on the scope's own tensor: one copy per conv */
+        /* activations and the residual sum in place, the last conv into the first one's (dead) tensor at
+         * the scope's start: the block's result needs no copy */
         sd_scope s = sd_scope_begin(ctx);
         sd_tensor h = sd_unary_inplace(ctx, sd_conv2d(ctx, x, l->cw[0], &l->cb[0], 1, 1), m->cfg.act);
-        h = sd_step(&s, sd_conv2d(ctx, h, l->cw[1], &l->cb[1], 1, 1));
-        h = sd_unary_inplace(ctx, h, m->cfg.act);
-        h = sd_step(&s, sd_conv2d(ctx, h, l->cw[2], &l->cb[2], 1, 1));
+        sd_tensor h1 = sd_unary_inplace(ctx, sd_conv2d(ctx, h, l->cw[1], &l->cb[1], 1, 1), m->cfg.act);
+        h = sd_conv2d_into(ctx, h, h1, l->cw[2], &l->cb[2], 1, 1);
         sd_tensor sk = l->has_skip ? sd_conv2d(ctx, x, l->skip_w, NULL, 1, 0) : x; /* 1x1 when C != C' */
         h = sd_add_inplace(ctx, h, sk);
         return sd_scope_end(&s, sd_unary_inplace(ctx, h, SD_UNARY_RELU)); /* fuse = nn.ReLU() */

@@ -299,23 +299,21 @@ static size_t bk_ws_thread(void) /* bytes */
 static size_t BK_FN(gemm_ws)(int nthreads) { return (size_t)(nthreads > 0 ? nthreads : 1) * bk_ws_thread() / sizeof(float); }
 
 /* c[32][32] into C rows [0, mr), columns [0, nr) */
-static inline void write_back(float *C, int64_t ldc, const float *c, int64_t mr, int64_t nr, int acc)
+static inline void write_back(float *C, int64_t ldc, const float *c, int64_t mr, int64_t nr)
 {
     __mmask16 k0 = bm16(nr), k1 = bm16(nr - 16);
     for (int64_t i = 0; i < mr; i++) {
         float *cp = C + i * ldc;
-        __m512 v0 = _mm512_loadu_ps(c + i * 32), v1 = _mm512_loadu_ps(c + i * 32 + 16);
-        if (acc) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, cp));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, cp + 16));
-        }
-        _mm512_mask_storeu_ps(cp, k0, v0);
-        _mm512_mask_storeu_ps(cp + 16, k1, v1);
+        _mm512_mask_storeu_ps(cp, k0, _mm512_loadu_ps(c + i * 32));
+        _mm512_mask_storeu_ps(cp + 16, k1, _mm512_loadu_ps(c + i * 32 + 16));
     }
 }
 
 /* one 32x32 block of C (mr x nr of it inside the matrix): full blocks accumulate in C itself, edge
- * blocks go through cb (32 x 32 floats) and are written back masked */
+ * blocks go through cb (32 x 32 floats) and are written back masked. An edge block that accumulates
+ * starts from C's values in cb, as a full block starts from C: every element gets the same sums in the
+ * same order wherever the block edges fall (they move with M, e.g. with the rows of a batched stream
+ * group, whose outputs must equal each stream's alone) */
 static inline void micro(const uint16_t *A0, const uint16_t *A1, const uint16_t *B0, const uint16_t *B1, int64_t nkb,
                          float *C, int64_t ldc, float *cb, int64_t mr, int64_t nr, int acc)
 {
@@ -323,8 +321,15 @@ static inline void micro(const uint16_t *A0, const uint16_t *A1, const uint16_t 
         bk_ukr(A0, A1, B0, B1, nkb, C, ldc, acc);
         return;
     }
-    bk_ukr(A0, A1, B0, B1, nkb, cb, 32, 0);
-    write_back(C, ldc, cb, mr, nr, acc);
+    if (acc)
+        for (int64_t i = 0; i < 32; i++) {
+            const float *cp = C + i * ldc;
+            _mm512_storeu_ps(cb + i * 32, i < mr ? _mm512_maskz_loadu_ps(bm16(nr), cp) : _mm512_setzero_ps());
+            _mm512_storeu_ps(cb + i * 32 + 16,
+                             i < mr ? _mm512_maskz_loadu_ps(bm16(nr - 16), cp + 16) : _mm512_setzero_ps());
+        }
+    bk_ukr(A0, A1, B0, B1, nkb, cb, 32, acc);
+    write_back(C, ldc, cb, mr, nr);
 }
 
 static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
