@@ -605,9 +605,10 @@ sd_status sd_model_get_info(const sd_model *m, sd_model_info *info)
                          m->w_taesd.bytes_device + m->w_taesd.bytes_mapped;
     info->active_loras = sd_lora_state_loras(m->lora);
     bool cuda = m->params.backend == SD_BACKEND_CUDA;
-    const char *bk = cuda ? NULL : sd_backend_cpu_bf16_isa(m->be);
-    info->precision = cuda ? "fp16" : m->be->bf16 ? "bf16" : "fp32";
-    info->kernels = cuda ? "cuda" : m->be->bf16 && bk ? bk : sd_backend_cpu_isa(m->be);
+    const char *bk = cuda ? NULL : sd_backend_cpu_bf16_isa(m->be), *ik = cuda ? NULL : sd_backend_cpu_int8_isa(m->be);
+    bool int8 = !cuda && m->be->int8 && ik; /* int8 without int8 kernels runs as bf16 */
+    info->precision = cuda ? "fp16" : int8 ? "int8" : m->be->bf16 ? "bf16" : "fp32";
+    info->kernels = cuda ? "cuda" : int8 ? ik : m->be->bf16 && bk ? bk : sd_backend_cpu_isa(m->be);
     return SD_OK;
 }
 
