@@ -150,11 +150,11 @@ typedef struct sd_model_info {
     size_t weight_bytes;
     int active_loras;        /* LoRAs in the set fused now by sd_model_apply_loras (0: the base weights,
                                 also after a failure while writing weights) */
-    const char *precision;   /* what it computes in: "fp32", "bf16" (auto resolved) or "int8" (where the CPU
-                                has int8 kernels; else "bf16"), "fp16" on CUDA */
-    const char *kernels;     /* the kernel set: CPU "amx", "avx512bf16" (bf16 compute), the int8 set (int8),
-                                "avx512", "avx2", "blas" (fp32 compute: with precision "bf16", bf16 weights
-                                only); "cuda" */
+    const char *precision;   /* what it computes in: "fp32", "bf16" or "int8" (auto resolved; int8 without
+                                int8 kernels: "bf16"), "fp16" on CUDA */
+    const char *kernels;     /* the kernel set: CPU "amx", "avx512bf16" (bf16 compute; int8: "amx" or
+                                "avx512vnni"), "avx512", "avx2", "blas" (fp32 compute: with precision
+                                "bf16", bf16 weights only); "cuda" */
 } sd_model_info;
 SD_API sd_status sd_model_get_info(const sd_model *m, sd_model_info *info);
 
