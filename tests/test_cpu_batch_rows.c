@@ -1,7 +1,7 @@
 /* A batch row's result must not depend on the other rows (cross-session batching in `streamdiff serve`
  * runs several clients' UNet rows in one call and promises each client the frames it would get alone).
  *
- * At every CPU level this machine has, at precision fp32 ("avx512"), bf16 ("amx", "avx512bf16") and int8
+ * At every CPU level this machine has, at precision fp32 ("avx512", "avx2"), bf16 ("amx", "avx512bf16") and int8
  * (the int8 levels), linears, convolutions and attention are computed once for a batch of rows / images
  * and once per row / image alone, and the results must be bit-identical. Shapes make the kernels take
  * every branch a batch size could switch: linears with K > 512 (a second depth block accumulates into
@@ -191,7 +191,7 @@ int main(void)
         const char *isa;
         int precision; /* 0 fp32, 1 bf16, 2 int8 */
     } sets[] = {{"avx512", 0},     {"amx", 1},        {"avx512bf16", 1},
-                {"amx", 2},        {"avx512bf16", 2}, {"avx512vnni", 2}};
+                {"amx", 2},        {"avx512bf16", 2}, {"avx512vnni", 2}, {"avx2", 0}};
     int ran = 0;
     for (size_t si = 0; si < SD_ARRAY_LEN(sets); si++) {
         g_isa = sets[si].isa;
@@ -231,7 +231,7 @@ int main(void)
     }
     int rc = test_summary();
     if (rc == 0 && ran == 0) {
-        printf("SKIP: this CPU has none of the levels (avx512, amx, avx512bf16, avx512vnni)\n");
+        printf("SKIP: this CPU has none of the levels (avx512, amx, avx512bf16, avx512vnni, avx2)\n");
         return 77;
     }
     return rc;
