@@ -13,6 +13,7 @@
 #include "backend/cpu/cpu_kern.h"
 #include "backend/ops.h"
 #include "test.h"
+#include "test_util.h"
 
 static double g_tol;
 static bool g_round_act; /* the level rounds activations to bf16 */
@@ -77,23 +78,8 @@ static double err_of(sd_tensor t, const double *ref, size_t n)
         }                                                                                                    \
     } while (0)
 
-/* w prepared as at load (backend weight_layout / weight_prepare) in arena memory; w itself (row-major) where
- * the level keeps it so */
-static sd_tensor prepared(sd_tensor w, sd_weight_use use)
-{
-    size_t bytes = 0;
-    sd_layout lay = g_be->ops->weight_layout && sd_ok(&g_ctx) ? g_be->ops->weight_layout(g_be, &w, use, &bytes)
-                                                               : SD_LAYOUT_ROWMAJOR;
-    if (lay == SD_LAYOUT_ROWMAJOR)
-        return w;
-    sd_tensor buf = sd_new(&g_ctx, SD_BF16, 1, (const int64_t[]){(int64_t)(bytes + 1) / 2});
-    sd_tensor p = w;
-    p.data = buf.data;
-    p.layout = (uint8_t)lay;
-    if (sd_ok(&g_ctx))
-        g_be->ops->weight_prepare(g_be, p.data, &w, lay);
-    return p;
-}
+/* w prepared as at load where the level does, else w (tests/test_util.h) */
+static sd_tensor prepared(sd_tensor w, sd_weight_use use) { return test_prepared(&g_ctx, g_be, w, use); }
 
 TEST(linear_bf16)
 {

@@ -7,14 +7,20 @@
  * Uses the tiny random-weight models in $SD_TEST_DATA/models (tiny-sd15 +
  * taesd-tiny) at 32x32 (latent 4x4); SD_TEST_STREAM_MODEL names another
  * model folder there (CTest test_multistream_sdxl: tiny-sdxl, whose UNet rows
- * carry SDXL's added conditions through the batched call). */
+ * carry SDXL's added conditions through the batched call). SD_TEST_PRECISION
+ * (fp32, bf16, int8) sets the model's precision: CTest runs bf16 at the CPU
+ * levels amx and avx512bf16 and int8 (test_multistream_bf16_*, _int8), where
+ * a row's result must not depend on the other rows of the batch either;
+ * SD_TEST_STREAM_SIZE sets the image size (default 32). */
 #include "test.h"
 
 #include "pipe/stream.h"
 
 #include <unistd.h>
 
-#define S 32
+/* image size in pixels: 32 (latent 4x4) or SD_TEST_STREAM_SIZE (CTest's bf16 / int8 runs: 48, latent 6x6 =
+ * 36 tokens per UNet row, so rows straddle the kernels' 32-row blocks differently alone and batched) */
+static int S = 32;
 #define NT 5 /* ticks */
 #define MAXN 4
 
@@ -30,6 +36,11 @@ static sd_model *load_model(void)
     p.taesd = g_tp;
     const char *nt = getenv("SD_TEST_THREADS");
     p.n_threads = nt ? atoi(nt) : 2;
+    const char *prec = getenv("SD_TEST_PRECISION");
+    if (prec && *prec && !sd_precision_from_name(prec, &p.precision)) {
+        snprintf(g_why, sizeof g_why, "SD_TEST_PRECISION: unknown precision '%s'", prec);
+        return NULL;
+    }
     sd_model *m = NULL;
     if (sd_model_load(g_mp, &p, &m) != SD_OK)
         return NULL;
@@ -49,8 +60,11 @@ static sd_model *model(void)
         return NULL;
     }
     g_model = load_model();
-    if (!g_model)
+    if (!g_model && !g_why[0])
         snprintf(g_why, sizeof g_why, "loading %s failed: %s", g_mp, sd_last_error());
+    sd_model_info mi;
+    if (g_model && sd_model_get_info(g_model, &mi) == SD_OK)
+        printf("  model %s: precision %s, kernels %s\n", g_mp, mi.precision, mi.kernels);
     return g_model;
 }
 
@@ -493,6 +507,14 @@ out:
 
 int main(void)
 {
+    const char *sz = getenv("SD_TEST_STREAM_SIZE");
+    if (sz && *sz) {
+        S = atoi(sz);
+        if (S < 16 || S > 256 || S % 8) {
+            fprintf(stderr, "SD_TEST_STREAM_SIZE: %s is not a multiple of 8 in [16, 256]\n", sz);
+            return 1;
+        }
+    }
     RUN(three_streams_one_batch);
     RUN(three_streams_batch_two_round_robin);
     RUN(four_streams_full_cfg_single_step_and_filter);

@@ -11,6 +11,7 @@ import hashlib
 import json
 import sys
 import threading
+import time
 
 import wsclient
 
@@ -79,9 +80,9 @@ def run(port, rounds):
     return {'outputs': outs, 'errors': errors, 'metrics': metrics(port)}
 
 
-def fps_caps(port, seconds=2.5):
-    """Per-client frame-rate caps: a txt2img client asking for max_fps 4 gets about 4 frames a second while
-    an uncapped one beside it (the server has --max-fps 0) gets many more."""
+def fps_caps_once(port, seconds):
+    """One measurement: a txt2img client asking for max_fps 4 and an uncapped one beside it (the server has
+    --max-fps 0) count their frames for `seconds` from their first frame. Returns (capped, free, errors)."""
     counts, errors = {}, []
 
     def client(name, cap):
@@ -93,7 +94,6 @@ def fps_caps(port, seconds=2.5):
         ws.send_json(cfg)
         ws.recv_json(want='config', timeout=60)
         n, end = 0, None
-        import time
         while True:
             ws.recv_binary(timeout=30, on_text=lambda m: m.get('type') == 'error' and errors.append(m))
             now = time.monotonic()
@@ -106,18 +106,41 @@ def fps_caps(port, seconds=2.5):
         counts[name] = n
         ws.close()
 
-    ts = [threading.Thread(target=client, args=a, daemon=True) for a in (('capped', 4), ('free', 0))]
+    ts = [threading.Thread(target=client, args=a, daemon=True) for a in (('capped', FPS_CAP), ('free', 0))]
     for t in ts:
         t.start()
     for t in ts:
         t.join(timeout=120)
-    print('fps caps: capped client (max_fps 4) %s frames in %.1f s, uncapped %s' %
-          (counts.get('capped'), seconds, counts.get('free')))
-    ok = not errors and 'capped' in counts and 'free' in counts
-    ok = ok and 4 * seconds - 3 <= counts['capped'] <= 4 * seconds + 2 and counts['free'] >= 2 * counts['capped']
-    if not ok:
-        print('FAIL: fps caps (errors: %s)' % errors)
-    return ok
+    return counts.get('capped'), counts.get('free'), errors
+
+
+FPS_CAP = 4
+
+
+def fps_caps(port, seconds=2.5, tries=3):
+    """Per-client frame-rate caps. The cap is an upper bound that load cannot break: more than
+    FPS_CAP * seconds + 2 frames for the capped client fails at once. The lower bounds (the capped client
+    gets at least FPS_CAP * seconds - 3 frames: it is not throttled below its cap; the uncapped one gets at
+    least twice as many: the cap is per client) need the server to keep up, which a loaded 2-core machine
+    may not do for a few seconds: a miss there is measured again (up to `tries` times, each window twice as
+    long as the one before) and fails only when every try misses."""
+    for attempt in range(tries):
+        capped, free, errors = fps_caps_once(port, seconds)
+        print('fps caps: capped client (max_fps %d) %s frames in %.1f s, uncapped %s' %
+              (FPS_CAP, capped, seconds, free))
+        if errors or capped is None or free is None:
+            print('FAIL: fps caps (errors: %s)' % errors)
+            return False
+        if capped > FPS_CAP * seconds + 2:
+            print('FAIL: the capped client got more than max_fps %d allows' % FPS_CAP)
+            return False
+        if capped >= FPS_CAP * seconds - 3 and free >= 2 * capped:
+            return True
+        print('  too few frames (a loaded machine?)%s' % ('; measuring again' if attempt + 1 < tries else ''))
+        seconds *= 2
+    print('FAIL: fps caps: too few frames in every try (capped client throttled below its cap, or the '
+          'uncapped one capped too)')
+    return False
 
 
 def compare(a_path, b_path):

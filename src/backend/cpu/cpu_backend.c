@@ -254,13 +254,16 @@ static size_t conv_pad_bytes(const sd_tensor *x, const sd_tensor *w, const sd_te
 
 /* precision bf16, direct convolution (sd_dconv): it runs for a weight prepared at load
  * (SD_LAYOUT_CPU_BF16_CONV: the B tiles are ready) and for a row-major BF16/F16/F32 weight when the image is
- * large enough that packing the weight per call costs little next to the products; stride 1 or 2 */
+ * large enough that packing the weight per call costs little next to the products; stride 1 or 2. The
+ * choice looks at one image's output pixels, never the batch's: the direct convolution and the implicit
+ * GEMM sum in different orders, and an image's result must not depend on the other images of the batch
+ * (cross-session batching in the server) */
 #define DCONV_MIN_PIXELS 1024
 static bool dconv_use(const sd_backend *be, const sd_tensor *w, const sd_tensor *y, int stride)
 {
     const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
     bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
-    return bk && bk->dconv && (packed || (bf16k(be) && y->ne[0] * y->ne[2] * y->ne[3] >= DCONV_MIN_PIXELS)) &&
+    return bk && bk->dconv && (packed || (bf16k(be) && y->ne[2] * y->ne[3] >= DCONV_MIN_PIXELS)) &&
            (stride == 1 || stride == 2) && w->ne[2] * w->ne[3] <= SD_DCONV_MAX_TAPS;
 }
 
