@@ -646,32 +646,35 @@ TEST(controlnet_generations)
     controlnet_gen_of("tiny-sdxl", "controlnet-tiny-sdxl", "tiny-sdxl", false);
 }
 
-/* The ControlNet cases' harness without a GPU: the CPU with F16 weights in the CUDA model's place (the
- * generations, a stream), and the stream group with ControlNet members on the CPU. */
-TEST(controlnet_harness_on_cpu)
-{
-    controlnet_gen_of("tiny-sd15", "controlnet-tiny-sd15", "tiny-f16w", true);
-    controlnet_gen_of("tiny-sdxl", "controlnet-tiny-sdxl", "sdxl-f16w", true);
-    stream_graph_replay_of("tiny-sd15", "controlnet-tiny-sd15", true);
-    group_replay_of("controlnet-tiny-sd15", true);
-}
 
 /* The async pipeline on the GPU (page-locked slots, queued copies, one synchronize per step) gives the
  * frames of the synchronous calls (which convert the bytes on the device instead): at most 1 apart per
- * byte (the same fp32 expressions and fp16 rounding on both paths: 0 expected). */
-TEST(async_pipeline_on_gpu)
+ * byte (the same fp32 expressions and fp16 rounding on both paths: 0 expected).
+ * net (a tiny ControlNet of tiny-sd15, or NULL): both streams have it, the control images made from each
+ * frame (the async path makes them from the frames' activations). on_cpu: the same on the CPU (the harness). */
+static void async_pipeline_of(const char *net, bool on_cpu)
 {
-    NEED_GPU_AND_TINY();
-    sd_model *gpu = tiny_model(true, true);
+    if (!on_cpu)
+        NEED_GPU_AND_TINY();
+    sd_model *gpu = tiny_model(!on_cpu, !net);
     if (!gpu)
         return;
+    sd_control ctl;
+    sd_controlnet *cn = net ? tiny_controlnet(gpu, net, &ctl) : NULL;
     sd_stream_params sp;
     sd_stream_default_params(&sp);
     sp.width = sp.height = 64;
     sp.drop_old_frames = false; /* file policy: every frame comes out */
+    if (cn) {
+        sp.controls = &ctl;
+        sp.n_controls = 1;
+        sp.control_preprocess = (sd_preprocess_params){SD_PREPROCESS_CANNY, 40, 90, 64};
+    }
     sd_stream *sa = NULL, *ss = NULL;
-    CHECK_STATUS(sd_stream_create(gpu, &sp, &sa), SD_OK);
-    CHECK_STATUS(sd_stream_create(gpu, &sp, &ss), SD_OK);
+    if (!net || cn) {
+        CHECK_STATUS(sd_stream_create(gpu, &sp, &sa), SD_OK);
+        CHECK_STATUS(sd_stream_create(gpu, &sp, &ss), SD_OK);
+    }
     enum { NF = 8 };
     sd_image ref[NF];
     memset(ref, 0, sizeof ref);
@@ -702,15 +705,30 @@ TEST(async_pipeline_on_gpu)
         }
         sd_image_free(&out);
     }
-    printf("  async pipeline vs synchronous calls on the GPU: %d frames compared, max byte difference %d\n", got,
-           worst);
+    printf("  async pipeline vs synchronous calls on the %s%s: %d frames compared, max byte difference %d\n",
+           on_cpu ? "CPU" : "GPU", net ? " with a ControlNet" : "", got, worst);
     CHECK(got >= NF - sp.n_t_index);
     CHECK(worst <= 1);
     for (int k = 0; k < NF; k++)
         sd_image_free(&ref[k]);
     sd_stream_free(sa);
     sd_stream_free(ss);
+    sd_controlnet_free(cn);
     sd_model_free(gpu);
+}
+
+TEST(async_pipeline_on_gpu) { async_pipeline_of(NULL, false); }
+TEST(async_pipeline_with_controlnet) { async_pipeline_of("controlnet-tiny-sd15", false); }
+
+/* The ControlNet cases' harness without a GPU: the CPU with F16 weights in the CUDA model's place (the
+ * generations, a stream), and the stream group and the async pipeline with ControlNets on the CPU. */
+TEST(controlnet_harness_on_cpu)
+{
+    controlnet_gen_of("tiny-sd15", "controlnet-tiny-sd15", "tiny-f16w", true);
+    controlnet_gen_of("tiny-sdxl", "controlnet-tiny-sdxl", "sdxl-f16w", true);
+    stream_graph_replay_of("tiny-sd15", "controlnet-tiny-sd15", true);
+    group_replay_of("controlnet-tiny-sd15", true);
+    async_pipeline_of("controlnet-tiny-sd15", true);
 }
 
 int main(void)
@@ -736,6 +754,7 @@ int main(void)
     RUN(group_graph_replay);
     RUN(group_with_controlnets);
     RUN(async_pipeline_on_gpu);
+    RUN(async_pipeline_with_controlnet);
     if (getenv("SD_GPU_MODELS") && *getenv("SD_GPU_MODELS"))
         RUN(listed_models); /* opt-in extra models (bench/gpu.sh); not asked for is not a skip */
     else
