@@ -24,8 +24,11 @@
 #   SD_GPU_BUILD=dir               build directory (default build-gpu)
 #   SD_GPU_ARCHS=90                CUDA architectures to build (default 90: H100/H200; CI builds 80;89;90)
 #
-# What it runs after the build: ctest -R cuda (op tests, test_cuda_models on the tiny models), `streamdiff
-# check --backend cuda tests/data/cases` (every model family against diffusers' references, fp16 tolerance),
+# What it runs after the build: ctest -R cuda (op tests, test_cuda_models on the tiny models: their parts, the
+# stream graph replay, stream groups, the async pipeline, and the ControlNet cases: txt2img / img2img with the
+# tiny SD1.5 and SDXL ControlNets, streams and a stream group with a canny ControlNet per frame), `streamdiff
+# check --backend cuda tests/data/cases` (every model family against diffusers' references, fp16 tolerance;
+# the own_*controlnet* cases too),
 # random full-size SD-turbo / SD1.5 / TAESD written by bench_gen_arch into $SD_GPU_MODELS_DIR (/tmp/sd-random),
 # test_cuda_models on them (CUDA vs CPU at 256x256), UNet forward ms at batch 1/2/4 at 512x512 and TAESD
 # encode/decode (bench_cpu --backend cuda), PyTorch fp16 (diffusers, SDPA) for the same parts with the GEMM peak
@@ -129,7 +132,7 @@ fi
 log "ctest -R cuda"
 (cd "$BUILD" && ctest -R cuda --output-on-failure -V) >"$LOGS/ctest_cuda.log" 2>&1
 rc=$?
-grep -E "^[0-9]+: " "$LOGS/ctest_cuda.log" | sed 's/^[0-9]*: //' | grep -vE "^\[ (RUN|  OK) \]" | tail -80
+grep -E "^[0-9]+: " "$LOGS/ctest_cuda.log" | sed 's/^[0-9]*: //' | grep -vE "^\[ (RUN|  OK) \]" | tail -120
 summary+=("ctest -R cuda: rc=$rc, $(grep -E '[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$LOGS/ctest_cuda.log" | sed 's/^[0-9]*: //' | tr '\n' ' ')")
 
 if [ -n "${SD_GPU_SANITIZE:-}" ] && command -v compute-sanitizer >/dev/null; then
