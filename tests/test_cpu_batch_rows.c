@@ -29,13 +29,7 @@ static float *rnd(size_t n, float scale)
     return p;
 }
 
-static sd_tensor up(sd_dtype dt, int nd, const int64_t *ne, const float *host)
-{
-    sd_tensor t = sd_new(&g_ctx, dt, nd, ne);
-    if (sd_ok(&g_ctx))
-        sd_tensor_from_f32(&g_ctx, &t, host);
-    return t;
-}
+static sd_tensor up(sd_dtype dt, int nd, const int64_t *ne, const float *host) { return test_upload(&g_ctx, dt, nd, ne, host); }
 
 /* t's values into host (n floats); false (and a message) when the op failed */
 static bool down(sd_tensor t, float *host, size_t n)

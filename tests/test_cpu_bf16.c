@@ -39,33 +39,10 @@ static float *rnd(size_t n, float scale)
 static float bf(float v) { return sd_bf16_to_f32(sd_f32_to_bf16(v)); }
 static double act(float v) { return g_round_act ? bf(v) : v; } /* an activation as the kernel sees it */
 
-static sd_tensor up(sd_dtype dt, int nd, const int64_t *ne, const float *host)
-{
-    sd_tensor t = sd_new(&g_ctx, dt, nd, ne);
-    if (sd_ok(&g_ctx))
-        sd_tensor_from_f32(&g_ctx, &t, host);
-    return t;
-}
+static sd_tensor up(sd_dtype dt, int nd, const int64_t *ne, const float *host) { return test_upload(&g_ctx, dt, nd, ne, host); }
 
-static double err_of(sd_tensor t, const double *ref, size_t n)
-{
-    if (!sd_ok(&g_ctx) || (size_t)sd_numel(&t) != n) {
-        fprintf(stderr, "  op failed: %s\n", sd_last_error());
-        return 1.0;
-    }
-    float *y = malloc(n * sizeof(float));
-    sd_tensor_to_f32(&g_ctx, &t, y);
-    double md = 0, mr = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)y[i] - ref[i]);
-        if (!(d <= md))
-            md = isnan(d) ? INFINITY : d;
-        if (fabs(ref[i]) > mr)
-            mr = fabs(ref[i]);
-    }
-    free(y);
-    return md / (mr > 0 ? mr : 1.0);
-}
+/* max |y - ref| / max |ref|; 1 if the op failed (tests/test_util.h) */
+static double err_of(sd_tensor t, const double *ref, size_t n) { return test_rel_err(&g_ctx, t, ref, n); }
 
 #define EXPECT_ERR(what, t, ref, n, ...)                                                                     \
     do {                                                                                                     \

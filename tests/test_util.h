@@ -14,6 +14,7 @@
 #include "pipe/model.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <stdbool.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -134,6 +135,37 @@ static inline void test_project_cases(sd_backend *be, const char *const *needles
     closedir(dp);
     if (!ran)
         FAIL("no %s cases under %s (committed test data)", pattern, dir);
+}
+
+/* host floats as a new tensor of ctx in dtype dt (nothing uploaded when ctx has failed) */
+static inline sd_tensor test_upload(sd_ctx *ctx, sd_dtype dt, int nd, const int64_t *ne, const float *host)
+{
+    sd_tensor t = sd_new(ctx, dt, nd, ne);
+    if (sd_ok(ctx))
+        sd_tensor_from_f32(ctx, &t, host);
+    return t;
+}
+
+/* max |t - ref| / max |ref| over n values (a NaN counts as infinite); 1 when the op failed (ctx not ok) or t
+ * does not have n values */
+static inline double test_rel_err(sd_ctx *ctx, sd_tensor t, const double *ref, size_t n)
+{
+    if (!sd_ok(ctx) || (size_t)sd_numel(&t) != n) {
+        fprintf(stderr, "  op failed: %s\n", sd_last_error());
+        return 1.0;
+    }
+    float *y = malloc(n * sizeof(float));
+    sd_tensor_to_f32(ctx, &t, y);
+    double md = 0, mr = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)y[i] - ref[i]);
+        if (!(d <= md))
+            md = isnan(d) ? INFINITY : d;
+        if (fabs(ref[i]) > mr)
+            mr = fabs(ref[i]);
+    }
+    free(y);
+    return md / (mr > 0 ? mr : 1.0);
 }
 
 /* A tensor as a malloc'd float32 array (caller frees). */
