@@ -53,6 +53,9 @@ static double qz(float v, float amax)
 
 static sd_tensor up(sd_dtype dt, int nd, const int64_t *ne, const float *host) { return test_upload(&g_ctx, dt, nd, ne, host); }
 
+/* w prepared as at load where the level does, else w (tests/test_util.h) */
+static sd_tensor prepared(sd_tensor w, sd_weight_use use) { return test_prepared(&g_ctx, g_be, w, use); }
+
 /* max |y - ref| / max |ref|; 1 if the op failed (tests/test_util.h) */
 static double err_of(sd_tensor t, const double *ref, size_t n) { return test_rel_err(&g_ctx, t, ref, n); }
 
@@ -95,8 +98,10 @@ TEST(linear_int8)
             for (int64_t i = 0; i < N * K; i++) /* the weight as the backend stores it (bf16 under int8) */
                 w[i] = bf(dts[di] == SD_F16 ? sd_f16_to_f32(sd_f32_to_f16(w[i])) : w[i]);
             int64_t xe[2] = {M, K}, we[2] = {N, K};
-            sd_tensor tb = up(SD_F32, 1, &N, b);
-            sd_tensor y = sd_linear(&g_ctx, up(SD_F32, 2, xe, x), up(dts[di], 2, we, w), ci % 2 ? &tb : NULL);
+            sd_tensor tb = up(SD_F32, 1, &N, b), tx = up(SD_F32, 2, xe, x), tw = up(dts[di], 2, we, w);
+            sd_tensor twp = prepared(tw, SD_WEIGHT_LINEAR); /* as at load: the int8 tiles (or row-major) */
+            sd_tensor y = sd_linear(&g_ctx, tx, tw, ci % 2 ? &tb : NULL);
+            sd_tensor yp = sd_linear(&g_ctx, tx, twp, ci % 2 ? &tb : NULL);
             double *ref = malloc((size_t)(M * N) * sizeof(double)), *exact = malloc((size_t)(M * N) * sizeof(double));
             for (int64_t m = 0; m < M; m++) {
                 float am = row_amax(x + m * K, K);
@@ -112,15 +117,19 @@ TEST(linear_int8)
                 }
             }
             /* per row, as the big and tiny rows set the scale of max |ref| */
-            for (int64_t m = 0; m < M && sd_ok(&g_ctx); m++) {
-                sd_tensor yr = sd_tensor_make((float *)y.data + m * N, SD_F32, 1, &N);
-                if (g_int8)
-                    EXPECT_ERR("linear", 1e-5, yr, ref + m * N, N, "M %lld K %lld N %lld w %s row %lld", (long long)M,
-                               (long long)K, (long long)N, sd_dtype_name(dts[di]), (long long)m);
-                EXPECT_ERR("linear vs unquantised", g_int8 ? 3e-2 : 1e-5, yr, exact + m * N, N,
-                           "M %lld K %lld N %lld w %s row %lld", (long long)M, (long long)K, (long long)N,
-                           sd_dtype_name(dts[di]), (long long)m);
-            }
+            for (int pi = 0; pi < 2; pi++)
+                for (int64_t m = 0; m < M && sd_ok(&g_ctx); m++) {
+                    sd_tensor yr = sd_tensor_make((float *)(pi ? yp : y).data + m * N, SD_F32, 1, &N);
+                    const char *how = pi ? (twp.layout ? "prepared" : "row-major (not prepared)") : "row-major";
+                    if (g_int8)
+                        EXPECT_ERR("linear", 1e-5, yr, ref + m * N, N, "M %lld K %lld N %lld w %s %s row %lld",
+                                   (long long)M, (long long)K, (long long)N, sd_dtype_name(dts[di]), how, (long long)m);
+                    EXPECT_ERR("linear vs unquantised", g_int8 ? 3e-2 : 1e-5, yr, exact + m * N, N,
+                               "M %lld K %lld N %lld w %s %s row %lld", (long long)M, (long long)K, (long long)N,
+                               sd_dtype_name(dts[di]), how, (long long)m);
+                }
+            if (g_int8 && dts[di] == SD_BF16 && K <= SD_I8_KMAX)
+                CHECK(twp.layout == SD_LAYOUT_CPU_I8_LINEAR); /* int8 kernels: every linear weight prepared */
             free(x);
             free(w);
             free(b);
@@ -160,8 +169,10 @@ TEST(conv_int8)
             x[i] *= i % W < W / 4 && (i / W) % H < H / 4 ? 0.0f : i % W > W / 2 && (i / W) % H > H / 2 ? 30.0f : 1.0f;
         for (int64_t i = 0; i < O * CK; i++)
             w[i] = bf(w[i]);
-        sd_tensor tb = up(SD_F32, 1, &O, b);
-        sd_tensor y = sd_conv2d_pads(&g_ctx, up(SD_F32, 4, xe, x), up(SD_BF16, 4, we, w), ci % 3 ? &tb : NULL, s, pd);
+        sd_tensor tb = up(SD_F32, 1, &O, b), tx = up(SD_F32, 4, xe, x), tw = up(SD_BF16, 4, we, w);
+        sd_tensor twp = prepared(tw, SD_WEIGHT_CONV); /* as at load: pointwise weights as int8 tiles */
+        sd_tensor y = sd_conv2d_pads(&g_ctx, tx, tw, ci % 3 ? &tb : NULL, s, pd);
+        sd_tensor yp = sd_conv2d_pads(&g_ctx, tx, twp, ci % 3 ? &tb : NULL, s, pd);
         size_t ny = (size_t)(N * O * HO * WO);
         double *ref = malloc(ny * sizeof(double)), *exact = malloc(ny * sizeof(double));
         for (int64_t n = 0; n < N; n++)
@@ -193,9 +204,14 @@ TEST(conv_int8)
                         exact[at] = ex;
                     }
                 }
-        if (g_int8)
-            EXPECT_ERR("conv2d", 1e-5, y, ref, ny, "case %zu", ci);
-        EXPECT_ERR("conv2d vs unquantised", g_int8 ? 3e-2 : 1e-5, y, exact, ny, "case %zu", ci);
+        for (int pi = 0; pi < 2; pi++) {
+            const char *how = pi ? (twp.layout ? "prepared" : "row-major (not prepared)") : "row-major";
+            if (g_int8)
+                EXPECT_ERR("conv2d", 1e-5, pi ? yp : y, ref, ny, "case %zu, %s", ci, how);
+            EXPECT_ERR("conv2d vs unquantised", g_int8 ? 3e-2 : 1e-5, pi ? yp : y, exact, ny, "case %zu, %s", ci, how);
+        }
+        if (g_int8 && K == 1)
+            CHECK(twp.layout == SD_LAYOUT_CPU_I8_PW); /* int8 kernels: pointwise weights prepared */
         free(x);
         free(w);
         free(b);

@@ -63,7 +63,8 @@ static sd_tensor *weight(sd_model *m, const char *name)
     return f.found;
 }
 
-/* Every weight of a and b equal byte for byte; returns the number of differing tensors. */
+/* Every weight of a and b equal byte for byte (a prepared one: its layout's bytes); returns the number of
+ * differing tensors. */
 typedef struct {
     sd_model *other;
     int n_diff, n_seen;
@@ -76,7 +77,9 @@ static sd_status eq_visit(void *user, const char *name, sd_tensor *t)
     eq_ctx *e = user;
     sd_tensor *o = weight(e->other, name);
     e->n_seen++;
-    if (!o || o->dtype != t->dtype || sd_nbytes(o) != sd_nbytes(t) || memcmp(o->data, t->data, sd_nbytes(t))) {
+    size_t nb = o ? test_weight_bytes(e->other->be, o) : 0;
+    if (!o || o->dtype != t->dtype || o->layout != t->layout || !nb || nb != test_weight_bytes(e->other->be, t) ||
+        memcmp(o->data, t->data, nb)) {
         if (!e->n_diff++) {
             snprintf(e->first_buf, sizeof e->first_buf, "%s", name);
             e->first = e->first_buf;
@@ -614,16 +617,18 @@ TEST(keep_f16_views)
     sd_model_free(fresh);
 }
 
-/* precision bf16: fusing rewrites a weight the backend prepared at load (conv and linear weights as the bf16
- * kernels' tiles, where the CPU has bf16 kernels) through weight_prepare; it then computes as the
- * expected fused weight rounded to bf16, and unfusing gives back the loaded bytes */
-TEST(bf16_prepared_weights)
+/* precision bf16 and int8: fusing rewrites a weight the backend prepared at load (bf16: conv and linear
+ * weights as the bf16 kernels' tiles, where the CPU has bf16 kernels; int8: linear and pointwise conv
+ * weights quantised into the int8 kernels' tiles, where it has int8 kernels) through weight_prepare; it
+ * then computes as the expected fused weight (within 1e-2 of the largest output: bf16 rounding, and at
+ * int8 the quantisation of two nearby weights), and unfusing gives back the loaded bytes */
+static void prepared_weights(sd_precision prec)
 {
     char p[1200];
     sd_model_params mp;
     sd_model_default_params(&mp);
     mp.n_threads = 2;
-    mp.precision = SD_PRECISION_BF16;
+    mp.precision = prec;
     sd_model *m = NULL, *fresh = NULL;
     CHECK_STATUS(sd_model_load(data_path(p, sizeof p, "models/tiny-sd15"), &mp, &m), SD_OK);
     CHECK_STATUS(sd_model_load(p, &mp, &fresh), SD_OK);
@@ -635,7 +640,7 @@ TEST(bf16_prepared_weights)
     CHECK_STATUS(apply2(m, STYLE, 0.6f, LCM, 1.0f), SD_OK);
     sd_ctx ctx;
     CHECK_STATUS(sd_ctx_init(&ctx, m->be, (size_t)8 << 20), SD_OK);
-    int n = 0, bad = 0, prepared = 0;
+    int n = 0, bad = 0, prepared = 0, gemm_like = 0; /* linears and pointwise convs */
     for (size_t i = 0; i < g_exp->n_tensors; i++) {
         const char *k = g_exp->tensors[i].name;
         if (strncmp(k, "both.w.", 7))
@@ -646,6 +651,7 @@ TEST(bf16_prepared_weights)
         if (!t || t->dtype != SD_BF16)
             continue;
         n++;
+        gemm_like += t->ndim == 2 || (t->ne[2] == 1 && t->ne[3] == 1);
         if (t->layout == SD_LAYOUT_ROWMAJOR) { /* the fused values rounded to bf16 (one ulp for the F32 sums) */
             for (int64_t j = 0; j < sd_numel(t); j++) {
                 float want = sd_bf16_to_f32(sd_f32_to_bf16((float)sd_st_get(et, (size_t)j)));
@@ -654,49 +660,58 @@ TEST(bf16_prepared_weights)
             }
             continue;
         }
-        /* a prepared weight: the conv (linear) with it = the one with the expected weight, row-major */
+        /* a prepared weight: the conv (linear) with it = the one with the expected weight, in double */
         prepared++;
         sd_ctx_reset(&ctx);
         bool conv = t->ndim == 4;
-        int64_t C = t->ne[1], pad = conv ? t->ne[2] / 2 : 0, xe[4] = {1, C, 5, 7}, xl[2] = {35, C};
+        int64_t O = t->ne[0], C = t->ne[1], KH = conv ? t->ne[2] : 1, KW = conv ? t->ne[3] : 1;
+        int64_t pad = conv ? KH / 2 : 0, xe[4] = {1, C, 5, 7}, xl[2] = {35, C};
         sd_tensor x = conv ? sd_new(&ctx, SD_F32, 4, xe) : sd_new(&ctx, SD_F32, 2, xl);
-        sd_tensor wr = sd_new(&ctx, SD_F32, t->ndim, t->ne);
-        float *xv = malloc((size_t)(C * 35) * sizeof(float)), *wv = malloc((size_t)sd_numel(t) * sizeof(float));
+        float *xv = malloc((size_t)(C * 35) * sizeof(float));
         for (int64_t j = 0; j < C * 35; j++)
             xv[j] = (float)((j * 37) % 23) / 11.0f - 1.0f;
-        for (int64_t j = 0; j < sd_numel(t); j++)
-            wv[j] = (float)sd_st_get(et, (size_t)j);
         sd_tensor_from_f32(&ctx, &x, xv);
-        sd_tensor_from_f32(&ctx, &wr, wv);
         sd_tensor y1 = conv ? sd_conv2d(&ctx, x, *t, NULL, 1, (int)pad) : sd_linear(&ctx, x, *t, NULL);
-        sd_tensor y2 = conv ? sd_conv2d(&ctx, x, wr, NULL, 1, (int)pad) : sd_linear(&ctx, x, wr, NULL);
         CHECK(sd_ok(&ctx));
-        if (sd_ok(&ctx)) {
-            size_t ny = (size_t)sd_numel(&y1);
-            float *a = malloc(ny * sizeof(float)), *b = malloc(ny * sizeof(float));
+        if (sd_ok(&ctx)) { /* 35 outputs per channel: 5x7 pixels (conv) or 35 rows (linear) */
+            float *a = malloc((size_t)(35 * O) * sizeof(float));
             sd_tensor_to_f32(&ctx, &y1, a);
-            sd_tensor_to_f32(&ctx, &y2, b);
             double md = 0, mr = 0;
-            for (size_t j = 0; j < ny; j++) {
-                md = fmax(md, fabs((double)a[j] - b[j]));
-                mr = fmax(mr, fabs((double)b[j]));
-            }
+            for (int64_t o = 0; o < O; o++)
+                for (int64_t q = 0; q < 35; q++) {
+                    double r = 0;
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t kh = 0; kh < KH; kh++)
+                            for (int64_t kw = 0; kw < KW; kw++) {
+                                int64_t ih = q / 7 - pad + kh, iw = q % 7 - pad + kw;
+                                if (conv && (ih < 0 || ih >= 5 || iw < 0 || iw >= 7))
+                                    continue;
+                                double wv = sd_st_get(et, (size_t)(((o * C + c) * KH + kh) * KW + kw));
+                                r += wv * (conv ? xv[(c * 5 + ih) * 7 + iw] : xv[q * C + c]);
+                            }
+                    md = fmax(md, fabs(a[conv ? o * 35 + q : q * O + o] - r));
+                    mr = fmax(mr, fabs(r));
+                }
             bad += !(md <= 1e-2 * (mr > 0 ? mr : 1));
             free(a);
-            free(b);
         }
         free(xv);
-        free(wv);
     }
     sd_ctx_free(&ctx);
     CHECK(n == 9 && bad == 0);
-    if (sd_backend_cpu_bf16_isa(m->be)) /* bf16 kernels: the conv and linear weights were prepared */
+    if (prec == SD_PRECISION_BF16 && sd_backend_cpu_bf16_isa(m->be)) /* bf16 kernels: conv and linear weights */
         CHECK(prepared == 9);
+    if (prec == SD_PRECISION_INT8 && sd_backend_cpu_int8_isa(m->be)) /* int8 kernels: linear and 1x1 weights */
+        CHECK(gemm_like > 0 && prepared >= gemm_like);
     CHECK_STATUS(sd_model_apply_loras(m, NULL, 0), SD_OK);
     CHECK(count_diff(m, fresh, NULL) == 0);
     sd_model_free(m);
     sd_model_free(fresh);
 }
+
+TEST(bf16_prepared_weights) { prepared_weights(SD_PRECISION_BF16); }
+
+TEST(int8_prepared_weights) { prepared_weights(SD_PRECISION_INT8); }
 
 /* ---------------------------------------------------------------- errors */
 
@@ -972,6 +987,7 @@ int main(void)
     RUN(zero_copy_copy_on_write);
     RUN(keep_f16_views);
     RUN(bf16_prepared_weights);
+    RUN(int8_prepared_weights);
     RUN(errors);
     RUN(formula);
     RUN(single_file_checkpoints);

@@ -37,6 +37,19 @@ static inline sd_tensor test_prepared(sd_ctx *ctx, sd_backend *be, sd_tensor w, 
     return p;
 }
 
+/* the bytes of a model weight's memory: its prepared layout's (weight_layout; the int8 tiles are fewer than
+ * sd_nbytes of the logical BF16 tensor) or sd_nbytes for a row-major one */
+static inline size_t test_weight_bytes(sd_backend *be, const sd_tensor *t)
+{
+    size_t bytes = sd_nbytes(t);
+    if (t->layout == SD_LAYOUT_ROWMAJOR)
+        return bytes;
+    sd_tensor plain = *t;
+    plain.layout = SD_LAYOUT_ROWMAJOR;
+    sd_layout lay = be->ops->weight_layout(be, &plain, t->ndim == 4 ? SD_WEIGHT_CONV : SD_WEIGHT_LINEAR, &bytes);
+    return lay == (sd_layout)t->layout ? bytes : 0;
+}
+
 /* Creates $TMPDIR/<name>_XXXXXX (/tmp when TMPDIR is unset) in buf; false on failure. */
 static inline bool test_make_tmpdir(char *buf, size_t cap, const char *name)
 {

@@ -28,6 +28,10 @@ typedef enum sd_layout {
                                 * B tiles (sd_dconv, backend/cpu/cpu_kern.h) */
     SD_LAYOUT_CPU_BF16_LINEAR, /* CPU, precision bf16: a linear weight [N,K] as the bf16 GEMM's B tiles
                                 * (SD_GB_PACKED, backend/cpu/cpu_kern.h) */
+    SD_LAYOUT_CPU_I8_LINEAR,   /* CPU, precision int8: a linear weight [N,K] quantised per output channel
+                                * into the int8 GEMM's B tiles, its scales and column sums (sd_i8w, as_b) */
+    SD_LAYOUT_CPU_I8_PW,       /* CPU, precision int8: a pointwise (1x1) conv weight [O,C,1,1] quantised
+                                * the same way into A tiles (sd_i8w; VNNI: stored as u8 = q + 128) */
 } sd_layout;
 
 /* What a model weight is for (weight_layout): a convolution's, a linear's, or anything else (tables read by

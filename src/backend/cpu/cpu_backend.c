@@ -25,11 +25,24 @@ static const sd_cpu_bf16_kern *bf16k(const sd_backend *be)
     return im->bf16 ? im->bk : NULL;
 }
 
-/* precision int8: w quantised for the int8 kernels, NULL where the op takes the bf16 path */
-static const sd_i8w *int8w(const sd_backend *be, const sd_tensor *w, bool as_b)
+static bool i8_layout(const sd_tensor *w)
+{
+    return w->layout == SD_LAYOUT_CPU_I8_LINEAR || w->layout == SD_LAYOUT_CPU_I8_PW;
+}
+
+/* precision int8: w quantised for the int8 kernels into *v (a weight prepared at load: a view of its
+ * buffer; a row-major one: the cache's copy); false where the op takes the bf16 path */
+static bool int8w(const sd_backend *be, const sd_tensor *w, bool as_b, sd_i8w *v)
 {
     const cpu_impl *im = be->impl;
-    return im->i8 ? sd_i8_cache_get(im->i8, w, as_b) : NULL;
+    if (i8_layout(w)) {
+        sd_i8w_view(v, w->data, w->ne[0], sd_numel(w) / w->ne[0], w->layout == SD_LAYOUT_CPU_I8_LINEAR);
+        return true;
+    }
+    const sd_i8w *c = im->i8 && w->layout == SD_LAYOUT_ROWMAJOR ? sd_i8_cache_get(im->i8, w, as_b) : NULL;
+    if (c)
+        *v = *c;
+    return c != NULL;
 }
 
 /* rows of im2col processed per GEMM call are limited so the scratch stays small */
@@ -164,9 +177,9 @@ static void cpu_linear(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
         for (int64_t i = 1; i < M; i++)
             memcpy(Y + i * N, Y, (size_t)N * sizeof(float));
     }
-    const sd_i8w *qw = M > 0 && !w->layout ? int8w(be, w, true) : NULL;
-    if (qw) { /* precision int8: activations quantised per row */
-        sd_gemm_i8 g8 = {.M = M, .N = N, .K = K, .w = qw, .x = CF(x), .c = Y, .ldc = N, .accumulate = b != NULL};
+    sd_i8w qw;
+    if (int8w(be, w, true, &qw)) { /* precision int8: activations quantised per row */
+        sd_gemm_i8 g8 = {.M = M, .N = N, .K = K, .w = &qw, .x = CF(x), .c = Y, .ldc = N, .accumulate = b != NULL};
         run_gemm2(be, NULL, &g8);
         return;
     }
@@ -230,7 +243,7 @@ static bool dconv_use(const sd_backend *be, const sd_tensor *w, const sd_tensor 
 {
     const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
     bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
-    return bk && bk->dconv && (packed || (bf16k(be) && y->ne[2] * y->ne[3] >= DCONV_MIN_PIXELS)) &&
+    return bk && bk->dconv && !i8_layout(w) && (packed || (bf16k(be) && y->ne[2] * y->ne[3] >= DCONV_MIN_PIXELS)) &&
            (stride == 1 || stride == 2) && w->ne[2] * w->ne[3] <= SD_DCONV_MAX_TAPS;
 }
 
@@ -243,7 +256,8 @@ static size_t dconv_bytes(const sd_dconv *d, bool packed)
 static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
 {
     bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
-    size_t px = ((const cpu_impl *)be->impl)->i8 ? (size_t)(x->ne[2] * x->ne[3]) * sizeof(float) + 64 : 0; /* int8 */
+    bool i8 = ((const cpu_impl *)be->impl)->i8 || i8_layout(w);
+    size_t px = i8 ? (size_t)(x->ne[2] * x->ne[3]) * sizeof(float) + 64 : 0; /* int8: the pixel maxima */
     if (bf16k(be) || packed) { /* the stride is not known here: 2 only when the output is smaller than the input */
         size_t n = packed ? 0 : conv_pad_bytes(x, w, y) > px ? conv_pad_bytes(x, w, y) : px;
         int smax = y->ne[2] < x->ne[2] || y->ne[3] < x->ne[3] ? 2 : 1;
@@ -289,12 +303,23 @@ static void conv_packed_ref(sd_backend *be, sd_tensor *y, const sd_tensor *x, co
     }
 }
 
-/* backend ops weight_layout / weight_prepare: with bf16 kernels, BF16 conv weights become the direct
- * convolution's B tiles and BF16 linear weights the GEMM's (SD_GB_PACKED) */
+/* backend ops weight_layout / weight_prepare: at precision int8 with int8 kernels, linear and pointwise
+ * conv weights are quantised into their tiles (sd_i8w); with bf16 kernels, BF16 conv weights become the
+ * direct convolution's B tiles and BF16 linear weights the GEMM's (SD_GB_PACKED) */
 static sd_layout cpu_weight_layout(sd_backend *be, const sd_tensor *t, sd_weight_use use, size_t *bytes)
 {
     const sd_cpu_bf16_kern *bk = bf16k(be);
-    if (!bk || t->dtype != SD_BF16 || ((const cpu_impl *)be->impl)->i8) /* int8: quantised on first use */
+    if (((const cpu_impl *)be->impl)->i8) {
+        int64_t O = t->ne[0], K = O > 0 ? sd_numel(t) / O : 0;
+        bool fl = t->dtype == SD_F32 || t->dtype == SD_F16 || t->dtype == SD_BF16, fits = K > 0 && K <= SD_I8_KMAX;
+        bool lin = use == SD_WEIGHT_LINEAR && t->ndim == 2;
+        bool pw = use == SD_WEIGHT_CONV && t->ndim == 4 && t->ne[2] == 1 && t->ne[3] == 1;
+        if (!fl || !fits || (!lin && !pw))
+            return SD_LAYOUT_ROWMAJOR; /* kxk convolutions: quantised on first use (cpu_int8.c's cache) */
+        *bytes = sd_i8w_bytes(O, K);
+        return lin ? SD_LAYOUT_CPU_I8_LINEAR : SD_LAYOUT_CPU_I8_PW;
+    }
+    if (!bk || t->dtype != SD_BF16)
         return SD_LAYOUT_ROWMAJOR;
     if (use == SD_WEIGHT_CONV && bk->dconv && t->ndim == 4 && t->ne[2] * t->ne[3] <= SD_DCONV_MAX_TAPS) {
         sd_dconv d;
@@ -311,7 +336,14 @@ static sd_layout cpu_weight_layout(sd_backend *be, const sd_tensor *t, sd_weight
 
 static void cpu_weight_prepare(sd_backend *be, void *dst, const sd_tensor *t, sd_layout layout)
 {
-    const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
+    const cpu_impl *im = be->impl;
+    const sd_cpu_bf16_kern *bk = im->bk;
+    if (layout == SD_LAYOUT_CPU_I8_LINEAR || layout == SD_LAYOUT_CPU_I8_PW) {
+        sd_i8w v;
+        sd_i8w_view(&v, dst, t->ne[0], sd_numel(t) / t->ne[0], layout == SD_LAYOUT_CPU_I8_LINEAR);
+        sd_i8w_quantise(t, im->ik->shift, &v);
+        return;
+    }
     if (layout == SD_LAYOUT_CPU_BF16_LINEAR) {
         bk->linear_pack(dst, t->data, t->dtype, t->ne[0], t->ne[1]);
         return;
@@ -328,8 +360,9 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
     int64_t O = w->ne[0], KH = w->ne[2], KW = w->ne[3], HO = y->ne[2], WO = y->ne[3];
     int64_t HWO = HO * WO, CK = C * KH * KW;
     int nt = nthreads(be);
-    const sd_i8w *qw = N > 0 && HWO > 0 && scratch && !w->layout ? int8w(be, w, false) : NULL; /* precision int8 */
-    if (!qw && (dconv_use(be, w, y, stride) || w->layout == SD_LAYOUT_CPU_BF16_CONV)) {
+    sd_i8w qw; /* precision int8 (a prepared weight always has its scratch: cpu_conv2d_scratch) */
+    bool q8 = scratch && int8w(be, w, false, &qw);
+    if (!q8 && (dconv_use(be, w, y, stride) || w->layout == SD_LAYOUT_CPU_BF16_CONV)) {
         const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
         bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
         sd_dconv d;
@@ -367,10 +400,10 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
                     yn[o * HWO + i] = bv;
             }
         }
-        if (qw) { /* precision int8: the image quantised per output pixel over its receptive field */
+        if (q8) { /* precision int8: the image quantised per output pixel over its receptive field */
             sd_i8_pixmax(scratch, xn, C, H * W, nt);
             bool pw = conv_is_pointwise(w, stride, pads); /* pointwise: one long image row */
-            sd_gemm_i8 g8 = {.M = O, .N = HWO, .K = CK, .w = qw, .x = xn, .C = C, .H = pw ? 1 : H, .W = pw ? H * W : W,
+            sd_gemm_i8 g8 = {.M = O, .N = HWO, .K = CK, .w = &qw, .x = xn, .C = C, .H = pw ? 1 : H, .W = pw ? H * W : W,
                              .KH = KH, .KW = KW, .WO = pw ? HWO : WO, .stride = stride, .pad_t = pads[0], .pad_l = pads[1],
                              .pixmax = scratch, .c = yn, .ldc = HWO, .accumulate = b != NULL};
             run_gemm2(be, NULL, &g8);

@@ -1,7 +1,9 @@
 /* Precision int8 on the CPU: weights quantised (symmetric, one scale per output channel) into the
- * packed tiles of the int8 kernels (cpu_kern_int8_impl.h), once per weight and kept in a per-backend
- * cache keyed by the weight's memory (the first forward pass fills it; later ones allocate nothing),
- * and the per-pixel activation maxima the convolutions' column scales come from. Plain C. */
+ * packed tiles of the int8 kernels (cpu_kern_int8_impl.h): into a prepared buffer at load (linear and
+ * pointwise conv weights: sd_i8w_bytes / sd_i8w_view / sd_i8w_quantise, the backend's weight_prepare),
+ * or, for the weights still row-major (k x k convs), once per weight into a per-backend cache keyed by
+ * the weight's memory (the first forward pass fills it; later ones allocate nothing); and the per-pixel
+ * activation maxima the convolutions' column scales come from. Plain C. */
 #include "backend/cpu/cpu_int8.h"
 
 #include <math.h>
@@ -22,32 +24,31 @@ void sd_i8w_free(sd_i8w *w)
 {
     if (!w)
         return;
-    sd_aligned_free(w->q);
-    free(w->scale);
-    free(w->colsum);
+    sd_aligned_free(w->q); /* the one allocation of sd_i8w_make */
     memset(w, 0, sizeof *w);
 }
 
-sd_status sd_i8w_make(const sd_tensor *w, bool as_b, bool shift, sd_i8w *out)
+size_t sd_i8w_bytes(int64_t O, int64_t K)
 {
-    memset(out, 0, sizeof *out);
-    if (w->dtype != SD_F32 && w->dtype != SD_F16 && w->dtype != SD_BF16)
-        return sd_fail(SD_ERR_UNSUPPORTED, "precision int8: weight dtype %d cannot be quantised", (int)w->dtype);
-    int64_t O = w->ne[0], K = O > 0 ? sd_numel(w) / O : 0, Op = (O + 31) / 32 * 32, Kp = (K + 63) / 64 * 64;
-    out->O = O;
-    out->K = K;
-    out->Kp = Kp;
-    out->as_b = as_b;
-    out->q = sd_aligned_alloc((size_t)(Op * Kp) + 64);
-    out->scale = calloc((size_t)Op, sizeof(float));
-    out->colsum = calloc((size_t)Op, sizeof(int32_t));
-    if (!out->q || !out->scale || !out->colsum) {
-        sd_i8w_free(out);
-        return sd_fail(SD_ERR_OUT_OF_MEMORY, "precision int8: no memory for a %lldx%lld weight", (long long)O,
-                       (long long)K);
-    }
+    size_t Op = (size_t)((O + 31) / 32 * 32), Kp = (size_t)((K + 63) / 64 * 64);
+    return Op * Kp + 2 * Op * 4;
+}
+
+void sd_i8w_view(sd_i8w *v, const void *buf, int64_t O, int64_t K, bool as_b)
+{
+    int64_t Op = (O + 31) / 32 * 32, Kp = (K + 63) / 64 * 64;
+    uint8_t *p = (uint8_t *)(uintptr_t)buf; /* the kernels only read it */
+    *v = (sd_i8w){.O = O, .K = K, .Kp = Kp, .as_b = as_b, .q = (int8_t *)p, .scale = (float *)(p + Op * Kp),
+                  .colsum = (int32_t *)(p + Op * Kp + Op * 4)};
+}
+
+void sd_i8w_quantise(const sd_tensor *w, bool shift, const sd_i8w *out)
+{
+    int64_t O = out->O, K = out->K, Op = (O + 31) / 32 * 32, Kp = out->Kp, nkb = Kp / 64;
+    bool as_b = out->as_b;
     memset(out->q, 0, (size_t)(Op * Kp));
-    int64_t nkb = Kp / 64;
+    memset(out->scale, 0, (size_t)Op * sizeof(float));
+    memset(out->colsum, 0, (size_t)Op * sizeof(int32_t));
 #pragma omp parallel for schedule(static)
     for (int64_t o = 0; o < O; o++) {
         float amax = 0.0f;
@@ -69,6 +70,20 @@ sd_status sd_i8w_make(const sd_tensor *w, bool as_b, bool shift, sd_i8w *out)
         }
         out->colsum[o] = 128 * sum;
     }
+}
+
+sd_status sd_i8w_make(const sd_tensor *w, bool as_b, bool shift, sd_i8w *out)
+{
+    memset(out, 0, sizeof *out);
+    if (w->dtype != SD_F32 && w->dtype != SD_F16 && w->dtype != SD_BF16)
+        return sd_fail(SD_ERR_UNSUPPORTED, "precision int8: weight dtype %d cannot be quantised", (int)w->dtype);
+    int64_t O = w->ne[0], K = O > 0 ? sd_numel(w) / O : 0;
+    void *buf = sd_aligned_alloc(sd_i8w_bytes(O, K) + 64);
+    if (!buf)
+        return sd_fail(SD_ERR_OUT_OF_MEMORY, "precision int8: no memory for a %lldx%lld weight", (long long)O,
+                       (long long)K);
+    sd_i8w_view(out, buf, O, K, as_b);
+    sd_i8w_quantise(w, shift, out);
     return SD_OK;
 }
 
