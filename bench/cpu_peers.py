@@ -32,7 +32,7 @@ files. TAESD: bench/arch/taesd (SDXL: bench/arch/taesdxl), the decoder of txt2im
 its AVX512-BF16 (and VNNI) units: streamdiff with SD_CPU_ISA=avx512bf16 (fp32 rows: its AVX-512 kernels),
 OpenVINO and PyTorch's oneDNN with ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 (the kernels column shows
 brgconv_avx512_bf16 instead of *_amx_*). The rows carry "isa_cap" and show as "<engine> noAMX" in the tables.
-A proxy only: the core's AVX512-BF16 units are not a Zen core's (docs/no-amx-proxy.md).
+A proxy only: the core's AVX512-BF16 units are not a Zen core's (docs/precision.md, bf16 without AMX).
 
 Per row it reports min and median of the timed runs (one warm-up, --reps timed runs per process, --rounds
 processes per row; the engines alternate, in a rotating order per round), the process CPU time, peak RSS
@@ -552,7 +552,9 @@ def main():
             for line in (so or '').splitlines():
                 if line.startswith('{') and '"gflops_per_core"' in line:
                     x = json.loads(line)
-                    got[f'streamdiff_{x["isa"]}_instruction_peak_x{a.threads}'] = round(x['gflops_per_core'] * a.threads)
+                    op = '_fp32_fma' if x.get('op') else ''  # the FMA yardstick rows: not a bf16 peak
+                    got[f'streamdiff_{x["isa"]}{op}_instruction_peak_x{a.threads}'] = \
+                        round(x['gflops_per_core'] * a.threads)
         for k, v in got.items():
             old = out['peak'].get(k)
             out['peak'][k] = max(old, v) if isinstance(v, (int, float)) and isinstance(old, (int, float)) else v
