@@ -12,7 +12,8 @@
  *   txt2img  a full 1-step text-to-image (CLIP + 1 UNet step (Euler, no CFG) +
  *            TAESD decode), through the public API sd_txt2img
  *   bf16peak the bf16 kernels' instruction peak per core (AMX TDPBF16PS, AVX512 VDPBF16PS) on registers
- *            only, best of 5 (what the bf16 GFLOP/s are compared with)
+ *            only, best of 5 (what the bf16 GFLOP/s are compared with), then the fp32 FMA's peak measured
+ *            the same way ("op": "fp32 fma"; avx512, avx2): the yardstick (docs/precision.md, no AMX)
  *   sgemm    the machine's GEMM peak: a 2048^3 (--size) F32 product through
  *            OpenBLAS cblas_sgemm (kernels per OPENBLAS_CORETYPE) and through
  *            the backend's own GEMM (sd_linear); reports GFLOP/s of the best run
@@ -241,7 +242,7 @@ static int usage(void)
     fprintf(stderr, "usage: bench_cpu --part unet|controlnet|taesd|taesd-encode|clip|txt2img|sgemm [--model DIR] "
                     "[--taesd DIR] [--size N] [--reps N] [--threads N] [--f16] [--backend cpu|cuda] [--batch N]\n"
                     "                 [--precision fp32|bf16|int8|auto] [--save FILE] [--controlnet DIR --nets N]\n"
-                    "  --part bf16peak|int8peak: the bf16 / int8 kernels' instruction peak per core\n"
+                    "  --part bf16peak|int8peak: the bf16 / int8 kernels' instruction peak per core (and the fp32 FMA's)\n"
                     "  --part controlnet: one UNet step of --model with N (0..%d) copies of the ControlNet DIR\n"
                     "  --backend cuda: the CUDA backend (fp16; unet/taesd/taesd-encode/clip/txt2img)\n"
                     "  --batch N: batch rows for unet / taesd / taesd-encode (1..64, default 1)\n", MAX_NETS);
@@ -351,6 +352,19 @@ int main(int argc, char **argv)
             }
             printf("{\"engine\": \"streamdiff\", \"part\": \"%s\", \"isa\": \"%s\", \"%s_per_core\": %.1f}\n", o.part,
                    lv[i], i8peak ? "gops" : "gflops", best);
+        }
+        /* the yardstick: the fp32 FMA's peak measured the same way (16 independent accumulators) */
+        const sd_cpu_kern *fk[] = {sd_cpu_kern_avx512(), sd_cpu_kern_avx2()};
+        for (int i = 0; i < 2; i++) {
+            if (!fk[i])
+                continue;
+            double best = 0;
+            for (int r = 0; r < 5; r++) {
+                double t0 = now_ms(), macs = fk[i]->peak(2000000), ms = now_ms() - t0;
+                best = fmax(best, 2.0 * macs / ms * 1e-6);
+            }
+            printf("{\"engine\": \"streamdiff\", \"part\": \"%s\", \"isa\": \"%s\", \"op\": \"fp32 fma\", "
+                   "\"gflops_per_core\": %.1f}\n", o.part, fk[i]->name, best);
         }
         return 0;
     }

@@ -28,6 +28,11 @@ Models: random-weight full-size architectures of bench/arch (sd-turbo, sdxs-512,
 sd15, sdxl-base), written once by build/bench/bench_gen_arch into the cache; every engine loads the same F16
 files. TAESD: bench/arch/taesd (SDXL: bench/arch/taesdxl), the decoder of txt2img for every engine.
 --quick: a rehearsal of every path on the tiny models of tests/data at 64^2 (ctest bench_peers_quick).
+--no-amx: the "AVX512-BF16 CPU without AMX" rows (AMD Zen 4/5) as a PROXY on an AMX CPU: every engine held to
+its AVX512-BF16 (and VNNI) units: streamdiff with SD_CPU_ISA=avx512bf16 (fp32 rows: its AVX-512 kernels),
+OpenVINO and PyTorch's oneDNN with ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 (the kernels column shows
+brgconv_avx512_bf16 instead of *_amx_*). The rows carry "isa_cap" and show as "<engine> noAMX" in the tables.
+A proxy only: the core's AVX512-BF16 units are not a Zen core's (docs/precision.md, bf16 without AMX).
 
 Per row it reports min and median of the timed runs (one warm-up, --reps timed runs per process, --rounds
 processes per row; the engines alternate, in a rotating order per round), the process CPU time, peak RSS
@@ -53,7 +58,7 @@ transformers, openvino, nncf, numpy):
         --exclude openvino:fp32 --json xl.json                           # SDXL UNet step (see BENCHMARKS.md)
     python bench/cpu_peers.py --models sd15 --sizes 256,512 --parts unet,cnet1,cnet2 --engines streamdiff,torch \
         --precisions fp32,bf16 --json cn.json                            # ControlNet: 0, 1, 2 nets
-Options: --models, --engines, --precisions, --exclude, --parts, --sizes, --reps, --rounds, --threads, --int8-calib-size,
+Options: --models, --engines, --precisions, --exclude, --parts, --sizes, --reps, --rounds, --threads, --no-amx, --int8-calib-size,
 --no-int8-calibrate, --no-kernels, --no-peak, --no-count, --bin. Weights are never written inside the repository.
 """
 import argparse
@@ -74,6 +79,8 @@ import peers_models  # noqa: E402 (bench/ on the path first)
 PROMPT = 'a photograph of an astronaut riding a horse on the moon, highly detailed'
 ENGINE_PRECISIONS = {'streamdiff': ('fp32', 'bf16', 'int8', 'auto'), 'torch': ('fp32', 'bf16'),
                      'openvino': ('fp32', 'bf16', 'int8')}
+# --no-amx: streamdiff's kernel level and oneDNN's ISA cap (OpenVINO's CPU plugin, PyTorch) on an AMX CPU
+NO_AMX_ENV = {'SD_CPU_ISA': 'avx512bf16', 'ONEDNN_MAX_CPU_ISA': 'AVX512_CORE_BF16'}
 
 
 def log(*a):
@@ -450,6 +457,8 @@ def main():
     ap.add_argument('--no-kernels', action='store_true')
     ap.add_argument('--no-peak', action='store_true')
     ap.add_argument('--no-count', action='store_true')
+    ap.add_argument('--no-amx', action='store_true',
+                    help='hold every engine to AVX512-BF16/VNNI (no AMX): the proxy of a Zen 4/5 CPU on an AMX CPU')
     ap.add_argument('--timeout', type=int, default=1800, help='seconds per process')
     ap.add_argument('--json')
     ap.add_argument('--append', action='store_true', help='add to the runs of an existing --json file')
@@ -492,6 +501,8 @@ def main():
     sd_precs = streamdiff_precisions(a.bin) if 'streamdiff' in engines else ()
     dirs = ensure_models(a, archs)
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
+    if a.no_amx:  # every child: streamdiff's kernel level, oneDNN's ISA cap (OpenVINO's CPU plugin and PyTorch)
+        env.update(NO_AMX_ENV)
     me = [sys.executable, os.path.abspath(__file__)]
 
     out = {'conditions': {}, 'counts': [], 'peak': {}, 'prepare': [], 'runs': [], 'skipped': []}
@@ -501,7 +512,7 @@ def main():
     cond = {'threads': a.threads, 'reps': a.reps, 'rounds': a.rounds, 'cpu': cpu_name(), 'cpu_flags': cpu_flags(),
             'time_utc_start': time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime()), 'load_before': os.getloadavg(),
             'streamdiff_precisions': list(sd_precs), 'int8_calib_size': a.int8_calib_size,
-            'versions': versions(), 'git': git_rev()}
+            'versions': versions(), 'git': git_rev(), 'isa_cap': NO_AMX_ENV if a.no_amx else None}
     out['conditions'].setdefault('invocations', []).append(cond)
 
     if not a.no_count:
@@ -541,7 +552,9 @@ def main():
             for line in (so or '').splitlines():
                 if line.startswith('{') and '"gflops_per_core"' in line:
                     x = json.loads(line)
-                    got[f'streamdiff_{x["isa"]}_instruction_peak_x{a.threads}'] = round(x['gflops_per_core'] * a.threads)
+                    op = '_fp32_fma' if x.get('op') else ''  # the FMA yardstick rows: not a bf16 peak
+                    got[f'streamdiff_{x["isa"]}{op}_instruction_peak_x{a.threads}'] = \
+                        round(x['gflops_per_core'] * a.threads)
         for k, v in got.items():
             old = out['peak'].get(k)
             out['peak'][k] = max(old, v) if isinstance(v, (int, float)) and isinstance(old, (int, float)) else v
@@ -645,6 +658,8 @@ def main():
                                  part=part, taesd_model=taesd_label(taesd),
                                  probe_gflops=probe, load_before=[round(x, 2) for x in la],
                                  time_utc=time.strftime('%H:%M:%S', time.gmtime()))
+                        if a.no_amx:
+                            r['isa_cap'] = NO_AMX_ENV
                         if e == 'torch' and not a.no_kernels:
                             r['kernels'] = parse_torch_kernels(stdout)
                         k = (e, p)
@@ -681,6 +696,11 @@ def write_json(path, out):
     os.replace(tmp, path)
 
 
+def label(r):
+    """the engine as the tables name it: rows held to AVX512-BF16 (--no-amx) apart from the others"""
+    return r['engine'] + (' noAMX' if r.get('isa_cap') else '')
+
+
 def print_tables(out):
     counts = {(c['model'], c['part'], c['size']): c['gflop'] for c in out.get('counts', [])}
     pk = out.get('peak', {})
@@ -699,7 +719,7 @@ def print_tables(out):
                      counts.get((m, 'clip', 0))]
             return sum(parts) + counts.get((m, 'clip2', 0), 0) if all(x is not None for x in parts) else None
         return counts.get((m, p, s if p != 'clip' else 0))
-    runs = sorted(out.get('runs', []), key=lambda r: (r['size'], r['model'], r['part'], r['engine'], r['precision']))
+    runs = sorted(out.get('runs', []), key=lambda r: (r['size'], r['model'], r['part'], label(r), r['precision']))
     print('| model | part | size | engine | precision | GFLOP | ms min | ms median | GFLOP/s | % of peak | '
           'peak RSS MiB | probe GFLOP/s | kernels |')
     print('|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|')
@@ -711,20 +731,20 @@ def print_tables(out):
             prec = 'bf16' if any(k in str(r.get('isa', '')) for k in ('amx', 'bf16')) else 'fp32'
         peak = peaks.get(prec) or 0
         pr = r.get('probe_gflops') or []
-        cells = [r['model'], r['part'], r['size'], r['engine'], r['precision'], f'{g:.1f}' if g else '-',
+        cells = [r['model'], r['part'], r['size'], label(r), r['precision'], f'{g:.1f}' if g else '-',
                  f'{r["ms_min"]:.0f}', f'{r["ms_median"]:.0f}', f'{rate:.0f}' if rate else '-',
                  f'{rate / peak * 100:.0f}%' if rate and peak else '-', f'{r["peak_rss_mib"]:.0f}',
                  f'{min(pr):.0f}-{max(pr):.0f}' if pr else '-', kernel_summary(r)]
         print('| ' + ' | '.join(str(c) for c in cells) + ' |')
     # compact: one line per (model, part, size), min ms per engine / precision
-    cols = sorted({(r['engine'], r['precision']) for r in runs},
-                  key=lambda k: (['streamdiff', 'torch', 'openvino'].index(k[0]), k[1]))
+    cols = sorted({(label(r), r['precision']) for r in runs},
+                  key=lambda k: (['streamdiff', 'torch', 'openvino'].index(k[0].split()[0]), k[0], k[1]))
     if cols:
         print('\n| model | part | size | ' + ' | '.join(f'{e} {p}' for e, p in cols) + ' |')
         print('|---|---|---:|' + '---:|' * len(cols))
         keys = sorted({(r['size'], r['model'], r['part']) for r in runs})
         for s, m, p in keys:
-            cell = {(r['engine'], r['precision']): r for r in runs if (r['size'], r['model'], r['part']) == (s, m, p)}
+            cell = {(label(r), r['precision']): r for r in runs if (r['size'], r['model'], r['part']) == (s, m, p)}
             print(f'| {m} | {p} | {s} | ' + ' | '.join(
                 f'{cell[c]["ms_min"]:.0f} ({cell[c]["ms_median"]:.0f})' if c in cell else '-' for c in cols) + ' |')
         print(f'\nms: min (median) of the timed runs. Peaks used for "% of peak" (GFLOP/s): fp32 {peaks["fp32"]:.0f} '

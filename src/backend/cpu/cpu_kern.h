@@ -70,6 +70,8 @@ typedef struct sd_cpu_kern {
     /* y[i] = ((x[i] - mean_hi) - mean_lo) * rstd * g[i] + b[i] */
     void (*norm_row)(float *y, const float *x, int64_t n, float mean_hi, float mean_lo, float rstd, const float *g,
                      const float *b);
+    /* the fp32 FMA's peak on this core, as sd_cpu_bf16_kern.peak (the yardstick of the bf16 / int8 peaks) */
+    double (*peak)(int64_t iters);
 } sd_cpu_kern;
 
 /* A direct bf16 convolution (precision bf16; cpu_kern_bf16_impl.h): the image converted once per conv into

@@ -16,9 +16,11 @@
 static void bk_begin(void) {}
 static void bk_end(void) {}
 
-/* rows [ro, ro+8) of the 32x32 block from the 16 A rows at a (see bk_ukr_x) */
-static inline void ukr8(const uint16_t *a, int ro, int64_t lda, const int64_t *toff, int64_t ntap, int64_t ncb,
-                        int64_t astep, const uint16_t *B, const uint16_t *B1, float *c, int64_t ldc, int accumulate)
+/* 8 rows of a block: c[i][0..32) (+)= row i of A times the 32 B columns, over ntap x ncb depth blocks of 32;
+ * row i of depth block (t, cb) at r[i] + toff[t] + cb * astep (each row its own address: a broadcast per
+ * pair, no tile shape to keep) */
+static inline void ukr8(const uint16_t *const r[8], const int64_t *toff, int64_t ntap, int64_t ncb, int64_t astep,
+                        const uint16_t *B, const uint16_t *B1, float *c, int64_t ldc, int accumulate)
 {
     __m512 acc[8][2];
     for (int i = 0; i < 8; i++) {
@@ -27,13 +29,16 @@ static inline void ukr8(const uint16_t *a, int ro, int64_t lda, const int64_t *t
     }
     for (int64_t t = 0; t < ntap; t++)
         for (int64_t cb = 0; cb < ncb; cb++, B += 512, B1 += 512) {
-            const uint16_t *at = a + toff[t] + cb * astep + ro * lda;
+            int64_t o = toff[t] + cb * astep;
+            const uint16_t *at[8];
+            for (int i = 0; i < 8; i++)
+                at[i] = r[i] + o;
             for (int p = 0; p < 16; p++) {
                 __m512bh v0 = (__m512bh)_mm512_loadu_si512(B + p * 32), v1 = (__m512bh)_mm512_loadu_si512(B1 + p * 32);
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++) {
                     int pair;
-                    memcpy(&pair, at + i * lda + 2 * p, sizeof pair);
+                    memcpy(&pair, at[i] + 2 * p, sizeof pair);
                     __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
                     acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, v0);
                     acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, v1);
@@ -50,10 +55,22 @@ static inline void ukr8(const uint16_t *a, int ro, int64_t lda, const int64_t *t
 static void bk_ukr_x(const uint16_t *A, const uint16_t *A1, int64_t lda, const int64_t *toff, int64_t ntap,
                      int64_t ncb, int64_t astep, const uint16_t *B, const uint16_t *B1, float *c, int64_t ldc, int acc)
 {
-    ukr8(A, 0, lda, toff, ntap, ncb, astep, B, B1, c, ldc, acc);
-    ukr8(A, 8, lda, toff, ntap, ncb, astep, B, B1, c + 8 * ldc, ldc, acc);
-    ukr8(A1, 0, lda, toff, ntap, ncb, astep, B, B1, c + 16 * ldc, ldc, acc);
-    ukr8(A1, 8, lda, toff, ntap, ncb, astep, B, B1, c + 24 * ldc, ldc, acc);
+    for (int g = 0; g < 4; g++) {
+        const uint16_t *r[8];
+        for (int i = 0; i < 8; i++)
+            r[i] = (g < 2 ? A : A1) + ((g % 2) * 8 + i) * lda;
+        ukr8(r, toff, ntap, ncb, astep, B, B1, c + g * 8 * ldc, ldc, acc);
+    }
+}
+
+/* BK_ROW_PTRS (cpu_kern_bf16_impl.h): rows [0, nr) of the 32x32 block c = A B, row i of A at rows[i] (32
+ * entries, those past nr repeat a valid row), in groups of 8: the groups past nr are not computed */
+#define BK_ROW_PTRS 1
+static void bk_ukr_rows(const uint16_t *const rows[32], int64_t nr, const int64_t *toff, int64_t ntap, int64_t ncb,
+                        int64_t astep, const uint16_t *B, const uint16_t *B1, float *c, int64_t ldc)
+{
+    for (int64_t g = 0; g * 8 < nr; g++)
+        ukr8(rows + g * 8, toff, ntap, ncb, astep, B, B1, c + g * 8 * ldc, ldc, 0);
 }
 
 /* the register-only peak: 16 independent VDPBF16PS per round (16 lanes x 2 multiply-adds each) */

@@ -698,6 +698,28 @@ static inline void dc_write(float *y, const float *cb, const float *bias, const 
     }
 }
 
+#ifdef BK_ROW_PTRS
+/* the nr (<= 32) rows of block cb (rows: the dense output pixels p0.., columns: output channels o0..) into y
+ * with the bias: per output channel, nr consecutive floats of its plane */
+static inline void dc_write_dense(float *y, const float *cb, const float *bias, const sd_dconv *d, int64_t p0,
+                                  int64_t nr, int64_t o0)
+{
+    int64_t HWO = d->HO * d->WO;
+    for (int64_t h = 0; h * 16 < nr; h++)
+        for (int64_t g = 0; g < 2; g++) {
+            __m512i r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = _mm512_loadu_si512(cb + (h * 16 + i) * 32 + g * 16);
+            transpose16x16_epi32(r); /* r[n]: output channel o0 + 16g + n at the 16 pixels */
+            for (int64_t n = 0; n < 16 && o0 + g * 16 + n < d->O; n++) {
+                int64_t o = o0 + g * 16 + n;
+                __m512 v = _mm512_add_ps(_mm512_castsi512_ps(r[n]), _mm512_set1_ps(bias ? bias[o] : 0.0f));
+                _mm512_mask_storeu_ps(y + o * HWO + p0 + h * 16, bm16(nr - h * 16), v);
+            }
+        }
+}
+#endif
+
 static void BK_FN(dconv_thread)(float *y, const uint16_t *xp, const uint16_t *wp, const float *bias,
                                 const sd_dconv *d, int tid, int nt)
 {
@@ -708,8 +730,26 @@ static void BK_FN(dconv_thread)(float *y, const uint16_t *xp, const uint16_t *wp
             toff[kh * d->KW + kw] = (((kh % s) * s + kw % s) * plane + (kh / s) * d->Wps + kw / s) * Cp;
     /* the operand read from memory once goes outside: the image when it is the larger */
     bool qmajor = (double)d->x_elems > (double)d->w_elems;
-    int64_t tasks = d->nq * no, t0 = tasks * tid / nt, t1 = tasks * (tid + 1) / nt;
     float cbuf[32 * 32] __attribute__((aligned(64)));
+#ifdef BK_ROW_PTRS
+    /* A rows at any addresses (VDPBF16PS): the blocks hold only the HO x WO real output pixels, dense
+     * (p = oh * WO + ow: pixel q = oh * Wps + ow of the planes), nothing for the Wps - WO columns past each
+     * output row nor past the last pixel (in groups of 8 rows) */
+    int64_t P = d->HO * d->WO, np = (P + 31) / 32, tasks = np * no, t0 = tasks * tid / nt, t1 = tasks * (tid + 1) / nt;
+    memset(cbuf, 0, sizeof cbuf); /* the rows past a short block are transposed with the others, never stored */
+    for (int64_t task = t0; task < t1; task++) {
+        int64_t pb = qmajor ? task / no : task % np, ob = qmajor ? task % no : task / np;
+        int64_t p0 = pb * 32, nr = bmin(32, P - p0);
+        const uint16_t *rows[32], *B0 = wp + ob * 2 * taps * ncb * TILE;
+        for (int64_t i = 0; i < 32; i++) {
+            int64_t p = p0 + bmin(i, nr - 1);
+            rows[i] = xp + ((p / d->WO) * d->Wps + p % d->WO) * Cp;
+        }
+        bk_ukr_rows(rows, nr, toff, taps, ncb, 32, B0, B0 + taps * ncb * TILE, cbuf, 32);
+        dc_write_dense(y, cbuf, bias, d, p0, nr, ob * 32);
+    }
+#else
+    int64_t tasks = d->nq * no, t0 = tasks * tid / nt, t1 = tasks * (tid + 1) / nt;
     bk_begin();
     for (int64_t task = t0; task < t1; task++) {
         int64_t qb = qmajor ? task / no : task % d->nq, ob = qmajor ? task % no : task / d->nq;
@@ -720,12 +760,17 @@ static void BK_FN(dconv_thread)(float *y, const uint16_t *xp, const uint16_t *wp
                 dc_write(y, cbuf + h * 16 * 32 + g * 16, bias, d, qb * 32 + h * 16, ob * 32 + g * 16);
     }
     bk_end();
+#endif
 }
 
 static void BK_FN(dconv)(float *y, const uint16_t *xp, const uint16_t *wp, const float *bias, const sd_dconv *d,
                          int nthreads)
 {
+#ifdef BK_ROW_PTRS
+    int64_t tasks = (d->HO * d->WO + 31) / 32 * ((d->O + 31) / 32);
+#else
     int64_t tasks = d->nq * ((d->O + 31) / 32);
+#endif
     int nt = nthreads > 1 && tasks > 1 ? (int)bmin(nthreads, tasks) : 1;
     if (nt == 1) {
         BK_FN(dconv_thread)(y, xp, wp, bias, d, 0, 1);

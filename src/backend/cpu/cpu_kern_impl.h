@@ -714,6 +714,27 @@ static void KERN_FN(norm_row)(float *y, const float *x, int64_t n, float mhi, fl
 
 /* ------------------------------------------------------------------ table */
 
+/* the FMA's register-only peak, measured as the bf16 / int8 kernels' peak (cpu_kern.h): 16 independent
+ * vfma per round (VL lanes, one multiply-add each) */
+static double KERN_FN(peak)(int64_t iters)
+{
+    V acc[16];
+    for (int i = 0; i < 16; i++)
+        acc[i] = vzero();
+    V a = vset1(1.0f), b = vset1(0x1p-20f);
+    for (int64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            acc[i] = vfma(a, b, acc[i]);
+        __asm__ volatile("" : "+x"(a), "+x"(b));
+    }
+    float s = 0;
+    for (int i = 0; i < 16; i++)
+        s += vhsum(acc[i]);
+    __asm__ volatile("" ::"x"(s));
+    return (double)iters * 16 * VL;
+}
+
 static const sd_cpu_kern k_table = {
     .name = KERN_NAME,
     .vl = VL,
@@ -728,6 +749,7 @@ static const sd_cpu_kern k_table = {
     .sqdev = KERN_FN(sqdev),
     .norm_affine = KERN_FN(norm_affine),
     .norm_row = KERN_FN(norm_row),
+    .peak = KERN_FN(peak),
 };
 
 const sd_cpu_kern *KERN_GETTER(void) { return kern_supported() ? &k_table : NULL; }
