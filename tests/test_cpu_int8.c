@@ -138,12 +138,63 @@ TEST(linear_int8)
         }
 }
 
+/* the quantised references of a convolution: per output pixel (the max |x| over its receptive field: the
+ * GEMM path of row-major weights) or per image (the max finite |x| of the image: the direct convolution of
+ * prepared weights; NaN as 0, +-Inf saturated), and the unquantised double result */
+typedef struct {
+    int64_t N, C, H, W, O, K;
+    int stride, pads[4];
+} conv_case;
+
+static void conv_refs(const conv_case *cc, const float *x, const float *w, const float *b, double *ref_px,
+                      double *ref_img, double *exact)
+{
+    int64_t N = cc->N, C = cc->C, H = cc->H, W = cc->W, O = cc->O, K = cc->K, CK = C * K * K;
+    int s = cc->stride;
+    const int *pd = cc->pads;
+    int64_t HO = (H + pd[0] + pd[2] - K) / s + 1, WO = (W + pd[1] + pd[3] - K) / s + 1;
+    for (int64_t n = 0; n < N; n++) {
+        float im = 0.0f; /* the image's scale */
+        for (int64_t i = 0; i < C * H * W; i++)
+            if (isfinite(x[n * C * H * W + i]))
+                im = fmaxf(im, fabsf(x[n * C * H * W + i]));
+        for (int64_t oh = 0; oh < HO; oh++)
+            for (int64_t ow = 0; ow < WO; ow++) {
+                float am = 0.0f; /* the pixel's scale: max |x| over its receptive field */
+                for (int64_t c = 0; c < C; c++)
+                    for (int64_t kh = 0; kh < K; kh++)
+                        for (int64_t kw = 0; kw < K; kw++) {
+                            int64_t ih = oh * s - pd[0] + kh, iw = ow * s - pd[1] + kw;
+                            if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                                am = fmaxf(am, fabsf(x[((n * C + c) * H + ih) * W + iw]));
+                        }
+                for (int64_t o = 0; o < O; o++) {
+                    float wm = row_amax(w + o * CK, CK);
+                    double acc = 0, acci = 0, ex = b ? b[o] : 0.0;
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t kh = 0; kh < K; kh++)
+                            for (int64_t kw = 0; kw < K; kw++) {
+                                int64_t ih = oh * s - pd[0] + kh, iw = ow * s - pd[1] + kw;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W)
+                                    continue;
+                                float xv = x[((n * C + c) * H + ih) * W + iw], wv = w[o * CK + (c * K + kh) * K + kw];
+                                float xq = isnan(xv) ? 0.0f : xv; /* NaN as 0, Inf saturates */
+                                acc += qz(xv, am) * qz(wv, wm);
+                                acci += qz(isinf(xq) ? copysignf(im, xq) : xq, im) * qz(wv, wm);
+                                ex += (double)xv * wv;
+                            }
+                    size_t at = (size_t)(((n * O + o) * HO + oh) * WO + ow);
+                    ref_px[at] = (b ? b[o] : 0.0) + acc * (am / 127.0f) * (wm / 127.0f);
+                    ref_img[at] = (b ? b[o] : 0.0) + acci * (im / 127.0f) * (wm / 127.0f);
+                    exact[at] = ex;
+                }
+            }
+    }
+}
+
 TEST(conv_int8)
 {
-    struct {
-        int64_t N, C, H, W, O, K;
-        int stride, pads[4];
-    } cases[] = {
+    const conv_case cases[] = {
         {1, 70, 20, 70, 70, 3, 1, {1, 1, 1, 1}},  /* K 630, N 1400 */
         {2, 9, 8, 8, 130, 3, 1, {1, 1, 1, 1}},    /* K 81, M 130, two images */
         {1, 33, 17, 13, 20, 3, 2, {1, 1, 1, 1}},  /* stride 2, odd sizes */
@@ -156,59 +207,60 @@ TEST(conv_int8)
         {1, 64, 32, 32, 3, 3, 1, {1, 1, 1, 1}},   /* TAESD output conv: M 3 */
         {1, 1, 5, 5, 1, 1, 1, {0, 0, 0, 0}},      /* K 1 */
         {1, 1100, 12, 12, 8, 3, 1, {1, 1, 1, 1}}, /* K 9900: column blocks of 96 (1 MiB of tiles) */
+        {3, 130, 5, 9, 33, 3, 2, {0, 1, 1, 0}},   /* direct: 3 images, C past two channel blocks, stride 2 */
+        {2, 65, 3, 70, 47, 3, 1, {1, 1, 1, 1}},   /* direct: wide and short, output rows across pixel blocks */
+        {1, 7, 11, 10, 9, 3, 3, {1, 1, 1, 1}},    /* stride 3: a prepared weight takes the reference loop */
+        {1, 20, 12, 12, 18, 2, 2, {0, 0, 0, 0}},  /* 2x2 stride 2 */
+        {1, 6, 9, 9, 5, 3, 1, {1, 1, 1, 1}},      /* non-finite pixels (below) */
     };
     for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++) {
         sd_ctx_reset(&g_ctx);
-        int64_t N = cases[ci].N, C = cases[ci].C, H = cases[ci].H, W = cases[ci].W, O = cases[ci].O, K = cases[ci].K;
-        int s = cases[ci].stride;
-        const int *pd = cases[ci].pads;
+        const conv_case *cc = &cases[ci];
+        int64_t N = cc->N, C = cc->C, H = cc->H, W = cc->W, O = cc->O, K = cc->K;
+        int s = cc->stride;
+        const int *pd = cc->pads;
         int64_t HO = (H + pd[0] + pd[2] - K) / s + 1, WO = (W + pd[1] + pd[3] - K) / s + 1, CK = C * K * K;
         int64_t xe[4] = {N, C, H, W}, we[4] = {O, C, K, K};
         float *x = rnd((size_t)(N * C * H * W), 1), *w = rnd((size_t)(O * CK), 0.3f), *b = rnd((size_t)O, 1);
         for (int64_t i = 0; i < N * C * H * W; i++) /* a dark corner: zero pixels, and a bright one */
             x[i] *= i % W < W / 4 && (i / W) % H < H / 4 ? 0.0f : i % W > W / 2 && (i / W) % H > H / 2 ? 30.0f : 1.0f;
+        bool nonfinite = ci + 1 == SD_ARRAY_LEN(cases);
+        if (nonfinite) {
+            x[3] = NAN;
+            x[40] = INFINITY;
+            x[100] = -INFINITY;
+        }
         for (int64_t i = 0; i < O * CK; i++)
             w[i] = bf(w[i]);
         sd_tensor tb = up(SD_F32, 1, &O, b), tx = up(SD_F32, 4, xe, x), tw = up(SD_BF16, 4, we, w);
-        sd_tensor twp = prepared(tw, SD_WEIGHT_CONV); /* as at load: pointwise weights as int8 tiles */
         sd_tensor y = sd_conv2d_pads(&g_ctx, tx, tw, ci % 3 ? &tb : NULL, s, pd);
+        /* the weight prepared as at load: kxk ones become the direct convolution's (the reference loop at
+         * strides it does not take) */
+        sd_tensor twp = prepared(tw, SD_WEIGHT_CONV);
+        bool direct = twp.layout == SD_LAYOUT_CPU_I8_CONV;
+        CHECK(direct == (g_int8 && K > 1));
         sd_tensor yp = sd_conv2d_pads(&g_ctx, tx, twp, ci % 3 ? &tb : NULL, s, pd);
         size_t ny = (size_t)(N * O * HO * WO);
-        double *ref = malloc(ny * sizeof(double)), *exact = malloc(ny * sizeof(double));
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t oh = 0; oh < HO; oh++)
-                for (int64_t ow = 0; ow < WO; ow++) {
-                    float am = 0.0f; /* the pixel's scale: max |x| over its receptive field */
-                    for (int64_t c = 0; c < C; c++)
-                        for (int64_t kh = 0; kh < K; kh++)
-                            for (int64_t kw = 0; kw < K; kw++) {
-                                int64_t ih = oh * s - pd[0] + kh, iw = ow * s - pd[1] + kw;
-                                if (ih >= 0 && ih < H && iw >= 0 && iw < W)
-                                    am = fmaxf(am, fabsf(x[((n * C + c) * H + ih) * W + iw]));
-                            }
-                    for (int64_t o = 0; o < O; o++) {
-                        float wm = row_amax(w + o * CK, CK);
-                        double acc = 0, ex = ci % 3 ? b[o] : 0.0;
-                        for (int64_t c = 0; c < C; c++)
-                            for (int64_t kh = 0; kh < K; kh++)
-                                for (int64_t kw = 0; kw < K; kw++) {
-                                    int64_t ih = oh * s - pd[0] + kh, iw = ow * s - pd[1] + kw;
-                                    if (ih < 0 || ih >= H || iw < 0 || iw >= W)
-                                        continue;
-                                    float xv = x[((n * C + c) * H + ih) * W + iw], wv = w[o * CK + (c * K + kh) * K + kw];
-                                    acc += qz(xv, am) * qz(wv, wm);
-                                    ex += (double)xv * wv;
-                                }
-                        size_t at = (size_t)(((n * O + o) * HO + oh) * WO + ow);
-                        ref[at] = (ci % 3 ? b[o] : 0.0) + acc * (am / 127.0f) * (wm / 127.0f);
-                        exact[at] = ex;
-                    }
-                }
-        for (int pi = 0; pi < 2; pi++) {
-            const char *how = pi ? (twp.layout ? "prepared" : "row-major (not prepared)") : "row-major";
+        double *ref = malloc(ny * sizeof(double)), *refi = malloc(ny * sizeof(double)), *exact = malloc(ny * sizeof(double));
+        conv_refs(cc, x, w, ci % 3 ? b : NULL, ref, refi, exact);
+        if (!nonfinite) {
             if (g_int8)
-                EXPECT_ERR("conv2d", 1e-5, pi ? yp : y, ref, ny, "case %zu, %s", ci, how);
-            EXPECT_ERR("conv2d vs unquantised", g_int8 ? 3e-2 : 1e-5, pi ? yp : y, exact, ny, "case %zu, %s", ci, how);
+                EXPECT_ERR("conv2d", 1e-5, y, ref, ny, "case %zu", ci);
+            EXPECT_ERR("conv2d vs unquantised", g_int8 ? 3e-2 : 1e-5, y, exact, ny, "case %zu", ci);
+        }
+        if (direct && s <= 2) { /* per image, as the kernel quantises */
+            for (int64_t n = 0; n < N && sd_ok(&g_ctx); n++) {
+                int64_t per = O * HO * WO;
+                sd_tensor yn = sd_tensor_make((float *)yp.data + n * per, SD_F32, 1, &per);
+                EXPECT_ERR("conv2d direct", 1e-5, yn, refi + n * per, per, "case %zu image %lld", ci, (long long)n);
+                if (!nonfinite)
+                    EXPECT_ERR("conv2d direct vs unquantised", 3e-2, yn, exact + n * per, per, "case %zu image %lld", ci,
+                               (long long)n);
+            }
+        } else if (direct) { /* the reference loop: dequantised weights, bf16 image */
+            EXPECT_ERR("conv2d (prepared, reference loop) vs unquantised", 3e-2, yp, exact, ny, "case %zu", ci);
+        } else if (!nonfinite) { /* pointwise (prepared as int8 tiles) or not prepared: the GEMM path */
+            EXPECT_ERR("conv2d (prepared pointwise or row-major)", 1e-5, yp, g_int8 ? ref : exact, ny, "case %zu", ci);
         }
         if (g_int8 && K == 1)
             CHECK(twp.layout == SD_LAYOUT_CPU_I8_PW); /* int8 kernels: pointwise weights prepared */
@@ -216,6 +268,7 @@ TEST(conv_int8)
         free(w);
         free(b);
         free(ref);
+        free(refi);
         free(exact);
     }
 }

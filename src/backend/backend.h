@@ -32,6 +32,9 @@ typedef enum sd_layout {
                                 * into the int8 GEMM's B tiles, its scales and column sums (sd_i8w, as_b) */
     SD_LAYOUT_CPU_I8_PW,       /* CPU, precision int8: a pointwise (1x1) conv weight [O,C,1,1] quantised
                                 * the same way into A tiles (sd_i8w; VNNI: stored as u8 = q + 128) */
+    SD_LAYOUT_CPU_I8_CONV,     /* CPU, precision int8: a kxk conv weight [O,C,kh,kw] quantised per output
+                                * channel as the int8 direct convolution's B tiles, scales and VNNI
+                                * corrections (sd_i8_dconv_wbytes, backend/cpu/cpu_kern.h) */
 } sd_layout;
 
 /* What a model weight is for (weight_layout): a convolution's, a linear's, or anything else (tables read by

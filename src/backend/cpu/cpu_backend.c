@@ -255,6 +255,8 @@ static size_t dconv_bytes(const sd_dconv *d, bool packed)
 
 static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
 {
+    if (w->layout == SD_LAYOUT_CPU_I8_CONV)
+        return sd_cpu_conv_i8_scratch(x, w, y);
     bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
     bool i8 = ((const cpu_impl *)be->impl)->i8 || i8_layout(w);
     size_t px = i8 ? (size_t)(x->ne[2] * x->ne[3]) * sizeof(float) + 64 : 0; /* int8: the pixel maxima */
@@ -278,34 +280,44 @@ static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_te
     return (size_t)(x->ne[1] * w->ne[2] * w->ne[3] * y->ne[3] * conv_chunk_rows(x, w, y)) * sizeof(float);
 }
 
-/* y = conv(x) with a prepared weight (its values read from the B tiles, fp32 sums): any stride */
+/* y = conv(x) with a prepared weight (its values read from the tiles: bf16, or int8 times the channel's
+ * scale; the image rounded to bf16; fp32 sums): any stride */
 static void conv_packed_ref(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
-                            const sd_dconv *d)
+                            int stride, const int pads[4])
 {
+    bool i8 = w->layout == SD_LAYOUT_CPU_I8_CONV;
+    sd_dconv d;
+    sd_dconv_geom_blk(&d, i8 ? SD_I8_CBLK : 32, x->ne[1], x->ne[2], x->ne[3], w->ne[0], w->ne[2], w->ne[3], y->ne[2],
+                      y->ne[3], stride, pads[0], pads[1]);
     const uint16_t *wp = w->data;
-    int64_t taps = d->KH * d->KW, ncb = d->Cp / 32, s = d->stride, C = d->C, H = d->H, W = d->W;
+    const int8_t *wq = w->data;
+    const float *ws = (const float *)(wq + d.w_elems);
+    int64_t taps = d.KH * d.KW, ncb = d.Cp / 32, s = d.stride, C = d.C, H = d.H, W = d.W;
 #pragma omp parallel for num_threads(nthreads(be)) schedule(static)
-    for (int64_t no = 0; no < x->ne[0] * d->O; no++) {
-        int64_t n = no / d->O, o = no % d->O;
-        for (int64_t oh = 0; oh < d->HO; oh++)
-            for (int64_t ow = 0; ow < d->WO; ow++) {
+    for (int64_t no = 0; no < x->ne[0] * d.O; no++) {
+        int64_t n = no / d.O, o = no % d.O;
+        for (int64_t oh = 0; oh < d.HO; oh++)
+            for (int64_t ow = 0; ow < d.WO; ow++) {
                 float acc = b ? ldp(b, o) : 0.0f;
                 for (int64_t c = 0; c < C; c++)
                     for (int64_t t = 0; t < taps; t++) {
-                        int64_t ih = oh * s - d->pad_t + t / d->KW, iw = ow * s - d->pad_l + t % d->KW, k = c % 32;
+                        int64_t ih = oh * s - d.pad_t + t / d.KW, iw = ow * s - d.pad_l + t % d.KW, k = c % 32;
                         if (ih < 0 || ih >= H || iw < 0 || iw >= W)
                             continue;
-                        uint16_t wv = wp[(((o / 16) * taps + t) * ncb + c / 32) * 512 + (k / 2) * 32 + (o % 16) * 2 + k % 2];
-                        acc += sd_bf16_to_f32(sd_f32_to_bf16(CF(x)[((n * C + c) * H + ih) * W + iw])) * sd_bf16_to_f32(wv);
+                        float wv = i8 ? wq[sd_i8_dconv_widx(&d, o, c, t)] * ws[o]
+                                      : sd_bf16_to_f32(wp[(((o / 16) * taps + t) * ncb + c / 32) * 512 + (k / 2) * 32 +
+                                                          (o % 16) * 2 + k % 2]);
+                        acc += sd_bf16_to_f32(sd_f32_to_bf16(CF(x)[((n * C + c) * H + ih) * W + iw])) * wv;
                     }
-                F(y)[((n * d->O + o) * d->HO + oh) * d->WO + ow] = acc;
+                F(y)[((n * d.O + o) * d.HO + oh) * d.WO + ow] = acc;
             }
     }
 }
 
 /* backend ops weight_layout / weight_prepare: at precision int8 with int8 kernels, linear and pointwise
- * conv weights are quantised into their tiles (sd_i8w); with bf16 kernels, BF16 conv weights become the
- * direct convolution's B tiles and BF16 linear weights the GEMM's (SD_GB_PACKED) */
+ * conv weights are quantised into their tiles (sd_i8w) and kxk conv weights into the direct convolution's
+ * (SD_LAYOUT_CPU_I8_CONV); with bf16 kernels, BF16 conv weights become the direct convolution's B tiles and
+ * BF16 linear weights the GEMM's (SD_GB_PACKED) */
 static sd_layout cpu_weight_layout(sd_backend *be, const sd_tensor *t, sd_weight_use use, size_t *bytes)
 {
     const sd_cpu_bf16_kern *bk = bf16k(be);
@@ -314,8 +326,15 @@ static sd_layout cpu_weight_layout(sd_backend *be, const sd_tensor *t, sd_weight
         bool fl = t->dtype == SD_F32 || t->dtype == SD_F16 || t->dtype == SD_BF16, fits = K > 0 && K <= SD_I8_KMAX;
         bool lin = use == SD_WEIGHT_LINEAR && t->ndim == 2;
         bool pw = use == SD_WEIGHT_CONV && t->ndim == 4 && t->ne[2] == 1 && t->ne[3] == 1;
+        bool kxk = use == SD_WEIGHT_CONV && t->ndim == 4 && !pw && t->ne[2] * t->ne[3] <= SD_DCONV_MAX_TAPS;
+        if (fl && kxk && K > 0 && K <= SD_I8_DCONV_KMAX) {
+            sd_dconv d;
+            sd_dconv_geom_blk(&d, SD_I8_CBLK, t->ne[1], 1, 1, O, t->ne[2], t->ne[3], 1, 1, 1, 0, 0);
+            *bytes = sd_i8_dconv_wbytes(&d);
+            return SD_LAYOUT_CPU_I8_CONV;
+        }
         if (!fl || !fits || (!lin && !pw))
-            return SD_LAYOUT_ROWMAJOR; /* kxk convolutions: quantised on first use (cpu_int8.c's cache) */
+            return SD_LAYOUT_ROWMAJOR; /* larger kernels: quantised on first use (cpu_int8.c's cache) */
         *bytes = sd_i8w_bytes(O, K);
         return lin ? SD_LAYOUT_CPU_I8_LINEAR : SD_LAYOUT_CPU_I8_PW;
     }
@@ -338,6 +357,10 @@ static void cpu_weight_prepare(sd_backend *be, void *dst, const sd_tensor *t, sd
 {
     const cpu_impl *im = be->impl;
     const sd_cpu_bf16_kern *bk = im->bk;
+    if (layout == SD_LAYOUT_CPU_I8_CONV) {
+        sd_i8_dconv_weight(dst, t, nthreads(be));
+        return;
+    }
     if (layout == SD_LAYOUT_CPU_I8_LINEAR || layout == SD_LAYOUT_CPU_I8_PW) {
         sd_i8w v;
         sd_i8w_view(&v, dst, t->ne[0], sd_numel(t) / t->ne[0], layout == SD_LAYOUT_CPU_I8_LINEAR);
@@ -360,6 +383,12 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
     int64_t O = w->ne[0], KH = w->ne[2], KW = w->ne[3], HO = y->ne[2], WO = y->ne[3];
     int64_t HWO = HO * WO, CK = C * KH * KW;
     int nt = nthreads(be);
+    if (w->layout == SD_LAYOUT_CPU_I8_CONV) { /* precision int8, kxk: the direct convolution (any other stride:
+                                               * the reference loop) */
+        if (!sd_cpu_conv_i8(be, y, x, w, b, stride, pads, scratch))
+            conv_packed_ref(be, y, x, w, b, stride, pads);
+        return;
+    }
     sd_i8w qw; /* precision int8 (a prepared weight always has its scratch: cpu_conv2d_scratch) */
     bool q8 = scratch && int8w(be, w, false, &qw);
     if (!q8 && (dconv_use(be, w, y, stride) || w->layout == SD_LAYOUT_CPU_BF16_CONV)) {
@@ -385,7 +414,7 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
             return;
         }
         if (packed) { /* a prepared weight at a stride the direct convolution does not take (no model has one) */
-            conv_packed_ref(be, y, x, w, b, &d);
+            conv_packed_ref(be, y, x, w, b, stride, pads);
             return;
         }
     }

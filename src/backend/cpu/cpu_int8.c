@@ -1,10 +1,12 @@
 /* Precision int8 on the CPU: weights quantised (symmetric, one scale per output channel) into the
  * packed tiles of the int8 kernels (cpu_kern_int8_impl.h): into a prepared buffer at load (linear and
- * pointwise conv weights: sd_i8w_bytes / sd_i8w_view / sd_i8w_quantise, the backend's weight_prepare),
- * or, for the weights still row-major (k x k convs), once per weight into a per-backend cache keyed by
- * the weight's memory (the first forward pass fills it; later ones allocate nothing); and the per-pixel
- * activation maxima the convolutions' column scales come from. Plain C. */
+ * pointwise conv weights: sd_i8w_bytes / sd_i8w_view / sd_i8w_quantise; k x k conv weights: the direct
+ * convolution's, sd_i8_dconv_weight; the backend's weight_prepare), or, for weights still row-major (not
+ * loaded through the model loader), once per weight into a per-backend cache keyed by the weight's memory
+ * (the first forward pass fills it; later ones allocate nothing); the per-pixel activation maxima the
+ * GEMM convolutions' column scales come from; the direct convolution's driver. Plain C. */
 #include "backend/cpu/cpu_int8.h"
+#include "backend/cpu/cpu_backend_impl.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -18,6 +20,24 @@ static float wval(const sd_tensor *w, int64_t i)
     if (w->dtype == SD_BF16)
         return sd_bf16_to_f32(((const uint16_t *)w->data)[i]);
     return ((const float *)w->data)[i];
+}
+
+/* The weight quantisation rule (every int8 weight): one scale per output channel, max |w| / 127 over its n
+ * values from i0 (0 for a channel of zeros or a non-finite maximum; *inv = 127 / max, or 0), and each value
+ * rounded to nearest even from w * inv, saturated to [-127, 127]. */
+static float wscale(const sd_tensor *w, int64_t i0, int64_t n, float *inv)
+{
+    float amax = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        amax = fmaxf(amax, fabsf(wval(w, i0 + i)));
+    *inv = amax > 0.0f && isfinite(amax) ? 127.0f / amax : 0.0f;
+    return *inv > 0.0f ? amax / 127.0f : 0.0f;
+}
+
+static int8_t wq(const sd_tensor *w, int64_t i, float inv)
+{
+    float r = nearbyintf(wval(w, i) * inv);
+    return (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : r);
 }
 
 void sd_i8w_free(sd_i8w *w)
@@ -51,16 +71,12 @@ void sd_i8w_quantise(const sd_tensor *w, bool shift, const sd_i8w *out)
     memset(out->colsum, 0, (size_t)Op * sizeof(int32_t));
 #pragma omp parallel for schedule(static)
     for (int64_t o = 0; o < O; o++) {
-        float amax = 0.0f;
-        for (int64_t k = 0; k < K; k++)
-            amax = fmaxf(amax, fabsf(wval(w, o * K + k)));
-        float inv = amax > 0.0f && isfinite(amax) ? 127.0f / amax : 0.0f;
-        out->scale[o] = inv > 0.0f ? amax / 127.0f : 0.0f;
+        float inv;
+        out->scale[o] = wscale(w, o * K, K, &inv);
         int32_t sum = 0;
         int8_t *tiles = out->q + (o / 16) * nkb * 1024;
         for (int64_t k = 0; k < K; k++) {
-            float r = nearbyintf(wval(w, o * K + k) * inv);
-            int8_t v = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : r);
+            int8_t v = wq(w, o * K + k, inv);
             sum += v;
             int8_t *tile = tiles + (k / 64) * 1024;
             if (as_b) /* B tile: depth quad rows, the 4 bytes of column o%16 together */
@@ -196,4 +212,74 @@ void sd_i8_pixmax(float *dst, const float *x, int64_t C, int64_t HW, int nthread
             for (int64_t p = p0; p < p1; p++)
                 dst[p] = fmaxf(dst[p], fabsf(x[c * HW + p]));
     }
+}
+
+/* ------------------------------------------------------------------ the direct convolution (kxk) */
+
+void sd_i8_dconv_weight(void *dst, const sd_tensor *w, int nthreads)
+{
+    int64_t O = w->ne[0], C = w->ne[1], taps = w->ne[2] * w->ne[3], K = C * taps;
+    sd_dconv d;
+    sd_dconv_geom_blk(&d, SD_I8_CBLK, C, 1, 1, O, w->ne[2], w->ne[3], 1, 1, 1, 0, 0);
+    int8_t *q = dst;
+    float *ws = (float *)(q + d.w_elems);
+    int32_t *corr = (int32_t *)(ws + (O + 31) / 32 * 32);
+    memset(dst, 0, sd_i8_dconv_wbytes(&d));
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t o = 0; o < O; o++) {
+        float inv;
+        ws[o] = wscale(w, o * K, K, &inv);
+        int32_t sum = 0;
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t t = 0; t < taps; t++) {
+                int8_t v = wq(w, o * K + c * taps + t, inv);
+                sum += v;
+                q[sd_i8_dconv_widx(&d, o, c, t)] = v;
+            }
+        corr[o] = 128 * sum;
+    }
+}
+
+/* the geometry of a conv on these tensors at stride s, and its scratch: the image copy and the bias */
+static size_t i8_dconv_geom(sd_dconv *d, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y, int s,
+                            const int pads[2])
+{
+    sd_dconv_geom_blk(d, SD_I8_CBLK, x->ne[1], x->ne[2], x->ne[3], w->ne[0], w->ne[2], w->ne[3], y->ne[2], y->ne[3],
+                      s, pads[0], pads[1]);
+    return (d->x_elems + 63) / 64 * 64 + (size_t)d->O * sizeof(float) + 64;
+}
+
+size_t sd_cpu_conv_i8_scratch(const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
+{
+    /* the stride is not known here: 2 only when the output is smaller than the input */
+    int smax = y->ne[2] < x->ne[2] || y->ne[3] < x->ne[3] ? 2 : 1;
+    static const int nopad[2] = {0, 0};
+    size_t n = 0;
+    for (int s = 1; s <= smax; s++) {
+        sd_dconv d;
+        size_t b = i8_dconv_geom(&d, x, w, y, s, nopad);
+        n = b > n ? b : n;
+    }
+    return n;
+}
+
+bool sd_cpu_conv_i8(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                    int stride, const int pads[4], void *scratch)
+{
+    const sd_cpu_int8_kern *ik = ((const cpu_impl *)be->impl)->ik;
+    sd_dconv d;
+    if (!ik || !scratch || (stride != 1 && stride != 2) ||
+        i8_dconv_geom(&d, x, w, y, stride, pads) > sd_cpu_conv_i8_scratch(x, w, y))
+        return false;
+    int8_t *xp = scratch;
+    float *bias = (float *)(xp + (d.x_elems + 63) / 64 * 64);
+    for (int64_t o = 0; b && o < d.O; o++)
+        bias[o] = ldp(b, o);
+    int64_t chw = d.C * d.H * d.W, ohw = d.O * d.HO * d.WO;
+    int nt = nthreads(be);
+    for (int64_t n = 0; n < x->ne[0]; n++) { /* one scale per image: a row's result is its own */
+        float xs = ik->dconv_image(xp, CF(x) + n * chw, &d, nt);
+        ik->dconv(F(y) + n * ohw, xp, xs, w->data, b ? bias : NULL, &d, nt);
+    }
+    return true;
 }

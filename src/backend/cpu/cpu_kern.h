@@ -74,32 +74,34 @@ typedef struct sd_cpu_kern {
     double (*peak)(int64_t iters);
 } sd_cpu_kern;
 
-/* A direct bf16 convolution (precision bf16; cpu_kern_bf16_impl.h): the image converted once per conv into
- * a zero-padded channels-last bf16 copy, its channels padded to Cp (a multiple of 32) and, for stride s > 1,
- * split into s*s phase planes (padded pixel (r, c) in plane (r % s, c % s) at (r / s, c / s)), so every
- * kernel tap reads the planes at stride 1: output pixel q = oh * Wps + ow (ow < WO; the columns past WO of
+/* A direct convolution (precision bf16: cpu_kern_bf16_impl.h; precision int8: cpu_kern_int8_impl.h): the image
+ * converted once per conv into a zero-padded channels-last copy (bf16, or int8 with one scale per image), its
+ * channels padded to Cp (a multiple of the channel block: 32 bf16 or 64 int8 values, one tile row) and, for
+ * stride s > 1, split into s*s phase planes (padded pixel (r, c) in plane (r % s, c % s) at (r / s, c / s)), so
+ * every kernel tap reads the planes at stride 1: output pixel q = oh * Wps + ow (ow < WO; the columns past WO of
  * each plane row are computed and dropped) reads, for tap (kh, kw), pixel q + (kh / s) * Wps + kw / s of
- * plane (kh % s, kw % s). The A tiles (16 output pixels x 32 input channels) are strided tile loads from that
- * copy (no im2col); the weight is B tiles [up32(O) / 16][KH * KW][Cp / 32] (VNNI pairs, 1 KiB each). */
+ * plane (kh % s, kw % s). The A tiles (16 output pixels x one channel block) are strided tile loads from that
+ * copy (no im2col); the weight is B tiles [up32(O) / 16][KH * KW][Cp / block] (1 KiB each). */
 typedef struct sd_dconv {
     int64_t C, H, W, O, KH, KW, HO, WO;
     int stride, pad_t, pad_l;
-    int64_t Cp, Hps, Wps; /* channels padded to 32; one phase plane: Hps x Wps pixels */
+    int64_t Cp, Hps, Wps; /* channels padded to the block; one phase plane: Hps x Wps pixels */
     int64_t Q, nq;        /* computed output pixels HO * Wps, in nq blocks of 32 */
-    size_t x_elems;       /* bf16 values of the image copy, with the tail the last pixel block reads */
-    size_t w_elems;       /* bf16 values of the packed weight */
+    size_t x_elems;       /* values of the image copy, with the tail the last pixel block reads */
+    size_t w_elems;       /* values of the packed weight's tiles */
 } sd_dconv;
 
 /* the largest kernel (KH * KW) of the direct convolution */
 #define SD_DCONV_MAX_TAPS 64
 
-static inline void sd_dconv_geom(sd_dconv *d, int64_t C, int64_t H, int64_t W, int64_t O, int64_t KH, int64_t KW,
-                                 int64_t HO, int64_t WO, int stride, int pad_t, int pad_l)
+/* the geometry for channel blocks of cblk values (32: bf16, SD_I8_CBLK: int8) */
+static inline void sd_dconv_geom_blk(sd_dconv *d, int64_t cblk, int64_t C, int64_t H, int64_t W, int64_t O,
+                                     int64_t KH, int64_t KW, int64_t HO, int64_t WO, int stride, int pad_t, int pad_l)
 {
     int64_t s = stride;
     *d = (sd_dconv){.C = C, .H = H, .W = W, .O = O, .KH = KH, .KW = KW, .HO = HO, .WO = WO, .stride = stride,
                     .pad_t = pad_t, .pad_l = pad_l};
-    d->Cp = (C + 31) / 32 * 32;
+    d->Cp = (C + cblk - 1) / cblk * cblk;
     d->Hps = HO + (KH - 1) / s;
     d->Wps = WO + (KW - 1) / s;
     d->Q = HO * d->Wps;
@@ -108,6 +110,13 @@ static inline void sd_dconv_geom(sd_dconv *d, int64_t C, int64_t H, int64_t W, i
     int64_t last = (s * s - 1) * plane + ((KH - 1) / s) * d->Wps + (KW - 1) / s + d->nq * 32; /* tail reads */
     d->x_elems = (size_t)((last > pix ? last : pix) * d->Cp);
     d->w_elems = (size_t)((O + 31) / 32 * 32 * KH * KW * d->Cp);
+}
+
+/* the bf16 direct convolution's geometry */
+static inline void sd_dconv_geom(sd_dconv *d, int64_t C, int64_t H, int64_t W, int64_t O, int64_t KH, int64_t KW,
+                                 int64_t HO, int64_t WO, int stride, int pad_t, int pad_l)
+{
+    sd_dconv_geom_blk(d, 32, C, H, W, O, KH, KW, HO, WO, stride, pad_t, pad_l);
 }
 
 /* bf16 compute (precision bf16): the same sd_gemm problems with A and B rounded to bf16 as they are
@@ -166,8 +175,11 @@ void sd_backend_cpu_set_bf16(sd_backend *be, bool on);
 
 /* int8 compute (precision int8, W8A8): weights quantised once (symmetric, one scale per output channel)
  * and packed in 1 KiB tiles (16 rows x 64 bytes, AMX-INT8 / VNNI layout), activations quantised
- * dynamically (linears: one scale per token row of A; convolutions: one scale per output pixel, the
- * max |x| over its receptive field), int32 sums, dequantised in the epilogue: c = acc * sa * sw.
+ * dynamically, int32 sums, dequantised in the epilogue: c = acc * sa * sw. Linears (sd_gemm_i8): one scale
+ * per token row of A. Convolutions: kxk ones with the weight prepared at load (SD_LAYOUT_CPU_I8_CONV) run
+ * the direct convolution (sd_dconv, 64-channel blocks) on an image quantised with ONE scale (max |x| over
+ * the image / 127: per-pixel scales would not factor out of the sum over the taps); others go through
+ * sd_gemm_i8 with one scale per output pixel (the max |x| over its receptive field).
  * Written once (cpu_kern_int8_impl.h) for AMX-INT8 (cpu_kern_amxint8.c: TDPBSSD) and AVX512-VNNI
  * (cpu_kern_vnni.c: VPDPBUSD on activations shifted to u8, minus 128 * the column sums of B). */
 #define SD_I8_KMAX 16384 /* deepest K the int8 kernels take (deeper: the bf16 path) */
@@ -199,7 +211,30 @@ typedef struct sd_cpu_int8_kern {
     size_t (*ws)(int nthreads); /* bytes of workspace gemm() needs */
     void (*gemm)(const sd_gemm_i8 *g, void *ws, int nthreads);
     double (*peak)(int64_t iters); /* as sd_cpu_bf16_kern.peak */
+    /* the direct convolution (sd_dconv with SD_I8_CBLK-channel blocks): dconv_image quantises the image
+     * [C][H][W] F32 with one scale xs = max |x| / 127 over its finite values (returned; NaN counts as 0, +-Inf
+     * as +-127) into the zero-padded channels-last copy xp (d->x_elems bytes; s8, or u8 = q + 128 when shift);
+     * dconv: y [O][HO][WO] F32 = (acc - (shift ? corr : 0)) * xs * ws + bias (NULL: none), wp the prepared
+     * weight (sd_i8_dconv_wbytes) */
+    float (*dconv_image)(int8_t *xp, const float *x, const sd_dconv *d, int nthreads);
+    void (*dconv)(float *y, const int8_t *xp, float xs, const int8_t *wp, const float *bias, const sd_dconv *d,
+                  int nthreads);
 } sd_cpu_int8_kern;
+
+/* The int8 direct convolution's channel block (one tile row of depth) and its prepared weight
+ * (SD_LAYOUT_CPU_I8_CONV): d->w_elems bytes of s8 B tiles (b[(k/4)*64 + n*4 + k%4] = q[o0 + n][c0 + k] of
+ * the tap), then ws [up32(O)] floats (max |w| / 127 per output channel) and corr [up32(O)] int32 (128 * the
+ * channel's sum of q: the VNNI correction); zeros past O and C. */
+#define SD_I8_CBLK 64
+/* the deepest C * KH * KW it takes: int32 sums of u8 x s8 products (VNNI: up to 255 * 127 each) cannot overflow */
+#define SD_I8_DCONV_KMAX 65536
+static inline size_t sd_i8_dconv_wbytes(const sd_dconv *d) { return d->w_elems + (size_t)((d->O + 31) / 32 * 32) * 8; }
+/* where q of output channel o, input channel c, tap t lies in those tiles */
+static inline size_t sd_i8_dconv_widx(const sd_dconv *d, int64_t o, int64_t c, int64_t t)
+{
+    int64_t ncb = d->Cp / SD_I8_CBLK, k = c % SD_I8_CBLK;
+    return (size_t)((((o / 16) * d->KH * d->KW + t) * ncb + c / SD_I8_CBLK) * 1024 + (k / 4) * 64 + (o % 16) * 4 + k % 4);
+}
 
 const sd_cpu_int8_kern *sd_cpu_int8_kern_amx(void);
 const sd_cpu_int8_kern *sd_cpu_int8_kern_vnni(void);

@@ -42,6 +42,7 @@ static inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
 static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 static inline V vfnma(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
 #include "backend/cpu/cpu_kern_vexp512.h"
+#include "backend/cpu/cpu_kern_dconv512.h"
 
 /* 2^x for finite x <= 0 to 7.5e-5 relative (the result is rounded to bf16, 2^-9): f = x - floor(x) in
  * [0, 1) in one VREDUCEPS, a cubic for 2^f (relative minimax on [0, 1)), then VSCALEFPS multiplies by
@@ -63,11 +64,8 @@ static inline void bk_ukr(const uint16_t *A0, const uint16_t *A1, const uint16_t
     bk_ukr_x(A0, A1, 32, &zero, 1, nkb, TILE, B0, B1, c, ldc, acc);
 }
 
-static inline int64_t bmin(int64_t a, int64_t b) { return a < b ? a : b; }
-static inline int64_t bmax(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline int64_t up32(int64_t x) { return (x + 31) & ~(int64_t)31; }
 
-static inline __mmask16 bm16(int64_t n) { return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u); }
 static inline __mmask32 bm32(int64_t n)
 {
     return n >= 32 ? (__mmask32)0xFFFFFFFFu : n <= 0 ? 0 : (__mmask32)((1u << n) - 1u);
@@ -116,36 +114,6 @@ static void pack_a(const sd_gemm *g, uint16_t *Ap, int64_t m0, int64_t mc, int64
 }
 
 /* ------------------------------------------------------------------ B packing */
-
-/* in-register transpose of 16 rows of 16 32-bit values */
-static inline void transpose16x16_epi32(__m512i r[16])
-{
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    /* r[4q + s] now holds, per 128-bit lane L, the 4 values of column 4L + c(s) of rows 4q..4q+3,
-     * with c(0..3) = 0, 1, 2, 3 */
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);       /* lanes 0, 2 of r[i], lanes 0, 2 of r[i+4] */
-        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xDD);   /* lanes 1, 3 */
-        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xDD);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);       /* columns 0-3 */
-        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xDD);   /* columns 8-11 */
-        r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88); /* columns 4-7 */
-        r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xDD); /* columns 12-15 */
-    }
-}
 
 /* Implicit im2col: row k of B at columns [col0, col0 + 16) (output position oh, ow of col0), zero past n
  * columns; ck = {c, kh, kw} of k, NULL for zeros. Sixteen columns in one output row at stride 1 are one
@@ -598,22 +566,6 @@ static void BK_FN(conv_pad)(uint16_t *dst, const float *x, int64_t C, int64_t H,
  * x 32 output channels) one micro-kernel call over every tap and channel block, its 32x32 fp32 block
  * transposed into NCHW rows with the bias added. */
 
-/* 16 values of input row xr (one channel) at plane columns j0.. of phase column pw: iw = j * s + pw - pad_l */
-static inline __m512 dc_ld16(const float *xr, const sd_dconv *d, int64_t j0, int64_t pw)
-{
-    int64_t s = d->stride, iw0 = j0 * s + pw - d->pad_l, W = d->W;
-    if (s == 1) {
-        int64_t lo = bmin(16, bmax(0, -iw0)), hi = bmax(lo, bmin(16, W - iw0));
-        return _mm512_maskz_loadu_ps((__mmask16)(bm16(hi) & ~bm16(lo)), xr + iw0);
-    }
-    float tmp[16];
-    for (int64_t j = 0; j < 16; j++) {
-        int64_t iw = iw0 + j * s;
-        tmp[j] = iw >= 0 && iw < W ? xr[iw] : 0.0f;
-    }
-    return _mm512_loadu_ps(tmp);
-}
-
 static void BK_FN(dconv_image)(uint16_t *xp, const float *x, const sd_dconv *d, int nthreads)
 {
     int64_t s = d->stride, Cp = d->Cp, ncb = Cp / 32, Wps = d->Wps, rows = s * s * d->Hps;
@@ -661,39 +613,6 @@ static void BK_FN(dconv_weight)(uint16_t *wp, const void *w, sd_dtype dt, const 
                     int64_t k = c % 32;
                     blk[(t * ncb + c / 32) * TILE + (k / 2) * 32 + n * 2 + k % 2] = v;
                 }
-        }
-    }
-}
-
-/* the 16x16 block cb (rows: output pixels q0.., columns: output channels o0..) into y with the bias */
-static inline void dc_write(float *y, const float *cb, const float *bias, const sd_dconv *d, int64_t q0, int64_t o0)
-{
-    int64_t seg_j[16], seg_n[16], seg_off[16], ns = 0, Wps = d->Wps, WO = d->WO;
-    for (int64_t j = 0; j < 16 && q0 + j < d->Q;) { /* runs of pixels inside one output row */
-        int64_t q = q0 + j, oh = q / Wps, ow = q % Wps, len = bmin(16 - j, Wps - ow);
-        if (ow < WO) {
-            seg_j[ns] = j;
-            seg_n[ns] = bmin(len, WO - ow);
-            seg_off[ns++] = oh * WO + ow;
-        }
-        j += len;
-    }
-    if (!ns)
-        return;
-    __m512i r[16];
-    for (int i = 0; i < 16; i++)
-        r[i] = _mm512_loadu_si512(cb + i * 32);
-    transpose16x16_epi32(r); /* r[n]: output channel o0 + n at the 16 pixels */
-    int64_t HWO = d->HO * WO;
-    for (int64_t n = 0; n < 16 && o0 + n < d->O; n++) {
-        __m512 v = _mm512_add_ps(_mm512_castsi512_ps(r[n]), _mm512_set1_ps(bias ? bias[o0 + n] : 0.0f));
-        float *yo = y + (o0 + n) * HWO;
-        for (int64_t k = 0; k < ns; k++) {
-            if (seg_j[k] == 0 && seg_n[k] == 16)
-                _mm512_storeu_ps(yo + seg_off[k], v);
-            else
-                _mm512_mask_storeu_ps(yo + seg_off[k], bm16(seg_n[k]),
-                                      _mm512_maskz_compress_ps((__mmask16)(bm16(seg_j[k] + seg_n[k]) & ~bm16(seg_j[k])), v));
         }
     }
 }

@@ -2,11 +2,13 @@
  * set: cpu_kern_amxint8.c (AMX tiles: TDPBSSD) and cpu_kern_vnni.c (VPDPBUSD). The including file
  * defines, inside its target flags: IK_NAME, IK_FN(name), IK_GETTER, IK_SHIFT (1: A is stored as u8 =
  * q + 128 and the epilogue subtracts 128 * the column sums of B) and
- *   static void ik_ukr(const int8_t *A0, const int8_t *A1, const int8_t *B0, const int8_t *B1,
- *                      int64_t nkb, int32_t *c)
- * which sets the 32x32 block c[i*32 + j] = (A B)[i][j] in int32 from two A tile rows and two B tile
- * columns, nkb consecutive 1 KiB tiles (depth blocks of 64) each, plus ik_begin / ik_end (per thread)
- * and ik_peak (the register-only peak, see cpu_kern.h).
+ *   static void ik_ukr_x(const int8_t *A0, const int8_t *A1, int64_t lda, const int64_t *toff, int64_t ntap,
+ *                        int64_t ncb, int64_t astep, const int8_t *B0, const int8_t *B1, int32_t *c)
+ * which sets the 32x32 block c[i*32 + j] = (A B)[i][j] in int32 over ntap x ncb depth blocks of 64: A rows
+ * 0-15 from A0, 16-31 from A1, row r of depth block (t, cb) at A + toff[t] + cb*astep + r*lda (64 consecutive
+ * bytes: packed A tiles have lda 64 and astep 1024, a channels-last image has lda = its pixel stride); B
+ * columns 0-15 from B0, 16-31 from B1, ntap*ncb consecutive 1 KiB tiles; plus ik_begin / ik_end (per
+ * thread) and ik_peak (the register-only peak, see cpu_kern.h). ik_ukr below is the packed-tile case.
  *
  * Tiles (the AMX-INT8 layouts): A (16 rows x 64 depth) a[r*64 + k] = A[m0 + r][k0 + k]; B (64 depth x
  * 16 columns) b[(k/4)*64 + n*4 + k%4] = B[k0 + k][n0 + n]. Zeros past M, N and K (u8 128 in a
@@ -14,18 +16,28 @@
  *
  * Linears: B is the weight, packed at quantisation (sd_i8w_make); per block of rows of A, each row gets
  * its scale (max |a| / 127 over the whole row) and is quantised into A tiles over the whole depth,
- * then every pair of column tiles. Convolutions: A is the weight; per block of output pixels the image is
- * read through implicit im2col, each column quantised with its own scale (the max |x| over its
- * receptive field, from pixmax), then every pair of row tiles. Epilogue: c (+)= (acc - corr[n]) *
- * sa * sw, where a row scale of A and a column scale of B meet. */
+ * then every pair of column tiles. Convolutions through the GEMM: A is the weight; per block of output
+ * pixels the image is read through implicit im2col, each column quantised with its own scale (the max
+ * |x| over its receptive field, from pixmax), then every pair of row tiles. Epilogue: c (+)= (acc -
+ * corr[n]) * sa * sw, where a row scale of A and a column scale of B meet. The direct convolution
+ * (sd_dconv, at the end) reads its A tiles straight from a channels-last image quantised with one scale. */
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+
+#include "backend/cpu/cpu_kern_dconv512.h"
 
 #define IBLK 256 /* at most this many rows of A (linears) or columns of B (convolutions) quantised at a
                   * time: as many as fit IWS bytes of packed tiles, so the weight streams fewer times */
 #define IWS ((size_t)64 * SD_I8_KMAX)
 #define ITILE 1024
+
+/* the micro-kernel on packed A tiles: nkb consecutive depth blocks */
+static inline void ik_ukr(const int8_t *A0, const int8_t *A1, const int8_t *B0, const int8_t *B1, int64_t nkb, int32_t *c)
+{
+    static const int64_t zero = 0;
+    ik_ukr_x(A0, A1, 64, &zero, 1, nkb, ITILE, B0, B1, c);
+}
 
 static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -272,12 +284,133 @@ static void IK_FN(gemm)(const sd_gemm_i8 *g, void *ws, int nthreads)
     IK_FN(thread)(g, ws, omp_get_thread_num(), omp_get_num_threads());
 }
 
+/* ------------------------------------------------------------------ direct convolution (sd_dconv, cpu_kern.h)
+ * The image quantised once into its channels-last int8 copy with one scale, then per task (32 output pixels x
+ * 32 output channels) one micro-kernel call over every tap and channel block (A: strided tile loads from the
+ * copy; B: the weight prepared at load), its int32 block dequantised and transposed into NCHW rows. */
+
+/* the largest finite |x| of x[0..n) */
+static float ik_absmax(const float *x, int64_t n, int nthreads)
+{
+    float m = 0.0f;
+    const __m512 inf = _mm512_set1_ps(INFINITY);
+#pragma omp parallel for num_threads(nthreads) schedule(static) reduction(max : m)
+    for (int64_t i0 = 0; i0 < n; i0 += 4096) {
+        __m512 v = _mm512_setzero_ps();
+        for (int64_t i = i0; i < imin(n, i0 + 4096); i += 16) {
+            __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(bm16(n - i), x + i));
+            v = _mm512_mask_max_ps(v, _mm512_cmp_ps_mask(a, inf, _CMP_LT_OQ), v, a); /* NaN, Inf: skipped */
+        }
+        m = fmaxf(m, _mm512_reduce_max_ps(v));
+    }
+    return m;
+}
+
+/* 16 image values times inv, clamped to [-127, 127] (+-Inf too) and rounded to nearest even; NaN as 0 */
+static inline __m512i ik_qimg(__m512 v, __m512 inv)
+{
+    __m512 t = _mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v, inv), _mm512_set1_ps(127.0f)), _mm512_set1_ps(-127.0f));
+    return _mm512_maskz_cvtps_epi32(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), t);
+}
+
+static float IK_FN(dconv_image)(int8_t *xp, const float *x, const sd_dconv *d, int nthreads)
+{
+    float amax = ik_absmax(x, d->C * d->H * d->W, nthreads);
+    float xs = amax > 0.0f ? amax / 127.0f : 0.0f;
+    const __m512 inv = _mm512_set1_ps(xs > 0.0f ? 127.0f / amax : 0.0f);
+    const int zp = IK_SHIFT ? 0x80 : 0; /* the stored zero */
+    int64_t s = d->stride, Cp = d->Cp, ncb = Cp / 64, Wps = d->Wps, rows = s * s * d->Hps;
+    size_t used = (size_t)(rows * Wps * Cp);
+    memset(xp + used, zp, d->x_elems - used); /* the tail the last pixel blocks read */
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t pr = 0; pr < rows; pr++) {
+        int64_t plane = pr / d->Hps, ph = plane / s, pw = plane % s, ih = (pr % d->Hps) * s + ph - d->pad_t;
+        int8_t *dst = xp + pr * Wps * Cp;
+        if (ih < 0 || ih >= d->H) {
+            memset(dst, zp, (size_t)(Wps * Cp));
+            continue;
+        }
+        const __m512i lo8 = _mm512_set1_epi32(0xFF), shift = _mm512_set1_epi8((char)zp);
+        for (int64_t cb = 0; cb < ncb; cb++)
+            for (int64_t j0 = 0; j0 < Wps; j0 += 16) {
+                __m512i r[16];
+                for (int64_t p = 0; p < 16; p++) { /* row p: channels 4p..4p+3 of the 16 pixels as byte quads */
+                    __m512i v = _mm512_setzero_si512();
+                    for (int64_t k = 0; k < 4; k++) {
+                        int64_t c = cb * 64 + 4 * p + k;
+                        if (c < d->C) {
+                            __m512i q = ik_qimg(dc_ld16(x + (c * d->H + ih) * d->W, d, j0, pw), inv);
+                            v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(q, lo8), (unsigned)(8 * k)));
+                        }
+                    }
+                    r[p] = _mm512_xor_si512(v, shift);
+                }
+                transpose16x16_epi32(r); /* r[j]: the 64 channels of pixel j0 + j */
+                for (int64_t j = 0; j < bmin(16, Wps - j0); j++)
+                    _mm512_storeu_si512(dst + (j0 + j) * Cp + cb * 64, r[j]);
+            }
+    }
+    return xs;
+}
+
+static void IK_FN(dconv_thread)(float *y, const int8_t *xp, float xs, const int8_t *wp, const float *bias,
+                                const sd_dconv *d, int tid, int nt)
+{
+    int64_t s = d->stride, Cp = d->Cp, taps = d->KH * d->KW, ncb = Cp / 64, no = (d->O + 31) / 32;
+    int64_t plane = d->Hps * d->Wps, toff[SD_DCONV_MAX_TAPS];
+    for (int64_t kh = 0; kh < d->KH; kh++)
+        for (int64_t kw = 0; kw < d->KW; kw++)
+            toff[kh * d->KW + kw] = (((kh % s) * s + kw % s) * plane + (kh / s) * d->Wps + kw / s) * Cp;
+    const float *ws = (const float *)(wp + d->w_elems);
+    const int32_t *corr = (const int32_t *)(ws + no * 32);
+    /* the operand read from memory once goes outside: the image when it is the larger */
+    bool qmajor = (double)d->x_elems > (double)d->w_elems;
+    int64_t tasks = d->nq * no, t0 = tasks * tid / nt, t1 = tasks * (tid + 1) / nt;
+    int32_t acc[32 * 32] __attribute__((aligned(64)));
+    float *cbuf = (float *)acc; /* dequantised in place */
+    ik_begin();
+    for (int64_t task = t0; task < t1; task++) {
+        int64_t qb = qmajor ? task / no : task % d->nq, ob = qmajor ? task % no : task / d->nq, o0 = ob * 32;
+        const int8_t *A0 = xp + qb * 32 * Cp, *B0 = wp + ob * 2 * taps * ncb * ITILE;
+        ik_ukr_x(A0, A0 + 16 * Cp, Cp, toff, taps, ncb, 64, B0, B0 + taps * ncb * ITILE, acc);
+        __m512 m0 = _mm512_mul_ps(_mm512_loadu_ps(ws + o0), _mm512_set1_ps(xs));
+        __m512 m1 = _mm512_mul_ps(_mm512_loadu_ps(ws + o0 + 16), _mm512_set1_ps(xs));
+        __m512i c0 = IK_SHIFT ? _mm512_loadu_si512(corr + o0) : _mm512_setzero_si512();
+        __m512i c1 = IK_SHIFT ? _mm512_loadu_si512(corr + o0 + 16) : _mm512_setzero_si512();
+        for (int i = 0; i < 32; i++) {
+            __m512i a0 = _mm512_sub_epi32(_mm512_load_si512(acc + i * 32), c0);
+            __m512i a1 = _mm512_sub_epi32(_mm512_load_si512(acc + i * 32 + 16), c1);
+            _mm512_store_ps(cbuf + i * 32, _mm512_mul_ps(_mm512_cvtepi32_ps(a0), m0));
+            _mm512_store_ps(cbuf + i * 32 + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(a1), m1));
+        }
+        for (int h = 0; h < 2; h++)
+            for (int g = 0; g < 2; g++)
+                dc_write(y, cbuf + h * 16 * 32 + g * 16, bias, d, qb * 32 + h * 16, o0 + g * 16);
+    }
+    ik_end();
+}
+
+static void IK_FN(dconv)(float *y, const int8_t *xp, float xs, const int8_t *wp, const float *bias, const sd_dconv *d,
+                         int nthreads)
+{
+    int64_t tasks = d->nq * ((d->O + 31) / 32);
+    int nt = nthreads > 1 && tasks > 1 ? (int)imin(nthreads, tasks) : 1;
+    if (nt == 1) {
+        IK_FN(dconv_thread)(y, xp, xs, wp, bias, d, 0, 1);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    IK_FN(dconv_thread)(y, xp, xs, wp, bias, d, omp_get_thread_num(), omp_get_num_threads());
+}
+
 static const sd_cpu_int8_kern ik_table = {
     .name = IK_NAME,
     .shift = IK_SHIFT,
     .ws = IK_FN(ws),
     .gemm = IK_FN(gemm),
     .peak = ik_peak,
+    .dconv_image = IK_FN(dconv_image),
+    .dconv = IK_FN(dconv),
 };
 
 const sd_cpu_int8_kern *IK_GETTER(void) { return &ik_table; }

@@ -18,38 +18,43 @@
 static void ik_begin(void) {}
 static void ik_end(void) {}
 
-/* rows [ro, ro+8) of A tile a against the two B tile columns into c (row stride 32) */
-static inline void ukr8(const int8_t *a, int ro, const int8_t *B, const int8_t *B1, int64_t nkb, int32_t *c)
+/* rows 0-7 of A (row i at a + i * lda; depth block (t, cb) at toff[t] + cb * astep) against the two B tile
+ * columns into c (row stride 32) */
+static inline void ukr8(const int8_t *a, int64_t lda, const int64_t *toff, int64_t ntap, int64_t ncb, int64_t astep,
+                        const int8_t *B, const int8_t *B1, int32_t *c)
 {
     __m512i acc[8][2];
     for (int i = 0; i < 8; i++)
         acc[i][0] = acc[i][1] = _mm512_setzero_si512();
-    for (int64_t kb = 0; kb < nkb; kb++) {
-        const int8_t *at = a + kb * 1024 + ro * 64, *b0 = B + kb * 1024, *b1 = B1 + kb * 1024;
-        for (int p = 0; p < 16; p++) {
-            __m512i v0 = _mm512_loadu_si512(b0 + p * 64), v1 = _mm512_loadu_si512(b1 + p * 64);
+    for (int64_t t = 0; t < ntap; t++)
+        for (int64_t cb = 0; cb < ncb; cb++, B += 1024, B1 += 1024) {
+            const int8_t *at = a + toff[t] + cb * astep;
+            for (int p = 0; p < 16; p++) {
+                __m512i v0 = _mm512_loadu_si512(B + p * 64), v1 = _mm512_loadu_si512(B1 + p * 64);
 #pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) {
-                int quad;
-                memcpy(&quad, at + i * 64 + 4 * p, sizeof quad);
-                __m512i av = _mm512_set1_epi32(quad);
-                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], av, v0);
-                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], av, v1);
+                for (int i = 0; i < 8; i++) {
+                    int quad;
+                    memcpy(&quad, at + i * lda + 4 * p, sizeof quad);
+                    __m512i av = _mm512_set1_epi32(quad);
+                    acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], av, v0);
+                    acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], av, v1);
+                }
             }
         }
-    }
     for (int i = 0; i < 8; i++) {
         _mm512_storeu_si512(c + i * 32, acc[i][0]);
         _mm512_storeu_si512(c + i * 32 + 16, acc[i][1]);
     }
 }
 
-static void ik_ukr(const int8_t *A, const int8_t *A1, const int8_t *B, const int8_t *B1, int64_t nkb, int32_t *c)
+/* see cpu_kern_int8_impl.h */
+static void ik_ukr_x(const int8_t *A, const int8_t *A1, int64_t lda, const int64_t *toff, int64_t ntap, int64_t ncb,
+                     int64_t astep, const int8_t *B, const int8_t *B1, int32_t *c)
 {
-    ukr8(A, 0, B, B1, nkb, c);
-    ukr8(A, 8, B, B1, nkb, c + 8 * 32);
-    ukr8(A1, 0, B, B1, nkb, c + 16 * 32);
-    ukr8(A1, 8, B, B1, nkb, c + 24 * 32);
+    ukr8(A, lda, toff, ntap, ncb, astep, B, B1, c);
+    ukr8(A + 8 * lda, lda, toff, ntap, ncb, astep, B, B1, c + 8 * 32);
+    ukr8(A1, lda, toff, ntap, ncb, astep, B, B1, c + 16 * 32);
+    ukr8(A1 + 8 * lda, lda, toff, ntap, ncb, astep, B, B1, c + 24 * 32);
 }
 
 /* the register-only peak: 16 independent VPDPBUSD per round (16 lanes x 4 multiply-adds each) */

@@ -1,0 +1,98 @@
+/* AVX-512 helpers shared by the bf16 and int8 kernel headers (cpu_kern_bf16_impl.h, cpu_kern_int8_impl.h):
+ * masks, the 16x16 32-bit transpose, and the two ends of the direct convolution (sd_dconv, cpu_kern.h) that
+ * do not depend on the element type: reading 16 input pixels of one channel row into a phase plane, and
+ * writing a 16x16 fp32 block (pixels x output channels) into NCHW rows with the bias. Included by files
+ * compiled with AVX-512 F/BW/VL/DQ (their own target flags). */
+#ifndef SD_CPU_KERN_DCONV512_H
+#define SD_CPU_KERN_DCONV512_H
+
+#include <immintrin.h>
+#include <stdint.h>
+
+#include "backend/cpu/cpu_kern.h"
+
+static inline int64_t bmin(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t bmax(int64_t a, int64_t b) { return a > b ? a : b; }
+
+static inline __mmask16 bm16(int64_t n) { return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u); }
+
+/* in-register transpose of 16 rows of 16 32-bit values */
+static inline void transpose16x16_epi32(__m512i r[16])
+{
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* r[4q + s] now holds, per 128-bit lane L, the 4 values of column 4L + c(s) of rows 4q..4q+3,
+     * with c(0..3) = 0, 1, 2, 3 */
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);       /* lanes 0, 2 of r[i], lanes 0, 2 of r[i+4] */
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xDD);   /* lanes 1, 3 */
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);       /* columns 0-3 */
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xDD);   /* columns 8-11 */
+        r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88); /* columns 4-7 */
+        r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xDD); /* columns 12-15 */
+    }
+}
+
+/* 16 values of input row xr (one channel) at plane columns j0.. of phase column pw: iw = j * s + pw - pad_l */
+static inline __m512 dc_ld16(const float *xr, const sd_dconv *d, int64_t j0, int64_t pw)
+{
+    int64_t s = d->stride, iw0 = j0 * s + pw - d->pad_l, W = d->W;
+    if (s == 1) {
+        int64_t lo = bmin(16, bmax(0, -iw0)), hi = bmax(lo, bmin(16, W - iw0));
+        return _mm512_maskz_loadu_ps((__mmask16)(bm16(hi) & ~bm16(lo)), xr + iw0);
+    }
+    float tmp[16];
+    for (int64_t j = 0; j < 16; j++) {
+        int64_t iw = iw0 + j * s;
+        tmp[j] = iw >= 0 && iw < W ? xr[iw] : 0.0f;
+    }
+    return _mm512_loadu_ps(tmp);
+}
+
+/* the 16x16 block cb (rows: output pixels q0.., columns: output channels o0..) into y with the bias */
+static inline void dc_write(float *y, const float *cb, const float *bias, const sd_dconv *d, int64_t q0, int64_t o0)
+{
+    int64_t seg_j[16], seg_n[16], seg_off[16], ns = 0, Wps = d->Wps, WO = d->WO;
+    for (int64_t j = 0; j < 16 && q0 + j < d->Q;) { /* runs of pixels inside one output row */
+        int64_t q = q0 + j, oh = q / Wps, ow = q % Wps, len = bmin(16 - j, Wps - ow);
+        if (ow < WO) {
+            seg_j[ns] = j;
+            seg_n[ns] = bmin(len, WO - ow);
+            seg_off[ns++] = oh * WO + ow;
+        }
+        j += len;
+    }
+    if (!ns)
+        return;
+    __m512i r[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = _mm512_loadu_si512(cb + i * 32);
+    transpose16x16_epi32(r); /* r[n]: output channel o0 + n at the 16 pixels */
+    int64_t HWO = d->HO * WO;
+    for (int64_t n = 0; n < 16 && o0 + n < d->O; n++) {
+        __m512 v = _mm512_add_ps(_mm512_castsi512_ps(r[n]), _mm512_set1_ps(bias ? bias[o0 + n] : 0.0f));
+        float *yo = y + (o0 + n) * HWO;
+        for (int64_t k = 0; k < ns; k++) {
+            if (seg_j[k] == 0 && seg_n[k] == 16)
+                _mm512_storeu_ps(yo + seg_off[k], v);
+            else
+                _mm512_mask_storeu_ps(yo + seg_off[k], bm16(seg_n[k]),
+                                      _mm512_maskz_compress_ps((__mmask16)(bm16(seg_j[k] + seg_n[k]) & ~bm16(seg_j[k])), v));
+        }
+    }
+}
+
+#endif
