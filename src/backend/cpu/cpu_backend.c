@@ -256,7 +256,7 @@ static size_t dconv_bytes(const sd_dconv *d, bool packed)
 static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
 {
     if (w->layout == SD_LAYOUT_CPU_I8_CONV)
-        return sd_cpu_conv_i8_scratch(x, w, y);
+        return sd_cpu_conv_i8_scratch(be, x, w, y);
     bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
     bool i8 = ((const cpu_impl *)be->impl)->i8 || i8_layout(w);
     size_t px = i8 ? (size_t)(x->ne[2] * x->ne[3]) * sizeof(float) + 64 : 0; /* int8: the pixel maxima */

@@ -240,24 +240,26 @@ void sd_i8_dconv_weight(void *dst, const sd_tensor *w, int nthreads)
     }
 }
 
-/* the geometry of a conv on these tensors at stride s, and its scratch: the image copy and the bias */
-static size_t i8_dconv_geom(sd_dconv *d, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y, int s,
-                            const int pads[2])
+/* the geometry of a conv on these tensors at stride s, and its scratch: the image copy, the bias and the
+ * kernel's workspace for nt threads */
+static size_t i8_dconv_geom(const sd_cpu_int8_kern *ik, sd_dconv *d, const sd_tensor *x, const sd_tensor *w,
+                            const sd_tensor *y, int s, const int pads[2], int nt)
 {
     sd_dconv_geom_blk(d, SD_I8_CBLK, x->ne[1], x->ne[2], x->ne[3], w->ne[0], w->ne[2], w->ne[3], y->ne[2], y->ne[3],
                       s, pads[0], pads[1]);
-    return (d->x_elems + 63) / 64 * 64 + (size_t)d->O * sizeof(float) + 64;
+    return (d->x_elems + 63) / 64 * 64 + ((size_t)d->O * sizeof(float) + 63) / 64 * 64 + ik->dconv_ws(d, nt);
 }
 
-size_t sd_cpu_conv_i8_scratch(const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
+size_t sd_cpu_conv_i8_scratch(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
 {
+    const sd_cpu_int8_kern *ik = ((const cpu_impl *)be->impl)->ik;
     /* the stride is not known here: 2 only when the output is smaller than the input */
     int smax = y->ne[2] < x->ne[2] || y->ne[3] < x->ne[3] ? 2 : 1;
     static const int nopad[2] = {0, 0};
     size_t n = 0;
-    for (int s = 1; s <= smax; s++) {
+    for (int s = 1; ik && s <= smax; s++) {
         sd_dconv d;
-        size_t b = i8_dconv_geom(&d, x, w, y, s, nopad);
+        size_t b = i8_dconv_geom(ik, &d, x, w, y, s, nopad, nthreads(be));
         n = b > n ? b : n;
     }
     return n;
@@ -268,18 +270,19 @@ bool sd_cpu_conv_i8(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_t
 {
     const sd_cpu_int8_kern *ik = ((const cpu_impl *)be->impl)->ik;
     sd_dconv d;
+    int nt = nthreads(be);
     if (!ik || !scratch || (stride != 1 && stride != 2) ||
-        i8_dconv_geom(&d, x, w, y, stride, pads) > sd_cpu_conv_i8_scratch(x, w, y))
+        i8_dconv_geom(ik, &d, x, w, y, stride, pads, nt) > sd_cpu_conv_i8_scratch(be, x, w, y))
         return false;
     int8_t *xp = scratch;
     float *bias = (float *)(xp + (d.x_elems + 63) / 64 * 64);
+    void *ws = (uint8_t *)bias + ((size_t)d.O * sizeof(float) + 63) / 64 * 64;
     for (int64_t o = 0; b && o < d.O; o++)
         bias[o] = ldp(b, o);
     int64_t chw = d.C * d.H * d.W, ohw = d.O * d.HO * d.WO;
-    int nt = nthreads(be);
     for (int64_t n = 0; n < x->ne[0]; n++) { /* one scale per image: a row's result is its own */
         float xs = ik->dconv_image(xp, CF(x) + n * chw, &d, nt);
-        ik->dconv(F(y) + n * ohw, xp, xs, w->data, b ? bias : NULL, &d, nt);
+        ik->dconv(F(y) + n * ohw, xp, xs, w->data, b ? bias : NULL, &d, ws, nt);
     }
     return true;
 }

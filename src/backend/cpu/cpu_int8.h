@@ -17,8 +17,8 @@ void sd_i8_pixmax(float *dst, const float *x, int64_t C, int64_t HW, int nthread
 /* precision int8, kxk convolutions (cpu_kern.h, sd_dconv): dst (sd_i8_dconv_wbytes) = w [O][C][KH][KW] (F32,
  * F16 or BF16) quantised per output channel as the direct convolution's prepared weight */
 void sd_i8_dconv_weight(void *dst, const sd_tensor *w, int nthreads);
-/* the scratch the direct convolution needs (the image copy and the bias) */
-size_t sd_cpu_conv_i8_scratch(const sd_tensor *x, const sd_tensor *w, const sd_tensor *y);
+/* the scratch the direct convolution needs (the image copy, the bias, the kernel's workspace) */
+size_t sd_cpu_conv_i8_scratch(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y);
 /* y = conv(x) + b through the int8 direct convolution with w prepared (SD_LAYOUT_CPU_I8_CONV), image by image;
  * false (nothing done) at a stride it does not take (1 and 2 only) or without the scratch it needs */
 bool sd_cpu_conv_i8(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,

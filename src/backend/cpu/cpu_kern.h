@@ -107,7 +107,8 @@ static inline void sd_dconv_geom_blk(sd_dconv *d, int64_t cblk, int64_t C, int64
     d->Q = HO * d->Wps;
     d->nq = (d->Q + 31) / 32;
     int64_t plane = d->Hps * d->Wps, pix = s * s * plane;
-    int64_t last = (s * s - 1) * plane + ((KH - 1) / s) * d->Wps + (KW - 1) / s + d->nq * 32; /* tail reads */
+    /* tail reads: a block of 32 pixels may start at any computed pixel (Q + 31 pixels), plus the farthest tap */
+    int64_t last = (s * s - 1) * plane + ((KH - 1) / s) * d->Wps + (KW - 1) / s + d->nq * 32 + 32;
     d->x_elems = (size_t)((last > pix ? last : pix) * d->Cp);
     d->w_elems = (size_t)((O + 31) / 32 * 32 * KH * KW * d->Cp);
 }
@@ -215,10 +216,11 @@ typedef struct sd_cpu_int8_kern {
      * [C][H][W] F32 with one scale xs = max |x| / 127 over its finite values (returned; NaN counts as 0, +-Inf
      * as +-127) into the zero-padded channels-last copy xp (d->x_elems bytes; s8, or u8 = q + 128 when shift);
      * dconv: y [O][HO][WO] F32 = (acc - (shift ? corr : 0)) * xs * ws + bias (NULL: none), wp the prepared
-     * weight (sd_i8_dconv_wbytes) */
+     * weight (sd_i8_dconv_wbytes), ws a workspace of dconv_ws bytes */
     float (*dconv_image)(int8_t *xp, const float *x, const sd_dconv *d, int nthreads);
+    size_t (*dconv_ws)(const sd_dconv *d, int nthreads);
     void (*dconv)(float *y, const int8_t *xp, float xs, const int8_t *wp, const float *bias, const sd_dconv *d,
-                  int nthreads);
+                  void *ws, int nthreads);
 } sd_cpu_int8_kern;
 
 /* The int8 direct convolution's channel block (one tile row of depth) and its prepared weight

@@ -46,20 +46,46 @@ static inline void transpose16x16_epi32(__m512i r[16])
     }
 }
 
-/* 16 values of input row xr (one channel) at plane columns j0.. of phase column pw: iw = j * s + pw - pad_l */
+/* the input columns of the 16 plane columns j0.. of phase column pw (iw = j * s + pw - pad_l), found once
+ * for every channel row read there: lanes outside the image are masked (they read as 0) */
+typedef struct {
+    int64_t iw0;  /* input column of lane 0 */
+    __mmask16 m;  /* lanes inside the image */
+    __m512i idx;  /* stride > 1: lane j's column, iw0 + j * s */
+} dc_cols;
+
+static inline dc_cols dc_cols_at(const sd_dconv *d, int64_t j0, int64_t pw)
+{
+    dc_cols c;
+    int64_t s = d->stride, W = d->W;
+    c.iw0 = j0 * s + pw - d->pad_l;
+    if (s == 1) {
+        int64_t lo = bmin(16, bmax(0, -c.iw0)), hi = bmax(lo, bmin(16, W - c.iw0));
+        c.m = (__mmask16)(bm16(hi) & ~bm16(lo));
+        c.idx = _mm512_setzero_si512();
+        return c;
+    }
+    c.idx = _mm512_add_epi32(_mm512_set1_epi32((int)c.iw0),
+                             _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                                _mm512_set1_epi32((int)s)));
+    c.m = _mm512_cmpge_epi32_mask(c.idx, _mm512_setzero_si512()) &
+          _mm512_cmplt_epi32_mask(c.idx, _mm512_set1_epi32((int)W));
+    return c;
+}
+
+/* 16 values of input row xr (one channel) at the columns c (stride s) */
+static inline __m512 dc_ld(const float *xr, const dc_cols *c, int64_t s)
+{
+    if (s == 1)
+        return _mm512_maskz_loadu_ps(c->m, xr + c->iw0);
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), c->m, c->idx, xr, 4);
+}
+
+/* 16 values of input row xr (one channel) at plane columns j0.. of phase column pw */
 static inline __m512 dc_ld16(const float *xr, const sd_dconv *d, int64_t j0, int64_t pw)
 {
-    int64_t s = d->stride, iw0 = j0 * s + pw - d->pad_l, W = d->W;
-    if (s == 1) {
-        int64_t lo = bmin(16, bmax(0, -iw0)), hi = bmax(lo, bmin(16, W - iw0));
-        return _mm512_maskz_loadu_ps((__mmask16)(bm16(hi) & ~bm16(lo)), xr + iw0);
-    }
-    float tmp[16];
-    for (int64_t j = 0; j < 16; j++) {
-        int64_t iw = iw0 + j * s;
-        tmp[j] = iw >= 0 && iw < W ? xr[iw] : 0.0f;
-    }
-    return _mm512_loadu_ps(tmp);
+    dc_cols c = dc_cols_at(d, j0, pw);
+    return dc_ld(xr, &c, d->stride);
 }
 
 /* the 16x16 block cb (rows: output pixels q0.., columns: output channels o0..) into y with the bias */
@@ -91,6 +117,48 @@ static inline void dc_write(float *y, const float *cb, const float *bias, const 
             else
                 _mm512_mask_storeu_ps(yo + seg_off[k], bm16(seg_n[k]),
                                       _mm512_maskz_compress_ps((__mmask16)(bm16(seg_j[k] + seg_n[k]) & ~bm16(seg_j[k])), v));
+        }
+    }
+}
+
+/* Staged write-back (the int8 direct convolution): a task computes r output rows (the pixels q0 = oh0 * Wps
+ * onwards, in blocks of 32) for some output channels into a per-thread buffer, one row of lq floats per
+ * channel (lq = up32(r * Wps): L2-resident), then copies each channel's rows out to y at once: long
+ * sequential stores instead of 16-pixel pieces of many channel planes. */
+
+/* the 16x16 fp32 block cb (row stride 32; rows: pixels, columns: channels) transposed into the buffer:
+ * channel n's 16 pixels at st + n * lq */
+static inline void dc_stage16(float *st, int64_t lq, const float *cb)
+{
+    __m512i r[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = _mm512_loadu_si512(cb + i * 32);
+    transpose16x16_epi32(r);
+    for (int n = 0; n < 16; n++)
+        _mm512_storeu_si512(st + n * lq, r[n]);
+}
+
+/* rows [oh0, oh0 + rr) of output channels [o0, o0 + nch) from the buffer (channel i's row r at buf + i * lq +
+ * r * Wps) into y with the bias (NULL: none); stream: non-temporal stores where aligned (an output far larger
+ * than the caches: no read for ownership; the caller fences) */
+static inline void dc_copy_out(float *y, const float *buf, int64_t lq, const float *bias, const sd_dconv *d,
+                               int64_t oh0, int64_t rr, int64_t o0, int64_t nch, bool stream)
+{
+    int64_t WO = d->WO;
+    for (int64_t i = 0; i < nch && o0 + i < d->O; i++) {
+        __m512 b = _mm512_set1_ps(bias ? bias[o0 + i] : 0.0f);
+        float *yo = y + ((o0 + i) * d->HO + oh0) * WO;
+        for (int64_t r = 0; r < rr; r++) {
+            const float *src = buf + i * lq + r * d->Wps;
+            float *dst = yo + r * WO;
+            for (int64_t k = 0; k < WO; k += 16) {
+                __mmask16 m = bm16(WO - k);
+                __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, src + k), b);
+                if (stream && m == 0xFFFF && !((uintptr_t)(dst + k) & 63))
+                    _mm512_stream_ps(dst + k, v);
+                else
+                    _mm512_mask_storeu_ps(dst + k, m, v);
+            }
         }
     }
 }

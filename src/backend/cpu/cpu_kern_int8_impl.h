@@ -313,13 +313,22 @@ static inline __m512i ik_qimg(__m512 v, __m512 inv)
     return _mm512_maskz_cvtps_epi32(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), t);
 }
 
+/* four channels' 16 quantised values (int32 lanes in [-127, 127]) as byte quads: dword j = pixel j's 4 bytes */
+static inline __m512i ik_quads(__m512i q0, __m512i q1, __m512i q2, __m512i q3)
+{
+    /* per 128-bit lane L: bytes q0[4L..4L+3], q1[..], q2[..], q3[..], then pixel by pixel */
+    __m512i b = _mm512_packs_epi16(_mm512_packs_epi32(q0, q1), _mm512_packs_epi32(q2, q3));
+    const __m512i perm = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+    return _mm512_shuffle_epi8(b, perm);
+}
+
 static float IK_FN(dconv_image)(int8_t *xp, const float *x, const sd_dconv *d, int nthreads)
 {
     float amax = ik_absmax(x, d->C * d->H * d->W, nthreads);
     float xs = amax > 0.0f ? amax / 127.0f : 0.0f;
     const __m512 inv = _mm512_set1_ps(xs > 0.0f ? 127.0f / amax : 0.0f);
     const int zp = IK_SHIFT ? 0x80 : 0; /* the stored zero */
-    int64_t s = d->stride, Cp = d->Cp, ncb = Cp / 64, Wps = d->Wps, rows = s * s * d->Hps;
+    int64_t s = d->stride, Cp = d->Cp, Wps = d->Wps, rows = s * s * d->Hps, C = d->C, HW = d->H * d->W;
     size_t used = (size_t)(rows * Wps * Cp);
     memset(xp + used, zp, d->x_elems - used); /* the tail the last pixel blocks read */
 #pragma omp parallel for num_threads(nthreads) schedule(static)
@@ -330,77 +339,126 @@ static float IK_FN(dconv_image)(int8_t *xp, const float *x, const sd_dconv *d, i
             memset(dst, zp, (size_t)(Wps * Cp));
             continue;
         }
-        const __m512i lo8 = _mm512_set1_epi32(0xFF), shift = _mm512_set1_epi8((char)zp);
-        for (int64_t cb = 0; cb < ncb; cb++)
+        const __m512i shift = _mm512_set1_epi8((char)zp);
+        for (int64_t c0 = 0; c0 < Cp; c0 += 16) /* 16 channels (4 quads): 16 rows read side by side */
             for (int64_t j0 = 0; j0 < Wps; j0 += 16) {
-                __m512i r[16];
-                for (int64_t p = 0; p < 16; p++) { /* row p: channels 4p..4p+3 of the 16 pixels as byte quads */
-                    __m512i v = _mm512_setzero_si512();
-                    for (int64_t k = 0; k < 4; k++) {
-                        int64_t c = cb * 64 + 4 * p + k;
-                        if (c < d->C) {
-                            __m512i q = ik_qimg(dc_ld16(x + (c * d->H + ih) * d->W, d, j0, pw), inv);
-                            v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(q, lo8), (unsigned)(8 * k)));
-                        }
+                dc_cols cols = dc_cols_at(d, j0, pw);
+                const float *xr = x + ih * d->W;
+                __m512i r[4], q[4];
+                for (int64_t k = 0; k < 4; k++) {
+                    for (int64_t i = 0; i < 4; i++) {
+                        int64_t c = c0 + 4 * k + i;
+                        q[i] = c < C ? ik_qimg(dc_ld(xr + c * HW, &cols, s), inv) : _mm512_setzero_si512();
                     }
-                    r[p] = _mm512_xor_si512(v, shift);
+                    r[k] = _mm512_xor_si512(ik_quads(q[0], q[1], q[2], q[3]), shift);
                 }
-                transpose16x16_epi32(r); /* r[j]: the 64 channels of pixel j0 + j */
-                for (int64_t j = 0; j < bmin(16, Wps - j0); j++)
-                    _mm512_storeu_si512(dst + (j0 + j) * Cp + cb * 64, r[j]);
+                /* 4 x 16 dwords to 16 pixels x 16 bytes: p[m] holds pixel 4L + m in its 128-bit lane L */
+                __m512i a = _mm512_unpacklo_epi32(r[0], r[1]), b = _mm512_unpackhi_epi32(r[0], r[1]);
+                __m512i e = _mm512_unpacklo_epi32(r[2], r[3]), f = _mm512_unpackhi_epi32(r[2], r[3]);
+                __m512i p[4] = {_mm512_unpacklo_epi64(a, e), _mm512_unpackhi_epi64(a, e), _mm512_unpacklo_epi64(b, f),
+                                _mm512_unpackhi_epi64(b, f)};
+                int8_t *o = dst + j0 * Cp + c0;
+                for (int64_t j = 0; j < bmin(16, Wps - j0); j++) /* lane j / 4 of p[j % 4], stored at pixel j */
+                    _mm512_mask_storeu_epi32(o + j * Cp - (j / 4) * 16, (__mmask16)(0xFu << (4 * (j / 4))), p[j % 4]);
             }
     }
     return xs;
 }
 
-static void IK_FN(dconv_thread)(float *y, const int8_t *xp, float xs, const int8_t *wp, const float *bias,
-                                const sd_dconv *d, int tid, int nt)
+/* A task: r output rows (a band) x g output blocks of 32 channels (a group). The group's weight tiles stay in
+ * L2 (IK_WGROUP) while its bands stream through; a band's outputs are staged (dc_stage16, IK_STAGE bytes per
+ * thread) and copied out row by row (dc_copy_out). Every output is one exact int32 sum, so the split changes
+ * no bit of the result. */
+#define IK_STAGE ((size_t)256 << 10)
+#define IK_WGROUP ((size_t)512 << 10)
+#define IK_STREAM 8e6 /* outputs of more bytes are written with non-temporal stores (far past L2) */
+
+static size_t ik_stage_bytes(const sd_dconv *d) { return (size_t)imax((int64_t)IK_STAGE, 128 * iup(d->Wps, 32)); }
+
+static void ik_dconv_split(const sd_dconv *d, int nt, int64_t *g, int64_t *r)
 {
-    int64_t s = d->stride, Cp = d->Cp, taps = d->KH * d->KW, ncb = Cp / 64, no = (d->O + 31) / 32;
-    int64_t plane = d->Hps * d->Wps, toff[SD_DCONV_MAX_TAPS];
+    int64_t no = (d->O + 31) / 32, st = (int64_t)ik_stage_bytes(d) / 128; /* floats per channel of 32 */
+    *g = imax(1, imin(no, (int64_t)(IK_WGROUP / (size_t)(32 * d->KH * d->KW * d->Cp))));
+    *r = (st / *g - 31) / d->Wps;
+    if (*r < 1) {
+        *g = imax(1, st / iup(d->Wps, 32));
+        *r = 1;
+    }
+    *r = imin(*r, d->HO);
+    while (*r > 1 && ((d->HO + *r - 1) / *r) * ((no + *g - 1) / *g) < 2 * nt) /* enough tasks for the threads */
+        *r = (*r + 1) / 2;
+}
+
+static void IK_FN(dconv_thread)(float *y, const int8_t *xp, float xs, const int8_t *wp, const float *bias,
+                                const sd_dconv *d, float *stage, int tid, int nt)
+{
+    int64_t s = d->stride, Cp = d->Cp, taps = d->KH * d->KW, ncb = Cp / 64, no = (d->O + 31) / 32, Wps = d->Wps;
+    int64_t plane = d->Hps * Wps, toff[SD_DCONV_MAX_TAPS], g, R;
     for (int64_t kh = 0; kh < d->KH; kh++)
         for (int64_t kw = 0; kw < d->KW; kw++)
-            toff[kh * d->KW + kw] = (((kh % s) * s + kw % s) * plane + (kh / s) * d->Wps + kw / s) * Cp;
+            toff[kh * d->KW + kw] = (((kh % s) * s + kw % s) * plane + (kh / s) * Wps + kw / s) * Cp;
+    ik_dconv_split(d, nt, &g, &R);
     const float *ws = (const float *)(wp + d->w_elems);
     const int32_t *corr = (const int32_t *)(ws + no * 32);
-    /* the operand read from memory once goes outside: the image when it is the larger */
-    bool qmajor = (double)d->x_elems > (double)d->w_elems;
-    int64_t tasks = d->nq * no, t0 = tasks * tid / nt, t1 = tasks * (tid + 1) / nt;
+    int64_t nb = (d->HO + R - 1) / R, ng = (no + g - 1) / g, lq = iup(R * Wps, 32);
+    int64_t tasks = nb * ng, t0 = tasks * tid / nt, t1 = tasks * (tid + 1) / nt;
     int32_t acc[32 * 32] __attribute__((aligned(64)));
-    float *cbuf = (float *)acc; /* dequantised in place */
+    float *cb = (float *)acc; /* dequantised in place */
+    bool stream = (double)d->O * d->HO * d->WO * 4 > IK_STREAM;
     ik_begin();
     for (int64_t task = t0; task < t1; task++) {
-        int64_t qb = qmajor ? task / no : task % d->nq, ob = qmajor ? task % no : task / d->nq, o0 = ob * 32;
-        const int8_t *A0 = xp + qb * 32 * Cp, *B0 = wp + ob * 2 * taps * ncb * ITILE;
-        ik_ukr_x(A0, A0 + 16 * Cp, Cp, toff, taps, ncb, 64, B0, B0 + taps * ncb * ITILE, acc);
-        __m512 m0 = _mm512_mul_ps(_mm512_loadu_ps(ws + o0), _mm512_set1_ps(xs));
-        __m512 m1 = _mm512_mul_ps(_mm512_loadu_ps(ws + o0 + 16), _mm512_set1_ps(xs));
-        __m512i c0 = IK_SHIFT ? _mm512_loadu_si512(corr + o0) : _mm512_setzero_si512();
-        __m512i c1 = IK_SHIFT ? _mm512_loadu_si512(corr + o0 + 16) : _mm512_setzero_si512();
-        for (int i = 0; i < 32; i++) {
-            __m512i a0 = _mm512_sub_epi32(_mm512_load_si512(acc + i * 32), c0);
-            __m512i a1 = _mm512_sub_epi32(_mm512_load_si512(acc + i * 32 + 16), c1);
-            _mm512_store_ps(cbuf + i * 32, _mm512_mul_ps(_mm512_cvtepi32_ps(a0), m0));
-            _mm512_store_ps(cbuf + i * 32 + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(a1), m1));
+        int64_t grp = task / nb, oh0 = (task % nb) * R, rr = imin(R, d->HO - oh0), nqb = (rr * Wps + 31) / 32;
+        for (int64_t gb = 0; gb < g && grp * g + gb < no; gb++) {
+            int64_t o0 = (grp * g + gb) * 32;
+            const int8_t *B0 = wp + (o0 / 16) * taps * ncb * ITILE;
+            __m512 m0 = _mm512_mul_ps(_mm512_loadu_ps(ws + o0), _mm512_set1_ps(xs));
+            __m512 m1 = _mm512_mul_ps(_mm512_loadu_ps(ws + o0 + 16), _mm512_set1_ps(xs));
+            __m512i c0 = IK_SHIFT ? _mm512_loadu_si512(corr + o0) : _mm512_setzero_si512();
+            __m512i c1 = IK_SHIFT ? _mm512_loadu_si512(corr + o0 + 16) : _mm512_setzero_si512();
+            for (int64_t i = 0; i < nqb; i++) {
+                const int8_t *A0 = xp + (oh0 * Wps + i * 32) * Cp;
+                ik_ukr_x(A0, A0 + 16 * Cp, Cp, toff, taps, ncb, 64, B0, B0 + taps * ncb * ITILE, acc);
+                for (int k = 0; k < 32; k++) {
+                    __m512i a0 = _mm512_sub_epi32(_mm512_load_si512(acc + k * 32), c0);
+                    __m512i a1 = _mm512_sub_epi32(_mm512_load_si512(acc + k * 32 + 16), c1);
+                    _mm512_store_ps(cb + k * 32, _mm512_mul_ps(_mm512_cvtepi32_ps(a0), m0));
+                    _mm512_store_ps(cb + k * 32 + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(a1), m1));
+                }
+                for (int h = 0; h < 2; h++)
+                    for (int c = 0; c < 2; c++)
+                        dc_stage16(stage + (gb * 32 + c * 16) * lq + i * 32 + h * 16, lq, cb + h * 16 * 32 + c * 16);
+            }
         }
-        for (int h = 0; h < 2; h++)
-            for (int g = 0; g < 2; g++)
-                dc_write(y, cbuf + h * 16 * 32 + g * 16, bias, d, qb * 32 + h * 16, o0 + g * 16);
+        dc_copy_out(y, stage, lq, bias, d, oh0, rr, grp * g * 32, g * 32, stream);
     }
+    if (stream)
+        _mm_sfence();
     ik_end();
 }
 
-static void IK_FN(dconv)(float *y, const int8_t *xp, float xs, const int8_t *wp, const float *bias, const sd_dconv *d,
-                         int nthreads)
+static size_t IK_FN(dconv_ws)(const sd_dconv *d, int nthreads)
 {
-    int64_t tasks = d->nq * ((d->O + 31) / 32);
+    return (size_t)(nthreads > 0 ? nthreads : 1) * (ik_stage_bytes(d) + 64) + 64;
+}
+
+static void IK_FN(dconv)(float *y, const int8_t *xp, float xs, const int8_t *wp, const float *bias, const sd_dconv *d,
+                         void *ws, int nthreads)
+{
+    int64_t g, R;
+    ik_dconv_split(d, nthreads, &g, &R);
+    int64_t tasks = ((d->HO + R - 1) / R) * (((d->O + 31) / 32 + g - 1) / g);
     int nt = nthreads > 1 && tasks > 1 ? (int)imin(nthreads, tasks) : 1;
+    float *st0 = (float *)ial64(ws);
+    size_t per = (ik_stage_bytes(d) + 64) / sizeof(float);
     if (nt == 1) {
-        IK_FN(dconv_thread)(y, xp, xs, wp, bias, d, 0, 1);
+        IK_FN(dconv_thread)(y, xp, xs, wp, bias, d, st0, 0, 1);
         return;
     }
 #pragma omp parallel num_threads(nt)
-    IK_FN(dconv_thread)(y, xp, xs, wp, bias, d, omp_get_thread_num(), omp_get_num_threads());
+    {
+        int tid = omp_get_thread_num();
+        IK_FN(dconv_thread)(y, xp, xs, wp, bias, d, st0 + tid * per, tid, omp_get_num_threads());
+    }
 }
 
 static const sd_cpu_int8_kern ik_table = {
@@ -410,6 +468,7 @@ static const sd_cpu_int8_kern ik_table = {
     .gemm = IK_FN(gemm),
     .peak = ik_peak,
     .dconv_image = IK_FN(dconv_image),
+    .dconv_ws = IK_FN(dconv_ws),
     .dconv = IK_FN(dconv),
 };
 
