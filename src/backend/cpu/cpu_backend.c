@@ -170,6 +170,12 @@ static void cpu_linear(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
     int64_t N = w->ne[0], K = w->ne[1];
     int64_t M = sd_numel(x) / K;
     float *Y = F(y);
+    sd_i8w qw;
+    if (int8w(be, w, true, &qw) && (!b || b->dtype == SD_F32)) { /* precision int8: activations quantised per row */
+        sd_gemm_i8 g8 = {.M = M, .N = N, .K = K, .w = &qw, .x = CF(x), .c = Y, .ldc = N, .bias = b ? CF(b) : NULL};
+        run_gemm2(be, NULL, &g8);
+        return;
+    }
     if (b && M > 0) {
         for (int64_t n = 0; n < N; n++)
             Y[n] = ldp(b, n);
@@ -177,8 +183,7 @@ static void cpu_linear(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
         for (int64_t i = 1; i < M; i++)
             memcpy(Y + i * N, Y, (size_t)N * sizeof(float));
     }
-    sd_i8w qw;
-    if (int8w(be, w, true, &qw)) { /* precision int8: activations quantised per row */
+    if (int8w(be, w, true, &qw)) { /* a bias of another dtype: filled in above */
         sd_gemm_i8 g8 = {.M = M, .N = N, .K = K, .w = &qw, .x = CF(x), .c = Y, .ldc = N, .accumulate = b != NULL};
         run_gemm2(be, NULL, &g8);
         return;
@@ -418,10 +423,11 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
             return;
         }
     }
+    bool bias_in = q8 && b && b->dtype == SD_F32; /* the int8 epilogue adds an F32 bias */
     for (int64_t n = 0; n < N; n++) {
         const float *xn = CF(x) + n * C * H * W;
         float *yn = F(y) + n * O * HWO;
-        if (b) {
+        if (b && !bias_in) {
 #pragma omp parallel for num_threads(nt) schedule(static)
             for (int64_t o = 0; o < O; o++) {
                 float bv = ldp(b, o);
@@ -434,7 +440,8 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
             bool pw = conv_is_pointwise(w, stride, pads); /* pointwise: one long image row */
             sd_gemm_i8 g8 = {.M = O, .N = HWO, .K = CK, .w = &qw, .x = xn, .C = C, .H = pw ? 1 : H, .W = pw ? H * W : W,
                              .KH = KH, .KW = KW, .WO = pw ? HWO : WO, .stride = stride, .pad_t = pads[0], .pad_l = pads[1],
-                             .pixmax = scratch, .c = yn, .ldc = HWO, .accumulate = b != NULL};
+                             .pixmax = scratch, .c = yn, .ldc = HWO, .accumulate = b && !bias_in,
+                             .bias = bias_in ? CF(b) : NULL};
             run_gemm2(be, NULL, &g8);
             continue;
         }

@@ -203,7 +203,8 @@ typedef struct sd_gemm_i8 {
     const float *pixmax; /* conv: [H][W] max over channels of |x| (the column scales come from it) */
     float *c;           /* C[m][n] = c[m*ldc + n] */
     int64_t ldc;
-    bool accumulate;
+    bool accumulate;    /* C += the product (else C = the product) */
+    const float *bias;  /* NULL, or added to the product: linear: per column [N]; conv: per row [M] */
 } sd_gemm_i8;
 
 typedef struct sd_cpu_int8_kern {

@@ -14,21 +14,23 @@
  * 16 columns) b[(k/4)*64 + n*4 + k%4] = B[k0 + k][n0 + n]. Zeros past M, N and K (u8 128 in a
  * shifted A's depth tail meets B's zeros), so the micro-kernel never sees a tail.
  *
- * Linears: B is the weight, packed at quantisation (sd_i8w_make); per block of rows of A, each row gets
- * its scale (max |a| / 127 over the whole row) and is quantised into A tiles over the whole depth,
- * then every pair of column tiles. Convolutions through the GEMM: A is the weight; per block of output
- * pixels the image is read through implicit im2col, each column quantised with its own scale (the max
- * |x| over its receptive field, from pixmax), then every pair of row tiles. Epilogue: c (+)= (acc -
- * corr[n]) * sa * sw, where a row scale of A and a column scale of B meet. The direct convolution
- * (sd_dconv, at the end) reads its A tiles straight from a channels-last image quantised with one scale. */
+ * Linears: B is the weight, prepared at load (sd_i8w_quantise); the rows of A are taken in blocks, each
+ * row with its scale (max |a| / 127 over the whole row) quantised into A tiles over the whole depth.
+ * Convolutions through the GEMM: A is the weight; the output pixels are taken in blocks, the image read
+ * through implicit im2col, each column quantised with its own scale (the max |x| over its receptive
+ * field, from pixmax). Either way the threads quantise a block together into one shared buffer, then
+ * each multiplies its own pairs of weight tiles with the whole block (ik_run), so every weight byte is
+ * read once per block by one thread. Epilogue: c = (acc - corr[n]) * sa * sw (+ c) (+ bias), where a row
+ * scale of A and a column scale of B meet. The direct convolution (sd_dconv, at the end) reads its A
+ * tiles straight from a channels-last image quantised with one scale. */
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
 #include "backend/cpu/cpu_kern_dconv512.h"
 
-#define IBLK 256 /* at most this many rows of A (linears) or columns of B (convolutions) quantised at a
-                  * time: as many as fit IWS bytes of packed tiles, so the weight streams fewer times */
+#define IBLK 1024 /* at most this many rows of A (linears) or columns of B (convolutions) quantised at a
+                   * time: as many as fit IWS bytes of packed tiles, so the weight streams fewer times */
 #define IWS ((size_t)64 * SD_I8_KMAX)
 #define ITILE 1024
 
@@ -51,20 +53,44 @@ static inline __m512i q16(__m512 v, __m512 inv)
     return _mm512_max_epi32(_mm512_min_epi32(r, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
 }
 
-/* per thread: IWS bytes of A or B tiles, the int32 block, row/column scales, column corrections */
-static size_t ik_ws_thread(void) { return IWS + 32 * 32 * 4 + 3 * IBLK * 4 + 256; }
-
-/* rows (or columns) quantised per block for depth K: a multiple of 32 in [32, IBLK] */
-static inline int64_t ik_block(int64_t Kp) { return imin(IBLK, imax(32, (int64_t)(IWS / (size_t)Kp) & ~(int64_t)31)); }
-
-static size_t IK_FN(ws)(int nthreads) { return (size_t)(nthreads > 0 ? nthreads : 1) * ik_ws_thread(); }
-
-/* rows [m0, m0+mc) of A (F32 [M][K]) quantised per row into tiles (mt = up32(mc)/16 tile rows of
- * Kp/64 tiles), scales into sa */
-static void pack_a_rows(const sd_gemm_i8 *g, int8_t *Ap, float *sa, int64_t m0, int64_t mc)
+/* Workspace: one block of quantised activation tiles shared by the threads (IWS bytes), its scales and
+ * column corrections (IBLK each), then per thread the int32 block. */
+static size_t IK_FN(ws)(int nthreads)
 {
-    int64_t K = g->K, nkb = g->w->Kp / 64, mt = iup(mc, 32) / 16;
-    for (int64_t m = 0; m < mt * 16; m++) {
+    return IWS + 2 * IBLK * 4 + (size_t)(nthreads > 0 ? nthreads : 1) * (32 * 32 * 4 + 64) + 256;
+}
+
+/* activations per block for depth Kp: a multiple of 32, at most IBLK and IWS bytes of tiles, the blocks
+ * of an extent of n as even as that allows */
+static inline int64_t ik_block(int64_t Kp, int64_t n)
+{
+    int64_t most = imin(IBLK, imax(32, (int64_t)(IWS / (size_t)Kp) & ~(int64_t)31)), nb = (n + most - 1) / most;
+    return iup((n + nb - 1) / nb, 32);
+}
+
+/* 64 floats at p (n of them, zeros past n) times inv, rounded to nearest even and saturated to
+ * [-127, 127] as int8 in order: the int32 lanes narrowed by two saturating packs (in-lane interleaved)
+ * and one dword permutation that puts the four 16-value runs back in order (as _mm512_cvtsepi32_epi8,
+ * a NaN gives -127 as the clamp of q16 did) */
+static inline __m512i q64(const float *p, int64_t n, __m512 inv)
+{
+    __m512i r[4];
+    __m512i lo = _mm512_set1_epi32(-127);
+    for (int j = 0; j < 4; j++) {
+        __m512 v = n >= 64 ? _mm512_loadu_ps(p + 16 * j) : _mm512_maskz_loadu_ps(im16(n - 16 * j), p + 16 * j);
+        r[j] = _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv)), lo);
+    }
+    __m512i b = _mm512_packs_epi16(_mm512_packs_epi32(r[0], r[1]), _mm512_packs_epi32(r[2], r[3]));
+    const __m512i perm = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    return _mm512_permutexvar_epi32(perm, b);
+}
+
+/* 16-row groups [t0, t1) of rows [m0, m0+mc) of A (F32 [M][K]) quantised per row into tiles (Kp/64 tiles
+ * per group), scales into sa (indexed from m0); rows past mc zero */
+static void pack_a_rows(const sd_gemm_i8 *g, int8_t *Ap, float *sa, int64_t m0, int64_t mc, int64_t t0, int64_t t1)
+{
+    int64_t K = g->K, nkb = g->w->Kp / 64;
+    for (int64_t m = t0 * 16; m < t1 * 16; m++) {
         int8_t *dst = Ap + (m / 16) * nkb * ITILE + (m % 16) * 64;
         if (m >= mc) {
             for (int64_t kb = 0; kb < nkb; kb++)
@@ -73,20 +99,19 @@ static void pack_a_rows(const sd_gemm_i8 *g, int8_t *Ap, float *sa, int64_t m0, 
             continue;
         }
         const float *src = g->x + (m0 + m) * K;
-        __m512 mx = _mm512_setzero_ps();
-        for (int64_t k = 0; k < K; k += 16)
-            mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(im16(K - k), src + k)));
-        float amax = _mm512_reduce_max_ps(mx);
+        __m512 mx0 = _mm512_setzero_ps(), mx1 = _mm512_setzero_ps();
+        int64_t k = 0;
+        for (; k + 32 <= K; k += 32) {
+            mx0 = _mm512_max_ps(mx0, _mm512_abs_ps(_mm512_loadu_ps(src + k)));
+            mx1 = _mm512_max_ps(mx1, _mm512_abs_ps(_mm512_loadu_ps(src + k + 16)));
+        }
+        for (; k < K; k += 16)
+            mx0 = _mm512_max_ps(mx0, _mm512_abs_ps(_mm512_maskz_loadu_ps(im16(K - k), src + k)));
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(mx0, mx1));
         sa[m] = amax > 0.0f && isfinite(amax) ? amax / 127.0f : 0.0f;
         __m512 inv = _mm512_set1_ps(sa[m] > 0.0f ? 127.0f / amax : 0.0f);
         for (int64_t kb = 0; kb < nkb; kb++) {
-            __m128i b[4];
-            for (int j = 0; j < 4; j++) {
-                int64_t k = kb * 64 + j * 16;
-                b[j] = _mm512_cvtsepi32_epi8(q16(_mm512_maskz_loadu_ps(im16(K - k), src + k), inv));
-            }
-            __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(b[1], b[0])),
-                                           _mm256_set_m128i(b[3], b[2]), 1);
+            __m512i v = q64(src + kb * 64, K - kb * 64, inv);
             if (IK_SHIFT) /* q + 128 as u8; the depth tail too (it meets B's zeros) */
                 v = _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
             _mm512_storeu_si512(dst + kb * ITILE, v);
@@ -138,34 +163,37 @@ static inline __m512 conv_vals(const sd_gemm_i8 *g, const kcur *k, int64_t oh, i
     return _mm512_loadu_ps(t);
 }
 
-/* columns [n0, n0+nc) (nc <= IBLK) of the convolution's B quantised per column (scales into sb,
- * 128 * column sums into corr when shifting) into nt = up32(nc)/16 tile columns of Kp/64 tiles */
-static void pack_b_conv(const sd_gemm_i8 *g, int8_t *Bp, float *sb, int32_t *corr, int64_t n0, int64_t nc)
+/* 16-column tiles [t0, t1) of columns [n0, n0+nc) of the convolution's B quantised per column (scales
+ * into sb, 128 * column sums into corr when shifting; both indexed from n0) into tile columns of Kp/64
+ * tiles; columns past nc zero */
+static void pack_b_conv(const sd_gemm_i8 *g, int8_t *Bp, float *sb, int32_t *corr, int64_t n0, int64_t nc, int64_t t0,
+                        int64_t t1)
 {
-    int64_t nkb = g->w->Kp / 64, nt = iup(nc, 32) / 16, WO = g->WO;
-    float inv[IBLK];
-    for (int64_t j = 0; j < nt * 16; j++) { /* column scale: max of pixmax over the receptive field */
-        float m = 0.0f;
-        if (j < nc) {
-            int64_t oh = (n0 + j) / WO, ow = (n0 + j) % WO;
-            for (int64_t kh = 0; kh < g->KH; kh++) {
-                int64_t ih = oh * g->stride - g->pad_t + kh;
-                if (ih < 0 || ih >= g->H)
-                    continue;
-                for (int64_t kw = 0; kw < g->KW; kw++) {
-                    int64_t iw = ow * g->stride - g->pad_l + kw;
-                    if (iw >= 0 && iw < g->W && g->pixmax[ih * g->W + iw] > m)
-                        m = g->pixmax[ih * g->W + iw];
+    int64_t nkb = g->w->Kp / 64, WO = g->WO;
+    for (int64_t t = t0; t < t1; t++) {
+        float inv[16];
+        for (int64_t jj = 0; jj < 16; jj++) { /* column scale: max of pixmax over the receptive field */
+            int64_t j = t * 16 + jj;
+            float m = 0.0f;
+            if (j < nc) {
+                int64_t oh = (n0 + j) / WO, ow = (n0 + j) % WO;
+                for (int64_t kh = 0; kh < g->KH; kh++) {
+                    int64_t ih = oh * g->stride - g->pad_t + kh;
+                    if (ih < 0 || ih >= g->H)
+                        continue;
+                    for (int64_t kw = 0; kw < g->KW; kw++) {
+                        int64_t iw = ow * g->stride - g->pad_l + kw;
+                        if (iw >= 0 && iw < g->W && g->pixmax[ih * g->W + iw] > m)
+                            m = g->pixmax[ih * g->W + iw];
+                    }
                 }
             }
+            bool ok = m > 0.0f && isfinite(m);
+            sb[j] = ok ? m / 127.0f : 0.0f;
+            inv[jj] = ok ? 127.0f / m : 0.0f;
         }
-        bool ok = m > 0.0f && isfinite(m);
-        sb[j] = ok ? m / 127.0f : 0.0f;
-        inv[j] = ok ? 127.0f / m : 0.0f;
-    }
-    for (int64_t t = 0; t < nt; t++) {
         int64_t oh = (n0 + t * 16) / WO, ow = (n0 + t * 16) % WO, n = nc - t * 16;
-        __m512 iv = _mm512_loadu_ps(inv + t * 16);
+        __m512 iv = _mm512_loadu_ps(inv);
         __m512i sum = _mm512_setzero_si512(), lo8 = _mm512_set1_epi32(0xFF);
         int8_t *tile = Bp + t * nkb * ITILE;
         kcur kc = {0, 0, 0};
@@ -185,13 +213,15 @@ static void pack_b_conv(const sd_gemm_i8 *g, int8_t *Bp, float *sb, int32_t *cor
     }
 }
 
-/* c rows [0, mr) x columns [0, nr) (+)= (acc - corr) * sa[i] * sb[j] */
+/* c rows [0, mr) x columns [0, nr) = (acc - corr) * sa[i] * sb[j] + C (accumulate) + bias: bc[j] (a bias per
+ * column) or br[i] (per row), when given */
 static inline void epilogue(float *C, int64_t ldc, const int32_t *acc, const int32_t *corr, const float *sa,
-                            const float *sb, int64_t mr, int64_t nr, bool add)
+                            const float *sb, int64_t mr, int64_t nr, bool add, const float *bc, const float *br)
 {
     __mmask16 k0 = im16(nr), k1 = im16(nr - 16);
     __m512i c0 = _mm512_loadu_si512(corr), c1 = _mm512_loadu_si512(corr + 16);
     __m512 s0 = _mm512_loadu_ps(sb), s1 = _mm512_loadu_ps(sb + 16);
+    __m512 b0 = bc ? _mm512_maskz_loadu_ps(k0, bc) : _mm512_setzero_ps(), b1 = bc ? _mm512_maskz_loadu_ps(k1, bc + 16) : b0;
     for (int64_t i = 0; i < mr; i++) {
         float *cp = C + i * ldc;
         __m512 a = _mm512_set1_ps(sa[i]);
@@ -203,6 +233,13 @@ static inline void epilogue(float *C, int64_t ldc, const int32_t *acc, const int
             v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, cp));
             v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, cp + 16));
         }
+        if (bc) {
+            v0 = _mm512_add_ps(v0, b0);
+            v1 = _mm512_add_ps(v1, b1);
+        } else if (br) {
+            v0 = _mm512_add_ps(v0, _mm512_set1_ps(br[i]));
+            v1 = _mm512_add_ps(v1, _mm512_set1_ps(br[i]));
+        }
         _mm512_mask_storeu_ps(cp, k0, v0);
         _mm512_mask_storeu_ps(cp + 16, k1, v1);
     }
@@ -210,65 +247,61 @@ static inline void epilogue(float *C, int64_t ldc, const int32_t *acc, const int
 
 static inline uint8_t *ial64(uint8_t *p) { return (uint8_t *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
-static void ik_rect(const sd_gemm_i8 *g, uint8_t *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+/* One thread's share of the GEMM. The activations (linear: the rows of A; convolution: the output pixels,
+ * the columns of B) are taken in blocks; the threads quantise each block together into the shared tiles,
+ * then each multiplies its own pairs of weight tiles (linear: column pairs of B; convolution: row pairs
+ * of A) with every pair of the block's tiles (or, when the weight has fewer pairs than threads, its own
+ * pairs of the block's tiles with every weight pair): each weight byte is read once per block, by one
+ * thread, and its tile pair stays in L1 while the block's tiles stream past it from L2. */
+static void ik_run(const sd_gemm_i8 *g, uint8_t *ws, int tid, int nt)
 {
     const sd_i8w *w = g->w;
-    int64_t nkb = w->Kp / 64;
+    const bool lin = w->as_b;
+    int64_t nkb = w->Kp / 64, XE = lin ? g->M : g->N, WE = lin ? g->N : g->M, blk = ik_block(w->Kp, XE);
     int8_t *P = (int8_t *)ial64(ws);
-    int32_t *acc = (int32_t *)ial64((uint8_t *)P + IWS);
-    float *s = (float *)(acc + 32 * 32);
+    float *s = (float *)((uint8_t *)P + IWS);
     int32_t *corr = (int32_t *)(s + IBLK);
+    int32_t *acc = (int32_t *)ial64((uint8_t *)(corr + IBLK) + (size_t)tid * (32 * 32 * 4 + 64));
     static const int32_t zero32[32] = {0};
-    int64_t blk = ik_block(w->Kp);
+    int64_t wp = (WE + 31) / 32;
     ik_begin();
-    if (w->as_b) { /* linear: A = activations quantised per row, B = the packed weight */
-        for (int64_t ic = m0; ic < m1; ic += blk) {
-            int64_t mc = imin(blk, m1 - ic);
-            pack_a_rows(g, P, s, ic, mc);
-            for (int64_t j = n0; j < n1; j += 32) {
-                const int8_t *B0 = w->q + (j / 16) * nkb * ITILE;
-                const int32_t *cr = IK_SHIFT ? w->colsum + j : zero32;
-                for (int64_t i = 0; i < mc; i += 32) {
-                    const int8_t *A0 = P + (i / 16) * nkb * ITILE;
-                    ik_ukr(A0, A0 + nkb * ITILE, B0, B0 + nkb * ITILE, nkb, acc);
-                    epilogue(g->c + (ic + i) * g->ldc + j, g->ldc, acc, cr, s + i, w->scale + j, imin(32, mc - i),
-                             imin(32, n1 - j), g->accumulate);
+    for (int64_t x0 = 0; x0 < XE; x0 += blk) {
+        int64_t xc = imin(blk, XE - x0), xt = iup(xc, 32) / 16, xp = xt / 2;
+        int64_t t0 = xt * tid / nt, t1 = xt * (tid + 1) / nt;
+        if (lin)
+            pack_a_rows(g, P, s, x0, xc, t0, t1);
+        else
+            pack_b_conv(g, P, s, corr, x0, xc, t0, t1);
+        if (nt > 1) {
+#pragma omp barrier
+        }
+        bool split_w = wp >= nt; /* else the block's pairs are split */
+        int64_t w0 = split_w ? wp * tid / nt : 0, w1 = split_w ? wp * (tid + 1) / nt : wp;
+        int64_t p0 = split_w ? 0 : xp * tid / nt, p1 = split_w ? xp : xp * (tid + 1) / nt;
+        for (int64_t jw = w0; jw < w1; jw++) {
+            const int8_t *W0 = w->q + jw * 2 * nkb * ITILE;
+            int64_t wr = imin(32, WE - jw * 32);
+            for (int64_t ip = p0; ip < p1; ip++) {
+                const int8_t *X0 = P + ip * 2 * nkb * ITILE;
+                int64_t xr = imin(32, xc - ip * 32);
+                if (lin) {
+                    ik_ukr(X0, X0 + nkb * ITILE, W0, W0 + nkb * ITILE, nkb, acc);
+                    epilogue(g->c + (x0 + ip * 32) * g->ldc + jw * 32, g->ldc, acc, IK_SHIFT ? w->colsum + jw * 32 : zero32,
+                             s + ip * 32, w->scale + jw * 32, xr, wr, g->accumulate, g->bias ? g->bias + jw * 32 : NULL,
+                             NULL);
+                } else {
+                    ik_ukr(W0, W0 + nkb * ITILE, X0, X0 + nkb * ITILE, nkb, acc);
+                    epilogue(g->c + jw * 32 * g->ldc + x0 + ip * 32, g->ldc, acc, IK_SHIFT ? corr + ip * 32 : zero32,
+                             w->scale + jw * 32, s + ip * 32, wr, xr, g->accumulate, NULL,
+                             g->bias ? g->bias + jw * 32 : NULL);
                 }
             }
         }
-    } else { /* convolution: A = the packed weight, B = the image quantised per output pixel */
-        float *sb = s + 2 * IBLK; /* after corr */
-        for (int64_t jc = n0; jc < n1; jc += blk) {
-            int64_t nc = imin(blk, n1 - jc);
-            pack_b_conv(g, P, sb, corr, jc, nc);
-            for (int64_t i = m0; i < m1; i += 32) {
-                const int8_t *A0 = w->q + (i / 16) * nkb * ITILE;
-                for (int64_t j = 0; j < nc; j += 32) {
-                    const int8_t *B0 = P + (j / 16) * nkb * ITILE;
-                    ik_ukr(A0, A0 + nkb * ITILE, B0, B0 + nkb * ITILE, nkb, acc);
-                    epilogue(g->c + i * g->ldc + jc + j, g->ldc, acc, IK_SHIFT ? corr + j : zero32, w->scale + i,
-                             sb + j, imin(32, m1 - i), imin(32, nc - j), g->accumulate);
-                }
-            }
+        if (nt > 1) {
+#pragma omp barrier
         }
     }
     ik_end();
-}
-
-/* threads take row ranges or column ranges (32 at a time), whichever operand is cheaper to repeat */
-static void IK_FN(thread)(const sd_gemm_i8 *g, uint8_t *ws, int tid, int nt)
-{
-    ws += (size_t)tid * ik_ws_thread();
-    bool rows = g->N < 32 * nt ? true : g->M < 32 * nt ? false : g->w->as_b ? g->M >= g->N : g->M > g->N;
-    if (rows) {
-        int64_t mb = (g->M + 31) / 32, m0 = mb * tid / nt * 32, m1 = imin(g->M, mb * (tid + 1) / nt * 32);
-        if (m0 < m1)
-            ik_rect(g, ws, m0, m1, 0, g->N);
-    } else {
-        int64_t nb = (g->N + 31) / 32, n0 = nb * tid / nt * 32, n1 = imin(g->N, nb * (tid + 1) / nt * 32);
-        if (n0 < n1)
-            ik_rect(g, ws, 0, g->M, n0, n1);
-    }
 }
 
 static void IK_FN(gemm)(const sd_gemm_i8 *g, void *ws, int nthreads)
@@ -277,11 +310,11 @@ static void IK_FN(gemm)(const sd_gemm_i8 *g, void *ws, int nthreads)
         return;
     int nt = nthreads > 1 && (double)g->M * g->N * g->K >= 4e6 ? nthreads : 1;
     if (nt == 1) {
-        IK_FN(thread)(g, ws, 0, 1);
+        ik_run(g, ws, 0, 1);
         return;
     }
 #pragma omp parallel num_threads(nt)
-    IK_FN(thread)(g, ws, omp_get_thread_num(), omp_get_num_threads());
+    ik_run(g, ws, omp_get_thread_num(), omp_get_num_threads());
 }
 
 /* ------------------------------------------------------------------ direct convolution (sd_dconv, cpu_kern.h)
