@@ -23,18 +23,8 @@
  * B tiles) in ctx's arena; w itself (row-major) where the backend keeps it so */
 static inline sd_tensor test_prepared(sd_ctx *ctx, sd_backend *be, sd_tensor w, sd_weight_use use)
 {
-    size_t bytes = 0;
-    sd_layout lay = be->ops->weight_layout && sd_ok(ctx) ? be->ops->weight_layout(be, &w, use, &bytes)
-                                                         : SD_LAYOUT_ROWMAJOR;
-    if (lay == SD_LAYOUT_ROWMAJOR)
-        return w;
-    sd_tensor buf = sd_new(ctx, SD_BF16, 1, (const int64_t[]){(int64_t)(bytes + 1) / 2});
-    sd_tensor p = w;
-    p.data = buf.data;
-    p.layout = (uint8_t)lay;
-    if (sd_ok(ctx))
-        be->ops->weight_prepare(be, p.data, &w, lay);
-    return p;
+    (void)be; /* ctx's backend */
+    return sd_prepare_weight(ctx, w, use);
 }
 
 /* the bytes of a model weight's memory: its prepared layout's (weight_layout; the int8 tiles are fewer than

@@ -46,7 +46,8 @@ typedef struct sd_tensor {
     sd_dtype dtype;
     int ndim;
     int64_t ne[SD_MAX_DIMS]; /* shape, row-major: ne[ndim-1] is contiguous */
-    uint8_t layout;          /* sd_layout: SD_LAYOUT_ROWMAJOR unless a backend prepared this weight */
+    uint8_t layout;          /* sd_layout: SD_LAYOUT_ROWMAJOR unless a backend prepared this weight (its memory is
+                              * then weight_layout's bytes, which may be fewer than sd_nbytes: int8 tiles) */
 } sd_tensor;
 
 typedef enum sd_unary_op {

@@ -112,12 +112,13 @@ static void setup(sd_ctx *ctx, const bench_case *c, bench_io *io)
     switch (c->kind) {
     case B_CONV:
         io->t[0] = rand_tensor(ctx, 4, (int64_t[]){1, p[0], p[2], p[3]}, 1.0f);
-        io->t[1] = rand_tensor(ctx, 4, (int64_t[]){p[1], p[0], p[4], p[4]}, 0.05f);
+        io->t[1] = sd_prepare_weight(ctx, rand_tensor(ctx, 4, (int64_t[]){p[1], p[0], p[4], p[4]}, 0.05f),
+                                     SD_WEIGHT_CONV); /* as the loader would (int8: the kernels' tiles) */
         io->t[2] = rand_tensor(ctx, 1, (int64_t[]){p[1]}, 0.1f);
         break;
     case B_LINEAR:
         io->t[0] = rand_tensor(ctx, 2, (int64_t[]){p[0], p[1]}, 1.0f);
-        io->t[1] = rand_tensor(ctx, 2, (int64_t[]){p[2], p[1]}, 0.05f);
+        io->t[1] = sd_prepare_weight(ctx, rand_tensor(ctx, 2, (int64_t[]){p[2], p[1]}, 0.05f), SD_WEIGHT_LINEAR);
         io->t[2] = rand_tensor(ctx, 1, (int64_t[]){p[2]}, 0.1f);
         break;
     case B_ATTN:
@@ -297,7 +298,7 @@ static void ops_usage(FILE *f)
                "  --filter TEXT  only ops whose name contains TEXT\n"
                "  --peak-n N     sgemm size for the peak (default 2048)\n"
                "  --precision P  fp32 (default), bf16 (AMX / AVX512-BF16 kernels), int8 (experimental: W8A8\n"
-               "                 linears/convs on AMX-INT8 / AVX512-VNNI; weights quantised in the warm-up) or auto\n\n"
+               "                 linears/convs on AMX-INT8 / AVX512-VNNI; weights prepared as at load) or auto\n\n"
                "FLOPs count 2*M*N*K per matrix product (a conv counts its im2col GEMM, attention its\n"
                "QK^T and PV products); memory-bound ops report GB/s of input read + output written.\n");
 }

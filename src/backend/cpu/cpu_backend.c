@@ -30,19 +30,14 @@ static bool i8_layout(const sd_tensor *w)
     return w->layout == SD_LAYOUT_CPU_I8_LINEAR || w->layout == SD_LAYOUT_CPU_I8_PW;
 }
 
-/* precision int8: w quantised for the int8 kernels into *v (a weight prepared at load: a view of its
- * buffer; a row-major one: the cache's copy); false where the op takes the bf16 path */
-static bool int8w(const sd_backend *be, const sd_tensor *w, bool as_b, sd_i8w *v)
+/* precision int8: a linear or pointwise weight prepared at load as the int8 kernels' tiles: *v its view;
+ * false for any other weight (a row-major one takes the bf16 path) */
+static bool int8w(const sd_tensor *w, sd_i8w *v)
 {
-    const cpu_impl *im = be->impl;
-    if (i8_layout(w)) {
-        sd_i8w_view(v, w->data, w->ne[0], sd_numel(w) / w->ne[0], w->layout == SD_LAYOUT_CPU_I8_LINEAR);
-        return true;
-    }
-    const sd_i8w *c = im->i8 && w->layout == SD_LAYOUT_ROWMAJOR ? sd_i8_cache_get(im->i8, w, as_b) : NULL;
-    if (c)
-        *v = *c;
-    return c != NULL;
+    if (!i8_layout(w))
+        return false;
+    sd_i8w_view(v, w->data, w->ne[0], sd_numel(w) / w->ne[0], w->layout == SD_LAYOUT_CPU_I8_LINEAR);
+    return true;
 }
 
 /* rows of im2col processed per GEMM call are limited so the scratch stays small */
@@ -171,7 +166,7 @@ static void cpu_linear(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
     int64_t M = sd_numel(x) / K;
     float *Y = F(y);
     sd_i8w qw;
-    if (int8w(be, w, true, &qw) && (!b || b->dtype == SD_F32)) { /* precision int8: activations quantised per row */
+    if (int8w(w, &qw) && (!b || b->dtype == SD_F32)) { /* precision int8: activations quantised per row */
         sd_gemm_i8 g8 = {.M = M, .N = N, .K = K, .w = &qw, .x = CF(x), .c = Y, .ldc = N, .bias = b ? CF(b) : NULL};
         run_gemm2(be, NULL, &g8);
         return;
@@ -183,7 +178,7 @@ static void cpu_linear(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
         for (int64_t i = 1; i < M; i++)
             memcpy(Y + i * N, Y, (size_t)N * sizeof(float));
     }
-    if (int8w(be, w, true, &qw)) { /* a bias of another dtype: filled in above */
+    if (int8w(w, &qw)) { /* a bias of another dtype: filled in above */
         sd_gemm_i8 g8 = {.M = M, .N = N, .K = K, .w = &qw, .x = CF(x), .c = Y, .ldc = N, .accumulate = b != NULL};
         run_gemm2(be, NULL, &g8);
         return;
@@ -263,7 +258,7 @@ static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_te
     if (w->layout == SD_LAYOUT_CPU_I8_CONV)
         return sd_cpu_conv_i8_scratch(be, x, w, y);
     bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
-    bool i8 = ((const cpu_impl *)be->impl)->i8 || i8_layout(w);
+    bool i8 = i8_layout(w);
     size_t px = i8 ? (size_t)(x->ne[2] * x->ne[3]) * sizeof(float) + 64 : 0; /* int8: the pixel maxima */
     if (bf16k(be) || packed) { /* the stride is not known here: 2 only when the output is smaller than the input */
         size_t n = packed ? 0 : conv_pad_bytes(x, w, y) > px ? conv_pad_bytes(x, w, y) : px;
@@ -326,7 +321,7 @@ static void conv_packed_ref(sd_backend *be, sd_tensor *y, const sd_tensor *x, co
 static sd_layout cpu_weight_layout(sd_backend *be, const sd_tensor *t, sd_weight_use use, size_t *bytes)
 {
     const sd_cpu_bf16_kern *bk = bf16k(be);
-    if (((const cpu_impl *)be->impl)->i8) {
+    if (((const cpu_impl *)be->impl)->int8) {
         int64_t O = t->ne[0], K = O > 0 ? sd_numel(t) / O : 0;
         bool fl = t->dtype == SD_F32 || t->dtype == SD_F16 || t->dtype == SD_BF16, fits = K > 0 && K <= SD_I8_KMAX;
         bool lin = use == SD_WEIGHT_LINEAR && t->ndim == 2;
@@ -339,7 +334,7 @@ static sd_layout cpu_weight_layout(sd_backend *be, const sd_tensor *t, sd_weight
             return SD_LAYOUT_CPU_I8_CONV;
         }
         if (!fl || !fits || (!lin && !pw))
-            return SD_LAYOUT_ROWMAJOR; /* larger kernels: quantised on first use (cpu_int8.c's cache) */
+            return SD_LAYOUT_ROWMAJOR; /* kernels past SD_DCONV_MAX_TAPS, deeper than the kernels take: bf16 */
         *bytes = sd_i8w_bytes(O, K);
         return lin ? SD_LAYOUT_CPU_I8_LINEAR : SD_LAYOUT_CPU_I8_PW;
     }
@@ -395,7 +390,7 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
         return;
     }
     sd_i8w qw; /* precision int8 (a prepared weight always has its scratch: cpu_conv2d_scratch) */
-    bool q8 = scratch && int8w(be, w, false, &qw);
+    bool q8 = scratch && int8w(w, &qw);
     if (!q8 && (dconv_use(be, w, y, stride) || w->layout == SD_LAYOUT_CPU_BF16_CONV)) {
         const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
         bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
@@ -715,7 +710,6 @@ static void cpu_destroy(sd_backend *be)
     cpu_impl *im = be->impl;
     if (im) {
         pthread_mutex_destroy(&im->ws_lock);
-        sd_i8_cache_free(im->i8);
         sd_aligned_free(im->ws);
         free(im);
     }
@@ -882,9 +876,5 @@ void sd_backend_cpu_set_int8(sd_backend *be, bool on)
     cpu_impl *im = be->impl;
     sd_backend_cpu_set_bf16(be, on);
     be->int8 = on;
-    if (!on || !im->ik) {
-        sd_i8_cache_free(im->i8);
-        im->i8 = NULL;
-    } else if (!im->i8)
-        im->i8 = sd_i8_cache_new(im->ik->shift); /* out of memory: stays bf16 */
+    im->int8 = on && im->ik;
 }

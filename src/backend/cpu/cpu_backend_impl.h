@@ -14,7 +14,7 @@ typedef struct cpu_impl {
     const sd_cpu_bf16_kern *bk; /* bf16 kernels of this CPU (NULL: none) */
     bool bf16;                  /* precision bf16: GEMMs and attention through bk when there is one */
     const sd_cpu_int8_kern *ik; /* int8 kernels of this CPU (NULL: none) */
-    sd_i8_cache *i8;            /* precision int8 (with ik): the quantised weights; NULL: off */
+    bool int8;                  /* precision int8 with ik: weights prepared at load as its tiles */
     pthread_mutex_t ws_lock;
     float *ws; /* GEMM workspace, k->gemm_ws floats; a concurrent caller gets its own */
     size_t ws_floats;

@@ -1,15 +1,13 @@
 /* Precision int8 on the CPU: weights quantised (symmetric, one scale per output channel) into the
- * packed tiles of the int8 kernels (cpu_kern_int8_impl.h): into a prepared buffer at load (linear and
- * pointwise conv weights: sd_i8w_bytes / sd_i8w_view / sd_i8w_quantise; k x k conv weights: the direct
- * convolution's, sd_i8_dconv_weight; the backend's weight_prepare), or, for weights still row-major (not
- * loaded through the model loader), once per weight into a per-backend cache keyed by the weight's memory
- * (the first forward pass fills it; later ones allocate nothing); the per-pixel activation maxima the
- * GEMM convolutions' column scales come from; the direct convolution's driver. Plain C. */
+ * packed tiles of the int8 kernels (cpu_kern_int8_impl.h), once, into a buffer prepared at load by the
+ * backend's weight_prepare (linear and pointwise conv weights: sd_i8w_bytes / sd_i8w_view /
+ * sd_i8w_quantise; k x k conv weights: the direct convolution's, sd_i8_dconv_weight); a weight not
+ * prepared (row-major) takes the bf16 path. Also the per-pixel activation maxima the GEMM convolutions'
+ * column scales come from and the direct convolution's driver. Plain C. */
 #include "backend/cpu/cpu_int8.h"
 #include "backend/cpu/cpu_backend_impl.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,14 +36,6 @@ static int8_t wq(const sd_tensor *w, int64_t i, float inv)
 {
     float r = nearbyintf(wval(w, i) * inv);
     return (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : r);
-}
-
-void sd_i8w_free(sd_i8w *w)
-{
-    if (!w)
-        return;
-    sd_aligned_free(w->q); /* the one allocation of sd_i8w_make */
-    memset(w, 0, sizeof *w);
 }
 
 size_t sd_i8w_bytes(int64_t O, int64_t K)
@@ -86,119 +76,6 @@ void sd_i8w_quantise(const sd_tensor *w, bool shift, const sd_i8w *out)
         }
         out->colsum[o] = 128 * sum;
     }
-}
-
-sd_status sd_i8w_make(const sd_tensor *w, bool as_b, bool shift, sd_i8w *out)
-{
-    memset(out, 0, sizeof *out);
-    if (w->dtype != SD_F32 && w->dtype != SD_F16 && w->dtype != SD_BF16)
-        return sd_fail(SD_ERR_UNSUPPORTED, "precision int8: weight dtype %d cannot be quantised", (int)w->dtype);
-    int64_t O = w->ne[0], K = O > 0 ? sd_numel(w) / O : 0;
-    void *buf = sd_aligned_alloc(sd_i8w_bytes(O, K) + 64);
-    if (!buf)
-        return sd_fail(SD_ERR_OUT_OF_MEMORY, "precision int8: no memory for a %lldx%lld weight", (long long)O,
-                       (long long)K);
-    sd_i8w_view(out, buf, O, K, as_b);
-    sd_i8w_quantise(w, shift, out);
-    return SD_OK;
-}
-
-typedef struct {
-    const void *data;
-    uint64_t print;
-    int64_t O, K;
-    sd_i8w *w; /* its own allocation: stays put when the table grows */
-} i8_entry;
-
-struct sd_i8_cache {
-    bool shift; /* the kernels take A as u8 (VNNI) */
-    pthread_mutex_t lock;
-    i8_entry *e;
-    size_t n, cap;
-};
-
-sd_i8_cache *sd_i8_cache_new(bool shift)
-{
-    sd_i8_cache *c = calloc(1, sizeof *c);
-    if (c) {
-        c->shift = shift;
-        pthread_mutex_init(&c->lock, NULL);
-    }
-    return c;
-}
-
-/* a fingerprint of a weight's values: 64 elements spread over it, and its dtype (a weight rewritten in
- * place, e.g. by a LoRA, or new weights at the memory of freed ones, are quantised anew) */
-static uint64_t fingerprint(const sd_tensor *w)
-{
-    int64_t n = sd_numel(w);
-    size_t es = sd_dtype_size(w->dtype);
-    uint64_t h = 1469598103934665603ULL ^ (uint64_t)w->dtype;
-    for (int64_t i = 0; i < 64 && n > 0; i++) {
-        const uint8_t *p = (const uint8_t *)w->data + (size_t)(i * (n - 1) / 63) * es;
-        for (size_t b = 0; b < es; b++)
-            h = (h ^ p[b]) * 1099511628211ULL;
-    }
-    return h;
-}
-
-void sd_i8_cache_free(sd_i8_cache *c)
-{
-    if (!c)
-        return;
-    for (size_t i = 0; i < c->n; i++) {
-        sd_i8w_free(c->e[i].w);
-        free(c->e[i].w);
-    }
-    free(c->e);
-    pthread_mutex_destroy(&c->lock);
-    free(c);
-}
-
-const sd_i8w *sd_i8_cache_get(sd_i8_cache *c, const sd_tensor *w, bool as_b)
-{
-    int64_t O = w->ne[0], K = O > 0 ? sd_numel(w) / O : 0;
-    if (!c || K <= 0 || K > SD_I8_KMAX)
-        return NULL;
-    const sd_i8w *r = NULL;
-    uint64_t print = fingerprint(w);
-    pthread_mutex_lock(&c->lock);
-    for (size_t i = 0; i < c->n && !r; i++) {
-        i8_entry *e = &c->e[i];
-        if (e->data != w->data || e->O != O || e->K != K || e->w->as_b != as_b)
-            continue;
-        if (e->print == print) {
-            r = e->w;
-            continue;
-        }
-        sd_i8w fresh; /* same memory, other values */
-        bool ok = sd_i8w_make(w, as_b, c->shift, &fresh) == SD_OK;
-        sd_i8w_free(e->w);
-        if (ok) {
-            *e->w = fresh;
-            e->print = print;
-            r = e->w;
-        } else { /* out of memory: dropped */
-            free(e->w);
-            c->e[i--] = c->e[--c->n];
-        }
-    }
-    if (!r && c->n == c->cap) {
-        i8_entry *grown = realloc(c->e, (c->cap * 2 + 64) * sizeof *grown);
-        if (grown) {
-            c->e = grown;
-            c->cap = c->cap * 2 + 64;
-        }
-    }
-    sd_i8w *q = !r && c->n < c->cap ? calloc(1, sizeof *q) : NULL;
-    if (q && sd_i8w_make(w, as_b, c->shift, q) == SD_OK) {
-        c->e[c->n++] = (i8_entry){.data = w->data, .print = print, .O = O, .K = K, .w = q};
-        r = q;
-    } else {
-        free(q);
-    }
-    pthread_mutex_unlock(&c->lock);
-    return r;
 }
 
 void sd_i8_pixmax(float *dst, const float *x, int64_t C, int64_t HW, int nthreads)

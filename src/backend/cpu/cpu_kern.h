@@ -254,17 +254,16 @@ bool sd_cpu_has_amx_int8(void);
  * (SD_LAYOUT_CPU_I8_LINEAR: as_b; SD_LAYOUT_CPU_I8_PW, a pointwise conv weight: as A), made once at load
  * by weight_prepare (cpu_int8.c, plain C). sd_i8w_view: the sd_i8w of such a buffer (no copy).
  * sd_i8w_quantise: w ([O, K...] F32/F16/BF16, row-major) quantised into out's buffer; shift: A tiles as
- * u8 (q + 128, for VNNI). sd_i8w_make: the same into a new buffer (sd_i8w_free). */
+ * u8 (q + 128, for VNNI). */
 size_t sd_i8w_bytes(int64_t O, int64_t K);
 void sd_i8w_view(sd_i8w *v, const void *buf, int64_t O, int64_t K, bool as_b);
 void sd_i8w_quantise(const sd_tensor *w, bool shift, const sd_i8w *out);
-sd_status sd_i8w_make(const sd_tensor *w, bool as_b, bool shift, sd_i8w *out);
-void sd_i8w_free(sd_i8w *w);
 
 /* The int8 kernel set a CPU backend has, NULL when none (precision int8 then runs as bf16). */
 const char *sd_backend_cpu_int8_isa(const sd_backend *be);
-/* precision int8 on: linears and convolutions through the int8 kernels (weights quantised on their
- * first use and kept), attention as precision bf16; also turns bf16 on. Off: back to fp32. */
+/* precision int8 on: the weights loaded from then on are prepared as the int8 kernels' tiles (weight_layout),
+ * and linears and convolutions with such weights run on the int8 kernels (a row-major weight: the bf16
+ * path), attention as precision bf16; also turns bf16 on. Off: back to fp32. */
 void sd_backend_cpu_set_int8(sd_backend *be, bool on);
 
 #endif
