@@ -331,36 +331,38 @@ static float IK_FN(dconv_image)(int8_t *xp, const float *x, const sd_dconv *d, i
     int64_t s = d->stride, Cp = d->Cp, Wps = d->Wps, rows = s * s * d->Hps, C = d->C, HW = d->H * d->W;
     size_t used = (size_t)(rows * Wps * Cp);
     memset(xp + used, zp, d->x_elems - used); /* the tail the last pixel blocks read */
+    /* per input row (ph, r) its s phase planes together: a stride-2 conv reads each row from memory once */
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t pr = 0; pr < rows; pr++) {
-        int64_t plane = pr / d->Hps, ph = plane / s, pw = plane % s, ih = (pr % d->Hps) * s + ph - d->pad_t;
-        int8_t *dst = xp + pr * Wps * Cp;
+    for (int64_t pr = 0; pr < s * d->Hps; pr++) {
+        int64_t ph = pr / d->Hps, r = pr % d->Hps, ih = r * s + ph - d->pad_t;
         if (ih < 0 || ih >= d->H) {
-            memset(dst, zp, (size_t)(Wps * Cp));
+            for (int64_t pw = 0; pw < s; pw++)
+                memset(xp + ((ph * s + pw) * d->Hps + r) * Wps * Cp, zp, (size_t)(Wps * Cp));
             continue;
         }
         const __m512i shift = _mm512_set1_epi8((char)zp);
+        const float *xr = x + ih * d->W;
         for (int64_t c0 = 0; c0 < Cp; c0 += 16) /* 16 channels (4 quads): 16 rows read side by side */
-            for (int64_t j0 = 0; j0 < Wps; j0 += 16) {
-                dc_cols cols = dc_cols_at(d, j0, pw);
-                const float *xr = x + ih * d->W;
-                __m512i r[4], q[4];
-                for (int64_t k = 0; k < 4; k++) {
-                    for (int64_t i = 0; i < 4; i++) {
-                        int64_t c = c0 + 4 * k + i;
-                        q[i] = c < C ? ik_qimg(dc_ld(xr + c * HW, &cols, s), inv) : _mm512_setzero_si512();
+            for (int64_t pw = 0; pw < s; pw++)
+                for (int64_t j0 = 0; j0 < Wps; j0 += 16) {
+                    dc_cols cols = dc_cols_at(d, j0, pw);
+                    __m512i r4[4], q[4];
+                    for (int64_t k = 0; k < 4; k++) {
+                        for (int64_t i = 0; i < 4; i++) {
+                            int64_t c = c0 + 4 * k + i;
+                            q[i] = c < C ? ik_qimg(dc_ld(xr + c * HW, &cols, s), inv) : _mm512_setzero_si512();
+                        }
+                        r4[k] = _mm512_xor_si512(ik_quads(q[0], q[1], q[2], q[3]), shift);
                     }
-                    r[k] = _mm512_xor_si512(ik_quads(q[0], q[1], q[2], q[3]), shift);
+                    /* 4 x 16 dwords to 16 pixels x 16 bytes: p[m] holds pixel 4L + m in its 128-bit lane L */
+                    __m512i a = _mm512_unpacklo_epi32(r4[0], r4[1]), b = _mm512_unpackhi_epi32(r4[0], r4[1]);
+                    __m512i e = _mm512_unpacklo_epi32(r4[2], r4[3]), f = _mm512_unpackhi_epi32(r4[2], r4[3]);
+                    __m512i p[4] = {_mm512_unpacklo_epi64(a, e), _mm512_unpackhi_epi64(a, e),
+                                    _mm512_unpacklo_epi64(b, f), _mm512_unpackhi_epi64(b, f)};
+                    int8_t *o = xp + (((ph * s + pw) * d->Hps + r) * Wps + j0) * Cp + c0;
+                    for (int64_t j = 0; j < bmin(16, Wps - j0); j++) /* lane j / 4 of p[j % 4], at pixel j */
+                        _mm512_mask_storeu_epi32(o + j * Cp - (j / 4) * 16, (__mmask16)(0xFu << (4 * (j / 4))), p[j % 4]);
                 }
-                /* 4 x 16 dwords to 16 pixels x 16 bytes: p[m] holds pixel 4L + m in its 128-bit lane L */
-                __m512i a = _mm512_unpacklo_epi32(r[0], r[1]), b = _mm512_unpackhi_epi32(r[0], r[1]);
-                __m512i e = _mm512_unpacklo_epi32(r[2], r[3]), f = _mm512_unpackhi_epi32(r[2], r[3]);
-                __m512i p[4] = {_mm512_unpacklo_epi64(a, e), _mm512_unpackhi_epi64(a, e), _mm512_unpacklo_epi64(b, f),
-                                _mm512_unpackhi_epi64(b, f)};
-                int8_t *o = dst + j0 * Cp + c0;
-                for (int64_t j = 0; j < bmin(16, Wps - j0); j++) /* lane j / 4 of p[j % 4], stored at pixel j */
-                    _mm512_mask_storeu_epi32(o + j * Cp - (j / 4) * 16, (__mmask16)(0xFu << (4 * (j / 4))), p[j % 4]);
-            }
     }
     return xs;
 }
