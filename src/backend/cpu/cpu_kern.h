@@ -213,20 +213,21 @@ typedef struct sd_cpu_int8_kern {
     void (*gemm)(const sd_gemm_i8 *g, void *ws, int nthreads);
     double (*peak)(int64_t iters); /* as sd_cpu_bf16_kern.peak */
     /* the direct convolution (sd_dconv with SD_I8_CBLK-channel blocks): dconv_image quantises the image
-     * [C][H][W] F32 with one scale xs = max |x| / 127 over its finite values (returned; NaN counts as 0, +-Inf
-     * as +-127) into the zero-padded channels-last copy xp (d->x_elems bytes; s8, or u8 = q + 128 when shift);
-     * dconv: y [O][HO][WO] F32 = (acc - (shift ? corr : 0)) * xs * ws + bias (NULL: none), wp the prepared
-     * weight (sd_i8_dconv_wbytes), ws a workspace of dconv_ws bytes */
-    float (*dconv_image)(int8_t *xp, const float *x, const sd_dconv *d, int nthreads);
+     * [C][H][W] F32 asymmetrically with one scale xs = (hi - lo) / 255 (returned) and zero point zp (*zp) over
+     * its finite values (lo = min(0, min x), hi = max(0, max x)): u8 q = clamp(round(x * 255 / (hi - lo)) + zp,
+     * 0, 255) (NaN as zp, +-Inf saturates) into the channels-last copy xp (d->x_elems bytes, zp around);
+     * dconv: y [O][HO][WO] F32 = (acc - zp * wsum) * xs * ws + bias (NULL: none), wp the prepared weight
+     * (sd_i8_dconv_wbytes), ws a workspace of dconv_ws bytes */
+    float (*dconv_image)(uint8_t *xp, const float *x, const sd_dconv *d, int32_t *zp, int nthreads);
     size_t (*dconv_ws)(const sd_dconv *d, int nthreads);
-    void (*dconv)(float *y, const int8_t *xp, float xs, const int8_t *wp, const float *bias, const sd_dconv *d,
-                  void *ws, int nthreads);
+    void (*dconv)(float *y, const uint8_t *xp, float xs, int32_t zp, const int8_t *wp, const float *bias,
+                  const sd_dconv *d, void *ws, int nthreads);
 } sd_cpu_int8_kern;
 
 /* The int8 direct convolution's channel block (one tile row of depth) and its prepared weight
  * (SD_LAYOUT_CPU_I8_CONV): d->w_elems bytes of s8 B tiles (b[(k/4)*64 + n*4 + k%4] = q[o0 + n][c0 + k] of
- * the tap), then ws [up32(O)] floats (max |w| / 127 per output channel) and corr [up32(O)] int32 (128 * the
- * channel's sum of q: the VNNI correction); zeros past O and C. */
+ * the tap), then ws [up32(O)] floats (max |w| / 127 per output channel) and wsum [up32(O)] int32 (the
+ * channel's sum of q, for the image's zero point); zeros past O and C. */
 #define SD_I8_CBLK 64
 /* the deepest C * KH * KW it takes: int32 sums of u8 x s8 products (VNNI: up to 255 * 127 each) cannot overflow */
 #define SD_I8_DCONV_KMAX 65536
