@@ -247,7 +247,8 @@ TEST(conv_int8)
         CHECK(direct == (g_int8 && K > 1));
         sd_tensor yp = sd_conv2d_pads(&g_ctx, tx, twp, ci % 3 ? &tb : NULL, s, pd);
         size_t ny = (size_t)(N * O * HO * WO);
-        double *ref = malloc(ny * sizeof(double)), *refi = malloc(ny * sizeof(double)), *exact = malloc(ny * sizeof(double));
+        double *ref = malloc(ny * sizeof(double)), *refi = malloc(ny * sizeof(double));
+        double *exact = malloc(ny * sizeof(double));
         conv_refs(cc, x, w, ci % 3 ? b : NULL, ref, refi, exact);
         if (!nonfinite) {
             if (g_int8)
@@ -260,8 +261,8 @@ TEST(conv_int8)
                 sd_tensor yn = sd_tensor_make((float *)yp.data + n * per, SD_F32, 1, &per);
                 EXPECT_ERR("conv2d direct", 1e-5, yn, refi + n * per, per, "case %zu image %lld", ci, (long long)n);
                 if (!nonfinite)
-                    EXPECT_ERR("conv2d direct vs unquantised", 3e-2, yn, exact + n * per, per, "case %zu image %lld", ci,
-                               (long long)n);
+                    EXPECT_ERR("conv2d direct vs unquantised", 3e-2, yn, exact + n * per, per, "case %zu image %lld",
+                               ci, (long long)n);
             }
         } else if (direct) { /* the reference loop: dequantised weights, bf16 image */
             EXPECT_ERR("conv2d (prepared, reference loop) vs unquantised", 3e-2, yp, exact, ny, "case %zu", ci);

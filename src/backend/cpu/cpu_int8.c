@@ -280,7 +280,7 @@ bool sd_cpu_conv_i8(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_t
     for (int64_t o = 0; b && o < d.O; o++)
         bias[o] = ldp(b, o);
     int64_t chw = d.C * d.H * d.W, ohw = d.O * d.HO * d.WO;
-    for (int64_t n = 0; n < x->ne[0]; n++) { /* one scale per image: a row's result is its own */
+    for (int64_t n = 0; n < x->ne[0]; n++) { /* one scale and zero point per image: a row's result is its own */
         int32_t zp;
         float xs = ik->dconv_image(xp, CF(x) + n * chw, &d, &zp, nt);
         ik->dconv(F(y) + n * ohw, xp, xs, zp, w->data, b ? bias : NULL, &d, ws, nt);

@@ -74,14 +74,14 @@ typedef struct sd_cpu_kern {
     double (*peak)(int64_t iters);
 } sd_cpu_kern;
 
-/* A direct convolution (precision bf16: cpu_kern_bf16_impl.h; precision int8: cpu_kern_int8_impl.h): the image
- * converted once per conv into a zero-padded channels-last copy (bf16, or int8 with one scale per image), its
- * channels padded to Cp (a multiple of the channel block: 32 bf16 or 64 int8 values, one tile row) and, for
- * stride s > 1, split into s*s phase planes (padded pixel (r, c) in plane (r % s, c % s) at (r / s, c / s)), so
- * every kernel tap reads the planes at stride 1: output pixel q = oh * Wps + ow (ow < WO; the columns past WO of
- * each plane row are computed and dropped) reads, for tap (kh, kw), pixel q + (kh / s) * Wps + kw / s of
- * plane (kh % s, kw % s). The A tiles (16 output pixels x one channel block) are strided tile loads from that
- * copy (no im2col); the weight is B tiles [up32(O) / 16][KH * KW][Cp / block] (1 KiB each). */
+/* A direct convolution (precision bf16: cpu_kern_bf16_impl.h; precision int8: cpu_kern_int8_impl.h): the
+ * image converted once per conv into a zero-padded channels-last copy (bf16, or u8 with one scale and zero
+ * point per image), its channels padded to Cp (a multiple of the channel block: 32 bf16 or 64 int8 values,
+ * one tile row) and, for stride s > 1, split into s*s phase planes (padded pixel (r, c) in plane (r % s, c % s)
+ * at (r / s, c / s)), so every kernel tap reads the planes at stride 1: output pixel q = oh * Wps + ow (ow < WO;
+ * the columns past WO of each plane row are computed and dropped) reads, for tap (kh, kw), pixel q + (kh / s) *
+ * Wps + kw / s of plane (kh % s, kw % s). The A tiles (16 output pixels x one channel block) are strided tile
+ * loads from that copy (no im2col); the weight is B tiles [up32(O) / 16][KH * KW][Cp / block] (1 KiB each). */
 typedef struct sd_dconv {
     int64_t C, H, W, O, KH, KW, HO, WO;
     int stride, pad_t, pad_l;
@@ -178,8 +178,8 @@ void sd_backend_cpu_set_bf16(sd_backend *be, bool on);
  * and packed in 1 KiB tiles (16 rows x 64 bytes, AMX-INT8 / VNNI layout), activations quantised
  * dynamically, int32 sums, dequantised in the epilogue: c = acc * sa * sw. Linears (sd_gemm_i8): one scale
  * per token row of A. Convolutions: kxk ones with the weight prepared at load (SD_LAYOUT_CPU_I8_CONV) run
- * the direct convolution (sd_dconv, 64-channel blocks) on an image quantised with ONE scale (max |x| over
- * the image / 127: per-pixel scales would not factor out of the sum over the taps); others go through
+ * the direct convolution (sd_dconv, 64-channel blocks) on an image quantised to u8 with ONE scale and zero
+ * point (its range / 255: per-pixel scales would not factor out of the sum over the taps); others go through
  * sd_gemm_i8 with one scale per output pixel (the max |x| over its receptive field).
  * Written once (cpu_kern_int8_impl.h) for AMX-INT8 (cpu_kern_amxint8.c: TDPBSSD) and AVX512-VNNI
  * (cpu_kern_vnni.c: VPDPBUSD on activations shifted to u8, minus 128 * the column sums of B). */
@@ -236,7 +236,8 @@ static inline size_t sd_i8_dconv_wbytes(const sd_dconv *d) { return d->w_elems +
 static inline size_t sd_i8_dconv_widx(const sd_dconv *d, int64_t o, int64_t c, int64_t t)
 {
     int64_t ncb = d->Cp / SD_I8_CBLK, k = c % SD_I8_CBLK;
-    return (size_t)((((o / 16) * d->KH * d->KW + t) * ncb + c / SD_I8_CBLK) * 1024 + (k / 4) * 64 + (o % 16) * 4 + k % 4);
+    return (size_t)((((o / 16) * d->KH * d->KW + t) * ncb + c / SD_I8_CBLK) * 1024 + (k / 4) * 64 + (o % 16) * 4 +
+                    k % 4);
 }
 
 const sd_cpu_int8_kern *sd_cpu_int8_kern_amx(void);

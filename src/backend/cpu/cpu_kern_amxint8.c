@@ -1,7 +1,8 @@
-/* int8 kernels on Intel AMX tiles (TDPBSSD, s8 x s8 -> s32; TDPBUSD, u8 x s8, for the direct convolution): cpu_kern_int8_impl.h with a 2x2-tile
- * micro-kernel (A tiles loaded with their row stride: packed tiles or straight from a channels-last image). This file alone is compiled with -mamx-tile -mamx-int8 -mavx512* (CMakeLists.txt);
- * nothing here runs unless sd_cpu_int8_kern_select() found AMX-INT8 (cpu_isa.c: CPUID, XCR0 tile
- * state, Linux's tile permission). */
+/* int8 kernels on Intel AMX tiles (TDPBSSD, s8 x s8 -> s32; TDPBUSD, u8 x s8, for the direct convolution):
+ * cpu_kern_int8_impl.h with a 2x2-tile micro-kernel (A tiles loaded with their row stride: packed tiles or
+ * straight from a channels-last image). This file alone is compiled with -mamx-tile -mamx-int8 -mavx512*
+ * (CMakeLists.txt); nothing here runs unless sd_cpu_int8_kern_select() found AMX-INT8 (cpu_isa.c: CPUID,
+ * XCR0 tile state, Linux's tile permission). */
 #include "backend/cpu/cpu_kern.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__AMX_INT8__) && defined(__AVX512BW__)

@@ -35,7 +35,8 @@
 #define ITILE 1024
 
 /* the micro-kernel on packed A tiles: nkb consecutive depth blocks */
-static inline void ik_ukr(const int8_t *A0, const int8_t *A1, const int8_t *B0, const int8_t *B1, int64_t nkb, int32_t *c)
+static inline void ik_ukr(const int8_t *A0, const int8_t *A1, const int8_t *B0, const int8_t *B1, int64_t nkb,
+                          int32_t *c)
 {
     static const int64_t zero = 0;
     ik_ukr_x(A0, A1, 64, &zero, 1, nkb, ITILE, B0, B1, c);
@@ -369,7 +370,8 @@ static float IK_FN(dconv_image)(uint8_t *xp, const float *x, const sd_dconv *d, 
                                     _mm512_unpacklo_epi64(b, f), _mm512_unpackhi_epi64(b, f)};
                     uint8_t *o = xp + (((ph * s + pw) * d->Hps + r) * Wps + j0) * Cp + c0;
                     for (int64_t j = 0; j < bmin(16, Wps - j0); j++) /* lane j / 4 of p[j % 4], at pixel j */
-                        _mm512_mask_storeu_epi32(o + j * Cp - (j / 4) * 16, (__mmask16)(0xFu << (4 * (j / 4))), p[j % 4]);
+                        _mm512_mask_storeu_epi32(o + j * Cp - (j / 4) * 16, (__mmask16)(0xFu << (4 * (j / 4))),
+                                                 p[j % 4]);
                 }
     }
     return xs;
