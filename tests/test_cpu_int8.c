@@ -141,8 +141,9 @@ TEST(linear_int8)
 }
 
 /* the quantised references of a convolution: per output pixel (the max |x| over its receptive field: the
- * GEMM path of row-major weights) or per image (the max finite |x| of the image: the direct convolution of
- * prepared weights; NaN as 0, +-Inf saturated), and the unquantised double result */
+ * GEMM path of pointwise and row-major weights) or per image (the direct convolution of prepared k x k
+ * weights: u8 with one scale (hi - lo) / 255 and zero point over the image's finite values, lo = min(0, min
+ * x), hi = max(0, max x); NaN as 0, +-Inf saturated), and the unquantised double result */
 typedef struct {
     int64_t N, C, H, W, O, K;
     int stride, pads[4];
@@ -156,10 +157,14 @@ static void conv_refs(const conv_case *cc, const float *x, const float *w, const
     const int *pd = cc->pads;
     int64_t HO = (H + pd[0] + pd[2] - K) / s + 1, WO = (W + pd[1] + pd[3] - K) / s + 1;
     for (int64_t n = 0; n < N; n++) {
-        float im = 0.0f; /* the image's scale */
+        float lo = 0.0f, hi = 0.0f; /* the image's range, its scale and zero point */
         for (int64_t i = 0; i < C * H * W; i++)
-            if (isfinite(x[n * C * H * W + i]))
-                im = fmaxf(im, fabsf(x[n * C * H * W + i]));
+            if (isfinite(x[n * C * H * W + i])) {
+                lo = fminf(lo, x[n * C * H * W + i]);
+                hi = fmaxf(hi, x[n * C * H * W + i]);
+            }
+        float xs = hi > lo ? (hi - lo) / 255.0f : 0.0f, fi = xs > 0.0f ? 255.0f / (hi - lo) : 0.0f;
+        float zp = nearbyintf(-lo * fi);
         for (int64_t oh = 0; oh < HO; oh++)
             for (int64_t ow = 0; ow < WO; ow++) {
                 float am = 0.0f; /* the pixel's scale: max |x| over its receptive field */
@@ -180,14 +185,15 @@ static void conv_refs(const conv_case *cc, const float *x, const float *w, const
                                 if (ih < 0 || ih >= H || iw < 0 || iw >= W)
                                     continue;
                                 float xv = x[((n * C + c) * H + ih) * W + iw], wv = w[o * CK + (c * K + kh) * K + kw];
-                                float xq = isnan(xv) ? 0.0f : xv; /* NaN as 0, Inf saturates */
+                                /* u8 q - zp, rounded after the clamp to [-zp, 255 - zp]; NaN as 0 */
+                                double xq = isnan(xv) ? 0.0 : nearbyintf(fmaxf(fminf(xv * fi, 255.0f - zp), -zp));
                                 acc += qz(xv, am) * qz(wv, wm);
-                                acci += qz(isinf(xq) ? copysignf(im, xq) : xq, im) * qz(wv, wm);
+                                acci += xq * qz(wv, wm);
                                 ex += (double)xv * wv;
                             }
                     size_t at = (size_t)(((n * O + o) * HO + oh) * WO + ow);
                     ref_px[at] = (b ? b[o] : 0.0) + acc * (am / 127.0f) * (wm / 127.0f);
-                    ref_img[at] = (b ? b[o] : 0.0) + acci * (im / 127.0f) * (wm / 127.0f);
+                    ref_img[at] = (b ? b[o] : 0.0) + acci * xs * (wm / 127.0f);
                     exact[at] = ex;
                 }
             }
@@ -243,7 +249,8 @@ TEST(conv_int8)
         CHECK(direct == (g_int8 && K > 1));
         sd_tensor yp = sd_conv2d_pads(&g_ctx, tx, twp, ci % 3 ? &tb : NULL, s, pd);
         size_t ny = (size_t)(N * O * HO * WO);
-        double *ref = malloc(ny * sizeof(double)), *refi = malloc(ny * sizeof(double)), *exact = malloc(ny * sizeof(double));
+        double *ref = malloc(ny * sizeof(double)), *refi = malloc(ny * sizeof(double));
+        double *exact = malloc(ny * sizeof(double));
         conv_refs(cc, x, w, ci % 3 ? b : NULL, ref, refi, exact);
         if (!nonfinite) /* a row-major weight: the bf16 path (bf16 kernels, else fp32 on bf16 weights) */
             EXPECT_ERR("conv2d (row-major) vs unquantised", g_int8 ? 3e-2 : 1e-5, y, exact, ny, "case %zu", ci);
@@ -253,8 +260,8 @@ TEST(conv_int8)
                 sd_tensor yn = sd_tensor_make((float *)yp.data + n * per, SD_F32, 1, &per);
                 EXPECT_ERR("conv2d direct", 1e-5, yn, refi + n * per, per, "case %zu image %lld", ci, (long long)n);
                 if (!nonfinite)
-                    EXPECT_ERR("conv2d direct vs unquantised", 3e-2, yn, exact + n * per, per, "case %zu image %lld", ci,
-                               (long long)n);
+                    EXPECT_ERR("conv2d direct vs unquantised", 3e-2, yn, exact + n * per, per, "case %zu image %lld",
+                               ci, (long long)n);
             }
         } else if (direct) { /* the reference loop: dequantised weights, bf16 image */
             EXPECT_ERR("conv2d (prepared, reference loop) vs unquantised", 3e-2, yp, exact, ny, "case %zu", ci);

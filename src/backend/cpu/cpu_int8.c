@@ -100,7 +100,7 @@ void sd_i8_dconv_weight(void *dst, const sd_tensor *w, int nthreads)
     sd_dconv_geom_blk(&d, SD_I8_CBLK, C, 1, 1, O, w->ne[2], w->ne[3], 1, 1, 1, 0, 0);
     int8_t *q = dst;
     float *ws = (float *)(q + d.w_elems);
-    int32_t *corr = (int32_t *)(ws + (O + 31) / 32 * 32);
+    int32_t *wsum = (int32_t *)(ws + (O + 31) / 32 * 32);
     memset(dst, 0, sd_i8_dconv_wbytes(&d));
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t o = 0; o < O; o++) {
@@ -113,7 +113,7 @@ void sd_i8_dconv_weight(void *dst, const sd_tensor *w, int nthreads)
                 sum += v;
                 q[sd_i8_dconv_widx(&d, o, c, t)] = v;
             }
-        corr[o] = 128 * sum;
+        wsum[o] = sum;
     }
 }
 
@@ -151,15 +151,16 @@ bool sd_cpu_conv_i8(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_t
     if (!ik || !scratch || (stride != 1 && stride != 2) ||
         i8_dconv_geom(ik, &d, x, w, y, stride, pads, nt) > sd_cpu_conv_i8_scratch(be, x, w, y))
         return false;
-    int8_t *xp = scratch;
+    uint8_t *xp = scratch;
     float *bias = (float *)(xp + (d.x_elems + 63) / 64 * 64);
     void *ws = (uint8_t *)bias + ((size_t)d.O * sizeof(float) + 63) / 64 * 64;
     for (int64_t o = 0; b && o < d.O; o++)
         bias[o] = ldp(b, o);
     int64_t chw = d.C * d.H * d.W, ohw = d.O * d.HO * d.WO;
-    for (int64_t n = 0; n < x->ne[0]; n++) { /* one scale per image: a row's result is its own */
-        float xs = ik->dconv_image(xp, CF(x) + n * chw, &d, nt);
-        ik->dconv(F(y) + n * ohw, xp, xs, w->data, b ? bias : NULL, &d, ws, nt);
+    for (int64_t n = 0; n < x->ne[0]; n++) { /* one scale and zero point per image: a row's result is its own */
+        int32_t zp;
+        float xs = ik->dconv_image(xp, CF(x) + n * chw, &d, &zp, nt);
+        ik->dconv(F(y) + n * ohw, xp, xs, zp, w->data, b ? bias : NULL, &d, ws, nt);
     }
     return true;
 }

@@ -74,14 +74,14 @@ typedef struct sd_cpu_kern {
     double (*peak)(int64_t iters);
 } sd_cpu_kern;
 
-/* A direct convolution (precision bf16: cpu_kern_bf16_impl.h; precision int8: cpu_kern_int8_impl.h): the image
- * converted once per conv into a zero-padded channels-last copy (bf16, or int8 with one scale per image), its
- * channels padded to Cp (a multiple of the channel block: 32 bf16 or 64 int8 values, one tile row) and, for
- * stride s > 1, split into s*s phase planes (padded pixel (r, c) in plane (r % s, c % s) at (r / s, c / s)), so
- * every kernel tap reads the planes at stride 1: output pixel q = oh * Wps + ow (ow < WO; the columns past WO of
- * each plane row are computed and dropped) reads, for tap (kh, kw), pixel q + (kh / s) * Wps + kw / s of
- * plane (kh % s, kw % s). The A tiles (16 output pixels x one channel block) are strided tile loads from that
- * copy (no im2col); the weight is B tiles [up32(O) / 16][KH * KW][Cp / block] (1 KiB each). */
+/* A direct convolution (precision bf16: cpu_kern_bf16_impl.h; precision int8: cpu_kern_int8_impl.h): the
+ * image converted once per conv into a zero-padded channels-last copy (bf16, or u8 with one scale and zero
+ * point per image), its channels padded to Cp (a multiple of the channel block: 32 bf16 or 64 int8 values,
+ * one tile row) and, for stride s > 1, split into s*s phase planes (padded pixel (r, c) in plane (r % s, c % s)
+ * at (r / s, c / s)), so every kernel tap reads the planes at stride 1: output pixel q = oh * Wps + ow (ow < WO;
+ * the columns past WO of each plane row are computed and dropped) reads, for tap (kh, kw), pixel q + (kh / s) *
+ * Wps + kw / s of plane (kh % s, kw % s). The A tiles (16 output pixels x one channel block) are strided tile
+ * loads from that copy (no im2col); the weight is B tiles [up32(O) / 16][KH * KW][Cp / block] (1 KiB each). */
 typedef struct sd_dconv {
     int64_t C, H, W, O, KH, KW, HO, WO;
     int stride, pad_t, pad_l;
@@ -178,8 +178,8 @@ void sd_backend_cpu_set_bf16(sd_backend *be, bool on);
  * and packed in 1 KiB tiles (16 rows x 64 bytes, AMX-INT8 / VNNI layout), activations quantised
  * dynamically, int32 sums, dequantised in the epilogue: c = acc * sa * sw. Linears (sd_gemm_i8): one scale
  * per token row of A. Convolutions: kxk ones with the weight prepared at load (SD_LAYOUT_CPU_I8_CONV) run
- * the direct convolution (sd_dconv, 64-channel blocks) on an image quantised with ONE scale (max |x| over
- * the image / 127: per-pixel scales would not factor out of the sum over the taps); others go through
+ * the direct convolution (sd_dconv, 64-channel blocks) on an image quantised to u8 with ONE scale and zero
+ * point (its range / 255: per-pixel scales would not factor out of the sum over the taps); others go through
  * sd_gemm_i8 with one scale per output pixel (the max |x| over its receptive field).
  * Written once (cpu_kern_int8_impl.h) for AMX-INT8 (cpu_kern_amxint8.c: TDPBSSD) and AVX512-VNNI
  * (cpu_kern_vnni.c: VPDPBUSD on activations shifted to u8, minus 128 * the column sums of B). */
@@ -214,20 +214,21 @@ typedef struct sd_cpu_int8_kern {
     void (*gemm)(const sd_gemm_i8 *g, void *ws, int nthreads);
     double (*peak)(int64_t iters); /* as sd_cpu_bf16_kern.peak */
     /* the direct convolution (sd_dconv with SD_I8_CBLK-channel blocks): dconv_image quantises the image
-     * [C][H][W] F32 with one scale xs = max |x| / 127 over its finite values (returned; NaN counts as 0, +-Inf
-     * as +-127) into the zero-padded channels-last copy xp (d->x_elems bytes; s8, or u8 = q + 128 when shift);
-     * dconv: y [O][HO][WO] F32 = (acc - (shift ? corr : 0)) * xs * ws + bias (NULL: none), wp the prepared
-     * weight (sd_i8_dconv_wbytes), ws a workspace of dconv_ws bytes */
-    float (*dconv_image)(int8_t *xp, const float *x, const sd_dconv *d, int nthreads);
+     * [C][H][W] F32 asymmetrically with one scale xs = (hi - lo) / 255 (returned) and zero point zp (*zp) over
+     * its finite values (lo = min(0, min x), hi = max(0, max x)): u8 q = clamp(round(x * 255 / (hi - lo)) + zp,
+     * 0, 255) (NaN as zp, +-Inf saturates) into the channels-last copy xp (d->x_elems bytes, zp around);
+     * dconv: y [O][HO][WO] F32 = (acc - zp * wsum) * xs * ws + bias (NULL: none), wp the prepared weight
+     * (sd_i8_dconv_wbytes), ws a workspace of dconv_ws bytes */
+    float (*dconv_image)(uint8_t *xp, const float *x, const sd_dconv *d, int32_t *zp, int nthreads);
     size_t (*dconv_ws)(const sd_dconv *d, int nthreads);
-    void (*dconv)(float *y, const int8_t *xp, float xs, const int8_t *wp, const float *bias, const sd_dconv *d,
-                  void *ws, int nthreads);
+    void (*dconv)(float *y, const uint8_t *xp, float xs, int32_t zp, const int8_t *wp, const float *bias,
+                  const sd_dconv *d, void *ws, int nthreads);
 } sd_cpu_int8_kern;
 
 /* The int8 direct convolution's channel block (one tile row of depth) and its prepared weight
  * (SD_LAYOUT_CPU_I8_CONV): d->w_elems bytes of s8 B tiles (b[(k/4)*64 + n*4 + k%4] = q[o0 + n][c0 + k] of
- * the tap), then ws [up32(O)] floats (max |w| / 127 per output channel) and corr [up32(O)] int32 (128 * the
- * channel's sum of q: the VNNI correction); zeros past O and C. */
+ * the tap), then ws [up32(O)] floats (max |w| / 127 per output channel) and wsum [up32(O)] int32 (the
+ * channel's sum of q, for the image's zero point); zeros past O and C. */
 #define SD_I8_CBLK 64
 /* the deepest C * KH * KW it takes: int32 sums of u8 x s8 products (VNNI: up to 255 * 127 each) cannot overflow */
 #define SD_I8_DCONV_KMAX 65536
@@ -236,7 +237,8 @@ static inline size_t sd_i8_dconv_wbytes(const sd_dconv *d) { return d->w_elems +
 static inline size_t sd_i8_dconv_widx(const sd_dconv *d, int64_t o, int64_t c, int64_t t)
 {
     int64_t ncb = d->Cp / SD_I8_CBLK, k = c % SD_I8_CBLK;
-    return (size_t)((((o / 16) * d->KH * d->KW + t) * ncb + c / SD_I8_CBLK) * 1024 + (k / 4) * 64 + (o % 16) * 4 + k % 4);
+    return (size_t)((((o / 16) * d->KH * d->KW + t) * ncb + c / SD_I8_CBLK) * 1024 + (k / 4) * 64 + (o % 16) * 4 +
+                    k % 4);
 }
 
 const sd_cpu_int8_kern *sd_cpu_int8_kern_amx(void);

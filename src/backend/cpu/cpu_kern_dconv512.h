@@ -47,38 +47,36 @@ static inline void transpose16x16_epi32(__m512i r[16])
 }
 
 /* the input columns of the 16 plane columns j0.. of phase column pw (iw = j * s + pw - pad_l), found once
- * for every channel row read there: lanes outside the image are masked (they read as 0) */
+ * for every channel row read there: lanes outside the image are masked (they read as 0). Stride 1: one masked
+ * load; stride 2: the 32-column window [iw0, iw0 + 32) in two masked loads, its even lanes picked */
 typedef struct {
-    int64_t iw0;  /* input column of lane 0 */
-    __mmask16 m;  /* lanes inside the image */
-    __m512i idx;  /* stride > 1: lane j's column, iw0 + j * s */
+    int64_t iw0;     /* input column of lane 0 */
+    __mmask16 m, m2; /* the window's columns inside the image (m2: its second half, stride 2) */
 } dc_cols;
+
+static inline __mmask16 dc_win16(int64_t iw0, int64_t W)
+{
+    int64_t lo = bmin(16, bmax(0, -iw0)), hi = bmax(lo, bmin(16, W - iw0));
+    return (__mmask16)(bm16(hi) & ~bm16(lo));
+}
 
 static inline dc_cols dc_cols_at(const sd_dconv *d, int64_t j0, int64_t pw)
 {
     dc_cols c;
-    int64_t s = d->stride, W = d->W;
-    c.iw0 = j0 * s + pw - d->pad_l;
-    if (s == 1) {
-        int64_t lo = bmin(16, bmax(0, -c.iw0)), hi = bmax(lo, bmin(16, W - c.iw0));
-        c.m = (__mmask16)(bm16(hi) & ~bm16(lo));
-        c.idx = _mm512_setzero_si512();
-        return c;
-    }
-    c.idx = _mm512_add_epi32(_mm512_set1_epi32((int)c.iw0),
-                             _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                                _mm512_set1_epi32((int)s)));
-    c.m = _mm512_cmpge_epi32_mask(c.idx, _mm512_setzero_si512()) &
-          _mm512_cmplt_epi32_mask(c.idx, _mm512_set1_epi32((int)W));
+    c.iw0 = j0 * d->stride + pw - d->pad_l;
+    c.m = dc_win16(c.iw0, d->W);
+    c.m2 = dc_win16(c.iw0 + 16, d->W);
     return c;
 }
 
-/* 16 values of input row xr (one channel) at the columns c (stride s) */
+/* 16 values of input row xr (one channel) at the columns c (stride s: 1 or 2) */
 static inline __m512 dc_ld(const float *xr, const dc_cols *c, int64_t s)
 {
     if (s == 1)
         return _mm512_maskz_loadu_ps(c->m, xr + c->iw0);
-    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), c->m, c->idx, xr, 4);
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    return _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(c->m, xr + c->iw0), even,
+                                  _mm512_maskz_loadu_ps(c->m2, xr + c->iw0 + 16));
 }
 
 /* 16 values of input row xr (one channel) at plane columns j0.. of phase column pw */

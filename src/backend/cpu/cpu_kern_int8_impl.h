@@ -8,7 +8,8 @@
  * 0-15 from A0, 16-31 from A1, row r of depth block (t, cb) at A + toff[t] + cb*astep + r*lda (64 consecutive
  * bytes: packed A tiles have lda 64 and astep 1024, a channels-last image has lda = its pixel stride); B
  * columns 0-15 from B0, 16-31 from B1, ntap*ncb consecutive 1 KiB tiles; plus ik_begin / ik_end (per
- * thread) and ik_peak (the register-only peak, see cpu_kern.h). ik_ukr below is the packed-tile case.
+ * thread) and ik_peak (the register-only peak, see cpu_kern.h), and ik_ukr_xu, the same with A as u8 (the
+ * direct convolution's image). ik_ukr below is the packed-tile case.
  *
  * Tiles (the AMX-INT8 layouts): A (16 rows x 64 depth) a[r*64 + k] = A[m0 + r][k0 + k]; B (64 depth x
  * 16 columns) b[(k/4)*64 + n*4 + k%4] = B[k0 + k][n0 + n]. Zeros past M, N and K (u8 128 in a
@@ -22,7 +23,8 @@
  * each multiplies its own pairs of weight tiles with the whole block (ik_run), so every weight byte is
  * read once per block by one thread. Epilogue: c = (acc - corr[n]) * sa * sw (+ c) (+ bias), where a row
  * scale of A and a column scale of B meet. The direct convolution (sd_dconv, at the end) reads its A
- * tiles straight from a channels-last image quantised with one scale. */
+ * tiles straight from a channels-last u8 image quantised with one scale and zero point, and subtracts
+ * zp * (the sum of the channel's q) from each sum. */
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -35,7 +37,8 @@
 #define ITILE 1024
 
 /* the micro-kernel on packed A tiles: nkb consecutive depth blocks */
-static inline void ik_ukr(const int8_t *A0, const int8_t *A1, const int8_t *B0, const int8_t *B1, int64_t nkb, int32_t *c)
+static inline void ik_ukr(const int8_t *A0, const int8_t *A1, const int8_t *B0, const int8_t *B1, int64_t nkb,
+                          int32_t *c)
 {
     static const int64_t zero = 0;
     ik_ukr_x(A0, A1, 64, &zero, 1, nkb, ITILE, B0, B1, c);
@@ -322,78 +325,87 @@ static void IK_FN(gemm)(const sd_gemm_i8 *g, void *ws, int nthreads)
  * 32 output channels) one micro-kernel call over every tap and channel block (A: strided tile loads from the
  * copy; B: the weight prepared at load), its int32 block dequantised and transposed into NCHW rows. */
 
-/* the largest finite |x| of x[0..n) */
-static float ik_absmax(const float *x, int64_t n, int nthreads)
+/* the smallest and largest finite values of x[0..n), widened to include 0 */
+static void ik_minmax(const float *x, int64_t n, int nthreads, float *lo, float *hi)
 {
-    float m = 0.0f;
+    float mn = 0.0f, mx = 0.0f;
     const __m512 inf = _mm512_set1_ps(INFINITY);
-#pragma omp parallel for num_threads(nthreads) schedule(static) reduction(max : m)
+#pragma omp parallel for num_threads(nthreads) schedule(static) reduction(min : mn) reduction(max : mx)
     for (int64_t i0 = 0; i0 < n; i0 += 4096) {
-        __m512 v = _mm512_setzero_ps();
+        __m512 vmn = _mm512_setzero_ps(), vmx = _mm512_setzero_ps();
         for (int64_t i = i0; i < imin(n, i0 + 4096); i += 16) {
-            __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(bm16(n - i), x + i));
-            v = _mm512_mask_max_ps(v, _mm512_cmp_ps_mask(a, inf, _CMP_LT_OQ), v, a); /* NaN, Inf: skipped */
+            __m512 v = _mm512_maskz_loadu_ps(bm16(n - i), x + i);
+            __mmask16 fin = _mm512_cmp_ps_mask(_mm512_abs_ps(v), inf, _CMP_LT_OQ); /* NaN, Inf: skipped */
+            vmn = _mm512_mask_min_ps(vmn, fin, vmn, v);
+            vmx = _mm512_mask_max_ps(vmx, fin, vmx, v);
         }
-        m = fmaxf(m, _mm512_reduce_max_ps(v));
+        mn = fminf(mn, _mm512_reduce_min_ps(vmn));
+        mx = fmaxf(mx, _mm512_reduce_max_ps(vmx));
     }
-    return m;
+    *lo = mn;
+    *hi = mx;
 }
 
-/* 16 image values times inv, clamped to [-127, 127] (+-Inf too) and rounded to nearest even; NaN as 0 */
-static inline __m512i ik_qimg(__m512 v, __m512 inv)
+/* 16 image values as u8 lanes (int32) q = round(x * inv) + zp, clamped to [0, 255] (+-Inf too); NaN as zp */
+static inline __m512i ik_qimg(__m512 v, __m512 inv, __m512 tlo, __m512 thi, __m512i zp)
 {
-    __m512 t = _mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v, inv), _mm512_set1_ps(127.0f)), _mm512_set1_ps(-127.0f));
-    return _mm512_maskz_cvtps_epi32(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), t);
+    __m512 t = _mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v, inv), thi), tlo);
+    return _mm512_add_epi32(_mm512_maskz_cvtps_epi32(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), t), zp);
 }
 
-/* four channels' 16 quantised values (int32 lanes in [-127, 127]) as byte quads: dword j = pixel j's 4 bytes */
+/* four channels' 16 quantised values (int32 lanes in [0, 255]) as byte quads: dword j = pixel j's 4 bytes */
 static inline __m512i ik_quads(__m512i q0, __m512i q1, __m512i q2, __m512i q3)
 {
     /* per 128-bit lane L: bytes q0[4L..4L+3], q1[..], q2[..], q3[..], then pixel by pixel */
-    __m512i b = _mm512_packs_epi16(_mm512_packs_epi32(q0, q1), _mm512_packs_epi32(q2, q3));
+    __m512i b = _mm512_packus_epi16(_mm512_packs_epi32(q0, q1), _mm512_packs_epi32(q2, q3));
     const __m512i perm = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
     return _mm512_shuffle_epi8(b, perm);
 }
 
-static float IK_FN(dconv_image)(int8_t *xp, const float *x, const sd_dconv *d, int nthreads)
+static float IK_FN(dconv_image)(uint8_t *xp, const float *x, const sd_dconv *d, int32_t *zpo, int nthreads)
 {
-    float amax = ik_absmax(x, d->C * d->H * d->W, nthreads);
-    float xs = amax > 0.0f ? amax / 127.0f : 0.0f;
-    const __m512 inv = _mm512_set1_ps(xs > 0.0f ? 127.0f / amax : 0.0f);
-    const int zp = IK_SHIFT ? 0x80 : 0; /* the stored zero */
+    float lo, hi;
+    ik_minmax(x, d->C * d->H * d->W, nthreads, &lo, &hi);
+    float xs = hi > lo ? (hi - lo) / 255.0f : 0.0f, fi = xs > 0.0f ? 255.0f / (hi - lo) : 0.0f;
+    int zp = (int)nearbyintf(-lo * fi); /* in [0, 255]: lo <= 0 <= hi */
+    *zpo = zp;
+    const __m512 inv = _mm512_set1_ps(fi), tlo = _mm512_set1_ps((float)-zp), thi = _mm512_set1_ps((float)(255 - zp));
+    const __m512i zpv = _mm512_set1_epi32(zp);
     int64_t s = d->stride, Cp = d->Cp, Wps = d->Wps, rows = s * s * d->Hps, C = d->C, HW = d->H * d->W;
     size_t used = (size_t)(rows * Wps * Cp);
     memset(xp + used, zp, d->x_elems - used); /* the tail the last pixel blocks read */
+    /* per input row (ph, r) its s phase planes together: a stride-2 conv reads each row from memory once */
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t pr = 0; pr < rows; pr++) {
-        int64_t plane = pr / d->Hps, ph = plane / s, pw = plane % s, ih = (pr % d->Hps) * s + ph - d->pad_t;
-        int8_t *dst = xp + pr * Wps * Cp;
+    for (int64_t pr = 0; pr < s * d->Hps; pr++) {
+        int64_t ph = pr / d->Hps, r = pr % d->Hps, ih = r * s + ph - d->pad_t;
         if (ih < 0 || ih >= d->H) {
-            memset(dst, zp, (size_t)(Wps * Cp));
+            for (int64_t pw = 0; pw < s; pw++)
+                memset(xp + ((ph * s + pw) * d->Hps + r) * Wps * Cp, zp, (size_t)(Wps * Cp));
             continue;
         }
-        const __m512i shift = _mm512_set1_epi8((char)zp);
+        const float *xr = x + ih * d->W;
         for (int64_t c0 = 0; c0 < Cp; c0 += 16) /* 16 channels (4 quads): 16 rows read side by side */
-            for (int64_t j0 = 0; j0 < Wps; j0 += 16) {
-                dc_cols cols = dc_cols_at(d, j0, pw);
-                const float *xr = x + ih * d->W;
-                __m512i r[4], q[4];
-                for (int64_t k = 0; k < 4; k++) {
-                    for (int64_t i = 0; i < 4; i++) {
-                        int64_t c = c0 + 4 * k + i;
-                        q[i] = c < C ? ik_qimg(dc_ld(xr + c * HW, &cols, s), inv) : _mm512_setzero_si512();
+            for (int64_t pw = 0; pw < s; pw++)
+                for (int64_t j0 = 0; j0 < Wps; j0 += 16) {
+                    dc_cols cols = dc_cols_at(d, j0, pw);
+                    __m512i r4[4], q[4];
+                    for (int64_t k = 0; k < 4; k++) {
+                        for (int64_t i = 0; i < 4; i++) {
+                            int64_t c = c0 + 4 * k + i;
+                            q[i] = c < C ? ik_qimg(dc_ld(xr + c * HW, &cols, s), inv, tlo, thi, zpv) : zpv;
+                        }
+                        r4[k] = ik_quads(q[0], q[1], q[2], q[3]);
                     }
-                    r[k] = _mm512_xor_si512(ik_quads(q[0], q[1], q[2], q[3]), shift);
+                    /* 4 x 16 dwords to 16 pixels x 16 bytes: p[m] holds pixel 4L + m in its 128-bit lane L */
+                    __m512i a = _mm512_unpacklo_epi32(r4[0], r4[1]), b = _mm512_unpackhi_epi32(r4[0], r4[1]);
+                    __m512i e = _mm512_unpacklo_epi32(r4[2], r4[3]), f = _mm512_unpackhi_epi32(r4[2], r4[3]);
+                    __m512i p[4] = {_mm512_unpacklo_epi64(a, e), _mm512_unpackhi_epi64(a, e),
+                                    _mm512_unpacklo_epi64(b, f), _mm512_unpackhi_epi64(b, f)};
+                    uint8_t *o = xp + (((ph * s + pw) * d->Hps + r) * Wps + j0) * Cp + c0;
+                    for (int64_t j = 0; j < bmin(16, Wps - j0); j++) /* lane j / 4 of p[j % 4], at pixel j */
+                        _mm512_mask_storeu_epi32(o + j * Cp - (j / 4) * 16, (__mmask16)(0xFu << (4 * (j / 4))),
+                                                 p[j % 4]);
                 }
-                /* 4 x 16 dwords to 16 pixels x 16 bytes: p[m] holds pixel 4L + m in its 128-bit lane L */
-                __m512i a = _mm512_unpacklo_epi32(r[0], r[1]), b = _mm512_unpackhi_epi32(r[0], r[1]);
-                __m512i e = _mm512_unpacklo_epi32(r[2], r[3]), f = _mm512_unpackhi_epi32(r[2], r[3]);
-                __m512i p[4] = {_mm512_unpacklo_epi64(a, e), _mm512_unpackhi_epi64(a, e), _mm512_unpacklo_epi64(b, f),
-                                _mm512_unpackhi_epi64(b, f)};
-                int8_t *o = dst + j0 * Cp + c0;
-                for (int64_t j = 0; j < bmin(16, Wps - j0); j++) /* lane j / 4 of p[j % 4], stored at pixel j */
-                    _mm512_mask_storeu_epi32(o + j * Cp - (j / 4) * 16, (__mmask16)(0xFu << (4 * (j / 4))), p[j % 4]);
-            }
     }
     return xs;
 }
@@ -422,8 +434,8 @@ static void ik_dconv_split(const sd_dconv *d, int nt, int64_t *g, int64_t *r)
         *r = (*r + 1) / 2;
 }
 
-static void IK_FN(dconv_thread)(float *y, const int8_t *xp, float xs, const int8_t *wp, const float *bias,
-                                const sd_dconv *d, float *stage, int tid, int nt)
+static void IK_FN(dconv_thread)(float *y, const uint8_t *xp, float xs, int32_t zp, const int8_t *wp,
+                                const float *bias, const sd_dconv *d, float *stage, int tid, int nt)
 {
     int64_t s = d->stride, Cp = d->Cp, taps = d->KH * d->KW, ncb = Cp / 64, no = (d->O + 31) / 32, Wps = d->Wps;
     int64_t plane = d->Hps * Wps, toff[SD_DCONV_MAX_TAPS], g, R;
@@ -432,7 +444,8 @@ static void IK_FN(dconv_thread)(float *y, const int8_t *xp, float xs, const int8
             toff[kh * d->KW + kw] = (((kh % s) * s + kw % s) * plane + (kh / s) * Wps + kw / s) * Cp;
     ik_dconv_split(d, nt, &g, &R);
     const float *ws = (const float *)(wp + d->w_elems);
-    const int32_t *corr = (const int32_t *)(ws + no * 32);
+    const int32_t *wsum = (const int32_t *)(ws + no * 32);
+    const __m512i zpv = _mm512_set1_epi32(zp);
     int64_t nb = (d->HO + R - 1) / R, ng = (no + g - 1) / g, lq = iup(R * Wps, 32);
     int64_t tasks = nb * ng, t0 = tasks * tid / nt, t1 = tasks * (tid + 1) / nt;
     int32_t acc[32 * 32] __attribute__((aligned(64)));
@@ -446,11 +459,11 @@ static void IK_FN(dconv_thread)(float *y, const int8_t *xp, float xs, const int8
             const int8_t *B0 = wp + (o0 / 16) * taps * ncb * ITILE;
             __m512 m0 = _mm512_mul_ps(_mm512_loadu_ps(ws + o0), _mm512_set1_ps(xs));
             __m512 m1 = _mm512_mul_ps(_mm512_loadu_ps(ws + o0 + 16), _mm512_set1_ps(xs));
-            __m512i c0 = IK_SHIFT ? _mm512_loadu_si512(corr + o0) : _mm512_setzero_si512();
-            __m512i c1 = IK_SHIFT ? _mm512_loadu_si512(corr + o0 + 16) : _mm512_setzero_si512();
+            __m512i c0 = _mm512_mullo_epi32(_mm512_loadu_si512(wsum + o0), zpv); /* zp * sum q: the zero point */
+            __m512i c1 = _mm512_mullo_epi32(_mm512_loadu_si512(wsum + o0 + 16), zpv);
             for (int64_t i = 0; i < nqb; i++) {
-                const int8_t *A0 = xp + (oh0 * Wps + i * 32) * Cp;
-                ik_ukr_x(A0, A0 + 16 * Cp, Cp, toff, taps, ncb, 64, B0, B0 + taps * ncb * ITILE, acc);
+                const uint8_t *A0 = xp + (oh0 * Wps + i * 32) * Cp;
+                ik_ukr_xu(A0, A0 + 16 * Cp, Cp, toff, taps, ncb, 64, B0, B0 + taps * ncb * ITILE, acc);
                 for (int k = 0; k < 32; k++) {
                     __m512i a0 = _mm512_sub_epi32(_mm512_load_si512(acc + k * 32), c0);
                     __m512i a1 = _mm512_sub_epi32(_mm512_load_si512(acc + k * 32 + 16), c1);
@@ -474,8 +487,8 @@ static size_t IK_FN(dconv_ws)(const sd_dconv *d, int nthreads)
     return (size_t)(nthreads > 0 ? nthreads : 1) * (ik_stage_bytes(d) + 64) + 64;
 }
 
-static void IK_FN(dconv)(float *y, const int8_t *xp, float xs, const int8_t *wp, const float *bias, const sd_dconv *d,
-                         void *ws, int nthreads)
+static void IK_FN(dconv)(float *y, const uint8_t *xp, float xs, int32_t zp, const int8_t *wp, const float *bias,
+                         const sd_dconv *d, void *ws, int nthreads)
 {
     int64_t g, R;
     ik_dconv_split(d, nthreads, &g, &R);
@@ -484,13 +497,13 @@ static void IK_FN(dconv)(float *y, const int8_t *xp, float xs, const int8_t *wp,
     float *st0 = (float *)ial64(ws);
     size_t per = (ik_stage_bytes(d) + 64) / sizeof(float);
     if (nt == 1) {
-        IK_FN(dconv_thread)(y, xp, xs, wp, bias, d, st0, 0, 1);
+        IK_FN(dconv_thread)(y, xp, xs, zp, wp, bias, d, st0, 0, 1);
         return;
     }
 #pragma omp parallel num_threads(nt)
     {
         int tid = omp_get_thread_num();
-        IK_FN(dconv_thread)(y, xp, xs, wp, bias, d, st0 + tid * per, tid, omp_get_num_threads());
+        IK_FN(dconv_thread)(y, xp, xs, zp, wp, bias, d, st0 + tid * per, tid, omp_get_num_threads());
     }
 }
 

@@ -57,6 +57,13 @@ static void ik_ukr_x(const int8_t *A, const int8_t *A1, int64_t lda, const int64
     ukr8(A1 + 8 * lda, lda, toff, ntap, ncb, astep, B, B1, c + 24 * 32);
 }
 
+/* A as u8 (the direct convolution's image): what VPDPBUSD reads anyway */
+static void ik_ukr_xu(const uint8_t *A, const uint8_t *A1, int64_t lda, const int64_t *toff, int64_t ntap, int64_t ncb,
+                      int64_t astep, const int8_t *B, const int8_t *B1, int32_t *c)
+{
+    ik_ukr_x((const int8_t *)A, (const int8_t *)A1, lda, toff, ntap, ncb, astep, B, B1, c);
+}
+
 /* the register-only peak: 16 independent VPDPBUSD per round (16 lanes x 4 multiply-adds each) */
 static double ik_peak(int64_t iters)
 {
