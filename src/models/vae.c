@@ -734,7 +734,9 @@ static sd_tensor taesd_run(sd_ctx *ctx, sd_scope *s, const sd_taesd *m, const sd
             break;
         }
     for (int k = 0; k < n; k++) {
-        x = sd_step(s, taesd_layer(ctx, m, &ls[k], x, L, k == n - 1));
+        x = taesd_layer(ctx, m, &ls[k], x, L, k == n - 1);
+        if (ls[k].kind != SD_TAESD_UPSAMPLE || k == n - 1) /* the conv after an upsample steps over both */
+            x = sd_step(s, x);
         sd_hookf(ctx, x, "%s.layers.%d", name, k);
     }
     return x;
