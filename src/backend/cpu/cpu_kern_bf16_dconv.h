@@ -234,7 +234,8 @@ static void BK_FN(dconv_thread)(const sd_dconv_out *o, const uint16_t *xp, const
         int64_t qb, ob;
         dc_task(task, d->nq, no, qmajor, &qb, &ob);
         const uint16_t *A0 = xp + qb * 32 * Cp, *B0 = wp + ob * 2 * taps * ncb * TILE;
-        bk_ukr_x(A0, A0 + 16 * Cp, Cp, toff, taps, ncb, 32, B0, B0 + taps * ncb * TILE, cbuf, 32, 0);
+        const uint16_t *B1 = d->O - ob * 32 > 16 ? B0 + taps * ncb * TILE : NULL; /* NULL: zero columns */
+        bk_ukr_x(A0, A0 + 16 * Cp, Cp, toff, taps, ncb, 32, B0, B1, cbuf, 32, 0);
         if (o->cl) {
             dc_write_cl(o, cbuf, d, qb * 32 / d->Wps, qb * 32 % d->Wps, d->Wps, bmin(32, d->Q - qb * 32), ob * 32);
             continue;
