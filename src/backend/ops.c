@@ -376,11 +376,13 @@ static bool check(sd_ctx *ctx, bool cond, const char *op, const sd_tensor *a, co
     return false;
 }
 
-/* ops other than conv2d and upsample2x read activations row-major: an image-layout tensor is refused */
+/* ops other than conv2d, upsample2x and a ReLU in place read activations row-major: an image-layout tensor
+ * is refused */
 static bool rowmajor(sd_ctx *ctx, const char *op, const sd_tensor *t)
 {
     return check(ctx, t->layout != SD_LAYOUT_BF16_IMAGE, op, t, NULL,
-                 "an activation in the image layout of a conv chain (only conv2d and upsample2x take it)");
+                 "an activation in the image layout of a conv chain (only conv2d, upsample2x and a ReLU in place "
+                 "take it)");
 }
 
 /* Weight in a dtype the backend consumes: converted into arena scratch if needed. */
