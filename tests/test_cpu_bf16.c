@@ -126,6 +126,32 @@ TEST(linear_rows_independent)
     free(b);
 }
 
+/* the double reference of a convolution: x [N,C,H,W] (as the level sees it: act), w [O,C,K,K] (bf16 values),
+ * bias b (NULL: none); malloc'd [N,O,HO,WO] */
+static double *conv_ref(const float *x, const int64_t xe[4], const float *w, int64_t O, int64_t K, int s,
+                        const int pd[4], const float *b)
+{
+    int64_t N = xe[0], C = xe[1], H = xe[2], W = xe[3];
+    int64_t HO = (H + pd[0] + pd[2] - K) / s + 1, WO = (W + pd[1] + pd[3] - K) / s + 1;
+    double *ref = malloc((size_t)(N * O * HO * WO) * sizeof(double));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t oh = 0; oh < HO; oh++)
+                for (int64_t ow = 0; ow < WO; ow++) {
+                    double acc = b ? b[o] : 0.0;
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t kh = 0; kh < K; kh++)
+                            for (int64_t kw = 0; kw < K; kw++) {
+                                int64_t ih = oh * s - pd[0] + kh, iw = ow * s - pd[1] + kw;
+                                if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                                    acc += act(x[((n * C + c) * H + ih) * W + iw]) *
+                                           (double)w[((o * C + c) * K + kh) * K + kw];
+                            }
+                    ref[((n * O + o) * HO + oh) * WO + ow] = acc;
+                }
+    return ref;
+}
+
 TEST(conv_bf16)
 {
     struct {
@@ -172,22 +198,7 @@ TEST(conv_bf16)
         if (lay != SD_LAYOUT_ROWMAJOR)
             yp = sd_conv2d_pads(&g_ctx, tx, twp, ci % 3 ? &tb : NULL, s, pd);
         size_t ny = (size_t)(N * O * HO * WO);
-        double *ref = malloc(ny * sizeof(double));
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t o = 0; o < O; o++)
-                for (int64_t oh = 0; oh < HO; oh++)
-                    for (int64_t ow = 0; ow < WO; ow++) {
-                        double acc = ci % 3 ? b[o] : 0.0;
-                        for (int64_t c = 0; c < C; c++)
-                            for (int64_t kh = 0; kh < K; kh++)
-                                for (int64_t kw = 0; kw < K; kw++) {
-                                    int64_t ih = oh * s - pd[0] + kh, iw = ow * s - pd[1] + kw;
-                                    if (ih >= 0 && ih < H && iw >= 0 && iw < W)
-                                        acc += act(x[((n * C + c) * H + ih) * W + iw]) *
-                                               (double)w[((o * C + c) * K + kh) * K + kw];
-                                }
-                        ref[((n * O + o) * HO + oh) * WO + ow] = acc;
-                    }
+        double *ref = conv_ref(x, xe, w, O, K, s, pd, ci % 3 ? b : NULL);
         EXPECT_ERR("conv2d", y, ref, ny, "case %zu", ci);
         if (lay != SD_LAYOUT_ROWMAJOR)
             EXPECT_ERR("conv2d (prepared weight)", yp, ref, ny, "case %zu", ci);
@@ -263,6 +274,129 @@ TEST(attention_bf16)
         free(v);
         free(ref);
         free(p);
+    }
+}
+
+/* A weight [O,C,K,K] of bf16 values (w: host copy), prepared as at load where the level does */
+static sd_tensor chain_weight(int64_t O, int64_t C, int64_t K, float **w)
+{
+    int64_t we[4] = {O, C, K, K};
+    *w = rnd((size_t)(O * C * K * K), 0.3f);
+    for (int64_t i = 0; i < O * C * K * K; i++)
+        (*w)[i] = bf((*w)[i]);
+    return prepared(up(SD_BF16, 4, we, *w), SD_WEIGHT_CONV);
+}
+
+/* t's values on the host ([N,C,H,W] row-major, whatever its layout) */
+static float *host_of(sd_tensor t)
+{
+    float *h = malloc((size_t)sd_numel(&t) * sizeof(float));
+    if (sd_ok(&g_ctx))
+        sd_tensor_to_f32(&g_ctx, &t, h);
+    return h;
+}
+
+/* ref = relu?(ref + res) over n values */
+static void epilogue_ref(double *ref, const float *res, bool relu, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        double v = ref[i] + (res ? res[i] : 0.0);
+        ref[i] = relu && !(v > 0) ? 0.0 : v;
+    }
+}
+
+/* sd_conv2d_ex: the fused epilogue against the unfused ops (bit for bit, row-major), then a TAESD-like chain
+ * in the backend's image layout (sd_conv_layout) against double references of each step's actual inputs:
+ * fused ReLU, a residual replaced in place, upsample, stride 2 and 1x1 from the layout, the last conv out
+ * row-major. Odd channel counts, W < 16, two images. The layout's outputs are bf16: bound 2^-8. */
+TEST(conv_chain_bf16)
+{
+    const int64_t cases[][5] = {{2, 37, 9, 40, 45}, {1, 64, 33, 17, 64}, {1, 3, 20, 22, 32}}; /* N, C, H, W, O */
+    for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++) {
+        sd_ctx_reset(&g_ctx);
+        int64_t N = cases[ci][0], C = cases[ci][1], H = cases[ci][2], W = cases[ci][3], O = cases[ci][4];
+        int64_t xe[4] = {N, C, H, W}, ye[4] = {N, O, H, W};
+        size_t ny = (size_t)(N * O * H * W);
+        float *x = rnd((size_t)(N * C * H * W), 1), *r = rnd(ny, 1), *b = rnd((size_t)O, 1), *w0, *w1, *w2, *w3, *w4;
+        sd_tensor tx = up(SD_F32, 4, xe, x), tr = up(SD_F32, 4, ye, r), tb = up(SD_F32, 1, &O, b);
+        sd_tensor tw0 = chain_weight(O, C, 3, &w0), tw1 = chain_weight(O, O, 3, &w1), tw2 = chain_weight(40, O, 3, &w2);
+        sd_tensor tw3 = chain_weight(33, 40, 1, &w3), tw4 = chain_weight(3, 33, 3, &w4);
+        /* fused == unfused, row-major */
+        sd_tensor yf = sd_conv2d_ex(&g_ctx, NULL, tx, tw0, &tb, 1, 1, &tr, SD_UNARY_RELU, SD_LAYOUT_ROWMAJOR);
+        sd_tensor yu = sd_unary_inplace(&g_ctx, sd_add_inplace(&g_ctx, sd_conv2d(&g_ctx, tx, tw0, &tb, 1, 1), tr),
+                                        SD_UNARY_RELU);
+        float *hf = host_of(yf), *hu = host_of(yu);
+        CHECK_MSG(sd_ok(&g_ctx) && !memcmp(hf, hu, ny * sizeof(float)), "[%s] case %zu: fused conv differs from conv + add + relu",
+                  g_isa, ci);
+        free(hf);
+        free(hu);
+        sd_layout L = sd_conv_layout(&g_ctx, tw0, 1, SD_UNARY_RELU);
+        CHECK_MSG(L == SD_LAYOUT_ROWMAJOR || (g_round_act && L == SD_LAYOUT_BF16_IMAGE), "[%s] layout %d", g_isa, (int)L);
+        double tol = g_tol;
+        if (L == SD_LAYOUT_BF16_IMAGE)
+            g_tol = 1.0 / 256;
+        const int p1[4] = {1, 1, 1, 1}, p0[4] = {0, 0, 0, 0};
+        /* a = relu(conv(x)) from row-major into L */
+        sd_tensor a = sd_conv2d_ex(&g_ctx, NULL, tx, tw0, &tb, 1, 1, NULL, SD_UNARY_RELU, L);
+        double *ref = conv_ref(x, xe, w0, O, 3, 1, p1, b);
+        epilogue_ref(ref, NULL, true, ny);
+        EXPECT_ERR("conv (into the layout)", a, ref, ny, "case %zu", ci);
+        free(ref);
+        /* h = conv(a); a = relu(conv(h) + a) in place over the residual */
+        float *ha = host_of(a);
+        sd_tensor h = sd_conv2d_ex(&g_ctx, NULL, a, tw1, &tb, 1, 1, NULL, -1, L);
+        float *hh = host_of(h);
+        ref = conv_ref(ha, ye, w1, O, 3, 1, p1, b);
+        EXPECT_ERR("conv (in the layout)", h, ref, ny, "case %zu", ci);
+        free(ref);
+        a = sd_conv2d_ex(&g_ctx, L == SD_LAYOUT_BF16_IMAGE ? &a : NULL, h, tw1, &tb, 1, 1, &a, SD_UNARY_RELU, L);
+        ref = conv_ref(hh, ye, w1, O, 3, 1, p1, b);
+        epilogue_ref(ref, ha, true, ny);
+        EXPECT_ERR("conv + residual (over it)", a, ref, ny, "case %zu", ci);
+        free(ref);
+        free(ha);
+        free(hh);
+        /* nearest 2x, a stride-2 conv and a 1x1 conv from the layout, the last conv out row-major */
+        ha = host_of(a);
+        sd_tensor u = sd_upsample2x(&g_ctx, a);
+        int64_t ue[4] = {N, O, 2 * H, 2 * W}, nu = N * O * 4 * H * W;
+        ref = malloc((size_t)nu * sizeof(double));
+        for (int64_t i = 0; i < nu; i++) {
+            int64_t wv = i % (2 * W), hv = i / (2 * W) % (2 * H), nc = i / (4 * H * W);
+            ref[i] = ha[(nc * H + hv / 2) * W + wv / 2];
+        }
+        EXPECT_ERR("upsample2x", u, ref, (size_t)nu, "case %zu", ci);
+        free(ref);
+        free(ha);
+        float *hu2 = host_of(u);
+        sd_tensor d = sd_conv2d_ex(&g_ctx, NULL, u, tw2, NULL, 2, 1, NULL, -1, L);
+        ref = conv_ref(hu2, ue, w2, 40, 3, 2, p1, NULL);
+        int64_t de[4] = {N, 40, H, W};
+        EXPECT_ERR("conv stride 2 (from the layout)", d, ref, (size_t)(N * 40 * H * W), "case %zu", ci);
+        free(ref);
+        free(hu2);
+        float *hd = host_of(d);
+        sd_tensor e = sd_conv2d_ex(&g_ctx, NULL, d, tw3, NULL, 1, 0, NULL, -1, L);
+        ref = conv_ref(hd, de, w3, 33, 1, 1, p0, NULL);
+        int64_t ee[4] = {N, 33, H, W};
+        EXPECT_ERR("conv 1x1 (from the layout)", e, ref, (size_t)(N * 33 * H * W), "case %zu", ci);
+        free(ref);
+        free(hd);
+        float *he = host_of(e);
+        g_tol = tol;
+        int64_t three = 3;
+        sd_tensor tb3 = up(SD_F32, 1, &three, b);
+        sd_tensor f = sd_conv2d_ex(&g_ctx, NULL, e, tw4, &tb3, 1, 1, NULL, -1, SD_LAYOUT_ROWMAJOR);
+        ref = conv_ref(he, ee, w4, 3, 3, 1, p1, b);
+        EXPECT_ERR("conv (from the layout, row-major out)", f, ref, (size_t)(N * 3 * H * W), "case %zu", ci);
+        free(ref);
+        free(he);
+        if (L == SD_LAYOUT_BF16_IMAGE) { /* other ops refuse the layout, with a message */
+            sd_tensor bad = sd_add(&g_ctx, d, d);
+            CHECK(!sd_ok(&g_ctx) && !bad.data);
+            CHECK_ERR_CONTAINS("image layout");
+        }
+        free(x), free(r), free(b), free(w0), free(w1), free(w2), free(w3), free(w4);
     }
 }
 
@@ -342,6 +476,7 @@ int main(void)
         RUN(linear_bf16);
         RUN(linear_rows_independent);
         RUN(conv_bf16);
+        RUN(conv_chain_bf16);
         RUN(attention_bf16);
         sd_ctx_free(&g_ctx);
         sd_backend_destroy(g_be);

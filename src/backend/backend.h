@@ -35,7 +35,25 @@ typedef enum sd_layout {
     SD_LAYOUT_CPU_I8_CONV,     /* CPU, precision int8: a kxk conv weight [O,C,kh,kw] quantised per output
                                 * channel as the int8 direct convolution's B tiles, scales and VNNI
                                 * corrections (sd_i8_dconv_wbytes, backend/cpu/cpu_kern.h) */
+    SD_LAYOUT_BF16_IMAGE,      /* an activation [N,C,H,W] between the convolutions of a chain (conv_layout
+                                * below): BF16, channels-last, channels padded to a multiple of 32 and a one-pixel
+                                * zero border around each image, which a 3x3 stride-1 conv reads in place:
+                                * sd_image_layout_at / sd_image_layout_bytes */
 } sd_layout;
+
+/* SD_LAYOUT_BF16_IMAGE: value (n, c, h, w) of [N,C,H,W] is element sd_image_layout_at(ne, n, c, h, w) (bf16) of
+ * the memory; per image (H + 2) x (W + 2) pixels (the border is zero) and 64 more (the reads of the last pixel
+ * block of a conv that reads the image in place), each pixel up32(C) bf16 (zeros past C) */
+static inline int64_t sd_image_layout_cp(const int64_t ne[4]) { return (ne[1] + 31) / 32 * 32; }
+static inline int64_t sd_image_layout_pixels(const int64_t ne[4]) { return (ne[2] + 2) * (ne[3] + 2) + 64; }
+static inline int64_t sd_image_layout_at(const int64_t ne[4], int64_t n, int64_t c, int64_t h, int64_t w)
+{
+    return (n * sd_image_layout_pixels(ne) + (h + 1) * (ne[3] + 2) + w + 1) * sd_image_layout_cp(ne) + c;
+}
+static inline size_t sd_image_layout_bytes(const int64_t ne[4])
+{
+    return (size_t)(ne[0] * sd_image_layout_pixels(ne) * sd_image_layout_cp(ne)) * 2;
+}
 
 /* What a model weight is for (weight_layout): a convolution's, a linear's, or anything else (tables read by
  * row, e.g. embeddings: always row-major) */
@@ -89,6 +107,15 @@ typedef struct sd_backend_ops {
     /* NCHW conv, w [Cout,Cin,kh,kw]; pads = {top, left, bottom, right} */
     void (*conv2d)(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
                    int stride, const int pads[4], void *scratch);
+    /* Optional (NULL: sd_conv2d_ex runs conv2d, binary add and unary): y = act(conv(x) + b + res), with res
+     * (NULL: none) of y's shape and layout and act an sd_unary_op (act < 0: none); x, y and res row-major
+     * F32 or, where conv_layout gives it for (w, stride, act), SD_LAYOUT_BF16_IMAGE. */
+    void (*conv2d_ex)(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                      int stride, const int pads[4], const sd_tensor *res, int act, void *scratch);
+    /* Optional (NULL: row-major): the activation layout conv2d_ex reads and writes fastest for weight w at
+     * stride with the activation act fused (act < 0: none), for a chain of such convolutions;
+     * SD_LAYOUT_BF16_IMAGE tensors also go through upsample2x. */
+    sd_layout (*conv_layout)(sd_backend *be, const sd_tensor *w, int stride, int act);
     /* x [N, C, ...]: normalise over groups of C/groups channels x spatial */
     void (*group_norm)(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *gamma,
                        const sd_tensor *beta, int groups, float eps, bool silu);

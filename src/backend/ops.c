@@ -31,7 +31,12 @@ int64_t sd_numel(const sd_tensor *t)
     return n;
 }
 
-size_t sd_nbytes(const sd_tensor *t) { return (size_t)sd_numel(t) * sd_dtype_size(t->dtype); }
+size_t sd_nbytes(const sd_tensor *t)
+{
+    if (t->layout == SD_LAYOUT_BF16_IMAGE && t->ndim == 4)
+        return sd_image_layout_bytes(t->ne);
+    return (size_t)sd_numel(t) * sd_dtype_size(t->dtype);
+}
 
 bool sd_same_shape(const sd_tensor *a, const sd_tensor *b)
 {
@@ -205,6 +210,15 @@ sd_tensor sd_new(sd_ctx *ctx, sd_dtype dt, int ndim, const int64_t *ne)
     return t;
 }
 
+/* a new [N,C,H,W] activation in SD_LAYOUT_BF16_IMAGE */
+static sd_tensor new_image(sd_ctx *ctx, const int64_t ne[4])
+{
+    sd_tensor t = sd_tensor_make(NULL, SD_BF16, 4, ne);
+    t.layout = SD_LAYOUT_BF16_IMAGE;
+    t.data = arena_alloc(ctx, sd_nbytes(&t));
+    return ctx->status == SD_OK ? t : (sd_tensor){0};
+}
+
 sd_tensor sd_new4(sd_ctx *ctx, int64_t a, int64_t b, int64_t c, int64_t d)
 {
     int64_t ne[4] = {a, b, c, d};
@@ -238,6 +252,41 @@ sd_tensor sd_step(sd_scope *s, sd_tensor t) { return sd_keep(s->ctx, s->mark, t)
 sd_tensor sd_scope_end(sd_scope *s, sd_tensor t) { return sd_keep(s->ctx, s->mark, t); }
 void sd_scope_drop(sd_scope *s) { sd_release(s->ctx, s->mark); }
 
+/* SD_LAYOUT_BF16_IMAGE <-> row-major F32 values on the host (to_image: the border and padding zero) */
+static void image_layout_copy(const int64_t ne[4], uint16_t *img, float *rm, bool to_image)
+{
+    if (to_image)
+        memset(img, 0, sd_image_layout_bytes(ne));
+    for (int64_t n = 0; n < ne[0]; n++)
+        for (int64_t c = 0; c < ne[1]; c++)
+            for (int64_t h = 0; h < ne[2]; h++)
+                for (int64_t w = 0; w < ne[3]; w++) {
+                    uint16_t *p = img + sd_image_layout_at(ne, n, c, h, w);
+                    float *f = rm + ((n * ne[1] + c) * ne[2] + h) * ne[3] + w;
+                    if (to_image)
+                        *p = sd_f32_to_bf16(*f);
+                    else
+                        *f = sd_bf16_to_f32(*p);
+                }
+}
+
+static sd_status image_layout_transfer(sd_ctx *ctx, const sd_tensor *t, float *host, bool up)
+{
+    size_t bytes = sd_nbytes(t);
+    uint16_t *tmp = sd_malloc(bytes);
+    if (!tmp)
+        return SD_ERR_OUT_OF_MEMORY;
+    sd_status s = SD_OK;
+    if (up) {
+        image_layout_copy(t->ne, tmp, (float *)host, true);
+        s = ctx->be->ops->upload(ctx->be, t->data, tmp, bytes);
+    } else if ((s = ctx->be->ops->download(ctx->be, tmp, t->data, bytes)) == SD_OK) {
+        image_layout_copy(t->ne, tmp, host, false);
+    }
+    free(tmp);
+    return s;
+}
+
 sd_status sd_tensor_from_f32(sd_ctx *ctx, sd_tensor *t, const float *host)
 {
     if (ctx->status != SD_OK)
@@ -245,6 +294,8 @@ sd_status sd_tensor_from_f32(sd_ctx *ctx, sd_tensor *t, const float *host)
     if (ctx->plan)
         return SD_OK;
     sd_backend *be = ctx->be;
+    if (t->layout == SD_LAYOUT_BF16_IMAGE)
+        return image_layout_transfer(ctx, t, (float *)host, true);
     if (t->dtype == SD_F32)
         return be->ops->upload(be, t->data, host, sd_nbytes(t));
     size_t n = (size_t)sd_numel(t);
@@ -279,6 +330,8 @@ sd_status sd_tensor_to_f32(sd_ctx *ctx, const sd_tensor *t, float *host)
     if (ctx->plan)
         return SD_OK;
     sd_backend *be = ctx->be;
+    if (t->layout == SD_LAYOUT_BF16_IMAGE)
+        return image_layout_transfer(ctx, t, host, false);
     if (t->dtype == SD_F32)
         return be->ops->download(be, host, t->data, sd_nbytes(t));
     size_t n = (size_t)sd_numel(t);
@@ -321,6 +374,15 @@ static bool check(sd_ctx *ctx, bool cond, const char *op, const sd_tensor *a, co
         sd_shape_str(b, sb, sizeof sb);
     sd_ctx_fail(ctx, SD_ERR_SHAPE, "%s: %s (shapes %s and %s)", op, what, sa, sb);
     return false;
+}
+
+/* ops other than conv2d, upsample2x and a ReLU in place read activations row-major: an image-layout tensor
+ * is refused */
+static bool rowmajor(sd_ctx *ctx, const char *op, const sd_tensor *t)
+{
+    return check(ctx, t->layout != SD_LAYOUT_BF16_IMAGE, op, t, NULL,
+                 "an activation in the image layout of a conv chain (only conv2d, upsample2x and a ReLU in place "
+                 "take it)");
 }
 
 /* Weight in a dtype the backend consumes: converted into arena scratch if needed. */
@@ -404,6 +466,8 @@ sd_tensor sd_view_rows(sd_ctx *ctx, sd_tensor x, int64_t start, int64_t n)
 
 sd_tensor sd_cast(sd_ctx *ctx, sd_tensor x, sd_dtype dt)
 {
+    if (!rowmajor(ctx, "cast", &x))
+        return (sd_tensor){0};
     sd_tensor y = sd_new(ctx, dt, x.ndim, x.ne);
     if (LIVE(ctx) && RUN(ctx))
         BE_CALL(SD_OPT_CAST, 0, ctx->be->ops->cast(ctx->be, &y, &x));
@@ -412,6 +476,8 @@ sd_tensor sd_cast(sd_ctx *ctx, sd_tensor x, sd_dtype dt)
 
 sd_tensor sd_linear(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b)
 {
+    if (!rowmajor(ctx, "linear", &x))
+        return (sd_tensor){0};
     sd_tensor y = {0};
     if (!LIVE(ctx))
         return y;
@@ -450,9 +516,16 @@ sd_tensor sd_matmul(sd_ctx *ctx, sd_tensor a, sd_tensor b, bool trans_a, bool tr
     return y;
 }
 
+/* a conv's fused epilogue (sd_conv2d_ex): + res, then act (< 0: none), output in layout */
+typedef struct conv_epi {
+    const sd_tensor *res;
+    int act;
+    sd_layout layout;
+} conv_epi;
+
 /* into a new tensor, or into *dst (its shape checked, not overlapping x) */
 static sd_tensor conv2d(sd_ctx *ctx, const sd_tensor *dst, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride,
-                        const int pads[4])
+                        const int pads[4], const conv_epi *e)
 {
     sd_tensor y = {0};
     if (!LIVE(ctx))
@@ -473,15 +546,34 @@ static sd_tensor conv2d(sd_ctx *ctx, const sd_tensor *dst, sd_tensor x, sd_tenso
     int64_t wo = (x.ne[3] + pads[1] + pads[3] - w.ne[3]) / stride + 1;
     if (!check(ctx, ho > 0 && wo > 0, "conv2d", &x, &w, "input smaller than kernel"))
         return y;
+    int64_t ye[4] = {x.ne[0], w.ne[0], ho, wo};
+    sd_layout yl = e ? e->layout : SD_LAYOUT_ROWMAJOR;
+    if (e && !check(ctx, !e->res || (e->res->ndim == 4 && !memcmp(e->res->ne, ye, sizeof ye) && e->res->layout == yl),
+                    "conv2d (residual)", e->res, &w, "the residual must have the output's shape and layout"))
+        return y;
+    if (x.layout == SD_LAYOUT_BF16_IMAGE || yl == SD_LAYOUT_BF16_IMAGE) {
+        int act = e ? e->act : -1;
+        bool ok = ctx->be->ops->conv2d_ex && ctx->be->ops->conv_layout &&
+                  ctx->be->ops->conv_layout(ctx->be, &w, stride, act) == SD_LAYOUT_BF16_IMAGE;
+        if (!check(ctx, ok && pads[0] == pads[1] && pads[0] == pads[2] && pads[0] == pads[3], "conv2d", &x, &w,
+                   "the backend takes no image-layout activations for this convolution"))
+            return y;
+    }
     if (dst) {
-        int64_t ye[4] = {x.ne[0], w.ne[0], ho, wo};
         const uint8_t *d0 = dst->data, *x0 = x.data;
         bool apart = !d0 || !x0 || d0 + sd_nbytes(dst) <= x0 || x0 + sd_nbytes(&x) <= d0;
-        if (!check(ctx, dst->ndim == 4 && !memcmp(dst->ne, ye, sizeof ye) && dst->dtype == ctx->be->act_dtype,
+        if (!check(ctx, dst->ndim == 4 && !memcmp(dst->ne, ye, sizeof ye) && dst->layout == yl &&
+                            (yl || dst->dtype == ctx->be->act_dtype),
                    "conv2d (into)", dst, &w, "the destination must be the output's shape") ||
             !check(ctx, apart, "conv2d (into)", dst, &x, "the destination overlaps the input"))
             return y;
+        if (!check(ctx, !e || !e->res || !dst->data || e->res->data != dst->data || yl == SD_LAYOUT_BF16_IMAGE,
+                   "conv2d (into)", dst,
+                   e ? e->res : NULL, "only an image-layout output may replace its residual"))
+            return y;
         y = *dst;
+    } else if (yl == SD_LAYOUT_BF16_IMAGE) {
+        y = new_image(ctx, ye);
     } else {
         y = sd_new4(ctx, x.ne[0], w.ne[0], ho, wo);
     }
@@ -489,35 +581,60 @@ static sd_tensor conv2d(sd_ctx *ctx, const sd_tensor *dst, sd_tensor x, sd_tenso
     sd_tensor wc = weight_for(ctx, w);
     size_t sb = ctx->be->ops->conv2d_scratch ? ctx->be->ops->conv2d_scratch(ctx->be, &x, &wc, &y) : 0;
     void *scratch = sb ? arena_alloc(ctx, sb) : NULL;
-    if (LIVE(ctx) && RUN(ctx))
-        BE_CALL(w.ne[2] == 3 && w.ne[3] == 3   ? SD_OPT_CONV3
-                : w.ne[2] == 1 && w.ne[3] == 1 ? SD_OPT_CONV1
-                                               : SD_OPT_CONVX,
-                (double)sd_numel(&y) * (double)(w.ne[1] * w.ne[2] * w.ne[3]),
-                ctx->be->ops->conv2d(ctx->be, &y, &x, &wc, b, stride, pads, scratch));
+    if (LIVE(ctx) && RUN(ctx)) {
+        sd_opt_kind kind = w.ne[2] == 3 && w.ne[3] == 3 ? SD_OPT_CONV3 : w.ne[2] == 1 && w.ne[3] == 1 ? SD_OPT_CONV1
+                                                                                                        : SD_OPT_CONVX;
+        double madds = (double)sd_numel(&y) * (double)(w.ne[1] * w.ne[2] * w.ne[3]);
+        sd_backend *be = ctx->be;
+        if (e && be->ops->conv2d_ex) {
+            BE_CALL(kind, madds, be->ops->conv2d_ex(be, &y, &x, &wc, b, stride, pads, e->res, e->act, scratch));
+        } else {
+            BE_CALL(kind, madds, be->ops->conv2d(be, &y, &x, &wc, b, stride, pads, scratch));
+            if (e && e->res) /* the epilogue decomposed: exactly sd_add_inplace, then sd_unary_inplace */
+                BE_CALL(SD_OPT_ADD, 0, be->ops->binary(be, &y, &y, e->res, SD_BINARY_ADD));
+            if (e && e->act >= 0)
+                BE_CALL(SD_OPT_UNARY, 0, be->ops->unary(be, &y, &y, (sd_unary_op)e->act));
+        }
+    }
     sd_release(ctx, m);
     return y;
 }
 
 sd_tensor sd_conv2d_pads(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, const int pads[4])
 {
-    return conv2d(ctx, NULL, x, w, b, stride, pads);
+    return conv2d(ctx, NULL, x, w, b, stride, pads, NULL);
 }
 
 sd_tensor sd_conv2d(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, int pad)
 {
     int pads[4] = {pad, pad, pad, pad};
-    return conv2d(ctx, NULL, x, w, b, stride, pads);
+    return conv2d(ctx, NULL, x, w, b, stride, pads, NULL);
 }
 
 sd_tensor sd_conv2d_into(sd_ctx *ctx, sd_tensor dst, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, int pad)
 {
     int pads[4] = {pad, pad, pad, pad};
-    return conv2d(ctx, &dst, x, w, b, stride, pads);
+    return conv2d(ctx, &dst, x, w, b, stride, pads, NULL);
+}
+
+sd_layout sd_conv_layout(sd_ctx *ctx, sd_tensor w, int stride, int act)
+{
+    sd_backend *be = ctx->be;
+    return be->ops->conv2d_ex && be->ops->conv_layout ? be->ops->conv_layout(be, &w, stride, act) : SD_LAYOUT_ROWMAJOR;
+}
+
+sd_tensor sd_conv2d_ex(sd_ctx *ctx, const sd_tensor *dst, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride,
+                       int pad, const sd_tensor *res, int act, sd_layout layout)
+{
+    int pads[4] = {pad, pad, pad, pad};
+    conv_epi e = {res, act, layout};
+    return conv2d(ctx, dst, x, w, b, stride, pads, &e);
 }
 
 sd_tensor sd_group_norm(sd_ctx *ctx, sd_tensor x, sd_tensor gamma, sd_tensor beta, int groups, float eps, bool silu)
 {
+    if (!rowmajor(ctx, "group_norm", &x))
+        return (sd_tensor){0};
     sd_tensor y = {0};
     if (!LIVE(ctx))
         return y;
@@ -536,6 +653,8 @@ sd_tensor sd_group_norm(sd_ctx *ctx, sd_tensor x, sd_tensor gamma, sd_tensor bet
 
 sd_tensor sd_layer_norm(sd_ctx *ctx, sd_tensor x, sd_tensor gamma, sd_tensor beta, float eps)
 {
+    if (!rowmajor(ctx, "layer_norm", &x))
+        return (sd_tensor){0};
     sd_tensor y = {0};
     if (!LIVE(ctx))
         return y;
@@ -578,6 +697,8 @@ sd_tensor sd_attention(sd_ctx *ctx, sd_tensor q, sd_tensor k, sd_tensor v, int h
 
 sd_tensor sd_unary(sd_ctx *ctx, sd_tensor x, sd_unary_op op)
 {
+    if (!rowmajor(ctx, "unary", &x))
+        return (sd_tensor){0};
     sd_tensor y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
     if (LIVE(ctx) && RUN(ctx))
         BE_CALL(SD_OPT_UNARY, 0, ctx->be->ops->unary(ctx->be, &y, &x, op));
@@ -588,7 +709,10 @@ sd_tensor sd_silu(sd_ctx *ctx, sd_tensor x) { return sd_unary(ctx, x, SD_UNARY_S
 
 sd_tensor sd_unary_inplace(sd_ctx *ctx, sd_tensor x, sd_unary_op op)
 {
-    if (!check(ctx, x.dtype == ctx->be->act_dtype, "unary (in place)", &x, NULL, "needs an activation tensor"))
+    if ((x.layout != SD_LAYOUT_BF16_IMAGE || op != SD_UNARY_RELU) && !rowmajor(ctx, "unary (in place)", &x))
+        return x;
+    if (!check(ctx, x.dtype == ctx->be->act_dtype || x.layout == SD_LAYOUT_BF16_IMAGE, "unary (in place)", &x, NULL,
+               "needs an activation tensor"))
         return x;
     if (LIVE(ctx) && RUN(ctx))
         BE_CALL(SD_OPT_UNARY, 0, ctx->be->ops->unary(ctx->be, &x, &x, op));
@@ -607,6 +731,8 @@ static bool broadcasts(sd_ctx *ctx, const sd_tensor *a, const sd_tensor *b)
 
 static sd_tensor binary(sd_ctx *ctx, sd_tensor a, sd_tensor b, sd_binary_op op)
 {
+    if (!rowmajor(ctx, "binary op", &a) || !rowmajor(ctx, "binary op", &b))
+        return (sd_tensor){0};
     sd_tensor y = {0};
     if (!LIVE(ctx))
         return y;
@@ -629,6 +755,8 @@ sd_tensor sd_add(sd_ctx *ctx, sd_tensor a, sd_tensor b) { return binary(ctx, a, 
 
 sd_tensor sd_add_inplace(sd_ctx *ctx, sd_tensor a, sd_tensor b)
 {
+    if (!rowmajor(ctx, "add (in place)", &a) || !rowmajor(ctx, "add (in place)", &b))
+        return a;
     if (!LIVE(ctx) || !broadcasts(ctx, &a, &b))
         return a;
     if (!check(ctx, a.dtype == ctx->be->act_dtype, "add (in place)", &a, &b, "a must be an activation tensor"))
@@ -646,6 +774,8 @@ sd_tensor sd_mul(sd_ctx *ctx, sd_tensor a, sd_tensor b) { return binary(ctx, a, 
 
 sd_tensor sd_affine(sd_ctx *ctx, sd_tensor x, float alpha, float beta)
 {
+    if (!rowmajor(ctx, "affine", &x))
+        return (sd_tensor){0};
     sd_tensor y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
     if (LIVE(ctx) && RUN(ctx))
         BE_CALL(SD_OPT_AFFINE, 0, ctx->be->ops->affine(ctx->be, &y, &x, alpha, beta));
@@ -654,6 +784,8 @@ sd_tensor sd_affine(sd_ctx *ctx, sd_tensor x, float alpha, float beta)
 
 sd_tensor sd_clamp(sd_ctx *ctx, sd_tensor x, float lo, float hi)
 {
+    if (!rowmajor(ctx, "clamp", &x))
+        return (sd_tensor){0};
     sd_tensor y = sd_new(ctx, ctx->be->act_dtype, x.ndim, x.ne);
     if (LIVE(ctx) && RUN(ctx))
         BE_CALL(SD_OPT_AFFINE, 0, ctx->be->ops->clamp(ctx->be, &y, &x, lo, hi));
@@ -683,7 +815,10 @@ sd_tensor sd_upsample2x(sd_ctx *ctx, sd_tensor x)
         return y;
     if (!check(ctx, x.ndim == 4, "upsample2x", &x, NULL, "need NCHW"))
         return y;
-    y = sd_new4(ctx, x.ne[0], x.ne[1], 2 * x.ne[2], 2 * x.ne[3]);
+    if (x.layout == SD_LAYOUT_BF16_IMAGE) /* the image layout stays (conv_layout) */
+        y = new_image(ctx, (int64_t[]){x.ne[0], x.ne[1], 2 * x.ne[2], 2 * x.ne[3]});
+    else
+        y = sd_new4(ctx, x.ne[0], x.ne[1], 2 * x.ne[2], 2 * x.ne[3]);
     if (LIVE(ctx) && RUN(ctx))
         BE_CALL(SD_OPT_UPSAMPLE, 0, ctx->be->ops->upsample2x(ctx->be, &y, &x));
     return y;
@@ -719,6 +854,8 @@ sd_tensor sd_chw_to_rgb8(sd_ctx *ctx, sd_tensor x)
 
 sd_tensor sd_concat(sd_ctx *ctx, sd_tensor a, sd_tensor b, int axis)
 {
+    if (!rowmajor(ctx, "concat", &a) || !rowmajor(ctx, "concat", &b))
+        return (sd_tensor){0};
     sd_tensor y = {0};
     if (!LIVE(ctx))
         return y;
@@ -738,6 +875,8 @@ sd_tensor sd_concat(sd_ctx *ctx, sd_tensor a, sd_tensor b, int axis)
 
 sd_tensor sd_slice(sd_ctx *ctx, sd_tensor x, int axis, int64_t start, int64_t len)
 {
+    if (!rowmajor(ctx, "slice", &x))
+        return (sd_tensor){0};
     sd_tensor y = {0};
     if (!LIVE(ctx))
         return y;
@@ -755,6 +894,8 @@ sd_tensor sd_slice(sd_ctx *ctx, sd_tensor x, int axis, int64_t start, int64_t le
 
 sd_tensor sd_permute(sd_ctx *ctx, sd_tensor x, int p0, int p1, int p2, int p3)
 {
+    if (!rowmajor(ctx, "permute", &x))
+        return (sd_tensor){0};
     sd_tensor y = {0};
     if (!LIVE(ctx))
         return y;

@@ -104,6 +104,17 @@ sd_tensor sd_conv2d_pads(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor 
 /* sd_conv2d writing into dst (the output's shape, not overlapping x; e.g. a dead temporary at a scope's
  * start, so that no step has to copy the result down); returns dst */
 sd_tensor sd_conv2d_into(sd_ctx *ctx, sd_tensor dst, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, int pad);
+/* A chain of convolutions with fused epilogues (TAESD): y = act(conv(x) + b + res), act an sd_unary_op or
+ * < 0 for none, res NULL or a tensor of y's shape and layout; y in `layout` (new, or *dst as sd_conv2d_into).
+ * sd_conv_layout gives the activation layout the backend reads and writes fastest for w at stride with act
+ * (SD_LAYOUT_BF16_IMAGE on the CPU at precision bf16: channels-last bf16, backend.h), else row-major; a
+ * chain asks it once and passes it as `layout` to its convolutions (the last one's output row-major when
+ * other ops read it: only conv2d_ex, upsample2x and a ReLU in place take the image layout). *dst may be res
+ * for image-layout tensors (each residual value is read just before the output replaces it). Row-major, or
+ * a backend without the fused op: the same values as sd_conv2d, sd_add_inplace, sd_unary_inplace. */
+sd_layout sd_conv_layout(sd_ctx *ctx, sd_tensor w, int stride, int act);
+sd_tensor sd_conv2d_ex(sd_ctx *ctx, const sd_tensor *dst, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride,
+                       int pad, const sd_tensor *res, int act, sd_layout layout);
 sd_tensor sd_group_norm(sd_ctx *ctx, sd_tensor x, sd_tensor gamma, sd_tensor beta, int groups, float eps, bool silu);
 sd_tensor sd_layer_norm(sd_ctx *ctx, sd_tensor x, sd_tensor gamma, sd_tensor beta, float eps);
 sd_tensor sd_softmax(sd_ctx *ctx, sd_tensor x, float scale);

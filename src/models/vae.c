@@ -686,26 +686,37 @@ sd_status sd_taesd_load_dir(sd_backend *be, const char *dir, sd_taesd **out)
 }
 
 /* One layer of TAESD's Sequential: conv3x3 (stride 1 or 2), activation, nearest 2x, or Block:
- * x [B,C,H,W] -> ReLU(conv(act(conv(act(conv(x))))) + skip(x)) [B,C',H,W] */
-static sd_tensor taesd_layer(sd_ctx *ctx, const sd_taesd *m, const sd_taesd_layer *l, sd_tensor x)
+ * x [B,C,H,W] -> ReLU(conv(act(conv(act(conv(x))))) + skip(x)) [B,C',H,W]. The convolutions fuse their
+ * activation and the residual (sd_conv2d_ex) and keep their outputs in L, the layout of the chain (the
+ * backend's, sd_conv_layout; row-major: the same values as the unfused ops); `last` goes out row-major. */
+static sd_tensor taesd_layer(sd_ctx *ctx, const sd_taesd *m, const sd_taesd_layer *l, sd_tensor x, sd_layout L,
+                             bool last)
 {
+    int act = (int)m->cfg.act;
     switch (l->kind) {
     case SD_TAESD_CONV:
-        return sd_conv2d(ctx, x, l->w, l->b.ndim ? &l->b : NULL, l->stride, 1);
+        return sd_conv2d_ex(ctx, NULL, x, l->w, l->b.ndim ? &l->b : NULL, l->stride, 1, NULL, -1,
+                            last ? SD_LAYOUT_ROWMAJOR : L);
     case SD_TAESD_ACT: /* x is the previous layer's output, owned by taesd_run's scope: in place */
         return sd_unary_inplace(ctx, x, m->cfg.act);
     case SD_TAESD_UPSAMPLE:
         return sd_upsample2x(ctx, x);
     case SD_TAESD_BLOCK: {
-        /* activations and the residual sum in place, the last conv into the first one's (dead) tensor at
-         * the scope's start: the block's result needs no copy */
+        /* the last conv into the first one's (dead) tensor at the scope's start, or in the image layout
+         * straight over its residual x: the block's result needs no copy */
         sd_scope s = sd_scope_begin(ctx);
-        sd_tensor h = sd_unary_inplace(ctx, sd_conv2d(ctx, x, l->cw[0], &l->cb[0], 1, 1), m->cfg.act);
-        sd_tensor h1 = sd_unary_inplace(ctx, sd_conv2d(ctx, h, l->cw[1], &l->cb[1], 1, 1), m->cfg.act);
-        h = sd_conv2d_into(ctx, h, h1, l->cw[2], &l->cb[2], 1, 1);
-        sd_tensor sk = l->has_skip ? sd_conv2d(ctx, x, l->skip_w, NULL, 1, 0) : x; /* 1x1 when C != C' */
-        h = sd_add_inplace(ctx, h, sk);
-        return sd_scope_end(&s, sd_unary_inplace(ctx, h, SD_UNARY_RELU)); /* fuse = nn.ReLU() */
+        sd_tensor h = sd_conv2d_ex(ctx, NULL, x, l->cw[0], &l->cb[0], 1, 1, NULL, act, L);
+        sd_tensor h1 = sd_conv2d_ex(ctx, NULL, h, l->cw[1], &l->cb[1], 1, 1, NULL, act, L);
+        sd_tensor sk = l->has_skip ? sd_conv2d_ex(ctx, NULL, x, l->skip_w, NULL, 1, 0, NULL, -1, L) : x; /* 1x1 */
+        sd_layout lo = last ? SD_LAYOUT_ROWMAJOR : L;
+        bool over_x = !l->has_skip && lo == SD_LAYOUT_BF16_IMAGE && x.layout == lo;
+        /* + skip, then fuse = nn.ReLU() */
+        h = sd_conv2d_ex(ctx, over_x ? &x : lo == L ? &h : NULL, h1, l->cw[2], &l->cb[2], 1, 1, &sk, SD_UNARY_RELU, lo);
+        if (over_x) {
+            sd_scope_drop(&s);
+            return h;
+        }
+        return sd_scope_end(&s, h);
     }
     }
     return sd_ctx_fail(ctx, SD_ERR_INTERNAL, "taesd: bad layer kind");
@@ -715,8 +726,17 @@ static sd_tensor taesd_layer(sd_ctx *ctx, const sd_taesd *m, const sd_taesd_laye
 static sd_tensor taesd_run(sd_ctx *ctx, sd_scope *s, const sd_taesd *m, const sd_taesd_layer *ls, int n,
                            const char *name, sd_tensor x)
 {
+    /* the chain's layout: asked for a 3x3 stride-1 conv with the activation (Blocks' first conv) */
+    sd_layout L = SD_LAYOUT_ROWMAJOR;
+    for (int k = 0; k < n; k++)
+        if (ls[k].kind == SD_TAESD_BLOCK) {
+            L = sd_conv_layout(ctx, ls[k].cw[0], 1, (int)m->cfg.act);
+            break;
+        }
     for (int k = 0; k < n; k++) {
-        x = sd_step(s, taesd_layer(ctx, m, &ls[k], x));
+        x = taesd_layer(ctx, m, &ls[k], x, L, k == n - 1);
+        if (ls[k].kind != SD_TAESD_UPSAMPLE || k == n - 1) /* the conv after an upsample steps over both */
+            x = sd_step(s, x);
         sd_hookf(ctx, x, "%s.layers.%d", name, k);
     }
     return x;

@@ -676,7 +676,8 @@ sd_status sd_weights_open_dir(sd_backend *be, const char *dir, const char *const
     }
     char label[512];
     snprintf(label, sizeof label, "%s (%s)", what, dir);
-    sd_weights_init(w, be, label, be->act_dtype);
+    /* precision bf16: BF16 weights in the kernels' prepared layouts, as a model's components (backend.h) */
+    sd_weights_init(w, be, label, be->bf16 && be->act_dtype == SD_F32 ? SD_BF16 : be->act_dtype);
     sd_status s = sd_weights_add_file(w, wpath, NULL, false);
     free(wpath);
     if (s == SD_OK)

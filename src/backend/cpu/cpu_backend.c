@@ -247,10 +247,19 @@ static bool dconv_use(const sd_backend *be, const sd_tensor *w, const sd_tensor 
            (stride == 1 || stride == 2) && w->ne[2] * w->ne[3] <= SD_DCONV_MAX_TAPS;
 }
 
-/* its scratch: the image copy, the packed weight (unless prepared) and the bias in F32, each 64-byte aligned */
-static size_t dconv_bytes(const sd_dconv *d, bool packed)
+/* an image-layout input that is the direct convolution's image copy itself (read in place): 3x3, stride 1,
+ * output as large as the input (the wrappers pass image-layout tensors with symmetric pads only: pad 1) */
+static bool dconv_inplace(const sd_tensor *x, const sd_tensor *w, const sd_tensor *y, int stride)
 {
-    return (d->x_elems + (packed ? 0 : d->w_elems)) * 2 + (size_t)d->O * 4 + 192;
+    return x->layout == SD_LAYOUT_BF16_IMAGE && stride == 1 && w->ne[2] == 3 && w->ne[3] == 3 && y->ne[2] == x->ne[2] &&
+           y->ne[3] == x->ne[3];
+}
+
+/* its scratch: the image copy (unless read in place), the packed weight (unless prepared) and the bias in
+ * F32, each 64-byte aligned */
+static size_t dconv_bytes(const sd_dconv *d, bool packed, bool inplace)
+{
+    return ((inplace ? 0 : d->x_elems) + (packed ? 0 : d->w_elems)) * 2 + (size_t)d->O * 4 + 192;
 }
 
 static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *y)
@@ -266,8 +275,9 @@ static size_t cpu_conv2d_scratch(sd_backend *be, const sd_tensor *x, const sd_te
         for (int s = 1; s <= smax; s++) {
             sd_dconv d;
             sd_dconv_geom(&d, x->ne[1], x->ne[2], x->ne[3], w->ne[0], w->ne[2], w->ne[3], y->ne[2], y->ne[3], s, 0, 0);
-            if (dconv_use(be, w, y, s) && dconv_bytes(&d, packed) > n)
-                n = dconv_bytes(&d, packed);
+            size_t db = dconv_bytes(&d, packed, s == 1 && dconv_inplace(x, w, y, 1));
+            if (dconv_use(be, w, y, s) && db > n)
+                n = db;
         }
         return n;
     }
@@ -376,6 +386,53 @@ static void cpu_weight_prepare(sd_backend *be, void *dst, const sd_tensor *t, sd
     bk->dconv_weight(dst, t->data, t->dtype, &d, nthreads(be));
 }
 
+/* the direct convolution with its epilogue (sd_dconv_out) when it runs (dconv_use and the scratch), else false.
+ * Image-layout activations (backend.h) go only this way: cpu_conv_layout offers the layout where it runs. */
+static bool conv_direct(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                        int stride, const int pads[4], const sd_tensor *res, int act, void *scratch)
+{
+    const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
+    int64_t N = x->ne[0], C = x->ne[1], H = x->ne[2], W = x->ne[3], O = w->ne[0], HO = y->ne[2], WO = y->ne[3];
+    bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV, inplace = dconv_inplace(x, w, y, stride);
+    bool xcl = x->layout == SD_LAYOUT_BF16_IMAGE, ycl = y->layout == SD_LAYOUT_BF16_IMAGE;
+    sd_dconv d;
+    sd_dconv_geom(&d, C, H, W, O, w->ne[2], w->ne[3], HO, WO, stride, pads[0], pads[1]);
+    if (!scratch || !dconv_use(be, w, y, stride) || dconv_bytes(&d, packed, inplace) > cpu_conv2d_scratch(be, x, w, y))
+        return false;
+    /* the weight in B tiles (unless prepared at load) and the bias once, then per image its channels-last
+     * copy (none when read in place) and the products */
+    uint16_t *xp = scratch, *wp = xp + (inplace ? 0 : (d.x_elems + 31) / 32 * 32);
+    float *bias = (float *)(wp + (packed ? 0 : (d.w_elems + 31) / 32 * 32));
+    int nt = nthreads(be);
+    if (packed)
+        wp = w->data;
+    else
+        bk->dconv_weight(wp, w->data, w->dtype, &d, nt);
+    for (int64_t o = 0; b && o < O; o++)
+        bias[o] = ldp(b, o);
+    size_t xim = (size_t)(sd_image_layout_pixels(x->ne) * d.Cp), yim = (size_t)(sd_image_layout_pixels(y->ne) * ((O + 31) / 32 * 32));
+    for (int64_t n = 0; n < N; n++) {
+        const uint16_t *img = xp;
+        if (inplace)
+            img = (const uint16_t *)x->data + n * xim;
+        else if (xcl)
+            bk->dconv_image_cl(xp, (const uint16_t *)x->data + n * xim, &d, nt);
+        else
+            bk->dconv_image(xp, CF(x) + n * C * H * W, &d, nt);
+        size_t yo = ycl ? n * yim : (size_t)(n * O * HO * WO);
+        sd_dconv_out out = {.y = ycl ? (void *)((uint16_t *)y->data + yo) : (void *)(F(y) + yo), .bias = b ? bias : NULL,
+                            .cl = ycl, .relu = act == SD_UNARY_RELU};
+        if (res)
+            out.res = ycl ? (const void *)((const uint16_t *)res->data + yo) : (const void *)(CF(res) + yo);
+        if (ycl)
+            sd_cpu_image_border(out.y, HO, WO, (O + 31) / 32 * 32);
+        bk->dconv(&out, img, wp, &d, nt);
+    }
+    if (act >= 0 && act != SD_UNARY_RELU) /* row-major only (cpu_conv_layout): as sd_unary_inplace */
+        sd_cpu_unary(be, y, y, (sd_unary_op)act);
+    return true;
+}
+
 static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
                        int stride, const int pads[4], void *scratch)
 {
@@ -392,27 +449,11 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
     sd_i8w qw; /* precision int8 (a prepared weight always has its scratch: cpu_conv2d_scratch) */
     bool q8 = scratch && int8w(w, &qw);
     if (!q8 && (dconv_use(be, w, y, stride) || w->layout == SD_LAYOUT_CPU_BF16_CONV)) {
-        const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
-        bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
+        if (conv_direct(be, y, x, w, b, stride, pads, NULL, -1, scratch))
+            return;
         sd_dconv d;
         sd_dconv_geom(&d, C, H, W, O, KH, KW, HO, WO, stride, pads[0], pads[1]);
-        if (scratch && dconv_use(be, w, y, stride) && dconv_bytes(&d, packed) <= cpu_conv2d_scratch(be, x, w, y)) {
-            /* the weight in B tiles (unless prepared at load) and the bias once, then per image its
-             * channels-last copy and the products */
-            uint16_t *xp = scratch, *wp = xp + (d.x_elems + 31) / 32 * 32;
-            float *bias = (float *)(wp + (packed ? 0 : (d.w_elems + 31) / 32 * 32));
-            if (packed)
-                wp = w->data;
-            else
-                bk->dconv_weight(wp, w->data, w->dtype, &d, nt);
-            for (int64_t o = 0; b && o < O; o++)
-                bias[o] = ldp(b, o);
-            for (int64_t n = 0; n < N; n++) {
-                bk->dconv_image(xp, CF(x) + n * C * H * W, &d, nt);
-                bk->dconv(F(y) + n * O * HWO, xp, wp, b ? bias : NULL, &d, nt);
-            }
-            return;
-        }
+        bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
         if (packed) { /* a prepared weight at a stride the direct convolution does not take (no model has one) */
             conv_packed_ref(be, y, x, w, b, stride, pads);
             return;
@@ -516,6 +557,33 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
                         col, (int)ncol, b ? 1.0f : 0.0f, yn + r0 * WO, (int)HWO);
         }
     }
+}
+
+/* conv2d with the epilogue: in the direct convolution's write-back where it runs (image-layout tensors only go
+ * there), else the plain conv, then the same add and activation kernels as sd_add_inplace / sd_unary_inplace */
+static void cpu_conv2d_ex(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                          int stride, const int pads[4], const sd_tensor *res, int act, void *scratch)
+{
+    sd_i8w qw; /* precision int8 (cpu_conv2d's: its k x k direct convolution, or the GEMM) */
+    bool direct = w->layout != SD_LAYOUT_CPU_I8_CONV && !(scratch && int8w(be, w, false, &qw)) &&
+                  conv_direct(be, y, x, w, b, stride, pads, res, act, scratch);
+    if (direct)
+        return;
+    cpu_conv2d(be, y, x, w, b, stride, pads, scratch);
+    if (res)
+        sd_cpu_binary(be, y, y, res, SD_BINARY_ADD);
+    if (act >= 0)
+        sd_cpu_unary(be, y, y, (sd_unary_op)act);
+}
+
+/* the image layout where the direct convolution reads and writes it: a weight prepared at load for it
+ * (precision bf16 with bf16 kernels), stride 1 or 2, no activation or ReLU in the epilogue */
+static sd_layout cpu_conv_layout(sd_backend *be, const sd_tensor *w, int stride, int act)
+{
+    const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
+    bool ok = bk && bk->dconv && w->layout == SD_LAYOUT_CPU_BF16_CONV && (stride == 1 || stride == 2) &&
+              w->ne[2] * w->ne[3] <= SD_DCONV_MAX_TAPS && (act < 0 || act == SD_UNARY_RELU);
+    return ok ? SD_LAYOUT_BF16_IMAGE : SD_LAYOUT_ROWMAJOR;
 }
 
 /* ---------------------------------------------------------------- norms */
@@ -731,6 +799,8 @@ static const sd_backend_ops k_cpu_ops = {
     .linear = cpu_linear,
     .matmul = cpu_matmul,
     .conv2d = cpu_conv2d,
+    .conv2d_ex = cpu_conv2d_ex,
+    .conv_layout = cpu_conv_layout,
     .weight_layout = cpu_weight_layout,
     .weight_prepare = cpu_weight_prepare,
     .group_norm = cpu_group_norm,

@@ -50,6 +50,8 @@ void sd_cpu_affine(sd_backend *be, sd_tensor *y, const sd_tensor *x, float alpha
 void sd_cpu_clamp(sd_backend *be, sd_tensor *y, const sd_tensor *x, float lo, float hi);
 void sd_cpu_geglu(sd_backend *be, sd_tensor *y, const sd_tensor *x);
 void sd_cpu_upsample2x(sd_backend *be, sd_tensor *y, const sd_tensor *x);
+/* SD_LAYOUT_BF16_IMAGE (backend.h): zeros into the border and tail of one image's pixels img (H x W inside) */
+void sd_cpu_image_border(uint16_t *img, int64_t H, int64_t W, int64_t Cp);
 void sd_cpu_rgb8_to_chw(sd_backend *be, sd_tensor *y, const sd_tensor *x);
 void sd_cpu_chw_to_rgb8(sd_backend *be, sd_tensor *y, const sd_tensor *x);
 void sd_cpu_concat(sd_backend *be, sd_tensor *y, const sd_tensor *a, const sd_tensor *b, int axis);

@@ -15,6 +15,15 @@ static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.707
 
 void sd_cpu_unary(sd_backend *be, sd_tensor *y, const sd_tensor *x, sd_unary_op op)
 {
+    if (x->layout == SD_LAYOUT_BF16_IMAGE) { /* ReLU only (ops.c), on every value: the border stays zero */
+        size_t nv = sd_nbytes(x) / 2;
+        const uint16_t *xs = x->data;
+        uint16_t *ys = y->data;
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+        for (size_t i = 0; i < nv; i++)
+            ys[i] = sd_bf16_to_f32(xs[i]) > 0 ? xs[i] : 0;
+        return;
+    }
     int64_t n = sd_numel(x);
     const float *X = CF(x);
     float *Y = F(y);
@@ -126,8 +135,42 @@ void sd_cpu_geglu(sd_backend *be, sd_tensor *y, const sd_tensor *x)
     }
 }
 
+void sd_cpu_image_border(uint16_t *img, int64_t H, int64_t W, int64_t Cp)
+{
+    int64_t Wl = W + 2;
+    memset(img, 0, (size_t)(Wl + 1) * (size_t)Cp * 2); /* the top row and row 1's left pixel */
+    for (int64_t h = 1; h <= H; h++) /* row h's right pixel and row h + 1's left one */
+        memset(img + (h * Wl + W + 1) * Cp, 0, (size_t)(2 * Cp) * 2);
+    memset(img + ((H + 1) * Wl + 1) * Cp, 0, (size_t)(Wl - 1 + 64) * (size_t)Cp * 2); /* bottom row and tail */
+}
+
+/* nearest 2x in the image layout: each output row from its source row's pixels, then the border */
+static void upsample2x_image(sd_backend *be, sd_tensor *y, const sd_tensor *x)
+{
+    int64_t N = x->ne[0], H = x->ne[2], W = x->ne[3], Cp = sd_image_layout_cp(x->ne);
+    int64_t xpix = sd_image_layout_pixels(x->ne), ypix = sd_image_layout_pixels(y->ne);
+    const uint16_t *X = x->data;
+    uint16_t *Y = y->data;
+#pragma omp parallel for num_threads(nthreads(be)) schedule(static)
+    for (int64_t r = 0; r < N * 2 * H; r++) {
+        int64_t n = r / (2 * H), oh = r % (2 * H);
+        const uint16_t *src = X + (n * xpix + (oh / 2 + 1) * (W + 2) + 1) * Cp;
+        uint16_t *dst = Y + (n * ypix + (oh + 1) * (2 * W + 2) + 1) * Cp;
+        for (int64_t w = 0; w < W; w++) {
+            memcpy(dst + 2 * w * Cp, src + w * Cp, (size_t)Cp * 2);
+            memcpy(dst + (2 * w + 1) * Cp, src + w * Cp, (size_t)Cp * 2);
+        }
+    }
+    for (int64_t n = 0; n < N; n++)
+        sd_cpu_image_border(Y + n * ypix * Cp, 2 * H, 2 * W, Cp);
+}
+
 void sd_cpu_upsample2x(sd_backend *be, sd_tensor *y, const sd_tensor *x)
 {
+    if (x->layout == SD_LAYOUT_BF16_IMAGE) {
+        upsample2x_image(be, y, x);
+        return;
+    }
     int64_t NC = x->ne[0] * x->ne[1], H = x->ne[2], W = x->ne[3];
 #pragma omp parallel for num_threads(nthreads(be)) schedule(static)
     for (int64_t p = 0; p < NC; p++)

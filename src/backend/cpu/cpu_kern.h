@@ -91,6 +91,15 @@ typedef struct sd_dconv {
     size_t w_elems;       /* values of the packed weight's tiles */
 } sd_dconv;
 
+/* Where the direct convolution writes one image and what its epilogue adds: y = relu?((conv + bias) + res) */
+typedef struct sd_dconv_out {
+    void *y;           /* F32 [O][HO][WO], or (cl) the image's SD_LAYOUT_BF16_IMAGE pixels (backend.h) */
+    const void *res;   /* NULL, or a residual in y's shape and layout */
+    const float *bias; /* [O] or NULL */
+    bool cl;           /* y and res in the image layout (its border and tail are the caller's) */
+    bool relu;
+} sd_dconv_out;
+
 /* the largest kernel (KH * KW) of the direct convolution */
 #define SD_DCONV_MAX_TAPS 64
 
@@ -136,13 +145,13 @@ typedef struct sd_cpu_bf16_kern {
     /* dst [C][H+pt+pb][W+pl+pr] BF16 = x [C][H][W] rounded, zeros around (the image of a stride-1 conv,
      * converted once instead of once per kernel tap) */
     void (*conv_pad)(uint16_t *dst, const float *x, int64_t C, int64_t H, int64_t W, const int pads[4], int nthreads);
-    /* the direct convolution (sd_dconv; NULL: none): the image [C][H][W] F32 into its channels-last copy xp
-     * (d->x_elems); the weight [O][C][KH][KW] (F32, F16 or BF16) into B tiles wp (d->w_elems); then
-     * y [O][HO][WO] F32 = conv + bias (NULL: none) */
+    /* the direct convolution (sd_dconv; NULL: none): the image [C][H][W] F32, or one image of an
+     * SD_LAYOUT_BF16_IMAGE activation (_cl), into its channels-last copy xp (d->x_elems); the weight
+     * [O][C][KH][KW] (F32, F16 or BF16) into B tiles wp (d->w_elems); then the output o (sd_dconv_out) */
     void (*dconv_image)(uint16_t *xp, const float *x, const sd_dconv *d, int nthreads);
+    void (*dconv_image_cl)(uint16_t *xp, const uint16_t *x, const sd_dconv *d, int nthreads);
     void (*dconv_weight)(uint16_t *wp, const void *w, sd_dtype dt, const sd_dconv *d, int nthreads);
-    void (*dconv)(float *y, const uint16_t *xp, const uint16_t *wp, const float *bias, const sd_dconv *d,
-                  int nthreads);
+    void (*dconv)(const sd_dconv_out *o, const uint16_t *xp, const uint16_t *wp, const sd_dconv *d, int nthreads);
     /* a linear weight w [N][K] (F32, F16 or BF16) as B tiles for SD_GB_PACKED: up32(N) * up32(K) bf16 */
     void (*linear_pack)(uint16_t *dst, const void *w, sd_dtype dt, int64_t N, int64_t K);
 } sd_cpu_bf16_kern;

@@ -39,7 +39,8 @@ static void bk_begin(void)
 
 static void bk_end(void) { _tile_release(); }
 
-/* see cpu_kern_bf16_impl.h: A rows lda bf16 apart, depth block (t, cb) of A at toff[t] + cb * astep */
+/* see cpu_kern_bf16_impl.h: A rows lda bf16 apart, depth block (t, cb) of A at toff[t] + cb * astep; B1 NULL:
+ * columns 16-31 of B are zero (the direct convolution's last output block when it has <= 16 channels) */
 static void bk_ukr_x(const uint16_t *A, const uint16_t *A1, int64_t lda, const int64_t *toff, int64_t ntap,
                      int64_t ncb, int64_t astep, const uint16_t *B, const uint16_t *B1, float *c, int64_t ldc, int acc)
 {
@@ -54,18 +55,30 @@ static void bk_ukr_x(const uint16_t *A, const uint16_t *A1, int64_t lda, const i
         _tile_zero(2);
         _tile_zero(3);
     }
-    for (int64_t t = 0; t < ntap; t++)
-        for (int64_t cb = 0; cb < ncb; cb++, B += 512, B1 += 512) {
-            int64_t ao = toff[t] + cb * astep;
-            _tile_loadd(4, A + ao, lda * 2);
-            _tile_loadd(6, B, 64);
-            _tile_loadd(5, A1 + ao, lda * 2);
-            _tile_loadd(7, B1, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
-        }
+    if (!B1) { /* columns 16-31 are all zero (a narrow last output block): half the products */
+        for (int64_t t = 0; t < ntap; t++)
+            for (int64_t cb = 0; cb < ncb; cb++, B += 512) {
+                int64_t ao = toff[t] + cb * astep;
+                _tile_loadd(4, A + ao, lda * 2);
+                _tile_loadd(6, B, 64);
+                _tile_loadd(5, A1 + ao, lda * 2);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(2, 5, 6);
+            }
+    } else {
+        for (int64_t t = 0; t < ntap; t++)
+            for (int64_t cb = 0; cb < ncb; cb++, B += 512, B1 += 512) {
+                int64_t ao = toff[t] + cb * astep;
+                _tile_loadd(4, A + ao, lda * 2);
+                _tile_loadd(6, B, 64);
+                _tile_loadd(5, A1 + ao, lda * 2);
+                _tile_loadd(7, B1, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+    }
     _tile_stored(0, c, ldc * 4);
     _tile_stored(1, c + 16, ldc * 4);
     _tile_stored(2, c + 16 * ldc, ldc * 4);

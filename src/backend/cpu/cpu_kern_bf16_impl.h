@@ -561,143 +561,7 @@ static void BK_FN(conv_pad)(uint16_t *dst, const float *x, int64_t C, int64_t H,
     }
 }
 
-/* ------------------------------------------------------------------ direct convolution (sd_dconv, cpu_kern.h)
- * The image once into its channels-last bf16 copy, the weight into B tiles, then per task (32 output pixels
- * x 32 output channels) one micro-kernel call over every tap and channel block, its 32x32 fp32 block
- * transposed into NCHW rows with the bias added. */
-
-static void BK_FN(dconv_image)(uint16_t *xp, const float *x, const sd_dconv *d, int nthreads)
-{
-    int64_t s = d->stride, Cp = d->Cp, ncb = Cp / 32, Wps = d->Wps, rows = s * s * d->Hps;
-    size_t used = (size_t)(rows * Wps * Cp);
-    memset(xp + used, 0, (d->x_elems - used) * 2); /* the tail the last pixel blocks read */
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t pr = 0; pr < rows; pr++) {
-        int64_t plane = pr / d->Hps, ph = plane / s, pw = plane % s, ih = (pr % d->Hps) * s + ph - d->pad_t;
-        uint16_t *dst = xp + pr * Wps * Cp;
-        if (ih < 0 || ih >= d->H) {
-            memset(dst, 0, (size_t)(Wps * Cp) * 2);
-            continue;
-        }
-        for (int64_t cb = 0; cb < ncb; cb++)
-            for (int64_t j0 = 0; j0 < Wps; j0 += 16) {
-                __m512i r[16];
-                for (int64_t p = 0; p < 16; p++) { /* row p: channels 2p, 2p+1 of the 16 pixels as pairs */
-                    int64_t c = cb * 32 + 2 * p;
-                    __m512 v0 = c < d->C ? dc_ld16(x + (c * d->H + ih) * d->W, d, j0, pw) : _mm512_setzero_ps();
-                    __m512 v1 = c + 1 < d->C ? dc_ld16(x + ((c + 1) * d->H + ih) * d->W, d, j0, pw) : _mm512_setzero_ps();
-                    r[p] = pair_interleave(to_bf16x32(v0, v1));
-                }
-                transpose16x16_epi32(r); /* r[j]: the 32 channels of pixel j0 + j */
-                for (int64_t j = 0; j < bmin(16, Wps - j0); j++)
-                    _mm512_storeu_si512(dst + (j0 + j) * Cp + cb * 32, r[j]);
-            }
-    }
-}
-
-static void BK_FN(dconv_weight)(uint16_t *wp, const void *w, sd_dtype dt, const sd_dconv *d, int nthreads)
-{
-    int64_t taps = d->KH * d->KW, ncb = d->Cp / 32, nob = (d->O + 31) / 32 * 2, C = d->C;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t ob = 0; ob < nob; ob++) {
-        uint16_t *blk = wp + ob * taps * ncb * TILE;
-        memset(blk, 0, (size_t)(taps * ncb * TILE) * 2);
-        for (int64_t n = 0; n < 16 && ob * 16 + n < d->O; n++) {
-            int64_t o = ob * 16 + n;
-            for (int64_t c = 0; c < C; c++)
-                for (int64_t t = 0; t < taps; t++) {
-                    size_t i = (size_t)((o * C + c) * taps + t);
-                    uint16_t v = dt == SD_BF16 ? ((const uint16_t *)w)[i]
-                                 : dt == SD_F16 ? sd_f32_to_bf16(sd_f16_to_f32(((const uint16_t *)w)[i]))
-                                                : sd_f32_to_bf16(((const float *)w)[i]);
-                    int64_t k = c % 32;
-                    blk[(t * ncb + c / 32) * TILE + (k / 2) * 32 + n * 2 + k % 2] = v;
-                }
-        }
-    }
-}
-
-#ifdef BK_ROW_PTRS
-/* the nr (<= 32) rows of block cb (rows: the dense output pixels p0.., columns: output channels o0..) into y
- * with the bias: per output channel, nr consecutive floats of its plane */
-static inline void dc_write_dense(float *y, const float *cb, const float *bias, const sd_dconv *d, int64_t p0,
-                                  int64_t nr, int64_t o0)
-{
-    int64_t HWO = d->HO * d->WO;
-    for (int64_t h = 0; h * 16 < nr; h++)
-        for (int64_t g = 0; g < 2; g++) {
-            __m512i r[16];
-            for (int i = 0; i < 16; i++)
-                r[i] = _mm512_loadu_si512(cb + (h * 16 + i) * 32 + g * 16);
-            transpose16x16_epi32(r); /* r[n]: output channel o0 + 16g + n at the 16 pixels */
-            for (int64_t n = 0; n < 16 && o0 + g * 16 + n < d->O; n++) {
-                int64_t o = o0 + g * 16 + n;
-                __m512 v = _mm512_add_ps(_mm512_castsi512_ps(r[n]), _mm512_set1_ps(bias ? bias[o] : 0.0f));
-                _mm512_mask_storeu_ps(y + o * HWO + p0 + h * 16, bm16(nr - h * 16), v);
-            }
-        }
-}
-#endif
-
-static void BK_FN(dconv_thread)(float *y, const uint16_t *xp, const uint16_t *wp, const float *bias,
-                                const sd_dconv *d, int tid, int nt)
-{
-    int64_t s = d->stride, Cp = d->Cp, taps = d->KH * d->KW, ncb = Cp / 32, no = (d->O + 31) / 32;
-    int64_t plane = d->Hps * d->Wps, toff[SD_DCONV_MAX_TAPS];
-    for (int64_t kh = 0; kh < d->KH; kh++)
-        for (int64_t kw = 0; kw < d->KW; kw++)
-            toff[kh * d->KW + kw] = (((kh % s) * s + kw % s) * plane + (kh / s) * d->Wps + kw / s) * Cp;
-    /* the operand read from memory once goes outside: the image when it is the larger */
-    bool qmajor = (double)d->x_elems > (double)d->w_elems;
-    float cbuf[32 * 32] __attribute__((aligned(64)));
-#ifdef BK_ROW_PTRS
-    /* A rows at any addresses (VDPBF16PS): the blocks hold only the HO x WO real output pixels, dense
-     * (p = oh * WO + ow: pixel q = oh * Wps + ow of the planes), nothing for the Wps - WO columns past each
-     * output row nor past the last pixel (in groups of 8 rows) */
-    int64_t P = d->HO * d->WO, np = (P + 31) / 32, tasks = np * no, t0 = tasks * tid / nt, t1 = tasks * (tid + 1) / nt;
-    memset(cbuf, 0, sizeof cbuf); /* the rows past a short block are transposed with the others, never stored */
-    for (int64_t task = t0; task < t1; task++) {
-        int64_t pb = qmajor ? task / no : task % np, ob = qmajor ? task % no : task / np;
-        int64_t p0 = pb * 32, nr = bmin(32, P - p0);
-        const uint16_t *rows[32], *B0 = wp + ob * 2 * taps * ncb * TILE;
-        for (int64_t i = 0; i < 32; i++) {
-            int64_t p = p0 + bmin(i, nr - 1);
-            rows[i] = xp + ((p / d->WO) * d->Wps + p % d->WO) * Cp;
-        }
-        bk_ukr_rows(rows, nr, toff, taps, ncb, 32, B0, B0 + taps * ncb * TILE, cbuf, 32);
-        dc_write_dense(y, cbuf, bias, d, p0, nr, ob * 32);
-    }
-#else
-    int64_t tasks = d->nq * no, t0 = tasks * tid / nt, t1 = tasks * (tid + 1) / nt;
-    bk_begin();
-    for (int64_t task = t0; task < t1; task++) {
-        int64_t qb = qmajor ? task / no : task % d->nq, ob = qmajor ? task % no : task / d->nq;
-        const uint16_t *A0 = xp + qb * 32 * Cp, *B0 = wp + ob * 2 * taps * ncb * TILE;
-        bk_ukr_x(A0, A0 + 16 * Cp, Cp, toff, taps, ncb, 32, B0, B0 + taps * ncb * TILE, cbuf, 32, 0);
-        for (int h = 0; h < 2; h++)
-            for (int g = 0; g < 2; g++)
-                dc_write(y, cbuf + h * 16 * 32 + g * 16, bias, d, qb * 32 + h * 16, ob * 32 + g * 16);
-    }
-    bk_end();
-#endif
-}
-
-static void BK_FN(dconv)(float *y, const uint16_t *xp, const uint16_t *wp, const float *bias, const sd_dconv *d,
-                         int nthreads)
-{
-#ifdef BK_ROW_PTRS
-    int64_t tasks = (d->HO * d->WO + 31) / 32 * ((d->O + 31) / 32);
-#else
-    int64_t tasks = d->nq * ((d->O + 31) / 32);
-#endif
-    int nt = nthreads > 1 && tasks > 1 ? (int)bmin(nthreads, tasks) : 1;
-    if (nt == 1) {
-        BK_FN(dconv_thread)(y, xp, wp, bias, d, 0, 1);
-        return;
-    }
-#pragma omp parallel num_threads(nt)
-    BK_FN(dconv_thread)(y, xp, wp, bias, d, omp_get_thread_num(), omp_get_num_threads());
-}
+#include "backend/cpu/cpu_kern_bf16_dconv.h"
 
 static void BK_FN(linear_pack)(uint16_t *dst, const void *w, sd_dtype dt, int64_t N, int64_t K)
 {
@@ -714,6 +578,7 @@ static const sd_cpu_bf16_kern bk_table = {
     .peak = bk_peak,
     .conv_pad = BK_FN(conv_pad),
     .dconv_image = BK_FN(dconv_image),
+    .dconv_image_cl = BK_FN(dconv_image_cl),
     .dconv_weight = BK_FN(dconv_weight),
     .dconv = BK_FN(dconv),
     .linear_pack = BK_FN(linear_pack),

@@ -1,7 +1,8 @@
 /* AVX-512 helpers shared by the bf16 and int8 kernel headers (cpu_kern_bf16_impl.h, cpu_kern_int8_impl.h):
  * masks, the 16x16 32-bit transpose, and the two ends of the direct convolution (sd_dconv, cpu_kern.h) that
  * do not depend on the element type: reading 16 input pixels of one channel row into a phase plane, and
- * writing a 16x16 fp32 block (pixels x output channels) into NCHW rows with the bias. Included by files
+ * staging / copying fp32 blocks (pixels x output channels) into NCHW rows with the bias (the bf16 write-back
+ * with its epilogue is cpu_kern_bf16_dconv.h's dc_write). Included by files
  * compiled with AVX-512 F/BW/VL/DQ (their own target flags). */
 #ifndef SD_CPU_KERN_DCONV512_H
 #define SD_CPU_KERN_DCONV512_H
@@ -84,39 +85,6 @@ static inline __m512 dc_ld16(const float *xr, const sd_dconv *d, int64_t j0, int
 {
     dc_cols c = dc_cols_at(d, j0, pw);
     return dc_ld(xr, &c, d->stride);
-}
-
-/* the 16x16 block cb (rows: output pixels q0.., columns: output channels o0..) into y with the bias */
-static inline void dc_write(float *y, const float *cb, const float *bias, const sd_dconv *d, int64_t q0, int64_t o0)
-{
-    int64_t seg_j[16], seg_n[16], seg_off[16], ns = 0, Wps = d->Wps, WO = d->WO;
-    for (int64_t j = 0; j < 16 && q0 + j < d->Q;) { /* runs of pixels inside one output row */
-        int64_t q = q0 + j, oh = q / Wps, ow = q % Wps, len = bmin(16 - j, Wps - ow);
-        if (ow < WO) {
-            seg_j[ns] = j;
-            seg_n[ns] = bmin(len, WO - ow);
-            seg_off[ns++] = oh * WO + ow;
-        }
-        j += len;
-    }
-    if (!ns)
-        return;
-    __m512i r[16];
-    for (int i = 0; i < 16; i++)
-        r[i] = _mm512_loadu_si512(cb + i * 32);
-    transpose16x16_epi32(r); /* r[n]: output channel o0 + n at the 16 pixels */
-    int64_t HWO = d->HO * WO;
-    for (int64_t n = 0; n < 16 && o0 + n < d->O; n++) {
-        __m512 v = _mm512_add_ps(_mm512_castsi512_ps(r[n]), _mm512_set1_ps(bias ? bias[o0 + n] : 0.0f));
-        float *yo = y + (o0 + n) * HWO;
-        for (int64_t k = 0; k < ns; k++) {
-            if (seg_j[k] == 0 && seg_n[k] == 16)
-                _mm512_storeu_ps(yo + seg_off[k], v);
-            else
-                _mm512_mask_storeu_ps(yo + seg_off[k], bm16(seg_n[k]),
-                                      _mm512_maskz_compress_ps((__mmask16)(bm16(seg_j[k] + seg_n[k]) & ~bm16(seg_j[k])), v));
-        }
-    }
 }
 
 /* Staged write-back (the int8 direct convolution): a task computes r output rows (the pixels q0 = oh0 * Wps
