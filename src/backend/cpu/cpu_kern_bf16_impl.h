@@ -258,10 +258,14 @@ static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64
 
 /* ------------------------------------------------------------------ GEMM */
 
+/* per thread: the B block (BKC x BNCL, or a linear's column block over the whole depth), the A block (BMC x
+ * BKC, or a linear's row panel over the whole depth: up to BK_APANEL values), two 32 x 32 fp32 blocks */
+#define BK_BPANEL ((size_t)(BKC / 32) * (BNCL / 16) * TILE)
+#define BK_APANEL ((size_t)32 * SD_BK_KFULL)
+#define BK_APANEL_HOT ((size_t)256 * 1024) /* values of a linear's A panel (L2) */
 static size_t bk_ws_thread(void) /* bytes */
 {
-    return (size_t)(BKC / 32) * (BNCL / 16) * TILE * 2 + (size_t)(BKC / 32) * (BMC / 16) * TILE * 2 +
-           32 * 32 * sizeof(float) + 256;
+    return BK_BPANEL * 2 + BK_APANEL * 2 + 2 * 32 * 32 * sizeof(float) + 256;
 }
 
 static size_t BK_FN(gemm_ws)(int nthreads) { return (size_t)(nthreads > 0 ? nthreads : 1) * bk_ws_thread() / sizeof(float); }
@@ -300,11 +304,124 @@ static inline void micro(const uint16_t *A0, const uint16_t *A1, const uint16_t 
     write_back(C, ldc, cb, mr, nr);
 }
 
+/* ------------------------------------------------------------------ linears over the whole depth
+ * B (the weight: prepared tiles, or packed here per column block) and A (row panels of the whole depth) are
+ * multiplied by 32x32 blocks whose fp32 sums s come out once, into an L1 block, and go to C through the
+ * epilogue (sd_gemm: + bias, + res or GEGLU): each element's value is s + bias[n] whatever the block edges,
+ * the thread split or the epilogue, so fused and plain linears agree bit for bit */
+
+/* rows [0, mr) x columns [0, nr) of the block s (row stride 32) into C with the epilogue (not GEGLU) */
+static inline void epi_store(const sd_gemm *g, float *C, const float *s, const float *bias, const float *res,
+                             int64_t ldr, int64_t mr, int64_t nr)
+{
+    __mmask16 k0 = bm16(nr), k1 = bm16(nr - 16);
+    __m512 b0 = bias ? _mm512_maskz_loadu_ps(k0, bias) : _mm512_setzero_ps();
+    __m512 b1 = bias ? _mm512_maskz_loadu_ps(k1, bias + 16) : _mm512_setzero_ps();
+    for (int64_t i = 0; i < mr; i++) {
+        float *cp = C + i * g->ldc;
+        __m512 v0 = _mm512_loadu_ps(s + i * 32), v1 = _mm512_loadu_ps(s + i * 32 + 16);
+        if (bias) {
+            v0 = _mm512_add_ps(v0, b0);
+            v1 = _mm512_add_ps(v1, b1);
+        }
+        if (res) {
+            const float *rp = res + i * ldr;
+            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(k0, rp), v0);
+            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(k1, rp + 16), v1);
+        }
+        _mm512_mask_storeu_ps(cp, k0, v0);
+        _mm512_mask_storeu_ps(cp + 16, k1, v1);
+    }
+}
+
+/* GEGLU: value sums sv and gate sums sg (row stride 32; the gate's bias at bias + N/2) into C rows [0, mr),
+ * columns [0, nr): each row's 2 nr values, biased, laid out as g->geglu reads them */
+static inline void epi_geglu(const sd_gemm *g, float *C, const float *sv, const float *sg, const float *bias,
+                             int64_t mr, int64_t nr)
+{
+    float row[64] __attribute__((aligned(64)));
+    __mmask16 k0 = bm16(nr), k1 = bm16(nr - 16);
+    const float *bg = bias ? bias + g->N / 2 : NULL;
+    __m512 b0 = bias ? _mm512_maskz_loadu_ps(k0, bias) : _mm512_setzero_ps();
+    __m512 b1 = bias ? _mm512_maskz_loadu_ps(k1, bias + 16) : _mm512_setzero_ps();
+    __m512 g0 = bias ? _mm512_maskz_loadu_ps(k0, bg) : _mm512_setzero_ps();
+    __m512 g1 = bias ? _mm512_maskz_loadu_ps(k1, bg + 16) : _mm512_setzero_ps();
+    for (int64_t i = 0; i < mr; i++) {
+        __m512 v0 = _mm512_loadu_ps(sv + i * 32), v1 = _mm512_loadu_ps(sv + i * 32 + 16);
+        __m512 u0 = _mm512_loadu_ps(sg + i * 32), u1 = _mm512_loadu_ps(sg + i * 32 + 16);
+        if (bias) {
+            v0 = _mm512_add_ps(v0, b0);
+            v1 = _mm512_add_ps(v1, b1);
+            u0 = _mm512_add_ps(u0, g0);
+            u1 = _mm512_add_ps(u1, g1);
+        }
+        _mm512_mask_storeu_ps(row, k0, v0);
+        _mm512_mask_storeu_ps(row + 16, k1, v1);
+        _mm512_mask_storeu_ps(row + nr, k0, u0);
+        _mm512_mask_storeu_ps(row + nr + 16, k1, u1);
+        g->geglu(C + i * g->ldc, row, nr);
+    }
+}
+
+/* the linear's rows [m0, m1) x output columns [n0, n1) (GEGLU: of the N/2 output columns) */
+static void bk_linear_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+{
+    uint16_t *Bp = (uint16_t *)ws, *Ap = Bp + BK_BPANEL;
+    float *sv = (float *)(Ap + BK_APANEL), *sg = sv + 32 * 32;
+    int64_t K = g->K, nkb = up32(K) / 32, half = g->geglu ? g->N / 2 : 0;
+    const float *res = g->res ? g->res : g->accumulate ? g->c : NULL; /* C += AB: C is the residual */
+    int64_t ldr = g->res ? g->ldr : g->ldc;
+    /* row panels of about BK_APANEL_HOT values (L2), at least 32 and at most 256 rows */
+    int64_t mb = bmax(32, bmin(256, (int64_t)(BK_APANEL_HOT / (size_t)(nkb * 32 + 1)) / 32 * 32));
+    /* prepared B: all of it; else column blocks that fit the B area (half as wide for GEGLU's two halves) */
+    int64_t nbw = g->bkind == SD_GB_PACKED ? n1 - n0
+                                            : bmax(32, (int64_t)(BK_BPANEL / (size_t)(nkb * 32 + 1)) / (half ? 64 : 32) * 32);
+    const uint16_t *B = g->b;
+    int64_t bstride = nkb * TILE; /* one column tile */
+    bk_begin();
+    for (int64_t jc = n0; jc < n1; jc += nbw) {
+        int64_t nc = bmin(nbw, n1 - jc), bc0 = jc; /* B's first column tile column */
+        if (g->bkind != SD_GB_PACKED) {
+            pack_b(g, Bp, 0, K, jc, nc);
+            if (half)
+                pack_b(g, Bp + (up32(nc) / 16) * bstride, 0, K, half + jc, nc);
+            B = Bp;
+            bc0 = 0;
+        }
+        for (int64_t ic = m0; ic < m1; ic += mb) {
+            int64_t mc = bmin(mb, m1 - ic), mt = up32(mc) / 16;
+            pack_a(g, Ap, ic, mc, 0, K);
+            for (int64_t j = 0; j < nc; j += 32) {
+                int64_t nr = bmin(32, nc - j), t = (bc0 + j) / 16;
+                const uint16_t *b0 = B + t * bstride, *b1 = b0 + bstride;
+                const uint16_t *g0 = NULL, *g1 = NULL; /* GEGLU's gate columns */
+                if (half) {
+                    g0 = g->bkind == SD_GB_PACKED ? B + ((half + jc + j) / 16) * bstride : b0 + (up32(nc) / 16) * bstride;
+                    g1 = g0 + bstride;
+                }
+                const float *bias = g->bias ? g->bias + jc + j : NULL;
+                for (int64_t i = 0; i < mt; i += 2) {
+                    int64_t row = ic + i * 16, mr = bmin(32, mc - i * 16);
+                    const uint16_t *a0 = Ap + i * nkb * TILE, *a1 = a0 + nkb * TILE;
+                    float *C = g->c + row * g->ldc + jc + j;
+                    bk_ukr(a0, a1, b0, b1, nkb, sv, 32, 0);
+                    if (half) {
+                        bk_ukr(a0, a1, g0, g1, nkb, sg, 32, 0);
+                        epi_geglu(g, C, sv, sg, bias, mr, nr);
+                    } else
+                        epi_store(g, C, sv, bias, res ? res + row * ldr + jc + j : NULL, ldr, mr, nr);
+                }
+            }
+        }
+    }
+    bk_end();
+}
+
 static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
 {
     uint16_t *Bp = (uint16_t *)ws;
-    uint16_t *Ap = Bp + (size_t)(BKC / 32) * (BNCL / 16) * TILE;
-    float *cb = (float *)(Ap + (size_t)(BKC / 32) * (BMC / 16) * TILE);
+    uint16_t *Ap = Bp + BK_BPANEL;
+    float *cb = (float *)(Ap + BK_APANEL);
     int64_t K = g->K, ldc = g->ldc;
     bk_begin();
     if (g->bkind != SD_GB_TRANS && g->bkind != SD_GB_PACKED) {
@@ -362,27 +479,31 @@ static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, 
     bk_end();
 }
 
-/* as the fp32 GEMM: threads take column ranges, or row ranges when B is the cheaper operand to repeat */
-static bool bk_split_rows(const sd_gemm *g, int nt)
+/* as the fp32 GEMM: threads take column ranges, or row ranges when B is the cheaper operand to repeat
+ * (N: the output columns) */
+static bool bk_split_rows(const sd_gemm *g, int64_t N, int nt)
 {
-    if (g->N < 32 * nt)
+    if (N < 32 * nt)
         return true;
     if (g->M < 32 * nt)
         return false;
-    return (double)g->K * g->N < (double)g->M * g->K;
+    return (double)g->K * N < (double)g->M * g->K;
 }
 
 static void BK_FN(gemm_thread)(const sd_gemm *g, uint8_t *ws, int tid, int nt)
 {
     ws += (size_t)tid * bk_ws_thread();
-    if (bk_split_rows(g, nt)) {
+    bool lin = sd_bk_linear_full(g);
+    void (*rect)(const sd_gemm *, uint8_t *, int64_t, int64_t, int64_t, int64_t) = lin ? bk_linear_rect : bk_gemm_rect;
+    int64_t N = g->geglu ? g->N / 2 : g->N;
+    if (bk_split_rows(g, N, nt)) {
         int64_t mb = (g->M + 31) / 32, m0 = mb * tid / nt * 32, m1 = bmin(g->M, mb * (tid + 1) / nt * 32);
         if (m0 < m1)
-            bk_gemm_rect(g, ws, m0, m1, 0, g->N);
+            rect(g, ws, m0, m1, 0, N);
     } else {
-        int64_t nb = (g->N + 31) / 32, n0 = nb * tid / nt * 32, n1 = bmin(g->N, nb * (tid + 1) / nt * 32);
+        int64_t nb = (N + 31) / 32, n0 = nb * tid / nt * 32, n1 = bmin(N, nb * (tid + 1) / nt * 32);
         if (n0 < n1)
-            bk_gemm_rect(g, ws, 0, g->M, n0, n1);
+            rect(g, ws, 0, g->M, n0, n1);
     }
 }
 
@@ -390,7 +511,7 @@ static void BK_FN(gemm)(const sd_gemm *g, float *ws, int nthreads)
 {
     if (g->M <= 0 || g->N <= 0)
         return;
-    if (g->K <= 0) {
+    if (g->K <= 0 && !sd_bk_linear_full(g)) { /* (a linear's epilogue still runs on zero sums) */
         if (!g->accumulate)
             for (int64_t m = 0; m < g->M; m++)
                 memset(g->c + m * g->ldc, 0, (size_t)g->N * sizeof(float));
