@@ -170,7 +170,7 @@ static void cpu_cast(sd_backend *be, sd_tensor *y, const sd_tensor *x)
 static bool linear_bf16_full(const sd_backend *be, const sd_tensor *w)
 {
     const cpu_impl *im = be->impl;
-    return im->bk && (im->bf16 || w->layout == SD_LAYOUT_CPU_BF16_LINEAR) && w->ne[1] <= SD_BK_KFULL;
+    return im->bk && !i8_layout(w) && (im->bf16 || w->layout == SD_LAYOUT_CPU_BF16_LINEAR) && w->ne[1] <= SD_BK_KFULL;
 }
 
 /* backend op linear_fuses: the epilogues run where the bf16 kernels take the linear in one pass (never at
@@ -192,7 +192,9 @@ static void cpu_linear_ex(sd_backend *be, sd_tensor *y, const sd_tensor *x, cons
     int64_t N = w->ne[0], K = w->ne[1];
     int64_t M = sd_numel(x) / K;
     float *Y = F(y);
-    bool full = kern(be) && linear_bf16_full(be, w) && (!b || b->dtype == SD_F32); /* bias in the epilogue */
+    sd_i8w qw;
+    bool i8 = int8w(be, w, true, &qw);
+    bool full = !i8 && kern(be) && linear_bf16_full(be, w) && (!b || b->dtype == SD_F32); /* bias in the epilogue */
     if (b && M > 0 && !full) {
         for (int64_t n = 0; n < N; n++)
             Y[n] = ldp(b, n);
@@ -200,8 +202,7 @@ static void cpu_linear_ex(sd_backend *be, sd_tensor *y, const sd_tensor *x, cons
         for (int64_t i = 1; i < M; i++)
             memcpy(Y + i * N, Y, (size_t)N * sizeof(float));
     }
-    sd_i8w qw;
-    if (int8w(be, w, true, &qw)) { /* precision int8: activations quantised per row */
+    if (i8) { /* precision int8: activations quantised per row */
         sd_gemm_i8 g8 = {.M = M, .N = N, .K = K, .w = &qw, .x = CF(x), .c = Y, .ldc = N, .accumulate = b != NULL};
         run_gemm2(be, NULL, &g8);
         return;

@@ -563,7 +563,7 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
     float *S = (float *)al64((uint8_t *)(Qa + 32 * dp));
     uint16_t *Pa = (uint16_t *)al64((uint8_t *)(S + 32 * ABK));
     float *O = (float *)al64((uint8_t *)(Pa + 32 * ABK));
-    float *cb = O + 32 * dp, *mrow = cb + 32 * 32, *lrow = mrow + 32;
+    float *lvec = O + 32 * dp, *mrow = lvec + 32 * 32, *lrow = mrow + 32; /* lvec: each row's sum in 16 lanes */
     int64_t qblocks = (Nq + 31) / 32, tasks = B * heads * qblocks;
     int64_t t0 = tasks * tid / nt, t1 = tasks * (tid + 1) / nt, cached = -1;
     if (t0 >= t1)
@@ -586,7 +586,7 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
             for (int64_t c = 0; c < d; c++)
                 Qs[i * d + c] = qr[c] * scale;
             mrow[i] = -INFINITY;
-            lrow[i] = 0.0f;
+            _mm512_storeu_ps(lvec + i * 16, _mm512_setzero_ps());
         }
         sd_gemm gq = {.a = Qs, .a_dt = SD_F32, .lda = d};
         pack_a(&gq, Qa, 0, 32, 0, d);
@@ -609,12 +609,16 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
                     continue;
                 }
                 __m512 mx = _mm512_set1_ps(-INFINITY);
-                for (int64_t j = 0; j < lim; j += 16)
-                    mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), bm16(lim - j), srow + j));
-                float mnew = fmaxf(mrow[i], _mm512_reduce_max_ps(mx));
+                if (lim == ABK) /* a whole block: no masks */
+                    for (int64_t j = 0; j < ABK; j += 16)
+                        mx = _mm512_max_ps(mx, _mm512_loadu_ps(srow + j));
+                else
+                    for (int64_t j = 0; j < lim; j += 16)
+                        mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), bm16(lim - j), srow + j));
+                float bmx = _mm512_reduce_max_ps(mx), mnew = bmx > mrow[i] ? bmx : mrow[i];
                 if (mnew != mrow[i]) {
                     float alpha = expf(mrow[i] - mnew); /* 0 the first time */
-                    lrow[i] *= alpha;
+                    _mm512_storeu_ps(lvec + i * 16, _mm512_mul_ps(_mm512_loadu_ps(lvec + i * 16), _mm512_set1_ps(alpha)));
                     for (int64_t c = 0; c < dp; c += 16)
                         _mm512_storeu_ps(O + i * dp + c, _mm512_mul_ps(_mm512_loadu_ps(O + i * dp + c), _mm512_set1_ps(alpha)));
                     mrow[i] = mnew;
@@ -623,14 +627,27 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
                  * tiles */
                 const __m512 L = _mm512_set1_ps(1.44269504088896341f);
                 __m512 sum = _mm512_setzero_ps(), mv = _mm512_set1_ps(mnew * 1.44269504088896341f);
-                for (int64_t j = 0; j < bkp; j += 32) {
-                    __m512 e0 = _mm512_maskz_mov_ps(bm16(lim - j), vexp2_p(_mm512_fmsub_ps(_mm512_loadu_ps(srow + j), L, mv)));
-                    __m512 e1 = _mm512_maskz_mov_ps(bm16(lim - j - 16),
-                                                    vexp2_p(_mm512_fmsub_ps(_mm512_loadu_ps(srow + j + 16), L, mv)));
-                    sum = _mm512_add_ps(sum, _mm512_add_ps(e0, e1));
-                    _mm512_storeu_si512(prow + (j / 32) * TILE, to_bf16x32(e0, e1));
+                if (lim == ABK) {
+                    __m512 sum1 = _mm512_setzero_ps();
+                    for (int64_t j = 0; j < ABK; j += 32) {
+                        __m512 e0 = vexp2_p(_mm512_fmsub_ps(_mm512_loadu_ps(srow + j), L, mv));
+                        __m512 e1 = vexp2_p(_mm512_fmsub_ps(_mm512_loadu_ps(srow + j + 16), L, mv));
+                        sum = _mm512_add_ps(sum, e0);
+                        sum1 = _mm512_add_ps(sum1, e1);
+                        _mm512_storeu_si512(prow + (j / 32) * TILE, to_bf16x32(e0, e1));
+                    }
+                    sum = _mm512_add_ps(sum, sum1);
+                } else {
+                    for (int64_t j = 0; j < bkp; j += 32) {
+                        __m512 e0 = _mm512_maskz_mov_ps(bm16(lim - j),
+                                                        vexp2_p(_mm512_fmsub_ps(_mm512_loadu_ps(srow + j), L, mv)));
+                        __m512 e1 = _mm512_maskz_mov_ps(bm16(lim - j - 16),
+                                                        vexp2_p(_mm512_fmsub_ps(_mm512_loadu_ps(srow + j + 16), L, mv)));
+                        sum = _mm512_add_ps(sum, _mm512_add_ps(e0, e1));
+                        _mm512_storeu_si512(prow + (j / 32) * TILE, to_bf16x32(e0, e1));
+                    }
                 }
-                lrow[i] += _mm512_reduce_add_ps(sum);
+                _mm512_storeu_ps(lvec + i * 16, _mm512_add_ps(_mm512_loadu_ps(lvec + i * 16), sum));
             }
             for (int64_t c0 = 0; c0 < dp; c0 += 32) {
                 int64_t t = c0 / 16;
@@ -639,6 +656,7 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
             }
         }
         for (int64_t i = 0; i < nq; i++) {
+            lrow[i] = _mm512_reduce_add_ps(_mm512_loadu_ps(lvec + i * 16));
             float inv = lrow[i] > 0.0f ? 1.0f / lrow[i] : 0.0f;
             float *yr = y + (b * Nq + q0 + i) * HD + h * d;
             for (int64_t c = 0; c < d; c++)
