@@ -404,6 +404,11 @@ static void bk_linear_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1
                     int64_t row = ic + i * 16, mr = bmin(32, mc - i * 16);
                     const uint16_t *a0 = Ap + i * nkb * TILE, *a1 = a0 + nkb * TILE;
                     float *C = g->c + row * g->ldc + jc + j;
+                    for (int64_t r = 0; r < mr; r++) { /* C's lines (and the residual's) on their way while the
+                                                        * tiles multiply: the write-back then finds them in cache */
+                        _mm_prefetch((const char *)(C + r * g->ldc), _MM_HINT_ET0);
+                        _mm_prefetch((const char *)(C + r * g->ldc + 16), _MM_HINT_ET0);
+                    }
                     bk_ukr(a0, a1, b0, b1, nkb, sv, 32, 0);
                     if (half) {
                         bk_ukr(a0, a1, g0, g1, nkb, sg, 32, 0);
