@@ -539,7 +539,7 @@ static void BK_FN(gemm)(const sd_gemm *g, float *ws, int nthreads)
  * 2^(S log2 e - max log2 e) (one FMA, then vexp2_p) packed as bf16 A tiles, O += P V in fp32; y = O / sum.
  * Heads of d > 256 use the fp32 kernel (cpu_backend.c). */
 
-#define ABK 256
+#define ABK 128
 
 static size_t bk_att_ws_thread(int64_t Nk, int64_t d) /* bytes */
 {
