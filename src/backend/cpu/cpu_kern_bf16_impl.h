@@ -103,13 +103,18 @@ static void pack_a(const sd_gemm *g, uint16_t *Ap, int64_t m0, int64_t mc, int64
 {
     int64_t nkb = up32(kc) / 32, mt = up32(mc) / 16;
     size_t es = sd_dtype_size(g->a_dt);
-    for (int64_t m = 0; m < mt * 16; m++) { /* along each source row: sequential reads */
-        uint16_t *dst = Ap + ((m / 16) * nkb) * TILE + (m % 16) * 32;
-        const uint8_t *src = (const uint8_t *)g->a + ((size_t)((m0 + bmin(m, mc - 1)) * g->lda + k0)) * es;
-        for (int64_t kb = 0; kb < nkb; kb++) {
-            __m512i v = m < mc ? ld_row_bf16(src + (size_t)(kb * 32) * es, g->a_dt, kc - kb * 32) : _mm512_setzero_si512();
-            _mm512_storeu_si512(dst + kb * TILE, v);
-        }
+    for (int64_t t = 0; t < mt; t++) { /* a row tile at a time: its tiles written in order (one contiguous
+                                        * run), its 16 source rows read side by side */
+        const uint8_t *src[16];
+        for (int r = 0; r < 16; r++)
+            src[r] = (const uint8_t *)g->a + ((size_t)((m0 + bmin(t * 16 + r, mc - 1)) * g->lda + k0)) * es;
+        uint16_t *dst = Ap + t * nkb * TILE;
+        for (int64_t kb = 0; kb < nkb; kb++)
+            for (int r = 0; r < 16; r++) {
+                __m512i v = t * 16 + r < mc ? ld_row_bf16(src[r] + (size_t)(kb * 32) * es, g->a_dt, kc - kb * 32)
+                                            : _mm512_setzero_si512();
+                _mm512_storeu_si512(dst + kb * TILE + r * 32, v);
+            }
     }
 }
 
