@@ -161,15 +161,31 @@ TEST(linear_fused)
             if (!sd_ok(&g_ctx))
                 break;
             CHECK(rf2.data == rf.data);
-            CHECK_MSG(!memcmp(gu.data, gf.data, (size_t)(M * H) * sizeof(float)),
+            /* a BF16 GEGLU output holds the unfused values rounded, and a linear reading it gives exactly
+             * what it gives on the unfused F32 values */
+            float *gfv = malloc((size_t)(M * H) * sizeof(float)), *guv = malloc((size_t)(M * H) * sizeof(float));
+            sd_tensor_to_f32(&g_ctx, &gf, gfv);
+            sd_tensor_to_f32(&g_ctx, &gu, guv);
+            for (int64_t i = 0; gf.dtype == SD_BF16 && i < M * H; i++)
+                guv[i] = bf(guv[i]);
+            CHECK_MSG(!memcmp(guv, gfv, (size_t)(M * H) * sizeof(float)),
                       "[%s] linear + geglu fused differs from the two ops (M %lld K %lld N %lld, %s weight)", g_isa,
                       (long long)M, (long long)K, (long long)N, pw ? "prepared" : "row-major");
+            float *w3v = rnd((size_t)(5 * H), 0.5f);
+            sd_tensor w3 = up(SD_BF16, 2, (int64_t[]){5, H}, w3v);
+            free(w3v);
+            sd_tensor lu = sd_linear(&g_ctx, gu, w3, NULL), lf = sd_linear(&g_ctx, gf, w3, NULL);
+            CHECK(sd_ok(&g_ctx) && !memcmp(lu.data, lf.data, (size_t)(M * 5) * sizeof(float)));
+            CHECK(gf.dtype == (g_round_act && K <= SD_BK_KFULL && N % 32 == 0 ? SD_BF16 : SD_F32));
+            free(gfv);
+            free(guv);
             CHECK_MSG(!memcmp(ru.data, rf.data, (size_t)(M * H) * sizeof(float)),
                       "[%s] linear + add fused differs from the two ops (M %lld K %lld N %lld, %s weight)", g_isa,
                       (long long)M, (long long)K, (long long)H, pw ? "prepared" : "row-major");
             /* the bf16 kernels fuse what they can; the fp32 levels never do */
             const sd_backend_ops *o = g_be->ops;
-            bool fg = o->linear_fuses && o->linear_fuses(g_be, &tx, &tw, bias, SD_EPI_GEGLU);
+            bool fg = o->linear_fuses && o->linear_fuses(g_be, &tx, &tw, bias, SD_EPI_GEGLU) &&
+                      o->linear_fuses(g_be, &tx, &tw, bias, SD_EPI_GEGLU_BF16);
             bool fa = o->linear_fuses && o->linear_fuses(g_be, &tx, &tw2, biash, SD_EPI_ADD);
             CHECK_MSG(fg == (g_round_act && K <= SD_BK_KFULL && N % 32 == 0), "[%s] GEGLU fused: %d (K %lld N %lld)",
                       g_isa, fg, (long long)K, (long long)N);

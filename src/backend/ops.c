@@ -460,17 +460,19 @@ sd_tensor sd_linear_geglu(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor
         return y;
     if (!check(ctx, w.ne[0] % 2 == 0, "linear + geglu", &w, NULL, "the weight's output size must be even"))
         return y;
-    if (!linear_fuses(ctx, x, w, b, SD_EPI_GEGLU)) { /* the same values in two ops */
+    /* the backend's own bf16 output where its linears take one, else the activation dtype, else two ops */
+    sd_linear_epi epi = linear_fuses(ctx, x, w, b, SD_EPI_GEGLU_BF16) ? SD_EPI_GEGLU_BF16 : SD_EPI_GEGLU;
+    if (epi == SD_EPI_GEGLU && !linear_fuses(ctx, x, w, b, SD_EPI_GEGLU)) { /* the same values in two ops */
         size_t m = sd_mark(ctx);
         return sd_keep(ctx, m, sd_geglu(ctx, sd_linear(ctx, x, w, b)));
     }
     int64_t ne[SD_MAX_DIMS];
     memcpy(ne, x.ne, sizeof ne);
     ne[x.ndim - 1] = w.ne[0] / 2;
-    y = sd_new(ctx, ctx->be->act_dtype, x.ndim, ne);
+    y = sd_new(ctx, epi == SD_EPI_GEGLU_BF16 ? SD_BF16 : ctx->be->act_dtype, x.ndim, ne);
     if (LIVE(ctx) && RUN(ctx))
         BE_CALL(SD_OPT_LINEAR, (double)sd_numel(&y) * 2.0 * (double)w.ne[1],
-                ctx->be->ops->linear_ex(ctx->be, &y, &x, &w, b, SD_EPI_GEGLU, NULL));
+                ctx->be->ops->linear_ex(ctx->be, &y, &x, &w, b, epi, NULL));
     return y;
 }
 

@@ -182,10 +182,11 @@ static bool cpu_linear_fuses(sd_backend *be, const sd_tensor *x, const sd_tensor
     const cpu_impl *im = be->impl;
     if (im->i8 || !kern(be) || !linear_bf16_full(be, w) || (b && b->dtype != SD_F32))
         return false;
-    return epi != SD_EPI_GEGLU || w->ne[0] % 32 == 0;
+    return (epi != SD_EPI_GEGLU && epi != SD_EPI_GEGLU_BF16) || w->ne[0] % 32 == 0;
 }
 
-/* y = x w^T + b, then the epilogue: + r (SD_EPI_ADD) or GEGLU (cpu_linear_fuses said yes for these two) */
+/* y = x w^T + b, then the epilogue: + r (SD_EPI_ADD) or GEGLU (cpu_linear_fuses said yes for these); x F32,
+ * or BF16 from a fused GEGLU on the bf16 kernels */
 static void cpu_linear_ex(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
                           sd_linear_epi epi, const sd_tensor *r)
 {
@@ -209,11 +210,12 @@ static void cpu_linear_ex(sd_backend *be, sd_tensor *y, const sd_tensor *x, cons
     }
     if (kern(be)) {
         bool prep = w->layout == SD_LAYOUT_CPU_BF16_LINEAR; /* B tiles prepared at load */
-        sd_gemm g = {.M = M, .N = N, .K = K, .a = x->data, .a_dt = SD_F32, .lda = K, .b = w->data,
+        bool gg = epi == SD_EPI_GEGLU || epi == SD_EPI_GEGLU_BF16;
+        sd_gemm g = {.M = M, .N = N, .K = K, .a = x->data, .a_dt = x->dtype, .lda = K, .b = w->data,
                      .b_dt = w->dtype, .ldb = K, .bkind = prep ? SD_GB_PACKED : SD_GB_TRANS, .c = Y,
-                     .ldc = epi == SD_EPI_GEGLU ? N / 2 : N, .accumulate = b != NULL && !full,
-                     .bias = b && full ? CF(b) : NULL, .res = epi == SD_EPI_ADD ? CF(r) : NULL, .ldr = N,
-                     .geglu = epi == SD_EPI_GEGLU ? kern(be)->geglu : NULL};
+                     .ldc = gg ? N / 2 : N, .accumulate = b != NULL && !full, .bias = b && full ? CF(b) : NULL,
+                     .res = epi == SD_EPI_ADD ? CF(r) : NULL, .ldr = N, .geglu = gg ? kern(be)->geglu : NULL,
+                     .c_bf16 = epi == SD_EPI_GEGLU_BF16};
         run_gemm(be, &g);
         return;
     }

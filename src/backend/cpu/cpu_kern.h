@@ -54,6 +54,7 @@ typedef struct sd_gemm {
     const float *res;
     int64_t ldr;
     void (*geglu)(float *y, const float *x, int64_t n);
+    bool c_bf16; /* GEGLU only: C is bf16 (c points to uint16_t), each value rounded to nearest even */
 } sd_gemm;
 
 /* The deepest linear the bf16 kernels take in one pass (deeper: depth blocks summed through C, and no

@@ -339,12 +339,13 @@ static inline void epi_store(const sd_gemm *g, float *C, const float *s, const f
     }
 }
 
-/* GEGLU: value sums sv and gate sums sg (row stride 32; the gate's bias at bias + N/2) into C rows [0, mr),
- * columns [0, nr): each row's 2 nr values, biased, laid out as g->geglu reads them */
-static inline void epi_geglu(const sd_gemm *g, float *C, const float *sv, const float *sg, const float *bias,
-                             int64_t mr, int64_t nr)
+/* GEGLU: value sums sv and gate sums sg (row stride 32; the gate's bias at bias + N/2) into C rows
+ * [m, m + mr), columns [n, n + nr): each row's 2 nr values, biased, laid out as g->geglu reads them; C in
+ * bf16 when g->c_bf16 (rounded as pack_a rounds) */
+static inline void epi_geglu(const sd_gemm *g, int64_t m, int64_t n, const float *sv, const float *sg,
+                             const float *bias, int64_t mr, int64_t nr)
 {
-    float row[64] __attribute__((aligned(64)));
+    float row[64] __attribute__((aligned(64))), out[32] __attribute__((aligned(64)));
     __mmask16 k0 = bm16(nr), k1 = bm16(nr - 16);
     const float *bg = bias ? bias + g->N / 2 : NULL;
     __m512 b0 = bias ? _mm512_maskz_loadu_ps(k0, bias) : _mm512_setzero_ps();
@@ -364,7 +365,13 @@ static inline void epi_geglu(const sd_gemm *g, float *C, const float *sv, const 
         _mm512_mask_storeu_ps(row + 16, k1, v1);
         _mm512_mask_storeu_ps(row + nr, k0, u0);
         _mm512_mask_storeu_ps(row + nr + 16, k1, u1);
-        g->geglu(C + i * g->ldc, row, nr);
+        if (!g->c_bf16) {
+            g->geglu(g->c + (m + i) * g->ldc + n, row, nr);
+            continue;
+        }
+        g->geglu(out, row, nr);
+        _mm512_mask_storeu_epi16((uint16_t *)g->c + (m + i) * g->ldc + n, bm32(nr),
+                                 to_bf16x32(_mm512_loadu_ps(out), _mm512_loadu_ps(out + 16)));
     }
 }
 
@@ -408,16 +415,18 @@ static void bk_linear_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1
                 for (int64_t i = 0; i < mt; i += 2) {
                     int64_t row = ic + i * 16, mr = bmin(32, mc - i * 16);
                     const uint16_t *a0 = Ap + i * nkb * TILE, *a1 = a0 + nkb * TILE;
-                    float *C = g->c + row * g->ldc + jc + j;
+                    float *C = g->c + row * g->ldc + jc + j; /* (not when c_bf16) */
+                    const char *Cb = g->c_bf16 ? (const char *)((uint16_t *)g->c + row * g->ldc + jc + j) : (const char *)C;
+                    size_t lb = (size_t)g->ldc * (g->c_bf16 ? 2 : 4);
                     for (int64_t r = 0; r < mr; r++) { /* C's lines (and the residual's) on their way while the
                                                         * tiles multiply: the write-back then finds them in cache */
-                        _mm_prefetch((const char *)(C + r * g->ldc), _MM_HINT_ET0);
-                        _mm_prefetch((const char *)(C + r * g->ldc + 16), _MM_HINT_ET0);
+                        _mm_prefetch(Cb + r * lb, _MM_HINT_ET0);
+                        _mm_prefetch(Cb + r * lb + 64, _MM_HINT_ET0);
                     }
                     bk_ukr(a0, a1, b0, b1, nkb, sv, 32, 0);
                     if (half) {
                         bk_ukr(a0, a1, g0, g1, nkb, sg, 32, 0);
-                        epi_geglu(g, C, sv, sg, bias, mr, nr);
+                        epi_geglu(g, row, jc + j, sv, sg, bias, mr, nr);
                     } else
                         epi_store(g, C, sv, bias, res ? res + row * ldr + jc + j : NULL, ldr, mr, nr);
                 }
