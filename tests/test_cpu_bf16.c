@@ -63,7 +63,8 @@ TEST(linear_bf16)
     /* M, K, N */
     const int64_t cases[][3] = {{1, 1, 1},     {3, 31, 17},   {77, 768, 320}, {130, 1031, 300},
                                 {33, 33, 47},  {200, 65, 513}, {16, 32, 16},  {4096 / 16, 320, 64},
-                                {5, 40, 1100}, {40, 1030, 2100}}; /* N > 1024: two weight blocks */
+                                {5, 40, 1100}, {40, 1030, 2100}, /* N > 1024: two weight blocks */
+                                {3, SD_BK_KFULL + 9, 40}};          /* deeper than one pass: depth blocks */
     const sd_dtype dts[] = {SD_BF16, SD_F32, SD_F16};
     for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++)
         for (size_t di = 0; di < SD_ARRAY_LEN(dts); di++) {
@@ -150,6 +151,96 @@ static double *conv_ref(const float *x, const int64_t xe[4], const float *w, int
                     ref[((n * O + o) * HO + oh) * WO + ow] = acc;
                 }
     return ref;
+}
+
+/* The fused linears (sd_linear_add_inplace, sd_linear_geglu) give exactly the values of the linear followed
+ * by the add / geglu, and the bf16 levels do run them fused (one op) for depths up to SD_BK_KFULL; deeper
+ * ones and the fp32 levels are decomposed. Odd M, K and residual widths; GEGLU widths multiples of 32
+ * (fused) and not (decomposed); with and without bias; row-major and prepared weights. */
+TEST(linear_fused)
+{
+    /* M, K, N (GEGLU: the weight's N) */
+    const int64_t cases[][3] = {{1, 1, 32}, {37, 300, 64}, {70, 65, 96}, {130, 1030, 1056}, {5, 40, 34},
+                                {33, SD_BK_KFULL + 1, 64}};
+    for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++)
+        for (int pw = 0; pw < 2; pw++) {
+            sd_ctx_reset(&g_ctx);
+            int64_t M = cases[ci][0], K = cases[ci][1], N = cases[ci][2], H = N / 2;
+            float *x = rnd((size_t)(M * K), 1), *w = rnd((size_t)(N * K), 0.5f), *b = rnd((size_t)N, 1);
+            float *r = rnd((size_t)(M * N), 2);
+            int64_t xe[2] = {M, K}, we[2] = {N, K}, we2[2] = {H, K};
+            sd_tensor tx = up(SD_F32, 2, xe, x), tb = up(SD_F32, 1, &N, b), tbh = up(SD_F32, 1, &H, b);
+            sd_tensor tw = up(SD_BF16, 2, we, w), tw2 = up(SD_BF16, 2, we2, w);
+            if (pw) {
+                tw = prepared(tw, SD_WEIGHT_LINEAR);
+                tw2 = prepared(tw2, SD_WEIGHT_LINEAR);
+            }
+            const sd_tensor *bias = ci % 2 ? &tb : NULL, *biash = ci % 2 ? &tbh : NULL;
+            /* geglu */
+            sd_tensor gu = sd_geglu(&g_ctx, sd_linear(&g_ctx, tx, tw, bias));
+            sd_tensor gf = sd_linear_geglu(&g_ctx, tx, tw, bias);
+            /* residual: r + linear, into a copy of r */
+            sd_tensor ru = up(SD_F32, 2, (int64_t[]){M, H}, r), rf = up(SD_F32, 2, (int64_t[]){M, H}, r);
+            ru = sd_add_inplace(&g_ctx, ru, sd_linear(&g_ctx, tx, tw2, biash));
+            sd_tensor rf2 = sd_linear_add_inplace(&g_ctx, rf, tx, tw2, biash);
+            CHECK(sd_ok(&g_ctx));
+            if (!sd_ok(&g_ctx))
+                break;
+            CHECK(rf2.data == rf.data);
+            /* a BF16 GEGLU output holds the unfused values rounded, and a linear reading it gives exactly
+             * what it gives on the unfused F32 values */
+            float *gfv = malloc((size_t)(M * H) * sizeof(float)), *guv = malloc((size_t)(M * H) * sizeof(float));
+            sd_tensor_to_f32(&g_ctx, &gf, gfv);
+            sd_tensor_to_f32(&g_ctx, &gu, guv);
+            for (int64_t i = 0; gf.dtype == SD_BF16 && i < M * H; i++)
+                guv[i] = bf(guv[i]);
+            CHECK_MSG(!memcmp(guv, gfv, (size_t)(M * H) * sizeof(float)),
+                      "[%s] linear + geglu fused differs from the two ops (M %lld K %lld N %lld, %s weight)", g_isa,
+                      (long long)M, (long long)K, (long long)N, pw ? "prepared" : "row-major");
+            float *w3v = rnd((size_t)(5 * H), 0.5f);
+            sd_tensor w3 = up(SD_BF16, 2, (int64_t[]){5, H}, w3v);
+            free(w3v);
+            sd_tensor lu = sd_linear(&g_ctx, gu, w3, NULL), lf = sd_linear(&g_ctx, gf, w3, NULL);
+            CHECK(sd_ok(&g_ctx) && !memcmp(lu.data, lf.data, (size_t)(M * 5) * sizeof(float)));
+            CHECK(gf.dtype == (g_round_act && K <= SD_BK_KFULL && N % 32 == 0 ? SD_BF16 : SD_F32));
+            free(gfv);
+            free(guv);
+            CHECK_MSG(!memcmp(ru.data, rf.data, (size_t)(M * H) * sizeof(float)),
+                      "[%s] linear + add fused differs from the two ops (M %lld K %lld N %lld, %s weight)", g_isa,
+                      (long long)M, (long long)K, (long long)H, pw ? "prepared" : "row-major");
+            /* the bf16 kernels fuse what they can; the fp32 levels never do */
+            const sd_backend_ops *o = g_be->ops;
+            bool fg = o->linear_fuses && o->linear_fuses(g_be, &tx, &tw, bias, SD_EPI_GEGLU) &&
+                      o->linear_fuses(g_be, &tx, &tw, bias, SD_EPI_GEGLU_BF16);
+            bool fa = o->linear_fuses && o->linear_fuses(g_be, &tx, &tw2, biash, SD_EPI_ADD);
+            CHECK_MSG(fg == (g_round_act && K <= SD_BK_KFULL && N % 32 == 0), "[%s] GEGLU fused: %d (K %lld N %lld)",
+                      g_isa, fg, (long long)K, (long long)N);
+            CHECK_MSG(fa == (g_round_act && K <= SD_BK_KFULL), "[%s] add fused: %d (K %lld)", g_isa, fa, (long long)K);
+            free(x);
+            free(w);
+            free(b);
+            free(r);
+        }
+    /* bad input: a residual of another shape, a residual overlapping x, an odd GEGLU weight */
+    sd_ctx_reset(&g_ctx);
+    float *v = rnd(64 * 64, 1);
+    sd_tensor x = up(SD_F32, 2, (int64_t[]){4, 16}, v), w = up(SD_BF16, 2, (int64_t[]){16, 16}, v);
+    sd_linear_add_inplace(&g_ctx, up(SD_F32, 2, (int64_t[]){4, 8}, v), x, w, NULL);
+    CHECK(g_ctx.status == SD_ERR_SHAPE);
+    CHECK_ERR_CONTAINS("linear + add");
+    sd_ctx_reset(&g_ctx);
+    x = up(SD_F32, 2, (int64_t[]){4, 16}, v);
+    w = up(SD_BF16, 2, (int64_t[]){16, 16}, v);
+    sd_linear_add_inplace(&g_ctx, x, x, w, NULL);
+    CHECK(g_ctx.status == SD_ERR_SHAPE);
+    CHECK_ERR_CONTAINS("overlap");
+    sd_ctx_reset(&g_ctx);
+    x = up(SD_F32, 2, (int64_t[]){4, 16}, v);
+    sd_linear_geglu(&g_ctx, x, up(SD_BF16, 2, (int64_t[]){15, 16}, v), NULL);
+    CHECK(g_ctx.status == SD_ERR_SHAPE);
+    CHECK_ERR_CONTAINS("even");
+    sd_ctx_reset(&g_ctx);
+    free(v);
 }
 
 TEST(conv_bf16)
@@ -475,6 +566,7 @@ int main(void)
         printf("level %s (bf16 kernels: %s)\n", g_isa, sd_backend_cpu_bf16_isa(g_be) ? sd_backend_cpu_bf16_isa(g_be) : "none, fp32 compute");
         RUN(linear_bf16);
         RUN(linear_rows_independent);
+        RUN(linear_fused);
         RUN(conv_bf16);
         RUN(conv_chain_bf16);
         RUN(attention_bf16);

@@ -81,6 +81,10 @@ typedef enum sd_unary_op {
 
 typedef enum sd_binary_op { SD_BINARY_ADD, SD_BINARY_SUB, SD_BINARY_MUL } sd_binary_op;
 
+/* What a fused linear does with t = x w^T + b (linear_ex): nothing, y = r + t, or y = GEGLU(t) (in the
+ * activation dtype, or BF16: rounded to nearest even, for a backend whose linears take BF16 inputs) */
+typedef enum sd_linear_epi { SD_EPI_NONE, SD_EPI_ADD, SD_EPI_GEGLU, SD_EPI_GEGLU_BF16 } sd_linear_epi;
+
 typedef struct sd_backend sd_backend;
 
 typedef struct sd_backend_ops {
@@ -101,6 +105,16 @@ typedef struct sd_backend_ops {
     void (*cast)(sd_backend *be, sd_tensor *y, const sd_tensor *x);
     /* y[M,N] = x[M,K] w[N,K]^T + b[N] */
     void (*linear)(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b);
+    /* Fused linears (optional: the wrappers decompose into linear and add / geglu where linear_fuses is NULL
+     * or says no). linear_fuses: whether linear_ex runs epilogue epi for these operands; the answer depends
+     * on shapes, dtypes and layouts only, so planning and running agree. linear_ex: t = x w^T + b, then
+     * SD_EPI_ADD: y = r + t (r has y's shape and may be y itself), SD_EPI_GEGLU: w [N,K] with even N,
+     * y[..., N/2] = t[..., :N/2] * gelu(t[..., N/2:]); the values are exactly those of the unfused ops.
+     * SD_EPI_GEGLU_BF16: the same rounded into a BF16 y, which only this backend's linears then read (as x:
+     * they round x to bf16 anyway, so their results are those of the unfused ops). */
+    bool (*linear_fuses)(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b, sd_linear_epi epi);
+    void (*linear_ex)(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                      sd_linear_epi epi, const sd_tensor *r);
     /* y[B,M,N] = alpha * op(a)[B,M,K] op(b)[B,K,N]; op = transpose when trans_* */
     void (*matmul)(sd_backend *be, sd_tensor *y, const sd_tensor *a, const sd_tensor *b, bool trans_a, bool trans_b,
                    float alpha);

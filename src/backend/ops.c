@@ -474,6 +474,20 @@ sd_tensor sd_cast(sd_ctx *ctx, sd_tensor x, sd_dtype dt)
     return y;
 }
 
+/* the backend runs linear x w^T + b with epilogue epi in one op (linear_fuses), the weight as it is */
+static bool linear_fuses(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b, sd_linear_epi epi)
+{
+    const sd_backend_ops *o = ctx->be->ops;
+    return o->linear_fuses && o->linear_ex && o->accepts_weight_dtype(ctx->be, w.dtype) &&
+           o->linear_fuses(ctx->be, &x, &w, b, epi);
+}
+
+static bool linear_args(sd_ctx *ctx, const char *op, sd_tensor x, sd_tensor w, const sd_tensor *b)
+{
+    return check(ctx, w.ndim == 2 && x.ne[x.ndim - 1] == w.ne[1], op, &x, &w, "x[...,K] needs w[N,K]") &&
+           (!b || check(ctx, b->ndim == 1 && b->ne[0] == w.ne[0], op, &w, b, "bias must be [N]"));
+}
+
 sd_tensor sd_linear(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b)
 {
     if (!rowmajor(ctx, "linear", &x))
@@ -481,9 +495,7 @@ sd_tensor sd_linear(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b)
     sd_tensor y = {0};
     if (!LIVE(ctx))
         return y;
-    if (!check(ctx, w.ndim == 2 && x.ne[x.ndim - 1] == w.ne[1], "linear", &x, &w, "x[...,K] needs w[N,K]"))
-        return y;
-    if (b && !check(ctx, b->ndim == 1 && b->ne[0] == w.ne[0], "linear", &w, b, "bias must be [N]"))
+    if (!linear_args(ctx, "linear", x, w, b))
         return y;
     int64_t ne[SD_MAX_DIMS];
     memcpy(ne, x.ne, sizeof ne);
@@ -495,6 +507,56 @@ sd_tensor sd_linear(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b)
         BE_CALL(SD_OPT_LINEAR, (double)sd_numel(&y) * (double)w.ne[1],
                 ctx->be->ops->linear(ctx->be, &y, &x, &wc, b));
     sd_release(ctx, m);
+    return y;
+}
+
+sd_tensor sd_linear_add_inplace(sd_ctx *ctx, sd_tensor r, sd_tensor x, sd_tensor w, const sd_tensor *b)
+{
+    if (!LIVE(ctx) || !linear_args(ctx, "linear + add", x, w, b))
+        return r;
+    int64_t ne[SD_MAX_DIMS];
+    memcpy(ne, x.ne, sizeof ne);
+    ne[x.ndim - 1] = w.ne[0];
+    sd_tensor shape = sd_tensor_make(NULL, r.dtype, x.ndim, ne);
+    if (!check(ctx, sd_same_shape(&r, &shape) && r.dtype == ctx->be->act_dtype, "linear + add", &r, &x,
+               "r must be an activation tensor of the linear's output shape"))
+        return r;
+    const uint8_t *rp = r.data, *xp = x.data;
+    if (!check(ctx, !rp || !xp || rp + sd_nbytes(&r) <= xp || xp + sd_nbytes(&x) <= rp, "linear + add", &r, &x,
+               "r must not overlap x"))
+        return r;
+    if (!linear_fuses(ctx, x, w, b, SD_EPI_ADD)) { /* the same values in two ops */
+        size_t m = sd_mark(ctx);
+        sd_add_inplace(ctx, r, sd_linear(ctx, x, w, b));
+        sd_release(ctx, m);
+        return r;
+    }
+    if (RUN(ctx))
+        BE_CALL(SD_OPT_LINEAR, (double)sd_numel(&r) * (double)w.ne[1],
+                ctx->be->ops->linear_ex(ctx->be, &r, &x, &w, b, SD_EPI_ADD, &r));
+    return r;
+}
+
+sd_tensor sd_linear_geglu(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b)
+{
+    sd_tensor y = {0};
+    if (!LIVE(ctx) || !linear_args(ctx, "linear + geglu", x, w, b))
+        return y;
+    if (!check(ctx, w.ne[0] % 2 == 0, "linear + geglu", &w, NULL, "the weight's output size must be even"))
+        return y;
+    /* the backend's own bf16 output where its linears take one, else the activation dtype, else two ops */
+    sd_linear_epi epi = linear_fuses(ctx, x, w, b, SD_EPI_GEGLU_BF16) ? SD_EPI_GEGLU_BF16 : SD_EPI_GEGLU;
+    if (epi == SD_EPI_GEGLU && !linear_fuses(ctx, x, w, b, SD_EPI_GEGLU)) { /* the same values in two ops */
+        size_t m = sd_mark(ctx);
+        return sd_keep(ctx, m, sd_geglu(ctx, sd_linear(ctx, x, w, b)));
+    }
+    int64_t ne[SD_MAX_DIMS];
+    memcpy(ne, x.ne, sizeof ne);
+    ne[x.ndim - 1] = w.ne[0] / 2;
+    y = sd_new(ctx, epi == SD_EPI_GEGLU_BF16 ? SD_BF16 : ctx->be->act_dtype, x.ndim, ne);
+    if (LIVE(ctx) && RUN(ctx))
+        BE_CALL(SD_OPT_LINEAR, (double)sd_numel(&y) * 2.0 * (double)w.ne[1],
+                ctx->be->ops->linear_ex(ctx->be, &y, &x, &w, b, epi, NULL));
     return y;
 }
 

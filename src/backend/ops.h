@@ -98,6 +98,12 @@ sd_tensor sd_prepare_weight(sd_ctx *ctx, sd_tensor w, sd_weight_use use);
 /* ops */
 sd_tensor sd_cast(sd_ctx *ctx, sd_tensor x, sd_dtype dt);
 sd_tensor sd_linear(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b);
+/* Fused linears (one backend op where it has them, else the two ops; the same values either way):
+ * r += x w^T + b in place (r: a temporary of the caller's, of the linear's output shape, not overlapping x;
+ * returns r, allocates nothing), and geglu(x w^T + b) (w [N,K], N even: [..., N/2]; in BF16 where the
+ * backend's linears take BF16 inputs (CPU precision bf16): such a result is for sd_linear* only). */
+sd_tensor sd_linear_add_inplace(sd_ctx *ctx, sd_tensor r, sd_tensor x, sd_tensor w, const sd_tensor *b);
+sd_tensor sd_linear_geglu(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b);
 sd_tensor sd_matmul(sd_ctx *ctx, sd_tensor a, sd_tensor b, bool trans_a, bool trans_b, float alpha);
 sd_tensor sd_conv2d(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, int pad);
 sd_tensor sd_conv2d_pads(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b, int stride, const int pads[4]);

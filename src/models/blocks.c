@@ -226,8 +226,10 @@ static sd_tensor attention(sd_ctx *ctx, const sd_attn *a, sd_tensor q, sd_tensor
 }
 
 /* Attention: n [B,N,qdim] -> to_out(attention(to_q(n), to_k(src), to_v(src))) [B,N,qdim];
- * src = n (self) or the context [B,S,kvdim] (cross; its K/V come from the cache when given). */
-static sd_tensor attn_forward(sd_ctx *ctx, const sd_attn *a, sd_tensor n, sd_tensor context, const sd_kv_pair *kv)
+ * src = n (self) or the context [B,S,kvdim] (cross; its K/V come from the cache when given).
+ * With h (the residual stream, the caller's): h += that, the out-projection writing into h (one fused op). */
+static sd_tensor attn_forward(sd_ctx *ctx, const sd_attn *a, sd_tensor n, sd_tensor context, const sd_kv_pair *kv,
+                              const sd_tensor *h)
 {
     sd_scope s = sd_scope_begin(ctx);
     sd_tensor q = sd_linear(ctx, n, a->q, NULL); /* [B,N,inner] */
@@ -246,9 +248,13 @@ static sd_tensor attn_forward(sd_ctx *ctx, const sd_attn *a, sd_tensor n, sd_ten
         }
         sd_attn_project_kv(ctx, a, src, &k, &v); /* [B,S,inner] each */
     }
-    sd_tensor o = attention(ctx, a, q, k, v);   /* [B,N,inner] */
-    o = sd_linear(ctx, o, a->out_w, &a->out_b); /* [B,N,qdim] */
-    return sd_scope_end(&s, o);
+    sd_tensor o = attention(ctx, a, q, k, v); /* [B,N,inner] */
+    if (h) {
+        sd_linear_add_inplace(ctx, *h, o, a->out_w, &a->out_b);
+        sd_scope_drop(&s);
+        return *h;
+    }
+    return sd_scope_end(&s, sd_linear(ctx, o, a->out_w, &a->out_b)); /* [B,N,qdim] */
 }
 
 /* ------------------------------------------------------------------ Transformer2DModel */
@@ -324,38 +330,44 @@ void sd_transformer2d_free(sd_transformer2d *t)
     t->n_layers = 0;
 }
 
-/* FeedForward: n [B,N,inner] -> GEGLU proj [B,N,4*inner] -> [B,N,inner] */
-static sd_tensor feed_forward(sd_ctx *ctx, const sd_tblock *b, sd_tensor n)
+/* FeedForward: n [B,N,inner] -> GEGLU proj [B,N,4*inner] -> [B,N,inner]; with h: h += that (fused) */
+static sd_tensor feed_forward(sd_ctx *ctx, const sd_tblock *b, sd_tensor n, const sd_tensor *h)
 {
     sd_scope s = sd_scope_begin(ctx);
-    sd_tensor f = sd_linear(ctx, n, b->ff1_w, &b->ff1_b); /* [B,N,2*ff_inner] */
-    f = sd_step(&s, sd_geglu(ctx, f));                     /* value * GELU(gate): [B,N,ff_inner] */
+    sd_tensor f = sd_linear_geglu(ctx, n, b->ff1_w, &b->ff1_b); /* value * GELU(gate): [B,N,ff_inner] */
+    if (h) {
+        sd_linear_add_inplace(ctx, *h, f, b->ff2_w, &b->ff2_b);
+        sd_scope_drop(&s);
+        return *h;
+    }
     return sd_scope_end(&s, sd_linear(ctx, f, b->ff2_w, &b->ff2_b));
 }
 
 /* BasicTransformerBlock: h [B,N,inner] -> [B,N,inner]
  *   h += attn1(LN1(h)); h += attn2(LN2(h), context); h += ff(LN3(h))
- * `s` is the caller's scope, which holds h alone: each residual sum replaces it. */
+ * `s` is the caller's scope, which holds h alone: each residual sum replaces it. Without hooks the sums
+ * happen in the out-projections (sd_linear_add_inplace); the hooks see each branch's output first. */
 static sd_tensor tblock_forward(sd_ctx *ctx, sd_scope *s, const sd_tblock *b, sd_tensor h, sd_tensor context,
                                 const sd_kv_pair *kv, const char *name)
 {
+    const sd_tensor *fuse = ctx->hook && name ? NULL : &h;
     sd_tensor n = sd_layer_norm(ctx, h, b->n1_w, b->n1_b, 1e-5f);
     hook(ctx, n, name, "norm1");
-    sd_tensor a = attn_forward(ctx, &b->attn1, n, context, kv); /* self-attention (or cross: only_cross) */
+    sd_tensor a = attn_forward(ctx, &b->attn1, n, context, kv, fuse); /* self-attention (or cross: only_cross) */
     hook(ctx, a, name, "attn1");
-    h = sd_step(s, sd_add_inplace(ctx, h, a)); /* h is the scope's only tensor: added in place, no copy */
+    h = sd_step(s, fuse ? h : sd_add_inplace(ctx, h, a)); /* h is the scope's only tensor: added in place */
 
     n = sd_layer_norm(ctx, h, b->n2_w, b->n2_b, 1e-5f);
     hook(ctx, n, name, "norm2");
-    a = attn_forward(ctx, &b->attn2, n, context, kv); /* cross-attention on the prompt */
+    a = attn_forward(ctx, &b->attn2, n, context, kv, fuse); /* cross-attention on the prompt */
     hook(ctx, a, name, "attn2");
-    h = sd_step(s, sd_add_inplace(ctx, h, a));
+    h = sd_step(s, fuse ? h : sd_add_inplace(ctx, h, a));
 
     n = sd_layer_norm(ctx, h, b->n3_w, b->n3_b, 1e-5f);
     hook(ctx, n, name, "norm3");
-    sd_tensor f = feed_forward(ctx, b, n);
+    sd_tensor f = feed_forward(ctx, b, n, fuse);
     hook(ctx, f, name, "ff");
-    h = sd_step(s, sd_add_inplace(ctx, h, f));
+    h = sd_step(s, fuse ? h : sd_add_inplace(ctx, h, f));
     hook(ctx, h, name, NULL);
     return h;
 }

@@ -160,39 +160,72 @@ static void cpu_cast(sd_backend *be, sd_tensor *y, const sd_tensor *x)
     }
 }
 
-static void cpu_linear(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b)
+/* the bf16 kernels run this linear (precision bf16, or a weight prepared for them), one pass over the
+ * whole depth with the bias in the epilogue (sd_bk_linear_full) */
+static bool linear_bf16_full(const sd_backend *be, const sd_tensor *w)
+{
+    const cpu_impl *im = be->impl;
+    return im->bk && !i8_layout(w) && (im->bf16 || w->layout == SD_LAYOUT_CPU_BF16_LINEAR) && w->ne[1] <= SD_BK_KFULL;
+}
+
+/* backend op linear_fuses: the epilogues run where the bf16 kernels take the linear in one pass (never at
+ * fp32, whose sums stay exactly those of linear then add / geglu, nor at int8) */
+static bool cpu_linear_fuses(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                             sd_linear_epi epi)
+{
+    (void)x;
+    const cpu_impl *im = be->impl;
+    if (im->int8 || !kern(be) || !linear_bf16_full(be, w) || (b && b->dtype != SD_F32))
+        return false;
+    return (epi != SD_EPI_GEGLU && epi != SD_EPI_GEGLU_BF16) || w->ne[0] % 32 == 0;
+}
+
+/* y = x w^T + b, then the epilogue: + r (SD_EPI_ADD) or GEGLU (cpu_linear_fuses said yes for these); x F32,
+ * or BF16 from a fused GEGLU on the bf16 kernels */
+static void cpu_linear_ex(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                          sd_linear_epi epi, const sd_tensor *r)
 {
     int64_t N = w->ne[0], K = w->ne[1];
     int64_t M = sd_numel(x) / K;
     float *Y = F(y);
     sd_i8w qw;
-    if (int8w(w, &qw) && (!b || b->dtype == SD_F32)) { /* precision int8: activations quantised per row */
+    bool i8 = int8w(w, &qw);
+    if (i8 && (!b || b->dtype == SD_F32)) { /* precision int8: activations quantised per row */
         sd_gemm_i8 g8 = {.M = M, .N = N, .K = K, .w = &qw, .x = CF(x), .c = Y, .ldc = N, .bias = b ? CF(b) : NULL};
         run_gemm2(be, NULL, &g8);
         return;
     }
-    if (b && M > 0) {
+    bool full = !i8 && kern(be) && linear_bf16_full(be, w) && (!b || b->dtype == SD_F32); /* bias in the epilogue */
+    if (b && M > 0 && !full) {
         for (int64_t n = 0; n < N; n++)
             Y[n] = ldp(b, n);
 #pragma omp parallel for num_threads(nthreads(be)) schedule(static)
         for (int64_t i = 1; i < M; i++)
             memcpy(Y + i * N, Y, (size_t)N * sizeof(float));
     }
-    if (int8w(w, &qw)) { /* a bias of another dtype: filled in above */
+    if (i8) { /* a bias of another dtype: filled in above */
         sd_gemm_i8 g8 = {.M = M, .N = N, .K = K, .w = &qw, .x = CF(x), .c = Y, .ldc = N, .accumulate = b != NULL};
         run_gemm2(be, NULL, &g8);
         return;
     }
     if (kern(be)) {
         bool prep = w->layout == SD_LAYOUT_CPU_BF16_LINEAR; /* B tiles prepared at load */
-        sd_gemm g = {.M = M, .N = N, .K = K, .a = x->data, .a_dt = SD_F32, .lda = K, .b = w->data,
-                     .b_dt = w->dtype, .ldb = K, .bkind = prep ? SD_GB_PACKED : SD_GB_TRANS, .c = Y, .ldc = N,
-                     .accumulate = b != NULL};
+        bool gg = epi == SD_EPI_GEGLU || epi == SD_EPI_GEGLU_BF16;
+        sd_gemm g = {.M = M, .N = N, .K = K, .a = x->data, .a_dt = x->dtype, .lda = K, .b = w->data,
+                     .b_dt = w->dtype, .ldb = K, .bkind = prep ? SD_GB_PACKED : SD_GB_TRANS, .c = Y,
+                     .ldc = gg ? N / 2 : N, .accumulate = b != NULL && !full, .bias = b && full ? CF(b) : NULL,
+                     .res = epi == SD_EPI_ADD ? CF(r) : NULL, .ldr = N, .geglu = gg ? kern(be)->geglu : NULL,
+                     .c_bf16 = epi == SD_EPI_GEGLU_BF16};
         run_gemm(be, &g);
         return;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, CF(x), (int)K, CF(w), (int)K,
                 b ? 1.0f : 0.0f, Y, (int)N);
+}
+
+static void cpu_linear(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b)
+{
+    cpu_linear_ex(be, y, x, w, b, SD_EPI_NONE, NULL);
 }
 
 static void cpu_matmul(sd_backend *be, sd_tensor *y, const sd_tensor *a, const sd_tensor *b, bool ta, bool tb,
@@ -564,8 +597,8 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
 static void cpu_conv2d_ex(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
                           int stride, const int pads[4], const sd_tensor *res, int act, void *scratch)
 {
-    sd_i8w qw; /* precision int8 (cpu_conv2d's: its k x k direct convolution, or the GEMM) */
-    bool direct = w->layout != SD_LAYOUT_CPU_I8_CONV && !(scratch && int8w(be, w, false, &qw)) &&
+    /* precision int8: cpu_conv2d's (its k x k direct convolution, or the GEMM for a pointwise weight) */
+    bool direct = w->layout != SD_LAYOUT_CPU_I8_CONV && !i8_layout(w) &&
                   conv_direct(be, y, x, w, b, stride, pads, res, act, scratch);
     if (direct)
         return;
@@ -797,6 +830,8 @@ static const sd_backend_ops k_cpu_ops = {
     .attention_scratch = cpu_attention_scratch,
     .cast = cpu_cast,
     .linear = cpu_linear,
+    .linear_fuses = cpu_linear_fuses,
+    .linear_ex = cpu_linear_ex,
     .matmul = cpu_matmul,
     .conv2d = cpu_conv2d,
     .conv2d_ex = cpu_conv2d_ex,

@@ -45,7 +45,25 @@ typedef struct sd_gemm {
     float *c; /* C[m][n] = c[m*ldc + n] */
     int64_t ldc;
     bool accumulate; /* C += AB (else C = AB) */
+    /* The epilogue of a linear on the bf16 kernels (sd_bk_linear_full: the whole depth in one pass, so each
+     * element's fp32 sum s = (AB)[m][n] is final once): v = s + bias[n] (bias NULL: v = s), then
+     * C[m][n] = res[m*ldr + n] + v (res NULL: C = v; res may be c itself; accumulate is res = c), or with
+     * geglu (N = 2 * the output columns, N a multiple of 32): C[m][j] = the row function
+     * geglu(C row, (v[m][j0..j0+n), v[m][N/2+j0..N/2+j0+n)), n) over 32-column runs (cpu_kern's geglu). */
+    const float *bias;
+    const float *res;
+    int64_t ldr;
+    void (*geglu)(float *y, const float *x, int64_t n);
+    bool c_bf16; /* GEGLU only: C is bf16 (c points to uint16_t), each value rounded to nearest even */
 } sd_gemm;
+
+/* The deepest linear the bf16 kernels take in one pass (deeper: depth blocks summed through C, and no
+ * epilogue but accumulate) */
+#define SD_BK_KFULL 8192
+static inline bool sd_bk_linear_full(const sd_gemm *g)
+{
+    return (g->bkind == SD_GB_PACKED || g->bkind == SD_GB_TRANS) && g->K <= SD_BK_KFULL;
+}
 
 typedef struct sd_cpu_kern {
     const char *name;

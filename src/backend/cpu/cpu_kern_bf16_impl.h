@@ -103,13 +103,18 @@ static void pack_a(const sd_gemm *g, uint16_t *Ap, int64_t m0, int64_t mc, int64
 {
     int64_t nkb = up32(kc) / 32, mt = up32(mc) / 16;
     size_t es = sd_dtype_size(g->a_dt);
-    for (int64_t m = 0; m < mt * 16; m++) { /* along each source row: sequential reads */
-        uint16_t *dst = Ap + ((m / 16) * nkb) * TILE + (m % 16) * 32;
-        const uint8_t *src = (const uint8_t *)g->a + ((size_t)((m0 + bmin(m, mc - 1)) * g->lda + k0)) * es;
-        for (int64_t kb = 0; kb < nkb; kb++) {
-            __m512i v = m < mc ? ld_row_bf16(src + (size_t)(kb * 32) * es, g->a_dt, kc - kb * 32) : _mm512_setzero_si512();
-            _mm512_storeu_si512(dst + kb * TILE, v);
-        }
+    for (int64_t t = 0; t < mt; t++) { /* a row tile at a time: its tiles written in order (one contiguous
+                                        * run), its 16 source rows read side by side */
+        const uint8_t *src[16];
+        for (int r = 0; r < 16; r++)
+            src[r] = (const uint8_t *)g->a + ((size_t)((m0 + bmin(t * 16 + r, mc - 1)) * g->lda + k0)) * es;
+        uint16_t *dst = Ap + t * nkb * TILE;
+        for (int64_t kb = 0; kb < nkb; kb++)
+            for (int r = 0; r < 16; r++) {
+                __m512i v = t * 16 + r < mc ? ld_row_bf16(src[r] + (size_t)(kb * 32) * es, g->a_dt, kc - kb * 32)
+                                            : _mm512_setzero_si512();
+                _mm512_storeu_si512(dst + kb * TILE + r * 32, v);
+            }
     }
 }
 
@@ -258,10 +263,14 @@ static void pack_b(const sd_gemm *g, uint16_t *Bp, int64_t k0, int64_t kc, int64
 
 /* ------------------------------------------------------------------ GEMM */
 
+/* per thread: the B block (BKC x BNCL, or a linear's column block over the whole depth), the A block (BMC x
+ * BKC, or a linear's row panel over the whole depth: up to BK_APANEL values), two 32 x 32 fp32 blocks */
+#define BK_BPANEL ((size_t)(BKC / 32) * (BNCL / 16) * TILE)
+#define BK_APANEL ((size_t)32 * SD_BK_KFULL)
+#define BK_APANEL_HOT ((size_t)256 * 1024) /* values of a linear's A panel (L2) */
 static size_t bk_ws_thread(void) /* bytes */
 {
-    return (size_t)(BKC / 32) * (BNCL / 16) * TILE * 2 + (size_t)(BKC / 32) * (BMC / 16) * TILE * 2 +
-           32 * 32 * sizeof(float) + 256;
+    return BK_BPANEL * 2 + BK_APANEL * 2 + 2 * 32 * 32 * sizeof(float) + 256;
 }
 
 static size_t BK_FN(gemm_ws)(int nthreads) { return (size_t)(nthreads > 0 ? nthreads : 1) * bk_ws_thread() / sizeof(float); }
@@ -300,11 +309,138 @@ static inline void micro(const uint16_t *A0, const uint16_t *A1, const uint16_t 
     write_back(C, ldc, cb, mr, nr);
 }
 
+/* ------------------------------------------------------------------ linears over the whole depth
+ * B (the weight: prepared tiles, or packed here per column block) and A (row panels of the whole depth) are
+ * multiplied by 32x32 blocks whose fp32 sums s come out once, into an L1 block, and go to C through the
+ * epilogue (sd_gemm: + bias, + res or GEGLU): each element's value is s + bias[n] whatever the block edges,
+ * the thread split or the epilogue, so fused and plain linears agree bit for bit */
+
+/* rows [0, mr) x columns [0, nr) of the block s (row stride 32) into C with the epilogue (not GEGLU) */
+static inline void epi_store(const sd_gemm *g, float *C, const float *s, const float *bias, const float *res,
+                             int64_t ldr, int64_t mr, int64_t nr)
+{
+    __mmask16 k0 = bm16(nr), k1 = bm16(nr - 16);
+    __m512 b0 = bias ? _mm512_maskz_loadu_ps(k0, bias) : _mm512_setzero_ps();
+    __m512 b1 = bias ? _mm512_maskz_loadu_ps(k1, bias + 16) : _mm512_setzero_ps();
+    for (int64_t i = 0; i < mr; i++) {
+        float *cp = C + i * g->ldc;
+        __m512 v0 = _mm512_loadu_ps(s + i * 32), v1 = _mm512_loadu_ps(s + i * 32 + 16);
+        if (bias) {
+            v0 = _mm512_add_ps(v0, b0);
+            v1 = _mm512_add_ps(v1, b1);
+        }
+        if (res) {
+            const float *rp = res + i * ldr;
+            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(k0, rp), v0);
+            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(k1, rp + 16), v1);
+        }
+        _mm512_mask_storeu_ps(cp, k0, v0);
+        _mm512_mask_storeu_ps(cp + 16, k1, v1);
+    }
+}
+
+/* GEGLU: value sums sv and gate sums sg (row stride 32; the gate's bias at bias + N/2) into C rows
+ * [m, m + mr), columns [n, n + nr): each row's 2 nr values, biased, laid out as g->geglu reads them; C in
+ * bf16 when g->c_bf16 (rounded as pack_a rounds) */
+static inline void epi_geglu(const sd_gemm *g, int64_t m, int64_t n, const float *sv, const float *sg,
+                             const float *bias, int64_t mr, int64_t nr)
+{
+    float row[64] __attribute__((aligned(64))), out[32] __attribute__((aligned(64)));
+    __mmask16 k0 = bm16(nr), k1 = bm16(nr - 16);
+    const float *bg = bias ? bias + g->N / 2 : NULL;
+    __m512 b0 = bias ? _mm512_maskz_loadu_ps(k0, bias) : _mm512_setzero_ps();
+    __m512 b1 = bias ? _mm512_maskz_loadu_ps(k1, bias + 16) : _mm512_setzero_ps();
+    __m512 g0 = bias ? _mm512_maskz_loadu_ps(k0, bg) : _mm512_setzero_ps();
+    __m512 g1 = bias ? _mm512_maskz_loadu_ps(k1, bg + 16) : _mm512_setzero_ps();
+    for (int64_t i = 0; i < mr; i++) {
+        __m512 v0 = _mm512_loadu_ps(sv + i * 32), v1 = _mm512_loadu_ps(sv + i * 32 + 16);
+        __m512 u0 = _mm512_loadu_ps(sg + i * 32), u1 = _mm512_loadu_ps(sg + i * 32 + 16);
+        if (bias) {
+            v0 = _mm512_add_ps(v0, b0);
+            v1 = _mm512_add_ps(v1, b1);
+            u0 = _mm512_add_ps(u0, g0);
+            u1 = _mm512_add_ps(u1, g1);
+        }
+        _mm512_mask_storeu_ps(row, k0, v0);
+        _mm512_mask_storeu_ps(row + 16, k1, v1);
+        _mm512_mask_storeu_ps(row + nr, k0, u0);
+        _mm512_mask_storeu_ps(row + nr + 16, k1, u1);
+        if (!g->c_bf16) {
+            g->geglu(g->c + (m + i) * g->ldc + n, row, nr);
+            continue;
+        }
+        g->geglu(out, row, nr);
+        _mm512_mask_storeu_epi16((uint16_t *)g->c + (m + i) * g->ldc + n, bm32(nr),
+                                 to_bf16x32(_mm512_loadu_ps(out), _mm512_loadu_ps(out + 16)));
+    }
+}
+
+/* the linear's rows [m0, m1) x output columns [n0, n1) (GEGLU: of the N/2 output columns) */
+static void bk_linear_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+{
+    uint16_t *Bp = (uint16_t *)ws, *Ap = Bp + BK_BPANEL;
+    float *sv = (float *)(Ap + BK_APANEL), *sg = sv + 32 * 32;
+    int64_t K = g->K, nkb = up32(K) / 32, half = g->geglu ? g->N / 2 : 0;
+    const float *res = g->res ? g->res : g->accumulate ? g->c : NULL; /* C += AB: C is the residual */
+    int64_t ldr = g->res ? g->ldr : g->ldc;
+    /* row panels of about BK_APANEL_HOT values (L2), at least 32 and at most 256 rows */
+    int64_t mb = bmax(32, bmin(256, (int64_t)(BK_APANEL_HOT / (size_t)(nkb * 32 + 1)) / 32 * 32));
+    /* prepared B: all of it; else column blocks that fit the B area (half as wide for GEGLU's two halves) */
+    int64_t nbw = g->bkind == SD_GB_PACKED ? n1 - n0
+                                            : bmax(32, (int64_t)(BK_BPANEL / (size_t)(nkb * 32 + 1)) / (half ? 64 : 32) * 32);
+    const uint16_t *B = g->b;
+    int64_t bstride = nkb * TILE; /* one column tile */
+    bk_begin();
+    for (int64_t jc = n0; jc < n1; jc += nbw) {
+        int64_t nc = bmin(nbw, n1 - jc), bc0 = jc; /* B's first column tile column */
+        if (g->bkind != SD_GB_PACKED) {
+            pack_b(g, Bp, 0, K, jc, nc);
+            if (half)
+                pack_b(g, Bp + (up32(nc) / 16) * bstride, 0, K, half + jc, nc);
+            B = Bp;
+            bc0 = 0;
+        }
+        for (int64_t ic = m0; ic < m1; ic += mb) {
+            int64_t mc = bmin(mb, m1 - ic), mt = up32(mc) / 16;
+            pack_a(g, Ap, ic, mc, 0, K);
+            for (int64_t j = 0; j < nc; j += 32) {
+                int64_t nr = bmin(32, nc - j), t = (bc0 + j) / 16;
+                const uint16_t *b0 = B + t * bstride, *b1 = b0 + bstride;
+                const uint16_t *g0 = NULL, *g1 = NULL; /* GEGLU's gate columns */
+                if (half) {
+                    g0 = g->bkind == SD_GB_PACKED ? B + ((half + jc + j) / 16) * bstride : b0 + (up32(nc) / 16) * bstride;
+                    g1 = g0 + bstride;
+                }
+                const float *bias = g->bias ? g->bias + jc + j : NULL;
+                for (int64_t i = 0; i < mt; i += 2) {
+                    int64_t row = ic + i * 16, mr = bmin(32, mc - i * 16);
+                    const uint16_t *a0 = Ap + i * nkb * TILE, *a1 = a0 + nkb * TILE;
+                    float *C = g->c + row * g->ldc + jc + j; /* (not when c_bf16) */
+                    const char *Cb = g->c_bf16 ? (const char *)((uint16_t *)g->c + row * g->ldc + jc + j) : (const char *)C;
+                    size_t lb = (size_t)g->ldc * (g->c_bf16 ? 2 : 4);
+                    for (int64_t r = 0; r < mr; r++) { /* C's lines (and the residual's) on their way while the
+                                                        * tiles multiply: the write-back then finds them in cache */
+                        _mm_prefetch(Cb + r * lb, _MM_HINT_ET0);
+                        _mm_prefetch(Cb + r * lb + 64, _MM_HINT_ET0);
+                    }
+                    bk_ukr(a0, a1, b0, b1, nkb, sv, 32, 0);
+                    if (half) {
+                        bk_ukr(a0, a1, g0, g1, nkb, sg, 32, 0);
+                        epi_geglu(g, row, jc + j, sv, sg, bias, mr, nr);
+                    } else
+                        epi_store(g, C, sv, bias, res ? res + row * ldr + jc + j : NULL, ldr, mr, nr);
+                }
+            }
+        }
+    }
+    bk_end();
+}
+
 static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
 {
     uint16_t *Bp = (uint16_t *)ws;
-    uint16_t *Ap = Bp + (size_t)(BKC / 32) * (BNCL / 16) * TILE;
-    float *cb = (float *)(Ap + (size_t)(BKC / 32) * (BMC / 16) * TILE);
+    uint16_t *Ap = Bp + BK_BPANEL;
+    float *cb = (float *)(Ap + BK_APANEL);
     int64_t K = g->K, ldc = g->ldc;
     bk_begin();
     if (g->bkind != SD_GB_TRANS && g->bkind != SD_GB_PACKED) {
@@ -362,27 +498,31 @@ static void bk_gemm_rect(const sd_gemm *g, uint8_t *ws, int64_t m0, int64_t m1, 
     bk_end();
 }
 
-/* as the fp32 GEMM: threads take column ranges, or row ranges when B is the cheaper operand to repeat */
-static bool bk_split_rows(const sd_gemm *g, int nt)
+/* as the fp32 GEMM: threads take column ranges, or row ranges when B is the cheaper operand to repeat
+ * (N: the output columns) */
+static bool bk_split_rows(const sd_gemm *g, int64_t N, int nt)
 {
-    if (g->N < 32 * nt)
+    if (N < 32 * nt)
         return true;
     if (g->M < 32 * nt)
         return false;
-    return (double)g->K * g->N < (double)g->M * g->K;
+    return (double)g->K * N < (double)g->M * g->K;
 }
 
 static void BK_FN(gemm_thread)(const sd_gemm *g, uint8_t *ws, int tid, int nt)
 {
     ws += (size_t)tid * bk_ws_thread();
-    if (bk_split_rows(g, nt)) {
+    bool lin = sd_bk_linear_full(g);
+    void (*rect)(const sd_gemm *, uint8_t *, int64_t, int64_t, int64_t, int64_t) = lin ? bk_linear_rect : bk_gemm_rect;
+    int64_t N = g->geglu ? g->N / 2 : g->N;
+    if (bk_split_rows(g, N, nt)) {
         int64_t mb = (g->M + 31) / 32, m0 = mb * tid / nt * 32, m1 = bmin(g->M, mb * (tid + 1) / nt * 32);
         if (m0 < m1)
-            bk_gemm_rect(g, ws, m0, m1, 0, g->N);
+            rect(g, ws, m0, m1, 0, N);
     } else {
-        int64_t nb = (g->N + 31) / 32, n0 = nb * tid / nt * 32, n1 = bmin(g->N, nb * (tid + 1) / nt * 32);
+        int64_t nb = (N + 31) / 32, n0 = nb * tid / nt * 32, n1 = bmin(N, nb * (tid + 1) / nt * 32);
         if (n0 < n1)
-            bk_gemm_rect(g, ws, 0, g->M, n0, n1);
+            rect(g, ws, 0, g->M, n0, n1);
     }
 }
 
@@ -390,7 +530,7 @@ static void BK_FN(gemm)(const sd_gemm *g, float *ws, int nthreads)
 {
     if (g->M <= 0 || g->N <= 0)
         return;
-    if (g->K <= 0) {
+    if (g->K <= 0 && !sd_bk_linear_full(g)) { /* (a linear's epilogue still runs on zero sums) */
         if (!g->accumulate)
             for (int64_t m = 0; m < g->M; m++)
                 memset(g->c + m * g->ldc, 0, (size_t)g->N * sizeof(float));
@@ -413,7 +553,7 @@ static void BK_FN(gemm)(const sd_gemm *g, float *ws, int nthreads)
  * 2^(S log2 e - max log2 e) (one FMA, then vexp2_p) packed as bf16 A tiles, O += P V in fp32; y = O / sum.
  * Heads of d > 256 use the fp32 kernel (cpu_backend.c). */
 
-#define ABK 256
+#define ABK 128
 
 static size_t bk_att_ws_thread(int64_t Nk, int64_t d) /* bytes */
 {
@@ -442,7 +582,7 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
     float *S = (float *)al64((uint8_t *)(Qa + 32 * dp));
     uint16_t *Pa = (uint16_t *)al64((uint8_t *)(S + 32 * ABK));
     float *O = (float *)al64((uint8_t *)(Pa + 32 * ABK));
-    float *cb = O + 32 * dp, *mrow = cb + 32 * 32, *lrow = mrow + 32;
+    float *lvec = O + 32 * dp, *mrow = lvec + 32 * 32, *lrow = mrow + 32; /* lvec: each row's sum in 16 lanes */
     int64_t qblocks = (Nq + 31) / 32, tasks = B * heads * qblocks;
     int64_t t0 = tasks * tid / nt, t1 = tasks * (tid + 1) / nt, cached = -1;
     if (t0 >= t1)
@@ -465,7 +605,7 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
             for (int64_t c = 0; c < d; c++)
                 Qs[i * d + c] = qr[c] * scale;
             mrow[i] = -INFINITY;
-            lrow[i] = 0.0f;
+            _mm512_storeu_ps(lvec + i * 16, _mm512_setzero_ps());
         }
         sd_gemm gq = {.a = Qs, .a_dt = SD_F32, .lda = d};
         pack_a(&gq, Qa, 0, 32, 0, d);
@@ -488,12 +628,16 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
                     continue;
                 }
                 __m512 mx = _mm512_set1_ps(-INFINITY);
-                for (int64_t j = 0; j < lim; j += 16)
-                    mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), bm16(lim - j), srow + j));
-                float mnew = fmaxf(mrow[i], _mm512_reduce_max_ps(mx));
+                if (lim == ABK) /* a whole block: no masks */
+                    for (int64_t j = 0; j < ABK; j += 16)
+                        mx = _mm512_max_ps(mx, _mm512_loadu_ps(srow + j));
+                else
+                    for (int64_t j = 0; j < lim; j += 16)
+                        mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), bm16(lim - j), srow + j));
+                float bmx = _mm512_reduce_max_ps(mx), mnew = bmx > mrow[i] ? bmx : mrow[i];
                 if (mnew != mrow[i]) {
                     float alpha = expf(mrow[i] - mnew); /* 0 the first time */
-                    lrow[i] *= alpha;
+                    _mm512_storeu_ps(lvec + i * 16, _mm512_mul_ps(_mm512_loadu_ps(lvec + i * 16), _mm512_set1_ps(alpha)));
                     for (int64_t c = 0; c < dp; c += 16)
                         _mm512_storeu_ps(O + i * dp + c, _mm512_mul_ps(_mm512_loadu_ps(O + i * dp + c), _mm512_set1_ps(alpha)));
                     mrow[i] = mnew;
@@ -502,14 +646,27 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
                  * tiles */
                 const __m512 L = _mm512_set1_ps(1.44269504088896341f);
                 __m512 sum = _mm512_setzero_ps(), mv = _mm512_set1_ps(mnew * 1.44269504088896341f);
-                for (int64_t j = 0; j < bkp; j += 32) {
-                    __m512 e0 = _mm512_maskz_mov_ps(bm16(lim - j), vexp2_p(_mm512_fmsub_ps(_mm512_loadu_ps(srow + j), L, mv)));
-                    __m512 e1 = _mm512_maskz_mov_ps(bm16(lim - j - 16),
-                                                    vexp2_p(_mm512_fmsub_ps(_mm512_loadu_ps(srow + j + 16), L, mv)));
-                    sum = _mm512_add_ps(sum, _mm512_add_ps(e0, e1));
-                    _mm512_storeu_si512(prow + (j / 32) * TILE, to_bf16x32(e0, e1));
+                if (lim == ABK) {
+                    __m512 sum1 = _mm512_setzero_ps();
+                    for (int64_t j = 0; j < ABK; j += 32) {
+                        __m512 e0 = vexp2_p(_mm512_fmsub_ps(_mm512_loadu_ps(srow + j), L, mv));
+                        __m512 e1 = vexp2_p(_mm512_fmsub_ps(_mm512_loadu_ps(srow + j + 16), L, mv));
+                        sum = _mm512_add_ps(sum, e0);
+                        sum1 = _mm512_add_ps(sum1, e1);
+                        _mm512_storeu_si512(prow + (j / 32) * TILE, to_bf16x32(e0, e1));
+                    }
+                    sum = _mm512_add_ps(sum, sum1);
+                } else {
+                    for (int64_t j = 0; j < bkp; j += 32) {
+                        __m512 e0 = _mm512_maskz_mov_ps(bm16(lim - j),
+                                                        vexp2_p(_mm512_fmsub_ps(_mm512_loadu_ps(srow + j), L, mv)));
+                        __m512 e1 = _mm512_maskz_mov_ps(bm16(lim - j - 16),
+                                                        vexp2_p(_mm512_fmsub_ps(_mm512_loadu_ps(srow + j + 16), L, mv)));
+                        sum = _mm512_add_ps(sum, _mm512_add_ps(e0, e1));
+                        _mm512_storeu_si512(prow + (j / 32) * TILE, to_bf16x32(e0, e1));
+                    }
                 }
-                lrow[i] += _mm512_reduce_add_ps(sum);
+                _mm512_storeu_ps(lvec + i * 16, _mm512_add_ps(_mm512_loadu_ps(lvec + i * 16), sum));
             }
             for (int64_t c0 = 0; c0 < dp; c0 += 32) {
                 int64_t t = c0 / 16;
@@ -518,6 +675,7 @@ static void BK_FN(attn_thread)(float *y, const float *q, const float *k, const f
             }
         }
         for (int64_t i = 0; i < nq; i++) {
+            lrow[i] = _mm512_reduce_add_ps(_mm512_loadu_ps(lvec + i * 16));
             float inv = lrow[i] > 0.0f ? 1.0f / lrow[i] : 0.0f;
             float *yr = y + (b * Nq + q0 + i) * HD + h * d;
             for (int64_t c = 0; c < d; c++)
