@@ -407,7 +407,7 @@ static void cpu_weight_prepare(sd_backend *be, void *dst, const sd_tensor *t, sd
     if (layout == SD_LAYOUT_CPU_I8_LINEAR || layout == SD_LAYOUT_CPU_I8_PW) {
         sd_i8w v;
         sd_i8w_view(&v, dst, t->ne[0], sd_numel(t) / t->ne[0], layout == SD_LAYOUT_CPU_I8_LINEAR);
-        sd_i8w_quantise(t, im->ik->shift, &v);
+        sd_i8w_quantise(t, im->ik->shift, &v, nthreads(be));
         return;
     }
     if (layout == SD_LAYOUT_CPU_BF16_LINEAR) {

@@ -52,14 +52,14 @@ void sd_i8w_view(sd_i8w *v, const void *buf, int64_t O, int64_t K, bool as_b)
                   .colsum = (int32_t *)(p + Op * Kp + Op * 4)};
 }
 
-void sd_i8w_quantise(const sd_tensor *w, bool shift, const sd_i8w *out)
+void sd_i8w_quantise(const sd_tensor *w, bool shift, const sd_i8w *out, int nthreads)
 {
     int64_t O = out->O, K = out->K, Op = (O + 31) / 32 * 32, Kp = out->Kp, nkb = Kp / 64;
     bool as_b = out->as_b;
     memset(out->q, 0, (size_t)(Op * Kp));
     memset(out->scale, 0, (size_t)Op * sizeof(float));
     memset(out->colsum, 0, (size_t)Op * sizeof(int32_t));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t o = 0; o < O; o++) {
         float inv;
         out->scale[o] = wscale(w, o * K, K, &inv);

@@ -282,11 +282,11 @@ bool sd_cpu_has_amx_int8(void);
  * then scale and colsum (up32(O) each). That buffer is the prepared layout of precision int8
  * (SD_LAYOUT_CPU_I8_LINEAR: as_b; SD_LAYOUT_CPU_I8_PW, a pointwise conv weight: as A), made once at load
  * by weight_prepare (cpu_int8.c, plain C). sd_i8w_view: the sd_i8w of such a buffer (no copy).
- * sd_i8w_quantise: w ([O, K...] F32/F16/BF16, row-major) quantised into out's buffer; shift: A tiles as
- * u8 (q + 128, for VNNI). */
+ * sd_i8w_quantise: w ([O, K...] F32/F16/BF16, row-major) quantised into out's buffer (on nthreads);
+ * shift: A tiles as u8 (q + 128, for VNNI). */
 size_t sd_i8w_bytes(int64_t O, int64_t K);
 void sd_i8w_view(sd_i8w *v, const void *buf, int64_t O, int64_t K, bool as_b);
-void sd_i8w_quantise(const sd_tensor *w, bool shift, const sd_i8w *out);
+void sd_i8w_quantise(const sd_tensor *w, bool shift, const sd_i8w *out, int nthreads);
 
 /* The int8 kernel set a CPU backend has, NULL when none (precision int8 then runs as bf16). */
 const char *sd_backend_cpu_int8_isa(const sd_backend *be);

@@ -311,7 +311,10 @@ static void IK_FN(gemm)(const sd_gemm_i8 *g, void *ws, int nthreads)
 {
     if (g->M <= 0 || g->N <= 0)
         return;
-    int nt = nthreads > 1 && (double)g->M * g->N * g->K >= 4e6 ? nthreads : 1;
+    /* threads for enough products, or for a weight large enough that streaming it from memory on several
+     * cores pays (the time embedding's one-row linears) */
+    double wbytes = (double)(g->w->as_b ? g->N : g->M) * g->K;
+    int nt = nthreads > 1 && ((double)g->M * g->N * g->K >= 4e6 || wbytes >= 262144.0) ? nthreads : 1;
     if (nt == 1) {
         ik_run(g, ws, 0, 1);
         return;
