@@ -279,6 +279,42 @@ TEST(conv_int8)
     }
 }
 
+/* sd_conv2d_ex at int8: the k x k direct convolution's fused epilogue (residual, ReLU in the write-back; other
+ * activations after it) against conv + add + activation, bit for bit; strides 1 and 2, two images, odd sizes */
+TEST(conv_int8_fused)
+{
+    const int64_t cases[][6] = {{2, 37, 9, 40, 45, 1}, {1, 64, 33, 17, 64, 1}, {2, 20, 18, 22, 33, 2}}; /* N C H W O s */
+    const int acts[] = {SD_UNARY_RELU, -1, SD_UNARY_SILU};
+    for (size_t ci = 0; ci < SD_ARRAY_LEN(cases); ci++)
+        for (size_t ai = 0; ai < SD_ARRAY_LEN(acts); ai++) {
+            sd_ctx_reset(&g_ctx);
+            int64_t N = cases[ci][0], C = cases[ci][1], H = cases[ci][2], W = cases[ci][3], O = cases[ci][4];
+            int s = (int)cases[ci][5];
+            int64_t HO = (H + 2 - 3) / s + 1, WO = (W + 2 - 3) / s + 1, xe[4] = {N, C, H, W}, ye[4] = {N, O, HO, WO};
+            int64_t we[4] = {O, C, 3, 3};
+            size_t ny = (size_t)(N * O * HO * WO);
+            float *x = rnd((size_t)(N * C * H * W), 1), *r = rnd(ny, 1), *b = rnd((size_t)O, 1);
+            float *w = rnd((size_t)(O * C * 9), 0.3f);
+            sd_tensor tx = up(SD_F32, 4, xe, x), tr = up(SD_F32, 4, ye, r), tb = up(SD_F32, 1, &O, b);
+            sd_tensor tw = prepared(up(SD_BF16, 4, we, w), SD_WEIGHT_CONV);
+            CHECK(tw.layout == (g_int8 ? SD_LAYOUT_CPU_I8_CONV : SD_LAYOUT_ROWMAJOR));
+            sd_tensor yf = sd_conv2d_ex(&g_ctx, NULL, tx, tw, &tb, s, 1, &tr, acts[ai], SD_LAYOUT_ROWMAJOR);
+            sd_tensor yu = sd_add_inplace(&g_ctx, sd_conv2d(&g_ctx, tx, tw, &tb, s, 1), tr);
+            if (acts[ai] >= 0)
+                yu = sd_unary_inplace(&g_ctx, yu, (sd_unary_op)acts[ai]);
+            bool ok = sd_ok(&g_ctx);
+            float *hf = ok ? test_download(&g_ctx, yf) : NULL, *hu = ok ? test_download(&g_ctx, yu) : NULL;
+            CHECK_MSG(ok && !memcmp(hf, hu, ny * sizeof(float)),
+                      "[%s] case %zu act %d: fused conv differs from conv + add + activation", g_isa, ci, acts[ai]);
+            free(x);
+            free(r);
+            free(b);
+            free(w);
+            free(hf);
+            free(hu);
+        }
+}
+
 TEST(levels_int8)
 {
     sd_backend *be = NULL;
@@ -336,6 +372,7 @@ int main(void)
         printf("level %s (int8 kernels: %s)\n", g_isa, g_int8 ? sd_backend_cpu_int8_isa(g_be) : "none, bf16 path");
         RUN(linear_int8);
         RUN(conv_int8);
+        RUN(conv_int8_fused);
         sd_ctx_free(&g_ctx);
         sd_backend_destroy(g_be);
     }

@@ -475,7 +475,7 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
     int nt = nthreads(be);
     if (w->layout == SD_LAYOUT_CPU_I8_CONV) { /* precision int8, kxk: the direct convolution (any other stride:
                                                * the reference loop) */
-        if (!sd_cpu_conv_i8(be, y, x, w, b, stride, pads, scratch))
+        if (!sd_cpu_conv_i8(be, y, x, w, b, stride, pads, NULL, -1, scratch))
             conv_packed_ref(be, y, x, w, b, stride, pads);
         return;
     }
@@ -597,9 +597,11 @@ static void cpu_conv2d(sd_backend *be, sd_tensor *y, const sd_tensor *x, const s
 static void cpu_conv2d_ex(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
                           int stride, const int pads[4], const sd_tensor *res, int act, void *scratch)
 {
-    /* precision int8: cpu_conv2d's (its k x k direct convolution, or the GEMM for a pointwise weight) */
-    bool direct = w->layout != SD_LAYOUT_CPU_I8_CONV && !i8_layout(w) &&
-                  conv_direct(be, y, x, w, b, stride, pads, res, act, scratch);
+    /* precision int8: the k x k direct convolution with the epilogue in its write-back, else (other strides,
+     * a pointwise weight) cpu_conv2d's path and the epilogue after it */
+    bool direct = w->layout == SD_LAYOUT_CPU_I8_CONV
+                      ? sd_cpu_conv_i8(be, y, x, w, b, stride, pads, res, act, scratch)
+                      : !i8_layout(w) && conv_direct(be, y, x, w, b, stride, pads, res, act, scratch);
     if (direct)
         return;
     cpu_conv2d(be, y, x, w, b, stride, pads, scratch);

@@ -143,12 +143,12 @@ size_t sd_cpu_conv_i8_scratch(sd_backend *be, const sd_tensor *x, const sd_tenso
 }
 
 bool sd_cpu_conv_i8(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
-                    int stride, const int pads[4], void *scratch)
+                    int stride, const int pads[4], const sd_tensor *res, int act, void *scratch)
 {
     const sd_cpu_int8_kern *ik = ((const cpu_impl *)be->impl)->ik;
     sd_dconv d;
     int nt = nthreads(be);
-    if (!ik || !scratch || (stride != 1 && stride != 2) ||
+    if (!ik || !scratch || (stride != 1 && stride != 2) || x->layout || y->layout || (res && res->layout) ||
         i8_dconv_geom(ik, &d, x, w, y, stride, pads, nt) > sd_cpu_conv_i8_scratch(be, x, w, y))
         return false;
     uint8_t *xp = scratch;
@@ -160,7 +160,11 @@ bool sd_cpu_conv_i8(sd_backend *be, sd_tensor *y, const sd_tensor *x, const sd_t
     for (int64_t n = 0; n < x->ne[0]; n++) { /* one scale and zero point per image: a row's result is its own */
         int32_t zp;
         float xs = ik->dconv_image(xp, CF(x) + n * chw, &d, &zp, nt);
-        ik->dconv(F(y) + n * ohw, xp, xs, zp, w->data, b ? bias : NULL, &d, ws, nt);
+        sd_dconv_out out = {.y = F(y) + n * ohw, .res = res ? CF(res) + n * ohw : NULL, .bias = b ? bias : NULL,
+                            .relu = act == SD_UNARY_RELU};
+        ik->dconv(&out, xp, xs, zp, w->data, &d, ws, nt);
     }
+    if (act >= 0 && act != SD_UNARY_RELU) /* other activations: as sd_unary_inplace */
+        sd_cpu_unary(be, y, y, (sd_unary_op)act);
     return true;
 }

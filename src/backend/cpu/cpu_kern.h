@@ -244,11 +244,12 @@ typedef struct sd_cpu_int8_kern {
      * [C][H][W] F32 asymmetrically with one scale xs = (hi - lo) / 255 (returned) and zero point zp (*zp) over
      * its finite values (lo = min(0, min x), hi = max(0, max x)): u8 q = clamp(round(x * 255 / (hi - lo)) + zp,
      * 0, 255) (NaN as zp, +-Inf saturates) into the channels-last copy xp (d->x_elems bytes, zp around);
-     * dconv: y [O][HO][WO] F32 = (acc - zp * wsum) * xs * ws + bias (NULL: none), wp the prepared weight
-     * (sd_i8_dconv_wbytes), ws a workspace of dconv_ws bytes */
+     * dconv: out->y [O][HO][WO] F32 = (acc - zp * wsum) * xs * ws + bias, then the epilogue (out->res F32,
+     * ReLU; out->cl must be false), wp the prepared weight (sd_i8_dconv_wbytes), ws a workspace of dconv_ws
+     * bytes */
     float (*dconv_image)(uint8_t *xp, const float *x, const sd_dconv *d, int32_t *zp, int nthreads);
     size_t (*dconv_ws)(const sd_dconv *d, int nthreads);
-    void (*dconv)(float *y, const uint8_t *xp, float xs, int32_t zp, const int8_t *wp, const float *bias,
+    void (*dconv)(const sd_dconv_out *out, const uint8_t *xp, float xs, int32_t zp, const int8_t *wp,
                   const sd_dconv *d, void *ws, int nthreads);
 } sd_cpu_int8_kern;
 

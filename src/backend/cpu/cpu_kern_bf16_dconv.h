@@ -84,14 +84,6 @@ static inline __m512 bf16x16_f32(const uint16_t *p)
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
 }
 
-/* the epilogue after the sums: (+ residual) then ReLU, as sd_add_inplace and sd_unary_inplace do them */
-static inline __m512 dc_epi(__m512 v, const sd_dconv_out *o, __m512 res)
-{
-    if (o->res)
-        v = _mm512_add_ps(v, res);
-    return o->relu ? _mm512_max_ps(v, _mm512_setzero_ps()) : v;
-}
-
 /* NCHW output: the 16x16 block cb (rows: output pixels q0.., columns: output channels o0..) into o->y with
  * the bias and the epilogue */
 static inline void dc_write(const sd_dconv_out *o, const float *cb, const sd_dconv *d, int64_t q0, int64_t o0)

@@ -87,6 +87,14 @@ static inline __m512 dc_ld16(const float *xr, const sd_dconv *d, int64_t j0, int
     return dc_ld(xr, &c, d->stride);
 }
 
+/* the epilogue after the sums: (+ residual) then ReLU, as sd_add_inplace and sd_unary_inplace do them */
+static inline __m512 dc_epi(__m512 v, const sd_dconv_out *o, __m512 res)
+{
+    if (o->res)
+        v = _mm512_add_ps(v, res);
+    return o->relu ? _mm512_max_ps(v, _mm512_setzero_ps()) : v;
+}
+
 /* Staged write-back (the int8 direct convolution): a task computes r output rows (the pixels q0 = oh0 * Wps
  * onwards, in blocks of 32) for some output channels into a per-thread buffer, one row of lq floats per
  * channel (lq = up32(r * Wps): L2-resident), then copies each channel's rows out to y at once: long
@@ -105,21 +113,25 @@ static inline void dc_stage16(float *st, int64_t lq, const float *cb)
 }
 
 /* rows [oh0, oh0 + rr) of output channels [o0, o0 + nch) from the buffer (channel i's row r at buf + i * lq +
- * r * Wps) into y with the bias (NULL: none); stream: non-temporal stores where aligned (an output far larger
- * than the caches: no read for ownership; the caller fences) */
-static inline void dc_copy_out(float *y, const float *buf, int64_t lq, const float *bias, const sd_dconv *d,
-                               int64_t oh0, int64_t rr, int64_t o0, int64_t nch, bool stream)
+ * r * Wps) into o->y (F32 NCHW) with the bias and the epilogue (dc_epi; o->res in y's layout); stream:
+ * non-temporal stores where aligned (an output far larger than the caches: no read for ownership; the caller
+ * fences) */
+static inline void dc_copy_out(const sd_dconv_out *o, const float *buf, int64_t lq, const sd_dconv *d, int64_t oh0,
+                               int64_t rr, int64_t o0, int64_t nch, bool stream)
 {
     int64_t WO = d->WO;
     for (int64_t i = 0; i < nch && o0 + i < d->O; i++) {
-        __m512 b = _mm512_set1_ps(bias ? bias[o0 + i] : 0.0f);
-        float *yo = y + ((o0 + i) * d->HO + oh0) * WO;
+        __m512 b = _mm512_set1_ps(o->bias ? o->bias[o0 + i] : 0.0f);
+        size_t at = (size_t)(((o0 + i) * d->HO + oh0) * WO);
+        float *yo = (float *)o->y + at;
+        const float *ro = o->res ? (const float *)o->res + at : NULL;
         for (int64_t r = 0; r < rr; r++) {
             const float *src = buf + i * lq + r * d->Wps;
             float *dst = yo + r * WO;
             for (int64_t k = 0; k < WO; k += 16) {
                 __mmask16 m = bm16(WO - k);
                 __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, src + k), b);
+                v = dc_epi(v, o, ro ? _mm512_maskz_loadu_ps(m, ro + r * WO + k) : _mm512_setzero_ps());
                 if (stream && m == 0xFFFF && !((uintptr_t)(dst + k) & 63))
                     _mm512_stream_ps(dst + k, v);
                 else

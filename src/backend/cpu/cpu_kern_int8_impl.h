@@ -437,8 +437,8 @@ static void ik_dconv_split(const sd_dconv *d, int nt, int64_t *g, int64_t *r)
         *r = (*r + 1) / 2;
 }
 
-static void IK_FN(dconv_thread)(float *y, const uint8_t *xp, float xs, int32_t zp, const int8_t *wp,
-                                const float *bias, const sd_dconv *d, float *stage, int tid, int nt)
+static void IK_FN(dconv_thread)(const sd_dconv_out *out, const uint8_t *xp, float xs, int32_t zp, const int8_t *wp,
+                                const sd_dconv *d, float *stage, int tid, int nt)
 {
     int64_t s = d->stride, Cp = d->Cp, taps = d->KH * d->KW, ncb = Cp / 64, no = (d->O + 31) / 32, Wps = d->Wps;
     int64_t plane = d->Hps * Wps, toff[SD_DCONV_MAX_TAPS], g, R;
@@ -478,7 +478,7 @@ static void IK_FN(dconv_thread)(float *y, const uint8_t *xp, float xs, int32_t z
                         dc_stage16(stage + (gb * 32 + c * 16) * lq + i * 32 + h * 16, lq, cb + h * 16 * 32 + c * 16);
             }
         }
-        dc_copy_out(y, stage, lq, bias, d, oh0, rr, grp * g * 32, g * 32, stream);
+        dc_copy_out(out, stage, lq, d, oh0, rr, grp * g * 32, g * 32, stream);
     }
     if (stream)
         _mm_sfence();
@@ -490,7 +490,7 @@ static size_t IK_FN(dconv_ws)(const sd_dconv *d, int nthreads)
     return (size_t)(nthreads > 0 ? nthreads : 1) * (ik_stage_bytes(d) + 64) + 64;
 }
 
-static void IK_FN(dconv)(float *y, const uint8_t *xp, float xs, int32_t zp, const int8_t *wp, const float *bias,
+static void IK_FN(dconv)(const sd_dconv_out *out, const uint8_t *xp, float xs, int32_t zp, const int8_t *wp,
                          const sd_dconv *d, void *ws, int nthreads)
 {
     int64_t g, R;
@@ -500,13 +500,13 @@ static void IK_FN(dconv)(float *y, const uint8_t *xp, float xs, int32_t zp, cons
     float *st0 = (float *)ial64(ws);
     size_t per = (ik_stage_bytes(d) + 64) / sizeof(float);
     if (nt == 1) {
-        IK_FN(dconv_thread)(y, xp, xs, zp, wp, bias, d, st0, 0, 1);
+        IK_FN(dconv_thread)(out, xp, xs, zp, wp, d, st0, 0, 1);
         return;
     }
 #pragma omp parallel num_threads(nt)
     {
         int tid = omp_get_thread_num();
-        IK_FN(dconv_thread)(y, xp, xs, zp, wp, bias, d, st0 + tid * per, tid, omp_get_num_threads());
+        IK_FN(dconv_thread)(out, xp, xs, zp, wp, d, st0 + tid * per, tid, omp_get_num_threads());
     }
 }
 
