@@ -267,7 +267,8 @@ static size_t conv_pad_bytes(const sd_tensor *x, const sd_tensor *w, const sd_te
 
 /* precision bf16, direct convolution (sd_dconv): it runs for a weight prepared at load
  * (SD_LAYOUT_CPU_BF16_CONV: the B tiles are ready) and for a row-major BF16/F16/F32 weight when the image is
- * large enough that packing the weight per call costs little next to the products; stride 1 or 2. The
+ * large enough that packing the weight per call costs little next to the products (never another backend
+ * layout: int8's prepared weights have their own kernels); stride 1 or 2. The
  * choice looks at one image's output pixels, never the batch's: the direct convolution and the implicit
  * GEMM sum in different orders, and an image's result must not depend on the other images of the batch
  * (cross-session batching in the server) */
@@ -276,7 +277,8 @@ static bool dconv_use(const sd_backend *be, const sd_tensor *w, const sd_tensor 
 {
     const sd_cpu_bf16_kern *bk = ((const cpu_impl *)be->impl)->bk;
     bool packed = w->layout == SD_LAYOUT_CPU_BF16_CONV;
-    return bk && bk->dconv && !i8_layout(w) && (packed || (bf16k(be) && y->ne[2] * y->ne[3] >= DCONV_MIN_PIXELS)) &&
+    bool big = w->layout == SD_LAYOUT_ROWMAJOR && bf16k(be) && y->ne[2] * y->ne[3] >= DCONV_MIN_PIXELS;
+    return bk && bk->dconv && (packed || big) &&
            (stride == 1 || stride == 2) && w->ne[2] * w->ne[3] <= SD_DCONV_MAX_TAPS;
 }
 
@@ -598,10 +600,10 @@ static void cpu_conv2d_ex(sd_backend *be, sd_tensor *y, const sd_tensor *x, cons
                           int stride, const int pads[4], const sd_tensor *res, int act, void *scratch)
 {
     /* precision int8: the k x k direct convolution with the epilogue in its write-back, else (other strides,
-     * a pointwise weight) cpu_conv2d's path and the epilogue after it */
+     * a pointwise weight: dconv_use refuses int8-prepared weights) cpu_conv2d's path and the epilogue after it */
     bool direct = w->layout == SD_LAYOUT_CPU_I8_CONV
                       ? sd_cpu_conv_i8(be, y, x, w, b, stride, pads, res, act, scratch)
-                      : !i8_layout(w) && conv_direct(be, y, x, w, b, stride, pads, res, act, scratch);
+                      : conv_direct(be, y, x, w, b, stride, pads, res, act, scratch);
     if (direct)
         return;
     cpu_conv2d(be, y, x, w, b, stride, pads, scratch);
