@@ -565,7 +565,7 @@ static void cpu_conv2d_ex(sd_backend *be, sd_tensor *y, const sd_tensor *x, cons
                           int stride, const int pads[4], const sd_tensor *res, int act, void *scratch)
 {
     sd_i8w qw; /* precision int8 (cpu_conv2d's: its k x k direct convolution, or the GEMM) */
-    bool direct = w->layout != SD_LAYOUT_CPU_I8_CONV && !(scratch && int8w(be, w, false, &qw)) &&
+    bool direct = w->layout != SD_LAYOUT_CPU_I8_CONV && !(scratch && int8w(w, &qw)) &&
                   conv_direct(be, y, x, w, b, stride, pads, res, act, scratch);
     if (direct)
         return;
