@@ -66,7 +66,7 @@ static void bk_ukr_x(const uint16_t *A, const uint16_t *A1, int64_t lda, const i
     }
 }
 
-/* BK_ROW_PTRS (cpu_kern_bf16_impl.h): rows [0, nr) of the 32x32 block c = A B, row i of A at rows[i] (32
+/* BK_ROW_PTRS (cpu_kern_bf16_dconv.h): rows [0, nr) of the 32x32 block c = A B, row i of A at rows[i] (32
  * entries, those past nr repeat a valid row), in groups of 8: the groups past nr are not computed */
 #define BK_ROW_PTRS 1
 static void bk_ukr_rows(const uint16_t *const rows[32], int64_t nr, const int64_t *toff, int64_t ntap, int64_t ncb,
