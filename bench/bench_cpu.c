@@ -417,7 +417,7 @@ int main(int argc, char **argv)
         if (s == SD_OK && !o.cuda && o.precision == SD_PRECISION_INT8)
             sd_backend_cpu_set_int8(ps.be, true);
         else if (s == SD_OK && !o.cuda &&
-            (o.precision == SD_PRECISION_BF16 || (o.precision == SD_PRECISION_AUTO && sd_backend_cpu_bf16_isa(ps.be))))
+            (o.precision == SD_PRECISION_BF16 || (o.precision == SD_PRECISION_AUTO && sd_backend_cpu_auto_bf16(ps.be))))
             sd_backend_cpu_set_bf16(ps.be, true);
         if (s == SD_OK) {
             isa = o.cuda ? "cuda" : part_isa(ps.be);

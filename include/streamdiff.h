@@ -97,7 +97,8 @@ typedef struct sd_model sd_model;
 /* Compute precision of the CPU backend. FP32 (default): float32 everywhere. BF16: weights kept in
  * bf16 (half the memory), linears, convolutions and attention with bf16 inputs and fp32 sums on AMX or
  * AVX512-BF16 when the CPU has them (else bf16 storage with fp32 compute); norms and softmax in fp32.
- * AUTO: BF16 where the CPU has AMX or AVX512-BF16, else FP32 (on CUDA: its fp16). INT8 (CPU,
+ * AUTO: BF16 where the CPU has AMX, or AVX512-BF16 whose bf16 dot product outpaces its fp32 FMA (measured
+ * once per process: AMD Zen 4/5), else FP32 (on CUDA: its fp16). INT8 (CPU,
  * experimental): as BF16, but linears and convolutions W8A8 on AMX-INT8 or AVX512-VNNI: weights
  * quantised once per output channel (on their first use), activations per token row / per output
  * pixel, int32 sums; a CPU without those units runs INT8 as BF16 (with a warning on stderr). Error

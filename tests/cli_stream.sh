@@ -74,7 +74,7 @@ echo "not a video" > "$tmp/bad.mp4"
 [ $rc -eq 2 ] && grep -q "unknown option '--bogus'" "$tmp/err" || fail "unknown option: rc $rc"
 set -e
 
-# 3b. precision: the default is auto (bf16 where the CPU has bf16 kernels: `--version` says), fp32 when asked
+# 3b. precision: the default is auto (bf16 where the CPU's bf16 kernels outpace its fp32 ones: `--version` says), fp32 when asked
 auto=$("$BIN" --version | sed -n 's/.*precision auto = \([a-z0-9]*\).*/\1/p')
 [ -n "$auto" ] || fail "--version does not say what precision auto is: $("$BIN" --version)"
 for p in default auto fp32; do

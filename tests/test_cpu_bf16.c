@@ -9,7 +9,7 @@
  * and leave every tail: M, N, K not multiples of 16 or 32, K odd (half a bf16 pair), M = N = K = 1.
  * The fallback level (bf16 weights, fp32 compute: "avx512" and "avx2" with bf16 on) is checked the
  * same way against unrounded activations. Levels the CPU lacks are skipped and said so; no bf16 level
- * at all: exit 77. */
+ * at all: exit 77. auto_rule: precision auto's choice per level against the instruction peaks timed here. */
 #include "backend/cpu/cpu_kern.h"
 #include "backend/ops.h"
 #include "test.h"
@@ -536,6 +536,40 @@ TEST(levels)
     }
 }
 
+/* the best of 5 timed runs of a kernel table's peak function: multiply-adds per second */
+static double peak_rate(double (*peak)(int64_t))
+{
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        double t0 = sd_time_now(), macs = peak(200000), dt = sd_time_now() - t0;
+        best = dt > 0 && macs / dt > best ? macs / dt : best;
+    }
+    return best;
+}
+
+TEST(auto_rule)
+{
+    /* precision auto: bf16 with AMX, never without bf16 kernels, and with AVX512-BF16 only where its
+     * instruction outpaces the fp32 FMA, here timed again independently (10x longer runs than the rule's) */
+    const char *lv[] = {"amx", "avx512bf16", "avx512"};
+    for (size_t i = 0; i < SD_ARRAY_LEN(lv); i++) {
+        sd_backend *be = NULL;
+        if (sd_backend_cpu_create_isa(1, lv[i], &be) != SD_OK)
+            continue;
+        bool got = sd_backend_cpu_auto_bf16(be), want = i == 0;
+        if (i == 1) {
+            double bf = peak_rate(sd_cpu_bf16_kern_select("avx512bf16")->peak), fp = peak_rate(sd_cpu_kern_avx512()->peak);
+            printf("  avx512bf16: VDPBF16PS %.0f vs fp32 FMA %.0f GFLOP/s per core: auto = %s\n", 2e-9 * bf,
+                   2e-9 * fp, got ? "bf16" : "fp32");
+            want = bf >= fp;
+            if (fabs(bf / fp - 1) < 0.25) /* too close to call twice alike on a busy host */
+                want = got;
+        }
+        CHECK_MSG(got == want, "level %s: auto = %s", lv[i], got ? "bf16" : "fp32");
+        sd_backend_destroy(be);
+    }
+}
+
 int main(void)
 {
     const struct {
@@ -544,6 +578,7 @@ int main(void)
     } sets[] = {{"amx", true}, {"avx512bf16", true}, {"avx512", false}, {"avx2", false}};
     int bf16_levels = 0;
     RUN(levels);
+    RUN(auto_rule);
     for (size_t si = 0; si < SD_ARRAY_LEN(sets); si++) {
         g_isa = sets[si].isa;
         sd_status st = sd_backend_cpu_create_isa(2, g_isa, &g_be);

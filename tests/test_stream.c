@@ -776,16 +776,17 @@ TEST(precision_auto)
     sd_backend *probe = NULL;
     CHECK_STATUS(sd_backend_cpu_create(1, &probe), SD_OK);
     const char *bk = probe ? sd_backend_cpu_bf16_isa(probe) : NULL, *fk = probe ? sd_backend_cpu_isa(probe) : "?";
+    bool ab = probe && sd_backend_cpu_auto_bf16(probe); /* auto's one rule (cpu_kern.h) */
     sd_backend_destroy(probe);
-    printf("  this CPU: fp32 kernels %s, bf16 kernels %s\n", fk, bk ? bk : "none");
+    printf("  this CPU: fp32 kernels %s, bf16 kernels %s, auto = %s\n", fk, bk ? bk : "none", ab ? "bf16" : "fp32");
     sd_model *m;
     sd_model_info in;
     load_precision(SD_PRECISION_FP32, &in, &m);
     CHECK(in.precision && !strcmp(in.precision, "fp32") && in.kernels && !strcmp(in.kernels, fk));
     sd_model_free(m);
     load_precision(SD_PRECISION_AUTO, &in, &m);
-    CHECK_MSG(in.precision && !strcmp(in.precision, bk ? "bf16" : "fp32"), "auto gave %s", in.precision);
-    CHECK_MSG(in.kernels && !strcmp(in.kernels, bk ? bk : fk), "auto ran the %s kernels", in.kernels);
+    CHECK_MSG(in.precision && !strcmp(in.precision, ab ? "bf16" : "fp32"), "auto gave %s", in.precision);
+    CHECK_MSG(in.kernels && !strcmp(in.kernels, ab ? bk : fk), "auto ran the %s kernels", in.kernels);
     if (m) { /* and a stream at that precision runs */
         sd_stream_params sp;
         sd_stream_default_params(&sp);

@@ -65,7 +65,7 @@ class Model:
         precision: CPU compute precision, ``"fp32"`` (the library's default), ``"bf16"`` (bf16 weights and
             matmul inputs with fp32 sums, on AMX / AVX512-BF16 when the CPU has them), ``"int8"``
             (experimental: W8A8 linears and convolutions on AMX-INT8 / AVX512-VNNI, the rest bf16) or
-            ``"auto"`` (bf16 where the CPU has those units); ``None`` = the library's default. See
+            ``"auto"`` (bf16 where those units outpace the fp32 ones); ``None`` = the library's default. See
             ``sd_precision``.
         keep_f16: keep F16 weights as F16 in memory (half the memory; the CPU converts per op).
         backend: ``"cpu"`` or ``"cuda"``.

@@ -359,7 +359,7 @@ static int bench_ops(int argc, char **argv)
         sd_backend_cpu_set_int8(be, true); /* conv / linear W8A8, attention bf16 */
         printf("precision int8: %s kernels (the %% column stays relative to the fp32 sgemm peak)\n",
                sd_backend_cpu_int8_isa(be) ? sd_backend_cpu_int8_isa(be) : "no int8 kernels on this CPU: bf16");
-    } else if (precision == SD_PRECISION_BF16 || (precision == SD_PRECISION_AUTO && sd_backend_cpu_bf16_isa(be))) {
+    } else if (precision == SD_PRECISION_BF16 || (precision == SD_PRECISION_AUTO && sd_backend_cpu_auto_bf16(be))) {
         sd_backend_cpu_set_bf16(be, true); /* conv / linear / attention through the bf16 kernels */
         printf("precision bf16: %s kernels (the %% column stays relative to the fp32 sgemm peak)\n",
                sd_backend_cpu_bf16_isa(be) ? sd_backend_cpu_bf16_isa(be) : "no bf16 kernels on this CPU: fp32");

@@ -101,7 +101,7 @@ static void usage(FILE *f)
             "      --backend cpu|cuda  default cpu\n"
             "  -t, --threads N         CPU threads, 0 = all cores (default: 0)\n"
             "      --precision LIST    CPU compute, one run per entry: fp32, bf16, int8, auto (default: auto =\n"
-            "                          bf16 where the CPU has AMX or AVX512-BF16, else fp32; as `stream`),\n"
+            "                          bf16 where the CPU has AMX or a fast AVX512-BF16, else fp32; as `stream`),\n"
             "                          e.g. fp32,bf16 compares them in one run\n"
             "      --json FILE         also write the results as JSON\n"
             "  -h, --help              this help\n\n"

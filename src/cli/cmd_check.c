@@ -126,7 +126,7 @@ int cli_check(int argc, char **argv)
         sd_backend_cpu_set_int8(be, true);
         printf("precision int8 (%s kernels), tolerance: the int8 bound\n",
                sd_backend_cpu_int8_isa(be) ? sd_backend_cpu_int8_isa(be) : "no int8 kernels on this CPU: bf16");
-    } else if (!cuda && (precision == SD_PRECISION_BF16 || (precision == SD_PRECISION_AUTO && sd_backend_cpu_bf16_isa(be)))) {
+    } else if (!cuda && (precision == SD_PRECISION_BF16 || (precision == SD_PRECISION_AUTO && sd_backend_cpu_auto_bf16(be)))) {
         sd_backend_cpu_set_bf16(be, true);
         printf("precision bf16 (%s kernels), tolerance: the bf16 bound\n",
                sd_backend_cpu_bf16_isa(be) ? sd_backend_cpu_bf16_isa(be) : "no bf16 kernels on this CPU: fp32");

@@ -66,7 +66,7 @@ int main(int argc, char **argv)
         if (sd_backend_cpu_create(1, &be) == SD_OK) {
             const char *bk = sd_backend_cpu_bf16_isa(be);
             printf("cpu: fp32 kernels %s, bf16 kernels %s; precision auto = %s\n", sd_backend_cpu_isa(be),
-                   bk ? bk : "none", bk ? "bf16" : "fp32");
+                   bk ? bk : "none", sd_backend_cpu_auto_bf16(be) ? "bf16" : "fp32");
             sd_backend_destroy(be);
         }
         return 0;

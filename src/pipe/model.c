@@ -45,14 +45,14 @@ const char *sd_precision_name(sd_precision p)
 
 /* The precision on the backend: bf16 on the CPU (its bf16 kernels, or bf16 storage with fp32 compute
  * where it has none), int8 (its int8 kernels for linears and convolutions, the rest as bf16; bf16
- * where it has none), auto = bf16 where the CPU has bf16 kernels. */
+ * where it has none), auto = bf16 where the CPU's bf16 kernels outpace its fp32 ones (sd_backend_cpu_auto_bf16). */
 static sd_status apply_precision(const sd_model_params *p, sd_backend *be)
 {
     bool cuda = p->backend == SD_BACKEND_CUDA;
     switch (p->precision) {
     case SD_PRECISION_FP32: return SD_OK;
     case SD_PRECISION_AUTO:
-        if (!cuda && sd_backend_cpu_bf16_isa(be))
+        if (!cuda && sd_backend_cpu_auto_bf16(be))
             sd_backend_cpu_set_bf16(be, true);
         return SD_OK;
     case SD_PRECISION_BF16:

@@ -972,6 +972,43 @@ void sd_backend_cpu_set_bf16(sd_backend *be, bool on)
     }
 }
 
+/* FLOPs per ms of one kernel table's peak function, best of 3 short runs */
+static double peak_rate(double (*peak)(int64_t))
+{
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        double t0 = sd_time_now(), macs = peak(20000), dt = sd_time_now() - t0;
+        if (dt > 0 && macs / dt > best)
+            best = macs / dt;
+    }
+    return best;
+}
+
+static bool g_vdp_pays;
+static pthread_once_t g_vdp_once = PTHREAD_ONCE_INIT;
+
+static void vdp_measure(void)
+{
+    const sd_cpu_bf16_kern *b = sd_cpu_bf16_kern_select("avx512bf16");
+    const sd_cpu_kern *f = sd_cpu_kern_avx512();
+    if (!b || !f)
+        return;
+    peak_rate(f->peak); /* warm-up: the core's AVX-512 clock */
+    double bf = peak_rate(b->peak), fp = peak_rate(f->peak);
+    g_vdp_pays = bf >= fp;
+}
+
+bool sd_backend_cpu_auto_bf16(const sd_backend *be)
+{
+    const char *bk = sd_backend_cpu_bf16_isa(be);
+    if (!bk)
+        return false;
+    if (strcmp(bk, "avx512bf16"))
+        return true; /* AMX */
+    pthread_once(&g_vdp_once, vdp_measure);
+    return g_vdp_pays;
+}
+
 const char *sd_backend_cpu_int8_isa(const sd_backend *be)
 {
     const cpu_impl *im = be && be->ops == &k_cpu_ops ? be->impl : NULL;

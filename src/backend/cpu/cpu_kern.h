@@ -200,6 +200,11 @@ const char *sd_backend_cpu_bf16_isa(const sd_backend *be);
 /* precision bf16 on (linears, convolutions and attention through the bf16 kernels when there are
  * some) or off (fp32: exactly the fp32 kernels). Not thread-safe against running ops. */
 void sd_backend_cpu_set_bf16(sd_backend *be, bool on);
+/* Precision auto's one rule: bf16 when the backend's bf16 kernels outpace its fp32 ones: AMX always;
+ * AVX512-BF16 when VDPBF16PS's FLOP rate, measured once per process on registers (the kernels' peak
+ * functions, best of 3, well under 1 ms), is at least the fp32 FMA's: Zen 4/5 (expected ~2x), not an Intel
+ * core whose AMX is hidden by a hypervisor or not granted by an old kernel (measured 0.5x here). */
+bool sd_backend_cpu_auto_bf16(const sd_backend *be);
 
 /* int8 compute (precision int8, W8A8): weights quantised once (symmetric, one scale per output channel)
  * and packed in 1 KiB tiles (16 rows x 64 bytes, AMX-INT8 / VNNI layout), activations quantised

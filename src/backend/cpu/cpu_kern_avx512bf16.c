@@ -1,7 +1,10 @@
 /* bf16 kernels on AVX512-BF16 (VDPBF16PS: AMD Zen 4/5, Intel Cooper Lake and later): the same packed
  * tiles as the AMX kernels (cpu_kern_bf16_impl.h), the 32x32 micro block computed in 8-row groups of
- * 16 accumulators. This file alone is compiled with -mavx512bf16 (CMakeLists.txt); it only runs
- * after sd_cpu_bf16_kern_select() (cpu_backend.c) found AVX512-BF16 in CPUID. */
+ * 16 accumulators. Measured on registers (bench_cpu --part bf16peak), an Intel core issues VDPBF16PS
+ * about once per 2 cycles on its FMA ports: half the fp32 FMA's FLOPs, so this level is a proxy there
+ * (docs/precision.md) and precision auto keeps fp32 (sd_backend_cpu_auto_bf16); ukr8 below runs at
+ * that rate (~95 % of it in a large 3x3 conv). This file alone is compiled with -mavx512bf16
+ * (CMakeLists.txt); it only runs after sd_cpu_bf16_kern_select() (cpu_backend.c) found AVX512-BF16. */
 #include "backend/cpu/cpu_kern.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__AVX512BF16__)
@@ -63,7 +66,7 @@ static void bk_ukr_x(const uint16_t *A, const uint16_t *A1, int64_t lda, const i
     }
 }
 
-/* BK_ROW_PTRS (cpu_kern_bf16_impl.h): rows [0, nr) of the 32x32 block c = A B, row i of A at rows[i] (32
+/* BK_ROW_PTRS (cpu_kern_bf16_dconv.h): rows [0, nr) of the 32x32 block c = A B, row i of A at rows[i] (32
  * entries, those past nr repeat a valid row), in groups of 8: the groups past nr are not computed */
 #define BK_ROW_PTRS 1
 static void bk_ukr_rows(const uint16_t *const rows[32], int64_t nr, const int64_t *toff, int64_t ntap, int64_t ncb,
