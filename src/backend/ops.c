@@ -386,24 +386,6 @@ static bool rowmajor(sd_ctx *ctx, const char *op, const sd_tensor *t)
 }
 
 /* Weight in a dtype the backend consumes: converted into arena scratch if needed. */
-sd_tensor sd_prepare_weight(sd_ctx *ctx, sd_tensor w, sd_weight_use use)
-{
-    sd_backend *be = ctx->be;
-    size_t bytes = 0;
-    if (!LIVE(ctx) || !be->ops->weight_layout || !be->host_memory || w.layout != SD_LAYOUT_ROWMAJOR)
-        return w;
-    sd_layout lay = be->ops->weight_layout(be, &w, use, &bytes);
-    if (lay == SD_LAYOUT_ROWMAJOR)
-        return w;
-    sd_tensor buf = sd_new(ctx, SD_U8, 1, (const int64_t[]){(int64_t)bytes});
-    sd_tensor p = w;
-    p.data = buf.data;
-    p.layout = (uint8_t)lay;
-    if (LIVE(ctx) && RUN(ctx))
-        be->ops->weight_prepare(be, p.data, &w, lay);
-    return p;
-}
-
 static sd_tensor weight_for(sd_ctx *ctx, sd_tensor w)
 {
     if (ctx->be->ops->accepts_weight_dtype(ctx->be, w.dtype))

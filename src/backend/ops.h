@@ -90,11 +90,6 @@ sd_tensor sd_reshape4(sd_ctx *ctx, sd_tensor x, int64_t a, int64_t b, int64_t c,
 /* rows [start, start+n) of the first dimension (a view) */
 sd_tensor sd_view_rows(sd_ctx *ctx, sd_tensor x, int64_t start, int64_t n);
 
-/* w (row-major) as the model loader prepares a weight for `use` (the backend's weight_layout /
- * weight_prepare, e.g. the CPU's bf16 or int8 tiles), in ctx's arena: for weights made outside the loader
- * (benchmarks, tests); w itself where the backend keeps it row-major or its memory is not the host's. */
-sd_tensor sd_prepare_weight(sd_ctx *ctx, sd_tensor w, sd_weight_use use);
-
 /* ops */
 sd_tensor sd_cast(sd_ctx *ctx, sd_tensor x, sd_dtype dt);
 sd_tensor sd_linear(sd_ctx *ctx, sd_tensor x, sd_tensor w, const sd_tensor *b);

@@ -14,6 +14,7 @@
 #include "backend/cpu/cpu_kern.h"
 #include "backend/ops.h"
 #include "cli/cli.h"
+#include "models/weights.h"
 
 #include <cblas.h>
 #include <cjson/cJSON.h>

@@ -1,5 +1,7 @@
 #include "models/weights.h"
 
+#include "backend/ops.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -699,4 +701,24 @@ void sd_weights_release_pages(const sd_weights *w)
         return;
     for (int i = 0; i < w->n_files; i++)
         sd_mmap_release_pages(&w->files[i]->map);
+}
+
+/* ---------------------------------------------------------------- weights made outside the loader */
+
+sd_tensor sd_prepare_weight(sd_ctx *ctx, sd_tensor w, sd_weight_use use)
+{
+    sd_backend *be = ctx->be;
+    size_t bytes = 0;
+    if (ctx->status != SD_OK || !be->ops->weight_layout || !be->host_memory || w.layout != SD_LAYOUT_ROWMAJOR)
+        return w;
+    sd_layout lay = be->ops->weight_layout(be, &w, use, &bytes);
+    if (lay == SD_LAYOUT_ROWMAJOR)
+        return w;
+    sd_tensor buf = sd_new(ctx, SD_U8, 1, (const int64_t[]){(int64_t)bytes});
+    sd_tensor p = w;
+    p.data = buf.data;
+    p.layout = (uint8_t)lay;
+    if (ctx->status == SD_OK && !ctx->plan)
+        be->ops->weight_prepare(be, p.data, &w, lay);
+    return p;
 }

@@ -18,6 +18,7 @@
 #define SD_WEIGHTS_H
 
 #include "backend/backend.h"
+#include "backend/ops.h"
 
 typedef struct sd_wsrc {
     char *name;
@@ -117,5 +118,10 @@ void sd_weights_release_pages(const sd_weights *w);
  * receives a malloc'd description of what was loaded. */
 sd_status sd_weights_add_component(sd_weights *w, const char *dir, const char *base, const char *variant,
                                    char **chosen);
+
+/* w (row-major) as the model loader prepares a weight for `use` (the backend's weight_layout /
+ * weight_prepare, e.g. the CPU's bf16 or int8 tiles), in ctx's arena: for weights made outside the loader
+ * (benchmarks, tests); w itself where the backend keeps it row-major or its memory is not the host's. */
+sd_tensor sd_prepare_weight(sd_ctx *ctx, sd_tensor w, sd_weight_use use);
 
 #endif
