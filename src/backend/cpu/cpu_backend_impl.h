@@ -1,5 +1,6 @@
-/* The CPU backend's private parts shared by its op files (cpu_backend.c: memory, GEMM-based ops, norms,
- * attention, the op table and kernel levels; cpu_elementwise.c: elementwise, conversion and layout ops). */
+/* The CPU backend's private parts shared by its files (cpu_backend.c: memory, GEMM-based ops, norms,
+ * attention, the op table; cpu_elementwise.c: elementwise, conversion and layout ops; cpu_levels.c: kernel
+ * levels, creation, precision switches). */
 #ifndef SD_CPU_BACKEND_IMPL_H
 #define SD_CPU_BACKEND_IMPL_H
 
@@ -42,6 +43,10 @@ static inline int nthreads(const sd_backend *be) { return be->n_threads > 0 ? be
 #define PAR_COPY_MIN ((size_t)1 << 20)
 /* memcpy of non-overlapping ranges, split across the threads when large (cpu_backend.c) */
 void sd_cpu_par_memcpy(sd_backend *be, void *dst, const void *src, size_t bytes);
+
+/* cpu_backend.c: the op table (a backend is a CPU one when be->ops == &sd_cpu_ops) and its destroy op */
+extern const sd_backend_ops sd_cpu_ops;
+void sd_cpu_destroy(sd_backend *be);
 
 /* cpu_elementwise.c */
 void sd_cpu_unary(sd_backend *be, sd_tensor *y, const sd_tensor *x, sd_unary_op op);
