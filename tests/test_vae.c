@@ -5,6 +5,7 @@
  * non-square images), old attention names, logvar clamping, optional
  * quant convs / mid attention, F16 weights, config and weight errors, image
  * size checks and planning. */
+#include "backend/cpu/cpu_kern.h"
 #include "backend/ops.h"
 #include "check/check.h"
 #include "models/vae.h"
@@ -987,6 +988,48 @@ TEST(taesd_errors)
     CHECK(kl == NULL);
 }
 
+/* precision int8: TAESD's convolutions stay bf16 where the CPU has the bf16 direct convolution (its conv
+ * chain keeps activations in the bf16 image layout and outruns int8 convolutions: sd_weights.convs_bf16 set
+ * by sd_taesd_load), and are int8 where the CPU has int8 kernels only; a UNet-like weights index without
+ * the flag gets int8 either way. Levels the CPU lacks are not applicable. */
+TEST(taesd_int8_convs)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/taesd32.safetensors", g_dir);
+    static const char *const levels[] = {"amx", "avx512bf16", "avx512vnni"};
+    for (size_t i = 0; i < SD_ARRAY_LEN(levels); i++) {
+        sd_backend *be = NULL;
+        if (sd_backend_cpu_create_isa(2, levels[i], &be) != SD_OK) {
+            printf("  [ N/A ] %s: this CPU lacks it\n", levels[i]);
+            continue;
+        }
+        sd_backend_cpu_set_int8(be, true);
+        bool bf = sd_backend_cpu_bf16_isa(be) != NULL, i8 = sd_backend_cpu_int8_isa(be) != NULL;
+        sd_weights w, u;
+        sd_weights_init(&w, be, "taesd int8", SD_BF16);
+        CHECK_STATUS(sd_weights_add_file(&w, path, NULL, false), SD_OK);
+        CHECK_STATUS(sd_weights_finalize(&w), SD_OK);
+        sd_taesd_config cfg = taesd_cfg();
+        sd_taesd *m = NULL;
+        CHECK_STATUS(sd_taesd_load(&w, &cfg, &m), SD_OK);
+        sd_weights_init(&u, be, "not taesd", SD_BF16);
+        CHECK_STATUS(sd_weights_add_file(&u, path, NULL, false), SD_OK);
+        CHECK_STATUS(sd_weights_finalize(&u), SD_OK);
+        sd_tensor t = {0}, v = {0};
+        const int64_t shape[4] = {3, TC, 3, 3};
+        CHECK_STATUS(sd_weights_get(&w, &t, shape, 4, "decoder.layers.6.weight"), SD_OK);
+        CHECK_STATUS(sd_weights_get(&u, &v, shape, 4, "decoder.layers.6.weight"), SD_OK);
+        int want = bf ? SD_LAYOUT_CPU_BF16_CONV : i8 ? SD_LAYOUT_CPU_I8_CONV : SD_LAYOUT_ROWMAJOR;
+        CHECK_MSG(t.layout == want, "[%s] TAESD conv weight at int8: layout %d, expected %d", levels[i], t.layout, want);
+        CHECK_MSG(v.layout == (i8 ? SD_LAYOUT_CPU_I8_CONV : SD_LAYOUT_ROWMAJOR),
+                  "[%s] a conv weight of another model at int8: layout %d", levels[i], v.layout);
+        sd_taesd_free(m);
+        sd_weights_free(&w);
+        sd_weights_free(&u);
+        sd_backend_destroy(be);
+    }
+}
+
 int main(void)
 {
     if (sd_backend_cpu_create(2, &g_be) != SD_OK) {
@@ -1004,6 +1047,7 @@ int main(void)
     RUN(kl_bad_inputs);
     RUN(kl_weight_errors);
     RUN(taesd_numerics_and_f16);
+    RUN(taesd_int8_convs);
     RUN(taesd_errors);
     RUN(fixture_cases);
     RUN(project_cases);

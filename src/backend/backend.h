@@ -56,8 +56,10 @@ static inline size_t sd_image_layout_bytes(const int64_t ne[4])
 }
 
 /* What a model weight is for (weight_layout): a convolution's, a linear's, or anything else (tables read by
- * row, e.g. embeddings: always row-major) */
-typedef enum sd_weight_use { SD_WEIGHT_CONV, SD_WEIGHT_LINEAR, SD_WEIGHT_OTHER } sd_weight_use;
+ * row, e.g. embeddings: always row-major). SD_WEIGHT_CONV_BF16: a convolution's of a model whose convolutions
+ * keep bf16 under precision int8 where the backend has bf16 convolutions (sd_weights.convs_bf16: TAESD, whose
+ * bf16 conv chain keeps its activations in the image layout and outruns int8 convolutions) */
+typedef enum sd_weight_use { SD_WEIGHT_CONV, SD_WEIGHT_LINEAR, SD_WEIGHT_OTHER, SD_WEIGHT_CONV_BF16 } sd_weight_use;
 
 typedef struct sd_tensor {
     void *data; /* backend memory (NULL while planning) */

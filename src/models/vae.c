@@ -636,6 +636,7 @@ sd_status sd_taesd_load(sd_weights *w, const sd_taesd_config *c, sd_taesd **out)
     if (!m)
         return SD_ERR_OUT_OF_MEMORY;
     m->cfg = *c;
+    w->convs_bf16 = true; /* precision int8: its bf16 conv chain (image layout, fused epilogues) is the faster */
     sd_status s = taesd_load(w, m);
     if (s != SD_OK) {
         sd_taesd_free(m);

@@ -353,7 +353,11 @@ static sd_status load(sd_weights *w, sd_wsrc *e, sd_tensor *out, const int64_t *
     size_t oes = sd_dtype_size(want_dt), bytes = numel * oes;
     if (model_weight && w->be->ops->weight_layout) /* the backend's prepared layout (backend.h) */
         out->layout = (uint8_t)w->be->ops->weight_layout(
-            w->be, out, table ? SD_WEIGHT_OTHER : ndim == 4 ? SD_WEIGHT_CONV : ndim == 2 ? SD_WEIGHT_LINEAR : SD_WEIGHT_OTHER,
+            w->be, out,
+            table       ? SD_WEIGHT_OTHER
+            : ndim == 4 ? (w->convs_bf16 ? SD_WEIGHT_CONV_BF16 : SD_WEIGHT_CONV)
+            : ndim == 2 ? SD_WEIGHT_LINEAR
+                        : SD_WEIGHT_OTHER,
             &bytes);
 
     if (out->layout == SD_LAYOUT_ROWMAJOR && w->be->host_memory && want_dt == t->dtype && ((uintptr_t)src % es) == 0) {

@@ -42,6 +42,7 @@ typedef struct sd_weights {
     void **cow;                 /* copy-on-write buffers of modified views (backend memory owned) */
     size_t n_cow, cap_cow;
     bool check_finite;          /* fail loading a float tensor that holds NaN/Inf (SD_ERR_FORMAT) */
+    bool convs_bf16;            /* conv weights asked for as SD_WEIGHT_CONV_BF16 (backend.h; set by the model) */
     sd_st_tensor **owned;       /* host copies made at mapping time (sd_weights_add_transposed) */
     size_t n_owned;
 } sd_weights;

@@ -361,12 +361,17 @@ static void conv_packed_ref(sd_backend *be, sd_tensor *y, const sd_tensor *x, co
 
 /* backend ops weight_layout / weight_prepare: at precision int8 with int8 kernels, linear and pointwise
  * conv weights are quantised into their tiles (sd_i8w) and kxk conv weights into the direct convolution's
- * (SD_LAYOUT_CPU_I8_CONV); with bf16 kernels, BF16 conv weights become the direct convolution's B tiles and
- * BF16 linear weights the GEMM's (SD_GB_PACKED) */
+ * (SD_LAYOUT_CPU_I8_CONV), but SD_WEIGHT_CONV_BF16 ones stay bf16 where the bf16 direct convolution exists;
+ * with bf16 kernels, BF16 conv weights become the direct convolution's B tiles and BF16 linear weights the
+ * GEMM's (SD_GB_PACKED) */
 static sd_layout cpu_weight_layout(sd_backend *be, const sd_tensor *t, sd_weight_use use, size_t *bytes)
 {
-    const sd_cpu_bf16_kern *bk = bf16k(be);
-    if (((const cpu_impl *)be->impl)->int8) {
+    const cpu_impl *im = be->impl;
+    const sd_cpu_bf16_kern *bk = bf16k(be); /* precision int8 turns bf16 on too */
+    bool conv_bf16 = use == SD_WEIGHT_CONV_BF16 && bk && bk->dconv;
+    if (use == SD_WEIGHT_CONV_BF16)
+        use = SD_WEIGHT_CONV;
+    if (im->int8 && !conv_bf16) {
         int64_t O = t->ne[0], K = O > 0 ? sd_numel(t) / O : 0;
         bool fl = t->dtype == SD_F32 || t->dtype == SD_F16 || t->dtype == SD_BF16, fits = K > 0 && K <= SD_I8_KMAX;
         bool lin = use == SD_WEIGHT_LINEAR && t->ndim == 2;
