@@ -988,9 +988,10 @@ TEST(taesd_errors)
     CHECK(kl == NULL);
 }
 
-/* precision int8: TAESD's convolutions stay bf16 where the CPU has the bf16 direct convolution (its conv
- * chain keeps activations in the bf16 image layout and outruns int8 convolutions: sd_weights.convs_bf16 set
- * by sd_taesd_load), and are int8 where the CPU has int8 kernels only; a UNet-like weights index without
+/* precision int8: TAESD's convolutions stay bf16 where the CPU's bf16 direct convolution is the fast path
+ * (precision auto's rule; its conv chain keeps activations in the bf16 image layout and outruns int8
+ * convolutions: sd_weights.convs_bf16 set by sd_taesd_load), and are int8 elsewhere (int8 kernels only, or
+ * a VDPBF16PS slower than the fp32 FMA); a UNet-like weights index without
  * the flag gets int8 either way. Levels the CPU lacks are not applicable. */
 TEST(taesd_int8_convs)
 {
@@ -1004,7 +1005,7 @@ TEST(taesd_int8_convs)
             continue;
         }
         sd_backend_cpu_set_int8(be, true);
-        bool bf = sd_backend_cpu_bf16_isa(be) != NULL, i8 = sd_backend_cpu_int8_isa(be) != NULL;
+        bool bf = sd_backend_cpu_auto_bf16(be), i8 = sd_backend_cpu_int8_isa(be) != NULL; /* bf16 the fast path */
         sd_weights w, u;
         sd_weights_init(&w, be, "taesd int8", SD_BF16);
         CHECK_STATUS(sd_weights_add_file(&w, path, NULL, false), SD_OK);

@@ -361,14 +361,15 @@ static void conv_packed_ref(sd_backend *be, sd_tensor *y, const sd_tensor *x, co
 
 /* backend ops weight_layout / weight_prepare: at precision int8 with int8 kernels, linear and pointwise
  * conv weights are quantised into their tiles (sd_i8w) and kxk conv weights into the direct convolution's
- * (SD_LAYOUT_CPU_I8_CONV), but SD_WEIGHT_CONV_BF16 ones stay bf16 where the bf16 direct convolution exists;
+ * (SD_LAYOUT_CPU_I8_CONV), but SD_WEIGHT_CONV_BF16 ones stay bf16 where the bf16 direct convolution exists
+ * and bf16 is the fast path (precision auto's rule: AMX, or a VDPBF16PS that outpaces the fp32 FMA);
  * with bf16 kernels, BF16 conv weights become the direct convolution's B tiles and BF16 linear weights the
  * GEMM's (SD_GB_PACKED) */
 static sd_layout cpu_weight_layout(sd_backend *be, const sd_tensor *t, sd_weight_use use, size_t *bytes)
 {
     const cpu_impl *im = be->impl;
     const sd_cpu_bf16_kern *bk = bf16k(be); /* precision int8 turns bf16 on too */
-    bool conv_bf16 = use == SD_WEIGHT_CONV_BF16 && bk && bk->dconv;
+    bool conv_bf16 = use == SD_WEIGHT_CONV_BF16 && bk && bk->dconv && sd_backend_cpu_auto_bf16(be);
     if (use == SD_WEIGHT_CONV_BF16)
         use = SD_WEIGHT_CONV;
     if (im->int8 && !conv_bf16) {
