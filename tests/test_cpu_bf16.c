@@ -135,21 +135,7 @@ static double *conv_ref(const float *x, const int64_t xe[4], const float *w, int
     int64_t N = xe[0], C = xe[1], H = xe[2], W = xe[3];
     int64_t HO = (H + pd[0] + pd[2] - K) / s + 1, WO = (W + pd[1] + pd[3] - K) / s + 1;
     double *ref = malloc((size_t)(N * O * HO * WO) * sizeof(double));
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t o = 0; o < O; o++)
-            for (int64_t oh = 0; oh < HO; oh++)
-                for (int64_t ow = 0; ow < WO; ow++) {
-                    double acc = b ? b[o] : 0.0;
-                    for (int64_t c = 0; c < C; c++)
-                        for (int64_t kh = 0; kh < K; kh++)
-                            for (int64_t kw = 0; kw < K; kw++) {
-                                int64_t ih = oh * s - pd[0] + kh, iw = ow * s - pd[1] + kw;
-                                if (ih >= 0 && ih < H && iw >= 0 && iw < W)
-                                    acc += act(x[((n * C + c) * H + ih) * W + iw]) *
-                                           (double)w[((o * C + c) * K + kh) * K + kw];
-                            }
-                    ref[((n * O + o) * HO + oh) * WO + ow] = acc;
-                }
+    test_conv_ref(ref, x, w, b, N, C, H, W, O, K, K, s, pd, HO, WO, act);
     return ref;
 }
 

@@ -7,6 +7,7 @@
 #include "backend/optime.h"
 #include "io/image.h"
 #include "test.h"
+#include "test_util.h"
 
 #define TOL 1e-5
 
@@ -129,30 +130,6 @@ static void begin(void) { sd_ctx_reset(&g_ctx); }
 
 /* ------------------------------------------------------------ references */
 
-static void ref_conv(double *y, const float *x, const float *w, const float *b, int64_t N, int64_t C, int64_t H,
-                     int64_t W, int64_t O, int64_t KH, int64_t KW, int s, const int p[4], int64_t HO, int64_t WO)
-{
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t o = 0; o < O; o++)
-            for (int64_t oh = 0; oh < HO; oh++)
-                for (int64_t ow = 0; ow < WO; ow++) {
-                    double acc = b ? b[o] : 0.0;
-                    for (int64_t c = 0; c < C; c++)
-                        for (int64_t kh = 0; kh < KH; kh++) {
-                            int64_t ih = oh * s - p[0] + kh;
-                            if (ih < 0 || ih >= H)
-                                continue;
-                            for (int64_t kw = 0; kw < KW; kw++) {
-                                int64_t iw = ow * s - p[1] + kw;
-                                if (iw < 0 || iw >= W)
-                                    continue;
-                                acc += (double)x[((n * C + c) * H + ih) * W + iw] *
-                                       w[((o * C + c) * KH + kh) * KW + kw];
-                            }
-                        }
-                    y[((n * O + o) * HO + oh) * WO + ow] = acc;
-                }
-}
 
 static double gelu_d(double v) { return 0.5 * v * (1.0 + erf(v / sqrt(2.0))); }
 
@@ -202,8 +179,8 @@ TEST(conv2d)
         int64_t ye[4] = {c->N, c->O, HO, WO};
         CHECK_MSG(!sd_ok(&g_ctx) || shape_is(ty, 4, ye), "case %zu: output shape", ci);
         double *ref = dalloc(ny);
-        ref_conv(ref, x, w, c->bias ? b : NULL, c->N, c->C, c->H, c->W, c->O, c->K, c->K, c->stride, c->pads, HO,
-                 WO);
+        test_conv_ref(ref, x, w, c->bias ? b : NULL, c->N, c->C, c->H, c->W, c->O, c->K, c->K, c->stride, c->pads, HO,
+                      WO, NULL);
         EXPECT_CLOSE("conv2d", ty, ref, ny, "case %zu (C=%lld O=%lld k=%lld s=%d %s)", ci, (long long)c->C,
                      (long long)c->O, (long long)c->K, c->stride, sd_dtype_name(c->wdt));
         /* the symmetric-pad entry point gives the same result */

@@ -232,4 +232,33 @@ static inline sd_tensor *test_model_weight(sd_model *m, const char *comp, const 
     return f.found;
 }
 
+/* The double reference of a convolution: y [N,O,HO,WO] = conv(x [N,C,H,W], w [O,C,KH,KW]) + b (NULL: none), stride
+ * s, pads p (top, left, bottom, right); xf (NULL: none) maps each input value as the kernel sees it (e.g. rounded
+ * to bf16). */
+static inline void test_conv_ref(double *y, const float *x, const float *w, const float *b, int64_t N, int64_t C,
+                                 int64_t H, int64_t W, int64_t O, int64_t KH, int64_t KW, int s, const int p[4],
+                                 int64_t HO, int64_t WO, double (*xf)(float))
+{
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t oh = 0; oh < HO; oh++)
+                for (int64_t ow = 0; ow < WO; ow++) {
+                    double acc = b ? b[o] : 0.0;
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t kh = 0; kh < KH; kh++) {
+                            int64_t ih = oh * s - p[0] + kh;
+                            if (ih < 0 || ih >= H)
+                                continue;
+                            for (int64_t kw = 0; kw < KW; kw++) {
+                                int64_t iw = ow * s - p[1] + kw;
+                                if (iw < 0 || iw >= W)
+                                    continue;
+                                float v = x[((n * C + c) * H + ih) * W + iw];
+                                acc += (xf ? xf(v) : (double)v) * w[((o * C + c) * KH + kh) * KW + kw];
+                            }
+                        }
+                    y[((n * O + o) * HO + oh) * WO + ow] = acc;
+                }
+}
+
 #endif
